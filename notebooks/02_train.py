@@ -1,0 +1,145 @@
+# %% [markdown]
+# # 02 · Train the multi-task model
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/REPO/blob/main/notebooks/02_train.ipynb)
+#
+# One ResNet18 encoder, shared by a U-Net decoder that draws the lesion mask and a head that
+# names the diagnosis (MEL, NV, BCC, AKIEC, BKL, DF, VASC). The loss is
+# `seg_weight · BCE(mask) + cls_weight · CE(diagnosis)`, the cross-entropy optionally weighted
+# against HAM10000's class imbalance. Training uses the lesion-level split in `split_path`
+# (made here on first use, reused by every notebook), keeps the checkpoint with the best
+# validation score and writes learning curves and `metrics/train.json` into `reports_dir`.
+#
+# With no HAM10000 in `data/` it trains on the synthetic demo data (every figure says so).
+# Run with other values: `papermill notebooks/02_train.ipynb out.ipynb -p epochs 5`.
+
+# %% tags=["parameters"]
+data_dir = "data"                  # HAM10000 layout (see data/README.md); the synthetic demo if empty
+image_size = 128                   # training size in pixels (square)
+epochs = 3
+batch_size = 32
+lr = 3e-3                          # peak learning rate of the one-cycle schedule (AdamW)
+weight_decay = 1e-4
+lr_schedule = "onecycle"           # "onecycle", "cosine" or "constant"
+seg_weight = 1.0                   # weight of the mask loss (BCE)
+cls_weight = 1.0                   # weight of the diagnosis loss (cross-entropy)
+class_balance = "weighted_loss"    # "none", "weighted_loss", "sampler" or "both"
+balance_power = 0.5                # 1 = inverse class frequency, 0.5 = its square root
+label_smoothing = 0.0
+augment = "standard"               # "none", "flips" or "standard" (flips, rotation, zoom, colour)
+encoder_weights = "auto"           # "imagenet", "auto" (ImageNet if obtainable), None, or a .pth path
+selection = "balanced_accuracy+dice"  # validation score that picks the best checkpoint
+patience = None                    # early stopping after this many epochs without improvement
+seed = 0
+device = "auto"                    # "auto", "cpu", "cuda", "cuda:1", ...
+amp = "auto"                       # mixed precision: "auto", "bf16", "fp16" or "off"
+num_workers = None                 # DataLoader workers; None picks for the device
+max_samples = None                 # use at most this many images (whole lesions); None = all
+split_fractions = [0.7, 0.15, 0.15]
+split_path = "reports/split.csv"
+on_bad_data = "raise"              # "raise": stop on bad files with a report; "skip": leave them out
+resume = False                     # continue from checkpoint_dir/last.pt
+cache_dir = None                   # preprocessed-array cache; None = ~/.cache/skin_utils
+reports_dir = "reports"
+checkpoint_dir = "checkpoints"
+repo_url = "https://github.com/OWNER/REPO"  # cloned on Colab to install skin_utils
+
+# %%
+import subprocess, sys, os  # noqa: E401
+if "google.colab" in sys.modules and not os.path.isdir("/content/repo"):
+    subprocess.check_call(["git", "clone", "--depth", "1", repo_url, "/content/repo"])
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/repo"])
+    sys.path.insert(0, "/content/repo")
+    os.chdir("/content/repo")
+
+# %%
+import matplotlib.pyplot as plt
+import torch
+
+from skin_utils import CLASS_NAMES, plots, report
+from skin_utils.engine import build_optimizer_and_schedule, fit, resolve_device, seed_everything
+from skin_utils.losses import MultiTaskLoss, class_weights_from_counts
+from skin_utils.model import MultiTaskNet
+from skin_utils.params import check_params
+from skin_utils.paths import resolve
+from skin_utils.workflow import load_data, train_class_counts, train_val_loaders
+
+params = check_params(dict(
+    data_dir=data_dir, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
+    weight_decay=weight_decay, lr_schedule=lr_schedule, seg_weight=seg_weight, cls_weight=cls_weight,
+    class_balance=class_balance, balance_power=balance_power, label_smoothing=label_smoothing,
+    augment=augment, encoder_weights=encoder_weights, selection=selection, patience=patience,
+    seed=seed, device=device, amp=amp, num_workers=num_workers, max_samples=max_samples,
+    split_fractions=split_fractions, split_path=split_path, on_bad_data=on_bad_data, resume=resume,
+    cache_dir=cache_dir, reports_dir=reports_dir, checkpoint_dir=checkpoint_dir))
+reports, checkpoints = resolve(reports_dir), resolve(checkpoint_dir)
+device = resolve_device(device)
+seed_everything(seed)
+print(f"Training on {device}, {torch.get_num_threads()} CPU threads")
+
+# %% [markdown]
+# ## Data: validated, split by lesion, cached at the training size
+
+# %%
+data = load_data(data_dir, image_size, split_path=split_path, split_fractions=split_fractions,
+                 seed=seed, max_samples=max_samples, on_bad_data=on_bad_data, cache_dir=cache_dir)
+data.describe()
+
+# %% [markdown]
+# ## Model, loss and optimiser
+
+# %%
+model = MultiTaskNet(num_classes=len(CLASS_NAMES), encoder_weights=encoder_weights)
+counts = train_class_counts(data)
+class_weights = (class_weights_from_counts(counts, balance_power)
+                 if class_balance in ("weighted_loss", "both") else None)
+loss_fn = MultiTaskLoss(seg_weight, cls_weight, class_weights=class_weights, label_smoothing=label_smoothing)
+train_loader, val_loader = train_val_loaders(data, batch_size, device, augment=augment,
+                                             class_balance=class_balance, balance_power=balance_power,
+                                             seed=seed, num_workers=num_workers)
+optimizer, scheduler = build_optimizer_and_schedule(model, lr, weight_decay, epochs, len(train_loader), lr_schedule)
+print("encoder weights:", model.encoder_weights_used)
+print("training images per class:", dict(zip(CLASS_NAMES, counts.tolist())))
+if class_weights is not None:
+    print("cross-entropy class weights:", dict(zip(CLASS_NAMES, [round(w, 2) for w in class_weights.tolist()])))
+
+# %% [markdown]
+# ## Train
+# `last.pt` is written after every epoch (atomically), `best.pt` whenever the validation score
+# improves. Set `resume=True` to continue an interrupted run.
+
+# %%
+history = fit(model, train_loader, val_loader, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
+              epochs=epochs, device=device, checkpoint_dir=checkpoints, class_names=CLASS_NAMES,
+              run_config={**params, "image_size": image_size, "encoder_weights_used": model.encoder_weights_used},
+              selection=selection, patience=patience, amp=amp, resume=resume, seed=seed,
+              extra={"data": data.describe(), "split_path": str(resolve(split_path))})
+
+# %% [markdown]
+# ## Learning curves
+
+# %%
+fig = plots.plot_learning_curves(history, title=f"Learning curves · {data.name}")
+plots.save_figure(fig, reports / "figures" / "train_learning_curves.png")
+best = max(history, key=lambda row: row["score"])
+summary = {"best_epoch": best["epoch"], "selection": selection, "best_val": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
+           "epochs_run": len(history), "checkpoint": str(checkpoints / "best.pt"),
+           "encoder_weights_used": model.encoder_weights_used, "class_weights": None if class_weights is None else class_weights.tolist(),
+           "history": history, "data": data.describe(), "params": params}
+report.write_json(reports / "metrics" / "train.json", summary)
+summary["best_val"]
+
+# %% [markdown]
+# ## Report section
+
+# %%
+report.write_section(reports, "02_train", "Training", f"""
+Trained on **{data.name}** ({len(data.rows['train'])} training / {len(data.rows['val'])} validation images,
+split by lesion) for {len(history)} epoch(s) at {image_size}x{image_size} px on `{device}`; encoder weights: {model.encoder_weights_used};
+class balance: `{class_balance}` (power {balance_power}). Best epoch by `{selection}`: **{best['epoch']}**.
+
+Validation at the best epoch (model resolution; the test-set evaluation at original size is in section 03):
+
+{report.markdown_table({k[4:]: v for k, v in best.items() if k.startswith('val_')})}
+
+![learning curves](figures/train_learning_curves.png)
+""", params=params, data=data.describe())

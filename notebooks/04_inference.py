@@ -1,0 +1,92 @@
+# %% [markdown]
+# # 04 · Predict on new images
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/REPO/blob/main/notebooks/04_inference.ipynb)
+#
+# Runs a trained checkpoint on a folder of images that have no labels: the lesion mask at each
+# image's own size, the predicted diagnosis and the probability of every class. Files that are
+# not images, corrupt, or too small are listed with the reason instead of stopping the run.
+# Writes `inference/predictions.csv`, one overlay PNG per image, and a summary figure.
+#
+# *These predictions are a research tool, not a diagnosis.*
+
+# %% tags=["parameters"]
+checkpoint = "checkpoints/best.pt"
+input_dir = None                   # a folder of images; None = a few new synthetic demo images
+n_demo_images = 6                  # how many demo images when input_dir is None
+batch_size = 16
+threshold = 0.5                    # mask probability threshold
+device = "auto"
+amp = "auto"
+reports_dir = "reports"
+repo_url = "https://github.com/OWNER/REPO"  # cloned on Colab to install skin_utils
+
+# %%
+import subprocess, sys, os  # noqa: E401
+if "google.colab" in sys.modules and not os.path.isdir("/content/repo"):
+    subprocess.check_call(["git", "clone", "--depth", "1", repo_url, "/content/repo"])
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/repo"])
+    sys.path.insert(0, "/content/repo")
+    os.chdir("/content/repo")
+
+# %%
+from skin_utils import plots, report
+from skin_utils.imageio import read_image
+from skin_utils.inference import Predictor, predictions_table, save_overlays, time_single_image, write_demo_images
+from skin_utils.params import check_params
+from skin_utils.paths import resolve
+
+params = check_params(dict(checkpoint=checkpoint, input_dir=input_dir, n_demo_images=n_demo_images,
+                           batch_size=batch_size, threshold=threshold, device=device, amp=amp,
+                           reports_dir=reports_dir), must_exist=("checkpoint",) + (("input_dir",) if input_dir else ()))
+reports = resolve(reports_dir)
+out_dir = reports / "inference"
+folder = resolve(input_dir) if input_dir else write_demo_images(out_dir / "demo_input", n_demo_images)
+predictor = Predictor(resolve(checkpoint), device=device, amp=amp, threshold=threshold)
+print(f"{folder}: predicting at {predictor.image_size} px on {predictor.device}")
+
+# %%
+predictions, failures = predictor.predict_folder(folder, batch_size=batch_size)
+table = predictions_table(predictions)
+out_dir.mkdir(parents=True, exist_ok=True)
+table.to_csv(out_dir / "predictions.csv", index=False)
+failures.to_csv(out_dir / "skipped.csv", index=False)
+print(f"{len(predictions)} images predicted, {len(failures)} skipped")
+table
+
+# %%
+failures
+
+# %% [markdown]
+# ## Overlays (predicted lesion border in magenta)
+
+# %%
+overlay_paths = save_overlays(predictions, out_dir / "overlays")
+shown = predictions[:8]
+fig = plots.plot_overlay_grid(images=[read_image(p.path) for p in shown], true_masks=None,
+                              pred_masks=[p.mask for p in shown], true_labels=None,
+                              pred_labels=[p.pred for p in shown], pred_probs=[p.prob for p in shown],
+                              class_names=predictor.class_names, row_titles=[p.image_id for p in shown],
+                              title=f"Predictions · {folder.name}")
+plots.save_figure(fig, reports / "figures" / "inference_examples.png")
+
+# %% [markdown]
+# ## Latency of a single image (preprocessing included)
+
+# %%
+latency = time_single_image(predictor, read_image(predictions[0].path)) if predictions else float("nan")
+print(f"single-image latency: {latency * 1000:.1f} ms (median of 10, {predictor.device})")
+
+# %%
+report.write_json(reports / "metrics" / "inference.json",
+                  {"input_dir": str(folder), "n_predicted": len(predictions), "n_skipped": len(failures),
+                   "single_image_latency_s": latency, "class_counts": table["pred"].value_counts().to_dict() if len(table) else {},
+                   "params": params})
+report.write_section(reports, "04_inference", "Inference", f"""
+`{checkpoint}` on `{folder}`: {len(predictions)} images predicted, {len(failures)} skipped
+(listed in `inference/skipped.csv`). Predictions: `inference/predictions.csv`; overlays: `inference/overlays/`.
+Single-image latency {latency * 1000:.1f} ms on `{predictor.device}` (median of 10, preprocessing included).
+
+{report.markdown_table(table.drop(columns=["path"]).set_index("image_id").head(20)) if len(table) else "(no predictions)"}
+
+![examples](figures/inference_examples.png)
+""", params=params)

@@ -1,0 +1,316 @@
+"""Training and evaluation loops, in the flat style of torchvision's reference scripts.
+
+* ``train_one_epoch`` / ``predict`` / ``evaluate``: one pass each, tqdm progress, no host-device
+  synchronisation per step (losses are summed on the device and read when the bar is refreshed;
+  a non-finite loss is noticed at the next refresh, with the batch where it first appeared).
+* ``fit``: epochs, best checkpoint by a stated criterion, early stopping, atomic checkpoints
+  after every epoch and ``resume`` from the last one. Each epoch seeds its own randomness from
+  ``(seed, epoch)``, so a resumed run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from skin_utils.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from skin_utils.data import IMAGENET_MEAN, IMAGENET_STD, Normalize
+from skin_utils.metrics import ClassificationMetrics, SegmentationMetrics
+
+SELECTION_CRITERIA = ("balanced_accuracy+dice", "balanced_accuracy", "dice", "loss")
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss."""
+
+
+# ----------------------------------------------------------------------------- device helpers
+def resolve_device(device: str = "auto") -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={str(device)!r} but no CUDA GPU is visible; use device='cpu' or 'auto'.")
+    return device
+
+
+def cpu_supports_bf16() -> bool:
+    """True on CPUs with native bf16 matrix units (AVX512-BF16 / AMX), where oneDNN runs bf16
+    convolutions faster than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        return False
+
+
+def amp_dtype_for(device: torch.device, amp: str = "auto") -> torch.dtype | None:
+    """The autocast dtype: bf16 where the hardware has it, fp16 on older GPUs, None for off."""
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"amp={amp!r}: choose one of {AMP_CHOICES}.")
+    if amp == "off":
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _to_device(batch, device, normalize, channels_last):
+    images, masks, labels, rows = batch
+    non_blocking = device.type == "cuda"
+    images = normalize(images.to(device, non_blocking=non_blocking))
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return (images, masks.to(device, non_blocking=non_blocking).float(),
+            labels.to(device, non_blocking=non_blocking), rows)
+
+
+# ----------------------------------------------------------------------------- one pass
+def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0, scheduler=None,
+                    scaler=None, amp_dtype=None, channels_last: bool = True, normalize=None,
+                    progress: bool = True, refresh_every: int = 10, max_batches: int | None = None) -> dict:
+    """One epoch of training. ``scheduler`` is stepped per batch. Returns mean losses, images/s."""
+    model.train()
+    normalize = (normalize or Normalize()).to(device)
+    sums = torch.zeros(3, device=device, dtype=torch.float64)
+    first_bad = torch.full((), -1, device=device, dtype=torch.long)
+    n_images, t0 = 0, time.perf_counter()
+    total = len(loader) if max_batches is None else min(len(loader), max_batches)
+    bar = tqdm(loader, total=total, desc=f"epoch {epoch + 1} train", disable=not progress,
+               leave=False, mininterval=1.0)
+    for b, batch in enumerate(bar):
+        if max_batches is not None and b >= max_batches:
+            break
+        images, masks, labels, _ = _to_device(batch, device, normalize, channels_last)
+        with autocast(device, amp_dtype):
+            mask_logits, class_logits = model(images)
+        parts = loss_fn(mask_logits, class_logits, masks, labels)
+        loss = parts["loss"]
+        finite = torch.isfinite(loss)
+        first_bad = torch.where((first_bad < 0) & ~finite, torch.tensor(b, device=device), first_bad)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        n = images.shape[0]
+        n_images += n
+        sums += torch.stack([loss.detach(), parts["seg_loss"], parts["cls_loss"]]).double() * n
+        if (b + 1) % refresh_every == 0 or b + 1 == total:
+            bad = int(first_bad)  # the only synchronisation: once per refresh
+            if bad >= 0:
+                raise NonFiniteLossError(
+                    f"Non-finite training loss at epoch {epoch + 1}, batch {bad + 1} of {total}. "
+                    "The last good checkpoint is kept. Lower lr, check the data (a blank or corrupt "
+                    "image?), or try amp='off'.")
+            bar.set_postfix(loss=f"{sums[0].item() / n_images:.4f}", refresh=False)
+    seconds = time.perf_counter() - t0
+    means = (sums / max(n_images, 1)).tolist()
+    return {"loss": means[0], "seg_loss": means[1], "cls_loss": means[2],
+            "images": n_images, "seconds": seconds, "images_per_s": n_images / max(seconds, 1e-9)}
+
+
+@torch.inference_mode()
+def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True, normalize=None,
+            loss_fn=None, progress: bool = True, desc: str = "predict") -> dict:
+    """Run the model over a loader. Returns class probabilities (N, K), mask probabilities at the
+    model's resolution as float16 (N, H, W), labels, cached rows, and mean losses if ``loss_fn``."""
+    model.eval()
+    normalize = (normalize or Normalize()).to(device)
+    probs, mask_probs, labels, rows = [], [], [], []
+    sums = torch.zeros(3, device=device, dtype=torch.float64)
+    n_images = 0
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, mininterval=1.0):
+        images, masks, y, r = _to_device(batch, device, normalize, channels_last)
+        with autocast(device, amp_dtype):
+            mask_logits, class_logits = model(images)
+        if loss_fn is not None:
+            parts = loss_fn(mask_logits, class_logits, masks, y)
+            sums += torch.stack([parts["loss"], parts["seg_loss"], parts["cls_loss"]]).double() * len(y)
+        n_images += len(y)
+        probs.append(class_logits.float().softmax(1).cpu())
+        mask_probs.append(mask_logits.float().sigmoid()[:, 0].to(torch.float16).cpu())
+        labels.append(y.cpu())
+        rows.append(torch.as_tensor(r))
+    out = {"probs": torch.cat(probs).numpy(), "mask_probs": torch.cat(mask_probs),
+           "labels": torch.cat(labels).numpy(), "rows": torch.cat(rows).numpy()}
+    if loss_fn is not None:
+        means = (sums / max(n_images, 1)).tolist()
+        out.update(loss=means[0], seg_loss=means[1], cls_loss=means[2])
+    return out
+
+
+def evaluate(model, loader, device, class_names, *, loss_fn=None, amp_dtype=None,
+             channels_last: bool = True, progress: bool = True, threshold: float = 0.5) -> dict:
+    """Validation metrics at the model's resolution (for model selection; the final evaluation
+    at each image's original size is `skin_utils.evaluation.evaluate_original_size`)."""
+    pred = predict(model, loader, device, amp_dtype=amp_dtype, channels_last=channels_last,
+                   loss_fn=loss_fn, progress=progress, desc="validate")
+    seg = SegmentationMetrics()
+    dataset = loader.dataset
+    true_masks = np.stack([np.asarray(dataset.masks[r]) for r in pred["rows"]])
+    seg.update(pred["mask_probs"].numpy() >= threshold, true_masks.astype(bool))
+    cls = ClassificationMetrics(class_names)
+    cls.update(pred["probs"], pred["labels"])
+    s, c = seg.aggregate(), cls.aggregate()
+    out = {k: s[k] for k in ("dice", "jaccard", "thresholded_jaccard")}
+    out.update({k: c[k] for k in ("accuracy", "balanced_accuracy", "macro_auc")})
+    for k in ("loss", "seg_loss", "cls_loss"):
+        if k in pred:
+            out[k] = pred[k]
+    return out
+
+
+def selection_score(metrics: dict, criterion: str) -> float:
+    """Higher is better. ``balanced_accuracy+dice`` (default) weighs both tasks equally."""
+    if criterion == "balanced_accuracy+dice":
+        return metrics["balanced_accuracy"] + metrics["dice"]
+    if criterion == "loss":
+        return -metrics["loss"]
+    if criterion in ("balanced_accuracy", "dice"):
+        return metrics[criterion]
+    raise ValueError(f"selection={criterion!r}: choose one of {SELECTION_CRITERIA}.")
+
+
+# ----------------------------------------------------------------------------- the whole run
+def build_optimizer_and_schedule(model, lr: float, weight_decay: float, epochs: int, steps_per_epoch: int,
+                                 schedule: str = "onecycle"):
+    """AdamW, and a per-batch schedule: ``onecycle`` (warm up 20% then cosine down; the
+    recommended default for short runs), ``cosine``, or ``constant``."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    total = max(1, epochs * steps_per_epoch)
+    if schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total,
+                                                        pct_start=0.2, div_factor=20, final_div_factor=200)
+    elif schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=lr / 100)
+    elif schedule == "constant":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    else:
+        raise ValueError(f"lr_schedule={schedule!r}: choose onecycle, cosine or constant.")
+    return optimizer, scheduler
+
+
+def _rng_state() -> dict:
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    npy = state["numpy"]
+    np.random.set_state(("MT19937", npy["keys"].numpy().astype(np.uint32), npy["pos"],
+                         npy["has_gauss"], npy["cached"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epochs: int, device,
+        checkpoint_dir, class_names, run_config: dict | None = None, selection: str = "balanced_accuracy+dice",
+        patience: int | None = None, amp: str = "auto", channels_last: bool = True, resume: bool = False,
+        seed: int = 0, progress: bool = True, extra: dict | None = None) -> list[dict]:
+    """Train for ``epochs``; write ``last.pt`` after every epoch and ``best.pt`` whenever the
+    validation ``selection`` score improves; stop early after ``patience`` epochs without
+    improvement (None: never). With ``resume=True`` continue from ``last.pt`` if it exists.
+    Returns the history: one dict per epoch."""
+    device = torch.device(device)
+    checkpoint_dir = Path(checkpoint_dir)
+    if selection not in SELECTION_CRITERIA:
+        raise ValueError(f"selection={selection!r}: choose one of {SELECTION_CRITERIA}.")
+    amp_dtype = amp_dtype_for(device, amp)
+    scaler = torch.amp.GradScaler("cuda") if (amp_dtype == torch.float16 and device.type == "cuda") else None
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    loss_fn.to(device)
+    history, start_epoch, best_score, since_best = [], 0, -math.inf, 0
+    last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
+    if resume and last_path.is_file():
+        ckpt = load_checkpoint(last_path, map_location=device)
+        load_weights(model, ckpt["model"], source=f"checkpoint {last_path}")
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        _set_rng_state(ckpt["rng"])
+        history = list(ckpt["history"])
+        start_epoch = int(ckpt["epoch"]) + 1
+        best_score = float(ckpt["best_score"])
+        since_best = int(ckpt["epochs_since_best"])
+        if progress:
+            print(f"Resumed from {last_path}: {start_epoch} epoch(s) done, continuing to {epochs}.")
+    common = {"model_config": dict(model.config), "class_names": list(class_names),
+              "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+              "config": dict(run_config or {}), "selection": selection, **(extra or {})}
+    for epoch in range(start_epoch, epochs):
+        if patience is not None and since_best >= patience:
+            break
+        # Each epoch's shuffling and augmentation depend on (seed, epoch) only.
+        seed_everything(seed * 1000 + epoch)
+        if hasattr(train_loader, "generator") and train_loader.generator is not None:
+            train_loader.generator.manual_seed(seed * 1000 + epoch)
+        sampler = getattr(train_loader, "sampler", None)
+        if getattr(sampler, "generator", None) is not None:
+            sampler.generator.manual_seed(seed * 1000 + epoch)
+        train = train_one_epoch(model, train_loader, loss_fn, optimizer, device, epoch=epoch,
+                                scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype,
+                                channels_last=channels_last, progress=progress)
+        val = evaluate(model, val_loader, device, class_names, loss_fn=loss_fn, amp_dtype=amp_dtype,
+                       channels_last=channels_last, progress=progress)
+        score = selection_score(val, selection)
+        improved = score > best_score
+        if improved:
+            best_score, since_best = score, 0
+        else:
+            since_best += 1
+        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+               **{f"train_{k}": v for k, v in train.items() if k in ("loss", "seg_loss", "cls_loss", "images_per_s", "seconds")},
+               **{f"val_{k}": v for k, v in val.items()}, "score": score, "best": improved}
+        history.append(row)
+        if progress:
+            print(f"epoch {epoch + 1}/{epochs}  train loss {train['loss']:.4f}  val loss {val.get('loss', float('nan')):.4f}  "
+                  f"Dice {val['dice']:.3f}  bal.acc {val['balanced_accuracy']:.3f}  acc {val['accuracy']:.3f}  "
+                  f"AUC {val['macro_auc']:.3f}  {train['images_per_s']:.1f} img/s" + ("  *best*" if improved else ""))
+        state = {**common, "model": model.state_dict(), "epoch": epoch, "history": history,
+                 "metrics": val, "best_score": best_score, "epochs_since_best": since_best}
+        if improved:
+            save_checkpoint(best_path, **state)
+        save_checkpoint(last_path, **state, optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(), scaler=scaler.state_dict() if scaler else {},
+                        rng=_rng_state())
+    return history

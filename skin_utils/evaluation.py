@@ -1,0 +1,136 @@
+"""Final evaluation with the ISIC definitions: masks scored at each image's original size,
+classification with balanced accuracy as the headline and the always-NV baseline beside it."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from skin_utils.data import make_loader
+from skin_utils.engine import amp_dtype_for, predict
+from skin_utils.imageio import image_size, read_mask
+from skin_utils.metrics import ClassificationMetrics, SegmentationMetrics, majority_baseline, roc_curves
+
+HEADLINE = ("dice", "jaccard", "thresholded_jaccard", "accuracy", "balanced_accuracy", "macro_auc")
+
+
+def upsample_mask(mask_probs: torch.Tensor, size_hw, threshold: float = 0.5) -> np.ndarray:
+    """A (h, w) probability map -> boolean mask at ``size_hw`` (bilinear, then threshold)."""
+    up = F.interpolate(mask_probs.float()[None, None], size=tuple(size_hw), mode="bilinear",
+                       align_corners=False)
+    return (up[0, 0] >= threshold).numpy()
+
+
+def original_size_masks(mask_probs: torch.Tensor, mask_paths, image_paths, threshold: float = 0.5,
+                        threads: int = 4):
+    """Predicted and true masks, both at the size of each original image."""
+    def one(i):
+        w, h = image_size(image_paths[i])
+        return upsample_mask(mask_probs[i], (h, w), threshold), read_mask(mask_paths[i], size=(w, h)).astype(bool)
+
+    with ThreadPoolExecutor(threads) as pool:
+        pairs = list(pool.map(one, range(len(mask_paths))))
+    return [p for p, _ in pairs], [t for _, t in pairs]
+
+
+@dataclass
+class Evaluation:
+    """What `evaluate_original_size` returns."""
+
+    report: dict               # headline numbers, per-class detail, curves, baseline
+    per_image: pd.DataFrame    # one row per image, in the order of ``mask_probs``
+    mask_probs: torch.Tensor   # (N, h, w) float16 mask probabilities at the model's size
+    threshold: float
+
+
+def evaluate_original_size(model, data, split: str, device, class_names, *, batch_size: int = 32,
+                           amp: str = "auto", threshold: float = 0.5, progress: bool = True):
+    """Score ``split`` ("train", "val", "test" or "all") of a `skin_utils.workflow.Data`.
+
+    Returns an `Evaluation`: ``report`` holds the headline numbers (``dice``,
+    ``jaccard``, ``thresholded_jaccard``, ``sensitivity``, ``specificity``, ``accuracy``,
+    ``balanced_accuracy``, ``macro_auc``, ``macro_average_precision``, ``n_images``), per-class
+    detail, confusion matrices, ROC curves and the majority (NV) baseline; ``per_image`` is a
+    DataFrame with one row per image (true and predicted class, probabilities, Dice, Jaccard).
+    """
+    device = torch.device(device)
+    if split not in data.rows or len(data.rows[split]) == 0:
+        raise ValueError(f"split={split!r} is empty or unknown; choose one of {sorted(data.rows)}.")
+    loader = make_loader(data.dataset(split), batch_size, device)
+    pred = predict(model, loader, device, amp_dtype=amp_dtype_for(device, amp), progress=progress,
+                   desc=f"evaluate {split}")
+    rows = pred["rows"]
+    index = data.index.iloc[rows]
+    pred_masks, true_masks = original_size_masks(
+        pred["mask_probs"], index["mask_path"].tolist(), index["image_path"].tolist(), threshold)
+    seg = SegmentationMetrics()
+    seg.update(pred_masks, true_masks)
+    cls = ClassificationMetrics(class_names)
+    cls.update(pred["probs"], pred["labels"])
+    s, c = seg.aggregate(), cls.aggregate()
+    report = {k: s[k] for k in ("dice", "jaccard", "thresholded_jaccard", "sensitivity", "specificity")}
+    report.update({k: v for k, v in c.items() if k != "n_images"})
+    report["n_images"] = int(len(rows))
+    report["n_lesions"] = int(index["lesion_id"].nunique())
+    report["split"] = split
+    report["majority_baseline"] = majority_baseline(pred["labels"], class_names, "NV")
+    report["roc_curves"] = {k: {"fpr": v[0].tolist(), "tpr": v[1].tolist(), "auc": v[2]}
+                            for k, v in roc_curves(pred["probs"], pred["labels"], class_names).items()}
+    predicted = pred["probs"].argmax(1)
+    per_image = pd.DataFrame({
+        "image_id": index["image_id"].to_numpy(), "lesion_id": index["lesion_id"].to_numpy(),
+        "true": [class_names[i] for i in pred["labels"]], "pred": [class_names[i] for i in predicted],
+        "prob_pred": pred["probs"].max(1), "dice": s["per_image"]["dice"],
+        "jaccard": s["per_image"]["jaccard"], "row": rows,
+    })
+    for k, name in enumerate(class_names):
+        per_image[f"p_{name}"] = pred["probs"][:, k]
+    return Evaluation(report, per_image, pred["mask_probs"], threshold)
+
+
+def per_class_table(report: dict) -> pd.DataFrame:
+    """One row per class: support, sensitivity, specificity, precision, F1, AUC, AP."""
+    table = pd.DataFrame(report["per_class"]).T
+    cols = [c for c in ("support", "sensitivity", "specificity", "precision", "f1", "auc", "average_precision")
+            if c in table.columns]
+    table = table[cols]
+    table["support"] = table["support"].astype(int)
+    return table
+
+
+def headline_table(report: dict) -> pd.DataFrame:
+    """The headline numbers beside the always-NV baseline, so the real margin shows."""
+    base = report["majority_baseline"]
+    rows = [(k, report[k], base.get(k, np.nan)) for k in HEADLINE]
+    return pd.DataFrame(rows, columns=["metric", "model", f"always {base['majority']}"]).set_index("metric")
+
+
+def best_and_worst(data, evaluation: Evaluation, n: int = 4) -> dict:
+    """Keyword arguments for `skin_utils.plots.plot_overlay_grid`: the ``n`` images with the
+    highest and the ``n`` with the lowest Dice, image and masks at the original size."""
+    from skin_utils.imageio import read_image
+
+    per_image = evaluation.per_image.reset_index(drop=True)
+    order = per_image["dice"].sort_values(ascending=False, kind="stable").index
+    picks = list(dict.fromkeys(list(order[:n]) + list(order[-n:])))
+    out = {k: [] for k in ("images", "true_masks", "pred_masks", "true_labels", "pred_labels",
+                           "pred_probs", "scores", "row_titles")}
+    for rank, i in enumerate(picks):
+        row = per_image.loc[i]
+        item = data.index.iloc[int(row["row"])]
+        image = read_image(item["image_path"])
+        h, w = image.shape[:2]
+        out["images"].append(image)
+        out["true_masks"].append(read_mask(item["mask_path"], size=(w, h)))
+        out["pred_masks"].append(upsample_mask(evaluation.mask_probs[i], (h, w), evaluation.threshold))
+        out["true_labels"].append(row["true"])
+        out["pred_labels"].append(row["pred"])
+        out["pred_probs"].append(float(row["prob_pred"]))
+        out["scores"].append(float(row["dice"]))
+        out["row_titles"].append(f"{'best' if rank < n else 'worst'} · {row['image_id']}")
+    return out

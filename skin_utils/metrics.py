@@ -1,0 +1,586 @@
+"""Segmentation and classification metrics with the ISIC 2018 challenge definitions.
+
+The layout follows MONAI's metrics: a functional form (a plain function of one batch) beside a
+class that accumulates batches with ``update()``, returns the result with ``aggregate()`` and
+starts over with ``reset()``. Nothing here imports torch: torch tensors are accepted anywhere an
+array is (they are moved to the CPU and converted with ``.detach().cpu().numpy()``), and
+scikit-learn is only imported by the functions that need ROC AUC / average precision.
+
+Segmentation (ISIC 2018 Task 1)
+-------------------------------
+Every score is computed **per image**, at the image's own size, and then averaged over images
+(it is not a pixel pool over the whole set). Masks are boolean-like: any non-zero value is
+lesion, so ``{0, 1}``, ``{0, 255}`` and ``bool`` masks all work; threshold probabilities first.
+With P the predicted lesion pixels and T the true ones:
+
+* Dice ``2|P & T| / (|P| + |T|)``; Jaccard ``|P & T| / |P | T|``;
+* thresholded Jaccard (the Task 1 ranking metric): ``J`` if ``J >= 0.65`` else ``0``;
+* pixel sensitivity ``TP / (TP + FN)``; pixel specificity ``TN / (TN + FP)``.
+
+Rules for empty masks (where a ratio would be 0/0):
+
+* empty prediction on an empty target: Dice = 1, Jaccard = 1 (a perfect answer);
+* non-empty prediction on an empty target: Dice = 0, Jaccard = 0 (the ordinary formulas);
+* empty target (no lesion pixels), whatever the prediction: sensitivity = 1, since there is
+  nothing to find; false positives are charged to Dice, Jaccard and specificity instead;
+* target with no negatives (lesion covers the whole image): specificity = 1.
+
+Classification (ISIC 2018 Task 3)
+---------------------------------
+Inputs are **probabilities**, shape (N, K), rows summing to 1 (apply ``softmax`` to logits
+first: the check rejects anything outside [0, 1] or with row sums off 1 by more than 1e-3),
+and integer targets, shape (N,). The predicted class is the ``argmax`` (first index on ties).
+
+* ``balanced_accuracy`` (the Task 3 headline) is the mean per-class recall over the classes
+  that occur in the targets; classes absent from the targets are left out, as in
+  ``sklearn.metrics.balanced_accuracy_score``.
+* ``macro_auc`` is the mean one-vs-rest ROC AUC over the classes that have both positives and
+  negatives in the targets (NaN if there are none); ``macro_average_precision`` is the mean
+  one-vs-rest average precision over the classes that have positives.
+* Per-class values that are undefined (0/0) are NaN: sensitivity and AUC/AP of a class absent
+  from the targets, specificity when every target is that class, precision when the class is
+  never predicted, F1 (``2TP / (2TP + FP + FN)``) when the class is neither true nor predicted.
+
+Everything returned by ``aggregate()`` is built from plain Python floats, ints, lists and dicts,
+so it can be ``json.dump``-ed; NaN is kept as ``float('nan')``, and :func:`to_jsonable` turns it
+(and any numpy / torch value) into strict-JSON values (NaN -> None).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from skin_utils.labels import CLASS_NAMES
+
+__all__ = [
+    "dice_per_image",
+    "jaccard_per_image",
+    "thresholded_jaccard",
+    "pixel_sensitivity_per_image",
+    "pixel_specificity_per_image",
+    "SegmentationMetrics",
+    "confusion_matrix",
+    "balanced_accuracy",
+    "classification_report_dict",
+    "ClassificationMetrics",
+    "majority_baseline",
+    "roc_curves",
+    "to_jsonable",
+    "ISIC_JACCARD_THRESHOLD",
+    "SEGMENTATION_KEYS",
+]
+
+#: ISIC 2018 Task 1: a Jaccard index below this counts as 0.
+ISIC_JACCARD_THRESHOLD = 0.65
+
+#: The per-image segmentation scores, in the order they are reported.
+SEGMENTATION_KEYS: tuple[str, ...] = (
+    "dice", "jaccard", "thresholded_jaccard", "sensitivity", "specificity",
+)
+
+#: Tolerance on the row sums of a probability matrix.
+_PROB_SUM_ATOL = 1e-3
+
+
+# --------------------------------------------------------------------------------------------
+# conversion helpers
+# --------------------------------------------------------------------------------------------
+
+def _to_numpy(x: Any) -> np.ndarray:
+    """numpy array from a numpy array, a torch tensor (any device) or anything array-like."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _mask_batch(x: Any, name: str) -> np.ndarray:
+    """Boolean (N, H, W) from a mask of shape (H, W), (N, H, W) or (N, 1, H, W)."""
+    arr = _to_numpy(x)
+    if arr.ndim == 2:
+        arr = arr[None]
+    elif arr.ndim == 4 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    elif arr.ndim != 3:
+        raise ValueError(
+            f"{name} must have shape (H, W), (N, H, W) or (N, 1, H, W); got {arr.shape}."
+        )
+    return arr != 0
+
+
+def _mask_pair(pred: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
+    p = _mask_batch(pred, "pred")
+    t = _mask_batch(target, "target")
+    if p.shape != t.shape:
+        raise ValueError(
+            f"pred and target shapes differ: {p.shape} vs {t.shape} "
+            "(score each image at its own size, or pass lists of 2-D masks)."
+        )
+    return p, t
+
+
+def _counts(pred: Any, target: Any) -> tuple[np.ndarray, ...]:
+    """Per-image TP, FP, FN, TN as int64 arrays of shape (N,)."""
+    p, t = _mask_pair(pred, target)
+    axes = (1, 2)
+    tp = np.sum(p & t, axis=axes, dtype=np.int64)
+    fp = np.sum(p & ~t, axis=axes, dtype=np.int64)
+    fn = np.sum(~p & t, axis=axes, dtype=np.int64)
+    tn = np.sum(~p & ~t, axis=axes, dtype=np.int64)
+    return tp, fp, fn, tn
+
+
+def _ratio(num: np.ndarray, den: np.ndarray, when_zero: float) -> np.ndarray:
+    """num / den as float64, with ``when_zero`` where den == 0."""
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.full(num.shape, when_zero, dtype=np.float64)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# segmentation: functional
+# --------------------------------------------------------------------------------------------
+
+def dice_per_image(pred: Any, target: Any) -> np.ndarray:
+    """Dice ``2|P & T| / (|P| + |T|)`` of each image, float64 array of shape (N,).
+
+    ``pred`` and ``target`` have shape (H, W) (then N = 1), (N, H, W) or (N, 1, H, W); non-zero
+    is lesion. Both empty -> 1.0; prediction non-empty on an empty target -> 0.0.
+    """
+    tp, fp, fn, _ = _counts(pred, target)
+    return _ratio(2 * tp, 2 * tp + fp + fn, when_zero=1.0)
+
+
+def jaccard_per_image(pred: Any, target: Any) -> np.ndarray:
+    """Jaccard index (IoU) ``|P & T| / |P | T|`` of each image, float64 array of shape (N,).
+
+    Both empty -> 1.0; prediction non-empty on an empty target -> 0.0.
+    """
+    tp, fp, fn, _ = _counts(pred, target)
+    return _ratio(tp, tp + fp + fn, when_zero=1.0)
+
+
+def thresholded_jaccard(jaccard: Any, threshold: float = ISIC_JACCARD_THRESHOLD) -> Any:
+    """ISIC 2018 Task 1 score of Jaccard value(s): ``J if J >= threshold else 0``.
+
+    A scalar gives a float, an array (or list) a float64 array of the same shape.
+    """
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1]; got {threshold!r}.")
+    j = np.asarray(_to_numpy(jaccard), dtype=np.float64)
+    out = np.where(j >= threshold, j, 0.0)
+    return float(out) if out.ndim == 0 else out
+
+
+def pixel_sensitivity_per_image(pred: Any, target: Any) -> np.ndarray:
+    """Pixel sensitivity (recall) ``TP / (TP + FN)`` of each image, shape (N,).
+
+    Empty target -> 1.0 whatever the prediction (nothing to find).
+    """
+    tp, _, fn, _ = _counts(pred, target)
+    return _ratio(tp, tp + fn, when_zero=1.0)
+
+
+def pixel_specificity_per_image(pred: Any, target: Any) -> np.ndarray:
+    """Pixel specificity ``TN / (TN + FP)`` of each image, shape (N,).
+
+    Target with no background pixels (no negatives) -> 1.0.
+    """
+    _, fp, _, tn = _counts(pred, target)
+    return _ratio(tn, tn + fp, when_zero=1.0)
+
+
+def _segmentation_scores(pred: Any, target: Any, threshold: float) -> dict[str, np.ndarray]:
+    """All per-image scores of one batch from a single pass over the pixels."""
+    tp, fp, fn, tn = _counts(pred, target)
+    jac = _ratio(tp, tp + fp + fn, when_zero=1.0)
+    return {
+        "dice": _ratio(2 * tp, 2 * tp + fp + fn, when_zero=1.0),
+        "jaccard": jac,
+        "thresholded_jaccard": np.asarray(thresholded_jaccard(jac, threshold)),
+        "sensitivity": _ratio(tp, tp + fn, when_zero=1.0),
+        "specificity": _ratio(tn, tn + fp, when_zero=1.0),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# segmentation: accumulating class
+# --------------------------------------------------------------------------------------------
+
+class SegmentationMetrics:
+    """Accumulates per-image ISIC 2018 Task 1 scores over batches.
+
+    >>> m = SegmentationMetrics()
+    >>> m.update(pred_batch, true_batch)          # (N, H, W) arrays / tensors
+    >>> m.update([pred_a, pred_b], [true_a, true_b])  # 2-D masks of different sizes
+    >>> result = m.aggregate()
+
+    ``aggregate()`` returns ``dice``, ``jaccard``, ``thresholded_jaccard``, ``sensitivity``,
+    ``specificity`` (means over images, floats), ``n_images``, ``jaccard_threshold`` and
+    ``per_image``: a dict of lists, one value per image in the order the images were passed to
+    ``update()`` (use it to pick the best and worst cases). See the module docstring for the
+    empty-mask rules.
+    """
+
+    def __init__(self, threshold: float = ISIC_JACCARD_THRESHOLD) -> None:
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1]; got {threshold!r}.")
+        self.threshold = float(threshold)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything accumulated so far."""
+        self._scores: dict[str, list[float]] = {k: [] for k in SEGMENTATION_KEYS}
+
+    @property
+    def n_images(self) -> int:
+        return len(self._scores["dice"])
+
+    def __len__(self) -> int:
+        return self.n_images
+
+    def update(self, pred_masks: Any, true_masks: Any) -> None:
+        """Add a batch: arrays/tensors (N, H, W) (or (H, W), (N, 1, H, W)), or two equally long
+        lists/tuples of masks, each scored at its own size (sizes may differ between images)."""
+        if isinstance(pred_masks, (list, tuple)) or isinstance(true_masks, (list, tuple)):
+            if len(pred_masks) != len(true_masks):
+                raise ValueError(
+                    f"{len(pred_masks)} predicted masks but {len(true_masks)} true masks."
+                )
+            for i, (p, t) in enumerate(zip(pred_masks, true_masks)):
+                try:
+                    self._add(_segmentation_scores(p, t, self.threshold))
+                except ValueError as exc:
+                    raise ValueError(f"mask pair {i}: {exc}") from None
+        else:
+            self._add(_segmentation_scores(pred_masks, true_masks, self.threshold))
+
+    def _add(self, scores: Mapping[str, np.ndarray]) -> None:
+        for key in SEGMENTATION_KEYS:
+            self._scores[key].extend(float(v) for v in np.ravel(scores[key]))
+
+    def aggregate(self) -> dict[str, Any]:
+        """Means over all images seen since the last ``reset()``, plus the per-image lists."""
+        if self.n_images == 0:
+            raise ValueError(
+                "SegmentationMetrics.aggregate() called before any image was added with update()."
+            )
+        result: dict[str, Any] = {k: float(np.mean(self._scores[k])) for k in SEGMENTATION_KEYS}
+        result["n_images"] = self.n_images
+        result["jaccard_threshold"] = self.threshold
+        result["per_image"] = {k: list(self._scores[k]) for k in SEGMENTATION_KEYS}
+        return result
+
+
+# --------------------------------------------------------------------------------------------
+# classification: functional
+# --------------------------------------------------------------------------------------------
+
+def _labels(y: Any, num_classes: int, name: str) -> np.ndarray:
+    """int64 (N,) labels, checked to lie in [0, num_classes)."""
+    arr = _to_numpy(y)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (N,); got shape {arr.shape}.")
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"{name} must hold integer class indices; got dtype {arr.dtype}.")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise ValueError(f"{name} must hold integer class indices.")
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+        raise ValueError(
+            f"{name} must lie in [0, {num_classes}); got values in [{arr.min()}, {arr.max()}]."
+        )
+    return arr
+
+
+def _class_names(class_names: Sequence[str]) -> list[str]:
+    names = [str(c) for c in class_names]
+    if not names:
+        raise ValueError("class_names is empty.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"class_names has duplicates: {names}.")
+    return names
+
+
+def _probabilities(probs: Any, num_classes: int) -> np.ndarray:
+    """float64 (N, K) probabilities, checked (rows in [0, 1] summing to 1)."""
+    arr = np.asarray(_to_numpy(probs), dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != num_classes:
+        raise ValueError(f"probs must have shape (N, {num_classes}); got {arr.shape}.")
+    if arr.size:
+        if not np.all(np.isfinite(arr)) or arr.min() < 0.0 or arr.max() > 1.0:
+            raise ValueError(
+                "probs must be probabilities in [0, 1] (got values outside it: logits? "
+                "apply torch.softmax(logits, dim=1) first)."
+            )
+        sums = arr.sum(axis=1)
+        if not np.allclose(sums, 1.0, rtol=0.0, atol=_PROB_SUM_ATOL):
+            raise ValueError(
+                "probs rows must sum to 1 (softmax probabilities); row sums range over "
+                f"[{sums.min():.4g}, {sums.max():.4g}]."
+            )
+    return arr
+
+
+def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
+    """(K, K) int64 confusion matrix: rows = true class, columns = predicted class."""
+    if int(num_classes) < 1:
+        raise ValueError(f"num_classes must be >= 1; got {num_classes!r}.")
+    k = int(num_classes)
+    t = _labels(y_true, k, "y_true")
+    p = _labels(y_pred, k, "y_pred")
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred lengths differ: {t.shape[0]} vs {p.shape[0]}.")
+    return np.bincount(t * k + p, minlength=k * k).reshape(k, k).astype(np.int64)
+
+
+def _balanced_accuracy_from_cm(cm: np.ndarray) -> float:
+    support = cm.sum(axis=1)
+    present = support > 0
+    if not present.any():
+        return float("nan")
+    return float(np.mean(np.diag(cm)[present] / support[present]))
+
+
+def balanced_accuracy(y_true: Any, y_pred: Any, num_classes: int) -> float:
+    """Mean per-class recall over the classes that occur in ``y_true`` (NaN if it is empty)."""
+    return _balanced_accuracy_from_cm(confusion_matrix(y_true, y_pred, num_classes))
+
+
+def _nan_mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def classification_report_dict(
+    probs: Any, targets: Any, class_names: Sequence[str] = CLASS_NAMES
+) -> dict[str, Any]:
+    """The ISIC 2018 Task 3 report of one set of predictions (what
+    ``ClassificationMetrics.aggregate()`` returns); see the module docstring for definitions.
+
+    Keys: ``accuracy``, ``balanced_accuracy``, ``macro_auc``, ``macro_average_precision``,
+    ``n_images``, ``class_names``, ``confusion_matrix`` (K x K list of ints, rows = true),
+    ``confusion_matrix_normalized`` (rows divided by their sums, empty rows all 0) and
+    ``per_class``: name -> {support, sensitivity, specificity, precision, f1, auc,
+    average_precision}.
+    """
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    names = _class_names(class_names)
+    k = len(names)
+    p = _probabilities(probs, k)
+    t = _labels(targets, k, "targets")
+    if p.shape[0] != t.shape[0]:
+        raise ValueError(f"probs has {p.shape[0]} rows but targets has {t.shape[0]} entries.")
+    n = int(t.shape[0])
+    if n == 0:
+        raise ValueError("No samples: probs and targets are empty.")
+
+    pred = np.argmax(p, axis=1)
+    cm = confusion_matrix(t, pred, k)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    tp = np.diag(cm)
+    fn = support - tp
+    fp = predicted - tp
+    tn = n - tp - fn - fp
+
+    cm_norm = np.zeros((k, k), dtype=np.float64)
+    np.divide(cm, support[:, None], out=cm_norm, where=support[:, None] > 0)
+
+    nan = float("nan")
+    per_class: dict[str, dict[str, Any]] = {}
+    aucs: list[float] = []
+    aps: list[float] = []
+    for i, name in enumerate(names):
+        positives = t == i
+        n_pos = int(support[i])
+        auc = ap = nan
+        if 0 < n_pos < n:
+            auc = float(roc_auc_score(positives, p[:, i]))
+        if n_pos > 0:
+            ap = float(average_precision_score(positives, p[:, i]))
+        aucs.append(auc)
+        aps.append(ap)
+        f1_den = 2 * tp[i] + fp[i] + fn[i]
+        per_class[name] = {
+            "support": n_pos,
+            "sensitivity": float(tp[i] / n_pos) if n_pos else nan,
+            "specificity": float(tn[i] / (tn[i] + fp[i])) if tn[i] + fp[i] else nan,
+            "precision": float(tp[i] / predicted[i]) if predicted[i] else nan,
+            "f1": float(2 * tp[i] / f1_den) if f1_den else nan,
+            "auc": auc,
+            "average_precision": ap,
+        }
+
+    return {
+        "accuracy": float(tp.sum() / n),
+        "balanced_accuracy": _balanced_accuracy_from_cm(cm),
+        "macro_auc": _nan_mean(aucs),
+        "macro_average_precision": _nan_mean(aps),
+        "n_images": n,
+        "class_names": list(names),
+        "confusion_matrix": cm.tolist(),
+        "confusion_matrix_normalized": cm_norm.tolist(),
+        "per_class": per_class,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# classification: accumulating class
+# --------------------------------------------------------------------------------------------
+
+class ClassificationMetrics:
+    """Accumulates (probabilities, targets) over batches for the ISIC 2018 Task 3 report.
+
+    >>> m = ClassificationMetrics(CLASS_NAMES)
+    >>> m.update(torch.softmax(logits, dim=1), labels)   # per batch
+    >>> report = m.aggregate()                           # see classification_report_dict
+
+    ``update`` takes **probabilities** (N, K), not logits, and integer targets (N,).
+    """
+
+    def __init__(self, class_names: Sequence[str] = CLASS_NAMES) -> None:
+        self.class_names = _class_names(class_names)
+        self.reset()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def reset(self) -> None:
+        """Forget everything accumulated so far."""
+        self._probs: list[np.ndarray] = []
+        self._targets: list[np.ndarray] = []
+
+    @property
+    def n_images(self) -> int:
+        return int(sum(t.shape[0] for t in self._targets))
+
+    def __len__(self) -> int:
+        return self.n_images
+
+    def update(self, probs: Any, targets: Any) -> None:
+        """Add a batch of probabilities (N, K) and integer targets (N,)."""
+        p = _probabilities(probs, self.num_classes)
+        t = _labels(targets, self.num_classes, "targets")
+        if p.shape[0] != t.shape[0]:
+            raise ValueError(f"probs has {p.shape[0]} rows but targets has {t.shape[0]} entries.")
+        self._probs.append(p)
+        self._targets.append(t)
+
+    def aggregate(self) -> dict[str, Any]:
+        """The report over everything seen since the last ``reset()``."""
+        if self.n_images == 0:
+            raise ValueError(
+                "ClassificationMetrics.aggregate() called before any sample was added with "
+                "update()."
+            )
+        return classification_report_dict(
+            np.concatenate(self._probs), np.concatenate(self._targets), self.class_names
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# baselines, curves, JSON
+# --------------------------------------------------------------------------------------------
+
+def majority_baseline(
+    targets: Any, class_names: Sequence[str] = CLASS_NAMES, majority: str | int | None = "NV"
+) -> dict[str, Any]:
+    """Accuracy and balanced accuracy of always answering ``majority``.
+
+    ``majority`` is a class name (case-insensitive) or index; ``None`` uses the most frequent
+    class in ``targets`` (the lowest index on ties). Returns ``majority`` (the class name),
+    ``accuracy``, ``balanced_accuracy`` and ``n_images``.
+    """
+    names = _class_names(class_names)
+    k = len(names)
+    t = _labels(targets, k, "targets")
+    if t.size == 0:
+        raise ValueError("No targets.")
+    if majority is None:
+        idx = int(np.argmax(np.bincount(t, minlength=k)))
+    elif isinstance(majority, (int, np.integer)) and not isinstance(majority, bool):
+        idx = int(majority)
+        if not 0 <= idx < k:
+            raise ValueError(f"majority index {idx} out of range [0, {k}).")
+    else:
+        lookup = {n.lower(): i for i, n in enumerate(names)}
+        try:
+            idx = lookup[str(majority).strip().lower()]
+        except KeyError:
+            raise ValueError(
+                f"majority {majority!r} is not one of the class names {names}."
+            ) from None
+    pred = np.full_like(t, idx)
+    return {
+        "majority": names[idx],
+        "accuracy": float(np.mean(t == idx)),
+        "balanced_accuracy": balanced_accuracy(t, pred, k),
+        "n_images": int(t.size),
+    }
+
+
+def roc_curves(
+    probs: Any, targets: Any, class_names: Sequence[str] = CLASS_NAMES
+) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """One-vs-rest ROC curve of each class: name -> (fpr, tpr, auc), for plotting.
+
+    Classes whose curve is undefined (no positives or no negatives in ``targets``) are left out.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    names = _class_names(class_names)
+    k = len(names)
+    p = _probabilities(probs, k)
+    t = _labels(targets, k, "targets")
+    if p.shape[0] != t.shape[0]:
+        raise ValueError(f"probs has {p.shape[0]} rows but targets has {t.shape[0]} entries.")
+    curves: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
+    for i, name in enumerate(names):
+        positives = t == i
+        n_pos = int(positives.sum())
+        if 0 < n_pos < t.size:
+            fpr, tpr, _ = roc_curve(positives, p[:, i])
+            curves[name] = (fpr, tpr, float(roc_auc_score(positives, p[:, i])))
+    return curves
+
+
+def to_jsonable(obj: Any) -> Any:
+    """A copy of ``obj`` that ``json.dumps(..., allow_nan=False)`` accepts.
+
+    Recurses into dicts (keys made ``str`` unless already str/int/float/bool/None), lists,
+    tuples and arrays; numpy scalars and arrays and torch tensors become Python values and
+    lists; NaN and +-inf become ``None``.
+    """
+    if obj is None or isinstance(obj, (str, bool)):
+        return obj
+    if hasattr(obj, "detach") and hasattr(obj, "cpu"):  # torch.Tensor
+        obj = obj.detach().cpu().numpy()
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, int):
+        return obj
+    if isinstance(obj, Mapping):
+        out = {}
+        for key, value in obj.items():
+            if isinstance(key, np.generic):
+                key = key.item()
+            if not (key is None or isinstance(key, (str, int, float, bool))):
+                key = str(key)
+            out[key] = to_jsonable(value)
+        return out
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    return obj

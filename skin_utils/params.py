@@ -1,0 +1,86 @@
+"""Up-front checks of notebook parameters, with messages that name the parameter.
+
+papermill passes ``-p epochs 5`` as an int, ``-p lr 1e-3`` as a float and anything unparsable
+as a string; a typo should fail in the first cell, not after an hour of training.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+from pathlib import Path
+
+
+class ParameterError(ValueError):
+    """A notebook parameter with a wrong type or value."""
+
+
+def _fail(name, value, expected):
+    raise ParameterError(f"Parameter {name}={value!r}: expected {expected}.")
+
+
+RULES = {
+    # name: (kind, constraint)
+    "image_size": ("int", (32, 4096)),
+    "epochs": ("int", (1, 10_000)),
+    "batch_size": ("int", (1, 4096)),
+    "lr": ("float", (0.0, 10.0)),
+    "weight_decay": ("float", (0.0, 1.0)),
+    "seg_weight": ("float", (0.0, 1000.0)),
+    "cls_weight": ("float", (0.0, 1000.0)),
+    "label_smoothing": ("float", (0.0, 0.99)),
+    "balance_power": ("float", (0.0, 2.0)),
+    "seed": ("int", (0, 2**32 - 1)),
+    "max_samples": ("int_or_none", (1, 10**9)),
+    "patience": ("int_or_none", (1, 10_000)),
+    "num_workers": ("int_or_none", (0, 256)),
+    "n_demo_images": ("int", (1, 1000)),
+    "n_examples": ("int", (1, 100)),
+    "per_class": ("int", (1, 50)),
+    "max_mask_images": ("int_or_none", (1, 10**9)),
+    "threshold": ("float", (0.0, 1.0)),
+    "device": ("choice", None),  # checked by engine.resolve_device
+    "amp": ("choice", ("auto", "bf16", "fp16", "off")),
+    "augment": ("choice", ("none", "flips", "standard")),
+    "class_balance": ("choice", ("none", "weighted_loss", "sampler", "both")),
+    "lr_schedule": ("choice", ("onecycle", "cosine", "constant")),
+    "selection": ("choice", ("balanced_accuracy+dice", "balanced_accuracy", "dice", "loss")),
+    "on_bad_data": ("choice", ("raise", "skip")),
+    "split": ("choice", ("train", "val", "test", "all")),
+    "resume": ("bool", None),
+}
+
+
+def check_params(params: dict, must_exist: tuple[str, ...] = ()) -> dict:
+    """Check every known parameter in ``params``; ``must_exist`` names path parameters that must
+    point at an existing file or folder. Returns ``params`` unchanged, or raises ParameterError."""
+    for name, value in params.items():
+        kind, rule = RULES.get(name, (None, None))
+        if kind in ("int", "int_or_none"):
+            if value is None and kind == "int_or_none":
+                continue
+            if isinstance(value, bool) or not isinstance(value, Integral):
+                _fail(name, value, "an integer" + (" or None" if kind == "int_or_none" else ""))
+            if not rule[0] <= value <= rule[1]:
+                _fail(name, value, f"an integer between {rule[0]} and {rule[1]}")
+        elif kind == "float":
+            if isinstance(value, bool) or not isinstance(value, Real):
+                _fail(name, value, "a number")
+            if not rule[0] <= value <= rule[1]:
+                _fail(name, value, f"a number between {rule[0]} and {rule[1]}")
+        elif kind == "choice" and rule is not None and value not in rule:
+            _fail(name, value, "one of " + ", ".join(repr(c) for c in rule))
+        elif kind == "bool" and not isinstance(value, bool):
+            _fail(name, value, "True or False")
+    if {"seg_weight", "cls_weight"} <= params.keys() and params["seg_weight"] + params["cls_weight"] == 0:
+        raise ParameterError("Parameters seg_weight and cls_weight are both 0: nothing would be learnt.")
+    if "split_fractions" in params:
+        f = params["split_fractions"]
+        if (not isinstance(f, (list, tuple)) or len(f) != 3 or any(not isinstance(x, Real) or x < 0 for x in f)
+                or abs(sum(f) - 1) > 1e-6):
+            _fail("split_fractions", f, "three numbers >= 0 summing to 1 (train, val, test), e.g. [0.7, 0.15, 0.15]")
+    from skin_utils.paths import resolve
+
+    for name in must_exist:
+        if not resolve(params[name]).exists():
+            raise ParameterError(f"Parameter {name}={params[name]!r}: {resolve(params[name])} does not exist.")
+    return params

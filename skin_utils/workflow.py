@@ -1,0 +1,137 @@
+"""The steps the notebooks share, so that each notebook cell reads like a sentence:
+find the data, split it by lesion, cache it at the training size, build loaders."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from skin_utils.cache import ArrayCache, as_hw, build_cache
+from skin_utils.data import CachedLesionDataset, balanced_sampler, make_loader, resolve_data_dir
+from skin_utils.labels import CLASS_NAMES
+from skin_utils.layout import load_index
+from skin_utils.splits import load_or_make_split
+from skin_utils.synthetic import SYNTHETIC_NOTE
+
+CLASS_BALANCE = ("none", "weighted_loss", "sampler", "both")
+
+
+def subsample_by_lesion(index: pd.DataFrame, max_samples: int | None, seed: int = 0) -> pd.DataFrame:
+    """At most ``max_samples`` images, taking whole lesions, class by class in proportion to the
+    data (every class keeps at least one lesion). ``None`` keeps everything."""
+    if max_samples is None or max_samples >= len(index):
+        return index
+    rng = np.random.default_rng(seed)
+    keep = []
+    for _, group in index.groupby("label"):
+        lesions = group["lesion_id"].unique()
+        lesions = lesions[rng.permutation(len(lesions))]
+        quota = max(1, int(round(max_samples * len(group) / len(index))))
+        sizes = group.groupby("lesion_id").size()
+        total = 0
+        for lesion in lesions:
+            if total >= quota and total > 0:
+                break
+            keep.append(lesion)
+            total += sizes[lesion]
+    out = index[index["lesion_id"].isin(set(keep))].reset_index(drop=True)
+    out.attrs = dict(index.attrs)
+    h = hashlib.sha256((index.attrs.get("fingerprint", "") + "|" + ",".join(out["image_id"])).encode())
+    out.attrs["fingerprint"] = h.hexdigest()[:12]
+    out.attrs["subsample"] = {"max_samples": int(max_samples), "seed": int(seed), "of": int(len(index))}
+    return out
+
+
+@dataclass
+class Data:
+    """A data set ready to train on: its index, the lesion-level split, the array cache."""
+
+    index: pd.DataFrame
+    split: pd.DataFrame
+    cache: ArrayCache | None
+    image_size: tuple[int, int]
+    rows: dict = field(default_factory=dict)  # split name -> positions in index / cache
+
+    @property
+    def data_dir(self) -> str:
+        return self.index.attrs.get("data_dir", "")
+
+    @property
+    def synthetic(self) -> bool:
+        return bool(self.index.attrs.get("synthetic", False))
+
+    @property
+    def name(self) -> str:
+        """What to write in titles: the data set, flagged when it is synthetic."""
+        return SYNTHETIC_NOTE if self.synthetic else f"HAM10000 layout: {Path(self.data_dir).name}"
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.index["label"].to_numpy()
+
+    def describe(self) -> dict:
+        return {
+            "data_dir": self.data_dir, "synthetic": self.synthetic,
+            "fingerprint": self.index.attrs.get("fingerprint"),
+            "n_images": int(len(self.index)), "n_lesions": int(self.index["lesion_id"].nunique()),
+            "label_source": self.index.attrs.get("label_source"),
+            "has_lesion_ids": bool(self.index.attrs.get("has_lesion_ids", True)),
+            "image_size": list(self.image_size),
+            "images_per_split": {k: int(len(v)) for k, v in self.rows.items()},
+            "skipped_problems": len(self.index.attrs.get("problems", []) or []),
+            "subsample": self.index.attrs.get("subsample"),
+        }
+
+    def dataset(self, split: str, augment: str = "none") -> CachedLesionDataset:
+        return CachedLesionDataset(self.cache, self.labels, self.rows[split], augment=augment)
+
+
+def load_data(data_dir="data", image_size=128, *, split_path="reports/split.csv",
+              split_fractions=(0.7, 0.15, 0.15), seed: int = 0, max_samples: int | None = None,
+              on_bad_data: str = "raise", cache_dir=None, need_split: bool = True,
+              cache: bool = True, progress: bool = True) -> Data:
+    """Index ``data_dir`` (the synthetic demo when it holds no data set), validate it, take the
+    lesion-level split stored at ``split_path`` (made there the first time) and build the cache
+    (``cache=False``: skip it, for looking at the data without training)."""
+    from skin_utils.paths import resolve
+
+    folder = resolve_data_dir(data_dir)
+    index = load_index(folder, on_bad_data=on_bad_data)
+    index = subsample_by_lesion(index, max_samples, seed)
+    hw = as_hw(image_size)
+    if need_split:
+        split = load_or_make_split(index, resolve(split_path), split_fractions, seed)
+        by_id = split.set_index("image_id")["split"]
+        names = index["image_id"].map(by_id).to_numpy()
+        rows = {s: np.flatnonzero(names == s) for s in ("train", "val", "test")}
+    else:
+        split = index[["image_id", "lesion_id", "dx", "label"]].assign(split="all")
+        rows = {}
+    rows["all"] = np.arange(len(index))
+    arrays = build_cache(index, hw, cache_dir=cache_dir, progress=progress) if cache else None
+    return Data(index=index, split=split, cache=arrays, image_size=hw, rows=rows)
+
+
+def train_val_loaders(data: Data, batch_size: int, device, *, augment: str = "standard",
+                      class_balance: str = "weighted_loss", balance_power: float = 0.5,
+                      seed: int = 0, num_workers: int | None = None):
+    """Loaders for training (shuffled, augmented, optionally class-balanced sampling) and
+    validation (in order, no augmentation)."""
+    if class_balance not in CLASS_BALANCE:
+        raise ValueError(f"class_balance={class_balance!r}: choose one of {CLASS_BALANCE}.")
+    train_set = data.dataset("train", augment=augment)
+    sampler = None
+    if class_balance in ("sampler", "both"):
+        sampler = balanced_sampler(data.labels[data.rows["train"]], power=balance_power, seed=seed)
+    train = make_loader(train_set, batch_size, device, shuffle=True, sampler=sampler,
+                        num_workers=num_workers, seed=seed, drop_last=len(train_set) > batch_size)
+    val = make_loader(data.dataset("val"), batch_size, device, num_workers=num_workers, seed=seed)
+    return train, val
+
+
+def train_class_counts(data: Data) -> np.ndarray:
+    return np.bincount(data.labels[data.rows["train"]], minlength=len(CLASS_NAMES))
