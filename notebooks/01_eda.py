@@ -12,7 +12,7 @@ data_dir = "data"                  # HAM10000 layout (see data/README.md); the s
 split_fractions = [0.7, 0.15, 0.15]
 split_path = "reports/split.csv"
 seed = 0
-max_samples = None                 # use at most this many images (whole lesions); None = all
+max_samples = None                 # use at most this many images (whole lesions); None: all
 max_mask_images = 3000             # masks read to measure lesion size (a random sample)
 per_class = 5                      # example images per diagnosis
 on_bad_data = "raise"

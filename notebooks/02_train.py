@@ -16,14 +16,14 @@
 data_dir = "data"                  # HAM10000 layout (see data/README.md); the synthetic demo if empty
 image_size = 128                   # training size in pixels (square)
 epochs = 3
-batch_size = 32
-lr = 3e-3                          # peak learning rate of the one-cycle schedule (AdamW)
+batch_size = 16
+lr = 2e-3                          # peak learning rate of the one-cycle schedule (AdamW)
 weight_decay = 1e-4
 lr_schedule = "onecycle"           # "onecycle", "cosine" or "constant"
 seg_weight = 1.0                   # weight of the mask loss (BCE)
 cls_weight = 1.0                   # weight of the diagnosis loss (cross-entropy)
-class_balance = "weighted_loss"    # "none", "weighted_loss", "sampler" or "both"
-balance_power = 0.5                # 1 = inverse class frequency, 0.5 = its square root
+class_balance = "weighted_loss"    # "none", "weighted_loss", "sampler", "both" or "logit_adjusted"
+balance_power = 0.5                # strength: 0 none, 1 full correction of the class prior
 label_smoothing = 0.0
 augment = "standard"               # "none", "flips" or "standard" (flips, rotation, zoom, colour)
 encoder_weights = "auto"           # "imagenet", "auto" (ImageNet if obtainable), None, or a .pth path
@@ -33,12 +33,12 @@ seed = 0
 device = "auto"                    # "auto", "cpu", "cuda", "cuda:1", ...
 amp = "auto"                       # mixed precision: "auto", "bf16", "fp16" or "off"
 num_workers = None                 # DataLoader workers; None picks for the device
-max_samples = None                 # use at most this many images (whole lesions); None = all
+max_samples = None                 # use at most this many images (whole lesions); None: all
 split_fractions = [0.7, 0.15, 0.15]
 split_path = "reports/split.csv"
 on_bad_data = "raise"              # "raise": stop on bad files with a report; "skip": leave them out
 resume = False                     # continue from checkpoint_dir/last.pt
-cache_dir = None                   # preprocessed-array cache; None = ~/.cache/skin_utils
+cache_dir = None                   # preprocessed-array cache; None: ~/.cache/skin_utils
 reports_dir = "reports"
 checkpoint_dir = "checkpoints"
 repo_url = "https://github.com/OWNER/REPO"  # cloned on Colab to install skin_utils
@@ -57,11 +57,10 @@ import torch
 
 from skin_utils import CLASS_NAMES, plots, report
 from skin_utils.engine import build_optimizer_and_schedule, fit, resolve_device, seed_everything
-from skin_utils.losses import MultiTaskLoss, class_weights_from_counts
 from skin_utils.model import MultiTaskNet
 from skin_utils.params import check_params
 from skin_utils.paths import resolve
-from skin_utils.workflow import load_data, train_class_counts, train_val_loaders
+from skin_utils.workflow import build_loss, load_data, train_class_counts, train_val_loaders
 
 params = check_params(dict(
     data_dir=data_dir, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -90,17 +89,17 @@ data.describe()
 # %%
 model = MultiTaskNet(num_classes=len(CLASS_NAMES), encoder_weights=encoder_weights)
 counts = train_class_counts(data)
-class_weights = (class_weights_from_counts(counts, balance_power)
-                 if class_balance in ("weighted_loss", "both") else None)
-loss_fn = MultiTaskLoss(seg_weight, cls_weight, class_weights=class_weights, label_smoothing=label_smoothing)
+loss_fn = build_loss(counts, seg_weight, cls_weight, class_balance, balance_power, label_smoothing)
 train_loader, val_loader = train_val_loaders(data, batch_size, device, augment=augment,
                                              class_balance=class_balance, balance_power=balance_power,
                                              seed=seed, num_workers=num_workers)
 optimizer, scheduler = build_optimizer_and_schedule(model, lr, weight_decay, epochs, len(train_loader), lr_schedule)
 print("encoder weights:", model.encoder_weights_used)
 print("training images per class:", dict(zip(CLASS_NAMES, counts.tolist())))
-if class_weights is not None:
-    print("cross-entropy class weights:", dict(zip(CLASS_NAMES, [round(w, 2) for w in class_weights.tolist()])))
+if loss_fn.class_weights is not None:
+    print("cross-entropy class weights:", dict(zip(CLASS_NAMES, [round(w, 2) for w in loss_fn.class_weights.tolist()])))
+if loss_fn.logit_adjustment is not None:
+    print("logit adjustment:", dict(zip(CLASS_NAMES, [round(w, 2) for w in loss_fn.logit_adjustment.tolist()])))
 
 # %% [markdown]
 # ## Train
@@ -123,7 +122,9 @@ plots.save_figure(fig, reports / "figures" / "train_learning_curves.png")
 best = max(history, key=lambda row: row["score"])
 summary = {"best_epoch": best["epoch"], "selection": selection, "best_val": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
            "epochs_run": len(history), "checkpoint": str(checkpoints / "best.pt"),
-           "encoder_weights_used": model.encoder_weights_used, "class_weights": None if class_weights is None else class_weights.tolist(),
+           "encoder_weights_used": model.encoder_weights_used,
+           "class_weights": None if loss_fn.class_weights is None else loss_fn.class_weights.tolist(),
+           "logit_adjustment": None if loss_fn.logit_adjustment is None else loss_fn.logit_adjustment.tolist(),
            "history": history, "data": data.describe(), "params": params}
 report.write_json(reports / "metrics" / "train.json", summary)
 summary["best_val"]

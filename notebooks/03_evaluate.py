@@ -14,11 +14,12 @@
 
 # %% tags=["parameters"]
 checkpoint = "checkpoints/best.pt"
-data_dir = "data"                  # the training data (split="test") or any labelled folder (split="all")
+data_dir = "data"                  # the training data (for split test) or any labelled folder (split all)
 split = "test"                     # "test", "val", "train" or "all"
 split_path = "reports/split.csv"   # the split written by 02_train
 batch_size = 32
 threshold = 0.5                    # mask probability threshold
+tta = True                         # average each prediction over the four flips of the image
 n_examples = 4                     # best and worst cases shown
 device = "auto"
 amp = "auto"
@@ -44,7 +45,7 @@ from skin_utils.paths import resolve
 from skin_utils.workflow import load_data
 
 params = check_params(dict(checkpoint=checkpoint, data_dir=data_dir, split=split, split_path=split_path,
-                           batch_size=batch_size, threshold=threshold, n_examples=n_examples, device=device,
+                           batch_size=batch_size, threshold=threshold, tta=tta, n_examples=n_examples, device=device,
                            amp=amp, on_bad_data=on_bad_data, reports_dir=reports_dir), must_exist=("checkpoint",))
 reports, figures = resolve(reports_dir), resolve(reports_dir) / "figures"
 device = resolve_device(device)
@@ -64,7 +65,7 @@ if split != "all" and data.index.attrs["fingerprint"] != ckpt["data"]["fingerpri
                      "not be held out. Evaluate an external data set with split='all'.")
 title = f"{split} split · {data.name}"
 evaluation = evaluate_original_size(model, data, split, device, class_names, batch_size=batch_size,
-                                           amp=amp, threshold=threshold)
+                                           amp=amp, threshold=threshold, tta=tta)
 result, per_image = evaluation.report, evaluation.per_image
 
 # %% [markdown]
@@ -107,7 +108,7 @@ base = result["majority_baseline"]
 report.write_section(reports, "03_evaluate", "Evaluation", f"""
 Checkpoint `{checkpoint}` (epoch {ckpt['epoch'] + 1}, {trained['image_size']} px) on the **{split}** split of
 **{data.name}**: {result['n_images']} images of {result['n_lesions']} lesions. Masks scored at each image's
-original size. Always answering {base['majority']} would score accuracy {base['accuracy']:.3f} and balanced
+original size{' (averaged over four flips)' if tta else ''}. Always answering {base['majority']} would score accuracy {base['accuracy']:.3f} and balanced
 accuracy {base['balanced_accuracy']:.3f}.
 
 {report.markdown_table(headline)}

@@ -11,10 +11,11 @@
 
 # %% tags=["parameters"]
 checkpoint = "checkpoints/best.pt"
-input_dir = None                   # a folder of images; None = a few new synthetic demo images
+input_dir = None                   # a folder of images; None: a few new synthetic demo images
 n_demo_images = 6                  # how many demo images when input_dir is None
 batch_size = 16
 threshold = 0.5                    # mask probability threshold
+tta = True                         # average each prediction over the four flips (4x the compute)
 device = "auto"
 amp = "auto"
 reports_dir = "reports"
@@ -36,12 +37,12 @@ from skin_utils.params import check_params
 from skin_utils.paths import resolve
 
 params = check_params(dict(checkpoint=checkpoint, input_dir=input_dir, n_demo_images=n_demo_images,
-                           batch_size=batch_size, threshold=threshold, device=device, amp=amp,
+                           batch_size=batch_size, threshold=threshold, tta=tta, device=device, amp=amp,
                            reports_dir=reports_dir), must_exist=("checkpoint",) + (("input_dir",) if input_dir else ()))
 reports = resolve(reports_dir)
 out_dir = reports / "inference"
 folder = resolve(input_dir) if input_dir else write_demo_images(out_dir / "demo_input", n_demo_images)
-predictor = Predictor(resolve(checkpoint), device=device, amp=amp, threshold=threshold)
+predictor = Predictor(resolve(checkpoint), device=device, amp=amp, threshold=threshold, tta=tta)
 print(f"{folder}: predicting at {predictor.image_size} px on {predictor.device}")
 
 # %%

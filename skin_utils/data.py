@@ -20,22 +20,43 @@ from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-AUGMENTATIONS = ("none", "flips", "standard")
+AUGMENTATIONS = ("none", "flips", "standard", "strong")
+
+
+class RandomRot90(v2.Transform):
+    """Rotate image and mask together by 0, 90, 180 or 270 degrees (0/180 when not square).
+    With the flips this covers the eight lossless symmetries of a dermoscopic image, which has
+    no natural "up"."""
+
+    def make_params(self, flat_inputs):
+        square = all(t.shape[-1] == t.shape[-2] for t in flat_inputs if isinstance(t, torch.Tensor))
+        k = int(torch.randint(0, 4, ()))
+        return {"k": k if square else 2 * (k % 2)}
+
+    def transform(self, inpt, params):
+        if params["k"] == 0 or not isinstance(inpt, torch.Tensor):
+            return inpt
+        return tv_tensors.wrap(torch.rot90(inpt, params["k"], dims=(-2, -1)), like=inpt) \
+            if isinstance(inpt, tv_tensors.TVTensor) else torch.rot90(inpt, params["k"], dims=(-2, -1))
 
 
 def build_augmentation(augment: str = "standard") -> v2.Transform | None:
     """``"none"``; ``"flips"`` (horizontal and vertical flips, the original recipe);
-    ``"standard"``: flips, any rotation, mild zoom and shift, colour jitter (image only)."""
+    ``"standard"`` (recommended for short runs): flips and 90-degree rotations (lossless) and a
+    mild colour jitter on the image only; ``"strong"``: adds free rotation, zoom and shift and
+    stronger colour jitter, for long runs where overfitting is the problem."""
     if augment == "none":
         return None
+    flips = [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
     if augment == "flips":
-        return v2.Compose([v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()])
+        return v2.Compose(flips)
     if augment == "standard":
+        return v2.Compose([*flips, RandomRot90(),
+                           v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02)])
+    if augment == "strong":
         return v2.Compose([
-            v2.RandomHorizontalFlip(),
-            v2.RandomVerticalFlip(),
-            v2.RandomApply([v2.RandomAffine(degrees=180, translate=(0.05, 0.05),
-                                            scale=(0.9, 1.15))], p=0.7),
+            *flips,
+            v2.RandomApply([v2.RandomAffine(degrees=180, translate=(0.05, 0.05), scale=(0.9, 1.15))], p=0.7),
             v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.03),
         ])
     raise ValueError(f"augment={augment!r}: choose one of {AUGMENTATIONS}.")

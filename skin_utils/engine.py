@@ -94,6 +94,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
                     scaler=None, amp_dtype=None, channels_last: bool = True, normalize=None,
                     progress: bool = True, refresh_every: int = 10, max_batches: int | None = None) -> dict:
     """One epoch of training. ``scheduler`` is stepped per batch. Returns mean losses, images/s."""
+    device = torch.device(device)
     model.train()
     normalize = (normalize or Normalize()).to(device)
     sums = torch.zeros(3, device=device, dtype=torch.float64)
@@ -139,11 +140,31 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
             "images": n_images, "seconds": seconds, "images_per_s": n_images / max(seconds, 1e-9)}
 
 
+TTA_FLIPS = ((), (-1,), (-2,), (-2, -1))
+
+
+def forward_probs(model, images, tta: bool = False):
+    """Mask probabilities (N, H, W) and class probabilities (N, K) in float32. With ``tta``,
+    averaged over the identity and the three flips (each mask flipped back before averaging)."""
+    if not tta:
+        mask_logits, class_logits = model(images)
+        return mask_logits.float().sigmoid()[:, 0], class_logits.float().softmax(1)
+    masks, probs = 0.0, 0.0
+    for dims in TTA_FLIPS:
+        mask_logits, class_logits = model(images.flip(dims) if dims else images)
+        m = mask_logits.float().sigmoid()[:, 0]
+        masks = masks + (m.flip(dims) if dims else m)
+        probs = probs + class_logits.float().softmax(1)
+    return masks / len(TTA_FLIPS), probs / len(TTA_FLIPS)
+
+
 @torch.inference_mode()
 def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True, normalize=None,
-            loss_fn=None, progress: bool = True, desc: str = "predict") -> dict:
+            loss_fn=None, progress: bool = True, desc: str = "predict", tta: bool = False) -> dict:
     """Run the model over a loader. Returns class probabilities (N, K), mask probabilities at the
-    model's resolution as float16 (N, H, W), labels, cached rows, and mean losses if ``loss_fn``."""
+    model's resolution as float16 (N, H, W), labels, cached rows, and mean losses if ``loss_fn``
+    (losses are those of the plain forward pass; ``tta`` averages the four flips)."""
+    device = torch.device(device)
     model.eval()
     normalize = (normalize or Normalize()).to(device)
     probs, mask_probs, labels, rows = [], [], [], []
@@ -152,13 +173,17 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, mininterval=1.0):
         images, masks, y, r = _to_device(batch, device, normalize, channels_last)
         with autocast(device, amp_dtype):
-            mask_logits, class_logits = model(images)
-        if loss_fn is not None:
-            parts = loss_fn(mask_logits, class_logits, masks, y)
-            sums += torch.stack([parts["loss"], parts["seg_loss"], parts["cls_loss"]]).double() * len(y)
+            if loss_fn is not None:
+                mask_logits, class_logits = model(images)
+                parts = loss_fn(mask_logits, class_logits, masks, y)
+                sums += torch.stack([parts["loss"], parts["seg_loss"], parts["cls_loss"]]).double() * len(y)
+            if loss_fn is not None and not tta:
+                m, p = mask_logits.float().sigmoid()[:, 0], class_logits.float().softmax(1)
+            else:
+                m, p = forward_probs(model, images, tta)
         n_images += len(y)
-        probs.append(class_logits.float().softmax(1).cpu())
-        mask_probs.append(mask_logits.float().sigmoid()[:, 0].to(torch.float16).cpu())
+        probs.append(p.cpu())
+        mask_probs.append(m.to(torch.float16).cpu())
         labels.append(y.cpu())
         rows.append(torch.as_tensor(r))
     out = {"probs": torch.cat(probs).numpy(), "mask_probs": torch.cat(mask_probs),

@@ -49,9 +49,11 @@ class Evaluation:
 
 
 def evaluate_original_size(model, data, split: str, device, class_names, *, batch_size: int = 32,
-                           amp: str = "auto", threshold: float = 0.5, progress: bool = True):
+                           amp: str = "auto", threshold: float = 0.5, tta: bool = False,
+                           progress: bool = True):
     """Score ``split`` ("train", "val", "test" or "all") of a `skin_utils.workflow.Data`.
 
+    ``tta`` averages the predictions over the four flips of each image.
     Returns an `Evaluation`: ``report`` holds the headline numbers (``dice``,
     ``jaccard``, ``thresholded_jaccard``, ``sensitivity``, ``specificity``, ``accuracy``,
     ``balanced_accuracy``, ``macro_auc``, ``macro_average_precision``, ``n_images``), per-class
@@ -63,7 +65,7 @@ def evaluate_original_size(model, data, split: str, device, class_names, *, batc
         raise ValueError(f"split={split!r} is empty or unknown; choose one of {sorted(data.rows)}.")
     loader = make_loader(data.dataset(split), batch_size, device)
     pred = predict(model, loader, device, amp_dtype=amp_dtype_for(device, amp), progress=progress,
-                   desc=f"evaluate {split}")
+                   desc=f"evaluate {split}", tta=tta)
     rows = pred["rows"]
     index = data.index.iloc[rows]
     pred_masks, true_masks = original_size_masks(
@@ -78,6 +80,7 @@ def evaluate_original_size(model, data, split: str, device, class_names, *, batc
     report["n_images"] = int(len(rows))
     report["n_lesions"] = int(index["lesion_id"].nunique())
     report["split"] = split
+    report["tta"] = bool(tta)
     report["majority_baseline"] = majority_baseline(pred["labels"], class_names, "NV")
     report["roc_curves"] = {k: {"fpr": v[0].tolist(), "tpr": v[1].tolist(), "auc": v[2]}
                             for k, v in roc_curves(pred["probs"], pred["labels"], class_names).items()}

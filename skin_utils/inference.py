@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from skin_utils.cache import as_hw
 from skin_utils.checkpoint import load_model
 from skin_utils.data import Normalize
-from skin_utils.engine import amp_dtype_for, autocast, resolve_device
+from skin_utils.engine import amp_dtype_for, autocast, forward_probs, resolve_device
 from skin_utils.evaluation import upsample_mask
 from skin_utils.imageio import ImageReadError, read_image
 from skin_utils.layout import find_images
@@ -42,7 +42,8 @@ class Prediction:
 class Predictor:
     """A trained model ready for new images. ``Predictor("checkpoints/best.pt")``."""
 
-    def __init__(self, checkpoint, device: str = "auto", amp: str = "auto", threshold: float = 0.5):
+    def __init__(self, checkpoint, device: str = "auto", amp: str = "auto", threshold: float = 0.5,
+                 tta: bool = False):
         self.device = resolve_device(device)
         self.model, ckpt = load_model(checkpoint, map_location="cpu")
         self.model.to(self.device).to(memory_format=torch.channels_last).eval()
@@ -56,6 +57,7 @@ class Predictor:
                                    norm.get("std", (0.229, 0.224, 0.225))).to(self.device)
         self.amp_dtype = amp_dtype_for(self.device, amp)
         self.threshold = threshold
+        self.tta = tta
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         h, w = self.image_size
@@ -66,8 +68,8 @@ class Predictor:
     def _forward(self, batch_u8: torch.Tensor):
         x = self.normalize(batch_u8.to(self.device)).contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.amp_dtype):
-            mask_logits, class_logits = self.model(x)
-        return mask_logits.float().sigmoid()[:, 0].cpu(), class_logits.float().softmax(1).cpu()
+            mask_probs, probs = forward_probs(self.model, x, self.tta)
+        return mask_probs.cpu(), probs.cpu()
 
     def _prediction(self, image_id, path, original_hw, mask_probs, probs) -> Prediction:
         mask = upsample_mask(mask_probs, original_hw, self.threshold)
@@ -91,9 +93,15 @@ class Predictor:
             raise FileNotFoundError(f"No folder {folder} to predict on.")
         candidates = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
         images = set(find_images(folder))
-        failures = [{"path": str(p), "reason": "not an image file (by its extension); skipped"}
-                    for p in candidates if p not in images]
+        skipped = [{"path": str(p), "reason": "not an image file (by its extension); skipped"}
+                   for p in candidates if p not in images]
+        predictions, failures = self.predict_paths(sorted(images), batch_size, progress, threads)
+        return predictions, pd.concat([pd.DataFrame(skipped, columns=["path", "reason"]), failures],
+                                      ignore_index=True)
 
+    def predict_paths(self, paths, batch_size: int = 16, progress: bool = True, threads: int = 2):
+        """Predict a list of image files in batches, decoding the next files on ``threads``
+        threads. Unreadable, gigantic or tiny files are returned in ``failures`` with the reason."""
         def load(path):
             try:
                 array = read_image(path)
@@ -103,8 +111,8 @@ class Predictor:
                 return path, None, f"image is {array.shape[1]}x{array.shape[0]} px, smaller than {MIN_SIDE} px a side"
             return path, array, None
 
-        predictions = []
-        paths = sorted(images)
+        predictions, failures = [], []
+        paths = [Path(p) for p in paths]
         bar = tqdm(total=len(paths), desc="predict", disable=not progress, mininterval=1.0)
         with ThreadPoolExecutor(threads) as pool:
             for start in range(0, len(paths), batch_size):

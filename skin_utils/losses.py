@@ -8,6 +8,19 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def logit_adjustment_from_counts(counts, tau: float = 1.0) -> torch.Tensor:
+    """``tau * log(prior)`` per class, for the logit-adjusted cross-entropy of Menon et al.
+    (ICLR 2021, "Long-tail learning via logit adjustment"): adding it to the logits during
+    training only makes the plain ``argmax`` of the trained model approximate the
+    balanced-error-optimal decision (``tau=1``), without up-weighting rare-class gradients.
+    Classes with no training sample get the smallest prior seen."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.sum() <= 0:
+        raise ValueError("logit_adjustment_from_counts: all class counts are zero")
+    prior = np.where(counts > 0, counts, counts[counts > 0].min()) / counts.sum()
+    return torch.tensor(tau * np.log(prior), dtype=torch.float32)
+
+
 def class_weights_from_counts(counts, power: float = 0.5) -> torch.Tensor:
     """Cross-entropy class weights ``(N / (K * n_k)) ** power``, renormalised to mean 1 over
     the training samples. ``power=1`` is inverse frequency, ``0.5`` its square root (what we
@@ -30,11 +43,14 @@ class MultiTaskLoss(nn.Module):
     ----------
     seg_weight, cls_weight: weights of the mask BCE and the diagnosis cross-entropy.
     class_weights: optional per-class cross-entropy weights (see `class_weights_from_counts`).
+    logit_adjustment: optional per-class offsets added to the logits inside the cross-entropy
+        only (see `logit_adjustment_from_counts`); predictions use the raw logits.
     label_smoothing: cross-entropy label smoothing.
     """
 
     def __init__(self, seg_weight: float = 1.0, cls_weight: float = 1.0,
-                 class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0):
+                 class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0,
+                 logit_adjustment: torch.Tensor | None = None):
         super().__init__()
         if seg_weight < 0 or cls_weight < 0 or seg_weight + cls_weight == 0:
             raise ValueError(
@@ -48,10 +64,17 @@ class MultiTaskLoss(nn.Module):
             "class_weights",
             None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32),
         )
+        self.register_buffer(
+            "logit_adjustment",
+            None if logit_adjustment is None else torch.as_tensor(logit_adjustment, dtype=torch.float32),
+        )
 
     def forward(self, mask_logits, class_logits, masks, labels) -> dict[str, torch.Tensor]:
         seg = F.binary_cross_entropy_with_logits(mask_logits.float(), masks.float())
-        cls = F.cross_entropy(class_logits.float(), labels, weight=self.class_weights,
+        logits = class_logits.float()
+        if self.logit_adjustment is not None:
+            logits = logits + self.logit_adjustment
+        cls = F.cross_entropy(logits, labels, weight=self.class_weights,
                               label_smoothing=self.label_smoothing)
         total = self.seg_weight * seg + self.cls_weight * cls
         return {"loss": total, "seg_loss": seg.detach(), "cls_loss": cls.detach()}

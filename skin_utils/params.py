@@ -40,13 +40,14 @@ RULES = {
     "threshold": ("float", (0.0, 1.0)),
     "device": ("choice", None),  # checked by engine.resolve_device
     "amp": ("choice", ("auto", "bf16", "fp16", "off")),
-    "augment": ("choice", ("none", "flips", "standard")),
-    "class_balance": ("choice", ("none", "weighted_loss", "sampler", "both")),
+    "augment": ("choice", ("none", "flips", "standard", "strong")),
+    "class_balance": ("choice", ("none", "weighted_loss", "sampler", "both", "logit_adjusted")),
     "lr_schedule": ("choice", ("onecycle", "cosine", "constant")),
     "selection": ("choice", ("balanced_accuracy+dice", "balanced_accuracy", "dice", "loss")),
     "on_bad_data": ("choice", ("raise", "skip")),
     "split": ("choice", ("train", "val", "test", "all")),
     "resume": ("bool", None),
+    "tta": ("bool", None),
 }
 
 

@@ -17,7 +17,7 @@ from skin_utils.layout import load_index
 from skin_utils.splits import load_or_make_split
 from skin_utils.synthetic import SYNTHETIC_NOTE
 
-CLASS_BALANCE = ("none", "weighted_loss", "sampler", "both")
+CLASS_BALANCE = ("none", "weighted_loss", "sampler", "both", "logit_adjusted")
 
 
 def subsample_by_lesion(index: pd.DataFrame, max_samples: int | None, seed: int = 0) -> pd.DataFrame:
@@ -135,3 +135,21 @@ def train_val_loaders(data: Data, batch_size: int, device, *, augment: str = "st
 
 def train_class_counts(data: Data) -> np.ndarray:
     return np.bincount(data.labels[data.rows["train"]], minlength=len(CLASS_NAMES))
+
+
+def build_loss(class_counts, seg_weight: float = 1.0, cls_weight: float = 1.0,
+               class_balance: str = "weighted_loss", balance_power: float = 0.5,
+               label_smoothing: float = 0.0):
+    """The multi-task loss with the chosen answer to class imbalance, at strength
+    ``balance_power`` (0 = none, 1 = full correction of the training prior):
+    ``weighted_loss`` / ``both``: cross-entropy weights ~ (1 / count) ** power;
+    ``logit_adjusted``: logit-adjusted cross-entropy with tau = power;
+    ``sampler``: nothing here (the loader draws rare classes more often)."""
+    from skin_utils.losses import MultiTaskLoss, class_weights_from_counts, logit_adjustment_from_counts
+
+    if class_balance not in CLASS_BALANCE:
+        raise ValueError(f"class_balance={class_balance!r}: choose one of {CLASS_BALANCE}.")
+    weights = class_weights_from_counts(class_counts, balance_power) if class_balance in ("weighted_loss", "both") else None
+    adjust = logit_adjustment_from_counts(class_counts, balance_power) if class_balance == "logit_adjusted" else None
+    return MultiTaskLoss(seg_weight, cls_weight, class_weights=weights, label_smoothing=label_smoothing,
+                         logit_adjustment=adjust)

@@ -1,0 +1,40 @@
+"""Shared fixtures. Tests run offline on the synthetic demo data; tests on real HAM10000 use
+../shared/data/ham10000_200x150 and skip (with the reason) when it is absent."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL_DATA = Path(os.environ.get("HAM10000_200X150", ROOT.parent / "shared" / "data" / "ham10000_200x150"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Keep the preprocessing cache of the test run out of the user's ~/.cache."""
+    old = os.environ.get("SKIN_UTILS_CACHE")
+    os.environ["SKIN_UTILS_CACHE"] = str(tmp_path_factory.mktemp("array_cache"))
+    yield
+    if old is None:
+        os.environ.pop("SKIN_UTILS_CACHE", None)
+    else:
+        os.environ["SKIN_UTILS_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory):
+    """The demo data set (400 images, 160x120), generated once per test session."""
+    from skin_utils.synthetic import make_synthetic_dataset
+
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic") / "demo", n_images=400, seed=0)
+
+
+@pytest.fixture(scope="session")
+def real_data_dir():
+    if not (REAL_DATA / "HAM10000_metadata.csv").is_file():
+        pytest.skip(f"real HAM10000 subset not found at {REAL_DATA} (set HAM10000_200X150 to its folder)")
+    return REAL_DATA

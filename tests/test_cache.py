@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from skin_utils.cache import build_cache, load_resized
+from skin_utils.data import CachedLesionDataset, Normalize
+from skin_utils.layout import load_index
+from skin_utils.workflow import subsample_by_lesion
+
+
+def test_cache_matches_direct_decoding_and_is_reused(synthetic_dir, tmp_path):
+    index = load_index(synthetic_dir).iloc[:30].copy()
+    index.attrs = load_index(synthetic_dir).attrs
+    cache = build_cache(index, 64, cache_dir=tmp_path, progress=False)
+    assert cache.images.shape == (30, 64, 64, 3) and cache.masks.shape == (30, 64, 64)
+    assert isinstance(cache.images, np.memmap)
+    image, mask = load_resized(index["image_path"].iat[7], index["mask_path"].iat[7], (64, 64))
+    assert np.array_equal(cache.images[7], image) and np.array_equal(cache.masks[7], mask)
+    assert set(np.unique(cache.masks)) <= {0, 1}
+    again = build_cache(index, 64, cache_dir=tmp_path, progress=False)
+    assert again.path == cache.path
+    # another size, or other data, is another entry
+    assert build_cache(index, (48, 64), cache_dir=tmp_path, progress=False).path != cache.path
+    changed = index.copy()
+    changed.attrs = {**index.attrs, "fingerprint": "ffffffffffff"}
+    assert build_cache(changed, 64, cache_dir=tmp_path, progress=False).path != cache.path
+    assert not list(tmp_path.glob(".building-*"))
+
+
+def test_augmented_samples_keep_image_and_mask_aligned(synthetic_dir, tmp_path):
+    index = load_index(synthetic_dir)
+    cache = build_cache(index, 64, cache_dir=tmp_path, progress=False)
+    ds = CachedLesionDataset(cache, index["label"], augment="standard")
+    import torch
+
+    torch.manual_seed(0)
+    for i in range(20):
+        image, mask, label, row = ds[i]
+        assert image.dtype == torch.uint8 and image.shape == (3, 64, 64)
+        assert mask.shape == (1, 64, 64) and set(mask.unique().tolist()) <= {0, 1}
+        # the lesion is darker or more saturated than skin in every synthetic class: the mean
+        # brightness inside the (augmented) mask differs from the outside
+        if 0 < mask.sum() < mask.numel():
+            inside = image.float().mean(0)[mask[0].bool()].mean()
+            outside = image.float().mean(0)[~mask[0].bool()].mean()
+            assert abs(inside - outside) > 5, i
+    with pytest.raises(ValueError, match="augment="):
+        CachedLesionDataset(cache, index["label"], augment="heavy")
+
+
+def test_normalize_matches_imagenet_statistics():
+    import torch
+
+    x = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    out = Normalize()(x)
+    expected = (1 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    torch.testing.assert_close(out[0, :, 0, 0], expected)
+
+
+def test_subsample_takes_whole_lesions_from_every_class(synthetic_dir):
+    index = load_index(synthetic_dir)
+    sub = subsample_by_lesion(index, 120, seed=0)
+    assert 100 <= len(sub) <= 140
+    assert sub["label"].nunique() == 7
+    full_counts = index.groupby("lesion_id").size()
+    sub_counts = sub.groupby("lesion_id").size()
+    assert (sub_counts == full_counts.loc[sub_counts.index]).all()
+    assert sub.attrs["fingerprint"] != index.attrs["fingerprint"]

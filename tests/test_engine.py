@@ -1,0 +1,127 @@
+"""Training behaviour on the synthetic demo: it learns, it resumes exactly, it stops on NaN."""
+
+import math
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from skin_utils import CLASS_NAMES
+from skin_utils.checkpoint import load_checkpoint, load_model
+from skin_utils.engine import NonFiniteLossError, build_optimizer_and_schedule, fit, train_one_epoch
+from skin_utils.losses import MultiTaskLoss, class_weights_from_counts
+from skin_utils.model import MultiTaskNet
+from skin_utils.workflow import load_data, train_class_counts, train_val_loaders
+
+
+def _setup(data, seed=0, epochs=2, lr=3e-3, batch_size=16):
+    torch.manual_seed(seed)
+    model = MultiTaskNet(encoder_weights=None)
+    loss_fn = MultiTaskLoss(1.0, 1.0, class_weights=class_weights_from_counts(train_class_counts(data), 0.5))
+    train, val = train_val_loaders(data, batch_size, "cpu", seed=seed, num_workers=0)
+    opt, sched = build_optimizer_and_schedule(model, lr, 1e-4, epochs, len(train))
+    return model, loss_fn, train, val, opt, sched
+
+
+@pytest.fixture(scope="module")
+def demo(synthetic_dir, tmp_path_factory):
+    return load_data(synthetic_dir, 64, split_path=tmp_path_factory.mktemp("split") / "split.csv", progress=False)
+
+
+def test_short_training_learns_both_tasks(demo, tmp_path):
+    epochs = 6
+    model, loss_fn, train, val, opt, sched = _setup(demo, epochs=epochs)
+    history = fit(model, train, val, loss_fn=loss_fn, optimizer=opt, scheduler=sched, epochs=epochs,
+                  device="cpu", checkpoint_dir=tmp_path, class_names=CLASS_NAMES, amp="off",
+                  run_config={"image_size": 64}, progress=False)
+    best = max(history, key=lambda r: r["score"])
+    chance_balanced = 1 / len(CLASS_NAMES)
+    assert best["val_dice"] > 0.6, history
+    assert best["val_balanced_accuracy"] > chance_balanced + 0.1, history
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert (tmp_path / "best.pt").is_file() and (tmp_path / "last.pt").is_file()
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(demo, tmp_path):
+    model, loss_fn, train, val, opt, sched = _setup(demo, epochs=1)
+    fit(model, train, val, loss_fn=loss_fn, optimizer=opt, scheduler=sched, epochs=1, device="cpu",
+        checkpoint_dir=tmp_path, class_names=CLASS_NAMES, amp="off", run_config={"image_size": 64}, progress=False)
+    loaded, ckpt = load_model(tmp_path / "best.pt")
+    loaded.to(memory_format=torch.channels_last)  # as it was trained: same kernels, same bits
+    model.eval()
+    x = torch.randn(3, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        for a, b in zip(model(x), loaded(x)):
+            assert torch.equal(a, b)
+    assert ckpt["class_names"] == list(CLASS_NAMES)
+    assert ckpt["config"]["image_size"] == 64
+    assert set(ckpt) >= {"model", "model_config", "normalization", "epoch", "metrics", "history"}
+
+
+def test_non_finite_loss_stops_with_epoch_and_batch(demo):
+    model, loss_fn, train, val, opt, sched = _setup(demo)
+
+    class NaNAfter(MultiTaskLoss):
+        calls = 0
+
+        def forward(self, *args):
+            out = super().forward(*args)
+            NaNAfter.calls += 1
+            if NaNAfter.calls == 3:
+                out["loss"] = out["loss"] * float("nan")
+            return out
+
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, batch 3 of"):
+        train_one_epoch(model, train, NaNAfter(), opt, "cpu", epoch=1, progress=False, refresh_every=1)
+
+
+RUN = textwrap.dedent("""
+    import sys, torch
+    sys.path.insert(0, {root!r})
+    from tests.test_engine import _setup
+    from skin_utils import CLASS_NAMES
+    from skin_utils.engine import fit
+    from skin_utils.workflow import load_data
+    torch.set_num_threads(1)
+    data = load_data({data!r}, 64, split_path={split!r}, max_samples=160, progress=False)
+    model, loss_fn, train, val, opt, sched = _setup(data, epochs=4)
+    fit(model, train, val, loss_fn=loss_fn, optimizer=opt, scheduler=sched, epochs=4, device="cpu",
+        checkpoint_dir={ckpt!r}, class_names=CLASS_NAMES, amp="off", resume=True, progress=False)
+""")
+
+
+def _run(script, **kw):
+    return subprocess.Popen([sys.executable, "-c", RUN.format(**kw)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_killed_run_resumes_to_the_same_weights(synthetic_dir, tmp_path):
+    from tests.conftest import ROOT
+
+    kw = dict(root=str(ROOT), data=str(synthetic_dir), split=str(tmp_path / "split.csv"))
+    # Uninterrupted reference run.
+    ref = _run(RUN, ckpt=str(tmp_path / "ref"), **kw)
+    assert ref.wait(timeout=600) == 0, ref.stderr.read().decode()[-2000:]
+    # Interrupted run: killed (SIGKILL) once the second epoch's checkpoint appears.
+    victim = _run(RUN, ckpt=str(tmp_path / "cut"), **kw)
+    last = tmp_path / "cut" / "last.pt"
+    deadline = time.time() + 600
+    while time.time() < deadline and victim.poll() is None:
+        if last.is_file() and load_checkpoint(last)["epoch"] >= 1:
+            victim.kill()
+            break
+        time.sleep(0.2)
+    victim.wait()
+    assert victim.returncode != 0, "the run finished before it could be interrupted"
+    assert load_checkpoint(last)["epoch"] < 3  # the killed run really stopped early, checkpoint readable
+    # Resume to the end.
+    resumed = _run(RUN, ckpt=str(tmp_path / "cut"), **kw)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()[-2000:]
+    a, b = load_checkpoint(tmp_path / "ref" / "last.pt"), load_checkpoint(last)
+    assert a["epoch"] == b["epoch"] == 3
+    assert len(b["history"]) == 4
+    for key, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][key]), key

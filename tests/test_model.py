@@ -1,0 +1,106 @@
+import pytest
+import torch
+
+from skin_utils.losses import MultiTaskLoss, class_weights_from_counts
+from skin_utils.model import EncoderWeightsUnavailable, MultiTaskNet, build_resnet18
+
+
+@pytest.mark.parametrize("hw", [(128, 128), (150, 200), (97, 131), (64, 64)])
+def test_output_shapes_follow_the_input(hw):
+    model = MultiTaskNet(num_classes=7).eval()
+    with torch.no_grad():
+        mask_logits, class_logits = model(torch.randn(2, 3, *hw))
+    assert mask_logits.shape == (2, 1, *hw)
+    assert class_logits.shape == (2, 7)
+
+
+def test_channels_last_gives_the_same_result():
+    torch.manual_seed(0)
+    model = MultiTaskNet().eval()
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        a = model(x)
+        b = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-4)
+
+
+def test_one_optimisation_step_lowers_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    model = MultiTaskNet()
+    loss_fn = MultiTaskLoss(1.0, 1.0)
+    x = torch.randn(8, 3, 64, 64)
+    masks = (torch.rand(8, 1, 64, 64) > 0.5).float()
+    labels = torch.randint(0, 7, (8,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    model.train()
+    before = loss_fn(*model(x), masks, labels)["loss"]
+    opt.zero_grad()
+    before.backward()
+    opt.step()
+    model.eval()  # compare without the BN batch-statistics noise of train mode
+    with torch.no_grad():
+        after_eval = loss_fn(*model(x), masks, labels)["loss"]
+        model.train()
+        after = loss_fn(*model(x), masks, labels)["loss"]
+    assert after.item() < before.item(), (before.item(), after.item(), after_eval.item())
+
+
+def test_loss_is_the_weighted_sum_of_its_parts():
+    torch.manual_seed(0)
+    m, c = torch.randn(4, 1, 8, 8), torch.randn(4, 7)
+    masks, labels = (torch.rand(4, 1, 8, 8) > 0.5).float(), torch.tensor([0, 1, 2, 3])
+    out = MultiTaskLoss(0.3, 2.0)(m, c, masks, labels)
+    expected = 0.3 * torch.nn.functional.binary_cross_entropy_with_logits(m, masks) \
+        + 2.0 * torch.nn.functional.cross_entropy(c, labels)
+    torch.testing.assert_close(out["loss"], expected)
+    torch.testing.assert_close(0.3 * out["seg_loss"] + 2.0 * out["cls_loss"], expected)
+    with pytest.raises(ValueError, match="at least one > 0"):
+        MultiTaskLoss(0, 0)
+
+
+def test_class_weights_favour_rare_classes_and_average_one_per_sample():
+    counts = [100, 1000, 10, 0, 50, 5, 5]
+    w = class_weights_from_counts(counts, power=1.0)
+    assert w[3] == 0  # absent class
+    assert w[5] > w[2] > w[0] > w[1]
+    assert float((w * torch.tensor(counts, dtype=torch.float)).sum() / sum(counts)) == pytest.approx(1.0)
+    assert torch.allclose(class_weights_from_counts(counts, power=0.0)[[0, 1, 2]], torch.ones(3))
+
+
+def test_imagenet_weights_offline_fail_with_advice(monkeypatch):
+    import torchvision.models as tvm
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(tvm.ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline, raising=False)
+    with pytest.raises(EncoderWeightsUnavailable, match="encoder_weights=None to train from scratch"):
+        build_resnet18("imagenet")
+    with pytest.warns(UserWarning, match="FROM SCRATCH"):
+        _, used = build_resnet18("auto")
+    assert "from scratch" in used
+
+
+def test_local_encoder_weights_are_loaded(tmp_path):
+    from torchvision.models import resnet18
+
+    net = resnet18(weights=None)
+    torch.save(net.state_dict(), tmp_path / "r18.pth")
+    model = MultiTaskNet(encoder_weights=str(tmp_path / "r18.pth"))
+    torch.testing.assert_close(model.encoder.stem[0].weight, net.conv1.weight)
+    with pytest.raises(FileNotFoundError, match="neither 'imagenet'"):
+        MultiTaskNet(encoder_weights=str(tmp_path / "missing.pth"))
+
+
+def test_logit_adjustment_shifts_the_cross_entropy_by_the_log_prior():
+    from skin_utils.losses import logit_adjustment_from_counts
+
+    counts = [10, 70, 5, 3, 10, 1, 1]
+    adj = logit_adjustment_from_counts(counts, tau=1.0)
+    torch.testing.assert_close(adj.exp().sum(), torch.tensor(1.0))  # log of a distribution
+    logits, labels = torch.zeros(2, 7), torch.tensor([1, 5])
+    out = MultiTaskLoss(0.0, 1.0, logit_adjustment=adj)(torch.zeros(2, 1, 4, 4), logits, torch.zeros(2, 1, 4, 4), labels)
+    # with all-zero logits the adjusted softmax is the prior itself
+    expected = -(torch.log(torch.tensor([70 / 100, 1 / 100]))).mean()
+    torch.testing.assert_close(out["cls_loss"], expected)
