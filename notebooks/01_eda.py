@@ -56,7 +56,7 @@ data.describe()
 
 # %%
 fig = plots.plot_class_distribution(index["label"], title=f"Diagnoses · {data.name}")
-plots.save_figure(fig, figures / "eda_class_distribution.png")
+plots.publish(fig, figures / "eda_class_distribution.png")
 counts = index["dx"].value_counts().reindex(CLASS_NAMES, fill_value=0)
 majority_share = counts.max() / counts.sum()
 print(f"Always answering {counts.idxmax()} would score accuracy {majority_share:.3f}, balanced accuracy {1 / (counts > 0).sum():.3f}.")
@@ -67,7 +67,7 @@ print(f"Always answering {counts.idxmax()} would score accuracy {majority_share:
 
 # %%
 fig = plots.plot_images_per_lesion(index["lesion_id"], title=f"Images per lesion · {data.name}")
-plots.save_figure(fig, figures / "eda_images_per_lesion.png")
+plots.publish(fig, figures / "eda_images_per_lesion.png")
 per_lesion = index.groupby("lesion_id").size()
 print(f"{len(index)} images of {len(per_lesion)} lesions; {(per_lesion > 1).sum()} lesions have more than one image.")
 
@@ -77,7 +77,7 @@ print(f"{len(index)} images of {len(per_lesion)} lesions; {(per_lesion > 1).sum(
 # %%
 split_table = split_summary(data.split, CLASS_NAMES)
 fig = plots.plot_split_counts(data.split, title=f"Images and lesions per split · {data.name}")
-plots.save_figure(fig, figures / "eda_split_counts.png")
+plots.publish(fig, figures / "eda_split_counts.png")
 split_table
 
 # %% [markdown]
@@ -85,7 +85,7 @@ split_table
 
 # %%
 fig = plots.plot_metadata(index, title=f"Patient metadata · {data.name}")
-plots.save_figure(fig, figures / "eda_metadata.png")
+plots.publish(fig, figures / "eda_metadata.png")
 
 # %% [markdown]
 # ## How large are the lesions?
@@ -93,7 +93,7 @@ plots.save_figure(fig, figures / "eda_metadata.png")
 # %%
 areas, area_labels = lesion_area_fractions(index, max_images=max_mask_images, seed=seed)
 fig = plots.plot_mask_area(areas, area_labels, title=f"Lesion share of the image · {data.name}")
-plots.save_figure(fig, figures / "eda_mask_area.png")
+plots.publish(fig, figures / "eda_mask_area.png")
 print(f"median lesion share {np.median(areas):.2f} over {len(areas)} masks")
 
 # %% [markdown]
@@ -103,7 +103,7 @@ print(f"median lesion share {np.median(areas):.2f} over {len(areas)} masks")
 images, masks, labels = sample_per_class(index, per_class=per_class, seed=seed)
 fig = plots.plot_sample_grid(images, labels, masks=masks, per_class=per_class,
                              title=f"Examples per diagnosis · {data.name}")
-plots.save_figure(fig, figures / "eda_samples.png")
+plots.publish(fig, figures / "eda_samples.png")
 
 # %%
 report.write_section(reports, "01_eda", "Data", f"""

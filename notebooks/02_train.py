@@ -23,9 +23,9 @@ lr_schedule = "onecycle"           # "onecycle", "cosine" or "constant"
 seg_weight = 1.0                   # weight of the mask loss (BCE)
 cls_weight = 1.0                   # weight of the diagnosis loss (cross-entropy)
 class_balance = "weighted_loss"    # "none", "weighted_loss", "sampler", "both" or "logit_adjusted"
-balance_power = 0.5                # strength: 0 none, 1 full correction of the class prior
-label_smoothing = 0.0
-augment = "standard"               # "none", "flips" or "standard" (flips, rotation, zoom, colour)
+balance_power = 0.4                # strength: 0 none, 1 full correction of the class prior
+label_smoothing = 0.1
+augment = "standard"               # "none", "flips", "standard" (flips, 90-degree turns, mild colour) or "strong"
 encoder_weights = "auto"           # "imagenet", "auto" (ImageNet if obtainable), None, or a .pth path
 selection = "balanced_accuracy+dice"  # validation score that picks the best checkpoint
 patience = None                    # early stopping after this many epochs without improvement
@@ -52,7 +52,6 @@ if "google.colab" in sys.modules and not os.path.isdir("/content/repo"):
     os.chdir("/content/repo")
 
 # %%
-import matplotlib.pyplot as plt
 import torch
 
 from skin_utils import CLASS_NAMES, plots, report
@@ -118,7 +117,7 @@ history = fit(model, train_loader, val_loader, loss_fn=loss_fn, optimizer=optimi
 
 # %%
 fig = plots.plot_learning_curves(history, title=f"Learning curves · {data.name}")
-plots.save_figure(fig, reports / "figures" / "train_learning_curves.png")
+plots.publish(fig, reports / "figures" / "train_learning_curves.png")
 best = max(history, key=lambda row: row["score"])
 summary = {"best_epoch": best["epoch"], "selection": selection, "best_val": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
            "epochs_run": len(history), "checkpoint": str(checkpoints / "best.pt"),

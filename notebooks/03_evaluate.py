@@ -19,7 +19,7 @@ split = "test"                     # "test", "val", "train" or "all"
 split_path = "reports/split.csv"   # the split written by 02_train
 batch_size = 32
 threshold = 0.5                    # mask probability threshold
-tta = True                         # average each prediction over the four flips of the image
+tta = True                         # average each prediction over the 8 flips and 90-degree turns of the image
 n_examples = 4                     # best and worst cases shown
 device = "auto"
 amp = "auto"
@@ -81,15 +81,15 @@ headline
 # %%
 per_class = per_class_table(result)
 fig = plots.plot_per_class_metrics(result["per_class"], title=f"Per-class performance · {title}")
-plots.save_figure(fig, figures / "evaluate_per_class.png")
+plots.publish(fig, figures / "evaluate_per_class.png")
 per_class
 
 # %%
 fig = plots.plot_confusion_matrix(result["confusion_matrix"], class_names, title=f"Confusion matrix · {title}")
-plots.save_figure(fig, figures / "evaluate_confusion_matrix.png")
+plots.publish(fig, figures / "evaluate_confusion_matrix.png")
 fig = plots.plot_roc_curves({k: (v["fpr"], v["tpr"], v["auc"]) for k, v in result["roc_curves"].items()},
                             title=f"ROC curves · {title}")
-plots.save_figure(fig, figures / "evaluate_roc_curves.png")
+plots.publish(fig, figures / "evaluate_roc_curves.png")
 
 # %% [markdown]
 # ## Best and worst cases (by Dice)
@@ -97,7 +97,7 @@ plots.save_figure(fig, figures / "evaluate_roc_curves.png")
 # %%
 examples = best_and_worst(data, evaluation, n_examples)
 fig = plots.plot_overlay_grid(**examples, class_names=class_names, title=f"Best and worst masks · {title}")
-plots.save_figure(fig, figures / "evaluate_best_worst.png")
+plots.publish(fig, figures / "evaluate_best_worst.png")
 
 # %%
 report.write_json(reports / "metrics" / "evaluate.json",
@@ -108,7 +108,7 @@ base = result["majority_baseline"]
 report.write_section(reports, "03_evaluate", "Evaluation", f"""
 Checkpoint `{checkpoint}` (epoch {ckpt['epoch'] + 1}, {trained['image_size']} px) on the **{split}** split of
 **{data.name}**: {result['n_images']} images of {result['n_lesions']} lesions. Masks scored at each image's
-original size{' (averaged over four flips)' if tta else ''}. Always answering {base['majority']} would score accuracy {base['accuracy']:.3f} and balanced
+original size{' (averaged over the 8 flips and turns)' if tta else ''}. Always answering {base['majority']} would score accuracy {base['accuracy']:.3f} and balanced
 accuracy {base['balanced_accuracy']:.3f}.
 
 {report.markdown_table(headline)}

@@ -15,7 +15,7 @@ input_dir = None                   # a folder of images; None: a few new synthet
 n_demo_images = 6                  # how many demo images when input_dir is None
 batch_size = 16
 threshold = 0.5                    # mask probability threshold
-tta = True                         # average each prediction over the four flips (4x the compute)
+tta = True                         # average each prediction over the 8 flips and turns (8x the compute)
 device = "auto"
 amp = "auto"
 reports_dir = "reports"
@@ -35,6 +35,7 @@ from skin_utils.imageio import read_image
 from skin_utils.inference import Predictor, predictions_table, save_overlays, time_single_image, write_demo_images
 from skin_utils.params import check_params
 from skin_utils.paths import resolve
+from skin_utils.synthetic import SYNTHETIC_NOTE
 
 params = check_params(dict(checkpoint=checkpoint, input_dir=input_dir, n_demo_images=n_demo_images,
                            batch_size=batch_size, threshold=threshold, tta=tta, device=device, amp=amp,
@@ -67,8 +68,8 @@ fig = plots.plot_overlay_grid(images=[read_image(p.path) for p in shown], true_m
                               pred_masks=[p.mask for p in shown], true_labels=None,
                               pred_labels=[p.pred for p in shown], pred_probs=[p.prob for p in shown],
                               class_names=predictor.class_names, row_titles=[p.image_id for p in shown],
-                              title=f"Predictions · {folder.name}")
-plots.save_figure(fig, reports / "figures" / "inference_examples.png")
+                              title=f"Predictions · {folder.name}" + ("" if input_dir else f" · {SYNTHETIC_NOTE}"))
+plots.publish(fig, reports / "figures" / "inference_examples.png")
 
 # %% [markdown]
 # ## Latency of a single image (preprocessing included)

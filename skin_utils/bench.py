@@ -74,17 +74,18 @@ class NaiveDataset(Dataset):
         return (x - self.mean) / self.std, m, int(self.labels[i]), i
 
 
-def naive_train_epoch(model, loader, loss_fn, optimizer, max_batches=None) -> dict:
+def naive_train_epoch(model, loader, loss_fn, optimizer, device, scheduler=None) -> dict:
+    """The textbook loop: float32 batches moved as they come, ``loss.item()`` every step."""
     model.train()
     n, t0 = 0, time.perf_counter()
-    for b, (x, m, y, _) in enumerate(loader):
-        if max_batches is not None and b >= max_batches:
-            break
-        mask_logits, class_logits = model(x)
-        loss = loss_fn(mask_logits, class_logits, m, y)["loss"]
+    for x, m, y, _ in loader:
+        mask_logits, class_logits = model(x.to(device))
+        loss = loss_fn(mask_logits, class_logits, m.to(device), y.to(device))["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         loss.item()  # the per-step sync a typical loop has for its progress print
         n += len(y)
     return {"images": n, "seconds": time.perf_counter() - t0}
@@ -212,9 +213,7 @@ def run(data_dir=None, image_size=128, batch_size=32, max_samples=512, device="a
     torch.manual_seed(seed)
     model = MultiTaskNet().to(device)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    naive = naive_train_epoch(model, naive_loader, loss_fn, opt) if device.type == "cpu" else None
-    if naive is None:  # naive on a GPU: move each batch, still float32 / contiguous
-        naive = _naive_epoch_on(device, model, naive_loader, loss_fn, opt)
+    naive = naive_train_epoch(model, naive_loader, loss_fn, opt, device)
     record("train_epoch", "naive", naive["images"] / naive["seconds"])
     torch.manual_seed(seed)
     model = MultiTaskNet().to(device).to(memory_format=torch.channels_last)
@@ -272,20 +271,6 @@ def run(data_dir=None, image_size=128, batch_size=32, max_samples=512, device="a
     return result
 
 
-def _naive_epoch_on(device, model, loader, loss_fn, opt):
-    model.train()
-    n, t0 = 0, time.perf_counter()
-    for x, m, y, _ in loader:
-        a, b = model(x.to(device))
-        loss = loss_fn(a, b, m.to(device), y.to(device))["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        loss.item()
-        n += len(y)
-    return {"images": n, "seconds": time.perf_counter() - t0}
-
-
 def _naive_latency(model, path, hw, repeats=10) -> float:
     naive_predict_files(model, [path], hw, 1)
     times = []
@@ -323,14 +308,7 @@ def compare_quality(index, hw, batch_size, device, amp, epochs, seed, say) -> di
         t0 = time.perf_counter()
         for epoch in range(epochs):
             if name == "naive":
-                model.train()
-                for x, m, y, _ in loader:
-                    a, b = model(x.to(device))
-                    loss = loss_fn(a, b, m.to(device), y.to(device))["loss"]
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    sched.step()
+                naive_train_epoch(model, loader, loss_fn, opt, device, sched)
             else:
                 train_one_epoch(model, loader, loss_fn, opt, device, epoch=epoch, scheduler=sched,
                                 amp_dtype=amp_dtype_for(device, amp), progress=False)

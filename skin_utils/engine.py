@@ -140,22 +140,38 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
             "images": n_images, "seconds": seconds, "images_per_s": n_images / max(seconds, 1e-9)}
 
 
-TTA_FLIPS = ((), (-1,), (-2,), (-2, -1))
+def _views(square: bool):
+    """(transform, inverse) pairs: the 8 symmetries of a square (flips and 90-degree turns), or
+    the 4 flips of a rectangle."""
+    flips = [(), (-1,), (-2,), (-2, -1)]
+    views = []
+    for dims in flips:
+        for k in ((0, 1) if square else (0,)):
+            def fwd(t, dims=dims, k=k):
+                t = t.flip(dims) if dims else t
+                return torch.rot90(t, k, (-2, -1)) if k else t
+
+            def inv(t, dims=dims, k=k):
+                t = torch.rot90(t, -k, (-2, -1)) if k else t
+                return t.flip(dims) if dims else t
+            views.append((fwd, inv))
+    return views
 
 
 def forward_probs(model, images, tta: bool = False):
     """Mask probabilities (N, H, W) and class probabilities (N, K) in float32. With ``tta``,
-    averaged over the identity and the three flips (each mask flipped back before averaging)."""
+    averaged over the 8 symmetries of the image (4 flips when it is not square), each mask
+    turned back before averaging: the model was trained on all of them."""
     if not tta:
         mask_logits, class_logits = model(images)
         return mask_logits.float().sigmoid()[:, 0], class_logits.float().softmax(1)
+    views = _views(images.shape[-1] == images.shape[-2])
     masks, probs = 0.0, 0.0
-    for dims in TTA_FLIPS:
-        mask_logits, class_logits = model(images.flip(dims) if dims else images)
-        m = mask_logits.float().sigmoid()[:, 0]
-        masks = masks + (m.flip(dims) if dims else m)
+    for fwd, inv in views:
+        mask_logits, class_logits = model(fwd(images))
+        masks = masks + inv(mask_logits.float().sigmoid())[:, 0]
         probs = probs + class_logits.float().softmax(1)
-    return masks / len(TTA_FLIPS), probs / len(TTA_FLIPS)
+    return masks / len(views), probs / len(views)
 
 
 @torch.inference_mode()

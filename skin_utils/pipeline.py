@@ -2,7 +2,7 @@
 
 Executed copies go to ``<reports_dir>/notebooks/``; the notebooks themselves write figures,
 metrics and ``<reports_dir>/REPORT.md``. With no data set in ``data/`` everything runs on the
-synthetic demo (and its default of 8 epochs finishes in a few minutes on 2 CPU cores); with
+synthetic demo (its default of 15 epochs finishes in a few minutes on 2 CPU cores); with
 HAM10000 in ``data/`` it trains on it (5 epochs by default).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from skin_utils.paths import project_root, resolve
 
 NOTEBOOKS = ("01_eda", "02_train", "03_evaluate", "04_inference")
-DEMO_EPOCHS, REAL_EPOCHS = 8, 5
+DEMO_EPOCHS, REAL_EPOCHS = 15, 5
 
 
 def run_notebook(name: str, params: dict, root: Path, out_dir: Path, log_output: bool = False) -> Path:

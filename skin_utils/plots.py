@@ -266,6 +266,22 @@ def save_figure(fig: Figure, path, dpi: int = 120, close: bool = True) -> pathli
     return path
 
 
+def publish(fig: Figure, path, dpi: int = 120) -> pathlib.Path:
+    """Save ``fig`` like `save_figure`, show it in the notebook when there is one, then close
+    it: what a notebook cell calls so that the figure is both in ``reports/`` and on screen."""
+    path = save_figure(fig, path, dpi=dpi, close=False)
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if get_ipython() is not None:
+            display(fig)
+    except ImportError:
+        pass
+    plt.close(fig)
+    return path
+
+
 # --------------------------------------------------------------------------------------------
 # Data set figures
 # --------------------------------------------------------------------------------------------

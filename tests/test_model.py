@@ -104,3 +104,23 @@ def test_logit_adjustment_shifts_the_cross_entropy_by_the_log_prior():
     # with all-zero logits the adjusted softmax is the prior itself
     expected = -(torch.log(torch.tensor([70 / 100, 1 / 100]))).mean()
     torch.testing.assert_close(out["cls_loss"], expected)
+
+
+def test_tta_views_are_undone_exactly():
+    from skin_utils.engine import _views, forward_probs
+
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    for square, n in ((True, 8), (False, 4)):
+        views = _views(square)
+        assert len(views) == n
+        for fwd, inv in views:
+            assert torch.equal(inv(fwd(x)), x)
+    # an equivariant "model" (identity mask, constant class) gives the plain result back
+    class Echo(torch.nn.Module):
+        def forward(self, images):
+            return images[:, :1], torch.zeros(len(images), 7)
+
+    plain = forward_probs(Echo(), x, tta=False)
+    averaged = forward_probs(Echo(), x, tta=True)
+    torch.testing.assert_close(plain[0], averaged[0])
+    torch.testing.assert_close(averaged[1].sum(1), torch.ones(2))

@@ -401,3 +401,12 @@ def test_every_plot_function_returns_a_figure_and_takes_title():
     assert len(names) >= 12
     for n in names:
         assert "title" in inspect.signature(getattr(plots, n)).parameters, n
+
+
+def test_publish_saves_and_closes_outside_a_notebook(tmp_path):
+    from skin_utils.plots import plot_class_distribution, publish
+
+    fig = plot_class_distribution([0, 1, 1, 2])
+    path = publish(fig, tmp_path / "f.png")
+    assert path.stat().st_size > 1000
+    assert fig.number not in plt.get_fignums()
