@@ -93,10 +93,12 @@ def _to_device(batch, device, normalize, channels_last):
 def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0, scheduler=None,
                     scaler=None, amp_dtype=None, channels_last: bool = True, normalize=None,
                     progress: bool = True, refresh_every: int = 10, max_batches: int | None = None) -> dict:
-    """One epoch of training. ``scheduler`` is stepped per batch. Returns mean losses, images/s."""
+    """One epoch of training. ``scheduler`` is stepped per batch. The colour augmentation of
+    the loader's dataset (``batch_transform``) is applied here, on the whole batch on the device.
+    Returns mean losses and images/s."""
     device = torch.device(device)
     model.train()
-    normalize = (normalize or Normalize()).to(device)
+    normalize = (normalize or Normalize(jitter=getattr(loader.dataset, "batch_transform", None))).to(device)
     sums = torch.zeros(3, device=device, dtype=torch.float64)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
     n_images, t0 = 0, time.perf_counter()

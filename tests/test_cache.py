@@ -65,3 +65,19 @@ def test_subsample_takes_whole_lesions_from_every_class(synthetic_dir):
     sub_counts = sub.groupby("lesion_id").size()
     assert (sub_counts == full_counts.loc[sub_counts.index]).all()
     assert sub.attrs["fingerprint"] != index.attrs["fingerprint"]
+
+
+def test_batch_colour_jitter_keeps_range_and_changes_each_image_differently():
+    import torch
+
+    from skin_utils.data import BatchColorJitter
+
+    torch.manual_seed(0)
+    x = torch.rand(6, 3, 16, 16)
+    y = BatchColorJitter(0.2)(x.clone())
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    change = (y - x).abs().mean(dim=(1, 2, 3))
+    assert (change > 0).all() and change.std() > 0
+    # normalisation with jitter off equals the plain path
+    u8 = (x * 255).to(torch.uint8)
+    torch.testing.assert_close(Normalize(jitter=BatchColorJitter(0.0))(u8), Normalize()(u8), rtol=1e-5, atol=1e-5)
