@@ -61,7 +61,7 @@ class Predictor:
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         h, w = self.image_size
-        small = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+        small = np.array(Image.fromarray(image).resize((w, h), Image.BILINEAR))
         return torch.from_numpy(small).permute(2, 0, 1)
 
     @torch.inference_mode()

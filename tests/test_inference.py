@@ -40,7 +40,7 @@ def test_folder_with_bad_files_predicts_the_good_ones_and_lists_the_rest(checkpo
     assert "smaller than" in reasons["tiny.png"]
     assert "too many pixels" in reasons["huge_gray.png"]
     table = predictions_table(predictions)
-    assert np.allclose(table[[f"p_{c}" for c in CLASS_NAMES]].sum(1), 1, atol=1e-3)
+    assert np.allclose(table[[f"p_{c}" for c in CLASS_NAMES]].sum(axis=1), 1, atol=1e-3)
 
 
 def test_grayscale_and_odd_sizes_get_masks_at_their_own_size(checkpoint, tmp_path):
