@@ -109,16 +109,19 @@ def _orientation(img: Image.Image) -> int:
         return 1
 
 
+def oriented_size(img: Image.Image) -> tuple[int, int]:
+    """``(W, H)`` of an opened image after its EXIF rotation (header only)."""
+    w, h = img.size
+    return (int(h), int(w)) if _orientation(img) in _SWAPPING_ORIENTATIONS else (int(w), int(h))
+
+
 def image_size(path: PathLike) -> tuple[int, int]:
     """``(W, H)`` of an image as :func:`read_image` returns it (EXIF rotation applied).
 
     Only the header is read, so this is cheap even for large files.
     """
     with _open(path) as img:
-        w, h = img.size
-        if _orientation(img) in _SWAPPING_ORIENTATIONS:
-            w, h = h, w
-    return int(w), int(h)
+        return oriented_size(img)
 
 
 # --------------------------------------------------------------------------------------------

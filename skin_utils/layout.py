@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from skin_utils.imageio import ImageReadError, _load_pixels, _open, _orientation, mask_value_range
+from skin_utils.imageio import ImageReadError, _load_pixels, _open, mask_value_range, oriented_size
 from skin_utils.labels import CLASS_NAMES, DX_TO_INDEX
 
 __all__ = [
@@ -376,9 +376,7 @@ def _check_image(path: str) -> tuple[tuple[int, int] | None, Problem | None]:
     """Header + cheap full-stream decode. Returns ((W, H) after EXIF rotation, problem)."""
     try:
         with _open(path) as img:
-            w, h = img.size
-            if _orientation(img) in (5, 6, 7, 8):
-                w, h = h, w
+            w, h = oriented_size(img)
             if img.format == "JPEG":
                 # DCT-scaled decode: reads (and so checks) the whole stream for ~1/64 of the work.
                 img.draft("RGB", (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
@@ -417,10 +415,7 @@ def _mask_verdict(values: np.ndarray, full_range: float) -> str | None:
 def _check_mask(path: str) -> tuple[tuple[int, int] | None, Problem | None]:
     try:
         with _open(path) as img:
-            w, h = img.size
-            if _orientation(img) in (5, 6, 7, 8):
-                w, h = h, w
-            size = (w, h)
+            size = oriented_size(img)
             loaded = _load_pixels(img, path)  # orientation does not change the value statistics
             if loaded.mode == "L":  # the common case: histogram in C, no numpy copy needed
                 hist = loaded.histogram()
