@@ -30,12 +30,13 @@ if "google.colab" in sys.modules and not os.path.isdir("/content/repo"):
 # %%
 import numpy as np
 
-from skin_utils import CLASS_NAMES, plots, report
-from skin_utils.eda import lesion_area_fractions, sample_per_class
-from skin_utils.params import check_params
-from skin_utils.paths import resolve
-from skin_utils.splits import split_summary
-from skin_utils.workflow import load_data
+from skin_utils import CLASS_NAMES, viz
+from skin_utils.nb import report
+from skin_utils.data.eda import lesion_area_fractions, sample_per_class
+from skin_utils.nb.params import check_params
+from skin_utils.nb.paths import resolve
+from skin_utils.data.splits import split_summary
+from skin_utils.data.loading import load_data
 
 params = check_params(dict(data_dir=data_dir, split_fractions=split_fractions, split_path=split_path, seed=seed,
                            max_samples=max_samples, max_mask_images=max_mask_images, per_class=per_class,
@@ -55,8 +56,8 @@ data.describe()
 # every accuracy in the later notebooks has to be read against.
 
 # %%
-fig = plots.plot_class_distribution(index["label"], title=f"Diagnoses · {data.name}")
-plots.publish(fig, figures / "eda_class_distribution.png")
+fig = viz.plot_class_distribution(index["label"], title=f"Diagnoses · {data.name}")
+viz.publish(fig, figures / "eda_class_distribution.png")
 counts = index["dx"].value_counts().reindex(CLASS_NAMES, fill_value=0)
 majority_share = counts.max() / counts.sum()
 print(f"Always answering {counts.idxmax()} would score accuracy {majority_share:.3f}, balanced accuracy {1 / (counts > 0).sum():.3f}.")
@@ -66,8 +67,8 @@ print(f"Always answering {counts.idxmax()} would score accuracy {majority_share:
 # Images of one lesion are near-duplicates; a split by image would put them on both sides.
 
 # %%
-fig = plots.plot_images_per_lesion(index["lesion_id"], title=f"Images per lesion · {data.name}")
-plots.publish(fig, figures / "eda_images_per_lesion.png")
+fig = viz.plot_images_per_lesion(index["lesion_id"], title=f"Images per lesion · {data.name}")
+viz.publish(fig, figures / "eda_images_per_lesion.png")
 per_lesion = index.groupby("lesion_id").size()
 print(f"{len(index)} images of {len(per_lesion)} lesions; {(per_lesion > 1).sum()} lesions have more than one image.")
 
@@ -76,24 +77,24 @@ print(f"{len(index)} images of {len(per_lesion)} lesions; {(per_lesion > 1).sum(
 
 # %%
 split_table = split_summary(data.split, CLASS_NAMES)
-fig = plots.plot_split_counts(data.split, title=f"Images and lesions per split · {data.name}")
-plots.publish(fig, figures / "eda_split_counts.png")
+fig = viz.plot_split_counts(data.split, title=f"Images and lesions per split · {data.name}")
+viz.publish(fig, figures / "eda_split_counts.png")
 split_table
 
 # %% [markdown]
 # ## Patients: age, sex, site
 
 # %%
-fig = plots.plot_metadata(index, title=f"Patient metadata · {data.name}")
-plots.publish(fig, figures / "eda_metadata.png")
+fig = viz.plot_metadata(index, title=f"Patient metadata · {data.name}")
+viz.publish(fig, figures / "eda_metadata.png")
 
 # %% [markdown]
 # ## How large are the lesions?
 
 # %%
 areas, area_labels = lesion_area_fractions(index, max_images=max_mask_images, seed=seed)
-fig = plots.plot_mask_area(areas, area_labels, title=f"Lesion share of the image · {data.name}")
-plots.publish(fig, figures / "eda_mask_area.png")
+fig = viz.plot_mask_area(areas, area_labels, title=f"Lesion share of the image · {data.name}")
+viz.publish(fig, figures / "eda_mask_area.png")
 print(f"median lesion share {np.median(areas):.2f} over {len(areas)} masks")
 
 # %% [markdown]
@@ -101,9 +102,9 @@ print(f"median lesion share {np.median(areas):.2f} over {len(areas)} masks")
 
 # %%
 images, masks, labels = sample_per_class(index, per_class=per_class, seed=seed)
-fig = plots.plot_sample_grid(images, labels, masks=masks, per_class=per_class,
+fig = viz.plot_sample_grid(images, labels, masks=masks, per_class=per_class,
                              title=f"Examples per diagnosis · {data.name}")
-plots.publish(fig, figures / "eda_samples.png")
+viz.publish(fig, figures / "eda_samples.png")
 
 # %%
 report.write_section(reports, "01_eda", "Data", f"""

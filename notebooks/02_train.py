@@ -54,12 +54,13 @@ if "google.colab" in sys.modules and not os.path.isdir("/content/repo"):
 # %%
 import torch
 
-from skin_utils import CLASS_NAMES, plots, report
+from skin_utils import CLASS_NAMES, viz
+from skin_utils.nb import report
 from skin_utils.engine import build_optimizer_and_schedule, fit, resolve_device, seed_everything
 from skin_utils.model import MultiTaskNet
-from skin_utils.params import check_params
-from skin_utils.paths import resolve
-from skin_utils.workflow import build_loss, load_data, train_class_counts, train_val_loaders
+from skin_utils.nb.params import check_params
+from skin_utils.nb.paths import resolve
+from skin_utils.data.loading import build_loss, load_data, train_class_counts, train_val_loaders
 
 params = check_params(dict(
     data_dir=data_dir, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -116,8 +117,8 @@ history = fit(model, train_loader, val_loader, loss_fn=loss_fn, optimizer=optimi
 # ## Learning curves
 
 # %%
-fig = plots.plot_learning_curves(history, title=f"Learning curves · {data.name}")
-plots.publish(fig, reports / "figures" / "train_learning_curves.png")
+fig = viz.plot_learning_curves(history, title=f"Learning curves · {data.name}")
+viz.publish(fig, reports / "figures" / "train_learning_curves.png")
 best = max(history, key=lambda row: row["score"])
 summary = {"best_epoch": best["epoch"], "selection": selection, "best_val": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
            "epochs_run": len(history), "checkpoint": str(checkpoints / "best.pt"),

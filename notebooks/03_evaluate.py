@@ -36,13 +36,14 @@ if "google.colab" in sys.modules and not os.path.isdir("/content/repo"):
     os.chdir("/content/repo")
 
 # %%
-from skin_utils import plots, report
+from skin_utils import viz
+from skin_utils.nb import report
 from skin_utils.checkpoint import load_model
 from skin_utils.engine import resolve_device
 from skin_utils.evaluation import best_and_worst, evaluate_original_size, headline_table, per_class_table
-from skin_utils.params import check_params
-from skin_utils.paths import resolve
-from skin_utils.workflow import load_data
+from skin_utils.nb.params import check_params
+from skin_utils.nb.paths import resolve
+from skin_utils.data.loading import load_data
 
 params = check_params(dict(checkpoint=checkpoint, data_dir=data_dir, split=split, split_path=split_path,
                            batch_size=batch_size, threshold=threshold, tta=tta, n_examples=n_examples, device=device,
@@ -80,24 +81,24 @@ headline
 
 # %%
 per_class = per_class_table(result)
-fig = plots.plot_per_class_metrics(result["per_class"], title=f"Per-class performance · {title}")
-plots.publish(fig, figures / "evaluate_per_class.png")
+fig = viz.plot_per_class_metrics(result["per_class"], title=f"Per-class performance · {title}")
+viz.publish(fig, figures / "evaluate_per_class.png")
 per_class
 
 # %%
-fig = plots.plot_confusion_matrix(result["confusion_matrix"], class_names, title=f"Confusion matrix · {title}")
-plots.publish(fig, figures / "evaluate_confusion_matrix.png")
-fig = plots.plot_roc_curves({k: (v["fpr"], v["tpr"], v["auc"]) for k, v in result["roc_curves"].items()},
+fig = viz.plot_confusion_matrix(result["confusion_matrix"], class_names, title=f"Confusion matrix · {title}")
+viz.publish(fig, figures / "evaluate_confusion_matrix.png")
+fig = viz.plot_roc_curves({k: (v["fpr"], v["tpr"], v["auc"]) for k, v in result["roc_curves"].items()},
                             title=f"ROC curves · {title}")
-plots.publish(fig, figures / "evaluate_roc_curves.png")
+viz.publish(fig, figures / "evaluate_roc_curves.png")
 
 # %% [markdown]
 # ## Best and worst cases (by Dice)
 
 # %%
 examples = best_and_worst(data, evaluation, n_examples)
-fig = plots.plot_overlay_grid(**examples, class_names=class_names, title=f"Best and worst masks · {title}")
-plots.publish(fig, figures / "evaluate_best_worst.png")
+fig = viz.plot_overlay_grid(**examples, class_names=class_names, title=f"Best and worst masks · {title}")
+viz.publish(fig, figures / "evaluate_best_worst.png")
 
 # %%
 report.write_json(reports / "metrics" / "evaluate.json",

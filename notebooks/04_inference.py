@@ -30,12 +30,13 @@ if "google.colab" in sys.modules and not os.path.isdir("/content/repo"):
     os.chdir("/content/repo")
 
 # %%
-from skin_utils import plots, report
-from skin_utils.imageio import read_image
+from skin_utils import viz
+from skin_utils.nb import report
+from skin_utils.data.imageio import read_image
 from skin_utils.inference import Predictor, predictions_table, save_overlays, time_single_image, write_demo_images
-from skin_utils.params import check_params
-from skin_utils.paths import resolve
-from skin_utils.synthetic import SYNTHETIC_NOTE
+from skin_utils.nb.params import check_params
+from skin_utils.nb.paths import resolve
+from skin_utils.demo.synthetic import SYNTHETIC_NOTE
 
 params = check_params(dict(checkpoint=checkpoint, input_dir=input_dir, n_demo_images=n_demo_images,
                            batch_size=batch_size, threshold=threshold, tta=tta, device=device, amp=amp,
@@ -64,12 +65,12 @@ failures
 # %%
 overlay_paths = save_overlays(predictions, out_dir / "overlays")
 shown = predictions[:8]
-fig = plots.plot_overlay_grid(images=[read_image(p.path) for p in shown], true_masks=None,
+fig = viz.plot_overlay_grid(images=[read_image(p.path) for p in shown], true_masks=None,
                               pred_masks=[p.mask for p in shown], true_labels=None,
                               pred_labels=[p.pred for p in shown], pred_probs=[p.prob for p in shown],
                               class_names=predictor.class_names, row_titles=[p.image_id for p in shown],
                               title=f"Predictions · {folder.name}" + ("" if input_dir else f" · {SYNTHETIC_NOTE}"))
-plots.publish(fig, reports / "figures" / "inference_examples.png")
+viz.publish(fig, reports / "figures" / "inference_examples.png")
 
 # %% [markdown]
 # ## Latency of a single image (preprocessing included)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from skin_utils.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from skin_utils.data import IMAGENET_MEAN, IMAGENET_STD, Normalize
+from skin_utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD, Normalize
 from skin_utils.metrics import ClassificationMetrics, SegmentationMetrics
 
 SELECTION_CRITERIA = ("balanced_accuracy+dice", "balanced_accuracy", "dice", "loss")

@@ -11,9 +11,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from skin_utils.data import make_loader
+from skin_utils.data.datasets import make_loader
 from skin_utils.engine import amp_dtype_for, predict
-from skin_utils.imageio import image_size, read_mask
+from skin_utils.data.imageio import image_size, read_mask
 from skin_utils.metrics import ClassificationMetrics, SegmentationMetrics, majority_baseline, roc_curves
 
 HEADLINE = ("dice", "jaccard", "thresholded_jaccard", "accuracy", "balanced_accuracy", "macro_auc")
@@ -51,7 +51,7 @@ class Evaluation:
 def evaluate_original_size(model, data, split: str, device, class_names, *, batch_size: int = 32,
                            amp: str = "auto", threshold: float = 0.5, tta: bool = False,
                            progress: bool = True):
-    """Score ``split`` ("train", "val", "test" or "all") of a `skin_utils.workflow.Data`.
+    """Score ``split`` ("train", "val", "test" or "all") of a `skin_utils.data.loading.Data`.
 
     ``tta`` averages the predictions over the four flips of each image.
     Returns an `Evaluation`: ``report`` holds the headline numbers (``dice``,
@@ -114,9 +114,9 @@ def headline_table(report: dict) -> pd.DataFrame:
 
 
 def best_and_worst(data, evaluation: Evaluation, n: int = 4) -> dict:
-    """Keyword arguments for `skin_utils.plots.plot_overlay_grid`: the ``n`` images with the
+    """Keyword arguments for `skin_utils.viz.plots.plot_overlay_grid`: the ``n`` images with the
     highest and the ``n`` with the lowest Dice, image and masks at the original size."""
-    from skin_utils.imageio import read_image
+    from skin_utils.data.imageio import read_image
 
     per_image = evaluation.per_image.reset_index(drop=True)
     order = per_image["dice"].sort_values(ascending=False, kind="stable").index

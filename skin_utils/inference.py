@@ -17,13 +17,13 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from skin_utils.cache import as_hw
+from skin_utils.data.cache import as_hw
 from skin_utils.checkpoint import load_model
-from skin_utils.data import Normalize
+from skin_utils.data.datasets import Normalize
 from skin_utils.engine import amp_dtype_for, autocast, forward_probs, resolve_device
 from skin_utils.evaluation import upsample_mask
-from skin_utils.imageio import ImageReadError, read_image
-from skin_utils.layout import find_images
+from skin_utils.data.imageio import ImageReadError, read_image
+from skin_utils.data.layout import find_images
 
 MIN_SIDE = 8  # pixels: below this there is no lesion to see
 
@@ -150,7 +150,7 @@ def time_single_image(predictor: Predictor, image: np.ndarray, repeats: int = 10
 def write_demo_images(folder, n: int = 6, seed: int = 12345, size=(160, 120)) -> Path:
     """A few new synthetic lesions (none of them in the demo training set) to try inference on."""
     from skin_utils.labels import CLASS_NAMES
-    from skin_utils.synthetic import render_lesion
+    from skin_utils.demo.synthetic import render_lesion
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -166,7 +166,7 @@ def write_demo_images(folder, n: int = 6, seed: int = 12345, size=(160, 120)) ->
 
 def save_overlays(predictions, out_dir) -> list[Path]:
     """One PNG per prediction: the image with the predicted lesion border in magenta."""
-    from skin_utils.plots import overlay_mask
+    from skin_utils.viz.plots import overlay_mask
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 import json
 
-from skin_utils import bench
+from skin_utils import benchmark as bench
 
 
 def test_bench_writes_the_promised_numbers(synthetic_dir, tmp_path):
@@ -23,9 +23,9 @@ def test_naive_dataset_matches_the_cached_one_in_content(synthetic_dir):
     the cached uint8 sample (both bilinear-resized from the same JPEG)."""
     import torch
 
-    from skin_utils.cache import build_cache
-    from skin_utils.data import CachedLesionDataset, Normalize
-    from skin_utils.layout import load_index
+    from skin_utils.data.cache import build_cache
+    from skin_utils.data.datasets import CachedLesionDataset, Normalize
+    from skin_utils.data.layout import load_index
 
     index = load_index(synthetic_dir, decode=False).iloc[:4]
     naive = bench.NaiveDataset(index, (64, 64), augment=False)

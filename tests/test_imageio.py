@@ -1,4 +1,4 @@
-"""skin_utils.imageio: every image mode to uint8 RGB, masks to {0, 1}, clear read errors."""
+"""skin_utils.data.imageio: every image mode to uint8 RGB, masks to {0, 1}, clear read errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skin_utils.imageio import ImageReadError, image_size, read_image, read_mask
+from skin_utils.data.imageio import ImageReadError, image_size, read_image, read_mask
 
 W, H = 40, 30
 

@@ -1,4 +1,4 @@
-"""skin_utils.layout: layout detection, the index, and every kind of bad input, reported together."""
+"""skin_utils.data.layout: layout detection, the index, and every kind of bad input, reported together."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from skin_utils.imageio import read_mask
-from skin_utils.layout import (
+from skin_utils.data.imageio import read_mask
+from skin_utils.data.layout import (
     DataLayoutError,
     DataQualityWarning,
     DataValidationError,
@@ -396,7 +396,7 @@ def test_missing_folder(tmp_path):
         load_index(tmp_path / "data")
     msg = str(ei.value)
     assert str(tmp_path / "data") in msg and "does not exist" in msg and "something_else/" in msg
-    assert "python -m skin_utils.prepare" in msg and "data/README.md" in msg
+    assert "python -m skin_utils.data.prepare" in msg and "data/README.md" in msg
     assert isinstance(ei.value, FileNotFoundError) and isinstance(ei.value, ValueError)
     report = validate_dataset(tmp_path / "data")
     assert [p.kind for p in report.problems] == ["missing_folder"]
@@ -412,7 +412,7 @@ def test_folder_without_a_data_set_lists_its_contents(tmp_path):
     assert str(tmp_path) in msg and "no .jpg/.jpeg/.png images found" in msg
     assert "HAM10000_images_part_1.zip, downloads/, notes.md" in msg
     assert "Expected layout" in msg and "<data_dir>/images/<image_id>.jpg" in msg
-    assert "python -m skin_utils.prepare" in msg and "doi:10.7910/DVN/DBW86T" in msg
+    assert "python -m skin_utils.data.prepare" in msg and "doi:10.7910/DVN/DBW86T" in msg
 
 
 def test_empty_images_folder(tmp_path):

@@ -1,6 +1,6 @@
 import pytest
 
-from skin_utils.params import ParameterError, check_params
+from skin_utils.nb.params import ParameterError, check_params
 
 
 @pytest.mark.parametrize("params, message", [

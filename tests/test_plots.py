@@ -1,4 +1,4 @@
-"""Tests for skin_utils.plots: every figure builds (and renders) on small synthetic inputs."""
+"""Tests for skin_utils.viz.plots: every figure builds (and renders) on small synthetic inputs."""
 
 import os
 
@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from skin_utils import plots  # noqa: E402
+from skin_utils.viz import plots  # noqa: E402
 from skin_utils.labels import CLASS_NAMES, HAM10000_CLASS_COUNTS  # noqa: E402
 
 K = len(CLASS_NAMES)
@@ -404,7 +404,7 @@ def test_every_plot_function_returns_a_figure_and_takes_title():
 
 
 def test_publish_saves_and_closes_outside_a_notebook(tmp_path):
-    from skin_utils.plots import plot_class_distribution, publish
+    from skin_utils.viz.plots import plot_class_distribution, publish
 
     fig = plot_class_distribution([0, 1, 1, 2])
     path = publish(fig, tmp_path / "f.png")

@@ -1,4 +1,4 @@
-"""skin_utils.prepare: official downloads (zipped or extracted) -> data/ layout, safely and idempotently."""
+"""skin_utils.data.prepare: official downloads (zipped or extracted) -> data/ layout, safely and idempotently."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from skin_utils.layout import load_index
-from skin_utils.prepare import main, prepare_ham10000
+from skin_utils.data.layout import load_index
+from skin_utils.data.prepare import main, prepare_ham10000
 
 W, H = 40, 30
 DXS = ["nv", "mel", "bkl", "bcc", "akiec", "vasc", "df"]

@@ -1,4 +1,4 @@
-"""Tests for the synthetic HAM10000-layout generator (skin_utils.synthetic)."""
+"""Tests for the synthetic HAM10000-layout generator (skin_utils.demo.synthetic)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from skin_utils.labels import CLASS_NAMES, HAM10000_CLASS_COUNTS
-from skin_utils.synthetic import (
+from skin_utils.demo.synthetic import (
     SYNTHETIC_NOTE,
     class_image_counts,
     is_synthetic,
@@ -74,7 +74,7 @@ def test_layout_columns_and_info(ds):
         mask = Image.open(ds / "masks" / f"{image_id}_segmentation.png")
         assert mask.format == "PNG" and mask.mode == "L" and mask.size == SIZE
     info = json.loads((ds / "dataset_info.json").read_text())
-    assert info == {"synthetic": True, "generator": "skin_utils.synthetic", "version": 1,
+    assert info == {"synthetic": True, "generator": "skin_utils.demo.synthetic", "version": 1,
                     "seed": 0, "n_images": N_IMAGES, "image_size": list(SIZE)}
     assert is_synthetic(ds)
     assert isinstance(SYNTHETIC_NOTE, str) and SYNTHETIC_NOTE

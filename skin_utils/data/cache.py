@@ -6,7 +6,7 @@ Layout (one folder per data set fingerprint, image selection and size)::
     <cache_dir>/<key>/masks.npy    uint8 (N, H, W)      0 = skin, 1 = lesion
     <cache_dir>/<key>/info.json    image ids, size, data fingerprint, when and how it was made
 
-``key`` hashes the data fingerprint (file sizes and labels, see `skin_utils.layout`), the list
+``key`` hashes the data fingerprint (file sizes and labels, see `skin_utils.data.layout`), the list
 of image ids and the size, so any change to the data or the size makes a new entry; nothing is
 ever read from a stale one. Size on disk: N x H x W x 4 bytes, e.g. 8,512 images at 128 x 128
 take 558 MB, at 256 x 256 2.2 GB. The default folder is ``$SKIN_UTILS_CACHE`` or
@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from skin_utils.imageio import read_image, read_mask
+from skin_utils.data.imageio import read_image, read_mask
 
 CACHE_VERSION = 1
 
@@ -101,7 +101,7 @@ class ArrayCache:
 
 def build_cache(index, image_size, cache_dir=None, num_threads: int | None = None,
                 progress: bool = True) -> ArrayCache:
-    """Return the cache for ``index`` (a `skin_utils.layout.load_index` frame) at ``image_size``,
+    """Return the cache for ``index`` (a `skin_utils.data.layout.load_index` frame) at ``image_size``,
     building it first if needed. Building decodes each file once, on a few threads (PIL releases
     the GIL while decoding and resizing), into a temporary folder that is renamed into place
     when complete, so an interrupted build never leaves a half-written entry behind."""

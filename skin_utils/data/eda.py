@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 
-from skin_utils.imageio import read_image, read_mask
+from skin_utils.data.imageio import read_image, read_mask
 
 
 def _sample(index: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:

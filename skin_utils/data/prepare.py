@@ -1,8 +1,8 @@
-"""Turn the official HAM10000 downloads into the layout that :mod:`skin_utils.layout` reads.
+"""Turn the official HAM10000 downloads into the layout that :mod:`skin_utils.data.layout` reads.
 
 Usage::
 
-    python -m skin_utils.prepare DOWNLOADS_DIR [--out data] [--overwrite]
+    python -m skin_utils.data.prepare DOWNLOADS_DIR [--out data] [--overwrite]
 
 ``DOWNLOADS_DIR`` holds, zipped or already extracted, the files of the Harvard Dataverse
 record doi:10.7910/DVN/DBW86T (this tool never downloads anything)::
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from skin_utils.layout import (
+from skin_utils.data.layout import (
     DATAVERSE,
     IMAGE_EXTENSIONS,
     DataReport,
@@ -293,7 +293,7 @@ def prepare_ham10000(
     """Build ``out_dir/{images,masks,HAM10000_metadata.csv}`` from the official downloads.
 
     Returns a :class:`PrepareSummary` (``.ok``, ``.problems``, ``.report`` = the
-    :class:`~skin_utils.layout.DataReport` of the result); prints it when ``verbose``.
+    :class:`~skin_utils.data.layout.DataReport` of the result); prints it when ``verbose``.
     Raises FileNotFoundError when ``downloads_dir`` holds none of the expected downloads.
     """
     downloads = Path(downloads_dir).expanduser().absolute()
@@ -361,7 +361,7 @@ def prepare_ham10000(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m skin_utils.prepare",
+        prog="python -m skin_utils.data.prepare",
         description="Build data/images, data/masks and data/HAM10000_metadata.csv from the official "
         f"HAM10000 downloads ({DATAVERSE}), zipped or extracted.",
     )

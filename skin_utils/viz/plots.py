@@ -43,6 +43,7 @@ __all__ = [
     "WRONG_COLOR",
     "class_color",
     "save_figure",
+    "publish",
     "plot_class_distribution",
     "plot_split_counts",
     "plot_images_per_lesion",

@@ -109,7 +109,7 @@ class Normalize(torch.nn.Module):
 
 class CachedLesionDataset(Dataset):
     """Samples ``(image uint8 (3,H,W), mask uint8 (1,H,W), label, row)`` read from an
-    `skin_utils.cache.ArrayCache`; ``rows`` selects which cached images belong to this split.
+    `skin_utils.data.cache.ArrayCache`; ``rows`` selects which cached images belong to this split.
     The colour part of the augmentation is left to the training step: ``batch_transform``."""
 
     def __init__(self, cache, labels, rows=None, augment: str = "none"):
@@ -169,8 +169,8 @@ def resolve_data_dir(data_dir="data", synthetic_dir="data/synthetic_demo", n_dem
     """Where the images are: ``data_dir`` when it holds a data set (images/ or the official part
     folders), else the synthetic demo (generated once into ``synthetic_dir``). Relative paths
     are taken from the repository root, so notebooks work from papermill, Jupyter and nbval."""
-    from skin_utils.paths import resolve
-    from skin_utils.synthetic import make_synthetic_dataset
+    from skin_utils.nb.paths import resolve
+    from skin_utils.demo.synthetic import make_synthetic_dataset
 
     path = resolve(data_dir, root)
     markers = ("images", "HAM10000_images_part_1", "HAM10000_metadata.csv", "GroundTruth.csv")
@@ -180,7 +180,7 @@ def resolve_data_dir(data_dir="data", synthetic_dir="data/synthetic_demo", n_dem
         raise FileNotFoundError(
             f"data_dir={str(data_dir)!r} (resolved to {path}) holds no data set: expected "
             "images/, masks/ and HAM10000_metadata.csv (see data/README.md, or run "
-            "`python -m skin_utils.prepare DOWNLOADS_DIR`). Use data_dir='data' for the demo."
+            "`python -m skin_utils.data.prepare DOWNLOADS_DIR`). Use data_dir='data' for the demo."
         )
     return make_synthetic_dataset(resolve(synthetic_dir, root), n_images=n_demo_images,
                                   image_size=demo_image_size, seed=seed)

@@ -57,7 +57,7 @@ __all__ = [
 #: Short note other modules put into figure titles when the data are synthetic.
 SYNTHETIC_NOTE = "synthetic demo data"
 
-GENERATOR = "skin_utils.synthetic"
+GENERATOR = "skin_utils.demo.synthetic"
 VERSION = 1
 INFO_NAME = "dataset_info.json"
 METADATA_NAME = "HAM10000_metadata.csv"
@@ -792,7 +792,7 @@ def make_synthetic_dataset(out_dir, n_images=400, image_size=(160, 120), seed=0,
 
 def main(argv=None):
     ap = argparse.ArgumentParser(
-        prog="python -m skin_utils.synthetic",
+        prog="python -m skin_utils.demo.synthetic",
         description="Write a deterministic synthetic dermoscopy data set in the HAM10000 layout.")
     ap.add_argument("out_dir")
     ap.add_argument("--n-images", type=int, default=400)

@@ -79,7 +79,7 @@ def check_params(params: dict, must_exist: tuple[str, ...] = ()) -> dict:
         if (not isinstance(f, (list, tuple)) or len(f) != 3 or any(not isinstance(x, Real) or x < 0 for x in f)
                 or abs(sum(f) - 1) > 1e-6):
             _fail("split_fractions", f, "three numbers >= 0 summing to 1 (train, val, test), e.g. [0.7, 0.15, 0.15]")
-    from skin_utils.paths import resolve
+    from skin_utils.nb.paths import resolve
 
     for name in must_exist:
         if not resolve(params[name]).exists():

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from skin_utils.cache import ArrayCache, as_hw, build_cache
-from skin_utils.data import CachedLesionDataset, balanced_sampler, make_loader, resolve_data_dir
+from skin_utils.data.cache import ArrayCache, as_hw, build_cache
+from skin_utils.data.datasets import CachedLesionDataset, balanced_sampler, make_loader, resolve_data_dir
 from skin_utils.labels import CLASS_NAMES
-from skin_utils.layout import load_index
-from skin_utils.splits import load_or_make_split
-from skin_utils.synthetic import SYNTHETIC_NOTE
+from skin_utils.data.layout import load_index
+from skin_utils.data.splits import load_or_make_split
+from skin_utils.demo.synthetic import SYNTHETIC_NOTE
 
 CLASS_BALANCE = ("none", "weighted_loss", "sampler", "both", "logit_adjusted")
 
@@ -97,7 +97,7 @@ def load_data(data_dir="data", image_size=128, *, split_path="reports/split.csv"
     """Index ``data_dir`` (the synthetic demo when it holds no data set), validate it, take the
     lesion-level split stored at ``split_path`` (made there the first time) and build the cache
     (``cache=False``: skip it, for looking at the data without training)."""
-    from skin_utils.paths import resolve
+    from skin_utils.nb.paths import resolve
 
     folder = resolve_data_dir(data_dir)
     index = load_index(folder, on_bad_data=on_bad_data)

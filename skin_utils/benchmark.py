@@ -1,6 +1,6 @@
 """Benchmark: our pipeline against a naive one, side by side, on the same data and machine.
 
-    python -m skin_utils.bench [--data-dir DIR] [--image-size 128] [--batch-size 32]
+    python -m skin_utils.benchmark [--data-dir DIR] [--image-size 128] [--batch-size 32]
                                [--max-samples 512] [--out reports/metrics/bench.json]
 
 *naive*: what a straightforward re-implementation does — every epoch decodes and resizes each
@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from skin_utils.cache import as_hw, build_cache
-from skin_utils.data import IMAGENET_MEAN, IMAGENET_STD, CachedLesionDataset, Normalize, make_loader
+from skin_utils.data.cache import as_hw, build_cache
+from skin_utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD, CachedLesionDataset, Normalize, make_loader
 from skin_utils.engine import (amp_dtype_for, autocast, build_optimizer_and_schedule, evaluate,
                                resolve_device, train_one_epoch)
 from skin_utils.labels import CLASS_NAMES
@@ -161,11 +161,11 @@ def peak_rss_mb() -> float:
 # ----------------------------------------------------------------------------- the run
 def run(data_dir=None, image_size=128, batch_size=32, max_samples=512, device="auto", amp="auto",
         num_workers=None, quality_epochs=0, seed=0, progress=True) -> dict:
-    from skin_utils.data import resolve_data_dir
+    from skin_utils.data.datasets import resolve_data_dir
     from skin_utils.inference import Predictor, time_single_image
-    from skin_utils.layout import load_index
+    from skin_utils.data.layout import load_index
     from skin_utils.checkpoint import save_checkpoint
-    from skin_utils.workflow import subsample_by_lesion
+    from skin_utils.data.loading import subsample_by_lesion
 
     device = resolve_device(device)
     hw = as_hw(image_size)
@@ -284,7 +284,7 @@ def _naive_latency(model, path, hw, repeats=10) -> float:
 def compare_quality(index, hw, batch_size, device, amp, epochs, seed, say) -> dict:
     """Train both pipelines ``epochs`` epochs on one lesion-level split (same model, same
     optimiser and schedule) and score both on the same validation images, at the model's size."""
-    from skin_utils.splits import make_split
+    from skin_utils.data.splits import make_split
 
     split = make_split(index, seed=seed)
     train_idx = index[split["split"].to_numpy() == "train"]
@@ -338,8 +338,8 @@ def main(argv=None) -> int:
     parser.add_argument("--figure", default="reports/figures/bench.png")
     args = parser.parse_args(argv)
     from skin_utils.metrics import to_jsonable
-    from skin_utils.paths import resolve
-    from skin_utils.plots import plot_benchmark, save_figure
+    from skin_utils.nb.paths import resolve
+    from skin_utils.viz.plots import plot_benchmark, save_figure
 
     result = run(args.data_dir, args.image_size, args.batch_size, args.max_samples, args.device, args.amp,
                  args.num_workers, args.quality_epochs)

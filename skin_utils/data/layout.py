@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from skin_utils.imageio import ImageReadError, _load_pixels, _open, mask_value_range, oriented_size
+from skin_utils.data.imageio import ImageReadError, _load_pixels, _open, mask_value_range, oriented_size
 from skin_utils.labels import CLASS_NAMES, DX_TO_INDEX
 
 __all__ = [
@@ -59,7 +59,7 @@ GROUNDTRUTH_NAMES = ("GroundTruth.csv", "ISIC2018_Task3_Training_GroundTruth.csv
 IGNORED_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "__macosx", ".ipynb_checkpoints"})
 
 DATAVERSE = "Harvard Dataverse, doi:10.7910/DVN/DBW86T"
-PREPARE_CMD = "python -m skin_utils.prepare DOWNLOADS_DIR --out data"
+PREPARE_CMD = "python -m skin_utils.data.prepare DOWNLOADS_DIR --out data"
 EXPECTED_LAYOUT = (
     "Expected layout:\n"
     "  <data_dir>/images/<image_id>.jpg               (.jpg/.jpeg/.png)\n"
@@ -748,7 +748,7 @@ def load_index(
             f"Data set {report.data_dir} has {len(report.problems)} problem(s) ({report.summary()}).\n"
             f"{report.format_problems()}\n"
             'Fix them, or call load_index(..., on_bad_data="skip") to drop the affected images '
-            "(python -m skin_utils.layout DATA_DIR prints the full report).",
+            "(python -m skin_utils.data.layout DATA_DIR prints the full report).",
             report,
         )
     good = [r for r in rows if not r["_bad"]]
@@ -821,10 +821,10 @@ def find_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m skin_utils.layout DATA_DIR [--fast]``: print the validation report."""
+    """``python -m skin_utils.data.layout DATA_DIR [--fast]``: print the validation report."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m skin_utils.layout", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m skin_utils.data.layout", description=main.__doc__)
     ap.add_argument("data_dir")
     ap.add_argument("--fast", action="store_true", help="names/labels only, no pixel checks")
     args = ap.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Run the four notebooks end to end with papermill: ``python -m skin_utils.pipeline``.
+"""Run the four notebooks end to end with papermill: ``python -m skin_utils.run_notebooks``.
 
 Executed copies go to ``<reports_dir>/notebooks/``; the notebooks themselves write figures,
 metrics and ``<reports_dir>/REPORT.md``. With no data set in ``data/`` everything runs on the
@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from skin_utils.paths import project_root, resolve
+from skin_utils.nb.paths import project_root, resolve
 
 NOTEBOOKS = ("01_eda", "02_train", "03_evaluate", "04_inference")
 DEMO_EPOCHS, REAL_EPOCHS = 15, 5
@@ -43,8 +43,8 @@ def main(argv=None) -> int:
     parser.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
     args = parser.parse_args(argv)
 
-    from skin_utils.data import resolve_data_dir
-    from skin_utils.synthetic import is_synthetic
+    from skin_utils.data.datasets import resolve_data_dir
+    from skin_utils.demo.synthetic import is_synthetic
 
     root = project_root()
     folder = resolve_data_dir(args.data_dir, root=root)
