@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from skin_utils.data.cache import as_hw, build_cache
+from skin_utils.data.cache import build_cache
+from skin_utils.data.imageio import as_hw
 from skin_utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD, CachedLesionDataset, Normalize, make_loader
 from skin_utils.engine import (amp_dtype_for, autocast, build_optimizer_and_schedule, evaluate,
                                resolve_device, train_one_epoch)

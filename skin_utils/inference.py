@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from skin_utils.data.cache import as_hw
+from skin_utils.data.imageio import as_hw
 from skin_utils.checkpoint import load_model
 from skin_utils.data.datasets import Normalize
 from skin_utils.engine import amp_dtype_for, autocast, forward_probs, resolve_device

@@ -29,21 +29,13 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from skin_utils.data.imageio import read_image, read_mask
+from skin_utils.data.imageio import as_hw, read_image, read_mask
 
 CACHE_VERSION = 1
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("SKIN_UTILS_CACHE", Path.home() / ".cache" / "skin_utils"))
-
-
-def as_hw(image_size) -> tuple[int, int]:
-    """``128`` -> (128, 128); ``(height, width)`` stays as it is."""
-    if isinstance(image_size, (int, np.integer)):
-        return int(image_size), int(image_size)
-    h, w = image_size
-    return int(h), int(w)
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray | None, hw) -> tuple[np.ndarray, np.ndarray | None]:

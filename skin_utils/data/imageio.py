@@ -39,6 +39,14 @@ _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 _HINT_REPLACE = "re-download or re-export the file (it should open in any image viewer), or remove it"
 
 
+def as_hw(image_size) -> tuple[int, int]:
+    """Every size in this package is (height, width): ``128`` -> (128, 128); ``(h, w)`` stays."""
+    if isinstance(image_size, (int, np.integer)):
+        return int(image_size), int(image_size)
+    h, w = image_size
+    return int(h), int(w)
+
+
 class ImageReadError(ValueError):
     """An image or mask file that cannot be used; ``path``, ``reason`` and ``hint`` say why."""
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from skin_utils.data.cache import ArrayCache, as_hw, build_cache
+from skin_utils.data.cache import ArrayCache, build_cache
+from skin_utils.data.imageio import as_hw
 from skin_utils.data.datasets import CachedLesionDataset, balanced_sampler, make_loader, resolve_data_dir
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.data.layout import load_index
