@@ -1,0 +1,279 @@
+"""Experiments over a grid of notebook parameters and seeds, executed with papermill.
+
+For each cell of the grid and each seed, ``02_train`` trains into its own run folder
+(``<experiments_dir>/<name>/runs/<cell>_seed<k>/``) and ``03_evaluate`` scores it on the
+validation split and on the test split, each with lesion-level bootstrap intervals. Finished runs
+are skipped, an interrupted run resumes from its ``last.pt``, a failed run is recorded with its
+error and the sweep goes on. `gather` collects one tidy table (one row per run, split and metric)
+into ``<experiments_dir>/<name>.csv``; `compare` gives paired bootstrap differences against a
+reference cell on the same images, averaged over the seeds they share.
+
+Choices are made on the **validation** rows; the test rows are there to be reported once.
+
+    python -m skin_utils.experiments --name ablation --preset ablation --seeds 0 1 2 \\
+        --fixed '{"epochs": 4, "image_size": 96}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from skin_utils.labels import CLASS_NAMES
+from skin_utils.runs import Run, slug
+from skin_utils.stats import HEADLINE_METRICS, mean_sd, paired_bootstrap_seeds
+
+TASK_METRICS = {"segmentation": ("dice", "jaccard", "thresholded_jaccard"),
+                "classification": ("accuracy", "balanced_accuracy", "macro_auc", "mel_auc")}
+SPLITS = ("val", "test")
+# The multi-task ablation: each head alone, both at equal weight, and two other ratios.
+PRESETS = {
+    "ablation": [
+        {"seg_weight": 1.0, "cls_weight": 0.0},
+        {"seg_weight": 0.0, "cls_weight": 1.0},
+        {"seg_weight": 1.0, "cls_weight": 1.0},
+        {"seg_weight": 1.0, "cls_weight": 0.3},
+        {"seg_weight": 0.3, "cls_weight": 1.0},
+    ],
+}
+STATUS = "status.json"
+
+
+def expand_grid(grid) -> list[dict]:
+    """A dict ``{param: [values]}`` gives every combination; a list of dicts gives those cells."""
+    if isinstance(grid, dict):
+        if not grid:
+            return [{}]
+        for key, values in grid.items():
+            if not isinstance(values, (list, tuple)) or not values:
+                raise ValueError(f"grid[{key!r}]={values!r}: expected a non-empty list of values.")
+        keys = list(grid)
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+    if isinstance(grid, (list, tuple)) and all(isinstance(c, dict) for c in grid) and grid:
+        return [dict(c) for c in grid]
+    raise ValueError(f"grid={grid!r}: expected a dict of parameter -> list of values, or a list of dicts.")
+
+
+def cell_name(cell: dict) -> str:
+    """``seg_weight=1,cls_weight=0`` -> a folder-safe name; ``{}`` -> ``default``."""
+    if not cell:
+        return "default"
+    return slug(",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in cell.items()))
+
+
+def run_name(cell: dict, seed: int) -> str:
+    return f"{cell_name(cell)}_seed{seed}"
+
+
+def tasks_of(params: dict) -> list[str]:
+    """The heads a run trains: a loss weight of 0 leaves that head untrained."""
+    return [t for t, w in (("segmentation", "seg_weight"), ("classification", "cls_weight"))
+            if float(params.get(w, 1.0)) > 0]
+
+
+def execute_notebook(name: str, output: Path, params: dict, root: Path) -> None:
+    """Execute ``notebooks/<name>.ipynb`` with papermill into ``output`` (kernel cwd: ``root``)."""
+    import papermill
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(str(root / "notebooks" / f"{name}.ipynb"), str(output), parameters=params,
+                               cwd=str(root), kernel_name="python3", language="python", progress_bar=False)
+
+
+def _status(run: Run) -> dict:
+    path = run.root / STATUS
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _set_status(run: Run, **status) -> None:
+    run.root.mkdir(parents=True, exist_ok=True)
+    (run.root / STATUS).write_text(json.dumps(status, indent=2, default=str))
+
+
+def run_experiment(name: str, grid, seeds=(0,), fixed: dict | None = None, *,
+                   experiments_dir="reports/experiments", eval_params: dict | None = None,
+                   splits=SPLITS, root=None, executor=execute_notebook, progress: bool = True) -> pd.DataFrame:
+    """Train and evaluate every (cell, seed); return the status of each run.
+
+    ``fixed`` parameters go to every ``02_train`` run (the budget, ``data_dir``, ...);
+    ``eval_params`` to every ``03_evaluate`` run (e.g. ``{"tta": False}``). Relative paths are
+    resolved against the repository root, as in the notebooks."""
+    from skin_utils.nb.paths import project_root, resolve
+
+    root = Path(root) if root is not None else project_root()
+    fixed, eval_params = dict(fixed or {}), dict(eval_params or {})
+    clash = {"seed", "run_name", "runs_dir", "resume", "overwrite"} & set(fixed)
+    if clash:
+        raise ValueError(f"fixed sets {sorted(clash)}: the experiment sets these itself (seeds with `seeds`).")
+    folder = resolve(experiments_dir, root) / slug(name)
+    runs_dir = folder / "runs"
+    cells = expand_grid(grid)
+    plan = [(cell, int(seed)) for cell in cells for seed in seeds]
+    (folder / "experiment.json").parent.mkdir(parents=True, exist_ok=True)
+    (folder / "experiment.json").write_text(json.dumps(
+        {"name": name, "grid": grid, "cells": cells, "seeds": list(seeds), "fixed": fixed,
+         "eval_params": eval_params, "splits": list(splits)}, indent=2, default=str))
+    statuses = []
+    bar = tqdm(plan, desc=f"experiment {name}", disable=not progress)
+    for cell, seed in bar:
+        run = Run(runs_dir / run_name(cell, seed))
+        bar.set_postfix_str(run.name)
+        if _status(run).get("status") == "finished":
+            statuses.append({"run": run.name, "status": "finished", "skipped": True, "seconds": 0.0, "error": None})
+            continue
+        t0 = time.perf_counter()
+        try:
+            train = {**fixed, **cell, "seed": seed, "run_name": run.name, "runs_dir": str(runs_dir),
+                     "resume": run.last.exists()}
+            executor("02_train", run.notebooks / "02_train.ipynb", train, root)
+            for split in splits:
+                executor("03_evaluate", run.notebooks / f"03_evaluate_{split}.ipynb",
+                         {**eval_params, "run": str(run.root), "split": split}, root)
+        except Exception as err:  # papermill.PapermillExecutionError and anything else: record, go on
+            message = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
+            _set_status(run, status="failed", error=message, traceback=traceback.format_exc(limit=3),
+                        cell=cell, seed=seed)
+            print(f"run {run.name} failed: {message}\n  (the executed notebooks are in {run.notebooks})",
+                  file=sys.stderr)
+            statuses.append({"run": run.name, "status": "failed", "skipped": False,
+                             "seconds": time.perf_counter() - t0, "error": message})
+            continue
+        seconds = time.perf_counter() - t0
+        _set_status(run, status="finished", seconds=seconds, cell=cell, seed=seed)
+        statuses.append({"run": run.name, "status": "finished", "skipped": False, "seconds": seconds, "error": None})
+    return pd.DataFrame(statuses, columns=["run", "status", "skipped", "seconds", "error"])
+
+
+def gather(name: str, experiments_dir="reports/experiments", root=None, write: bool = True) -> pd.DataFrame:
+    """One row per run, split and metric: ``experiment, run, <grid parameters>, seed, split,
+    metric, value, ci_low, ci_high, status``. Metrics of a head the run did not train are left
+    out (not applicable, never a number). Written to ``<experiments_dir>/<name>.csv``."""
+    from skin_utils.nb.paths import resolve
+
+    folder = resolve(experiments_dir, root) / slug(name)
+    meta = json.loads((folder / "experiment.json").read_text())
+    keys = sorted({k for cell in meta["cells"] for k in cell})
+    rows = []
+    for cell in meta["cells"]:
+        for seed in meta["seeds"]:
+            run = Run(folder / "runs" / run_name(cell, seed))
+            status = _status(run).get("status", "missing")
+            base = {"experiment": name, "run": run.name, **{k: cell.get(k) for k in keys}, "seed": seed}
+            if status != "finished":
+                rows.append({**base, "split": None, "metric": None, "value": np.nan, "ci_low": np.nan,
+                             "ci_high": np.nan, "status": status})
+                continue
+            for split in meta["splits"]:
+                result = json.loads(run.evaluation(split).read_text())
+                trained = result.get("tasks", list(TASK_METRICS))
+                for task in trained:
+                    for metric in TASK_METRICS[task]:
+                        value = result.get(metric)
+                        if value is None:
+                            continue
+                        lo, hi = result.get("ci95", {}).get(metric, [np.nan, np.nan])
+                        rows.append({**base, "split": split, "metric": metric, "value": value,
+                                     "ci_low": lo, "ci_high": hi, "status": status})
+    table = pd.DataFrame(rows)
+    if write:
+        table.to_csv(folder.parent / f"{slug(name)}.csv", index=False)
+    return table
+
+
+def summarize(table: pd.DataFrame, metrics=HEADLINE_METRICS) -> pd.DataFrame:
+    """Mean ± sd over seeds for each cell, split and metric (finished runs only)."""
+    done = table[table["status"] == "finished"]
+    params = [c for c in table.columns if c not in
+              {"experiment", "run", "seed", "split", "metric", "value", "ci_low", "ci_high", "status"}]
+    rows = []
+    for key, group in done.groupby(params + ["split", "metric"], dropna=False, sort=False):
+        if key[-1] not in metrics:
+            continue
+        mean, sd, n = mean_sd(group["value"])
+        rows.append({**dict(zip(params + ["split", "metric"], key)), "mean": mean, "sd": sd, "seeds": n})
+    return pd.DataFrame(rows)
+
+
+def compare(name: str, reference: dict, split: str = "val", experiments_dir="reports/experiments", root=None,
+            n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Every other cell against ``reference`` on ``split``: the difference of the seed-averaged
+    metric (cell - reference) with a paired lesion-level bootstrap interval (the same lesion
+    resamples for both, over the seeds both finished). Only metrics of heads both cells trained."""
+    from skin_utils.nb.paths import resolve
+
+    folder = resolve(experiments_dir, root) / slug(name)
+    meta = json.loads((folder / "experiment.json").read_text())
+
+    def tables(cell):
+        out = {}
+        for s in meta["seeds"]:
+            run = Run(folder / "runs" / run_name(cell, s))
+            if _status(run).get("status") == "finished":
+                out[s] = pd.read_csv(run.per_image(split))
+        return out
+
+    ref_tables = tables(reference)
+    if not ref_tables:
+        raise ValueError(f"the reference cell {reference} has no finished run in experiment {name!r}.")
+    frames = []
+    for cell in meta["cells"]:
+        if cell == reference:
+            continue
+        cell_tables = tables(cell)
+        seeds = sorted(set(cell_tables) & set(ref_tables))
+        if not seeds:
+            continue
+        tasks = [t for t in tasks_of(cell) if t in tasks_of(reference)]
+        diff = paired_bootstrap_seeds([ref_tables[s] for s in seeds], [cell_tables[s] for s in seeds],
+                                      CLASS_NAMES, n_resamples=n_resamples, seed=seed, tasks=tasks)
+        frames.append(diff.reset_index().assign(cell=cell_name(cell), reference=cell_name(reference),
+                                                split=split, seeds=len(seeds)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _json_arg(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({err}): {text!r}") from err
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", required=True, help="experiment name (folder under --experiments-dir)")
+    grid = parser.add_mutually_exclusive_group(required=True)
+    grid.add_argument("--grid", type=_json_arg, help='JSON: {"param": [values]} or [{"param": value}, ...]')
+    grid.add_argument("--preset", choices=sorted(PRESETS), help="a built-in grid (ablation: the multi-task ablation)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--fixed", type=_json_arg, default={}, help="JSON: parameters every 02_train run gets")
+    parser.add_argument("--eval", type=_json_arg, default={}, help="JSON: parameters every 03_evaluate run gets")
+    parser.add_argument("--reference", type=_json_arg, default=None,
+                        help="JSON: the cell the others are compared with (paired bootstrap on validation)")
+    parser.add_argument("--experiments-dir", default="reports/experiments")
+    args = parser.parse_args(argv)
+
+    cells = PRESETS[args.preset] if args.preset else args.grid
+    status = run_experiment(args.name, cells, args.seeds, args.fixed, experiments_dir=args.experiments_dir,
+                            eval_params=args.eval)
+    print(status.to_string(index=False))
+    table = gather(args.name, args.experiments_dir)
+    if not table.empty and (table["status"] == "finished").any():
+        summary = summarize(table)
+        print(summary.to_string(index=False))
+        reference = args.reference or ({"seg_weight": 1.0, "cls_weight": 1.0} if args.preset == "ablation" else None)
+        if reference is not None:
+            print(compare(args.name, reference, "val", args.experiments_dir).to_string(index=False))
+    return 0 if (status["status"] == "finished").all() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

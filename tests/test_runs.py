@@ -1,0 +1,119 @@
+"""skin_utils.runs and the experiment loop: no result is overwritten silently, finished runs are
+skipped, interrupted ones resume, failed ones are recorded and the sweep goes on."""
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from skin_utils import experiments
+from skin_utils.labels import CLASS_NAMES
+from skin_utils.runs import Run, RunExistsError, default_run_name, find_run, set_latest, start_run
+
+
+def test_default_run_name_says_when_and_what():
+    name = default_run_name({"image_size": 128, "epochs": 5, "seg_weight": 1.0, "cls_weight": 0.0, "seed": 2},
+                            now=dt.datetime(2026, 11, 26, 15, 30, 12))
+    assert name == "20261126-153012_128px_e5_seg1-cls0_seed2"
+
+
+def test_a_run_with_results_needs_resume_or_overwrite(tmp_path):
+    run = start_run(tmp_path, "r1", {"epochs": 1})
+    assert run.checkpoints.is_dir() and json.loads((run.root / "run.json").read_text())["params"] == {"epochs": 1}
+    run.last.write_bytes(b"weights")
+    (run.metrics / "train.json").write_text("{}")
+    with pytest.raises(RunExistsError, match="resume=True.*overwrite=True"):
+        start_run(tmp_path, "r1", {"epochs": 1})
+    assert run.last.read_bytes() == b"weights"  # untouched
+    again = start_run(tmp_path, "r1", {"epochs": 2}, resume=True)
+    assert again.last.read_bytes() == b"weights"
+    (run.notebooks / "02_train.ipynb").write_text("being written")
+    start_run(tmp_path, "r1", {"epochs": 1}, overwrite=True)
+    assert not run.last.exists() and not (run.metrics / "train.json").exists()
+    assert (run.notebooks / "02_train.ipynb").exists()  # papermill's output is kept
+    with pytest.raises(ValueError, match="contradict"):
+        start_run(tmp_path, "r1", {}, resume=True, overwrite=True)
+
+
+def test_latest_pointer_and_finding_runs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No run yet"):
+        find_run("latest", tmp_path)
+    run = start_run(tmp_path, "first", {})
+    set_latest(tmp_path, run)
+    assert find_run("latest", tmp_path) == run
+    assert find_run("first", tmp_path) == run and find_run(str(run.root), tmp_path) == run
+    with pytest.raises(FileNotFoundError, match="Runs there: \\['first'\\]"):
+        find_run("second", tmp_path)
+    assert Run(tmp_path / "x").evaluation("val").name == "evaluate_val.json"
+    assert Run(tmp_path / "x").per_image("test").name == "evaluate_per_image.csv"
+
+
+def test_grid_expansion():
+    assert experiments.expand_grid({"a": [1, 2], "b": [0]}) == [{"a": 1, "b": 0}, {"a": 2, "b": 0}]
+    assert experiments.expand_grid([{"a": 1}, {"b": 2}]) == [{"a": 1}, {"b": 2}]
+    with pytest.raises(ValueError, match="non-empty list"):
+        experiments.expand_grid({"a": 3})
+    assert experiments.cell_name({"seg_weight": 1.0, "cls_weight": 0.0}) == "seg_weight=1,cls_weight=0"
+    assert experiments.tasks_of({"seg_weight": 0, "cls_weight": 1}) == ["classification"]
+
+
+def _fake_executor(calls, fail_on=None):
+    """Stands in for papermill: writes what 02_train and 03_evaluate would write."""
+    rng = np.random.default_rng(0)
+
+    def execute(name, output, params, root):
+        calls.append((name, dict(params)))
+        if name == "02_train":
+            if fail_on and fail_on(params):
+                raise RuntimeError("CUDA out of memory (simulated)")
+            run = start_run(params["runs_dir"], params["run_name"], params, resume=params["resume"])
+            run.last.write_bytes(b"w")
+            return
+        run = Run(params["run"] if hasattr(params["run"], "name") else __import__("pathlib").Path(params["run"]))
+        train = json.loads((run.root / "run.json").read_text())["params"]
+        tasks = experiments.tasks_of(train)
+        per_image = pd.DataFrame({"image_id": [f"i{k}" for k in range(40)], "lesion_id": [f"l{k // 2}" for k in range(40)],
+                                  "true": [CLASS_NAMES[k % 7] for k in range(40)],
+                                  "dice": rng.uniform(0.7, 0.95, 40), "jaccard": rng.uniform(0.6, 0.9, 40),
+                                  **{f"p_{c}": rng.dirichlet(np.ones(7), 40)[:, i] for i, c in enumerate(CLASS_NAMES)}})
+        per_image.to_csv(run.per_image(params["split"]), index=False)
+        result = {"tasks": tasks, "dice": 0.9, "balanced_accuracy": 0.5, "ci95": {"dice": [0.88, 0.92]}}
+        run.evaluation(params["split"]).write_text(json.dumps(result))
+    return execute
+
+
+def test_experiment_skips_finished_runs_and_records_failures(tmp_path):
+    calls = []
+    grid = [{"seg_weight": 1.0, "cls_weight": 1.0}, {"seg_weight": 1.0, "cls_weight": 0.0}]
+    fail = lambda p: p["cls_weight"] == 0.0 and p["seed"] == 1  # noqa: E731
+    status = experiments.run_experiment("abl", grid, seeds=[0, 1], fixed={"epochs": 1}, experiments_dir=tmp_path,
+                                        root=tmp_path, executor=_fake_executor(calls, fail), progress=False)
+    assert list(status["status"]) == ["finished", "finished", "finished", "failed"]
+    assert "CUDA out of memory" in status["error"].iloc[3]
+    assert sum(name == "03_evaluate" for name, _ in calls) == 6  # val and test of the three that trained
+    # a second call skips the finished runs and retries the failed one, resuming its folder
+    calls.clear()
+    status = experiments.run_experiment("abl", grid, seeds=[0, 1], fixed={"epochs": 1}, experiments_dir=tmp_path,
+                                        root=tmp_path, executor=_fake_executor(calls), progress=False)
+    assert list(status["skipped"]) == [True, True, True, False] and (status["status"] == "finished").all()
+    assert [name for name, _ in calls] == ["02_train", "03_evaluate", "03_evaluate"]
+    table = experiments.gather("abl", tmp_path, root=tmp_path)
+    assert (tmp_path / "abl.csv").is_file()
+    seg_only = table[table["cls_weight"] == 0.0]
+    assert "balanced_accuracy" not in set(seg_only["metric"])  # untrained head: not applicable
+    assert set(table["split"]) == {"val", "test"}
+    summary = experiments.summarize(table)
+    joint = summary[(summary["cls_weight"] == 1.0) & (summary["metric"] == "dice") & (summary["split"] == "val")]
+    assert joint["seeds"].item() == 2
+    diff = experiments.compare("abl", {"seg_weight": 1.0, "cls_weight": 1.0}, "val", tmp_path, root=tmp_path,
+                               n_resamples=20)
+    assert set(diff["metric"]) == {"dice", "jaccard", "thresholded_jaccard"}  # only the shared head
+    assert (diff["seeds"] == 2).all()
+
+
+def test_fixed_may_not_set_what_the_experiment_sets(tmp_path):
+    with pytest.raises(ValueError, match="seed"):
+        experiments.run_experiment("x", {}, fixed={"seed": 3}, experiments_dir=tmp_path, root=tmp_path,
+                                   executor=_fake_executor([]), progress=False)
