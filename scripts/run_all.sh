@@ -2,8 +2,27 @@
 # The main job: set up .venv if needed, then execute the four notebooks with papermill.
 # Executed notebooks, figures, metrics and reports/REPORT.md land in reports/.
 # Uses HAM10000 in data/ when present, the synthetic demo otherwise. Extra arguments go to
-# `python -m skin_utils.run_notebooks` (see --help), e.g.  bash scripts/run_all.sh --epochs 5
+# `python -m skin_utils.run_notebooks`, e.g.  bash scripts/run_all.sh --epochs 5
+#   bash scripts/run_all.sh --help     # the options; installs nothing
 set -euo pipefail
 cd "$(dirname "$0")/.."
+for arg in "$@"; do
+  if [ "$arg" = "-h" ] || [ "$arg" = "--help" ]; then
+    cat <<'USAGE'
+usage: bash scripts/run_all.sh [OPTIONS]
+
+Creates .venv on first use (scripts/setup_env.sh), then runs notebooks/01_eda, 02_train,
+03_evaluate and 04_inference with papermill. Executed copies go to reports/notebooks/;
+figures, metrics and reports/REPORT.md to reports/. Uses HAM10000 in data/ when it is there,
+the synthetic demo otherwise. OPTIONS are those of `python -m skin_utils.run_notebooks`:
+
+USAGE
+    # The options come from the module's own argparse help, which imports neither torch nor
+    # papermill: any Python 3.10+ prints it, before anything is installed.
+    py=.venv/bin/python
+    [ -x "$py" ] || py=${PYTHON:-python3}
+    exec "$py" -m skin_utils.run_notebooks --help
+  fi
+done
 bash scripts/setup_env.sh
 exec .venv/bin/python -m skin_utils.run_notebooks "$@"

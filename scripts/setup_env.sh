@@ -5,6 +5,18 @@
 #   TORCH_SPEC="torch torchvision" bash scripts/setup_env.sh   # another torch pair
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
+  cat <<'USAGE'
+usage: bash scripts/setup_env.sh
+
+Creates .venv (when there is none) with the pinned torch/torchvision pair and skin_utils[dev]
+(pip install -e ".[dev]"); reinstalls only when pyproject.toml is newer than the last install.
+Environment variables:
+  PYTHON=python3.11                    the interpreter that creates .venv (default: python3)
+  TORCH_SPEC="torch torchvision"       what to pip install for torch (default: the pinned pair)
+USAGE
+  exit 0
+fi
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
 marker=.venv/.skin_utils_installed
