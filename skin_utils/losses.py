@@ -1,4 +1,5 @@
-"""`MultiTaskLoss`: seg_weight * BCE-with-logits(mask) + cls_weight * cross-entropy(diagnosis)."""
+"""`MultiTaskLoss`: seg_weight * BCE-with-logits(mask) + cls_weight * cross-entropy(diagnosis),
+and `build_loss`, which sets it up for one of the answers to class imbalance (`CLASS_BALANCE`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+#: The answers to class imbalance that training offers (see `build_loss`; "sampler" and "both"
+#: also make the training loader draw rare classes more often).
+CLASS_BALANCE = ("none", "weighted_loss", "sampler", "both", "logit_adjusted")
 
 
 def logit_adjustment_from_counts(counts, tau: float = 1.0) -> torch.Tensor:
@@ -78,3 +83,24 @@ class MultiTaskLoss(nn.Module):
                               label_smoothing=self.label_smoothing)
         total = self.seg_weight * seg + self.cls_weight * cls
         return {"loss": total, "seg_loss": seg.detach(), "cls_loss": cls.detach()}
+
+
+def build_loss(class_counts, seg_weight: float = 1.0, cls_weight: float = 1.0,
+               class_balance: str = "weighted_loss", balance_power: float = 0.5,
+               label_smoothing: float = 0.0) -> MultiTaskLoss:
+    """The multi-task loss with the chosen answer to class imbalance, at strength
+    ``balance_power`` (0 = none, 1 = full correction of the training prior), from the training
+    set's ``class_counts``:
+    ``weighted_loss`` / ``both``: cross-entropy weights ~ (1 / count) ** power;
+    ``logit_adjusted``: logit-adjusted cross-entropy with tau = power;
+    ``none`` / ``sampler``: plain cross-entropy (with ``sampler`` the loader draws rare classes
+    more often instead)."""
+    if class_balance not in CLASS_BALANCE:
+        raise ValueError(f"class_balance={class_balance!r}: choose one of {CLASS_BALANCE}.")
+    weights = adjust = None
+    if class_balance in ("weighted_loss", "both"):
+        weights = class_weights_from_counts(class_counts, balance_power)
+    if class_balance == "logit_adjusted":
+        adjust = logit_adjustment_from_counts(class_counts, balance_power)
+    return MultiTaskLoss(seg_weight, cls_weight, class_weights=weights, label_smoothing=label_smoothing,
+                         logit_adjustment=adjust)

@@ -3,8 +3,13 @@
 The layout follows MONAI's metrics: a functional form (a plain function of one batch) beside a
 class that accumulates batches with ``update()``, returns the result with ``aggregate()`` and
 starts over with ``reset()``. Nothing here imports torch: torch tensors are accepted anywhere an
-array is (they are moved to the CPU and converted with ``.detach().cpu().numpy()``), and
-scikit-learn is only imported by the functions that need ROC AUC / average precision.
+array is (they are moved to the CPU and converted with ``.detach().cpu().numpy()``).
+
+The segmentation scores are computed here (scikit-learn has no per-image ISIC scores); the
+classification numbers come from ``sklearn.metrics`` (confusion matrix, accuracy, balanced
+accuracy, per-class precision / recall / F1, ROC AUC, average precision, ROC curves), with the
+input checks and the NaN rules below applied around it; specificity, which scikit-learn does not
+provide, is read off the confusion matrix.
 
 Segmentation (ISIC 2018 Task 1)
 -------------------------------
@@ -32,14 +37,17 @@ first: the check rejects anything outside [0, 1] or with row sums off 1 by more 
 and integer targets, shape (N,). The predicted class is the ``argmax`` (first index on ties).
 
 * ``balanced_accuracy`` (the Task 3 headline) is the mean per-class recall over the classes
-  that occur in the targets; classes absent from the targets are left out, as in
-  ``sklearn.metrics.balanced_accuracy_score``.
+  that occur in the targets; classes absent from the targets are left out
+  (``sklearn.metrics.balanced_accuracy_score``; NaN when there are no targets).
 * ``macro_auc`` is the mean one-vs-rest ROC AUC over the classes that have both positives and
   negatives in the targets (NaN if there are none); ``macro_average_precision`` is the mean
   one-vs-rest average precision over the classes that have positives.
 * Per-class values that are undefined (0/0) are NaN: sensitivity and AUC/AP of a class absent
   from the targets, specificity when every target is that class, precision when the class is
   never predicted, F1 (``2TP / (2TP + FP + FN)``) when the class is neither true nor predicted.
+  The macro means leave NaN values out.
+* :func:`roc_curves` returns one ``{"fpr", "tpr", "auc"}`` dict per class that has both
+  positives and negatives; ``skin_utils.viz.plot_roc_curves`` takes that value as it is.
 
 Everything returned by ``aggregate()`` is built from plain Python floats, ints, lists and dicts,
 so it can be ``json.dump``-ed; NaN is kept as ``float('nan')``, and :func:`to_jsonable` turns it
@@ -49,10 +57,12 @@ so it can be ``json.dump``-ed; NaN is kept as ``float('nan')``, and :func:`to_js
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from sklearn import metrics as skm
 
 from skin_utils.labels import CLASS_NAMES
 
@@ -72,6 +82,7 @@ __all__ = [
     "to_jsonable",
     "ISIC_JACCARD_THRESHOLD",
     "SEGMENTATION_KEYS",
+    "PER_CLASS_KEYS",
 ]
 
 #: ISIC 2018 Task 1: a Jaccard index below this counts as 0.
@@ -80,6 +91,11 @@ ISIC_JACCARD_THRESHOLD = 0.65
 #: The per-image segmentation scores, in the order they are reported.
 SEGMENTATION_KEYS: tuple[str, ...] = (
     "dice", "jaccard", "thresholded_jaccard", "sensitivity", "specificity",
+)
+
+#: The per-class classification values, in the order ``classification_report_dict`` gives them.
+PER_CLASS_KEYS: tuple[str, ...] = (
+    "support", "sensitivity", "specificity", "precision", "f1", "auc", "average_precision",
 )
 
 #: Tolerance on the row sums of a probability matrix.
@@ -328,29 +344,35 @@ def _probabilities(probs: Any, num_classes: int) -> np.ndarray:
     return arr
 
 
-def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
-    """(K, K) int64 confusion matrix: rows = true class, columns = predicted class."""
+def _label_pair(y_true: Any, y_pred: Any, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Checked int64 (N,) true and predicted labels in [0, num_classes)."""
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes!r}.")
-    k = int(num_classes)
-    t = _labels(y_true, k, "y_true")
-    p = _labels(y_pred, k, "y_pred")
+    t = _labels(y_true, int(num_classes), "y_true")
+    p = _labels(y_pred, int(num_classes), "y_pred")
     if t.shape != p.shape:
         raise ValueError(f"y_true and y_pred lengths differ: {t.shape[0]} vs {p.shape[0]}.")
-    return np.bincount(t * k + p, minlength=k * k).reshape(k, k).astype(np.int64)
+    return t, p
 
 
-def _balanced_accuracy_from_cm(cm: np.ndarray) -> float:
-    support = cm.sum(axis=1)
-    present = support > 0
-    if not present.any():
-        return float("nan")
-    return float(np.mean(np.diag(cm)[present] / support[present]))
+def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
+    """(K, K) int64 confusion matrix: rows = true class, columns = predicted class (all zeros
+    when there are no samples)."""
+    t, p = _label_pair(y_true, y_pred, num_classes)
+    k = int(num_classes)
+    if t.size == 0:  # scikit-learn refuses empty input
+        return np.zeros((k, k), dtype=np.int64)
+    return skm.confusion_matrix(t, p, labels=np.arange(k)).astype(np.int64)
 
 
 def balanced_accuracy(y_true: Any, y_pred: Any, num_classes: int) -> float:
     """Mean per-class recall over the classes that occur in ``y_true`` (NaN if it is empty)."""
-    return _balanced_accuracy_from_cm(confusion_matrix(y_true, y_pred, num_classes))
+    t, p = _label_pair(y_true, y_pred, num_classes)
+    if t.size == 0:
+        return float("nan")
+    with warnings.catch_warnings():  # predicted classes absent from y_true are left out: documented
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(skm.balanced_accuracy_score(t, p))
 
 
 def _nan_mean(values: Sequence[float]) -> float:
@@ -368,10 +390,8 @@ def classification_report_dict(
     ``n_images``, ``class_names``, ``confusion_matrix`` (K x K list of ints, rows = true),
     ``confusion_matrix_normalized`` (rows divided by their sums, empty rows all 0) and
     ``per_class``: name -> {support, sensitivity, specificity, precision, f1, auc,
-    average_precision}.
+    average_precision} (the keys of :data:`PER_CLASS_KEYS`, in that order).
     """
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
     names = _class_names(class_names)
     k = len(names)
     p = _probabilities(probs, k)
@@ -382,52 +402,41 @@ def classification_report_dict(
     if n == 0:
         raise ValueError("No samples: probs and targets are empty.")
 
+    labels = np.arange(k)
     pred = np.argmax(p, axis=1)
     cm = confusion_matrix(t, pred, k)
-    support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
-    tp = np.diag(cm)
-    fn = support - tp
-    fp = predicted - tp
-    tn = n - tp - fn - fp
-
-    cm_norm = np.zeros((k, k), dtype=np.float64)
-    np.divide(cm, support[:, None], out=cm_norm, where=support[:, None] > 0)
+    # zero_division=nan: precision of a class never predicted, recall of a class never true and
+    # F1 of a class neither true nor predicted are NaN (the module docstring's rules)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        t, pred, labels=labels, zero_division=np.nan)
+    negatives = n - support                       # TN + FP of each class
+    fp = cm.sum(axis=0) - np.diag(cm)
 
     nan = float("nan")
     per_class: dict[str, dict[str, Any]] = {}
-    aucs: list[float] = []
-    aps: list[float] = []
     for i, name in enumerate(names):
         positives = t == i
-        n_pos = int(support[i])
-        auc = ap = nan
-        if 0 < n_pos < n:
-            auc = float(roc_auc_score(positives, p[:, i]))
-        if n_pos > 0:
-            ap = float(average_precision_score(positives, p[:, i]))
-        aucs.append(auc)
-        aps.append(ap)
-        f1_den = 2 * tp[i] + fp[i] + fn[i]
         per_class[name] = {
-            "support": n_pos,
-            "sensitivity": float(tp[i] / n_pos) if n_pos else nan,
-            "specificity": float(tn[i] / (tn[i] + fp[i])) if tn[i] + fp[i] else nan,
-            "precision": float(tp[i] / predicted[i]) if predicted[i] else nan,
-            "f1": float(2 * tp[i] / f1_den) if f1_den else nan,
-            "auc": auc,
-            "average_precision": ap,
+            "support": int(support[i]),
+            "sensitivity": float(recall[i]),
+            "specificity": float((negatives[i] - fp[i]) / negatives[i]) if negatives[i] else nan,
+            "precision": float(precision[i]),
+            "f1": float(f1[i]),
+            "auc": float(skm.roc_auc_score(positives, p[:, i])) if 0 < support[i] < n else nan,
+            "average_precision": (float(skm.average_precision_score(positives, p[:, i]))
+                                  if support[i] else nan),
         }
 
     return {
-        "accuracy": float(tp.sum() / n),
-        "balanced_accuracy": _balanced_accuracy_from_cm(cm),
-        "macro_auc": _nan_mean(aucs),
-        "macro_average_precision": _nan_mean(aps),
+        "accuracy": float(skm.accuracy_score(t, pred)),
+        "balanced_accuracy": balanced_accuracy(t, pred, k),
+        "macro_auc": _nan_mean([v["auc"] for v in per_class.values()]),
+        "macro_average_precision": _nan_mean([v["average_precision"] for v in per_class.values()]),
         "n_images": n,
         "class_names": list(names),
         "confusion_matrix": cm.tolist(),
-        "confusion_matrix_normalized": cm_norm.tolist(),
+        "confusion_matrix_normalized": skm.confusion_matrix(
+            t, pred, labels=labels, normalize="true").tolist(),
         "per_class": per_class,
     }
 
@@ -530,26 +539,25 @@ def majority_baseline(
 
 def roc_curves(
     probs: Any, targets: Any, class_names: Sequence[str] = CLASS_NAMES
-) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
-    """One-vs-rest ROC curve of each class: name -> (fpr, tpr, auc), for plotting.
+) -> dict[str, dict[str, Any]]:
+    """One-vs-rest ROC curve of each class, for plotting and for JSON:
+    name -> ``{"fpr": [...], "tpr": [...], "auc": float}`` (plain lists and floats).
 
     Classes whose curve is undefined (no positives or no negatives in ``targets``) are left out.
     """
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     names = _class_names(class_names)
     k = len(names)
     p = _probabilities(probs, k)
     t = _labels(targets, k, "targets")
     if p.shape[0] != t.shape[0]:
         raise ValueError(f"probs has {p.shape[0]} rows but targets has {t.shape[0]} entries.")
-    curves: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
+    curves: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(names):
         positives = t == i
-        n_pos = int(positives.sum())
-        if 0 < n_pos < t.size:
-            fpr, tpr, _ = roc_curve(positives, p[:, i])
-            curves[name] = (fpr, tpr, float(roc_auc_score(positives, p[:, i])))
+        if 0 < int(positives.sum()) < t.size:
+            fpr, tpr, _ = skm.roc_curve(positives, p[:, i])
+            curves[name] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(),
+                            "auc": float(skm.roc_auc_score(positives, p[:, i]))}
     return curves
 
 

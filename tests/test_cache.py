@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from skin_utils.data.cache import build_cache, load_resized
+from skin_utils.data.cache import build_cache, load_resized, resize_pair
 from skin_utils.data.datasets import CachedLesionDataset, Normalize
 from skin_utils.data.layout import load_index
 from skin_utils.data.loading import subsample_by_lesion
@@ -19,11 +19,26 @@ def test_cache_matches_direct_decoding_and_is_reused(synthetic_dir, tmp_path):
     again = build_cache(index, 64, cache_dir=tmp_path, progress=False)
     assert again.path == cache.path
     # another size, or other data, is another entry
-    assert build_cache(index, (48, 64), cache_dir=tmp_path, progress=False).path != cache.path
+    other = build_cache(index, (48, 64), cache_dir=tmp_path, progress=False)
+    assert other.path != cache.path and other.images.shape == (30, 48, 64, 3)  # (H, W)
     changed = index.copy()
     changed.attrs = {**index.attrs, "fingerprint": "ffffffffffff"}
     assert build_cache(changed, 64, cache_dir=tmp_path, progress=False).path != cache.path
     assert not list(tmp_path.glob(".building-*"))
+
+
+def test_resize_pair_takes_height_width_and_cuts_the_smoothed_mask_at_half_range():
+    image = np.zeros((30, 40, 3), np.uint8)
+    mask = np.zeros((30, 40), np.uint8)
+    mask[:, :20] = 1  # left half lesion
+    img, m = resize_pair(image, mask, (15, 20))
+    assert img.shape == (15, 20, 3) and m.shape == (15, 20) and m.dtype == np.uint8
+    assert m[:, :10].all() and not m[:, 10:].any()  # the border stays where it was
+    # a lesion of one pixel in 16 fades below half range when shrunk 4x: gone, like the image's
+    speck = np.zeros((40, 40), np.uint8)
+    speck[20, 20] = 1
+    assert not resize_pair(np.zeros((40, 40, 3), np.uint8), speck, 10)[1].any()
+    assert resize_pair(image, None, 8)[1] is None
 
 
 def test_augmented_samples_keep_image_and_mask_aligned(synthetic_dir, tmp_path):

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skin_utils.data.imageio import ImageReadError, image_size, read_image, read_mask
+from skin_utils.data.imageio import (
+    ColourMaskError,
+    ImageReadError,
+    binarise_mask,
+    image_hw,
+    mask_value_range,
+    read_image,
+    read_mask,
+)
 
 W, H = 40, 30
 
@@ -31,7 +39,7 @@ def test_rgb_jpeg(tmp_path):
     img = read_image(p)
     assert img.shape == (H, W, 3) and img.dtype == np.uint8
     assert img[5, 5, 0] > 240 and img[5, 35, 2] > 240
-    assert image_size(p) == (W, H)
+    assert image_hw(p) == (H, W) == img.shape[:2]
 
 
 @pytest.mark.parametrize("fmt", ["jpg", "png"])
@@ -43,7 +51,7 @@ def test_exif_orientation_is_applied(tmp_path, fmt):
     im.save(p, exif=exif.tobytes())
     img = read_image(p)
     assert img.shape == (W, H, 3)  # portrait now
-    assert image_size(p) == (H, W)  # header-only size agrees with the pixels
+    assert image_hw(p) == (W, H) == img.shape[:2]  # header-only size agrees with the pixels
     # rotating clockwise moves the left (red) half to the top
     assert img[2, H // 2, 0] > 200 and img[2, H // 2, 2] < 50
     assert img[-3, H // 2, 2] > 200 and img[-3, H // 2, 0] < 50
@@ -148,7 +156,7 @@ def test_truncated_jpeg_raises_clear_error(tmp_path):
 def test_garbage_and_empty_files(tmp_path, content, reason):
     p = tmp_path / "x.jpg"
     p.write_bytes(content)
-    for fn in (read_image, read_mask, image_size):
+    for fn in (read_image, read_mask, image_hw):
         with pytest.raises(ImageReadError, match=reason):
             fn(p)
 
@@ -204,14 +212,35 @@ def test_mask_rgb_with_equal_channels(tmp_path):
 def test_colour_mask_rejected(tmp_path):
     rgb = np.zeros((H, W, 3), np.uint8)
     rgb[10:20, 10:30] = (255, 0, 0)
-    with pytest.raises(ImageReadError, match="colour image") as ei:
+    with pytest.raises(ColourMaskError, match="colour image") as ei:
         read_mask(_mask(rgb, tmp_path / "col.png"))
+    assert isinstance(ei.value, ImageReadError)
     assert "col.png" in str(ei.value) and "0 = skin" in str(ei.value)
 
 
-def test_mask_resized_with_nearest(tmp_path):
+def test_mask_resized_with_nearest_to_height_width(tmp_path):
     p = _mask(_square(), tmp_path / "m.png")
-    big = read_mask(p, size=(80, 60))
+    big = read_mask(p, hw=(60, 80))
     assert big.shape == (60, 80) and set(np.unique(big)) == {0, 1} and big.sum() == 800
-    with pytest.raises(ValueError, match="size"):
-        read_mask(p, size=(80,))
+    assert read_mask(p, hw=(H, W)).sum() == 200  # already that size: unchanged
+    with pytest.raises(ValueError, match=r"hw must be \(H, W\)"):
+        read_mask(p, hw=(80,))
+
+
+def test_one_binarisation_rule_at_half_range():
+    assert binarise_mask(np.array([0, 127, 128, 255], np.uint8), 255.0).tolist() == [0, 0, 1, 1]
+    assert binarise_mask(np.array([0, 32767, 32768, 65535]), 65535.0).tolist() == [0, 0, 1, 1]
+    assert binarise_mask(np.array([0.0, 0.49, 0.5, 1.0]), 1.0).tolist() == [0, 0, 1, 1]
+    assert binarise_mask(np.zeros((3, 4), np.uint8), 255.0).dtype == np.uint8
+
+
+@pytest.mark.parametrize("values,full_range", [((0, 255), 255.0), ((0, 1), 1.0), ((0, 2), 255.0), ((0, 0), 1.0)])
+def test_mask_full_range_is_the_storage_range_unless_the_values_are_only_0_and_1(tmp_path, values, full_range):
+    m = np.full((H, W), values[0], np.uint8)
+    m[10:20, 10:30] = values[1]
+    with Image.open(_mask(m, tmp_path / "m.png")) as img:
+        img.load()
+        got, rng = mask_value_range(img)
+    assert rng == full_range and got.shape == (H, W)
+    # read_mask is exactly the rule applied to those values: a 0/2 label map reads as empty
+    assert np.array_equal(read_mask(tmp_path / "m.png"), binarise_mask(got, rng))

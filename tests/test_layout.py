@@ -213,7 +213,7 @@ def test_mask_of_other_size_same_aspect_is_fine_and_resized(tmp_path):
     report = validate_dataset(tmp_path)
     assert [p.kind for p in report.problems] == ["aspect_mismatch"]
     assert ids[1] in report.problems[0].path
-    m = read_mask(big, size=(W, H))
+    m = read_mask(big, hw=(H, W))
     assert m.shape == (H, W) and set(np.unique(m)) == {0, 1}
 
 
@@ -237,6 +237,21 @@ def test_antialiased_and_01_masks_are_accepted(tmp_path):
     _mask(tmp_path / "masks" / f"{ids[1]}_segmentation.png", values=(0, 1))
     assert validate_dataset(tmp_path).ok
     assert load_index(tmp_path).shape[0] == 3
+
+
+def test_validator_and_read_mask_share_the_binarisation_rule(tmp_path):
+    ids = make_dataset(tmp_path, n=3)
+    quarter = np.zeros((H, W), np.uint16)
+    quarter[5:25, 5:35] = 16384  # a quarter of the 16-bit range: read as empty
+    Image.fromarray(quarter).save(tmp_path / "masks" / f"{ids[0]}_segmentation.png")
+    ones = np.zeros((H, W), np.uint16)
+    ones[5:25, 5:35] = 1  # 0/1-valued: already binary, read as it is
+    Image.fromarray(ones).save(tmp_path / "masks" / f"{ids[1]}_segmentation.png")
+    report = validate_dataset(tmp_path)
+    assert [(p.kind, p.image_id) for p in report.problems] == [("not_binary_mask", ids[0])]
+    assert "max value 16384 of 65535" in report.problems[0].message
+    assert not read_mask(tmp_path / "masks" / f"{ids[0]}_segmentation.png").any()
+    assert read_mask(tmp_path / "masks" / f"{ids[1]}_segmentation.png").sum() == 600
 
 
 # ------------------------------------------------------------------------------ bad data
@@ -473,3 +488,6 @@ def test_real_ham10000_subset(real_data_dir):
     }
     assert df.attrs["has_lesion_ids"] and df.attrs["label_source"] == "metadata"
     assert df["mask_path"].notna().all() and df.attrs["problems"] == []
+    # every real image and mask passes the pixel checks that read them as training does
+    report = validate_dataset(real_data_dir)
+    assert report.ok and report.counts["usable"] == 8512, report.format_problems()

@@ -14,6 +14,7 @@ from sklearn import metrics as skm
 
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.metrics import (
+    PER_CLASS_KEYS,
     ClassificationMetrics,
     SegmentationMetrics,
     balanced_accuracy,
@@ -243,7 +244,12 @@ def test_confusion_matrix_and_balanced_accuracy_by_hand():
     assert r["confusion_matrix"] == cm.tolist()
     assert r["confusion_matrix_normalized"] == [
         [approx(F(2, 3)), approx(F(1, 3)), 0.0], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]]
+    assert set(r) == {"accuracy", "balanced_accuracy", "macro_auc", "macro_average_precision",
+                      "n_images", "class_names", "confusion_matrix",
+                      "confusion_matrix_normalized", "per_class"}
+    assert list(r["per_class"]) == ["a", "b", "c"]
     a, b, c = r["per_class"]["a"], r["per_class"]["b"], r["per_class"]["c"]
+    assert tuple(a) == PER_CLASS_KEYS
     # a: TP 2 FN 1 FP 0 TN 3; b: TP 1 FN 1 FP 1 TN 3; c: TP 1 FN 0 FP 1 TN 4
     assert (a["support"], b["support"], c["support"]) == (3, 2, 1)
     assert [a["sensitivity"], b["sensitivity"], c["sensitivity"]] == \
@@ -268,8 +274,9 @@ def test_empty_row_of_normalized_confusion_matrix_is_zero():
     r = classification_report_dict(_probs_for(np.array([0, 1]), 3), [0, 0], ["a", "b", "c"])
     assert r["confusion_matrix_normalized"][1] == [0.0, 0.0, 0.0]
     assert r["confusion_matrix_normalized"][2] == [0.0, 0.0, 0.0]
-    # b never true but predicted once: precision 0, sensitivity undefined
+    # b never true but predicted once: precision 0, F1 0, sensitivity undefined
     assert r["per_class"]["b"]["precision"] == 0.0
+    assert r["per_class"]["b"]["f1"] == 0.0
     assert math.isnan(r["per_class"]["b"]["sensitivity"])
     # c neither true nor predicted: precision and f1 undefined
     assert math.isnan(r["per_class"]["c"]["precision"])
@@ -320,9 +327,14 @@ def test_agrees_with_sklearn_on_random_data():
     curves = roc_curves(probs, targets, CLASS_NAMES)
     assert list(curves) == list(CLASS_NAMES)
     for i, name in enumerate(CLASS_NAMES):
-        fpr, tpr, auc = curves[name]
-        assert auc == pytest.approx(r["per_class"][name]["auc"])
-        assert skm.auc(fpr, tpr) == pytest.approx(auc)
+        c = curves[name]
+        assert set(c) == {"fpr", "tpr", "auc"}
+        assert c["auc"] == pytest.approx(r["per_class"][name]["auc"])
+        assert skm.auc(c["fpr"], c["tpr"]) == pytest.approx(c["auc"])
+        fpr, tpr, _ = skm.roc_curve(targets == i, probs[:, i])
+        assert c["fpr"] == pytest.approx(fpr.tolist()) and c["tpr"] == pytest.approx(tpr.tolist())
+    # plain lists and floats: JSON as they are
+    assert json.loads(json.dumps(curves, allow_nan=False)) == curves
 
 
 def test_class_absent_from_targets():

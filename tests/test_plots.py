@@ -1,9 +1,11 @@
-"""Tests for skin_utils.viz.plots: every figure builds (and renders) on small synthetic inputs."""
+"""Tests of skin_utils.viz: every figure builds (and renders) from what the function it is
+documented to take returns, and anything else is refused with a clear error."""
 
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import inspect  # noqa: E402
 import io  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
@@ -13,8 +15,10 @@ import pytest  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from skin_utils.viz import plots  # noqa: E402
-from skin_utils.labels import CLASS_NAMES, HAM10000_CLASS_COUNTS  # noqa: E402
+from skin_utils import viz  # noqa: E402
+from skin_utils.data.splits import make_split  # noqa: E402
+from skin_utils.labels import CLASS_NAMES  # noqa: E402
+from skin_utils.metrics import classification_report_dict, roc_curves  # noqa: E402
 
 K = len(CLASS_NAMES)
 
@@ -45,8 +49,9 @@ def _disc(h, w, cy, cx, r):
 
 
 def _image_and_mask(rng, h, w):
+    """An image as read_image gives it and a 0/1 mask as read_mask gives it."""
     img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    return img, _disc(h, w, h // 2, w // 2, min(h, w) // 4)
+    return img, _disc(h, w, h // 2, w // 2, min(h, w) // 4).astype(np.uint8)
 
 
 def _texts(fig: Figure) -> str:
@@ -63,128 +68,134 @@ def _texts(fig: Figure) -> str:
     return "\n".join(out)
 
 
-# ------------------------------------------------------------------------------ colours
+def _index(n=60, seed=1):
+    """A table with the columns of data.layout.load_index that the EDA figures read."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "image_id": [f"ISIC_{i:07d}" for i in range(n)],
+        "lesion_id": [f"HAM_{i // 2:07d}" for i in range(n)],  # two images per lesion
+        "label": rng.integers(0, K - 1, n),  # VASC absent
+        "age": np.where(rng.random(n) < 0.2, np.nan, rng.integers(5, 85, n)).astype(float),
+        "sex": rng.choice(["male", "female", "unknown"], n),
+        "localization": rng.choice(["back", "face", "unknown", "trunk"], n),
+    }).assign(dx=lambda d: np.asarray(CLASS_NAMES)[d["label"]])
+
+
+# ------------------------------------------------------------------------------ the package
+
+
+def test_every_plot_function_is_exported_and_takes_title():
+    import importlib
+
+    for module in ("eda", "train", "evaluate", "inference", "benchmark"):
+        mod = importlib.import_module(f"skin_utils.viz.{module}")
+        plots = [n for n in mod.__all__ if n.startswith("plot_")]
+        assert plots, module
+        for n in plots:
+            assert n in viz.__all__ and getattr(viz, n) is getattr(mod, n), n
+            assert "title" in inspect.signature(getattr(viz, n)).parameters, n
+    for n in ("publish", "save_figure", "overlay_mask", "class_color", "CLASS_COLORS"):
+        assert n in viz.__all__, n
 
 
 def test_class_colors_fixed_distinct_and_complete():
-    assert set(plots.CLASS_COLORS) == set(CLASS_NAMES)
-    assert len({plots.CLASS_COLORS[c] for c in CLASS_NAMES}) == K
-    for i, name in enumerate(CLASS_NAMES):
-        assert plots.class_color(i) == plots.class_color(name) == plots.class_color(name.lower())
-    assert plots.class_color("something else", ["something else"]).startswith("#")
-
-
-# ------------------------------------------------------------------------------ save_figure
+    assert list(viz.CLASS_COLORS) == list(CLASS_NAMES)
+    assert len(set(viz.CLASS_COLORS.values())) == K
+    assert viz.class_color("MEL") == viz.CLASS_COLORS["MEL"]
+    with pytest.raises(ValueError, match="No colour for class 'mel'"):
+        viz.class_color("mel")
 
 
 def test_save_figure_writes_png_and_closes(tmp_path):
-    fig = plots.plot_class_distribution([0, 1, 1, 2], title="synthetic demo data")
+    fig = viz.plot_class_distribution([0, 1, 1, 2], title="synthetic demo data")
     assert fig.number in plt.get_fignums()
-    path = plots.save_figure(fig, tmp_path / "a" / "b" / "dist.png", dpi=40)
+    path = viz.save_figure(fig, tmp_path / "a" / "b" / "dist.png", dpi=40)
     assert path == tmp_path / "a" / "b" / "dist.png"
-    assert path.exists() and path.stat().st_size > 0
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert fig.number not in plt.get_fignums()
+    fig = viz.plot_images_per_lesion(["a", "a", "b"])
+    viz.save_figure(fig, str(tmp_path / "x.png"), dpi=30, close=False)
+    assert fig.number in plt.get_fignums()
+
+
+def test_publish_saves_and_closes_outside_a_notebook(tmp_path):
+    fig = viz.plot_class_distribution([0, 1, 1, 2])
+    path = viz.publish(fig, tmp_path / "f.png")
+    assert path.stat().st_size > 1000
     assert fig.number not in plt.get_fignums()
 
 
-def test_save_figure_can_keep_figure_open(tmp_path):
-    fig = plots.plot_images_per_lesion(["a", "a", "b"])
-    plots.save_figure(fig, str(tmp_path / "x.png"), dpi=30, close=False)
-    assert fig.number in plt.get_fignums()
+# ------------------------------------------------------------------------------ 01_eda
 
 
-# ------------------------------------------------------------------------------ data set
-
-
-def test_class_distribution_from_labels_and_from_counts():
-    fig = _render(plots.plot_class_distribution([0, 1, 1, 1, 6], title="synthetic demo data"))
+def test_class_distribution():
+    fig = _render(viz.plot_class_distribution(np.array([0, 1, 1, 1, 6]), title="synthetic demo data"))
     assert len(fig.axes) == 1
     text = _texts(fig)
     assert "synthetic demo data" in text
     assert "3\n(60.0%)" in text and "0\n(0.0%)" in text  # classes without images get a 0 bar
-    heights = [p.get_height() for p in fig.axes[0].patches]
-    assert heights == [1, 3, 0, 0, 0, 0, 1]
-    # same result from a name -> count mapping (any case) and from names
-    fig2 = plots.plot_class_distribution({"mel": 1, "NV": 3, "VASC": 1})
-    assert [p.get_height() for p in fig2.axes[0].patches] == heights
-    fig3 = plots.plot_class_distribution(["MEL", "nv", "NV", "NV", "VASC"])
-    assert [p.get_height() for p in fig3.axes[0].patches] == heights
-    fig4 = plots.plot_class_distribution(HAM10000_CLASS_COUNTS)
-    assert sum(p.get_height() for p in fig4.axes[0].patches) == 10015
-
-
-def test_class_distribution_rejects_unknown_class_in_counts():
-    with pytest.raises(ValueError, match="Unknown class"):
-        plots.plot_class_distribution({"XYZ": 3})
-
-
-def test_class_distribution_by_split():
-    rng = np.random.default_rng(0)
-    df = pd.DataFrame({"label": rng.integers(0, 6, 60),
-                       "split": rng.choice(["train", "val", "test"], 60)})
-    fig = _render(plots.plot_class_distribution(df["label"].to_numpy(), by_split=df))
-    assert len(fig.axes) == 2
-    text = _texts(fig)
-    assert "train (n=" in text and "test (n=" in text
+    assert [p.get_height() for p in fig.axes[0].patches] == [1, 3, 0, 0, 0, 0, 1]
+    assert _render(viz.plot_class_distribution(_index()["label"]))
+    for bad, match in [(["MEL", "NV"], "integer class indices"), ([0, 7], r"lie in \[0, 7\)"),
+                       (np.array([], dtype=int), "no labels")]:
+        with pytest.raises(ValueError, match=match):
+            viz.plot_class_distribution(bad)
 
 
 def test_split_counts_images_and_lesions():
     df = pd.DataFrame({"label": [0, 0, 0, 1, 1, 2],
                        "split": ["train", "train", "val", "train", "test", "val"],
                        "lesion_id": ["L1", "L1", "L2", "L3", "L4", "L5"]})
-    fig = _render(plots.plot_split_counts(df, title="synthetic demo data"))
-    assert len(fig.axes) == 2
+    fig = _render(viz.plot_split_counts(df, title="synthetic demo data"))
     img_ax, les_ax = fig.axes
-    # first bars are the "train" bars of each class: MEL has 2 images but 1 lesion in train
-    assert img_ax.patches[0].get_height() == 2
-    assert les_ax.patches[0].get_height() == 1
-    # missing lesion_id column and empty frame still work
-    plots.plot_split_counts(df.drop(columns="lesion_id"))
-    _render(plots.plot_split_counts(df.iloc[:0]))
+    # the first container holds the train bars, one per class: MEL has 2 images but 1 lesion
+    assert [b.get_height() for b in img_ax.containers[0]] == [2, 1, 0, 0, 0, 0, 0]
+    assert [b.get_height() for b in les_ax.containers[0]] == [1, 1, 0, 0, 0, 0, 0]
+    assert "train (n=3)" in _texts(fig) and "test (n=1)" in _texts(fig)
+    # the real split table
+    _render(viz.plot_split_counts(make_split(_index())))
+    with pytest.raises(ValueError, match=r"load_or_make_split; columns \['lesion_id'\] are missing"):
+        viz.plot_split_counts(df.drop(columns="lesion_id"))
+    with pytest.raises(ValueError, match="not among"):
+        viz.plot_split_counts(df.assign(split="validation"))
 
 
 def test_images_per_lesion():
-    fig = _render(plots.plot_images_per_lesion(["a", "a", "a", "b", "c", "c", None]))
-    assert len(fig.axes) == 1
+    fig = _render(viz.plot_images_per_lesion(["a", "a", "a", "b", "c", "c"]))
     assert [p.get_height() for p in fig.axes[0].patches] == [1, 1, 1]  # 1, 2 and 3 images
     assert "3 lesions" in _texts(fig)
-    assert len(_render(plots.plot_images_per_lesion([])).axes) == 1
+    for bad in ([], ["a", None]):
+        with pytest.raises(ValueError, match="one lesion id per image"):
+            viz.plot_images_per_lesion(bad)
 
 
-def test_metadata_full_and_robust():
-    rng = np.random.default_rng(1)
-    n = 50
-    df = pd.DataFrame({
-        "label": rng.integers(0, K, n),
-        "age": np.where(rng.random(n) < 0.2, np.nan, rng.integers(5, 85, n)).astype(float),
-        "sex": rng.choice(["male", "female", "unknown", None], n),
-        "localization": rng.choice(["back", "face", "", "unknown", None, "trunk"], n),
-    })
-    fig = _render(plots.plot_metadata(df, title="synthetic demo data"))
-    assert len(fig.axes) == 3
+def test_metadata():
+    index = _index()
+    fig = _render(viz.plot_metadata(index, title="synthetic demo data"))
+    ax_age, ax_sex, ax_loc = fig.axes
     text = _texts(fig)
     assert "unknown" in text and "back" in text
-    # missing columns, all-NaN ages, dx instead of label, no rows
-    only_label = _render(plots.plot_metadata(df[["label"]]))
-    assert len(only_label.axes) == 3
-    assert "no 'age' column" in _texts(only_label)
-    _render(plots.plot_metadata(df.assign(age=np.nan)))
-    plots.plot_metadata(df.drop(columns="label").assign(dx="mel"))
-    plots.plot_metadata(df.drop(columns="label"))
-    _render(plots.plot_metadata(df.iloc[:0]))
+    assert f"age (unknown: {index['age'].isna().sum()})" in text
+    # the age histogram is stacked by class, in the class colours
+    assert sum(p.get_height() for p in ax_age.patches) == index["age"].notna().sum()
+    # "unknown" comes last (at the bottom of the body sites)
+    assert [t.get_text() for t in ax_sex.get_xticklabels()][-1] == "unknown"
+    assert [t.get_text() for t in ax_loc.get_yticklabels()][0] == "unknown"
+    assert "no known ages" in _texts(_render(viz.plot_metadata(index.assign(age=np.nan))))
+    with pytest.raises(ValueError, match=r"load_index; columns \['age'\] are missing"):
+        viz.plot_metadata(index.drop(columns="age"))
 
 
-def test_mask_area_with_empty_class_and_nan():
+def test_mask_area_with_empty_class():
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 5, 40)  # DF and VASC absent
-    area = rng.random(40)
-    area[:3] = np.nan
-    fig = _render(plots.plot_mask_area(area, labels, CLASS_NAMES, title="synthetic demo data"))
+    fig = _render(viz.plot_mask_area(rng.random(40), labels, title="synthetic demo data"))
     assert len(fig.axes) == 1
     text = _texts(fig)
     assert "DF\nn=0" in text and "no images" in text
-    with pytest.raises(ValueError):
-        plots.plot_mask_area(area[:5], labels)
+    assert f"MEL\nn={(labels == 0).sum()}" in text
+    with pytest.raises(ValueError, match="area fractions"):
+        viz.plot_mask_area(np.zeros(5), labels)
 
 
 def test_sample_grid_sizes_masks_and_empty_class():
@@ -193,120 +204,138 @@ def test_sample_grid_sizes_masks_and_empty_class():
     for k in range(9):
         img, m = _image_and_mask(rng, 20 + 4 * k, 30 + 2 * k)
         images.append(img)
-        masks.append(m if k % 3 else m[::2, ::2])  # some masks at another resolution
+        masks.append(m)
         labels.append(k % 3)  # only MEL, NV, BCC
     masks[1] = None
-    fig = _render(plots.plot_sample_grid(images, labels, CLASS_NAMES, masks=masks, per_class=2,
-                                         title="synthetic demo data"))
+    fig = _render(viz.plot_sample_grid(images, labels, masks=masks, per_class=2,
+                                       title="synthetic demo data"))
     assert len(fig.axes) == K * 2
     assert sum(len(ax.images) for ax in fig.axes) == 6  # 2 per present class
-    text = _texts(fig)
-    assert "no VASC images in this set" in text
-    fig2 = _render(plots.plot_sample_grid(images, labels, per_class=5, seed=0))
-    assert len(fig2.axes) == K * 5
+    assert "no VASC images in this set" in _texts(fig)
+    assert "NV\nn=3" in _texts(fig)
+    fig2 = _render(viz.plot_sample_grid(images, labels, per_class=5))
     assert sum(len(ax.images) for ax in fig2.axes) == 9
+    masks[0] = masks[0][::2, ::2]
+    with pytest.raises(ValueError, match="mask 0: the mask has shape"):
+        viz.plot_sample_grid(images, labels, masks=masks)
+    with pytest.raises(ValueError, match="uint8"):
+        viz.plot_sample_grid([images[0].astype(float)], [0])
 
 
-# ------------------------------------------------------------------------------ training
+# ------------------------------------------------------------------------------ 02_train
 
 
 def _history(n):
+    """Rows with the keys engine.fit writes."""
     rows = []
     for e in range(1, n + 1):
         rows.append({
-            "epoch": e, "train_loss": 1 / e, "train_seg_loss": 0.4 / e,
-            "train_cls_loss": 0.6 / e, "val_loss": 1.1 / e, "val_seg_loss": 0.5 / e,
-            "val_cls_loss": 0.6 / e, "val_dice": 1 - 0.5 / e, "val_jaccard": 1 - 0.6 / e,
+            "epoch": e, "lr": 1e-3 / e, "train_loss": 1 / e, "train_seg_loss": 0.4 / e,
+            "train_cls_loss": 0.6 / e, "train_images_per_s": 100.0, "train_seconds": 3.0,
+            "val_dice": 1 - 0.5 / e, "val_jaccard": 1 - 0.6 / e, "val_thresholded_jaccard": 0.5,
             "val_accuracy": 0.5, "val_balanced_accuracy": 0.4, "val_macro_auc": float("nan"),
-            "lr": 1e-3 / e, "best": e == max(1, n - 1),
+            "val_loss": 1.1 / e, "val_seg_loss": 0.5 / e, "val_cls_loss": 0.6 / e,
+            "score": 0.9, "best": e == max(1, n - 1),
         })
     return rows
 
 
-def test_learning_curves_full():
-    fig = _render(plots.plot_learning_curves(_history(6), title="synthetic demo data"))
-    assert len(fig.axes) == 4
+def test_learning_curves():
+    fig = _render(viz.plot_learning_curves(_history(6), title="synthetic demo data"))
     losses, seg, cls, lr = fig.axes
     assert len(losses.lines) == 6 + 1  # six loss curves + best-epoch marker
-    assert len(seg.lines) == 2 + 1
+    assert len(seg.lines) == len(cls.lines) == 3 + 1
     assert "best epoch (5)" in _texts(fig)
     assert [t.get_text() for t in lr.get_legend().get_texts()] == ["lr"]
-    # a learning rate spanning > 10x is drawn on a log scale
-    hist = _history(20)
-    assert plots.plot_learning_curves(hist).axes[3].get_yscale() == "log"
+    assert "(6 epochs)" in fig.get_suptitle()
+    assert viz.plot_learning_curves(_history(20)).axes[3].get_yscale() == "log"  # lr spans > 10x
+    one = _render(viz.plot_learning_curves(_history(1)))
+    assert "(1 epoch)" in one.get_suptitle()
+    no_best = [dict(row, best=False) for row in _history(3)]
+    assert "best epoch" not in _texts(viz.plot_learning_curves(no_best))
 
 
-def test_learning_curves_single_epoch_and_missing_keys():
-    fig = _render(plots.plot_learning_curves(_history(1)))
-    assert len(fig.axes) == 4
-    assert "(1 epoch)" in fig.get_suptitle()
-    sparse = [{"train_loss": 1.0}, {"train_loss": 0.7, "val_dice": None}]
-    fig2 = _render(plots.plot_learning_curves(sparse))
-    assert len(fig2.axes) == 4
-    assert _texts(fig2).count("not recorded") == 3
-    fig3 = plots.plot_learning_curves(pd.DataFrame(_history(3)).drop(columns="best"))
-    assert "best epoch" not in _texts(fig3)
-    assert len(plots.plot_learning_curves([]).axes) == 4
+def test_learning_curves_refuse_other_histories():
+    with pytest.raises(ValueError, match="engine.fit returns; it is empty"):
+        viz.plot_learning_curves([])
+    with pytest.raises(ValueError, match=r"columns \['val_dice'\] are missing"):
+        viz.plot_learning_curves([{k: v for k, v in r.items() if k != "val_dice"}
+                                  for r in _history(2)])
 
 
-# ------------------------------------------------------------------------------ evaluation
+# ------------------------------------------------------------------------------ 03_evaluate
 
 
-def test_confusion_matrix_counts_and_row_normalised():
-    cm = np.arange(K * K).reshape(K, K)
-    cm[-1] = 0  # a class without true samples -> NaN row in the normalised panel
-    fig = _render(plots.plot_confusion_matrix(cm, CLASS_NAMES, title="synthetic demo data"))
-    assert len(fig.axes) == 2
+def _predictions(n=120, seed=4, absent=("VASC",)):
+    rng = np.random.default_rng(seed)
+    classes = [i for i, c in enumerate(CLASS_NAMES) if c not in absent]
+    targets = rng.choice(classes, n)
+    logits = rng.normal(size=(n, K))
+    logits[np.arange(n), targets] += 1.5
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return probs, targets
+
+
+def test_confusion_matrix_from_the_report():
+    probs, targets = _predictions()
+    report = classification_report_dict(probs, targets)
+    fig = _render(viz.plot_confusion_matrix(report, title="synthetic demo data"))
     counts_ax, norm_ax = fig.axes
     assert counts_ax.get_xlabel() == "predicted diagnosis"
     assert counts_ax.get_ylabel() == "true diagnosis"
-    row0 = cm[0] / cm[0].sum()
+    cm = np.array(report["confusion_matrix"])
+    counts_texts = [t.get_text() for t in counts_ax.texts]
+    assert counts_texts[:K] == [str(v) for v in cm[0]]  # row-major, one per cell
     norm_texts = [t.get_text() for t in norm_ax.texts]
-    assert f"{row0[0]:.2f}" in norm_texts
-    assert "–" in norm_texts  # NaN cells
-    assert str(cm[1, 2]) in [t.get_text() for t in counts_ax.texts]
-    with pytest.raises(ValueError):
-        plots.plot_confusion_matrix(np.zeros((2, 3)))
-    # a smaller matrix with its own names
-    _render(plots.plot_confusion_matrix([[3, 1], [0, 2]], ["a", "b"]))
+    assert f"{report['confusion_matrix_normalized'][0][0]:.2f}" == norm_texts[0]
+    assert norm_texts.count("–") == K  # VASC has no true sample: its row is undefined
+    assert "VASC (n=0)" in _texts(fig)
+    assert f"accuracy {report['accuracy']:.2f}" in fig.get_suptitle()
+    assert [t.get_fontweight() for t in counts_ax.texts[:2]] == ["bold", "normal"]
+    with pytest.raises(ValueError, match=r"classification_report_dict.*\['confusion_matrix'\]"):
+        viz.plot_confusion_matrix({"class_names": CLASS_NAMES, "confusion_matrix_normalized": [],
+                                   "n_images": 1, "accuracy": 1.0})
+    with pytest.raises(ValueError, match="7 x 7"):
+        viz.plot_confusion_matrix({**report, "confusion_matrix": [[1]]})
 
 
-def test_roc_curves():
-    rng = np.random.default_rng(4)
-    curves = {}
-    for name in CLASS_NAMES[:-1]:
-        fpr = np.r_[0, np.sort(rng.random(8)), 1]
-        curves[name] = (fpr, np.sqrt(fpr), 0.71)
-    curves["VASC"] = ([], [], float("nan"))
-    curves["macro"] = {"fpr": [0, 1], "tpr": [0, 1], "auc": None}
-    fig = _render(plots.plot_roc_curves(curves, title="synthetic demo data"))
-    assert len(fig.axes) == 1
-    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert "MEL: AUC 0.71" in legend
-    assert any(t.startswith("VASC: AUC n/a") for t in legend)
-    assert any("chance" in t for t in legend)
-    assert "macro: AUC 0.50" in legend  # computed from the curve when not given
-    # integer keys are class indices
-    fig2 = plots.plot_roc_curves({0: ([0, 1], [0, 1], 0.5)})
-    assert fig2.axes[0].lines[1].get_color() == plots.class_color("MEL")
+def test_roc_curves_from_metrics():
+    probs, targets = _predictions()
+    curves = roc_curves(probs, targets)
+    fig = _render(viz.plot_roc_curves(curves, title="synthetic demo data"))
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[0] == "chance (AUC 0.50)"
+    assert legend[1] == f"MEL: AUC {curves['MEL']['auc']:.2f}"
+    assert not any(t.startswith("VASC") for t in legend)  # absent class: no curve
+    assert ax.lines[1].get_color() == viz.class_color("MEL")
+    with pytest.raises(ValueError, match=r"metrics.roc_curves \(class 'MEL'\)"):
+        viz.plot_roc_curves({"MEL": (curves["MEL"]["fpr"], curves["MEL"]["tpr"], 0.7)})
+    with pytest.raises(ValueError, match="fpr but"):
+        viz.plot_roc_curves({"MEL": {**curves["MEL"], "tpr": [0, 1]}})
 
 
-def test_per_class_metrics_with_nan():
-    per_class = {name: {"sensitivity": 0.5, "specificity": 0.9, "auc": 0.8, "support": 10}
-                 for name in CLASS_NAMES}
-    per_class["DF"] = {"sensitivity": float("nan"), "specificity": 1.0, "auc": None, "support": 0}
-    fig = _render(plots.plot_per_class_metrics(per_class, title="synthetic demo data"))
-    assert len(fig.axes) == 1
+def test_per_class_metrics_from_the_report():
+    probs, targets = _predictions()
+    report = classification_report_dict(probs, targets)
+    fig = _render(viz.plot_per_class_metrics(report, title="synthetic demo data"))
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["sensitivity", "specificity", "precision", "f1", "auc", "average precision"]
     text = _texts(fig)
-    assert text.count("n/a") == 2
-    assert "DF\n(n=0)" in text
-    assert {"sensitivity", "specificity", "auc"} <= set(text.split("\n"))
-    assert "support" not in fig.axes[0].get_legend().get_texts()[0].get_text()
-    # DataFrame input and explicit metric list
-    df = pd.DataFrame(per_class).T
-    fig2 = _render(plots.plot_per_class_metrics(df, metrics=["sensitivity"]))
+    assert text.count("n/a") == 3  # VASC: sensitivity, AUC and AP undefined
+    assert "VASC\n(n=0)" in text
+    assert f"{report['per_class']['MEL']['sensitivity']:.2f}" in text
+    assert ax.containers[3][0].get_hatch() == "///"
+    fig2 = _render(viz.plot_per_class_metrics(report, metrics=["sensitivity"]))
     assert len(fig2.axes[0].get_legend().get_texts()) == 1
-    assert len(_render(plots.plot_per_class_metrics({})).axes) == 1
+    with pytest.raises(ValueError, match="metrics must be some of"):
+        viz.plot_per_class_metrics(report, metrics=["support"])
+    with pytest.raises(ValueError, match="classification_report_dict"):
+        viz.plot_per_class_metrics(report["per_class"])
+
+
+# ------------------------------------------------------------------------------ overlays
 
 
 def _overlay_inputs(n=3):
@@ -316,66 +345,77 @@ def _overlay_inputs(n=3):
         h, w = 24 + 8 * i, 32 + 4 * i
         img, m = _image_and_mask(rng, h, w)
         images.append(img)
-        tms.append(m.astype(np.uint8))
-        pms.append(_disc(h // 2, w // 2, h // 4, w // 4, 3))  # prediction at half resolution
+        tms.append(m)
+        pms.append(_disc(h, w, h // 2 + 2, w // 2, 5))
     return images, tms, pms
 
 
 def test_overlay_grid_with_truth():
     images, tms, pms = _overlay_inputs(3)
-    probs = np.full((3, K), 0.05)
-    probs[:, 1] = 0.7
-    fig = _render(plots.plot_overlay_grid(
-        images, tms, pms, true_labels=[1, 0, 1], pred_labels=[1, 1, 1], pred_probs=probs,
-        class_names=CLASS_NAMES, scores=[0.91, float("nan"), 0.5],
-        title="synthetic demo data", row_titles=["a", "b", "c"]))
+    fig = _render(viz.plot_overlay_grid(
+        images, tms, pms, true_labels=["NV", "MEL", "NV"], pred_labels=["NV", "NV", "NV"],
+        pred_probs=[0.7, 0.55, 0.9], scores=[0.91, 0.2, 0.5], title="synthetic demo data",
+        row_titles=["a", "b", "c"]))
     assert len(fig.axes) == 3 * 4
     text = _texts(fig)
-    assert "true: NV · pred: NV (0.70)" in text
-    assert "Dice 0.91" in text and "Dice n/a" in text
+    assert "✓ true: NV · pred: NV (0.70)" in text and "✗ true: MEL · pred: NV (0.55)" in text
+    assert "Dice 0.91" in text
     labels = [fig.axes[4 * i].xaxis.label for i in range(3)]
-    assert to_rgb(labels[0].get_color()) == to_rgb(plots.CORRECT_COLOR)
-    assert to_rgb(labels[1].get_color()) == to_rgb(plots.WRONG_COLOR)
-    assert len(fig.legends) == 1  # legend drawn once
+    assert to_rgb(labels[0].get_color()) == to_rgb(viz.CORRECT_COLOR)
+    assert to_rgb(labels[1].get_color()) == to_rgb(viz.WRONG_COLOR)
     assert [t.get_text() for t in fig.legends[0].get_texts()] == [
         "true lesion outline", "predicted lesion outline"]
 
 
 def test_overlay_grid_inference_without_truth():
     images, _, pms = _overlay_inputs(2)
-    fig = _render(plots.plot_overlay_grid(images, None, pms, None, [0, 3], [0.82, 0.4],
-                                          title="inference"))
+    fig = _render(viz.plot_overlay_grid(images, None, pms, None, ["MEL", "AKIEC"], [0.82, 0.4],
+                                        title="inference"))
     assert len(fig.axes) == 2 * 3
     text = _texts(fig)
     assert "pred: MEL (0.82)" in text and "true:" not in text
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["predicted lesion outline"]
-    # an empty prediction mask and a single row
-    fig2 = _render(plots.plot_overlay_grid(images[:1], None, [np.zeros((5, 5), bool)], None,
-                                           None, None))
-    assert len(fig2.axes) == 3
+    assert "no images" in _texts(_render(viz.plot_overlay_grid([], None, [], None, [], [])))
+
+
+def test_overlay_grid_refuses_other_inputs():
+    images, tms, pms = _overlay_inputs(2)
+    with pytest.raises(ValueError, match="class names"):
+        viz.plot_overlay_grid(images, None, pms, None, [0, 1], [0.5, 0.5])
+    with pytest.raises(ValueError, match="together"):
+        viz.plot_overlay_grid(images, tms, pms, None, ["MEL", "NV"], [0.5, 0.5])
+    with pytest.raises(ValueError, match=r"2 images but \{'pred_probs': 1\}"):
+        viz.plot_overlay_grid(images, None, pms, None, ["MEL", "NV"], [0.5])
+    with pytest.raises(ValueError, match=r"pred_masks\[0\]: the mask has shape"):
+        viz.plot_overlay_grid(images, None, [pms[0][::2], pms[1]], None, ["MEL", "NV"], [0.5, 0.5])
 
 
 def test_overlay_mask_changes_only_mask_pixels():
     rng = np.random.default_rng(6)
     img, mask = _image_and_mask(rng, 40, 50)
-    out = plots.overlay_mask(img, mask)
+    m = mask.astype(bool)
+    out = viz.overlay_mask(img, mask)
     assert out.dtype == np.uint8 and out.shape == img.shape
     changed = np.any(out != img, axis=-1)
-    assert changed.any()
-    assert not (changed & ~mask).any()
+    assert changed.any() and not (changed & ~m).any()
     # contour pixels are painted in full colour, inner pixels blended
-    assert (out[mask & changed] == (255, 0, 255)).all(axis=-1).any()
+    assert (out[m & changed] == (255, 0, 255)).all(axis=-1).any()
     assert np.array_equal(out[20, 25], np.rint(0.6 * img[20, 25] + 0.4 * np.array([255, 0, 255])))
     assert np.array_equal(img, _image_and_mask(np.random.default_rng(6), 40, 50)[0])  # no in-place
-    # mask at another size, 0/255 mask, empty mask, contour only
-    small = plots.overlay_mask(img, mask[::2, ::2].astype(np.uint8) * 255, color=(0, 255, 0))
-    assert not (np.any(small != img, axis=-1) & ~_disc(40, 50, 20, 25, 14)).any()
-    assert np.array_equal(plots.overlay_mask(img, np.zeros((40, 50))), img)
-    only = plots.overlay_mask(img, mask, alpha=0.0, contour=True)
+    green = viz.overlay_mask(img, m, color=viz.TRUE_MASK_COLOR, alpha=1.0)
+    assert (green[m] == (0, 200, 0)).all()
+    assert np.array_equal(viz.overlay_mask(img, np.zeros((40, 50), bool)), img)
+    only = viz.overlay_mask(img, mask, alpha=0.0, contour=True)
     only_changed = np.any(only != img, axis=-1)
-    assert only_changed.any() and only_changed.sum() < mask.sum()
-    assert not (only_changed & ~mask).any()
-    assert np.array_equal(plots.overlay_mask(img, mask, alpha=0.0, contour=False), img)
+    assert only_changed.any() and only_changed.sum() < m.sum() and not (only_changed & ~m).any()
+    assert np.array_equal(viz.overlay_mask(img, mask, alpha=0.0, contour=False), img)
+    with pytest.raises(ValueError, match="the mask has shape"):
+        viz.overlay_mask(img, mask[::2, ::2])
+    with pytest.raises(ValueError, match="0/1"):
+        viz.overlay_mask(img, mask * 255)
+
+
+# ------------------------------------------------------------------------------ benchmark
 
 
 def test_benchmark():
@@ -384,29 +424,15 @@ def test_benchmark():
         "pipeline": ["naive", "ours", "naive", "ours", "ours", "ours"],
         "images_per_s": [100.0, 350.0, 200.0, 700.0, 900.0, 5000.0],
     })
-    fig = _render(plots.plot_benchmark(table, title="synthetic demo data"))
-    assert len(fig.axes) == 1
+    fig = _render(viz.plot_benchmark(table, title="synthetic demo data"))
+    ax = fig.axes[0]
     text = _texts(fig)
     assert "×3.5" in text and "×4.0" in text  # augment: mean(700, 900) / 200
     assert text.count("×") == 2  # no ratio for a stage without a naive run
-    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["decode", "augment",
-                                                                   "collate"]
-    assert len(_render(plots.plot_benchmark(table.iloc[:0])).axes) == 1
-
-
-def test_every_plot_function_returns_a_figure_and_takes_title():
-    import inspect
-
-    names = [n for n in plots.__all__ if n.startswith("plot_")]
-    assert len(names) >= 12
-    for n in names:
-        assert "title" in inspect.signature(getattr(plots, n)).parameters, n
-
-
-def test_publish_saves_and_closes_outside_a_notebook(tmp_path):
-    from skin_utils.viz.plots import plot_class_distribution, publish
-
-    fig = plot_class_distribution([0, 1, 1, 2])
-    path = publish(fig, tmp_path / "f.png")
-    assert path.stat().st_size > 1000
-    assert fig.number not in plt.get_fignums()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["decode", "augment", "collate"]
+    assert [b.get_width() for b in ax.containers[1]][:2] == [350.0, 800.0]  # ours, averaged
+    assert ax.get_xscale() == "linear"
+    assert viz.plot_benchmark(table.assign(images_per_s=[1.0, 100, 2, 3, 4, 5])).axes[0] \
+        .get_xscale() == "log"
+    with pytest.raises(ValueError, match="benchmark.run"):
+        viz.plot_benchmark(table.drop(columns="stage"))

@@ -283,3 +283,12 @@ def test_classes_learnable_from_colour_histograms(ds):
     majority = balanced_accuracy_score(y, np.full_like(y, Counter(y).most_common(1)[0][0]))
     assert majority == pytest.approx(1 / 7)
     assert balanced_accuracy_score(y, pred) > majority + 0.3
+
+
+def test_demo_found_by_resolve_data_dir_has_height_width_size(tmp_path):
+    from skin_utils.data.datasets import resolve_data_dir
+
+    d = resolve_data_dir("data", synthetic_dir="demo", n_demo_images=21, demo_image_size=(32, 48), root=tmp_path)
+    assert d == tmp_path / "demo"
+    with Image.open(next((d / "images").glob("*.jpg"))) as im:
+        assert im.size == (48, 32)  # PIL's (W, H) for demo_image_size=(H, W) = (32, 48)

@@ -1,16 +1,19 @@
 """Preprocessing cache: every image and mask decoded and resized once, stored as uint8 arrays.
 
-Layout (one folder per data set fingerprint, image selection and size)::
+Files are read with `skin_utils.data.imageio` (the same functions the validator checks them
+with) and resized by :func:`resize_pair`. Layout (one folder per data set fingerprint, image
+selection and size)::
 
     <cache_dir>/<key>/images.npy   uint8 (N, H, W, 3)   memory-mapped when read
     <cache_dir>/<key>/masks.npy    uint8 (N, H, W)      0 = skin, 1 = lesion
-    <cache_dir>/<key>/info.json    image ids, size, data fingerprint, when and how it was made
+    <cache_dir>/<key>/info.json    image ids, (H, W), data fingerprint, when and how it was made
 
-``key`` hashes the data fingerprint (file sizes and labels, see `skin_utils.data.layout`), the list
-of image ids and the size, so any change to the data or the size makes a new entry; nothing is
-ever read from a stale one. Size on disk: N x H x W x 4 bytes, e.g. 8,512 images at 128 x 128
-take 558 MB, at 256 x 256 2.2 GB. The default folder is ``$SKIN_UTILS_CACHE`` or
-``~/.cache/skin_utils``; delete it at any time to reclaim the space.
+``key`` hashes CACHE_VERSION, the data fingerprint (image ids, labels and file sizes, see
+`skin_utils.data.layout`), the list of image ids and the size (H, W), so a change of labels,
+files (by their size), selection, size or preprocessing makes a new entry instead of reading a
+stale one. Size on disk: N x H x W x 4 bytes, e.g. 8,512 images at 128 x 128 take 558 MB, at
+256 x 256 2.2 GB. The default folder is ``$SKIN_UTILS_CACHE`` or ``~/.cache/skin_utils``;
+delete it at any time to reclaim the space.
 """
 
 from __future__ import annotations
@@ -29,35 +32,43 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from skin_utils.data.imageio import as_hw, read_image, read_mask
+from skin_utils.data.imageio import as_hw, binarise_mask, read_image, read_mask
 
+#: Bump when what is stored for the same files changes (reading, resizing, binarising).
 CACHE_VERSION = 1
 
 
 def default_cache_dir() -> Path:
+    """``$SKIN_UTILS_CACHE``, else ``~/.cache/skin_utils``."""
     return Path(os.environ.get("SKIN_UTILS_CACHE", Path.home() / ".cache" / "skin_utils"))
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray | None, hw) -> tuple[np.ndarray, np.ndarray | None]:
-    """Resize an RGB uint8 image (bilinear, antialiased) and a {0,1} mask to ``hw``.
+    """Resize an RGB uint8 image (bilinear, antialiased when shrinking) and a {0, 1} mask to
+    ``hw=(H, W)``.
 
-    The mask is resized as 0/255 grey levels with the same filter, then cut at half range, so
-    that its border follows the image's instead of the staircase of nearest neighbour."""
-    h, w = hw
+    The mask is resized as 0/255 grey levels with the same filter, then made binary by the
+    package's one rule, `skin_utils.data.imageio.binarise_mask` at half range (>= 128), so that
+    its border follows the image's instead of the staircase of nearest neighbour."""
+    h, w = as_hw(hw)
     img = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
     if mask is None:
         return img, None
-    m = Image.fromarray((mask * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)
-    return img, (np.asarray(m) >= 128).astype(np.uint8)
+    grey = Image.fromarray((mask * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)
+    return img, binarise_mask(np.asarray(grey), 255.0)
 
 
-def load_resized(image_path, mask_path, hw):
+def load_resized(image_path, mask_path, hw) -> tuple[np.ndarray, np.ndarray | None]:
+    """An image and its mask (None: no mask) read as for training and resized to ``hw=(H, W)``:
+    the mask is first brought to the image's own size (nearest neighbour), then both are
+    resized together by :func:`resize_pair`."""
     image = read_image(image_path)
-    mask = read_mask(mask_path, size=(image.shape[1], image.shape[0])) if mask_path else None
+    mask = read_mask(mask_path, hw=image.shape[:2]) if mask_path else None
     return resize_pair(image, mask, hw)
 
 
 def cache_key(index, hw) -> str:
+    """16 hex chars from the cache version, the data fingerprint, ``hw=(H, W)`` and the image ids."""
     h = hashlib.sha256()
     h.update(f"v{CACHE_VERSION}|{index.attrs.get('fingerprint', '')}|{hw[0]}x{hw[1]}|".encode())
     h.update("\n".join(index["image_id"]).encode())
@@ -93,10 +104,11 @@ class ArrayCache:
 
 def build_cache(index, image_size, cache_dir=None, num_threads: int | None = None,
                 progress: bool = True) -> ArrayCache:
-    """Return the cache for ``index`` (a `skin_utils.data.layout.load_index` frame) at ``image_size``,
-    building it first if needed. Building decodes each file once, on a few threads (PIL releases
-    the GIL while decoding and resizing), into a temporary folder that is renamed into place
-    when complete, so an interrupted build never leaves a half-written entry behind."""
+    """Return the cache for ``index`` (a `skin_utils.data.layout.load_index` frame) at
+    ``image_size`` (an int, or ``(H, W)``), building it first if needed. Building decodes each
+    file once (:func:`load_resized`), on a few threads (PIL releases the GIL while decoding and
+    resizing), into a temporary folder that is renamed into place when complete, so an
+    interrupted build never leaves a half-written entry behind."""
     hw = as_hw(image_size)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     final = root / cache_key(index, hw)
@@ -120,7 +132,7 @@ def build_cache(index, image_size, cache_dir=None, num_threads: int | None = Non
         t0 = time.perf_counter()
         with ThreadPoolExecutor(threads) as pool:
             list(tqdm(pool.map(work, range(n)), total=n, disable=not progress,
-                      desc=f"caching {n} images at {hw[0]}x{hw[1]}", mininterval=1.0))
+                      desc=f"caching {n} images at (H, W) = {hw}", mininterval=1.0))
         images.flush(), masks.flush()
         del images, masks
         info = {

@@ -1,10 +1,10 @@
-"""Datasets, augmentation and loaders.
+"""Datasets, augmentation and loaders, and where the data is (`resolve_data_dir`).
 
 Images travel as uint8 tensors from the cache to the training step, which converts them to
 float and normalises them (on the GPU when there is one): four times less memory traffic than
-float32 samples, and the augmentation runs on small uint8 tensors.
-Augmentation uses ``torchvision.transforms.v2`` on an (Image, Mask) pair, so geometric
-transforms move both and colour transforms touch the image only.
+float32 samples. Augmentation comes in two parts (`build_augmentation`): geometry per sample in
+the loader, with ``torchvision.transforms.v2`` on an (Image, Mask) pair so that image and mask
+move together; colour per batch in the training step (`BatchColorJitter`), image only.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+
+from skin_utils.data.imageio import as_hw
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -165,10 +167,11 @@ def balanced_sampler(labels, power: float = 0.5, seed: int = 0) -> WeightedRando
 
 
 def resolve_data_dir(data_dir="data", synthetic_dir="data/synthetic_demo", n_demo_images: int = 400,
-                     demo_image_size=(160, 120), seed: int = 0, root: Path | None = None) -> Path:
-    """Where the images are: ``data_dir`` when it holds a data set (images/ or the official part
-    folders), else the synthetic demo (generated once into ``synthetic_dir``). Relative paths
-    are taken from the repository root, so notebooks work from papermill, Jupyter and nbval."""
+                     demo_image_size=(120, 160), seed: int = 0, root: Path | None = None) -> Path:
+    """Where the images are: ``data_dir`` when it holds a data set (images/, the official part
+    folders or a labels file), else the synthetic demo of ``n_demo_images`` images of
+    ``demo_image_size=(H, W)`` (generated once into ``synthetic_dir``). Relative paths are taken
+    from the repository root, so notebooks work from papermill, Jupyter and nbval."""
     from skin_utils.nb.paths import resolve
     from skin_utils.demo.synthetic import make_synthetic_dataset
 
@@ -182,5 +185,6 @@ def resolve_data_dir(data_dir="data", synthetic_dir="data/synthetic_demo", n_dem
             "images/, masks/ and HAM10000_metadata.csv (see data/README.md, or run "
             "`python -m skin_utils.data.prepare DOWNLOADS_DIR`). Use data_dir='data' for the demo."
         )
+    h, w = as_hw(demo_image_size)
     return make_synthetic_dataset(resolve(synthetic_dir, root), n_images=n_demo_images,
-                                  image_size=demo_image_size, seed=seed)
+                                  image_size=(w, h), seed=seed)  # synthetic takes (W, H)

@@ -25,9 +25,10 @@ def lesion_area_fractions(index: pd.DataFrame, max_images: int | None = 3000, se
 
 
 def sample_per_class(index: pd.DataFrame, per_class: int = 5, seed: int = 0):
-    """Up to ``per_class`` random images of each class: (images, masks, labels) lists."""
+    """Up to ``per_class`` random images of each class: (images, masks, labels) lists; each mask
+    at its image's size (None where the image has no mask)."""
     rows = pd.concat([_sample(g, per_class, seed) for _, g in index.groupby("label")])
     images = [read_image(p) for p in rows["image_path"]]
-    masks = [read_mask(m, size=(im.shape[1], im.shape[0])) if isinstance(m, str) else None
+    masks = [read_mask(m, hw=im.shape[:2]) if isinstance(m, str) else None
              for m, im in zip(rows["mask_path"], images)]
     return images, masks, rows["label"].tolist()

@@ -1,13 +1,22 @@
-"""Reading dermoscopy images and lesion masks into plain numpy arrays.
+"""Reading dermoscopy images and lesion masks into plain numpy arrays: the one reading path.
+
+Every size here is ``(height, width)`` (:func:`as_hw`), like numpy shapes.
 
 * :func:`read_image` -> ``np.uint8 (H, W, 3)`` RGB, whatever the file's mode. EXIF orientation is
   applied. Transparent images (RGBA, LA, PA, palette with transparency) are **composited on
   white**, so that transparent areas get a defined colour instead of whatever RGB values happen
   to sit under alpha = 0. 16-bit images are scaled to 8 bit by their full range (``v / 257``),
   never clipped; float images are scaled from [0, 1] (or [0, 255], else min-max).
-* :func:`read_mask` -> ``np.uint8 (H, W)`` in {0, 1}, binarised at half of the file's value
-  range (0/1-valued masks are taken as they are), optionally resized with nearest neighbour.
-* :func:`image_size` -> ``(W, H)`` after EXIF rotation, from the file header only.
+* :func:`read_mask` -> ``np.uint8 (H, W)`` in {0, 1} by :func:`binarise_mask` (at or above half
+  of the mask's value range is lesion; 0/1-valued masks are taken as they are), optionally
+  resized with nearest neighbour to ``hw=(H, W)``.
+* :func:`image_hw` -> ``(H, W)`` after EXIF rotation, from the file header only.
+
+The steps are public so that the data-set validator (`skin_utils.data.layout`) checks files with
+exactly the functions that read them for training: :func:`open_image` (header),
+:func:`decode_image` (pixels + EXIF orientation; ``draft=True`` decodes JPEGs at 1/8 scale, which
+still reads the whole stream), :func:`to_rgb_array` (the colour conversion rules),
+:func:`mask_value_range` and :func:`binarise_mask` (the mask rules).
 
 Every failure to read a file raises :class:`ImageReadError` (a ``ValueError``) naming the file,
 what is wrong and what to do.
@@ -22,11 +31,18 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
+    "ColourMaskError",
     "ImageReadError",
-    "image_size",
+    "as_hw",
+    "binarise_mask",
+    "decode_image",
+    "image_hw",
     "mask_value_range",
+    "open_image",
+    "oriented_hw",
     "read_image",
     "read_mask",
+    "to_rgb_array",
 ]
 
 PathLike = str | os.PathLike
@@ -57,11 +73,16 @@ class ImageReadError(ValueError):
         super().__init__(f"Cannot read {self.path}: {reason}. Fix: {hint}.")
 
 
+class ColourMaskError(ImageReadError):
+    """A readable image given as a mask that has real colours, so it is no binary mask."""
+
+
 # --------------------------------------------------------------------------------------------
-# opening
+# opening and decoding
 # --------------------------------------------------------------------------------------------
-def _open(path: PathLike) -> Image.Image:
-    """``Image.open`` with our error messages (reads the header only)."""
+def open_image(path: PathLike) -> Image.Image:
+    """``Image.open`` (reads the header only) with :class:`ImageReadError` for a missing, empty,
+    unidentifiable or oversized file. Use it as a context manager."""
     p = Path(path)
     if not p.exists():
         raise ImageReadError(p, "the file does not exist", "check the path")
@@ -85,22 +106,26 @@ def _open(path: PathLike) -> Image.Image:
         raise ImageReadError(p, f"the header is broken ({e})", _HINT_REPLACE) from None
 
 
-def _load_pixels(img: Image.Image, path: PathLike) -> Image.Image:
-    """Decode the pixels; truncated or corrupt files raise ImageReadError."""
+def decode_image(img: Image.Image, path: PathLike, draft: bool = False) -> Image.Image:
+    """Decode the pixels of an opened image and apply its EXIF orientation.
+
+    ``draft=True`` decodes JPEGs at 1/8 of their size (DCT scaling): the whole stream is still
+    read, so truncated and corrupt files are still caught, for about 1/64 of the work. It is for
+    checking files (the validator), never for pixels that are used. Any decoding failure raises
+    :class:`ImageReadError`; a malformed EXIF orientation tag is ignored (the pixels are fine).
+    """
+    if draft and img.format == "JPEG":
+        img.draft("RGB", (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
     try:
         img.load()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - PIL plugins raise many types for corrupt data
         msg = str(e)
         reason = "the file is truncated (incomplete download or copy)" if "truncated" in msg else (
             f"the pixel data cannot be decoded ({msg})"
         )
         raise ImageReadError(path, reason, _HINT_REPLACE) from None
-    return img
-
-
-def _load(img: Image.Image, path: PathLike) -> Image.Image:
-    """Decode the pixels and apply the EXIF orientation; truncated files raise ImageReadError."""
-    _load_pixels(img, path)
     if _orientation(img) == 1:
         return img
     try:
@@ -117,19 +142,19 @@ def _orientation(img: Image.Image) -> int:
         return 1
 
 
-def oriented_size(img: Image.Image) -> tuple[int, int]:
-    """``(W, H)`` of an opened image after its EXIF rotation (header only)."""
+def oriented_hw(img: Image.Image) -> tuple[int, int]:
+    """``(H, W)`` of an opened image after its EXIF rotation (header only)."""
     w, h = img.size
-    return (int(h), int(w)) if _orientation(img) in _SWAPPING_ORIENTATIONS else (int(w), int(h))
+    return (int(w), int(h)) if _orientation(img) in _SWAPPING_ORIENTATIONS else (int(h), int(w))
 
 
-def image_size(path: PathLike) -> tuple[int, int]:
-    """``(W, H)`` of an image as :func:`read_image` returns it (EXIF rotation applied).
+def image_hw(path: PathLike) -> tuple[int, int]:
+    """``(H, W)`` of an image as :func:`read_image` returns it (EXIF rotation applied).
 
     Only the header is read, so this is cheap even for large files.
     """
-    with _open(path) as img:
-        return oriented_size(img)
+    with open_image(path) as img:
+        return oriented_hw(img)
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,19 +198,31 @@ def _gray_to_uint8(img: Image.Image) -> np.ndarray:
     return _scale_to_uint8(a, None)
 
 
-def _to_rgb_array(img: Image.Image) -> np.ndarray:
+def to_rgb_array(img: Image.Image, path: PathLike = "<image>") -> np.ndarray:
+    """A decoded image as ``np.uint8 (H, W, 3)`` RGB: the conversion rules of :func:`read_image`.
+
+    L/1/P/CMYK/YCbCr -> RGB; RGBA/LA/PA (and palettes with transparency) are composited on
+    white; I;16/I;16B are divided by 257 (full 16-bit range -> 0..255); I is treated as 8-bit if
+    its values fit 0..255, else as 16-bit if they fit 0..65535, else min-max scaled; F is scaled
+    from [0, 1] (or taken as 0..255, else min-max scaled). A mode PIL cannot convert raises
+    :class:`ImageReadError`.
+    """
     mode = img.mode
-    if mode == "RGB":
-        out = np.asarray(img)
-    elif mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        out = np.asarray(_on_white(img))
-    elif mode == "P":
-        out = np.asarray(_on_white(img) if "transparency" in img.info else img.convert("RGB"))
-    elif mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
-        g = _gray_to_uint8(img)
-        out = np.repeat(g[:, :, None], 3, axis=2)
-    else:  # L, 1, CMYK, YCbCr, LAB, HSV, RGBX, ...
-        out = np.asarray(img.convert("RGB"))
+    try:
+        if mode == "RGB":
+            out = np.asarray(img)
+        elif mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+            out = np.asarray(_on_white(img))
+        elif mode == "P":
+            out = np.asarray(_on_white(img) if "transparency" in img.info else img.convert("RGB"))
+        elif mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
+            g = _gray_to_uint8(img)
+            out = np.repeat(g[:, :, None], 3, axis=2)
+        else:  # L, 1, CMYK, YCbCr, LAB, HSV, RGBX, ...
+            out = np.asarray(img.convert("RGB"))
+    except ValueError as e:  # "conversion from X to RGB not supported"
+        raise ImageReadError(path, f"mode {mode} cannot be converted to RGB ({e})",
+                             "save the image as an 8-bit RGB JPEG or PNG") from None
     out = np.ascontiguousarray(out, dtype=np.uint8)
     if out.ndim != 3 or out.shape[2] != 3:  # pragma: no cover - defensive
         raise ValueError(f"internal error: RGB conversion of mode {mode} gave shape {out.shape}")
@@ -193,27 +230,33 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
 
 
 def read_image(path: PathLike) -> np.ndarray:
-    """Read any PIL-readable image as ``np.uint8 (H, W, 3)`` RGB, EXIF orientation applied.
-
-    Conversions: L/1/P/CMYK/YCbCr -> RGB; RGBA/LA/PA (and palettes with transparency) are
-    composited on white; I;16/I;16B are divided by 257 (full 16-bit range -> 0..255); I is
-    treated as 8-bit if its values fit 0..255, else as 16-bit if they fit 0..65535, else
-    min-max scaled; F is scaled from [0, 1] (or taken as 0..255, else min-max scaled).
-    """
-    with _open(path) as img:
-        return _to_rgb_array(_load(img, path))
+    """Read any PIL-readable image as ``np.uint8 (H, W, 3)`` RGB, EXIF orientation applied
+    (:func:`open_image`, :func:`decode_image`, then the rules of :func:`to_rgb_array`)."""
+    with open_image(path) as img:
+        return to_rgb_array(decode_image(img, path), path)
 
 
 # --------------------------------------------------------------------------------------------
 # masks
 # --------------------------------------------------------------------------------------------
 def mask_value_range(img: Image.Image, path: PathLike = "<mask>") -> tuple[np.ndarray, float]:
-    """Pixel values of a (loaded, oriented) mask image as a 2-D array and the value that means
-    "fully on" for its storage type (1 for 1-bit, 255 for 8-bit, 65535 for 16-bit, 1.0 for F).
+    """Pixel values of a decoded mask image as a 2-D array, and its full range: the value that
+    means "fully lesion", for :func:`binarise_mask`.
 
-    RGB(A) and palette masks are accepted when their colour channels are equal (grey); a mask
-    with real colours raises :class:`ImageReadError`. Alpha is ignored.
+    The full range is the storage type's (1 for 1-bit, 255 for 8-bit, 65535 for 16-bit, 1.0 for
+    float masks in [0, 1], else 255), except that a mask whose values are only 0 and 1 has full
+    range 1: it is already binary (a 0/1 mask saved as 8 bit). RGB(A) and palette masks are
+    accepted when their colour channels are equal (grey); a mask with real colours raises
+    :class:`ColourMaskError` (an :class:`ImageReadError`). Alpha is ignored.
     """
+    values, storage_range = _mask_values(img, path)
+    if storage_range > 1 and values.size and values.max() <= 1 and np.isin(values, (0, 1)).all():
+        return values, 1.0
+    return values, storage_range
+
+
+def _mask_values(img: Image.Image, path: PathLike) -> tuple[np.ndarray, float]:
+    """A mask image's values (2-D) and the full range of its storage type."""
     mode = img.mode
     if mode == "1":
         return np.asarray(img, dtype=np.uint8), 1.0
@@ -234,7 +277,7 @@ def mask_value_range(img: Image.Image, path: PathLike = "<mask>") -> tuple[np.nd
     rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
     spread = int((rgb.max(axis=2) - rgb.min(axis=2)).max()) if rgb.size else 0
     if spread > 8:  # a few levels of slack for JPEG chroma noise in grey masks
-        raise ImageReadError(
+        raise ColourMaskError(
             path,
             f"a colour image ({mode}; channels differ by up to {spread} levels), not a binary mask",
             "save the mask as a single-channel 8-bit PNG with 0 = skin and 255 = lesion",
@@ -242,34 +285,43 @@ def mask_value_range(img: Image.Image, path: PathLike = "<mask>") -> tuple[np.nd
     return rgb.mean(axis=2).round().astype(np.uint8), 255.0
 
 
-def _binarise(values: np.ndarray, full_range: float) -> np.ndarray:
-    hi = values.max() if values.size else 0
-    if hi <= 1:  # 0/1-valued (also 1-bit and float masks in [0, 1] with only 0 and 1)
-        if full_range == 1.0 or np.isin(values, (0, 1)).all():
-            return (values >= 0.5).astype(np.uint8)
-    return (values > full_range / 2.0).astype(np.uint8)
+def binarise_mask(values: np.ndarray, full_range: float) -> np.ndarray:
+    """The one rule that makes a mask binary: ``1`` (lesion) where a value is at or above half of
+    ``full_range`` (the value that means "fully lesion", see :func:`mask_value_range`), else 0.
+
+    :func:`read_mask` applies it to a mask file's values, the validator to the distinct values it
+    finds (to tell label maps from masks), and `skin_utils.data.cache.resize_pair` to a {0, 1}
+    mask resized bilinearly as 0..255 grey levels (``full_range=255``): cutting the interpolated
+    levels at half range puts the border where the image's own interpolation puts it, instead of
+    the staircase of nearest neighbour.
+    """
+    return (np.asarray(values) >= full_range / 2.0).astype(np.uint8)
 
 
-def read_mask(path: PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
+def _check_hw(hw) -> tuple[int, int]:
+    if (
+        not isinstance(hw, (tuple, list))
+        or len(hw) != 2
+        or not all(isinstance(s, (int, np.integer)) and s > 0 for s in hw)
+    ):
+        raise ValueError(f"hw must be (H, W), two positive integers (height, width), got {hw!r}")
+    return int(hw[0]), int(hw[1])
+
+
+def read_mask(path: PathLike, hw: tuple[int, int] | None = None) -> np.ndarray:
     """Read a lesion mask as ``np.uint8 (H, W)`` in {0, 1} (1 = lesion).
 
     Accepted: 1-bit, 8-bit L (0/255, or 0/1), 16-bit, float, and RGB/RGBA/palette masks whose
-    colour channels are equal. Values above half of the storage range are lesion; a mask whose
-    values are only 0 and 1 is taken as already binary. ``size=(W, H)`` resizes with nearest
-    neighbour (masks are never interpolated).
+    colour channels are equal (:func:`mask_value_range`). Values at or above half of the storage
+    range are lesion (:func:`binarise_mask`); a mask whose values are only 0 and 1 is taken as
+    already binary. ``hw=(H, W)`` resizes with nearest neighbour (masks are never interpolated
+    here).
     """
-    if size is not None:
-        if (
-            not isinstance(size, (tuple, list))
-            or len(size) != 2
-            or not all(isinstance(s, (int, np.integer)) and s > 0 for s in size)
-        ):
-            raise ValueError(f"size must be (W, H) with two positive integers, got {size!r}")
-    with _open(path) as img:
-        values, full_range = mask_value_range(_load(img, path), path)
-    binary = _binarise(values, full_range)
-    if size is not None and (binary.shape[1], binary.shape[0]) != tuple(size):
-        binary = np.asarray(
-            Image.fromarray(binary).resize((int(size[0]), int(size[1])), Image.Resampling.NEAREST)
-        )
+    if hw is not None:
+        hw = _check_hw(hw)
+    with open_image(path) as img:
+        values, full_range = mask_value_range(decode_image(img, path), path)
+    binary = binarise_mask(values, full_range)
+    if hw is not None and binary.shape != hw:
+        binary = np.asarray(Image.fromarray(binary).resize((hw[1], hw[0]), Image.Resampling.NEAREST))
     return np.ascontiguousarray(binary, dtype=np.uint8)

@@ -6,6 +6,13 @@
   either raises :class:`DataValidationError` listing all problems (default) or, with
   ``on_bad_data="skip"``, drops the affected images and records them in ``df.attrs["problems"]``.
 * :func:`find_images` lists the images of an unlabelled folder (for inference).
+* :func:`is_ignored`, :func:`split_mask_name`, :func:`read_table` and :func:`describe_folder`
+  are the naming, labels-file and message rules that `skin_utils.data.prepare` shares.
+
+With ``decode=True`` every image and mask is read with the functions of
+`skin_utils.data.imageio` that training reads them with (JPEGs decoded at 1/8 scale, which still
+reads the whole stream), and masks are judged by the same binarisation rule,
+`imageio.binarise_mask`.
 
 Layouts understood (auto-detected)::
 
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 import warnings
@@ -32,7 +40,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from skin_utils.data.imageio import ImageReadError, _load_pixels, _open, mask_value_range, oriented_size
+from skin_utils.data.imageio import (
+    ColourMaskError,
+    ImageReadError,
+    binarise_mask,
+    decode_image,
+    mask_value_range,
+    open_image,
+    oriented_hw,
+    to_rgb_array,
+)
 from skin_utils.labels import CLASS_NAMES, DX_TO_INDEX
 
 __all__ = [
@@ -42,8 +59,12 @@ __all__ = [
     "DataValidationError",
     "LesionLeakageWarning",
     "Problem",
+    "describe_folder",
     "find_images",
+    "is_ignored",
     "load_index",
+    "read_table",
+    "split_mask_name",
     "validate_dataset",
 ]
 
@@ -231,12 +252,15 @@ class DataReport:
 # --------------------------------------------------------------------------------------------
 # scanning
 # --------------------------------------------------------------------------------------------
-def _is_ignored(name: str) -> bool:
+def is_ignored(name: str) -> bool:
+    """True for hidden files and operating-system/archiver junk (.DS_Store, Thumbs.db, __MACOSX, ...),
+    which every reader here skips without complaint."""
     return name.startswith(".") or name.lower() in IGNORED_NAMES
 
 
-def _mask_split(stem: str) -> tuple[str, str] | None:
-    """``("ISIC_1", "_segmentation")`` for ``ISIC_1_segmentation``; None for non-mask names."""
+def split_mask_name(stem: str) -> tuple[str, str] | None:
+    """``("ISIC_1", "_segmentation")`` for the file stem ``ISIC_1_segmentation`` (any case of
+    the suffixes in MASK_SUFFIXES); None for a stem that is not a mask name."""
     low = stem.lower()
     for suffix in MASK_SUFFIXES:
         if low.endswith(suffix) and len(stem) > len(suffix):
@@ -244,7 +268,8 @@ def _mask_split(stem: str) -> tuple[str, str] | None:
     return None
 
 
-def _listing(folder: Path, limit: int = 10) -> str:
+def describe_folder(folder: Path, limit: int = 10) -> str:
+    """A sentence for error messages: what ``folder`` contains (the first ``limit`` names)."""
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as e:
@@ -256,15 +281,9 @@ def _listing(folder: Path, limit: int = 10) -> str:
     return "It contains: " + ", ".join(names) + more
 
 
-@dataclass
-class _File:
-    path: str
-    size: int
-    suffix: str = ""  # masks: "_segmentation.png" etc.
-
-
-def _read_table(path: Path) -> pd.DataFrame:
-    """CSV or TSV (sniffed from the header line), everything as str, column names lower-cased."""
+def read_table(path: Path) -> pd.DataFrame:
+    """A labels file as text: CSV or TSV (sniffed from the header line), every cell a stripped
+    str, column names lower-cased."""
     with open(path, encoding="utf-8-sig", errors="replace") as f:
         header = f.readline()
     sep = "\t" if header.count("\t") > header.count(",") else ","
@@ -273,10 +292,12 @@ def _read_table(path: Path) -> pd.DataFrame:
     return df.apply(lambda s: s.str.strip())
 
 
-def _parse_metadata(path: Path, problems: list[Problem]) -> dict[str, dict] | None:
-    """image_id -> {label, dx, lesion_id, age, sex, localization} from HAM10000_metadata."""
+def _parse_metadata(path: Path, problems: list[Problem]) -> tuple[dict[str, dict], bool] | None:
+    """``(image_id -> {label, lesion_id, age, sex, localization}, has_lesion_ids)`` from
+    HAM10000_metadata; None (and a bad_label_file problem) when it cannot be used. ``label`` is
+    None for a diagnosis that is not one of the seven classes (reported as bad_label)."""
     try:
-        df = _read_table(path)
+        df = read_table(path)
     except Exception as e:  # noqa: BLE001 - any parse failure is reported, not raised
         problems.append(Problem(str(path), "bad_label_file", f"cannot be parsed as CSV/TSV ({e})"))
         return None
@@ -325,12 +346,14 @@ def _parse_metadata(path: Path, problems: list[Problem]) -> dict[str, dict] | No
             e["label"] = None
         else:
             e["label"] = idx
-    return out, has_lesion  # type: ignore[return-value]
+    return out, has_lesion
 
 
-def _parse_groundtruth(path: Path, problems: list[Problem]):
+def _parse_groundtruth(path: Path, problems: list[Problem]) -> tuple[dict[str, dict], bool] | None:
+    """Like :func:`_parse_metadata` for the ISIC 2018 one-hot GroundTruth.csv (no lesion ids:
+    ``lesion_id`` = image_id); rows that are not exactly one-hot get ``label`` None."""
     try:
-        df = _read_table(path)
+        df = read_table(path)
     except Exception as e:  # noqa: BLE001
         problems.append(Problem(str(path), "bad_label_file", f"cannot be parsed as CSV ({e})"))
         return None
@@ -372,291 +395,303 @@ def _parse_groundtruth(path: Path, problems: list[Problem]):
     return out, False
 
 
-def _check_image(path: str) -> tuple[tuple[int, int] | None, Problem | None]:
-    """Header + cheap full-stream decode. Returns ((W, H) after EXIF rotation, problem)."""
-    try:
-        with _open(path) as img:
-            w, h = oriented_size(img)
-            if img.format == "JPEG":
-                # DCT-scaled decode: reads (and so checks) the whole stream for ~1/64 of the work.
-                img.draft("RGB", (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
-            try:
-                img.load()
-            except Exception as e:  # noqa: BLE001
-                msg = str(e)
-                reason = ("truncated (incomplete download or copy)" if "truncated" in msg
-                          else f"pixel data cannot be decoded ({msg})")
-                return None, Problem(path, "unreadable_image", reason)
-        return (w, h), None
-    except ImageReadError as e:
-        return None, Problem(path, "unreadable_image", e.reason)
+# --------------------------------------------------------------------------------------------
+# the phases of a scan
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _File:
+    path: str
+    size: int  # bytes
+    suffix: str = ""  # masks: "_segmentation.png" etc.
 
 
-def _mask_verdict(values: np.ndarray, full_range: float) -> str | None:
-    """Why these mask values are not a binary mask, or None when they are fine."""
-    if values.size == 0:
-        return "the mask has no pixels"
-    hi = float(values.max())
-    if full_range > 1 and 2 <= hi < full_range / 2:
-        distinct = np.unique(values)
-        shown = ", ".join(f"{v:g}" for v in distinct[:8]) + (" ..." if len(distinct) > 8 else "")
-        return (f"looks like a label map or wrongly scaled mask: max value {hi:g} of {full_range:g} "
-                f"(values {shown}); binarised at half range it would be empty")
-    if full_range > 1:
-        lo_t, hi_t = 0.1 * full_range, 0.9 * full_range
-        mid = float(np.count_nonzero((values > lo_t) & (values < hi_t))) / values.size
-        if mid > MID_GREY_FRACTION:
-            n = len(np.unique(values))
-            return (f"not binary: {n} distinct values and {mid:.0%} of pixels are mid-grey "
-                    f"(between 10% and 90% of range); a soft/probability map or a photo?")
-    return None
+@dataclass
+class _Found:
+    """What :func:`_find_files` found: the folders, and the files by image id."""
+
+    root: Path
+    entries: dict[str, os.DirEntry]  # the data folder's entries, by lower-case name
+    image_dirs: list[Path]
+    mask_dirs: list[Path]
+    images: dict[str, list[_File]] = field(default_factory=lambda: defaultdict(list))
+    masks: dict[str, list[_File]] = field(default_factory=lambda: defaultdict(list))
+
+    def image(self, image_id: str) -> _File:
+        return self.images[image_id][0]
+
+    def mask(self, image_id: str) -> _File | None:
+        return self.masks[image_id][0] if image_id in self.masks else None
+
+    @property
+    def has_masks(self) -> bool:
+        """A mask folder or any mask file: then every image needs a mask."""
+        return bool(self.mask_dirs or self.masks)
 
 
-def _check_mask(path: str) -> tuple[tuple[int, int] | None, Problem | None]:
-    try:
-        with _open(path) as img:
-            size = oriented_size(img)
-            loaded = _load_pixels(img, path)  # orientation does not change the value statistics
-            if loaded.mode == "L":  # the common case: histogram in C, no numpy copy needed
-                hist = loaded.histogram()
-                verdict = _hist_verdict(hist)
-            else:
-                values, full_range = mask_value_range(loaded, path)
-                verdict = _mask_verdict(values, full_range)
-    except ImageReadError as e:
-        kind = "not_binary_mask" if "colour image" in e.reason else "unreadable_mask"
-        return None, Problem(path, kind, e.reason)
-    if verdict:
-        return size, Problem(path, "not_binary_mask", verdict)
-    return size, None
+@dataclass
+class _Labels:
+    """What :func:`_read_labels` found: image_id -> label entry, and where it came from."""
+
+    rows: dict[str, dict]
+    source: str | None = None  # "metadata" | "groundtruth"
+    file: str | None = None
+    has_lesion_ids: bool = False
 
 
-def _hist_verdict(hist: list[int]) -> str | None:
-    total = sum(hist)
-    if total == 0:
-        return "the mask has no pixels"
-    hi = 255
-    while hi > 0 and not hist[hi]:
-        hi -= 1
-    if 2 <= hi <= 127:
-        distinct = [i for i, n in enumerate(hist) if n]
-        shown = ", ".join(map(str, distinct[:8])) + (" ..." if len(distinct) > 8 else "")
-        return (f"looks like a label map or wrongly scaled mask: max value {hi} of 255 "
-                f"(values {shown}); binarised at half range it would be empty")
-    mid = sum(hist[26:230]) / total  # strictly between 25.5 and 229.5
-    if mid > MID_GREY_FRACTION:
-        n = sum(1 for v in hist if v)
-        return (f"not binary: {n} distinct values and {mid:.0%} of pixels are mid-grey "
-                f"(between 10% and 90% of range); a soft/probability map or a photo?")
-    return None
+def _missing_folder(root: Path) -> Problem:
+    """The problem of a data folder that is not there, with what its parent holds."""
+    what = "is a file, not a folder" if root.exists() else "does not exist"
+    parent = root.parent
+    listing = describe_folder(parent) if parent.is_dir() else "Its parent folder does not exist either."
+    return Problem(str(root), "missing_folder", f"the data folder {what}. Parent {parent}: {listing}")
 
 
-def _scan(data_dir: str | os.PathLike, decode: bool = True) -> tuple[DataReport, list[dict]]:
-    t0 = time.perf_counter()
-    root = Path(data_dir).expanduser()
-    root = Path(os.path.abspath(root))
-    report = DataReport(data_dir=str(root), decoded=decode)
-    problems = report.problems
-
-    if not root.is_dir():
-        what = "is a file, not a folder" if root.exists() else "does not exist"
-        parent = root.parent
-        listing = _listing(parent) if parent.is_dir() else "Its parent folder does not exist either."
-        problems.append(Problem(str(root), "missing_folder", f"the data folder {what}. Parent {parent}: {listing}"))
-        report.seconds = time.perf_counter() - t0
-        return report, []
-
-    entries = {e.name: e for e in os.scandir(root)}
-    lower = {name.lower(): e for name, e in entries.items()}
+def _find_files(root: Path, report: DataReport) -> _Found:
+    """List the image and mask folders (or the data folder itself when there is no image
+    folder) into a :class:`_Found`; report empty folders, stray files and no images at all, and
+    note a data set without masks."""
+    entries = {e.name.lower(): e for e in os.scandir(root)}
 
     def subdirs(names):
-        return [Path(lower[n.lower()].path) for n in names if n.lower() in lower and lower[n.lower()].is_dir()]
+        return [Path(entries[n.lower()].path) for n in names
+                if n.lower() in entries and entries[n.lower()].is_dir()]
 
-    image_dirs = subdirs(IMAGE_DIR_NAMES)
-    mask_dirs = subdirs(MASK_DIR_NAMES)
-    root_mode = not image_dirs
-    scan_dirs = ([root] if root_mode else image_dirs) + [d for d in mask_dirs]
-
-    images: dict[str, list[_File]] = defaultdict(list)
-    masks: dict[str, list[_File]] = defaultdict(list)
-    for folder in scan_dirs:
-        is_mask_dir = folder in mask_dirs
-        is_root = folder == root
-        n_files = 0
-        for e in sorted(os.scandir(folder), key=lambda e: e.name):
-            if _is_ignored(e.name):
-                report.ignored.append(e.path + ("/" if e.is_dir() else ""))
-                continue
-            if e.is_dir():
-                if not is_root:
-                    problems.append(Problem(e.path, "unexpected_folder", "a sub-folder inside an image/mask folder"))
-                continue
-            n_files += 1
-            stem, ext = os.path.splitext(e.name)
-            if ext.lower() not in IMAGE_EXTENSIONS:
-                if not is_root:
-                    problems.append(Problem(
-                        e.path, "not_an_image",
-                        f"not a .jpg/.jpeg/.png file ({ext or 'no extension'})",
-                    ))
-                continue
-            size = e.stat().st_size
-            split = _mask_split(stem)
-            if split is not None:
-                masks[split[0]].append(_File(e.path, size, split[1] + ext))
-            elif is_mask_dir:
-                problems.append(Problem(
-                    e.path, "bad_mask_name", "file name does not end in _segmentation.png or _mask.png",
-                ))
-            else:
-                images[stem].append(_File(e.path, size))
-        if n_files == 0 and not is_root:
-            what = "mask" if is_mask_dir else "image"
-            problems.append(Problem(str(folder), "empty_folder", f"the {what} folder is empty. {_listing(folder)}"))
-
+    found = _Found(root, entries, image_dirs=subdirs(IMAGE_DIR_NAMES), mask_dirs=subdirs(MASK_DIR_NAMES))
+    for folder in (found.image_dirs or [root]) + found.mask_dirs:
+        _list_folder(folder, found, report)
     report.layout["image_dirs"] = [
-        (os.path.relpath(d, root) + "/") if d != root else "./" for d in (image_dirs or [root])
+        (os.path.relpath(d, root) + "/") if d != root else "./" for d in (found.image_dirs or [root])
     ]
-    report.layout["mask_dirs"] = [os.path.relpath(d, root) + "/" for d in mask_dirs] or (
-        ["./"] if masks else []
+    report.layout["mask_dirs"] = [os.path.relpath(d, root) + "/" for d in found.mask_dirs] or (
+        ["./"] if found.masks else []
     )
-    report.counts["images"] = sum(len(v) for v in images.values())
-    report.counts["masks"] = sum(len(v) for v in masks.values())
-
-    if not images:
+    report.counts["images"] = sum(len(v) for v in found.images.values())
+    report.counts["masks"] = sum(len(v) for v in found.masks.values())
+    if not found.images:
         looked = ", ".join(n + "/" for n in IMAGE_DIR_NAMES) + " and the folder itself"
-        problems.append(Problem(
-            str(root), "no_images", f"no .jpg/.jpeg/.png images found (looked in {looked}). {_listing(root)}",
+        report.problems.append(Problem(
+            str(root), "no_images",
+            f"no .jpg/.jpeg/.png images found (looked in {looked}). {describe_folder(root)}",
         ))
-
-    # duplicates
-    for image_id, files in images.items():
-        if len(files) > 1:
-            problems.append(Problem(
-                files[0].path, "duplicate_id",
-                f"image id {image_id} appears {len(files)} times: "
-                + ", ".join(os.path.relpath(f.path, root) for f in files),
-                image_id=image_id,
-            ))
-    for image_id, files in masks.items():
-        if len(files) > 1:
-            problems.append(Problem(
-                files[0].path, "duplicate_id",
-                f"mask for {image_id} appears {len(files)} times: "
-                + ", ".join(os.path.relpath(f.path, root) for f in files),
-                image_id=image_id if image_id in images else None,
-            ))
-
-    # labels
-    labels = None
-    has_lesion_ids = False
-    label_source = None
-    label_file = None
-    for names, parser, source in ((METADATA_NAMES, _parse_metadata, "metadata"),
-                                  (GROUNDTRUTH_NAMES, _parse_groundtruth, "groundtruth")):
-        for n in names:
-            e = lower.get(n.lower())
-            if e is not None and e.is_file():
-                parsed = parser(Path(e.path), problems)
-                if parsed is not None:
-                    labels, has_lesion_ids = parsed
-                    label_source, label_file = source, e.name
-                break
-        if labels is not None:
-            break
-    if labels is None:
-        if not any(p.kind == "bad_label_file" for p in problems):
-            problems.append(Problem(
-                str(root), "no_labels",
-                f"no labels file ({', '.join(METADATA_NAMES + GROUNDTRUTH_NAMES)})."
-                + (f" {_listing(root)}" if images else ""),
-            ))
-        else:
-            problems.append(Problem(str(root), "no_labels", "no usable labels file (see bad_label_file)"))
-        labels = {}
-    report.layout.update(label_file=label_file, label_source=label_source, has_lesion_ids=has_lesion_ids)
-    report.counts["labels"] = len(labels)
-
-    has_masks = bool(mask_dirs) or bool(masks)
-    if not has_masks:
+    if not found.has_masks:
         report.notes.append(
             "no masks found (looked for masks/ and HAM10000_segmentations_lesion_tschandl/): "
             "mask_path is None, the segmentation head cannot be trained or evaluated"
         )
-    if label_source and not has_lesion_ids:
+    return found
+
+
+def _list_folder(folder: Path, found: _Found, report: DataReport) -> None:
+    """Sort one folder's files into ``found.images`` / ``found.masks`` (by the mask suffix of the
+    name). In the data folder itself other files and sub-folders are fine; in an image or mask
+    folder they are reported."""
+    is_mask_dir, is_root = folder in found.mask_dirs, folder == found.root
+    problems = report.problems
+    n_files = 0
+    for e in sorted(os.scandir(folder), key=lambda e: e.name):
+        if is_ignored(e.name):
+            report.ignored.append(e.path + ("/" if e.is_dir() else ""))
+            continue
+        if e.is_dir():
+            if not is_root:
+                problems.append(Problem(e.path, "unexpected_folder", "a sub-folder inside an image/mask folder"))
+            continue
+        n_files += 1
+        stem, ext = os.path.splitext(e.name)
+        if ext.lower() not in IMAGE_EXTENSIONS:
+            if not is_root:
+                problems.append(Problem(e.path, "not_an_image",
+                                        f"not a .jpg/.jpeg/.png file ({ext or 'no extension'})"))
+            continue
+        split = split_mask_name(stem)
+        if split is not None:
+            found.masks[split[0]].append(_File(e.path, e.stat().st_size, split[1] + ext))
+        elif is_mask_dir:
+            problems.append(Problem(e.path, "bad_mask_name",
+                                    "file name does not end in _segmentation.png or _mask.png"))
+        else:
+            found.images[stem].append(_File(e.path, e.stat().st_size))
+    if n_files == 0 and not is_root:
+        what = "mask" if is_mask_dir else "image"
+        problems.append(Problem(str(folder), "empty_folder",
+                                f"the {what} folder is empty. {describe_folder(folder)}"))
+
+
+def _report_duplicates(found: _Found, problems: list[Problem]) -> None:
+    """One duplicate_id problem per image id with more than one image file or mask file."""
+    for what, files_by_id in (("image id", found.images), ("mask for", found.masks)):
+        for image_id, files in files_by_id.items():
+            if len(files) > 1:
+                problems.append(Problem(
+                    files[0].path, "duplicate_id",
+                    f"{what} {image_id} appears {len(files)} times: "
+                    + ", ".join(os.path.relpath(f.path, found.root) for f in files),
+                    image_id=image_id if image_id in found.images else None,
+                ))
+
+
+def _read_labels(found: _Found, report: DataReport) -> _Labels:
+    """Parse the first labels file found (HAM10000_metadata before GroundTruth.csv); no usable
+    one is a no_labels problem. Labels without lesion ids get a note (and a warning in load_index)."""
+    labels = None
+    for names, parser, source in ((METADATA_NAMES, _parse_metadata, "metadata"),
+                                  (GROUNDTRUTH_NAMES, _parse_groundtruth, "groundtruth")):
+        e = next((found.entries[n.lower()] for n in names
+                  if n.lower() in found.entries and found.entries[n.lower()].is_file()), None)
+        if e is not None:
+            parsed = parser(Path(e.path), report.problems)
+            if parsed is not None:
+                labels = _Labels(parsed[0], source, e.name, parsed[1])
+                break
+    if labels is None:
+        labels = _Labels({})
+        report.problems.append(_no_labels(found, report.problems))
+    report.layout.update(label_file=labels.file, label_source=labels.source,
+                         has_lesion_ids=labels.has_lesion_ids)
+    report.counts["labels"] = len(labels.rows)
+    if labels.source and not labels.has_lesion_ids:
         report.notes.append(
-            f"{label_file} has no lesion ids: lesion_id = image_id, so near-duplicate images of one "
+            f"{labels.file} has no lesion ids: lesion_id = image_id, so near-duplicate images of one "
             "lesion may leak across splits (add HAM10000_metadata.csv to split by lesion)"
         )
+    return labels
 
-    # pairing
-    for image_id in sorted(images):
-        f = images[image_id][0]
-        if has_masks and image_id not in masks:
-            problems.append(Problem(
-                f.path, "missing_mask",
-                f"no mask {image_id}_segmentation.png (or {image_id}_mask.png)", image_id=image_id,
+
+def _no_labels(found: _Found, problems: list[Problem]) -> Problem:
+    if any(p.kind == "bad_label_file" for p in problems):
+        return Problem(str(found.root), "no_labels", "no usable labels file (see bad_label_file)")
+    return Problem(
+        str(found.root), "no_labels",
+        f"no labels file ({', '.join(METADATA_NAMES + GROUNDTRUTH_NAMES)})."
+        + (f" {describe_folder(found.root)}" if found.images else ""),
+    )
+
+
+def _pair_files_and_labels(found: _Found, labels: _Labels, report: DataReport) -> None:
+    """Every image needs a mask (when the data set has masks) and a labels row; every mask an
+    image. Label rows without an image are only a note (a subset of HAM10000 is fine)."""
+    for image_id in sorted(found.images):
+        path = found.image(image_id).path
+        if found.has_masks and image_id not in found.masks:
+            report.problems.append(Problem(
+                path, "missing_mask", f"no mask {image_id}_segmentation.png (or {image_id}_mask.png)",
+                image_id=image_id,
             ))
-        if labels or label_source:
-            if image_id not in labels:
-                problems.append(Problem(
-                    f.path, "missing_label", f"{image_id} has no row in {label_file or 'the labels'}",
-                    image_id=image_id,
-                ))
-    for image_id in sorted(masks):
-        if image_id not in images:
-            for f in masks[image_id]:
-                problems.append(Problem(f.path, "orphan_mask", f"no image {image_id}.jpg/.png for this mask"))
-    unlabelled_rows = [i for i in labels if i not in images]
-    if unlabelled_rows and images:
+        if (labels.rows or labels.source) and image_id not in labels.rows:
+            report.problems.append(Problem(
+                path, "missing_label", f"{image_id} has no row in {labels.file or 'the labels'}",
+                image_id=image_id,
+            ))
+    for image_id in sorted(found.masks):
+        if image_id not in found.images:
+            for f in found.masks[image_id]:
+                report.problems.append(Problem(f.path, "orphan_mask",
+                                               f"no image {image_id}.jpg/.png for this mask"))
+    unlabelled_rows = [i for i in labels.rows if i not in found.images]
+    if unlabelled_rows and found.images:
         report.notes.append(
-            f"{len(unlabelled_rows)} of {len(labels)} label rows have no image (e.g. {unlabelled_rows[0]}); "
-            "fine for a subset of HAM10000"
+            f"{len(unlabelled_rows)} of {len(labels.rows)} label rows have no image "
+            f"(e.g. {unlabelled_rows[0]}); fine for a subset of HAM10000"
         )
 
-    # pixel checks
-    if decode and images:
-        pairs = [(i, images[i][0].path, masks[i][0].path if i in masks else None) for i in sorted(images)]
 
-        def check(pair):
-            image_id, ipath, mpath = pair
-            isize, iprob = _check_image(ipath)
-            msize, mprob = _check_mask(mpath) if mpath else (None, None)
-            return image_id, isize, iprob, msize, mprob, mpath
+def _check_pixels(found: _Found, problems: list[Problem]) -> None:
+    """Read every image and mask as training reads them (:func:`_check_image`,
+    :func:`_check_mask`) and compare their aspect ratios. Serial on purpose: decoding small
+    files is GIL-bound, threads measured slower."""
+    for image_id in sorted(found.images):
+        image, mask = found.image(image_id), found.mask(image_id)
+        image_hw, image_problem = _check_image(image.path)
+        mask_hw, mask_problem = _check_mask(mask.path) if mask else (None, None)
+        found_problems = [image_problem, mask_problem]
+        if image_hw and mask_hw:
+            found_problems.append(_aspect_problem(mask.path, image_hw, mask_hw))
+        for prob in found_problems:
+            if prob is not None:
+                prob.image_id = image_id
+                problems.append(prob)
 
-        # Serial on purpose: decoding small files is GIL-bound, threads measured slower.
-        results = [check(pair) for pair in pairs]
-        for image_id, isize, iprob, msize, mprob, mpath in results:
-            for prob in (iprob, mprob):
-                if prob is not None:
-                    prob.image_id = image_id
-                    problems.append(prob)
-            if isize and msize:
-                ai, am = isize[0] / isize[1], msize[0] / msize[1]
-                if abs(am - ai) / ai > ASPECT_TOLERANCE:
-                    problems.append(Problem(
-                        mpath, "aspect_mismatch",
-                        f"mask is {msize[0]}x{msize[1]} (aspect {am:.3f}) but its image is "
-                        f"{isize[0]}x{isize[1]} (aspect {ai:.3f})",
-                        image_id=image_id,
-                    ))
-    elif images:  # decode=False: only what a stat() shows
-        for image_id in sorted(images):
-            for f, kind in [(images[image_id][0], "unreadable_image")] + (
-                [(masks[image_id][0], "unreadable_mask")] if image_id in masks else []
-            ):
-                if f.size == 0:
-                    problems.append(Problem(f.path, kind, "the file is empty (0 bytes)", image_id=image_id))
 
-    # usable rows
+def _check_file_sizes(found: _Found, problems: list[Problem]) -> None:
+    """``decode=False``: only what a stat() shows, empty files."""
+    for image_id in sorted(found.images):
+        pairs = [(found.image(image_id), "unreadable_image"), (found.mask(image_id), "unreadable_mask")]
+        for f, kind in pairs:
+            if f is not None and f.size == 0:
+                problems.append(Problem(f.path, kind, "the file is empty (0 bytes)", image_id=image_id))
+
+
+def _check_image(path: str) -> tuple[tuple[int, int] | None, Problem | None]:
+    """Read an image with the steps of `imageio.read_image` (JPEGs decoded at draft scale, which
+    still reads the whole stream). Returns ((H, W) after EXIF rotation, None) or (None, problem)."""
+    try:
+        with open_image(path) as img:
+            hw = oriented_hw(img)
+            to_rgb_array(decode_image(img, path, draft=True), path)
+    except ImageReadError as e:
+        return None, Problem(path, "unreadable_image", e.reason)
+    return hw, None
+
+
+def _check_mask(path: str) -> tuple[tuple[int, int] | None, Problem | None]:
+    """Read a mask with the steps of `imageio.read_mask` and judge its values
+    (:func:`_mask_verdict`). Returns ((H, W) after EXIF rotation or None, problem or None)."""
+    try:
+        with open_image(path) as img:
+            hw = oriented_hw(img)
+            values, full_range = mask_value_range(decode_image(img, path), path)
+    except ColourMaskError as e:
+        return None, Problem(path, "not_binary_mask", e.reason)
+    except ImageReadError as e:
+        return None, Problem(path, "unreadable_mask", e.reason)
+    verdict = _mask_verdict(values, full_range)
+    return hw, (Problem(path, "not_binary_mask", verdict) if verdict else None)
+
+
+def _mask_verdict(values: np.ndarray, full_range: float) -> str | None:
+    """Why these mask values are not a usable binary mask, or None when they are fine: empty
+    once binarised by `imageio.binarise_mask` (the rule that reads it) although not all zero (a
+    label map, or a mask scaled wrongly), or too many mid-grey pixels (a soft map, a photo)."""
+    if values.size == 0:
+        return "the mask has no pixels"
+    hi = values.max()  # the rule is a threshold: the brightest pixel decides whether any is lesion
+    if hi > 0 and not binarise_mask(hi, full_range):
+        distinct = np.unique(values)
+        shown = ", ".join(f"{v:g}" for v in distinct[:8]) + (" ..." if len(distinct) > 8 else "")
+        return (f"looks like a label map or wrongly scaled mask: max value {hi:g} of {full_range:g} "
+                f"(values {shown}); binarised at half range it would be empty")
+    lo_grey, hi_grey = 0.1 * full_range, 0.9 * full_range
+    if values.dtype.kind in "ui":  # the same test with integer bounds: 3x faster than against floats
+        lo_grey, hi_grey = math.floor(lo_grey), math.ceil(hi_grey)
+    mid = np.count_nonzero((values > lo_grey) & (values < hi_grey)) / values.size
+    if mid > MID_GREY_FRACTION:
+        return (f"not binary: {len(np.unique(values))} distinct values and {mid:.0%} of pixels are "
+                f"mid-grey (between 10% and 90% of range); a soft/probability map or a photo?")
+    return None
+
+
+def _aspect_problem(mask_path: str, image_hw: tuple[int, int], mask_hw: tuple[int, int]) -> Problem | None:
+    """aspect_mismatch when the mask's width/height differs from the image's by more than
+    ASPECT_TOLERANCE (masks may have another size, never another shape)."""
+    (ih, iw), (mh, mw) = image_hw, mask_hw
+    ai, am = iw / ih, mw / mh
+    if abs(am - ai) / ai <= ASPECT_TOLERANCE:
+        return None
+    return Problem(mask_path, "aspect_mismatch",
+                   f"mask is {mw}x{mh} px (width x height, aspect {am:.3f}) but its image is "
+                   f"{iw}x{ih} px (aspect {ai:.3f})")
+
+
+def _index_rows(found: _Found, labels: _Labels, problems: list[Problem]) -> list[dict]:
+    """One row per labelled image (``_bad`` when a problem names it), with the file sizes and mask
+    suffix that the fingerprint and the report need."""
     bad_ids = {p.image_id for p in problems if p.image_id is not None}
     rows: list[dict] = []
-    for image_id in sorted(images):
-        e = labels.get(image_id)
+    for image_id in sorted(found.images):
+        e = labels.rows.get(image_id)
         if e is None or e.get("label") is None:
             continue
-        f = images[image_id][0]
-        m = masks[image_id][0] if image_id in masks else None
+        f, m = found.image(image_id), found.mask(image_id)
         rows.append({
             "image_id": image_id,
             "image_path": f.path,
@@ -672,14 +707,37 @@ def _scan(data_dir: str | os.PathLike, decode: bool = True) -> tuple[DataReport,
             "_mask_suffix": m.suffix if m else None,
             "_bad": image_id in bad_ids,
         })
+    return rows
+
+
+def _summarise(report: DataReport, rows: list[dict]) -> None:
+    """Counts, class counts and the usual mask suffix of the usable rows."""
     good = [r for r in rows if not r["_bad"]]
     suffixes = Counter(r["_mask_suffix"] for r in good if r["_mask_suffix"])
     report.layout["mask_suffix"] = suffixes.most_common(1)[0][0] if suffixes else None
     report.counts["usable"] = len(good)
-    report.counts["problems"] = len(problems)
+    report.counts["problems"] = len(report.problems)
     report.counts["ignored"] = len(report.ignored)
     cc = Counter(r["dx"] for r in good)
     report.class_counts = {n: cc[n] for n in CLASS_NAMES if cc[n]}
+
+
+def _scan(data_dir: str | os.PathLike, decode: bool = True) -> tuple[DataReport, list[dict]]:
+    """Check a data folder, phase by phase; returns the report and the index rows."""
+    t0 = time.perf_counter()
+    root = Path(os.path.abspath(Path(data_dir).expanduser()))
+    report = DataReport(data_dir=str(root), decoded=decode)
+    rows: list[dict] = []
+    if not root.is_dir():
+        report.problems.append(_missing_folder(root))
+    else:
+        found = _find_files(root, report)
+        _report_duplicates(found, report.problems)
+        labels = _read_labels(found, report)
+        _pair_files_and_labels(found, labels, report)
+        (_check_pixels if decode else _check_file_sizes)(found, report.problems)
+        rows = _index_rows(found, labels, report.problems)
+        _summarise(report, rows)
     report.seconds = time.perf_counter() - t0
     return report, rows
 
@@ -687,9 +745,11 @@ def _scan(data_dir: str | os.PathLike, decode: bool = True) -> tuple[DataReport,
 def validate_dataset(data_dir: str | os.PathLike, decode: bool = True) -> DataReport:
     """Check a data folder and return a :class:`DataReport` listing every problem found.
 
-    ``decode=True`` also reads every image and mask header, checks that each image decodes to
-    the end (JPEGs with a fast DCT-scaled decode), that masks are binary and that mask and image
-    have the same aspect ratio. ``decode=False`` checks names, pairing, labels and file sizes only.
+    ``decode=True`` also reads every image and mask as training does (`skin_utils.data.imageio`):
+    each image must decode to the end (JPEGs with a fast DCT-scaled decode) and convert to RGB,
+    each mask must be binary by `imageio.binarise_mask` without being empty or mostly mid-grey,
+    and mask and image must have the same aspect ratio after EXIF rotation. ``decode=False``
+    checks names, pairing, labels and file sizes only.
     Never raises for bad data (a missing folder is reported as a ``missing_folder`` problem).
     """
     return _scan(data_dir, decode)[0]
@@ -812,10 +872,10 @@ def find_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
         raise FileNotFoundError(f"No such folder: {p}")
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(p):
-        dirnames[:] = [d for d in dirnames if not _is_ignored(d)] if recursive else []
+        dirnames[:] = [d for d in dirnames if not is_ignored(d)] if recursive else []
         found.extend(
             Path(dirpath) / name for name in filenames
-            if not _is_ignored(name) and os.path.splitext(name)[1].lower() in INFERENCE_EXTENSIONS
+            if not is_ignored(name) and os.path.splitext(name)[1].lower() in INFERENCE_EXTENSIONS
         )
     return sorted(found)
 

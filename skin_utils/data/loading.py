@@ -11,14 +11,13 @@ import numpy as np
 import pandas as pd
 
 from skin_utils.data.cache import ArrayCache, build_cache
-from skin_utils.data.imageio import as_hw
 from skin_utils.data.datasets import CachedLesionDataset, balanced_sampler, make_loader, resolve_data_dir
-from skin_utils.labels import CLASS_NAMES
+from skin_utils.data.imageio import as_hw
 from skin_utils.data.layout import load_index
 from skin_utils.data.splits import load_or_make_split
 from skin_utils.demo.synthetic import SYNTHETIC_NOTE
-
-CLASS_BALANCE = ("none", "weighted_loss", "sampler", "both", "logit_adjusted")
+from skin_utils.labels import CLASS_NAMES
+from skin_utils.losses import CLASS_BALANCE
 
 
 def subsample_by_lesion(index: pd.DataFrame, max_samples: int | None, seed: int = 0) -> pd.DataFrame:
@@ -54,7 +53,7 @@ class Data:
     index: pd.DataFrame
     split: pd.DataFrame
     cache: ArrayCache | None
-    image_size: tuple[int, int]
+    image_size: tuple[int, int]  # (H, W)
     rows: dict = field(default_factory=dict)  # split name -> positions in index / cache
 
     @property
@@ -88,6 +87,7 @@ class Data:
         }
 
     def dataset(self, split: str, augment: str = "none") -> CachedLesionDataset:
+        """The cached samples of one split ("train", "val", "test" or "all")."""
         return CachedLesionDataset(self.cache, self.labels, self.rows[split], augment=augment)
 
 
@@ -97,7 +97,8 @@ def load_data(data_dir="data", image_size=128, *, split_path="reports/split.csv"
               cache: bool = True, progress: bool = True) -> Data:
     """Index ``data_dir`` (the synthetic demo when it holds no data set), validate it, take the
     lesion-level split stored at ``split_path`` (made there the first time) and build the cache
-    (``cache=False``: skip it, for looking at the data without training)."""
+    at ``image_size`` (an int, or ``(H, W)``; ``cache=False``: skip it, for looking at the data
+    without training)."""
     from skin_utils.nb.paths import resolve
 
     folder = resolve_data_dir(data_dir)
@@ -135,22 +136,5 @@ def train_val_loaders(data: Data, batch_size: int, device, *, augment: str = "st
 
 
 def train_class_counts(data: Data) -> np.ndarray:
+    """Images per class in the training split (for `skin_utils.losses.build_loss`)."""
     return np.bincount(data.labels[data.rows["train"]], minlength=len(CLASS_NAMES))
-
-
-def build_loss(class_counts, seg_weight: float = 1.0, cls_weight: float = 1.0,
-               class_balance: str = "weighted_loss", balance_power: float = 0.5,
-               label_smoothing: float = 0.0):
-    """The multi-task loss with the chosen answer to class imbalance, at strength
-    ``balance_power`` (0 = none, 1 = full correction of the training prior):
-    ``weighted_loss`` / ``both``: cross-entropy weights ~ (1 / count) ** power;
-    ``logit_adjusted``: logit-adjusted cross-entropy with tau = power;
-    ``sampler``: nothing here (the loader draws rare classes more often)."""
-    from skin_utils.losses import MultiTaskLoss, class_weights_from_counts, logit_adjustment_from_counts
-
-    if class_balance not in CLASS_BALANCE:
-        raise ValueError(f"class_balance={class_balance!r}: choose one of {CLASS_BALANCE}.")
-    weights = class_weights_from_counts(class_counts, balance_power) if class_balance in ("weighted_loss", "both") else None
-    adjust = logit_adjustment_from_counts(class_counts, balance_power) if class_balance == "logit_adjusted" else None
-    return MultiTaskLoss(seg_weight, cls_weight, class_weights=weights, label_smoothing=label_smoothing,
-                         logit_adjustment=adjust)

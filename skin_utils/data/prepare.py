@@ -10,7 +10,7 @@ record doi:10.7910/DVN/DBW86T (this tool never downloads anything)::
     HAM10000_images_part_1.zip                    (or the folder HAM10000_images_part_1/)
     HAM10000_images_part_2.zip                    (or HAM10000_images_part_2/)
     HAM10000_segmentations_lesion_tschandl.zip    (or HAM10000_segmentations_lesion_tschandl/)
-    HAM10000_metadata.tab                         (or .csv, or no extension; tab or comma separated)
+    HAM10000_metadata.tab                         (or .csv, .txt, no extension; tab or comma separated)
 
 and the result is::
 
@@ -40,10 +40,10 @@ from skin_utils.data.layout import (
     DATAVERSE,
     IMAGE_EXTENSIONS,
     DataReport,
-    _is_ignored,
-    _listing,
-    _mask_split,
-    _read_table,
+    describe_folder,
+    is_ignored,
+    read_table,
+    split_mask_name,
     validate_dataset,
 )
 
@@ -147,7 +147,7 @@ class PrepareSummary:
 def _find(downloads: Path, names: tuple[str, ...], want_dir: bool) -> Path | None:
     """First of ``names`` (case-insensitive) in downloads/ or one folder below it."""
     folders = [downloads] + sorted(
-        p for p in downloads.iterdir() if p.is_dir() and not _is_ignored(p.name)
+        p for p in downloads.iterdir() if p.is_dir() and not is_ignored(p.name)
     )
     wanted = [n.lower() for n in names]
     for folder in folders:
@@ -163,6 +163,7 @@ def _find(downloads: Path, names: tuple[str, ...], want_dir: bool) -> Path | Non
 
 
 def _unsafe_member(info: zipfile.ZipInfo) -> bool:
+    """A zip member with an absolute path, a drive, a ``..`` component, or a symlink."""
     name = info.filename.replace("\\", "/")
     parts = name.split("/")
     if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
@@ -171,6 +172,9 @@ def _unsafe_member(info: zipfile.ZipInfo) -> bool:
 
 
 class _Writer:
+    """Puts each download file at its place in the output (images/ or masks/, by name), keeping
+    files already there with the same size, and records what it did in the summary."""
+
     def __init__(self, out: Path, overwrite: bool, summary: PrepareSummary):
         self.images = out / "images"
         self.masks = out / "masks"
@@ -182,13 +186,13 @@ class _Writer:
 
     def route(self, base: str, origin: str) -> Path | None:
         """Destination of a file called ``base`` (None: not an image, skipped)."""
-        if _is_ignored(base) or not base or base in (".", ".."):
+        if is_ignored(base) or not base or base in (".", ".."):
             return None
         stem, ext = os.path.splitext(base)
         if ext.lower() not in IMAGE_EXTENSIONS:
             self.s.skipped_members.append(origin)
             return None
-        split = _mask_split(stem)
+        split = split_mask_name(stem)
         if split is not None:
             self.mask_ids.add(split[0])
             return self.masks / base
@@ -215,6 +219,7 @@ class _Writer:
 
 
 def _from_zip(zpath: Path, w: _Writer) -> None:
+    """Extract the images and masks of one zip by their base names (unsafe members refused)."""
     try:
         zf = zipfile.ZipFile(zpath)
     except (zipfile.BadZipFile, OSError) as e:
@@ -229,7 +234,7 @@ def _from_zip(zpath: Path, w: _Writer) -> None:
                 w.s.unsafe_members.append(f"{zpath.name}:{info.filename}")
                 continue
             parts = info.filename.replace("\\", "/").split("/")
-            if any(_is_ignored(p) for p in parts):
+            if any(is_ignored(p) for p in parts):
                 continue
             dest = w.route(parts[-1], f"{zpath.name}:{info.filename}")
             if dest is None:
@@ -246,8 +251,9 @@ def _from_zip(zpath: Path, w: _Writer) -> None:
 
 
 def _from_folder(folder: Path, w: _Writer) -> None:
+    """Copy the images and masks of an extracted download folder (any depth) by their names."""
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not _is_ignored(d))
+        dirnames[:] = sorted(d for d in dirnames if not is_ignored(d))
         for name in sorted(filenames):
             src = Path(dirpath) / name
             dest = w.route(name, str(src))
@@ -257,8 +263,10 @@ def _from_folder(folder: Path, w: _Writer) -> None:
 
 
 def _write_metadata(src: Path, out: Path, w: _Writer, summary: PrepareSummary) -> set[str]:
+    """Write the metadata as ``out/HAM10000_metadata.csv`` (comma-separated, official columns
+    first); returns its image ids (empty when it cannot be used, with the error in summary)."""
     try:
-        df = _read_table(src)
+        df = read_table(src)
     except Exception as e:  # noqa: BLE001
         summary.errors.append(f"{src.name} cannot be parsed ({e}); download it again")
         return set()
@@ -323,7 +331,7 @@ def prepare_ham10000(
         if _find(downloads, ("dataverse_files.zip",), want_dir=False):
             hint = " There is a dataverse_files.zip: unzip it first (it holds the zips above)."
         raise FileNotFoundError(
-            f"No HAM10000 downloads in {downloads}. {_listing(downloads)}\n"
+            f"No HAM10000 downloads in {downloads}. {describe_folder(downloads)}\n"
             "Expected (zipped or extracted): HAM10000_images_part_1.zip, HAM10000_images_part_2.zip, "
             "HAM10000_segmentations_lesion_tschandl.zip and HAM10000_metadata.tab (or .csv), from the "
             f"{DATAVERSE} ({DATAVERSE_URL}).{hint}"

@@ -1,4 +1,55 @@
-"""Figures: each function takes what the metrics and the data functions return and gives back
-a matplotlib Figure; `publish` saves it under reports/figures and shows it in the notebook."""
+"""Figures: each ``plot_*`` function takes what one metrics, data or evaluation function returns
+and gives back a matplotlib Figure; `publish` saves it under reports/figures and shows it in the
+notebook. One module per notebook that shows the figures (``eda``, ``train``, ``evaluate``,
+``inference``, ``benchmark``), what they share in ``common``; everything public is here."""
 
-from skin_utils.viz.plots import *  # noqa: F401,F403
+from skin_utils.viz.benchmark import plot_benchmark
+from skin_utils.viz.common import (
+    CLASS_COLORS,
+    CORRECT_COLOR,
+    PRED_MASK_COLOR,
+    TRUE_MASK_COLOR,
+    WRONG_COLOR,
+    class_color,
+    overlay_mask,
+    publish,
+    save_figure,
+)
+from skin_utils.viz.eda import (
+    SPLIT_COLORS,
+    plot_class_distribution,
+    plot_images_per_lesion,
+    plot_mask_area,
+    plot_metadata,
+    plot_sample_grid,
+    plot_split_counts,
+)
+from skin_utils.viz.evaluate import plot_confusion_matrix, plot_per_class_metrics, plot_roc_curves
+from skin_utils.viz.inference import plot_overlay_grid
+from skin_utils.viz.train import HISTORY_PANELS, plot_learning_curves
+
+__all__ = [
+    "CLASS_COLORS",
+    "TRUE_MASK_COLOR",
+    "PRED_MASK_COLOR",
+    "CORRECT_COLOR",
+    "WRONG_COLOR",
+    "SPLIT_COLORS",
+    "HISTORY_PANELS",
+    "class_color",
+    "save_figure",
+    "publish",
+    "overlay_mask",
+    "plot_class_distribution",
+    "plot_split_counts",
+    "plot_images_per_lesion",
+    "plot_metadata",
+    "plot_mask_area",
+    "plot_sample_grid",
+    "plot_learning_curves",
+    "plot_confusion_matrix",
+    "plot_roc_curves",
+    "plot_per_class_metrics",
+    "plot_overlay_grid",
+    "plot_benchmark",
+]
