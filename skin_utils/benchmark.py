@@ -165,7 +165,7 @@ def run(data_dir=None, image_size=128, batch_size=32, max_samples=512, device="a
     from skin_utils.data.datasets import resolve_data_dir
     from skin_utils.inference import Predictor, time_single_image
     from skin_utils.data.layout import load_index
-    from skin_utils.checkpoint import save_checkpoint
+    from skin_utils.checkpoint import Checkpoint
     from skin_utils.data.loading import subsample_by_lesion
 
     device = resolve_device(device)
@@ -219,14 +219,15 @@ def run(data_dir=None, image_size=128, batch_size=32, max_samples=512, device="a
     torch.manual_seed(seed)
     model = MultiTaskNet().to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    ours = train_one_epoch(model, ours_loader, loss_fn, opt, device, amp_dtype=amp_dtype, progress=False)
+    ours = train_one_epoch(model, ours_loader, loss_fn, opt, device, amp_dtype=amp_dtype,
+                           batch_transform=ours_ds.batch_transform, progress=False)
     record("train_epoch", "ours", ours["images_per_s"])
     rss_after_training = peak_rss_mb()
 
     # 4. inference on a folder of JPEGs, and 5. single-image latency
     tmp = Path(cache.path) / "bench_model.pt"
-    save_checkpoint(tmp, model=model.state_dict(), model_config=model.config, class_names=list(CLASS_NAMES),
-                    config={"image_size": list(hw)})
+    Checkpoint(model_config=model.config, model=model.state_dict(), class_names=list(CLASS_NAMES),
+               image_size=hw).save(tmp)
     paths = index["image_path"].tolist()
     fp32 = MultiTaskNet().eval()
     fp32.load_state_dict(model.state_dict())
@@ -340,7 +341,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from skin_utils.metrics import to_jsonable
     from skin_utils.nb.paths import resolve
-    from skin_utils.viz.plots import plot_benchmark, save_figure
+    from skin_utils.viz import plot_benchmark, save_figure
 
     result = run(args.data_dir, args.image_size, args.batch_size, args.max_samples, args.device, args.amp,
                  args.num_workers, args.quality_epochs)

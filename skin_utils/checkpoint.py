@@ -1,5 +1,12 @@
-"""Checkpoints that are safe to open and survive a crash.
+"""What a checkpoint holds (`Checkpoint`), and how it is written and read: the one place.
 
+* One dataclass, `Checkpoint`, lists every field a checkpoint file holds, with its meaning.
+  ``Checkpoint.save(path)`` writes it, ``Checkpoint.load(path)`` reads it back, and
+  ``load_model(path)`` rebuilds the network from it. Nothing else reads or writes the keys.
+* Adding an optional field is one line in `Checkpoint` (a name, a type and a default): files
+  written before it existed load with the default. A change that older code could not read
+  bumps `FORMAT_VERSION` and adds an upgrade function to ``UPGRADES``; files of every older
+  version keep loading (version 1, the plain dict of the first release: `upgrade_v1`).
 * Written atomically: to a temporary file in the same folder, flushed and fsync'ed, then
   ``os.replace``d over the target. Killing the process at any moment leaves either the old or
   the new checkpoint, never half of one.
@@ -13,47 +20,137 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import torch
 
+from skin_utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD
+from skin_utils.data.imageio import as_hw
 from skin_utils.model import MultiTaskNet
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used, with the reason and what to do."""
 
 
-def save_checkpoint(path, **content) -> Path:
-    """Atomically write ``content`` (tensors, state dicts and plain types) to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    content = {"format_version": FORMAT_VERSION, **content}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(content, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def imagenet_normalization() -> dict:
+    """``{"mean": [...], "std": [...]}`` of ImageNet, the normalisation every model here uses."""
+    return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """Read a checkpoint written by `save_checkpoint`, refusing anything that is not plain data."""
-    path = Path(path)
+@dataclass
+class TrainingState:
+    """What ``resume`` needs besides the weights; stored in ``last.pt`` only."""
+
+    optimizer: dict            # optimizer.state_dict()
+    scheduler: dict            # the learning-rate scheduler's state_dict()
+    rng: dict                  # torch / python / numpy (/ cuda) generator states after the epoch
+    scaler: dict = field(default_factory=dict)  # fp16 GradScaler state_dict(); {} without one
+
+
+@dataclass
+class Checkpoint:
+    """Everything a checkpoint file holds. ``best.pt`` and ``last.pt`` hold the same fields;
+    only ``last.pt`` has ``training`` (what ``fit(resume=True)`` needs).
+
+    The first four fields are required; every other field has a default, which is what a file
+    written before the field existed loads with. A checkpoint made outside `skin_utils.engine.fit`
+    (a test, the benchmark) may leave the training record at its defaults.
+    """
+
+    # --- the model and how to feed it
+    model_config: dict         # MultiTaskNet.config: rebuilds the network (MultiTaskNet.from_config)
+    model: dict                # model.state_dict(): the weights
+    class_names: list[str]     # output index -> class name, e.g. ["MEL", "NV", ...]
+    image_size: tuple[int, int]  # (H, W) in pixels the model was trained at; inputs are resized to it
+    normalization: dict = field(default_factory=imagenet_normalization)  # {"mean": [r, g, b], "std": [r, g, b]} of uint8/255 inputs
+    # --- how it was trained
+    params: dict = field(default_factory=dict)   # the training notebook's parameters (check_params output)
+    encoder_weights_used: str | None = None      # what initialised the encoder (MultiTaskNet.encoder_weights_used)
+    data: dict = field(default_factory=dict)     # the training data's description (Data.describe(): data_dir, fingerprint, ...)
+    split_path: str | None = None                # the lesion-level split file (absolute path) the run used
+    selection: str | None = None                 # the validation criterion that picks best.pt (engine.SELECTION_CRITERIA)
+    # --- where training stood when it was written
+    epoch: int | None = None                     # 0-based index of the epoch these weights finished; None: not from fit
+    metrics: dict = field(default_factory=dict)  # validation metrics of that epoch (engine.evaluate)
+    history: list = field(default_factory=list)  # one dict per epoch so far (train_* and val_* numbers, score, best)
+    best_score: float | None = None              # best validation selection score so far (higher is better)
+    epochs_since_best: int = 0                   # epochs since best_score last improved (early stopping)
+    training: TrainingState | None = None        # optimizer/scheduler/scaler/RNG state, last.pt only
+
+    def __post_init__(self):
+        self.class_names = list(self.class_names)
+        self.image_size = as_hw(self.image_size)
+        if isinstance(self.training, dict):
+            self.training = TrainingState(**self.training)
+
+    # ------------------------------------------------------------------ plain data <-> dataclass
+    def to_dict(self) -> dict:
+        """The plain dict that is stored: every field plus ``format_version`` (tensors are not copied)."""
+        content = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.training is not None:
+            content["training"] = {f.name: getattr(self.training, f.name) for f in fields(TrainingState)}
+        return {"format_version": FORMAT_VERSION, **content}
+
+    @classmethod
+    def from_dict(cls, content: dict, source: str = "checkpoint") -> "Checkpoint":
+        """The inverse of `to_dict`, for content of any known format version (older ones are
+        upgraded first). Missing optional fields take their defaults; unknown ones are refused."""
+        content = upgrade(content, source)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(content) - known - {"format_version"})
+        if unknown:
+            raise CheckpointError(
+                f"{source} has fields this version of skin_utils does not know: {unknown}. It was "
+                "written by other code; load it with the skin_utils that wrote it.")
+        missing = sorted(f.name for f in fields(cls) if f.name not in content and _is_required(f))
+        if missing:
+            raise CheckpointError(f"{source} lacks the required fields {missing}; it cannot be used.")
+        try:
+            return cls(**{k: v for k, v in content.items() if k in known})
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{source} holds a malformed field ({err}); it cannot be used.") from err
+
+    # ------------------------------------------------------------------ files
+    def save(self, path) -> Path:
+        """Atomically write this checkpoint to ``path`` (folders are created)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(self.to_dict(), fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path, map_location="cpu") -> "Checkpoint":
+        """Read a checkpoint file of any known format version, refusing anything that is not
+        plain data or not a skin_utils checkpoint."""
+        path = Path(path)
+        return cls.from_dict(_read(path, map_location), source=str(path))
+
+
+def _is_required(f) -> bool:
+    return f.default is MISSING and f.default_factory is MISSING
+
+
+def _read(path: Path, map_location) -> dict:
     if not path.is_file():
         raise FileNotFoundError(
             f"No checkpoint at {path}. Train one first with notebooks/02_train.ipynb "
             "(it writes checkpoints/best.pt), or pass the right path."
         )
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        content = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"Refused to load {path}: it contains objects other than tensors and plain Python "
@@ -65,15 +162,55 @@ def load_checkpoint(path, map_location="cpu") -> dict:
             f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err}). "
             "It may be truncated; use the previous checkpoint or retrain."
         ) from err
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
+    if not isinstance(content, dict) or "model" not in content or "model_config" not in content:
         raise CheckpointError(
             f"{path} is not a skin_utils checkpoint (expected a dict with 'model' and "
-            f"'model_config', found {type(ckpt).__name__}"
-            + (f" with keys {sorted(ckpt)[:8]}" if isinstance(ckpt, dict) else "") + ")."
+            f"'model_config', found {type(content).__name__}"
+            + (f" with keys {sorted(content)[:8]}" if isinstance(content, dict) else "") + ")."
         )
-    return ckpt
+    return content
 
 
+# ----------------------------------------------------------------------------- older formats
+def upgrade_v1(content: dict, source: str = "checkpoint") -> dict:
+    """Format 1 (a flat dict: the run's notebook parameters plus ``image_size`` and
+    ``encoder_weights_used`` under ``config``; optimizer, scheduler, scaler and rng at the top
+    level in ``last.pt``) -> format 2. Format 1 always normalised with ImageNet's statistics."""
+    old = dict(content)
+    old.pop("format_version", None)
+    config = dict(old.pop("config", None) or {})
+    size = config.get("image_size", old.pop("image_size", None))
+    if size is None:
+        raise CheckpointError(f"{source} (format 1) does not record the image size it was trained at; "
+                              "it cannot be used for prediction. Retrain with notebooks/02_train.ipynb.")
+    new = {"image_size": as_hw(size), "encoder_weights_used": config.pop("encoder_weights_used", None),
+           "params": config, "normalization": old.pop("normalization", None) or imagenet_normalization()}
+    training = {k: old.pop(k) for k in ("optimizer", "scheduler", "scaler", "rng") if k in old}
+    if training:
+        training.setdefault("scaler", {})
+        new["training"] = training
+    return {**old, **new, "format_version": 2}
+
+
+UPGRADES = {1: upgrade_v1}  # format version -> function returning the content one version up
+
+
+def upgrade(content: dict, source: str = "checkpoint") -> dict:
+    """Bring checkpoint content of any older format version up to `FORMAT_VERSION`."""
+    version = content.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{source} has no valid format_version ({version!r}); it was not written "
+                              "by skin_utils.checkpoint.")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{source} has format version {version}, newer than this skin_utils reads "
+                              f"(up to {FORMAT_VERSION}). Update skin_utils.")
+    while version < FORMAT_VERSION:
+        content = UPGRADES[version](content, source)
+        version = content["format_version"]
+    return content
+
+
+# ----------------------------------------------------------------------------- models
 def describe_mismatch(model: torch.nn.Module, state_dict: dict) -> list[str]:
     """Human-readable differences between a model and a state dict (empty list: they match)."""
     own = model.state_dict()
@@ -108,10 +245,10 @@ def load_weights(model: torch.nn.Module, state_dict: dict, source: str = "checkp
     model.load_state_dict(state_dict)
 
 
-def load_model(path, map_location="cpu") -> tuple[MultiTaskNet, dict]:
+def load_model(path, map_location="cpu") -> tuple[MultiTaskNet, Checkpoint]:
     """Build a `MultiTaskNet` from a checkpoint's configuration, load its weights, eval mode."""
-    ckpt = load_checkpoint(path, map_location=map_location)
-    model = MultiTaskNet.from_config(ckpt["model_config"])
-    load_weights(model, ckpt["model"], source=f"checkpoint {path}")
+    ckpt = Checkpoint.load(path, map_location=map_location)
+    model = MultiTaskNet.from_config(ckpt.model_config)
+    load_weights(model, ckpt.model, source=f"checkpoint {path}")
     model.eval()
     return model, ckpt

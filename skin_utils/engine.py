@@ -4,8 +4,13 @@
   synchronisation per step (losses are summed on the device and read when the bar is refreshed;
   a non-finite loss is noticed at the next refresh, with the batch where it first appeared).
 * ``fit``: epochs, best checkpoint by a stated criterion, early stopping, atomic checkpoints
-  after every epoch and ``resume`` from the last one. Each epoch seeds its own randomness from
-  ``(seed, epoch)``, so a resumed run ends with the same weights as an uninterrupted one.
+  (`skin_utils.checkpoint.Checkpoint`) after every epoch and ``resume`` from the last one. Each
+  epoch seeds its own randomness from ``(seed, epoch)``, so a resumed run ends with the same
+  weights as an uninterrupted one.
+
+Batches are ``(images uint8 (N, 3, H, W), masks uint8 (N, 1, H, W) in {0, 1}, labels (N,),
+rows (N,))`` at the model's resolution; images are normalised (and, in training, colour-jittered
+by the ``batch_transform`` the caller passes) inside the step.
 """
 
 from __future__ import annotations
@@ -14,15 +19,15 @@ import contextlib
 import math
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from skin_utils.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from skin_utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD, Normalize
+from skin_utils.checkpoint import Checkpoint, CheckpointError, TrainingState, load_weights
+from skin_utils.data.datasets import Normalize
 from skin_utils.metrics import ClassificationMetrics, SegmentationMetrics
 
 SELECTION_CRITERIA = ("balanced_accuracy+dice", "balanced_accuracy", "dice", "loss")
@@ -91,14 +96,15 @@ def _to_device(batch, device, normalize, channels_last):
 
 # ----------------------------------------------------------------------------- one pass
 def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0, scheduler=None,
-                    scaler=None, amp_dtype=None, channels_last: bool = True, normalize=None,
+                    scaler=None, amp_dtype=None, channels_last: bool = True, batch_transform=None,
                     progress: bool = True, refresh_every: int = 10, max_batches: int | None = None) -> dict:
-    """One epoch of training. ``scheduler`` is stepped per batch. The colour augmentation of
-    the loader's dataset (``batch_transform``) is applied here, on the whole batch on the device.
-    Returns mean losses and images/s."""
+    """One epoch of training. ``scheduler`` is stepped per batch. ``batch_transform`` (a module
+    on float batches in [0, 1], e.g. the colour jitter of
+    `skin_utils.data.datasets.build_augmentation`; None: none) augments each whole batch on the
+    device before it is normalised. Returns mean losses and images/s."""
     device = torch.device(device)
     model.train()
-    normalize = (normalize or Normalize(jitter=getattr(loader.dataset, "batch_transform", None))).to(device)
+    normalize = Normalize(jitter=batch_transform).to(device)
     sums = torch.zeros(3, device=device, dtype=torch.float64)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
     n_images, t0 = 0, time.perf_counter()
@@ -142,7 +148,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
             "images": n_images, "seconds": seconds, "images_per_s": n_images / max(seconds, 1e-9)}
 
 
-def _views(square: bool):
+def tta_views(square: bool):
     """(transform, inverse) pairs: the 8 symmetries of a square (flips and 90-degree turns), or
     the 4 flips of a rectangle."""
     flips = [(), (-1,), (-2,), (-2, -1)]
@@ -167,7 +173,7 @@ def forward_probs(model, images, tta: bool = False):
     if not tta:
         mask_logits, class_logits = model(images)
         return mask_logits.float().sigmoid()[:, 0], class_logits.float().softmax(1)
-    views = _views(images.shape[-1] == images.shape[-2])
+    views = tta_views(images.shape[-1] == images.shape[-2])
     masks, probs = 0.0, 0.0
     for fwd, inv in views:
         mask_logits, class_logits = model(fwd(images))
@@ -178,14 +184,18 @@ def forward_probs(model, images, tta: bool = False):
 
 @torch.inference_mode()
 def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True, normalize=None,
-            loss_fn=None, progress: bool = True, desc: str = "predict", tta: bool = False) -> dict:
-    """Run the model over a loader. Returns class probabilities (N, K), mask probabilities at the
-    model's resolution as float16 (N, H, W), labels, cached rows, and mean losses if ``loss_fn``
-    (losses are those of the plain forward pass; ``tta`` averages the four flips)."""
+            loss_fn=None, progress: bool = True, desc: str = "predict", tta: bool = False,
+            with_masks: bool = False) -> dict:
+    """Run the model over a loader. Returns ``probs`` (N, K) class probabilities, ``mask_probs``
+    (N, H, W) float16 mask probabilities at the model's resolution, ``labels``, ``rows`` (the
+    batches' row numbers), with ``with_masks`` the batches' true masks as ``masks`` (N, H, W)
+    bool, and with ``loss_fn`` the mean ``loss``, ``seg_loss`` and ``cls_loss`` (of the plain
+    forward pass). ``tta`` averages the probabilities over the 8 symmetries of a square image
+    (the 4 flips of a rectangular one), see `forward_probs`."""
     device = torch.device(device)
     model.eval()
     normalize = (normalize or Normalize()).to(device)
-    probs, mask_probs, labels, rows = [], [], [], []
+    probs, mask_probs, labels, rows, true_masks = [], [], [], [], []
     sums = torch.zeros(3, device=device, dtype=torch.float64)
     n_images = 0
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, mininterval=1.0):
@@ -200,12 +210,16 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
             else:
                 m, p = forward_probs(model, images, tta)
         n_images += len(y)
+        if with_masks:
+            true_masks.append(batch[1][:, 0] != 0)
         probs.append(p.cpu())
         mask_probs.append(m.to(torch.float16).cpu())
         labels.append(y.cpu())
         rows.append(torch.as_tensor(r))
     out = {"probs": torch.cat(probs).numpy(), "mask_probs": torch.cat(mask_probs),
            "labels": torch.cat(labels).numpy(), "rows": torch.cat(rows).numpy()}
+    if with_masks:
+        out["masks"] = torch.cat(true_masks)
     if loss_fn is not None:
         means = (sums / max(n_images, 1)).tolist()
         out.update(loss=means[0], seg_loss=means[1], cls_loss=means[2])
@@ -214,14 +228,15 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
 
 def evaluate(model, loader, device, class_names, *, loss_fn=None, amp_dtype=None,
              channels_last: bool = True, progress: bool = True, threshold: float = 0.5) -> dict:
-    """Validation metrics at the model's resolution (for model selection; the final evaluation
-    at each image's original size is `skin_utils.evaluation.evaluate_original_size`)."""
+    """Validation metrics at the model's resolution, against the masks the batches carry (for
+    model selection; the final evaluation at each image's original size is
+    `skin_utils.evaluation.evaluate_original_size`). Returns ``dice``, ``jaccard``,
+    ``thresholded_jaccard``, ``accuracy``, ``balanced_accuracy``, ``macro_auc`` and, with
+    ``loss_fn``, ``loss``, ``seg_loss``, ``cls_loss``."""
     pred = predict(model, loader, device, amp_dtype=amp_dtype, channels_last=channels_last,
-                   loss_fn=loss_fn, progress=progress, desc="validate")
+                   loss_fn=loss_fn, progress=progress, desc="validate", with_masks=True)
     seg = SegmentationMetrics()
-    dataset = loader.dataset
-    true_masks = np.stack([np.asarray(dataset.masks[r]) for r in pred["rows"]])
-    seg.update(pred["mask_probs"].numpy() >= threshold, true_masks.astype(bool))
+    seg.update(pred["mask_probs"].numpy() >= threshold, pred["masks"].numpy())
     cls = ClassificationMetrics(class_names)
     cls.update(pred["probs"], pred["labels"])
     s, c = seg.aggregate(), cls.aggregate()
@@ -283,14 +298,57 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _training_state(optimizer, scheduler, scaler) -> TrainingState:
+    return TrainingState(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                         scaler=scaler.state_dict() if scaler is not None else {}, rng=_rng_state())
+
+
+def _resume(path: Path, model, optimizer, scheduler, scaler, device, run: Checkpoint) -> Checkpoint:
+    """Load weights, optimizer, scheduler, scaler and RNG states from ``path`` (a ``last.pt``
+    written by `fit` for a run like ``run``) and return its `Checkpoint`."""
+    ckpt = Checkpoint.load(path, map_location=device)
+    if ckpt.training is None:
+        raise CheckpointError(
+            f"{path} holds no training state (optimizer, scheduler, random generators), so the run "
+            "cannot continue exactly from it. Resume from the last.pt that fit wrote, or set resume=False.")
+    for what, theirs, ours in (("classes", ckpt.class_names, run.class_names),
+                               ("image size (H, W)", ckpt.image_size, run.image_size)):
+        if theirs != ours:
+            raise CheckpointError(
+                f"Cannot resume from {path}: it was trained with the {what} {theirs}, this run has {ours}. "
+                "Use another checkpoint_dir, or set resume=False to start afresh.")
+    load_weights(model, ckpt.model, source=f"checkpoint {path}")
+    optimizer.load_state_dict(ckpt.training.optimizer)
+    scheduler.load_state_dict(ckpt.training.scheduler)
+    if scaler is not None and ckpt.training.scaler:
+        scaler.load_state_dict(ckpt.training.scaler)
+    _set_rng_state(ckpt.training.rng)
+    return ckpt
+
+
+def _epoch_checkpoint(run: Checkpoint, model, *, epoch: int, metrics: dict, history: list, best_score: float,
+                      epochs_since_best: int) -> Checkpoint:
+    """What ``best.pt`` holds after ``epoch``: the run's description ``run`` with the current
+    weights and the record of the training so far (``last.pt`` adds the training state)."""
+    return replace(run, model=model.state_dict(), epoch=epoch, metrics=dict(metrics), history=list(history),
+                   best_score=best_score, epochs_since_best=epochs_since_best)
+
+
 def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epochs: int, device,
-        checkpoint_dir, class_names, run_config: dict | None = None, selection: str = "balanced_accuracy+dice",
+        checkpoint_dir, class_names, image_size, batch_transform=None, params: dict | None = None,
+        data: dict | None = None, split_path=None, selection: str = "balanced_accuracy+dice",
         patience: int | None = None, amp: str = "auto", channels_last: bool = True, resume: bool = False,
-        seed: int = 0, progress: bool = True, extra: dict | None = None) -> list[dict]:
+        seed: int = 0, progress: bool = True) -> list[dict]:
     """Train for ``epochs``; write ``last.pt`` after every epoch and ``best.pt`` whenever the
     validation ``selection`` score improves; stop early after ``patience`` epochs without
     improvement (None: never). With ``resume=True`` continue from ``last.pt`` if it exists.
-    Returns the history: one dict per epoch."""
+
+    ``batch_transform``: the colour augmentation of each training batch (see `train_one_epoch`).
+    ``class_names``, ``image_size`` (the (H, W), or the side, of the loaders' images),
+    ``params`` (the notebook's parameters), ``data`` (`Data.describe()`), ``split_path`` and
+    ``selection`` are recorded in every checkpoint (`skin_utils.checkpoint.Checkpoint`); resuming
+    from a ``last.pt`` of other classes or another size is refused. Returns the history: one
+    dict per epoch (on resume, including the epochs done before)."""
     device = torch.device(device)
     checkpoint_dir = Path(checkpoint_dir)
     if selection not in SELECTION_CRITERIA:
@@ -301,25 +359,19 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
     if channels_last:
         model.to(memory_format=torch.channels_last)
     loss_fn.to(device)
+    # What every checkpoint of this run says about it; each epoch adds weights and progress.
+    run = Checkpoint(model_config=dict(model.config), model={}, class_names=list(class_names),
+                     image_size=image_size, params=dict(params or {}), data=dict(data or {}),
+                     split_path=None if split_path is None else str(split_path), selection=selection,
+                     encoder_weights_used=model.encoder_weights_used)
     history, start_epoch, best_score, since_best = [], 0, -math.inf, 0
     last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
     if resume and last_path.is_file():
-        ckpt = load_checkpoint(last_path, map_location=device)
-        load_weights(model, ckpt["model"], source=f"checkpoint {last_path}")
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        _set_rng_state(ckpt["rng"])
-        history = list(ckpt["history"])
-        start_epoch = int(ckpt["epoch"]) + 1
-        best_score = float(ckpt["best_score"])
-        since_best = int(ckpt["epochs_since_best"])
+        ckpt = _resume(last_path, model, optimizer, scheduler, scaler, device, run)
+        history, start_epoch = list(ckpt.history), ckpt.epoch + 1
+        best_score, since_best = ckpt.best_score, ckpt.epochs_since_best
         if progress:
             print(f"Resumed from {last_path}: {start_epoch} epoch(s) done, continuing to {epochs}.")
-    common = {"model_config": dict(model.config), "class_names": list(class_names),
-              "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-              "config": dict(run_config or {}), "selection": selection, **(extra or {})}
     for epoch in range(start_epoch, epochs):
         if patience is not None and since_best >= patience:
             break
@@ -332,7 +384,7 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
             sampler.generator.manual_seed(seed * 1000 + epoch)
         train = train_one_epoch(model, train_loader, loss_fn, optimizer, device, epoch=epoch,
                                 scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype,
-                                channels_last=channels_last, progress=progress)
+                                channels_last=channels_last, batch_transform=batch_transform, progress=progress)
         val = evaluate(model, val_loader, device, class_names, loss_fn=loss_fn, amp_dtype=amp_dtype,
                        channels_last=channels_last, progress=progress)
         score = selection_score(val, selection)
@@ -349,11 +401,10 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
             print(f"epoch {epoch + 1}/{epochs}  train loss {train['loss']:.4f}  val loss {val.get('loss', float('nan')):.4f}  "
                   f"Dice {val['dice']:.3f}  bal.acc {val['balanced_accuracy']:.3f}  acc {val['accuracy']:.3f}  "
                   f"AUC {val['macro_auc']:.3f}  {train['images_per_s']:.1f} img/s" + ("  *best*" if improved else ""))
-        state = {**common, "model": model.state_dict(), "epoch": epoch, "history": history,
-                 "metrics": val, "best_score": best_score, "epochs_since_best": since_best}
+        ckpt = _epoch_checkpoint(run, model, epoch=epoch, metrics=val, history=history, best_score=best_score,
+                                 epochs_since_best=since_best)
         if improved:
-            save_checkpoint(best_path, **state)
-        save_checkpoint(last_path, **state, optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict(), scaler=scaler.state_dict() if scaler else {},
-                        rng=_rng_state())
+            ckpt.save(best_path)
+        ckpt.training = _training_state(optimizer, scheduler, scaler)
+        ckpt.save(last_path)
     return history

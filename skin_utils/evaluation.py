@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from skin_utils.data.datasets import make_loader
 from skin_utils.engine import amp_dtype_for, predict
-from skin_utils.data.imageio import image_size, read_mask
+from skin_utils.data.imageio import image_hw, read_mask
 from skin_utils.metrics import ClassificationMetrics, SegmentationMetrics, majority_baseline, roc_curves
 
 HEADLINE = ("dice", "jaccard", "thresholded_jaccard", "accuracy", "balanced_accuracy", "macro_auc")
@@ -30,8 +30,8 @@ def original_size_masks(mask_probs: torch.Tensor, mask_paths, image_paths, thres
                         threads: int = 4):
     """Predicted and true masks, both at the size of each original image."""
     def one(i):
-        w, h = image_size(image_paths[i])
-        return upsample_mask(mask_probs[i], (h, w), threshold), read_mask(mask_paths[i], size=(w, h)).astype(bool)
+        hw = image_hw(image_paths[i])
+        return upsample_mask(mask_probs[i], hw, threshold), read_mask(mask_paths[i], hw=hw).astype(bool)
 
     with ThreadPoolExecutor(threads) as pool:
         pairs = list(pool.map(one, range(len(mask_paths))))
@@ -53,7 +53,8 @@ def evaluate_original_size(model, data, split: str, device, class_names, *, batc
                            progress: bool = True):
     """Score ``split`` ("train", "val", "test" or "all") of a `skin_utils.data.loading.Data`.
 
-    ``tta`` averages the predictions over the four flips of each image.
+    ``tta`` averages the predictions over the 8 symmetries of each (square) model input, the
+    4 flips when it is not square (`skin_utils.engine.forward_probs`).
     Returns an `Evaluation`: ``report`` holds the headline numbers (``dice``,
     ``jaccard``, ``thresholded_jaccard``, ``sensitivity``, ``specificity``, ``accuracy``,
     ``balanced_accuracy``, ``macro_auc``, ``macro_average_precision``, ``n_images``), per-class
@@ -82,8 +83,7 @@ def evaluate_original_size(model, data, split: str, device, class_names, *, batc
     report["split"] = split
     report["tta"] = bool(tta)
     report["majority_baseline"] = majority_baseline(pred["labels"], class_names, "NV")
-    report["roc_curves"] = {k: {"fpr": v[0].tolist(), "tpr": v[1].tolist(), "auc": v[2]}
-                            for k, v in roc_curves(pred["probs"], pred["labels"], class_names).items()}
+    report["roc_curves"] = roc_curves(pred["probs"], pred["labels"], class_names)
     predicted = pred["probs"].argmax(1)
     per_image = pd.DataFrame({
         "image_id": index["image_id"].to_numpy(), "lesion_id": index["lesion_id"].to_numpy(),
@@ -114,7 +114,7 @@ def headline_table(report: dict) -> pd.DataFrame:
 
 
 def best_and_worst(data, evaluation: Evaluation, n: int = 4) -> dict:
-    """Keyword arguments for `skin_utils.viz.plots.plot_overlay_grid`: the ``n`` images with the
+    """Keyword arguments for `skin_utils.viz.plot_overlay_grid`: the ``n`` images with the
     highest and the ``n`` with the lowest Dice, image and masks at the original size."""
     from skin_utils.data.imageio import read_image
 
@@ -129,7 +129,7 @@ def best_and_worst(data, evaluation: Evaluation, n: int = 4) -> dict:
         image = read_image(item["image_path"])
         h, w = image.shape[:2]
         out["images"].append(image)
-        out["true_masks"].append(read_mask(item["mask_path"], size=(w, h)))
+        out["true_masks"].append(read_mask(item["mask_path"], hw=(h, w)))
         out["pred_masks"].append(upsample_mask(evaluation.mask_probs[i], (h, w), evaluation.threshold))
         out["true_labels"].append(row["true"])
         out["pred_labels"].append(row["pred"])

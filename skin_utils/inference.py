@@ -17,7 +17,6 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from skin_utils.data.imageio import as_hw
 from skin_utils.checkpoint import load_model
 from skin_utils.data.datasets import Normalize
 from skin_utils.engine import amp_dtype_for, autocast, forward_probs, resolve_device
@@ -40,21 +39,22 @@ class Prediction:
 
 
 class Predictor:
-    """A trained model ready for new images. ``Predictor("checkpoints/best.pt")``."""
+    """A trained model ready for new images. ``Predictor("checkpoints/best.pt")``.
+
+    Images are resized to the checkpoint's ``image_size`` and normalised with its
+    ``normalization``; masks come back at each image's own size, thresholded at ``threshold``.
+    ``tta`` averages over the 8 symmetries of a square input (4 flips otherwise). The loaded
+    `skin_utils.checkpoint.Checkpoint` is kept as ``self.checkpoint``."""
 
     def __init__(self, checkpoint, device: str = "auto", amp: str = "auto", threshold: float = 0.5,
                  tta: bool = False):
         self.device = resolve_device(device)
-        self.model, ckpt = load_model(checkpoint, map_location="cpu")
+        self.model, self.checkpoint = load_model(checkpoint, map_location="cpu")
         self.model.to(self.device).to(memory_format=torch.channels_last).eval()
-        self.class_names = list(ckpt["class_names"])
-        size = ckpt.get("config", {}).get("image_size") or ckpt.get("image_size")
-        if size is None:
-            raise ValueError(f"{checkpoint} does not record the image size it was trained at.")
-        self.image_size = as_hw(size)
-        norm = ckpt.get("normalization", {})
-        self.normalize = Normalize(norm.get("mean", (0.485, 0.456, 0.406)),
-                                   norm.get("std", (0.229, 0.224, 0.225))).to(self.device)
+        self.class_names = self.checkpoint.class_names
+        self.image_size = self.checkpoint.image_size
+        norm = self.checkpoint.normalization
+        self.normalize = Normalize(norm["mean"], norm["std"]).to(self.device)
         self.amp_dtype = amp_dtype_for(self.device, amp)
         self.threshold = threshold
         self.tta = tta
@@ -166,7 +166,7 @@ def write_demo_images(folder, n: int = 6, seed: int = 12345, size=(160, 120)) ->
 
 def save_overlays(predictions, out_dir) -> list[Path]:
     """One PNG per prediction: the image with the predicted lesion border in magenta."""
-    from skin_utils.viz.plots import overlay_mask
+    from skin_utils.viz import overlay_mask
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from skin_utils import CLASS_NAMES
-from skin_utils.checkpoint import load_checkpoint, load_model
-from skin_utils.engine import NonFiniteLossError, build_optimizer_and_schedule, fit, train_one_epoch
+from skin_utils.checkpoint import Checkpoint, CheckpointError, TrainingState, load_model
+from skin_utils.data.datasets import BatchColorJitter
+from skin_utils.engine import NonFiniteLossError, build_optimizer_and_schedule, evaluate, fit, train_one_epoch
 from skin_utils.losses import MultiTaskLoss, class_weights_from_counts
 from skin_utils.model import MultiTaskNet
 from skin_utils.data.loading import load_data, train_class_counts, train_val_loaders
@@ -37,7 +38,7 @@ def test_short_training_learns_both_tasks(demo, tmp_path):
     model, loss_fn, train, val, opt, sched = _setup(demo, epochs=epochs)
     history = fit(model, train, val, loss_fn=loss_fn, optimizer=opt, scheduler=sched, epochs=epochs,
                   device="cpu", checkpoint_dir=tmp_path, class_names=CLASS_NAMES, amp="off",
-                  run_config={"image_size": 64}, progress=False)
+                  image_size=64, batch_transform=BatchColorJitter(0.1), progress=False)
     best = max(history, key=lambda r: r["score"])
     chance_balanced = 1 / len(CLASS_NAMES)
     assert best["val_dice"] > 0.6, history
@@ -46,10 +47,21 @@ def test_short_training_learns_both_tasks(demo, tmp_path):
     assert (tmp_path / "best.pt").is_file() and (tmp_path / "last.pt").is_file()
 
 
+class Counting(BatchColorJitter):
+    calls = 0
+
+    def forward(self, x):
+        Counting.calls += 1
+        return super().forward(x)
+
+
 def test_checkpoint_round_trip_gives_identical_predictions(demo, tmp_path):
     model, loss_fn, train, val, opt, sched = _setup(demo, epochs=1)
+    Counting.calls = 0
     fit(model, train, val, loss_fn=loss_fn, optimizer=opt, scheduler=sched, epochs=1, device="cpu",
-        checkpoint_dir=tmp_path, class_names=CLASS_NAMES, amp="off", run_config={"image_size": 64}, progress=False)
+        checkpoint_dir=tmp_path, class_names=CLASS_NAMES, amp="off", image_size=64, batch_transform=Counting(),
+        params={"epochs": 1, "image_size": 64}, data=demo.describe(), split_path="split.csv", progress=False)
+    assert Counting.calls == len(train)  # the transform fit was given augments every training batch
     loaded, ckpt = load_model(tmp_path / "best.pt")
     loaded.to(memory_format=torch.channels_last)  # as it was trained: same kernels, same bits
     model.eval()
@@ -57,9 +69,81 @@ def test_checkpoint_round_trip_gives_identical_predictions(demo, tmp_path):
     with torch.no_grad():
         for a, b in zip(model(x), loaded(x)):
             assert torch.equal(a, b)
-    assert ckpt["class_names"] == list(CLASS_NAMES)
-    assert ckpt["config"]["image_size"] == 64
-    assert set(ckpt) >= {"model", "model_config", "normalization", "epoch", "metrics", "history"}
+    assert ckpt.class_names == list(CLASS_NAMES) and ckpt.image_size == (64, 64)
+    assert ckpt.params == {"epochs": 1, "image_size": 64} and ckpt.data == demo.describe()
+    assert (ckpt.epoch, ckpt.split_path, ckpt.selection) == (0, "split.csv", "balanced_accuracy+dice")
+    assert ckpt.encoder_weights_used == model.encoder_weights_used
+    assert ckpt.metrics == {k[4:]: v for k, v in ckpt.history[0].items() if k.startswith("val_")}
+    assert ckpt.training is None and Checkpoint.load(tmp_path / "last.pt").training is not None
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
+    model = MultiTaskNet(encoder_weights=None)
+    opt, sched = build_optimizer_and_schedule(model, 1e-3, 0.0, 2, 5)
+    kw = dict(loss_fn=MultiTaskLoss(), optimizer=opt, scheduler=sched, epochs=2, device="cpu",
+              checkpoint_dir=tmp_path, class_names=CLASS_NAMES, amp="off", resume=True, progress=False)
+    ckpt = Checkpoint(model_config=model.config, model=model.state_dict(), class_names=list(CLASS_NAMES),
+                      image_size=64, epoch=0, best_score=1.0)
+    ckpt.save(tmp_path / "last.pt")  # like best.pt: no training state
+    with pytest.raises(CheckpointError, match="holds no training state"):
+        fit(model, None, None, image_size=64, **kw)
+    ckpt.training = TrainingState(optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng={})
+    ckpt.save(tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match=r"image size \(H, W\) \(64, 64\), this run has \(128, 128\)"):
+        fit(model, None, None, image_size=128, **kw)
+
+
+class MaskInImage(torch.utils.data.Dataset):
+    """Images whose red channel is the mask (255 inside); no ``masks`` attribute, and rows that
+    point nowhere: `evaluate` must take the true masks from the batches."""
+
+    def __init__(self, n=14, size=32, wrong_masks=False):
+        self.m = (torch.rand(n, 1, size, size, generator=torch.Generator().manual_seed(0)) > 0.5).to(torch.uint8)
+        self.wrong_masks = wrong_masks
+
+    def __len__(self):
+        return len(self.m)
+
+    def __getitem__(self, i):
+        image = (self.m[i] * 255).expand(3, -1, -1).clone()
+        mask = 1 - self.m[i] if self.wrong_masks else self.m[i]
+        return image, mask, i % 7, 10_000 + i
+
+
+class RedIsLesion(torch.nn.Module):
+    """Mask logit = normalised red channel (> 0 exactly where the red channel is 255)."""
+
+    def forward(self, images):
+        return images[:, :1], torch.zeros(len(images), 7)
+
+
+def test_evaluate_scores_against_the_masks_in_the_batches():
+    right = torch.utils.data.DataLoader(MaskInImage(), batch_size=4)
+    wrong = torch.utils.data.DataLoader(MaskInImage(wrong_masks=True), batch_size=4)
+    assert evaluate(RedIsLesion(), right, "cpu", CLASS_NAMES, progress=False)["dice"] == pytest.approx(1.0)
+    assert evaluate(RedIsLesion(), wrong, "cpu", CLASS_NAMES, progress=False)["dice"] == pytest.approx(0.0)
+
+
+def test_train_one_epoch_uses_the_batch_transform_it_is_given(demo):
+    model, loss_fn, train, val, opt, sched = _setup(demo)
+
+    class Boom(torch.nn.Module):
+        def forward(self, x):
+            raise AssertionError("the dataset's batch_transform was used")
+
+    class Record(torch.nn.Module):
+        seen = []
+
+        def forward(self, x):
+            Record.seen.append((x.dtype, float(x.min()), float(x.max())))
+            return x
+
+    train.dataset.batch_transform = Boom()
+    train_one_epoch(model, train, loss_fn, opt, "cpu", batch_transform=Record(), max_batches=2, progress=False)
+    assert len(Record.seen) == 2  # once per batch, on floats in [0, 1] (before normalisation)
+    assert all(dtype == torch.float32 and lo >= 0 and hi <= 1 for dtype, lo, hi in Record.seen)
+    # without one, the batches are only normalised
+    train_one_epoch(model, train, loss_fn, opt, "cpu", max_batches=1, progress=False)
 
 
 def test_non_finite_loss_stops_with_epoch_and_batch(demo):
@@ -85,12 +169,14 @@ RUN = textwrap.dedent("""
     from tests.test_engine import _setup
     from skin_utils import CLASS_NAMES
     from skin_utils.engine import fit
+    from skin_utils.data.datasets import BatchColorJitter
     from skin_utils.data.loading import load_data
     torch.set_num_threads(1)
     data = load_data({data!r}, 64, split_path={split!r}, max_samples=160, progress=False)
     model, loss_fn, train, val, opt, sched = _setup(data, epochs=4)
     fit(model, train, val, loss_fn=loss_fn, optimizer=opt, scheduler=sched, epochs=4, device="cpu",
-        checkpoint_dir={ckpt!r}, class_names=CLASS_NAMES, amp="off", resume=True, progress=False)
+        checkpoint_dir={ckpt!r}, class_names=CLASS_NAMES, amp="off", resume=True, progress=False,
+        image_size=64, batch_transform=BatchColorJitter(0.1))
 """)
 
 
@@ -110,18 +196,18 @@ def test_killed_run_resumes_to_the_same_weights(synthetic_dir, tmp_path):
     last = tmp_path / "cut" / "last.pt"
     deadline = time.time() + 600
     while time.time() < deadline and victim.poll() is None:
-        if last.is_file() and load_checkpoint(last)["epoch"] >= 1:
+        if last.is_file() and Checkpoint.load(last).epoch >= 1:
             victim.kill()
             break
         time.sleep(0.2)
     victim.wait()
     assert victim.returncode != 0, "the run finished before it could be interrupted"
-    assert load_checkpoint(last)["epoch"] < 3  # the killed run really stopped early, checkpoint readable
+    assert Checkpoint.load(last).epoch < 3  # the killed run really stopped early, checkpoint readable
     # Resume to the end.
     resumed = _run(RUN, ckpt=str(tmp_path / "cut"), **kw)
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()[-2000:]
-    a, b = load_checkpoint(tmp_path / "ref" / "last.pt"), load_checkpoint(last)
-    assert a["epoch"] == b["epoch"] == 3
-    assert len(b["history"]) == 4
-    for key, tensor in a["model"].items():
-        assert torch.equal(tensor, b["model"][key]), key
+    a, b = Checkpoint.load(tmp_path / "ref" / "last.pt"), Checkpoint.load(last)
+    assert a.epoch == b.epoch == 3
+    assert len(b.history) == 4
+    for key, tensor in a.model.items():
+        assert torch.equal(tensor, b.model[key]), key

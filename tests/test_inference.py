@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from skin_utils import CLASS_NAMES
-from skin_utils.checkpoint import save_checkpoint
+from skin_utils.checkpoint import Checkpoint
 from skin_utils.inference import Predictor, predictions_table, write_demo_images
 from skin_utils.model import MultiTaskNet
 
@@ -16,8 +16,8 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = MultiTaskNet()
     path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    save_checkpoint(path, model=model.state_dict(), model_config=model.config, class_names=list(CLASS_NAMES),
-                    config={"image_size": 64}, normalization={"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]})
+    Checkpoint(model_config=model.config, model=model.state_dict(), class_names=list(CLASS_NAMES),
+               image_size=64).save(path)
     return path
 
 
@@ -60,3 +60,19 @@ def test_single_image_matches_the_batched_path(checkpoint, tmp_path):
     assert single.pred == batched[1].pred
     assert single.prob == pytest.approx(batched[1].prob, abs=1e-5)
     assert np.array_equal(single.mask, batched[1].mask)
+
+
+def test_predictor_reads_size_and_normalisation_from_the_checkpoint(checkpoint, tmp_path):
+    ckpt = Checkpoint.load(checkpoint)
+    image = np.asarray(Image.open(write_demo_images(tmp_path / "in", n=1) / "demo_00.jpg"))
+    plain = Predictor(checkpoint, device="cpu", amp="off")
+    assert plain.image_size == (64, 64) and plain.class_names == list(CLASS_NAMES)
+    # a format-1 file of the same model (image size under "config") predicts the same
+    torch.save({"format_version": 1, "model": ckpt.model, "model_config": ckpt.model_config,
+                "class_names": ckpt.class_names, "config": {"image_size": 64}}, tmp_path / "v1.pt")
+    old = Predictor(tmp_path / "v1.pt", device="cpu", amp="off")
+    assert old.predict_image(image).probs == plain.predict_image(image).probs
+    # another normalisation in the checkpoint changes what the model sees
+    ckpt.normalization = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+    other = Predictor(ckpt.save(tmp_path / "other.pt"), device="cpu", amp="off")
+    assert other.predict_image(image).probs != plain.predict_image(image).probs

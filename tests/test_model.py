@@ -107,11 +107,11 @@ def test_logit_adjustment_shifts_the_cross_entropy_by_the_log_prior():
 
 
 def test_tta_views_are_undone_exactly():
-    from skin_utils.engine import _views, forward_probs
+    from skin_utils.engine import forward_probs, tta_views
 
     x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
     for square, n in ((True, 8), (False, 4)):
-        views = _views(square)
+        views = tta_views(square)
         assert len(views) == n
         for fwd, inv in views:
             assert torch.equal(inv(fwd(x)), x)
