@@ -37,7 +37,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from skin_utils.data.cache import build_cache
 from skin_utils.data.imageio import as_hw
-from skin_utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD, CachedLesionDataset, Normalize, make_loader
+from skin_utils.data.datasets import (IMAGENET_MEAN, IMAGENET_STD, CachedLesionDataset, Normalize, build_augmentation,
+                                      make_loader)
 from skin_utils.engine import (amp_dtype_for, autocast, build_optimizer_and_schedule, evaluate,
                                resolve_device, train_one_epoch)
 from skin_utils.labels import CLASS_NAMES
@@ -220,7 +221,7 @@ def run(data_dir=None, image_size=128, batch_size=32, max_samples=512, device="a
     model = MultiTaskNet().to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     ours = train_one_epoch(model, ours_loader, loss_fn, opt, device, amp_dtype=amp_dtype,
-                           batch_transform=ours_ds.batch_transform, progress=False)
+                           batch_transform=build_augmentation("standard")[1], progress=False)
     record("train_epoch", "ours", ours["images_per_s"])
     rss_after_training = peak_rss_mb()
 

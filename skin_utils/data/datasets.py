@@ -112,13 +112,15 @@ class Normalize(torch.nn.Module):
 class CachedLesionDataset(Dataset):
     """Samples ``(image uint8 (3,H,W), mask uint8 (1,H,W), label, row)`` read from an
     `skin_utils.data.cache.ArrayCache`; ``rows`` selects which cached images belong to this split.
-    The colour part of the augmentation is left to the training step: ``batch_transform``."""
+    Only the geometric part of ``augment`` runs here, per sample; its colour part runs on the
+    whole batch in the training step (`build_augmentation`'s second value, handed to
+    `skin_utils.engine.fit` by `skin_utils.data.loading.train_val_loaders`)."""
 
     def __init__(self, cache, labels, rows=None, augment: str = "none"):
         self.images, self.masks = cache.images, cache.masks
         self.labels = np.asarray(labels, dtype=np.int64)
         self.rows = np.arange(len(self.labels)) if rows is None else np.asarray(rows)
-        self.transform, self.batch_transform = build_augmentation(augment)
+        self.transform = build_augmentation(augment)[0]
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -6,12 +6,16 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import torch
+from torch.utils.data import DataLoader
 
 from skin_utils.data.cache import ArrayCache, build_cache
-from skin_utils.data.datasets import CachedLesionDataset, balanced_sampler, make_loader, resolve_data_dir
+from skin_utils.data.datasets import (CachedLesionDataset, balanced_sampler, build_augmentation, make_loader,
+                                      resolve_data_dir)
 from skin_utils.data.imageio import as_hw
 from skin_utils.data.layout import load_index
 from skin_utils.data.splits import load_or_make_split
@@ -118,11 +122,20 @@ def load_data(data_dir="data", image_size=128, *, split_path="reports/split.csv"
     return Data(index=index, split=split, cache=arrays, image_size=hw, rows=rows)
 
 
+class Loaders(NamedTuple):
+    """What `train_val_loaders` returns: the two loaders and the colour augmentation that the
+    training step applies to each batch on the device (None: no colour augmentation)."""
+
+    train: DataLoader
+    val: DataLoader
+    batch_transform: torch.nn.Module | None
+
+
 def train_val_loaders(data: Data, batch_size: int, device, *, augment: str = "standard",
                       class_balance: str = "weighted_loss", balance_power: float = 0.5,
-                      seed: int = 0, num_workers: int | None = None):
+                      seed: int = 0, num_workers: int | None = None) -> Loaders:
     """Loaders for training (shuffled, augmented, optionally class-balanced sampling) and
-    validation (in order, no augmentation)."""
+    validation (in order, no augmentation), and the batch colour augmentation for `fit`."""
     if class_balance not in CLASS_BALANCE:
         raise ValueError(f"class_balance={class_balance!r}: choose one of {CLASS_BALANCE}.")
     train_set = data.dataset("train", augment=augment)
@@ -132,7 +145,7 @@ def train_val_loaders(data: Data, batch_size: int, device, *, augment: str = "st
     train = make_loader(train_set, batch_size, device, shuffle=True, sampler=sampler,
                         num_workers=num_workers, seed=seed, drop_last=len(train_set) > batch_size)
     val = make_loader(data.dataset("val"), batch_size, device, num_workers=num_workers, seed=seed)
-    return train, val
+    return Loaders(train, val, build_augmentation(augment)[1])
 
 
 def train_class_counts(data: Data) -> np.ndarray:
