@@ -8,30 +8,40 @@
 # `split_path`) is the one every other notebook uses.
 
 # %% tags=["parameters"]
-data_dir = "data"                  # HAM10000 layout (see data/README.md); the synthetic demo if empty
-split_fractions = [0.7, 0.15, 0.15]
-split_path = "reports/split.csv"
-seed = 0
-max_samples = None                 # use at most this many images (whole lesions); None: all
-max_mask_images = 3000             # masks read to measure lesion size (a random sample)
-per_class = 5                      # example images per diagnosis
-on_bad_data = "raise"
-reports_dir = "reports"
-repo_url = "https://github.com/OWNER/REPO"  # cloned on Colab to install skin_utils
+from typing import Optional
+
+data_dir: str = "data"                   # HAM10000 layout (see data/README.md); the synthetic demo if empty
+split_fractions: list[float] = [0.7, 0.15, 0.15]  # train, val, test shares of the lesions
+split_path: str = "reports/split.csv"    # the lesion-level split, made here and used by every notebook
+seed: int = 0
+max_samples: Optional[int] = None        # use at most this many images (whole lesions); None: all
+max_mask_images: Optional[int] = 3000    # masks read to measure lesion size (a random sample); None: all
+per_class: int = 5                       # example images per diagnosis
+on_bad_data: str = "raise"               # "raise": stop on bad files with a report; "skip": leave them out
+reports_dir: str = "reports"
+repo_url: str = "https://github.com/OWNER/REPO"  # cloned on Colab to install skin_utils
 
 # %%
-import subprocess, sys, os  # noqa: E401
-if "google.colab" in sys.modules and not os.path.isdir("/content/repo"):
-    subprocess.check_call(["git", "clone", "--depth", "1", repo_url, "/content/repo"])
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/repo"])
-    sys.path.insert(0, "/content/repo")
+# Colab only (nothing happens elsewhere): clone this repository once, install it, and work inside it on every run
+import os, subprocess, sys  # noqa: E401
+if "google.colab" in sys.modules:
+    if repo_url.rstrip("/").endswith("/OWNER/REPO"):
+        sys.exit(f"repo_url is still the placeholder {repo_url!r}: set it in the first code cell to the GitHub "
+                 "address of this repository (e.g. https://github.com/you/skin-lesions), or run "
+                 "`python scripts/set_github_repo.py you/skin-lesions` in a clone and push.")
+    if not os.path.isdir("/content/repo/.git"):
+        subprocess.check_call(["git", "clone", "--depth", "1", repo_url, "/content/repo"])
+    if subprocess.run([sys.executable, "-m", "pip", "show", "-q", "skin_utils"]).returncode != 0:
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/repo"])
+    if "/content/repo" not in sys.path:
+        sys.path.insert(0, "/content/repo")
     os.chdir("/content/repo")
 
 # %%
 import numpy as np
 
 from skin_utils import CLASS_NAMES, viz
-from skin_utils.nb import report
+from skin_utils.nb import conclusions, report
 from skin_utils.data.eda import lesion_area_fractions, sample_per_class
 from skin_utils.nb.params import check_params
 from skin_utils.nb.paths import resolve
@@ -54,6 +64,9 @@ data.describe()
 # ## How rare is each diagnosis?
 # Always answering the majority class already scores its share as accuracy: this is the bar
 # every accuracy in the later notebooks has to be read against.
+#
+# *Reading the figure:* one bar per diagnosis, its image count on top. The ratio between the
+# tallest and the shortest bar is how much more often the model sees the common class in training.
 
 # %%
 fig = viz.plot_class_distribution(index["label"], title=f"Diagnoses · {data.name}")
@@ -65,6 +78,9 @@ print(f"Always answering {counts.idxmax()} would score accuracy {majority_share:
 # %% [markdown]
 # ## Several images per lesion
 # Images of one lesion are near-duplicates; a split by image would put them on both sides.
+#
+# *Reading the figure:* how many lesions have 1, 2, 3, ... images. Every bar right of "1" is a
+# group of near-duplicates that must stay on one side of the split.
 
 # %%
 fig = viz.plot_images_per_lesion(index["lesion_id"], title=f"Images per lesion · {data.name}")
@@ -74,6 +90,8 @@ print(f"{len(index)} images of {len(per_lesion)} lesions; {(per_lesion > 1).sum(
 
 # %% [markdown]
 # ## The lesion-level split
+# *Reading the figure:* per diagnosis, the images (left) and distinct lesions (right) in train,
+# validation and test. A class with a handful of test images gets noisy per-class test numbers.
 
 # %%
 split_table = split_summary(data.split, CLASS_NAMES)
@@ -83,6 +101,8 @@ split_table
 
 # %% [markdown]
 # ## Patients: age, sex, site
+# *Reading the figure:* age histogram stacked by diagnosis, then counts by sex and body site. A
+# diagnosis concentrated in one age band or site is a shortcut a model can learn from the image.
 
 # %%
 fig = viz.plot_metadata(index, title=f"Patient metadata · {data.name}")
@@ -90,6 +110,8 @@ viz.publish(fig, figures / "eda_metadata.png")
 
 # %% [markdown]
 # ## How large are the lesions?
+# *Reading the figure:* per diagnosis, the share of the image covered by the lesion (box: middle
+# half, dots: single images). Small lesions are where segmentation at low resolution suffers most.
 
 # %%
 areas, area_labels = lesion_area_fractions(index, max_images=max_mask_images, seed=seed)
@@ -99,12 +121,26 @@ print(f"median lesion share {np.median(areas):.2f} over {len(areas)} masks")
 
 # %% [markdown]
 # ## What each diagnosis looks like (expert mask in green)
+# *Reading the figure:* one row per diagnosis, the expert's lesion border in green. Look for how
+# alike the classes are, and for hairs, rulers and vignetting the model has to ignore.
 
 # %%
 images, masks, labels = sample_per_class(index, per_class=per_class, seed=seed)
 fig = viz.plot_sample_grid(images, labels, masks=masks, per_class=per_class,
                              title=f"Examples per diagnosis · {data.name}")
 viz.publish(fig, figures / "eda_samples.png")
+
+# %% [markdown]
+# ## Conclusion
+# Computed from the numbers above (`skin_utils.nb.conclusions.data_conclusion`).
+
+# %%
+from IPython.display import Markdown
+
+conclusion = conclusions.data_conclusion(
+    counts.to_dict(), per_lesion.tolist(), test_counts=split_table["test_images"].drop("total").to_dict(),
+    median_lesion_share=float(np.median(areas)) if len(areas) else None, synthetic=data.synthetic)
+Markdown(conclusion)
 
 # %%
 report.write_section(reports, "01_eda", "Data", f"""
@@ -123,4 +159,6 @@ Split by lesion (fractions {split_fractions}, seed {seed}; stored in `{split_pat
 ![metadata](figures/eda_metadata.png)
 ![mask area](figures/eda_mask_area.png)
 ![samples](figures/eda_samples.png)
+
+**Conclusion.** {conclusion}
 """, params=params, data=data.describe())

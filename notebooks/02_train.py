@@ -13,54 +13,65 @@
 # Run with other values: `papermill notebooks/02_train.ipynb out.ipynb -p epochs 5`.
 
 # %% tags=["parameters"]
-data_dir = "data"                  # HAM10000 layout (see data/README.md); the synthetic demo if empty
-image_size = 128                   # training size in pixels (square)
-epochs = 3
-batch_size = 16
-lr = 2e-3                          # peak learning rate of the one-cycle schedule (AdamW)
-weight_decay = 1e-4
-lr_schedule = "onecycle"           # "onecycle", "cosine" or "constant"
-seg_weight = 1.0                   # weight of the mask loss (BCE)
-cls_weight = 1.0                   # weight of the diagnosis loss (cross-entropy)
-class_balance = "weighted_loss"    # "none", "weighted_loss", "sampler", "both" or "logit_adjusted"
-balance_power = 0.4                # strength: 0 none, 1 full correction of the class prior
-label_smoothing = 0.1
-augment = "standard"               # "none", "flips", "standard" (flips, 90-degree turns, mild colour) or "strong"
-encoder_weights = "auto"           # "imagenet", "auto" (ImageNet if obtainable), None, or a .pth path
-selection = "balanced_accuracy+dice"  # validation score that picks the best checkpoint
-patience = None                    # early stopping after this many epochs without improvement
-seed = 0
-device = "auto"                    # "auto", "cpu", "cuda", "cuda:1", ...
-amp = "auto"                       # mixed precision: "auto", "bf16", "fp16" or "off"
-num_workers = None                 # DataLoader workers; None picks for the device
-max_samples = None                 # use at most this many images (whole lesions); None: all
-split_fractions = [0.7, 0.15, 0.15]
-split_path = "reports/split.csv"
-on_bad_data = "raise"              # "raise": stop on bad files with a report; "skip": leave them out
-resume = False                     # continue from checkpoint_dir/last.pt
-cache_dir = None                   # preprocessed-array cache; None: ~/.cache/skin_utils
-reports_dir = "reports"
-checkpoint_dir = "checkpoints"
-repo_url = "https://github.com/OWNER/REPO"  # cloned on Colab to install skin_utils
+from typing import Optional
+
+data_dir: str = "data"                   # HAM10000 layout (see data/README.md); the synthetic demo if empty
+image_size: int = 128                    # training size in pixels (square)
+epochs: int = 3
+batch_size: int = 16
+lr: float = 2e-3                         # peak learning rate of the one-cycle schedule (AdamW)
+weight_decay: float = 1e-4
+lr_schedule: str = "onecycle"            # "onecycle", "cosine" or "constant"
+seg_weight: float = 1.0                  # weight of the mask loss (BCE)
+cls_weight: float = 1.0                  # weight of the diagnosis loss (cross-entropy)
+class_balance: str = "weighted_loss"     # "none", "weighted_loss", "sampler", "both" or "logit_adjusted"
+balance_power: float = 0.4               # strength: 0 none, 1 full correction of the class prior
+label_smoothing: float = 0.1
+augment: str = "standard"                # "none", "flips", "standard" (flips, 90-degree turns, mild colour) or "strong"
+encoder_weights: Optional[str] = "auto"  # "imagenet", "auto" (ImageNet if obtainable), None, or a .pth path
+selection: str = "balanced_accuracy+dice"  # validation score that picks the best checkpoint
+patience: Optional[int] = None           # early stopping after this many epochs without improvement
+seed: int = 0
+device: str = "auto"                     # "auto", "cpu", "cuda", "cuda:1", ...
+amp: str = "auto"                        # mixed precision: "auto", "bf16", "fp16" or "off"
+num_workers: Optional[int] = None        # DataLoader workers; None picks for the device
+max_samples: Optional[int] = None        # use at most this many images (whole lesions); None: all
+split_fractions: list[float] = [0.7, 0.15, 0.15]  # train, val, test shares of the lesions
+split_path: str = "reports/split.csv"    # the lesion-level split (made by 01_eda, or here on first use)
+on_bad_data: str = "raise"               # "raise": stop on bad files with a report; "skip": leave them out
+resume: bool = False                     # continue from checkpoint_dir/last.pt
+cache_dir: Optional[str] = None          # preprocessed-array cache; None: $SKIN_UTILS_CACHE or ~/.cache/skin_utils
+reports_dir: str = "reports"
+checkpoint_dir: str = "checkpoints"
+repo_url: str = "https://github.com/OWNER/REPO"  # cloned on Colab to install skin_utils
 
 # %%
-import subprocess, sys, os  # noqa: E401
-if "google.colab" in sys.modules and not os.path.isdir("/content/repo"):
-    subprocess.check_call(["git", "clone", "--depth", "1", repo_url, "/content/repo"])
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/repo"])
-    sys.path.insert(0, "/content/repo")
+# Colab only (nothing happens elsewhere): clone this repository once, install it, and work inside it on every run
+import os, subprocess, sys  # noqa: E401
+if "google.colab" in sys.modules:
+    if repo_url.rstrip("/").endswith("/OWNER/REPO"):
+        sys.exit(f"repo_url is still the placeholder {repo_url!r}: set it in the first code cell to the GitHub "
+                 "address of this repository (e.g. https://github.com/you/skin-lesions), or run "
+                 "`python scripts/set_github_repo.py you/skin-lesions` in a clone and push.")
+    if not os.path.isdir("/content/repo/.git"):
+        subprocess.check_call(["git", "clone", "--depth", "1", repo_url, "/content/repo"])
+    if subprocess.run([sys.executable, "-m", "pip", "show", "-q", "skin_utils"]).returncode != 0:
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/repo"])
+    if "/content/repo" not in sys.path:
+        sys.path.insert(0, "/content/repo")
     os.chdir("/content/repo")
 
 # %%
 import torch
 
 from skin_utils import CLASS_NAMES, viz
-from skin_utils.nb import report
+from skin_utils.nb import conclusions, report
 from skin_utils.engine import build_optimizer_and_schedule, fit, resolve_device, seed_everything
 from skin_utils.model import MultiTaskNet
 from skin_utils.nb.params import check_params
 from skin_utils.nb.paths import resolve
-from skin_utils.data.loading import build_loss, load_data, train_class_counts, train_val_loaders
+from skin_utils.data.loading import load_data, train_class_counts, train_val_loaders
+from skin_utils.losses import build_loss
 
 params = check_params(dict(
     data_dir=data_dir, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -90,7 +101,7 @@ data.describe()
 model = MultiTaskNet(num_classes=len(CLASS_NAMES), encoder_weights=encoder_weights)
 counts = train_class_counts(data)
 loss_fn = build_loss(counts, seg_weight, cls_weight, class_balance, balance_power, label_smoothing)
-train_loader, val_loader = train_val_loaders(data, batch_size, device, augment=augment,
+train_loader, val_loader, batch_transform = train_val_loaders(data, batch_size, device, augment=augment,
                                              class_balance=class_balance, balance_power=balance_power,
                                              seed=seed, num_workers=num_workers)
 optimizer, scheduler = build_optimizer_and_schedule(model, lr, weight_decay, epochs, len(train_loader), lr_schedule)
@@ -109,12 +120,16 @@ if loss_fn.logit_adjustment is not None:
 # %%
 history = fit(model, train_loader, val_loader, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
               epochs=epochs, device=device, checkpoint_dir=checkpoints, class_names=CLASS_NAMES,
-              run_config={**params, "image_size": image_size, "encoder_weights_used": model.encoder_weights_used},
-              selection=selection, patience=patience, amp=amp, resume=resume, seed=seed,
-              extra={"data": data.describe(), "split_path": str(resolve(split_path))})
+              image_size=data.image_size, batch_transform=batch_transform,
+              params=params, data=data.describe(), split_path=resolve(split_path),
+              selection=selection, patience=patience, amp=amp, resume=resume, seed=seed)
 
 # %% [markdown]
 # ## Learning curves
+# *Reading the figure:* losses (training solid, validation dashed), the validation segmentation
+# and classification scores, and the learning rate, per epoch; the dotted line marks the epoch
+# whose checkpoint was kept. Validation loss rising while training loss falls means overfitting;
+# scores still climbing at the last epoch mean more epochs would help.
 
 # %%
 fig = viz.plot_learning_curves(history, title=f"Learning curves · {data.name}")
@@ -130,6 +145,16 @@ report.write_json(reports / "metrics" / "train.json", summary)
 summary["best_val"]
 
 # %% [markdown]
+# ## Conclusion
+# Computed from the history above (`skin_utils.nb.conclusions.training_conclusion`).
+
+# %%
+from IPython.display import Markdown
+
+conclusion = conclusions.training_conclusion(history, selection, len(CLASS_NAMES), synthetic=data.synthetic)
+Markdown(conclusion)
+
+# %% [markdown]
 # ## Report section
 
 # %%
@@ -143,4 +168,30 @@ Validation at the best epoch (model resolution; the test-set evaluation at origi
 {report.markdown_table({k[4:]: v for k, v in best.items() if k.startswith('val_')})}
 
 ![learning curves](figures/train_learning_curves.png)
+
+**Conclusion.** {conclusion}
 """, params=params, data=data.describe())
+
+# %% [markdown]
+# ## Next: evaluate and predict (on Colab, in this runtime)
+# Open `03_evaluate` and then `04_inference`: they read the checkpoint written here.
+#
+# **On Colab** each notebook gets a runtime of its own that cannot see this one's files, so the
+# cell below runs both notebooks here, on the checkpoint just trained (with papermill; the
+# executed copies go to `reports/notebooks/`, the report to `reports/REPORT.md`). Elsewhere it
+# does nothing. This is the way to train, evaluate and predict in one Colab runtime.
+
+# %%
+from skin_utils import run_notebooks
+
+if "google.colab" in sys.modules and not os.environ.get(run_notebooks.RUNNER_ENV):  # not when run by the runner
+    from IPython.display import Image, display
+
+    if run_notebooks.main(["--only", "03_evaluate", "04_inference", "--data-dir", str(data_dir),
+                      "--reports-dir", str(reports_dir), "--checkpoint-dir", str(checkpoint_dir)]) == 0:
+        for section in ("03_evaluate", "04_inference"):
+            lines = (reports / "sections" / f"{section}.md").read_text().splitlines()
+            display(Markdown(f"`{section}` " + next(line for line in lines if line.startswith("**Conclusion.**"))))
+        for figure in ("evaluate_confusion_matrix", "inference_examples"):
+            display(Image(filename=str(reports / "figures" / f"{figure}.png")))
+

@@ -2,6 +2,9 @@
 # # 03 · Evaluate a trained model
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/REPO/blob/main/notebooks/03_evaluate.ipynb)
 #
+# *On Colab, a notebook opened on its own gets a runtime of its own, without a checkpoint: open
+# `02_train` instead, which trains and whose last cell then runs this notebook in the same runtime.*
+#
 # Scores a checkpoint with the ISIC 2018 definitions on lesions it never saw: by default the
 # **test** split of the lesion-level split made for training; with `split="all"`, every image
 # of any other labelled folder in the same layout (an external test set).
@@ -13,31 +16,41 @@
 #   confusion matrix and ROC curves, always beside the always-NV baseline.
 
 # %% tags=["parameters"]
-checkpoint = "checkpoints/best.pt"
-data_dir = "data"                  # the training data (for split test) or any labelled folder (split all)
-split = "test"                     # "test", "val", "train" or "all"
-split_path = "reports/split.csv"   # the split written by 02_train
-batch_size = 32
-threshold = 0.5                    # mask probability threshold
-tta = True                         # average each prediction over the 8 flips and 90-degree turns of the image
-n_examples = 4                     # best and worst cases shown
-device = "auto"
-amp = "auto"
-on_bad_data = "raise"
-reports_dir = "reports"
-repo_url = "https://github.com/OWNER/REPO"  # cloned on Colab to install skin_utils
+from typing import Optional
+
+checkpoint: str = "checkpoints/best.pt"
+data_dir: str = "data"                   # the training data (for split test) or any labelled folder (split all)
+split: str = "test"                      # "test", "val", "train" or "all"
+split_path: str = "reports/split.csv"    # the split written by 02_train
+batch_size: int = 32
+threshold: float = 0.5                   # mask probability threshold
+tta: bool = True                         # average each prediction over the 8 flips and 90-degree turns of the image
+n_examples: int = 4                      # best and worst cases shown
+device: str = "auto"                     # "auto", "cpu", "cuda", "cuda:1", ...
+amp: str = "auto"                        # mixed precision: "auto", "bf16", "fp16" or "off"
+on_bad_data: str = "raise"               # "raise": stop on bad files with a report; "skip": leave them out
+reports_dir: str = "reports"
+repo_url: str = "https://github.com/OWNER/REPO"  # cloned on Colab to install skin_utils
 
 # %%
-import subprocess, sys, os  # noqa: E401
-if "google.colab" in sys.modules and not os.path.isdir("/content/repo"):
-    subprocess.check_call(["git", "clone", "--depth", "1", repo_url, "/content/repo"])
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/repo"])
-    sys.path.insert(0, "/content/repo")
+# Colab only (nothing happens elsewhere): clone this repository once, install it, and work inside it on every run
+import os, subprocess, sys  # noqa: E401
+if "google.colab" in sys.modules:
+    if repo_url.rstrip("/").endswith("/OWNER/REPO"):
+        sys.exit(f"repo_url is still the placeholder {repo_url!r}: set it in the first code cell to the GitHub "
+                 "address of this repository (e.g. https://github.com/you/skin-lesions), or run "
+                 "`python scripts/set_github_repo.py you/skin-lesions` in a clone and push.")
+    if not os.path.isdir("/content/repo/.git"):
+        subprocess.check_call(["git", "clone", "--depth", "1", repo_url, "/content/repo"])
+    if subprocess.run([sys.executable, "-m", "pip", "show", "-q", "skin_utils"]).returncode != 0:
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/repo"])
+    if "/content/repo" not in sys.path:
+        sys.path.insert(0, "/content/repo")
     os.chdir("/content/repo")
 
 # %%
 from skin_utils import viz
-from skin_utils.nb import report
+from skin_utils.nb import conclusions, report
 from skin_utils.checkpoint import load_model
 from skin_utils.engine import resolve_device
 from skin_utils.evaluation import best_and_worst, evaluate_original_size, headline_table, per_class_table
@@ -52,16 +65,16 @@ reports, figures = resolve(reports_dir), resolve(reports_dir) / "figures"
 device = resolve_device(device)
 model, ckpt = load_model(resolve(checkpoint), map_location=device)
 model.to(device)
-class_names = ckpt["class_names"]
-trained = ckpt["config"]
-print(f"checkpoint: epoch {ckpt['epoch'] + 1}, trained at {trained['image_size']} px on {ckpt['data']['data_dir']}")
+class_names = ckpt.class_names
+trained = ckpt.params
+print(f"checkpoint: epoch {ckpt.epoch + 1}, trained at {ckpt.image_size[0]}x{ckpt.image_size[1]} px on {ckpt.data['data_dir']}")
 
 # %%
-data = load_data(data_dir, trained["image_size"], split_path=split_path,
+data = load_data(data_dir, ckpt.image_size, split_path=split_path,
                  split_fractions=trained.get("split_fractions", (0.7, 0.15, 0.15)), seed=trained.get("seed", 0),
                  max_samples=trained.get("max_samples") if split != "all" else None,
                  on_bad_data=on_bad_data, need_split=split != "all")
-if split != "all" and data.index.attrs["fingerprint"] != ckpt["data"]["fingerprint"]:
+if split != "all" and data.index.attrs["fingerprint"] != ckpt.data["fingerprint"]:
     raise ValueError(f"{data.data_dir} is not the data this model was trained on; its '{split}' split would "
                      "not be held out. Evaluate an external data set with split='all'.")
 title = f"{split} split · {data.name}"
@@ -71,6 +84,9 @@ result, per_image = evaluation.report, evaluation.per_image
 
 # %% [markdown]
 # ## Headline numbers, beside always answering NV
+# *Reading the table:* each score of the model beside the same score of always answering NV. Only
+# the margin counts: accuracy can look high while the model misses most of the rare classes,
+# which balanced accuracy (the mean of the per-class sensitivities) shows.
 
 # %%
 headline = headline_table(result)
@@ -78,36 +94,59 @@ headline
 
 # %% [markdown]
 # ## Per class
+# *Reading the figure:* one group of bars per diagnosis (its number of test images under the
+# name): sensitivity is the share of that class found, precision the share of its predictions
+# that are right. Bars from few images (small support) are noisy.
 
 # %%
 per_class = per_class_table(result)
-fig = viz.plot_per_class_metrics(result["per_class"], title=f"Per-class performance · {title}")
+fig = viz.plot_per_class_metrics(result, title=f"Per-class performance · {title}")
 viz.publish(fig, figures / "evaluate_per_class.png")
 per_class
 
+# %% [markdown]
+# ## Confusion matrix and ROC curves
+# *Reading the figures:* in the confusion matrix each row is a true diagnosis and each column a
+# predicted one; the diagonal of the normalised matrix is each class's sensitivity, and a bright
+# cell off it names the confusion (MEL taken for NV is the costly one). Each ROC curve shows a
+# class against all others at every threshold: the closer to the top-left corner the better, the
+# diagonal is chance (AUC 0.5).
+
 # %%
-fig = viz.plot_confusion_matrix(result["confusion_matrix"], class_names, title=f"Confusion matrix · {title}")
+fig = viz.plot_confusion_matrix(result, title=f"Confusion matrix · {title}")
 viz.publish(fig, figures / "evaluate_confusion_matrix.png")
-fig = viz.plot_roc_curves({k: (v["fpr"], v["tpr"], v["auc"]) for k, v in result["roc_curves"].items()},
-                            title=f"ROC curves · {title}")
+fig = viz.plot_roc_curves(result["roc_curves"], title=f"ROC curves · {title}")
 viz.publish(fig, figures / "evaluate_roc_curves.png")
 
 # %% [markdown]
 # ## Best and worst cases (by Dice)
+# *Reading the figure:* the images with the highest and the lowest Dice, the expert border and
+# the predicted one drawn on each, with true and predicted diagnosis. The worst rows show what
+# fails: faint borders, hairs, lesions touching the image edge, or very small lesions.
 
 # %%
 examples = best_and_worst(data, evaluation, n_examples)
-fig = viz.plot_overlay_grid(**examples, class_names=class_names, title=f"Best and worst masks · {title}")
+fig = viz.plot_overlay_grid(**examples, title=f"Best and worst masks · {title}")
 viz.publish(fig, figures / "evaluate_best_worst.png")
+
+# %% [markdown]
+# ## Conclusion
+# Computed from the numbers above (`skin_utils.nb.conclusions.evaluation_conclusion`).
+
+# %%
+from IPython.display import Markdown
+
+conclusion = conclusions.evaluation_conclusion(result, per_image["jaccard"].tolist(), synthetic=data.synthetic)
+Markdown(conclusion)
 
 # %%
 report.write_json(reports / "metrics" / "evaluate.json",
                   {**{k: v for k, v in result.items() if k != "roc_curves"}, "checkpoint": str(resolve(checkpoint)),
-                   "checkpoint_epoch": ckpt["epoch"] + 1, "data": data.describe(), "params": params})
+                   "checkpoint_epoch": ckpt.epoch + 1, "data": data.describe(), "params": params})
 per_image.to_csv(reports / "metrics" / "evaluate_per_image.csv", index=False)
 base = result["majority_baseline"]
 report.write_section(reports, "03_evaluate", "Evaluation", f"""
-Checkpoint `{checkpoint}` (epoch {ckpt['epoch'] + 1}, {trained['image_size']} px) on the **{split}** split of
+Checkpoint `{checkpoint}` (epoch {ckpt.epoch + 1}, {ckpt.image_size[0]}x{ckpt.image_size[1]} px) on the **{split}** split of
 **{data.name}**: {result['n_images']} images of {result['n_lesions']} lesions. Masks scored at each image's
 original size{' (averaged over the 8 flips and turns)' if tta else ''}. Always answering {base['majority']} would score accuracy {base['accuracy']:.3f} and balanced
 accuracy {base['balanced_accuracy']:.3f}.
@@ -120,4 +159,6 @@ accuracy {base['balanced_accuracy']:.3f}.
 ![confusion matrix](figures/evaluate_confusion_matrix.png)
 ![ROC](figures/evaluate_roc_curves.png)
 ![best and worst](figures/evaluate_best_worst.png)
+
+**Conclusion.** {conclusion}
 """, params=params, data=data.describe())

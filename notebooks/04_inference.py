@@ -2,6 +2,9 @@
 # # 04 · Predict on new images
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/REPO/blob/main/notebooks/04_inference.ipynb)
 #
+# *On Colab, a notebook opened on its own gets a runtime of its own, without a checkpoint: open
+# `02_train` instead, which trains and whose last cell then runs this notebook in the same runtime.*
+#
 # Runs a trained checkpoint on a folder of images that have no labels: the lesion mask at each
 # image's own size, the predicted diagnosis and the probability of every class. Files that are
 # not images, corrupt, or too small are listed with the reason instead of stopping the run.
@@ -10,28 +13,38 @@
 # *These predictions are a research tool, not a diagnosis.*
 
 # %% tags=["parameters"]
-checkpoint = "checkpoints/best.pt"
-input_dir = None                   # a folder of images; None: a few new synthetic demo images
-n_demo_images = 6                  # how many demo images when input_dir is None
-batch_size = 16
-threshold = 0.5                    # mask probability threshold
-tta = True                         # average each prediction over the 8 flips and turns (8x the compute)
-device = "auto"
-amp = "auto"
-reports_dir = "reports"
-repo_url = "https://github.com/OWNER/REPO"  # cloned on Colab to install skin_utils
+from typing import Optional
+
+checkpoint: str = "checkpoints/best.pt"
+input_dir: Optional[str] = None          # a folder of images; None: a few new synthetic demo images
+n_demo_images: int = 6                   # how many demo images when input_dir is None
+batch_size: int = 16
+threshold: float = 0.5                   # mask probability threshold
+tta: bool = True                         # average each prediction over the 8 flips and turns (8x the compute)
+device: str = "auto"                     # "auto", "cpu", "cuda", "cuda:1", ...
+amp: str = "auto"                        # mixed precision: "auto", "bf16", "fp16" or "off"
+reports_dir: str = "reports"
+repo_url: str = "https://github.com/OWNER/REPO"  # cloned on Colab to install skin_utils
 
 # %%
-import subprocess, sys, os  # noqa: E401
-if "google.colab" in sys.modules and not os.path.isdir("/content/repo"):
-    subprocess.check_call(["git", "clone", "--depth", "1", repo_url, "/content/repo"])
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/repo"])
-    sys.path.insert(0, "/content/repo")
+# Colab only (nothing happens elsewhere): clone this repository once, install it, and work inside it on every run
+import os, subprocess, sys  # noqa: E401
+if "google.colab" in sys.modules:
+    if repo_url.rstrip("/").endswith("/OWNER/REPO"):
+        sys.exit(f"repo_url is still the placeholder {repo_url!r}: set it in the first code cell to the GitHub "
+                 "address of this repository (e.g. https://github.com/you/skin-lesions), or run "
+                 "`python scripts/set_github_repo.py you/skin-lesions` in a clone and push.")
+    if not os.path.isdir("/content/repo/.git"):
+        subprocess.check_call(["git", "clone", "--depth", "1", repo_url, "/content/repo"])
+    if subprocess.run([sys.executable, "-m", "pip", "show", "-q", "skin_utils"]).returncode != 0:
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/repo"])
+    if "/content/repo" not in sys.path:
+        sys.path.insert(0, "/content/repo")
     os.chdir("/content/repo")
 
 # %%
 from skin_utils import viz
-from skin_utils.nb import report
+from skin_utils.nb import conclusions, report
 from skin_utils.data.imageio import read_image
 from skin_utils.inference import Predictor, predictions_table, save_overlays, time_single_image, write_demo_images
 from skin_utils.nb.params import check_params
@@ -61,6 +74,9 @@ failures
 
 # %% [markdown]
 # ## Overlays (predicted lesion border in magenta)
+# *Reading the figure:* each new image with the predicted lesion border and the predicted
+# diagnosis with its probability. There is no truth here: look for borders that miss the lesion
+# and for low probabilities, which mean the model is unsure.
 
 # %%
 overlay_paths = save_overlays(predictions, out_dir / "overlays")
@@ -68,7 +84,7 @@ shown = predictions[:8]
 fig = viz.plot_overlay_grid(images=[read_image(p.path) for p in shown], true_masks=None,
                               pred_masks=[p.mask for p in shown], true_labels=None,
                               pred_labels=[p.pred for p in shown], pred_probs=[p.prob for p in shown],
-                              class_names=predictor.class_names, row_titles=[p.image_id for p in shown],
+                              row_titles=[p.image_id for p in shown],
                               title=f"Predictions · {folder.name}" + ("" if input_dir else f" · {SYNTHETIC_NOTE}"))
 viz.publish(fig, reports / "figures" / "inference_examples.png")
 
@@ -78,6 +94,17 @@ viz.publish(fig, reports / "figures" / "inference_examples.png")
 # %%
 latency = time_single_image(predictor, read_image(predictions[0].path)) if predictions else float("nan")
 print(f"single-image latency: {latency * 1000:.1f} ms (median of 10, {predictor.device})")
+
+# %% [markdown]
+# ## Conclusion
+# Computed from the predictions above (`skin_utils.nb.conclusions.inference_conclusion`).
+
+# %%
+from IPython.display import Markdown
+
+conclusion = conclusions.inference_conclusion([p.pred for p in predictions], [p.prob for p in predictions],
+                                              len(failures), demo=input_dir is None)
+Markdown(conclusion)
 
 # %%
 report.write_json(reports / "metrics" / "inference.json",
@@ -92,4 +119,6 @@ Single-image latency {latency * 1000:.1f} ms on `{predictor.device}` (median of 
 {report.markdown_table(table.drop(columns=["path"]).set_index("image_id").head(20)) if len(table) else "(no predictions)"}
 
 ![examples](figures/inference_examples.png)
+
+**Conclusion.** {conclusion}
 """, params=params)

@@ -7,6 +7,9 @@
   (`skin_utils.checkpoint.Checkpoint`) after every epoch and ``resume`` from the last one. Each
   epoch seeds its own randomness from ``(seed, epoch)``, so a resumed run ends with the same
   weights as an uninterrupted one.
+* ``compile=True`` runs the training and validation steps through ``torch.compile``; inside a
+  torchrun process group ``fit`` trains with DistributedDataParallel (see
+  `skin_utils.distributed`). Checkpoints always hold the plain model's weights (`unwrap_model`).
 
 Batches are ``(images uint8 (N, 3, H, W), masks uint8 (N, 1, H, W) in {0, 1}, labels (N,),
 rows (N,))`` at the model's resolution; images are normalised (and, in training, colour-jittered
@@ -26,12 +29,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from skin_utils import distributed
 from skin_utils.checkpoint import Checkpoint, CheckpointError, TrainingState, load_weights
 from skin_utils.data.datasets import Normalize
 from skin_utils.metrics import ClassificationMetrics, SegmentationMetrics
 
 SELECTION_CRITERIA = ("balanced_accuracy+dice", "balanced_accuracy", "dice", "loss")
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+LR_SCHEDULES = ("onecycle", "cosine", "constant")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -78,6 +83,18 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module inside ``torch.compile`` (``_orig_mod``) and DistributedDataParallel
+    (``module``) wrappers: the one whose ``state_dict`` has the keys a checkpoint needs."""
+    while True:
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, torch.nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -101,7 +118,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
     """One epoch of training. ``scheduler`` is stepped per batch. ``batch_transform`` (a module
     on float batches in [0, 1], e.g. the colour jitter of
     `skin_utils.data.datasets.build_augmentation`; None: none) augments each whole batch on the
-    device before it is normalised. Returns mean losses and images/s."""
+    device before it is normalised. Returns mean losses and images/s (inside a process group:
+    over the images of all processes)."""
     device = torch.device(device)
     model.train()
     normalize = Normalize(jitter=batch_transform).to(device)
@@ -135,6 +153,9 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
         n_images += n
         sums += torch.stack([loss.detach(), parts["seg_loss"], parts["cls_loss"]]).double() * n
         if (b + 1) % refresh_every == 0 or b + 1 == total:
+            if distributed.world_size() > 1:  # every process stops at the same refresh, or none does
+                earliest = distributed.all_reduce(torch.where(first_bad < 0, total, first_bad), "min")
+                first_bad = torch.where(earliest < total, earliest, -1)
             bad = int(first_bad)  # the only synchronisation: once per refresh
             if bad >= 0:
                 raise NonFiniteLossError(
@@ -143,6 +164,9 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
                     "image?), or try amp='off'.")
             bar.set_postfix(loss=f"{sums[0].item() / n_images:.4f}", refresh=False)
     seconds = time.perf_counter() - t0
+    if distributed.world_size() > 1:  # losses and images of all processes
+        totals = distributed.all_reduce(torch.cat([sums, sums.new_tensor([n_images])]), "sum")
+        sums, n_images = totals[:3], int(totals[3])
     means = (sums / max(n_images, 1)).tolist()
     return {"loss": means[0], "seg_loss": means[1], "cls_loss": means[2],
             "images": n_images, "seconds": seconds, "images_per_s": n_images / max(seconds, 1e-9)}
@@ -274,7 +298,7 @@ def build_optimizer_and_schedule(model, lr: float, weight_decay: float, epochs: 
     elif schedule == "constant":
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     else:
-        raise ValueError(f"lr_schedule={schedule!r}: choose onecycle, cosine or constant.")
+        raise ValueError(f"lr_schedule={schedule!r}: choose one of {LR_SCHEDULES}.")
     return optimizer, scheduler
 
 
@@ -330,7 +354,7 @@ def _epoch_checkpoint(run: Checkpoint, model, *, epoch: int, metrics: dict, hist
                       epochs_since_best: int) -> Checkpoint:
     """What ``best.pt`` holds after ``epoch``: the run's description ``run`` with the current
     weights and the record of the training so far (``last.pt`` adds the training state)."""
-    return replace(run, model=model.state_dict(), epoch=epoch, metrics=dict(metrics), history=list(history),
+    return replace(run, model=unwrap_model(model).state_dict(), epoch=epoch, metrics=dict(metrics), history=list(history),
                    best_score=best_score, epochs_since_best=epochs_since_best)
 
 
@@ -338,7 +362,7 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
         checkpoint_dir, class_names, image_size, batch_transform=None, params: dict | None = None,
         data: dict | None = None, split_path=None, selection: str = "balanced_accuracy+dice",
         patience: int | None = None, amp: str = "auto", channels_last: bool = True, resume: bool = False,
-        seed: int = 0, progress: bool = True) -> list[dict]:
+        seed: int = 0, progress: bool = True, compile: bool = False, sync_bn: bool = False) -> list[dict]:
     """Train for ``epochs``; write ``last.pt`` after every epoch and ``best.pt`` whenever the
     validation ``selection`` score improves; stop early after ``patience`` epochs without
     improvement (None: never). With ``resume=True`` continue from ``last.pt`` if it exists.
@@ -348,17 +372,29 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
     ``params`` (the notebook's parameters), ``data`` (`Data.describe()`), ``split_path`` and
     ``selection`` are recorded in every checkpoint (`skin_utils.checkpoint.Checkpoint`); resuming
     from a ``last.pt`` of other classes or another size is refused. Returns the history: one
-    dict per epoch (on resume, including the epochs done before)."""
+    dict per epoch (on resume, including the epochs done before).
+
+    ``compile``: train and validate through ``torch.compile(model)`` (the first steps take
+    longer while it compiles); checkpoints hold the plain model's weights either way.
+    Inside a torchrun process group (`skin_utils.distributed`) the model is trained wrapped in
+    DistributedDataParallel, ``sync_bn`` converting its BatchNorm layers to SyncBatchNorm
+    first (CUDA only; ignored by a single process); validation runs on rank 0 alone and its
+    metrics are sent to every process; only rank 0 prints and writes checkpoints. The loaders'
+    batch size is per process. Pass the plain model: one already wrapped (compiled or DDP) is
+    unwrapped first (`unwrap_model`), and only ``compile`` decides whether it is compiled."""
     device = torch.device(device)
     checkpoint_dir = Path(checkpoint_dir)
     if selection not in SELECTION_CRITERIA:
         raise ValueError(f"selection={selection!r}: choose one of {SELECTION_CRITERIA}.")
     amp_dtype = amp_dtype_for(device, amp)
     scaler = torch.amp.GradScaler("cuda") if (amp_dtype == torch.float16 and device.type == "cuda") else None
+    model = unwrap_model(model)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     loss_fn.to(device)
+    rank, world, is_main = distributed.rank(), distributed.world_size(), distributed.is_main_process()
+    progress = progress and is_main
     # What every checkpoint of this run says about it; each epoch adds weights and progress.
     run = Checkpoint(model_config=dict(model.config), model={}, class_names=list(class_names),
                      image_size=image_size, params=dict(params or {}), data=dict(data or {}),
@@ -372,21 +408,33 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
         best_score, since_best = ckpt.best_score, ckpt.epochs_since_best
         if progress:
             print(f"Resumed from {last_path}: {start_epoch} epoch(s) done, continuing to {epochs}.")
+    # What trains (DDP in a process group, compiled on request) and what validates (rank 0 alone).
+    train_model = distributed.wrap_model(model, device, sync_bn=sync_bn)
+    if compile:
+        train_model = torch.compile(train_model)
+    eval_model = train_model if world == 1 else (torch.compile(model) if compile else model)
     for epoch in range(start_epoch, epochs):
         if patience is not None and since_best >= patience:
             break
-        # Each epoch's shuffling and augmentation depend on (seed, epoch) only.
-        seed_everything(seed * 1000 + epoch)
+        # Each epoch's shuffling and augmentation depend on (seed, epoch) only (and on the
+        # process's rank in a process group, so that processes augment differently).
+        epoch_seed = (seed * 1000 + epoch) * world + rank
+        seed_everything(epoch_seed)
         if hasattr(train_loader, "generator") and train_loader.generator is not None:
-            train_loader.generator.manual_seed(seed * 1000 + epoch)
+            train_loader.generator.manual_seed(epoch_seed)
         sampler = getattr(train_loader, "sampler", None)
         if getattr(sampler, "generator", None) is not None:
-            sampler.generator.manual_seed(seed * 1000 + epoch)
-        train = train_one_epoch(model, train_loader, loss_fn, optimizer, device, epoch=epoch,
+            sampler.generator.manual_seed(epoch_seed)
+        if hasattr(sampler, "set_epoch"):  # the distributed samplers: seeded with their seed + epoch
+            sampler.set_epoch(epoch)
+        train = train_one_epoch(train_model, train_loader, loss_fn, optimizer, device, epoch=epoch,
                                 scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype,
                                 channels_last=channels_last, batch_transform=batch_transform, progress=progress)
-        val = evaluate(model, val_loader, device, class_names, loss_fn=loss_fn, amp_dtype=amp_dtype,
-                       channels_last=channels_last, progress=progress)
+        val = None
+        if is_main:
+            val = evaluate(eval_model, val_loader, device, class_names, loss_fn=loss_fn, amp_dtype=amp_dtype,
+                           channels_last=channels_last, progress=progress)
+        val = distributed.broadcast_object(val)
         score = selection_score(val, selection)
         improved = score > best_score
         if improved:
@@ -401,10 +449,12 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
             print(f"epoch {epoch + 1}/{epochs}  train loss {train['loss']:.4f}  val loss {val.get('loss', float('nan')):.4f}  "
                   f"Dice {val['dice']:.3f}  bal.acc {val['balanced_accuracy']:.3f}  acc {val['accuracy']:.3f}  "
                   f"AUC {val['macro_auc']:.3f}  {train['images_per_s']:.1f} img/s" + ("  *best*" if improved else ""))
-        ckpt = _epoch_checkpoint(run, model, epoch=epoch, metrics=val, history=history, best_score=best_score,
-                                 epochs_since_best=since_best)
-        if improved:
-            ckpt.save(best_path)
-        ckpt.training = _training_state(optimizer, scheduler, scaler)
-        ckpt.save(last_path)
+        if is_main:
+            ckpt = _epoch_checkpoint(run, model, epoch=epoch, metrics=val, history=history, best_score=best_score,
+                                     epochs_since_best=since_best)
+            if improved:
+                ckpt.save(best_path)
+            ckpt.training = _training_state(optimizer, scheduler, scaler)
+            ckpt.save(last_path)
+    distributed.barrier()  # every process returns once rank 0 has written the last checkpoint
     return history

@@ -1,81 +1,136 @@
 """Run the four notebooks end to end with papermill: ``python -m skin_utils.run_notebooks``.
 
-Executed copies go to ``<reports_dir>/notebooks/``; the notebooks themselves write figures,
-metrics and ``<reports_dir>/REPORT.md``. With no data set in ``data/`` everything runs on the
-synthetic demo (its default of 15 epochs finishes in a few minutes on 2 CPU cores); with
-HAM10000 in ``data/`` it trains on it (5 epochs by default).
+Every setting not given here keeps the default in the notebook's own ``parameters`` cell (shown
+below, read from the notebooks); the runner passes only the options you give, plus the paths that
+tie the notebooks together (one data folder, one split file, the checkpoint trained by 02_train,
+one reports folder). Executed copies go to ``<reports_dir>/notebooks/``; the notebooks write
+figures, metrics and ``<reports_dir>/REPORT.md``. With no data set in ``data/`` everything runs on
+the synthetic demo. Relative paths are taken from the repository root (or ``$SKIN_UTILS_ROOT``).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import os
 import sys
 import time
 from pathlib import Path
 
-from skin_utils.nb.paths import project_root, resolve
+from skin_utils.nb.paths import notebooks_dir, project_root, resolve
 
 NOTEBOOKS = ("01_eda", "02_train", "03_evaluate", "04_inference")
-DEMO_EPOCHS, REAL_EPOCHS = 15, 5
+RUNNER_ENV = "SKIN_UTILS_RUNNER"  # set for the kernels this runner starts (02_train's Colab cell checks it)
+# option -> (notebook whose default it shows, parameter); each is passed to every notebook that has it
+OPTIONS = {
+    "data_dir": ("02_train", "data_dir"),
+    "epochs": ("02_train", "epochs"),
+    "image_size": ("02_train", "image_size"),
+    "batch_size": ("02_train", "batch_size"),
+    "max_samples": ("02_train", "max_samples"),
+    "reports_dir": ("02_train", "reports_dir"),
+    "checkpoint_dir": ("02_train", "checkpoint_dir"),
+}
+TRAIN_ONLY = {"epochs", "image_size", "batch_size"}  # 03/04 take image size and batch size of their own
+
+
+def notebook_defaults(name: str) -> dict:
+    """The parameters of notebook ``name`` with their default values, as papermill reads its
+    ``parameters`` cell (``papermill --help-notebook``)."""
+    from papermill import inspect_notebook
+
+    path = notebooks_dir() / f"{name}.ipynb"
+    out = {}
+    for param, info in inspect_notebook(str(path)).items():
+        try:
+            out[param] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError) as err:
+            raise ValueError(f"{path}: the default of parameter {param} ({info['default']!r}) is not a Python "
+                             "literal; the runner can only pass literals.") from err
+    return out
+
+
+def notebook_params(options: dict, defaults: dict[str, dict]) -> dict[str, dict]:
+    """What each notebook is given: the options the user set (``None`` = not set), to each
+    notebook that has the parameter, and the paths that tie the notebooks together."""
+    given = {k: v for k, v in options.items() if v is not None}
+    reports = given.get("reports_dir", defaults["02_train"]["reports_dir"])
+    checkpoints = given.get("checkpoint_dir", defaults["02_train"]["checkpoint_dir"])
+    data_dir = given.get("data_dir", defaults["02_train"]["data_dir"])
+    ties = {"reports_dir": str(reports), "split_path": str(Path(reports) / "split.csv"),
+            "data_dir": str(data_dir), "checkpoint_dir": str(checkpoints),
+            "checkpoint": str(Path(checkpoints) / "best.pt")}
+    out = {}
+    for name, params in defaults.items():
+        chosen = {k: v for k, v in given.items() if k in params and (name == "02_train" or k not in TRAIN_ONLY)}
+        out[name] = {**{k: v for k, v in ties.items() if k in params}, **chosen}
+    return out
 
 
 def run_notebook(name: str, params: dict, root: Path, out_dir: Path, log_output: bool = False) -> Path:
     import papermill
 
     out = out_dir / f"{name}.ipynb"
-    papermill.execute_notebook(str(root / "notebooks" / f"{name}.ipynb"), str(out), parameters=params,
+    papermill.execute_notebook(str(notebooks_dir() / f"{name}.ipynb"), str(out), parameters=params,
                                cwd=str(root), kernel_name="python3", language="python",
                                log_output=log_output, progress_bar=True)
     return out
 
 
+def parser(defaults: dict[str, dict]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m skin_utils.run_notebooks", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def default(option):
+        name, param = OPTIONS[option]
+        return f"(notebook default: {defaults[name][param]!r})"
+
+    p.add_argument("--data-dir", help=f"a HAM10000 layout; 'data' falls back to the synthetic demo {default('data_dir')}")
+    p.add_argument("--epochs", type=int, help=f"training epochs {default('epochs')}")
+    p.add_argument("--image-size", type=int, help=f"training size in pixels {default('image_size')}")
+    p.add_argument("--batch-size", type=int, help=f"training batch size {default('batch_size')}")
+    p.add_argument("--max-samples", type=int, help=f"use at most this many images {default('max_samples')}")
+    p.add_argument("--reports-dir", help=f"figures, metrics, REPORT.md, executed notebooks {default('reports_dir')}")
+    p.add_argument("--checkpoint-dir", help=f"where 02_train writes best.pt, read by 03 and 04 {default('checkpoint_dir')}")
+    p.add_argument("--only", nargs="+", choices=NOTEBOOKS, help="run only these notebooks")
+    p.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    return p
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default="data", help="HAM10000 layout; 'data' falls back to the demo")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help=f"default {DEMO_EPOCHS} on the demo, {REAL_EPOCHS} on real data")
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-samples", type=int, default=None)
-    parser.add_argument("--reports-dir", default="reports")
-    parser.add_argument("--checkpoint-dir", default="checkpoints")
-    parser.add_argument("--only", nargs="+", choices=NOTEBOOKS, help="run only these notebooks")
-    parser.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
-    args = parser.parse_args(argv)
+    defaults = {name: notebook_defaults(name) for name in NOTEBOOKS}
+    args = parser(defaults).parse_args(argv)
+    plan = notebook_params({k: getattr(args, k) for k in OPTIONS}, defaults)
 
     from skin_utils.data.datasets import resolve_data_dir
     from skin_utils.demo.synthetic import is_synthetic
 
     root = project_root()
-    folder = resolve_data_dir(args.data_dir, root=root)
-    demo = is_synthetic(folder)
-    epochs = args.epochs or (DEMO_EPOCHS if demo else REAL_EPOCHS)
-    reports = resolve(args.reports_dir, root)
-    split_path = str(reports / "split.csv")
-    checkpoint = str(resolve(args.checkpoint_dir, root) / "best.pt")
-    common = {"reports_dir": str(reports)}
-    params = {
-        "01_eda": {**common, "data_dir": args.data_dir, "split_path": split_path, "max_samples": args.max_samples},
-        "02_train": {**common, "data_dir": args.data_dir, "split_path": split_path, "epochs": epochs,
-                     "image_size": args.image_size, "batch_size": args.batch_size,
-                     "max_samples": args.max_samples, "checkpoint_dir": args.checkpoint_dir},
-        "03_evaluate": {**common, "data_dir": args.data_dir, "split_path": split_path, "checkpoint": checkpoint},
-        "04_inference": {**common, "checkpoint": checkpoint},
-    }
-    print(f"Data: {folder} ({'synthetic demo' if demo else 'real'}); {epochs} epochs at {args.image_size} px; "
-          f"reports in {reports}")
+    train = {**defaults["02_train"], **plan["02_train"]}
+    folder = resolve_data_dir(train["data_dir"], root=root)
+    reports = resolve(train["reports_dir"], root)
+    print(f"Data: {folder} ({'synthetic demo' if is_synthetic(folder) else 'real'}); {train['epochs']} epochs at "
+          f"{train['image_size']} px, batch {train['batch_size']}; reports in {reports}")
     out_dir = reports / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in args.only or NOTEBOOKS:
-        t0 = time.perf_counter()
-        print(f"== {name}")
-        try:
-            run_notebook(name, params[name], root, out_dir, args.log_output)
-        except Exception as err:  # papermill.PapermillExecutionError and friends
-            print(f"\n{name} failed: {err}\nThe executed notebook with the error is {out_dir / (name + '.ipynb')}.",
-                  file=sys.stderr)
-            return 1
-        print(f"   done in {time.perf_counter() - t0:.0f} s -> {out_dir / (name + '.ipynb')}")
+    old = os.environ.get(RUNNER_ENV)
+    os.environ[RUNNER_ENV] = "1"
+    try:
+        for name in args.only or NOTEBOOKS:
+            t0 = time.perf_counter()
+            print(f"== {name} " + " ".join(f"{k}={v!r}" for k, v in plan[name].items()))
+            try:
+                run_notebook(name, plan[name], root, out_dir, args.log_output)
+            except Exception as err:  # papermill.PapermillExecutionError and friends
+                print(f"\n{name} failed: {err}\nThe executed notebook with the error is "
+                      f"{out_dir / (name + '.ipynb')}.", file=sys.stderr)
+                return 1
+            print(f"   done in {time.perf_counter() - t0:.0f} s -> {out_dir / (name + '.ipynb')}")
+    finally:
+        if old is None:
+            os.environ.pop(RUNNER_ENV, None)
+        else:
+            os.environ[RUNNER_ENV] = old
     print(f"\nReport: {reports / 'REPORT.md'}")
     return 0
 

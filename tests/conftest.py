@@ -1,28 +1,17 @@
 """Shared fixtures. Tests run offline on the synthetic demo data; tests on real HAM10000 use
-../shared/data/ham10000_200x150 and skip (with the reason) when it is absent."""
+../shared/data/ham10000_200x150 and skip (with the reason) when it is absent.
+
+The isolation of every test run (relative paths and the preprocessing cache redirected to a
+temporary folder; the checkout's data/, checkpoints/ and reports/ guarded) is in the
+repository's top-level conftest.py, which pytest also loads for `pytest --nbval notebooks`."""
 
 import os
 from pathlib import Path
 
-os.environ.setdefault("MPLBACKEND", "Agg")
-os.environ.setdefault("TQDM_DISABLE", "1")
-
-import pytest  # noqa: E402
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA = Path(os.environ.get("HAM10000_200X150", ROOT.parent / "shared" / "data" / "ham10000_200x150"))
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _isolated_cache(tmp_path_factory):
-    """Keep the preprocessing cache of the test run out of the user's ~/.cache."""
-    old = os.environ.get("SKIN_UTILS_CACHE")
-    os.environ["SKIN_UTILS_CACHE"] = str(tmp_path_factory.mktemp("array_cache"))
-    yield
-    if old is None:
-        os.environ.pop("SKIN_UTILS_CACHE", None)
-    else:
-        os.environ["SKIN_UTILS_CACHE"] = old
 
 
 @pytest.fixture(scope="session")

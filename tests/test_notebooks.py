@@ -1,9 +1,11 @@
-"""Notebook hygiene: the .py/.ipynb pairs agree, papermill sees the parameters, outputs are
-cleared, and every notebook runs end to end with papermill (on a real-data subset when the
-shared HAM10000 folder is present)."""
+"""Notebook hygiene: the .py/.ipynb pairs agree, papermill sees the typed parameters, outputs
+are cleared, each figure says how to read it, each notebook ends with a computed conclusion, and
+all four run end to end through `python -m skin_utils.run_notebooks` (papermill), also on a
+real-data subset when the shared HAM10000 folder is present."""
 
+import ast
 import json
-from pathlib import Path
+import typing
 
 import jupytext
 import nbformat
@@ -11,7 +13,8 @@ import pytest
 
 from tests.conftest import ROOT
 
-NOTEBOOKS = ["01_eda", "02_train", "03_evaluate", "04_inference"]
+NOTEBOOKS = ["01_eda", "02_train", "03_evaluate", "04_inference"]  # the pipeline the runner executes
+ALL = sorted(p.stem for p in (ROOT / "notebooks").glob("*.py"))      # the rules of every notebook
 REQUIRED = {
     "01_eda": {"data_dir", "reports_dir", "split_path", "seed"},
     "02_train": {"data_dir", "image_size", "epochs", "batch_size", "lr", "seg_weight", "cls_weight",
@@ -26,14 +29,14 @@ def _cells(nb):
     return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", ()))) for c in nb.cells]
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", ALL)
 def test_pair_holds_the_same_cells(name):
     py = jupytext.read(ROOT / "notebooks" / f"{name}.py")
     ipynb = jupytext.read(ROOT / "notebooks" / f"{name}.ipynb")
     assert _cells(py) == _cells(ipynb), f"{name}.py and {name}.ipynb differ: run `jupytext --sync notebooks/{name}.py`"
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", ALL)
 def test_committed_notebook_is_clean_and_has_a_kernel(name):
     nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
     assert nb.metadata["kernelspec"]["name"] == "python3"
@@ -45,18 +48,89 @@ def test_committed_notebook_is_clean_and_has_a_kernel(name):
     assert nb.cells[0].cell_type == "markdown" and "colab.research.google.com" in nb.cells[0].source
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+def _parameters_cell(name):
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    return next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_papermill_finds_the_parameters(name):
     from papermill.inspection import inspect_notebook
 
-    import ast
-
     found = set(inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb")))
-    assert REQUIRED[name] <= found, f"missing parameters: {REQUIRED[name] - found}"
-    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
-    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    assigned = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets}
-    assert assigned == found, f"papermill misreads {assigned ^ found} (a '=' in a comment hides a parameter)"
+    assert REQUIRED.get(name, set()) <= found, f"missing parameters: {REQUIRED.get(name, set()) - found}"
+    body = ast.parse(_parameters_cell(name).source).body
+    assigned = {t.id for node in body if isinstance(node, ast.Assign) for t in node.targets}
+    assigned |= {node.target.id for node in body if isinstance(node, ast.AnnAssign)}
+    assert assigned == found, (f"papermill misreads {assigned ^ found} (a '=' in a comment, or an annotation it "
+                               "cannot parse such as `int | None`: write Optional[int])")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_parameter_has_a_type_that_papermill_shows(name):
+    from papermill.inspection import inspect_notebook
+
+    body = ast.parse(_parameters_cell(name).source).body
+    untyped = [t.id for node in body if isinstance(node, ast.Assign) for t in node.targets]
+    assert not untyped, f"{name}: give these parameters a type annotation (`epochs: int = 3`): {untyped}"
+    others = [ast.unparse(node) for node in body if not isinstance(node, (ast.AnnAssign, ast.ImportFrom))]
+    assert not others, f"{name}: the parameters cell holds only typed assignments: {others}"
+    shown = {k: v["inferred_type_name"] for k, v in inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb")).items()}
+    annotated = {node.target.id: ast.unparse(node.annotation) for node in body if isinstance(node, ast.AnnAssign)}
+    assert shown == annotated
+    namespace = {}
+    exec(compile(ast.Module(body=body, type_ignores=[]), name, "exec"), namespace)
+    for node in body:
+        if isinstance(node, ast.AnnAssign):
+            hint, value = eval(ast.unparse(node.annotation), namespace), namespace[node.target.id]
+            assert _matches(value, hint), f"{name}: {node.target.id}={value!r} is not a {ast.unparse(node.annotation)}"
+
+
+def _matches(value, hint) -> bool:
+    """Whether ``value`` fits the annotation ``hint`` (Optional[...], list[...], plain classes)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:
+        return any(_matches(value, h) for h in args)
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def test_the_colab_setup_cell_is_the_same_in_every_notebook():
+    cells = {}
+    for name in ALL:
+        nb = jupytext.read(ROOT / "notebooks" / f"{name}.py")
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert "parameters" in code[0].metadata.get("tags", [])
+        cells[name] = code[1].source
+        assert "google.colab" in cells[name] and "os.chdir" in cells[name], f"{name}: the 2nd code cell is the Colab setup"
+    assert len(set(cells.values())) == 1, "the Colab setup cell differs between notebooks: copy one to the others"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_each_notebook_ends_with_a_computed_conclusion(name):
+    nb = jupytext.read(ROOT / "notebooks" / f"{name}.py")
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "conclusion = conclusions." in code, f"{name}: compute the conclusion with skin_utils.nb.conclusions"
+    assert "**Conclusion.** {conclusion}" in code, f"{name}: put the conclusion into the report section"
+    headings = [c.source for c in nb.cells if c.cell_type == "markdown"]
+    assert any(h.startswith("## Conclusion") for h in headings)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_each_figure_comes_with_how_to_read_it(name):
+    nb = jupytext.read(ROOT / "notebooks" / f"{name}.py")
+    last_markdown = ""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            last_markdown = cell.source
+        elif "viz.publish(" in cell.source:
+            assert "*Reading the figure" in last_markdown, \
+                f"{name}: say how to read the figure of {cell.source.splitlines()[0]!r} in the markdown above it"
 
 
 def test_papermill_help_lists_the_parameters():
@@ -66,28 +140,21 @@ def test_papermill_help_lists_the_parameters():
     out = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", "notebooks/02_train.ipynb"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "epochs" in out.stdout and "seg_weight" in out.stdout
-
-
-def _execute(name, out_dir, params):
-    import papermill
-
-    return papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out_dir / f"{name}.ipynb"),
-                                      parameters=params, kernel_name="python3", language="python",
-                                      cwd=str(ROOT), progress_bar=False)
+    assert "epochs: int (default 3)" in out.stdout and "seg_weight: float" in out.stdout
+    assert "patience: Optional[int] (default None)" in out.stdout and "Unknown type" not in out.stdout
 
 
 def _run_all(data_dir, tmp_path, **train):
+    """All four notebooks through the runner (`python -m skin_utils.run_notebooks`)."""
+    from skin_utils.run_notebooks import main
+
     reports, ckpts = tmp_path / "reports", tmp_path / "checkpoints"
-    split = str(reports / "split.csv")
-    common = {"reports_dir": str(reports)}
-    _execute("01_eda", tmp_path, {**common, "data_dir": str(data_dir), "split_path": split,
-                                  "max_samples": train.get("max_samples")})
-    _execute("02_train", tmp_path, {**common, "data_dir": str(data_dir), "split_path": split,
-                                    "checkpoint_dir": str(ckpts), **train})
-    _execute("03_evaluate", tmp_path, {**common, "data_dir": str(data_dir), "split_path": split,
-                                       "checkpoint": str(ckpts / "best.pt")})
-    _execute("04_inference", tmp_path, {**common, "checkpoint": str(ckpts / "best.pt")})
+    argv = ["--data-dir", str(data_dir), "--reports-dir", str(reports), "--checkpoint-dir", str(ckpts)]
+    for key, value in train.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    assert main(argv) == 0
+    for name in NOTEBOOKS:
+        assert (reports / "notebooks" / f"{name}.ipynb").is_file()
     return reports
 
 
@@ -103,6 +170,7 @@ def _check_reports(reports, synthetic):
     for section in ("## Data", "## Training", "## Evaluation", "## Inference"):
         assert section in report
     assert ("synthetic demo data" in report) is synthetic
+    assert report.count("**Conclusion.**") == 4, "each section ends with its conclusion"
     for figure in ("eda_class_distribution", "train_learning_curves", "evaluate_confusion_matrix",
                    "evaluate_best_worst", "inference_examples"):
         assert (reports / "figures" / f"{figure}.png").stat().st_size > 1000, figure

@@ -72,6 +72,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 #: find_images also accepts these (inference on arbitrary folders).
 INFERENCE_EXTENSIONS = IMAGE_EXTENSIONS + (".bmp", ".tif", ".tiff", ".webp")
 MASK_SUFFIXES = ("_segmentation", "_mask")
+ON_BAD_DATA = ("raise", "skip")  # stop with a report of every problem, or leave the bad items out
 IMAGE_DIR_NAMES = ("images", "HAM10000_images_part_1", "HAM10000_images_part_2")
 MASK_DIR_NAMES = ("masks", "HAM10000_segmentations_lesion_tschandl")
 METADATA_NAMES = ("HAM10000_metadata.csv", "HAM10000_metadata.tab", "HAM10000_metadata")
@@ -798,8 +799,8 @@ def load_index(
     list in ``df.attrs["problems"]``. A folder without any usable images or labels always raises
     :class:`DataLayoutError`. ``decode=False`` skips the pixel checks (fast, names/labels only).
     """
-    if on_bad_data not in ("raise", "skip"):
-        raise ValueError(f"on_bad_data must be 'raise' or 'skip', got {on_bad_data!r}")
+    if on_bad_data not in ON_BAD_DATA:
+        raise ValueError(f"on_bad_data must be one of {ON_BAD_DATA}, got {on_bad_data!r}")
     report, rows = _scan(data_dir, decode)
     if report.fatal:
         raise _layout_error(report)

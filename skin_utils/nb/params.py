@@ -7,7 +7,6 @@ as a string; a typo should fail in the first cell, not after an hour of training
 from __future__ import annotations
 
 from numbers import Integral, Real
-from pathlib import Path
 
 
 class ParameterError(ValueError):
@@ -16,6 +15,25 @@ class ParameterError(ValueError):
 
 def _fail(name, value, expected):
     raise ParameterError(f"Parameter {name}={value!r}: expected {expected}.")
+
+
+def _choices() -> dict:
+    """The allowed values of each choice parameter, from the module that defines them."""
+    from skin_utils.data.datasets import AUGMENTATIONS
+    from skin_utils.data.splits import SPLITS
+    from skin_utils.data.layout import ON_BAD_DATA
+    from skin_utils.engine import AMP_CHOICES, LR_SCHEDULES, SELECTION_CRITERIA
+    from skin_utils.losses import CLASS_BALANCE
+
+    return {
+        "amp": AMP_CHOICES,
+        "augment": AUGMENTATIONS,
+        "class_balance": CLASS_BALANCE,
+        "lr_schedule": LR_SCHEDULES,
+        "on_bad_data": ON_BAD_DATA,
+        "selection": SELECTION_CRITERIA,
+        "split": (*SPLITS, "all"),
+    }
 
 
 RULES = {
@@ -39,13 +57,7 @@ RULES = {
     "max_mask_images": ("int_or_none", (1, 10**9)),
     "threshold": ("float", (0.0, 1.0)),
     "device": ("choice", None),  # checked by engine.resolve_device
-    "amp": ("choice", ("auto", "bf16", "fp16", "off")),
-    "augment": ("choice", ("none", "flips", "standard", "strong")),
-    "class_balance": ("choice", ("none", "weighted_loss", "sampler", "both", "logit_adjusted")),
-    "lr_schedule": ("choice", ("onecycle", "cosine", "constant")),
-    "selection": ("choice", ("balanced_accuracy+dice", "balanced_accuracy", "dice", "loss")),
-    "on_bad_data": ("choice", ("raise", "skip")),
-    "split": ("choice", ("train", "val", "test", "all")),
+    **{name: ("choice", tuple(values)) for name, values in _choices().items()},
     "resume": ("bool", None),
     "tta": ("bool", None),
 }

@@ -1,0 +1,215 @@
+"""Each notebook's conclusion in words, computed from its numbers: what is good, what is weak.
+
+Every function takes plain numbers (dicts, lists) and returns a short Markdown paragraph made of
+sentences, one per finding, so the notebook only prints it and puts it in its report section.
+The thresholds that decide the wording are the constants below.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from skin_utils.metrics import ISIC_JACCARD_THRESHOLD
+
+NOISY_SUPPORT = 10        # fewer test images of a class than this: its numbers are noise
+SMALL_TEST_SET = 100      # fewer test images than this: a few points of difference are noise
+NEAR_CHANCE_AUC = 0.6     # a class whose AUC is below this is told apart little better than by chance
+GOOD_DICE = 0.85          # mean Dice from here on is called good
+WEAK_DICE = 0.7           # mean Dice below this is called weak
+MEL_SENSITIVITY_GOOD = 0.8
+LOW_CONFIDENCE = 0.5      # a prediction whose top probability is below this is called uncertain
+SYNTHETIC_WARNING = ("These numbers come from the **synthetic demo data**: they show that the pipeline "
+                     "works, not how the model would do on real lesions.")
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _finite(x) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+def _paragraph(sentences: Sequence[str]) -> str:
+    return " ".join(s.strip() for s in sentences if s)
+
+
+def data_conclusion(class_counts: Mapping[str, int], images_per_lesion: Sequence[int],
+                    test_counts: Mapping[str, int] | None = None, median_lesion_share: float | None = None,
+                    synthetic: bool = False) -> str:
+    """The data set in words: class imbalance and what it does to accuracy, repeated images of a
+    lesion, classes too rare in the test split to be measured, lesion size.
+
+    ``class_counts``: images per class; ``images_per_lesion``: one count per lesion;
+    ``test_counts``: images per class in the test split."""
+    total = sum(class_counts.values())
+    if total == 0:
+        raise ValueError("class_counts are all 0: there is no data to describe.")
+    present = {k: v for k, v in class_counts.items() if v > 0}
+    major = max(present, key=present.get)
+    rare = min(present, key=present.get)
+    out = [f"**{major}** makes up {_pct(present[major] / total)} of the {total} images and **{rare}** only "
+           f"{present[rare]} ({present[major] / present[rare]:.0f} to 1): always answering {major} already scores "
+           f"accuracy {present[major] / total:.2f}, so read balanced accuracy (chance: {1 / len(present):.2f}), "
+           "and the training needs class weighting or sampling."]
+    missing = [k for k, v in class_counts.items() if v == 0]
+    if missing:
+        out.append(f"No images at all of {', '.join(missing)}: the model cannot learn {'it' if len(missing) == 1 else 'them'}.")
+    per_lesion = list(images_per_lesion)
+    repeated = sum(1 for n in per_lesion if n > 1)
+    if repeated:
+        out.append(f"{repeated} of {len(per_lesion)} lesions ({_pct(repeated / len(per_lesion))}) have more than one "
+                   "image: splitting by image would put near-duplicates on both sides, which is why the split is "
+                   "by lesion.")
+    else:
+        out.append("Every lesion has a single image, so a split by lesion is a split by image.")
+    if test_counts is not None:
+        thin = [f"{k} ({v})" for k, v in test_counts.items() if class_counts.get(k, 0) > 0 and v < NOISY_SUPPORT]
+        if thin:
+            out.append(f"The test split holds fewer than {NOISY_SUPPORT} images of {', '.join(thin)}: "
+                       "their per-class test numbers will be noisy.")
+    if _finite(median_lesion_share):
+        size = ("small" if median_lesion_share < 0.1 else "large" if median_lesion_share > 0.5 else "medium-sized")
+        out.append(f"The median lesion covers {_pct(median_lesion_share)} of its image ({size}).")
+    if synthetic:
+        out.append(SYNTHETIC_WARNING)
+    return _paragraph(out)
+
+
+def training_conclusion(history: Sequence[Mapping], selection: str, n_classes: int,
+                        synthetic: bool = False) -> str:
+    """The training run in words: whether it was still improving, over- or under-fitting signs,
+    validation balanced accuracy against chance and Dice.
+
+    ``history``: one dict per epoch with ``epoch``, ``score``, ``train_loss``, ``val_loss``,
+    ``val_balanced_accuracy`` and ``val_dice`` (what `skin_utils.engine.fit` returns)."""
+    if not history:
+        raise ValueError("history is empty: no epoch was trained.")
+    best_i = max(range(len(history)), key=lambda i: history[i]["score"])
+    best, last = history[best_i], history[-1]
+    n = len(history)
+    out = []
+    if best_i == n - 1 and n > 1:
+        out.append(f"The validation score (`{selection}`) was still improving at the last epoch ({n}): "
+                   "more epochs would probably help.")
+    elif best_i == n - 1:
+        out.append("A single epoch was trained: enough to check the pipeline, not to judge the model.")
+    else:
+        out.append(f"The best validation score (`{selection}`) came at epoch {best['epoch']} of {n}; "
+                   f"the {n - 1 - best_i} epoch(s) after it did not improve it.")
+    if best_i < n - 1 and "val_loss" in last and "train_loss" in last:
+        if last["val_loss"] > best["val_loss"] and last["train_loss"] < best["train_loss"]:
+            out.append(f"Training loss kept falling after epoch {best['epoch']} while validation loss rose "
+                       f"({best['val_loss']:.3f} to {last['val_loss']:.3f}): the model began to overfit; "
+                       "the checkpoint kept is the one before.")
+    chance = 1 / n_classes
+    bal = best.get("val_balanced_accuracy")
+    if _finite(bal):
+        if bal < 1.1 * chance:
+            verdict = "no better than chance; the classifier has learnt nothing useful yet"
+        elif bal < 1.5 * chance:
+            verdict = "barely above chance; the classifier has learnt little yet"
+        elif bal < 0.5:
+            verdict = "clearly above chance, but most images of the rare classes are still misclassified"
+        else:
+            verdict = "well above chance"
+        out.append(f"Validation balanced accuracy {bal:.2f} (chance {chance:.2f}): {verdict}.")
+    dice = best.get("val_dice")
+    if _finite(dice):
+        word = "good" if dice >= GOOD_DICE else "weak" if dice < WEAK_DICE else "fair"
+        out.append(f"Validation Dice {dice:.2f} ({word}, at the model's resolution).")
+    if synthetic:
+        out.append(SYNTHETIC_WARNING)
+    return _paragraph(out)
+
+
+def evaluation_conclusion(report: Mapping, per_image_jaccard: Sequence[float] | None = None,
+                          synthetic: bool = False) -> str:
+    """The test evaluation in words: the margin over always answering NV, melanoma
+    sensitivity, the best class and the classes near chance, Dice, and how far to trust it.
+
+    ``report``: what `skin_utils.evaluation.evaluate_original_size` returns as ``report``
+    (``balanced_accuracy``, ``accuracy``, ``dice``, ``per_class``, ``majority_baseline``,
+    ``n_images``); ``per_image_jaccard``: the Jaccard index of each image."""
+    base = report["majority_baseline"]
+    per_class = report["per_class"]
+    bal, acc = report["balanced_accuracy"], report["accuracy"]
+    out = []
+    margin = bal - base["balanced_accuracy"]
+    if margin < 0.05:
+        out.append(f"Balanced accuracy {bal:.2f} is hardly better than always answering {base['majority']} "
+                   f"({base['balanced_accuracy']:.2f}): the diagnosis head is not useful yet.")
+    else:
+        out.append(f"Balanced accuracy {bal:.2f} against {base['balanced_accuracy']:.2f} for always answering "
+                   f"{base['majority']}: {margin:+.2f}.")
+    if acc <= base["accuracy"]:
+        out.append(f"Accuracy {acc:.2f} does not beat always answering {base['majority']} ({base['accuracy']:.2f}): "
+                   "the model trades majority-class hits for rare-class ones, or has not learnt enough.")
+    mel = per_class.get("MEL")
+    if mel and mel.get("support", 0) > 0 and _finite(mel.get("sensitivity")):
+        sens, n_mel = mel["sensitivity"], mel["support"]
+        missed = round((1 - sens) * n_mel)
+        judged = ("good" if sens >= MEL_SENSITIVITY_GOOD else
+                  "the main weakness for any screening use")
+        out.append(f"Melanoma sensitivity {sens:.2f}: {missed} of {n_mel} melanomas missed ({judged}).")
+    aucs = {k: v["auc"] for k, v in per_class.items() if v.get("support", 0) > 0 and _finite(v.get("auc"))}
+    if aucs:
+        best = max(aucs, key=aucs.get)
+        near = sorted((k for k, v in aucs.items() if v < NEAR_CHANCE_AUC), key=aucs.get)
+        out.append(f"Best separated class: {best} (AUC {aucs[best]:.2f}).")
+        if near:
+            out.append("Near chance (AUC below " f"{NEAR_CHANCE_AUC}): "
+                       + ", ".join(f"{k} ({aucs[k]:.2f})" for k in near) + ".")
+    absent = [k for k, v in per_class.items() if v.get("support", 0) == 0]
+    if absent:
+        out.append(f"Not in this split, so not measured: {', '.join(absent)}.")
+    dice = report.get("dice")
+    if _finite(dice):
+        word = "good" if dice >= GOOD_DICE else "weak" if dice < WEAK_DICE else "fair"
+        sentence = f"Mean Dice {dice:.2f} ({word})"
+        if per_image_jaccard is not None and len(per_image_jaccard):
+            failed = sum(1 for j in per_image_jaccard if j < ISIC_JACCARD_THRESHOLD)
+            sentence += (f"; {failed} of {len(per_image_jaccard)} masks ({_pct(failed / len(per_image_jaccard))}) "
+                         f"have Jaccard below {ISIC_JACCARD_THRESHOLD} and count 0 in the thresholded Jaccard")
+        out.append(sentence + ".")
+    thin = [k for k, v in per_class.items() if 0 < v.get("support", 0) < NOISY_SUPPORT]
+    n = report.get("n_images", 0)
+    if n < SMALL_TEST_SET:
+        out.append(f"Only {n} test images: differences of a few points are noise.")
+    elif thin:
+        out.append(f"Fewer than {NOISY_SUPPORT} test images of {', '.join(thin)}: their rows are noisy.")
+    if synthetic:
+        out.append(SYNTHETIC_WARNING)
+    return _paragraph(out)
+
+
+def inference_conclusion(predicted: Sequence[str], confidences: Sequence[float], n_skipped: int,
+                         demo: bool = False) -> str:
+    """The predictions in words: how many, which classes, how many are uncertain, what was
+    skipped. ``predicted``: the predicted class of each image; ``confidences``: its probability."""
+    if len(predicted) != len(confidences):
+        raise ValueError(f"{len(predicted)} predictions but {len(confidences)} confidences.")
+    n = len(predicted)
+    out = []
+    if n == 0:
+        out.append("No image could be predicted.")
+    else:
+        counts = Counter(predicted).most_common()
+        out.append(f"{n} image(s) predicted: " + ", ".join(f"{k} {v}" for k, v in counts) + ".")
+        if len(counts) == 1 and n >= 5:
+            out.append(f"Every image got {counts[0][0]}: the model may be answering its majority class "
+                       "whatever it sees.")
+        unsure = sum(1 for c in confidences if c < LOW_CONFIDENCE)
+        if unsure:
+            out.append(f"{unsure} of {n} predictions have a top probability below {LOW_CONFIDENCE}: "
+                       "treat them as uncertain.")
+        else:
+            out.append(f"All predictions have a top probability of at least {LOW_CONFIDENCE}; "
+                       "confidence is not correctness, see the evaluation for how often it is right.")
+    if n_skipped:
+        out.append(f"{n_skipped} file(s) were skipped, with the reason, in `inference/skipped.csv`.")
+    if demo:
+        out.append("The input was new synthetic demo images.")
+    return _paragraph(out)
