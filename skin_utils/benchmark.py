@@ -1,7 +1,8 @@
 """Benchmark: our pipeline against a naive one, side by side, on the same data and machine.
 
     python -m skin_utils.benchmark [--data-dir DIR] [--image-size 128] [--batch-size 32]
-                               [--max-samples 512] [--out reports/metrics/bench.json]
+                               [--max-samples 512] [--device auto|cpu|cuda] [--compile]
+                               [--out reports/metrics/bench.json]
 
 *naive*: what a straightforward re-implementation does — every epoch decodes and resizes each
 JPEG with PIL, converts it to a float32 tensor in the Dataset, runs the model in the default
@@ -17,6 +18,12 @@ back at original size) and ``latency`` (one image, preprocessing included). Resu
 ratios measured in one run, because absolute seconds on shared machines mean little. With
 ``--quality-epochs N`` both pipelines also train N epochs on the same split and report the
 validation Dice and balanced accuracy, to show that the speed costs no quality.
+
+Both pipelines run on ``--device`` (default: the GPU when there is one). On CUDA every row of
+the table also records ``peak_gpu_mb``, the most GPU memory held by tensors during that stage
+(``torch.cuda.max_memory_allocated``), and ``peak_gpu_memory_mb`` their maximum (None on the
+CPU). ``--compile`` also times the model-alone step of *ours* through ``torch.compile``
+(result ``compile``: images/s, speed-up over the eager step, seconds spent compiling).
 """
 
 from __future__ import annotations
@@ -94,9 +101,11 @@ def naive_train_epoch(model, loader, loss_fn, optimizer, device, scheduler=None)
 
 
 def naive_predict_files(model, paths, hw, batch_size):
-    """One PIL decode + resize per image, float32 model under no_grad, masks upsampled back."""
+    """One PIL decode + resize per image, float32 model under no_grad (on the model's device),
+    masks upsampled back; returns (bool mask, class probabilities) pairs on the CPU."""
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    device = next(model.parameters()).device
     model.eval()
     out = []
     with torch.no_grad():
@@ -107,11 +116,11 @@ def naive_predict_files(model, paths, hw, batch_size):
                 sizes.append(image.size[::-1])
                 small = image.resize((hw[1], hw[0]), Image.BILINEAR)
                 batch.append((torch.from_numpy(np.asarray(small, dtype=np.float32) / 255).permute(2, 0, 1) - mean) / std)
-            mask_logits, class_logits = model(torch.stack(batch))
+            mask_logits, class_logits = model(torch.stack(batch).to(device))
             probs = class_logits.softmax(1)
             for k, size in enumerate(sizes):
-                out.append((F.interpolate(mask_logits[k:k + 1].sigmoid(), size=size, mode="bilinear")[0, 0] > 0.5,
-                            probs[k]))
+                mask = F.interpolate(mask_logits[k:k + 1].sigmoid(), size=size, mode="bilinear")[0, 0] > 0.5
+                out.append((mask.cpu(), probs[k].cpu()))
     return out
 
 
@@ -125,8 +134,10 @@ def time_loader(loader, max_batches) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def time_train_step(model, batch_size, hw, channels_last, amp_dtype, device, repeats=5) -> float:
-    """Model alone: forward + backward + AdamW step on one fixed batch; median images/s."""
+def time_train_step(model, batch_size, hw, channels_last, amp_dtype, device, repeats=5, warmup=1) -> float:
+    """Model alone: forward + backward + AdamW step on one fixed batch; median images/s over
+    ``repeats`` steps after ``warmup`` steps (kernels, allocator; compilation for a compiled
+    model). ``model`` may be a ``torch.compile`` wrapper; the optimiser steps its parameters."""
     loss_fn = MultiTaskLoss().to(device)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     x = torch.randn(batch_size, 3, *hw, device=device)
@@ -136,7 +147,7 @@ def time_train_step(model, batch_size, hw, channels_last, amp_dtype, device, rep
         x = x.contiguous(memory_format=torch.channels_last)
     model.train()
     times = []
-    for i in range(repeats + 1):
+    for i in range(warmup + repeats):
         _sync(device)
         t0 = time.perf_counter()
         with autocast(device, amp_dtype):
@@ -146,7 +157,7 @@ def time_train_step(model, batch_size, hw, channels_last, amp_dtype, device, rep
         loss.backward()
         opt.step()
         _sync(device)
-        if i:  # the first step warms up kernels and allocator
+        if i >= warmup:
             times.append(time.perf_counter() - t0)
     return batch_size / float(np.median(times))
 
@@ -156,13 +167,29 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def reset_peak_gpu_memory(device) -> None:
+    """Start a new peak-memory measurement on a CUDA ``device`` (nothing elsewhere)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gpu_memory_mb(device) -> float | None:
+    """Most GPU memory held by tensors since the last `reset_peak_gpu_memory`
+    (``torch.cuda.max_memory_allocated``), in MiB; None on a device that is not CUDA."""
+    if torch.device(device).type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ----------------------------------------------------------------------------- the run
 def run(data_dir=None, image_size=128, batch_size=32, max_samples=512, device="auto", amp="auto",
-        num_workers=None, quality_epochs=0, seed=0, progress=True) -> dict:
+        num_workers=None, quality_epochs=0, seed=0, progress=True, compile=False) -> dict:
     from skin_utils.data.datasets import resolve_data_dir
     from skin_utils.inference import Predictor, time_single_image
     from skin_utils.data.layout import load_index
@@ -184,8 +211,13 @@ def run(data_dir=None, image_size=128, batch_size=32, max_samples=512, device="a
     rows = []
 
     def record(stage, pipeline, images_per_s, **extra):
-        rows.append({"stage": stage, "pipeline": pipeline, "images_per_s": float(images_per_s), **extra})
-        say(f"  {stage:<12} {pipeline:<6} {images_per_s:8.1f} images/s")
+        """One measurement, with the GPU memory peak since the previous one (None off CUDA)."""
+        peak = peak_gpu_memory_mb(device)
+        reset_peak_gpu_memory(device)
+        rows.append({"stage": stage, "pipeline": pipeline, "images_per_s": float(images_per_s),
+                     "peak_gpu_mb": peak, **extra})
+        say(f"  {stage:<12} {pipeline:<6} {images_per_s:8.1f} images/s"
+            + (f"  peak GPU memory {peak:,.0f} MiB" if peak is not None else ""))
 
     # cache: built once (timed; later runs and notebooks reuse it)
     t0 = time.perf_counter()
@@ -200,6 +232,7 @@ def run(data_dir=None, image_size=128, batch_size=32, max_samples=512, device="a
     ours_loader = make_loader(ours_ds, batch_size, device, shuffle=True, num_workers=num_workers, seed=seed)
 
     # 1. data loading alone
+    reset_peak_gpu_memory(device)
     record("loader", "naive", time_loader(naive_loader, batches))
     record("loader", "ours", time_loader(ours_loader, batches))
 
@@ -209,6 +242,20 @@ def run(data_dir=None, image_size=128, batch_size=32, max_samples=512, device="a
     ours_model = MultiTaskNet().to(device).to(memory_format=torch.channels_last)
     record("train_step", "naive", time_train_step(naive_model, batch_size, hw, False, None, device))
     record("train_step", "ours", time_train_step(ours_model, batch_size, hw, True, amp_dtype, device))
+    del naive_model, ours_model
+    compiled = None
+    if compile:  # the same step through torch.compile (first steps compile; timed after them)
+        torch.manual_seed(seed)
+        compiled_model = torch.compile(MultiTaskNet().to(device).to(memory_format=torch.channels_last))
+        t0 = time.perf_counter()
+        time_train_step(compiled_model, batch_size, hw, True, amp_dtype, device, repeats=0, warmup=2)
+        compile_seconds = time.perf_counter() - t0
+        rate = time_train_step(compiled_model, batch_size, hw, True, amp_dtype, device, repeats=10, warmup=1)
+        compiled = {"train_step_images_per_s": rate, "eager_train_step_images_per_s": rows[-1]["images_per_s"],
+                    "speedup": rate / rows[-1]["images_per_s"], "compile_seconds": compile_seconds,
+                    "peak_gpu_mb": peak_gpu_memory_mb(device)}
+        reset_peak_gpu_memory(device)
+        say(f"  train_step   compiled {rate:8.1f} images/s (compiling took {compile_seconds:.0f} s)")
 
     # 3. a training epoch end to end, same model, same images
     loss_fn = MultiTaskLoss().to(device)
@@ -260,6 +307,9 @@ def run(data_dir=None, image_size=128, batch_size=32, max_samples=512, device="a
         "latency_ms": {"naive": naive_latency * 1000, "ours": ours_latency * 1000},
         "peak_rss_mb": peak_rss_mb(),
         "peak_rss_mb_after_training": rss_after_training,
+        "peak_gpu_memory_mb": (None if device.type != "cuda"
+                               else max(r["peak_gpu_mb"] for r in rows if r["peak_gpu_mb"] is not None)),
+        "compile": compiled,
         "cache_build_seconds": cache_seconds, "cache_mb": cache.nbytes / 2**20,
         "table": rows,
         "setup": {"data_dir": str(folder), "n_images": n, "image_size": list(hw), "batch_size": batch_size,
@@ -335,6 +385,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
     parser.add_argument("--num-workers", type=int, default=None)
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the model-alone training step through torch.compile")
     parser.add_argument("--quality-epochs", type=int, default=0,
                         help="also train both pipelines this many epochs and compare validation quality")
     parser.add_argument("--out", default="reports/metrics/bench.json")
@@ -345,7 +397,7 @@ def main(argv=None) -> int:
     from skin_utils.viz import plot_benchmark, save_figure
 
     result = run(args.data_dir, args.image_size, args.batch_size, args.max_samples, args.device, args.amp,
-                 args.num_workers, args.quality_epochs)
+                 args.num_workers, args.quality_epochs, compile=args.compile)
     out = resolve(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(to_jsonable(result), indent=2))

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from skin_utils import distributed
 from skin_utils.data.imageio import as_hw
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -147,9 +148,17 @@ def default_num_workers(device: torch.device | str) -> int:
 def make_loader(dataset, batch_size: int, device, shuffle: bool = False, sampler=None,
                 num_workers: int | None = None, seed: int = 0, drop_last: bool = False) -> DataLoader:
     """A DataLoader with defaults that suit the device: pinned memory and persistent workers on
-    CUDA; a seeded generator so that an epoch's order depends only on the seed."""
+    CUDA; a seeded generator so that an epoch's order depends only on the seed.
+
+    Inside a torchrun process group (`skin_utils.distributed`) a shuffling or class-balanced
+    loader gets only this process's share of each epoch (`skin_utils.distributed.shard_sampler`;
+    ``batch_size`` is then per process), and the default number of workers is divided among the
+    processes of the machine. An in-order loader (validation, test) always sees every sample."""
     device = torch.device(device)
+    sampler = distributed.shard_sampler(dataset, sampler, shuffle=shuffle, seed=seed, drop_last=drop_last)
     workers = default_num_workers(device) if num_workers is None else int(num_workers)
+    if num_workers is None and workers > 0:
+        workers = max(1, workers // distributed.local_world_size())
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False,
         sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
