@@ -7,7 +7,10 @@
 # `seg_weight · BCE(mask) + cls_weight · CE(diagnosis)`, the cross-entropy optionally weighted
 # against HAM10000's class imbalance. Training uses the lesion-level split in `split_path`
 # (made here on first use, reused by every notebook), keeps the checkpoint with the best
-# validation score and writes learning curves and `metrics/train.json` into `reports_dir`.
+# validation score. Every run gets its own folder, `<reports_dir>/runs/<run_name>/` (checkpoints,
+# learning curves, `metrics/train.json`, report), and is never overwritten silently: starting a
+# run whose folder holds results needs `resume=True` or `overwrite=True`. `reports/REPORT.md`
+# shows the latest run.
 #
 # With no HAM10000 in `data/` it trains on the synthetic demo data (every figure says so).
 # Run with other values: `papermill notebooks/02_train.ipynb out.ipynb -p epochs 5`.
@@ -34,15 +37,17 @@ patience: Optional[int] = None           # early stopping after this many epochs
 seed: int = 0
 device: str = "auto"                     # "auto", "cpu", "cuda", "cuda:1", ...
 amp: str = "auto"                        # mixed precision: "auto", "bf16", "fp16" or "off"
+compile: bool = False                    # torch.compile the model (slower first epoch; pays off on some GPUs)
 num_workers: Optional[int] = None        # DataLoader workers; None picks for the device
 max_samples: Optional[int] = None        # use at most this many images (whole lesions); None: all
 split_fractions: list[float] = [0.7, 0.15, 0.15]  # train, val, test shares of the lesions
 split_path: str = "reports/split.csv"    # the lesion-level split (made by 01_eda, or here on first use)
 on_bad_data: str = "raise"               # "raise": stop on bad files with a report; "skip": leave them out
-resume: bool = False                     # continue from checkpoint_dir/last.pt
+run_name: Optional[str] = None           # the run's folder under <reports_dir>/runs; None: date, time and the main knobs
+resume: bool = False                     # continue the run from its checkpoints/last.pt
+overwrite: bool = False                  # replace the results of an earlier run of the same name
 cache_dir: Optional[str] = None          # preprocessed-array cache; None: $SKIN_UTILS_CACHE or ~/.cache/skin_utils
-reports_dir: str = "reports"
-checkpoint_dir: str = "checkpoints"
+reports_dir: str = "reports"              # runs go to <reports_dir>/runs/<run_name>/
 repo_url: str = "https://github.com/OWNER/REPO"  # cloned on Colab to install skin_utils
 
 # %%
@@ -72,16 +77,19 @@ from skin_utils.nb.params import check_params
 from skin_utils.nb.paths import resolve
 from skin_utils.data.loading import load_data, train_class_counts, train_val_loaders
 from skin_utils.losses import build_loss
+from skin_utils.runs import set_latest, start_run
 
 params = check_params(dict(
     data_dir=data_dir, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
     weight_decay=weight_decay, lr_schedule=lr_schedule, seg_weight=seg_weight, cls_weight=cls_weight,
     class_balance=class_balance, balance_power=balance_power, label_smoothing=label_smoothing,
     augment=augment, encoder_weights=encoder_weights, selection=selection, patience=patience,
-    seed=seed, device=device, amp=amp, num_workers=num_workers, max_samples=max_samples,
+    seed=seed, device=device, amp=amp, compile=compile, num_workers=num_workers, max_samples=max_samples,
     split_fractions=split_fractions, split_path=split_path, on_bad_data=on_bad_data, resume=resume,
-    cache_dir=cache_dir, reports_dir=reports_dir, checkpoint_dir=checkpoint_dir))
-reports, checkpoints = resolve(reports_dir), resolve(checkpoint_dir)
+    cache_dir=cache_dir, reports_dir=reports_dir, run_name=run_name, overwrite=overwrite))
+run = start_run(resolve(reports_dir) / "runs", run_name, params, resume=resume, overwrite=overwrite)
+reports, checkpoints = run.root, run.checkpoints
+print(f"Run folder: {run.root}")
 device = resolve_device(device)
 seed_everything(seed)
 print(f"Training on {device}, {torch.get_num_threads()} CPU threads")
@@ -114,15 +122,17 @@ if loss_fn.logit_adjustment is not None:
 
 # %% [markdown]
 # ## Train
-# `last.pt` is written after every epoch (atomically), `best.pt` whenever the validation score
-# improves. Set `resume=True` to continue an interrupted run.
+# `checkpoints/last.pt` is written after every epoch (atomically), `checkpoints/best.pt` whenever
+# the validation score improves, both in the run folder. Set `resume=True` (and the same
+# `run_name`) to continue an interrupted run.
 
 # %%
 history = fit(model, train_loader, val_loader, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
               epochs=epochs, device=device, checkpoint_dir=checkpoints, class_names=CLASS_NAMES,
               image_size=data.image_size, batch_transform=batch_transform,
               params=params, data=data.describe(), split_path=resolve(split_path),
-              selection=selection, patience=patience, amp=amp, resume=resume, seed=seed)
+              selection=selection, patience=patience, amp=amp, compile=compile, resume=resume, seed=seed)
+set_latest(run.root.parent, run)
 
 # %% [markdown]
 # ## Learning curves
@@ -174,11 +184,12 @@ Validation at the best epoch (model resolution; the test-set evaluation at origi
 
 # %% [markdown]
 # ## Next: evaluate and predict (on Colab, in this runtime)
-# Open `03_evaluate` and then `04_inference`: they read the checkpoint written here.
+# Open `03_evaluate` and then `04_inference`: with their default `run="latest"` they read the
+# checkpoint written here.
 #
 # **On Colab** each notebook gets a runtime of its own that cannot see this one's files, so the
 # cell below runs both notebooks here, on the checkpoint just trained (with papermill; the
-# executed copies go to `reports/notebooks/`, the report to `reports/REPORT.md`). Elsewhere it
+# executed copies go to the run folder's `notebooks/`, the report to `reports/REPORT.md`). Elsewhere it
 # does nothing. This is the way to train, evaluate and predict in one Colab runtime.
 
 # %%
@@ -188,7 +199,7 @@ if "google.colab" in sys.modules and not os.environ.get(run_notebooks.RUNNER_ENV
     from IPython.display import Image, display
 
     if run_notebooks.main(["--only", "03_evaluate", "04_inference", "--data-dir", str(data_dir),
-                      "--reports-dir", str(reports_dir), "--checkpoint-dir", str(checkpoint_dir)]) == 0:
+                      "--reports-dir", str(reports_dir), "--run-name", run.name]) == 0:
         for section in ("03_evaluate", "04_inference"):
             lines = (reports / "sections" / f"{section}.md").read_text().splitlines()
             display(Markdown(f"`{section}` " + next(line for line in lines if line.startswith("**Conclusion.**"))))

@@ -5,9 +5,14 @@
 # *On Colab, a notebook opened on its own gets a runtime of its own, without a checkpoint: open
 # `02_train` instead, which trains and whose last cell then runs this notebook in the same runtime.*
 #
-# Scores a checkpoint with the ISIC 2018 definitions on lesions it never saw: by default the
-# **test** split of the lesion-level split made for training; with `split="all"`, every image
-# of any other labelled folder in the same layout (an external test set).
+# Scores a trained run (by default the latest; or any `checkpoint`) with the ISIC 2018
+# definitions on lesions it never saw: by default the **test** split of the lesion-level split
+# made for training; `split="val"` scores the validation split (where choices are made); with
+# `split="all"`, every image of any other labelled folder in the same layout (an external set).
+# Every headline number comes with a 95% confidence interval from a bootstrap over **lesions**
+# (all images of a lesion stay together), and per subgroup of the metadata (sex, age, site).
+# Results go to the run's folder: `metrics/evaluate.json` for the test split,
+# `metrics/evaluate_<split>.json` otherwise.
 #
 # * Segmentation (Task 1), per image at the image's **original size**, then averaged: Dice,
 #   Jaccard, thresholded Jaccard (0 when Jaccard < 0.65), pixel sensitivity and specificity.
@@ -18,7 +23,8 @@
 # %% tags=["parameters"]
 from typing import Optional
 
-checkpoint: str = "checkpoints/best.pt"
+run: str = "latest"                      # a run name under <reports_dir>/runs, a run folder, or "latest"
+checkpoint: Optional[str] = None         # a checkpoint file instead of a run (its results go to a run folder named after it)
 data_dir: str = "data"                   # the training data (for split test) or any labelled folder (split all)
 split: str = "test"                      # "test", "val", "train" or "all"
 split_path: str = "reports/split.csv"    # the split written by 02_train
@@ -26,10 +32,12 @@ batch_size: int = 32
 threshold: float = 0.5                   # mask probability threshold
 tta: bool = True                         # average each prediction over the 8 flips and 90-degree turns of the image
 n_examples: int = 4                      # best and worst cases shown
+n_bootstrap: int = 1000                  # lesion-level bootstrap resamples for the 95% intervals
+bootstrap_seed: int = 0                  # seed of the resampling
 device: str = "auto"                     # "auto", "cpu", "cuda", "cuda:1", ...
 amp: str = "auto"                        # mixed precision: "auto", "bf16", "fp16" or "off"
 on_bad_data: str = "raise"               # "raise": stop on bad files with a report; "skip": leave them out
-reports_dir: str = "reports"
+reports_dir: str = "reports"             # holds runs/ and the top-level REPORT.md
 repo_url: str = "https://github.com/OWNER/REPO"  # cloned on Colab to install skin_utils
 
 # %%
@@ -53,21 +61,37 @@ from skin_utils import viz
 from skin_utils.nb import conclusions, report
 from skin_utils.checkpoint import load_model
 from skin_utils.engine import resolve_device
-from skin_utils.evaluation import best_and_worst, evaluate_original_size, headline_table, per_class_table
+from skin_utils.evaluation import (best_and_worst, evaluate_original_size, headline_table, not_applicable,
+                                   per_class_table, subgroup_tables)
+from skin_utils.losses import trained_tasks
 from skin_utils.nb.params import check_params
 from skin_utils.nb.paths import resolve
 from skin_utils.data.loading import load_data
+from skin_utils.runs import Run, find_run, run_of_checkpoint, slug
+from skin_utils.stats import bootstrap_ci
 
-params = check_params(dict(checkpoint=checkpoint, data_dir=data_dir, split=split, split_path=split_path,
-                           batch_size=batch_size, threshold=threshold, tta=tta, n_examples=n_examples, device=device,
-                           amp=amp, on_bad_data=on_bad_data, reports_dir=reports_dir), must_exist=("checkpoint",))
-reports, figures = resolve(reports_dir), resolve(reports_dir) / "figures"
+params = check_params(dict(run=run, checkpoint=checkpoint, data_dir=data_dir, split=split, split_path=split_path,
+                           batch_size=batch_size, threshold=threshold, tta=tta, n_examples=n_examples,
+                           n_bootstrap=n_bootstrap, bootstrap_seed=bootstrap_seed, device=device, amp=amp,
+                           on_bad_data=on_bad_data, reports_dir=reports_dir),
+                      must_exist=("checkpoint",) if checkpoint else ())
+runs_dir = resolve(reports_dir) / "runs"
+if checkpoint:
+    checkpoint_path = resolve(checkpoint)
+    out = run_of_checkpoint(checkpoint_path) or Run(runs_dir / slug(f"checkpoint-{checkpoint_path.stem}"))
+else:
+    out = find_run(run, runs_dir)
+    checkpoint_path = out.best
+tag = "evaluate" if split == "test" else f"evaluate_{split}"   # file names of this split's results
+figures = out.figures
 device = resolve_device(device)
-model, ckpt = load_model(resolve(checkpoint), map_location=device)
+model, ckpt = load_model(checkpoint_path, map_location=device)
 model.to(device)
 class_names = ckpt.class_names
 trained = ckpt.params
-print(f"checkpoint: epoch {ckpt.epoch + 1}, trained at {ckpt.image_size[0]}x{ckpt.image_size[1]} px on {ckpt.data['data_dir']}")
+tasks = trained_tasks(trained.get("seg_weight", 1.0), trained.get("cls_weight", 1.0))
+print(f"checkpoint {checkpoint_path}: epoch {ckpt.epoch + 1}, trained at {ckpt.image_size[0]}x{ckpt.image_size[1]} px "
+      f"on {ckpt.data['data_dir']}; heads trained: {', '.join(tasks)}; results -> {out.root}")
 
 # %%
 data = load_data(data_dir, ckpt.image_size, split_path=split_path,
@@ -79,14 +103,26 @@ if split != "all" and data.index.attrs["fingerprint"] != ckpt.data["fingerprint"
                      "not be held out. Evaluate an external data set with split='all'.")
 title = f"{split} split · {data.name}"
 evaluation = evaluate_original_size(model, data, split, device, class_names, batch_size=batch_size,
-                                           amp=amp, threshold=threshold, tta=tta)
-result, per_image = evaluation.report, evaluation.per_image
+                                    amp=amp, threshold=threshold, tta=tta)
+per_image = evaluation.per_image
+ci = bootstrap_ci(per_image, class_names, n_resamples=n_bootstrap, seed=bootstrap_seed, tasks=tasks)
+classes_present = [c for c in class_names if (per_image["true"] == c).any()]
+result = not_applicable({**evaluation.report, "ci95": ci["ci95"], "mel_auc": ci["estimate"].get("mel_auc"),
+                         "classes_present": classes_present,
+                         "bootstrap": {k: ci[k] for k in ("n_resamples", "level", "cluster", "n_lesions")}}, tasks)
+if len(classes_present) < len(class_names) and "classification" in tasks:
+    print(f"Warning: only {len(classes_present)} of {len(class_names)} classes occur here ({', '.join(classes_present)}): "
+          f"balanced accuracy and macro AUC are averaged over those, so they are not comparable with seven-class "
+          f"numbers; chance balanced accuracy here is {1 / len(classes_present):.3f}.")
 
 # %% [markdown]
-# ## Headline numbers, beside always answering NV
-# *Reading the table:* each score of the model beside the same score of always answering NV. Only
-# the margin counts: accuracy can look high while the model misses most of the rare classes,
-# which balanced accuracy (the mean of the per-class sensitivities) shows.
+# ## Headline numbers with 95% intervals, beside always answering NV
+# *Reading the table:* each score of the model, its 95% confidence interval from resampling
+# lesions, and the same score of always answering NV. Only the margin counts: accuracy can look
+# high while the model misses most of the rare classes, which balanced accuracy (the mean of the
+# per-class sensitivities) shows. Two models whose intervals overlap widely cannot be told apart
+# on this split; `skin_utils.stats.paired_bootstrap` compares two runs on the same images.
+# A head that was not trained (loss weight 0) shows "n/a".
 
 # %%
 headline = headline_table(result)
@@ -99,9 +135,13 @@ headline
 # that are right. Bars from few images (small support) are noisy.
 
 # %%
-per_class = per_class_table(result)
-fig = viz.plot_per_class_metrics(result, title=f"Per-class performance · {title}")
-viz.publish(fig, figures / "evaluate_per_class.png")
+if "classification" in tasks:
+    per_class = per_class_table(result)
+    fig = viz.plot_per_class_metrics(result, title=f"Per-class performance · {title}")
+    viz.publish(fig, figures / f"{tag}_per_class.png")
+else:
+    per_class = None
+    print("The classification head was not trained: no per-class numbers.")
 per_class
 
 # %% [markdown]
@@ -113,10 +153,25 @@ per_class
 # diagonal is chance (AUC 0.5).
 
 # %%
-fig = viz.plot_confusion_matrix(result, title=f"Confusion matrix · {title}")
-viz.publish(fig, figures / "evaluate_confusion_matrix.png")
-fig = viz.plot_roc_curves(result["roc_curves"], title=f"ROC curves · {title}")
-viz.publish(fig, figures / "evaluate_roc_curves.png")
+if "classification" in tasks:
+    fig = viz.plot_confusion_matrix(result, title=f"Confusion matrix · {title}")
+    viz.publish(fig, figures / f"{tag}_confusion_matrix.png")
+    fig = viz.plot_roc_curves(result["roc_curves"], title=f"ROC curves · {title}")
+    viz.publish(fig, figures / f"{tag}_roc_curves.png")
+
+# %% [markdown]
+# ## Where the model is weak: subgroups
+# *Reading the tables:* the headline metrics for each sex, age band and body site with at least
+# 10 lesions, each with its lesion-level 95% interval. A subgroup whose interval lies below the
+# others' is one the model serves worse; wide intervals mean too few lesions to say.
+
+# %%
+subgroups = subgroup_tables(evaluation, data.index, class_names, tasks, n_resamples=max(100, n_bootstrap // 2),
+                            seed=bootstrap_seed)
+from IPython.display import display
+
+for column, table in subgroups.items():
+    display(table)
 
 # %% [markdown]
 # ## Best and worst cases (by Dice)
@@ -125,9 +180,10 @@ viz.publish(fig, figures / "evaluate_roc_curves.png")
 # fails: faint borders, hairs, lesions touching the image edge, or very small lesions.
 
 # %%
-examples = best_and_worst(data, evaluation, n_examples)
-fig = viz.plot_overlay_grid(**examples, title=f"Best and worst masks · {title}")
-viz.publish(fig, figures / "evaluate_best_worst.png")
+if "segmentation" in tasks:
+    examples = best_and_worst(data, evaluation, n_examples)
+    fig = viz.plot_overlay_grid(**examples, title=f"Best and worst masks · {title}")
+    viz.publish(fig, figures / f"{tag}_best_worst.png")
 
 # %% [markdown]
 # ## Conclusion
@@ -136,29 +192,35 @@ viz.publish(fig, figures / "evaluate_best_worst.png")
 # %%
 from IPython.display import Markdown
 
-conclusion = conclusions.evaluation_conclusion(result, per_image["jaccard"].tolist(), synthetic=data.synthetic)
+conclusion = conclusions.evaluation_conclusion(result, per_image["jaccard"].tolist(), synthetic=data.synthetic,
+                                               tasks=tasks)
 Markdown(conclusion)
 
 # %%
-report.write_json(reports / "metrics" / "evaluate.json",
-                  {**{k: v for k, v in result.items() if k != "roc_curves"}, "checkpoint": str(resolve(checkpoint)),
-                   "checkpoint_epoch": ckpt.epoch + 1, "data": data.describe(), "params": params})
-per_image.to_csv(reports / "metrics" / "evaluate_per_image.csv", index=False)
-base = result["majority_baseline"]
-report.write_section(reports, "03_evaluate", "Evaluation", f"""
-Checkpoint `{checkpoint}` (epoch {ckpt.epoch + 1}, {ckpt.image_size[0]}x{ckpt.image_size[1]} px) on the **{split}** split of
-**{data.name}**: {result['n_images']} images of {result['n_lesions']} lesions. Masks scored at each image's
-original size{' (averaged over the 8 flips and turns)' if tta else ''}. Always answering {base['majority']} would score accuracy {base['accuracy']:.3f} and balanced
-accuracy {base['balanced_accuracy']:.3f}.
+report.write_json(out.evaluation(split),
+                  {**{k: v for k, v in result.items() if k != "roc_curves"}, "checkpoint": str(checkpoint_path),
+                   "checkpoint_epoch": ckpt.epoch + 1, "data": data.describe(), "params": params,
+                   "subgroups": {c: t.to_dict(orient="records") for c, t in subgroups.items()}})
+per_image.to_csv(out.per_image(split), index=False)
+base = evaluation.report["majority_baseline"]
+figure_links = "\n".join(f"![{name}](figures/{tag}_{name}.png)" for name, task in
+                         (("per_class", "classification"), ("confusion_matrix", "classification"),
+                          ("roc_curves", "classification"), ("best_worst", "segmentation")) if task in tasks)
+subgroup_md = "\n\n".join(f"By {c}:\n\n{report.markdown_table(t.set_index(c))}" for c, t in subgroups.items() if len(t))
+report.write_section(out.root, f"03_{tag}", f"Evaluation ({split} split)", f"""
+Checkpoint `{checkpoint_path.name}` of run `{out.name}` (epoch {ckpt.epoch + 1}, {ckpt.image_size[0]}x{ckpt.image_size[1]} px;
+heads trained: {', '.join(tasks)}) on the **{split}** split of **{data.name}**: {result['n_images']} images of
+{result['n_lesions']} lesions. Masks scored at each image's original size{' (averaged over the 8 flips and turns)' if tta else ''}.
+95% intervals from {n_bootstrap} bootstrap resamples of lesions. Always answering {base['majority']} would score accuracy
+{base['accuracy']:.3f} and balanced accuracy {base['balanced_accuracy']:.3f}.
 
 {report.markdown_table(headline)}
 
-{report.markdown_table(per_class)}
+{report.markdown_table(per_class) if per_class is not None else ''}
 
-![per class](figures/evaluate_per_class.png)
-![confusion matrix](figures/evaluate_confusion_matrix.png)
-![ROC](figures/evaluate_roc_curves.png)
-![best and worst](figures/evaluate_best_worst.png)
+{figure_links}
+
+{subgroup_md}
 
 **Conclusion.** {conclusion}
 """, params=params, data=data.describe())

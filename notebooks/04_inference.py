@@ -15,7 +15,8 @@
 # %% tags=["parameters"]
 from typing import Optional
 
-checkpoint: str = "checkpoints/best.pt"
+run: str = "latest"                      # a run name under <reports_dir>/runs, a run folder, or "latest"
+checkpoint: Optional[str] = None         # a checkpoint file instead of a run (its results go to a run folder named after it)
 input_dir: Optional[str] = None          # a folder of images; None: a few new synthetic demo images
 n_demo_images: int = 6                   # how many demo images when input_dir is None
 batch_size: int = 16
@@ -23,7 +24,7 @@ threshold: float = 0.5                   # mask probability threshold
 tta: bool = True                         # average each prediction over the 8 flips and turns (8x the compute)
 device: str = "auto"                     # "auto", "cpu", "cuda", "cuda:1", ...
 amp: str = "auto"                        # mixed precision: "auto", "bf16", "fp16" or "off"
-reports_dir: str = "reports"
+reports_dir: str = "reports"             # holds runs/ and the top-level REPORT.md
 repo_url: str = "https://github.com/OWNER/REPO"  # cloned on Colab to install skin_utils
 
 # %%
@@ -50,14 +51,23 @@ from skin_utils.inference import Predictor, predictions_table, save_overlays, ti
 from skin_utils.nb.params import check_params
 from skin_utils.nb.paths import resolve
 from skin_utils.demo.synthetic import SYNTHETIC_NOTE
+from skin_utils.runs import Run, find_run, run_of_checkpoint, slug
 
-params = check_params(dict(checkpoint=checkpoint, input_dir=input_dir, n_demo_images=n_demo_images,
+params = check_params(dict(run=run, checkpoint=checkpoint, input_dir=input_dir, n_demo_images=n_demo_images,
                            batch_size=batch_size, threshold=threshold, tta=tta, device=device, amp=amp,
-                           reports_dir=reports_dir), must_exist=("checkpoint",) + (("input_dir",) if input_dir else ()))
-reports = resolve(reports_dir)
+                           reports_dir=reports_dir),
+                      must_exist=(("checkpoint",) if checkpoint else ()) + (("input_dir",) if input_dir else ()))
+runs_dir = resolve(reports_dir) / "runs"
+if checkpoint:
+    checkpoint_path = resolve(checkpoint)
+    out = run_of_checkpoint(checkpoint_path) or Run(runs_dir / slug(f"checkpoint-{checkpoint_path.stem}"))
+else:
+    out = find_run(run, runs_dir)
+    checkpoint_path = out.best
+reports = out.root
 out_dir = reports / "inference"
 folder = resolve(input_dir) if input_dir else write_demo_images(out_dir / "demo_input", n_demo_images)
-predictor = Predictor(resolve(checkpoint), device=device, amp=amp, threshold=threshold, tta=tta)
+predictor = Predictor(checkpoint_path, device=device, amp=amp, threshold=threshold, tta=tta)
 print(f"{folder}: predicting at {predictor.image_size} px on {predictor.device}")
 
 # %%
@@ -112,7 +122,7 @@ report.write_json(reports / "metrics" / "inference.json",
                    "single_image_latency_s": latency, "class_counts": table["pred"].value_counts().to_dict() if len(table) else {},
                    "params": params})
 report.write_section(reports, "04_inference", "Inference", f"""
-`{checkpoint}` on `{folder}`: {len(predictions)} images predicted, {len(failures)} skipped
+`{checkpoint_path.name}` of run `{out.name}` on `{folder}`: {len(predictions)} images predicted, {len(failures)} skipped
 (listed in `inference/skipped.csv`). Predictions: `inference/predictions.csv`; overlays: `inference/overlays/`.
 Single-image latency {latency * 1000:.1f} ms on `{predictor.device}` (median of 10, preprocessing included).
 

@@ -106,11 +106,59 @@ def per_class_table(report: dict) -> pd.DataFrame:
     return table
 
 
+SEGMENTATION_KEYS = ("dice", "jaccard", "thresholded_jaccard", "sensitivity", "specificity")
+CLASSIFICATION_KEYS = ("accuracy", "balanced_accuracy", "macro_auc", "macro_average_precision", "per_class",
+                       "confusion_matrix", "confusion_matrix_normalized", "roc_curves", "majority_baseline")
+
+
+def not_applicable(report: dict, tasks) -> dict:
+    """``report`` with the metrics of an untrained head (loss weight 0) set to None, so that no
+    number is shown for what the model never learnt; ``tasks`` is recorded."""
+    out = dict(report, tasks=list(tasks))
+    for task, keys in (("segmentation", SEGMENTATION_KEYS), ("classification", CLASSIFICATION_KEYS)):
+        if task not in tasks:
+            out.update({k: None for k in keys if k in out})
+            out["ci95"] = {k: v for k, v in out.get("ci95", {}).items() if k not in keys and
+                           not (task == "classification" and k == "mel_auc")}
+    return out
+
+
 def headline_table(report: dict) -> pd.DataFrame:
-    """The headline numbers beside the always-NV baseline, so the real margin shows."""
-    base = report["majority_baseline"]
-    rows = [(k, report[k], base.get(k, np.nan)) for k in HEADLINE]
-    return pd.DataFrame(rows, columns=["metric", "model", f"always {base['majority']}"]).set_index("metric")
+    """The headline numbers with their lesion-level 95% intervals (when ``report["ci95"]`` has
+    them) beside the always-NV baseline, so the real margin shows; "n/a" for an untrained head."""
+    base = report.get("majority_baseline") or {}
+    ci = report.get("ci95", {})
+    rows = []
+    for k in HEADLINE:
+        value = report.get(k)
+        lo_hi = ci.get(k)
+        rows.append((k, "n/a" if value is None else value,
+                     f"{lo_hi[0]:.3f}–{lo_hi[1]:.3f}" if lo_hi and np.all(np.isfinite(lo_hi)) else "",
+                     base.get(k, np.nan) if value is not None else "n/a"))
+    return pd.DataFrame(rows, columns=["metric", "model", "95% CI", f"always {base.get('majority', 'NV')}"]
+                        ).set_index("metric")
+
+
+def subgroup_tables(evaluation: "Evaluation", index: pd.DataFrame, class_names, tasks, *,
+                    columns=("sex", "age_band", "localization"), n_resamples: int = 500, seed: int = 0,
+                    min_lesions: int = 10) -> dict[str, pd.DataFrame]:
+    """The headline metrics per subgroup of the metadata (sex, age band, body site), each with its
+    lesion-level 95% interval; subgroups with fewer than ``min_lesions`` lesions are left out.
+    ``index`` is the data set's index (`skin_utils.data.layout.load_index`)."""
+    from skin_utils.stats import age_band, subgroup_table
+
+    meta = index.iloc[evaluation.per_image["row"].to_numpy()].reset_index(drop=True)
+    table = evaluation.per_image.reset_index(drop=True).copy()
+    for col in ("sex", "localization"):
+        if col in meta:
+            table[col] = meta[col].to_numpy()
+    if "age" in meta:
+        table["age_band"] = age_band(meta["age"].to_numpy()).to_numpy()
+    metrics = [m for m, t in (("dice", "segmentation"), ("balanced_accuracy", "classification"),
+                              ("mel_auc", "classification")) if t in tasks]
+    return {c: subgroup_table(table, c, class_names, metrics=metrics, min_lesions=min_lesions,
+                              n_resamples=n_resamples, seed=seed, tasks=tasks)
+            for c in columns if c in table and table[c].notna().any()}
 
 
 def best_and_worst(data, evaluation: Evaluation, n: int = 4) -> dict:

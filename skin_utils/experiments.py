@@ -29,6 +29,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from skin_utils.labels import CLASS_NAMES
+from skin_utils.losses import trained_tasks
 from skin_utils.runs import Run, slug
 from skin_utils.stats import HEADLINE_METRICS, mean_sd, paired_bootstrap_seeds
 
@@ -75,9 +76,8 @@ def run_name(cell: dict, seed: int) -> str:
 
 
 def tasks_of(params: dict) -> list[str]:
-    """The heads a run trains: a loss weight of 0 leaves that head untrained."""
-    return [t for t, w in (("segmentation", "seg_weight"), ("classification", "cls_weight"))
-            if float(params.get(w, 1.0)) > 0]
+    """The heads a run with these 02_train parameters trains (`skin_utils.losses.trained_tasks`)."""
+    return trained_tasks(params.get("seg_weight", 1.0), params.get("cls_weight", 1.0))
 
 
 def execute_notebook(name: str, output: Path, params: dict, root: Path) -> None:
@@ -111,7 +111,7 @@ def run_experiment(name: str, grid, seeds=(0,), fixed: dict | None = None, *,
 
     root = Path(root) if root is not None else project_root()
     fixed, eval_params = dict(fixed or {}), dict(eval_params or {})
-    clash = {"seed", "run_name", "runs_dir", "resume", "overwrite"} & set(fixed)
+    clash = {"seed", "run_name", "reports_dir", "resume", "overwrite"} & set(fixed)
     if clash:
         raise ValueError(f"fixed sets {sorted(clash)}: the experiment sets these itself (seeds with `seeds`).")
     folder = resolve(experiments_dir, root) / slug(name)
@@ -132,7 +132,7 @@ def run_experiment(name: str, grid, seeds=(0,), fixed: dict | None = None, *,
             continue
         t0 = time.perf_counter()
         try:
-            train = {**fixed, **cell, "seed": seed, "run_name": run.name, "runs_dir": str(runs_dir),
+            train = {**fixed, **cell, "seed": seed, "run_name": run.name, "reports_dir": str(folder),
                      "resume": run.last.exists()}
             executor("02_train", run.notebooks / "02_train.ipynb", train, root)
             for split in splits:
@@ -236,8 +236,35 @@ def compare(name: str, reference: dict, split: str = "val", experiments_dir="rep
         diff = paired_bootstrap_seeds([ref_tables[s] for s in seeds], [cell_tables[s] for s in seeds],
                                       CLASS_NAMES, n_resamples=n_resamples, seed=seed, tasks=tasks)
         frames.append(diff.reset_index().assign(cell=cell_name(cell), reference=cell_name(reference),
-                                                split=split, seeds=len(seeds)))
+                                                cell_tasks=",".join(tasks_of(cell)), split=split, seeds=len(seeds)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def multitask_verdict(diff: pd.DataFrame) -> list[str]:
+    """Does joint training help? ``diff`` is `compare`'s table with the joint cell as reference:
+    for each cell that trains one head only, its headline metrics minus the joint model's. A
+    difference whose 95% interval excludes 0 is stated as help or harm; otherwise as no
+    detectable difference, with the interval, so the reader sees how large an effect is ruled out."""
+    lines = []
+    headline = {"segmentation": ("dice", "thresholded_jaccard"), "classification": ("balanced_accuracy", "macro_auc")}
+    single = diff[~diff["cell_tasks"].str.contains(",")] if not diff.empty else diff
+    for task, metrics in headline.items():
+        rows = single[(single["cell_tasks"] == task) & single["metric"].isin(metrics)]
+        if rows.empty:
+            lines.append(f"{task.capitalize()}: no {task}-only run to compare with, so no verdict.")
+            continue
+        parts, verdicts = [], set()
+        for _, r in rows.iterrows():
+            # joint - single = -(single - joint)
+            d, lo, hi = -r["difference"], -r["ci_high"], -r["ci_low"]
+            verdicts.add("helps" if lo > 0 else "hurts" if hi < 0 else "unclear")
+            parts.append(f"{r['metric']} joint − {task} only = {d:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}, "
+                         f"{int(r['seeds'])} seed(s), {r['split']} split)")
+        word = {frozenset({"helps"}): "joint training **helps**", frozenset({"hurts"}): "joint training **hurts**",
+                frozenset({"unclear"}): "**no detectable difference** between joint and single-task training"
+                }.get(frozenset(verdicts), "**mixed** evidence")
+        lines.append(f"{task.capitalize()}: {word}: " + "; ".join(parts) + ".")
+    return lines
 
 
 def _json_arg(text: str):

@@ -85,6 +85,15 @@ class MultiTaskLoss(nn.Module):
         return {"loss": total, "seg_loss": seg.detach(), "cls_loss": cls.detach()}
 
 
+TASKS = ("segmentation", "classification")
+
+
+def trained_tasks(seg_weight: float = 1.0, cls_weight: float = 1.0) -> list[str]:
+    """The heads a run trains: a loss weight of 0 leaves that head untrained, and its metrics
+    are not applicable (reported as such, never as numbers)."""
+    return [task for task, weight in zip(TASKS, (seg_weight, cls_weight)) if float(weight) > 0]
+
+
 def build_loss(class_counts, seg_weight: float = 1.0, cls_weight: float = 1.0,
                class_balance: str = "weighted_loss", balance_power: float = 0.5,
                label_smoothing: float = 0.0) -> MultiTaskLoss:

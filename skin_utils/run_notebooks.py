@@ -2,9 +2,11 @@
 
 Every setting not given here keeps the default in the notebook's own ``parameters`` cell (shown
 below, read from the notebooks); the runner passes only the options you give, plus the paths that
-tie the notebooks together (one data folder, one split file, the checkpoint trained by 02_train,
-one reports folder). Executed copies go to ``<reports_dir>/notebooks/``; the notebooks write
-figures, metrics and ``<reports_dir>/REPORT.md``. With no data set in ``data/`` everything runs on
+tie the notebooks together (one data folder, one split file, one reports folder, and the run that
+02_train trains and 03/04 score). 02_train writes its run into ``<reports_dir>/runs/<run_name>/``
+(a new name from the date and the main settings unless ``--run-name`` is given); the executed
+notebooks go to that run's ``notebooks/`` (01_eda's to ``<reports_dir>/notebooks/``), and
+``<reports_dir>/REPORT.md`` shows the data and the latest run. With no data set in ``data/`` everything runs on
 the synthetic demo. Relative paths are taken from the repository root (or ``$SKIN_UTILS_ROOT``).
 """
 
@@ -29,7 +31,7 @@ OPTIONS = {
     "batch_size": ("02_train", "batch_size"),
     "max_samples": ("02_train", "max_samples"),
     "reports_dir": ("02_train", "reports_dir"),
-    "checkpoint_dir": ("02_train", "checkpoint_dir"),
+    "run_name": ("02_train", "run_name"),
 }
 TRAIN_ONLY = {"epochs", "image_size", "batch_size"}  # 03/04 take image size and batch size of their own
 
@@ -55,11 +57,11 @@ def notebook_params(options: dict, defaults: dict[str, dict]) -> dict[str, dict]
     notebook that has the parameter, and the paths that tie the notebooks together."""
     given = {k: v for k, v in options.items() if v is not None}
     reports = given.get("reports_dir", defaults["02_train"]["reports_dir"])
-    checkpoints = given.get("checkpoint_dir", defaults["02_train"]["checkpoint_dir"])
     data_dir = given.get("data_dir", defaults["02_train"]["data_dir"])
     ties = {"reports_dir": str(reports), "split_path": str(Path(reports) / "split.csv"),
-            "data_dir": str(data_dir), "checkpoint_dir": str(checkpoints),
-            "checkpoint": str(Path(checkpoints) / "best.pt")}
+            "data_dir": str(data_dir)}
+    if given.get("run_name"):
+        ties.update(run_name=given["run_name"], run=given["run_name"])
     out = {}
     for name, params in defaults.items():
         chosen = {k: v for k, v in given.items() if k in params and (name == "02_train" or k not in TRAIN_ONLY)}
@@ -91,7 +93,9 @@ def parser(defaults: dict[str, dict]) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help=f"training batch size {default('batch_size')}")
     p.add_argument("--max-samples", type=int, help=f"use at most this many images {default('max_samples')}")
     p.add_argument("--reports-dir", help=f"figures, metrics, REPORT.md, executed notebooks {default('reports_dir')}")
-    p.add_argument("--checkpoint-dir", help=f"where 02_train writes best.pt, read by 03 and 04 {default('checkpoint_dir')}")
+    p.add_argument("--run-name", help="the run's folder under <reports-dir>/runs, trained by 02_train and scored by "
+                   "03/04 (default: a new name from the date and the main settings; with --only 03_evaluate "
+                   "04_inference, the run to score)")
     p.add_argument("--only", nargs="+", choices=NOTEBOOKS, help="run only these notebooks")
     p.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
     return p
@@ -100,23 +104,33 @@ def parser(defaults: dict[str, dict]) -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     defaults = {name: notebook_defaults(name) for name in NOTEBOOKS}
     args = parser(defaults).parse_args(argv)
-    plan = notebook_params({k: getattr(args, k) for k in OPTIONS}, defaults)
+    options = {k: getattr(args, k) for k in OPTIONS}
 
     from skin_utils.data.datasets import resolve_data_dir
     from skin_utils.demo.synthetic import is_synthetic
+    from skin_utils.runs import LATEST, default_run_name, find_run
 
     root = project_root()
+    names = args.only or NOTEBOOKS
+    if options["run_name"] is None:
+        train = {**defaults["02_train"], **notebook_params(options, defaults)["02_train"]}
+        if "02_train" in names:
+            options["run_name"] = default_run_name(train)
+        else:  # score an existing run: the latest one
+            options["run_name"] = find_run(LATEST, resolve(train["reports_dir"], root) / "runs").name
+    plan = notebook_params(options, defaults)
     train = {**defaults["02_train"], **plan["02_train"]}
     folder = resolve_data_dir(train["data_dir"], root=root)
     reports = resolve(train["reports_dir"], root)
+    run_dir = reports / "runs" / options["run_name"]
     print(f"Data: {folder} ({'synthetic demo' if is_synthetic(folder) else 'real'}); {train['epochs']} epochs at "
-          f"{train['image_size']} px, batch {train['batch_size']}; reports in {reports}")
-    out_dir = reports / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
+          f"{train['image_size']} px, batch {train['batch_size']}; run {run_dir}")
     old = os.environ.get(RUNNER_ENV)
     os.environ[RUNNER_ENV] = "1"
     try:
-        for name in args.only or NOTEBOOKS:
+        for name in names:
+            out_dir = (reports if name == "01_eda" else run_dir) / "notebooks"
+            out_dir.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
             print(f"== {name} " + " ".join(f"{k}={v!r}" for k, v in plan[name].items()))
             try:
@@ -131,7 +145,7 @@ def main(argv=None) -> int:
             os.environ.pop(RUNNER_ENV, None)
         else:
             os.environ[RUNNER_ENV] = old
-    print(f"\nReport: {reports / 'REPORT.md'}")
+    print(f"\nReport: {reports / 'REPORT.md'} (this run: {run_dir / 'REPORT.md'})")
     return 0
 
 

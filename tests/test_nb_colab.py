@@ -149,13 +149,15 @@ def test_train_notebook_evaluates_and_predicts_in_the_same_colab_runtime(colab, 
     (tmp_path / "sections").mkdir()
     for name in ("03_evaluate", "04_inference"):
         (tmp_path / "sections" / f"{name}.md").write_text(f"## {name}\n\ntable\n\n**Conclusion.** {name} is fine.\n")
-    exec(_next_cell(), {"data_dir": "data", "reports_dir": "r", "checkpoint_dir": "c", "reports": tmp_path,
+    from skin_utils.runs import Run
+
+    exec(_next_cell(), {"data_dir": "data", "reports_dir": "r", "run": Run(tmp_path), "reports": tmp_path,
                         "Markdown": lambda text: text, "os": os, "sys": sys})
     if under_runner:
         assert calls == [] and shown == []
         return
     assert calls == [["--only", "03_evaluate", "04_inference", "--data-dir", "data", "--reports-dir", "r",
-                      "--checkpoint-dir", "c"]]
+                      "--run-name", tmp_path.name]]
     assert shown == ["`03_evaluate` **Conclusion.** 03_evaluate is fine.",
                      "`04_inference` **Conclusion.** 04_inference is fine.",
                      "evaluate_confusion_matrix.png", "inference_examples.png"]

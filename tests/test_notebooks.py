@@ -18,10 +18,11 @@ ALL = sorted(p.stem for p in (ROOT / "notebooks").glob("*.py"))      # the rules
 REQUIRED = {
     "01_eda": {"data_dir", "reports_dir", "split_path", "seed"},
     "02_train": {"data_dir", "image_size", "epochs", "batch_size", "lr", "seg_weight", "cls_weight",
-                 "encoder_weights", "seed", "device", "max_samples", "reports_dir", "checkpoint_dir",
+                 "encoder_weights", "seed", "device", "max_samples", "reports_dir", "run_name", "overwrite",
                  "class_balance", "lr_schedule", "patience", "resume", "on_bad_data", "split_path"},
-    "03_evaluate": {"checkpoint", "data_dir", "split", "reports_dir", "device"},
-    "04_inference": {"checkpoint", "input_dir", "reports_dir", "device"},
+    "03_evaluate": {"run", "checkpoint", "data_dir", "split", "reports_dir", "device", "n_bootstrap"},
+    "04_inference": {"run", "checkpoint", "input_dir", "reports_dir", "device"},
+    "05_experiments": {"name", "grid", "seeds", "fixed", "eval_params", "reference", "experiments_dir"},
 }
 
 
@@ -145,47 +146,82 @@ def test_papermill_help_lists_the_parameters():
 
 
 def _run_all(data_dir, tmp_path, **train):
-    """All four notebooks through the runner (`python -m skin_utils.run_notebooks`)."""
+    """All four notebooks through the runner (`python -m skin_utils.run_notebooks`); returns the
+    reports folder and the run folder."""
     from skin_utils.run_notebooks import main
 
-    reports, ckpts = tmp_path / "reports", tmp_path / "checkpoints"
-    argv = ["--data-dir", str(data_dir), "--reports-dir", str(reports), "--checkpoint-dir", str(ckpts)]
+    reports = tmp_path / "reports"
+    argv = ["--data-dir", str(data_dir), "--reports-dir", str(reports), "--run-name", "e2e"]
     for key, value in train.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
     assert main(argv) == 0
-    for name in NOTEBOOKS:
-        assert (reports / "notebooks" / f"{name}.ipynb").is_file()
-    return reports
+    run = reports / "runs" / "e2e"
+    assert (reports / "notebooks" / "01_eda.ipynb").is_file()
+    for name in NOTEBOOKS[1:]:
+        assert (run / "notebooks" / f"{name}.ipynb").is_file()
+    return reports, run
 
 
-def _check_reports(reports, synthetic):
-    evaluate = json.loads((reports / "metrics" / "evaluate.json").read_text())
-    for key in ("dice", "jaccard", "thresholded_jaccard", "accuracy", "balanced_accuracy", "macro_auc", "n_images"):
+def _check_reports(reports, run, synthetic):
+    evaluate = json.loads((run / "metrics" / "evaluate.json").read_text())
+    for key in ("dice", "jaccard", "thresholded_jaccard", "accuracy", "balanced_accuracy", "macro_auc", "n_images",
+                "ci95", "classes_present", "tasks"):
         assert key in evaluate, key
+    for key in ("dice", "balanced_accuracy", "macro_auc"):
+        lo, hi = evaluate["ci95"][key]
+        assert lo <= evaluate[key] <= hi, key
     assert evaluate["data"]["synthetic"] is synthetic
     assert set(evaluate["per_class"]) == {"MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"}
-    train = json.loads((reports / "metrics" / "train.json").read_text())
+    train = json.loads((run / "metrics" / "train.json").read_text())
     assert train["params"]["epochs"] >= 1 and train["history"]
+    assert (reports / "runs" / "LATEST").read_text().strip() == run.name
+    for path in (reports / "REPORT.md", run / "REPORT.md"):
+        report = path.read_text()
+        for section in ("## Training", "## Evaluation", "## Inference"):
+            assert section in report
+        assert ("synthetic demo data" in report) is synthetic
     report = (reports / "REPORT.md").read_text()
-    for section in ("## Data", "## Training", "## Evaluation", "## Inference"):
-        assert section in report
-    assert ("synthetic demo data" in report) is synthetic
-    assert report.count("**Conclusion.**") == 4, "each section ends with its conclusion"
-    for figure in ("eda_class_distribution", "train_learning_curves", "evaluate_confusion_matrix",
-                   "evaluate_best_worst", "inference_examples"):
-        assert (reports / "figures" / f"{figure}.png").stat().st_size > 1000, figure
-    assert (reports / "inference" / "predictions.csv").is_file()
+    assert "## Data" in report and report.count("**Conclusion.**") == 4, "each section ends with its conclusion"
+    assert f"](runs/{run.name}/figures/evaluate_confusion_matrix.png)" in report, "figure links point into the run"
+    assert (reports / "figures" / "eda_class_distribution.png").stat().st_size > 1000
+    for figure in ("train_learning_curves", "evaluate_confusion_matrix", "evaluate_best_worst", "inference_examples"):
+        assert (run / "figures" / f"{figure}.png").stat().st_size > 1000, figure
+    assert (run / "inference" / "predictions.csv").is_file()
+    assert (run / "metrics" / "evaluate_per_image.csv").is_file()
 
 
 def test_all_notebooks_on_the_synthetic_demo_via_papermill(synthetic_dir, tmp_path):
-    reports = _run_all(synthetic_dir, tmp_path, epochs=1, image_size=64)
-    _check_reports(reports, synthetic=True)
+    reports, run = _run_all(synthetic_dir, tmp_path, epochs=1, image_size=64)
+    _check_reports(reports, run, synthetic=True)
 
 
 def test_all_notebooks_on_a_real_ham10000_subset_via_papermill(real_data_dir, tmp_path):
-    reports = _run_all(real_data_dir, tmp_path, epochs=1, image_size=64, max_samples=300)
-    _check_reports(reports, synthetic=False)
-    evaluate = json.loads((reports / "metrics" / "evaluate.json").read_text())
+    reports, run = _run_all(real_data_dir, tmp_path, epochs=1, image_size=64, max_samples=300)
+    _check_reports(reports, run, synthetic=False)
+    evaluate = json.loads((run / "metrics" / "evaluate.json").read_text())
     split = __import__("pandas").read_csv(reports / "split.csv")
     assert split.groupby("lesion_id")["split"].nunique().max() == 1
     assert evaluate["n_images"] == (split["split"] == "test").sum()
+
+
+def test_a_second_run_of_the_same_name_needs_resume_or_overwrite(synthetic_dir, tmp_path):
+    """No result is overwritten silently: 02_train stops with the message, the first run's
+    checkpoint is untouched, and overwrite=True replaces it."""
+    import papermill
+
+    params = {"data_dir": str(synthetic_dir), "reports_dir": str(tmp_path / "reports"), "run_name": "same",
+              "epochs": 1, "image_size": 48, "max_samples": 60}
+
+    def train(**extra):
+        papermill.execute_notebook(str(ROOT / "notebooks" / "02_train.ipynb"), str(tmp_path / "out.ipynb"),
+                                   parameters={**params, **extra}, kernel_name="python3", language="python",
+                                   cwd=str(ROOT), progress_bar=False)
+
+    train()
+    best = tmp_path / "reports" / "runs" / "same" / "checkpoints" / "best.pt"
+    before = best.stat().st_mtime_ns
+    with pytest.raises(papermill.PapermillExecutionError, match="already holds results"):
+        train()
+    assert best.stat().st_mtime_ns == before
+    train(overwrite=True)
+    assert best.stat().st_mtime_ns != before

@@ -3,6 +3,7 @@ skipped, interrupted ones resume, failed ones are recorded and the sweep goes on
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -68,10 +69,10 @@ def _fake_executor(calls, fail_on=None):
         if name == "02_train":
             if fail_on and fail_on(params):
                 raise RuntimeError("CUDA out of memory (simulated)")
-            run = start_run(params["runs_dir"], params["run_name"], params, resume=params["resume"])
+            run = start_run(Path(params["reports_dir"]) / "runs", params["run_name"], params, resume=params["resume"])
             run.last.write_bytes(b"w")
             return
-        run = Run(params["run"] if hasattr(params["run"], "name") else __import__("pathlib").Path(params["run"]))
+        run = Run(Path(params["run"]))
         train = json.loads((run.root / "run.json").read_text())["params"]
         tasks = experiments.tasks_of(train)
         per_image = pd.DataFrame({"image_id": [f"i{k}" for k in range(40)], "lesion_id": [f"l{k // 2}" for k in range(40)],
@@ -117,3 +118,15 @@ def test_fixed_may_not_set_what_the_experiment_sets(tmp_path):
     with pytest.raises(ValueError, match="seed"):
         experiments.run_experiment("x", {}, fixed={"seed": 3}, experiments_dir=tmp_path, root=tmp_path,
                                    executor=_fake_executor([]), progress=False)
+
+
+def test_multitask_verdict_states_help_harm_or_no_difference():
+    diff = pd.DataFrame([
+        {"metric": "dice", "difference": -0.02, "ci_low": -0.03, "ci_high": -0.01, "cell_tasks": "segmentation", "seeds": 3, "split": "val"},
+        {"metric": "balanced_accuracy", "difference": 0.01, "ci_low": -0.03, "ci_high": 0.05, "cell_tasks": "classification", "seeds": 3, "split": "val"},
+        {"metric": "dice", "difference": 0.01, "ci_low": -0.03, "ci_high": 0.05, "cell_tasks": "segmentation,classification", "seeds": 3, "split": "val"}])
+    seg, cls = experiments.multitask_verdict(diff)
+    assert seg.startswith("Segmentation: joint training **helps**") and "+0.020 (95% CI +0.010 to +0.030" in seg
+    assert cls.startswith("Classification: **no detectable difference**")
+    only_joint = diff[diff["cell_tasks"].str.contains(",")]
+    assert all("no verdict" in line for line in experiments.multitask_verdict(only_joint))

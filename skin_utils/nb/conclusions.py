@@ -126,13 +126,39 @@ def training_conclusion(history: Sequence[Mapping], selection: str, n_classes: i
 
 
 def evaluation_conclusion(report: Mapping, per_image_jaccard: Sequence[float] | None = None,
-                          synthetic: bool = False) -> str:
+                          synthetic: bool = False,
+                          tasks: Sequence[str] = ("segmentation", "classification")) -> str:
     """The test evaluation in words: the margin over always answering NV, melanoma
     sensitivity, the best class and the classes near chance, Dice, and how far to trust it.
 
     ``report``: what `skin_utils.evaluation.evaluate_original_size` returns as ``report``
     (``balanced_accuracy``, ``accuracy``, ``dice``, ``per_class``, ``majority_baseline``,
-    ``n_images``); ``per_image_jaccard``: the Jaccard index of each image."""
+    ``n_images``, and ``ci95`` when there); ``per_image_jaccard``: the Jaccard index of each image;
+    ``tasks``: the heads the model was trained for (an untrained head's numbers are not judged)."""
+    out = [f"The {t} head was not trained (its loss weight was 0): its metrics are not applicable."
+           for t in ("segmentation", "classification") if t not in tasks]
+    ci = report.get("ci95", {})
+
+    def with_ci(metric: str) -> str:
+        lo_hi = ci.get(metric)
+        return f" (95% CI {lo_hi[0]:.2f}–{lo_hi[1]:.2f}, lesion-level bootstrap)" if lo_hi and all(map(_finite, lo_hi)) else ""
+
+    if "classification" in tasks:
+        out += _classification_findings(report, with_ci)
+    if "segmentation" in tasks:
+        out += _segmentation_findings(report, per_image_jaccard, with_ci)
+    n = report.get("n_images", 0)
+    thin = [k for k, v in report.get("per_class", {}).items() if 0 < v.get("support", 0) < NOISY_SUPPORT]
+    if n < SMALL_TEST_SET:
+        out.append(f"Only {n} test images: differences of a few points are noise.")
+    elif thin and "classification" in tasks:
+        out.append(f"Fewer than {NOISY_SUPPORT} test images of {', '.join(thin)}: their rows are noisy.")
+    if synthetic:
+        out.append(SYNTHETIC_WARNING)
+    return _paragraph(out)
+
+
+def _classification_findings(report: Mapping, with_ci) -> list[str]:
     base = report["majority_baseline"]
     per_class = report["per_class"]
     bal, acc = report["balanced_accuracy"], report["accuracy"]
@@ -142,8 +168,8 @@ def evaluation_conclusion(report: Mapping, per_image_jaccard: Sequence[float] | 
         out.append(f"Balanced accuracy {bal:.2f} is hardly better than always answering {base['majority']} "
                    f"({base['balanced_accuracy']:.2f}): the diagnosis head is not useful yet.")
     else:
-        out.append(f"Balanced accuracy {bal:.2f} against {base['balanced_accuracy']:.2f} for always answering "
-                   f"{base['majority']}: {margin:+.2f}.")
+        out.append(f"Balanced accuracy {bal:.2f}{with_ci('balanced_accuracy')} against {base['balanced_accuracy']:.2f} "
+                   f"for always answering {base['majority']}: {margin:+.2f}.")
     if acc <= base["accuracy"]:
         out.append(f"Accuracy {acc:.2f} does not beat always answering {base['majority']} ({base['accuracy']:.2f}): "
                    "the model trades majority-class hits for rare-class ones, or has not learnt enough.")
@@ -165,24 +191,20 @@ def evaluation_conclusion(report: Mapping, per_image_jaccard: Sequence[float] | 
     absent = [k for k, v in per_class.items() if v.get("support", 0) == 0]
     if absent:
         out.append(f"Not in this split, so not measured: {', '.join(absent)}.")
+    return out
+
+
+def _segmentation_findings(report: Mapping, per_image_jaccard, with_ci) -> list[str]:
     dice = report.get("dice")
-    if _finite(dice):
-        word = "good" if dice >= GOOD_DICE else "weak" if dice < WEAK_DICE else "fair"
-        sentence = f"Mean Dice {dice:.2f} ({word})"
-        if per_image_jaccard is not None and len(per_image_jaccard):
-            failed = sum(1 for j in per_image_jaccard if j < ISIC_JACCARD_THRESHOLD)
-            sentence += (f"; {failed} of {len(per_image_jaccard)} masks ({_pct(failed / len(per_image_jaccard))}) "
-                         f"have Jaccard below {ISIC_JACCARD_THRESHOLD} and count 0 in the thresholded Jaccard")
-        out.append(sentence + ".")
-    thin = [k for k, v in per_class.items() if 0 < v.get("support", 0) < NOISY_SUPPORT]
-    n = report.get("n_images", 0)
-    if n < SMALL_TEST_SET:
-        out.append(f"Only {n} test images: differences of a few points are noise.")
-    elif thin:
-        out.append(f"Fewer than {NOISY_SUPPORT} test images of {', '.join(thin)}: their rows are noisy.")
-    if synthetic:
-        out.append(SYNTHETIC_WARNING)
-    return _paragraph(out)
+    if not _finite(dice):
+        return []
+    word = "good" if dice >= GOOD_DICE else "weak" if dice < WEAK_DICE else "fair"
+    sentence = f"Mean Dice {dice:.2f}{with_ci('dice')} ({word})"
+    if per_image_jaccard is not None and len(per_image_jaccard):
+        failed = sum(1 for j in per_image_jaccard if j < ISIC_JACCARD_THRESHOLD)
+        sentence += (f"; {failed} of {len(per_image_jaccard)} masks ({_pct(failed / len(per_image_jaccard))}) "
+                     f"have Jaccard below {ISIC_JACCARD_THRESHOLD} and count 0 in the thresholded Jaccard")
+    return [sentence + "."]
 
 
 def inference_conclusion(predicted: Sequence[str], confidences: Sequence[float], n_skipped: int,

@@ -59,6 +59,11 @@ RULES = {
     "device": ("choice", None),  # checked by engine.resolve_device
     **{name: ("choice", tuple(values)) for name, values in _choices().items()},
     "resume": ("bool", None),
+    "overwrite": ("bool", None),
+    "compile": ("bool", None),
+    "sync_bn": ("bool", None),
+    "n_bootstrap": ("int", (0, 100_000)),
+    "bootstrap_seed": ("int", (0, 2**32 - 1)),
     "tta": ("bool", None),
 }
 

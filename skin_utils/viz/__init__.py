@@ -26,7 +26,9 @@ from skin_utils.viz.eda import (
 )
 from skin_utils.viz.evaluate import plot_confusion_matrix, plot_per_class_metrics, plot_roc_curves
 from skin_utils.viz.inference import plot_overlay_grid
+from skin_utils.viz.experiments import plot_experiment, plot_paired_differences
 from skin_utils.viz.train import HISTORY_PANELS, plot_learning_curves
+from skin_utils.viz.trust import plot_cam_grid, plot_cam_overlay, plot_reliability_diagram, plot_risk_coverage
 
 __all__ = [
     "CLASS_COLORS",
@@ -52,4 +54,10 @@ __all__ = [
     "plot_per_class_metrics",
     "plot_overlay_grid",
     "plot_benchmark",
+    "plot_experiment",
+    "plot_paired_differences",
+    "plot_reliability_diagram",
+    "plot_risk_coverage",
+    "plot_cam_overlay",
+    "plot_cam_grid",
 ]
