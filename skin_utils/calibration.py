@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from skin_utils.metrics import as_labels, as_numpy, as_probabilities
+
 __all__ = [
     "as_numpy",
     "as_probabilities",
@@ -63,64 +65,9 @@ DEFAULT_N_BINS = 15
 #: The search interval of `fit_temperature`. A fitted value on either end means the optimum
 #: lies outside it (and a warning says so).
 TEMPERATURE_BOUNDS = (0.05, 20.0)
-#: Tolerance on the row sums of a probability matrix (the same as `skin_utils.metrics`).
-PROB_SUM_ATOL = 1e-3
 #: Probabilities are clipped below at this value in the NLL, so that a confident mistake costs
 #: log(1e15) ~ 34.5 instead of infinity.
 NLL_EPS = 1e-15
-
-
-# --------------------------------------------------------------------------------------------
-# input checks, shared with skin_utils.uncertainty
-# --------------------------------------------------------------------------------------------
-
-def as_numpy(x: Any, dtype=np.float64) -> np.ndarray:
-    """numpy array (of ``dtype``; None keeps it) from a numpy array, a torch tensor on any
-    device, or anything array-like."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
-        x = x.detach().cpu()
-        if str(x.dtype) == "torch.bfloat16":
-            x = x.float()  # numpy has no bfloat16
-        x = x.numpy()
-    return np.asarray(x) if dtype is None else np.asarray(x, dtype=dtype)
-
-
-def as_probabilities(probs: Any, name: str = "probs") -> np.ndarray:
-    """float64 (N, K) probabilities, checked: finite, in [0, 1], rows summing to 1."""
-    p = as_numpy(probs)
-    if p.ndim != 2 or p.shape[1] < 2:
-        raise ValueError(f"{name} must have shape (N, K) with K >= 2 classes; got {p.shape}.")
-    if p.size:
-        if not np.all(np.isfinite(p)) or p.min() < 0.0 or p.max() > 1.0:
-            raise ValueError(
-                f"{name} must be probabilities in [0, 1] (got values outside it: logits? "
-                "apply softmax first, or use apply_temperature(logits, 1.0))."
-            )
-        sums = p.sum(axis=1)
-        if not np.allclose(sums, 1.0, rtol=0.0, atol=PROB_SUM_ATOL):
-            raise ValueError(
-                f"{name} rows must sum to 1 (softmax probabilities); row sums range over "
-                f"[{sums.min():.4g}, {sums.max():.4g}]."
-            )
-    return p
-
-
-def as_labels(labels: Any, num_classes: int, name: str = "labels") -> np.ndarray:
-    """int64 (N,) class indices, checked to be whole numbers in [0, num_classes)."""
-    y = as_numpy(labels, dtype=None)
-    if y.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (N,); got shape {y.shape}.")
-    if y.size and (y.dtype == bool or not np.issubdtype(y.dtype, np.number)):
-        raise ValueError(f"{name} must hold integer class indices; got dtype {y.dtype}.")
-    if y.size and not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise ValueError(f"{name} must hold integer class indices; got non-integer values.")
-    y = y.astype(np.int64)
-    if y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(
-            f"{name} must lie in [0, {num_classes}); got values in [{y.min()}, {y.max()}]."
-        )
-    return y
 
 
 def _pair(probs: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:

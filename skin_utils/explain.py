@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from skin_utils.calibration import as_numpy
+from skin_utils.metrics import as_numpy
 from skin_utils.labels import CLASS_NAMES
 
 __all__ = [

@@ -83,6 +83,10 @@ __all__ = [
     "ISIC_JACCARD_THRESHOLD",
     "SEGMENTATION_KEYS",
     "PER_CLASS_KEYS",
+    "PROB_SUM_ATOL",
+    "as_numpy",
+    "as_labels",
+    "as_probabilities",
 ]
 
 #: ISIC 2018 Task 1: a Jaccard index below this counts as 0.
@@ -99,23 +103,27 @@ PER_CLASS_KEYS: tuple[str, ...] = (
 )
 
 #: Tolerance on the row sums of a probability matrix.
-_PROB_SUM_ATOL = 1e-3
+PROB_SUM_ATOL = 1e-3
 
 
 # --------------------------------------------------------------------------------------------
 # conversion helpers
 # --------------------------------------------------------------------------------------------
 
-def _to_numpy(x: Any) -> np.ndarray:
-    """numpy array from a numpy array, a torch tensor (any device) or anything array-like."""
+def as_numpy(x: Any, dtype=np.float64) -> np.ndarray:
+    """numpy array (of ``dtype``; None keeps the input's) from a numpy array, a torch tensor on
+    any device (bfloat16 included), or anything array-like."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":
+            x = x.float()  # numpy has no bfloat16
+        x = x.numpy()
+    return np.asarray(x) if dtype is None else np.asarray(x, dtype=dtype)
 
 
 def _mask_batch(x: Any, name: str) -> np.ndarray:
     """Boolean (N, H, W) from a mask of shape (H, W), (N, H, W) or (N, 1, H, W)."""
-    arr = _to_numpy(x)
+    arr = as_numpy(x, dtype=None)
     if arr.ndim == 2:
         arr = arr[None]
     elif arr.ndim == 4 and arr.shape[1] == 1:
@@ -188,7 +196,7 @@ def thresholded_jaccard(jaccard: Any, threshold: float = ISIC_JACCARD_THRESHOLD)
     """
     if not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold must be in [0, 1]; got {threshold!r}.")
-    j = np.asarray(_to_numpy(jaccard), dtype=np.float64)
+    j = as_numpy(jaccard)
     out = np.where(j >= threshold, j, 0.0)
     return float(out) if out.ndim == 0 else out
 
@@ -297,22 +305,20 @@ class SegmentationMetrics:
 # classification: functional
 # --------------------------------------------------------------------------------------------
 
-def _labels(y: Any, num_classes: int, name: str) -> np.ndarray:
-    """int64 (N,) labels, checked to lie in [0, num_classes)."""
-    arr = _to_numpy(y)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (N,); got shape {arr.shape}.")
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"{name} must hold integer class indices; got dtype {arr.dtype}.")
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise ValueError(f"{name} must hold integer class indices.")
-    arr = arr.astype(np.int64)
-    if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
-        raise ValueError(
-            f"{name} must lie in [0, {num_classes}); got values in [{arr.min()}, {arr.max()}]."
-        )
-    return arr
+def as_labels(labels: Any, num_classes: int, name: str = "labels") -> np.ndarray:
+    """int64 (N,) class indices, checked to be whole numbers in [0, num_classes)."""
+    y = as_numpy(labels, dtype=None)
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (N,); got shape {y.shape}.")
+    if y.size and (y.dtype == bool or not np.issubdtype(y.dtype, np.number)):
+        raise ValueError(f"{name} must hold integer class indices; got dtype {y.dtype}.")
+    if y.size and not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise ValueError(f"{name} must hold integer class indices; got non-integer values.")
+    y = y.astype(np.int64)
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"{name} must lie in [0, {num_classes}); got values in [{y.min()}, {y.max()}].")
+    return y
 
 
 def _class_names(class_names: Sequence[str]) -> list[str]:
@@ -324,32 +330,32 @@ def _class_names(class_names: Sequence[str]) -> list[str]:
     return names
 
 
-def _probabilities(probs: Any, num_classes: int) -> np.ndarray:
-    """float64 (N, K) probabilities, checked (rows in [0, 1] summing to 1)."""
-    arr = np.asarray(_to_numpy(probs), dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] != num_classes:
-        raise ValueError(f"probs must have shape (N, {num_classes}); got {arr.shape}.")
-    if arr.size:
-        if not np.all(np.isfinite(arr)) or arr.min() < 0.0 or arr.max() > 1.0:
+def as_probabilities(probs: Any, num_classes: int | None = None, name: str = "probs") -> np.ndarray:
+    """float64 (N, K) probabilities, checked: K == ``num_classes`` (when given, else K >= 2),
+    finite, in [0, 1], rows summing to 1 within `PROB_SUM_ATOL`."""
+    p = as_numpy(probs)
+    if p.ndim != 2 or (num_classes is not None and p.shape[1] != num_classes) or p.shape[1] < 2:
+        expected = f"(N, {num_classes})" if num_classes is not None else "(N, K) with K >= 2 classes"
+        raise ValueError(f"{name} must have shape {expected}; got {p.shape}.")
+    if p.size:
+        if not np.all(np.isfinite(p)) or p.min() < 0.0 or p.max() > 1.0:
             raise ValueError(
-                "probs must be probabilities in [0, 1] (got values outside it: logits? "
-                "apply torch.softmax(logits, dim=1) first)."
-            )
-        sums = arr.sum(axis=1)
-        if not np.allclose(sums, 1.0, rtol=0.0, atol=_PROB_SUM_ATOL):
+                f"{name} must be probabilities in [0, 1] (got values outside it: logits? "
+                "apply torch.softmax(logits, dim=1) first).")
+        sums = p.sum(axis=1)
+        if not np.allclose(sums, 1.0, rtol=0.0, atol=PROB_SUM_ATOL):
             raise ValueError(
-                "probs rows must sum to 1 (softmax probabilities); row sums range over "
-                f"[{sums.min():.4g}, {sums.max():.4g}]."
-            )
-    return arr
+                f"{name} rows must sum to 1 (softmax probabilities); row sums range over "
+                f"[{sums.min():.4g}, {sums.max():.4g}].")
+    return p
 
 
 def _label_pair(y_true: Any, y_pred: Any, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Checked int64 (N,) true and predicted labels in [0, num_classes)."""
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes!r}.")
-    t = _labels(y_true, int(num_classes), "y_true")
-    p = _labels(y_pred, int(num_classes), "y_pred")
+    t = as_labels(y_true, int(num_classes), "y_true")
+    p = as_labels(y_pred, int(num_classes), "y_pred")
     if t.shape != p.shape:
         raise ValueError(f"y_true and y_pred lengths differ: {t.shape[0]} vs {p.shape[0]}.")
     return t, p
@@ -394,8 +400,8 @@ def classification_report_dict(
     """
     names = _class_names(class_names)
     k = len(names)
-    p = _probabilities(probs, k)
-    t = _labels(targets, k, "targets")
+    p = as_probabilities(probs, k)
+    t = as_labels(targets, k, "targets")
     if p.shape[0] != t.shape[0]:
         raise ValueError(f"probs has {p.shape[0]} rows but targets has {t.shape[0]} entries.")
     n = int(t.shape[0])
@@ -477,8 +483,8 @@ class ClassificationMetrics:
 
     def update(self, probs: Any, targets: Any) -> None:
         """Add a batch of probabilities (N, K) and integer targets (N,)."""
-        p = _probabilities(probs, self.num_classes)
-        t = _labels(targets, self.num_classes, "targets")
+        p = as_probabilities(probs, self.num_classes)
+        t = as_labels(targets, self.num_classes, "targets")
         if p.shape[0] != t.shape[0]:
             raise ValueError(f"probs has {p.shape[0]} rows but targets has {t.shape[0]} entries.")
         self._probs.append(p)
@@ -511,7 +517,7 @@ def majority_baseline(
     """
     names = _class_names(class_names)
     k = len(names)
-    t = _labels(targets, k, "targets")
+    t = as_labels(targets, k, "targets")
     if t.size == 0:
         raise ValueError("No targets.")
     if majority is None:
@@ -547,8 +553,8 @@ def roc_curves(
     """
     names = _class_names(class_names)
     k = len(names)
-    p = _probabilities(probs, k)
-    t = _labels(targets, k, "targets")
+    p = as_probabilities(probs, k)
+    t = as_labels(targets, k, "targets")
     if p.shape[0] != t.shape[0]:
         raise ValueError(f"probs has {p.shape[0]} rows but targets has {t.shape[0]} entries.")
     curves: dict[str, dict[str, Any]] = {}

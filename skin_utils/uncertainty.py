@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from skin_utils.calibration import as_labels, as_numpy, as_probabilities
+from skin_utils.metrics import as_labels, as_numpy, as_probabilities
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.metrics import balanced_accuracy
 
@@ -111,7 +111,7 @@ def _samples(sample_probs: Any) -> np.ndarray:
         )
     if p.shape[0] == 0:
         raise ValueError("sample_probs holds no passes (S = 0).")
-    as_probabilities(p.reshape(-1, p.shape[-1]), "sample_probs")
+    as_probabilities(p.reshape(-1, p.shape[-1]), name="sample_probs")
     return p
 
 
