@@ -43,9 +43,6 @@ import numpy as np
 from skin_utils.metrics import as_labels, as_numpy, as_probabilities
 
 __all__ = [
-    "as_numpy",
-    "as_probabilities",
-    "as_labels",
     "probs_to_logits",
     "expected_calibration_error",
     "classwise_ece",
