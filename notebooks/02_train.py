@@ -34,7 +34,8 @@ augment: str = "standard"                # "none", "flips", "standard" (flips, 9
 encoder_weights: Optional[str] = "auto"  # "imagenet", "auto" (ImageNet if obtainable), None, or a .pth path
 selection: str = "balanced_accuracy+dice"  # validation score that picks the best checkpoint
 patience: Optional[int] = None           # early stopping after this many epochs without improvement
-seed: int = 0
+seed: int = 0                            # training randomness: initialisation, shuffling, augmentation
+split_seed: int = 0                      # which lesions go to train/val/test (and max_samples' subset): fixed across seeds
 device: str = "auto"                     # "auto", "cpu", "cuda", "cuda:1", ...
 amp: str = "auto"                        # mixed precision: "auto", "bf16", "fp16" or "off"
 compile: bool = False                    # torch.compile the model (slower first epoch; pays off on some GPUs)
@@ -84,7 +85,7 @@ params = check_params(dict(
     weight_decay=weight_decay, lr_schedule=lr_schedule, seg_weight=seg_weight, cls_weight=cls_weight,
     class_balance=class_balance, balance_power=balance_power, label_smoothing=label_smoothing,
     augment=augment, encoder_weights=encoder_weights, selection=selection, patience=patience,
-    seed=seed, device=device, amp=amp, compile=compile, num_workers=num_workers, max_samples=max_samples,
+    seed=seed, split_seed=split_seed, device=device, amp=amp, compile=compile, num_workers=num_workers, max_samples=max_samples,
     split_fractions=split_fractions, split_path=split_path, on_bad_data=on_bad_data, resume=resume,
     cache_dir=cache_dir, reports_dir=reports_dir, run_name=run_name, overwrite=overwrite))
 run = start_run(resolve(reports_dir) / "runs", run_name, params, resume=resume, overwrite=overwrite)
@@ -99,7 +100,7 @@ print(f"Training on {device}, {torch.get_num_threads()} CPU threads")
 
 # %%
 data = load_data(data_dir, image_size, split_path=split_path, split_fractions=split_fractions,
-                 seed=seed, max_samples=max_samples, on_bad_data=on_bad_data, cache_dir=cache_dir)
+                 seed=split_seed, max_samples=max_samples, on_bad_data=on_bad_data, cache_dir=cache_dir)
 data.describe()
 
 # %% [markdown]

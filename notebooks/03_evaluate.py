@@ -95,7 +95,7 @@ print(f"checkpoint {checkpoint_path}: epoch {ckpt.epoch + 1}, trained at {ckpt.i
 
 # %%
 data = load_data(data_dir, ckpt.image_size, split_path=split_path,
-                 split_fractions=trained.get("split_fractions", (0.7, 0.15, 0.15)), seed=trained.get("seed", 0),
+                 split_fractions=trained.get("split_fractions", (0.7, 0.15, 0.15)), seed=trained.get("split_seed", trained.get("seed", 0)),
                  max_samples=trained.get("max_samples") if split != "all" else None,
                  on_bad_data=on_bad_data, need_split=split != "all")
 if split != "all" and data.index.attrs["fingerprint"] != ckpt.data["fingerprint"]:

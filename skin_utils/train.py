@@ -60,7 +60,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="imagenet, auto (ImageNet if obtainable), none, or a .pth path")
     p.add_argument("--selection", default="balanced_accuracy+dice", help="validation score that picks best.pt")
     p.add_argument("--patience", type=none_or_int, default=None, help="early stopping (epochs); none: never")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="training randomness")
+    p.add_argument("--split-seed", type=int, default=0, help="which lesions go to train/val/test")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: GPU LOCAL_RANK)")
     p.add_argument("--amp", default="auto", help="mixed precision: auto, bf16, fp16 or off")
     p.add_argument("--num-workers", type=none_or_int, default=None, help="DataLoader workers per process")
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
         lr=args.lr, weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, seg_weight=args.seg_weight,
         cls_weight=args.cls_weight, class_balance=args.class_balance, balance_power=args.balance_power,
         label_smoothing=args.label_smoothing, augment=args.augment, encoder_weights=args.encoder_weights,
-        selection=args.selection, patience=args.patience, seed=args.seed, device=args.device, amp=args.amp,
+        selection=args.selection, patience=args.patience, seed=args.seed, split_seed=args.split_seed, device=args.device, amp=args.amp,
         num_workers=args.num_workers, max_samples=args.max_samples, split_fractions=list(args.split_fractions),
         split_path=args.split_path, on_bad_data=args.on_bad_data, resume=args.resume, cache_dir=args.cache_dir,
         compile=args.compile, sync_bn=args.sync_bn))
@@ -110,7 +111,7 @@ def train(args, params: dict, ctx: distributed.Context) -> list[dict]:
     # Data: rank 0 first (it may write the demo data, the split and the cache), the others reuse it.
     with distributed.main_process_first():
         data = load_data(args.data_dir, args.image_size, split_path=args.split_path,
-                         split_fractions=args.split_fractions, seed=args.seed, max_samples=args.max_samples,
+                         split_fractions=args.split_fractions, seed=args.split_seed, max_samples=args.max_samples,
                          on_bad_data=args.on_bad_data, cache_dir=args.cache_dir, progress=ctx.is_main and args.progress)
 
     # The run folder: made by rank 0, its path sent to the others.

@@ -48,6 +48,7 @@ RULES = {
     "label_smoothing": ("float", (0.0, 0.99)),
     "balance_power": ("float", (0.0, 2.0)),
     "seed": ("int", (0, 2**32 - 1)),
+    "split_seed": ("int", (0, 2**32 - 1)),
     "max_samples": ("int_or_none", (1, 10**9)),
     "patience": ("int_or_none", (1, 10_000)),
     "num_workers": ("int_or_none", (0, 256)),
