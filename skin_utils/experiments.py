@@ -267,6 +267,53 @@ def multitask_verdict(diff: pd.DataFrame) -> list[str]:
     return lines
 
 
+def summary_markdown(name: str, reference: dict | None = None, experiments_dir="reports/experiments", root=None,
+                     n_resamples: int = 1000, metrics=HEADLINE_METRICS) -> str:
+    """The experiment in Markdown, for a README or a closing note: per cell, each metric's mean ±
+    sd over seeds on validation and on test (with the seeds' mean lesion-level interval), and,
+    with a ``reference`` cell, the paired differences and the multi-task verdict."""
+    from skin_utils.nb.paths import resolve
+
+    table = gather(name, experiments_dir, root, write=False)
+    done = table[table["status"] == "finished"]
+    meta = json.loads((resolve(experiments_dir, root) / slug(name) / "experiment.json").read_text())
+    lines = [f"Experiment `{name}`: {len(meta['cells'])} cell(s) × seeds {meta['seeds']}; fixed {meta['fixed']}; "
+             f"evaluation {meta['eval_params']}. {done['run'].nunique()} run(s) finished"
+             + (f", {table.loc[table['status'] != 'finished', 'run'].nunique()} not" if (table["status"] != "finished").any() else "")
+             + ". Values: mean ± sd over seeds [mean of the runs' lesion-level 95% CIs]; n/a: head not trained.", ""]
+    shown = [m for m in metrics if m in set(done["metric"])]
+    for split in meta["splits"]:
+        lines += [f"**{split} split**", "", "| cell | " + " | ".join(shown) + " |", "|---" * (len(shown) + 1) + "|"]
+        for cell in meta["cells"]:
+            rows = done[(done["run"].str.replace(r"_seed\d+$", "", regex=True) == cell_name(cell)) & (done["split"] == split)]
+            cells = []
+            for m in shown:
+                r = rows[rows["metric"] == m]
+                if r.empty:
+                    cells.append("n/a")
+                    continue
+                mean, sd, n = mean_sd(r["value"])
+                sd_text = f" ± {sd:.3f}" if n > 1 else ""
+                lo, hi = r["ci_low"].mean(), r["ci_high"].mean()
+                ci_text = f" [{lo:.3f}–{hi:.3f}]" if np.isfinite(lo) and np.isfinite(hi) else ""
+                cells.append(f"{mean:.3f}{sd_text}{ci_text}")
+            lines.append(f"| {cell_name(cell)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if reference is not None:
+        for split in meta["splits"]:
+            diff = compare(name, reference, split, experiments_dir, root, n_resamples=n_resamples)
+            if diff.empty:
+                continue
+            lines += [f"**Paired differences against `{cell_name(reference)}`, {split} split** (seed-averaged, "
+                      f"lesion-level paired bootstrap, {n_resamples} resamples)", "",
+                      "| cell | metric | cell − reference | 95% CI | excludes 0 |", "|---|---|---|---|---|"]
+            for _, r in diff.iterrows():
+                lines.append(f"| {r['cell']} | {r['metric']} | {r['difference']:+.3f} | {r['ci_low']:+.3f} to "
+                             f"{r['ci_high']:+.3f} | {'yes' if r['excludes_zero'] else 'no'} |")
+            lines += ["", *[f"- {v}" for v in multitask_verdict(diff)], ""]
+    return "\n".join(lines)
+
+
 def _json_arg(text: str):
     try:
         return json.loads(text)
@@ -286,6 +333,7 @@ def main(argv=None) -> int:
     parser.add_argument("--reference", type=_json_arg, default=None,
                         help="JSON: the cell the others are compared with (paired bootstrap on validation)")
     parser.add_argument("--experiments-dir", default="reports/experiments")
+    parser.add_argument("--markdown", default=None, help="also write the summary (tables, paired differences) to this file")
     args = parser.parse_args(argv)
 
     cells = PRESETS[args.preset] if args.preset else args.grid
@@ -297,8 +345,11 @@ def main(argv=None) -> int:
         summary = summarize(table)
         print(summary.to_string(index=False))
         reference = args.reference or ({"seg_weight": 1.0, "cls_weight": 1.0} if args.preset == "ablation" else None)
-        if reference is not None:
-            print(compare(args.name, reference, "val", args.experiments_dir).to_string(index=False))
+        markdown = summary_markdown(args.name, reference, args.experiments_dir)
+        print(markdown)
+        if args.markdown:
+            Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.markdown).write_text(markdown + "\n")
     return 0 if (status["status"] == "finished").all() else 1
 
 

@@ -130,3 +130,15 @@ def test_multitask_verdict_states_help_harm_or_no_difference():
     assert cls.startswith("Classification: **no detectable difference**")
     only_joint = diff[diff["cell_tasks"].str.contains(",")]
     assert all("no verdict" in line for line in experiments.multitask_verdict(only_joint))
+
+
+def test_summary_markdown_shows_means_intervals_and_not_applicable(tmp_path):
+    grid = [{"seg_weight": 1.0, "cls_weight": 1.0}, {"seg_weight": 1.0, "cls_weight": 0.0}]
+    experiments.run_experiment("md", grid, seeds=[0, 1], experiments_dir=tmp_path, root=tmp_path,
+                               executor=_fake_executor([]), progress=False)
+    text = experiments.summary_markdown("md", {"seg_weight": 1.0, "cls_weight": 1.0}, tmp_path, root=tmp_path,
+                                        n_resamples=20)
+    assert "**val split**" in text and "**test split**" in text
+    seg_only = next(line for line in text.splitlines() if line.startswith("| seg_weight=1,cls_weight=0 |"))
+    assert "n/a" in seg_only and "0.900 ± 0.000 [0.880–0.920]" in seg_only
+    assert "Paired differences against `seg_weight=1,cls_weight=1`" in text and "Segmentation:" in text
