@@ -44,6 +44,9 @@ max_samples: Optional[int] = None        # use at most this many images (whole l
 split_fractions: list[float] = [0.7, 0.15, 0.15]  # train, val, test shares of the lesions
 split_path: str = "reports/split.csv"    # the lesion-level split (made by 01_eda, or here on first use)
 on_bad_data: str = "raise"               # "raise": stop on bad files with a report; "skip": leave them out
+calibrate_tta: bool = True               # fit the temperature on 8-view TTA outputs (as 03/04 predict by default) and on plain ones
+target_sensitivity: float = 0.9          # melanoma sensitivity the P(MEL) flag threshold reaches on validation
+target_coverage: float = 0.8             # share of validation images decided automatically; the most uncertain rest is referred
 run_name: Optional[str] = None           # the run's folder under <reports_dir>/runs; None: date, time and the main knobs
 resume: bool = False                     # continue the run from its checkpoints/last.pt
 overwrite: bool = False                  # replace the results of an earlier run of the same name
@@ -77,7 +80,8 @@ from skin_utils.model import MultiTaskNet
 from skin_utils.nb.params import check_params
 from skin_utils.nb.paths import resolve
 from skin_utils.data.loading import load_data, train_class_counts, train_val_loaders
-from skin_utils.losses import build_loss
+from skin_utils.losses import build_loss, trained_tasks
+from skin_utils.calibrate import calibrate_checkpoint, summary_lines
 from skin_utils.runs import set_latest, start_run
 
 params = check_params(dict(
@@ -87,7 +91,8 @@ params = check_params(dict(
     augment=augment, encoder_weights=encoder_weights, selection=selection, patience=patience,
     seed=seed, split_seed=split_seed, device=device, amp=amp, compile=compile, num_workers=num_workers, max_samples=max_samples,
     split_fractions=split_fractions, split_path=split_path, on_bad_data=on_bad_data, resume=resume,
-    cache_dir=cache_dir, reports_dir=reports_dir, run_name=run_name, overwrite=overwrite))
+    cache_dir=cache_dir, reports_dir=reports_dir, run_name=run_name, overwrite=overwrite,
+    calibrate_tta=calibrate_tta, target_sensitivity=target_sensitivity, target_coverage=target_coverage))
 run = start_run(resolve(reports_dir) / "runs", run_name, params, resume=resume, overwrite=overwrite)
 reports, checkpoints = run.root, run.checkpoints
 print(f"Run folder: {run.root}")
@@ -136,6 +141,26 @@ history = fit(model, train_loader, val_loader, loss_fn=loss_fn, optimizer=optimi
 set_latest(run.root.parent, run)
 
 # %% [markdown]
+# ## Calibration on the validation split
+# The best checkpoint's probabilities are made honest, and two decisions are fixed, on the
+# validation split (never the test split), and stored in `best.pt` for 03 and 04
+# (`skin_utils.calibrate`): a **temperature** (fitted on TTA-averaged outputs when
+# `calibrate_tta`, and on plain ones), the **P(MEL) threshold** that reaches `target_sensitivity`
+# on the validation melanomas (the melanoma flag), and the **uncertainty threshold** that keeps
+# `target_coverage` of the validation images (the rest is referred). A model trained before this
+# step existed: `python -m skin_utils.calibrate <run>`.
+
+# %%
+if "classification" in trained_tasks(seg_weight, cls_weight):
+    calibration = calibrate_checkpoint(checkpoints / "best.pt", data, tta=calibrate_tta, batch_size=batch_size,
+                                       target_sensitivity=target_sensitivity, target_coverage=target_coverage,
+                                       device=device, amp=amp)
+    print("\n".join(summary_lines(calibration)))
+else:
+    calibration = {}
+    print("The classification head was not trained (cls_weight=0): there is nothing to calibrate.")
+
+# %% [markdown]
 # ## Learning curves
 # *Reading the figure:* losses (training solid, validation dashed), the validation segmentation
 # and classification scores, and the learning rate, per epoch; the dotted line marks the epoch
@@ -151,7 +176,7 @@ summary = {"best_epoch": best["epoch"], "selection": selection, "best_val": {k[4
            "encoder_weights_used": model.encoder_weights_used,
            "class_weights": None if loss_fn.class_weights is None else loss_fn.class_weights.tolist(),
            "logit_adjustment": None if loss_fn.logit_adjustment is None else loss_fn.logit_adjustment.tolist(),
-           "history": history, "data": data.describe(), "params": params}
+           "history": history, "calibration": calibration, "data": data.describe(), "params": params}
 report.write_json(reports / "metrics" / "train.json", summary)
 summary["best_val"]
 
@@ -177,6 +202,9 @@ class balance: `{class_balance}` (power {balance_power}). Best epoch by `{select
 Validation at the best epoch (model resolution; the test-set evaluation at original size is in section 03):
 
 {report.markdown_table({k[4:]: v for k, v in best.items() if k.startswith('val_')})}
+
+Calibration fitted on the validation split and stored in `best.pt`:
+{chr(10).join('- ' + line for line in summary_lines(calibration)) or '- none (the classification head was not trained)'}
 
 ![learning curves](figures/train_learning_curves.png)
 

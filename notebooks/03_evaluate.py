@@ -19,19 +19,27 @@
 # * Classification (Task 3): **balanced accuracy** (mean per-class recall, the headline),
 #   accuracy, per-class sensitivity, specificity, AUC and average precision, macro AUC, the
 #   confusion matrix and ROC curves, always beside the always-NV baseline.
+# * Trust in each prediction: calibration (ECE, NLL, Brier) before and after the temperature
+#   fitted on validation, the risk–coverage curve of referring the most uncertain images, the
+#   melanoma operating point chosen on validation, and Grad-CAM heat maps checked against the
+#   lesion masks.
 
 # %% tags=["parameters"]
 from typing import Optional
 
 run: str = "latest"                      # a run name under <reports_dir>/runs, a run folder, or "latest"
 checkpoint: Optional[str] = None         # a checkpoint file instead of a run (its results go to a run folder named after it)
-data_dir: str = "data"                   # the training data (for split test) or any labelled folder (split all)
+data_dir: Optional[str] = None           # None: the data the run was trained on; or any labelled folder (with split "all")
 split: str = "test"                      # "test", "val", "train" or "all"
-split_path: str = "reports/split.csv"    # the split written by 02_train
+split_path: Optional[str] = None         # None: the split the run was trained with
 batch_size: int = 32
 threshold: float = 0.5                   # mask probability threshold
 tta: bool = True                         # average each prediction over the 8 flips and 90-degree turns of the image
-n_examples: int = 4                      # best and worst cases shown
+n_examples: int = 4                      # best and worst cases shown (and Grad-CAM examples)
+recalibrate: bool = False                # fit temperature and thresholds on the validation split now, into the checkpoint (for models trained before calibration existed)
+mc_samples: int = 0                      # Monte-Carlo dropout samples per image; 0: off
+cam_method: str = "gradcam"              # "gradcam" or "gradcam++"
+cam_max_images: Optional[int] = None     # Grad-CAM check on at most this many images of the split; None: all
 n_bootstrap: int = 1000                  # lesion-level bootstrap resamples for the 95% intervals
 bootstrap_seed: int = 0                  # seed of the resampling
 device: str = "auto"                     # "auto", "cpu", "cuda", "cuda:1", ...
@@ -59,10 +67,13 @@ if "google.colab" in sys.modules:
 # %%
 from skin_utils import viz
 from skin_utils.nb import conclusions, report
-from skin_utils.checkpoint import load_model
+from skin_utils.calibrate import StoredCalibration, calibrate_checkpoint
+from skin_utils.checkpoint import Checkpoint, load_model
 from skin_utils.engine import resolve_device
-from skin_utils.evaluation import (best_and_worst, evaluate_original_size, headline_table, not_applicable,
-                                   per_class_table, subgroup_tables)
+from skin_utils.evaluation import (assess_trust, best_and_worst, cam_check, cam_columns, cam_examples,
+                                   cam_summary_table, choose_cam_examples, evaluate_original_size, headline_table,
+                                   not_applicable, operating_point_table, per_class_table, referral_table,
+                                   subgroup_tables, calibration_table, cam_report, trust_section)
 from skin_utils.losses import trained_tasks
 from skin_utils.nb.params import check_params
 from skin_utils.nb.paths import resolve
@@ -72,8 +83,9 @@ from skin_utils.stats import bootstrap_ci
 
 params = check_params(dict(run=run, checkpoint=checkpoint, data_dir=data_dir, split=split, split_path=split_path,
                            batch_size=batch_size, threshold=threshold, tta=tta, n_examples=n_examples,
-                           n_bootstrap=n_bootstrap, bootstrap_seed=bootstrap_seed, device=device, amp=amp,
-                           on_bad_data=on_bad_data, reports_dir=reports_dir),
+                           recalibrate=recalibrate, mc_samples=mc_samples, cam_method=cam_method,
+                           cam_max_images=cam_max_images, n_bootstrap=n_bootstrap, bootstrap_seed=bootstrap_seed,
+                           device=device, amp=amp, on_bad_data=on_bad_data, reports_dir=reports_dir),
                       must_exist=("checkpoint",) if checkpoint else ())
 runs_dir = resolve(reports_dir) / "runs"
 if checkpoint:
@@ -94,6 +106,8 @@ print(f"checkpoint {checkpoint_path}: epoch {ckpt.epoch + 1}, trained at {ckpt.i
       f"on {ckpt.data['data_dir']}; heads trained: {', '.join(tasks)}; results -> {out.root}")
 
 # %%
+data_dir = data_dir or ckpt.data["data_dir"]
+split_path = split_path or ckpt.split_path
 data = load_data(data_dir, ckpt.image_size, split_path=split_path,
                  split_fractions=trained.get("split_fractions", (0.7, 0.15, 0.15)), seed=trained.get("split_seed", trained.get("seed", 0)),
                  max_samples=trained.get("max_samples") if split != "all" else None,
@@ -101,9 +115,16 @@ data = load_data(data_dir, ckpt.image_size, split_path=split_path,
 if split != "all" and data.index.attrs["fingerprint"] != ckpt.data["fingerprint"]:
     raise ValueError(f"{data.data_dir} is not the data this model was trained on; its '{split}' split would "
                      "not be held out. Evaluate an external data set with split='all'.")
+if recalibrate and "classification" in tasks:
+    calibrate_checkpoint(checkpoint_path, data if split != "all" else None, tta=tta, batch_size=batch_size,
+                         device=device, amp=amp)
+    ckpt = Checkpoint.load(checkpoint_path)
+calibration = StoredCalibration.from_checkpoint(ckpt, tta)
+print(calibration.describe())
 title = f"{split} split · {data.name}"
-evaluation = evaluate_original_size(model, data, split, device, class_names, batch_size=batch_size,
-                                    amp=amp, threshold=threshold, tta=tta)
+evaluation = evaluate_original_size(model, data, split, device, class_names, batch_size=batch_size, amp=amp,
+                                    threshold=threshold, tta=tta, return_views=True, mc_samples=mc_samples,
+                                    normalization=ckpt.normalization)
 per_image = evaluation.per_image
 ci = bootstrap_ci(per_image, class_names, n_resamples=n_bootstrap, seed=bootstrap_seed, tasks=tasks)
 classes_present = [c for c in class_names if (per_image["true"] == c).any()]
@@ -186,6 +207,119 @@ if "segmentation" in tasks:
     viz.publish(fig, figures / f"{tag}_best_worst.png")
 
 # %% [markdown]
+# ## Calibration: do the probabilities mean what they say?
+# *Reading the figure:* images are binned by their top-label probability (confidence); each bar
+# is the share of the bin that is correct, the hatched part the gap to the bin's mean
+# confidence, and the dashed diagonal is perfect calibration: bars below it mean
+# over-confidence. The grey histogram shows how many images fall in each bin (bins with few
+# images are noisy). Left, the raw probabilities; right, after the temperature fitted on the
+# validation split (absent when the checkpoint has none). ECE is the count-weighted mean gap
+# over 15 bins; the table adds class-wise ECE, NLL and Brier score (lower is better for all).
+
+# %%
+from IPython.display import Markdown
+
+trust = assess_trust(evaluation, calibration, class_names) if "classification" in tasks else None
+if trust is not None:
+    per_image = per_image.join(trust.per_image)
+    cal = trust.calibration
+    fig = viz.plot_reliability_diagram(cal["reliability_before"], cal["reliability_after"],
+                                       temperature=calibration.temperature if cal["calibrated"] else None,
+                                       title=f"Reliability · {title}")
+    viz.publish(fig, figures / f"{tag}_reliability.png")
+    calibration_text = conclusions.calibration_conclusion(cal["before"], cal["after"], calibration.temperature,
+                                                          cal["reliability_before"], calibration.missing)
+    display(calibration_table(cal))
+else:
+    calibration_text = "The classification head was not trained: there are no probabilities to calibrate."
+Markdown(calibration_text)
+
+# %% [markdown]
+# ## Referral: what if the most uncertain images go to a dermatologist?
+# *Reading the figure:* images are kept from the most certain down; at each coverage (share
+# kept) the curve shows the error rate of the kept images. A curve falling to the left means the
+# uncertainty finds the errors; the dotted line is referring at random, the dashed one an oracle
+# that refers every error first. AURC, the area under the curve, is lower when better. The
+# uncertainty is the entropy of the calibrated probabilities (and, with TTA, the disagreement of
+# the 8 views). The table shows what referring the most uncertain 10/20/30% does to the kept
+# images' balanced accuracy and to melanoma sensitivity (a referred melanoma counts as caught).
+
+# %%
+if trust is not None:
+    fig = viz.plot_risk_coverage(trust.referral["curves"], title=f"Risk–coverage · {title}")
+    viz.publish(fig, figures / f"{tag}_risk_coverage.png")
+    referral = trust.referral
+    referral_text = conclusions.referral_conclusion(referral["aurc"]["entropy"], referral["table"], referral["at_threshold"],
+                                                    mask=referral["mask"] if "segmentation" in tasks else None)
+    display(referral_table(trust))
+else:
+    referral_text = "The classification head was not trained: nothing to refer."
+Markdown(referral_text)
+
+# %% [markdown]
+# ## The melanoma operating point
+# *Reading the table:* the melanoma flag is raised when the calibrated P(MEL) reaches a
+# threshold chosen on the validation split for a target sensitivity (stored in the checkpoint).
+# The rows give sensitivity (melanomas flagged), specificity (other lesions not flagged) and
+# PPV (flags that are melanomas) on the validation split, on this split at that threshold, and
+# for calling melanoma only when it is the most probable class. A lower threshold buys
+# sensitivity with specificity.
+
+# %%
+operating_text = (conclusions.operating_point_conclusion(trust.operating_point) if trust is not None
+                  else "The classification head was not trained: no melanoma operating point.")
+if trust is not None and trust.operating_point is not None:
+    display(operating_point_table(trust.operating_point))
+Markdown(operating_text)
+
+# %% [markdown]
+# ## Grad-CAM: where does the classifier look?
+# *Reading the figure:* the heat map (bright = the regions that raised the score of the
+# predicted class most, from the last encoder block) over examples of each class, the expert
+# lesion border in green and the predicted one in magenta. A map on the lesion is reassuring; a
+# map on rulers, hairs, ink or the dark corners of the dermatoscope means the class may come
+# from an artefact. The maps are computed at the model's resolution and enlarged.
+
+# %%
+if trust is not None:
+    cam = cam_check(model, data, split, evaluation, device, class_names, batch_size=batch_size, method=cam_method,
+                    max_images=cam_max_images, normalization=ckpt.normalization)
+    per_image = per_image.merge(cam_columns(cam), on="image_id", how="left")
+    energy = dict(zip(per_image["image_id"], per_image["cam_energy_true"]))
+    examples = cam_examples(model, data, evaluation, choose_cam_examples(evaluation.per_image, class_names, n_examples),
+                            device, method=cam_method, normalization=ckpt.normalization, energy=energy)
+    fig = viz.plot_cam_grid(**examples, title=f"Grad-CAM ({cam_method}) · {title}")
+    viz.publish(fig, figures / f"{tag}_cam_examples.png")
+else:
+    cam = None
+    print("The classification head was not trained: no Grad-CAM.")
+
+# %% [markdown]
+# ## Is the heat map on the lesion? The check against the masks
+# *Reading the figure and the table:* for every image of the split, the share of the heat map's
+# energy inside the true lesion mask (and inside the predicted one), per true class and
+# overall, beside the share of the image the lesion covers, which is what a uniform map would
+# score. Lift is their ratio (1 = no better than uniform); "above uniform" is the share of images
+# whose map beats that baseline, "mostly outside" the share with less than half of the energy
+# inside. The figure shows the maps that fall most outside the lesion, lowest share first.
+
+# %%
+if cam is not None:
+    outside = [r["index"] for r in cam["true_mask"]["mostly_outside"][:2 * n_examples]]
+    if outside:
+        fig = viz.plot_cam_grid(**cam_examples(model, data, evaluation, outside, device, method=cam_method,
+                                               normalization=ckpt.normalization, energy=energy),
+                                title=f"Heat maps mostly outside the lesion · {title}")
+        viz.publish(fig, figures / f"{tag}_cam_outside.png")
+    else:
+        print("No heat map falls mostly outside the true lesion.")
+    cam_text = conclusions.cam_conclusion(cam)
+    display(cam_summary_table(cam))
+else:
+    cam_text = "No Grad-CAM check."
+Markdown(cam_text)
+
+# %% [markdown]
 # ## Conclusion
 # Computed from the numbers above (`skin_utils.nb.conclusions.evaluation_conclusion`).
 
@@ -200,7 +334,9 @@ Markdown(conclusion)
 report.write_json(out.evaluation(split),
                   {**{k: v for k, v in result.items() if k != "roc_curves"}, "checkpoint": str(checkpoint_path),
                    "checkpoint_epoch": ckpt.epoch + 1, "data": data.describe(), "params": params,
-                   "subgroups": {c: t.to_dict(orient="records") for c, t in subgroups.items()}})
+                   "subgroups": {c: t.to_dict(orient="records") for c, t in subgroups.items()},
+                   "calibration_used": calibration.as_dict(), "trust": trust.report() if trust else None,
+                   "cam": cam_report(cam) if cam else None})
 per_image.to_csv(out.per_image(split), index=False)
 base = evaluation.report["majority_baseline"]
 figure_links = "\n".join(f"![{name}](figures/{tag}_{name}.png)" for name, task in
@@ -221,6 +357,8 @@ heads trained: {', '.join(tasks)}) on the **{split}** split of **{data.name}**: 
 {figure_links}
 
 {subgroup_md}
+
+{trust_section(trust, cam, calibration, tag, calibration_text, referral_text, operating_text, cam_text)}
 
 **Conclusion.** {conclusion}
 """, params=params, data=data.describe())

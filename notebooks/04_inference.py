@@ -8,7 +8,15 @@
 # Runs a trained checkpoint on a folder of images that have no labels: the lesion mask at each
 # image's own size, the predicted diagnosis and the probability of every class. Files that are
 # not images, corrupt, or too small are listed with the reason instead of stopping the run.
-# Writes `inference/predictions.csv`, one overlay PNG per image, and a summary figure.
+# Writes `inference/predictions.csv`, one overlay PNG per image, and summary figures.
+#
+# How far to trust each prediction: the probabilities calibrated with the temperature stored in
+# the checkpoint (fitted on the validation split by `02_train` or `python -m skin_utils.calibrate`),
+# the entropy and the disagreement of the test-time views, the mask's uncertainty along its
+# border, a **refer** flag (uncertainty above the threshold chosen on validation), a
+# **melanoma flag** (calibrated P(MEL) at the operating point chosen on validation) and a
+# Grad-CAM heat map of where the classifier looked. A checkpoint without calibration gives
+# uncalibrated probabilities and no flags, and says so.
 #
 # *These predictions are a research tool, not a diagnosis.*
 
@@ -22,6 +30,8 @@ n_demo_images: int = 6                   # how many demo images when input_dir i
 batch_size: int = 16
 threshold: float = 0.5                   # mask probability threshold
 tta: bool = True                         # average each prediction over the 8 flips and turns (8x the compute)
+cam: bool = True                         # Grad-CAM heat map of the predicted class on each overlay
+mc_samples: int = 0                      # Monte-Carlo dropout samples per image; 0: off
 device: str = "auto"                     # "auto", "cpu", "cuda", "cuda:1", ...
 amp: str = "auto"                        # mixed precision: "auto", "bf16", "fp16" or "off"
 reports_dir: str = "reports"             # holds runs/ and the top-level REPORT.md
@@ -47,15 +57,16 @@ if "google.colab" in sys.modules:
 from skin_utils import viz
 from skin_utils.nb import conclusions, report
 from skin_utils.data.imageio import read_image
-from skin_utils.inference import Predictor, predictions_table, save_overlays, time_single_image, write_demo_images
+from skin_utils.inference import (Predictor, flags_caption, predictions_table, save_overlays, time_single_image,
+                                  write_demo_images)
 from skin_utils.nb.params import check_params
 from skin_utils.nb.paths import resolve
 from skin_utils.demo.synthetic import SYNTHETIC_NOTE
 from skin_utils.runs import Run, find_run, run_of_checkpoint, slug
 
 params = check_params(dict(run=run, checkpoint=checkpoint, input_dir=input_dir, n_demo_images=n_demo_images,
-                           batch_size=batch_size, threshold=threshold, tta=tta, device=device, amp=amp,
-                           reports_dir=reports_dir),
+                           batch_size=batch_size, threshold=threshold, tta=tta, cam=cam, mc_samples=mc_samples,
+                           device=device, amp=amp, reports_dir=reports_dir),
                       must_exist=(("checkpoint",) if checkpoint else ()) + (("input_dir",) if input_dir else ()))
 runs_dir = resolve(reports_dir) / "runs"
 if checkpoint:
@@ -67,12 +78,15 @@ else:
 reports = out.root
 out_dir = reports / "inference"
 folder = resolve(input_dir) if input_dir else write_demo_images(out_dir / "demo_input", n_demo_images)
-predictor = Predictor(checkpoint_path, device=device, amp=amp, threshold=threshold, tta=tta)
+predictor = Predictor(checkpoint_path, device=device, amp=amp, threshold=threshold, tta=tta, cam=cam,
+                      mc_samples=mc_samples)
 print(f"{folder}: predicting at {predictor.image_size} px on {predictor.device}")
+print(predictor.calibration.describe())
 
 # %%
 predictions, failures = predictor.predict_folder(folder, batch_size=batch_size)
-table = predictions_table(predictions)
+overlay_paths = save_overlays(predictions, out_dir / "overlays")
+table = predictions_table(predictions, overlay_paths)
 out_dir.mkdir(parents=True, exist_ok=True)
 table.to_csv(out_dir / "predictions.csv", index=False)
 failures.to_csv(out_dir / "skipped.csv", index=False)
@@ -89,7 +103,6 @@ failures
 # and for low probabilities, which mean the model is unsure.
 
 # %%
-overlay_paths = save_overlays(predictions, out_dir / "overlays")
 shown = predictions[:8]
 fig = viz.plot_overlay_grid(images=[read_image(p.path) for p in shown], true_masks=None,
                               pred_masks=[p.mask for p in shown], true_labels=None,
@@ -97,6 +110,25 @@ fig = viz.plot_overlay_grid(images=[read_image(p.path) for p in shown], true_mas
                               row_titles=[p.image_id for p in shown],
                               title=f"Predictions · {folder.name}" + ("" if input_dir else f" · {SYNTHETIC_NOTE}"))
 viz.publish(fig, reports / "figures" / "inference_examples.png")
+
+# %% [markdown]
+# ## How far to trust each prediction: heat map, flags and uncertainty
+# *Reading the figure:* each image with the Grad-CAM heat map of its predicted class (bright =
+# what raised that class's score most) and the predicted lesion border in magenta. Above it:
+# the class with its calibrated probability, the normalised entropy (0 = certain, 1 = no idea)
+# and the flags: REFER when the uncertainty is above the threshold chosen on validation, the
+# MELANOMA FLAG when calibrated P(MEL) reaches the operating point chosen on validation. A map
+# away from the lesion, a high entropy or a REFER flag all mean: have a dermatologist look. The
+# same panel is saved per image in `inference/overlays/` (the `overlay` column of the table).
+
+# %%
+if cam and shown:
+    fig = viz.plot_cam_grid([read_image(p.path) for p in shown], [p.cam for p in shown],
+                            pred_masks=[p.mask for p in shown], captions=[flags_caption(p) for p in shown],
+                            title=f"Heat maps and flags · {folder.name}" + ("" if input_dir else f" · {SYNTHETIC_NOTE}"))
+    viz.publish(fig, reports / "figures" / "inference_trust.png")
+else:
+    print("Grad-CAM is off (cam=False)." if not cam else "No image was predicted.")
 
 # %% [markdown]
 # ## Latency of a single image (preprocessing included)
@@ -112,23 +144,32 @@ print(f"single-image latency: {latency * 1000:.1f} ms (median of 10, {predictor.
 # %%
 from IPython.display import Markdown
 
-conclusion = conclusions.inference_conclusion([p.pred for p in predictions], [p.prob for p in predictions],
-                                              len(failures), demo=input_dir is None)
+conclusion = conclusions.inference_conclusion([p.pred for p in predictions], [p.prob_calibrated for p in predictions],
+                                              len(failures), demo=input_dir is None,
+                                              refer=[p.refer for p in predictions],
+                                              mel_flags=[p.mel_flag for p in predictions])
 Markdown(conclusion)
 
 # %%
 report.write_json(reports / "metrics" / "inference.json",
                   {"input_dir": str(folder), "n_predicted": len(predictions), "n_skipped": len(failures),
                    "single_image_latency_s": latency, "class_counts": table["pred"].value_counts().to_dict() if len(table) else {},
-                   "params": params})
+                   "calibration_used": predictor.calibration.as_dict(),
+                   "n_referred": int(sum(bool(p.refer) for p in predictions)),
+                   "n_melanoma_flags": int(sum(bool(p.mel_flag) for p in predictions)), "params": params})
 report.write_section(reports, "04_inference", "Inference", f"""
 `{checkpoint_path.name}` of run `{out.name}` on `{folder}`: {len(predictions)} images predicted, {len(failures)} skipped
 (listed in `inference/skipped.csv`). Predictions: `inference/predictions.csv`; overlays: `inference/overlays/`.
-Single-image latency {latency * 1000:.1f} ms on `{predictor.device}` (median of 10, preprocessing included).
+Single-image latency {latency * 1000:.1f} ms on `{predictor.device}` (median of 10, preprocessing included, Grad-CAM not).
 
-{report.markdown_table(table.drop(columns=["path"]).set_index("image_id").head(20)) if len(table) else "(no predictions)"}
+{predictor.calibration.describe()}
+
+{report.markdown_table(table[[c for c in ("image_id", "pred", "prob", "prob_calibrated", "p_cal_MEL", "entropy",
+                                          "tta_disagreement", "mask_uncertainty", "refer", "mel_flag") if c in table]]
+                       .astype(object).fillna("–").set_index("image_id").head(20)) if len(table) else "(no predictions)"}
 
 ![examples](figures/inference_examples.png)
+{"![heat maps and flags](figures/inference_trust.png)" if cam and predictions else ""}
 
 **Conclusion.** {conclusion}
 """, params=params)

@@ -190,49 +190,81 @@ def tta_views(square: bool):
     return views
 
 
-def forward_probs(model, images, tta: bool = False):
+def forward_probs(model, images, tta: bool = False, return_views: bool = False):
     """Mask probabilities (N, H, W) and class probabilities (N, K) in float32. With ``tta``,
     averaged over the 8 symmetries of the image (4 flips when it is not square), each mask
-    turned back before averaging: the model was trained on all of them."""
+    turned back before averaging: the model was trained on all of them.
+
+    ``return_views=True`` also returns what each view gave, samples first: mask probabilities
+    (S, N, H, W) (turned back) and class probabilities (S, N, K), S the number of views (1
+    without ``tta``; the first view is the image as it is). The averages are the same either way."""
     if not tta:
         mask_logits, class_logits = model(images)
-        return mask_logits.float().sigmoid()[:, 0], class_logits.float().softmax(1)
+        masks, probs = mask_logits.float().sigmoid()[:, 0], class_logits.float().softmax(1)
+        return (masks, probs, masks[None], probs[None]) if return_views else (masks, probs)
     views = tta_views(images.shape[-1] == images.shape[-2])
     masks, probs = 0.0, 0.0
+    view_masks, view_probs = [], []
     for fwd, inv in views:
         mask_logits, class_logits = model(fwd(images))
-        masks = masks + inv(mask_logits.float().sigmoid())[:, 0]
-        probs = probs + class_logits.float().softmax(1)
-    return masks / len(views), probs / len(views)
+        m, p = inv(mask_logits.float().sigmoid())[:, 0], class_logits.float().softmax(1)
+        masks, probs = masks + m, probs + p
+        if return_views:
+            view_masks.append(m)
+            view_probs.append(p)
+    masks, probs = masks / len(views), probs / len(views)
+    if return_views:
+        return masks, probs, torch.stack(view_masks), torch.stack(view_probs)
+    return masks, probs
 
 
 @torch.inference_mode()
 def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True, normalize=None,
             loss_fn=None, progress: bool = True, desc: str = "predict", tta: bool = False,
-            with_masks: bool = False) -> dict:
+            with_masks: bool = False, return_views: bool = False, mc_samples: int = 0,
+            mc_seed: int = 0) -> dict:
     """Run the model over a loader. Returns ``probs`` (N, K) class probabilities, ``mask_probs``
     (N, H, W) float16 mask probabilities at the model's resolution, ``labels``, ``rows`` (the
     batches' row numbers), with ``with_masks`` the batches' true masks as ``masks`` (N, H, W)
     bool, and with ``loss_fn`` the mean ``loss``, ``seg_loss`` and ``cls_loss`` (of the plain
     forward pass). ``tta`` averages the probabilities over the 8 symmetries of a square image
-    (the 4 flips of a rectangular one), see `forward_probs`."""
+    (the 4 flips of a rectangular one), see `forward_probs`.
+
+    ``return_views=True`` adds ``view_probs`` (S, N, K) float32, the class probabilities of each
+    TTA view (S = 1 without ``tta``), and, with ``tta``, ``mask_var`` (N, H, W) float16, the
+    per-pixel variance of the mask probability across the views (the views' masks themselves
+    are not kept). ``mc_samples >= 2`` adds ``mc_probs`` (mc_samples, N, K) float32: Monte-Carlo
+    dropout samples of the plain view (`skin_utils.uncertainty.mc_dropout_probs`, batch b seeded
+    with ``mc_seed + b``); 0 turns it off. The defaults compute exactly what they did before."""
+    if mc_samples and (int(mc_samples) != mc_samples or mc_samples < 2):
+        raise ValueError(f"mc_samples must be 0 (off) or an integer >= 2; got {mc_samples!r}.")
     device = torch.device(device)
     model.eval()
     normalize = (normalize or Normalize()).to(device)
     probs, mask_probs, labels, rows, true_masks = [], [], [], [], []
+    view_probs, mask_var, mc_probs = [], [], []
     sums = torch.zeros(3, device=device, dtype=torch.float64)
     n_images = 0
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, mininterval=1.0):
+    for b, batch in enumerate(tqdm(loader, desc=desc, disable=not progress, leave=False, mininterval=1.0)):
         images, masks, y, r = _to_device(batch, device, normalize, channels_last)
         with autocast(device, amp_dtype):
             if loss_fn is not None:
                 mask_logits, class_logits = model(images)
                 parts = loss_fn(mask_logits, class_logits, masks, y)
                 sums += torch.stack([parts["loss"], parts["seg_loss"], parts["cls_loss"]]).double() * len(y)
-            if loss_fn is not None and not tta:
+            if return_views:
+                m, p, vm, vp = forward_probs(model, images, tta, return_views=True)
+                view_probs.append(vp.float().cpu())
+                if tta:
+                    mask_var.append(vm.float().var(dim=0, unbiased=False).to(torch.float16).cpu())
+            elif loss_fn is not None and not tta:
                 m, p = mask_logits.float().sigmoid()[:, 0], class_logits.float().softmax(1)
             else:
                 m, p = forward_probs(model, images, tta)
+            if mc_samples:
+                from skin_utils.uncertainty import mc_dropout_probs
+
+                mc_probs.append(mc_dropout_probs(model, images, int(mc_samples), seed=mc_seed + b).cpu())
         n_images += len(y)
         if with_masks:
             true_masks.append(batch[1][:, 0] != 0)
@@ -244,6 +276,12 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
            "labels": torch.cat(labels).numpy(), "rows": torch.cat(rows).numpy()}
     if with_masks:
         out["masks"] = torch.cat(true_masks)
+    if return_views:
+        out["view_probs"] = torch.cat(view_probs, dim=1).numpy()
+        if tta:
+            out["mask_var"] = torch.cat(mask_var)
+    if mc_samples:
+        out["mc_probs"] = torch.cat(mc_probs, dim=1).numpy()
     if loss_fn is not None:
         means = (sums / max(n_images, 1)).tolist()
         out.update(loss=means[0], seg_loss=means[1], cls_loss=means[2])
@@ -358,6 +396,28 @@ def _epoch_checkpoint(run: Checkpoint, model, *, epoch: int, metrics: dict, hist
                    best_score=best_score, epochs_since_best=epochs_since_best)
 
 
+def _seed_epoch(train_loader, seed: int, epoch: int, rank: int = 0, world: int = 1) -> None:
+    """Seed everything an epoch draws from with (seed, epoch) alone (and the process's rank in a
+    process group, so that processes augment differently): a resumed run repeats it exactly."""
+    epoch_seed = (seed * 1000 + epoch) * world + rank
+    seed_everything(epoch_seed)
+    if getattr(train_loader, "generator", None) is not None:
+        train_loader.generator.manual_seed(epoch_seed)
+    sampler = getattr(train_loader, "sampler", None)
+    if getattr(sampler, "generator", None) is not None:
+        sampler.generator.manual_seed(epoch_seed)
+    if hasattr(sampler, "set_epoch"):  # the distributed samplers: seeded with their seed + epoch
+        sampler.set_epoch(epoch)
+
+
+def _history_row(epoch: int, optimizer, train: dict, val: dict, score: float, improved: bool) -> dict:
+    """One epoch of the history: learning rate, training losses and speed, validation metrics."""
+    kept = ("loss", "seg_loss", "cls_loss", "images_per_s", "seconds")
+    return {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+            **{f"train_{k}": v for k, v in train.items() if k in kept},
+            **{f"val_{k}": v for k, v in val.items()}, "score": score, "best": improved}
+
+
 def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epochs: int, device,
         checkpoint_dir, class_names, image_size, batch_transform=None, params: dict | None = None,
         data: dict | None = None, split_path=None, selection: str = "balanced_accuracy+dice",
@@ -416,17 +476,7 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
     for epoch in range(start_epoch, epochs):
         if patience is not None and since_best >= patience:
             break
-        # Each epoch's shuffling and augmentation depend on (seed, epoch) only (and on the
-        # process's rank in a process group, so that processes augment differently).
-        epoch_seed = (seed * 1000 + epoch) * world + rank
-        seed_everything(epoch_seed)
-        if hasattr(train_loader, "generator") and train_loader.generator is not None:
-            train_loader.generator.manual_seed(epoch_seed)
-        sampler = getattr(train_loader, "sampler", None)
-        if getattr(sampler, "generator", None) is not None:
-            sampler.generator.manual_seed(epoch_seed)
-        if hasattr(sampler, "set_epoch"):  # the distributed samplers: seeded with their seed + epoch
-            sampler.set_epoch(epoch)
+        _seed_epoch(train_loader, seed, epoch, rank, world)
         train = train_one_epoch(train_model, train_loader, loss_fn, optimizer, device, epoch=epoch,
                                 scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype,
                                 channels_last=channels_last, batch_transform=batch_transform, progress=progress)
@@ -441,10 +491,7 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
             best_score, since_best = score, 0
         else:
             since_best += 1
-        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-               **{f"train_{k}": v for k, v in train.items() if k in ("loss", "seg_loss", "cls_loss", "images_per_s", "seconds")},
-               **{f"val_{k}": v for k, v in val.items()}, "score": score, "best": improved}
-        history.append(row)
+        history.append(_history_row(epoch, optimizer, train, val, score, improved))
         if progress:
             print(f"epoch {epoch + 1}/{epochs}  train loss {train['loss']:.4f}  val loss {val.get('loss', float('nan')):.4f}  "
                   f"Dice {val['dice']:.3f}  bal.acc {val['balanced_accuracy']:.3f}  acc {val['accuracy']:.3f}  "

@@ -49,7 +49,9 @@ def _full_checkpoint() -> Checkpoint:
         encoder_weights_used="none (random init)", data={"data_dir": "/d", "fingerprint": "abc123"},
         split_path="/r/split.csv", selection="dice", epoch=2, metrics={"dice": 0.8, "loss": 0.3},
         history=[{"epoch": 1, "score": 0.5}, {"epoch": 2, "score": 0.7}, {"epoch": 3, "score": 0.6}],
-        best_score=0.7, epochs_since_best=1, training=training)
+        best_score=0.7, epochs_since_best=1, training=training,
+        calibration={"tta": {"temperature": 1.4, "mel_threshold": 0.21, "referral_threshold": 0.6,
+                             "uncertainty": "entropy", "notes": []}})
 
 
 def test_round_trip_keeps_every_field(tmp_path):
@@ -70,22 +72,22 @@ def test_round_trip_keeps_every_field(tmp_path):
 def test_a_file_without_an_optional_field_loads_with_its_default(tmp_path):
     path = _full_checkpoint().save(tmp_path / "c.pt")
     raw = torch.load(path, weights_only=True)
-    del raw["history"], raw["training"], raw["normalization"]
+    del raw["history"], raw["training"], raw["normalization"], raw["calibration"]
     torch.save(raw, path)
     ckpt = Checkpoint.load(path)
-    assert ckpt.history == [] and ckpt.training is None
+    assert ckpt.history == [] and ckpt.training is None and ckpt.calibration == {}
     assert ckpt.normalization == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     assert ckpt.epoch == 2
 
     # A field added later (one line with a default) reads older files with that default ...
     @dataclasses.dataclass
     class Later(Checkpoint):
-        temperature: float = 1.0
+        ensemble_size: int = 1
 
-    assert Later.load(path).temperature == 1.0
+    assert Later.load(path).ensemble_size == 1
     # ... and a file that has a field this version does not know is refused, by name.
-    Later(**{f.name: getattr(ckpt, f.name) for f in dataclasses.fields(Checkpoint)}, temperature=1.5).save(path)
-    with pytest.raises(CheckpointError, match=r"does not know: \['temperature'\]"):
+    Later(**{f.name: getattr(ckpt, f.name) for f in dataclasses.fields(Checkpoint)}, ensemble_size=5).save(path)
+    with pytest.raises(CheckpointError, match=r"does not know: \['ensemble_size'\]"):
         Checkpoint.load(path)
 
 
@@ -109,6 +111,7 @@ def test_version_1_files_still_load(tmp_path):
     assert ckpt.normalization == {"mean": [0.4, 0.4, 0.4], "std": [0.2, 0.2, 0.2]}
     assert (ckpt.epoch, ckpt.best_score, ckpt.metrics, ckpt.data) == (3, 1.2, {"dice": 0.9}, {"fingerprint": "f00"})
     assert ckpt.split_path == "/r/split.csv" and ckpt.training is None
+    assert ckpt.calibration == {}  # calibrated later with python -m skin_utils.calibrate
     loaded, _ = load_model(tmp_path / "best.pt")
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
 

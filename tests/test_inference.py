@@ -76,3 +76,58 @@ def test_predictor_reads_size_and_normalisation_from_the_checkpoint(checkpoint, 
     ckpt.normalization = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
     other = Predictor(ckpt.save(tmp_path / "other.pt"), device="cpu", amp="off")
     assert other.predict_image(image).probs != plain.predict_image(image).probs
+
+
+def _calibrated(checkpoint, tmp_path, **record):
+    ckpt = Checkpoint.load(checkpoint)
+    ckpt.calibration = {"tta": {"temperature": 1.5, "mel_threshold": 0.0, "referral_threshold": 0.0,
+                                "uncertainty": "entropy", "notes": [], **record}}
+    return ckpt.save(tmp_path / "calibrated.pt")
+
+
+def test_trust_columns_flags_and_cam_overlays(checkpoint, tmp_path):
+    from skin_utils.calibrate import calibrated_probs
+    from skin_utils.inference import flags_caption, save_overlays
+
+    folder = write_demo_images(tmp_path / "in", n=3)
+    # thresholds of 0: every image is referred and raises the melanoma flag
+    predictor = Predictor(_calibrated(checkpoint, tmp_path), device="cpu", amp="off", tta=True, cam=True, mc_samples=3)
+    assert predictor.calibration.temperature == 1.5 and predictor.calibration.missing == []
+    predictions, _ = predictor.predict_folder(folder, batch_size=2, progress=False)
+    p = predictions[0]
+    raw = np.array([p.probs[c] for c in CLASS_NAMES])
+    assert np.allclose([p.probs_calibrated[c] for c in CLASS_NAMES], calibrated_probs(raw[None], 1.5)[0], atol=1e-4)
+    assert p.refer is True and p.mel_flag is True and 0 <= p.entropy <= 1
+    assert 0 <= p.tta_disagreement <= 1 and p.tta_mutual_info >= 0 and p.mc_mutual_info >= 0
+    assert p.cam.shape == (64, 64) and 0 <= p.cam.min() and p.cam.max() <= 1
+    assert p.mask_uncertainty_map.shape == (64, 64) and 0 <= p.mask_uncertainty <= 1
+    assert "REFER" in flags_caption(p) and "MELANOMA FLAG" in flags_caption(p)
+    overlays = save_overlays(predictions, tmp_path / "overlays")
+    assert all(path.stat().st_size > 1000 for path in overlays)
+    table = predictions_table(predictions, overlays)
+    for col in ("prob_calibrated", "p_cal_MEL", "entropy", "tta_disagreement", "tta_mutual_info", "mc_mutual_info",
+                "mask_uncertainty", "refer", "mel_flag", "overlay"):
+        assert col in table, col
+    assert table["refer"].all() and table["overlay"].tolist() == [str(o) for o in overlays]
+    assert np.allclose(table[[f"p_cal_{c}" for c in CLASS_NAMES]].sum(axis=1), 1, atol=1e-3)
+    # the latency is that of a prediction without the heat map
+    assert predictor.predict_image(folder / "demo_00.jpg", cam=False).cam is None
+
+
+def test_an_uncalibrated_checkpoint_predicts_with_temperature_one_and_no_flags(checkpoint, tmp_path):
+    from skin_utils.inference import flags_caption
+
+    folder = write_demo_images(tmp_path / "in", n=2)
+    predictor = Predictor(checkpoint, device="cpu", amp="off")
+    assert predictor.calibration.temperature == 1.0 and "no calibration" in predictor.calibration.describe()
+    predictions, _ = predictor.predict_folder(folder, progress=False)
+    p = predictions[0]
+    assert p.refer is None and p.mel_flag is None and p.cam is None and p.tta_disagreement is None
+    assert p.probs_calibrated == pytest.approx(p.probs, abs=1e-6)
+    assert "no flags" in flags_caption(p)
+    table = predictions_table(predictions)
+    assert table["refer"].isna().all() and table["mel_flag"].isna().all() and "overlay" not in table
+    assert "tta_disagreement" not in table
+    # a calibration of TTA outputs does not apply to plain ones
+    plain = Predictor(_calibrated(checkpoint, tmp_path), device="cpu", amp="off", tta=False)
+    assert plain.calibration.temperature == 1.0 and plain.calibration.kind == "plain"

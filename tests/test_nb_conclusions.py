@@ -112,3 +112,83 @@ def test_inference_conclusion():
     assert c.inference_conclusion([], [], 1).startswith("No image could be predicted.")
     with pytest.raises(ValueError, match="2 predictions but 1"):
         c.inference_conclusion(["NV", "MEL"], [0.5], 0)
+    flagged = c.inference_conclusion(["NV", "MEL", "NV"], [0.9, 0.4, 0.6], 0, refer=[False, True, True],
+                                     mel_flags=[False, True, False])
+    assert "2 of 3 image(s) should be referred" in flagged and "1 of 3 image(s) raise the melanoma flag" in flagged
+    bare = c.inference_conclusion(["NV"], [0.9], 0, refer=[None], mel_flags=[None])
+    assert "no referral or melanoma threshold" in bare and "python -m skin_utils.calibrate" in bare
+    with pytest.raises(ValueError, match="1 predictions but 2 refer"):
+        c.inference_conclusion(["NV"], [0.9], 0, refer=[True, False])
+
+
+def _cal(ece, nll=1.0, classwise=0.05, brier=0.4):
+    return {"ece": ece, "classwise_ece": classwise, "nll": nll, "brier": brier}
+
+
+def test_calibration_conclusion_before_and_after():
+    text = c.calibration_conclusion(_cal(0.20, 1.2), _cal(0.03, 0.9), 1.8,
+                                    {"confidence_overall": 0.90, "accuracy_overall": 0.70})
+    assert "ECE is 0.200 (poorly calibrated" in text and "over-confident" in text
+    assert "T = 1.80, softens" in text and "from 0.200 to 0.030 (well calibrated)" in text
+    assert "never changes the predicted class" in text
+    worse = c.calibration_conclusion(_cal(0.04), _cal(0.08), 0.7, {"confidence_overall": 0.5, "accuracy_overall": 0.6})
+    assert "under-confident" in worse and "sharpens" in worse and "does not lower ECE" in worse
+    missing = c.calibration_conclusion(_cal(0.10), None, None, missing=["temperature", "mel_threshold"])
+    assert "moderately calibrated" in missing and "no temperature (missing: temperature, mel_threshold)" in missing
+    assert "python -m skin_utils.calibrate" in missing
+
+
+def _rows(bal=(0.5, 0.55, 0.6, 0.65), mel=(0.6, 0.7, 0.8, 0.9)):
+    return [{"referral_fraction": f, "balanced_accuracy": b, "mel_sensitivity_with_referral": m, "n_mel": 10,
+             "mel_referred": round(f * 10)} for f, b, m in zip((0.0, 0.1, 0.2, 0.3), bal, mel)]
+
+
+def test_referral_conclusion():
+    aurc = {"aurc": 0.10, "optimal_aurc": 0.05, "error_rate": 0.25}
+    text = c.referral_conclusion(aurc, _rows(), {"threshold": 0.42, "target_coverage": 0.8, "coverage": 0.77,
+                                                 "balanced_accuracy": 0.61},
+                                 mask={"aurc": 0.1, "optimal_aurc": 0.05, "error_rate": 0.2})
+    assert "Ranking by entropy finds errors: AURC 0.100 against 0.250 at random and 0.050 for an oracle, 75%" in text
+    assert "most uncertain 20% changes balanced accuracy of the rest from 0.50 to 0.60" in text
+    assert "from 0.60 to 0.80 (2 of 10 melanomas referred)" in text
+    assert "(entropy > 0.420, for 80% coverage) keeps 77%" in text and "finds the poor masks" in text
+    useless = c.referral_conclusion({"aurc": 0.3, "optimal_aurc": 0.05, "error_rate": 0.25}, _rows(), None)
+    assert "does not find the errors" in useless and "no referral threshold" in useless
+    assert "no error on this split" in c.referral_conclusion({"aurc": 0, "optimal_aurc": 0, "error_rate": 0}, _rows())
+
+
+def _op(sens, n_mel=40, target=0.9):
+    at = {"threshold": 0.12, "sensitivity": sens, "specificity": 0.7, "tp": round(sens * n_mel)}
+    return {"argmax": {"sensitivity": 0.5, "specificity": 0.95, "tp": n_mel // 2}, "n_mel": n_mel,
+            "at_threshold": at, "target_sensitivity": target}
+
+
+def test_operating_point_conclusion():
+    text = c.operating_point_conclusion(_op(0.9))
+    assert "P(MEL) >= 0.120 (chosen on validation for sensitivity 0.90) finds 36 of 40" in text
+    assert "against 0.50 and 0.95 for the most probable class" in text and "falls short" not in text
+    short = c.operating_point_conclusion(_op(0.7, n_mel=10))
+    assert "falls short of the target" in short and "each one moves sensitivity by 0.10" in short
+    none = c.operating_point_conclusion({**_op(0.9), "at_threshold": None})
+    assert "holds no melanoma threshold" in none and "finds 20 of 40" in none
+    assert "no melanoma in this split" in c.operating_point_conclusion(None)
+
+
+def _cam_part(energy, area, per_class, mostly_outside=0.2, above=0.8):
+    return {"overall": {"energy_inside": energy, "area_share": area, "above_baseline": above,
+                        "mostly_outside": mostly_outside, "n_images": 50},
+            "per_class": {k: {"energy_inside": e, "area_share": a, "n_images": n} for k, (e, a, n) in per_class.items()}}
+
+
+def test_cam_conclusion():
+    cam = {"true_mask": _cam_part(0.6, 0.3, {"NV": (0.7, 0.3, 30), "MEL": (0.4, 0.35, 10), "DF": (0.05, 0.3, 2)}),
+           "pred_mask": _cam_part(0.55, 0.28, {}), "n_images": 50, "n_split": 80}
+    text = c.cam_conclusion(cam)
+    assert "60% of the Grad-CAM energy lies inside the true lesion, which covers 30%" in text
+    assert "looks mostly at the lesion" in text and "80% of the maps" in text and "20% fall mostly outside" in text
+    assert "Least on the lesion, among classes with at least 5 images: MEL" in text  # DF has too few images
+    assert "Against the predicted mask: 55% inside (area 28%)" in text and "Checked on 50 of the 80 images" in text
+    cam["true_mask"] = _cam_part(0.2, 0.3, {})
+    assert "surrounding skin more than at the lesion" in c.cam_conclusion(cam)
+    cam["true_mask"] = _cam_part(float("nan"), 0.3, {})
+    assert "Every heat map was empty" in c.cam_conclusion(cam)

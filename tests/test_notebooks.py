@@ -188,6 +188,45 @@ def _check_reports(reports, run, synthetic):
         assert (run / "figures" / f"{figure}.png").stat().st_size > 1000, figure
     assert (run / "inference" / "predictions.csv").is_file()
     assert (run / "metrics" / "evaluate_per_image.csv").is_file()
+    _check_trust(run, evaluate, train)
+
+
+def _check_trust(run, evaluate, train):
+    """Calibration fitted on validation by 02 and stored in best.pt; 03's calibration, referral,
+    melanoma operating point and Grad-CAM check in evaluate.json, the per-image table and the
+    report; 04's calibrated probabilities, uncertainty, flags and overlays."""
+    import pandas as pd
+    import torch
+
+    stored = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["calibration"]
+    assert set(stored) == {"tta", "plain"} and stored["tta"]["temperature"] > 0
+    assert stored["tta"]["split"] == "val" and stored["tta"]["referral_threshold"] is not None
+    assert set(train["calibration"]) == {"tta", "plain"}
+    assert evaluate["calibration_used"]["missing"] == [] and evaluate["calibration_used"]["kind"] == "tta"
+    trust = evaluate["trust"]
+    for part in ("before", "after"):
+        assert {"ece", "classwise_ece", "nll", "brier"} <= set(trust["calibration"][part])
+    assert [r["referral_fraction"] for r in trust["referral"]["table"]] == [0.0, 0.1, 0.2, 0.3]
+    assert {"entropy", "tta_disagreement"} <= set(trust["referral"]["aurc"])
+    assert trust["referral"]["at_threshold"]["threshold"] == stored["tta"]["referral_threshold"]
+    assert trust["operating_point"]["at_threshold"]["threshold"] == stored["tta"]["mel_threshold"]
+    cam = evaluate["cam"]
+    assert cam["n_images"] == evaluate["n_images"] and "per_image" not in cam["true_mask"]
+    for part in ("true_mask", "pred_mask"):
+        assert 0 <= cam[part]["overall"]["energy_inside"] <= 1 and 0 < cam[part]["overall"]["area_share"] <= 1
+    per_image = pd.read_csv(run / "metrics" / "evaluate_per_image.csv")
+    for col in ("p_cal_MEL", "entropy", "tta_disagreement", "mask_uncertainty", "refer", "mel_flag",
+                "cam_energy_true", "cam_area_true", "cam_energy_pred"):
+        assert col in per_image, col
+    for figure in ("evaluate_reliability", "evaluate_risk_coverage", "evaluate_cam_examples", "inference_trust"):
+        assert (run / "figures" / f"{figure}.png").stat().st_size > 1000, figure
+    report = (run / "REPORT.md").read_text()
+    assert "### Trust in each prediction" in report and "figures/evaluate_reliability.png" in report
+    predictions = pd.read_csv(run / "inference" / "predictions.csv")
+    for col in ("prob_calibrated", "p_cal_MEL", "entropy", "tta_disagreement", "mask_uncertainty", "refer",
+                "mel_flag", "overlay"):
+        assert col in predictions, col
+    assert all((run / "inference" / "overlays" / f"{i}.png").is_file() for i in predictions["image_id"])
 
 
 def test_all_notebooks_on_the_synthetic_demo_via_papermill(synthetic_dir, tmp_path):

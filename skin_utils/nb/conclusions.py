@@ -148,7 +148,7 @@ def evaluation_conclusion(report: Mapping, per_image_jaccard: Sequence[float] | 
     if "segmentation" in tasks:
         out += _segmentation_findings(report, per_image_jaccard, with_ci)
     n = report.get("n_images", 0)
-    thin = [k for k, v in report.get("per_class", {}).items() if 0 < v.get("support", 0) < NOISY_SUPPORT]
+    thin = [k for k, v in (report.get("per_class") or {}).items() if 0 < v.get("support", 0) < NOISY_SUPPORT]
     if n < SMALL_TEST_SET:
         out.append(f"Only {n} test images: differences of a few points are noise.")
     elif thin and "classification" in tasks:
@@ -208,11 +208,17 @@ def _segmentation_findings(report: Mapping, per_image_jaccard, with_ci) -> list[
 
 
 def inference_conclusion(predicted: Sequence[str], confidences: Sequence[float], n_skipped: int,
-                         demo: bool = False) -> str:
+                         demo: bool = False, refer: Sequence | None = None,
+                         mel_flags: Sequence | None = None) -> str:
     """The predictions in words: how many, which classes, how many are uncertain, what was
-    skipped. ``predicted``: the predicted class of each image; ``confidences``: its probability."""
+    skipped. ``predicted``: the predicted class of each image; ``confidences``: its probability.
+    ``refer`` / ``mel_flags``: each image's referral and melanoma flag (`Prediction.refer`,
+    ``mel_flag``; None entries, or None, when the checkpoint has no such threshold)."""
     if len(predicted) != len(confidences):
         raise ValueError(f"{len(predicted)} predictions but {len(confidences)} confidences.")
+    for name, flags in (("refer", refer), ("mel_flags", mel_flags)):
+        if flags is not None and len(flags) != len(predicted):
+            raise ValueError(f"{len(predicted)} predictions but {len(flags)} {name}.")
     n = len(predicted)
     out = []
     if n == 0:
@@ -230,8 +236,187 @@ def inference_conclusion(predicted: Sequence[str], confidences: Sequence[float],
         else:
             out.append(f"All predictions have a top probability of at least {LOW_CONFIDENCE}; "
                        "confidence is not correctness, see the evaluation for how often it is right.")
+        known_refer = [bool(r) for r in (refer or []) if r is not None]
+        known_mel = [bool(m) for m in (mel_flags or []) if m is not None]
+        if known_refer:
+            out.append(f"{sum(known_refer)} of {n} image(s) should be referred to a dermatologist: their uncertainty "
+                       "is above the threshold chosen on validation.")
+        if known_mel:
+            out.append(f"{sum(known_mel)} of {n} image(s) raise the melanoma flag (calibrated P(MEL) at or above the "
+                       "operating threshold chosen on validation).")
+        if (refer is not None or mel_flags is not None) and not known_refer and not known_mel:
+            out.append("The checkpoint holds no referral or melanoma threshold, so no image is flagged; calibrate it "
+                       "with `python -m skin_utils.calibrate`.")
     if n_skipped:
         out.append(f"{n_skipped} file(s) were skipped, with the reason, in `inference/skipped.csv`.")
     if demo:
         out.append("The input was new synthetic demo images.")
+    return _paragraph(out)
+
+
+# --------------------------------------------------------------------------------------------
+# trust in each prediction (notebooks/03_evaluate's calibration, referral and Grad-CAM sections)
+# --------------------------------------------------------------------------------------------
+
+WELL_CALIBRATED_ECE = 0.05   # top-label ECE below this is called well calibrated
+POORLY_CALIBRATED_ECE = 0.15  # top-label ECE from here on is called poorly calibrated
+FEW_MELANOMAS = 20           # fewer melanomas than this: a sensitivity moves in steps of > 5 points
+CAM_GOOD_LIFT = 1.5          # heat maps that put this many times the uniform share inside the lesion look at it
+CAM_MIN_CLASS_IMAGES = 5     # a class is named as the one the maps miss most only with this many images
+
+
+def _ece_word(ece: float) -> str:
+    return ("well calibrated" if ece < WELL_CALIBRATED_ECE else
+            "poorly calibrated" if ece >= POORLY_CALIBRATED_ECE else "moderately calibrated")
+
+
+def calibration_conclusion(before: Mapping, after: Mapping | None, temperature: float | None,
+                           reliability_before: Mapping | None = None, missing: Sequence[str] = ()) -> str:
+    """Calibration in words: how far confidence and accuracy part before temperature scaling,
+    in which direction, what the temperature fitted on validation does to ECE and NLL here.
+
+    ``before`` / ``after``: `skin_utils.calibration.calibration_report` of the uncalibrated and the
+    temperature-scaled probabilities (``after`` None when the checkpoint has no temperature);
+    ``reliability_before``: `skin_utils.calibration.reliability_diagram` (for the direction);
+    ``missing``: what the checkpoint lacks (`skin_utils.calibrate.StoredCalibration.missing`)."""
+    out = [f"Before temperature scaling the top-label ECE is {before['ece']:.3f} ({_ece_word(before['ece'])}; "
+           f"class-wise ECE {before['classwise_ece']:.3f}, NLL {before['nll']:.3f}, Brier {before['brier']:.3f})."]
+    if reliability_before is not None:
+        gap = reliability_before["confidence_overall"] - reliability_before["accuracy_overall"]
+        if abs(gap) >= 0.02:
+            out.append(f"The model is {'over' if gap > 0 else 'under'}-confident: mean confidence "
+                       f"{reliability_before['confidence_overall']:.2f} against accuracy "
+                       f"{reliability_before['accuracy_overall']:.2f}.")
+    if after is None or temperature is None:
+        out.append("The checkpoint holds no temperature"
+                   + (f" (missing: {', '.join(missing)})" if missing else "")
+                   + ", so the probabilities are used as they are (temperature 1); fit one on the validation "
+                     "split with `python -m skin_utils.calibrate`.")
+        return _paragraph(out)
+    direction = ("softens the over-confident probabilities" if temperature > 1.05 else
+                 "sharpens the under-confident probabilities" if temperature < 0.95 else "changes little")
+    out.append(f"The temperature fitted on the validation split, T = {temperature:.2f}, {direction}.")
+    if after["ece"] < before["ece"]:
+        out.append(f"On this split it brings ECE from {before['ece']:.3f} to {after['ece']:.3f} "
+                   f"({_ece_word(after['ece'])}) and NLL from {before['nll']:.3f} to {after['nll']:.3f}.")
+    else:
+        out.append(f"On this split it does not lower ECE ({before['ece']:.3f} to {after['ece']:.3f}; NLL "
+                   f"{before['nll']:.3f} to {after['nll']:.3f}): the validation split did not transfer, or it is "
+                   "too small to fit the temperature well.")
+    out.append("Temperature scaling never changes the predicted class, so accuracy and balanced accuracy are unchanged.")
+    return _paragraph(out)
+
+
+def referral_conclusion(aurc: Mapping, table: Sequence[Mapping], at_threshold: Mapping | None = None,
+                        measure: str = "entropy", mask: Mapping | None = None) -> str:
+    """Selective prediction in words: whether the uncertainty ranks the errors, what referring
+    the most uncertain 10-30% buys, and what the stored referral threshold keeps here.
+
+    ``aurc``: ``aurc``, ``optimal_aurc`` and ``error_rate`` of the risk-coverage curve of
+    ``measure`` (`skin_utils.uncertainty.risk_coverage_curve`); ``table``:
+    `skin_utils.uncertainty.selective_report` rows (fraction 0 first); ``at_threshold``:
+    `selective_metrics` at the threshold chosen on validation, with ``threshold`` and
+    ``target_coverage`` (None: the checkpoint has none); ``mask``: the same AURC numbers for the
+    mask uncertainty against the per-image loss 1 - Dice (None: not judged)."""
+    out = []
+    a, best, rand = aurc["aurc"], aurc["optimal_aurc"], aurc["error_rate"]
+    if rand <= 0:
+        out.append("There is no error on this split, so referral cannot improve anything.")
+    elif a >= rand:
+        out.append(f"Ranking by {measure} does not find the errors: AURC {a:.3f} is no better than referring "
+                   f"at random ({rand:.3f}); do not rely on it to refer cases.")
+    else:
+        share = (rand - a) / (rand - best) if rand > best else float("nan")
+        out.append(f"Ranking by {measure} finds errors: AURC {a:.3f} against {rand:.3f} at random and {best:.3f} "
+                   f"for an oracle" + (f", {_pct(share)} of the way to the oracle." if _finite(share) else "."))
+    rows = {round(r["referral_fraction"], 3): r for r in table}
+    base = rows.get(0.0)
+    for f in (0.2, 0.1, 0.3):
+        r = rows.get(f)
+        if base is None or r is None:
+            continue
+        txt = (f"Referring the most uncertain {_pct(f)} changes balanced accuracy of the rest from "
+               f"{base['balanced_accuracy']:.2f} to {r['balanced_accuracy']:.2f}")
+        if _finite(r.get("mel_sensitivity_with_referral")) and r.get("n_mel", 0) > 0:
+            txt += (f", and melanoma sensitivity (a referred melanoma counts as caught) from "
+                    f"{base['mel_sensitivity_with_referral']:.2f} to {r['mel_sensitivity_with_referral']:.2f} "
+                    f"({r['mel_referred']} of {r['n_mel']} melanomas referred)")
+        out.append(txt + ".")
+        break
+    if at_threshold is not None:
+        target = at_threshold.get("target_coverage")
+        out.append(f"The referral threshold chosen on validation ({measure} > {at_threshold['threshold']:.3f}"
+                   + (f", for {_pct(target)} coverage" if _finite(target) else "") + f") keeps "
+                   f"{_pct(at_threshold['coverage'])} of the images here, with balanced accuracy "
+                   f"{at_threshold['balanced_accuracy']:.2f} on those.")
+    else:
+        out.append("The checkpoint holds no referral threshold: the table shows fixed shares instead.")
+    if mask is not None and mask["error_rate"] > 0:
+        finds = mask["aurc"] < mask["error_rate"]
+        out.append(f"The mask uncertainty (entropy along the predicted border) {'finds' if finds else 'does not find'} "
+                   f"the poor masks: AURC of 1 − Dice {mask['aurc']:.3f} against {mask['error_rate']:.3f} at random "
+                   f"and {mask['optimal_aurc']:.3f} for an oracle.")
+    return _paragraph(out)
+
+
+def operating_point_conclusion(op: Mapping | None, mel_threshold: float | None = None) -> str:
+    """The melanoma operating point in words: sensitivity and specificity reached on this split
+    at the threshold chosen on validation, against the target and against the argmax.
+
+    ``op``: ``argmax`` and (when the checkpoint has a threshold) ``at_threshold``
+    (`skin_utils.uncertainty.sens_spec_at`), ``target_sensitivity``, ``n_mel`` (None: no
+    melanoma in the split)."""
+    if op is None:
+        return "There is no melanoma in this split, so the melanoma operating point cannot be checked here."
+    arg = op["argmax"]
+    n_mel = op["n_mel"]
+    out = []
+    if op.get("at_threshold") is None:
+        out.append(f"The checkpoint holds no melanoma threshold; calling melanoma only when it is the most probable "
+                   f"class finds {arg['tp']} of {n_mel} melanomas (sensitivity {arg['sensitivity']:.2f}, specificity "
+                   f"{arg['specificity']:.2f}).")
+        return _paragraph(out)
+    at, target = op["at_threshold"], op.get("target_sensitivity")
+    out.append(f"Flagging melanoma when calibrated P(MEL) >= {at['threshold']:.3f} (chosen on validation"
+               + (f" for sensitivity {target:.2f}" if _finite(target) else "") + f") finds {at['tp']} of {n_mel} "
+               f"melanomas here: sensitivity {at['sensitivity']:.2f} at specificity {at['specificity']:.2f}, "
+               f"against {arg['sensitivity']:.2f} and {arg['specificity']:.2f} for the most probable class.")
+    if _finite(target) and at["sensitivity"] < target - 0.05:
+        out.append("Sensitivity falls short of the target: the threshold does not transfer fully from validation.")
+    if n_mel < FEW_MELANOMAS:
+        out.append(f"With only {n_mel} melanomas each one moves sensitivity by {1 / n_mel:.2f}: treat it as a rough value.")
+    return _paragraph(out)
+
+
+def cam_conclusion(cam: Mapping) -> str:
+    """The Grad-CAM check in words: how much of the heat map lies inside the true lesion against
+    the share a uniform map would get, the classes where it looks least at the lesion, how many
+    maps fall mostly outside.
+
+    ``cam``: `skin_utils.evaluation.cam_check`'s result (``true_mask`` and ``pred_mask`` from
+    `skin_utils.explain.CamLocalizationMetrics.aggregate`, ``n_images``)."""
+    t = cam["true_mask"]["overall"]
+    p = cam["pred_mask"]["overall"]
+    if not _finite(t["energy_inside"]):
+        return "Every heat map was empty (all-zero gradients): Grad-CAM says nothing about this model."
+    lift = t["energy_inside"] / t["area_share"] if t["area_share"] else float("nan")
+    verdict = ("the classifier looks mostly at the lesion" if _finite(lift) and lift >= CAM_GOOD_LIFT else
+               "the classifier looks at the lesion little more than anywhere else" if _finite(lift) and lift >= 1 else
+               "the classifier looks at the surrounding skin more than at the lesion")
+    out = [f"On average {_pct(t['energy_inside'])} of the Grad-CAM energy lies inside the true lesion, which covers "
+           f"{_pct(t['area_share'])} of the image (what a uniform map would score): {verdict}."]
+    if _finite(t.get("above_baseline")):
+        out.append(f"{_pct(t['above_baseline'])} of the maps put more than that share inside the lesion; "
+                   f"{_pct(t['mostly_outside'])} fall mostly outside it (less than half inside).")
+    per_class = {k: v for k, v in cam["true_mask"]["per_class"].items()
+                 if _finite(v["energy_inside"]) and v["area_share"] > 0 and v["n_images"] >= CAM_MIN_CLASS_IMAGES}
+    if len(per_class) > 1:
+        worst = min(per_class, key=lambda k: per_class[k]["energy_inside"] / per_class[k]["area_share"])
+        w = per_class[worst]
+        out.append(f"Least on the lesion, among classes with at least {CAM_MIN_CLASS_IMAGES} images: {worst} "
+                   f"({_pct(w['energy_inside'])} inside against {_pct(w['area_share'])} area, {w['n_images']} images).")
+    if _finite(p["energy_inside"]):
+        out.append(f"Against the predicted mask: {_pct(p['energy_inside'])} inside (area {_pct(p['area_share'])}).")
+    if cam.get("n_split") and cam.get("n_images", 0) < cam["n_split"]:
+        out.append(f"Checked on {cam['n_images']} of the {cam['n_split']} images.")
     return _paragraph(out)

@@ -23,6 +23,7 @@ def _choices() -> dict:
     from skin_utils.data.splits import SPLITS
     from skin_utils.data.layout import ON_BAD_DATA
     from skin_utils.engine import AMP_CHOICES, LR_SCHEDULES, SELECTION_CRITERIA
+    from skin_utils.explain import CAM_METHODS
     from skin_utils.losses import CLASS_BALANCE
 
     return {
@@ -33,6 +34,7 @@ def _choices() -> dict:
         "on_bad_data": ON_BAD_DATA,
         "selection": SELECTION_CRITERIA,
         "split": (*SPLITS, "all"),
+        "cam_method": CAM_METHODS,
     }
 
 
@@ -66,6 +68,13 @@ RULES = {
     "n_bootstrap": ("int", (0, 100_000)),
     "bootstrap_seed": ("int", (0, 2**32 - 1)),
     "tta": ("bool", None),
+    "calibrate_tta": ("bool", None),
+    "recalibrate": ("bool", None),
+    "cam": ("bool", None),
+    "target_sensitivity": ("float", (0.01, 1.0)),
+    "target_coverage": ("float", (0.01, 1.0)),
+    "mc_samples": ("int", (0, 1000)),
+    "cam_max_images": ("int_or_none", (1, 10**9)),
 }
 
 
@@ -90,6 +99,8 @@ def check_params(params: dict, must_exist: tuple[str, ...] = ()) -> dict:
             _fail(name, value, "one of " + ", ".join(repr(c) for c in rule))
         elif kind == "bool" and not isinstance(value, bool):
             _fail(name, value, "True or False")
+    if params.get("mc_samples") == 1:
+        _fail("mc_samples", 1, "0 (Monte-Carlo dropout off) or at least 2 samples")
     if {"seg_weight", "cls_weight"} <= params.keys() and params["seg_weight"] + params["cls_weight"] == 0:
         raise ParameterError("Parameters seg_weight and cls_weight are both 0: nothing would be learnt.")
     if "split_fractions" in params:
