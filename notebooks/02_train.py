@@ -81,7 +81,7 @@ from skin_utils.nb.params import check_params
 from skin_utils.nb.paths import resolve
 from skin_utils.data.loading import load_data, train_class_counts, train_val_loaders
 from skin_utils.losses import build_loss, trained_tasks
-from skin_utils.calibrate import calibrate_checkpoint, summary_lines
+from skin_utils.trust.calibrate import calibrate_checkpoint, summary_lines
 from skin_utils.runs import set_latest, start_run
 
 params = check_params(dict(
@@ -144,11 +144,11 @@ set_latest(run.root.parent, run)
 # ## Calibration on the validation split
 # The best checkpoint's probabilities are made honest, and two decisions are fixed, on the
 # validation split (never the test split), and stored in `best.pt` for 03 and 04
-# (`skin_utils.calibrate`): a **temperature** (fitted on TTA-averaged outputs when
+# (`skin_utils.trust.calibrate`): a **temperature** (fitted on TTA-averaged outputs when
 # `calibrate_tta`, and on plain ones), the **P(MEL) threshold** that reaches `target_sensitivity`
 # on the validation melanomas (the melanoma flag), and the **uncertainty threshold** that keeps
 # `target_coverage` of the validation images (the rest is referred). A model trained before this
-# step existed: `python -m skin_utils.calibrate <run>`.
+# step existed: `python -m skin_utils.trust.calibrate <run>`.
 
 # %%
 if "classification" in trained_tasks(seg_weight, cls_weight):

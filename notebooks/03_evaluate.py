@@ -67,18 +67,19 @@ if "google.colab" in sys.modules:
 # %%
 from skin_utils import viz
 from skin_utils.nb import conclusions, report
-from skin_utils.calibrate import StoredCalibration, calibrate_checkpoint
+from skin_utils.trust.calibrate import StoredCalibration, calibrate_checkpoint
 from skin_utils.checkpoint import Checkpoint, load_model
 from skin_utils.engine import resolve_device
-from skin_utils.evaluation import (assess_trust, best_and_worst, cam_check, cam_columns, cam_examples,
-                                   cam_summary_table, choose_cam_examples, evaluate_original_size, headline_table,
-                                   not_applicable, operating_point_table, per_class_table, referral_table,
-                                   subgroup_tables, calibration_table, cam_report, trust_section)
+from skin_utils.evaluation import (best_and_worst, evaluate_original_size, headline_table, not_applicable,
+                                   per_class_table, subgroup_tables)
+from skin_utils.trust.assess import (assess_trust, calibration_table, cam_check, cam_columns, cam_examples, cam_report,
+                                     cam_summary_table, choose_cam_examples, operating_point_table, referral_table,
+                                     trust_section)
 from skin_utils.losses import trained_tasks
 from skin_utils.nb.params import check_params
 from skin_utils.nb.paths import resolve
 from skin_utils.data.loading import load_data
-from skin_utils.runs import Run, find_run, run_of_checkpoint, slug
+from skin_utils.runs import run_to_score
 from skin_utils.stats import bootstrap_ci
 
 params = check_params(dict(run=run, checkpoint=checkpoint, data_dir=data_dir, split=split, split_path=split_path,
@@ -87,13 +88,7 @@ params = check_params(dict(run=run, checkpoint=checkpoint, data_dir=data_dir, sp
                            cam_max_images=cam_max_images, n_bootstrap=n_bootstrap, bootstrap_seed=bootstrap_seed,
                            device=device, amp=amp, on_bad_data=on_bad_data, reports_dir=reports_dir),
                       must_exist=("checkpoint",) if checkpoint else ())
-runs_dir = resolve(reports_dir) / "runs"
-if checkpoint:
-    checkpoint_path = resolve(checkpoint)
-    out = run_of_checkpoint(checkpoint_path) or Run(runs_dir / slug(f"checkpoint-{checkpoint_path.stem}"))
-else:
-    out = find_run(run, runs_dir)
-    checkpoint_path = out.best
+out, checkpoint_path = run_to_score(run, checkpoint and resolve(checkpoint), resolve(reports_dir) / "runs")
 tag = "evaluate" if split == "test" else f"evaluate_{split}"   # file names of this split's results
 figures = out.figures
 device = resolve_device(device)

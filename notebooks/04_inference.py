@@ -11,7 +11,7 @@
 # Writes `inference/predictions.csv`, one overlay PNG per image, and summary figures.
 #
 # How far to trust each prediction: the probabilities calibrated with the temperature stored in
-# the checkpoint (fitted on the validation split by `02_train` or `python -m skin_utils.calibrate`),
+# the checkpoint (fitted on the validation split by `02_train` or `python -m skin_utils.trust.calibrate`),
 # the entropy and the disagreement of the test-time views, the mask's uncertainty along its
 # border, a **refer** flag (uncertainty above the threshold chosen on validation), a
 # **melanoma flag** (calibrated P(MEL) at the operating point chosen on validation) and a
@@ -62,19 +62,13 @@ from skin_utils.inference import (Predictor, flags_caption, predictions_table, s
 from skin_utils.nb.params import check_params
 from skin_utils.nb.paths import resolve
 from skin_utils.demo.synthetic import SYNTHETIC_NOTE
-from skin_utils.runs import Run, find_run, run_of_checkpoint, slug
+from skin_utils.runs import run_to_score
 
 params = check_params(dict(run=run, checkpoint=checkpoint, input_dir=input_dir, n_demo_images=n_demo_images,
                            batch_size=batch_size, threshold=threshold, tta=tta, cam=cam, mc_samples=mc_samples,
                            device=device, amp=amp, reports_dir=reports_dir),
                       must_exist=(("checkpoint",) if checkpoint else ()) + (("input_dir",) if input_dir else ()))
-runs_dir = resolve(reports_dir) / "runs"
-if checkpoint:
-    checkpoint_path = resolve(checkpoint)
-    out = run_of_checkpoint(checkpoint_path) or Run(runs_dir / slug(f"checkpoint-{checkpoint_path.stem}"))
-else:
-    out = find_run(run, runs_dir)
-    checkpoint_path = out.best
+out, checkpoint_path = run_to_score(run, checkpoint and resolve(checkpoint), resolve(reports_dir) / "runs")
 reports = out.root
 out_dir = reports / "inference"
 folder = resolve(input_dir) if input_dir else write_demo_images(out_dir / "demo_input", n_demo_images)

@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from skin_utils.data.cache import build_cache
 from skin_utils.data.imageio import as_hw
-from skin_utils.data.datasets import (IMAGENET_MEAN, IMAGENET_STD, CachedLesionDataset, Normalize, build_augmentation,
+from skin_utils.data.datasets import (IMAGENET_MEAN, IMAGENET_STD, CachedLesionDataset, build_augmentation,
                                       make_loader)
 from skin_utils.engine import (amp_dtype_for, autocast, build_optimizer_and_schedule, evaluate,
                                resolve_device, train_one_epoch)

@@ -234,7 +234,7 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
     TTA view (S = 1 without ``tta``), and, with ``tta``, ``mask_var`` (N, H, W) float16, the
     per-pixel variance of the mask probability across the views (the views' masks themselves
     are not kept). ``mc_samples >= 2`` adds ``mc_probs`` (mc_samples, N, K) float32: Monte-Carlo
-    dropout samples of the plain view (`skin_utils.uncertainty.mc_dropout_probs`, batch b seeded
+    dropout samples of the plain view (`skin_utils.trust.uncertainty.mc_dropout_probs`, batch b seeded
     with ``mc_seed + b``); 0 turns it off. The defaults compute exactly what they did before."""
     if mc_samples and (int(mc_samples) != mc_samples or mc_samples < 2):
         raise ValueError(f"mc_samples must be 0 (off) or an integer >= 2; got {mc_samples!r}.")
@@ -262,7 +262,7 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
             else:
                 m, p = forward_probs(model, images, tta)
             if mc_samples:
-                from skin_utils.uncertainty import mc_dropout_probs
+                from skin_utils.trust.uncertainty import mc_dropout_probs
 
                 mc_probs.append(mc_dropout_probs(model, images, int(mc_samples), seed=mc_seed + b).cpu())
         n_images += len(y)

@@ -17,15 +17,15 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from skin_utils.calibrate import StoredCalibration
+from skin_utils.trust.calibrate import StoredCalibration
 from skin_utils.checkpoint import load_model
 from skin_utils.data.datasets import Normalize
 from skin_utils.engine import amp_dtype_for, autocast, forward_probs, resolve_device
 from skin_utils.evaluation import upsample_mask
 from skin_utils.data.imageio import ImageReadError, read_image
 from skin_utils.data.layout import find_images
-from skin_utils.explain import grad_cam
-from skin_utils.uncertainty import (
+from skin_utils.trust.explain import grad_cam
+from skin_utils.trust.uncertainty import (
     binary_entropy,
     mask_uncertainty_score,
     mc_dropout_probs,
@@ -67,7 +67,7 @@ class Predictor:
     ``tta`` averages over the 8 symmetries of a square input (4 flips otherwise). The loaded
     `skin_utils.checkpoint.Checkpoint` is kept as ``self.checkpoint``.
 
-    Trust: ``self.calibration`` (`skin_utils.calibrate.StoredCalibration`) is the checkpoint's
+    Trust: ``self.calibration`` (`skin_utils.trust.calibrate.StoredCalibration`) is the checkpoint's
     calibration for this kind of output (TTA or plain): every `Prediction` gets calibrated
     probabilities, the entropy, with ``tta`` the disagreement of the views, the mask
     uncertainty, and the ``refer`` and ``mel_flag`` flags (None where the checkpoint has no

@@ -161,3 +161,14 @@ def run_of_checkpoint(checkpoint) -> Run | None:
     """The run folder a checkpoint lives in (``<run>/checkpoints/best.pt``), or None."""
     folder = Path(checkpoint).resolve().parent.parent
     return Run(folder) if (folder / "run.json").is_file() else None
+
+
+def run_to_score(run, checkpoint, runs_dir) -> tuple[Run, Path]:
+    """What notebooks 03 and 04 score, and where their results go: ``checkpoint`` when given (its
+    own run folder, or ``<runs_dir>/checkpoint-<name>/`` for a loose file), else the ``best.pt``
+    of ``run`` (a name under ``runs_dir``, a folder, or "latest")."""
+    if checkpoint:
+        path = Path(checkpoint)
+        return run_of_checkpoint(path) or Run(Path(runs_dir) / slug(f"checkpoint-{path.stem}")), path
+    found = find_run(run, runs_dir)
+    return found, found.best

@@ -157,6 +157,11 @@ def train(args, params: dict, ctx: distributed.Context) -> list[dict]:
             "data": data.describe(), "params": params})
         viz.save_figure(viz.plot_learning_curves(history, title=f"Learning curves · {data.name}"),
                         run.figures / "train_learning_curves.png")
+        if args.cls_weight > 0:  # as notebook 02: temperature and thresholds fitted on validation, into best.pt
+            from skin_utils.trust.calibrate import calibrate_checkpoint
+
+            calibrate_checkpoint(run.best, data, tta=True, batch_size=args.batch_size, device=device, amp=args.amp,
+                                 progress=args.progress)
         runs.set_latest((resolve(args.reports_dir) / "runs"), run)
         say(f"best epoch {best['epoch']} by {args.selection}: {run.best}")
     return history

@@ -1,4 +1,4 @@
-"""Calibration after training (skin_utils.calibrate), the per-view outputs it rests on
+"""Calibration after training (skin_utils.trust.calibrate), the per-view outputs it rests on
 (engine.forward_probs / predict), and the trust sections of the evaluation (skin_utils.evaluation)."""
 
 import json
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from skin_utils import CLASS_NAMES
-from skin_utils.calibrate import (
+from skin_utils.trust.calibrate import (
     StoredCalibration,
     calibrate_checkpoint,
     calibrated_probs,
@@ -19,11 +19,11 @@ from skin_utils.calibrate import (
     referral_uncertainty,
     summary_lines,
 )
-from skin_utils.calibration import fit_temperature, probs_to_logits
+from skin_utils.trust.calibration import fit_temperature, probs_to_logits
 from skin_utils.checkpoint import Checkpoint
 from skin_utils.engine import forward_probs, predict
 from skin_utils.model import MultiTaskNet
-from skin_utils.uncertainty import operating_threshold
+from skin_utils.trust.uncertainty import operating_threshold
 
 
 def _softmax(z):
@@ -97,7 +97,7 @@ def test_an_old_checkpoint_gives_temperature_one_no_flags_and_says_what_is_missi
     assert np.allclose(stored.apply(probs), probs, atol=1e-12)
     assert stored.refer(probs) is None and stored.mel_flag(probs, CLASS_NAMES) is None
     assert "no calibration for tta outputs" in stored.describe()
-    assert "python -m skin_utils.calibrate" in stored.describe()
+    assert "python -m skin_utils.trust.calibrate" in stored.describe()
     # a record for the other kind of output does not count
     plain_only = StoredCalibration.from_checkpoint(_ckpt({"plain": {"temperature": 2.0}}), tta=True)
     assert plain_only.temperature == 1.0 and "temperature" in plain_only.missing
@@ -272,8 +272,8 @@ def _evaluation(n=200, seed=0, with_views=True):
 
 
 def test_assess_trust_on_known_predictions():
-    from skin_utils.evaluation import (assess_trust, calibration_table, operating_point_table, referral_table,
-                                       trust_columns)
+    from skin_utils.trust.assess import (assess_trust, calibration_table, operating_point_table, referral_table,
+                                         trust_columns)
 
     ev = _evaluation()
     val, yv = _evaluation(seed=1).probs, _evaluation(seed=1).labels
@@ -316,8 +316,9 @@ def test_assess_trust_on_known_predictions():
 
 
 def test_cam_check_on_the_demo_split(small):
-    from skin_utils.evaluation import (cam_check, cam_columns, cam_examples, cam_report, cam_summary_table,
-                                       choose_cam_examples, evaluate_original_size)
+    from skin_utils.evaluation import evaluate_original_size
+    from skin_utils.trust.assess import (cam_check, cam_columns, cam_examples, cam_report, cam_summary_table,
+                                         choose_cam_examples)
 
     data, _, model, _ = small
     ev = evaluate_original_size(model, data, "test", "cpu", CLASS_NAMES, amp="off", progress=False, tta=True,

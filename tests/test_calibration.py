@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import brier_score_loss, log_loss
 
-from skin_utils.calibration import (
+from skin_utils.trust.calibration import (
     CalibrationMetrics,
     apply_temperature,
     brier_score,

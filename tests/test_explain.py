@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from skin_utils.explain import (
+from skin_utils.trust.explain import (
     CamLocalizationMetrics,
     cam_energy_inside,
     cam_localization_report,

@@ -86,7 +86,7 @@ def _calibrated(checkpoint, tmp_path, **record):
 
 
 def test_trust_columns_flags_and_cam_overlays(checkpoint, tmp_path):
-    from skin_utils.calibrate import calibrated_probs
+    from skin_utils.trust.calibrate import calibrated_probs
     from skin_utils.inference import flags_caption, save_overlays
 
     folder = write_demo_images(tmp_path / "in", n=3)

@@ -116,7 +116,7 @@ def test_inference_conclusion():
                                      mel_flags=[False, True, False])
     assert "2 of 3 image(s) should be referred" in flagged and "1 of 3 image(s) raise the melanoma flag" in flagged
     bare = c.inference_conclusion(["NV"], [0.9], 0, refer=[None], mel_flags=[None])
-    assert "no referral or melanoma threshold" in bare and "python -m skin_utils.calibrate" in bare
+    assert "no referral or melanoma threshold" in bare and "python -m skin_utils.trust.calibrate" in bare
     with pytest.raises(ValueError, match="1 predictions but 2 refer"):
         c.inference_conclusion(["NV"], [0.9], 0, refer=[True, False])
 
@@ -135,7 +135,7 @@ def test_calibration_conclusion_before_and_after():
     assert "under-confident" in worse and "sharpens" in worse and "does not lower ECE" in worse
     missing = c.calibration_conclusion(_cal(0.10), None, None, missing=["temperature", "mel_threshold"])
     assert "moderately calibrated" in missing and "no temperature (missing: temperature, mel_threshold)" in missing
-    assert "python -m skin_utils.calibrate" in missing
+    assert "python -m skin_utils.trust.calibrate" in missing
 
 
 def _rows(bal=(0.5, 0.55, 0.6, 0.65), mel=(0.6, 0.7, 0.8, 0.9)):

@@ -142,3 +142,15 @@ def test_summary_markdown_shows_means_intervals_and_not_applicable(tmp_path):
     seg_only = next(line for line in text.splitlines() if line.startswith("| seg_weight=1,cls_weight=0 |"))
     assert "n/a" in seg_only and "0.900 ± 0.000 [0.880–0.920]" in seg_only
     assert "Paired differences against `seg_weight=1,cls_weight=1`" in text and "Segmentation:" in text
+
+
+def test_what_03_and_04_score(tmp_path):
+    from skin_utils.runs import run_to_score
+
+    run = start_run(tmp_path, "r1", {})
+    set_latest(tmp_path, run)
+    assert run_to_score("latest", None, tmp_path) == (run, run.best)
+    assert run_to_score("latest", run.best, tmp_path) == (run, run.best)  # a run's own checkpoint: its folder
+    loose = tmp_path.parent / "weights.pt"
+    out, path = run_to_score("latest", loose, tmp_path)
+    assert path == loose and out.root == tmp_path / "checkpoint-weights"

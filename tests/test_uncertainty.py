@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from skin_utils.model import MultiTaskNet
-from skin_utils.uncertainty import (
+from skin_utils.trust.uncertainty import (
     binary_entropy,
     border_band,
     dropout_modules,

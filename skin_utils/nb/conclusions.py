@@ -246,7 +246,7 @@ def inference_conclusion(predicted: Sequence[str], confidences: Sequence[float],
                        "operating threshold chosen on validation).")
         if (refer is not None or mel_flags is not None) and not known_refer and not known_mel:
             out.append("The checkpoint holds no referral or melanoma threshold, so no image is flagged; calibrate it "
-                       "with `python -m skin_utils.calibrate`.")
+                       "with `python -m skin_utils.trust.calibrate`.")
     if n_skipped:
         out.append(f"{n_skipped} file(s) were skipped, with the reason, in `inference/skipped.csv`.")
     if demo:
@@ -275,10 +275,10 @@ def calibration_conclusion(before: Mapping, after: Mapping | None, temperature: 
     """Calibration in words: how far confidence and accuracy part before temperature scaling,
     in which direction, what the temperature fitted on validation does to ECE and NLL here.
 
-    ``before`` / ``after``: `skin_utils.calibration.calibration_report` of the uncalibrated and the
+    ``before`` / ``after``: `skin_utils.trust.calibration.calibration_report` of the uncalibrated and the
     temperature-scaled probabilities (``after`` None when the checkpoint has no temperature);
-    ``reliability_before``: `skin_utils.calibration.reliability_diagram` (for the direction);
-    ``missing``: what the checkpoint lacks (`skin_utils.calibrate.StoredCalibration.missing`)."""
+    ``reliability_before``: `skin_utils.trust.calibration.reliability_diagram` (for the direction);
+    ``missing``: what the checkpoint lacks (`skin_utils.trust.calibrate.StoredCalibration.missing`)."""
     out = [f"Before temperature scaling the top-label ECE is {before['ece']:.3f} ({_ece_word(before['ece'])}; "
            f"class-wise ECE {before['classwise_ece']:.3f}, NLL {before['nll']:.3f}, Brier {before['brier']:.3f})."]
     if reliability_before is not None:
@@ -291,7 +291,7 @@ def calibration_conclusion(before: Mapping, after: Mapping | None, temperature: 
         out.append("The checkpoint holds no temperature"
                    + (f" (missing: {', '.join(missing)})" if missing else "")
                    + ", so the probabilities are used as they are (temperature 1); fit one on the validation "
-                     "split with `python -m skin_utils.calibrate`.")
+                     "split with `python -m skin_utils.trust.calibrate`.")
         return _paragraph(out)
     direction = ("softens the over-confident probabilities" if temperature > 1.05 else
                  "sharpens the under-confident probabilities" if temperature < 0.95 else "changes little")
@@ -313,8 +313,8 @@ def referral_conclusion(aurc: Mapping, table: Sequence[Mapping], at_threshold: M
     the most uncertain 10-30% buys, and what the stored referral threshold keeps here.
 
     ``aurc``: ``aurc``, ``optimal_aurc`` and ``error_rate`` of the risk-coverage curve of
-    ``measure`` (`skin_utils.uncertainty.risk_coverage_curve`); ``table``:
-    `skin_utils.uncertainty.selective_report` rows (fraction 0 first); ``at_threshold``:
+    ``measure`` (`skin_utils.trust.uncertainty.risk_coverage_curve`); ``table``:
+    `skin_utils.trust.uncertainty.selective_report` rows (fraction 0 first); ``at_threshold``:
     `selective_metrics` at the threshold chosen on validation, with ``threshold`` and
     ``target_coverage`` (None: the checkpoint has none); ``mask``: the same AURC numbers for the
     mask uncertainty against the per-image loss 1 - Dice (None: not judged)."""
@@ -364,7 +364,7 @@ def operating_point_conclusion(op: Mapping | None, mel_threshold: float | None =
     at the threshold chosen on validation, against the target and against the argmax.
 
     ``op``: ``argmax`` and (when the checkpoint has a threshold) ``at_threshold``
-    (`skin_utils.uncertainty.sens_spec_at`), ``target_sensitivity``, ``n_mel`` (None: no
+    (`skin_utils.trust.uncertainty.sens_spec_at`), ``target_sensitivity``, ``n_mel`` (None: no
     melanoma in the split)."""
     if op is None:
         return "There is no melanoma in this split, so the melanoma operating point cannot be checked here."
@@ -394,7 +394,7 @@ def cam_conclusion(cam: Mapping) -> str:
     maps fall mostly outside.
 
     ``cam``: `skin_utils.evaluation.cam_check`'s result (``true_mask`` and ``pred_mask`` from
-    `skin_utils.explain.CamLocalizationMetrics.aggregate`, ``n_images``)."""
+    `skin_utils.trust.explain.CamLocalizationMetrics.aggregate`, ``n_images``)."""
     t = cam["true_mask"]["overall"]
     p = cam["pred_mask"]["overall"]
     if not _finite(t["energy_inside"]):

@@ -1,7 +1,7 @@
 """Figures for trusting a prediction: reliability diagrams, risk-coverage curves, Grad-CAM overlays.
 
 The conventions of `skin_utils.viz.common` hold: each ``plot_*`` takes what one function of
-`skin_utils.calibration`, `skin_utils.uncertainty` or `skin_utils.explain` returns (its docstring
+`skin_utils.trust.calibration`, `skin_utils.trust.uncertainty` or `skin_utils.trust.explain` returns (its docstring
 names it) and raises a ``ValueError`` saying what it expected otherwise, returns a Figure and
 never calls ``plt.show()``, ``title`` becomes the suptitle, the true lesion contour is green and
 the predicted one magenta. Images are uint8 (H, W, 3) as ``read_image`` gives them, masks bool or
@@ -74,7 +74,7 @@ def _reliability_panel(ax, hist_ax, diagram: Mapping[str, Any], name: str) -> No
 def plot_reliability_diagram(before: Mapping[str, Any], after: Mapping[str, Any] | None = None, *,
                              names: Sequence[str] = ("uncalibrated", "temperature-scaled"),
                              temperature: float | None = None, title: str | None = None) -> Figure:
-    """Reliability diagram(s) from `skin_utils.calibration.reliability_diagram`: accuracy per
+    """Reliability diagram(s) from `skin_utils.trust.calibration.reliability_diagram`: accuracy per
     confidence bin against the diagonal, the gap hatched, and below it the share of images per
     bin. ``after`` (e.g. after temperature scaling) adds a second column; ``temperature`` is
     written into its name."""
@@ -100,7 +100,7 @@ def plot_risk_coverage(curves: Mapping[str, Mapping[str, Any]] | Mapping[str, An
                        mark_coverages: Sequence[float] = (0.9, 0.8, 0.7),
                        title: str | None = None) -> Figure:
     """Risk (error rate of the kept images) against coverage (share kept), one line per
-    uncertainty measure, from `skin_utils.uncertainty.risk_coverage_curve` (a dict of them by
+    uncertainty measure, from `skin_utils.trust.uncertainty.risk_coverage_curve` (a dict of them by
     name, or one). The oracle (every error referred first) of the first curve is dashed, a
     random referral is the flat dotted line; dotted verticals mark ``mark_coverages``."""
     if isinstance(curves, Mapping) and "risk" in curves:  # a single curve
@@ -181,7 +181,7 @@ def plot_cam_overlay(image, cam, mask=None, pred_mask=None, *, caption: str | No
 def plot_cam_grid(images, cams, masks=None, pred_masks=None, captions: Sequence[str] | None = None, *,
                   ncols: int = 4, alpha: float = 0.45, title: str | None = None) -> Figure:
     """A grid of heat-map overlays (e.g. the ``mostly_outside`` cases of
-    `skin_utils.explain.cam_localization_report`), contours as in `plot_cam_overlay`."""
+    `skin_utils.trust.explain.cam_localization_report`), contours as in `plot_cam_overlay`."""
     n = len(images)
     if n == 0:
         raise ValueError("plot_cam_grid: no images given.")

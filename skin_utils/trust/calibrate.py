@@ -3,19 +3,19 @@ it in the checkpoint.
 
 Three numbers per kind of output, all chosen on the **validation** split (never on the test set):
 
-* ``temperature``: temperature scaling (`skin_utils.calibration.fit_temperature`) fitted on the
+* ``temperature``: temperature scaling (`skin_utils.trust.calibration.fit_temperature`) fitted on the
   same kind of output it is applied to. Evaluation and inference average 8 test-time views by
   default (``tta=True``), so T is fitted on TTA-averaged probabilities, as ``log p``
-  (`skin_utils.calibration.probs_to_logits`); the plain single-view output gets its own T. One
+  (`skin_utils.trust.calibration.probs_to_logits`); the plain single-view output gets its own T. One
   TTA pass gives both: its first view is the image as it is.
 * ``mel_threshold``: the threshold on the **calibrated** P(MEL) that reaches ``target_sensitivity``
-  (default 0.90) on the validation melanomas (`skin_utils.uncertainty.operating_threshold`);
+  (default 0.90) on the validation melanomas (`skin_utils.trust.uncertainty.operating_threshold`);
   ``P(MEL) >= mel_threshold`` raises the melanoma flag. None when the validation split holds no
   melanoma or the classes have no "MEL".
 * ``referral_threshold``: the threshold on the uncertainty (`referral_uncertainty`: the
   normalised predictive entropy of the calibrated probabilities, 0 = certain, 1 = uniform) that
   keeps ``target_coverage`` (default 0.8) of the validation images
-  (`skin_utils.uncertainty.referral_threshold`); an image above it is referred.
+  (`skin_utils.trust.uncertainty.referral_threshold`); an image above it is referred.
 
 ``Checkpoint.calibration`` maps the output kind (``"tta"``, ``"plain"``; `output_kind`) to the
 record `calibration_record` returns: these three numbers, how they were chosen (targets, split,
@@ -26,9 +26,9 @@ temperature 1 and raises no flag, and ``missing`` says what is absent.
 `calibrate_checkpoint` does the whole step for a checkpoint file (notebooks/02_train calls it
 after training); from the command line, for a model trained earlier::
 
-    python -m skin_utils.calibrate latest                 # the latest run's best.pt
-    python -m skin_utils.calibrate reports/runs/<run>     # a run folder (or a run name)
-    python -m skin_utils.calibrate path/to/best.pt --no-tta --target-sensitivity 0.95
+    python -m skin_utils.trust.calibrate latest                 # the latest run's best.pt
+    python -m skin_utils.trust.calibrate reports/runs/<run>     # a run folder (or a run name)
+    python -m skin_utils.trust.calibrate path/to/best.pt --no-tta --target-sensitivity 0.95
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from skin_utils.calibration import (
+from skin_utils.trust.calibration import (
     apply_temperature,
     as_probabilities,
     calibration_report,
@@ -49,7 +49,7 @@ from skin_utils.calibration import (
     probs_to_logits,
 )
 from skin_utils.metrics import to_jsonable
-from skin_utils.uncertainty import (
+from skin_utils.trust.uncertainty import (
     operating_threshold,
     predictive_entropy,
     referral_threshold,
@@ -106,7 +106,7 @@ def calibration_record(probs: Any, labels: Any, class_names, *,
     ``labels`` (N,) class indices. Returns plain Python types (what a checkpoint can hold):
     ``temperature``, ``mel_threshold``, ``referral_threshold``, ``uncertainty`` (the measure),
     ``target_sensitivity``, ``target_coverage``, ``split``, ``n_images``, ``n_mel``,
-    ``before`` / ``after`` (`skin_utils.calibration.calibration_report` on this split),
+    ``before`` / ``after`` (`skin_utils.trust.calibration.calibration_report` on this split),
     ``mel_at_threshold`` (sensitivity and specificity reached here, `sens_spec_at`),
     ``coverage_at_threshold`` (share kept here) and ``notes`` (why a threshold is None)."""
     p = as_probabilities(probs)
@@ -207,7 +207,7 @@ class StoredCalibration:
         if not self.record:
             return (f"The checkpoint holds no calibration for {self.kind} outputs: temperature 1 is used, and "
                     "there is no melanoma flag and no referral. Fit them on the validation split with "
-                    "`python -m skin_utils.calibrate <run or checkpoint>`"
+                    "`python -m skin_utils.trust.calibrate <run or checkpoint>`"
                     + (" (add --no-tta for plain outputs)." if self.kind == "plain" else "."))
         notes = "; ".join(self.record.get("notes", []))
         return (f"The checkpoint's calibration of {self.kind} outputs lacks {', '.join(self.missing)}"
@@ -325,7 +325,7 @@ def summary_lines(records: dict) -> list[str]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m skin_utils.calibrate", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m skin_utils.trust.calibrate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", help='a checkpoint file, a run folder or run name, or "latest"')
     p.add_argument("--reports-dir", default="reports", help="holds runs/ (to find a run name or latest)")
