@@ -259,7 +259,7 @@ def time_single_image(predictor: Predictor, image: np.ndarray, repeats: int = 10
     return float(np.median(times))
 
 
-def write_demo_images(folder, n: int = 6, seed: int = 12345, size=(160, 120)) -> Path:
+def write_demo_images(folder, n: int = 6, seed: int = 12345, hw=(120, 160)) -> Path:
     """A few new synthetic lesions (none of them in the demo training set) to try inference on."""
     from skin_utils.labels import CLASS_NAMES
     from skin_utils.demo.synthetic import render_lesion
@@ -269,7 +269,7 @@ def write_demo_images(folder, n: int = 6, seed: int = 12345, size=(160, 120)) ->
     rng = np.random.default_rng(seed)
     for i in range(n):
         dx = CLASS_NAMES[i % len(CLASS_NAMES)].lower()
-        image, _ = render_lesion(rng, dx, size)
+        image, _ = render_lesion(rng, dx, hw)
         path = folder / f"demo_{i:02d}.jpg"
         if not path.exists():
             Image.fromarray(image).save(path, quality=92)

@@ -125,7 +125,7 @@ def test_unwrap_model_strips_compile_and_ddp(tmp_path):
 def demo120(tmp_path_factory):
     from skin_utils.demo.synthetic import make_synthetic_dataset
 
-    return make_synthetic_dataset(tmp_path_factory.mktemp("demo120") / "demo", n_images=120, image_size=(64, 48), seed=0)
+    return make_synthetic_dataset(tmp_path_factory.mktemp("demo120") / "demo", n_images=120, image_size=(48, 64), seed=0)
 
 
 def _train_args(data_dir, tmp_path, batch_size, run_name, *extra):

@@ -24,7 +24,7 @@ from skin_utils.demo.synthetic import (
 )
 
 N_IMAGES = 300
-SIZE = (160, 120)
+SIZE = (120, 160)  # (H, W)
 COLUMNS = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]
 LOCALIZATIONS = {
     "back", "lower extremity", "trunk", "upper extremity", "abdomen", "face", "chest", "foot",
@@ -70,11 +70,11 @@ def test_layout_columns_and_info(ds):
     assert masks == sorted(f"{i}_segmentation.png" for i in ids)
     for image_id in ids[:20]:
         img = Image.open(ds / "images" / f"{image_id}.jpg")
-        assert img.format == "JPEG" and img.mode == "RGB" and img.size == SIZE
+        assert img.format == "JPEG" and img.mode == "RGB" and img.size == SIZE[::-1]  # PIL: (W, H)
         mask = Image.open(ds / "masks" / f"{image_id}_segmentation.png")
-        assert mask.format == "PNG" and mask.mode == "L" and mask.size == SIZE
+        assert mask.format == "PNG" and mask.mode == "L" and mask.size == SIZE[::-1]
     info = json.loads((ds / "dataset_info.json").read_text())
-    assert info == {"synthetic": True, "generator": "skin_utils.demo.synthetic", "version": 1,
+    assert info == {"synthetic": True, "generator": "skin_utils.demo.synthetic", "version": 2,
                     "seed": 0, "n_images": N_IMAGES, "image_size": list(SIZE)}
     assert is_synthetic(ds)
     assert isinstance(SYNTHETIC_NOTE, str) and SYNTHETIC_NOTE
@@ -172,7 +172,7 @@ def test_lesions_have_several_images_and_one_dx(ds):
 
 
 def test_small_dataset_every_class_has_three_lesions(tmp_path):
-    d = make_synthetic_dataset(tmp_path / "small", n_images=50, image_size=(64, 48), seed=3)
+    d = make_synthetic_dataset(tmp_path / "small", n_images=50, image_size=(48, 64), seed=3)
     _, rows = _rows(d)
     assert len(rows) == 50
     lesions = defaultdict(set)
@@ -184,7 +184,7 @@ def test_small_dataset_every_class_has_three_lesions(tmp_path):
 
 
 def test_deterministic_by_seed(tmp_path):
-    kw = dict(n_images=30, image_size=(64, 48))
+    kw = dict(n_images=30, image_size=(48, 64))
     a = _hashes(make_synthetic_dataset(tmp_path / "a", seed=7, **kw))
     b = _hashes(make_synthetic_dataset(tmp_path / "b", seed=7, **kw))
     c = _hashes(make_synthetic_dataset(tmp_path / "c", seed=8, **kw))
@@ -236,11 +236,11 @@ def test_overwrite_never_deletes_real_data(tmp_path):
 
 @pytest.mark.parametrize("dx", CLASS_NAMES)
 def test_render_lesion(dx):
-    img, mask = render_lesion(np.random.default_rng(5), dx, (96, 72))
+    img, mask = render_lesion(np.random.default_rng(5), dx, (72, 96))
     assert img.shape == (72, 96, 3) and img.dtype == np.uint8
     assert mask.shape == (72, 96) and mask.dtype == np.uint8
     assert set(np.unique(mask)) == {0, 1}
-    img2, mask2 = render_lesion(np.random.default_rng(5), dx.lower(), (96, 72))
+    img2, mask2 = render_lesion(np.random.default_rng(5), dx.lower(), (72, 96))
     assert np.array_equal(img, img2) and np.array_equal(mask, mask2)
     img = img.astype(float)
     assert np.linalg.norm(img[mask == 1].mean(0) - img[mask == 0].mean(0)) > 10
@@ -256,7 +256,7 @@ def test_cli(tmp_path, capsys):
                  "--seed", "4"]) == 0
     assert "synthetic" in capsys.readouterr().out
     info = json.loads((tmp_path / "cli" / "dataset_info.json").read_text())
-    assert info["image_size"] == [40, 30] and info["seed"] == 4 and info["n_images"] == 21
+    assert info["image_size"] == [30, 40] and info["seed"] == 4 and info["n_images"] == 21
 
 
 def test_classes_learnable_from_colour_histograms(ds):

@@ -196,6 +196,7 @@ def resolve_data_dir(data_dir="data", synthetic_dir="data/synthetic_demo", n_dem
             "images/, masks/ and HAM10000_metadata.csv (see data/README.md, or run "
             "`python -m skin_utils.data.prepare DOWNLOADS_DIR`). Use data_dir='data' for the demo."
         )
-    h, w = as_hw(demo_image_size)
+    # overwrite=True: a demo made with other settings (or an older generator) is regenerated; the
+    # generator never overwrites a folder that is not its own synthetic data.
     return make_synthetic_dataset(resolve(synthetic_dir, root), n_images=n_demo_images,
-                                  image_size=(w, h), seed=seed)  # synthetic takes (W, H)
+                                  image_size=as_hw(demo_image_size), seed=seed, overwrite=True)

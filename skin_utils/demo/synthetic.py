@@ -58,7 +58,7 @@ __all__ = [
 SYNTHETIC_NOTE = "synthetic demo data"
 
 GENERATOR = "skin_utils.demo.synthetic"
-VERSION = 1
+VERSION = 2  # 2: dataset_info.json records image_size as (H, W)
 INFO_NAME = "dataset_info.json"
 METADATA_NAME = "HAM10000_metadata.csv"
 METADATA_COLUMNS = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization")
@@ -573,13 +573,13 @@ def _render(p, view, size):
     return np.asarray(out), mask
 
 
-def render_lesion(rng, dx, size=(160, 120)):
-    """Render one random lesion of diagnosis ``dx`` (any case) on a ``size=(W, H)`` image.
+def render_lesion(rng, dx, hw=(120, 160)):
+    """Render one random lesion of diagnosis ``dx`` (any case) on an image of ``hw=(H, W)``.
 
     Returns ``(image uint8 (H, W, 3), mask uint8 (H, W) in {0, 1})``.  ``rng`` is a
     ``numpy.random.Generator`` (or an int seed)."""
     rng = np.random.default_rng(rng)
-    w, h = int(size[0]), int(size[1])
+    h, w = int(hw[0]), int(hw[1])
     if w < 16 or h < 16:
         raise ValueError(f"image size must be at least 16x16, got {w}x{h}")
     p = _lesion_params(rng, str(dx))
@@ -718,24 +718,24 @@ def _write_dataset(root, n_images, size, seed):
         writer.writerows(rows)
 
 
-def make_synthetic_dataset(out_dir, n_images=400, image_size=(160, 120), seed=0,
+def make_synthetic_dataset(out_dir, n_images=400, image_size=(120, 160), seed=0,
                            overwrite=False) -> Path:
     """Write (or reuse) a synthetic HAM10000-layout data set in ``out_dir``; return its path.
 
-    ``image_size`` is ``(width, height)``.  If ``out_dir`` already holds a complete data set
+    ``image_size`` is ``(height, width)``, as every size in this package.  If ``out_dir`` already holds a complete data set
     with the same parameters it is returned unchanged.  If it holds anything else, a
     ``FileExistsError`` is raised unless ``overwrite=True``, which replaces a previous
     synthetic data set (it never deletes a folder that looks like real, non-synthetic data).
     """
     out_dir = Path(out_dir).expanduser().resolve()
     n_images = int(n_images)
-    w, h = int(image_size[0]), int(image_size[1])
+    h, w = int(image_size[0]), int(image_size[1])
     if w < 16 or h < 16:
         raise ValueError(f"image_size must be at least (16, 16), got {image_size!r}")
     class_image_counts(n_images)  # validates n_images
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    info = _expected_info(seed, n_images, (w, h))
+    info = _expected_info(seed, n_images, (h, w))
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"{out_dir} exists and is not a directory")
     if _is_complete(out_dir, info):
@@ -804,7 +804,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         path = make_synthetic_dataset(args.out_dir, n_images=args.n_images,
-                                      image_size=(args.width, args.height), seed=args.seed,
+                                      image_size=(args.height, args.width), seed=args.seed,
                                       overwrite=args.overwrite)
     except (ValueError, FileExistsError) as exc:
         ap.exit(2, f"error: {exc}\n")
