@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: set up .venv if needed, then execute the four notebooks with papermill.
+# The main job: set up .venv if needed, then execute the notebooks 01-05 with papermill.
 # Executed notebooks, figures, metrics and reports/REPORT.md land in reports/.
 # Uses HAM10000 in data/ when present, the synthetic demo otherwise. Extra arguments go to
 # `python -m skin_utils.run_notebooks`, e.g.  bash scripts/run_all.sh --epochs 5

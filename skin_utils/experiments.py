@@ -116,6 +116,9 @@ def run_experiment(name: str, grid, seeds=(0,), fixed: dict | None = None, *,
         raise ValueError(f"fixed sets {sorted(clash)}: the experiment sets these itself (seeds with `seeds`).")
     folder = resolve(experiments_dir, root) / slug(name)
     runs_dir = folder / "runs"
+    # The experiment's own lesion-level split unless one is given: it never replaces the split of
+    # the user's main runs, and every run of the experiment shares it (paired comparisons).
+    fixed.setdefault("split_path", str(folder / "split.csv"))
     cells = expand_grid(grid)
     plan = [(cell, int(seed)) for cell in cells for seed in seeds]
     (folder / "experiment.json").parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Run the four notebooks end to end with papermill: ``python -m skin_utils.run_notebooks``.
+"""Run the notebooks end to end with papermill: ``python -m skin_utils.run_notebooks``.
 
 Every setting not given here keeps the default in the notebook's own ``parameters`` cell (shown
 below, read from the notebooks); the runner passes only the options you give, plus the paths that
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from skin_utils.nb.paths import notebooks_dir, project_root, resolve
 
-NOTEBOOKS = ("01_eda", "02_train", "03_evaluate", "04_inference")
+NOTEBOOKS = ("01_eda", "02_train", "03_evaluate", "04_inference", "05_experiments")
 RUNNER_ENV = "SKIN_UTILS_RUNNER"  # set for the kernels this runner starts (02_train's Colab cell checks it)
 # option -> (notebook whose default it shows, parameter); each is passed to every notebook that has it
 OPTIONS = {
@@ -33,6 +33,7 @@ OPTIONS = {
     "reports_dir": ("02_train", "reports_dir"),
     "run_name": ("02_train", "run_name"),
 }
+NOT_TIED = {"03_evaluate": ("data_dir", "split_path")}  # 03 reads the data and split of the run it scores
 TRAIN_ONLY = {"epochs", "image_size", "batch_size"}  # 03/04 take image size and batch size of their own
 
 
@@ -62,10 +63,15 @@ def notebook_params(options: dict, defaults: dict[str, dict]) -> dict[str, dict]
             "data_dir": str(data_dir)}
     if given.get("run_name"):
         ties.update(run_name=given["run_name"], run=given["run_name"])
+    # 05_experiments: its small default experiment beside the runs, on the data given
+    ties["experiments_dir"] = str(Path(reports) / "experiments")
+    if "data_dir" in given and "05_experiments" in defaults:
+        ties["fixed"] = {**defaults["05_experiments"]["fixed"], "data_dir": str(data_dir)}
     out = {}
     for name, params in defaults.items():
         chosen = {k: v for k, v in given.items() if k in params and (name == "02_train" or k not in TRAIN_ONLY)}
-        out[name] = {**{k: v for k, v in ties.items() if k in params}, **chosen}
+        tied = {k: v for k, v in ties.items() if k in params and k not in NOT_TIED.get(name, ())}
+        out[name] = {**tied, **chosen}
     return out
 
 
@@ -129,7 +135,7 @@ def main(argv=None) -> int:
     os.environ[RUNNER_ENV] = "1"
     try:
         for name in names:
-            out_dir = (reports if name == "01_eda" else run_dir) / "notebooks"
+            out_dir = (reports if name in ("01_eda", "05_experiments") else run_dir) / "notebooks"
             out_dir.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
             print(f"== {name} " + " ".join(f"{k}={v!r}" for k, v in plan[name].items()))

@@ -33,8 +33,9 @@ def test_nothing_asked_passes_only_the_paths_that_tie_the_notebooks(defaults):
     plan = runner.notebook_params({k: None for k in runner.OPTIONS}, defaults)
     assert plan["01_eda"] == {"data_dir": "data", "reports_dir": "reports", "split_path": "reports/split.csv"}
     assert plan["02_train"] == {"data_dir": "data", "reports_dir": "reports", "split_path": "reports/split.csv"}
-    assert plan["03_evaluate"] == {"data_dir": "data", "reports_dir": "reports", "split_path": "reports/split.csv"}
+    assert plan["03_evaluate"] == {"reports_dir": "reports"}  # the data and split come from the run it scores
     assert plan["04_inference"] == {"reports_dir": "reports"}
+    assert plan["05_experiments"] == {"experiments_dir": "reports/experiments"}
     for name, params in plan.items():  # the ties equal the notebooks' defaults: nothing changes
         assert all(defaults[name][k] == v for k, v in params.items()), name
 
@@ -46,7 +47,8 @@ def test_what_is_asked_goes_to_the_notebooks_that_have_it(defaults):
     assert plan["02_train"]["epochs"] == 2 and plan["02_train"]["batch_size"] == 8
     assert plan["01_eda"]["max_samples"] == 50 and plan["02_train"]["max_samples"] == 50
     assert "batch_size" not in plan["03_evaluate"] and "batch_size" not in plan["04_inference"]
-    assert plan["03_evaluate"]["split_path"] == "/tmp/r/split.csv" == plan["01_eda"]["split_path"]
+    assert plan["02_train"]["split_path"] == "/tmp/r/split.csv" == plan["01_eda"]["split_path"]
+    assert plan["05_experiments"]["experiments_dir"] == "/tmp/r/experiments"
     assert plan["02_train"]["run_name"] == "r1" and plan["03_evaluate"]["run"] == "r1" == plan["04_inference"]["run"]
     assert "image_size" not in plan["02_train"]
 

@@ -151,7 +151,7 @@ def _run_all(data_dir, tmp_path, **train):
     from skin_utils.run_notebooks import main
 
     reports = tmp_path / "reports"
-    argv = ["--data-dir", str(data_dir), "--reports-dir", str(reports), "--run-name", "e2e"]
+    argv = ["--data-dir", str(data_dir), "--reports-dir", str(reports), "--run-name", "e2e", "--only", *NOTEBOOKS]
     for key, value in train.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
     assert main(argv) == 0
