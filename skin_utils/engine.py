@@ -328,9 +328,13 @@ def build_optimizer_and_schedule(model, lr: float, weight_decay: float, epochs: 
     recommended default for short runs), ``cosine``, or ``constant``."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     total = max(1, epochs * steps_per_epoch)
-    if schedule == "onecycle":
+    if schedule == "onecycle" and total < 3:  # too short for a warm-up and a decay
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    elif schedule == "onecycle":
+        # 20% warm-up, but at least two steps: OneCycleLR divides by zero with fewer (e.g. 5 steps in all)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total,
-                                                        pct_start=0.2, div_factor=20, final_div_factor=200)
+                                                        pct_start=min(max(0.2, 2.0 / total), 0.5),
+                                                        div_factor=20, final_div_factor=200)
     elif schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=lr / 100)
     elif schedule == "constant":

@@ -81,11 +81,15 @@ def tasks_of(params: dict) -> list[str]:
 
 
 def execute_notebook(name: str, output: Path, params: dict, root: Path) -> None:
-    """Execute ``notebooks/<name>.ipynb`` with papermill into ``output`` (kernel cwd: ``root``)."""
+    """Execute the repository's ``notebooks/<name>.ipynb`` with papermill into ``output`` (kernel
+    cwd: ``root``, where relative paths resolve; the notebooks themselves come from the checkout
+    this ``skin_utils`` is installed from, also when ``$SKIN_UTILS_ROOT`` points elsewhere)."""
     import papermill
 
+    from skin_utils.nb.paths import notebooks_dir
+
     output.parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(str(root / "notebooks" / f"{name}.ipynb"), str(output), parameters=params,
+    papermill.execute_notebook(str(notebooks_dir() / f"{name}.ipynb"), str(output), parameters=params,
                                cwd=str(root), kernel_name="python3", language="python", progress_bar=False)
 
 

@@ -206,3 +206,16 @@ def test_killed_run_resumes_to_the_same_weights(synthetic_dir, tmp_path):
     assert len(b.history) == 4
     for key, tensor in a.model.items():
         assert torch.equal(tensor, b.model[key]), key
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 6, 9, 10, 40])
+def test_onecycle_schedule_works_for_very_short_runs(steps):
+    """OneCycleLR divides by zero when its warm-up is under two steps (5 steps in all, say)."""
+    model = torch.nn.Linear(2, 2)
+    optimizer, scheduler = build_optimizer_and_schedule(model, 1e-2, 0.0, epochs=1, steps_per_epoch=steps)
+    lrs = []
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert all(0 < lr <= 1e-2 + 1e-12 for lr in lrs)
