@@ -77,3 +77,10 @@ def test_a_test_run_that_leaves_the_checkout_alone_passes(tmp_path):
     assert (tmp_path / "data" / "HAM10000_metadata.csv").read_text() == "the user's file\n"
     assert not (tmp_path / "checkpoints").exists()
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [".pytest-must-survive-0", "HAM10000_metadata.csv"]
+
+
+def test_report_links_point_at_the_headings():
+    from skin_utils.nb.report import anchor
+
+    assert anchor("Evaluation (test split)") == "evaluation-test-split"
+    assert anchor("Experiment demo: 2 runs") == "experiment-demo-2-runs"
