@@ -67,13 +67,17 @@ TEMPERATURE_BOUNDS = (0.05, 20.0)
 NLL_EPS = 1e-15
 
 
+def _rows_match(x: np.ndarray, y: np.ndarray, name: str) -> None:
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{name} has {x.shape[0]} rows but labels has {y.shape[0]} entries.")
+    if x.shape[0] == 0:
+        raise ValueError(f"No samples: {name} and labels are empty.")
+
+
 def _pair(probs: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     p = as_probabilities(probs)
     y = as_labels(labels, p.shape[1])
-    if p.shape[0] != y.shape[0]:
-        raise ValueError(f"probs has {p.shape[0]} rows but labels has {y.shape[0]} entries.")
-    if p.shape[0] == 0:
-        raise ValueError("No samples: probs and labels are empty.")
+    _rows_match(p, y, "probs")
     return p, y
 
 
@@ -272,10 +276,7 @@ def fit_temperature(logits: Any, labels: Any, bounds: tuple[float, float] = TEMP
 
     z = _logits(logits)
     y = as_labels(labels, z.shape[1])
-    if z.shape[0] != y.shape[0]:
-        raise ValueError(f"logits has {z.shape[0]} rows but labels has {y.shape[0]} entries.")
-    if z.shape[0] == 0:
-        raise ValueError("No samples: logits and labels are empty.")
+    _rows_match(z, y, "logits")
     lo, hi = float(bounds[0]), float(bounds[1])
     if not 0.0 < lo < hi:
         raise ValueError(f"bounds must satisfy 0 < low < high; got {bounds!r}.")
