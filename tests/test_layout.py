@@ -99,7 +99,8 @@ def test_index_of_a_valid_dataset(tmp_path):
     ids = make_dataset(tmp_path, n=7)
     df = load_index(tmp_path)
     assert list(df.columns) == ["image_id", "image_path", "mask_path", "label", "dx", "lesion_id",
-                                "age", "sex", "localization"]
+                                "age", "sex", "localization", "has_label", "has_mask"]
+    assert df["has_label"].all() and df["has_mask"].all()
     assert df["image_id"].tolist() == ids
     assert df["label"].dtype == np.int64 and df["age"].dtype == np.float64
     assert sorted(df["dx"]) == sorted(d.upper() for d in DXS)
@@ -424,7 +425,7 @@ def test_folder_without_a_data_set_lists_its_contents(tmp_path):
     with pytest.raises(DataLayoutError) as ei:
         load_index(tmp_path)
     msg = str(ei.value)
-    assert str(tmp_path) in msg and "no .jpg/.jpeg/.png images found" in msg
+    assert str(tmp_path) in msg and "no .jpg/.jpeg/.png/.bmp/.tif/.tiff images found" in msg
     assert "HAM10000_images_part_1.zip, downloads/, notes.md" in msg
     assert "Expected layout" in msg and "<data_dir>/images/<image_id>.jpg" in msg
     assert "python -m skin_utils.data.prepare" in msg and "doi:10.7910/DVN/DBW86T" in msg

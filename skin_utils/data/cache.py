@@ -5,7 +5,9 @@ with) and resized by :func:`resize_pair`. Layout (one folder per data set finger
 selection and size)::
 
     <cache_dir>/<key>/images.npy   uint8 (N, H, W, 3)   memory-mapped when read
-    <cache_dir>/<key>/masks.npy    uint8 (N, H, W)      0 = skin, 1 = lesion
+    <cache_dir>/<key>/masks.npy    uint8 (N, H, W)      0 = skin, 1 = lesion; all 0 for an image
+                                                        without a mask (``mask_path`` None: never
+                                                        score those, see the index's ``has_mask``)
     <cache_dir>/<key>/info.json    image ids, (H, W), data fingerprint, when and how it was made
 
 ``key`` hashes CACHE_VERSION, the data fingerprint (image ids, labels and file sizes, see
@@ -14,6 +16,12 @@ files (by their size), selection, size or preprocessing makes a new entry instea
 stale one. Size on disk: N x H x W x 4 bytes, e.g. 8,512 images at 128 x 128 take 558 MB, at
 256 x 256 2.2 GB. The default folder is ``$SKIN_UTILS_CACHE`` or ``~/.cache/skin_utils``;
 delete it at any time to reclaim the space.
+
+Memory while building is bounded by design, whatever the image sizes: each of the few threads
+holds one image at a time, and an image of more than `imageio.LARGE_IMAGE_PIXELS` is decoded
+reduced (`imageio.read_image(..., shrink_to=...)`: JPEG DCT scaling, else an integer box
+reduction) to about `imageio.REDUCING_GAP` times the cache size before it becomes an array; the
+results go straight into the memory-mapped files.
 """
 
 from __future__ import annotations
@@ -35,7 +43,8 @@ from tqdm.auto import tqdm
 from skin_utils.data.imageio import as_hw, binarise_mask, read_image, read_mask
 
 #: Bump when what is stored for the same files changes (reading, resizing, binarising).
-CACHE_VERSION = 1
+#: 2: large images read reduced; masks of another size resized once, straight to the cache size.
+CACHE_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -54,16 +63,19 @@ def resize_pair(image: np.ndarray, mask: np.ndarray | None, hw) -> tuple[np.ndar
     img = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
     if mask is None:
         return img, None
-    grey = Image.fromarray((mask * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)
+    grey = Image.fromarray(np.multiply(mask, 255, dtype=np.uint8)).resize((w, h), Image.BILINEAR)
     return img, binarise_mask(np.asarray(grey), 255.0)
 
 
 def load_resized(image_path, mask_path, hw) -> tuple[np.ndarray, np.ndarray | None]:
-    """An image and its mask (None: no mask) read as for training and resized to ``hw=(H, W)``:
-    the mask is first brought to the image's own size (nearest neighbour), then both are
-    resized together by :func:`resize_pair`."""
-    image = read_image(image_path)
-    mask = read_mask(mask_path, hw=image.shape[:2]) if mask_path else None
+    """An image and its mask (None or NaN: no mask, None comes back) read as for training and
+    resized to ``hw=(H, W)`` by :func:`resize_pair`. A large image is read reduced
+    (`imageio.read_image` with ``shrink_to``); a mask of another size than its image (same
+    aspect: the validator checks it) is resized from its own size, in one step."""
+    hw = as_hw(hw)
+    image = read_image(image_path, shrink_to=hw)
+    has_mask = mask_path is not None and not (isinstance(mask_path, float) and mask_path != mask_path)
+    mask = read_mask(mask_path) if has_mask else None
     return resize_pair(image, mask, hw)
 
 
@@ -106,18 +118,16 @@ def build_cache(index, image_size, cache_dir=None, num_threads: int | None = Non
                 progress: bool = True) -> ArrayCache:
     """Return the cache for ``index`` (a `skin_utils.data.layout.load_index` frame) at
     ``image_size`` (an int, or ``(H, W)``), building it first if needed. Building decodes each
-    file once (:func:`load_resized`), on a few threads (PIL releases the GIL while decoding and
-    resizing), into a temporary folder that is renamed into place when complete, so an
-    interrupted build never leaves a half-written entry behind."""
+    file once (:func:`load_resized`), on a few threads (``num_threads``, default up to 8; PIL
+    releases the GIL while decoding and resizing; each thread holds one image at a time), into a
+    temporary folder that is renamed into place when complete, so an interrupted build never
+    leaves a half-written entry behind. An image without a mask (``mask_path`` None) gets an
+    all-zero mask: use the index's ``has_mask`` to leave it out of any segmentation score."""
     hw = as_hw(image_size)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     final = root / cache_key(index, hw)
     if (final / "info.json").is_file():
         return ArrayCache.open(final)
-    if index["mask_path"].isna().any():
-        missing = index.loc[index["mask_path"].isna(), "image_id"].tolist()
-        raise ValueError(f"build_cache needs a mask for every image; {len(missing)} have none "
-                         f"(first: {missing[:3]}).")
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
     try:
@@ -126,7 +136,9 @@ def build_cache(index, image_size, cache_dir=None, num_threads: int | None = Non
         masks = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (n, *hw))
 
         def work(i):
-            images[i], masks[i] = load_resized(index["image_path"].iat[i], index["mask_path"].iat[i], hw)
+            image, mask = load_resized(index["image_path"].iat[i], index["mask_path"].iat[i], hw)
+            images[i] = image
+            masks[i] = 0 if mask is None else mask
 
         threads = num_threads or min(8, os.cpu_count() or 1)
         t0 = time.perf_counter()

@@ -3,7 +3,10 @@
 Every size here is ``(height, width)`` (:func:`as_hw`), like numpy shapes.
 
 * :func:`read_image` -> ``np.uint8 (H, W, 3)`` RGB, whatever the file's mode. EXIF orientation is
-  applied. Transparent images (RGBA, LA, PA, palette with transparency) are **composited on
+  applied. With ``shrink_to=(H, W)`` (for callers that resize anyway, e.g. the cache) an image of
+  more than LARGE_IMAGE_PIXELS is decoded at a reduced scale (JPEG DCT scaling) or reduced right
+  after decoding, keeping at least REDUCING_GAP times that size, so that a 6000 x 4000 photo is
+  never held as a full-size array. Transparent images (RGBA, LA, PA, palette with transparency) are **composited on
   white**, so that transparent areas get a defined colour instead of whatever RGB values happen
   to sit under alpha = 0. 16-bit images are scaled to 8 bit by their full range (``v / 257``),
   never clipped; float images are scaled from [0, 1] (or [0, 255], else min-max).
@@ -44,6 +47,14 @@ __all__ = [
     "read_mask",
     "to_rgb_array",
 ]
+
+#: Images with more pixels than this may be read reduced (``read_image(..., shrink_to=...)``);
+#: HAM10000's 600 x 450 images never are.
+LARGE_IMAGE_PIXELS = 4_000_000
+#: A reduced read keeps at least this many times the requested size on each side, so that the
+#: antialiased resize that follows sees the same detail as from the full image.
+REDUCING_GAP = 3
+_REDUCIBLE_MODES = ("L", "RGB", "CMYK")  # box-averaging other modes would mix alpha, palettes or ranges
 
 PathLike = str | os.PathLike
 
@@ -229,11 +240,27 @@ def to_rgb_array(img: Image.Image, path: PathLike = "<image>") -> np.ndarray:
     return out
 
 
-def read_image(path: PathLike) -> np.ndarray:
+def read_image(path: PathLike, shrink_to=None) -> np.ndarray:
     """Read any PIL-readable image as ``np.uint8 (H, W, 3)`` RGB, EXIF orientation applied
-    (:func:`open_image`, :func:`decode_image`, then the rules of :func:`to_rgb_array`)."""
+    (:func:`open_image`, :func:`decode_image`, then the rules of :func:`to_rgb_array`).
+
+    ``shrink_to`` (an int or ``(H, W)``), for callers that resize the result to that size anyway:
+    an image of more than LARGE_IMAGE_PIXELS pixels may come back smaller than its file, though
+    never under REDUCING_GAP times ``max(H, W)`` on its shorter side (JPEGs are decoded at 1/2,
+    1/4 or 1/8 scale by DCT scaling; L, RGB and CMYK images are box-reduced by an integer factor
+    right after decoding). Smaller images are read exactly as without it.
+    """
     with open_image(path) as img:
-        return to_rgb_array(decode_image(img, path), path)
+        if shrink_to is None or img.size[0] * img.size[1] <= LARGE_IMAGE_PIXELS:
+            return to_rgb_array(decode_image(img, path), path)
+        keep = REDUCING_GAP * max(as_hw(shrink_to))
+        if img.format == "JPEG":
+            img.draft(None, (keep, keep))  # a scale at which both sides stay >= keep
+        out = decode_image(img, path)
+        factor = min(out.size) // keep
+        if factor >= 2 and out.mode in _REDUCIBLE_MODES:
+            out = out.reduce(factor)
+        return to_rgb_array(out, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,7 +322,7 @@ def binarise_mask(values: np.ndarray, full_range: float) -> np.ndarray:
     levels at half range puts the border where the image's own interpolation puts it, instead of
     the staircase of nearest neighbour.
     """
-    return (np.asarray(values) >= full_range / 2.0).astype(np.uint8)
+    return (np.asarray(values) >= full_range / 2.0).view(np.uint8)  # bool -> 0/1 bytes without a copy
 
 
 def _check_hw(hw) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Finding, checking and indexing a HAM10000-style data set on disk.
+"""Finding, checking and indexing a data set of dermoscopy images on disk (HAM10000 or any other).
 
 * :func:`validate_dataset` walks a data folder once, collects **every** problem (with the file,
   what is wrong and what to do) and returns a :class:`DataReport`.
@@ -16,13 +16,31 @@ reads the whole stream), and masks are judged by the same binarisation rule,
 
 Layouts understood (auto-detected)::
 
-    <data_dir>/images/<image_id>.jpg|.jpeg|.png        also HAM10000_images_part_1/ and _part_2/,
-                                                       or the images directly in <data_dir>
-    <data_dir>/masks/<image_id>_segmentation.png       also <image_id>_mask.png, and the folder
-                                                       HAM10000_segmentations_lesion_tschandl/
+    <data_dir>/images/<image_id>.jpg                   .jpg .jpeg .png .bmp .tif .tiff; also
+                                                       HAM10000_images_part_1/ and _part_2/, or
+                                                       the images directly in <data_dir>
+    <data_dir>/masks/<image_id>_segmentation.png       also <image_id>_mask.*, <image_id>_lesion.*
+                                                       (any of those formats, any size with the
+                                                       image's aspect), also next to the images
+                                                       and in HAM10000_segmentations_lesion_tschandl/
     <data_dir>/HAM10000_metadata.csv                   (.tab / no extension: tab-separated ok)
        or <data_dir>/GroundTruth.csv                   ISIC 2018 Task 3 one-hot (no lesion ids)
+       or any <data_dir>/*.csv|.tsv|.tab               an image-id column and a diagnosis column
+                                                       (names detected, or id_column= and
+                                                       label_column=), or one-hot class columns
+                                                       (ISIC 2019: MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK)
     <data_dir>/dataset_info.json                       optional, {"synthetic": true} for the demo
+
+Diagnosis names are mapped onto our seven classes by `skin_utils.data.label_map` (built-in
+synonyms, plus a ``label_map``); a name that maps to nothing is a ``bad_label`` problem, and the
+error lists every such name with a ``label_map`` to start from.
+
+What a folder holds decides what can be scored: labels and masks, labels only (``mask_path``
+None), masks only (``label`` -1, ``dx`` None: no labels file at all) or neither (a
+:class:`DataLayoutError` that points to ``notebooks/04_inference``). By default every image must
+have what the set has (a labels row when there is a labels file, a mask when there are masks);
+``partial=True`` (for scoring a folder, not for training) keeps an image that lacks one of them,
+with ``has_label`` / ``has_mask`` False.
 """
 
 from __future__ import annotations
@@ -31,6 +49,7 @@ import hashlib
 import json
 import math
 import os
+import shlex
 import time
 import warnings
 from collections import Counter, defaultdict
@@ -50,7 +69,8 @@ from skin_utils.data.imageio import (
     oriented_hw,
     to_rgb_array,
 )
-from skin_utils.labels import CLASS_NAMES, DX_TO_INDEX
+from skin_utils.data.label_map import map_labels, normalise_name, parse_label_map, suggest_label_map
+from skin_utils.labels import CLASS_NAMES
 
 __all__ = [
     "DataLayoutError",
@@ -59,34 +79,52 @@ __all__ = [
     "DataValidationError",
     "LesionLeakageWarning",
     "Problem",
+    "clean_image_id",
     "describe_folder",
     "find_images",
     "is_ignored",
     "load_index",
     "read_table",
     "split_mask_name",
+    "unknown_labels_message",
     "validate_dataset",
 ]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")  # images and masks of a data set
 #: find_images also accepts these (inference on arbitrary folders).
-INFERENCE_EXTENSIONS = IMAGE_EXTENSIONS + (".bmp", ".tif", ".tiff", ".webp")
-MASK_SUFFIXES = ("_segmentation", "_mask")
+INFERENCE_EXTENSIONS = IMAGE_EXTENSIONS + (".webp",)
+MASK_SUFFIXES = ("_segmentation", "_mask", "_lesion")
+_EXTS = "/".join(IMAGE_EXTENSIONS)  # ".jpg/.jpeg/.png/..." for messages
 ON_BAD_DATA = ("raise", "skip")  # stop with a report of every problem, or leave the bad items out
 IMAGE_DIR_NAMES = ("images", "HAM10000_images_part_1", "HAM10000_images_part_2")
 MASK_DIR_NAMES = ("masks", "HAM10000_segmentations_lesion_tschandl")
 METADATA_NAMES = ("HAM10000_metadata.csv", "HAM10000_metadata.tab", "HAM10000_metadata")
 GROUNDTRUTH_NAMES = ("GroundTruth.csv", "ISIC2018_Task3_Training_GroundTruth.csv")
+#: Any other table in the data folder with these extensions is read as labels when it has an
+#: image-id column and a diagnosis column (or one-hot class columns).
+LABEL_TABLE_EXTENSIONS = (".csv", ".tsv", ".tab")
+#: Column names detected, in order of preference (compared lower-case, spaces/hyphens as "_").
+ID_COLUMNS = ("image_id", "image", "isic_id", "image_name", "img_id", "image_file", "filename",
+              "file_name", "file", "id", "name")
+DX_COLUMNS = ("dx", "diagnosis", "diagnostic", "label", "class", "class_name", "target")
+LESION_COLUMNS = ("lesion_id", "lesion")
+AGE_COLUMNS = ("age", "age_approx")
+SEX_COLUMNS = ("sex", "gender")
+SITE_COLUMNS = ("localization", "anatom_site_general", "anatom_site_general_challenge", "anatom_site",
+                "location", "region", "site")
 #: Junk that operating systems and archivers leave behind: listed as ignored, never an error.
 IGNORED_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "__macosx", ".ipynb_checkpoints"})
 
 DATAVERSE = "Harvard Dataverse, doi:10.7910/DVN/DBW86T"
 PREPARE_CMD = "python -m skin_utils.data.prepare DOWNLOADS_DIR --out data"
+INFERENCE_CMD = "papermill notebooks/04_inference.ipynb reports/inference.ipynb -p input_dir {folder} -p run latest"
 EXPECTED_LAYOUT = (
     "Expected layout:\n"
-    "  <data_dir>/images/<image_id>.jpg               (.jpg/.jpeg/.png)\n"
-    "  <data_dir>/masks/<image_id>_segmentation.png   (or <image_id>_mask.png; 0 = skin, 255 = lesion)\n"
-    "  <data_dir>/HAM10000_metadata.csv               (lesion_id,image_id,dx,...; or GroundTruth.csv)\n"
+    "  <data_dir>/images/<image_id>.jpg               (.jpg/.jpeg/.png/.bmp/.tif)\n"
+    "  <data_dir>/masks/<image_id>_segmentation.png   (or _mask / _lesion; 0 = skin, 255 = lesion)\n"
+    "  <data_dir>/HAM10000_metadata.csv               (lesion_id,image_id,dx,...; or GroundTruth.csv,\n"
+    "                                                  or any CSV with an image-id and a diagnosis column)\n"
+    "Labels and masks are each optional, but one of them is needed to score anything.\n"
     f"Build it from the official HAM10000 downloads ({DATAVERSE}) with\n"
     f"  {PREPARE_CMD}\n"
     "(see data/README.md)."
@@ -102,19 +140,25 @@ KIND_FIXES: dict[str, str] = {
     "missing_folder": f"point data_dir at the folder that holds images/, masks/ and the labels, or build it with `{PREPARE_CMD}`",
     "empty_folder": "put the files in it (re-extract the download), or remove the empty folder",
     "no_images": f"put the images in <data_dir>/images/ (build it with `{PREPARE_CMD}`)",
-    "no_labels": "add HAM10000_metadata.csv (lesion_id,image_id,dx,...) or GroundTruth.csv (image,MEL,...,VASC) to data_dir",
-    "bad_label_file": "use the official HAM10000_metadata.csv (columns lesion_id,image_id,dx,dx_type,age,sex,localization) or the ISIC 2018 GroundTruth.csv",
+    "no_labels": ("add a labels CSV to data_dir (HAM10000_metadata.csv, GroundTruth.csv, or any CSV with an image-id "
+                  "column and a diagnosis column; id_column= / label_column= name them) or masks; a folder of images "
+                  "alone can only be predicted on (notebooks/04_inference)"),
+    "bad_label_file": ("give the labels file an image-id column (image_id, image, isic_id, ...) and a diagnosis column "
+                       "(dx, diagnosis, label, ...) or one-hot class columns (MEL,NV,...), or name its columns with "
+                       "id_column= and label_column="),
     "unreadable_image": "re-download or re-extract these images (they must open in an image viewer), or delete them",
     "unreadable_mask": "re-download or re-extract these masks (HAM10000_segmentations_lesion_tschandl.zip), or delete them",
-    "not_an_image": "move these files out of the image/mask folders (only .jpg, .jpeg and .png are read); convert other image formats to .png",
+    "not_an_image": "move these files out of the image/mask folders (only .jpg, .jpeg, .png, .bmp and .tif are read); convert other image formats to .png",
     "unexpected_folder": "move the images inside these sub-folders up into the images/ (or masks/) folder itself; sub-folders are not read",
-    "bad_mask_name": "rename masks to <image_id>_segmentation.png (or <image_id>_mask.png)",
-    "missing_mask": "add masks/<image_id>_segmentation.png for these images, or remove the images",
-    "missing_label": "add a row for these images to the labels file, or remove the images",
+    "bad_mask_name": "rename masks to <image_id>_segmentation.png (or <image_id>_mask.png, <image_id>_lesion.png)",
+    "missing_mask": "add masks/<image_id>_segmentation.png for these images, or remove the images (partial=True keeps them, unscored for segmentation)",
+    "missing_label": "add a row for these images to the labels file, or remove the images (partial=True keeps them, unscored for classification)",
     "orphan_mask": "remove these masks, or add the images they belong to",
     "not_binary_mask": "save masks as single-channel 8-bit PNG with 0 = skin and 255 = lesion (anti-aliased edges are fine)",
     "aspect_mismatch": "use the mask that belongs to this image: masks may differ in size but must have the image's aspect ratio",
-    "bad_label": f"use one of the seven classes {', '.join(CLASS_NAMES)} (GroundTruth.csv: exactly one 1 per row), or remove the row and its image",
+    "bad_label": (f"map every diagnosis onto one of the seven classes {', '.join(CLASS_NAMES)} with label_map "
+                  "(the error and the report show one to start from; one-hot files: exactly one 1 per row), or leave these "
+                  'images out with on_bad_data="skip"'),
     "duplicate_id": "keep exactly one file (and one labels row) per image id; delete the other copies",
 }
 FATAL_KINDS = frozenset({"missing_folder", "no_images", "no_labels"})
@@ -228,12 +272,22 @@ class DataReport:
             )
             lines.append(
                 f"  labels: {c.get('labels', 0)} rows from {lay.get('label_file') or '-'}"
-                + (f" ({lay.get('label_source')}, lesion ids: {'yes' if lay.get('has_lesion_ids') else 'NO'})"
+                + (f" ({lay.get('label_source')}: columns {lay.get('id_column')} / {lay.get('label_column')}, "
+                   f"lesion ids: {'yes' if lay.get('has_lesion_ids') else 'NO'})"
                    if lay.get("label_source") else "")
             )
         if self.class_counts:
             lines.append("  classes: " + ", ".join(f"{k} {v}" for k, v in self.class_counts.items()))
-        lines.append(f"  usable images: {c.get('usable', 0)}")
+        mapped = {k: v for k, v in (self.layout.get("label_mapping") or {}).items()
+                  if normalise_name(k) != normalise_name(v)}
+        if mapped:
+            lines.append("  diagnosis names mapped: " + ", ".join(f"{k} -> {v}" for k, v in mapped.items()))
+        if self.layout.get("unknown_labels"):
+            lines.append("  diagnosis names that map to no class: "
+                         + ", ".join(f"{k} {v}" for k, v in self.layout["unknown_labels"].items())
+                         + f"; label_map to start from: {self.layout.get('suggested_label_map')}")
+        lines.append(f"  usable images: {c.get('usable', 0)} ({c.get('with_label', 0)} with a diagnosis, "
+                     f"{c.get('with_mask', 0)} with a mask)")
         if self.ignored:
             shown = ", ".join(self._rel(p) for p in self.ignored[:5])
             more = f" and {len(self.ignored) - 5} more" if len(self.ignored) > 5 else ""
@@ -293,107 +347,187 @@ def read_table(path: Path) -> pd.DataFrame:
     return df.apply(lambda s: s.str.strip())
 
 
-def _parse_metadata(path: Path, problems: list[Problem]) -> tuple[dict[str, dict], bool] | None:
-    """``(image_id -> {label, lesion_id, age, sex, localization}, has_lesion_ids)`` from
-    HAM10000_metadata; None (and a bad_label_file problem) when it cannot be used. ``label`` is
-    None for a diagnosis that is not one of the seven classes (reported as bad_label)."""
-    try:
-        df = read_table(path)
-    except Exception as e:  # noqa: BLE001 - any parse failure is reported, not raised
-        problems.append(Problem(str(path), "bad_label_file", f"cannot be parsed as CSV/TSV ({e})"))
-        return None
-    missing = [c for c in ("image_id", "dx") if c not in df.columns]
+def _column_key(name) -> str:
+    """A column name as compared: lower case, spaces and hyphens as "_" ("Image ID" -> "image_id")."""
+    return normalise_name(name).replace(" ", "_")
+
+
+def _find_column(columns, wanted: str | None, candidates) -> str | None:
+    """The column named ``wanted`` (when given), else the first of ``candidates`` present."""
+    keys: dict[str, str] = {}
+    for c in columns:
+        keys.setdefault(_column_key(c), c)
+    if wanted is not None:
+        return keys.get(_column_key(wanted))
+    return next((keys[k] for k in candidates if k in keys), None)
+
+
+def clean_image_id(value: str) -> str:
+    """An image id as a labels file writes it -> the image's file stem: folders and a known image
+    extension dropped (``"NEL/Nel026.jpg"`` -> ``"Nel026"``, ``"ISIC_0024306"`` unchanged)."""
+    name = str(value).strip().replace("\\", "/").rsplit("/", 1)[-1]
+    stem, ext = os.path.splitext(name)
+    return stem if ext.lower() in INFERENCE_EXTENSIONS else name
+
+
+@dataclass
+class _Options:
+    """How to read labels: the parsed label_map, the column overrides, partial or not."""
+
+    label_map: dict[str, str | None] = field(default_factory=dict)
+    label_column: str | None = None
+    id_column: str | None = None
+    partial: bool = False
+
+
+@dataclass
+class _Table:
+    """How one labels table is read: its columns."""
+
+    id_col: str
+    dx_col: str | None = None  # a column of diagnosis names, or
+    onehot_cols: list[str] = field(default_factory=list)  # one column per diagnosis, 0/1
+    lesion_col: str | None = None
+    age_col: str | None = None
+    sex_col: str | None = None
+    site_col: str | None = None
+
+
+def _onehot_columns(df: pd.DataFrame, columns: list[str], opts: _Options) -> list[str]:
+    """Columns of numbers in [0, 1] (empty cells allowed), when at least two of their names map to
+    our classes (ISIC 2018: MEL..VASC; ISIC 2019 also AK, SCC, UNK); else []."""
+    numeric = []
+    for c in columns:
+        cells = df[c][df[c] != ""]
+        values = pd.to_numeric(cells, errors="coerce")
+        if len(cells) and values.notna().all() and values.between(0, 1).all():
+            numeric.append(c)
+    mapped, _ = map_labels(numeric, opts.label_map)
+    return numeric if sum(m is not None for m in mapped) >= 2 else []
+
+
+def _interpret(df: pd.DataFrame, opts: _Options) -> _Table | str:
+    """How to read ``df`` as labels, or why it cannot be (a sentence)."""
+    cols = list(df.columns)
+    id_col = _find_column(cols, opts.id_column, ID_COLUMNS)
+    rest = [c for c in cols if c != id_col]
+    dx_col = _find_column(rest, opts.label_column, DX_COLUMNS)
+    onehot = [] if dx_col or opts.label_column else _onehot_columns(df, rest, opts)
+    missing = []
+    if id_col is None:
+        missing.append(opts.id_column or "image_id")
+    if dx_col is None and not onehot:
+        missing.append(opts.label_column or "dx")
     if missing:
-        problems.append(Problem(
-            str(path), "bad_label_file",
-            f"has no column {', '.join(missing)} (columns: {', '.join(df.columns[:10]) or 'none'})",
-        ))
-        return None
-    has_lesion = "lesion_id" in df.columns
+        also = []
+        if id_col is None and opts.id_column is None:
+            also.append("an image-id column: " + ", ".join(ID_COLUMNS[1:]))
+        if dx_col is None and opts.label_column is None:
+            also.append("a diagnosis column: " + ", ".join(DX_COLUMNS[1:]) + "; or one-hot class columns MEL,NV,...")
+        nor = f" (nor {'; nor '.join(also)})" if also else ""
+        return f"has no column {', '.join(missing)}{nor} (columns: {', '.join(cols[:12]) or 'none'})"
+    others = [c for c in rest if c != dx_col and c not in onehot]
+    return _Table(
+        id_col=id_col, dx_col=dx_col, onehot_cols=onehot,
+        lesion_col=_find_column(others, None, LESION_COLUMNS), age_col=_find_column(others, None, AGE_COLUMNS),
+        sex_col=_find_column(others, None, SEX_COLUMNS), site_col=_find_column(others, None, SITE_COLUMNS),
+    )
+
+
+def _diagnoses(df: pd.DataFrame, how: _Table, path: Path, problems: list[Problem],
+               wanted: set[str]) -> dict[str, dict]:
+    """``image_id -> {"name": the set's diagnosis name (None for a bad one-hot row), metadata}``;
+    duplicate_id problems for ids listed twice with different diagnoses, bad_label problems for
+    one-hot rows that are not exactly one-hot (both only for ids in ``wanted``)."""
     out: dict[str, dict] = {}
     conflicts: dict[str, set] = defaultdict(set)
-    for r in df.to_dict("records"):
-        image_id = r.get("image_id", "")
+    ids = [clean_image_id(v) for v in df[how.id_col]]
+    if how.onehot_cols:
+        values = df[how.onehot_cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+        shown_names = [c.upper() for c in how.onehot_cols]
+    records = df.to_dict("records")
+    for k, (image_id, r) in enumerate(zip(ids, records)):
         if not image_id:
             continue
-        dx = r.get("dx", "")
+        if how.onehot_cols:
+            row = values[k]
+            one_hot = bool(np.isin(row, (0.0, 1.0)).all() and row.sum() == 1.0)
+            name = shown_names[int(np.argmax(row))] if one_hot else None
+            key = tuple(row)
+        else:
+            name = key = r[how.dx_col]
         entry = {
-            "dx_raw": dx,
-            "lesion_id": (r.get("lesion_id") or image_id) if has_lesion else image_id,
-            "age": r.get("age", ""),
-            "sex": r.get("sex", "") or "unknown",
-            "localization": r.get("localization", "") or "unknown",
+            "name": name, "_key": key,
+            "lesion_id": (r[how.lesion_col] or image_id) if how.lesion_col else image_id,
+            "age": r[how.age_col] if how.age_col else "",
+            "sex": (r[how.sex_col] if how.sex_col else "") or "unknown",
+            "localization": (r[how.site_col] if how.site_col else "") or "unknown",
         }
         if image_id in out:
-            conflicts[image_id].update({out[image_id]["dx_raw"], dx})
-            if out[image_id]["dx_raw"] == dx:
-                continue
+            if out[image_id]["_key"] != key:
+                conflicts[image_id].update({str(out[image_id]["name"]), str(name)})
+            continue
         out[image_id] = entry
-    for image_id, dxs in conflicts.items():
-        if len(dxs) > 1:
-            problems.append(Problem(
-                str(path), "duplicate_id",
-                f"{image_id} is listed more than once with different diagnoses ({', '.join(sorted(dxs))})",
-                image_id=image_id,
-            ))
-    for image_id, e in out.items():
-        dx = e.pop("dx_raw")
-        idx = DX_TO_INDEX.get(dx.lower())
-        if idx is None:
-            problems.append(Problem(
-                str(path), "bad_label",
-                f"{image_id}: diagnosis {dx!r} is not one of the seven classes", image_id=image_id,
-            ))
-            e["label"] = None
-        else:
-            e["label"] = idx
-    return out, has_lesion
-
-
-def _parse_groundtruth(path: Path, problems: list[Problem]) -> tuple[dict[str, dict], bool] | None:
-    """Like :func:`_parse_metadata` for the ISIC 2018 one-hot GroundTruth.csv (no lesion ids:
-    ``lesion_id`` = image_id); rows that are not exactly one-hot get ``label`` None."""
-    try:
-        df = read_table(path)
-    except Exception as e:  # noqa: BLE001
-        problems.append(Problem(str(path), "bad_label_file", f"cannot be parsed as CSV ({e})"))
-        return None
-    id_col = next((c for c in ("image", "image_id") if c in df.columns), None)
-    class_cols = [n.lower() for n in CLASS_NAMES]
-    missing = ([] if id_col else ["image"]) + [n for n, c in zip(CLASS_NAMES, class_cols) if c not in df.columns]
-    if missing:
-        problems.append(Problem(
-            str(path), "bad_label_file",
-            f"has no column {', '.join(missing)} (columns: {', '.join(df.columns[:10]) or 'none'}); "
-            "expected image,MEL,NV,BCC,AKIEC,BKL,DF,VASC",
-        ))
-        return None
-    values = df[class_cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-    ids = df[id_col].tolist()
-    out: dict[str, dict] = {}
-    for image_id, row in zip(ids, values):
-        if not image_id:
-            continue
-        one_hot = bool(np.isin(row, (0.0, 1.0)).all() and row.sum() == 1.0)
-        if image_id in out:
-            if out[image_id].get("_row") != tuple(row) and out[image_id]["label"] is not None:
-                problems.append(Problem(
-                    str(path), "duplicate_id", f"{image_id} is listed more than once with different labels",
-                    image_id=image_id,
-                ))
-                out[image_id]["label"] = None
-            continue
-        entry = {"lesion_id": image_id, "age": "", "sex": "unknown", "localization": "unknown",
-                 "_row": tuple(row), "label": int(np.argmax(row)) if one_hot else None}
-        if not one_hot:
-            shown = ", ".join(f"{n}={'?' if np.isnan(v) else f'{v:g}'}" for n, v in zip(CLASS_NAMES, row))
+        if how.onehot_cols and not one_hot and image_id in wanted:
+            shown = ", ".join(f"{n}={'?' if np.isnan(v) else f'{v:g}'}" for n, v in zip(shown_names, row))
             problems.append(Problem(
                 str(path), "bad_label", f"{image_id}: row is not exactly one-hot ({shown})", image_id=image_id,
             ))
-        out[image_id] = entry
+    for image_id, names in conflicts.items():
+        out[image_id]["conflict"] = True
+        if image_id in wanted:
+            problems.append(Problem(
+                str(path), "duplicate_id",
+                f"{image_id} is listed more than once with different diagnoses ({', '.join(sorted(names))})",
+                image_id=image_id,
+            ))
     for e in out.values():
-        e.pop("_row", None)
-    return out, False
+        e.pop("_key")
+    return out
+
+
+def _parse_labels(path: Path, source: str, opts: _Options, problems: list[Problem],
+                  wanted: set[str]) -> _Labels | str:
+    """Read one labels table: each image's diagnosis mapped onto our classes (``label`` the class
+    index, or None with a ``status`` saying why: "bad_row", "conflict", "empty", "unknown" or
+    "dropped" (label_map maps it to null)). Returns a :class:`_Labels`, or why the table is not
+    one (a sentence). Problems are reported only for ids in ``wanted`` (those with an image)."""
+    try:
+        df = read_table(path)
+    except Exception as e:  # noqa: BLE001 - any parse failure is reported, not raised
+        return f"cannot be parsed as CSV/TSV ({e})"
+    how = _interpret(df, opts)
+    if isinstance(how, str):
+        return how
+    rows = _diagnoses(df, how, path, problems, wanted)
+    names = sorted({e["name"] for e in rows.values() if e["name"]})
+    classes, unknown = map_labels(names, opts.label_map)
+    by_name = dict(zip(names, classes))
+    unknown = set(unknown)
+    for image_id, e in rows.items():
+        name = e["name"]
+        if e.pop("conflict", False) or name is None:
+            e["label"], e["status"] = None, "bad_row"
+        elif not name:
+            e["label"], e["status"] = None, "empty"
+            if not opts.partial and image_id in wanted:
+                problems.append(Problem(str(path), "bad_label", f"{image_id}: no diagnosis (empty {how.dx_col} cell)",
+                                        image_id=image_id))
+        elif name in unknown:
+            e["label"], e["status"] = None, "unknown"
+            if image_id in wanted:
+                problems.append(Problem(
+                    str(path), "bad_label",
+                    f"{image_id}: diagnosis {name!r} is not one of the seven classes, and no synonym or "
+                    "label_map entry maps it", image_id=image_id))
+        elif by_name[name] is None:
+            e["label"], e["status"] = None, "dropped"
+        else:
+            e["label"], e["status"] = CLASS_NAMES.index(by_name[name]), "ok"
+    return _Labels(
+        rows, "groundtruth" if how.onehot_cols else source, path.name, how.lesion_col is not None,
+        id_column=how.id_col, label_column=how.dx_col or ",".join(how.onehot_cols),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,9 +568,11 @@ class _Labels:
     """What :func:`_read_labels` found: image_id -> label entry, and where it came from."""
 
     rows: dict[str, dict]
-    source: str | None = None  # "metadata" | "groundtruth"
+    source: str | None = None  # "metadata" | "groundtruth" (one-hot) | "csv" (a diagnosis column)
     file: str | None = None
     has_lesion_ids: bool = False
+    id_column: str | None = None
+    label_column: str | None = None  # the diagnosis column, or the one-hot columns joined by ","
 
 
 def _missing_folder(root: Path) -> Problem:
@@ -472,12 +608,13 @@ def _find_files(root: Path, report: DataReport) -> _Found:
         looked = ", ".join(n + "/" for n in IMAGE_DIR_NAMES) + " and the folder itself"
         report.problems.append(Problem(
             str(root), "no_images",
-            f"no .jpg/.jpeg/.png images found (looked in {looked}). {describe_folder(root)}",
+            f"no {_EXTS} images found (looked in {looked}). {describe_folder(root)}",
         ))
     if not found.has_masks:
         report.notes.append(
-            "no masks found (looked for masks/ and HAM10000_segmentations_lesion_tschandl/): "
-            "mask_path is None, the segmentation head cannot be trained or evaluated"
+            "no masks found (looked for <image_id>_segmentation/_mask/_lesion files in masks/, "
+            "HAM10000_segmentations_lesion_tschandl/ and next to the images): mask_path is None, the "
+            "segmentation head cannot be trained or evaluated"
         )
     return found
 
@@ -502,14 +639,14 @@ def _list_folder(folder: Path, found: _Found, report: DataReport) -> None:
         if ext.lower() not in IMAGE_EXTENSIONS:
             if not is_root:
                 problems.append(Problem(e.path, "not_an_image",
-                                        f"not a .jpg/.jpeg/.png file ({ext or 'no extension'})"))
+                                        f"not a {_EXTS} file ({ext or 'no extension'})"))
             continue
         split = split_mask_name(stem)
         if split is not None:
             found.masks[split[0]].append(_File(e.path, e.stat().st_size, split[1] + ext))
         elif is_mask_dir:
             problems.append(Problem(e.path, "bad_mask_name",
-                                    "file name does not end in _segmentation.png or _mask.png"))
+                                    "file name does not end in _segmentation.png, _mask.png or _lesion.png (or .jpg, .bmp, .tif)"))
         else:
             found.images[stem].append(_File(e.path, e.stat().st_size))
     if n_files == 0 and not is_root:
@@ -531,24 +668,61 @@ def _report_duplicates(found: _Found, problems: list[Problem]) -> None:
                 ))
 
 
-def _read_labels(found: _Found, report: DataReport) -> _Labels:
-    """Parse the first labels file found (HAM10000_metadata before GroundTruth.csv); no usable
-    one is a no_labels problem. Labels without lesion ids get a note (and a warning in load_index)."""
-    labels = None
-    for names, parser, source in ((METADATA_NAMES, _parse_metadata, "metadata"),
-                                  (GROUNDTRUTH_NAMES, _parse_groundtruth, "groundtruth")):
+def _label_tables(found: _Found) -> list[tuple[Path, str, bool]]:
+    """``(path, source, named)`` of the tables to read labels from, in order: HAM10000_metadata,
+    then GroundTruth.csv (the first name present of each), then every other .csv/.tsv/.tab of
+    the data folder by name (``named`` False)."""
+    out: list[tuple[Path, str, bool]] = []
+    taken: set[str] = set()
+    for names, source in ((METADATA_NAMES, "metadata"), (GROUNDTRUTH_NAMES, "groundtruth")):
         e = next((found.entries[n.lower()] for n in names
                   if n.lower() in found.entries and found.entries[n.lower()].is_file()), None)
         if e is not None:
-            parsed = parser(Path(e.path), report.problems)
-            if parsed is not None:
-                labels = _Labels(parsed[0], source, e.name, parsed[1])
-                break
+            out.append((Path(e.path), source, True))
+            taken.add(e.name.lower())
+    for name, e in sorted(found.entries.items()):
+        if (name not in taken and not is_ignored(e.name) and os.path.splitext(name)[1] in LABEL_TABLE_EXTENSIONS
+                and e.is_file()):
+            out.append((Path(e.path), "csv", False))
+    return out
+
+
+def _read_labels(found: _Found, report: DataReport, opts: _Options) -> _Labels:
+    """Labels from the first table that has them (:func:`_label_tables`). An unusable
+    HAM10000_metadata/GroundTruth file (or any table, when id_column/label_column are given) is
+    a bad_label_file problem; another table without an id and a diagnosis column is only a note,
+    as is one none of whose ids names an image. No labels at all is fine when there are masks
+    (masks only: every label -1), else a fatal no_labels problem that points to 04_inference."""
+    explicit = opts.label_column is not None or opts.id_column is not None
+    wanted = set(found.images)
+    labels: _Labels | None = None
+    rejected: list[tuple[Path, str, bool]] = []
+    for path, source, named in _label_tables(found):
+        parsed = _parse_labels(path, source, opts, report.problems, wanted)
+        if isinstance(parsed, _Labels) and not named and not explicit and wanted and not wanted & set(parsed.rows):
+            parsed = (f"looks like labels (columns {parsed.id_column}, {parsed.label_column}) but none of its "
+                      f"{len(parsed.rows)} ids names an image here")
+        if isinstance(parsed, str):
+            rejected.append((path, parsed, named))
+            continue
+        labels = parsed
+        break
+    for path, reason, named in rejected:
+        if named or (explicit and labels is None):
+            report.problems.append(Problem(str(path), "bad_label_file", reason))
+        else:
+            report.notes.append(f"{path.name} is not read as labels: it {reason}")
     if labels is None:
         labels = _Labels({})
-        report.problems.append(_no_labels(found, report.problems))
-    report.layout.update(label_file=labels.file, label_source=labels.source,
-                         has_lesion_ids=labels.has_lesion_ids)
+        if found.masks and not any(p.kind == "bad_label_file" for p in report.problems):
+            report.notes.append(
+                "no labels file: masks only, so every label is -1 and classification cannot be scored "
+                "(add a CSV with an image-id column and a diagnosis column to score it)"
+            )
+        else:
+            report.problems.append(_no_labels(found, report.problems, rejected))
+    report.layout.update(label_file=labels.file, label_source=labels.source, has_lesion_ids=labels.has_lesion_ids,
+                         id_column=labels.id_column, label_column=labels.label_column)
     report.counts["labels"] = len(labels.rows)
     if labels.source and not labels.has_lesion_ids:
         report.notes.append(
@@ -558,36 +732,61 @@ def _read_labels(found: _Found, report: DataReport) -> _Labels:
     return labels
 
 
-def _no_labels(found: _Found, problems: list[Problem]) -> Problem:
+def _no_labels(found: _Found, problems: list[Problem], rejected: list[tuple[Path, str, bool]]) -> Problem:
+    """The fatal no_labels problem: an unusable labels file, or neither labels nor masks (then
+    the images can only be predicted on: the message gives the 04_inference command)."""
     if any(p.kind == "bad_label_file" for p in problems):
         return Problem(str(found.root), "no_labels", "no usable labels file (see bad_label_file)")
+    message = (f"no labels file ({', '.join(METADATA_NAMES + GROUNDTRUTH_NAMES)}, or any CSV with an "
+               "image-id column and a diagnosis column)")
+    if rejected:
+        message += ("; tables that are not labels: " + "; ".join(f"{p.name} {why}" for p, why, _ in rejected)
+                    + " (if one holds the labels, name its columns with id_column= and label_column=)")
+    if not found.images:
+        return Problem(str(found.root), "no_labels", message + ".")
+    folder = shlex.quote(str(found.root))
     return Problem(
         str(found.root), "no_labels",
-        f"no labels file ({', '.join(METADATA_NAMES + GROUNDTRUTH_NAMES)})."
-        + (f" {describe_folder(found.root)}" if found.images else ""),
+        f"{message}, and no masks (<image_id>_segmentation, _mask or _lesion): nothing to score these "
+        f"{len(found.images)} images against. A folder of images alone can only be predicted on, with "
+        f"notebooks/04_inference:\n      {INFERENCE_CMD.format(folder=folder)}\n    {describe_folder(found.root)}",
     )
 
 
-def _pair_files_and_labels(found: _Found, labels: _Labels, report: DataReport) -> None:
-    """Every image needs a mask (when the data set has masks) and a labels row; every mask an
-    image. Label rows without an image are only a note (a subset of HAM10000 is fine)."""
+def _pair_files_and_labels(found: _Found, labels: _Labels, report: DataReport, partial: bool) -> None:
+    """Every image needs a mask (when the data set has masks) and a labels row (when it has a
+    labels file), unless ``partial``; every mask an image. Label rows without an image are only a
+    note (a subset of HAM10000 is fine)."""
+    no_mask, no_row = [], []
     for image_id in sorted(found.images):
         path = found.image(image_id).path
         if found.has_masks and image_id not in found.masks:
-            report.problems.append(Problem(
-                path, "missing_mask", f"no mask {image_id}_segmentation.png (or {image_id}_mask.png)",
-                image_id=image_id,
-            ))
-        if (labels.rows or labels.source) and image_id not in labels.rows:
-            report.problems.append(Problem(
-                path, "missing_label", f"{image_id} has no row in {labels.file or 'the labels'}",
-                image_id=image_id,
-            ))
+            if partial:
+                no_mask.append(image_id)
+            else:
+                report.problems.append(Problem(
+                    path, "missing_mask", f"no mask {image_id}_segmentation.png (or _mask, _lesion)",
+                    image_id=image_id,
+                ))
+        if labels.source and image_id not in labels.rows:
+            if partial:
+                no_row.append(image_id)
+            else:
+                report.problems.append(Problem(
+                    path, "missing_label", f"{image_id} has no row in {labels.file or 'the labels'}",
+                    image_id=image_id,
+                ))
     for image_id in sorted(found.masks):
         if image_id not in found.images:
             for f in found.masks[image_id]:
                 report.problems.append(Problem(f.path, "orphan_mask",
-                                               f"no image {image_id}.jpg/.png for this mask"))
+                                               f"no image {image_id} ({_EXTS}) for this mask"))
+    if no_mask:
+        report.notes.append(f"{len(no_mask)} of {len(found.images)} images have no mask (e.g. {no_mask[0]}): "
+                            "they are not scored for segmentation")
+    if no_row:
+        report.notes.append(f"{len(no_row)} of {len(found.images)} images have no row in {labels.file} "
+                            f"(e.g. {no_row[0]}): they are not scored for classification")
     unlabelled_rows = [i for i in labels.rows if i not in found.images]
     if unlabelled_rows and found.images:
         report.notes.append(
@@ -683,47 +882,93 @@ def _aspect_problem(mask_path: str, image_hw: tuple[int, int], mask_hw: tuple[in
                    f"{iw}x{ih} px (aspect {ai:.3f})")
 
 
-def _index_rows(found: _Found, labels: _Labels, problems: list[Problem]) -> list[dict]:
-    """One row per labelled image (``_bad`` when a problem names it), with the file sizes and mask
-    suffix that the fingerprint and the report need."""
-    bad_ids = {p.image_id for p in problems if p.image_id is not None}
+def _index_rows(found: _Found, labels: _Labels, report: DataReport) -> list[dict]:
+    """One row per image (``_bad`` when a problem names it), with the file sizes and mask suffix
+    that the fingerprint and the report need. ``label`` is -1 (``dx`` None) for an image without
+    a diagnosis that no problem names (no labels file; with ``partial``, no row or an empty cell).
+    Left out, and counted in the report: images whose diagnosis label_map maps to null, and
+    images with neither a diagnosis nor a mask."""
+    bad_ids = {p.image_id for p in report.problems if p.image_id is not None}
     rows: list[dict] = []
+    dropped: Counter = Counter()
+    unscorable = []
     for image_id in sorted(found.images):
-        e = labels.rows.get(image_id)
-        if e is None or e.get("label") is None:
-            continue
         f, m = found.image(image_id), found.mask(image_id)
+        e = labels.rows.get(image_id)
+        status = "ok" if e is None and not labels.source else ("missing" if e is None else e["status"])
+        if status == "dropped":
+            dropped[e["name"]] += 1
+            continue
+        label = e["label"] if e is not None and e["label"] is not None else -1
+        bad = image_id in bad_ids
+        if label < 0 and m is None and not bad:
+            unscorable.append(image_id)
+            continue
         rows.append({
             "image_id": image_id,
             "image_path": f.path,
             "mask_path": m.path if m else None,
-            "label": int(e["label"]),
-            "dx": CLASS_NAMES[e["label"]],
-            "lesion_id": e["lesion_id"] or image_id,
-            "age": e["age"],
-            "sex": e["sex"],
-            "localization": e["localization"],
+            "label": int(label),
+            "dx": CLASS_NAMES[label] if label >= 0 else None,
+            "lesion_id": (e["lesion_id"] if e else "") or image_id,
+            "age": e["age"] if e else "",
+            "sex": e["sex"] if e else "unknown",
+            "localization": e["localization"] if e else "unknown",
+            "_name": e["name"] if e else None,
+            "_status": status,
             "_image_size": f.size,
             "_mask_size": m.size if m else -1,
             "_mask_suffix": m.suffix if m else None,
-            "_bad": image_id in bad_ids,
+            "_bad": bad,
         })
+    if dropped:
+        report.notes.append(f"{sum(dropped.values())} images left out because label_map maps their diagnosis to "
+                            "null: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())))
+    if unscorable:
+        report.notes.append(f"{len(unscorable)} images have neither a diagnosis nor a mask (e.g. {unscorable[0]}): "
+                            "left out, there is nothing to score them against")
+    report.layout["dropped_labels"] = dict(sorted(dropped.items()))
     return rows
 
 
-def _summarise(report: DataReport, rows: list[dict]) -> None:
-    """Counts, class counts and the usual mask suffix of the usable rows."""
+def _summarise(report: DataReport, rows: list[dict], opts: _Options) -> None:
+    """Counts, class counts, the usual mask suffix of the usable rows, the diagnosis names that
+    map to no class (with a label_map to start from) and how the set's names were mapped."""
     good = [r for r in rows if not r["_bad"]]
     suffixes = Counter(r["_mask_suffix"] for r in good if r["_mask_suffix"])
     report.layout["mask_suffix"] = suffixes.most_common(1)[0][0] if suffixes else None
     report.counts["usable"] = len(good)
+    report.counts["with_label"] = sum(r["label"] >= 0 for r in good)
+    report.counts["with_mask"] = sum(r["mask_path"] is not None for r in good)
     report.counts["problems"] = len(report.problems)
     report.counts["ignored"] = len(report.ignored)
-    cc = Counter(r["dx"] for r in good)
+    cc = Counter(r["dx"] for r in good if r["dx"])
     report.class_counts = {n: cc[n] for n in CLASS_NAMES if cc[n]}
+    unknown = Counter(r["_name"] for r in rows if r["_status"] == "unknown")
+    report.layout["unknown_labels"] = dict(sorted(unknown.items()))
+    report.layout["suggested_label_map"] = suggest_label_map(unknown, opts.label_map) if unknown else None
+    report.layout["label_mapping"] = dict(sorted({r["_name"]: r["dx"] for r in good if r["dx"]}.items()))
 
 
-def _scan(data_dir: str | os.PathLike, decode: bool = True) -> tuple[DataReport, list[dict]]:
+def unknown_labels_message(report: DataReport) -> str:
+    """What to do about diagnosis names that map to none of our classes: each name with its
+    number of images, and the JSON label_map to start from. "" when there are none."""
+    unknown = report.layout.get("unknown_labels") or {}
+    if not unknown:
+        return ""
+    listed = "\n".join(f"  {name!r}: {n} image{'s' if n != 1 else ''}" for name, n in unknown.items())
+    return (
+        f"Diagnoses in {report.layout.get('label_file')} that map to none of our classes "
+        f"({', '.join(CLASS_NAMES)}):\n{listed}\n"
+        "Map them with label_map (a dict, or the same as JSON text: papermill -p label_map '...'), "
+        "starting from\n"
+        f"  {report.layout.get('suggested_label_map')}\n"
+        f'replacing each "?" with one of {", ".join(CLASS_NAMES)} (or null to leave those images out), '
+        'or leave them out with on_bad_data="skip". SCC is deliberately not mapped (see data/README.md).'
+    )
+
+
+def _scan(data_dir: str | os.PathLike, decode: bool, opts: _Options) -> tuple[DataReport, list[dict]]:
     """Check a data folder, phase by phase; returns the report and the index rows."""
     t0 = time.perf_counter()
     root = Path(os.path.abspath(Path(data_dir).expanduser()))
@@ -734,26 +979,31 @@ def _scan(data_dir: str | os.PathLike, decode: bool = True) -> tuple[DataReport,
     else:
         found = _find_files(root, report)
         _report_duplicates(found, report.problems)
-        labels = _read_labels(found, report)
-        _pair_files_and_labels(found, labels, report)
+        labels = _read_labels(found, report, opts)
+        _pair_files_and_labels(found, labels, report, opts.partial)
         (_check_pixels if decode else _check_file_sizes)(found, report.problems)
-        rows = _index_rows(found, labels, report.problems)
-        _summarise(report, rows)
+        rows = _index_rows(found, labels, report)
+        _summarise(report, rows, opts)
     report.seconds = time.perf_counter() - t0
     return report, rows
 
 
-def validate_dataset(data_dir: str | os.PathLike, decode: bool = True) -> DataReport:
+def validate_dataset(data_dir: str | os.PathLike, decode: bool = True, *, label_map=None,
+                     label_column: str | None = None, id_column: str | None = None,
+                     partial: bool = False) -> DataReport:
     """Check a data folder and return a :class:`DataReport` listing every problem found.
 
     ``decode=True`` also reads every image and mask as training does (`skin_utils.data.imageio`):
     each image must decode to the end (JPEGs with a fast DCT-scaled decode) and convert to RGB,
     each mask must be binary by `imageio.binarise_mask` without being empty or mostly mid-grey,
     and mask and image must have the same aspect ratio after EXIF rotation. ``decode=False``
-    checks names, pairing, labels and file sizes only.
-    Never raises for bad data (a missing folder is reported as a ``missing_folder`` problem).
+    checks names, pairing, labels and file sizes only. ``label_map``, ``label_column``,
+    ``id_column`` and ``partial`` are those of :func:`load_index`.
+    Never raises for bad data (a missing folder is reported as a ``missing_folder`` problem);
+    raises ValueError for a ``label_map`` that is not valid.
     """
-    return _scan(data_dir, decode)[0]
+    opts = _Options(parse_label_map(label_map), label_column, id_column, partial)
+    return _scan(data_dir, decode, opts)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -790,25 +1040,46 @@ def _layout_error(report: DataReport) -> DataLayoutError:
 
 
 def load_index(
-    data_dir: str | os.PathLike, on_bad_data: str = "raise", decode: bool = True
+    data_dir: str | os.PathLike, on_bad_data: str = "raise", decode: bool = True, *,
+    label_map=None, label_column: str | None = None, id_column: str | None = None, partial: bool = False,
 ) -> pd.DataFrame:
     """The index of a data set (see docs/CONTRACTS.md): one row per usable image, by image_id.
 
-    ``on_bad_data="raise"`` (default) raises :class:`DataValidationError` listing every problem;
-    ``"skip"`` drops the affected images, warns once (:class:`DataQualityWarning`) and keeps the
-    list in ``df.attrs["problems"]``. A folder without any usable images or labels always raises
-    :class:`DataLayoutError`. ``decode=False`` skips the pixel checks (fast, names/labels only).
+    ``on_bad_data="raise"`` (default) raises :class:`DataValidationError` listing every problem
+    (diagnosis names that map to no class are listed once more with a ``label_map`` to start
+    from); ``"skip"`` drops the affected images, warns once (:class:`DataQualityWarning`, saying
+    how many were left out and why) and keeps the list in ``df.attrs["problems"]``. A folder
+    without any usable images, or with neither labels nor masks, always raises
+    :class:`DataLayoutError` (the latter pointing to ``notebooks/04_inference``). ``decode=False``
+    skips the pixel checks (fast, names/labels only).
+
+    Labels come from HAM10000_metadata, GroundTruth.csv or any other CSV of the folder with an
+    image-id column and a diagnosis column (``id_column`` / ``label_column`` name them; None:
+    detected) or one-hot class columns. ``label_map`` (a dict, or the same as JSON text) maps the
+    set's diagnosis names onto our classes before the built-in synonyms of
+    `skin_utils.data.label_map`. ``partial=True`` keeps images without a labels row (``label``
+    -1) or without a mask (``mask_path`` None) instead of reporting them: for scoring a folder,
+    never for training.
+
+    Columns: those of docs/CONTRACTS.md plus ``has_label`` and ``has_mask`` (bool); ``label`` is
+    -1 and ``dx`` missing (None/NaN: test with ``isna``) for an image without a diagnosis. ``df.attrs`` adds ``label_file``,
+    ``id_column``, ``label_column``, ``has_labels`` / ``has_masks`` (any usable image has one),
+    ``label_mapping`` (the set's name -> our class, for the names used), ``unknown_labels`` and
+    ``dropped_labels`` (name -> images left out: mapped to nothing / mapped to null), ``partial``.
     """
     if on_bad_data not in ON_BAD_DATA:
         raise ValueError(f"on_bad_data must be one of {ON_BAD_DATA}, got {on_bad_data!r}")
-    report, rows = _scan(data_dir, decode)
+    opts = _Options(parse_label_map(label_map), label_column, id_column, partial)
+    report, rows = _scan(data_dir, decode, opts)
     if report.fatal:
         raise _layout_error(report)
+    unknown_help = unknown_labels_message(report)
     if report.problems and on_bad_data == "raise":
         raise DataValidationError(
             f"Data set {report.data_dir} has {len(report.problems)} problem(s) ({report.summary()}).\n"
             f"{report.format_problems()}\n"
-            'Fix them, or call load_index(..., on_bad_data="skip") to drop the affected images '
+            + (f"{unknown_help}\n" if unknown_help else "")
+            + 'Fix them, or call load_index(..., on_bad_data="skip") to drop the affected images '
             "(python -m skin_utils.data.layout DATA_DIR prints the full report).",
             report,
         )
@@ -818,16 +1089,19 @@ def load_index(
             f"No usable images left in {report.data_dir} ({report.summary()}).\n{report.format_problems()}",
             report,
         )
+    lay = report.layout
     if report.problems:
+        unknown = lay.get("unknown_labels") or {}
+        why = (f" {sum(unknown.values())} of them because their diagnosis maps to none of our classes ("
+               + ", ".join(f"{k} {v}" for k, v in unknown.items()) + "): a label_map can map them." if unknown else "")
         warnings.warn(
             f"Skipped {len(rows) - len(good)} image(s) of {report.data_dir} and ignored "
-            f"{len(report.problems)} problem(s) ({report.summary()}); kept {len(good)} images. "
+            f"{len(report.problems)} problem(s) ({report.summary()}); kept {len(good)} images.{why} "
             'See df.attrs["problems"].',
             DataQualityWarning,
             stacklevel=2,
         )
-    lay = report.layout
-    if not lay.get("has_lesion_ids"):
+    if lay.get("label_source") and not lay.get("has_lesion_ids") and not partial:
         warnings.warn(
             f"{lay.get('label_file')} has no lesion ids, so lesion_id = image_id. HAM10000 holds several "
             "images of the same lesion: NEAR-DUPLICATE IMAGES OF ONE LESION MAY LEAK ACROSS "
@@ -836,22 +1110,36 @@ def load_index(
             LesionLeakageWarning,
             stacklevel=2,
         )
+    has_label = np.array([r["label"] >= 0 for r in good], dtype=bool)
+    has_mask = np.array([r["mask_path"] is not None for r in good], dtype=bool)
     df = pd.DataFrame({
         "image_id": [r["image_id"] for r in good],
         "image_path": [r["image_path"] for r in good],
         "mask_path": pd.Series([r["mask_path"] for r in good], dtype=object),
         "label": np.array([r["label"] for r in good], dtype=np.int64),
-        "dx": [r["dx"] for r in good],
+        "dx": [r["dx"] for r in good],  # missing (isna) without a diagnosis
         "lesion_id": [r["lesion_id"] for r in good],
         "age": pd.to_numeric(pd.Series([r["age"] for r in good], dtype=object), errors="coerce").astype(float),
         "sex": [r["sex"] or "unknown" for r in good],
         "localization": [r["localization"] or "unknown" for r in good],
+        "has_label": has_label,
+        "has_mask": has_mask,
     })
+    skipped_unknown = lay.get("unknown_labels") or {}
     df.attrs.update(
         data_dir=report.data_dir,
         label_source=lay.get("label_source"),
+        label_file=lay.get("label_file"),
+        id_column=lay.get("id_column"),
+        label_column=lay.get("label_column"),
         mask_suffix=lay.get("mask_suffix"),
         has_lesion_ids=bool(lay.get("has_lesion_ids")),
+        has_labels=bool(has_label.any()),
+        has_masks=bool(has_mask.any()),
+        label_mapping=dict(lay.get("label_mapping") or {}),
+        unknown_labels=dict(skipped_unknown),
+        dropped_labels=dict(lay.get("dropped_labels") or {}),
+        partial=bool(partial),
         fingerprint=_fingerprint(good),
         synthetic=_is_synthetic(Path(report.data_dir)),
         problems=[str(p) for p in report.problems],
@@ -882,14 +1170,20 @@ def find_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m skin_utils.data.layout DATA_DIR [--fast]``: print the validation report."""
+    """``python -m skin_utils.data.layout DATA_DIR [--fast] [--label-map JSON] [--label-column C]
+    [--id-column C] [--partial]``: print the validation report."""
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m skin_utils.data.layout", description=main.__doc__)
     ap.add_argument("data_dir")
     ap.add_argument("--fast", action="store_true", help="names/labels only, no pixel checks")
+    ap.add_argument("--label-map", help='JSON object, e.g. \'{"melanoma": "MEL", "common nevus": "NV"}\'')
+    ap.add_argument("--label-column", help="the labels table's diagnosis column (default: detected)")
+    ap.add_argument("--id-column", help="the labels table's image-id column (default: detected)")
+    ap.add_argument("--partial", action="store_true", help="images may lack a mask or a labels row")
     args = ap.parse_args(argv)
-    report = validate_dataset(args.data_dir, decode=not args.fast)
+    report = validate_dataset(args.data_dir, decode=not args.fast, label_map=args.label_map,
+                              label_column=args.label_column, id_column=args.id_column, partial=args.partial)
     print(report)
     return 0 if report.ok else 1
 

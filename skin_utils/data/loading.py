@@ -24,6 +24,10 @@ from skin_utils.labels import CLASS_NAMES
 from skin_utils.losses import CLASS_BALANCE
 
 
+#: data_dir values that fall back to the synthetic demo when the folder holds no data set.
+DEMO_DATA_DIRS = ("data", "demo", "synthetic")
+
+
 def subsample_by_lesion(index: pd.DataFrame, max_samples: int | None, seed: int = 0) -> pd.DataFrame:
     """At most ``max_samples`` images, taking whole lesions, class by class in proportion to the
     data (every class keeps at least one lesion). ``None`` keeps everything."""
@@ -71,11 +75,28 @@ class Data:
     @property
     def name(self) -> str:
         """What to write in titles: the data set, flagged when it is synthetic."""
-        return SYNTHETIC_NOTE if self.synthetic else f"HAM10000 layout: {Path(self.data_dir).name}"
+        if self.synthetic:
+            return SYNTHETIC_NOTE
+        folder = Path(self.data_dir).name
+        if self.index.attrs.get("label_source") in ("metadata", "groundtruth"):
+            return f"HAM10000 layout: {folder}"
+        return f"folder {folder}"
 
     @property
     def labels(self) -> np.ndarray:
+        """Class index per image, -1 for an image without a diagnosis."""
         return self.index["label"].to_numpy()
+
+    @property
+    def has_labels(self) -> bool:
+        """At least one usable image has a diagnosis (classification can be scored)."""
+        return bool((self.index["label"] >= 0).any())
+
+    @property
+    def has_masks(self) -> bool:
+        """At least one usable image has a mask (segmentation can be scored; the cache holds
+        all-zero masks for the others, see ``index["has_mask"]``)."""
+        return bool(self.index["mask_path"].notna().any())
 
     def describe(self) -> dict:
         return {
@@ -83,7 +104,12 @@ class Data:
             "fingerprint": self.index.attrs.get("fingerprint"),
             "n_images": int(len(self.index)), "n_lesions": int(self.index["lesion_id"].nunique()),
             "label_source": self.index.attrs.get("label_source"),
+            "label_file": self.index.attrs.get("label_file"),
             "has_lesion_ids": bool(self.index.attrs.get("has_lesion_ids", True)),
+            "has_labels": self.has_labels, "has_masks": self.has_masks,
+            "n_with_label": int((self.index["label"] >= 0).sum()),
+            "n_with_mask": int(self.index["mask_path"].notna().sum()),
+            "label_mapping": self.index.attrs.get("label_mapping") or {},
             "image_size": list(self.image_size),
             "images_per_split": {k: int(len(v)) for k, v in self.rows.items()},
             "skipped_problems": len(self.index.attrs.get("problems", []) or []),
@@ -98,15 +124,28 @@ class Data:
 def load_data(data_dir="data", image_size=128, *, split_path="reports/split.csv",
               split_fractions=(0.7, 0.15, 0.15), seed: int = 0, max_samples: int | None = None,
               on_bad_data: str = "raise", cache_dir=None, need_split: bool = True,
-              cache: bool = True, progress: bool = True) -> Data:
+              cache: bool = True, progress: bool = True, label_map=None, label_column: str | None = None,
+              id_column: str | None = None, partial: bool | None = None) -> Data:
     """Index ``data_dir`` (the synthetic demo when it holds no data set), validate it, take the
     lesion-level split stored at ``split_path`` (made there the first time) and build the cache
     at ``image_size`` (an int, or ``(H, W)``; ``cache=False``: skip it, for looking at the data
-    without training)."""
+    without training).
+
+    Any folder shape works (`skin_utils.data.layout.load_index`): labels and masks, labels only
+    (no masks: ``mask_path`` None, all-zero masks in the cache), masks only (``label`` -1); a
+    folder with neither raises ``DataLayoutError`` pointing to ``notebooks/04_inference``.
+    ``label_map`` (dict or JSON text), ``label_column`` and ``id_column`` say how to read the
+    labels (None: detected). ``partial`` (default: ``not need_split``, i.e. when a whole folder is
+    scored rather than split for training) keeps images that lack a mask or a labels row."""
     from skin_utils.nb.paths import resolve
 
-    folder = resolve_data_dir(data_dir)
-    index = load_index(folder, on_bad_data=on_bad_data)
+    # An existing folder named explicitly is read as it is (any layout; load_index says what is
+    # wrong with it); "data" and the demo names go through resolve_data_dir (the demo fallback).
+    path = resolve(data_dir)
+    explicit = str(data_dir) not in DEMO_DATA_DIRS and path != resolve("data")
+    folder = path if explicit and path.is_dir() else resolve_data_dir(data_dir)
+    index = load_index(folder, on_bad_data=on_bad_data, label_map=label_map, label_column=label_column,
+                       id_column=id_column, partial=(not need_split) if partial is None else partial)
     index = subsample_by_lesion(index, max_samples, seed)
     hw = as_hw(image_size)
     if need_split:
@@ -149,5 +188,11 @@ def train_val_loaders(data: Data, batch_size: int, device, *, augment: str = "st
 
 
 def train_class_counts(data: Data) -> np.ndarray:
-    """Images per class in the training split (for `skin_utils.losses.build_loss`)."""
-    return np.bincount(data.labels[data.rows["train"]], minlength=len(CLASS_NAMES))
+    """Images per class in the training split (for `skin_utils.losses.build_loss`). Raises
+    ValueError when training images have no diagnosis (label -1): such a set cannot be trained on."""
+    labels = data.labels[data.rows["train"]]
+    if (labels < 0).any():
+        raise ValueError(f"{int((labels < 0).sum())} of {len(labels)} training images of {data.data_dir} have no "
+                         "diagnosis (label -1; a masks-only folder, or images without a labels row): train on a "
+                         "folder with a labels file, or score this one with 03_evaluate (split='all').")
+    return np.bincount(labels, minlength=len(CLASS_NAMES))
