@@ -8,30 +8,43 @@
 # Scores a trained run (by default the latest; or any `checkpoint`) with the ISIC 2018
 # definitions on lesions it never saw: by default the **test** split of the lesion-level split
 # made for training; `split="val"` scores the validation split (where choices are made); with
-# `split="all"`, every image of any other labelled folder in the same layout (an external set).
+# `split="all"` and another `data_dir`, every image of an **external** data set. That folder may
+# have masks and diagnoses (everything is scored), masks only (segmentation only), or diagnoses
+# only (classification only); its diagnosis names are mapped onto ours by common synonyms or a
+# `label_map` (e.g. `-p label_map '{"common nevus": "NV", "atypical nevus": "NV"}'`), and the label
+# CSV's columns are detected or named (`id_column`, `label_column`). An external set is put side by
+# side with the training data's test split (the domain shift).
 # Every headline number comes with a 95% confidence interval from a bootstrap over **lesions**
 # (all images of a lesion stay together), and per subgroup of the metadata (sex, age, site).
 # Results go to the run's folder: `metrics/evaluate.json` for the test split,
-# `metrics/evaluate_<split>.json` otherwise.
+# `metrics/evaluate_<split>.json` for another split, `metrics/evaluate_external_<folder>.json` for
+# an external set (figures named likewise), so that no evaluation overwrites another.
 #
 # * Segmentation (Task 1), per image at the image's **original size**, then averaged: Dice,
 #   Jaccard, thresholded Jaccard (0 when Jaccard < 0.65), pixel sensitivity and specificity.
 # * Classification (Task 3): **balanced accuracy** (mean per-class recall, the headline),
 #   accuracy, per-class sensitivity, specificity, AUC and average precision, macro AUC, the
-#   confusion matrix and ROC curves, always beside the always-NV baseline.
+#   confusion matrix and ROC curves, always beside chance and always answering the set's most
+#   frequent class. On a set with fewer than seven classes they average over the classes present
+#   (`classes_present` in the metrics file).
+# * **Melanoma versus the rest**: AUC of the calibrated P(MEL), and sensitivity and specificity at
+#   the P(MEL) threshold chosen on the training data's validation split (stored in the checkpoint).
 # * Trust in each prediction: calibration (ECE, NLL, Brier) before and after the temperature
 #   fitted on validation, the risk–coverage curve of referring the most uncertain images, the
 #   melanoma operating point chosen on validation, and Grad-CAM heat maps checked against the
 #   lesion masks.
 
 # %% tags=["parameters"]
-from typing import Optional
+from typing import Optional, Union
 
 run: str = "latest"                      # a run name under <reports_dir>/runs, a run folder, or "latest"
 checkpoint: Optional[str] = None         # a checkpoint file instead of a run (its results go to a run folder named after it)
-data_dir: Optional[str] = None           # None: the data the run was trained on; or any labelled folder (with split "all")
+data_dir: Optional[str] = None           # None: the data the run was trained on; or another folder with masks and/or diagnoses (with split "all")
 split: str = "test"                      # "test", "val", "train" or "all"
 split_path: Optional[str] = None         # None: the split the run was trained with
+label_map: Optional[Union[str, dict]] = None  # the set's diagnosis names -> ours, a dict (-y) or JSON text (-p); common synonyms need none
+label_column: Optional[str] = None       # the diagnosis column of the set's label CSV; None: detected
+id_column: Optional[str] = None          # the image-id column of the set's label CSV; None: detected
 batch_size: int = 32
 threshold: float = 0.5                   # mask probability threshold
 tta: bool = True                         # average each prediction over the 8 flips and 90-degree turns of the image
@@ -65,13 +78,18 @@ if "google.colab" in sys.modules:
     os.chdir("/content/repo")
 
 # %%
+import json
+
+import pandas as pd
+
 from skin_utils import viz
 from skin_utils.nb import conclusions, report
 from skin_utils.trust.calibrate import StoredCalibration, calibrate_checkpoint
 from skin_utils.checkpoint import Checkpoint, load_model
 from skin_utils.engine import resolve_device
-from skin_utils.evaluation import (best_and_worst, evaluate_original_size, headline_table, not_applicable,
-                                   per_class_table, subgroup_tables)
+from skin_utils.evaluation import (best_and_worst, domain_shift, evaluate_original_size, headline_table, is_external,
+                                   label_and_mask_flags, melanoma_report, not_applicable, per_class_table,
+                                   result_tag, subgroup_tables, subset_note)
 from skin_utils.trust.assess import (assess_trust, calibration_table, cam_check, cam_columns, cam_examples, cam_report,
                                      cam_summary_table, choose_cam_examples, operating_point_table, referral_table,
                                      trust_section)
@@ -81,15 +99,16 @@ from skin_utils.nb.paths import resolve
 from skin_utils.data.loading import load_data
 from skin_utils.runs import run_to_score
 from skin_utils.stats import bootstrap_ci
+from skin_utils.viz.evaluate import plot_cases, plot_domain_shift
 
 params = check_params(dict(run=run, checkpoint=checkpoint, data_dir=data_dir, split=split, split_path=split_path,
+                           label_map=label_map, label_column=label_column, id_column=id_column,
                            batch_size=batch_size, threshold=threshold, tta=tta, n_examples=n_examples,
                            recalibrate=recalibrate, mc_samples=mc_samples, cam_method=cam_method,
                            cam_max_images=cam_max_images, n_bootstrap=n_bootstrap, bootstrap_seed=bootstrap_seed,
                            device=device, amp=amp, on_bad_data=on_bad_data, reports_dir=reports_dir),
                       must_exist=("checkpoint",) if checkpoint else ())
 out, checkpoint_path = run_to_score(run, checkpoint and resolve(checkpoint), resolve(reports_dir) / "runs")
-tag = "evaluate" if split == "test" else f"evaluate_{split}"   # file names of this split's results
 figures = out.figures
 device = resolve_device(device)
 model, ckpt = load_model(checkpoint_path, map_location=device)
@@ -106,58 +125,110 @@ split_path = split_path or ckpt.split_path
 data = load_data(data_dir, ckpt.image_size, split_path=split_path,
                  split_fractions=trained.get("split_fractions", (0.7, 0.15, 0.15)), seed=trained.get("split_seed", trained.get("seed", 0)),
                  max_samples=trained.get("max_samples") if split != "all" else None,
-                 on_bad_data=on_bad_data, need_split=split != "all")
+                 on_bad_data=on_bad_data, need_split=split != "all",
+                 label_map=label_map, label_column=label_column, id_column=id_column)
 if split != "all" and data.index.attrs["fingerprint"] != ckpt.data["fingerprint"]:
     raise ValueError(f"{data.data_dir} is not the data this model was trained on; its '{split}' split would "
                      "not be held out. Evaluate an external data set with split='all'.")
+external = split == "all" and is_external(data.describe(), ckpt.data)
+tag = result_tag(split, data.data_dir, external)   # file names of these results: never another evaluation's
+has_label, has_mask = label_and_mask_flags(data.index.iloc[data.rows[split]])
+scored = [t for t, ok in (("segmentation", has_mask.any()), ("classification", has_label.any())) if ok]
+shown = [t for t in tasks if t in scored]   # what this notebook shows: trained, and the data allow it
+for t in ("segmentation", "classification"):
+    if t not in scored:
+        print(conclusions.NOT_SCORED[t])
 if recalibrate and "classification" in tasks:
     calibrate_checkpoint(checkpoint_path, data if split != "all" else None, tta=tta, batch_size=batch_size,
                          device=device, amp=amp)
     ckpt = Checkpoint.load(checkpoint_path)
 calibration = StoredCalibration.from_checkpoint(ckpt, tta)
 print(calibration.describe())
-title = f"{split} split · {data.name}"
+title = f"external set · {data.name}" if external else f"{split} split · {data.name}"
 evaluation = evaluate_original_size(model, data, split, device, class_names, batch_size=batch_size, amp=amp,
                                     threshold=threshold, tta=tta, return_views=True, mc_samples=mc_samples,
                                     normalization=ckpt.normalization)
 per_image = evaluation.per_image
-ci = bootstrap_ci(per_image, class_names, n_resamples=n_bootstrap, seed=bootstrap_seed, tasks=tasks)
-classes_present = [c for c in class_names if (per_image["true"] == c).any()]
-result = not_applicable({**evaluation.report, "ci95": ci["ci95"], "mel_auc": ci["estimate"].get("mel_auc"),
-                         "classes_present": classes_present,
+labelled = evaluation.subset(evaluation.has_label)
+trust = assess_trust(labelled, calibration, class_names) if "classification" in shown else None
+if trust is not None:
+    per_image = per_image.join(trust.per_image)
+melanoma = melanoma_report(evaluation, calibration, class_names) if "classification" in shown else None
+ci = bootstrap_ci(per_image, class_names, n_resamples=n_bootstrap, seed=bootstrap_seed, tasks=shown,
+                  mel_scores="p_cal_MEL" if trust is not None else "p_MEL", mel_threshold=calibration.mel_threshold)
+mel_numbers = {k: ci["estimate"][k] for k in ("mel_auc", "mel_sensitivity", "mel_specificity") if k in ci["estimate"]}
+result = not_applicable({**evaluation.report, **mel_numbers, "ci95": ci["ci95"], "melanoma_vs_rest": melanoma,
+                         "external": external, "classes_present": evaluation.report.get("classes_present", []),
                          "bootstrap": {k: ci[k] for k in ("n_resamples", "level", "cluster", "n_lesions")}}, tasks)
-if len(classes_present) < len(class_names) and "classification" in tasks:
-    print(f"Warning: only {len(classes_present)} of {len(class_names)} classes occur here ({', '.join(classes_present)}): "
-          f"balanced accuracy and macro AUC are averaged over those, so they are not comparable with seven-class "
-          f"numbers; chance balanced accuracy here is {1 / len(classes_present):.3f}.")
+note = subset_note(result) if "classification" in shown else None
+if note:
+    print(note)
 
 # %% [markdown]
-# ## Headline numbers with 95% intervals, beside always answering NV
+# ## Headline numbers with 95% intervals, beside chance and the majority class
 # *Reading the table:* each score of the model, its 95% confidence interval from resampling
-# lesions, and the same score of always answering NV. Only the margin counts: accuracy can look
-# high while the model misses most of the rare classes, which balanced accuracy (the mean of the
-# per-class sensitivities) shows. Two models whose intervals overlap widely cannot be told apart
-# on this split; `skin_utils.stats.paired_bootstrap` compares two runs on the same images.
-# A head that was not trained (loss weight 0) shows "n/a".
+# lesions, what chance scores, and the same score of always answering the set's most frequent
+# class. Only the margin counts: accuracy can look high while the model misses most of the rare
+# classes, which balanced accuracy (the mean of the per-class sensitivities) shows. The `mel_`
+# rows are melanoma versus the rest: the AUC of the calibrated P(MEL), and sensitivity and
+# specificity at the threshold chosen on the training data's validation split. Two models whose
+# intervals overlap widely cannot be told apart on this split; `skin_utils.stats.paired_bootstrap`
+# compares two runs on the same images. A head that was not trained (loss weight 0) shows "n/a";
+# a set without masks (or without diagnoses) has no segmentation (classification) rows.
 
 # %%
+from IPython.display import Markdown, display
+
 headline = headline_table(result)
-headline
+display(headline)
+mel_text = conclusions.melanoma_conclusion(melanoma, result["ci95"])
+Markdown("\n\n".join(x for x in (note, mel_text) if x))
+
+# %% [markdown]
+# ## Domain shift: the training data's test split beside this set
+# *Reading the figure and the table:* for an external set, each metric on the training data's
+# test split (grey, from this run's `metrics/evaluate.json`) and on this set (orange), each with
+# its 95% interval, with the same mask threshold and the same P(MEL) threshold. When this set has
+# fewer classes, the test split's classification numbers are recomputed over those classes, so
+# both average over the same ones. A drop whose intervals do not overlap is a real loss on this
+# set's clinics and cameras; segmentation often holds while the diagnosis does not.
+
+# %%
+shift, shift_text = None, ""
+if external:
+    test_json, test_table = out.evaluation("test"), out.per_image("test")
+    if test_json.is_file():
+        shift = domain_shift(result, json.loads(test_json.read_text()),
+                             pd.read_csv(test_table) if test_table.is_file() else None, class_names,
+                             n_resamples=n_bootstrap, seed=bootstrap_seed)
+        display(shift["table"])
+        fig = plot_domain_shift(shift["table"], title=f"Domain shift · {data.name}", external_name=data.name)
+        viz.publish(fig, figures / f"{tag}_domain_shift.png")
+        shift_text = " ".join(shift["notes"])
+    else:
+        shift_text = (f"No test-split results of this run yet ({test_json} is missing), so the domain shift "
+                      "cannot be shown; make them with `papermill notebooks/03_evaluate.ipynb reports/03_test.ipynb "
+                      f"-p checkpoint {checkpoint_path}`, then run this evaluation again.")
+else:
+    shift_text = "This is the training data (not an external set): there is no domain shift to show."
+Markdown(shift_text)
 
 # %% [markdown]
 # ## Per class
-# *Reading the figure:* one group of bars per diagnosis (its number of test images under the
+# *Reading the figure:* one group of bars per diagnosis (its number of images under the
 # name): sensitivity is the share of that class found, precision the share of its predictions
-# that are right. Bars from few images (small support) are noisy.
+# that are right. Bars from few images (small support) are noisy; a class absent from this set
+# has no sensitivity or AUC.
 
 # %%
-if "classification" in tasks:
+if "classification" in shown:
     per_class = per_class_table(result)
     fig = viz.plot_per_class_metrics(result, title=f"Per-class performance · {title}")
     viz.publish(fig, figures / f"{tag}_per_class.png")
 else:
     per_class = None
-    print("The classification head was not trained: no per-class numbers.")
+    print("No per-class numbers: " + ("this set has no diagnoses." if "classification" not in scored
+                                      else "the classification head was not trained."))
 per_class
 
 # %% [markdown]
@@ -169,7 +240,7 @@ per_class
 # diagonal is chance (AUC 0.5).
 
 # %%
-if "classification" in tasks:
+if "classification" in shown:
     fig = viz.plot_confusion_matrix(result, title=f"Confusion matrix · {title}")
     viz.publish(fig, figures / f"{tag}_confusion_matrix.png")
     fig = viz.plot_roc_curves(result["roc_curves"], title=f"ROC curves · {title}")
@@ -182,23 +253,24 @@ if "classification" in tasks:
 # others' is one the model serves worse; wide intervals mean too few lesions to say.
 
 # %%
-subgroups = subgroup_tables(evaluation, data.index, class_names, tasks, n_resamples=max(100, n_bootstrap // 2),
+subgroups = subgroup_tables(evaluation, data.index, class_names, shown, n_resamples=max(100, n_bootstrap // 2),
                             seed=bootstrap_seed)
-from IPython.display import display
-
 for column, table in subgroups.items():
     display(table)
 
 # %% [markdown]
-# ## Best and worst cases (by Dice)
-# *Reading the figure:* the images with the highest and the lowest Dice, the expert border and
-# the predicted one drawn on each, with true and predicted diagnosis. The worst rows show what
-# fails: faint borders, hairs, lesions touching the image edge, or very small lesions.
+# ## Best and worst cases
+# *Reading the figure:* the images with the highest and the lowest Dice (on a set without masks:
+# the highest and lowest probability given to the true diagnosis), with the expert border (when
+# there is one) and the predicted one drawn on each, and the true (when known) and predicted
+# diagnosis. The worst rows show what fails: faint borders, hairs, lesions touching the image
+# edge, very small lesions, or on an external set its colours and framing.
 
 # %%
-if "segmentation" in tasks:
-    examples = best_and_worst(data, evaluation, n_examples)
-    fig = viz.plot_overlay_grid(**examples, title=f"Best and worst masks · {title}")
+rank_by = "dice" if "segmentation" in shown else "p_true" if "classification" in shown else None
+if rank_by is not None:
+    examples = best_and_worst(data, evaluation, n_examples, by=rank_by)
+    fig = plot_cases(**examples, title=f"Best and worst by {'Dice' if rank_by == 'dice' else 'P(true class)'} · {title}")
     viz.publish(fig, figures / f"{tag}_best_worst.png")
 
 # %% [markdown]
@@ -212,11 +284,9 @@ if "segmentation" in tasks:
 # over 15 bins; the table adds class-wise ECE, NLL and Brier score (lower is better for all).
 
 # %%
-from IPython.display import Markdown
-
-trust = assess_trust(evaluation, calibration, class_names) if "classification" in tasks else None
+no_trust = ("This set has no diagnoses: nothing to calibrate, refer or explain." if "classification" not in scored
+            else "The classification head was not trained: there are no probabilities to calibrate.")
 if trust is not None:
-    per_image = per_image.join(trust.per_image)
     cal = trust.calibration
     fig = viz.plot_reliability_diagram(cal["reliability_before"], cal["reliability_after"],
                                        temperature=calibration.temperature if cal["calibrated"] else None,
@@ -226,7 +296,7 @@ if trust is not None:
                                                           cal["reliability_before"], calibration.missing)
     display(calibration_table(cal))
 else:
-    calibration_text = "The classification head was not trained: there are no probabilities to calibrate."
+    calibration_text = no_trust
 Markdown(calibration_text)
 
 # %% [markdown]
@@ -245,10 +315,10 @@ if trust is not None:
     viz.publish(fig, figures / f"{tag}_risk_coverage.png")
     referral = trust.referral
     referral_text = conclusions.referral_conclusion(referral["aurc"]["entropy"], referral["table"], referral["at_threshold"],
-                                                    mask=referral["mask"] if "segmentation" in tasks else None)
+                                                    mask=referral["mask"] if "segmentation" in shown else None)
     display(referral_table(trust))
 else:
-    referral_text = "The classification head was not trained: nothing to refer."
+    referral_text = no_trust
 Markdown(referral_text)
 
 # %% [markdown]
@@ -261,8 +331,7 @@ Markdown(referral_text)
 # sensitivity with specificity.
 
 # %%
-operating_text = (conclusions.operating_point_conclusion(trust.operating_point) if trust is not None
-                  else "The classification head was not trained: no melanoma operating point.")
+operating_text = (conclusions.operating_point_conclusion(trust.operating_point) if trust is not None else no_trust)
 if trust is not None and trust.operating_point is not None:
     display(operating_point_table(trust.operating_point))
 Markdown(operating_text)
@@ -271,29 +340,31 @@ Markdown(operating_text)
 # ## Grad-CAM: where does the classifier look?
 # *Reading the figure:* the heat map (bright = the regions that raised the score of the
 # predicted class most, from the last encoder block) over examples of each class, the expert
-# lesion border in green and the predicted one in magenta. A map on the lesion is reassuring; a
-# map on rulers, hairs, ink or the dark corners of the dermatoscope means the class may come
-# from an artefact. The maps are computed at the model's resolution and enlarged.
+# lesion border in green (when the set has masks) and the predicted one in magenta. A map on the
+# lesion is reassuring; a map on rulers, hairs, ink or the dark corners of the dermatoscope means
+# the class may come from an artefact. The maps are computed at the model's resolution and enlarged.
 
 # %%
+cam, energy = None, None
 if trust is not None:
-    cam = cam_check(model, data, split, evaluation, device, class_names, batch_size=batch_size, method=cam_method,
-                    max_images=cam_max_images, normalization=ckpt.normalization)
-    per_image = per_image.merge(cam_columns(cam), on="image_id", how="left")
-    energy = dict(zip(per_image["image_id"], per_image["cam_energy_true"]))
-    examples = cam_examples(model, data, evaluation, choose_cam_examples(evaluation.per_image, class_names, n_examples),
+    with_both = evaluation.subset(evaluation.has_label & evaluation.has_mask)   # the check needs true masks
+    if len(with_both.per_image):
+        cam = cam_check(model, data, split, with_both, device, class_names, batch_size=batch_size, method=cam_method,
+                        max_images=cam_max_images, normalization=ckpt.normalization)
+        per_image = per_image.merge(cam_columns(cam), on="image_id", how="left")
+        energy = dict(zip(per_image["image_id"], per_image["cam_energy_true"]))
+    examples = cam_examples(model, data, labelled, choose_cam_examples(labelled.per_image, class_names, n_examples),
                             device, method=cam_method, normalization=ckpt.normalization, energy=energy)
     fig = viz.plot_cam_grid(**examples, title=f"Grad-CAM ({cam_method}) · {title}")
     viz.publish(fig, figures / f"{tag}_cam_examples.png")
 else:
-    cam = None
-    print("The classification head was not trained: no Grad-CAM.")
+    print(no_trust)
 
 # %% [markdown]
 # ## Is the heat map on the lesion? The check against the masks
-# *Reading the figure and the table:* for every image of the split, the share of the heat map's
-# energy inside the true lesion mask (and inside the predicted one), per true class and
-# overall, beside the share of the image the lesion covers, which is what a uniform map would
+# *Reading the figure and the table:* for every image with a diagnosis and a mask, the share of
+# the heat map's energy inside the true lesion mask (and inside the predicted one), per true class
+# and overall, beside the share of the image the lesion covers, which is what a uniform map would
 # score. Lift is their ratio (1 = no better than uniform); "above uniform" is the share of images
 # whose map beats that baseline, "mostly outside" the share with less than half of the energy
 # inside. The figure shows the maps that fall most outside the lesion, lowest share first.
@@ -302,7 +373,7 @@ else:
 if cam is not None:
     outside = [r["index"] for r in cam["true_mask"]["mostly_outside"][:2 * n_examples]]
     if outside:
-        fig = viz.plot_cam_grid(**cam_examples(model, data, evaluation, outside, device, method=cam_method,
+        fig = viz.plot_cam_grid(**cam_examples(model, data, with_both, outside, device, method=cam_method,
                                                normalization=ckpt.normalization, energy=energy),
                                 title=f"Heat maps mostly outside the lesion · {title}")
         viz.publish(fig, figures / f"{tag}_cam_outside.png")
@@ -311,7 +382,8 @@ if cam is not None:
     cam_text = conclusions.cam_conclusion(cam)
     display(cam_summary_table(cam))
 else:
-    cam_text = "No Grad-CAM check."
+    cam_text = ("No image has both a diagnosis and a mask: the heat maps cannot be checked against the lesions."
+                if trust is not None else "No Grad-CAM check.")
 Markdown(cam_text)
 
 # %% [markdown]
@@ -319,33 +391,55 @@ Markdown(cam_text)
 # Computed from the numbers above (`skin_utils.nb.conclusions.evaluation_conclusion`).
 
 # %%
-from IPython.display import Markdown
-
-conclusion = conclusions.evaluation_conclusion(result, per_image["jaccard"].tolist(), synthetic=data.synthetic,
-                                               tasks=tasks)
+conclusion = conclusions.evaluation_conclusion(result, per_image["jaccard"].dropna().tolist(), synthetic=data.synthetic,
+                                               tasks=tasks, shift=shift)
 Markdown(conclusion)
 
 # %%
-report.write_json(out.evaluation(split),
+report.write_json(out.metrics / f"{tag}.json",
                   {**{k: v for k, v in result.items() if k != "roc_curves"}, "checkpoint": str(checkpoint_path),
                    "checkpoint_epoch": ckpt.epoch + 1, "data": data.describe(), "params": params,
                    "subgroups": {c: t.to_dict(orient="records") for c, t in subgroups.items()},
                    "calibration_used": calibration.as_dict(), "trust": trust.report() if trust else None,
-                   "cam": cam_report(cam) if cam else None})
-per_image.to_csv(out.per_image(split), index=False)
-base = evaluation.report["majority_baseline"]
-figure_links = "\n".join(f"![{name}](figures/{tag}_{name}.png)" for name, task in
-                         (("per_class", "classification"), ("confusion_matrix", "classification"),
-                          ("roc_curves", "classification"), ("best_worst", "segmentation")) if task in tasks)
+                   "cam": cam_report(cam) if cam else None,
+                   "domain_shift": None if shift is None else {
+                       "test_results": str(out.evaluation("test")), "notes": shift["notes"],
+                       "restricted_to": shift["restricted_to"],
+                       "table": shift["table"].reset_index().to_dict(orient="records")}})
+per_image.to_csv(out.metrics / f"{tag}_per_image.csv", index=False)
+figure_links = "\n".join(f"![{name}](figures/{tag}_{name}.png)" for name in
+                         ("per_class", "confusion_matrix", "roc_curves", "best_worst")
+                         if (figures / f"{tag}_{name}.png").is_file())
 subgroup_md = "\n\n".join(f"By {c}:\n\n{report.markdown_table(t.set_index(c))}" for c, t in subgroups.items() if len(t))
-report.write_section(out.root, f"03_{tag}", f"Evaluation ({split} split)", f"""
+base = result.get("majority_baseline") if "classification" in shown else None
+baseline_md = (f"Chance balanced accuracy {result['chance']['balanced_accuracy']:.3f}; always answering {base['majority']} "
+               f"would score accuracy {base['accuracy']:.3f} and balanced accuracy {base['balanced_accuracy']:.3f}."
+               if base else "")
+shift_md = ""
+if external:
+    shift_md = "### Domain shift: the training data's test split beside this set\n\n" + (
+        report.markdown_table(shift["table"]) + f"\n\n![domain shift](figures/{tag}_domain_shift.png)\n\n"
+        if shift is not None else "") + shift_text
+masks_md = (f"Masks scored at each image's original size{' (averaged over the 8 flips and turns)' if tta else ''}. "
+            if "segmentation" in shown else "")
+not_scored_md = " ".join(conclusions.NOT_SCORED[t] for t in ("segmentation", "classification") if t not in scored)
+what = (f"the external set **{data.name}** (`{data.data_dir}`, all images)" if external
+        else f"the **{split}** split of **{data.name}**")
+trust_md = (trust_section(trust, cam, calibration, tag, calibration_text, referral_text, operating_text, cam_text)
+            if trust is not None or "classification" in scored else f"### Trust in each prediction\n\n{no_trust}")
+report.write_section(out.root, f"03_{tag}", f"External evaluation: {data.name}" if external else f"Evaluation ({split} split)", f"""
 Checkpoint `{checkpoint_path.name}` of run `{out.name}` (epoch {ckpt.epoch + 1}, {ckpt.image_size[0]}x{ckpt.image_size[1]} px;
-heads trained: {', '.join(tasks)}) on the **{split}** split of **{data.name}**: {result['n_images']} images of
-{result['n_lesions']} lesions. Masks scored at each image's original size{' (averaged over the 8 flips and turns)' if tta else ''}.
-95% intervals from {n_bootstrap} bootstrap resamples of lesions. Always answering {base['majority']} would score accuracy
-{base['accuracy']:.3f} and balanced accuracy {base['balanced_accuracy']:.3f}.
+heads trained: {', '.join(tasks)}) on {what}: {result['n_images']} images of
+{result['n_lesions']} lesions ({result['n_with_mask']} with a mask, {result['n_with_label']} with a diagnosis).
+{masks_md}95% intervals from {n_bootstrap} bootstrap resamples of lesions. {' '.join(x for x in (baseline_md, not_scored_md) if x)}
+
+{note or ''}
 
 {report.markdown_table(headline)}
+
+{mel_text}
+
+{shift_md}
 
 {report.markdown_table(per_class) if per_class is not None else ''}
 
@@ -353,7 +447,8 @@ heads trained: {', '.join(tasks)}) on the **{split}** split of **{data.name}**: 
 
 {subgroup_md}
 
-{trust_section(trust, cam, calibration, tag, calibration_text, referral_text, operating_text, cam_text)}
+{trust_md}
 
 **Conclusion.** {conclusion}
 """, params=params, data=data.describe())
+print(f"results: {out.metrics / f'{tag}.json'}, {out.metrics / f'{tag}_per_image.csv'}, figures/{tag}_*.png")

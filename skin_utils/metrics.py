@@ -49,6 +49,13 @@ and integer targets, shape (N,). The predicted class is the ``argmax`` (first in
 * :func:`roc_curves` returns one ``{"fpr", "tpr", "auc"}`` dict per class that has both
   positives and negatives; ``skin_utils.viz.plot_roc_curves`` takes that value as it is.
 
+On a set where only some of the classes occur (an external data set, a small split), the
+numbers above are therefore averages over the classes present, while a prediction of an absent
+class still counts as an error (it lowers the recall of the true class). :func:`baselines` names
+the classes present and gives what chance and always answering the set's most frequent class
+score on that set; :func:`melanoma_vs_rest` is the binary question (melanoma or not) that such
+sets ask: ROC AUC of P(MEL) and sensitivity / specificity at a threshold.
+
 Everything returned by ``aggregate()`` is built from plain Python floats, ints, lists and dicts,
 so it can be ``json.dump``-ed; NaN is kept as ``float('nan')``, and :func:`to_jsonable` turns it
 (and any numpy / torch value) into strict-JSON values (NaN -> None).
@@ -78,6 +85,9 @@ __all__ = [
     "classification_report_dict",
     "ClassificationMetrics",
     "majority_baseline",
+    "classes_present",
+    "baselines",
+    "melanoma_vs_rest",
     "roc_curves",
     "to_jsonable",
     "ISIC_JACCARD_THRESHOLD",
@@ -541,6 +551,95 @@ def majority_baseline(
         "balanced_accuracy": balanced_accuracy(t, pred, k),
         "n_images": int(t.size),
     }
+
+
+def classes_present(targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> list[str]:
+    """The names of the classes that occur in ``targets`` (integer indices), in class order."""
+    names = _class_names(class_names)
+    t = as_labels(targets, len(names), "targets")
+    counts = np.bincount(t, minlength=len(names))
+    return [name for name, n in zip(names, counts) if n > 0]
+
+
+def baselines(targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
+    """What the classes of this set allow without looking at the images, so that a score on a
+    set with only some of the classes can be read.
+
+    Returns ``classes_present`` (`classes_present`), ``n_classes_present``, ``n_classes``,
+    ``all_classes_present``, ``chance`` and ``majority``:
+
+    * ``chance["balanced_accuracy"]`` is ``1 / n_classes_present``: the most that any answer
+      independent of the image can expect (a constant answer, or guessing among the classes
+      present; guessing among all classes expects less); ``chance["macro_auc"]`` and
+      ``chance["mel_auc"]`` are 0.5 (scores independent of the truth);
+    * ``majority`` is `majority_baseline` of the set's most frequent class (lowest index on ties):
+      its accuracy is that class's share, its balanced accuracy ``1 / n_classes_present``.
+    """
+    names = _class_names(class_names)
+    t = as_labels(targets, len(names), "targets")
+    if t.size == 0:
+        raise ValueError("No targets: there is nothing to compare with chance.")
+    present = classes_present(t, names)
+    return {
+        "classes_present": present,
+        "n_classes_present": len(present),
+        "n_classes": len(names),
+        "all_classes_present": len(present) == len(names),
+        "chance": {"balanced_accuracy": 1.0 / len(present), "macro_auc": 0.5, "mel_auc": 0.5},
+        "majority": majority_baseline(t, names, None),
+    }
+
+
+def melanoma_vs_rest(y_true: Any, p_mel: Any, threshold: float | None = None) -> dict[str, Any]:
+    """Melanoma versus every other diagnosis, from one score per image.
+
+    ``y_true`` (N,): 1 / True for a melanoma, 0 / False otherwise; ``p_mel`` (N,): P(MEL) in
+    [0, 1] (calibrated or not: the threshold must be for the same kind); ``threshold``: call
+    melanoma when ``p_mel >= threshold`` (None: no operating point).
+
+    Returns ``auc`` (``sklearn.metrics.roc_auc_score``; NaN when the set has no melanoma or only
+    melanomas, with the reason in ``notes``), ``n_images``, ``n_mel``, ``n_other``,
+    ``threshold`` and at the threshold ``sensitivity`` (TP / (TP + FN), NaN without melanomas),
+    ``specificity`` (TN / (TN + FP), NaN without other lesions), ``ppv`` (TP / (TP + FP), NaN when
+    nothing is called melanoma) and the counts ``tp``, ``fn``, ``tn``, ``fp`` (None, and the rates
+    NaN, when ``threshold`` is None).
+    """
+    y = as_numpy(y_true, dtype=None)
+    p = as_numpy(p_mel)
+    if y.ndim != 1 or p.ndim != 1 or y.shape != p.shape:
+        raise ValueError(f"y_true and p_mel must be 1-D and equally long; got shapes {y.shape} and {p.shape}.")
+    if y.size == 0:
+        raise ValueError("No images: y_true and p_mel are empty.")
+    if y.dtype != bool:
+        if not np.issubdtype(y.dtype, np.number) or not np.isin(y, (0, 1)).all():
+            raise ValueError("y_true must be 1 / True for melanoma and 0 / False otherwise; got other values "
+                             f"({sorted(set(np.unique(y).tolist()) - {0, 1})[:5]}).")
+        y = y.astype(bool)
+    if not np.all(np.isfinite(p)) or p.min() < 0.0 or p.max() > 1.0:
+        raise ValueError("p_mel must be probabilities in [0, 1] (P(MEL) of each image).")
+    n_mel, n = int(y.sum()), int(y.size)
+    nan = float("nan")
+    notes = []
+    if n_mel == 0:
+        notes.append("no melanoma in this set: the AUC and the sensitivity are undefined")
+    elif n_mel == n:
+        notes.append("only melanomas in this set: the AUC and the specificity are undefined")
+    out: dict[str, Any] = {
+        "auc": float(skm.roc_auc_score(y, p)) if 0 < n_mel < n else nan,
+        "n_images": n, "n_mel": n_mel, "n_other": n - n_mel,
+        "threshold": None if threshold is None else float(threshold),
+        "sensitivity": nan, "specificity": nan, "ppv": nan, "tp": None, "fn": None, "tn": None, "fp": None,
+        "notes": notes,
+    }
+    if threshold is not None:
+        called = p >= float(threshold)
+        tp, fn = int((called & y).sum()), int((~called & y).sum())
+        tn, fp = int((~called & ~y).sum()), int((called & ~y).sum())
+        out.update(tp=tp, fn=fn, tn=tn, fp=fp,
+                   sensitivity=tp / (tp + fn) if tp + fn else nan,
+                   specificity=tn / (tn + fp) if tn + fp else nan,
+                   ppv=tp / (tp + fp) if tp + fp else nan)
+    return out
 
 
 def roc_curves(

@@ -5,7 +5,9 @@ bootstrap that resamples images makes intervals too narrow. Here every resample 
 with replacement and takes all of their images (a cluster bootstrap), with a seeded generator.
 
 * `scores(table)`: the headline metrics of a per-image table (what ``03_evaluate`` writes to
-  ``evaluate_per_image.csv``: ``lesion_id``, ``true``, ``p_<class>`` and ``dice``/``jaccard``).
+  ``evaluate_per_image.csv``: ``lesion_id``, ``true``, ``p_<class>`` and ``dice``/``jaccard``;
+  an empty ``true`` or ``dice`` marks an image without diagnosis or without mask), and with a
+  P(MEL) threshold melanoma sensitivity and specificity.
 * `bootstrap_ci(table)`: the point estimates and percentile 95% intervals.
 * `paired_bootstrap(table_a, table_b)`: two models scored on the same images; the interval of
   the difference ``b - a`` from the same lesion resamples, and whether it excludes 0.
@@ -15,12 +17,14 @@ with replacement and takes all of their images (a cluster bootstrap), with a see
 
 Classification metrics follow `skin_utils.metrics`: balanced accuracy is the mean recall over the
 classes present in the (resampled) targets; macro AUC the mean one-vs-rest AUC over the classes
-with both positives and negatives. A metric that cannot be computed is NaN, never a number.
+with both positives and negatives; ``mel_auc`` melanoma versus the rest (`skin_utils.metrics
+.melanoma_vs_rest`). A metric that cannot be computed is NaN, never a number.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,29 +36,42 @@ from skin_utils.metrics import ISIC_JACCARD_THRESHOLD
 
 SEGMENTATION_METRICS = ("dice", "jaccard", "thresholded_jaccard")
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "macro_auc", "mel_auc")
-HEADLINE_METRICS = SEGMENTATION_METRICS + CLASSIFICATION_METRICS
+MEL_THRESHOLD_METRICS = ("mel_sensitivity", "mel_specificity")  # with a P(MEL) threshold
+HEADLINE_METRICS = SEGMENTATION_METRICS + CLASSIFICATION_METRICS + MEL_THRESHOLD_METRICS
 AGE_BANDS = (0, 30, 45, 60, 75, np.inf)
 
 
 class _Arrays:
-    """The columns a statistic needs, as numpy arrays, so that one resample costs microseconds."""
+    """The columns a statistic needs, as numpy arrays, so that one resample costs microseconds.
 
-    def __init__(self, table: pd.DataFrame, class_names: Sequence[str]):
+    Images without a diagnosis (``true`` empty) count for the segmentation metrics only, images
+    without a mask (``dice`` empty) for the classification metrics only. ``mel_scores`` names the
+    column of P(MEL) that the melanoma-versus-rest numbers use (e.g. ``p_cal_MEL``, calibrated)."""
+
+    def __init__(self, table: pd.DataFrame, class_names: Sequence[str], mel_scores: str = "p_MEL"):
         self.class_names = list(class_names)
         self.n = len(table)
         self.has_seg = "dice" in table and table["dice"].notna().any()
-        self.has_cls = "true" in table and all(f"p_{c}" in table for c in self.class_names)
+        self.labelled = table["true"].notna().to_numpy() if "true" in table else np.zeros(self.n, bool)
+        self.has_cls = bool(self.labelled.any()) and all(f"p_{c}" in table for c in self.class_names)
         if self.has_seg:
             self.dice = table["dice"].to_numpy(float)
             self.jaccard = table["jaccard"].to_numpy(float) if "jaccard" in table else np.full(self.n, np.nan)
         if self.has_cls:
             index = {c: i for i, c in enumerate(self.class_names)}
-            unknown = sorted(set(table["true"]) - set(index))
+            unknown = sorted(set(table["true"][self.labelled]) - set(index))
             if unknown:
                 raise ValueError(f"per-image table has true labels {unknown} outside the classes {self.class_names}.")
-            self.y = table["true"].map(index).to_numpy(int)
+            self.y = table["true"].map(index).fillna(-1).to_numpy(int)
             self.probs = table[[f"p_{c}" for c in self.class_names]].to_numpy(float)
             self.pred = self.probs.argmax(1)
+            self.p_mel = np.zeros(self.n)
+            if "MEL" not in self.class_names:
+                return
+            if mel_scores not in table:
+                raise ValueError(f"per-image table has no {mel_scores!r} column for the melanoma-versus-rest "
+                                 f"numbers; columns: {list(table.columns)}.")
+            self.p_mel = table[mel_scores].to_numpy(float)
 
 
 def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -67,14 +84,21 @@ def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def _scores(a: _Arrays, idx: np.ndarray, tasks: Sequence[str]) -> dict:
+def _scores(a: _Arrays, idx: np.ndarray, tasks: Sequence[str], mel_threshold: float | None = None) -> dict:
     out = {}
     if "segmentation" in tasks and a.has_seg:
         jac = a.jaccard[idx]
-        out["dice"] = float(np.nanmean(a.dice[idx]))
-        out["jaccard"] = float(np.nanmean(jac))
-        out["thresholded_jaccard"] = float(np.nanmean(np.where(jac >= ISIC_JACCARD_THRESHOLD, jac, 0.0)))
+        with warnings.catch_warnings():  # a resample of only unmasked images: NaN, left out of the interval
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out["dice"] = float(np.nanmean(a.dice[idx]))
+            out["jaccard"] = float(np.nanmean(jac))
+            out["thresholded_jaccard"] = float(np.nanmean(np.where(jac >= ISIC_JACCARD_THRESHOLD, jac,
+                                                                   np.where(np.isnan(jac), np.nan, 0.0))))
     if "classification" in tasks and a.has_cls:
+        idx = idx[a.labelled[idx]]
+        if len(idx) == 0:
+            return {**out, **dict.fromkeys(CLASSIFICATION_METRICS, math.nan),
+                    **(dict.fromkeys(MEL_THRESHOLD_METRICS, math.nan) if mel_threshold is not None else {})}
         y, pred, probs = a.y[idx], a.pred[idx], a.probs[idx]
         k = len(a.class_names)
         support = np.bincount(y, minlength=k)
@@ -85,14 +109,24 @@ def _scores(a: _Arrays, idx: np.ndarray, tasks: Sequence[str]) -> dict:
         aucs = [_auc(probs[:, c], y == c) for c in range(k) if 0 < support[c] < len(y)]
         out["macro_auc"] = float(np.mean(aucs)) if aucs else math.nan
         mel = a.class_names.index("MEL") if "MEL" in a.class_names else None
-        out["mel_auc"] = _auc(probs[:, mel], y == mel) if mel is not None else math.nan
+        is_mel = y == mel if mel is not None else np.zeros(len(y), bool)
+        out["mel_auc"] = _auc(a.p_mel[idx], is_mel) if mel is not None else math.nan
+        if mel_threshold is not None:
+            called = a.p_mel[idx] >= mel_threshold
+            n_mel = int(is_mel.sum())
+            out["mel_sensitivity"] = float((called & is_mel).sum() / n_mel) if n_mel else math.nan
+            out["mel_specificity"] = (float((~called & ~is_mel).sum() / (len(y) - n_mel)) if len(y) > n_mel
+                                      else math.nan)
     return out
 
 
 def scores(table: pd.DataFrame, class_names: Sequence[str] = CLASS_NAMES,
-           tasks: Sequence[str] = ("segmentation", "classification")) -> dict:
-    """The headline metrics of a per-image table (`HEADLINE_METRICS`, those the columns allow)."""
-    return _scores(_Arrays(table, class_names), np.arange(len(table)), tasks)
+           tasks: Sequence[str] = ("segmentation", "classification"), *, mel_scores: str = "p_MEL",
+           mel_threshold: float | None = None) -> dict:
+    """The headline metrics of a per-image table (`HEADLINE_METRICS`, those the columns allow).
+    ``mel_scores``: the column of P(MEL) for ``mel_auc`` and, with ``mel_threshold``,
+    ``mel_sensitivity`` and ``mel_specificity`` of calling melanoma when it reaches the threshold."""
+    return _scores(_Arrays(table, class_names, mel_scores), np.arange(len(table)), tasks, mel_threshold)
 
 
 def _lesion_groups(table: pd.DataFrame, cluster: str) -> list[np.ndarray]:
@@ -120,14 +154,17 @@ def _interval(values: list[float], level: float) -> list[float]:
 
 def bootstrap_ci(table: pd.DataFrame, class_names: Sequence[str] = CLASS_NAMES, *, n_resamples: int = 1000,
                  seed: int = 0, level: float = 0.95, cluster: str = "lesion_id",
-                 tasks: Sequence[str] = ("segmentation", "classification")) -> dict:
+                 tasks: Sequence[str] = ("segmentation", "classification"), mel_scores: str = "p_MEL",
+                 mel_threshold: float | None = None) -> dict:
     """``{"estimate": {metric: value}, "ci95": {metric: [lo, hi]}, "n_resamples", "level", "cluster"}``:
-    percentile intervals from ``n_resamples`` resamples of whole lesions (``cluster`` column)."""
-    a = _Arrays(table, class_names)
-    estimate = _scores(a, np.arange(len(table)), tasks)
+    percentile intervals from ``n_resamples`` resamples of whole lesions (``cluster`` column).
+    ``mel_scores`` and ``mel_threshold`` as in `scores`. A metric undefined in a resample (e.g. no
+    melanoma drawn) is left out of its interval; undefined in all: ``[nan, nan]``."""
+    a = _Arrays(table, class_names, mel_scores)
+    estimate = _scores(a, np.arange(len(table)), tasks, mel_threshold)
     draws = {k: [] for k in estimate}
     for idx in lesion_resamples(_lesion_groups(table, cluster), n_resamples, seed):
-        for k, v in _scores(a, idx, tasks).items():
+        for k, v in _scores(a, idx, tasks, mel_threshold).items():
             draws[k].append(v)
     return {"estimate": estimate, "ci95": {k: _interval(v, level) for k, v in draws.items()},
             "n_resamples": int(n_resamples), "level": level, "cluster": cluster,

@@ -125,18 +125,30 @@ def training_conclusion(history: Sequence[Mapping], selection: str, n_classes: i
     return _paragraph(out)
 
 
+NOT_SCORED = {"classification": "This set has no diagnoses: classification is not scored (only the masks are).",
+              "segmentation": "This set has no lesion masks: segmentation is not scored (only the diagnoses are)."}
+
+
 def evaluation_conclusion(report: Mapping, per_image_jaccard: Sequence[float] | None = None,
                           synthetic: bool = False,
-                          tasks: Sequence[str] = ("segmentation", "classification")) -> str:
-    """The test evaluation in words: the margin over always answering NV, melanoma
-    sensitivity, the best class and the classes near chance, Dice, and how far to trust it.
+                          tasks: Sequence[str] = ("segmentation", "classification"),
+                          shift: Mapping | None = None) -> str:
+    """The evaluation in words: the margin over chance and over always answering the majority
+    class, melanoma versus the rest, the best class and the classes near chance, Dice, what the set
+    does not allow to score, the shift from the training data's test split, and how far to trust it.
 
     ``report``: what `skin_utils.evaluation.evaluate_original_size` returns as ``report``
     (``balanced_accuracy``, ``accuracy``, ``dice``, ``per_class``, ``majority_baseline``,
-    ``n_images``, and ``ci95`` when there); ``per_image_jaccard``: the Jaccard index of each image;
-    ``tasks``: the heads the model was trained for (an untrained head's numbers are not judged)."""
+    ``n_images``, and when there ``ci95``, ``scored`` (the tasks the data allow), ``classes_present``,
+    ``melanoma_vs_rest``); ``per_image_jaccard``: the Jaccard index of each image;
+    ``tasks``: the heads the model was trained for (an untrained head's numbers are not judged);
+    ``shift``: `skin_utils.evaluation.domain_shift` for an external set (its table compares this
+    set with the training data's test split)."""
     out = [f"The {t} head was not trained (its loss weight was 0): its metrics are not applicable."
            for t in ("segmentation", "classification") if t not in tasks]
+    scored = report.get("scored", ("segmentation", "classification"))
+    out += [NOT_SCORED[t] for t in ("classification", "segmentation") if t not in scored]
+    tasks = [t for t in tasks if t in scored]
     ci = report.get("ci95", {})
 
     def with_ci(metric: str) -> str:
@@ -145,17 +157,78 @@ def evaluation_conclusion(report: Mapping, per_image_jaccard: Sequence[float] | 
 
     if "classification" in tasks:
         out += _classification_findings(report, with_ci)
+        mel = melanoma_conclusion(report.get("melanoma_vs_rest"), ci)
+        out += [mel] if mel else []
     if "segmentation" in tasks:
         out += _segmentation_findings(report, per_image_jaccard, with_ci)
+    if shift is not None:
+        out += _shift_findings(shift)
     n = report.get("n_images", 0)
     thin = [k for k, v in (report.get("per_class") or {}).items() if 0 < v.get("support", 0) < NOISY_SUPPORT]
+    images = "test images" if report.get("split", "test") == "test" else "images"
     if n < SMALL_TEST_SET:
-        out.append(f"Only {n} test images: differences of a few points are noise.")
+        out.append(f"Only {n} {images}: differences of a few points are noise.")
     elif thin and "classification" in tasks:
-        out.append(f"Fewer than {NOISY_SUPPORT} test images of {', '.join(thin)}: their rows are noisy.")
+        out.append(f"Fewer than {NOISY_SUPPORT} {images} of {', '.join(thin)}: their rows are noisy.")
     if synthetic:
         out.append(SYNTHETIC_WARNING)
     return _paragraph(out)
+
+
+def melanoma_conclusion(mel: Mapping | None, ci95: Mapping | None = None) -> str:
+    """Melanoma versus the rest in one sentence: the AUC, and sensitivity and specificity at the
+    P(MEL) threshold chosen on the training data's validation split, or why they are undefined.
+
+    ``mel``: `skin_utils.evaluation.melanoma_report` (None: nothing to say, returns "");
+    ``ci95``: the lesion-level intervals of ``mel_auc``, ``mel_sensitivity``, ``mel_specificity``."""
+    if not mel:
+        return ""
+    ci95 = ci95 or {}
+
+    def with_ci(metric: str) -> str:
+        lo_hi = ci95.get(metric)
+        return f" (95% CI {lo_hi[0]:.2f}–{lo_hi[1]:.2f})" if lo_hi and all(map(_finite, lo_hi)) else ""
+
+    if not _finite(mel.get("auc")):
+        why = "; ".join(mel.get("notes") or []) or "undefined"
+        return f"Melanoma versus the rest: the AUC is undefined here ({why})."
+    out = (f"Melanoma versus the rest: AUC {mel['auc']:.2f}{with_ci('mel_auc')} over {mel['n_mel']} melanomas and "
+           f"{mel['n_other']} other lesions")
+    if mel.get("threshold") is not None:
+        out += (f"; at the P(MEL) threshold {mel['threshold']:.3f} chosen on the training data's validation split, "
+                f"sensitivity {mel['sensitivity']:.2f}{with_ci('mel_sensitivity')} and specificity "
+                f"{mel['specificity']:.2f}{with_ci('mel_specificity')}")
+        target = mel.get("target_sensitivity")
+        if target is not None and _finite(mel.get("sensitivity")) and mel["sensitivity"] < float(target) - 0.1:
+            out += f", well below the {float(target):.2f} the threshold was chosen to reach"
+    else:
+        out += "; the checkpoint holds no P(MEL) threshold, so no sensitivity or specificity"
+    if mel["auc"] < NEAR_CHANCE_AUC:
+        out += ": hardly better than chance (0.5)"
+    return out + "."
+
+
+SHIFT_DROP = 0.05  # a metric that falls by more than this from the test split is called a drop
+
+
+def _shift_findings(shift: Mapping) -> list[str]:
+    """The domain shift table in words: which metrics fall, which hold."""
+    table = shift.get("table")
+    if table is None:
+        return []
+    diff = {m: float(d) for m, d in table["external − test"].items() if _finite(float(d))}
+    if not diff:
+        return ["The training data's test split has none of these metrics to compare with."]
+    drops = {m: d for m, d in diff.items() if d < -SHIFT_DROP}
+    held = [m for m, d in diff.items() if d >= -SHIFT_DROP]
+    out = []
+    if drops:
+        out.append("Against the training data's test split, " + ", ".join(
+            f"{m.replace('_', ' ')} falls by {-d:.2f}" for m, d in sorted(drops.items(), key=lambda x: x[1]))
+            + ": the model does not carry these over to this set.")
+    if held:
+        out.append(f"Within {SHIFT_DROP} of the test split or better: {', '.join(m.replace('_', ' ') for m in held)}.")
+    return out
 
 
 def _classification_findings(report: Mapping, with_ci) -> list[str]:
@@ -163,6 +236,11 @@ def _classification_findings(report: Mapping, with_ci) -> list[str]:
     per_class = report["per_class"]
     bal, acc = report["balanced_accuracy"], report["accuracy"]
     out = []
+    present = report.get("classes_present")
+    if present and len(present) < len(per_class):
+        out.append(f"Only {', '.join(present)} occur here: the classification numbers average over these "
+                   f"{len(present)} classes (chance balanced accuracy {1 / len(present):.2f}) and are not comparable "
+                   f"with {len(per_class)}-class numbers.")
     margin = bal - base["balanced_accuracy"]
     if margin < 0.05:
         out.append(f"Balanced accuracy {bal:.2f} is hardly better than always answering {base['majority']} "

@@ -24,13 +24,16 @@ from skin_utils.viz.eda import (
     plot_sample_grid,
     plot_split_counts,
 )
-from skin_utils.viz.evaluate import plot_confusion_matrix, plot_per_class_metrics, plot_roc_curves
+from skin_utils.viz.evaluate import (plot_cases, plot_confusion_matrix, plot_domain_shift, plot_per_class_metrics,
+                                    plot_roc_curves)
 from skin_utils.viz.inference import plot_overlay_grid
 from skin_utils.viz.experiments import plot_experiment, plot_paired_differences
 from skin_utils.viz.train import HISTORY_PANELS, plot_learning_curves
 from skin_utils.viz.trust import plot_cam_grid, plot_cam_overlay, plot_reliability_diagram, plot_risk_coverage
 
 __all__ = [
+    "plot_cases",
+    "plot_domain_shift",
     "CLASS_COLORS",
     "TRUE_MASK_COLOR",
     "PRED_MASK_COLOR",

@@ -16,9 +16,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from skin_utils.metrics import PER_CLASS_KEYS
-from skin_utils.viz.common import class_color, color_class_ticks, new_figure, require, suptitle
+from skin_utils.viz.common import (CORRECT_COLOR, WRONG_COLOR, class_color, color_class_ticks, new_figure, require,
+                                   suptitle)
+from skin_utils.viz.inference import plot_overlay_grid
 
-__all__ = ["plot_confusion_matrix", "plot_roc_curves", "plot_per_class_metrics"]
+__all__ = ["plot_confusion_matrix", "plot_roc_curves", "plot_per_class_metrics", "plot_cases", "plot_domain_shift"]
 
 _REPORT = "takes the report of metrics.classification_report_dict (ClassificationMetrics.aggregate())"
 #: The per-class scores (every per-class key but ``support``, which goes under the class name).
@@ -155,4 +157,67 @@ def plot_per_class_metrics(
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(ax.containers, tidy["metric"].unique(), ncols=len(metrics), fontsize=8,
               frameon=False, loc="upper center", bbox_to_anchor=(0.5, 1.0))  # with the hatches
+    return suptitle(fig, title)
+
+
+def plot_cases(images, true_masks, pred_masks, true_labels, pred_labels, pred_probs, scores=None,
+               title: str = "Best and worst cases", row_titles: Sequence[str] | None = None) -> Figure:
+    """`skin_utils.viz.plot_overlay_grid` for an evaluated set that may lack masks or diagnoses
+    (takes ``evaluation.best_and_worst(...)`` as keyword arguments): ``true_masks`` None for images
+    without masks (3 columns, no true mask), and ``true_labels`` None, or None entries, for images
+    without a diagnosis (the caption then gives the prediction only, in black)."""
+    n = len(images)
+    labels = list(true_labels) if true_labels is not None else [None] * n
+    if len(labels) != n:
+        raise ValueError(f"plot_cases: {n} images but {len(labels)} true labels.")
+    has_masks = true_masks is not None
+    if has_masks and all(t is not None for t in labels):
+        return plot_overlay_grid(images, true_masks, pred_masks, labels, pred_labels, pred_probs, scores=scores,
+                                 title=title, row_titles=row_titles)
+    # the grid as evaluation (masks) or as inference (no masks), then each caption says what is known
+    fig = plot_overlay_grid(images, true_masks, pred_masks, list(pred_labels) if has_masks else None, pred_labels,
+                            pred_probs, scores=scores if has_masks else None, title=title, row_titles=row_titles)
+    ncols = 4 if has_masks else 3
+    for i, ax in enumerate(fig.axes[::ncols][:n]):
+        text, color = f"pred: {pred_labels[i]} ({pred_probs[i]:.2f})", "black"
+        if labels[i] is not None:
+            ok = labels[i] == pred_labels[i]
+            text = f"{'✓' if ok else '✗'} true: {labels[i]} · {text}"
+            color = CORRECT_COLOR if ok else WRONG_COLOR
+        ax.set_xlabel(text, fontsize=9, color=color, fontweight="normal" if color == "black" else "bold")
+    return fig
+
+
+def plot_domain_shift(table: pd.DataFrame, title: str = "Domain shift: training data's test split vs external set",
+                      external_name: str = "external") -> Figure:
+    """One row per metric: the test split's value and the external set's, each with its 95%
+    interval as a line, so the drop and whether the intervals overlap show at a glance.
+
+    ``table``: `skin_utils.evaluation.domain_shift_table` (columns ``test split``, ``test 95% CI``,
+    ``external``, ``external 95% CI``)."""
+    require(table, ("test split", "test 95% CI", "external", "external 95% CI"),
+            "plot_domain_shift takes the table of skin_utils.evaluation.domain_shift_table")
+    metrics = list(table.index)
+    fig, axes = new_figure(1, 1, figsize=(7.2, 0.5 * max(len(metrics), 1) + 1.9))
+    ax = axes[0, 0]
+    for col, ci_col, label, color, dy in (("test split", "test 95% CI", "training data, test split", "0.35", -0.14),
+                                          ("external", "external 95% CI", external_name, "#d95f02", 0.14)):
+        for i, m in enumerate(metrics):
+            v = float(table.loc[m, col]) if pd.notna(table.loc[m, col]) else math.nan
+            if math.isnan(v):
+                continue
+            ci = str(table.loc[m, ci_col] or "")
+            if "–" in ci:
+                lo, hi = (float(x) for x in ci.split("–"))
+                ax.plot([lo, hi], [i + dy] * 2, color=color, lw=2, alpha=0.7)
+            ax.plot(v, i + dy, "o", color=color, ms=6,
+                    label=label if label not in ax.get_legend_handles_labels()[1] else None)
+    ax.set_yticks(range(len(metrics)), [m.replace("_", " ") for m in metrics])
+    ax.invert_yaxis()
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("score (higher is better), with 95% interval")
+    ax.grid(axis="x", color="0.92")
+    ax.spines[["top", "right"]].set_visible(False)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8.5, frameon=False)
     return suptitle(fig, title)
