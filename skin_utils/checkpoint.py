@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from skin_utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD
+from skin_utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD, resolve_normalization
 from skin_utils.data.imageio import as_hw
 from skin_utils.model import MultiTaskNet
 
@@ -37,7 +37,9 @@ class CheckpointError(RuntimeError):
 
 
 def imagenet_normalization() -> dict:
-    """``{"mean": [...], "std": [...]}`` of ImageNet, the normalisation every model here uses."""
+    """``{"mean": [...], "std": [...]}`` of ImageNet without colour constancy: the default of
+    `Checkpoint.normalization` (`skin_utils.engine.fit` records every key, see
+    `skin_utils.data.datasets.normalization_config`)."""
     return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
 
@@ -66,7 +68,9 @@ class Checkpoint:
     model: dict                # model.state_dict(): the weights
     class_names: list[str]     # output index -> class name, e.g. ["MEL", "NV", ...]
     image_size: tuple[int, int]  # (H, W) in pixels the model was trained at; inputs are resized to it
-    normalization: dict = field(default_factory=imagenet_normalization)  # {"mean": [r, g, b], "std": [r, g, b]} of uint8/255 inputs
+    # {"mean": [r, g, b], "std": [r, g, b]} of uint8/255 inputs, "colour_constancy": None | "shades_of_gray"
+    # (absent in older files: None), "p": its norm (6); read it with datasets.Normalize.from_config
+    normalization: dict = field(default_factory=imagenet_normalization)
     # --- how it was trained
     params: dict = field(default_factory=dict)   # the training notebook's parameters (check_params output)
     encoder_weights_used: str | None = None      # what initialised the encoder (MultiTaskNet.encoder_weights_used)
@@ -86,6 +90,7 @@ class Checkpoint:
     def __post_init__(self):
         self.class_names = list(self.class_names)
         self.image_size = as_hw(self.image_size)
+        resolve_normalization(self.normalization)  # a ValueError that names what is wrong
         if isinstance(self.training, dict):
             self.training = TrainingState(**self.training)
 

@@ -82,8 +82,7 @@ class Predictor:
         self.model.to(self.device).to(memory_format=torch.channels_last).eval()
         self.class_names = self.checkpoint.class_names
         self.image_size = self.checkpoint.image_size
-        norm = self.checkpoint.normalization
-        self.normalize = Normalize(norm["mean"], norm["std"]).to(self.device)
+        self.normalize = Normalize.from_config(self.checkpoint.normalization).to(self.device)
         self.amp_dtype = amp_dtype_for(self.device, amp)
         self.threshold = threshold
         self.tta = tta

@@ -4,11 +4,19 @@ Images travel as uint8 tensors from the cache to the training step, which conver
 float and normalises them (on the GPU when there is one): four times less memory traffic than
 float32 samples. Augmentation comes in two parts (`build_augmentation`): geometry per sample in
 the loader, with ``torchvision.transforms.v2`` on an (Image, Mask) pair so that image and mask
-move together; colour per batch in the training step (`BatchColorJitter`), image only.
+move together; colour per batch in the training step (`BatchColorJitter`, or
+`BatchCameraAugment` for ``augment="camera"``), image only.
+
+`Normalize` turns the uint8 batch into the model's input: to [0, 1] floats, the batch
+augmentation (training only), colour constancy (`skin_utils.data.colour.shades_of_gray`, when
+the run uses it: the same in training, validation, evaluation, calibration and inference),
+then the mean/std normalisation. `Normalize.from_config` builds it from a checkpoint's
+``normalization`` (`normalization_config`), everywhere one is needed.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -19,11 +27,12 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from skin_utils import distributed
+from skin_utils.data import colour
 from skin_utils.data.imageio import as_hw
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-AUGMENTATIONS = ("none", "flips", "standard", "strong")
+AUGMENTATIONS = ("none", "flips", "standard", "strong", "camera")
 
 
 class RandomRot90(v2.Transform):
@@ -69,6 +78,100 @@ class BatchColorJitter(torch.nn.Module):
         return x.clamp_(0, 1)
 
 
+#: The ranges of ``augment="camera"`` (`BatchCameraAugment`): for each effect the probability
+#: ``p`` that an image gets it and the range its parameter is drawn from (uniformly; gamma
+#: log-uniformly). The shifted test sets (`skin_utils.data.shift.SHIFT_RANGES`) draw outside them.
+CAMERA_AUGMENT = {
+    "hair": {"p": 0.2, "count": (1, 4)},               # thin dark curves (1 px wide, 3 px in 30% of images)
+    "vignette": {"p": 0.3, "strength": (0.1, 0.4)},    # 1 - strength * r**2, r = 1 in the corners
+    "blur": {"p": 0.2, "sigma": (0.004, 0.01)},        # Gaussian sigma, fraction of the shorter side
+    "resolution": {"p": 0.2, "scale": (0.5, 0.8)},     # down to this fraction of the size and back
+    "cast": {"p": 0.5, "gain": (0.85, 1.15)},          # independent gain per channel
+    "jitter": {"p": 1.0, "strength": 0.2},             # brightness, contrast, saturation factors in 1 +- strength
+    "gamma": {"p": 0.3, "gamma": (0.8, 1.25)},         # x ** gamma
+}
+
+
+class BatchCameraAugment(torch.nn.Module):
+    """What another clinic's camera changes, applied to a float batch in [0, 1] on its device:
+    each effect of `CAMERA_AUGMENT` to each image with its own probability and parameters, in
+    the order light meets them: hair on the skin, the optics (vignetting, blur), the sensor
+    (lower resolution), then the colour processing (cast, brightness / contrast /
+    saturation, gamma). Built from `skin_utils.data.colour`'s functions; only the images an
+    effect was drawn for are processed.
+
+    Randomness: which images get what, and with which parameters, is drawn on the CPU from
+    torch's global generator (a few numbers a batch, copied to the device), so nothing waits
+    for the device and a seed gives the same augmentation on every device.
+    `skin_utils.engine.fit` seeds that generator every epoch from ``(seed, epoch)``: a run is
+    repeatable and a resumed one identical. ``ranges`` overrides parts of `CAMERA_AUGMENT`,
+    e.g. ``{"hair": {"p": 0}}``."""
+
+    def __init__(self, ranges: dict | None = None):
+        super().__init__()
+        self.ranges = {k: dict(v) for k, v in CAMERA_AUGMENT.items()}
+        for name, update in (ranges or {}).items():
+            if name not in self.ranges:
+                raise ValueError(f"BatchCameraAugment: unknown effect {name!r}; the effects are {list(CAMERA_AUGMENT)}.")
+            self.ranges[name].update(update)
+
+    def _draw(self, n: int, effect: str):
+        """The (CPU) indices of the images that get ``effect``, and a uniform draw in its range
+        (``key``) per chosen image: ``(idx, sample(key, *shape))``."""
+        idx = torch.nonzero(torch.rand(n) < self.ranges[effect]["p"]).flatten()
+
+        def sample(key, *shape):
+            lo, hi = self.ranges[effect][key]
+            return lo + (hi - lo) * torch.rand(len(idx), *shape)
+        return idx, sample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        dev = x.device
+        x = x.float().clone()
+
+        def update(idx, fn, *args):
+            """``fn(images, *args)`` on the images ``idx`` (all of them without a copy)."""
+            if len(idx) == n:
+                return fn(x, *args)
+            x[idx] = fn(x[idx], *args)
+            return x
+
+        idx, sample = self._draw(n, "hair")
+        if len(idx):
+            lo, hi = self.ranges["hair"]["count"]
+            count = torch.randint(int(lo), int(hi) + 1, (len(idx),))
+            mask = colour.hair_mask(len(idx), (h, w), count.to(dev), thick=(torch.rand(len(idx)) < 0.3).to(dev),
+                                    max_hairs=int(hi), device=dev)
+            shade = (0.02 + 0.23 * torch.rand(len(idx), 1)) * torch.tensor([1.0, 0.8, 0.7])
+            x = update(idx, colour.add_hair, mask, shade.to(dev), (0.6 + 0.35 * torch.rand(len(idx))).to(dev))
+        idx, sample = self._draw(n, "vignette")
+        if len(idx):
+            x = update(idx, colour.vignette, sample("strength").to(dev))
+        idx, sample = self._draw(n, "blur")
+        if len(idx):
+            side = min(h, w)
+            x = update(idx, colour.gaussian_blur, (sample("sigma") * side).to(dev),
+                       math.ceil(3 * self.ranges["blur"]["sigma"][1] * side))
+        idx, sample = self._draw(n, "resolution")
+        for i, scale in zip(idx.tolist(), sample("scale").tolist()):
+            x[i:i + 1] = colour.downscale_upscale(x[i:i + 1], scale)
+        idx, sample = self._draw(n, "cast")
+        if len(idx):
+            x = update(idx, colour.colour_cast, sample("gain", 3).to(dev))
+        idx, _ = self._draw(n, "jitter")
+        if len(idx):
+            s = self.ranges["jitter"]["strength"]
+            b, c, sat = (1 + (torch.rand(3, len(idx)) * 2 - 1) * s).to(dev)
+            x = update(idx, colour.brightness_contrast_saturation, b, c, sat)
+        idx, sample = self._draw(n, "gamma")
+        if len(idx):
+            lo, hi = self.ranges["gamma"]["gamma"]
+            gamma = torch.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * torch.rand(len(idx)))
+            x = update(idx, colour.adjust_gamma, gamma.to(dev))
+        return x.clamp_(0, 1)
+
+
 def build_augmentation(augment: str = "standard") -> tuple[v2.Transform | None, torch.nn.Module | None]:
     """``(per_sample, per_batch)`` augmentation. ``per_sample`` (geometry, moves image and mask
     together) runs in the loader on uint8 tensors; ``per_batch`` (colour, image only) runs in
@@ -77,7 +180,10 @@ def build_augmentation(augment: str = "standard") -> tuple[v2.Transform | None, 
     ``"none"``; ``"flips"`` (horizontal and vertical flips, the original recipe);
     ``"standard"`` (recommended for short runs): flips and 90-degree rotations (lossless) and a
     mild colour jitter; ``"strong"``: adds free rotation, zoom and shift and a stronger colour
-    jitter, for long runs where overfitting is the problem."""
+    jitter, for long runs where overfitting is the problem; ``"camera"``: the geometry of
+    ``"standard"`` and, against the differences between clinics' cameras, colour casts,
+    brightness / contrast / saturation, gamma, blur, lower resolution, vignetting and hair
+    (`BatchCameraAugment`)."""
     flips = [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
     if augment == "none":
         return None, None
@@ -90,23 +196,83 @@ def build_augmentation(augment: str = "standard") -> tuple[v2.Transform | None, 
             *flips,
             v2.RandomApply([v2.RandomAffine(degrees=180, translate=(0.05, 0.05), scale=(0.9, 1.15))], p=0.7),
         ]), BatchColorJitter(0.2)
+    if augment == "camera":
+        return v2.Compose([*flips, RandomRot90()]), BatchCameraAugment()
     raise ValueError(f"augment={augment!r}: choose one of {AUGMENTATIONS}.")
 
 
-class Normalize(torch.nn.Module):
-    """uint8 (N, 3, H, W) -> float, ImageNet-normalised. With ``jitter`` (a module acting on
-    floats in [0, 1], e.g. `BatchColorJitter`) the batch is augmented on the way."""
+NORMALIZATION_KEYS = ("mean", "std", "colour_constancy", "p")
 
-    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD, jitter: torch.nn.Module | None = None):
+
+def normalization_config(colour_constancy: str | None = None, p: float = colour.DEFAULT_P,
+                         mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict:
+    """What a run records as ``Checkpoint.normalization``: ``{"mean": [r, g, b], "std": [r, g,
+    b], "colour_constancy": None | "shades_of_gray", "p": p}``. ``colour_constancy`` is one of
+    `skin_utils.data.colour.COLOUR_CONSTANCY` ("none" is stored as None); ``p`` is the norm of
+    Shades of Gray."""
+    if colour_constancy not in (None, *colour.COLOUR_CONSTANCY):
+        raise ValueError(f"colour_constancy={colour_constancy!r}: choose one of {colour.COLOUR_CONSTANCY}.")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 1 <= p <= 64:
+        raise ValueError(f"colour constancy p={p!r}: expected a number from 1 to 64 (Shades of Gray uses 6).")
+    values = {}
+    for name, v in (("mean", mean), ("std", std)):
+        v = [float(c) for c in v]
+        if len(v) != 3 or (name == "std" and min(v) <= 0):
+            raise ValueError(f"normalization {name}={v!r}: expected three numbers (r, g, b)"
+                             + (", all > 0." if name == "std" else "."))
+        values[name] = v
+    return {**values, "colour_constancy": None if colour_constancy in (None, "none") else colour_constancy,
+            "p": p}
+
+
+def resolve_normalization(normalization: dict | None) -> dict:
+    """A checkpoint's ``normalization`` with every key of `normalization_config`, checked. None
+    means ImageNet's statistics without colour constancy; a dict without ``colour_constancy``
+    (checkpoints written before it existed) means none. Raises ValueError naming what is wrong."""
+    if normalization is None:
+        return normalization_config()
+    if not isinstance(normalization, dict):
+        raise ValueError(f"normalization must be a dict with keys {NORMALIZATION_KEYS}; "
+                         f"got {type(normalization).__name__}.")
+    unknown = sorted(set(normalization) - set(NORMALIZATION_KEYS))
+    if unknown:
+        raise ValueError(f"normalization has unknown keys {unknown}; the keys are {NORMALIZATION_KEYS}. "
+                         "It was written by other code: use the skin_utils that wrote it.")
+    return normalization_config(normalization.get("colour_constancy"), normalization.get("p", colour.DEFAULT_P),
+                                normalization.get("mean", IMAGENET_MEAN), normalization.get("std", IMAGENET_STD))
+
+
+class Normalize(torch.nn.Module):
+    """uint8 (N, 3, H, W) -> the model's float input: to [0, 1], then ``jitter`` (a module on
+    floats in [0, 1], e.g. `BatchColorJitter`; training only), then colour constancy
+    (``colour_constancy="shades_of_gray"``: `skin_utils.data.colour.shades_of_gray` with norm
+    ``p``), then ``(x - mean) / std``. Build it from a checkpoint's ``normalization`` with
+    `Normalize.from_config`, so that every path feeds the model the same way."""
+
+    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD, jitter: torch.nn.Module | None = None,
+                 colour_constancy: str | None = None, p: float = colour.DEFAULT_P):
         super().__init__()
-        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std).view(1, 3, 1, 1)))
-        self.register_buffer("shift", (torch.tensor(mean) / torch.tensor(std)).view(1, 3, 1, 1))
+        self.config = normalization_config(colour_constancy, p, mean, std)
+        mean, std = torch.tensor(self.config["mean"]), torch.tensor(self.config["std"])
+        self.register_buffer("scale", 1.0 / (255.0 * std.view(1, 3, 1, 1)))
+        self.register_buffer("shift", (mean / std).view(1, 3, 1, 1))
         self.jitter = jitter
+        self.colour_constancy, self.p = self.config["colour_constancy"], self.config["p"]
+
+    @classmethod
+    def from_config(cls, normalization: dict | None = None, jitter: torch.nn.Module | None = None) -> "Normalize":
+        """The `Normalize` of a checkpoint's ``normalization`` (`resolve_normalization`: None is
+        ImageNet's without colour constancy), with an optional training ``jitter``."""
+        return cls(**resolve_normalization(normalization), jitter=jitter)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.jitter is None:
+        if self.jitter is None and self.colour_constancy is None:
             return images.float().mul_(self.scale).sub_(self.shift)
-        x = self.jitter(images.float().div_(255.0))
+        x = images.float().div_(255.0)
+        if self.jitter is not None:
+            x = self.jitter(x)
+        if self.colour_constancy == "shades_of_gray":
+            x = colour.shades_of_gray(x, self.p)
         return x.mul_(self.scale * 255.0).sub_(self.shift)
 
 

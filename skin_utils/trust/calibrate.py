@@ -286,11 +286,10 @@ def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=Non
     if len(data.rows.get("val", ())) == 0:
         raise ValueError("The validation split is empty: nothing to calibrate on.")
     model.to(device)
-    norm = ckpt.normalization
     loader = make_loader(data.dataset("val"), batch_size, device)
     pred = predict(model, loader, device, amp_dtype=amp_dtype_for(device, amp), progress=progress,
                    desc="calibrate on val", tta=tta, return_views=True,
-                   normalize=Normalize(norm["mean"], norm["std"]))
+                   normalize=Normalize.from_config(ckpt.normalization))
     outputs = {"tta": pred["probs"], "plain": pred["view_probs"][0]} if tta else {"plain": pred["probs"]}
     records = {kind: calibration_record(p, pred["labels"], ckpt.class_names, target_sensitivity=target_sensitivity,
                                         target_coverage=target_coverage)
