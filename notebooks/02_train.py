@@ -13,14 +13,16 @@
 # shows the latest run.
 #
 # With no HAM10000 in `data/` it trains on the synthetic demo data (every figure says so).
-# Run with other values: `papermill notebooks/02_train.ipynb out.ipynb -p epochs 5`.
+# Run with other values: `papermill notebooks/02_train.ipynb out.ipynb -p epochs 5`, or for the
+# minutes you have instead of a number of epochs: `-p time_budget 15`.
 
 # %% tags=["parameters"]
 from typing import Optional
 
 data_dir: str = "data"                   # HAM10000 layout (see data/README.md); the synthetic demo if empty
 image_size: int = 128                    # training size in pixels (square)
-epochs: int = 3
+epochs: int = 3                          # ignored when time_budget is set
+time_budget: Optional[float] = None      # minutes for training, validation and calibration: the epochs are fitted to it; None: train `epochs`
 batch_size: int = 16
 lr: float = 2e-3                         # peak learning rate of the one-cycle schedule (AdamW)
 weight_decay: float = 1e-4
@@ -30,7 +32,8 @@ cls_weight: float = 1.0                  # weight of the diagnosis loss (cross-e
 class_balance: str = "weighted_loss"     # "none", "weighted_loss", "sampler", "both" or "logit_adjusted"
 balance_power: float = 0.4               # strength: 0 none, 1 full correction of the class prior
 label_smoothing: float = 0.1
-augment: str = "standard"                # "none", "flips", "standard" (flips, 90-degree turns, mild colour) or "strong"
+augment: str = "standard"                # "none", "flips", "standard" (flips, 90-degree turns, mild colour), "strong" or "camera" (standard + casts, blur, resolution, vignette, hair)
+colour_constancy: str = "none"           # "none" or "shades_of_gray": applied the same way in training, evaluation and inference (stored in the checkpoint)
 encoder_weights: Optional[str] = "auto"  # "imagenet", "auto" (ImageNet if obtainable), None, or a .pth path
 selection: str = "balanced_accuracy+dice"  # validation score that picks the best checkpoint
 patience: Optional[int] = None           # early stopping after this many epochs without improvement
@@ -71,24 +74,29 @@ if "google.colab" in sys.modules:
     os.chdir("/content/repo")
 
 # %%
+import time
+
+started_at = time.perf_counter()  # a time budget counts from here
 import torch
 
 from skin_utils import CLASS_NAMES, viz
+from skin_utils.budget import budget_summary, plan_training
 from skin_utils.nb import conclusions, report
 from skin_utils.engine import build_optimizer_and_schedule, fit, resolve_device, seed_everything
 from skin_utils.model import MultiTaskNet
 from skin_utils.nb.params import check_params
 from skin_utils.nb.paths import resolve
+from skin_utils.data.datasets import normalization_config
 from skin_utils.data.loading import load_data, train_class_counts, train_val_loaders
 from skin_utils.losses import build_loss, trained_tasks
 from skin_utils.trust.calibrate import calibrate_checkpoint, summary_lines
 from skin_utils.runs import set_latest, start_run
 
 params = check_params(dict(
-    data_dir=data_dir, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
+    data_dir=data_dir, image_size=image_size, epochs=epochs, time_budget=time_budget, batch_size=batch_size, lr=lr,
     weight_decay=weight_decay, lr_schedule=lr_schedule, seg_weight=seg_weight, cls_weight=cls_weight,
     class_balance=class_balance, balance_power=balance_power, label_smoothing=label_smoothing,
-    augment=augment, encoder_weights=encoder_weights, selection=selection, patience=patience,
+    augment=augment, colour_constancy=colour_constancy, encoder_weights=encoder_weights, selection=selection, patience=patience,
     seed=seed, split_seed=split_seed, device=device, amp=amp, compile=compile, num_workers=num_workers, max_samples=max_samples,
     split_fractions=split_fractions, split_path=split_path, on_bad_data=on_bad_data, resume=resume,
     cache_dir=cache_dir, reports_dir=reports_dir, run_name=run_name, overwrite=overwrite,
@@ -109,7 +117,7 @@ data = load_data(data_dir, image_size, split_path=split_path, split_fractions=sp
 data.describe()
 
 # %% [markdown]
-# ## Model, loss and optimiser
+# ## Model, loss and data loaders
 
 # %%
 model = MultiTaskNet(num_classes=len(CLASS_NAMES), encoder_weights=encoder_weights)
@@ -118,13 +126,30 @@ loss_fn = build_loss(counts, seg_weight, cls_weight, class_balance, balance_powe
 train_loader, val_loader, batch_transform = train_val_loaders(data, batch_size, device, augment=augment,
                                              class_balance=class_balance, balance_power=balance_power,
                                              seed=seed, num_workers=num_workers)
-optimizer, scheduler = build_optimizer_and_schedule(model, lr, weight_decay, epochs, len(train_loader), lr_schedule)
 print("encoder weights:", model.encoder_weights_used)
 print("training images per class:", dict(zip(CLASS_NAMES, counts.tolist())))
 if loss_fn.class_weights is not None:
     print("cross-entropy class weights:", dict(zip(CLASS_NAMES, [round(w, 2) for w in loss_fn.class_weights.tolist()])))
 if loss_fn.logit_adjustment is not None:
     print("logit adjustment:", dict(zip(CLASS_NAMES, [round(w, 2) for w in loss_fn.logit_adjustment.tolist()])))
+
+# %% [markdown]
+# ## Epochs, time budget and learning-rate schedule
+# With `time_budget` (minutes, counted from the start of this notebook) a few training and
+# validation batches are timed on a copy of the model, and the run gets as many epochs as fit in
+# what is left after calibration (`skin_utils.budget`); the one-cycle schedule is then built for
+# exactly those epochs. The plan is saved in the run (`metrics/budget.json`) and kept on resume.
+
+# %%
+plan = None
+if time_budget is not None:
+    plan = plan_training(time_budget, started_at, model, train_loader, val_loader, loss_fn, device,
+                         calibrate="classification" in trained_tasks(seg_weight, cls_weight),
+                         calibrate_tta=calibrate_tta, amp=amp, batch_transform=batch_transform, compile=compile,
+                         saved=run.metrics / "budget.json", resume=resume)
+    epochs = plan.epochs
+    print(plan.describe())
+optimizer, scheduler = build_optimizer_and_schedule(model, lr, weight_decay, epochs, len(train_loader), lr_schedule)
 
 # %% [markdown]
 # ## Train
@@ -136,8 +161,10 @@ if loss_fn.logit_adjustment is not None:
 history = fit(model, train_loader, val_loader, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
               epochs=epochs, device=device, checkpoint_dir=checkpoints, class_names=CLASS_NAMES,
               image_size=data.image_size, batch_transform=batch_transform,
-              params=params, data=data.describe(), split_path=resolve(split_path),
-              selection=selection, patience=patience, amp=amp, compile=compile, resume=resume, seed=seed)
+              normalization=normalization_config(colour_constancy),
+              params={**params, "epochs": epochs}, data=data.describe(), split_path=resolve(split_path),
+              selection=selection, patience=patience, amp=amp, compile=compile, resume=resume, seed=seed,
+              deadline=plan.deadline(started_at) if plan and not resume else None)
 set_latest(run.root.parent, run)
 
 # %% [markdown]
@@ -176,7 +203,9 @@ summary = {"best_epoch": best["epoch"], "selection": selection, "best_val": {k[4
            "encoder_weights_used": model.encoder_weights_used,
            "class_weights": None if loss_fn.class_weights is None else loss_fn.class_weights.tolist(),
            "logit_adjustment": None if loss_fn.logit_adjustment is None else loss_fn.logit_adjustment.tolist(),
-           "history": history, "calibration": calibration, "data": data.describe(), "params": params}
+           "history": history, "calibration": calibration, "data": data.describe(), "params": params,
+           "time_budget_min": time_budget, "budget_plan": plan and plan.as_dict(),
+           "minutes_taken": (time.perf_counter() - started_at) / 60}
 report.write_json(reports / "metrics" / "train.json", summary)
 summary["best_val"]
 
@@ -198,6 +227,7 @@ report.write_section(reports, "02_train", "Training", f"""
 Trained on **{data.name}** ({len(data.rows['train'])} training / {len(data.rows['val'])} validation images,
 split by lesion) for {len(history)} epoch(s) at {image_size}x{image_size} px on `{device}`; encoder weights: {model.encoder_weights_used};
 class balance: `{class_balance}` (power {balance_power}). Best epoch by `{selection}`: **{best['epoch']}**.
+{budget_summary(plan, len(history), summary['minutes_taken'])}
 
 Validation at the best epoch (model resolution; the test-set evaluation at original size is in section 03):
 

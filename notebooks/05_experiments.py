@@ -22,7 +22,8 @@ from typing import Optional, Union
 name: str = "demo"                       # the experiment's folder under experiments_dir, and its table's name
 grid: Union[dict, list] = {"cls_weight": [1.0, 0.0]}  # 02_train parameter -> values (every combination), or a list of cells
 seeds: list[int] = [0]                   # each cell is trained once per seed
-fixed: dict = {"epochs": 1, "image_size": 64, "max_samples": 120}  # 02_train parameters every run gets (budget, data_dir, ...)
+fixed: dict = {"epochs": 1, "image_size": 64, "max_samples": 120}  # 02_train parameters every run gets (data_dir, ...)
+time_budget: Optional[float] = None      # minutes per training run (02_train's time_budget, instead of epochs); None: as in fixed
 eval_params: dict = {"tta": False, "n_bootstrap": 200}  # 03_evaluate parameters every evaluation gets
 reference: Optional[dict] = {"cls_weight": 1.0}  # the cell the others are compared with (paired bootstrap); None: no comparison
 metrics: list[str] = ["dice", "balanced_accuracy", "macro_auc"]  # shown in the figure
@@ -58,7 +59,9 @@ from skin_utils import viz
 
 params = check_params(dict(name=name, grid=grid, seeds=seeds, fixed=fixed, eval_params=eval_params,
                            reference=reference, metrics=metrics, n_bootstrap=n_bootstrap,
-                           experiments_dir=experiments_dir))
+                           experiments_dir=experiments_dir, time_budget=time_budget))
+if time_budget is not None:  # every run trains for the budget instead of a number of epochs
+    fixed = {**fixed, "time_budget": time_budget}
 cells = experiments.expand_grid(grid)
 folder = resolve(experiments_dir) / experiments.slug(name)
 print(f"{len(cells)} cell(s) x {len(seeds)} seed(s) = {len(cells) * len(seeds)} runs into {folder}")

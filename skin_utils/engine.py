@@ -30,8 +30,9 @@ import torch
 from tqdm.auto import tqdm
 
 from skin_utils import distributed
+from skin_utils.budget import format_seconds
 from skin_utils.checkpoint import Checkpoint, CheckpointError, TrainingState, load_weights
-from skin_utils.data.datasets import Normalize
+from skin_utils.data.datasets import Normalize, resolve_normalization
 from skin_utils.metrics import ClassificationMetrics, SegmentationMetrics
 
 SELECTION_CRITERIA = ("balanced_accuracy+dice", "balanced_accuracy", "dice", "loss")
@@ -114,15 +115,19 @@ def _to_device(batch, device, normalize, channels_last):
 # ----------------------------------------------------------------------------- one pass
 def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0, scheduler=None,
                     scaler=None, amp_dtype=None, channels_last: bool = True, batch_transform=None,
-                    progress: bool = True, refresh_every: int = 10, max_batches: int | None = None) -> dict:
+                    progress: bool = True, refresh_every: int = 10, max_batches: int | None = None,
+                    deadline: float | None = None, normalization: dict | None = None) -> dict:
     """One epoch of training. ``scheduler`` is stepped per batch. ``batch_transform`` (a module
     on float batches in [0, 1], e.g. the colour jitter of
     `skin_utils.data.datasets.build_augmentation`; None: none) augments each whole batch on the
-    device before it is normalised. Returns mean losses and images/s (inside a process group:
-    over the images of all processes)."""
+    device before it is normalised with ``normalization`` (a checkpoint's, see
+    `skin_utils.data.datasets.Normalize.from_config`; None: ImageNet's, no colour constancy).
+    Returns mean losses and images/s (inside a process group: over the images of all
+    processes). ``deadline`` (a ``time.perf_counter()`` reading): the progress bar shows the
+    time left to it."""
     device = torch.device(device)
     model.train()
-    normalize = Normalize(jitter=batch_transform).to(device)
+    normalize = Normalize.from_config(normalization, jitter=batch_transform).to(device)
     sums = torch.zeros(3, device=device, dtype=torch.float64)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
     n_images, t0 = 0, time.perf_counter()
@@ -162,7 +167,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
                     f"Non-finite training loss at epoch {epoch + 1}, batch {bad + 1} of {total}. "
                     "The last good checkpoint is kept. Lower lr, check the data (a blank or corrupt "
                     "image?), or try amp='off'.")
-            bar.set_postfix(loss=f"{sums[0].item() / n_images:.4f}", refresh=False)
+            left = {} if deadline is None else {"left": format_seconds(deadline - time.perf_counter())}
+            bar.set_postfix(loss=f"{sums[0].item() / n_images:.4f}", **left, refresh=False)
     seconds = time.perf_counter() - t0
     if distributed.world_size() > 1:  # losses and images of all processes
         totals = distributed.all_reduce(torch.cat([sums, sums.new_tensor([n_images])]), "sum")
@@ -289,14 +295,17 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
 
 
 def evaluate(model, loader, device, class_names, *, loss_fn=None, amp_dtype=None,
-             channels_last: bool = True, progress: bool = True, threshold: float = 0.5) -> dict:
+             channels_last: bool = True, progress: bool = True, threshold: float = 0.5,
+             normalization: dict | None = None) -> dict:
     """Validation metrics at the model's resolution, against the masks the batches carry (for
     model selection; the final evaluation at each image's original size is
     `skin_utils.evaluation.evaluate_original_size`). Returns ``dice``, ``jaccard``,
     ``thresholded_jaccard``, ``accuracy``, ``balanced_accuracy``, ``macro_auc`` and, with
-    ``loss_fn``, ``loss``, ``seg_loss``, ``cls_loss``."""
+    ``loss_fn``, ``loss``, ``seg_loss``, ``cls_loss``. ``normalization``: the run's (a
+    checkpoint's, `skin_utils.data.datasets.Normalize.from_config`; None: ImageNet's)."""
     pred = predict(model, loader, device, amp_dtype=amp_dtype, channels_last=channels_last,
-                   loss_fn=loss_fn, progress=progress, desc="validate", with_masks=True)
+                   loss_fn=loss_fn, progress=progress, desc="validate", with_masks=True,
+                   normalize=Normalize.from_config(normalization))
     seg = SegmentationMetrics()
     seg.update(pred["mask_probs"].numpy() >= threshold, pred["masks"].numpy())
     cls = ClassificationMetrics(class_names)
@@ -378,7 +387,9 @@ def _resume(path: Path, model, optimizer, scheduler, scaler, device, run: Checkp
             f"{path} holds no training state (optimizer, scheduler, random generators), so the run "
             "cannot continue exactly from it. Resume from the last.pt that fit wrote, or set resume=False.")
     for what, theirs, ours in (("classes", ckpt.class_names, run.class_names),
-                               ("image size (H, W)", ckpt.image_size, run.image_size)):
+                               ("image size (H, W)", ckpt.image_size, run.image_size),
+                               ("input normalization", resolve_normalization(ckpt.normalization),
+                                resolve_normalization(run.normalization))):
         if theirs != ours:
             raise CheckpointError(
                 f"Cannot resume from {path}: it was trained with the {what} {theirs}, this run has {ours}. "
@@ -422,16 +433,38 @@ def _history_row(epoch: int, optimizer, train: dict, val: dict, score: float, im
             **{f"val_{k}": v for k, v in val.items()}, "score": score, "best": improved}
 
 
+def _out_of_time(deadline: float | None, epoch_seconds: list[float], epoch: int, epochs: int, say: bool) -> bool:
+    """Whether the next epoch, as long as the longest so far, would end past ``deadline``
+    (inside a process group rank 0 decides for all)."""
+    if deadline is None or not epoch_seconds:
+        return False
+    late = time.perf_counter() + max(epoch_seconds) > deadline
+    if distributed.world_size() > 1:
+        late = bool(distributed.broadcast_object(late))
+    if late and say:
+        print(f"Time budget: stopping after {epoch} of {epochs} planned epochs: the next would end "
+              f"{format_seconds(time.perf_counter() + max(epoch_seconds) - deadline)} past the deadline "
+              "(the machine ran slower than measured at the start; the learning rate did not finish its schedule).")
+    return late
+
+
 def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epochs: int, device,
-        checkpoint_dir, class_names, image_size, batch_transform=None, params: dict | None = None,
-        data: dict | None = None, split_path=None, selection: str = "balanced_accuracy+dice",
+        checkpoint_dir, class_names, image_size, batch_transform=None, normalization: dict | None = None,
+        params: dict | None = None, data: dict | None = None, split_path=None,
+        selection: str = "balanced_accuracy+dice",
         patience: int | None = None, amp: str = "auto", channels_last: bool = True, resume: bool = False,
-        seed: int = 0, progress: bool = True, compile: bool = False, sync_bn: bool = False) -> list[dict]:
+        seed: int = 0, progress: bool = True, compile: bool = False, sync_bn: bool = False,
+        deadline: float | None = None) -> list[dict]:
     """Train for ``epochs``; write ``last.pt`` after every epoch and ``best.pt`` whenever the
     validation ``selection`` score improves; stop early after ``patience`` epochs without
     improvement (None: never). With ``resume=True`` continue from ``last.pt`` if it exists.
 
     ``batch_transform``: the colour augmentation of each training batch (see `train_one_epoch`).
+    ``normalization``: the input normalisation, mean/std and colour constancy
+    (`skin_utils.data.datasets.normalization_config`; None: ImageNet's, no colour constancy),
+    used in training after ``batch_transform`` and in validation, and recorded with all its
+    keys in every checkpoint (so evaluation and inference feed the model the same way);
+    resuming from a ``last.pt`` with another normalization is refused.
     ``class_names``, ``image_size`` (the (H, W), or the side, of the loaders' images),
     ``params`` (the notebook's parameters), ``data`` (`Data.describe()`), ``split_path`` and
     ``selection`` are recorded in every checkpoint (`skin_utils.checkpoint.Checkpoint`); resuming
@@ -445,7 +478,11 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
     first (CUDA only; ignored by a single process); validation runs on rank 0 alone and its
     metrics are sent to every process; only rank 0 prints and writes checkpoints. The loaders'
     batch size is per process. Pass the plain model: one already wrapped (compiled or DDP) is
-    unwrapped first (`unwrap_model`), and only ``compile`` decides whether it is compiled."""
+    unwrapped first (`unwrap_model`), and only ``compile`` decides whether it is compiled.
+
+    ``deadline``: a ``time.perf_counter()`` reading by which training must be over (a time
+    budget, `skin_utils.budget`): the progress shows the time left, and when the next epoch
+    would end past it (judged by the epochs so far) training stops there with a message."""
     device = torch.device(device)
     checkpoint_dir = Path(checkpoint_dir)
     if selection not in SELECTION_CRITERIA:
@@ -463,7 +500,8 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
     run = Checkpoint(model_config=dict(model.config), model={}, class_names=list(class_names),
                      image_size=image_size, params=dict(params or {}), data=dict(data or {}),
                      split_path=None if split_path is None else str(split_path), selection=selection,
-                     encoder_weights_used=model.encoder_weights_used)
+                     encoder_weights_used=model.encoder_weights_used,
+                     normalization=resolve_normalization(normalization))
     history, start_epoch, best_score, since_best = [], 0, -math.inf, 0
     last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
     if resume and last_path.is_file():
@@ -477,17 +515,22 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
     if compile:
         train_model = torch.compile(train_model)
     eval_model = train_model if world == 1 else (torch.compile(model) if compile else model)
+    epoch_seconds = []
     for epoch in range(start_epoch, epochs):
         if patience is not None and since_best >= patience:
             break
+        if _out_of_time(deadline, epoch_seconds, epoch, epochs, progress):
+            break
+        t_epoch = time.perf_counter()
         _seed_epoch(train_loader, seed, epoch, rank, world)
         train = train_one_epoch(train_model, train_loader, loss_fn, optimizer, device, epoch=epoch,
                                 scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype,
-                                channels_last=channels_last, batch_transform=batch_transform, progress=progress)
+                                channels_last=channels_last, batch_transform=batch_transform, progress=progress,
+                                deadline=deadline, normalization=run.normalization)
         val = None
         if is_main:
             val = evaluate(eval_model, val_loader, device, class_names, loss_fn=loss_fn, amp_dtype=amp_dtype,
-                           channels_last=channels_last, progress=progress)
+                           channels_last=channels_last, progress=progress, normalization=run.normalization)
         val = distributed.broadcast_object(val)
         score = selection_score(val, selection)
         improved = score > best_score
@@ -499,7 +542,8 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
         if progress:
             print(f"epoch {epoch + 1}/{epochs}  train loss {train['loss']:.4f}  val loss {val.get('loss', float('nan')):.4f}  "
                   f"Dice {val['dice']:.3f}  bal.acc {val['balanced_accuracy']:.3f}  acc {val['accuracy']:.3f}  "
-                  f"AUC {val['macro_auc']:.3f}  {train['images_per_s']:.1f} img/s" + ("  *best*" if improved else ""))
+                  f"AUC {val['macro_auc']:.3f}  {train['images_per_s']:.1f} img/s" + ("  *best*" if improved else "")
+                  + ("" if deadline is None else f"  time left {format_seconds(deadline - time.perf_counter())}"))
         if is_main:
             ckpt = _epoch_checkpoint(run, model, epoch=epoch, metrics=val, history=history, best_score=best_score,
                                      epochs_since_best=since_best)
@@ -507,5 +551,6 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
                 ckpt.save(best_path)
             ckpt.training = _training_state(optimizer, scheduler, scaler)
             ckpt.save(last_path)
+        epoch_seconds.append(time.perf_counter() - t_epoch)
     distributed.barrier()  # every process returns once rank 0 has written the last checkpoint
     return history

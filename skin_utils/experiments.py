@@ -34,7 +34,8 @@ from skin_utils.runs import Run, slug
 from skin_utils.stats import HEADLINE_METRICS, mean_sd, paired_bootstrap_seeds
 
 TASK_METRICS = {"segmentation": ("dice", "jaccard", "thresholded_jaccard"),
-                "classification": ("accuracy", "balanced_accuracy", "macro_auc", "mel_auc")}
+                "classification": ("accuracy", "balanced_accuracy", "macro_auc", "mel_auc", "mel_sensitivity",
+                                   "mel_specificity")}
 SPLITS = ("val", "test")
 # The multi-task ablation: each head alone, both at equal weight, and two other ratios.
 PRESETS = {

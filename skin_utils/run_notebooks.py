@@ -27,6 +27,7 @@ RUNNER_ENV = "SKIN_UTILS_RUNNER"  # set for the kernels this runner starts (02_t
 OPTIONS = {
     "data_dir": ("02_train", "data_dir"),
     "epochs": ("02_train", "epochs"),
+    "time_budget": ("02_train", "time_budget"),
     "image_size": ("02_train", "image_size"),
     "batch_size": ("02_train", "batch_size"),
     "max_samples": ("02_train", "max_samples"),
@@ -34,7 +35,7 @@ OPTIONS = {
     "run_name": ("02_train", "run_name"),
 }
 NOT_TIED = {"03_evaluate": ("data_dir", "split_path")}  # 03 reads the data and split of the run it scores
-TRAIN_ONLY = {"epochs", "image_size", "batch_size"}  # 03/04 take image size and batch size of their own
+TRAIN_ONLY = {"epochs", "time_budget", "image_size", "batch_size"}  # 03/04 take image size and batch size of their own; 05's runs their own budget
 
 
 def notebook_defaults(name: str) -> dict:
@@ -95,6 +96,9 @@ def parser(defaults: dict[str, dict]) -> argparse.ArgumentParser:
 
     p.add_argument("--data-dir", help=f"a HAM10000 layout; 'data' falls back to the synthetic demo {default('data_dir')}")
     p.add_argument("--epochs", type=int, help=f"training epochs {default('epochs')}")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="minutes for training, validation and calibration; the epochs are fitted to it "
+                        f"(instead of --epochs) {default('time_budget')}")
     p.add_argument("--image-size", type=int, help=f"training size in pixels {default('image_size')}")
     p.add_argument("--batch-size", type=int, help=f"training batch size {default('batch_size')}")
     p.add_argument("--max-samples", type=int, help=f"use at most this many images {default('max_samples')}")
@@ -129,7 +133,9 @@ def main(argv=None) -> int:
     folder = resolve_data_dir(train["data_dir"], root=root)
     reports = resolve(train["reports_dir"], root)
     run_dir = reports / "runs" / options["run_name"]
-    print(f"Data: {folder} ({'synthetic demo' if is_synthetic(folder) else 'real'}); {train['epochs']} epochs at "
+    length = (f"{train['epochs']} epochs" if train.get("time_budget") is None
+              else f"a {train['time_budget']:g}-minute time budget")
+    print(f"Data: {folder} ({'synthetic demo' if is_synthetic(folder) else 'real'}); {length} at "
           f"{train['image_size']} px, batch {train['batch_size']}; run {run_dir}")
     old = os.environ.get(RUNNER_ENV)
     os.environ[RUNNER_ENV] = "1"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -29,6 +30,7 @@ import torch
 from skin_utils import distributed, runs
 from skin_utils.engine import build_optimizer_and_schedule, fit, resolve_device, seed_everything
 from skin_utils.labels import CLASS_NAMES
+from skin_utils.data.datasets import normalization_config
 from skin_utils.data.loading import load_data, train_class_counts, train_val_loaders
 from skin_utils.losses import build_loss
 from skin_utils.model import MultiTaskNet
@@ -44,6 +46,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="data", help="HAM10000 layout (see data/README.md); the synthetic demo if empty")
     p.add_argument("--image-size", type=int, default=128, help="training size in pixels (square)")
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                   help="minutes for training, validation and calibration: the epochs are fitted to it (instead of --epochs)")
     p.add_argument("--batch-size", type=int, default=16,
                    help="images per step and per process: the global batch is batch-size x processes")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the schedule (AdamW)")
@@ -55,7 +59,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="none, weighted_loss, sampler, both or logit_adjusted")
     p.add_argument("--balance-power", type=float, default=0.4)
     p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--augment", default="standard", help="none, flips, standard or strong")
+    p.add_argument("--augment", default="standard", help="none, flips, standard, strong or camera")
+    p.add_argument("--colour-constancy", default="none", help="none or shades_of_gray (training, evaluation and inference alike)")
     p.add_argument("--encoder-weights", default="auto",
                    help="imagenet, auto (ImageNet if obtainable), none, or a .pth path")
     p.add_argument("--selection", default="balanced_accuracy+dice", help="validation score that picks best.pt")
@@ -83,10 +88,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     params = check_params(dict(
-        data_dir=args.data_dir, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
+        data_dir=args.data_dir, image_size=args.image_size, epochs=args.epochs, time_budget=args.time_budget,
+        batch_size=args.batch_size,
         lr=args.lr, weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, seg_weight=args.seg_weight,
         cls_weight=args.cls_weight, class_balance=args.class_balance, balance_power=args.balance_power,
-        label_smoothing=args.label_smoothing, augment=args.augment, encoder_weights=args.encoder_weights,
+        label_smoothing=args.label_smoothing, augment=args.augment, colour_constancy=args.colour_constancy, encoder_weights=args.encoder_weights,
         selection=args.selection, patience=args.patience, seed=args.seed, split_seed=args.split_seed, device=args.device, amp=args.amp,
         num_workers=args.num_workers, max_samples=args.max_samples, split_fractions=list(args.split_fractions),
         split_path=args.split_path, on_bad_data=args.on_bad_data, resume=args.resume, cache_dir=args.cache_dir,
@@ -103,6 +109,7 @@ def main(argv=None) -> int:
 
 
 def train(args, params: dict, ctx: distributed.Context) -> list[dict]:
+    started_at = time.perf_counter()  # a time budget counts from here
     device, say = ctx.device, (print if ctx.is_main else (lambda *a, **k: None))
     say(f"Training on {device} x {ctx.world_size} process(es): global batch {args.batch_size * ctx.world_size} "
         f"({args.batch_size} per process), {torch.get_num_threads()} CPU threads per process")
@@ -130,17 +137,30 @@ def train(args, params: dict, ctx: distributed.Context) -> list[dict]:
     loaders = train_val_loaders(data, args.batch_size, device, augment=args.augment,
                                 class_balance=args.class_balance, balance_power=args.balance_power,
                                 seed=args.seed, num_workers=args.num_workers)
-    optimizer, scheduler = build_optimizer_and_schedule(model, args.lr, args.weight_decay, args.epochs,
+    plan, epochs = None, args.epochs
+    if args.time_budget is not None:  # measured on rank 0, the same epochs for every process
+        from skin_utils.budget import BudgetPlan, plan_training
+
+        if ctx.is_main:
+            plan = plan_training(args.time_budget, started_at, model, loaders.train, loaders.val, loss_fn, device,
+                                 calibrate=args.cls_weight > 0, amp=args.amp, batch_transform=loaders.batch_transform,
+                                 compile=args.compile, saved=run.metrics / "budget.json", resume=args.resume)
+            say(plan.describe())
+        plan = BudgetPlan.from_dict(distributed.broadcast_object(plan and plan.as_dict()))
+        epochs = plan.epochs
+    optimizer, scheduler = build_optimizer_and_schedule(model, args.lr, args.weight_decay, epochs,
                                                         len(loaders.train), args.lr_schedule)
     say(f"encoder weights: {model.encoder_weights_used}; training images per class: "
         f"{dict(zip(CLASS_NAMES, counts.tolist()))}; run folder: {run.root}")
 
     history = fit(model, loaders.train, loaders.val, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
-                  epochs=args.epochs, device=device, checkpoint_dir=run.checkpoints, class_names=CLASS_NAMES,
-                  image_size=data.image_size, batch_transform=loaders.batch_transform, params=params,
+                  epochs=epochs, device=device, checkpoint_dir=run.checkpoints, class_names=CLASS_NAMES,
+                  image_size=data.image_size, batch_transform=loaders.batch_transform,
+                  normalization=normalization_config(args.colour_constancy), params={**params, "epochs": epochs},
                   data=data.describe(), split_path=resolve(args.split_path), selection=args.selection,
                   patience=args.patience, amp=args.amp, resume=args.resume, seed=args.seed,
-                  progress=args.progress, compile=args.compile, sync_bn=args.sync_bn)
+                  progress=args.progress, compile=args.compile, sync_bn=args.sync_bn,
+                  deadline=plan.deadline(started_at) if plan and not args.resume else None)
 
     # Results (rank 0): the history and best epoch, the learning curves, LATEST -> this run.
     if ctx.is_main:
@@ -148,13 +168,6 @@ def train(args, params: dict, ctx: distributed.Context) -> list[dict]:
         from skin_utils.nb import report
 
         best = max(history, key=lambda row: row["score"])
-        report.write_json(run.metrics / "train.json", {
-            "best_epoch": best["epoch"], "selection": args.selection,
-            "best_val": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
-            "epochs_run": len(history), "checkpoint": str(run.best), "world_size": ctx.world_size,
-            "global_batch_size": args.batch_size * ctx.world_size,
-            "encoder_weights_used": model.encoder_weights_used, "history": history,
-            "data": data.describe(), "params": params})
         viz.save_figure(viz.plot_learning_curves(history, title=f"Learning curves · {data.name}"),
                         run.figures / "train_learning_curves.png")
         if args.cls_weight > 0:  # as notebook 02: temperature and thresholds fitted on validation, into best.pt
@@ -162,6 +175,14 @@ def train(args, params: dict, ctx: distributed.Context) -> list[dict]:
 
             calibrate_checkpoint(run.best, data, tta=True, batch_size=args.batch_size, device=device, amp=args.amp,
                                  progress=args.progress)
+        report.write_json(run.metrics / "train.json", {
+            "best_epoch": best["epoch"], "selection": args.selection,
+            "best_val": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
+            "epochs_run": len(history), "checkpoint": str(run.best), "world_size": ctx.world_size,
+            "global_batch_size": args.batch_size * ctx.world_size,
+            "encoder_weights_used": model.encoder_weights_used, "history": history,
+            "data": data.describe(), "params": params, "time_budget_min": args.time_budget,
+            "budget_plan": plan and plan.as_dict(), "minutes_taken": (time.perf_counter() - started_at) / 60})
         runs.set_latest((resolve(args.reports_dir) / "runs"), run)
         say(f"best epoch {best['epoch']} by {args.selection}: {run.best}")
     return history

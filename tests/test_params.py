@@ -66,7 +66,8 @@ def test_on_bad_data_choices_are_what_load_index_accepts(tmp_path):
     assert not isinstance(err.value, DataLayoutError)
 
 
-ANNOTATION_OF_KIND = {"int": "int", "int_or_none": "Optional[int]", "float": "float", "bool": "bool", "choice": "str"}
+ANNOTATION_OF_KIND = {"int": "int", "int_or_none": "Optional[int]", "float": "float", "float_or_none": "Optional[float]", "bool": "bool", "choice": "str",
+                      "label_map": "Optional[Union[str, dict]]", "str_or_none": "Optional[str]"}
 
 
 @pytest.mark.parametrize("name", ["01_eda", "02_train", "03_evaluate", "04_inference"])

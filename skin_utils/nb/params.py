@@ -19,6 +19,7 @@ def _fail(name, value, expected):
 
 def _choices() -> dict:
     """The allowed values of each choice parameter, from the module that defines them."""
+    from skin_utils.data.colour import COLOUR_CONSTANCY
     from skin_utils.data.datasets import AUGMENTATIONS
     from skin_utils.data.splits import SPLITS
     from skin_utils.data.layout import ON_BAD_DATA
@@ -29,6 +30,7 @@ def _choices() -> dict:
     return {
         "amp": AMP_CHOICES,
         "augment": AUGMENTATIONS,
+        "colour_constancy": COLOUR_CONSTANCY,
         "class_balance": CLASS_BALANCE,
         "lr_schedule": LR_SCHEDULES,
         "on_bad_data": ON_BAD_DATA,
@@ -75,6 +77,10 @@ RULES = {
     "target_coverage": ("float", (0.01, 1.0)),
     "mc_samples": ("int", (0, 1000)),
     "cam_max_images": ("int_or_none", (1, 10**9)),
+    "time_budget": ("float_or_none", (0.1, 100_000.0)),  # minutes
+    "label_map": ("label_map", None),        # a dict (papermill -y) or JSON text (-p), or None
+    "label_column": ("str_or_none", None),
+    "id_column": ("str_or_none", None),
 }
 
 
@@ -90,13 +96,24 @@ def check_params(params: dict, must_exist: tuple[str, ...] = ()) -> dict:
                 _fail(name, value, "an integer" + (" or None" if kind == "int_or_none" else ""))
             if not rule[0] <= value <= rule[1]:
                 _fail(name, value, f"an integer between {rule[0]} and {rule[1]}")
-        elif kind == "float":
+        elif kind in ("float", "float_or_none"):
+            if value is None and kind == "float_or_none":
+                continue
             if isinstance(value, bool) or not isinstance(value, Real):
-                _fail(name, value, "a number")
+                _fail(name, value, "a number" + (" or None" if kind == "float_or_none" else ""))
             if not rule[0] <= value <= rule[1]:
                 _fail(name, value, f"a number between {rule[0]} and {rule[1]}")
         elif kind == "choice" and rule is not None and value not in rule:
             _fail(name, value, "one of " + ", ".join(repr(c) for c in rule))
+        elif kind == "label_map" and value is not None:
+            from skin_utils.data.label_map import parse_label_map
+
+            try:
+                parse_label_map(value)
+            except ValueError as err:
+                raise ParameterError(f"Parameter {name}={value!r}: {err}") from None
+        elif kind == "str_or_none" and value is not None and not (isinstance(value, str) and value.strip()):
+            _fail(name, value, "a column name (text) or None")
         elif kind == "bool" and not isinstance(value, bool):
             _fail(name, value, "True or False")
     if params.get("mc_samples") == 1:
