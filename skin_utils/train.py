@@ -44,7 +44,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     none_or_int = lambda s: None if s.lower() == "none" else int(s)  # noqa: E731
     p.add_argument("--data-dir", default="data", help="HAM10000 layout (see data/README.md); the synthetic demo if empty")
-    p.add_argument("--image-size", type=int, default=128, help="training size in pixels (square)")
+    p.add_argument("--image-size", type=int, default=96, help="training size in pixels (square)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
                    help="minutes for training, validation and calibration: the epochs are fitted to it (instead of --epochs)")
@@ -59,8 +59,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="none, weighted_loss, sampler, both or logit_adjusted")
     p.add_argument("--balance-power", type=float, default=0.4)
     p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--augment", default="standard", help="none, flips, standard, strong or camera")
-    p.add_argument("--colour-constancy", default="none", help="none or shades_of_gray (training, evaluation and inference alike)")
+    p.add_argument("--augment", default="camera", help="none, flips, standard, strong or camera")
+    p.add_argument("--colour-constancy", default="shades_of_gray", help="none or shades_of_gray (training, evaluation and inference alike)")
     p.add_argument("--encoder-weights", default="auto",
                    help="imagenet, auto (ImageNet if obtainable), none, or a .pth path")
     p.add_argument("--selection", default="balanced_accuracy+dice", help="validation score that picks best.pt")
