@@ -145,7 +145,8 @@ plan = None
 if time_budget is not None:
     plan = plan_training(time_budget, started_at, model, train_loader, val_loader, loss_fn, device,
                          calibrate="classification" in trained_tasks(seg_weight, cls_weight),
-                         calibrate_tta=calibrate_tta, amp=amp, batch_transform=batch_transform, compile=compile,
+                         calibrate_tta=calibrate_tta, amp=amp, batch_transform=batch_transform,
+                         normalization=normalization_config(colour_constancy), compile=compile,
                          saved=run.metrics / "budget.json", resume=resume)
     epochs = plan.epochs
     print(plan.describe())

@@ -144,6 +144,7 @@ def train(args, params: dict, ctx: distributed.Context) -> list[dict]:
         if ctx.is_main:
             plan = plan_training(args.time_budget, started_at, model, loaders.train, loaders.val, loss_fn, device,
                                  calibrate=args.cls_weight > 0, amp=args.amp, batch_transform=loaders.batch_transform,
+                                 normalization=normalization_config(args.colour_constancy),
                                  compile=args.compile, saved=run.metrics / "budget.json", resume=args.resume)
             say(plan.describe())
         plan = BudgetPlan.from_dict(distributed.broadcast_object(plan and plan.as_dict()))
