@@ -80,7 +80,7 @@ started_at = time.perf_counter()  # a time budget counts from here
 import torch
 
 from skin_utils import CLASS_NAMES, viz
-from skin_utils.budget import budget_summary, plan_training
+from skin_utils.budget import budget_summary, plan_check, plan_training
 from skin_utils.nb import conclusions, report
 from skin_utils.engine import build_optimizer_and_schedule, fit, resolve_device, seed_everything
 from skin_utils.model import MultiTaskNet
@@ -167,6 +167,8 @@ history = fit(model, train_loader, val_loader, loss_fn=loss_fn, optimizer=optimi
               selection=selection, patience=patience, amp=amp, compile=compile, resume=resume, seed=seed,
               deadline=plan.deadline(started_at) if plan and not resume else None)
 set_latest(run.root.parent, run)
+if (check := plan_check(plan, history)) and check["warning"]:
+    print("Warning:", check["warning"])
 
 # %% [markdown]
 # ## Calibration on the validation split
@@ -206,7 +208,7 @@ summary = {"best_epoch": best["epoch"], "selection": selection, "best_val": {k[4
            "logit_adjustment": None if loss_fn.logit_adjustment is None else loss_fn.logit_adjustment.tolist(),
            "history": history, "calibration": calibration, "data": data.describe(), "params": params,
            "time_budget_min": time_budget, "budget_plan": plan and plan.as_dict(),
-           "minutes_taken": (time.perf_counter() - started_at) / 60}
+           "budget_check": plan_check(plan, history), "minutes_taken": (time.perf_counter() - started_at) / 60}
 report.write_json(reports / "metrics" / "train.json", summary)
 summary["best_val"]
 
@@ -228,7 +230,7 @@ report.write_section(reports, "02_train", "Training", f"""
 Trained on **{data.name}** ({len(data.rows['train'])} training / {len(data.rows['val'])} validation images,
 split by lesion) for {len(history)} epoch(s) at {image_size}x{image_size} px on `{device}`; encoder weights: {model.encoder_weights_used};
 class balance: `{class_balance}` (power {balance_power}). Best epoch by `{selection}`: **{best['epoch']}**.
-{budget_summary(plan, len(history), summary['minutes_taken'])}
+{budget_summary(plan, len(history), summary['minutes_taken'], history)}
 
 Validation at the best epoch (model resolution; the test-set evaluation at original size is in section 03):
 

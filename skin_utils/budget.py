@@ -28,6 +28,8 @@ MAX_EPOCHS = 1000          # a budget never buys more than this (tiny data sets 
 RESERVE = 0.05             # share of the remaining budget kept free for what the estimate misses
 CHECKPOINT_SECONDS = 1.0   # writing last.pt (and best.pt) after each epoch, a generous estimate
 REPORT_SECONDS = 15.0      # figures, json and report after training
+PLAN_TOLERANCE = 1.25      # a measurement this many times off the epochs' own pace is reported as wrong
+CHECK_MIN_BATCHES = 20     # shorter epochs are mostly fixed costs: their pace says nothing about the measurement
 
 
 class BudgetError(ValueError):
@@ -178,14 +180,45 @@ def plan_training(budget_minutes: float, started_at: float, model, train_loader,
     return plan
 
 
-def budget_summary(plan: BudgetPlan | None, epochs_run: int, minutes_taken: float) -> str:
-    """One sentence for the report: the budget, the epochs it bought and the time it took."""
+def plan_check(plan: BudgetPlan | None, history: list[dict], tolerance: float = PLAN_TOLERANCE) -> dict | None:
+    """How well the measurement foretold the epochs: ``measured_train_batch_s`` (the plan's),
+    ``epoch_train_batch_s`` (the median over the epochs run of ``train_seconds / train_batches``),
+    their ``ratio`` (measured / real: above 1, the measurement was slow and too few epochs were
+    bought) and a ``warning`` (None when the ratio is within ``tolerance`` either way). None without
+    a plan, without an epoch with its ``train_seconds``, or when an epoch has fewer than
+    `CHECK_MIN_BATCHES` batches (tiny data: fixed costs dominate an epoch)."""
+    seconds = sorted(row["train_seconds"] for row in history if row.get("train_seconds"))
+    if plan is None or not seconds or plan.train_batches < CHECK_MIN_BATCHES:
+        return None
+    real = seconds[len(seconds) // 2] / plan.train_batches
+    ratio = plan.train_batch_s / real
+    warning = None
+    if ratio > tolerance:
+        warning = (f"The measurement before training ran {ratio:.1f}x slower than the epochs themselves "
+                   f"({plan.train_batch_s:.3f} s per training batch measured, {real:.3f} s in the epochs): the machine "
+                   f"was probably busy with something else while it measured, so the budget bought too few epochs. "
+                   f"Run again on a quiet machine, or train `epochs` yourself.")
+    elif ratio < 1 / tolerance:
+        warning = (f"The epochs ran {1 / ratio:.1f}x slower than measured ({plan.train_batch_s:.3f} s per training "
+                   f"batch measured, {real:.3f} s in the epochs): the machine got busier after the measurement, and "
+                   f"the budget may have been overrun or the schedule cut short.")
+    return {"measured_train_batch_s": plan.train_batch_s, "epoch_train_batch_s": real, "ratio": ratio,
+            "warning": warning}
+
+
+def budget_summary(plan: BudgetPlan | None, epochs_run: int, minutes_taken: float,
+                   history: list[dict] | None = None) -> str:
+    """One sentence for the report: the budget, the epochs it bought and the time it took, and,
+    given the ``history``, a warning when the measurement was far off the epochs' pace
+    (`plan_check`)."""
     if plan is None:
         return f"No time budget: {epochs_run} epoch(s) as asked; {minutes_taken:.1f} min in all."
     ran = "" if epochs_run == plan.epochs else f" (stopped after {epochs_run}: the machine ran slower than measured)"
     verdict = "within" if minutes_taken * 60 <= plan.budget_s else "over"
-    return (f"Time budget **{plan.budget_s / 60:g} min** bought **{plan.epochs} epoch(s)**{ran}; the run took "
+    line = (f"Time budget **{plan.budget_s / 60:g} min** bought **{plan.epochs} epoch(s)**{ran}; the run took "
             f"{minutes_taken:.1f} min to the end of calibration ({verdict} the budget).")
+    check = plan_check(plan, history or [])
+    return line if check is None or check["warning"] is None else f"{line} **Warning:** {check['warning']}"
 
 
 def format_seconds(seconds: float) -> str:

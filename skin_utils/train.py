@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from skin_utils import distributed, runs
+from skin_utils.budget import plan_check
 from skin_utils.engine import build_optimizer_and_schedule, fit, resolve_device, seed_everything
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.data.datasets import normalization_config
@@ -176,6 +177,9 @@ def train(args, params: dict, ctx: distributed.Context) -> list[dict]:
 
             calibrate_checkpoint(run.best, data, tta=True, batch_size=args.batch_size, device=device, amp=args.amp,
                                  progress=args.progress)
+        check = plan_check(plan, history)
+        if check and check["warning"]:
+            say("Warning: " + check["warning"])
         report.write_json(run.metrics / "train.json", {
             "best_epoch": best["epoch"], "selection": args.selection,
             "best_val": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
@@ -183,7 +187,8 @@ def train(args, params: dict, ctx: distributed.Context) -> list[dict]:
             "global_batch_size": args.batch_size * ctx.world_size,
             "encoder_weights_used": model.encoder_weights_used, "history": history,
             "data": data.describe(), "params": params, "time_budget_min": args.time_budget,
-            "budget_plan": plan and plan.as_dict(), "minutes_taken": (time.perf_counter() - started_at) / 60})
+            "budget_plan": plan and plan.as_dict(), "budget_check": check,
+            "minutes_taken": (time.perf_counter() - started_at) / 60})
         runs.set_latest((resolve(args.reports_dir) / "runs"), run)
         say(f"best epoch {best['epoch']} by {args.selection}: {run.best}")
     return history

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from skin_utils import CLASS_NAMES
-from skin_utils.budget import (BudgetError, BudgetPlan, budget_summary, format_seconds, measure_batch_seconds,
+from skin_utils.budget import (BudgetError, BudgetPlan, budget_summary, format_seconds, measure_batch_seconds, plan_check,
                                plan_epochs, plan_training, seconds_per_batch)
 from skin_utils.data.loading import load_data, train_class_counts, train_val_loaders
 from skin_utils.engine import _out_of_time, build_optimizer_and_schedule, fit
@@ -171,6 +171,26 @@ def test_format_and_summary():
     assert "stopped after 1" in budget_summary(plan, 1, 11.0) and "over the budget" in budget_summary(plan, 1, 11.0)
 
 
+def test_plan_check_names_a_measurement_far_off_the_epochs_pace():
+    """A busy machine while measuring (seen: 2.6x slower, 15 epochs bought where 40 fitted) is
+    reported in the summary; a faithful measurement is not; epochs slower than measured are."""
+    plan = plan_epochs(2700, spent_before_s=10, train_batch_s=0.42, val_batch_s=0.04, train_batches=369, val_batches=82)
+
+    def history(batch_s):
+        return [{"epoch": e, "train_seconds": batch_s * 369 * (1 + 0.01 * e)} for e in range(1, 6)]
+
+    busy = plan_check(plan, history(0.16))
+    assert busy["ratio"] == pytest.approx(0.42 / (0.16 * 1.03)) and "busy" in busy["warning"]
+    assert "**Warning:**" in budget_summary(plan, plan.epochs, 20.0, history(0.16))
+    fine = plan_check(plan, history(0.40))
+    assert fine["warning"] is None and "Warning" not in budget_summary(plan, plan.epochs, 44.0, history(0.40))
+    assert "slower than measured" in plan_check(plan, history(0.60))["warning"]
+    assert plan_check(None, history(0.16)) is None and plan_check(plan, []) is None
+    assert plan_check(plan, [{"epoch": 1}]) is None
+    tiny = plan_epochs(60, spent_before_s=1, train_batch_s=0.4, val_batch_s=0.1, train_batches=3, val_batches=1)
+    assert plan_check(tiny, [{"epoch": 1, "train_seconds": 3.0}]) is None  # 3 batches: nothing to compare
+
+
 def test_02_train_with_a_time_budget(synthetic_dir, tmp_path):
     """papermill -p time_budget: the plan is in the run's metrics, train.json and the report; the run
     trained the epochs it bought (a generous budget: the machine's speed does not decide the test)."""
@@ -186,6 +206,7 @@ def test_02_train_with_a_time_budget(synthetic_dir, tmp_path):
     train = json.loads((run / "metrics" / "train.json").read_text())
     plan = BudgetPlan.load(run / "metrics" / "budget.json")
     assert train["budget_plan"] == plan.as_dict() and train["time_budget_min"] == 0.75
+    assert "budget_check" in train  # None here: epochs this short are mostly fixed costs
     assert plan.epochs >= 1 and train["epochs_run"] <= plan.epochs and train["minutes_taken"] > 0
     assert train["params"]["time_budget"] == 0.75
     report = (run / "sections" / "02_train.md").read_text()
