@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from skin_utils import distributed, runs
-from skin_utils.budget import plan_check
+from skin_utils.budget import BudgetPlan, plan_check, plan_training
 from skin_utils.engine import build_optimizer_and_schedule, fit, resolve_device, seed_everything
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.data.datasets import normalization_config
@@ -140,8 +140,6 @@ def train(args, params: dict, ctx: distributed.Context) -> list[dict]:
                                 seed=args.seed, num_workers=args.num_workers)
     plan, epochs = None, args.epochs
     if args.time_budget is not None:  # measured on rank 0, the same epochs for every process
-        from skin_utils.budget import BudgetPlan, plan_training
-
         if ctx.is_main:
             plan = plan_training(args.time_budget, started_at, model, loaders.train, loaders.val, loss_fn, device,
                                  calibrate=args.cls_weight > 0, amp=args.amp, batch_transform=loaders.batch_transform,
