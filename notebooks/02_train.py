@@ -20,7 +20,7 @@
 from typing import Optional
 
 data_dir: str = "data"                   # HAM10000 layout (see data/README.md); the synthetic demo if empty
-image_size: int = 96                     # training size in pixels (square); 96 beat 128 on validation at a 10-minute CPU budget
+image_size: int = 96                     # training size in pixels (square); 96 won on validation at 10 and 15 CPU minutes, 128 at 45 (README › Results)
 epochs: int = 3                          # ignored when time_budget is set
 time_budget: Optional[float] = None      # minutes for training, validation and calibration: the epochs are fitted to it; None: train `epochs`
 batch_size: int = 16
@@ -32,6 +32,7 @@ cls_weight: float = 1.0                  # weight of the diagnosis loss (cross-e
 class_balance: str = "weighted_loss"     # "none", "weighted_loss", "sampler", "both" or "logit_adjusted"
 balance_power: float = 0.4               # strength: 0 none, 1 full correction of the class prior
 label_smoothing: float = 0.1
+ema_decay: Optional[float] = None        # keep a moving average of the weights over ~1/(1 - decay) steps (e.g. 0.999) and validate, keep and calibrate it; None: off
 augment: str = "camera"                  # "none", "flips", "standard" (flips, 90-degree turns, mild colour), "strong" or "camera" (standard + casts, blur, resolution, vignette, hair)
 colour_constancy: str = "shades_of_gray" # or "none": applied the same way in training, evaluation and inference (stored in the checkpoint)
 encoder_weights: Optional[str] = "auto"  # "imagenet", "auto" (ImageNet if obtainable), None, or a .pth path
@@ -95,7 +96,7 @@ from skin_utils.runs import set_latest, start_run
 params = check_params(dict(
     data_dir=data_dir, image_size=image_size, epochs=epochs, time_budget=time_budget, batch_size=batch_size, lr=lr,
     weight_decay=weight_decay, lr_schedule=lr_schedule, seg_weight=seg_weight, cls_weight=cls_weight,
-    class_balance=class_balance, balance_power=balance_power, label_smoothing=label_smoothing,
+    class_balance=class_balance, balance_power=balance_power, label_smoothing=label_smoothing, ema_decay=ema_decay,
     augment=augment, colour_constancy=colour_constancy, encoder_weights=encoder_weights, selection=selection, patience=patience,
     seed=seed, split_seed=split_seed, device=device, amp=amp, compile=compile, num_workers=num_workers, max_samples=max_samples,
     split_fractions=split_fractions, split_path=split_path, on_bad_data=on_bad_data, resume=resume,
@@ -147,7 +148,7 @@ if time_budget is not None:
                          calibrate="classification" in trained_tasks(seg_weight, cls_weight),
                          calibrate_tta=calibrate_tta, amp=amp, batch_transform=batch_transform,
                          normalization=normalization_config(colour_constancy), compile=compile,
-                         saved=run.metrics / "budget.json", resume=resume)
+                         saved=run.metrics / "budget.json", resume=resume, ema_decay=ema_decay)
     epochs = plan.epochs
     print(plan.describe())
 optimizer, scheduler = build_optimizer_and_schedule(model, lr, weight_decay, epochs, len(train_loader), lr_schedule)
@@ -165,7 +166,7 @@ history = fit(model, train_loader, val_loader, loss_fn=loss_fn, optimizer=optimi
               normalization=normalization_config(colour_constancy),
               params={**params, "epochs": epochs}, data=data.describe(), split_path=resolve(split_path),
               selection=selection, patience=patience, amp=amp, compile=compile, resume=resume, seed=seed,
-              deadline=plan.deadline(started_at) if plan and not resume else None)
+              deadline=plan.deadline(started_at) if plan and not resume else None, ema_decay=ema_decay)
 set_latest(run.root.parent, run)
 if (check := plan_check(plan, history)) and check["warning"]:
     print("Warning:", check["warning"])
@@ -229,7 +230,7 @@ Markdown(conclusion)
 report.write_section(reports, "02_train", "Training", f"""
 Trained on **{data.name}** ({len(data.rows['train'])} training / {len(data.rows['val'])} validation images,
 split by lesion) for {len(history)} epoch(s) at {image_size}x{image_size} px on `{device}`; encoder weights: {model.encoder_weights_used};
-class balance: `{class_balance}` (power {balance_power}). Best epoch by `{selection}`: **{best['epoch']}**.
+class balance: `{class_balance}` (power {balance_power}); {'weights: the raw ones' if ema_decay is None else f'weights: their moving average (decay {ema_decay})'}. Best epoch by `{selection}`: **{best['epoch']}**.
 {budget_summary(plan, len(history), summary['minutes_taken'], history)}
 
 Validation at the best epoch (model resolution; the test-set evaluation at original size is in section 03):

@@ -120,20 +120,23 @@ def seconds_per_batch(run_batches, n: int, clock=time.perf_counter, warmup: int 
 def measure_batch_seconds(model, train_loader, val_loader, loss_fn, device, *, amp_dtype=None,
                           batch_transform=None, normalization: dict | None = None,
                           channels_last: bool = True, compile: bool = False,
-                          train_batches: int = 20, val_batches: int = 6, clock=time.perf_counter) -> tuple[float, float]:
+                          train_batches: int = 20, val_batches: int = 6, clock=time.perf_counter,
+                          ema_decay: float | None = None) -> tuple[float, float]:
     """(seconds per training batch, seconds per validation batch) on this machine, measured on a
     copy of ``model`` with a throw-away optimiser (the model and its BatchNorm statistics are
-    not touched). With ``compile`` the copy is compiled too and the warm-up pays the compilation.
+    not touched). With ``compile`` the copy is compiled too and the warm-up pays the compilation;
+    with ``ema_decay`` each step also updates a weight average, as `skin_utils.engine.fit` does.
     Twenty training batches: with six, the estimate of a 96 px epoch on a 2-core CPU was off by
     up to 14% (one epoch bought too few in a 10-minute budget)."""
     from skin_utils.data.datasets import Normalize
-    from skin_utils.engine import predict, train_one_epoch, unwrap_model
+    from skin_utils.engine import predict, train_one_epoch, unwrap_model, weight_average
 
     probe = copy.deepcopy(unwrap_model(model)).to(device)
     if channels_last:
         probe.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(probe.parameters(), lr=0.0)
     runner = torch.compile(probe) if compile else probe
+    ema = weight_average(probe, ema_decay)
     loss_fn = copy.deepcopy(loss_fn).to(device)
     n_train = max(1, min(train_batches, len(train_loader) - 1))
     n_val = max(1, min(val_batches, len(val_loader) - 1))
@@ -141,7 +144,7 @@ def measure_batch_seconds(model, train_loader, val_loader, loss_fn, device, *, a
     def train(k):
         train_one_epoch(runner, train_loader, loss_fn, optimizer, device, amp_dtype=amp_dtype,
                         channels_last=channels_last, batch_transform=batch_transform, normalization=normalization,
-                        progress=False, max_batches=k)
+                        progress=False, max_batches=k, ema=ema)
 
     def validate(k):
         predict(runner, itertools.islice(val_loader, k), device, amp_dtype=amp_dtype, channels_last=channels_last,
@@ -153,11 +156,11 @@ def measure_batch_seconds(model, train_loader, val_loader, loss_fn, device, *, a
 def plan_training(budget_minutes: float, started_at: float, model, train_loader, val_loader, loss_fn, device, *,
                   calibrate: bool = True, calibrate_tta: bool = True, amp: str = "auto", batch_transform=None,
                   normalization: dict | None = None, compile: bool = False, saved=None, resume: bool = False, clock=time.perf_counter,
-                  measure=measure_batch_seconds) -> BudgetPlan:
+                  measure=measure_batch_seconds, ema_decay: float | None = None) -> BudgetPlan:
     """Measure this machine and plan the epochs for ``budget_minutes`` counted from ``started_at``
     (a ``clock()`` reading taken when the run began). ``calibrate``: whether calibration follows
     training (it does when the classification head is trained), with 8-view TTA when
-    ``calibrate_tta``; ``normalization`` as given to `fit` (colour constancy runs in every step). The plan is written to ``saved`` (a json path); with ``resume`` a plan
+    ``calibrate_tta``; ``normalization`` and ``ema_decay`` as given to `fit` (colour constancy and the weight average run in every step). The plan is written to ``saved`` (a json path); with ``resume`` a plan
     found there is kept as it is (same epochs, same schedule) and nothing is measured."""
     from skin_utils.engine import amp_dtype_for
 
@@ -170,7 +173,8 @@ def plan_training(budget_minutes: float, started_at: float, model, train_loader,
         return plan
     train_s, val_s = measure(model, train_loader, val_loader, loss_fn, device,
                              amp_dtype=amp_dtype_for(torch.device(device), amp),
-                             batch_transform=batch_transform, normalization=normalization, compile=compile, clock=clock)
+                             batch_transform=batch_transform, normalization=normalization, compile=compile, clock=clock,
+                             ema_decay=ema_decay)
     passes = (9.0 if calibrate_tta else 1.0) if calibrate else 0.0
     plan = plan_epochs(budget_minutes * 60.0, spent_before_s=clock() - started_at, train_batch_s=train_s,
                        val_batch_s=val_s, train_batches=len(train_loader), val_batches=len(val_loader),

@@ -51,6 +51,11 @@ class TrainingState:
     scheduler: dict            # the learning-rate scheduler's state_dict()
     rng: dict                  # torch / python / numpy (/ cuda) generator states after the epoch
     scaler: dict = field(default_factory=dict)  # fp16 GradScaler state_dict(); {} without one
+    # With a weight average (fit's ema_decay): the checkpoint's ``model`` holds the averaged weights (the
+    # ones validated and kept), these the optimiser's own; {} and None without one.
+    weights: dict = field(default_factory=dict)
+    ema_decay: float | None = None
+    ema_updates: int = 0       # optimiser steps averaged so far (AveragedModel.n_averaged)
 
 
 @dataclass
@@ -65,7 +70,7 @@ class Checkpoint:
 
     # --- the model and how to feed it
     model_config: dict         # MultiTaskNet.config: rebuilds the network (MultiTaskNet.from_config)
-    model: dict                # model.state_dict(): the weights
+    model: dict                # model.state_dict(): the weights (trained with ema_decay: their moving average)
     class_names: list[str]     # output index -> class name, e.g. ["MEL", "NV", ...]
     image_size: tuple[int, int]  # (H, W) in pixels the model was trained at; inputs are resized to it
     # {"mean": [r, g, b], "std": [r, g, b]} of uint8/255 inputs, "colour_constancy": None | "shades_of_gray"

@@ -7,6 +7,9 @@
   (`skin_utils.checkpoint.Checkpoint`) after every epoch and ``resume`` from the last one. Each
   epoch seeds its own randomness from ``(seed, epoch)``, so a resumed run ends with the same
   weights as an uninterrupted one.
+* ``ema_decay``: ``fit`` also keeps an exponential moving average of the weights
+  (`weight_average`, torch's ``AveragedModel``) and validates, keeps and checkpoints the
+  average instead of the raw weights; ``last.pt`` holds both, so resume stays exact.
 * ``compile=True`` runs the training and validation steps through ``torch.compile``; inside a
   torchrun process group ``fit`` trains with DistributedDataParallel (see
   `skin_utils.distributed`). Checkpoints always hold the plain model's weights (`unwrap_model`).
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from skin_utils import distributed
@@ -102,6 +106,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def weight_average(model: torch.nn.Module, decay: float | None) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s weights and BatchNorm statistics, or None
+    when ``decay`` is None. Torch's ``AveragedModel`` over a copy of the plain model: its first
+    ``update_parameters(model)`` copies the weights, every later one sets
+    ``average = decay * average + (1 - decay) * weights``, so it spans about ``1 / (1 - decay)``
+    optimiser steps (0.999: a thousand, under three 96 px epochs of HAM10000). Its ``module`` is
+    the averaged network."""
+    if decay is None:
+        return None
+    if not 0.0 <= float(decay) < 1.0:
+        raise ValueError(f"ema_decay={decay!r}: expected a number in [0, 1) (e.g. 0.999), or None for no average.")
+    average = AveragedModel(unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(float(decay)), use_buffers=True)
+    average.decay = float(decay)
+    return average
+
+
 def _to_device(batch, device, normalize, channels_last):
     images, masks, labels, rows = batch
     non_blocking = device.type == "cuda"
@@ -116,8 +136,9 @@ def _to_device(batch, device, normalize, channels_last):
 def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0, scheduler=None,
                     scaler=None, amp_dtype=None, channels_last: bool = True, batch_transform=None,
                     progress: bool = True, refresh_every: int = 10, max_batches: int | None = None,
-                    deadline: float | None = None, normalization: dict | None = None) -> dict:
-    """One epoch of training. ``scheduler`` is stepped per batch. ``batch_transform`` (a module
+                    deadline: float | None = None, normalization: dict | None = None, ema=None) -> dict:
+    """One epoch of training. ``scheduler`` is stepped per batch; ``ema`` (a `weight_average`;
+    None: none) is updated after every optimiser step. ``batch_transform`` (a module
     on float batches in [0, 1], e.g. the colour jitter of
     `skin_utils.data.datasets.build_augmentation`; None: none) augments each whole batch on the
     device before it is normalised with ``normalization`` (a checkpoint's, see
@@ -152,6 +173,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
         else:
             loss.backward()
             optimizer.step()
+        if ema is not None:
+            ema.update_parameters(unwrap_model(model))
         if scheduler is not None:
             scheduler.step()
         n = images.shape[0]
@@ -373,19 +396,29 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _training_state(optimizer, scheduler, scaler) -> TrainingState:
+def _training_state(optimizer, scheduler, scaler, model, ema) -> TrainingState:
+    averaged = {} if ema is None else dict(weights=unwrap_model(model).state_dict(), ema_decay=_ema_decay(ema),
+                                           ema_updates=int(ema.n_averaged))
     return TrainingState(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                         scaler=scaler.state_dict() if scaler is not None else {}, rng=_rng_state())
+                         scaler=scaler.state_dict() if scaler is not None else {}, rng=_rng_state(), **averaged)
 
 
-def _resume(path: Path, model, optimizer, scheduler, scaler, device, run: Checkpoint) -> Checkpoint:
-    """Load weights, optimizer, scheduler, scaler and RNG states from ``path`` (a ``last.pt``
-    written by `fit` for a run like ``run``) and return its `Checkpoint`."""
+def _ema_decay(ema) -> float | None:
+    return None if ema is None else ema.decay
+
+
+def _resume(path: Path, model, optimizer, scheduler, scaler, device, run: Checkpoint, ema=None) -> Checkpoint:
+    """Load weights, optimizer, scheduler, scaler and RNG states (and the weight average) from
+    ``path`` (a ``last.pt`` written by `fit` for a run like ``run``) and return its `Checkpoint`."""
     ckpt = Checkpoint.load(path, map_location=device)
     if ckpt.training is None:
         raise CheckpointError(
             f"{path} holds no training state (optimizer, scheduler, random generators), so the run "
             "cannot continue exactly from it. Resume from the last.pt that fit wrote, or set resume=False.")
+    if ckpt.training.ema_decay != _ema_decay(ema):
+        raise CheckpointError(
+            f"Cannot resume from {path}: it was trained with ema_decay={ckpt.training.ema_decay}, this run has "
+            f"ema_decay={_ema_decay(ema)}. Resume with the same ema_decay, or set resume=False to start afresh.")
     for what, theirs, ours in (("classes", ckpt.class_names, run.class_names),
                                ("image size (H, W)", ckpt.image_size, run.image_size),
                                ("input normalization", resolve_normalization(ckpt.normalization),
@@ -394,7 +427,10 @@ def _resume(path: Path, model, optimizer, scheduler, scaler, device, run: Checkp
             raise CheckpointError(
                 f"Cannot resume from {path}: it was trained with the {what} {theirs}, this run has {ours}. "
                 "Use another checkpoint_dir, or set resume=False to start afresh.")
-    load_weights(model, ckpt.model, source=f"checkpoint {path}")
+    load_weights(model, ckpt.training.weights if ema is not None else ckpt.model, source=f"checkpoint {path}")
+    if ema is not None:
+        load_weights(ema.module, ckpt.model, source=f"checkpoint {path} (the weight average)")
+        ema.n_averaged.fill_(ckpt.training.ema_updates)
     optimizer.load_state_dict(ckpt.training.optimizer)
     scheduler.load_state_dict(ckpt.training.scheduler)
     if scaler is not None and ckpt.training.scaler:
@@ -454,7 +490,7 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
         selection: str = "balanced_accuracy+dice",
         patience: int | None = None, amp: str = "auto", channels_last: bool = True, resume: bool = False,
         seed: int = 0, progress: bool = True, compile: bool = False, sync_bn: bool = False,
-        deadline: float | None = None) -> list[dict]:
+        deadline: float | None = None, ema_decay: float | None = None) -> list[dict]:
     """Train for ``epochs``; write ``last.pt`` after every epoch and ``best.pt`` whenever the
     validation ``selection`` score improves; stop early after ``patience`` epochs without
     improvement (None: never). With ``resume=True`` continue from ``last.pt`` if it exists.
@@ -482,7 +518,13 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
 
     ``deadline``: a ``time.perf_counter()`` reading by which training must be over (a time
     budget, `skin_utils.budget`): the progress shows the time left, and when the next epoch
-    would end past it (judged by the epochs so far) training stops there with a message."""
+    would end past it (judged by the epochs so far) training stops there with a message.
+
+    ``ema_decay``: keep an exponential moving average of the weights, updated after every
+    optimiser step (`weight_average`; e.g. 0.999). Validation, ``best.pt`` and the ``model`` of
+    ``last.pt`` are then the average's; ``last.pt`` keeps the optimiser's own weights in
+    ``training.weights`` for resume, which refuses a ``last.pt`` of another ``ema_decay``.
+    ``model`` itself ends with the optimiser's weights. None (default): no average."""
     device = torch.device(device)
     checkpoint_dir = Path(checkpoint_dir)
     if selection not in SELECTION_CRITERIA:
@@ -502,10 +544,11 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
                      split_path=None if split_path is None else str(split_path), selection=selection,
                      encoder_weights_used=model.encoder_weights_used,
                      normalization=resolve_normalization(normalization))
+    ema = weight_average(model, ema_decay)  # a copy of the model as it is now: channels_last, on the device
     history, start_epoch, best_score, since_best = [], 0, -math.inf, 0
     last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
     if resume and last_path.is_file():
-        ckpt = _resume(last_path, model, optimizer, scheduler, scaler, device, run)
+        ckpt = _resume(last_path, model, optimizer, scheduler, scaler, device, run, ema)
         history, start_epoch = list(ckpt.history), ckpt.epoch + 1
         best_score, since_best = ckpt.best_score, ckpt.epochs_since_best
         if progress:
@@ -514,7 +557,11 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
     train_model = distributed.wrap_model(model, device, sync_bn=sync_bn)
     if compile:
         train_model = torch.compile(train_model)
-    eval_model = train_model if world == 1 else (torch.compile(model) if compile else model)
+    if ema is not None:  # the average is what is validated and kept
+        eval_model = torch.compile(ema.module) if compile else ema.module
+    else:
+        eval_model = train_model if world == 1 else (torch.compile(model) if compile else model)
+    kept_model = model if ema is None else ema.module
     epoch_seconds = []
     for epoch in range(start_epoch, epochs):
         if patience is not None and since_best >= patience:
@@ -526,7 +573,7 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
         train = train_one_epoch(train_model, train_loader, loss_fn, optimizer, device, epoch=epoch,
                                 scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype,
                                 channels_last=channels_last, batch_transform=batch_transform, progress=progress,
-                                deadline=deadline, normalization=run.normalization)
+                                deadline=deadline, normalization=run.normalization, ema=ema)
         val = None
         if is_main:
             val = evaluate(eval_model, val_loader, device, class_names, loss_fn=loss_fn, amp_dtype=amp_dtype,
@@ -545,11 +592,11 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
                   f"AUC {val['macro_auc']:.3f}  {train['images_per_s']:.1f} img/s" + ("  *best*" if improved else "")
                   + ("" if deadline is None else f"  time left {format_seconds(deadline - time.perf_counter())}"))
         if is_main:
-            ckpt = _epoch_checkpoint(run, model, epoch=epoch, metrics=val, history=history, best_score=best_score,
+            ckpt = _epoch_checkpoint(run, kept_model, epoch=epoch, metrics=val, history=history, best_score=best_score,
                                      epochs_since_best=since_best)
             if improved:
                 ckpt.save(best_path)
-            ckpt.training = _training_state(optimizer, scheduler, scaler)
+            ckpt.training = _training_state(optimizer, scheduler, scaler, model, ema)
             ckpt.save(last_path)
         epoch_seconds.append(time.perf_counter() - t_epoch)
     distributed.barrier()  # every process returns once rank 0 has written the last checkpoint

@@ -60,6 +60,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="none, weighted_loss, sampler, both or logit_adjusted")
     p.add_argument("--balance-power", type=float, default=0.4)
     p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--ema-decay", type=float, default=None,
+                   help="validate and keep a moving average of the weights (e.g. 0.999); default: none")
     p.add_argument("--augment", default="camera", help="none, flips, standard, strong or camera")
     p.add_argument("--colour-constancy", default="shades_of_gray", help="none or shades_of_gray (training, evaluation and inference alike)")
     p.add_argument("--encoder-weights", default="auto",
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
         batch_size=args.batch_size,
         lr=args.lr, weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, seg_weight=args.seg_weight,
         cls_weight=args.cls_weight, class_balance=args.class_balance, balance_power=args.balance_power,
-        label_smoothing=args.label_smoothing, augment=args.augment, colour_constancy=args.colour_constancy, encoder_weights=args.encoder_weights,
+        label_smoothing=args.label_smoothing, ema_decay=args.ema_decay, augment=args.augment, colour_constancy=args.colour_constancy, encoder_weights=args.encoder_weights,
         selection=args.selection, patience=args.patience, seed=args.seed, split_seed=args.split_seed, device=args.device, amp=args.amp,
         num_workers=args.num_workers, max_samples=args.max_samples, split_fractions=list(args.split_fractions),
         split_path=args.split_path, on_bad_data=args.on_bad_data, resume=args.resume, cache_dir=args.cache_dir,
@@ -144,7 +146,8 @@ def train(args, params: dict, ctx: distributed.Context) -> list[dict]:
             plan = plan_training(args.time_budget, started_at, model, loaders.train, loaders.val, loss_fn, device,
                                  calibrate=args.cls_weight > 0, amp=args.amp, batch_transform=loaders.batch_transform,
                                  normalization=normalization_config(args.colour_constancy),
-                                 compile=args.compile, saved=run.metrics / "budget.json", resume=args.resume)
+                                 compile=args.compile, saved=run.metrics / "budget.json", resume=args.resume,
+                                 ema_decay=args.ema_decay)
             say(plan.describe())
         plan = BudgetPlan.from_dict(distributed.broadcast_object(plan and plan.as_dict()))
         epochs = plan.epochs
@@ -159,7 +162,7 @@ def train(args, params: dict, ctx: distributed.Context) -> list[dict]:
                   normalization=normalization_config(args.colour_constancy), params={**params, "epochs": epochs},
                   data=data.describe(), split_path=resolve(args.split_path), selection=args.selection,
                   patience=args.patience, amp=args.amp, resume=args.resume, seed=args.seed,
-                  progress=args.progress, compile=args.compile, sync_bn=args.sync_bn,
+                  progress=args.progress, compile=args.compile, sync_bn=args.sync_bn, ema_decay=args.ema_decay,
                   deadline=plan.deadline(started_at) if plan and not args.resume else None)
 
     # Results (rank 0): the history and best epoch, the learning curves, LATEST -> this run.

@@ -109,13 +109,28 @@ def test_plan_training_with_mocked_clock_and_throughput_saves_and_resumes(demo, 
         plan_training(20, 0.0, model, train, val, loss_fn, "cpu", saved=saved, resume=True, measure=must_not_measure)
 
 
-def test_measurement_leaves_the_model_untouched(demo):
+def test_the_plan_measures_steps_with_the_weight_average_when_there_is_one(demo):
+    model, loss_fn, train, val = _setup(demo)
+    seen = {}
+
+    def measure(*args, **kw):
+        seen.update(kw)
+        return 0.5, 0.2
+
+    clock = FakeClock()
+    plan_training(10, clock(), model, train, val, loss_fn, "cpu", calibrate_tta=False, clock=clock, measure=measure,
+                  ema_decay=0.999)
+    assert seen["ema_decay"] == 0.999
+
+
+@pytest.mark.parametrize("ema_decay", [None, 0.99])
+def test_measurement_leaves_the_model_untouched(demo, ema_decay):
     model, loss_fn, train, val = _setup(demo)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     clock = FakeClock()
 
     train_s, val_s = measure_batch_seconds(model, train, val, loss_fn, "cpu", train_batches=2, val_batches=1,
-                                           clock=clock)
+                                           clock=clock, ema_decay=ema_decay)
     assert (train_s, val_s) == (0.0, 0.0)  # the fake clock never moved
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BatchNorm statistics

@@ -13,7 +13,8 @@ import torch
 from skin_utils import CLASS_NAMES
 from skin_utils.checkpoint import Checkpoint, CheckpointError, TrainingState, load_model
 from skin_utils.data.datasets import BatchColorJitter
-from skin_utils.engine import NonFiniteLossError, build_optimizer_and_schedule, evaluate, fit, train_one_epoch
+from skin_utils.engine import (NonFiniteLossError, build_optimizer_and_schedule, evaluate, fit, train_one_epoch,
+                                weight_average)
 from skin_utils.losses import MultiTaskLoss, class_weights_from_counts
 from skin_utils.model import MultiTaskNet
 from skin_utils.data.loading import load_data, train_class_counts, train_val_loaders
@@ -75,6 +76,58 @@ def test_checkpoint_round_trip_gives_identical_predictions(demo, tmp_path):
     assert ckpt.encoder_weights_used == model.encoder_weights_used
     assert ckpt.metrics == {k[4:]: v for k, v in ckpt.history[0].items() if k.startswith("val_")}
     assert ckpt.training is None and Checkpoint.load(tmp_path / "last.pt").training is not None
+
+
+def test_weight_average_is_a_moving_average_of_weights_and_batchnorm_statistics():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    assert weight_average(model, None) is None
+    with pytest.raises(ValueError, match="ema_decay=1.0"):
+        weight_average(model, 1.0)
+    ema = weight_average(model, 0.9)
+    seen = []
+    for _ in range(3):
+        with torch.no_grad():
+            for t in (*model.parameters(), model[1].running_mean):
+                t.copy_(torch.randn_like(t))
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        ema.update_parameters(model)
+    for key in ("0.weight", "0.bias", "1.running_mean"):
+        expected = seen[0][key]  # the first update copies
+        for later in seen[1:]:
+            expected = 0.9 * expected + 0.1 * later[key]
+        torch.testing.assert_close(ema.module.state_dict()[key], expected)
+    assert int(ema.n_averaged) == 3
+
+
+def test_a_run_with_a_weight_average_validates_keeps_and_resumes_the_average(demo, tmp_path):
+    def run(folder, epochs, resume=False, ema_decay=0.9):
+        model, loss_fn, train, val, opt, sched = _setup(demo, epochs=3)  # the schedule of a 3-epoch run
+        history = fit(model, train, val, loss_fn=loss_fn, optimizer=opt, scheduler=sched, epochs=epochs,
+                      device="cpu", checkpoint_dir=folder, class_names=CLASS_NAMES, amp="off", image_size=64,
+                      resume=resume, progress=False, ema_decay=ema_decay)
+        return model, loss_fn, train, val, history
+
+    model, loss_fn, train, val, history = run(tmp_path / "whole", 3)
+    last = Checkpoint.load(tmp_path / "whole" / "last.pt")
+    assert all(torch.equal(last.training.weights[k], v) for k, v in model.state_dict().items())  # the optimiser's
+    assert not all(torch.equal(last.model[k], last.training.weights[k]) for k in last.model)  # the average
+    assert (last.training.ema_decay, last.training.ema_updates) == (0.9, 3 * len(train))
+    # What was validated is the average: scoring last.pt's model again gives the last epoch's figures.
+    averaged, _ = load_model(tmp_path / "whole" / "last.pt")
+    again = evaluate(averaged.to(memory_format=torch.channels_last), val, "cpu", CLASS_NAMES, loss_fn=loss_fn,
+                     progress=False)
+    assert again["balanced_accuracy"] == history[-1]["val_balanced_accuracy"]
+    assert again["dice"] == pytest.approx(history[-1]["val_dice"], abs=1e-6)
+    assert again["loss"] == pytest.approx(history[-1]["val_loss"], rel=1e-5)
+    # Stopped after 2 of 3 epochs and resumed: the same average and the same weights.
+    run(tmp_path / "cut", 2)
+    run(tmp_path / "cut", 3, resume=True)
+    cut = Checkpoint.load(tmp_path / "cut" / "last.pt")
+    for key in last.model:
+        assert torch.equal(cut.model[key], last.model[key]), key
+        assert torch.equal(cut.training.weights[key], last.training.weights[key]), key
+    with pytest.raises(CheckpointError, match="ema_decay=0.9"):
+        run(tmp_path / "cut", 3, resume=True, ema_decay=None)
 
 
 def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):

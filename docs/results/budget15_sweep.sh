@@ -9,24 +9,8 @@
 # epochs at 128 px). Each run is scored on val, test and the shifted validation
 # copy. The machine must be otherwise idle, above all in a run's first minute, when the budget is measured.
 # Run from a clone with a .venv: bash budget15_sweep.sh <clone>
-set -u
-CLONE=$1; cd "$CLONE"; export PYTHONPATH=$CLONE
-PY=.venv/bin/python
-DATA=/work/shared/data/ham10000_200x150
-EXP=$CLONE/reports/experiments; SPLIT=/work/measure/split/split.csv
-REF='{"class_balance": "weighted_loss", "balance_power": 0.4}'
+source "$(cd "$(dirname "$0")" && pwd)/budget_env.sh" "$1"
 CAND='{"class_balance": "logit_adjusted", "balance_power": 1.0}'
-FIXED='{"data_dir": "'$DATA'", "split_seed": 2026, "calibrate_tta": false, "split_path": "'$SPLIT'", "time_budget": '
-EVAL='{"tta": false, "cam_max_images": 64, "n_bootstrap": 1000}'
-
-shifted_val() {  # score every finished run of experiment $1 on the shifted validation copy
-  for run in $EXP/$1/runs/*_seed*; do
-    [ -f $run/metrics/evaluate_external_shifted_val.json ] && continue
-    $PY -m papermill notebooks/03_evaluate.ipynb $run/notebooks/03_shifted_val.ipynb -p run $run \
-      -p data_dir /work/measure/shifted_val -p split all -p tta False -p cam_max_images 64 -p n_bootstrap 1000 \
-      --cwd $CLONE > $run/shifted_val.log 2>&1 || echo "FAILED shifted val $run"
-  done
-}
 
 date
 if [ "${SKIP_SEED0:-0}" != 1 ]; then

@@ -50,6 +50,7 @@ RULES = {
     "seg_weight": ("float", (0.0, 1000.0)),
     "cls_weight": ("float", (0.0, 1000.0)),
     "label_smoothing": ("float", (0.0, 0.99)),
+    "ema_decay": ("float_or_none", (0.0, 0.999999)),
     "balance_power": ("float", (0.0, 2.0)),
     "seed": ("int", (0, 2**32 - 1)),
     "split_seed": ("int", (0, 2**32 - 1)),

@@ -1,0 +1,21 @@
+# Sourced by the budget sweep scripts: `source docs/results/budget_env.sh <clone>` (from the scripts' own folder).
+# The clone to run in, its python, the data, the fixed split, the default recipe, the fixed parameters (the
+# budget in minutes is appended: "${FIXED}45}") and the evaluation parameters; shifted_val scores finished runs
+# on the shifted validation copy (python -m skin_utils.data.shift, see README › Results).
+set -u
+CLONE=$1; cd "$CLONE"; export PYTHONPATH=$CLONE
+PY=.venv/bin/python
+DATA=/work/shared/data/ham10000_200x150
+EXP=$CLONE/reports/experiments; SPLIT=/work/measure/split/split.csv
+REF='{"class_balance": "weighted_loss", "balance_power": 0.4}'
+FIXED='{"data_dir": "'$DATA'", "split_seed": 2026, "calibrate_tta": false, "split_path": "'$SPLIT'", "time_budget": '
+EVAL='{"tta": false, "cam_max_images": 64, "n_bootstrap": 1000}'
+
+shifted_val() {  # score every finished run of experiment $1 on the shifted validation copy
+  for run in $EXP/$1/runs/*_seed*; do
+    [ -f $run/metrics/evaluate_external_shifted_val.json ] && continue
+    $PY -m papermill notebooks/03_evaluate.ipynb $run/notebooks/03_shifted_val.ipynb -p run $run \
+      -p data_dir /work/measure/shifted_val -p split all -p tta False -p cam_max_images 64 -p n_bootstrap 1000 \
+      --cwd $CLONE > $run/shifted_val.log 2>&1 || echo "FAILED shifted val $run"
+  done
+}
