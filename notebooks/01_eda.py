@@ -50,7 +50,7 @@ from skin_utils.data.loading import load_data
 
 params = check_params(dict(data_dir=data_dir, split_fractions=split_fractions, split_path=split_path, seed=seed,
                            max_samples=max_samples, max_mask_images=max_mask_images, per_class=per_class,
-                           on_bad_data=on_bad_data, reports_dir=reports_dir))
+                           on_bad_data=on_bad_data, reports_dir=reports_dir), namespace=globals(), notebook="01_eda")
 reports = resolve(reports_dir)
 figures = reports / "figures"
 

@@ -83,12 +83,12 @@ import torch
 from skin_utils import CLASS_NAMES, viz
 from skin_utils.budget import budget_summary, plan_check, plan_training
 from skin_utils.nb import conclusions, report
-from skin_utils.engine import build_optimizer_and_schedule, fit, resolve_device, seed_everything
+from skin_utils.engine import build_optimizer_and_schedule, fit, resolve_device, seed_everything, selection_metrics
 from skin_utils.model import MultiTaskNet
 from skin_utils.nb.params import check_params
 from skin_utils.nb.paths import resolve
 from skin_utils.data.datasets import normalization_config
-from skin_utils.data.loading import load_data, train_class_counts, train_val_loaders
+from skin_utils.data.loading import check_trainable, load_data, train_class_counts, train_val_loaders
 from skin_utils.losses import build_loss, trained_tasks
 from skin_utils.trust.calibrate import calibrate_checkpoint, summary_lines
 from skin_utils.runs import set_latest, start_run
@@ -101,7 +101,7 @@ params = check_params(dict(
     seed=seed, split_seed=split_seed, device=device, amp=amp, compile=compile, num_workers=num_workers, max_samples=max_samples,
     split_fractions=split_fractions, split_path=split_path, on_bad_data=on_bad_data, resume=resume,
     cache_dir=cache_dir, reports_dir=reports_dir, run_name=run_name, overwrite=overwrite,
-    calibrate_tta=calibrate_tta, target_sensitivity=target_sensitivity, target_coverage=target_coverage))
+    calibrate_tta=calibrate_tta, target_sensitivity=target_sensitivity, target_coverage=target_coverage), namespace=globals(), notebook="02_train")
 run = start_run(resolve(reports_dir) / "runs", run_name, params, resume=resume, overwrite=overwrite)
 reports, checkpoints = run.root, run.checkpoints
 print(f"Run folder: {run.root}")
@@ -115,6 +115,7 @@ print(f"Training on {device}, {torch.get_num_threads()} CPU threads")
 # %%
 data = load_data(data_dir, image_size, split_path=split_path, split_fractions=split_fractions,
                  seed=split_seed, max_samples=max_samples, on_bad_data=on_bad_data, cache_dir=cache_dir)
+check_trainable(data, seg_weight, cls_weight)
 data.describe()
 
 # %% [markdown]
@@ -166,7 +167,7 @@ history = fit(model, train_loader, val_loader, loss_fn=loss_fn, optimizer=optimi
               normalization=normalization_config(colour_constancy),
               params={**params, "epochs": epochs}, data=data.describe(), split_path=resolve(split_path),
               selection=selection, patience=patience, amp=amp, compile=compile, resume=resume, seed=seed,
-              deadline=plan.deadline(started_at) if plan and not resume else None, ema_decay=ema_decay)
+              deadline=plan.deadline(started_at) if plan else None, ema_decay=ema_decay)
 set_latest(run.root.parent, run)
 if (check := plan_check(plan, history)) and check["warning"]:
     print("Warning:", check["warning"])
@@ -202,7 +203,8 @@ else:
 fig = viz.plot_learning_curves(history, title=f"Learning curves · {data.name}")
 viz.publish(fig, reports / "figures" / "train_learning_curves.png")
 best = max(history, key=lambda row: row["score"])
-summary = {"best_epoch": best["epoch"], "selection": selection, "best_val": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
+selected_by = "+".join(selection_metrics(selection, trained_tasks(seg_weight, cls_weight)))  # the trained heads' metrics only
+summary = {"best_epoch": best["epoch"], "selection": selection, "selection_used": selected_by, "best_val": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
            "epochs_run": len(history), "checkpoint": str(checkpoints / "best.pt"),
            "encoder_weights_used": model.encoder_weights_used,
            "class_weights": None if loss_fn.class_weights is None else loss_fn.class_weights.tolist(),
@@ -220,7 +222,7 @@ summary["best_val"]
 # %%
 from IPython.display import Markdown
 
-conclusion = conclusions.training_conclusion(history, selection, len(CLASS_NAMES), synthetic=data.synthetic)
+conclusion = conclusions.training_conclusion(history, selected_by, len(CLASS_NAMES), synthetic=data.synthetic)
 Markdown(conclusion)
 
 # %% [markdown]
@@ -230,7 +232,7 @@ Markdown(conclusion)
 report.write_section(reports, "02_train", "Training", f"""
 Trained on **{data.name}** ({len(data.rows['train'])} training / {len(data.rows['val'])} validation images,
 split by lesion) for {len(history)} epoch(s) at {image_size}x{image_size} px on `{device}`; encoder weights: {model.encoder_weights_used};
-class balance: `{class_balance}` (power {balance_power}); {'weights: the raw ones' if ema_decay is None else f'weights: their moving average (decay {ema_decay})'}. Best epoch by `{selection}`: **{best['epoch']}**.
+class balance: `{class_balance}` (power {balance_power}); {'weights: the raw ones' if ema_decay is None else f'weights: their moving average (decay {ema_decay})'}. Best epoch by `{selected_by}`: **{best['epoch']}**.
 {budget_summary(plan, len(history), summary['minutes_taken'], history)}
 
 Validation at the best epoch (model resolution; the test-set evaluation at original size is in section 03):

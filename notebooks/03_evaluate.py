@@ -29,6 +29,9 @@
 #   (`classes_present` in the metrics file).
 # * **Melanoma versus the rest**: AUC of the calibrated P(MEL), and sensitivity and specificity at
 #   the P(MEL) threshold chosen on the training data's validation split (stored in the checkpoint).
+# * One rule for the class scores: every classification number here (AUCs, the per-class rows,
+#   melanoma versus the rest, subgroups, the per-image table that paired comparisons read) uses
+#   the **calibrated** probabilities, the ones the melanoma threshold applies to.
 # * Trust in each prediction: calibration (ECE, NLL, Brier) before and after the temperature
 #   fitted on validation, the risk–coverage curve of referring the most uncertain images, the
 #   melanoma operating point chosen on validation, and Grad-CAM heat maps checked against the
@@ -98,7 +101,7 @@ from skin_utils.nb.params import check_params
 from skin_utils.nb.paths import resolve
 from skin_utils.data.loading import load_data
 from skin_utils.runs import run_to_score
-from skin_utils.stats import bootstrap_ci
+from skin_utils.stats import bootstrap_ci, read_per_image
 from skin_utils.viz.evaluate import plot_cases, plot_domain_shift
 
 params = check_params(dict(run=run, checkpoint=checkpoint, data_dir=data_dir, split=split, split_path=split_path,
@@ -107,7 +110,7 @@ params = check_params(dict(run=run, checkpoint=checkpoint, data_dir=data_dir, sp
                            recalibrate=recalibrate, mc_samples=mc_samples, cam_method=cam_method,
                            cam_max_images=cam_max_images, n_bootstrap=n_bootstrap, bootstrap_seed=bootstrap_seed,
                            device=device, amp=amp, on_bad_data=on_bad_data, reports_dir=reports_dir),
-                      must_exist=("checkpoint",) if checkpoint else ())
+                      must_exist=("checkpoint",) if checkpoint else (), namespace=globals(), notebook="03_evaluate")
 out, checkpoint_path = run_to_score(run, checkpoint and resolve(checkpoint), resolve(reports_dir) / "runs")
 figures = out.figures
 device = resolve_device(device)
@@ -147,7 +150,8 @@ print(calibration.describe())
 title = f"external set · {data.name}" if external else f"{split} split · {data.name}"
 evaluation = evaluate_original_size(model, data, split, device, class_names, batch_size=batch_size, amp=amp,
                                     threshold=threshold, tta=tta, return_views=True, mc_samples=mc_samples,
-                                    normalization=ckpt.normalization)
+                                    normalization=ckpt.normalization,
+                                    calibration=calibration if "classification" in tasks else None)
 per_image = evaluation.per_image
 labelled = evaluation.subset(evaluation.has_label)
 trust = assess_trust(labelled, calibration, class_names) if "classification" in shown else None
@@ -155,7 +159,7 @@ if trust is not None:
     per_image = per_image.join(trust.per_image)
 melanoma = melanoma_report(evaluation, calibration, class_names) if "classification" in shown else None
 ci = bootstrap_ci(per_image, class_names, n_resamples=n_bootstrap, seed=bootstrap_seed, tasks=shown,
-                  mel_scores="p_cal_MEL" if trust is not None else "p_MEL", mel_threshold=calibration.mel_threshold)
+                  mel_threshold=calibration.mel_threshold)
 mel_numbers = {k: ci["estimate"][k] for k in ("mel_auc", "mel_sensitivity", "mel_specificity") if k in ci["estimate"]}
 result = not_applicable({**evaluation.report, **mel_numbers, "ci95": ci["ci95"], "melanoma_vs_rest": melanoma,
                          "external": external, "classes_present": evaluation.report.get("classes_present", []),
@@ -199,7 +203,7 @@ if external:
     test_json, test_table = out.evaluation("test"), out.per_image("test")
     if test_json.is_file():
         shift = domain_shift(result, json.loads(test_json.read_text()),
-                             pd.read_csv(test_table) if test_table.is_file() else None, class_names,
+                             read_per_image(test_table) if test_table.is_file() else None, class_names,
                              n_resamples=n_bootstrap, seed=bootstrap_seed)
         display(shift["table"])
         fig = plot_domain_shift(shift["table"], title=f"Domain shift · {data.name}", external_name=data.name)
@@ -339,10 +343,11 @@ Markdown(operating_text)
 # %% [markdown]
 # ## Grad-CAM: where does the classifier look?
 # *Reading the figure:* the heat map (bright = the regions that raised the score of the
-# predicted class most, from the last encoder block) over examples of each class, the expert
-# lesion border in green (when the set has masks) and the predicted one in magenta. A map on the
-# lesion is reassuring; a map on rulers, hairs, ink or the dark corners of the dermatoscope means
-# the class may come from an artefact. The maps are computed at the model's resolution and enlarged.
+# predicted class named in the caption most, from the last encoder block) over examples of
+# each class, the expert lesion border in green (when the set has masks) and the predicted one
+# in magenta. A map on the lesion is reassuring; a map on rulers, hairs, ink or the dark corners
+# of the dermatoscope means the class may come from an artefact. The maps are computed at the
+# model's resolution and enlarged.
 
 # %%
 cam, energy = None, None
@@ -354,7 +359,8 @@ if trust is not None:
         per_image = per_image.merge(cam_columns(cam), on="image_id", how="left")
         energy = dict(zip(per_image["image_id"], per_image["cam_energy_true"]))
     examples = cam_examples(model, data, labelled, choose_cam_examples(labelled.per_image, class_names, n_examples),
-                            device, method=cam_method, normalization=ckpt.normalization, energy=energy)
+                            device, method=cam_method, normalization=ckpt.normalization, energy=energy,
+                            class_names=class_names)
     fig = viz.plot_cam_grid(**examples, title=f"Grad-CAM ({cam_method}) · {title}")
     viz.publish(fig, figures / f"{tag}_cam_examples.png")
 else:
@@ -374,7 +380,8 @@ if cam is not None:
     outside = [r["index"] for r in cam["true_mask"]["mostly_outside"][:2 * n_examples]]
     if outside:
         fig = viz.plot_cam_grid(**cam_examples(model, data, with_both, outside, device, method=cam_method,
-                                               normalization=ckpt.normalization, energy=energy),
+                                               normalization=ckpt.normalization, energy=energy,
+                                               class_names=class_names),
                                 title=f"Heat maps mostly outside the lesion · {title}")
         viz.publish(fig, figures / f"{tag}_cam_outside.png")
     else:
@@ -432,6 +439,7 @@ Checkpoint `{checkpoint_path.name}` of run `{out.name}` (epoch {ckpt.epoch + 1},
 heads trained: {', '.join(tasks)}) on {what}: {result['n_images']} images of
 {result['n_lesions']} lesions ({result['n_with_mask']} with a mask, {result['n_with_label']} with a diagnosis).
 {masks_md}95% intervals from {n_bootstrap} bootstrap resamples of lesions. {' '.join(x for x in (baseline_md, not_scored_md) if x)}
+{f"Class scores: {result['scores']}." if result.get('scores') else ''}
 
 {note or ''}
 

@@ -67,7 +67,7 @@ from skin_utils.runs import run_to_score
 params = check_params(dict(run=run, checkpoint=checkpoint, input_dir=input_dir, n_demo_images=n_demo_images,
                            batch_size=batch_size, threshold=threshold, tta=tta, cam=cam, mc_samples=mc_samples,
                            device=device, amp=amp, reports_dir=reports_dir),
-                      must_exist=(("checkpoint",) if checkpoint else ()) + (("input_dir",) if input_dir else ()))
+                      must_exist=(("checkpoint",) if checkpoint else ()) + (("input_dir",) if input_dir else ()), namespace=globals(), notebook="04_inference")
 out, checkpoint_path = run_to_score(run, checkpoint and resolve(checkpoint), resolve(reports_dir) / "runs")
 reports = out.root
 out_dir = reports / "inference"

@@ -11,7 +11,9 @@
 # The built-in question is the multi-task ablation: does one encoder shared by both heads help
 # segmentation, classification, both or neither? A loss weight of 0 leaves that head untrained,
 # and its metrics are shown as not applicable. Finished runs are skipped, so an interrupted
-# experiment continues where it stopped; a failed run is reported and the others go on.
+# experiment continues where it stopped; a failed run is reported and the others go on. Each run
+# records every parameter it was trained and scored with: rerunning an experiment with other
+# `fixed`, `grid` values or `eval_params` stops before anything runs and names the differences.
 #
 # `papermill notebooks/05_experiments.ipynb reports/05_experiments.ipynb -p name ablation -y '{grid: [...], seeds: [0, 1, 2]}'`
 # or, from a shell, `python -m skin_utils.experiments --name ablation --preset ablation --seeds 0 1 2`.
@@ -25,7 +27,7 @@ seeds: list[int] = [0]                   # each cell is trained once per seed
 fixed: dict = {"epochs": 1, "image_size": 64, "max_samples": 120}  # 02_train parameters every run gets (data_dir, ...)
 time_budget: Optional[float] = None      # minutes per training run (02_train's time_budget, instead of epochs); None: as in fixed
 eval_params: dict = {"tta": False, "n_bootstrap": 200}  # 03_evaluate parameters every evaluation gets
-reference: Optional[dict] = {"cls_weight": 1.0}  # the cell the others are compared with (paired bootstrap); None: no comparison
+reference: Optional[dict] = None         # the cell the others are compared with (paired bootstrap); None: the grid's first cell
 metrics: list[str] = ["dice", "balanced_accuracy", "macro_auc"]  # shown in the figure
 n_bootstrap: int = 1000                  # resamples of the paired comparison
 experiments_dir: str = "reports/experiments"
@@ -59,10 +61,11 @@ from skin_utils import viz
 
 params = check_params(dict(name=name, grid=grid, seeds=seeds, fixed=fixed, eval_params=eval_params,
                            reference=reference, metrics=metrics, n_bootstrap=n_bootstrap,
-                           experiments_dir=experiments_dir, time_budget=time_budget))
+                           experiments_dir=experiments_dir, time_budget=time_budget), namespace=globals(), notebook="05_experiments")
 if time_budget is not None:  # every run trains for the budget instead of a number of epochs
     fixed = {**fixed, "time_budget": time_budget}
 cells = experiments.expand_grid(grid)
+reference = experiments.reference_cell(reference, cells)  # checked against the grid before any run starts
 folder = resolve(experiments_dir) / experiments.slug(name)
 print(f"{len(cells)} cell(s) x {len(seeds)} seed(s) = {len(cells) * len(seeds)} runs into {folder}")
 
@@ -103,10 +106,8 @@ viz.publish(fig, folder / "figures" / "experiment_val.png")
 # *Reading the figure:* a dark dot's interval excludes 0: a difference the data supports.
 
 # %%
-diff = diff_test = pd.DataFrame()
-if reference is not None:
-    diff = experiments.compare(name, reference, "val", experiments_dir, n_resamples=n_bootstrap)
-    diff_test = experiments.compare(name, reference, "test", experiments_dir, n_resamples=n_bootstrap)
+diff = experiments.compare(name, reference, "val", experiments_dir, n_resamples=n_bootstrap)
+diff_test = experiments.compare(name, reference, "test", experiments_dir, n_resamples=n_bootstrap)
 if not diff.empty:
     fig = viz.plot_paired_differences(diff, title=f"{name}: cell − reference (validation)")
     viz.publish(fig, folder / "figures" / "experiment_differences_val.png")
@@ -122,7 +123,7 @@ if not diff.empty:
     verdict = experiments.multitask_verdict(diff)
     verdict_test = experiments.multitask_verdict(diff_test) if not diff_test.empty else []
 else:
-    verdict, verdict_test = ["No comparison: no reference cell, or no other cell finished."], []
+    verdict, verdict_test = ["No comparison: no other cell finished beside the reference."], []
 failed = status[status["status"] != "finished"]
 if len(failed):
     verdict.append(f"{len(failed)} run(s) failed: {', '.join(failed['run'])} (see their status.json).")

@@ -19,7 +19,7 @@ import itertools
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -50,13 +50,14 @@ class BudgetPlan:
     after_s: float                # after the last epoch: calibration and the report
     epochs: int                   # what the budget bought
     planned_total_s: float        # spent_before_s + epochs * epoch_s + after_s
+    resumed: bool = False         # read back from budget.json to resume the run (its first start's spent_before_s is spent)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "BudgetPlan":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def describe(self) -> str:
         return (f"Time budget {self.budget_s / 60:g} min: {self.epochs} epoch(s) of ~{self.epoch_s:.0f} s "
@@ -66,13 +67,15 @@ class BudgetPlan:
 
     def deadline(self, started_at: float) -> float:
         """The clock reading by which training and validation must be over (calibration and the
-        report still to come), for a run that began at ``started_at``."""
-        return started_at + self.budget_s - self.after_s
+        report still to come), for a run that began (or, resumed, began again) at ``started_at``.
+        A resumed run has already spent its first start's ``spent_before_s``; `skin_utils.engine.fit`
+        also takes off the seconds of the epochs it resumes after."""
+        return started_at + self.budget_s - self.after_s - (self.spent_before_s if self.resumed else 0.0)
 
     def save(self, path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.as_dict(), indent=2))
+        path.write_text(json.dumps({**self.as_dict(), "resumed": False}, indent=2))
 
     @classmethod
     def load(cls, path) -> "BudgetPlan":
@@ -169,8 +172,8 @@ def plan_training(budget_minutes: float, started_at: float, model, train_loader,
         if abs(plan.budget_s - budget_minutes * 60.0) > 1e-6:
             raise BudgetError(f"This run was planned for a time budget of {plan.budget_s / 60:g} min ({saved}); "
                               f"resume it with time_budget={plan.budget_s / 60:g}, or start a new run.")
-        print(f"Resuming with the saved plan ({saved}): {plan.epochs} epoch(s).")
-        return plan
+        print(f"Resuming with the saved plan ({saved}): {plan.epochs} epoch(s), the time already spent counted.")
+        return replace(plan, resumed=True)
     train_s, val_s = measure(model, train_loader, val_loader, loss_fn, device,
                              amp_dtype=amp_dtype_for(torch.device(device), amp),
                              batch_transform=batch_transform, normalization=normalization, compile=compile, clock=clock,

@@ -37,6 +37,7 @@ from skin_utils import distributed
 from skin_utils.budget import format_seconds
 from skin_utils.checkpoint import Checkpoint, CheckpointError, TrainingState, load_weights
 from skin_utils.data.datasets import Normalize, resolve_normalization
+from skin_utils.losses import trained_tasks
 from skin_utils.metrics import ClassificationMetrics, SegmentationMetrics
 
 SELECTION_CRITERIA = ("balanced_accuracy+dice", "balanced_accuracy", "dice", "loss")
@@ -342,15 +343,41 @@ def evaluate(model, loader, device, class_names, *, loss_fn=None, amp_dtype=None
     return out
 
 
-def selection_score(metrics: dict, criterion: str) -> float:
-    """Higher is better. ``balanced_accuracy+dice`` (default) weighs both tasks equally."""
-    if criterion == "balanced_accuracy+dice":
-        return metrics["balanced_accuracy"] + metrics["dice"]
+#: The validation metrics of each head (what fit leaves out, as NaN, for a head the run does not train).
+HEAD_METRICS = {"segmentation": ("dice", "jaccard", "thresholded_jaccard", "seg_loss"),
+                "classification": ("accuracy", "balanced_accuracy", "macro_auc", "cls_loss")}
+
+
+def selection_metrics(criterion: str, tasks=("segmentation", "classification")) -> tuple[str, ...]:
+    """The validation metrics whose sum picks ``best.pt``: those of ``criterion`` that belong to a
+    head the run trains (``tasks``, `skin_utils.losses.trained_tasks`), so that an untrained head's
+    noise never chooses the epoch (``balanced_accuracy+dice`` is ``dice`` alone for a
+    segmentation-only run). ``loss`` is the loss itself (its weights already leave the untrained
+    head out). Raises when ``criterion`` names only untrained heads."""
+    if criterion not in SELECTION_CRITERIA:
+        raise ValueError(f"selection={criterion!r}: choose one of {SELECTION_CRITERIA}.")
+    if criterion == "loss":
+        return ("loss",)
+    wanted = criterion.split("+")
+    used = tuple(m for m in wanted if any(m in HEAD_METRICS[t] for t in tasks))
+    if not used:
+        raise ValueError(f"selection={criterion!r} scores a head this run does not train (it trains: "
+                         f"{', '.join(tasks)}); choose selection='loss' or one of the trained head's metrics.")
+    return used
+
+
+def selection_score(metrics: dict, criterion: str, tasks=("segmentation", "classification")) -> float:
+    """Higher is better: the sum of `selection_metrics` (``-loss`` for ``loss``)."""
     if criterion == "loss":
         return -metrics["loss"]
-    if criterion in ("balanced_accuracy", "dice"):
-        return metrics[criterion]
-    raise ValueError(f"selection={criterion!r}: choose one of {SELECTION_CRITERIA}.")
+    return float(sum(metrics[m] for m in selection_metrics(criterion, tasks)))
+
+
+def untrained_as_nan(metrics: dict, tasks) -> dict:
+    """``metrics`` with the validation metrics of a head the run does not train set to NaN: an
+    untrained head's Dice or accuracy is noise (or 1.0 on empty masks), never a result."""
+    blank = {m for t, names in HEAD_METRICS.items() if t not in tasks for m in names}
+    return {k: (math.nan if k in blank else v) for k, v in metrics.items()}
 
 
 # ----------------------------------------------------------------------------- the whole run
@@ -461,12 +488,21 @@ def _seed_epoch(train_loader, seed: int, epoch: int, rank: int = 0, world: int =
         sampler.set_epoch(epoch)
 
 
-def _history_row(epoch: int, optimizer, train: dict, val: dict, score: float, improved: bool) -> dict:
-    """One epoch of the history: learning rate, training losses and speed, validation metrics."""
+def _history_row(epoch: int, optimizer, train: dict, val: dict, score: float, improved: bool,
+                 epoch_seconds: float) -> dict:
+    """One epoch of the history: learning rate, training losses and speed, validation metrics,
+    and the seconds the whole epoch took (training, validation; the checkpoints come after)."""
     kept = ("loss", "seg_loss", "cls_loss", "images_per_s", "seconds")
     return {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
             **{f"train_{k}": v for k, v in train.items() if k in kept},
-            **{f"val_{k}": v for k, v in val.items()}, "score": score, "best": improved}
+            **{f"val_{k}": v for k, v in val.items()}, "score": score, "best": improved,
+            "epoch_seconds": epoch_seconds}
+
+
+def seconds_spent(history: list[dict]) -> list[float]:
+    """The seconds each epoch of a history took (its training seconds for a history written before
+    whole epochs were timed)."""
+    return [float(row.get("epoch_seconds", row.get("train_seconds", 0.0))) for row in history]
 
 
 def _out_of_time(deadline: float | None, epoch_seconds: list[float], epoch: int, epochs: int, say: bool) -> bool:
@@ -494,6 +530,9 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
     """Train for ``epochs``; write ``last.pt`` after every epoch and ``best.pt`` whenever the
     validation ``selection`` score improves; stop early after ``patience`` epochs without
     improvement (None: never). With ``resume=True`` continue from ``last.pt`` if it exists.
+    The selection and the history only count the heads the loss trains (a weight of 0 leaves
+    a head untrained: its validation metrics are NaN, `selection_metrics` says what picks
+    ``best.pt``, and the checkpoint's ``selection`` records it).
 
     ``batch_transform``: the colour augmentation of each training batch (see `train_one_epoch`).
     ``normalization``: the input normalisation, mean/std and colour constancy
@@ -518,7 +557,10 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
 
     ``deadline``: a ``time.perf_counter()`` reading by which training must be over (a time
     budget, `skin_utils.budget`): the progress shows the time left, and when the next epoch
-    would end past it (judged by the epochs so far) training stops there with a message.
+    would end past it (judged by the epochs so far) training stops there with a message. It is
+    the whole run's: on resume the epochs already trained count against it (their seconds are
+    in the history), so a run that the deadline stopped, or that used its time, is not trained
+    further when it is resumed.
 
     ``ema_decay``: keep an exponential moving average of the weights, updated after every
     optimiser step (`weight_average`; e.g. 0.999). Validation, ``best.pt`` and the ``model`` of
@@ -527,8 +569,8 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
     ``model`` itself ends with the optimiser's weights. None (default): no average."""
     device = torch.device(device)
     checkpoint_dir = Path(checkpoint_dir)
-    if selection not in SELECTION_CRITERIA:
-        raise ValueError(f"selection={selection!r}: choose one of {SELECTION_CRITERIA}.")
+    tasks = trained_tasks(loss_fn.seg_weight, loss_fn.cls_weight)
+    selected = "+".join(selection_metrics(selection, tasks))
     amp_dtype = amp_dtype_for(device, amp)
     scaler = torch.amp.GradScaler("cuda") if (amp_dtype == torch.float16 and device.type == "cuda") else None
     model = unwrap_model(model)
@@ -541,7 +583,7 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
     # What every checkpoint of this run says about it; each epoch adds weights and progress.
     run = Checkpoint(model_config=dict(model.config), model={}, class_names=list(class_names),
                      image_size=image_size, params=dict(params or {}), data=dict(data or {}),
-                     split_path=None if split_path is None else str(split_path), selection=selection,
+                     split_path=None if split_path is None else str(split_path), selection=selected,
                      encoder_weights_used=model.encoder_weights_used,
                      normalization=resolve_normalization(normalization))
     ema = weight_average(model, ema_decay)  # a copy of the model as it is now: channels_last, on the device
@@ -553,6 +595,9 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
         best_score, since_best = ckpt.best_score, ckpt.epochs_since_best
         if progress:
             print(f"Resumed from {last_path}: {start_epoch} epoch(s) done, continuing to {epochs}.")
+    epoch_seconds = seconds_spent(history)  # the epochs so far: they judge whether the next one fits
+    if deadline is not None:
+        deadline -= sum(epoch_seconds)  # the budget is the whole run's: resumed epochs already spent part of it
     # What trains (DDP in a process group, compiled on request) and what validates (rank 0 alone).
     train_model = distributed.wrap_model(model, device, sync_bn=sync_bn)
     if compile:
@@ -562,7 +607,6 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
     else:
         eval_model = train_model if world == 1 else (torch.compile(model) if compile else model)
     kept_model = model if ema is None else ema.module
-    epoch_seconds = []
     for epoch in range(start_epoch, epochs):
         if patience is not None and since_best >= patience:
             break
@@ -578,18 +622,20 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
         if is_main:
             val = evaluate(eval_model, val_loader, device, class_names, loss_fn=loss_fn, amp_dtype=amp_dtype,
                            channels_last=channels_last, progress=progress, normalization=run.normalization)
-        val = distributed.broadcast_object(val)
-        score = selection_score(val, selection)
+        val = untrained_as_nan(distributed.broadcast_object(val), tasks)
+        score = selection_score(val, selection, tasks)
         improved = score > best_score
         if improved:
             best_score, since_best = score, 0
         else:
             since_best += 1
-        history.append(_history_row(epoch, optimizer, train, val, score, improved))
+        history.append(_history_row(epoch, optimizer, train, val, score, improved, time.perf_counter() - t_epoch))
         if progress:
+            shown = "  ".join(f"{name} {val[k]:.3f}" for name, k in (("Dice", "dice"), ("bal.acc", "balanced_accuracy"),
+                                                                       ("acc", "accuracy"), ("AUC", "macro_auc"))
+                              if math.isfinite(val[k]))
             print(f"epoch {epoch + 1}/{epochs}  train loss {train['loss']:.4f}  val loss {val.get('loss', float('nan')):.4f}  "
-                  f"Dice {val['dice']:.3f}  bal.acc {val['balanced_accuracy']:.3f}  acc {val['accuracy']:.3f}  "
-                  f"AUC {val['macro_auc']:.3f}  {train['images_per_s']:.1f} img/s" + ("  *best*" if improved else "")
+                  f"{shown}  {train['images_per_s']:.1f} img/s" + ("  *best*" if improved else "")
                   + ("" if deadline is None else f"  time left {format_seconds(deadline - time.perf_counter())}"))
         if is_main:
             ckpt = _epoch_checkpoint(run, kept_model, epoch=epoch, metrics=val, history=history, best_score=best_score,

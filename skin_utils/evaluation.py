@@ -98,11 +98,12 @@ class Evaluation:
     per_image: pd.DataFrame    # one row per image, in the order of ``mask_probs``
     mask_probs: torch.Tensor   # (N, h, w) float16 mask probabilities at the model's size
     threshold: float
-    probs: np.ndarray | None = None       # (N, K) class probabilities (TTA-averaged with tta), uncalibrated
+    probs: np.ndarray | None = None       # (N, K) class probabilities (TTA-averaged with tta): the scores (calibrated when a calibration was given)
     labels: np.ndarray | None = None      # (N,) true class indices; -1 for an image without a diagnosis
     view_probs: np.ndarray | None = None  # (S, N, K) per-view probabilities (return_views; S = 1 without tta)
     mask_var: torch.Tensor | None = None  # (N, h, w) float16 variance of the mask across TTA views (return_views, tta)
     mc_probs: np.ndarray | None = None    # (S, N, K) Monte-Carlo dropout samples (mc_samples > 0)
+    raw_probs: np.ndarray | None = None   # (N, K) the same before calibration; None when no calibration was given
 
     @property
     def has_label(self) -> np.ndarray:
@@ -124,13 +125,13 @@ class Evaluation:
         return replace(self, per_image=self.per_image.iloc[pos], mask_probs=self.mask_probs[torch.as_tensor(pos)],
                        probs=take(self.probs), labels=take(self.labels), view_probs=take(self.view_probs, 1),
                        mask_var=None if self.mask_var is None else self.mask_var[torch.as_tensor(pos)],
-                       mc_probs=take(self.mc_probs, 1))
+                       mc_probs=take(self.mc_probs, 1), raw_probs=take(self.raw_probs))
 
 
 def evaluate_original_size(model, data, split: str, device, class_names, *, batch_size: int = 32,
                            amp: str = "auto", threshold: float = 0.5, tta: bool = False,
                            progress: bool = True, return_views: bool = False, mc_samples: int = 0,
-                           normalization: dict | None = None, threads: int = 4):
+                           normalization: dict | None = None, threads: int = 4, calibration=None):
     """Score ``split`` ("train", "val", "test" or "all") of a `skin_utils.data.loading.Data`.
 
     Each image is scored for what it has: segmentation where it has a mask, classification where
@@ -154,6 +155,13 @@ def evaluate_original_size(model, data, split: str, device, class_names, *, batc
     mask across views (``Evaluation.view_probs``, ``mask_var``); ``mc_samples`` (0: off) adds
     that many Monte-Carlo dropout samples (``Evaluation.mc_probs``); see `skin_utils.engine.predict`.
     ``normalization``: the checkpoint's ``{"mean": ..., "std": ...}`` (None: ImageNet's).
+
+    ``calibration`` (a `skin_utils.trust.calibrate.StoredCalibration`; None: none): the one rule
+    for the class scores. With it, every classification number (accuracy, per-class and macro
+    AUC, ROC curves, the ``p_<class>`` columns that melanoma AUC, subgroups and paired comparisons
+    read) is computed on the calibrated probabilities, the ones the melanoma threshold applies to;
+    ``raw_probs`` keeps the uncalibrated ones (for the reliability "before"), and
+    ``report["scores"]`` says which were used.
     """
     device = torch.device(device)
     if split not in data.rows or len(data.rows[split]) == 0:
@@ -163,6 +171,8 @@ def evaluate_original_size(model, data, split: str, device, class_names, *, batc
                    desc=f"evaluate {split}", tta=tta, return_views=return_views, mc_samples=mc_samples,
                    normalize=normalizer(normalization))
     rows = pred["rows"]
+    raw = pred["probs"]
+    probs = raw if calibration is None else calibration.apply(raw)
     index = data.index.iloc[rows]
     has_label, has_mask = label_and_mask_flags(index)
     n = len(rows)
@@ -180,13 +190,14 @@ def evaluate_original_size(model, data, split: str, device, class_names, *, batc
     if has_label.any():
         lab = np.flatnonzero(has_label)
         cls = ClassificationMetrics(class_names)
-        cls.update(pred["probs"][lab], labels[lab])
+        cls.update(probs[lab], labels[lab])
         report.update({k: v for k, v in cls.aggregate().items() if k != "n_images"})
         base = baselines(labels[lab], class_names)
         report["classes_present"] = base["classes_present"]
         report["chance"] = base["chance"]
         report["majority_baseline"] = base["majority"]
-        report["roc_curves"] = roc_curves(pred["probs"][lab], labels[lab], class_names)
+        report["roc_curves"] = roc_curves(probs[lab], labels[lab], class_names)
+        report["scores"] = scores_rule(calibration)
     report["n_images"] = int(n)
     report["n_lesions"] = int(index["lesion_id"].nunique())
     report["n_with_mask"] = int(has_mask.sum())
@@ -194,20 +205,39 @@ def evaluate_original_size(model, data, split: str, device, class_names, *, batc
     report["split"] = split
     report["tta"] = bool(tta)
     report["threshold"] = float(threshold)
-    predicted = pred["probs"].argmax(1)
+    predicted = probs.argmax(1)
     per_image = pd.DataFrame({
         "image_id": index["image_id"].to_numpy(), "lesion_id": index["lesion_id"].to_numpy(),
         "true": pd.array([class_names[i] if i >= 0 else None for i in labels], dtype=object),
         "pred": [class_names[i] for i in predicted],
-        "prob_pred": pred["probs"].max(1), "dice": seg["dice"], "jaccard": seg["jaccard"], "row": rows,
+        "prob_pred": probs.max(1), "dice": seg["dice"], "jaccard": seg["jaccard"], "row": rows,
     })
     for k, name in enumerate(class_names):
-        per_image[f"p_{name}"] = pred["probs"][:, k]
+        per_image[f"p_{name}"] = probs[:, k]
     per_image["mask_uncertainty"] = mask_uncertainty_score(list(pred["mask_probs"].float().numpy()),
                                                            threshold=threshold)
-    return Evaluation(report, per_image, pred["mask_probs"], threshold, probs=pred["probs"],
+    return Evaluation(report, per_image, pred["mask_probs"], threshold, probs=probs,
                       labels=labels, view_probs=pred.get("view_probs"), mask_var=pred.get("mask_var"),
-                      mc_probs=pred.get("mc_probs"))
+                      mc_probs=pred.get("mc_probs"), raw_probs=None if calibration is None else raw)
+
+
+def scores_rule(calibration) -> str:
+    """The sentence that says which class scores an evaluation used (`evaluate_original_size`)."""
+    if calibration is None:
+        return "uncalibrated probabilities (no calibration given)"
+    if not calibration.calibrated:
+        return "uncalibrated probabilities (the checkpoint stores no temperature)"
+    return (f"calibrated probabilities (temperature {calibration.temperature:.3f} of the {calibration.kind} outputs, "
+            "fitted on the validation split), for every classification number: AUCs, melanoma versus the rest, "
+            "subgroups and paired comparisons")
+
+
+def calibrated_and_raw(evaluation: Evaluation, calibration) -> tuple[np.ndarray, np.ndarray]:
+    """``(calibrated, raw)`` class probabilities of an evaluation: as made by
+    `evaluate_original_size` with ``calibration``, or calibrated here when it was made without."""
+    if evaluation.raw_probs is not None:
+        return evaluation.probs, evaluation.raw_probs
+    return calibration.apply(evaluation.probs), evaluation.probs
 
 
 def melanoma_report(evaluation: Evaluation, calibration, class_names) -> dict | None:
@@ -222,7 +252,7 @@ def melanoma_report(evaluation: Evaluation, calibration, class_names) -> dict | 
     if not keep.any() or MELANOMA not in names or evaluation.probs is None:
         return None
     mel = names.index(MELANOMA)
-    p_mel = calibration.apply(evaluation.probs[keep])[:, mel]
+    p_mel = calibrated_and_raw(evaluation.subset(keep), calibration)[0][:, mel]
     out = melanoma_vs_rest(evaluation.labels[keep] == mel, p_mel, calibration.mel_threshold)
     record = getattr(calibration, "record", {}) or {}
     if calibration.mel_threshold is None:
@@ -246,7 +276,7 @@ def per_class_table(report: dict) -> pd.DataFrame:
 CLASSIFICATION_KEYS = ("accuracy", "balanced_accuracy", "macro_auc", "macro_average_precision", "per_class",
                        "confusion_matrix", "confusion_matrix_normalized", "roc_curves", "majority_baseline",
                        "classes_present", "chance", "mel_auc", "mel_sensitivity", "mel_specificity",
-                       "melanoma_vs_rest")
+                       "melanoma_vs_rest", "scores")
 
 
 def not_applicable(report: dict, tasks) -> dict:
@@ -485,9 +515,8 @@ def domain_shift(external: dict, internal: dict | None, internal_per_image: pd.D
     if fewer and internal_per_image is not None and "classification" in (external.get("tasks") or ()):
         table = restrict_to_classes(internal_per_image, present)
         if len(table):
-            mel_scores = "p_cal_MEL" if "p_cal_MEL" in table else "p_MEL"
             ci = bootstrap_ci(table, names, n_resamples=n_resamples, seed=seed, tasks=("classification",),
-                              mel_scores=mel_scores, mel_threshold=mel_t)
+                              mel_threshold=mel_t)
             for k in CLASSIFICATION_METRICS + MEL_THRESHOLD_METRICS:
                 inside[k] = ci["estimate"].get(k)
                 inside["ci95"][k] = ci["ci95"].get(k)

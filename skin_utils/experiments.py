@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.losses import trained_tasks
 from skin_utils.runs import Run, slug
-from skin_utils.stats import HEADLINE_METRICS, mean_sd, paired_bootstrap_seeds
+from skin_utils.stats import HEADLINE_METRICS, mean_sd, paired_bootstrap_seeds, read_per_image
 
 TASK_METRICS = {"segmentation": ("dice", "jaccard", "thresholded_jaccard"),
                 "classification": ("accuracy", "balanced_accuracy", "macro_auc", "mel_auc", "mel_sensitivity",
@@ -61,15 +61,42 @@ def expand_grid(grid) -> list[dict]:
         keys = list(grid)
         return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
     if isinstance(grid, (list, tuple)) and all(isinstance(c, dict) for c in grid) and grid:
-        return [dict(c) for c in grid]
-    raise ValueError(f"grid={grid!r}: expected a dict of parameter -> list of values, or a list of dicts.")
+        cells = [dict(c) for c in grid]
+    else:
+        raise ValueError(f"grid={grid!r}: expected a dict of parameter -> list of values, or a list of dicts.")
+    names = [cell_name(c) for c in cells]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"grid={grid!r} gives the same cell more than once ({', '.join(twice)}): each cell must "
+                         "differ from the others, or its runs would be one folder.")
+    return cells
+
+
+def _value_text(value) -> str:
+    """A grid value in a folder name: floats short (``1``, ``0.001``) unless that loses digits
+    (``0.0010000004`` stays itself), so that two values never share a folder."""
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(value)
 
 
 def cell_name(cell: dict) -> str:
     """``seg_weight=1,cls_weight=0`` -> a folder-safe name; ``{}`` -> ``default``."""
     if not cell:
         return "default"
-    return slug(",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in cell.items()))
+    return slug(",".join(f"{k}={_value_text(v)}" for k, v in cell.items()))
+
+
+def reference_cell(reference: dict | None, cells: list[dict]) -> dict:
+    """The cell the others are compared with: ``reference`` when it is one of ``cells`` (checked
+    before any run starts), the first cell when None."""
+    if reference is None:
+        return cells[0]
+    if reference not in cells:
+        raise ValueError(f"reference={reference!r} is not a cell of the grid, so nothing could be compared with "
+                         f"it; the cells are {cells}. Pass one of them, or none (the first cell is then the reference).")
+    return reference
 
 
 def run_name(cell: dict, seed: int) -> str:
@@ -94,6 +121,28 @@ def execute_notebook(name: str, output: Path, params: dict, root: Path) -> None:
                                cwd=str(root), kernel_name="python3", language="python", progress_bar=False)
 
 
+def _plain(value):
+    """``value`` as JSON gives it back (tuples as lists, paths as text): what a status.json holds."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def config_differences(recorded: dict | None, wanted: dict) -> list[str]:
+    """What differs between the configuration a run recorded and the one asked for now, one
+    ``job parameter: old -> new`` per difference (a run that recorded none: one line saying so)."""
+    if not recorded:
+        return ["it recorded no parameters (made by an older skin_utils), so its results cannot be trusted to match"]
+    out = []
+    for job in sorted(set(recorded) | set(wanted)):
+        old, new = recorded.get(job), wanted.get(job)
+        if isinstance(old, dict) and isinstance(new, dict):
+            for key in sorted(set(old) | set(new)):
+                if old.get(key, "<unset>") != new.get(key, "<unset>"):
+                    out.append(f"{job} {key}: {old.get(key, '<unset>')!r} -> {new.get(key, '<unset>')!r}")
+        elif old != new:
+            out.append(f"{job}: {old!r} -> {new!r}")
+    return out
+
+
 def _status(run: Run) -> dict:
     path = run.root / STATUS
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -110,53 +159,82 @@ def run_experiment(name: str, grid, seeds=(0,), fixed: dict | None = None, *,
     """Train and evaluate every (cell, seed); return the status of each run.
 
     ``fixed`` parameters go to every ``02_train`` run (the budget, ``data_dir``, ...);
-    ``eval_params`` to every ``03_evaluate`` run (e.g. ``{"tta": False}``). Relative paths are
-    resolved against the repository root, as in the notebooks."""
+    ``eval_params`` to every ``03_evaluate`` run (e.g. ``{"tta": False}``); a name that is not a
+    parameter of that notebook stops here, with the nearest one. Relative paths are resolved
+    against the repository root, as in the notebooks.
+
+    Each run records the full parameters it trains and is evaluated with (``status.json``); a
+    finished run is skipped, an interrupted or failed one resumed, but only with the same
+    parameters: when any existing run of the experiment was made with others, nothing runs and
+    the error names each difference (never old numbers under new labels)."""
+    from skin_utils.nb.params import check_names
     from skin_utils.nb.paths import project_root, resolve
+    from skin_utils.run_notebooks import notebook_defaults
 
     root = Path(root) if root is not None else project_root()
     fixed, eval_params = dict(fixed or {}), dict(eval_params or {})
     clash = {"seed", "run_name", "reports_dir", "resume", "overwrite"} & set(fixed)
     if clash:
         raise ValueError(f"fixed sets {sorted(clash)}: the experiment sets these itself (seeds with `seeds`).")
+    cells = expand_grid(grid)
+    train_names, eval_names = notebook_defaults("02_train"), notebook_defaults("03_evaluate")
+    check_names(fixed, train_names, "fixed (02_train parameters)")
+    for cell in cells:
+        check_names(cell, train_names, "grid (02_train parameters)")
+    check_names(eval_params, eval_names, "eval_params (03_evaluate parameters)")
     folder = resolve(experiments_dir, root) / slug(name)
     runs_dir = folder / "runs"
     # The experiment's own lesion-level split unless one is given: it never replaces the split of
     # the user's main runs, and every run of the experiment shares it (paired comparisons).
     fixed.setdefault("split_path", str(folder / "split.csv"))
-    cells = expand_grid(grid)
-    plan = [(cell, int(seed)) for cell in cells for seed in seeds]
+    plan = []
+    for cell in cells:
+        for seed in seeds:
+            run = Run(runs_dir / run_name(cell, int(seed)))
+            train = {**fixed, **cell, "seed": int(seed), "run_name": run.name, "reports_dir": str(folder)}
+            config = _plain({"train": train, "evaluate": eval_params, "splits": list(splits)})
+            plan.append((cell, int(seed), run, train, config))
+    conflicts = []
+    for _, _, run, _, config in plan:
+        status = _status(run)
+        if (status or run.results()) and status.get("config") != config:
+            conflicts.append((run.name, config_differences(status.get("config"), config)))
+    if conflicts:
+        listed = "\n".join(f"  {name_}: " + "; ".join(diff) for name_, diff in conflicts[:10])
+        more = f"\n  ... and {len(conflicts) - 10} more run(s)" if len(conflicts) > 10 else ""
+        raise ValueError(
+            f"Experiment {name!r} in {folder} already has {len(conflicts)} run(s) made with other parameters than "
+            f"these, and its summary would show their numbers under the new ones:\n{listed}{more}\n"
+            "Run the new configuration under another experiment name, or delete that folder to start again.")
     (folder / "experiment.json").parent.mkdir(parents=True, exist_ok=True)
     (folder / "experiment.json").write_text(json.dumps(
         {"name": name, "grid": grid, "cells": cells, "seeds": list(seeds), "fixed": fixed,
          "eval_params": eval_params, "splits": list(splits)}, indent=2, default=str))
     statuses = []
     bar = tqdm(plan, desc=f"experiment {name}", disable=not progress)
-    for cell, seed in bar:
-        run = Run(runs_dir / run_name(cell, seed))
+    for cell, seed, run, train, config in bar:
         bar.set_postfix_str(run.name)
         if _status(run).get("status") == "finished":
             statuses.append({"run": run.name, "status": "finished", "skipped": True, "seconds": 0.0, "error": None})
             continue
         t0 = time.perf_counter()
+        _set_status(run, status="running", config=config, cell=cell, seed=seed)
         try:
-            train = {**fixed, **cell, "seed": seed, "run_name": run.name, "reports_dir": str(folder),
-                     "resume": run.last.exists()}
-            executor("02_train", run.notebooks / "02_train.ipynb", train, root)
+            executor("02_train", run.notebooks / "02_train.ipynb", {**train, "resume": run.last.exists()}, root)
             for split in splits:
                 executor("03_evaluate", run.notebooks / f"03_evaluate_{split}.ipynb",
                          {**eval_params, "run": str(run.root), "split": split}, root)
         except Exception as err:  # papermill.PapermillExecutionError and anything else: record, go on
             message = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
             _set_status(run, status="failed", error=message, traceback=traceback.format_exc(limit=3),
-                        cell=cell, seed=seed)
+                        config=config, cell=cell, seed=seed)
             print(f"run {run.name} failed: {message}\n  (the executed notebooks are in {run.notebooks})",
                   file=sys.stderr)
             statuses.append({"run": run.name, "status": "failed", "skipped": False,
                              "seconds": time.perf_counter() - t0, "error": message})
             continue
         seconds = time.perf_counter() - t0
-        _set_status(run, status="finished", seconds=seconds, cell=cell, seed=seed)
+        _set_status(run, status="finished", seconds=seconds, config=config, cell=cell, seed=seed)
         statuses.append({"run": run.name, "status": "finished", "skipped": False, "seconds": seconds, "error": None})
     return pd.DataFrame(statuses, columns=["run", "status", "skipped", "seconds", "error"])
 
@@ -215,7 +293,8 @@ def compare(name: str, reference: dict, split: str = "val", experiments_dir="rep
             n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Every other cell against ``reference`` on ``split``: the difference of the seed-averaged
     metric (cell - reference) with a paired lesion-level bootstrap interval (the same lesion
-    resamples for both, over the seeds both finished). Only metrics of heads both cells trained."""
+    resamples for both, over the seeds both finished). Only metrics of heads both cells trained.
+    Empty when the reference has no finished run."""
     from skin_utils.nb.paths import resolve
 
     folder = resolve(experiments_dir, root) / slug(name)
@@ -226,12 +305,12 @@ def compare(name: str, reference: dict, split: str = "val", experiments_dir="rep
         for s in meta["seeds"]:
             run = Run(folder / "runs" / run_name(cell, s))
             if _status(run).get("status") == "finished":
-                out[s] = pd.read_csv(run.per_image(split))
+                out[s] = read_per_image(run.per_image(split))
         return out
 
     ref_tables = tables(reference)
-    if not ref_tables:
-        raise ValueError(f"the reference cell {reference} has no finished run in experiment {name!r}.")
+    if not ref_tables:  # its runs failed: the status table says so; nothing to compare with
+        return pd.DataFrame()
     frames = []
     for cell in meta["cells"]:
         if cell == reference:
@@ -339,12 +418,15 @@ def main(argv=None) -> int:
     parser.add_argument("--fixed", type=_json_arg, default={}, help="JSON: parameters every 02_train run gets")
     parser.add_argument("--eval", type=_json_arg, default={}, help="JSON: parameters every 03_evaluate run gets")
     parser.add_argument("--reference", type=_json_arg, default=None,
-                        help="JSON: the cell the others are compared with (paired bootstrap on validation)")
+                        help="JSON: the cell the others are compared with (paired bootstrap on validation); "
+                             "default: the joint cell of the ablation preset, else the first cell")
     parser.add_argument("--experiments-dir", default="reports/experiments")
     parser.add_argument("--markdown", default=None, help="also write the summary (tables, paired differences) to this file")
     args = parser.parse_args(argv)
 
     cells = PRESETS[args.preset] if args.preset else args.grid
+    default = {"seg_weight": 1.0, "cls_weight": 1.0} if args.preset == "ablation" else None
+    reference = reference_cell(args.reference or default, expand_grid(cells))  # checked before any run
     status = run_experiment(args.name, cells, args.seeds, args.fixed, experiments_dir=args.experiments_dir,
                             eval_params=args.eval)
     print(status.to_string(index=False))
@@ -352,7 +434,6 @@ def main(argv=None) -> int:
     if not table.empty and (table["status"] == "finished").any():
         summary = summarize(table)
         print(summary.to_string(index=False))
-        reference = args.reference or ({"seg_weight": 1.0, "cls_weight": 1.0} if args.preset == "ablation" else None)
         markdown = summary_markdown(args.name, reference, args.experiments_dir)
         print(markdown)
         if args.markdown:

@@ -60,7 +60,8 @@ class Prediction:
 
 
 class Predictor:
-    """A trained model ready for new images. ``Predictor("checkpoints/best.pt")``.
+    """A trained model ready for new images: ``Predictor("reports/runs/<run>/checkpoints/best.pt")``
+    (the best checkpoint of a run folder, as 02_train writes it).
 
     Images are resized to the checkpoint's ``image_size`` and normalised with its
     ``normalization``; masks come back at each image's own size, thresholded at ``threshold``.

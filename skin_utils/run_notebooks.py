@@ -39,18 +39,26 @@ TRAIN_ONLY = {"epochs", "time_budget", "image_size", "batch_size"}  # 03/04 take
 
 
 def notebook_defaults(name: str) -> dict:
-    """The parameters of notebook ``name`` with their default values, as papermill reads its
-    ``parameters`` cell (``papermill --help-notebook``)."""
-    from papermill import inspect_notebook
-
-    path = notebooks_dir() / f"{name}.ipynb"
+    """The parameters of notebook ``name`` with their default values: the assignments of the
+    ``parameters`` cell of its ``.py`` pair, read without papermill (or anything else beyond the
+    standard library), so that ``--help`` works before anything is installed."""
+    path = notebooks_dir() / f"{name}.py"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("# %%") and '"parameters"' in line), None)
+    if start is None:
+        raise ValueError(f"{path} has no cell tagged parameters.")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("# %%")), len(lines))
     out = {}
-    for param, info in inspect_notebook(str(path)).items():
+    for node in ast.parse("\n".join(lines[start + 1:end])).body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        if not isinstance(target, ast.Name):
+            continue
         try:
-            out[param] = ast.literal_eval(info["default"])
-        except (ValueError, SyntaxError) as err:
-            raise ValueError(f"{path}: the default of parameter {param} ({info['default']!r}) is not a Python "
-                             "literal; the runner can only pass literals.") from err
+            out[target.id] = ast.literal_eval(node.value)
+        except ValueError as err:
+            raise ValueError(f"{path}: the default of parameter {target.id} is not a Python literal; the runner "
+                             "can only pass literals.") from err
     return out
 
 
@@ -115,6 +123,9 @@ def main(argv=None) -> int:
     defaults = {name: notebook_defaults(name) for name in NOTEBOOKS}
     args = parser(defaults).parse_args(argv)
     options = {k: getattr(args, k) for k in OPTIONS}
+    from skin_utils.runs import check_run_name
+
+    check_run_name(options["run_name"])  # before anything runs: the one name that 02, 03 and 04 use
 
     from skin_utils.data.datasets import resolve_data_dir
     from skin_utils.demo.synthetic import is_synthetic

@@ -83,6 +83,21 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=,-]+", "-", str(text)).strip("-") or "run"
 
 
+def check_run_name(name) -> str | None:
+    """``name`` itself when it can name a run folder as it is (None passes: a name is made).
+    Raises ValueError for a name that is only dots (``.`` and ``..`` would be the runs folder or
+    its parent) or that the file-name rule would change (a space, a slash, ...): the one name
+    is then used by 02, 03, 04 and the runner alike."""
+    if name is None:
+        return None
+    text = str(name)
+    if set(text) <= {"."} or slug(text) != text:
+        suggestion = slug(text) if set(slug(text)) - {"."} else "my-run"
+        raise ValueError(f"run_name={name!r} cannot name a run folder: use letters, digits and . _ - = , only, not "
+                         f"only dots and not starting or ending with '-' (e.g. {suggestion!r}).")
+    return text
+
+
 def default_run_name(params: dict, now: _dt.datetime | None = None) -> str:
     """``20261126-153012_128px_e5_seg1-cls1_seed0``: when, and the knobs that tell runs apart."""
     now = now or _dt.datetime.now()
@@ -109,7 +124,9 @@ def start_run(runs_dir, run_name: str | None, params: dict, *, resume: bool = Fa
     `RunExistsError` says which files are there and what to do."""
     if resume and overwrite:
         raise ValueError("resume=True and overwrite=True contradict each other: choose one.")
-    run = Run(Path(runs_dir) / slug(run_name or default_run_name(params)))
+    run = Run(Path(runs_dir) / (check_run_name(run_name) or default_run_name(params)))
+    if run.root.resolve().parent != Path(runs_dir).resolve():
+        raise ValueError(f"run folder {run.root} is not directly inside {runs_dir}: refusing to use it.")
     found = run.results()
     if found and not (resume or overwrite):
         raise RunExistsError(

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from skin_utils.data.splits import read_csv_with_ids
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.metrics import ISIC_JACCARD_THRESHOLD
 
@@ -45,10 +46,12 @@ class _Arrays:
     """The columns a statistic needs, as numpy arrays, so that one resample costs microseconds.
 
     Images without a diagnosis (``true`` empty) count for the segmentation metrics only, images
-    without a mask (``dice`` empty) for the classification metrics only. ``mel_scores`` names the
-    column of P(MEL) that the melanoma-versus-rest numbers use (e.g. ``p_cal_MEL``, calibrated)."""
+    without a mask (``dice`` empty) for the classification metrics only. Every class score,
+    melanoma versus the rest included, comes from the ``p_<class>`` columns (one rule: they hold
+    the calibrated probabilities when `skin_utils.evaluation.evaluate_original_size` had a
+    calibration)."""
 
-    def __init__(self, table: pd.DataFrame, class_names: Sequence[str], mel_scores: str = "p_MEL"):
+    def __init__(self, table: pd.DataFrame, class_names: Sequence[str]):
         self.class_names = list(class_names)
         self.n = len(table)
         self.has_seg = "dice" in table and table["dice"].notna().any()
@@ -65,13 +68,7 @@ class _Arrays:
             self.y = table["true"].map(index).fillna(-1).to_numpy(int)
             self.probs = table[[f"p_{c}" for c in self.class_names]].to_numpy(float)
             self.pred = self.probs.argmax(1)
-            self.p_mel = np.zeros(self.n)
-            if "MEL" not in self.class_names:
-                return
-            if mel_scores not in table:
-                raise ValueError(f"per-image table has no {mel_scores!r} column for the melanoma-versus-rest "
-                                 f"numbers; columns: {list(table.columns)}.")
-            self.p_mel = table[mel_scores].to_numpy(float)
+            self.p_mel = self.probs[:, index["MEL"]] if "MEL" in index else np.zeros(self.n)
 
 
 def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -121,18 +118,35 @@ def _scores(a: _Arrays, idx: np.ndarray, tasks: Sequence[str], mel_threshold: fl
 
 
 def scores(table: pd.DataFrame, class_names: Sequence[str] = CLASS_NAMES,
-           tasks: Sequence[str] = ("segmentation", "classification"), *, mel_scores: str = "p_MEL",
+           tasks: Sequence[str] = ("segmentation", "classification"), *,
            mel_threshold: float | None = None) -> dict:
-    """The headline metrics of a per-image table (`HEADLINE_METRICS`, those the columns allow).
-    ``mel_scores``: the column of P(MEL) for ``mel_auc`` and, with ``mel_threshold``,
-    ``mel_sensitivity`` and ``mel_specificity`` of calling melanoma when it reaches the threshold."""
-    return _scores(_Arrays(table, class_names, mel_scores), np.arange(len(table)), tasks, mel_threshold)
+    """The headline metrics of a per-image table (`HEADLINE_METRICS`, those the columns allow);
+    with ``mel_threshold``, ``mel_sensitivity`` and ``mel_specificity`` of calling melanoma when
+    ``p_MEL`` reaches it."""
+    return _scores(_Arrays(table, class_names), np.arange(len(table)), tasks, mel_threshold)
+
+
+def cluster_ids(table: pd.DataFrame, cluster: str = "lesion_id") -> pd.Series:
+    """The cluster of each image as text: its ``cluster`` id, and for an image whose id is missing
+    (NaN, e.g. after a ``pd.read_csv`` that read "NA" as missing) its own cluster, named after
+    its ``image_id`` (or its row): never dropped, never merged with other images."""
+    if cluster not in table:
+        raise ValueError(f"per-image table has no {cluster!r} column to resample by; columns: {list(table.columns)}.")
+    ids = table[cluster]
+    missing = ids.isna().to_numpy()
+    own = (table["image_id"].astype(str) if "image_id" in table else pd.Series(np.arange(len(table)), index=table.index))
+    return pd.Series(np.where(missing, "<no id> " + own.astype(str).to_numpy(), ids.astype(str).to_numpy()),
+                     index=table.index)
 
 
 def _lesion_groups(table: pd.DataFrame, cluster: str) -> list[np.ndarray]:
-    if cluster not in table:
-        raise ValueError(f"per-image table has no {cluster!r} column to resample by; columns: {list(table.columns)}.")
-    return list(table.groupby(cluster, sort=True).indices.values())
+    ids = cluster_ids(table, cluster).to_numpy()
+    return list(pd.Series(ids).groupby(ids, sort=True).indices.values())
+
+
+def read_per_image(path) -> pd.DataFrame:
+    """A per-image table written by 03_evaluate, ids read as text (`skin_utils.data.splits.read_csv_with_ids`)."""
+    return read_csv_with_ids(path)
 
 
 def lesion_resamples(groups: list[np.ndarray], n_resamples: int, seed: int):
@@ -154,13 +168,13 @@ def _interval(values: list[float], level: float) -> list[float]:
 
 def bootstrap_ci(table: pd.DataFrame, class_names: Sequence[str] = CLASS_NAMES, *, n_resamples: int = 1000,
                  seed: int = 0, level: float = 0.95, cluster: str = "lesion_id",
-                 tasks: Sequence[str] = ("segmentation", "classification"), mel_scores: str = "p_MEL",
+                 tasks: Sequence[str] = ("segmentation", "classification"),
                  mel_threshold: float | None = None) -> dict:
     """``{"estimate": {metric: value}, "ci95": {metric: [lo, hi]}, "n_resamples", "level", "cluster"}``:
     percentile intervals from ``n_resamples`` resamples of whole lesions (``cluster`` column).
-    ``mel_scores`` and ``mel_threshold`` as in `scores`. A metric undefined in a resample (e.g. no
+    ``mel_threshold`` as in `scores`. A metric undefined in a resample (e.g. no
     melanoma drawn) is left out of its interval; undefined in all: ``[nan, nan]``."""
-    a = _Arrays(table, class_names, mel_scores)
+    a = _Arrays(table, class_names)
     estimate = _scores(a, np.arange(len(table)), tasks, mel_threshold)
     draws = {k: [] for k in estimate}
     for idx in lesion_resamples(_lesion_groups(table, cluster), n_resamples, seed):
@@ -168,7 +182,7 @@ def bootstrap_ci(table: pd.DataFrame, class_names: Sequence[str] = CLASS_NAMES, 
             draws[k].append(v)
     return {"estimate": estimate, "ci95": {k: _interval(v, level) for k, v in draws.items()},
             "n_resamples": int(n_resamples), "level": level, "cluster": cluster,
-            "n_images": int(len(table)), "n_lesions": int(table[cluster].nunique())}
+            "n_images": int(len(table)), "n_lesions": int(cluster_ids(table, cluster).nunique())}
 
 
 def paired_bootstrap(table_a: pd.DataFrame, table_b: pd.DataFrame, class_names: Sequence[str] = CLASS_NAMES, *,
@@ -198,9 +212,9 @@ def paired_bootstrap_seeds(tables_a: Sequence[pd.DataFrame], tables_b: Sequence[
     if len(common) == 0:
         raise ValueError("the per-image tables share no image_id: a paired comparison needs the same images.")
     aligned = [t.set_index("image_id").loc[common].reset_index() for t in [*tables_a, *tables_b]]
-    lesions = aligned[0][cluster].astype(str).to_numpy()
+    lesions = cluster_ids(aligned[0], cluster).to_numpy()
     for t in aligned[1:]:
-        if not (t[cluster].astype(str).to_numpy() == lesions).all():
+        if not (cluster_ids(t, cluster).to_numpy() == lesions).all():
             raise ValueError(f"the tables disagree on {cluster!r} for the same images: they come from different data.")
     arrays = [_Arrays(t, class_names) for t in aligned]
     side_a, side_b = arrays[:len(tables_a)], arrays[len(tables_a):]
@@ -246,10 +260,11 @@ def subgroup_table(table: pd.DataFrame, column: str, class_names: Sequence[str] 
     values = table[column].astype(object).where(table[column].notna(), None)
     for value in sorted(v for v in values.dropna().unique() if str(v).lower() not in ("unknown", "nan", "")):
         group = table[values == value]
-        if group["lesion_id"].nunique() < min_lesions:
+        n_lesions = int(cluster_ids(group).nunique())
+        if n_lesions < min_lesions:
             continue
         ci = bootstrap_ci(group, class_names, n_resamples=n_resamples, seed=seed, tasks=tasks)
-        row = {column: value, "n_images": len(group), "n_lesions": int(group["lesion_id"].nunique())}
+        row = {column: value, "n_images": len(group), "n_lesions": n_lesions}
         for m in metrics:
             if m in ci["estimate"]:
                 row[m] = ci["estimate"][m]

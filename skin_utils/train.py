@@ -29,11 +29,11 @@ import torch
 
 from skin_utils import distributed, runs
 from skin_utils.budget import BudgetPlan, plan_check, plan_training
-from skin_utils.engine import build_optimizer_and_schedule, fit, resolve_device, seed_everything
+from skin_utils.engine import build_optimizer_and_schedule, fit, resolve_device, seed_everything, selection_metrics
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.data.datasets import normalization_config
-from skin_utils.data.loading import load_data, train_class_counts, train_val_loaders
-from skin_utils.losses import build_loss
+from skin_utils.data.loading import check_trainable, load_data, train_class_counts, train_val_loaders
+from skin_utils.losses import build_loss, trained_tasks
 from skin_utils.model import MultiTaskNet
 from skin_utils.nb.params import check_params
 from skin_utils.nb.paths import resolve
@@ -123,6 +123,7 @@ def train(args, params: dict, ctx: distributed.Context) -> list[dict]:
         data = load_data(args.data_dir, args.image_size, split_path=args.split_path,
                          split_fractions=args.split_fractions, seed=args.split_seed, max_samples=args.max_samples,
                          on_bad_data=args.on_bad_data, cache_dir=args.cache_dir, progress=ctx.is_main and args.progress)
+    check_trainable(data, args.seg_weight, args.cls_weight)
 
     # The run folder: made by rank 0, its path sent to the others.
     run = None
@@ -163,7 +164,7 @@ def train(args, params: dict, ctx: distributed.Context) -> list[dict]:
                   data=data.describe(), split_path=resolve(args.split_path), selection=args.selection,
                   patience=args.patience, amp=args.amp, resume=args.resume, seed=args.seed,
                   progress=args.progress, compile=args.compile, sync_bn=args.sync_bn, ema_decay=args.ema_decay,
-                  deadline=plan.deadline(started_at) if plan and not args.resume else None)
+                  deadline=plan.deadline(started_at) if plan else None)
 
     # Results (rank 0): the history and best epoch, the learning curves, LATEST -> this run.
     if ctx.is_main:
@@ -183,6 +184,7 @@ def train(args, params: dict, ctx: distributed.Context) -> list[dict]:
             say("Warning: " + check["warning"])
         report.write_json(run.metrics / "train.json", {
             "best_epoch": best["epoch"], "selection": args.selection,
+            "selection_used": "+".join(selection_metrics(args.selection, trained_tasks(args.seg_weight, args.cls_weight))),
             "best_val": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
             "epochs_run": len(history), "checkpoint": str(run.best), "world_size": ctx.world_size,
             "global_batch_size": args.batch_size * ctx.world_size,

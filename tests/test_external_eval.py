@@ -145,11 +145,8 @@ def test_scores_leave_unlabelled_images_out_of_classification_and_unmasked_ones_
     for k in ("dice", "balanced_accuracy", "mel_auc", "mel_sensitivity", "mel_specificity"):
         lo, hi = ci["ci95"][k]
         assert lo <= ci["estimate"][k] <= hi, k
-    # the melanoma numbers can come from another column (the calibrated P(MEL))
-    t["p_cal_MEL"] = 1 - t["p_MEL"]
-    assert scores(t, CLASS_NAMES, mel_scores="p_cal_MEL")["mel_auc"] == pytest.approx(1 - s["mel_auc"])
-    with pytest.raises(ValueError, match="no 'p_other' column"):
-        scores(t, CLASS_NAMES, mel_scores="p_other")
+    # one rule: melanoma versus the rest reads the p_MEL column, as the per-class numbers do
+    assert scores(t.assign(p_MEL=1 - t["p_MEL"]), CLASS_NAMES)["mel_auc"] == pytest.approx(1 - s["mel_auc"])
     # a set with masks only has no classification numbers; one without masks no segmentation numbers
     assert set(scores(t.assign(true=None), CLASS_NAMES)) == {"dice", "jaccard", "thresholded_jaccard"}
     assert "dice" not in scores(t.assign(dice=np.nan, jaccard=np.nan), CLASS_NAMES)
@@ -214,10 +211,9 @@ def test_domain_shift_table_puts_the_same_metrics_side_by_side():
     assert domain_shift(external, None) == {"table": None, "notes": [], "restricted_to": None}
     # fewer classes on the external set: the test split's classification numbers over those classes
     t, y, probs = _table(n=80, seed=4)
-    t["p_cal_MEL"] = t["p_MEL"]
     shift = domain_shift(external, internal, t, CLASS_NAMES, n_resamples=50)
     kept = t[t["true"].isin(["MEL", "NV"])]
-    expected = scores(kept, CLASS_NAMES, ("classification",), mel_scores="p_cal_MEL", mel_threshold=0.3)
+    expected = scores(kept, CLASS_NAMES, ("classification",), mel_threshold=0.3)
     assert shift["restricted_to"] == ["MEL", "NV"] and "recomputed" in shift["notes"][0]
     assert shift["table"].loc["balanced_accuracy", "test split"] == pytest.approx(expected["balanced_accuracy"])
     assert shift["table"].loc["mel_auc", "test split"] == pytest.approx(expected["mel_auc"])
@@ -543,12 +539,12 @@ def test_a_labels_only_folder_is_scored_over_its_classes_with_melanoma_versus_th
     assert result["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(per_image["true"], per_image["pred"]))
     mel = result["melanoma_vs_rest"]
     is_mel = per_image["true"] == "MEL"
-    assert mel["auc"] == pytest.approx(roc_auc_score(is_mel, per_image["p_cal_MEL"]))
+    assert mel["auc"] == pytest.approx(roc_auc_score(is_mel, per_image["p_MEL"]))  # p_MEL: the calibrated P(MEL)
     assert result["mel_auc"] == pytest.approx(mel["auc"])
     stored = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["calibration"]["plain"]
     assert mel["threshold"] == stored["mel_threshold"]
     if mel["threshold"] is not None:
-        flagged = per_image["p_cal_MEL"] >= mel["threshold"]
+        flagged = per_image["p_MEL"] >= mel["threshold"]
         assert mel["sensitivity"] == pytest.approx(flagged[is_mel].mean())
         assert mel["specificity"] == pytest.approx((~flagged[~is_mel]).mean())
         lo, hi = result["ci95"]["mel_sensitivity"]
@@ -562,6 +558,41 @@ def test_a_labels_only_folder_is_scored_over_its_classes_with_melanoma_versus_th
     assert (run / "figures" / "evaluate_external_clinic_labels_per_class.png").is_file()
     section = (run / "sections" / "03_evaluate_external_clinic_labels.md").read_text()
     assert "Melanoma versus the rest" in section and "Domain shift" in section and "| dice |" not in section
+
+
+def test_melanoma_auc_is_one_number_on_the_calibrated_scores_in_every_table(evaluated):
+    """One rule for the class scores: the headline, the per-class MEL row, and the per-image table
+    that paired comparisons, subgroups and the domain shift read all use the calibrated P(MEL)."""
+    from skin_utils.stats import paired_bootstrap, subgroup_table
+
+    from skin_utils.checkpoint import Checkpoint
+
+    source, _, _, evaluate = evaluated
+    # logits spread far apart and a temperature far from 1, so that it changes the ranking of P(MEL)
+    # (the untrained model's near-uniform outputs keep their ranking under any temperature)
+    run = source.parent / "cold"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "run.json").write_text("{}")
+    ckpt = Checkpoint.load(source / "checkpoints" / "best.pt")
+    ckpt.model = {k: v * 30 if k.startswith("classification_head") else v for k, v in ckpt.model.items()}
+    temperature = 0.5
+    ckpt.calibration = {**ckpt.calibration, "plain": {**ckpt.calibration["plain"], "temperature": temperature}}
+    evaluate("cold", checkpoint=str(ckpt.save(run / "checkpoints" / "best.pt")))
+    result = json.loads((run / "metrics" / "evaluate.json").read_text())
+    per_image = pd.read_csv(run / "metrics" / "evaluate_per_image.csv")
+    calibrated = per_image[[f"p_{c}" for c in CLASS_NAMES]].to_numpy()
+    raw = _softmax(temperature * np.log(calibrated))          # undo softmax(log p / T)
+    is_mel = (per_image["true"] == "MEL").to_numpy()
+    headline = result["mel_auc"]
+    assert headline == pytest.approx(roc_auc_score(is_mel, calibrated[:, MEL]))
+    assert abs(roc_auc_score(is_mel, raw[:, MEL]) - headline) > 1e-3  # the temperature changed the ranking here
+    assert result["per_class"]["MEL"]["auc"] == pytest.approx(headline)
+    assert result["melanoma_vs_rest"]["auc"] == pytest.approx(headline)
+    assert scores(per_image)["mel_auc"] == pytest.approx(headline)
+    assert paired_bootstrap(per_image, per_image, n_resamples=5).loc["mel_auc", "a"] == pytest.approx(headline)
+    whole = subgroup_table(per_image.assign(group="all"), "group", metrics=("mel_auc",), min_lesions=1, n_resamples=5)
+    assert whole["mel_auc"].item() == pytest.approx(headline)
+    assert result["scores"].startswith("calibrated probabilities")
 
 
 def test_a_label_map_from_papermill_p_or_y_reads_the_same(evaluated, tmp_path):

@@ -215,7 +215,7 @@ def _check_trust(run, evaluate, train):
     for part in ("true_mask", "pred_mask"):
         assert 0 <= cam[part]["overall"]["energy_inside"] <= 1 and 0 < cam[part]["overall"]["area_share"] <= 1
     per_image = pd.read_csv(run / "metrics" / "evaluate_per_image.csv")
-    for col in ("p_cal_MEL", "entropy", "tta_disagreement", "mask_uncertainty", "refer", "mel_flag",
+    for col in ("p_MEL", "entropy", "tta_disagreement", "mask_uncertainty", "refer", "mel_flag",
                 "cam_energy_true", "cam_area_true", "cam_energy_pred"):
         assert col in per_image, col
     for figure in ("evaluate_reliability", "evaluate_risk_coverage", "evaluate_cam_examples", "inference_trust"):

@@ -67,7 +67,7 @@ def test_on_bad_data_choices_are_what_load_index_accepts(tmp_path):
 
 
 ANNOTATION_OF_KIND = {"int": "int", "int_or_none": "Optional[int]", "float": "float", "float_or_none": "Optional[float]", "bool": "bool", "choice": "str",
-                      "label_map": "Optional[Union[str, dict]]", "str_or_none": "Optional[str]"}
+                      "label_map": "Optional[Union[str, dict]]", "str_or_none": "Optional[str]", "run_name": "Optional[str]"}
 
 
 @pytest.mark.parametrize("name", ["01_eda", "02_train", "03_evaluate", "04_inference"])

@@ -157,7 +157,10 @@ def script_help(script: str) -> tuple[subprocess.CompletedProcess, list[str]]:
         # PYTHON: the interpreter scripts/setup_env.sh would make .venv with, and the one
         # run_all.sh prints its options with when there is no .venv. pip without an index or
         # config: a script that wrongly installs fails fast instead of downloading torch.
-        env = {**quiet_env(), "PYTHON": sys.executable, "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull}
+        # The bare interpreter the test environment was made from (no torch, pandas or papermill), as on a
+        # fresh clone before setup: what run_all.sh --help falls back to without .venv.
+        bare = getattr(sys, "_base_executable", sys.executable)
+        env = {**quiet_env(), "PYTHON": bare, "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull}
         done = run([*runner, script, "--help"], cwd=copy, env=env)
         return done, sorted(set(os.listdir(copy)) - before)
 

@@ -9,9 +9,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from skin_utils.stats import mean_sd, paired_bootstrap_seeds
+from skin_utils.stats import mean_sd, paired_bootstrap_seeds, read_per_image
 
 parser = argparse.ArgumentParser()
 parser.add_argument("folder", type=Path)
@@ -44,7 +43,7 @@ def result(run, split):
 
 def per_image(run, split):
     p = run / "metrics" / f"{FILES[split]}_per_image.csv"
-    return pd.read_csv(p) if p.exists() else None
+    return read_per_image(p) if p.exists() else None
 
 
 def fmt(values):

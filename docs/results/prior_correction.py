@@ -12,6 +12,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from skin_utils.labels import CLASS_NAMES as C
+from skin_utils.stats import read_per_image
 from skin_utils.stats import paired_bootstrap_seeds
 
 FILES = {"val": "evaluate_val", "test": "evaluate"}
@@ -37,7 +38,7 @@ def adjusted(table: pd.DataFrame, tau: float) -> pd.DataFrame:
     return out
 
 
-tables = {part: [pd.read_csv(f"{run}/metrics/{name}_per_image.csv") for run in args.runs]
+tables = {part: [read_per_image(f"{run}/metrics/{name}_per_image.csv") for run in args.runs]
           for part, name in FILES.items()}
 rows = []
 for part, ts in tables.items():

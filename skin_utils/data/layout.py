@@ -108,6 +108,9 @@ ID_COLUMNS = ("image_id", "image", "isic_id", "image_name", "img_id", "image_fil
               "file_name", "file", "id", "name")
 DX_COLUMNS = ("dx", "diagnosis", "diagnostic", "label", "class", "class_name", "target")
 LESION_COLUMNS = ("lesion_id", "lesion")
+#: Lesion-id cells that mean "not known" (compared lower-case): such an image is its own lesion
+#: (lesion_id = image_id), never one pseudo-lesion shared by all of them.
+MISSING_LESION_IDS = frozenset({"", "na", "n/a", "nan", "none", "null", "-", "--", "?", "unknown", "missing"})
 AGE_COLUMNS = ("age", "age_approx")
 SEX_COLUMNS = ("sex", "gender")
 SITE_COLUMNS = ("localization", "anatom_site_general", "anatom_site_general_challenge", "anatom_site",
@@ -184,7 +187,8 @@ class DataQualityWarning(UserWarning):
 
 
 class LesionLeakageWarning(UserWarning):
-    """The labels have no lesion ids: images of one lesion can end up in different splits."""
+    """The labels have no lesion ids (or some images lack one): images of one lesion can end up
+    in different splits."""
 
 
 @dataclass
@@ -441,7 +445,9 @@ def _diagnoses(df: pd.DataFrame, how: _Table, path: Path, problems: list[Problem
     one-hot rows that are not exactly one-hot (both only for ids in ``wanted``)."""
     out: dict[str, dict] = {}
     conflicts: dict[str, set] = defaultdict(set)
-    ids = [clean_image_id(v) for v in df[how.id_col]]
+    written = [clean_image_id(v) for v in df[how.id_col]]
+    match = _case_matcher(wanted)
+    ids = [match(i) for i in written]
     if how.onehot_cols:
         values = df[how.onehot_cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
         shown_names = [c.upper() for c in how.onehot_cols]
@@ -456,9 +462,11 @@ def _diagnoses(df: pd.DataFrame, how: _Table, path: Path, problems: list[Problem
             key = tuple(row)
         else:
             name = key = r[how.dx_col]
+        lesion = r[how.lesion_col] if how.lesion_col else ""
         entry = {
             "name": name, "_key": key,
-            "lesion_id": (r[how.lesion_col] or image_id) if how.lesion_col else image_id,
+            "lesion_id": image_id if lesion.strip().lower() in MISSING_LESION_IDS else lesion,
+            "missing_lesion_id": bool(how.lesion_col) and lesion.strip().lower() in MISSING_LESION_IDS,
             "age": r[how.age_col] if how.age_col else "",
             "sex": (r[how.sex_col] if how.sex_col else "") or "unknown",
             "localization": (r[how.site_col] if how.site_col else "") or "unknown",
@@ -483,6 +491,9 @@ def _diagnoses(df: pd.DataFrame, how: _Table, path: Path, problems: list[Problem
             ))
     for e in out.values():
         e.pop("_key")
+    recased = {i for i, w in zip(ids, written) if i != w}
+    for image_id in recased & set(out):
+        out[image_id]["recased"] = True
     return out
 
 
@@ -527,6 +538,7 @@ def _parse_labels(path: Path, source: str, opts: _Options, problems: list[Proble
     return _Labels(
         rows, "groundtruth" if how.onehot_cols else source, path.name, how.lesion_col is not None,
         id_column=how.id_col, label_column=how.dx_col or ",".join(how.onehot_cols),
+        recased=sum(bool(e.pop("recased", False)) for e in rows.values()),
     )
 
 
@@ -573,6 +585,23 @@ class _Labels:
     has_lesion_ids: bool = False
     id_column: str | None = None
     label_column: str | None = None  # the diagnosis column, or the one-hot columns joined by ","
+    recased: int = 0  # rows whose id matched an image only when case is ignored
+
+
+def _case_matcher(image_ids: set[str]):
+    """``id -> the image id it names``: itself when an image has it, else the one image whose id
+    differs only in case (``isic_0024306`` -> ``ISIC_0024306``), else itself (no image, or two
+    images that differ only in case: ambiguous, so no guess)."""
+    lower: dict[str, list[str]] = defaultdict(list)
+    for i in image_ids:
+        lower[i.lower()].append(i)
+
+    def match(image_id: str) -> str:
+        if image_id in image_ids:
+            return image_id
+        same = lower.get(image_id.lower(), [])
+        return same[0] if len(same) == 1 else image_id
+    return match
 
 
 def _missing_folder(root: Path) -> Problem:
@@ -784,11 +813,20 @@ def _pair_files_and_labels(found: _Found, labels: _Labels, report: DataReport, p
     if no_mask:
         report.notes.append(f"{len(no_mask)} of {len(found.images)} images have no mask (e.g. {no_mask[0]}): "
                             "they are not scored for segmentation")
+    if labels.recased:
+        report.notes.append(f"{labels.recased} rows of {labels.file} name their image in another case "
+                            "(e.g. isic_0024306 for ISIC_0024306): matched ignoring case")
+    unlabelled_rows = sorted(i for i in labels.rows if i not in found.images)
     if no_row:
-        report.notes.append(f"{len(no_row)} of {len(found.images)} images have no row in {labels.file} "
-                            f"(e.g. {no_row[0]}): they are not scored for classification")
-    unlabelled_rows = [i for i in labels.rows if i not in found.images]
-    if unlabelled_rows and found.images:
+        report.layout["unmatched_ids_note"] = (
+            f"{len(no_row)} of {len(found.images)} images have no row in {labels.file} "
+            f"(e.g. {', '.join(no_row[:3])}) and {len(unlabelled_rows)} of its {len(labels.rows)} rows name no image "
+            f"(e.g. {', '.join(unlabelled_rows[:3]) or 'none'}): those images are not scored for classification. "
+            f"Ids are compared with the image file names without folder and extension (column "
+            f"{labels.id_column!r}), ignoring case where that is unambiguous: check that column (id_column= names "
+            "another) and the file names")
+        report.notes.append(report.layout["unmatched_ids_note"])
+    elif unlabelled_rows and found.images:
         report.notes.append(
             f"{len(unlabelled_rows)} of {len(labels.rows)} label rows have no image "
             f"(e.g. {unlabelled_rows[0]}); fine for a subset of HAM10000"
@@ -891,7 +929,7 @@ def _index_rows(found: _Found, labels: _Labels, report: DataReport) -> list[dict
     bad_ids = {p.image_id for p in report.problems if p.image_id is not None}
     rows: list[dict] = []
     dropped: Counter = Counter()
-    unscorable = []
+    unscorable, no_lesion_id = [], []
     for image_id in sorted(found.images):
         f, m = found.image(image_id), found.mask(image_id)
         e = labels.rows.get(image_id)
@@ -904,6 +942,8 @@ def _index_rows(found: _Found, labels: _Labels, report: DataReport) -> list[dict
         if label < 0 and m is None and not bad:
             unscorable.append(image_id)
             continue
+        if e is not None and e["missing_lesion_id"]:
+            no_lesion_id.append(image_id)
         rows.append({
             "image_id": image_id,
             "image_path": f.path,
@@ -928,6 +968,14 @@ def _index_rows(found: _Found, labels: _Labels, report: DataReport) -> list[dict
         report.notes.append(f"{len(unscorable)} images have neither a diagnosis nor a mask (e.g. {unscorable[0]}): "
                             "left out, there is nothing to score them against")
     report.layout["dropped_labels"] = dict(sorted(dropped.items()))
+    report.layout["missing_lesion_ids"] = len(no_lesion_id)
+    if no_lesion_id:
+        report.layout["missing_lesion_ids_note"] = (
+            f"{len(no_lesion_id)} images have no lesion id in {labels.file} (an empty cell or a placeholder such as "
+            f"NA, none, unknown, -; e.g. {no_lesion_id[0]}): each is taken as a lesion of its own (lesion_id = "
+            "image_id). If some of them show the same lesion, give them one lesion_id, or near-duplicates may "
+            "land on both sides of the split")
+        report.notes.append(report.layout["missing_lesion_ids_note"])
     return rows
 
 
@@ -1110,6 +1158,10 @@ def load_index(
             LesionLeakageWarning,
             stacklevel=2,
         )
+    if lay.get("unmatched_ids_note"):
+        warnings.warn(lay["unmatched_ids_note"] + ".", DataQualityWarning, stacklevel=2)
+    if lay.get("missing_lesion_ids"):
+        warnings.warn(lay["missing_lesion_ids_note"] + ".", LesionLeakageWarning, stacklevel=2)
     has_label = np.array([r["label"] >= 0 for r in good], dtype=bool)
     has_mask = np.array([r["mask_path"] is not None for r in good], dtype=bool)
     df = pd.DataFrame({

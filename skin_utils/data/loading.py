@@ -187,6 +187,25 @@ def train_val_loaders(data: Data, batch_size: int, device, *, augment: str = "st
     return Loaders(train, val, build_augmentation(augment)[1])
 
 
+def check_trainable(data: Data, seg_weight: float, cls_weight: float) -> None:
+    """Refuse to train a head on images that cannot teach it: the mask loss (``seg_weight > 0``)
+    on training images without a mask would teach the decoder to draw empty masks, and their
+    validation Dice (1.0 for an empty mask on an empty mask) would pick the checkpoint. The
+    message gives the command that trains the classification head alone."""
+    train = data.rows["train"]
+    no_mask = ~data.index["has_mask"].to_numpy(bool)[train]
+    if seg_weight > 0 and no_mask.any():
+        folder = data.data_dir
+        what = ("has no lesion masks" if no_mask.all() else
+                f"has {int(no_mask.sum())} of {len(train)} training images without a lesion mask")
+        raise ValueError(
+            f"{folder} {what}: the mask loss would train the decoder on empty masks, and their validation Dice "
+            "(1.0 for empty on empty) would choose the checkpoint. Train the diagnosis head alone with seg_weight 0:\n"
+            f"  papermill notebooks/02_train.ipynb out.ipynb -p data_dir {folder} -p seg_weight 0\n"
+            f"  python -m skin_utils.train --data-dir {folder} --seg-weight 0\n"
+            "or add the masks (<image_id>_segmentation.png in masks/).")
+
+
 def train_class_counts(data: Data) -> np.ndarray:
     """Images per class in the training split (for `skin_utils.losses.build_loss`). Raises
     ValueError when training images have no diagnosis (label -1): such a set cannot be trained on."""

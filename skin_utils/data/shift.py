@@ -45,6 +45,7 @@ from PIL import Image
 from skin_utils.data import colour
 from skin_utils.data.datasets import CAMERA_AUGMENT
 from skin_utils.data.imageio import read_image
+from skin_utils.data.splits import read_csv_with_ids
 
 #: The kinds of shift, in the order they are applied.
 SHIFT_KINDS = ("vignette", "blur", "resolution", "noise", "cast", "hue", "gamma", "jpeg")
@@ -171,7 +172,7 @@ def split_image_ids(index: pd.DataFrame, split_path, split: str) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"No split file at {path}: pass the split.csv the training run used "
                                 "(notebook 02 writes it), or --split all.")
-    table = pd.read_csv(path, dtype={"image_id": str, "lesion_id": str})
+    table = read_csv_with_ids(path)
     if not {"image_id", "split"} <= set(table.columns):
         raise ValueError(f"{path} is not a split file: it needs the columns image_id and split "
                          f"(it has {list(table.columns)}).")

@@ -17,6 +17,18 @@ import pandas as pd
 
 SPLITS = ("train", "val", "test")
 SPLIT_COLUMNS = ["image_id", "lesion_id", "dx", "label", "split"]
+ID_COLUMNS = ("image_id", "lesion_id")
+_MISSING = ("", "NA", "N/A", "NaN", "nan", "<NA>", "None", "null", "NULL", "-nan", "#N/A")
+
+
+def read_csv_with_ids(path) -> pd.DataFrame:
+    """A CSV of ours (a split, a per-image table) with ``image_id`` and ``lesion_id`` read as text
+    exactly as written: a lesion called "NA" or "None" stays that lesion (pandas' default would
+    make it missing and drop it from every group-by). Only an empty id cell is missing; the other
+    columns read missing values as pandas does."""
+    columns = pd.read_csv(path, nrows=0).columns
+    na = {c: [""] if c in ID_COLUMNS else list(_MISSING) for c in columns}
+    return pd.read_csv(path, keep_default_na=False, na_values=na, dtype={c: str for c in ID_COLUMNS if c in columns})
 
 
 def make_split(index: pd.DataFrame, fractions=(0.7, 0.15, 0.15), seed: int = 0) -> pd.DataFrame:
@@ -63,7 +75,7 @@ def load_or_make_split(index: pd.DataFrame, path, fractions=(0.7, 0.15, 0.15), s
     if path.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if all(meta.get(k) == v for k, v in want.items()):
-            split = pd.read_csv(path, dtype={"image_id": str, "lesion_id": str})
+            split = read_csv_with_ids(path)
             if set(split["image_id"]) == set(index["image_id"]):
                 return split
     split = make_split(index, fractions, seed)
@@ -89,7 +101,7 @@ def read_split(path, index: pd.DataFrame) -> pd.DataFrame:
             f"The split {path} was made for other data (fingerprint {meta.get('data_fingerprint')}, "
             f"data_dir {meta.get('data_dir')}); {index.attrs.get('data_dir')} has fingerprint "
             f"{index.attrs.get('fingerprint')}. To score an external data set use split='all'.")
-    return pd.read_csv(path, dtype={"image_id": str, "lesion_id": str})
+    return read_csv_with_ids(path)
 
 
 def split_summary(split: pd.DataFrame, class_names) -> pd.DataFrame:

@@ -6,6 +6,7 @@ as a string; a typo should fail in the first cell, not after an hour of training
 
 from __future__ import annotations
 
+import difflib
 from numbers import Integral, Real
 
 
@@ -81,13 +82,70 @@ RULES = {
     "time_budget": ("float_or_none", (0.1, 100_000.0)),  # minutes
     "label_map": ("label_map", None),        # a dict (papermill -y) or JSON text (-p), or None
     "label_column": ("str_or_none", None),
+    "run_name": ("run_name", None),
     "id_column": ("str_or_none", None),
 }
 
 
-def check_params(params: dict, must_exist: tuple[str, ...] = ()) -> dict:
+def check_names(given, known, where: str = "parameters") -> None:
+    """Every name in ``given`` must be one of ``known``: a misspelt one (``epoch``) stops with the
+    nearest valid name instead of being ignored while the run goes on with the defaults."""
+    known = list(known)
+    for name in given:
+        if name not in known:
+            initials = "".join(word[:1] for word in str(name).split("_"))  # learning_rate -> lr
+            close = [initials] if initials in known else difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; the parameters are: {', '.join(sorted(known))}"
+            raise ParameterError(f"Unknown parameter {name!r} in {where}{hint}")
+
+
+#: Names a notebook kernel defines besides the notebook's own (IPython's).
+KERNEL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
+
+
+def notebook_names(notebook: str) -> set[str] | None:
+    """Every name the notebook's own code binds (its ``notebooks/<notebook>.py``, parsed): the
+    parameters and every variable its cells assign. None when the file is not there."""
+    import ast
+
+    from skin_utils.nb.paths import notebooks_dir
+
+    try:
+        tree = ast.parse((notebooks_dir() / f"{notebook}.py").read_text(encoding="utf-8"))
+    except (OSError, SyntaxError):
+        return None
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def check_no_unknown(namespace: dict, params, notebook: str) -> None:
+    """Stop a notebook whose kernel holds a variable that its own code never binds: papermill only
+    warns about a misspelt ``-p`` name (``-p epoch 5``) and injects it as a variable, and the
+    run would go on with the default. The message names the nearest of ``params`` (the
+    notebook's parameters). Names starting with "_" (IPython's) are left alone."""
+    own = notebook_names(notebook)
+    if own is None:  # the .py of the pair is not here (a copied .ipynb): nothing to compare with
+        return
+    unknown = [k for k in namespace if not k.startswith("_") and k not in KERNEL_NAMES and k not in own]
+    if unknown:
+        check_names(unknown, list(params) + ["repo_url"], f"the parameters given to {notebook}")
+
+
+def check_params(params: dict, must_exist: tuple[str, ...] = (), *, namespace: dict | None = None,
+                 notebook: str | None = None) -> dict:
     """Check every known parameter in ``params``; ``must_exist`` names path parameters that must
-    point at an existing file or folder. Returns ``params`` unchanged, or raises ParameterError."""
+    point at an existing file or folder. With a notebook's ``namespace`` (its ``globals()``) and
+    name, a variable the notebook never defines (a misspelt papermill ``-p`` name) stops it too
+    (`check_no_unknown`). Returns ``params`` unchanged, or raises ParameterError."""
+    if namespace is not None:
+        check_no_unknown(namespace, params, notebook)
     for name, value in params.items():
         kind, rule = RULES.get(name, (None, None))
         if kind in ("int", "int_or_none"):
@@ -113,6 +171,13 @@ def check_params(params: dict, must_exist: tuple[str, ...] = ()) -> dict:
                 parse_label_map(value)
             except ValueError as err:
                 raise ParameterError(f"Parameter {name}={value!r}: {err}") from None
+        elif kind == "run_name":
+            from skin_utils.runs import check_run_name
+
+            try:
+                check_run_name(value)
+            except ValueError as err:
+                raise ParameterError(str(err)) from None
         elif kind == "str_or_none" and value is not None and not (isinstance(value, str) and value.strip()):
             _fail(name, value, "a column name (text) or None")
         elif kind == "bool" and not isinstance(value, bool):

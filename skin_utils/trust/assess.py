@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 
 from skin_utils.data.datasets import make_loader
 from skin_utils.data.imageio import read_mask
-from skin_utils.evaluation import Evaluation, normalizer, upsample_mask
+from skin_utils.evaluation import Evaluation, calibrated_and_raw, normalizer, upsample_mask
+from skin_utils.labels import CLASS_NAMES
 
 
 @dataclass
@@ -53,20 +54,19 @@ def _melanoma(class_names) -> int | None:
 
 
 def trust_columns(evaluation: Evaluation, calibration, class_names) -> pd.DataFrame:
-    """Per-image trust columns, in the order of ``evaluation.per_image``: ``p_cal_<class>``
-    (calibrated), ``prob_pred_calibrated``, ``entropy`` (the referral uncertainty: normalised
-    predictive entropy of the calibrated probabilities), with TTA views ``tta_disagreement``
-    (share of views whose class differs from the consensus) and ``tta_mutual_info`` (normalised),
-    with MC dropout ``mc_mutual_info``, then ``refer`` and ``mel_flag`` (empty, i.e. NA, where the
-    checkpoint lacks the threshold). ``calibration``: a `skin_utils.trust.calibrate.StoredCalibration`."""
+    """Per-image trust columns, in the order of ``evaluation.per_image``: ``entropy`` (the
+    referral uncertainty: normalised predictive entropy of the calibrated probabilities), with
+    TTA views ``tta_disagreement`` (share of views whose class differs from the consensus) and
+    ``tta_mutual_info`` (normalised), with MC dropout ``mc_mutual_info``, then ``refer`` and
+    ``mel_flag`` (empty, i.e. NA, where the checkpoint lacks the threshold). The calibrated
+    probabilities themselves are the table's ``p_<class>`` columns (`evaluate_original_size` with
+    the calibration). ``calibration``: a `skin_utils.trust.calibrate.StoredCalibration`."""
     from skin_utils.trust.uncertainty import mutual_information, vote_disagreement
 
     if evaluation.probs is None:
         raise ValueError("This Evaluation has no probabilities (made by an older evaluate_original_size?).")
-    cal = calibration.apply(evaluation.probs)
-    cols = {f"p_cal_{name}": cal[:, k] for k, name in enumerate(class_names)}
-    cols["prob_pred_calibrated"] = cal.max(1)
-    cols["entropy"] = calibration.uncertainty_of(cal)
+    cal, _ = calibrated_and_raw(evaluation, calibration)
+    cols = {"entropy": calibration.uncertainty_of(cal)}
     if evaluation.view_probs is not None and len(evaluation.view_probs) > 1:
         cols["tta_disagreement"] = vote_disagreement(evaluation.view_probs)
         cols["tta_mutual_info"] = mutual_information(evaluation.view_probs, normalize=True)
@@ -95,9 +95,9 @@ def assess_trust(evaluation: Evaluation, calibration, class_names, *,
 
     n_bins = DEFAULT_N_BINS if n_bins is None else n_bins
     fractions = DEFAULT_REFERRAL_FRACTIONS if referral_fractions is None else tuple(referral_fractions)
-    probs, labels = evaluation.probs, evaluation.labels
+    labels = evaluation.labels
+    cal, probs = calibrated_and_raw(evaluation, calibration)
     columns = trust_columns(evaluation, calibration, class_names)
-    cal = columns[[f"p_cal_{n}" for n in class_names]].to_numpy()
 
     def report_of(p):
         return {**calibration_report(p, labels, n_bins),
@@ -158,7 +158,7 @@ def assess_trust(evaluation: Evaluation, calibration, class_names, *,
 def cam_check(model, data, split: str, evaluation: Evaluation, device, class_names, *, batch_size: int = 32,
               method: str = "gradcam", max_images: int | None = None, normalization: dict | None = None,
               progress: bool = True) -> dict:
-    """Grad-CAM of the predicted class for each image of ``split`` (the first ``max_images``;
+    """Grad-CAM of the evaluation's predicted class for each image of ``split`` (the first ``max_images``;
     None: all), at the model's resolution, checked against the true lesion mask and the
     predicted one (``evaluation.mask_probs >= evaluation.threshold``):
     `skin_utils.trust.explain.CamLocalizationMetrics` for each (``true_mask``, ``pred_mask``: overall,
@@ -176,18 +176,19 @@ def cam_check(model, data, split: str, evaluation: Evaluation, device, class_nam
     loader = make_loader(CachedLesionDataset(data.cache, data.labels, rows[:n]), batch_size, device)
     true_m, pred_m = CamLocalizationMetrics(class_names), CamLocalizationMetrics(class_names)
     ids = evaluation.per_image["image_id"].to_numpy()
+    predicted = evaluation.per_image["pred"].map(list(class_names).index).to_numpy()
     start = 0
     for images, masks, labels, _ in tqdm(loader, desc=f"Grad-CAM {split}", disable=not progress, leave=False,
                                           mininterval=1.0):
         x = normalize(images.to(device))
-        cams, _ = grad_cam(model, x, method=method)
-        k = len(cams)
+        k = len(images)
+        cams, _ = grad_cam(model, x, target=predicted[start:start + k].tolist(), method=method)
         pred = (evaluation.mask_probs[start:start + k].float() >= evaluation.threshold).numpy()
         true_m.update(cams, (masks[:, 0] != 0).numpy(), labels.numpy(), ids[start:start + k])
         pred_m.update(cams, pred, labels.numpy(), ids[start:start + k])
         start += k
     return {"true_mask": true_m.aggregate(), "pred_mask": pred_m.aggregate(), "method": method,
-            "layer": "encoder.layer4", "target": "predicted class (plain view, no TTA)",
+            "layer": "encoder.layer4", "target": "the evaluation's predicted class (TTA-averaged when it was)",
             "resolution": list(data.image_size), "n_images": n, "n_split": int(len(rows))}
 
 
@@ -237,10 +238,11 @@ def choose_cam_examples(per_image: pd.DataFrame, class_names, n: int = 4) -> lis
 
 
 def cam_examples(model, data, evaluation: Evaluation, positions, device, *, method: str = "gradcam",
-                 normalization: dict | None = None, energy: dict | None = None) -> dict:
+                 normalization: dict | None = None, energy: dict | None = None, class_names=CLASS_NAMES) -> dict:
     """Keyword arguments for `skin_utils.viz.plot_cam_grid`: the images at ``positions`` of
-    ``evaluation.per_image`` at their original size, their Grad-CAM (predicted class, model
-    resolution; the plot resizes it), the true and predicted masks at the original size, and a
+    ``evaluation.per_image`` at their original size, their Grad-CAM (of the class the evaluation
+    predicted, TTA-averaged when it was, which the caption names; model resolution, the plot
+    resizes it), the true and predicted masks at the original size, and a
     caption (id, true and predicted class, and with ``energy`` (image_id -> share of the map
     inside the true lesion, from `cam_columns`) that share)."""
     from skin_utils.data.imageio import read_image
@@ -254,7 +256,8 @@ def cam_examples(model, data, evaluation: Evaluation, positions, device, *, meth
     normalize = normalizer(normalization).to(device)
     rows = per_image.loc[positions, "row"].to_numpy()
     batch = torch.from_numpy(np.stack([np.asarray(data.cache.images[int(r)]) for r in rows])).permute(0, 3, 1, 2)
-    cams, _ = grad_cam(model, normalize(batch.to(device)), method=method)
+    shown = [list(class_names).index(c) for c in per_image.loc[positions, "pred"]]
+    cams, _ = grad_cam(model, normalize(batch.to(device)), target=shown, method=method)  # the class the caption names
     out = {"images": [], "cams": list(cams), "masks": [], "pred_masks": [], "captions": []}
     for i, pos in enumerate(positions):
         row = per_image.loc[pos]

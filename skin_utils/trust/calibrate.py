@@ -266,7 +266,8 @@ def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=Non
     None loads it (`data_for_checkpoint`, with ``data_dir``, ``split_path``, ``on_bad_data``).
     ``tta=True`` runs the 8-view pass once and fits both kinds of output (``"tta"`` and
     ``"plain"``, the first view); ``tta=False`` one plain pass, the ``"plain"`` kind only.
-    Returns the new ``Checkpoint.calibration`` (kind -> `calibration_record`). Raises when the
+    The new records replace those of the same kind only. Returns the records fitted now
+    (kind -> `calibration_record`). Raises when the
     classification head was not trained (loss weight 0): there is nothing to calibrate."""
     import torch
 
@@ -294,8 +295,8 @@ def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=Non
     records = {kind: calibration_record(p, pred["labels"], ckpt.class_names, target_sensitivity=target_sensitivity,
                                         target_coverage=target_coverage)
                for kind, p in outputs.items()}
-    if save:
-        ckpt.calibration = records
+    if save:  # merged: a plain-only pass (tta=False) keeps the stored TTA record, and the other way round
+        ckpt.calibration = {**(ckpt.calibration or {}), **records}
         ckpt.save(path)
     del model
     if device.type == "cuda":
