@@ -1,6 +1,6 @@
 # %% [markdown]
 # # 05 · Experiments: a grid of parameters over seeds, with confidence intervals
-# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/REPO/blob/main/notebooks/05_experiments.ipynb)
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/REPO/blob/main/notebooks/05_sweep.ipynb)
 #
 # One run of a recipe is one draw: another seed, or another set of test lesions, gives another
 # number. This notebook trains every cell of `grid` with every seed in `seeds` (executing
@@ -15,8 +15,8 @@
 # records every parameter it was trained and scored with: rerunning an experiment with other
 # `fixed`, `grid` values or `eval_params` stops before anything runs and names the differences.
 #
-# `papermill notebooks/05_experiments.ipynb reports/05_experiments.ipynb -p name ablation -y '{grid: [...], seeds: [0, 1, 2]}'`
-# or, from a shell, `python -m skin_utils.experiments --name ablation --preset ablation --seeds 0 1 2`.
+# `papermill notebooks/05_sweep.ipynb reports/05_sweep.ipynb -p name ablation -y '{grid: [...], seeds: [0, 1, 2]}'`
+# or, from a shell, `python -m skin_utils.sweep experiment --name ablation --preset ablation --seeds 0 1 2`.
 
 # %% tags=["parameters"]
 from typing import Optional, Union
@@ -50,24 +50,17 @@ if "google.colab" in sys.modules:
     os.chdir("/content/repo")
 
 # %%
-import pandas as pd
 from IPython.display import Markdown
 
-from skin_utils import experiments
-from skin_utils.nb import report
-from skin_utils.nb.params import check_params
-from skin_utils.nb.paths import resolve
-from skin_utils import viz
+from skin_utils import report, sweep, viz
+from skin_utils.config import ExperimentConfig, resolve, slug
 
-params = check_params(dict(name=name, grid=grid, seeds=seeds, fixed=fixed, eval_params=eval_params,
-                           reference=reference, metrics=metrics, n_bootstrap=n_bootstrap,
-                           experiments_dir=experiments_dir, time_budget=time_budget), namespace=globals(), notebook="05_experiments")
-if time_budget is not None:  # every run trains for the budget instead of a number of epochs
-    fixed = {**fixed, "time_budget": time_budget}
-cells = experiments.expand_grid(grid)
-reference = experiments.reference_cell(reference, cells)  # checked against the grid before any run starts
-folder = resolve(experiments_dir) / experiments.slug(name)
-print(f"{len(cells)} cell(s) x {len(seeds)} seed(s) = {len(cells) * len(seeds)} runs into {folder}")
+cfg = ExperimentConfig.from_notebook(globals())  # checked: grid, fixed and eval_params names too
+fixed = {**cfg.fixed, **({"time_budget": cfg.time_budget} if cfg.time_budget is not None else {})}
+cells = sweep.expand_grid(cfg.grid)
+reference = sweep.reference_cell(cfg.reference, cells)  # checked against the grid before any run starts
+folder = resolve(cfg.experiments_dir) / slug(cfg.name)
+print(f"{len(cells)} cell(s) x {len(cfg.seeds)} seed(s) = {len(cells) * len(cfg.seeds)} runs into {folder}")
 
 # %% [markdown]
 # ## Train and evaluate every run
@@ -75,8 +68,8 @@ print(f"{len(cells)} cell(s) x {len(seeds)} seed(s) = {len(cells) * len(seeds)} 
 # papermill into `runs/<cell>_seed<k>/notebooks/`. A run already finished is skipped.
 
 # %%
-status = experiments.run_experiment(name, grid, seeds, fixed, experiments_dir=experiments_dir,
-                                    eval_params=eval_params)
+status = sweep.run_experiment(cfg.name, cells, cfg.seeds, fixed, experiments_dir=cfg.experiments_dir,
+                              eval_params=cfg.eval_params)
 status
 
 # %% [markdown]
@@ -85,8 +78,8 @@ status
 # (`ci_low`, `ci_high`). Written to `<experiments_dir>/<name>.csv`.
 
 # %%
-table = experiments.gather(name, experiments_dir)
-summary = experiments.summarize(table)
+table = sweep.gather(cfg.name, cfg.experiments_dir)
+summary = sweep.summarize(table)
 summary
 
 # %% [markdown]
@@ -96,7 +89,7 @@ summary
 # did not train. Differences smaller than the spread of the dots are not differences.
 
 # %%
-fig = viz.plot_experiment(table, metrics, split="val", title=f"Experiment {name}")
+fig = viz.plot_experiment(table, cfg.metrics, split="val", title=f"Experiment {cfg.name}")
 viz.publish(fig, folder / "figures" / "experiment_val.png")
 
 # %% [markdown]
@@ -106,10 +99,10 @@ viz.publish(fig, folder / "figures" / "experiment_val.png")
 # *Reading the figure:* a dark dot's interval excludes 0: a difference the data supports.
 
 # %%
-diff = experiments.compare(name, reference, "val", experiments_dir, n_resamples=n_bootstrap)
-diff_test = experiments.compare(name, reference, "test", experiments_dir, n_resamples=n_bootstrap)
+diff = sweep.compare(cfg.name, reference, "val", cfg.experiments_dir, n_resamples=cfg.n_bootstrap)
+diff_test = sweep.compare(cfg.name, reference, "test", cfg.experiments_dir, n_resamples=cfg.n_bootstrap)
 if not diff.empty:
-    fig = viz.plot_paired_differences(diff, title=f"{name}: cell − reference (validation)")
+    fig = viz.plot_paired_differences(diff, title=f"{cfg.name}: cell − reference (validation)")
     viz.publish(fig, folder / "figures" / "experiment_differences_val.png")
 diff
 
@@ -120,8 +113,8 @@ diff
 
 # %%
 if not diff.empty:
-    verdict = experiments.multitask_verdict(diff)
-    verdict_test = experiments.multitask_verdict(diff_test) if not diff_test.empty else []
+    verdict = sweep.multitask_verdict(diff)
+    verdict_test = sweep.multitask_verdict(diff_test) if not diff_test.empty else []
 else:
     verdict, verdict_test = ["No comparison: no other cell finished beside the reference."], []
 failed = status[status["status"] != "finished"]
@@ -137,9 +130,9 @@ Markdown(conclusion + ("\n\nOn the test split:\n" + "\n".join(f"- {line}" for li
 summary_table = summary.pivot_table(index=[c for c in summary.columns if c not in
                                            ("split", "metric", "mean", "sd", "seeds")],
                                     columns=["split", "metric"], values="mean") if not summary.empty else summary
-report.write_section(folder, "05_experiments", f"Experiment {name}", f"""
-{len(cells)} cell(s) × {len(seeds)} seed(s); every run trained with `02_train` ({fixed}) and scored with
-`03_evaluate` on the validation and test splits ({eval_params}). Table: `{folder.parent / (experiments.slug(name) + '.csv')}`.
+report.write_section(folder, "05_experiments", f"Experiment {cfg.name}", f"""
+{len(cells)} cell(s) × {len(cfg.seeds)} seed(s); every run trained with `02_train` ({fixed}) and scored with
+`03_evaluate` on the validation and test splits ({cfg.eval_params}). Table: `{folder.parent / (slug(cfg.name) + '.csv')}`.
 
 Mean over seeds:
 
@@ -153,4 +146,4 @@ Mean over seeds:
 {conclusion}
 
 {('**The same comparison on the test split.**' + chr(10) + chr(10) + chr(10).join('- ' + line for line in verdict_test)) if verdict_test else ''}
-""", params=params)
+""", params=cfg.to_dict())

@@ -14,15 +14,12 @@ gives the same model.
 """
 from __future__ import annotations
 
-import copy
-import itertools
 import json
 import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import torch
 
 MAX_EPOCHS = 1000          # a budget never buys more than this (tiny data sets on fast machines)
 RESERVE = 0.05             # share of the remaining budget kept free for what the estimate misses
@@ -120,53 +117,16 @@ def seconds_per_batch(run_batches, n: int, clock=time.perf_counter, warmup: int 
     return max(clock() - t0, 0.0) / n
 
 
-def measure_batch_seconds(model, train_loader, val_loader, loss_fn, device, *, amp_dtype=None,
-                          batch_transform=None, normalization: dict | None = None,
-                          channels_last: bool = True, compile: bool = False,
-                          train_batches: int = 20, val_batches: int = 6, clock=time.perf_counter,
-                          ema_decay: float | None = None) -> tuple[float, float]:
-    """(seconds per training batch, seconds per validation batch) on this machine, measured on a
-    copy of ``model`` with a throw-away optimiser (the model and its BatchNorm statistics are
-    not touched). With ``compile`` the copy is compiled too and the warm-up pays the compilation;
-    with ``ema_decay`` each step also updates a weight average, as `skin_utils.engine.fit` does.
-    Twenty training batches: with six, the estimate of a 96 px epoch on a 2-core CPU was off by
-    up to 14% (one epoch bought too few in a 10-minute budget)."""
-    from skin_utils.data.datasets import Normalize
-    from skin_utils.engine import predict, train_one_epoch, unwrap_model, weight_average
-
-    probe = copy.deepcopy(unwrap_model(model)).to(device)
-    if channels_last:
-        probe.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(probe.parameters(), lr=0.0)
-    runner = torch.compile(probe) if compile else probe
-    ema = weight_average(probe, ema_decay)
-    loss_fn = copy.deepcopy(loss_fn).to(device)
-    n_train = max(1, min(train_batches, len(train_loader) - 1))
-    n_val = max(1, min(val_batches, len(val_loader) - 1))
-
-    def train(k):
-        train_one_epoch(runner, train_loader, loss_fn, optimizer, device, amp_dtype=amp_dtype,
-                        channels_last=channels_last, batch_transform=batch_transform, normalization=normalization,
-                        progress=False, max_batches=k, ema=ema)
-
-    def validate(k):
-        predict(runner, itertools.islice(val_loader, k), device, amp_dtype=amp_dtype, channels_last=channels_last,
-                loss_fn=loss_fn, progress=False, with_masks=True, normalize=Normalize.from_config(normalization))
-
-    return seconds_per_batch(train, n_train, clock), seconds_per_batch(validate, n_val, clock)
-
-
-def plan_training(budget_minutes: float, started_at: float, model, train_loader, val_loader, loss_fn, device, *,
-                  calibrate: bool = True, calibrate_tta: bool = True, amp: str = "auto", batch_transform=None,
-                  normalization: dict | None = None, compile: bool = False, saved=None, resume: bool = False, clock=time.perf_counter,
-                  measure=measure_batch_seconds, ema_decay: float | None = None) -> BudgetPlan:
-    """Measure this machine and plan the epochs for ``budget_minutes`` counted from ``started_at``
-    (a ``clock()`` reading taken when the run began). ``calibrate``: whether calibration follows
-    training (it does when the classification head is trained), with 8-view TTA when
-    ``calibrate_tta``; ``normalization`` and ``ema_decay`` as given to `fit` (colour constancy and the weight average run in every step). The plan is written to ``saved`` (a json path); with ``resume`` a plan
-    found there is kept as it is (same epochs, same schedule) and nothing is measured."""
-    from skin_utils.engine import amp_dtype_for
-
+def plan_training(budget_minutes: float, started_at: float, measure, train_batches: int, val_batches: int, *,
+                  calibrate: bool = True, calibrate_tta: bool = True, saved=None, resume: bool = False,
+                  clock=time.perf_counter) -> BudgetPlan:
+    """Plan the epochs for ``budget_minutes`` counted from ``started_at`` (a ``clock()`` reading
+    taken when the run began). ``measure()`` times this machine and returns (seconds per training
+    batch, seconds per validation batch) (`skin_utils.engine.measure_batch_seconds`); an epoch has
+    ``train_batches`` and ``val_batches``. ``calibrate``: whether calibration follows training (8-view
+    TTA passes when ``calibrate_tta``). The plan is written to ``saved`` (a json path); with
+    ``resume`` a plan found there is kept as it is (same epochs, same schedule), nothing is measured,
+    and the time its first start spent is counted (`BudgetPlan.deadline`)."""
     if resume and saved is not None and Path(saved).is_file():
         plan = BudgetPlan.load(saved)
         if abs(plan.budget_s - budget_minutes * 60.0) > 1e-6:
@@ -174,13 +134,10 @@ def plan_training(budget_minutes: float, started_at: float, model, train_loader,
                               f"resume it with time_budget={plan.budget_s / 60:g}, or start a new run.")
         print(f"Resuming with the saved plan ({saved}): {plan.epochs} epoch(s), the time already spent counted.")
         return replace(plan, resumed=True)
-    train_s, val_s = measure(model, train_loader, val_loader, loss_fn, device,
-                             amp_dtype=amp_dtype_for(torch.device(device), amp),
-                             batch_transform=batch_transform, normalization=normalization, compile=compile, clock=clock,
-                             ema_decay=ema_decay)
+    train_s, val_s = measure()
     passes = (9.0 if calibrate_tta else 1.0) if calibrate else 0.0
     plan = plan_epochs(budget_minutes * 60.0, spent_before_s=clock() - started_at, train_batch_s=train_s,
-                       val_batch_s=val_s, train_batches=len(train_loader), val_batches=len(val_loader),
+                       val_batch_s=val_s, train_batches=train_batches, val_batches=val_batches,
                        after_val_passes=passes)
     if saved is not None:
         plan.save(saved)

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from skin_utils.config import check_run_name, slug
 
 LATEST = "latest"
 RESULT_FILES = ("checkpoints/last.pt", "checkpoints/best.pt", "metrics/train.json")
@@ -76,26 +77,6 @@ class Run:
     def results(self) -> list[str]:
         """The result files present (relative paths); empty for a fresh folder."""
         return [f for f in RESULT_FILES if (self.root / f).exists()]
-
-
-def slug(text: str) -> str:
-    """A file-name-safe version of ``text``: letters, digits and . _ - = ,."""
-    return re.sub(r"[^A-Za-z0-9._=,-]+", "-", str(text)).strip("-") or "run"
-
-
-def check_run_name(name) -> str | None:
-    """``name`` itself when it can name a run folder as it is (None passes: a name is made).
-    Raises ValueError for a name that is only dots (``.`` and ``..`` would be the runs folder or
-    its parent) or that the file-name rule would change (a space, a slash, ...): the one name
-    is then used by 02, 03, 04 and the runner alike."""
-    if name is None:
-        return None
-    text = str(name)
-    if set(text) <= {"."} or slug(text) != text:
-        suggestion = slug(text) if set(slug(text)) - {"."} else "my-run"
-        raise ValueError(f"run_name={name!r} cannot name a run folder: use letters, digits and . _ - = , only, not "
-                         f"only dots and not starting or ending with '-' (e.g. {suggestion!r}).")
-    return text
 
 
 def default_run_name(params: dict, now: _dt.datetime | None = None) -> str:

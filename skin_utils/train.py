@@ -1,200 +1,180 @@
-"""Train the multi-task model from the command line, on one process or on several.
-
-One process (notebooks/02_train's steps, with its defaults: the same trained model)::
+"""THE training recipe, `train(cfg)`: notebooks/02_train, this command line, torchrun and the
+experiments all call it, so nothing a run does (budget, EMA, calibration, thresholds, the files it
+writes) exists in only one of them.
 
     python -m skin_utils.train --data-dir data --epochs 5 --image-size 128
-
-Several GPUs of one machine, with DistributedDataParallel (one process per GPU)::
-
     torchrun --nproc_per_node 4 -m skin_utils.train --data-dir data --epochs 5 --batch-size 32
 
-``--batch-size`` is per process: the global batch is batch_size x processes (128 above); the
-learning rate is not scaled for you. Several machines, CPU training with gloo, and how the work
-is shared: see `skin_utils.distributed`.
-
-Each run gets a run folder (`skin_utils.runs`), ``<reports-dir>/runs/<run-name>/`` (as notebook 02) with
-``checkpoints/best.pt`` and ``last.pt``, ``metrics/train.json`` (the history and the best
-epoch) and ``figures/train_learning_curves.png``; ``<reports-dir>/runs/LATEST`` then names it.
-``--resume`` continues the run folder's ``last.pt``. Only rank 0 writes files.
+Every option is a field of `skin_utils.config.TrainConfig` (``--help`` lists them with their
+defaults). ``--batch-size`` is per process under torchrun; the learning rate is not scaled for you
+(see `skin_utils.distributed`). A run writes ``<reports-dir>/runs/<run-name>/``: ``run.json``,
+``checkpoints/best.pt`` (calibrated on validation) and ``last.pt``, ``metrics/train.json``,
+``figures/train_learning_curves.png``, its report section; ``runs/LATEST`` then names it.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from skin_utils import distributed, runs
-from skin_utils.budget import BudgetPlan, plan_check, plan_training
-from skin_utils.engine import build_optimizer_and_schedule, fit, resolve_device, seed_everything, selection_metrics
-from skin_utils.labels import CLASS_NAMES
+from skin_utils import distributed, report, runs, viz
+from skin_utils.budget import BudgetPlan, budget_summary, plan_check, plan_training
+from skin_utils.config import TrainConfig, resolve
 from skin_utils.data.datasets import normalization_config
-from skin_utils.data.loading import check_trainable, load_data, train_class_counts, train_val_loaders
-from skin_utils.losses import build_loss, trained_tasks
+from skin_utils.data.loading import Data, check_trainable, load_data, train_class_counts, train_val_loaders
+from skin_utils.engine import (amp_dtype_for, build_optimizer_and_schedule, fit, measure_batch_seconds,
+                               resolve_device, seed_everything, selection_metrics)
+from skin_utils.labels import CLASS_NAMES
+from skin_utils.losses import build_loss
 from skin_utils.model import MultiTaskNet
-from skin_utils.nb.params import check_params
-from skin_utils.nb.paths import resolve
+from skin_utils.trust.calibrate import calibrate_checkpoint, summary_lines
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    """The options: notebooks/02_train's parameters (same names with dashes, same defaults),
-    plus the run folder, ``--compile`` and ``--sync-bn``."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    none_or_int = lambda s: None if s.lower() == "none" else int(s)  # noqa: E731
-    p.add_argument("--data-dir", default="data", help="HAM10000 layout (see data/README.md); the synthetic demo if empty")
-    p.add_argument("--image-size", type=int, default=96, help="training size in pixels (square)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
-                   help="minutes for training, validation and calibration: the epochs are fitted to it (instead of --epochs)")
-    p.add_argument("--batch-size", type=int, default=16,
-                   help="images per step and per process: the global batch is batch-size x processes")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the schedule (AdamW)")
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--lr-schedule", default="onecycle", help="onecycle, cosine or constant")
-    p.add_argument("--seg-weight", type=float, default=1.0, help="weight of the mask loss (BCE)")
-    p.add_argument("--cls-weight", type=float, default=1.0, help="weight of the diagnosis loss (cross-entropy)")
-    p.add_argument("--class-balance", default="weighted_loss",
-                   help="none, weighted_loss, sampler, both or logit_adjusted")
-    p.add_argument("--balance-power", type=float, default=0.4)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--ema-decay", type=float, default=None,
-                   help="validate and keep a moving average of the weights (e.g. 0.999); default: none")
-    p.add_argument("--augment", default="camera", help="none, flips, standard, strong or camera")
-    p.add_argument("--colour-constancy", default="shades_of_gray", help="none or shades_of_gray (training, evaluation and inference alike)")
-    p.add_argument("--encoder-weights", default="auto",
-                   help="imagenet, auto (ImageNet if obtainable), none, or a .pth path")
-    p.add_argument("--selection", default="balanced_accuracy+dice", help="validation score that picks best.pt")
-    p.add_argument("--patience", type=none_or_int, default=None, help="early stopping (epochs); none: never")
-    p.add_argument("--seed", type=int, default=0, help="training randomness")
-    p.add_argument("--split-seed", type=int, default=0, help="which lesions go to train/val/test")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: GPU LOCAL_RANK)")
-    p.add_argument("--amp", default="auto", help="mixed precision: auto, bf16, fp16 or off")
-    p.add_argument("--num-workers", type=none_or_int, default=None, help="DataLoader workers per process")
-    p.add_argument("--max-samples", type=none_or_int, default=None, help="at most this many images (whole lesions)")
-    p.add_argument("--split-fractions", type=float, nargs=3, default=[0.7, 0.15, 0.15], metavar=("TRAIN", "VAL", "TEST"))
-    p.add_argument("--split-path", default="reports/split.csv", help="the lesion-level split (made on first use)")
-    p.add_argument("--on-bad-data", default="raise", help="raise or skip")
-    p.add_argument("--cache-dir", default=None, help="preprocessing cache; default $SKIN_UTILS_CACHE or ~/.cache/skin_utils")
-    p.add_argument("--reports-dir", default="reports", help="run folders go to <reports-dir>/runs/")
-    p.add_argument("--run-name", default=None, help="default: time, size, epochs, loss weights and seed")
-    p.add_argument("--resume", action="store_true", help="continue the run folder's last.pt")
-    p.add_argument("--overwrite", action="store_true", help="replace the results of an existing run folder")
-    p.add_argument("--compile", action="store_true", help="train through torch.compile (slower first epoch)")
-    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm over all processes (CUDA, several processes)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars and epoch lines")
-    return p
+@dataclass
+class Trained:
+    """What `train` returns: the run folder, its ``metrics/train.json`` content (None on ranks
+    other than 0), and the data it was trained on."""
+
+    run: runs.Run
+    summary: dict | None
+    data: Data
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> Trained:
+    """Train one run as ``cfg`` says (see the module docstring); inside a torchrun process group
+    every process calls it and rank 0 writes the files."""
+    started_at = time.perf_counter()  # a time budget counts from here
+    ctx = distributed.init_distributed(resolve_device(cfg.device))
+    device, main = ctx.device, ctx.is_main
+    say = print if main and progress else (lambda *a, **k: None)
+    say(f"Training on {device} x {ctx.world_size} process(es), {torch.get_num_threads()} CPU threads each")
+    seed_everything(cfg.seed)
+    with distributed.main_process_first():  # rank 0 writes the demo data, the split and the cache first
+        data = load_data(cfg.data_dir, cfg.image_size, split_path=cfg.split_path, split_fractions=cfg.split_fractions,
+                         seed=cfg.split_seed, max_samples=cfg.max_samples, on_bad_data=cfg.on_bad_data,
+                         cache_dir=cfg.cache_dir, progress=main and progress)
+    check_trainable(data, cfg.seg_weight, cfg.cls_weight)
+    params = cfg.to_dict()
+    run = runs.start_run(resolve(cfg.reports_dir) / "runs", cfg.run_name, params, resume=cfg.resume,
+                         overwrite=cfg.overwrite) if main else None
+    run = runs.Run(Path(distributed.broadcast_object(str(run.root) if run else None)))
+    with distributed.main_process_first():  # rank 0 may download the ImageNet weights
+        model = MultiTaskNet(num_classes=len(CLASS_NAMES), encoder_weights=cfg.encoder_weights)
+    counts = train_class_counts(data)
+    loss_fn = build_loss(counts, cfg.seg_weight, cfg.cls_weight, cfg.class_balance, cfg.balance_power,
+                         cfg.label_smoothing)
+    loaders = train_val_loaders(data, cfg.batch_size, device, augment=cfg.augment, class_balance=cfg.class_balance,
+                                balance_power=cfg.balance_power, seed=cfg.seed, num_workers=cfg.num_workers)
+    normalization = normalization_config(cfg.colour_constancy)
+    say(f"encoder weights: {model.encoder_weights_used}; training images per class: "
+        f"{dict(zip(CLASS_NAMES, counts.tolist()))}; run folder: {run.root}")
+
+    plan, epochs = None, cfg.epochs
+    if cfg.time_budget is not None:  # measured on rank 0: the same epochs for every process
+        if main:
+            plan = plan_training(
+                cfg.time_budget, started_at, lambda: measure_batch_seconds(
+                    model, loaders.train, loaders.val, loss_fn, device, amp_dtype=amp_dtype_for(device, cfg.amp),
+                    batch_transform=loaders.batch_transform, normalization=normalization, compile=cfg.compile,
+                    ema_decay=cfg.ema_decay),
+                len(loaders.train), len(loaders.val), calibrate="classification" in cfg.tasks,
+                calibrate_tta=cfg.calibrate_tta, saved=run.metrics / "budget.json", resume=cfg.resume)
+            say(plan.describe())
+        plan = BudgetPlan.from_dict(distributed.broadcast_object(plan and plan.as_dict()))
+        epochs = plan.epochs
+    optimizer, scheduler = build_optimizer_and_schedule(model, cfg.lr, cfg.weight_decay, epochs, len(loaders.train),
+                                                        cfg.lr_schedule)
+    history = fit(model, loaders.train, loaders.val, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
+                  epochs=epochs, device=device, checkpoint_dir=run.checkpoints, class_names=CLASS_NAMES,
+                  image_size=data.image_size, batch_transform=loaders.batch_transform, normalization=normalization,
+                  params={**params, "epochs": epochs, "world_size": ctx.world_size}, data=data.describe(),
+                  split_path=resolve(cfg.split_path), selection=cfg.selection, patience=cfg.patience, amp=cfg.amp,
+                  resume=cfg.resume, seed=cfg.seed, progress=progress, compile=cfg.compile, sync_bn=cfg.sync_bn,
+                  deadline=plan.deadline(started_at) if plan else None, ema_decay=cfg.ema_decay)
+    summary = None
+    if main:
+        runs.set_latest(run.root.parent, run)
+        calibration = {}
+        if "classification" in cfg.tasks:  # temperature and thresholds fitted on validation, into best.pt
+            calibration = calibrate_checkpoint(run.best, data, tta=cfg.calibrate_tta, batch_size=cfg.batch_size,
+                                               target_sensitivity=cfg.target_sensitivity,
+                                               target_coverage=cfg.target_coverage, device=device, amp=cfg.amp,
+                                               progress=progress)
+        summary = _summary(cfg, history, run, model, loss_fn, data, calibration, plan, ctx.world_size,
+                           (time.perf_counter() - started_at) / 60)
+        report.write_json(run.metrics / "train.json", summary)
+        viz.save_figure(viz.plot_learning_curves(history, title=f"Learning curves · {data.name}"),
+                        run.figures / "train_learning_curves.png")
+        _write_section(cfg, summary, run, data, device)
+        say(f"best epoch {summary['best_epoch']} by {summary['selection_used']}: {run.best}")
+    distributed.barrier()
+    return Trained(run, summary, data)
+
+
+def _summary(cfg, history, run, model, loss_fn, data, calibration, plan, world_size, minutes) -> dict:
+    """``metrics/train.json``: the best epoch and how it was chosen, the history, the calibration,
+    the data, the parameters and the budget."""
+    best = max(history, key=lambda row: row["score"])
+    return {"best_epoch": best["epoch"], "selection": cfg.selection,
+            "selection_used": "+".join(selection_metrics(cfg.selection, cfg.tasks)),  # the trained heads only
+            "best_val": {k[4:]: v for k, v in best.items() if k.startswith("val_")}, "epochs_run": len(history),
+            "checkpoint": str(run.best), "encoder_weights_used": model.encoder_weights_used,
+            "class_weights": None if loss_fn.class_weights is None else loss_fn.class_weights.tolist(),
+            "logit_adjustment": None if loss_fn.logit_adjustment is None else loss_fn.logit_adjustment.tolist(),
+            "history": history, "calibration": calibration, "data": data.describe(), "params": cfg.to_dict(),
+            "world_size": world_size, "global_batch_size": cfg.batch_size * world_size,
+            "time_budget_min": cfg.time_budget, "budget_plan": plan and plan.as_dict(),
+            "budget_check": plan_check(plan, history), "minutes_taken": minutes}
+
+
+def training_note(history: list[dict], selection: str) -> str:
+    """One computed sentence on the run: where the best epoch fell."""
+    best = max(range(len(history)), key=lambda i: history[i]["score"])
+    if len(history) == 1:
+        return "A single epoch was trained: enough to check the pipeline, not to judge the model."
+    if best == len(history) - 1:
+        return f"The validation score (`{selection}`) was still improving at the last epoch: more epochs would probably help."
+    return (f"The best validation score (`{selection}`) came at epoch {history[best]['epoch']} of {len(history)}; "
+            "the epochs after it did not improve it.")
+
+
+def _write_section(cfg, summary, run, data, device) -> None:
+    rows = data.describe()["images_per_split"]
+    plan = summary["budget_plan"] and BudgetPlan.from_dict(summary["budget_plan"])
+    body = f"""
+Trained on **{data.name}** ({rows.get('train', 0)} training / {rows.get('val', 0)} validation images, split by
+lesion) for {summary['epochs_run']} epoch(s) at {cfg.image_size} px on `{device}`; encoder weights:
+{summary['encoder_weights_used']}; heads trained: {', '.join(cfg.tasks)}; {'raw weights' if cfg.ema_decay is None else
+f'a moving average of the weights (decay {cfg.ema_decay})'}. Best epoch by `{summary['selection_used']}`:
+**{summary['best_epoch']}**. {budget_summary(plan, summary['epochs_run'], summary['minutes_taken'], summary['history'])}
+
+Validation at the best epoch (model resolution; 03_evaluate scores the test split at the original size):
+
+{report.markdown_table(summary['best_val'])}
+
+Calibration fitted on the validation split and stored in `best.pt`:
+{chr(10).join('- ' + line for line in summary_lines(summary['calibration'])) or '- none (the diagnosis head was not trained)'}
+
+![learning curves](figures/train_learning_curves.png)
+
+{training_note(summary['history'], summary['selection_used'])}
+"""
+    report.write_section(run.root, "02_train", "Training", body, params=cfg.to_dict(), data=data.describe())
 
 
 def main(argv=None) -> int:
-    args = get_args_parser().parse_args(argv)
-    params = check_params(dict(
-        data_dir=args.data_dir, image_size=args.image_size, epochs=args.epochs, time_budget=args.time_budget,
-        batch_size=args.batch_size,
-        lr=args.lr, weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, seg_weight=args.seg_weight,
-        cls_weight=args.cls_weight, class_balance=args.class_balance, balance_power=args.balance_power,
-        label_smoothing=args.label_smoothing, ema_decay=args.ema_decay, augment=args.augment, colour_constancy=args.colour_constancy, encoder_weights=args.encoder_weights,
-        selection=args.selection, patience=args.patience, seed=args.seed, split_seed=args.split_seed, device=args.device, amp=args.amp,
-        num_workers=args.num_workers, max_samples=args.max_samples, split_fractions=list(args.split_fractions),
-        split_path=args.split_path, on_bad_data=args.on_bad_data, resume=args.resume, cache_dir=args.cache_dir,
-        compile=args.compile, sync_bn=args.sync_bn))
-    ctx = distributed.init_distributed(resolve_device(args.device))
-    params["world_size"] = ctx.world_size
+    cfg = TrainConfig.from_args(argv, prog="python -m skin_utils.train", description=__doc__)
     finished = False
     try:
-        train(args, params, ctx)
+        train(cfg)
         finished = True
     finally:
         distributed.cleanup(wait=finished)
     return 0
-
-
-def train(args, params: dict, ctx: distributed.Context) -> list[dict]:
-    started_at = time.perf_counter()  # a time budget counts from here
-    device, say = ctx.device, (print if ctx.is_main else (lambda *a, **k: None))
-    say(f"Training on {device} x {ctx.world_size} process(es): global batch {args.batch_size * ctx.world_size} "
-        f"({args.batch_size} per process), {torch.get_num_threads()} CPU threads per process")
-    seed_everything(args.seed)
-
-    # Data: rank 0 first (it may write the demo data, the split and the cache), the others reuse it.
-    with distributed.main_process_first():
-        data = load_data(args.data_dir, args.image_size, split_path=args.split_path,
-                         split_fractions=args.split_fractions, seed=args.split_seed, max_samples=args.max_samples,
-                         on_bad_data=args.on_bad_data, cache_dir=args.cache_dir, progress=ctx.is_main and args.progress)
-    check_trainable(data, args.seg_weight, args.cls_weight)
-
-    # The run folder: made by rank 0, its path sent to the others.
-    run = None
-    if ctx.is_main:
-        run = runs.start_run((resolve(args.reports_dir) / "runs"), args.run_name, params, resume=args.resume,
-                             overwrite=args.overwrite)
-    run = runs.Run(Path(distributed.broadcast_object(str(run.root) if run else None)))
-
-    # Model, loss, loaders, optimiser (rank 0 first: it may download the ImageNet weights).
-    with distributed.main_process_first():
-        model = MultiTaskNet(num_classes=len(CLASS_NAMES), encoder_weights=args.encoder_weights)
-    counts = train_class_counts(data)
-    loss_fn = build_loss(counts, args.seg_weight, args.cls_weight, args.class_balance, args.balance_power,
-                         args.label_smoothing)
-    loaders = train_val_loaders(data, args.batch_size, device, augment=args.augment,
-                                class_balance=args.class_balance, balance_power=args.balance_power,
-                                seed=args.seed, num_workers=args.num_workers)
-    plan, epochs = None, args.epochs
-    if args.time_budget is not None:  # measured on rank 0, the same epochs for every process
-        if ctx.is_main:
-            plan = plan_training(args.time_budget, started_at, model, loaders.train, loaders.val, loss_fn, device,
-                                 calibrate=args.cls_weight > 0, amp=args.amp, batch_transform=loaders.batch_transform,
-                                 normalization=normalization_config(args.colour_constancy),
-                                 compile=args.compile, saved=run.metrics / "budget.json", resume=args.resume,
-                                 ema_decay=args.ema_decay)
-            say(plan.describe())
-        plan = BudgetPlan.from_dict(distributed.broadcast_object(plan and plan.as_dict()))
-        epochs = plan.epochs
-    optimizer, scheduler = build_optimizer_and_schedule(model, args.lr, args.weight_decay, epochs,
-                                                        len(loaders.train), args.lr_schedule)
-    say(f"encoder weights: {model.encoder_weights_used}; training images per class: "
-        f"{dict(zip(CLASS_NAMES, counts.tolist()))}; run folder: {run.root}")
-
-    history = fit(model, loaders.train, loaders.val, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
-                  epochs=epochs, device=device, checkpoint_dir=run.checkpoints, class_names=CLASS_NAMES,
-                  image_size=data.image_size, batch_transform=loaders.batch_transform,
-                  normalization=normalization_config(args.colour_constancy), params={**params, "epochs": epochs},
-                  data=data.describe(), split_path=resolve(args.split_path), selection=args.selection,
-                  patience=args.patience, amp=args.amp, resume=args.resume, seed=args.seed,
-                  progress=args.progress, compile=args.compile, sync_bn=args.sync_bn, ema_decay=args.ema_decay,
-                  deadline=plan.deadline(started_at) if plan else None)
-
-    # Results (rank 0): the history and best epoch, the learning curves, LATEST -> this run.
-    if ctx.is_main:
-        from skin_utils import viz
-        from skin_utils.nb import report
-
-        best = max(history, key=lambda row: row["score"])
-        viz.save_figure(viz.plot_learning_curves(history, title=f"Learning curves · {data.name}"),
-                        run.figures / "train_learning_curves.png")
-        if args.cls_weight > 0:  # as notebook 02: temperature and thresholds fitted on validation, into best.pt
-            from skin_utils.trust.calibrate import calibrate_checkpoint
-
-            calibrate_checkpoint(run.best, data, tta=True, batch_size=args.batch_size, device=device, amp=args.amp,
-                                 progress=args.progress)
-        check = plan_check(plan, history)
-        if check and check["warning"]:
-            say("Warning: " + check["warning"])
-        report.write_json(run.metrics / "train.json", {
-            "best_epoch": best["epoch"], "selection": args.selection,
-            "selection_used": "+".join(selection_metrics(args.selection, trained_tasks(args.seg_weight, args.cls_weight))),
-            "best_val": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
-            "epochs_run": len(history), "checkpoint": str(run.best), "world_size": ctx.world_size,
-            "global_batch_size": args.batch_size * ctx.world_size,
-            "encoder_weights_used": model.encoder_weights_used, "history": history,
-            "data": data.describe(), "params": params, "time_budget_min": args.time_budget,
-            "budget_plan": plan and plan.as_dict(), "budget_check": check,
-            "minutes_taken": (time.perf_counter() - started_at) / 60})
-        runs.set_latest((resolve(args.reports_dir) / "runs"), run)
-        say(f"best epoch {best['epoch']} by {args.selection}: {run.best}")
-    return history
 
 
 if __name__ == "__main__":

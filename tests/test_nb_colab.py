@@ -136,28 +136,25 @@ def test_train_notebook_evaluates_and_predicts_in_the_same_colab_runtime(colab, 
 
     import IPython.display
 
-    from skin_utils import run_notebooks
+    from skin_utils import sweep
+    from skin_utils.config import TrainConfig
+    from skin_utils.runs import Run
 
     calls, shown = [], []
-    monkeypatch.setattr(run_notebooks, "main", lambda argv: calls.append(argv) or 0)
+    monkeypatch.setattr(sweep, "run_all", lambda options, only=None: calls.append((options, only)) or 0)
     monkeypatch.setattr(IPython.display, "display", shown.append)
     monkeypatch.setattr(IPython.display, "Image", lambda filename: Path(filename).name)
     if under_runner:
-        monkeypatch.setenv(run_notebooks.RUNNER_ENV, "1")
+        monkeypatch.setenv(sweep.RUNNER_ENV, "1")
     else:
-        monkeypatch.delenv(run_notebooks.RUNNER_ENV, raising=False)
-    (tmp_path / "sections").mkdir()
-    for name in ("03_evaluate", "04_inference"):
-        (tmp_path / "sections" / f"{name}.md").write_text(f"## {name}\n\ntable\n\n**Conclusion.** {name} is fine.\n")
-    from skin_utils.runs import Run
-
-    exec(_next_cell(), {"data_dir": "data", "reports_dir": "r", "run": Run(tmp_path), "reports": tmp_path,
-                        "Markdown": lambda text: text, "os": os, "sys": sys})
+        monkeypatch.delenv(sweep.RUNNER_ENV, raising=False)
+    exec(_next_cell(), {"cfg": TrainConfig(reports_dir="r"), "run": Run(tmp_path), "os": os, "sys": sys,
+                        "display": IPython.display.display, "Image": IPython.display.Image})
     if under_runner:
         assert calls == [] and shown == []
         return
-    assert calls == [["--only", "03_evaluate", "04_inference", "--data-dir", "data", "--reports-dir", "r",
-                      "--run-name", tmp_path.name]]
-    assert shown == ["`03_evaluate` **Conclusion.** 03_evaluate is fine.",
-                     "`04_inference` **Conclusion.** 04_inference is fine.",
-                     "evaluate_confusion_matrix.png", "inference_examples.png"]
+    assert calls == [({"data_dir": "data", "reports_dir": "r", "run_name": tmp_path.name},
+                      ["03_evaluate", "04_inference"])]
+    assert shown == ["evaluate_confusion_matrix.png", "inference_examples.png"]
+
+

@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from skin_utils import CLASS_NAMES, experiments
+from skin_utils import CLASS_NAMES, sweep
 from skin_utils.runs import Run, start_run
 from tests.test_runs import _fake_executor
 
@@ -33,7 +33,7 @@ GRID = [{"seg_weight": 1.0, "cls_weight": 1.0}, {"seg_weight": 1.0, "cls_weight"
 
 def test_rerunning_an_experiment_with_other_parameters_stops_and_names_them(tmp_path):
     calls = []
-    run = lambda **kw: experiments.run_experiment("e", GRID, seeds=[0], experiments_dir=tmp_path, root=tmp_path,  # noqa: E731
+    run = lambda **kw: sweep.run_experiment("e", GRID, seeds=[0], experiments_dir=tmp_path, root=tmp_path,  # noqa: E731
                                                   executor=_fake_executor(calls), progress=False, **kw)
     run(fixed={"epochs": 2})
     assert len(calls) == 6
@@ -48,7 +48,7 @@ def test_rerunning_an_experiment_with_other_parameters_stops_and_names_them(tmp_
     # the same parameters: every run is skipped; a new cell alone runs
     run(fixed={"epochs": 2})
     assert calls == []
-    status = experiments.run_experiment("e", GRID + [{"seg_weight": 0.3, "cls_weight": 1.0}], seeds=[0],
+    status = sweep.run_experiment("e", GRID + [{"seg_weight": 0.3, "cls_weight": 1.0}], seeds=[0],
                                         fixed={"epochs": 2}, experiments_dir=tmp_path, root=tmp_path,
                                         executor=_fake_executor(calls), progress=False)
     assert list(status["skipped"]) == [True, True, False] and [c[0] for c in calls].count("02_train") == 1
@@ -57,27 +57,27 @@ def test_rerunning_an_experiment_with_other_parameters_stops_and_names_them(tmp_
 
 
 def test_grid_values_that_differ_never_share_a_folder_and_misspelt_or_repeated_cells_stop(tmp_path):
-    assert experiments.cell_name({"lr": 1e-3}) != experiments.cell_name({"lr": 0.0010000004})
-    assert experiments.cell_name({"seg_weight": 1.0, "cls_weight": 0.0}) == "seg_weight=1,cls_weight=0"
+    assert sweep.cell_name({"lr": 1e-3}) != sweep.cell_name({"lr": 0.0010000004})
+    assert sweep.cell_name({"seg_weight": 1.0, "cls_weight": 0.0}) == "seg_weight=1,cls_weight=0"
     with pytest.raises(ValueError, match="same cell more than once"):
-        experiments.expand_grid([{"lr": 1e-3}, {"lr": 0.001}])
+        sweep.expand_grid([{"lr": 1e-3}, {"lr": 0.001}])
     calls = []
     with pytest.raises(ValueError, match="'learning_rate' in grid.*did you mean 'lr'"):
-        experiments.run_experiment("e", {"learning_rate": [1e-3]}, experiments_dir=tmp_path, root=tmp_path,
+        sweep.run_experiment("e", {"learning_rate": [1e-3]}, experiments_dir=tmp_path, root=tmp_path,
                                    executor=_fake_executor(calls), progress=False)
     with pytest.raises(ValueError, match="'epoch' in fixed.*did you mean 'epochs'"):
-        experiments.run_experiment("e", GRID, fixed={"epoch": 2}, experiments_dir=tmp_path, root=tmp_path,
+        sweep.run_experiment("e", GRID, fixed={"epoch": 2}, experiments_dir=tmp_path, root=tmp_path,
                                    executor=_fake_executor(calls), progress=False)
     assert calls == []
 
 
 def test_the_reference_is_checked_against_the_grid_before_any_run(tmp_path):
-    cells = experiments.expand_grid({"seg_weight": [1.0, 0.0]})
-    assert experiments.reference_cell(None, cells) == {"seg_weight": 1.0}  # none: the first cell
+    cells = sweep.expand_grid({"seg_weight": [1.0, 0.0]})
+    assert sweep.reference_cell(None, cells) == {"seg_weight": 1.0}  # none: the first cell
     with pytest.raises(ValueError, match="not a cell of the grid"):
-        experiments.reference_cell({"cls_weight": 1.0}, cells)
+        sweep.reference_cell({"cls_weight": 1.0}, cells)
     with pytest.raises(ValueError, match="not a cell of the grid"):
-        experiments.main(["--name", "x", "--grid", '{"seg_weight": [1.0, 0.0]}', "--reference", '{"cls_weight": 1.0}',
+        sweep.main(["experiment", "--name", "x", "--grid", '{"seg_weight": [1.0, 0.0]}', "--reference", '{"cls_weight": 1.0}',
                           "--experiments-dir", str(tmp_path)])
     assert not (tmp_path / "x").exists()
 
@@ -132,7 +132,7 @@ def test_training_on_a_labels_only_folder_trains_no_mask_and_counts_no_dice(synt
     folder = _labels_only_folder(synthetic_dir, tmp_path / "labels_only")
     common = ["--data-dir", str(folder), "--image-size", "32", "--epochs", "1", "--batch-size", "8",
               "--encoder-weights", "none", "--device", "cpu", "--amp", "off", "--reports-dir", str(tmp_path / "r"),
-              "--split-path", str(tmp_path / "split.csv"), "--no-progress", "--num-workers", "0"]
+              "--split-path", str(tmp_path / "split.csv"), "--num-workers", "0"]
     with pytest.raises(ValueError, match="(?s)has no lesion masks.*-p seg_weight 0"):
         train.main(common + ["--run-name", "with-masks"])
     assert train.main(common + ["--run-name", "cls-only", "--seg-weight", "0"]) == 0
@@ -220,8 +220,6 @@ def test_external_ids_match_ignoring_case_and_the_unmatched_are_warned_about_wit
 # --------------------------------------------------------------------------------------------
 
 def test_run_names_that_escape_or_change_are_refused_and_overwrite_stays_in_its_folder(tmp_path):
-    from skin_utils import run_notebooks
-
     runs = tmp_path / "reports" / "runs"
     other = start_run(runs, "other", {})
     other.last.write_bytes(b"keep me")
@@ -231,11 +229,11 @@ def test_run_names_that_escape_or_change_are_refused_and_overwrite_stays_in_its_
             start_run(runs, name, {}, overwrite=True)
     assert other.last.read_bytes() == b"keep me" and (tmp_path / "reports" / "REPORT.md").is_file()
     with pytest.raises(ValueError, match="cannot name a run folder"):
-        run_notebooks.main(["--run-name", "my run", "--reports-dir", str(tmp_path / "reports")])
-    from skin_utils.nb.params import ParameterError, check_params
+        sweep.run_all({"run_name": "my run", "reports_dir": str(tmp_path / "reports")})
+    from skin_utils.config import ConfigError, TrainConfig
 
-    with pytest.raises(ParameterError, match="'my-run'"):
-        check_params({"run_name": "my run"})
+    with pytest.raises(ConfigError, match="'my-run'"):
+        TrainConfig(run_name="my run")
 
 
 def test_a_plain_only_recalibration_keeps_the_stored_tta_record(synthetic_dir, tmp_path):
@@ -298,9 +296,9 @@ def test_a_misspelt_papermill_parameter_stops_the_notebook_with_the_nearest_name
         papermill.execute_notebook(str(ROOT / "notebooks" / "02_train.ipynb"), str(tmp_path / "out.ipynb"),
                                    parameters={"epoch": 5}, kernel_name="python3", language="python",
                                    cwd=str(ROOT), progress_bar=False)
-    from skin_utils.nb.params import check_no_unknown
+    from skin_utils.config import TrainConfig
 
-    check_no_unknown({"epochs": 5, "history": [], "_i3": "", "In": []}, {"epochs": 5}, "02_train")  # its own names pass
+    TrainConfig.from_notebook({"epochs": 5, "summary": {}, "_i3": "", "In": []})  # the notebook's own names pass
 
 
 def test_the_grad_cam_caption_names_the_class_its_map_explains(tmp_path):

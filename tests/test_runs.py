@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skin_utils import experiments
+from skin_utils import sweep
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.runs import Run, RunExistsError, default_run_name, find_run, set_latest, start_run
 
@@ -52,12 +52,12 @@ def test_latest_pointer_and_finding_runs(tmp_path):
 
 
 def test_grid_expansion():
-    assert experiments.expand_grid({"a": [1, 2], "b": [0]}) == [{"a": 1, "b": 0}, {"a": 2, "b": 0}]
-    assert experiments.expand_grid([{"a": 1}, {"b": 2}]) == [{"a": 1}, {"b": 2}]
+    assert sweep.expand_grid({"a": [1, 2], "b": [0]}) == [{"a": 1, "b": 0}, {"a": 2, "b": 0}]
+    assert sweep.expand_grid([{"a": 1}, {"b": 2}]) == [{"a": 1}, {"b": 2}]
     with pytest.raises(ValueError, match="non-empty list"):
-        experiments.expand_grid({"a": 3})
-    assert experiments.cell_name({"seg_weight": 1.0, "cls_weight": 0.0}) == "seg_weight=1,cls_weight=0"
-    assert experiments.tasks_of({"seg_weight": 0, "cls_weight": 1}) == ["classification"]
+        sweep.expand_grid({"a": 3})
+    assert sweep.cell_name({"seg_weight": 1.0, "cls_weight": 0.0}) == "seg_weight=1,cls_weight=0"
+    assert sweep.tasks_of({"seg_weight": 0, "cls_weight": 1}) == ["classification"]
 
 
 def _fake_executor(calls, fail_on=None):
@@ -74,7 +74,7 @@ def _fake_executor(calls, fail_on=None):
             return
         run = Run(Path(params["run"]))
         train = json.loads((run.root / "run.json").read_text())["params"]
-        tasks = experiments.tasks_of(train)
+        tasks = sweep.tasks_of(train)
         per_image = pd.DataFrame({"image_id": [f"i{k}" for k in range(40)], "lesion_id": [f"l{k // 2}" for k in range(40)],
                                   "true": [CLASS_NAMES[k % 7] for k in range(40)],
                                   "dice": rng.uniform(0.7, 0.95, 40), "jaccard": rng.uniform(0.6, 0.9, 40),
@@ -89,26 +89,26 @@ def test_experiment_skips_finished_runs_and_records_failures(tmp_path):
     calls = []
     grid = [{"seg_weight": 1.0, "cls_weight": 1.0}, {"seg_weight": 1.0, "cls_weight": 0.0}]
     fail = lambda p: p["cls_weight"] == 0.0 and p["seed"] == 1  # noqa: E731
-    status = experiments.run_experiment("abl", grid, seeds=[0, 1], fixed={"epochs": 1}, experiments_dir=tmp_path,
+    status = sweep.run_experiment("abl", grid, seeds=[0, 1], fixed={"epochs": 1}, experiments_dir=tmp_path,
                                         root=tmp_path, executor=_fake_executor(calls, fail), progress=False)
     assert list(status["status"]) == ["finished", "finished", "finished", "failed"]
     assert "CUDA out of memory" in status["error"].iloc[3]
     assert sum(name == "03_evaluate" for name, _ in calls) == 6  # val and test of the three that trained
     # a second call skips the finished runs and retries the failed one, resuming its folder
     calls.clear()
-    status = experiments.run_experiment("abl", grid, seeds=[0, 1], fixed={"epochs": 1}, experiments_dir=tmp_path,
+    status = sweep.run_experiment("abl", grid, seeds=[0, 1], fixed={"epochs": 1}, experiments_dir=tmp_path,
                                         root=tmp_path, executor=_fake_executor(calls), progress=False)
     assert list(status["skipped"]) == [True, True, True, False] and (status["status"] == "finished").all()
     assert [name for name, _ in calls] == ["02_train", "03_evaluate", "03_evaluate"]
-    table = experiments.gather("abl", tmp_path, root=tmp_path)
+    table = sweep.gather("abl", tmp_path, root=tmp_path)
     assert (tmp_path / "abl.csv").is_file()
     seg_only = table[table["cls_weight"] == 0.0]
     assert "balanced_accuracy" not in set(seg_only["metric"])  # untrained head: not applicable
     assert set(table["split"]) == {"val", "test"}
-    summary = experiments.summarize(table)
+    summary = sweep.summarize(table)
     joint = summary[(summary["cls_weight"] == 1.0) & (summary["metric"] == "dice") & (summary["split"] == "val")]
     assert joint["seeds"].item() == 2
-    diff = experiments.compare("abl", {"seg_weight": 1.0, "cls_weight": 1.0}, "val", tmp_path, root=tmp_path,
+    diff = sweep.compare("abl", {"seg_weight": 1.0, "cls_weight": 1.0}, "val", tmp_path, root=tmp_path,
                                n_resamples=20)
     assert set(diff["metric"]) == {"dice", "jaccard", "thresholded_jaccard"}  # only the shared head
     assert (diff["seeds"] == 2).all()
@@ -116,7 +116,7 @@ def test_experiment_skips_finished_runs_and_records_failures(tmp_path):
 
 def test_fixed_may_not_set_what_the_experiment_sets(tmp_path):
     with pytest.raises(ValueError, match="seed"):
-        experiments.run_experiment("x", {}, fixed={"seed": 3}, experiments_dir=tmp_path, root=tmp_path,
+        sweep.run_experiment("x", {}, fixed={"seed": 3}, experiments_dir=tmp_path, root=tmp_path,
                                    executor=_fake_executor([]), progress=False)
 
 
@@ -125,18 +125,18 @@ def test_multitask_verdict_states_help_harm_or_no_difference():
         {"metric": "dice", "difference": -0.02, "ci_low": -0.03, "ci_high": -0.01, "cell_tasks": "segmentation", "seeds": 3, "split": "val"},
         {"metric": "balanced_accuracy", "difference": 0.01, "ci_low": -0.03, "ci_high": 0.05, "cell_tasks": "classification", "seeds": 3, "split": "val"},
         {"metric": "dice", "difference": 0.01, "ci_low": -0.03, "ci_high": 0.05, "cell_tasks": "segmentation,classification", "seeds": 3, "split": "val"}])
-    seg, cls = experiments.multitask_verdict(diff)
+    seg, cls = sweep.multitask_verdict(diff)
     assert seg.startswith("Segmentation: joint training **helps**") and "+0.020 (95% CI +0.010 to +0.030" in seg
     assert cls.startswith("Classification: **no detectable difference**")
     only_joint = diff[diff["cell_tasks"].str.contains(",")]
-    assert all("no verdict" in line for line in experiments.multitask_verdict(only_joint))
+    assert all("no verdict" in line for line in sweep.multitask_verdict(only_joint))
 
 
 def test_summary_markdown_shows_means_intervals_and_not_applicable(tmp_path):
     grid = [{"seg_weight": 1.0, "cls_weight": 1.0}, {"seg_weight": 1.0, "cls_weight": 0.0}]
-    experiments.run_experiment("md", grid, seeds=[0, 1], experiments_dir=tmp_path, root=tmp_path,
+    sweep.run_experiment("md", grid, seeds=[0, 1], experiments_dir=tmp_path, root=tmp_path,
                                executor=_fake_executor([]), progress=False)
-    text = experiments.summary_markdown("md", {"seg_weight": 1.0, "cls_weight": 1.0}, tmp_path, root=tmp_path,
+    text = sweep.summary_markdown("md", {"seg_weight": 1.0, "cls_weight": 1.0}, tmp_path, root=tmp_path,
                                         n_resamples=20)
     assert "**val split**" in text and "**test split**" in text
     seg_only = next(line for line in text.splitlines() if line.startswith("| seg_weight=1,cls_weight=0 |"))

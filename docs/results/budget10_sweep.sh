@@ -14,7 +14,7 @@ FIXED='{"data_dir": "'$DATA'", "time_budget": 10, "split_seed": 2026, "calibrate
 EVAL='{"tta": false, "cam_max_images": 64, "n_bootstrap": 1000}'
 date
 for s in 0 1 2; do
-  $PY -m skin_utils.experiments --name $NAME --grid "$GRID" --seeds $s --fixed "$FIXED" --eval "$EVAL" --reference '{"image_size": 128}'
+  $PY -m skin_utils.sweep experiment --name $NAME --grid "$GRID" --seeds $s --fixed "$FIXED" --eval "$EVAL" --reference '{"image_size": 128}'
   for run in $EXP/$NAME/runs/*_seed$s; do
     for part in val test; do
       out=$run/notebooks/03_shifted_$part.ipynb
@@ -25,5 +25,5 @@ for s in 0 1 2; do
   done
   date
 done
-$PY -m skin_utils.experiments --name $NAME --grid "$GRID" --seeds 0 1 2 --fixed "$FIXED" --eval "$EVAL" --reference '{"image_size": 128}' --markdown $CLONE/docs/results/budget10.md
+$PY -m skin_utils.sweep experiment --name $NAME --grid "$GRID" --seeds 0 1 2 --fixed "$FIXED" --eval "$EVAL" --reference '{"image_size": 128}' --markdown $CLONE/docs/results/budget10.md
 date

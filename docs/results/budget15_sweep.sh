@@ -14,10 +14,10 @@ CAND='{"class_balance": "logit_adjusted", "balance_power": 1.0}'
 
 date
 if [ "${SKIP_SEED0:-0}" != 1 ]; then
-  $PY -m skin_utils.experiments --name budget15 --grid "[$REF, $CAND]" --seeds 0 --fixed "${FIXED}15}" --eval "$EVAL" --reference "$REF"
+  $PY -m skin_utils.sweep experiment --name budget15 --grid "[$REF, $CAND]" --seeds 0 --fixed "${FIXED}15}" --eval "$EVAL" --reference "$REF"
 fi
-$PY -m skin_utils.experiments --name budget15 --grid "[$REF]" --seeds 1 2 --fixed "${FIXED}15}" --eval "$EVAL"
+$PY -m skin_utils.sweep experiment --name budget15 --grid "[$REF]" --seeds 1 2 --fixed "${FIXED}15}" --eval "$EVAL"
 shifted_val budget15; date
-$PY -m skin_utils.experiments --name budget45 --grid "[$REF]" --seeds 0 --fixed "${FIXED}45}" --eval "$EVAL"
-$PY -m skin_utils.experiments --name budget45 --grid '[{"image_size": 128}]' --seeds 0 --fixed "${FIXED}45}" --eval "$EVAL"
+$PY -m skin_utils.sweep experiment --name budget45 --grid "[$REF]" --seeds 0 --fixed "${FIXED}45}" --eval "$EVAL"
+$PY -m skin_utils.sweep experiment --name budget45 --grid '[{"image_size": 128}]' --seeds 0 --fixed "${FIXED}45}" --eval "$EVAL"
 shifted_val budget45; date

@@ -13,7 +13,7 @@ for seed in ${SEEDS:-1 2}; do
   for cell in ${CELLS:-96 128}; do
     [ "$cell" = 96 ] && [ "$seed" = 2 ] && [ -z "${CELLS:-}" ] && continue   # as run: no time left for it
     if [ "$cell" = 96 ]; then GRID="[$REF]"; else GRID='[{"image_size": 128}]'; fi
-    $PY -m skin_utils.experiments --name budget45 --grid "$GRID" --seeds $seed --fixed "${FIXED}45}" --eval "$EVAL"
+    $PY -m skin_utils.sweep experiment --name budget45 --grid "$GRID" --seeds $seed --fixed "${FIXED}45}" --eval "$EVAL"
     date
   done
 done

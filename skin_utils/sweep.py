@@ -1,0 +1,451 @@
+"""The notebooks in order, and grids of runs over seeds: both executed with papermill.
+
+``python -m skin_utils.sweep all`` (what ``scripts/run_all.sh`` runs) executes 01_eda, 02_train,
+03_evaluate, 04_inference and 05_experiments, tied together by one data folder, one split, one
+reports folder and the run that 02 trains and 03/04 score; every option not given keeps the
+notebook's default. ``python -m skin_utils.sweep experiment`` trains every cell of a grid with
+every seed (02_train into ``<experiments_dir>/<name>/runs/<cell>_seed<k>/``), scores each run with
+03_evaluate on the validation and the test split, gathers one tidy table and compares every cell
+with a reference on the same lesions (paired bootstrap). Choices are made on validation.
+
+    python -m skin_utils.sweep all --epochs 5
+    python -m skin_utils.sweep experiment --name ablation --preset ablation --seeds 0 1 2 --fixed '{"epochs": 4}'
+
+Only the standard library and `skin_utils.config` load at import: ``--help`` and the runner work
+with a bare Python before setup (scripts/run_all.sh --help), so papermill, pandas and the metrics
+load inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from skin_utils.config import (EvaluateConfig, ExperimentConfig, TrainConfig, check_names, check_run_name,
+                               notebooks_dir, project_root, resolve, slug)
+from skin_utils.runs import LATEST, Run, default_run_name, find_run
+
+NOTEBOOKS = ("01_eda", "02_train", "03_evaluate", "04_inference", "05_experiments")
+RUNNER_ENV = "SKIN_UTILS_RUNNER"  # set for the kernels the runner starts (02_train's Colab cell checks it)
+RUNNER_OPTIONS = ("data_dir", "epochs", "time_budget", "image_size", "batch_size", "max_samples", "reports_dir",
+                  "run_name")
+SPLITS = ("val", "test")
+STATUS = "status.json"
+TASK_METRICS = {"segmentation": ("dice", "jaccard", "thresholded_jaccard"),
+                "classification": ("accuracy", "balanced_accuracy", "macro_auc", "mel_auc", "mel_sensitivity",
+                                   "mel_specificity")}
+# The multi-task ablation: each head alone, both at equal weight, and two other ratios.
+PRESETS = {"ablation": [{"seg_weight": 1.0, "cls_weight": 0.0}, {"seg_weight": 0.0, "cls_weight": 1.0},
+                        {"seg_weight": 1.0, "cls_weight": 1.0}, {"seg_weight": 1.0, "cls_weight": 0.3},
+                        {"seg_weight": 0.3, "cls_weight": 1.0}]}
+
+
+def execute(name: str, output: Path, params: dict, root: Path, log_output: bool = False) -> Path:
+    """Execute ``notebooks/<name>.ipynb`` with papermill into ``output`` (kernel cwd: ``root``)."""
+    import papermill  # heavy, and absent before setup: the runner's --help must work with a bare Python
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(str(notebooks_dir() / f"{name}.ipynb"), str(output), parameters=params, cwd=str(root),
+                               kernel_name="python3", language="python", log_output=log_output, progress_bar=False)
+    return output
+
+
+# --------------------------------------------------------------------------------------- all notebooks
+def notebook_params(options: dict, run_name: str) -> dict[str, dict]:
+    """What each notebook is given: the options the user set (None: not set) where they apply, and
+    the paths that tie the notebooks together (one data folder, split, reports folder and run)."""
+    given = {k: v for k, v in options.items() if v is not None}
+    reports = given.get("reports_dir", TrainConfig.reports_dir)
+    data_dir = given.get("data_dir", TrainConfig.data_dir)
+    ties = {"data_dir": data_dir, "split_path": str(Path(reports) / "split.csv"), "reports_dir": reports}
+    train = {k: given[k] for k in ("epochs", "time_budget", "image_size", "batch_size", "max_samples") if k in given}
+    fixed = {**ExperimentConfig().fixed, "data_dir": data_dir} if "data_dir" in given else None
+    return {"01_eda": {**ties, **({"max_samples": given["max_samples"]} if "max_samples" in given else {})},
+            "02_train": {**ties, **train, "run_name": run_name},
+            "03_evaluate": {"reports_dir": reports, "run": run_name},  # 03 reads the data and split of the run
+            "04_inference": {"reports_dir": reports, "run": run_name},
+            "05_experiments": {"experiments_dir": str(Path(reports) / "experiments"),
+                               **({"fixed": fixed} if fixed else {})}}
+
+
+def run_all(options: dict, only=None, log_output: bool = False) -> int:
+    """Execute the notebooks (``only``: some of them) in order; 0 when all succeed."""
+    check_run_name(options.get("run_name"))  # before anything runs: the one name 02, 03 and 04 use
+    root, names = project_root(), only or NOTEBOOKS
+    reports = resolve(options.get("reports_dir") or TrainConfig.reports_dir, root)
+    run_name = options.get("run_name") or (
+        default_run_name(TrainConfig.create({k: v for k, v in options.items() if v is not None}).to_dict())
+        if "02_train" in names else find_run(LATEST, reports / "runs").name)
+    plan = notebook_params(options, run_name)
+    print(f"Data: {plan['02_train']['data_dir']}; run {reports / 'runs' / run_name}")
+    old, os.environ[RUNNER_ENV] = os.environ.get(RUNNER_ENV), "1"
+    try:
+        for name in names:
+            out = (reports if name in ("01_eda", "05_experiments") else reports / "runs" / run_name) / "notebooks"
+            print(f"== {name} " + " ".join(f"{k}={v!r}" for k, v in plan[name].items()))
+            t0 = time.perf_counter()
+            try:
+                execute(name, out / f"{name}.ipynb", plan[name], root, log_output)
+            except Exception as err:  # papermill.PapermillExecutionError and friends
+                print(f"\n{name} failed: {err}\nThe executed notebook with the error is {out / (name + '.ipynb')}.",
+                      file=sys.stderr)
+                return 1
+            print(f"   done in {time.perf_counter() - t0:.0f} s -> {out / (name + '.ipynb')}")
+    finally:
+        if old is None:
+            del os.environ[RUNNER_ENV]
+        else:
+            os.environ[RUNNER_ENV] = old
+    print(f"\nReport: {reports / 'REPORT.md'} (this run: {reports / 'runs' / run_name / 'REPORT.md'})")
+    return 0
+
+
+# --------------------------------------------------------------------------------------- experiments
+def expand_grid(grid) -> list[dict]:
+    """A dict ``{param: [values]}`` gives every combination; a list of dicts gives those cells.
+    Two cells that would share a folder stop it."""
+    if isinstance(grid, dict):
+        for key, values in grid.items():
+            if not isinstance(values, (list, tuple)) or not values:
+                raise ValueError(f"grid[{key!r}]={values!r}: expected a non-empty list of values.")
+        cells = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+    elif isinstance(grid, (list, tuple)) and grid and all(isinstance(c, dict) for c in grid):
+        cells = [dict(c) for c in grid]
+    else:
+        raise ValueError(f"grid={grid!r}: expected a dict of parameter -> list of values, or a list of dicts.")
+    names = [cell_name(c) for c in cells]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"grid={grid!r} gives the same cell more than once ({', '.join(twice)}): each cell must "
+                         "differ from the others, or its runs would be one folder.")
+    return cells
+
+
+def cell_name(cell: dict) -> str:
+    """``seg_weight=1,cls_weight=0``; floats short unless that loses digits (two values never share a folder)."""
+    def text(v):
+        return (f"{v:g}" if float(f"{v:g}") == v else repr(v)) if isinstance(v, float) else str(v)
+    return slug(",".join(f"{k}={text(v)}" for k, v in cell.items())) if cell else "default"
+
+
+def run_name(cell: dict, seed: int) -> str:
+    return f"{cell_name(cell)}_seed{seed}"
+
+
+def reference_cell(reference: dict | None, cells: list[dict]) -> dict:
+    """The cell the others are compared with, checked before any run starts; None: the first cell."""
+    if reference is None:
+        return cells[0]
+    if reference not in cells:
+        raise ValueError(f"reference={reference!r} is not a cell of the grid, so nothing could be compared with "
+                         f"it; the cells are {cells}. Pass one of them, or none (the first cell is then the reference).")
+    return reference
+
+
+def tasks_of(params: dict) -> list[str]:
+    """The heads a run with these 02_train parameters trains."""
+    return TrainConfig.create({k: v for k, v in params.items() if k in ("seg_weight", "cls_weight")}).tasks
+
+
+def _status(run: Run) -> dict:
+    path = run.root / STATUS
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _set_status(run: Run, **status) -> None:
+    run.root.mkdir(parents=True, exist_ok=True)
+    (run.root / STATUS).write_text(json.dumps(status, indent=2, default=str))
+
+
+def config_differences(recorded: dict | None, wanted: dict) -> list[str]:
+    """``job parameter: old -> new`` for each difference between what a run recorded and what is asked now."""
+    if not recorded:
+        return ["it recorded no parameters (made by an older skin_utils), so its results cannot be trusted to match"]
+    out = []
+    for job in sorted(set(recorded) | set(wanted)):
+        old, new = recorded.get(job), wanted.get(job)
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += [f"{job} {k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
+                    for k in sorted(set(old) | set(new)) if old.get(k, "<unset>") != new.get(k, "<unset>")]
+        elif old != new:
+            out.append(f"{job}: {old!r} -> {new!r}")
+    return out
+
+
+def run_experiment(name: str, grid, seeds=(0,), fixed: dict | None = None, *, experiments_dir="reports/experiments",
+                   eval_params: dict | None = None, splits=SPLITS, root=None, executor=execute, progress: bool = True):
+    """Train and evaluate every (cell, seed); return the status of each run (a DataFrame).
+
+    ``fixed`` goes to every 02_train run, ``eval_params`` to every 03_evaluate run; a name that is
+    not a parameter of that notebook stops here with the nearest one. Each run records every
+    parameter it is trained and evaluated with (``status.json``): a finished run is skipped, an
+    interrupted or failed one resumed, but only with the same parameters; when any existing run
+    was made with others, nothing runs and the error names each difference."""
+    import pandas as pd  # heavy: loaded only for experiments (see `execute`)
+    from tqdm.auto import tqdm
+
+    root = Path(root) if root is not None else project_root()
+    fixed, eval_params = dict(fixed or {}), dict(eval_params or {})
+    clash = {"seed", "run_name", "reports_dir", "resume", "overwrite"} & set(fixed)
+    if clash:
+        raise ValueError(f"fixed sets {sorted(clash)}: the experiment sets these itself (seeds with `seeds`).")
+    cells = expand_grid(grid)
+    check_names(fixed, TrainConfig.names(), "fixed (02_train parameters)")
+    for cell in cells:
+        check_names(cell, TrainConfig.names(), "grid (02_train parameters)")
+    check_names(eval_params, EvaluateConfig.names(), "eval_params (03_evaluate parameters)")
+    folder = resolve(experiments_dir, root) / slug(name)
+    # the experiment's own lesion-level split unless one is given: every run shares it (paired comparisons)
+    fixed.setdefault("split_path", str(folder / "split.csv"))
+    plan = []
+    for cell, seed in itertools.product(cells, seeds):
+        run = Run(folder / "runs" / run_name(cell, int(seed)))
+        train = {**fixed, **cell, "seed": int(seed), "run_name": run.name, "reports_dir": str(folder)}
+        config = json.loads(json.dumps({"train": train, "evaluate": eval_params, "splits": list(splits)}, default=str))
+        plan.append((cell, int(seed), run, train, config))
+    conflicts = [(run.name, config_differences(_status(run).get("config"), config)) for _, _, run, _, config in plan
+                 if (_status(run) or run.results()) and _status(run).get("config") != config]
+    if conflicts:
+        listed = "\n".join(f"  {n}: " + "; ".join(d) for n, d in conflicts[:10])
+        raise ValueError(f"Experiment {name!r} in {folder} already has {len(conflicts)} run(s) made with other "
+                         f"parameters than these, and its summary would show their numbers under the new ones:\n"
+                         f"{listed}\nRun the new configuration under another experiment name, or delete that "
+                         "folder to start again.")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "experiment.json").write_text(json.dumps({"name": name, "grid": grid, "cells": cells, "seeds": list(seeds),
+                                                        "fixed": fixed, "eval_params": eval_params,
+                                                        "splits": list(splits)}, indent=2, default=str))
+    statuses = []
+    for cell, seed, run, train, config in tqdm(plan, desc=f"experiment {name}", disable=not progress):
+        row = {"run": run.name, "status": "finished", "skipped": True, "seconds": 0.0, "error": None}
+        if _status(run).get("status") != "finished":
+            t0 = time.perf_counter()
+            _set_status(run, status="running", config=config, cell=cell, seed=seed)
+            try:
+                executor("02_train", run.notebooks / "02_train.ipynb", {**train, "resume": run.last.exists()}, root)
+                for split in splits:
+                    executor("03_evaluate", run.notebooks / f"03_evaluate_{split}.ipynb",
+                             {**eval_params, "run": str(run.root), "split": split}, root)
+                row.update(skipped=False, seconds=time.perf_counter() - t0)
+            except Exception as err:  # papermill.PapermillExecutionError and anything else: record, go on
+                lines = str(err).strip().splitlines()
+                row.update(status="failed", skipped=False, seconds=time.perf_counter() - t0,
+                           error=f"{type(err).__name__}: {lines[-1] if lines else ''}")
+                print(f"run {run.name} failed: {row['error']}\n  (the executed notebooks are in {run.notebooks})",
+                      file=sys.stderr)
+            _set_status(run, status=row["status"], seconds=row["seconds"], error=row["error"], config=config,
+                        cell=cell, seed=seed, traceback=traceback.format_exc(limit=3) if row["error"] else None)
+        statuses.append(row)
+    return pd.DataFrame(statuses, columns=["run", "status", "skipped", "seconds", "error"])
+
+
+def _meta(name: str, experiments_dir, root) -> tuple[Path, dict]:
+    folder = resolve(experiments_dir, root) / slug(name)
+    return folder, json.loads((folder / "experiment.json").read_text())
+
+
+def gather(name: str, experiments_dir="reports/experiments", root=None, write: bool = True):
+    """One row per run, split and metric (``experiment, run, <grid parameters>, seed, split, metric,
+    value, ci_low, ci_high, status``); metrics of a head the run did not train are left out.
+    Written to ``<experiments_dir>/<name>.csv``."""
+    import pandas as pd  # heavy: loaded only for experiments (see `execute`)
+
+    folder, meta = _meta(name, experiments_dir, root)
+    keys = sorted({k for cell in meta["cells"] for k in cell})
+    rows = []
+    for cell, seed in itertools.product(meta["cells"], meta["seeds"]):
+        run = Run(folder / "runs" / run_name(cell, seed))
+        status = _status(run).get("status", "missing")
+        base = {"experiment": name, "run": run.name, **{k: cell.get(k) for k in keys}, "seed": seed}
+        if status != "finished":
+            rows.append({**base, "split": None, "metric": None, "value": float("nan"), "ci_low": float("nan"),
+                         "ci_high": float("nan"), "status": status})
+            continue
+        for split in meta["splits"]:
+            result = json.loads(run.evaluation(split).read_text())
+            for task in result.get("tasks", list(TASK_METRICS)):
+                for metric in TASK_METRICS[task]:
+                    if result.get(metric) is not None:
+                        lo, hi = result.get("ci95", {}).get(metric, [float("nan")] * 2)
+                        rows.append({**base, "split": split, "metric": metric, "value": result[metric],
+                                     "ci_low": lo, "ci_high": hi, "status": status})
+    table = pd.DataFrame(rows)
+    if write:
+        table.to_csv(folder.parent / f"{slug(name)}.csv", index=False)
+    return table
+
+
+def summarize(table, metrics=None):
+    """Mean ± sd over seeds for each cell, split and metric (finished runs only)."""
+    import pandas as pd  # heavy: loaded only for experiments (see `execute`)
+
+    from skin_utils.stats import HEADLINE_METRICS, mean_sd
+
+    metrics = HEADLINE_METRICS if metrics is None else metrics
+    done = table[table["status"] == "finished"]
+    params = [c for c in table.columns if c not in
+              {"experiment", "run", "seed", "split", "metric", "value", "ci_low", "ci_high", "status"}]
+    rows = []
+    for key, group in done.groupby(params + ["split", "metric"], dropna=False, sort=False):
+        if key[-1] in metrics:
+            mean, sd, n = mean_sd(group["value"])
+            rows.append({**dict(zip(params + ["split", "metric"], key)), "mean": mean, "sd": sd, "seeds": n})
+    return pd.DataFrame(rows)
+
+
+def compare(name: str, reference: dict, split: str = "val", experiments_dir="reports/experiments", root=None,
+            n_resamples: int = 1000, seed: int = 0):
+    """Every other cell against ``reference`` on ``split``: the difference of the seed-averaged metric
+    with a paired lesion-level bootstrap interval (the same resamples for both sides, over the seeds
+    both finished), for the heads both trained. Empty when the reference has no finished run."""
+    import pandas as pd  # heavy: loaded only for experiments (see `execute`)
+
+    from skin_utils.labels import CLASS_NAMES
+    from skin_utils.stats import paired_bootstrap_seeds, read_per_image
+
+    folder, meta = _meta(name, experiments_dir, root)
+
+    def tables(cell):
+        runs_ = {s: Run(folder / "runs" / run_name(cell, s)) for s in meta["seeds"]}
+        return {s: read_per_image(r.per_image(split)) for s, r in runs_.items() if _status(r).get("status") == "finished"}
+
+    ref = tables(reference)
+    frames = []
+    for cell in (c for c in meta["cells"] if c != reference and ref):
+        other = tables(cell)
+        seeds = sorted(set(other) & set(ref))
+        tasks = [t for t in tasks_of(cell) if t in tasks_of(reference)]
+        if seeds and tasks:
+            diff = paired_bootstrap_seeds([ref[s] for s in seeds], [other[s] for s in seeds], CLASS_NAMES,
+                                          n_resamples=n_resamples, seed=seed, tasks=tasks)
+            frames.append(diff.reset_index().assign(cell=cell_name(cell), reference=cell_name(reference),
+                                                    cell_tasks=",".join(tasks_of(cell)), split=split, seeds=len(seeds)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def multitask_verdict(diff) -> list[str]:
+    """Does joint training help? ``diff``: `compare` with the joint cell as reference; for each
+    single-head cell, its headline metrics minus the joint model's, stated as help or harm when the
+    95% interval excludes 0, else as no detectable difference (with the interval)."""
+    lines = []
+    headline = {"segmentation": ("dice", "thresholded_jaccard"), "classification": ("balanced_accuracy", "macro_auc")}
+    single = diff[~diff["cell_tasks"].str.contains(",")] if not diff.empty else diff
+    for task, metrics in headline.items():
+        rows = single[(single["cell_tasks"] == task) & single["metric"].isin(metrics)] if not diff.empty else single
+        if rows.empty:
+            lines.append(f"{task.capitalize()}: no {task}-only run to compare with, so no verdict.")
+            continue
+        parts, verdicts = [], set()
+        for _, r in rows.iterrows():  # joint - single = -(single - joint)
+            d, lo, hi = -r["difference"], -r["ci_high"], -r["ci_low"]
+            verdicts.add("helps" if lo > 0 else "hurts" if hi < 0 else "unclear")
+            parts.append(f"{r['metric']} joint − {task} only = {d:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}, "
+                         f"{int(r['seeds'])} seed(s), {r['split']} split)")
+        word = {frozenset({"helps"}): "joint training **helps**", frozenset({"hurts"}): "joint training **hurts**",
+                frozenset({"unclear"}): "**no detectable difference** between joint and single-task training"
+                }.get(frozenset(verdicts), "**mixed** evidence")
+        lines.append(f"{task.capitalize()}: {word}: " + "; ".join(parts) + ".")
+    return lines
+
+
+def summary_markdown(name: str, reference: dict | None = None, experiments_dir="reports/experiments", root=None,
+                     n_resamples: int = 1000, metrics=None) -> str:
+    """The experiment in Markdown: per cell, each metric's mean ± sd over seeds on validation and
+    test [mean of the runs' lesion-level 95% CIs]; with a ``reference``, the paired differences and
+    the multi-task verdict."""
+    from skin_utils.stats import HEADLINE_METRICS, mean_sd
+
+    table = gather(name, experiments_dir, root, write=False)
+    done = table[table["status"] == "finished"]
+    _, meta = _meta(name, experiments_dir, root)
+    failed = table.loc[table["status"] != "finished", "run"].nunique()
+    lines = [f"Experiment `{name}`: {len(meta['cells'])} cell(s) × seeds {meta['seeds']}; fixed {meta['fixed']}; "
+             f"evaluation {meta['eval_params']}. {done['run'].nunique()} run(s) finished"
+             + (f", {failed} not" if failed else "") + ". Values: mean ± sd over seeds [mean of the runs' lesion-level "
+             "95% CIs]; n/a: head not trained.", ""]
+    shown = [m for m in (metrics or HEADLINE_METRICS) if m in set(done["metric"])]
+    for split in meta["splits"]:
+        lines += [f"**{split} split**", "", "| cell | " + " | ".join(shown) + " |", "|---" * (len(shown) + 1) + "|"]
+        for cell in meta["cells"]:
+            rows = done[(done["run"].str.replace(r"_seed\d+$", "", regex=True) == cell_name(cell))
+                        & (done["split"] == split)]
+            cells = []
+            for m in shown:
+                r = rows[rows["metric"] == m]
+                mean, sd, n = mean_sd(r["value"])
+                lo, hi = r["ci_low"].mean(), r["ci_high"].mean()
+                cells.append("n/a" if r.empty else f"{mean:.3f}" + (f" ± {sd:.3f}" if n > 1 else "")
+                             + (f" [{lo:.3f}–{hi:.3f}]" if lo == lo and hi == hi else ""))
+            lines.append(f"| {cell_name(cell)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    for split in meta["splits"] if reference is not None else ():
+        diff = compare(name, reference, split, experiments_dir, root, n_resamples=n_resamples)
+        if diff.empty:
+            continue
+        lines += [f"**Paired differences against `{cell_name(reference)}`, {split} split** (seed-averaged, "
+                  f"lesion-level paired bootstrap, {n_resamples} resamples)", "",
+                  "| cell | metric | cell − reference | 95% CI | excludes 0 |", "|---|---|---|---|---|"]
+        lines += [f"| {r['cell']} | {r['metric']} | {r['difference']:+.3f} | {r['ci_low']:+.3f} to {r['ci_high']:+.3f} "
+                  f"| {'yes' if r['excludes_zero'] else 'no'} |" for _, r in diff.iterrows()]
+        lines += ["", *[f"- {v}" for v in multitask_verdict(diff)], ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------- command line
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m skin_utils.sweep", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("all", help="execute notebooks 01-05 in order (scripts/run_all.sh)")
+    meanings = TrainConfig.meanings()
+    for option in RUNNER_OPTIONS:
+        kind = {"epochs": int, "image_size": int, "batch_size": int, "max_samples": int, "time_budget": float}
+        a.add_argument("--" + option.replace("_", "-"), type=kind.get(option, str),
+                       help=f"{meanings[option]} (notebook default: {getattr(TrainConfig, option, None)!r})")
+    a.add_argument("--only", nargs="+", choices=NOTEBOOKS, help="run only these notebooks")
+    a.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    e = sub.add_parser("experiment", help="a grid of 02_train parameters over seeds, scored by 03_evaluate")
+    e.add_argument("--name", required=True, help="experiment name (folder under --experiments-dir)")
+    grid = e.add_mutually_exclusive_group(required=True)
+    grid.add_argument("--grid", type=json.loads, help='JSON: {"param": [values]} or [{"param": value}, ...]')
+    grid.add_argument("--preset", choices=sorted(PRESETS), help="a built-in grid (ablation: the multi-task ablation)")
+    e.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    e.add_argument("--fixed", type=json.loads, default={}, help="JSON: parameters every 02_train run gets")
+    e.add_argument("--eval", type=json.loads, default={}, help="JSON: parameters every 03_evaluate run gets")
+    e.add_argument("--reference", type=json.loads, default=None,
+                   help="JSON: the cell the others are compared with; default: the joint cell of the ablation preset, "
+                        "else the first cell")
+    e.add_argument("--experiments-dir", default="reports/experiments")
+    e.add_argument("--markdown", default=None, help="also write the summary (tables, paired differences) to this file")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "all":
+        return run_all({k: getattr(args, k) for k in RUNNER_OPTIONS}, args.only, args.log_output)
+    cells = expand_grid(PRESETS[args.preset] if args.preset else args.grid)
+    default = {"seg_weight": 1.0, "cls_weight": 1.0} if args.preset == "ablation" else None
+    reference = reference_cell(args.reference or default, cells)  # checked before any run
+    status = run_experiment(args.name, cells, args.seeds, args.fixed, experiments_dir=args.experiments_dir,
+                            eval_params=args.eval)
+    print(status.to_string(index=False))
+    table = gather(args.name, args.experiments_dir)
+    if not table.empty and (table["status"] == "finished").any():
+        print(summarize(table).to_string(index=False))
+        markdown = summary_markdown(args.name, reference, args.experiments_dir)
+        print(markdown)
+        if args.markdown:
+            Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.markdown).write_text(markdown + "\n")
+    return 0 if (status["status"] == "finished").all() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
