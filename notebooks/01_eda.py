@@ -43,14 +43,11 @@ import numpy as np
 from skin_utils import CLASS_NAMES, viz
 from skin_utils.nb import conclusions, report
 from skin_utils.data.eda import lesion_area_fractions, sample_per_class
-from skin_utils.nb.params import check_params
-from skin_utils.nb.paths import resolve
+from skin_utils.config import EdaConfig, resolve
 from skin_utils.data.splits import split_summary
 from skin_utils.data.loading import load_data
 
-params = check_params(dict(data_dir=data_dir, split_fractions=split_fractions, split_path=split_path, seed=seed,
-                           max_samples=max_samples, max_mask_images=max_mask_images, per_class=per_class,
-                           on_bad_data=on_bad_data, reports_dir=reports_dir), namespace=globals(), notebook="01_eda")
+params = EdaConfig.from_notebook(globals()).to_dict()  # checked: a wrong value or a misspelt name stops here
 reports = resolve(reports_dir)
 figures = reports / "figures"
 

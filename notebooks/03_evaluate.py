@@ -97,20 +97,13 @@ from skin_utils.trust.assess import (assess_trust, calibration_table, cam_check,
                                      cam_summary_table, choose_cam_examples, operating_point_table, referral_table,
                                      trust_section)
 from skin_utils.losses import trained_tasks
-from skin_utils.nb.params import check_params
-from skin_utils.nb.paths import resolve
+from skin_utils.config import EvaluateConfig, resolve
 from skin_utils.data.loading import load_data
 from skin_utils.runs import run_to_score
 from skin_utils.stats import bootstrap_ci, read_per_image
 from skin_utils.viz.evaluate import plot_cases, plot_domain_shift
 
-params = check_params(dict(run=run, checkpoint=checkpoint, data_dir=data_dir, split=split, split_path=split_path,
-                           label_map=label_map, label_column=label_column, id_column=id_column,
-                           batch_size=batch_size, threshold=threshold, tta=tta, n_examples=n_examples,
-                           recalibrate=recalibrate, mc_samples=mc_samples, cam_method=cam_method,
-                           cam_max_images=cam_max_images, n_bootstrap=n_bootstrap, bootstrap_seed=bootstrap_seed,
-                           device=device, amp=amp, on_bad_data=on_bad_data, reports_dir=reports_dir),
-                      must_exist=("checkpoint",) if checkpoint else (), namespace=globals(), notebook="03_evaluate")
+params = EvaluateConfig.from_notebook(globals()).to_dict()  # checked: a wrong value or a misspelt name stops here
 out, checkpoint_path = run_to_score(run, checkpoint and resolve(checkpoint), resolve(reports_dir) / "runs")
 figures = out.figures
 device = resolve_device(device)

@@ -59,15 +59,11 @@ from skin_utils.nb import conclusions, report
 from skin_utils.data.imageio import read_image
 from skin_utils.inference import (Predictor, flags_caption, predictions_table, save_overlays, time_single_image,
                                   write_demo_images)
-from skin_utils.nb.params import check_params
-from skin_utils.nb.paths import resolve
+from skin_utils.config import InferConfig, resolve
 from skin_utils.demo.synthetic import SYNTHETIC_NOTE
 from skin_utils.runs import run_to_score
 
-params = check_params(dict(run=run, checkpoint=checkpoint, input_dir=input_dir, n_demo_images=n_demo_images,
-                           batch_size=batch_size, threshold=threshold, tta=tta, cam=cam, mc_samples=mc_samples,
-                           device=device, amp=amp, reports_dir=reports_dir),
-                      must_exist=(("checkpoint",) if checkpoint else ()) + (("input_dir",) if input_dir else ()), namespace=globals(), notebook="04_inference")
+params = InferConfig.from_notebook(globals()).to_dict()  # checked: a wrong value or a misspelt name stops here
 out, checkpoint_path = run_to_score(run, checkpoint and resolve(checkpoint), resolve(reports_dir) / "runs")
 reports = out.root
 out_dir = reports / "inference"

@@ -77,7 +77,7 @@ class Checkpoint:
     # (absent in older files: None), "p": its norm (6); read it with datasets.Normalize.from_config
     normalization: dict = field(default_factory=imagenet_normalization)
     # --- how it was trained
-    params: dict = field(default_factory=dict)   # the training notebook's parameters (check_params output)
+    params: dict = field(default_factory=dict)   # the run's TrainConfig.to_dict() (and the epochs bought, the world size)
     encoder_weights_used: str | None = None      # what initialised the encoder (MultiTaskNet.encoder_weights_used)
     data: dict = field(default_factory=dict)     # the training data's description (Data.describe(): data_dir, fingerprint, ...)
     split_path: str | None = None                # the lesion-level split file (absolute path) the run used

@@ -371,6 +371,7 @@ class EvaluateConfig(Config):
     def check(self):
         if self.mc_samples == 1:
             raise ConfigError("Parameter mc_samples=1: expected 0 (Monte-Carlo dropout off) or at least 2 samples.")
+        _must_exist(self, "checkpoint")
         for name in ("label_column", "id_column"):
             if getattr(self, name) is not None and not getattr(self, name).strip():
                 raise ConfigError(f"Parameter {name}={getattr(self, name)!r}: expected a column name or None.")
@@ -400,6 +401,14 @@ class InferConfig(Config):
     def check(self):
         if self.mc_samples == 1:
             raise ConfigError("Parameter mc_samples=1: expected 0 (Monte-Carlo dropout off) or at least 2 samples.")
+        _must_exist(self, "checkpoint", "input_dir")
+
+
+def _must_exist(cfg, *names) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and not resolve(value).exists():
+            raise ConfigError(f"Parameter {name}={value!r}: {resolve(value)} does not exist.")
 
 
 @dataclasses.dataclass

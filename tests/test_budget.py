@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from skin_utils import CLASS_NAMES
-from skin_utils.budget import (CHECK_MIN_BATCHES, BudgetError, BudgetPlan, budget_summary, format_seconds, measure_batch_seconds, plan_check,
+from skin_utils.budget import (CHECK_MIN_BATCHES, BudgetError, BudgetPlan, budget_summary, format_seconds, plan_check,
                                plan_epochs, plan_training, seconds_per_batch)
 from skin_utils.data.loading import load_data, train_class_counts, train_val_loaders
-from skin_utils.engine import _out_of_time, build_optimizer_and_schedule, fit
+from skin_utils.engine import _out_of_time, build_optimizer_and_schedule, fit, measure_batch_seconds
 from skin_utils.losses import MultiTaskLoss, class_weights_from_counts
 from skin_utils.model import MultiTaskNet
-from skin_utils.nb.params import ParameterError, check_params
+from skin_utils.config import ConfigError, TrainConfig
 from tests.conftest import ROOT
 
 
@@ -86,41 +86,50 @@ def test_plan_training_with_mocked_clock_and_throughput_saves_and_resumes(demo, 
     started = clock()
     clock.advance(42.0)  # data loading
 
-    def measure(*args, **kw):
+    def measure():
         clock.advance(3.0)  # the measurement costs time too
         return 0.5, 0.2
 
     saved = tmp_path / "metrics" / "budget.json"
-    plan = plan_training(10, started, model, train, val, loss_fn, "cpu", calibrate_tta=False, saved=saved,
-                         clock=clock, measure=measure)
+    plan = plan_training(10, started, measure, len(train), len(val), calibrate_tta=False, saved=saved, clock=clock)
     expected = plan_epochs(600, spent_before_s=45.0, train_batch_s=0.5, val_batch_s=0.2, train_batches=len(train),
                            val_batches=len(val), after_val_passes=1)
     assert plan == expected and plan.spent_before_s == 45.0
     assert BudgetPlan.from_dict(json.loads(saved.read_text())) == plan
     assert plan.deadline(started) == started + 600 - plan.after_s
 
-    def must_not_measure(*args, **kw):
+    def must_not_measure():
         raise AssertionError("a resumed run keeps its plan")
 
-    kept = plan_training(10, 0.0, model, train, val, loss_fn, "cpu", saved=saved, resume=True, clock=clock,
-                         measure=must_not_measure)
-    assert kept == plan
+    kept = plan_training(10, 0.0, must_not_measure, len(train), len(val), saved=saved, resume=True, clock=clock)
+    assert kept.epochs == plan.epochs and kept.resumed  # the first start's time counts on resume
+    assert kept.deadline(started) == plan.deadline(started) - plan.spent_before_s
     with pytest.raises(BudgetError, match="time_budget=10"):
-        plan_training(20, 0.0, model, train, val, loss_fn, "cpu", saved=saved, resume=True, measure=must_not_measure)
+        plan_training(20, 0.0, must_not_measure, len(train), len(val), saved=saved, resume=True)
 
 
-def test_the_plan_measures_steps_with_the_weight_average_when_there_is_one(demo):
-    model, loss_fn, train, val = _setup(demo)
+class _Planned(Exception):
+    pass
+
+
+def test_the_recipe_measures_steps_with_the_weight_average_when_there_is_one(synthetic_dir, tmp_path, monkeypatch):
+    import skin_utils.train as recipe
+    from skin_utils.config import TrainConfig
+
     seen = {}
+    monkeypatch.setattr(recipe, "measure_batch_seconds", lambda *a, **kw: seen.update(kw) or (0.5, 0.2))
 
-    def measure(*args, **kw):
-        seen.update(kw)
-        return 0.5, 0.2
+    def plan_training(minutes, started, measure, *args, **kw):
+        measure()
+        raise _Planned
 
-    clock = FakeClock()
-    plan_training(10, clock(), model, train, val, loss_fn, "cpu", calibrate_tta=False, clock=clock, measure=measure,
-                  ema_decay=0.999)
-    assert seen["ema_decay"] == 0.999
+    monkeypatch.setattr(recipe, "plan_training", plan_training)
+    cfg = TrainConfig(data_dir=str(synthetic_dir), image_size=32, max_samples=60, time_budget=5, ema_decay=0.999,
+                      encoder_weights=None, device="cpu", num_workers=0, split_path=str(tmp_path / "split.csv"),
+                      reports_dir=str(tmp_path / "reports"))
+    with pytest.raises(_Planned):
+        recipe.train(cfg, progress=False)
+    assert seen["ema_decay"] == 0.999 and seen["normalization"]["colour_constancy"] == "shades_of_gray"
 
 
 @pytest.mark.parametrize("ema_decay", [None, 0.99])
@@ -171,10 +180,11 @@ def test_fit_stops_at_the_deadline(demo, tmp_path):
 
 
 def test_time_budget_parameter_rule():
-    assert check_params({"time_budget": None}) and check_params({"time_budget": 15}) and check_params({"time_budget": 0.5})
+    for good in (None, 15, 0.5):
+        assert TrainConfig(time_budget=good).time_budget == good
     for bad in (0, -3, "15", True):
-        with pytest.raises(ParameterError, match="time_budget"):
-            check_params({"time_budget": bad})
+        with pytest.raises(ConfigError, match="time_budget"):
+            TrainConfig(time_budget=bad)
 
 
 def test_format_and_summary():
@@ -238,7 +248,7 @@ def test_the_training_script_takes_a_time_budget(synthetic_dir, tmp_path):
 
     args = ["--data-dir", str(synthetic_dir), "--image-size", "48", "--max-samples", "60", "--time-budget", "0.75",
             "--encoder-weights", "none", "--num-workers", "0", "--split-path", str(tmp_path / "split.csv"),
-            "--reports-dir", str(tmp_path), "--run-name", "script", "--no-progress"]
+            "--reports-dir", str(tmp_path), "--run-name", "script"]
     proc = subprocess.run([sys.executable, "-m", "skin_utils.train", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -412,15 +412,15 @@ def test_domain_shift_figure(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 def test_label_map_parameter_takes_json_text_or_a_dict():
-    from skin_utils.nb.params import ParameterError, check_params
+    from skin_utils.config import ConfigError, EvaluateConfig
 
     for value in ('{"melanoma": "MEL", "common nevus": "NV"}', {"melanoma": "MEL", "common nevus": "NV"}, None):
-        assert check_params({"label_map": value, "label_column": "diagnosis", "id_column": None})
+        assert EvaluateConfig(label_map=value, label_column="diagnosis", id_column=None).label_map == value
     for bad in ('{"melanoma": "MELANOMA"}', "{not json", '["MEL"]'):
-        with pytest.raises(ParameterError, match="label_map"):
-            check_params({"label_map": bad})
-    with pytest.raises(ParameterError, match="label_column"):
-        check_params({"label_column": 3})
+        with pytest.raises(ConfigError, match="label_map"):
+            EvaluateConfig(label_map=bad)
+    with pytest.raises(ConfigError, match="label_column"):
+        EvaluateConfig(label_column=3)
 
 
 # --------------------------------------------------------------------------------------------
