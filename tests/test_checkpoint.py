@@ -216,9 +216,9 @@ def test_atomic_write_leaves_the_old_checkpoint_when_saving_fails(tmp_path, monk
 
 
 def test_contracts_document_every_field():
-    text = (ROOT / "docs" / "CONTRACTS.md").read_text()
+    text = (ROOT / "docs" / "design.md").read_text()
     section = re.search(r"^## Checkpoints\b[^\n]*\n(.*?)(?=^## |\Z)", text, re.S | re.M)
-    assert section, "docs/CONTRACTS.md has no '## Checkpoints' section"
+    assert section, "docs/design.md has no '## Checkpoints' section"
     for cls in (Checkpoint, TrainingState):
         for f in dataclasses.fields(cls):
-            assert f"`{f.name}`" in section.group(1), f"docs/CONTRACTS.md does not describe {cls.__name__}.{f.name}"
+            assert f"`{f.name}`" in section.group(1), f"docs/design.md does not describe {cls.__name__}.{f.name}"

@@ -2,7 +2,7 @@
 
 * :func:`validate_dataset` walks a data folder once, collects **every** problem (with the file,
   what is wrong and what to do) and returns a :class:`DataReport`.
-* :func:`load_index` turns a valid folder into the index ``DataFrame`` of docs/CONTRACTS.md, and
+* :func:`load_index` turns a valid folder into the index ``DataFrame`` of docs/design.md, and
   either raises :class:`DataValidationError` listing all problems (default) or, with
   ``on_bad_data="skip"``, drops the affected images and records them in ``df.attrs["problems"]``.
 * :func:`find_images` lists the images of an unlabelled folder (for inference).
@@ -1091,7 +1091,7 @@ def load_index(
     data_dir: str | os.PathLike, on_bad_data: str = "raise", decode: bool = True, *,
     label_map=None, label_column: str | None = None, id_column: str | None = None, partial: bool = False,
 ) -> pd.DataFrame:
-    """The index of a data set (see docs/CONTRACTS.md): one row per usable image, by image_id.
+    """The index of a data set (see docs/design.md): one row per usable image, by image_id.
 
     ``on_bad_data="raise"`` (default) raises :class:`DataValidationError` listing every problem
     (diagnosis names that map to no class are listed once more with a ``label_map`` to start
@@ -1109,7 +1109,7 @@ def load_index(
     -1) or without a mask (``mask_path`` None) instead of reporting them: for scoring a folder,
     never for training.
 
-    Columns: those of docs/CONTRACTS.md plus ``has_label`` and ``has_mask`` (bool); ``label`` is
+    Columns: those of docs/design.md plus ``has_label`` and ``has_mask`` (bool); ``label`` is
     -1 and ``dx`` missing (None/NaN: test with ``isna``) for an image without a diagnosis. ``df.attrs`` adds ``label_file``,
     ``id_column``, ``label_column``, ``has_labels`` / ``has_masks`` (any usable image has one),
     ``label_mapping`` (the set's name -> our class, for the names used), ``unknown_labels`` and
