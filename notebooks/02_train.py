@@ -80,7 +80,7 @@ import time
 started_at = time.perf_counter()  # a time budget counts from here
 import torch
 
-from skin_utils import CLASS_NAMES, viz
+from skin_utils import CLASS_NAMES, plots
 from skin_utils.budget import budget_summary, plan_check, plan_training
 from skin_utils.nb import conclusions, report
 from skin_utils.engine import build_optimizer_and_schedule, fit, resolve_device, seed_everything, selection_metrics
@@ -200,8 +200,8 @@ else:
 # scores still climbing at the last epoch mean more epochs would help.
 
 # %%
-fig = viz.plot_learning_curves(history, title=f"Learning curves · {data.name}")
-viz.publish(fig, reports / "figures" / "train_learning_curves.png")
+fig = plots.plot_learning_curves(history, title=f"Learning curves · {data.name}")
+plots.publish(fig, reports / "figures" / "train_learning_curves.png")
 best = max(history, key=lambda row: row["score"])
 selected_by = "+".join(selection_metrics(selection, trained_tasks(seg_weight, cls_weight)))  # the trained heads' metrics only
 summary = {"best_epoch": best["epoch"], "selection": selection, "selection_used": selected_by, "best_val": {k[4:]: v for k, v in best.items() if k.startswith("val_")},

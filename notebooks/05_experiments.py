@@ -57,7 +57,7 @@ from skin_utils import experiments
 from skin_utils.nb import report
 from skin_utils.nb.params import check_params
 from skin_utils.nb.paths import resolve
-from skin_utils import viz
+from skin_utils import plots
 
 params = check_params(dict(name=name, grid=grid, seeds=seeds, fixed=fixed, eval_params=eval_params,
                            reference=reference, metrics=metrics, n_bootstrap=n_bootstrap,
@@ -96,8 +96,8 @@ summary
 # did not train. Differences smaller than the spread of the dots are not differences.
 
 # %%
-fig = viz.plot_experiment(table, metrics, split="val", title=f"Experiment {name}")
-viz.publish(fig, folder / "figures" / "experiment_val.png")
+fig = plots.plot_experiment(table, metrics, split="val", title=f"Experiment {name}")
+plots.publish(fig, folder / "figures" / "experiment_val.png")
 
 # %% [markdown]
 # ## Paired comparison with the reference cell
@@ -109,8 +109,8 @@ viz.publish(fig, folder / "figures" / "experiment_val.png")
 diff = experiments.compare(name, reference, "val", experiments_dir, n_resamples=n_bootstrap)
 diff_test = experiments.compare(name, reference, "test", experiments_dir, n_resamples=n_bootstrap)
 if not diff.empty:
-    fig = viz.plot_paired_differences(diff, title=f"{name}: cell − reference (validation)")
-    viz.publish(fig, folder / "figures" / "experiment_differences_val.png")
+    fig = plots.plot_paired_differences(diff, title=f"{name}: cell − reference (validation)")
+    plots.publish(fig, folder / "figures" / "experiment_differences_val.png")
 diff
 
 # %% [markdown]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from skin_utils import distributed, runs
+from skin_utils import distributed, plots, runs
 from skin_utils.budget import BudgetPlan, plan_check, plan_training
 from skin_utils.engine import build_optimizer_and_schedule, fit, resolve_device, seed_everything, selection_metrics
 from skin_utils.labels import CLASS_NAMES
@@ -168,12 +168,11 @@ def train(args, params: dict, ctx: distributed.Context) -> list[dict]:
 
     # Results (rank 0): the history and best epoch, the learning curves, LATEST -> this run.
     if ctx.is_main:
-        from skin_utils import viz
         from skin_utils.nb import report
 
         best = max(history, key=lambda row: row["score"])
-        viz.save_figure(viz.plot_learning_curves(history, title=f"Learning curves · {data.name}"),
-                        run.figures / "train_learning_curves.png")
+        plots.save_figure(plots.plot_learning_curves(history, title=f"Learning curves · {data.name}"),
+                          run.figures / "train_learning_curves.png")
         if args.cls_weight > 0:  # as notebook 02: temperature and thresholds fitted on validation, into best.pt
             from skin_utils.trust.calibrate import calibrate_checkpoint
 
