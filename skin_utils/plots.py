@@ -82,15 +82,12 @@ def overlay_mask(image, mask, color: str = PRED_MASK_COLOR, alpha: float = 0.4, 
 
 # ------------------------------------------------------------------------------ shared pieces
 
-def _figure(nrows: int = 1, ncols: int = 1, figsize=None, **kwargs):
-    """``(fig, axes)`` with constrained layout; ``axes`` is always 2-D."""
-    return plt.subplots(nrows, ncols, figsize=figsize, layout="constrained", squeeze=False, **kwargs)
-
-
-def _titled(fig: Figure, title: str | None) -> Figure:
+def _figure(title: str | None, nrows: int = 1, ncols: int = 1, figsize=None, **kwargs):
+    """``(fig, axes)``, constrained layout, ``title`` the bold suptitle; ``axes`` is always 2-D."""
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, layout="constrained", squeeze=False, **kwargs)
     if title:
         fig.suptitle(title, fontsize=13, fontweight="bold")
-    return fig
+    return fig, axes
 
 
 def _clean(ax, grid: str | None = None) -> None:
@@ -128,7 +125,7 @@ def _require(obj, keys, takes: str) -> None:
 def _image(image, where: str) -> np.ndarray:
     img = np.asarray(image)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"{where}: expected a uint8 (H, W, 3) image as read_image returns; got {img.dtype} {img.shape}.")
+        raise ValueError(f"{where}: expected a uint8 (H, W, 3) image (read_image's); got {img.dtype} {img.shape}.")
     return img
 
 
@@ -180,7 +177,7 @@ def _class_names_of(labels, where: str) -> np.ndarray:
         raise ValueError(f"{where}: labels must be a 1-D sequence of integer class indices (the index's "
                          f"'label' column); got dtype {arr.dtype}, shape {arr.shape}.")
     if arr.size and (arr.min() < 0 or arr.max() >= len(CLASS_NAMES)):
-        raise ValueError(f"{where}: labels must lie in [0, {len(CLASS_NAMES)}); got values in [{arr.min()}, {arr.max()}].")
+        raise ValueError(f"{where}: labels must lie in [0, {len(CLASS_NAMES)}); got [{arr.min()}, {arr.max()}].")
     return np.asarray(CLASS_NAMES, dtype=object)[arr]
 
 
@@ -198,14 +195,13 @@ def plot_class_distribution(labels, title: str = "Diagnoses") -> Figure:
     if names.size == 0:
         raise ValueError("plot_class_distribution: no labels.")
     counts = pd.Series(names).value_counts().reindex(CLASS_NAMES, fill_value=0)
-    fig, axes = _figure(figsize=(7.5, 4.6))
-    ax = axes[0, 0]
+    fig, [[ax]] = _figure(title, figsize=(7.5, 4.6))
     _bars(ax, CLASS_NAMES, counts, [f"{c:,}\n({100 * c / counts.sum():.1f}%)" for c in counts],
           color=[CLASS_COLORS[c] for c in CLASS_NAMES])
     _class_ticks(ax.get_xticklabels(), CLASS_NAMES)
     ax.set_ylabel("images")
     ax.set_title(f"all images (n={counts.sum():,})", fontsize=10)
-    return _titled(fig, title)
+    return fig
 
 
 def plot_split_counts(split: pd.DataFrame, title: str = "Images and lesions per split") -> Figure:
@@ -218,13 +214,13 @@ def plot_split_counts(split: pd.DataFrame, title: str = "Images and lesions per 
     splits = [s for s in SPLITS if s in set(split["split"])]
     groups = split.assign(dx=_class_names_of(split["label"].to_numpy(), "plot_split_counts")).groupby(["dx", "split"])
     grid = pd.MultiIndex.from_product([CLASS_NAMES, splits], names=["dx", "split"])
-    fig, axes = _figure(1, 2, figsize=(15, 4.8))
-    for ax, (what, n) in zip(axes[0], [("images", groups.size()), ("distinct lesions", groups["lesion_id"].nunique())]):
+    fig, axes = _figure(title, 1, 2, figsize=(15, 4.8))
+    for ax, (what, n) in zip(axes[0], (("images", groups.size()), ("distinct lesions", groups["lesion_id"].nunique()))):
         tidy = n.reindex(grid, fill_value=0).rename("n").reset_index()
         totals = tidy.groupby("split")["n"].sum()
         tidy["split"] = tidy["split"].map(lambda s: f"{s} (n={totals[s]:,})")
-        sns.barplot(data=tidy, x="dx", y="n", hue="split", order=CLASS_NAMES, palette=[_SPLIT_COLORS[s] for s in splits],
-                    edgecolor="0.25", linewidth=0.6, ax=ax)
+        sns.barplot(data=tidy, x="dx", y="n", hue="split", order=CLASS_NAMES, edgecolor="0.25", linewidth=0.6, ax=ax,
+                    palette=[_SPLIT_COLORS[s] for s in splits])
         for bars in ax.containers:
             ax.bar_label(bars, fontsize=7, padding=1)
         _class_ticks(ax.get_xticklabels(), CLASS_NAMES)
@@ -233,7 +229,7 @@ def plot_split_counts(split: pd.DataFrame, title: str = "Images and lesions per 
         _clean(ax)
         ax.legend(fontsize=8, frameon=False, loc="upper right")
         ax.set_title(what, fontsize=10)
-    return _titled(fig, title)
+    return fig
 
 
 def plot_images_per_lesion(lesion_ids, title: str = "Images per lesion") -> Figure:
@@ -245,41 +241,40 @@ def plot_images_per_lesion(lesion_ids, title: str = "Images per lesion") -> Figu
     per_lesion = ids.value_counts()
     ks = np.arange(1, int(per_lesion.max()) + 1)
     hist = per_lesion.value_counts().reindex(ks, fill_value=0)
-    fig, axes = _figure(figsize=(7, 4.2))
-    ax = axes[0, 0]
+    fig, [[ax]] = _figure(title, figsize=(7, 4.2))
     _bars(ax, ks, hist, [f"{v:,}" if v else "" for v in hist], color="#0072B2", width=0.7)
     ax.set(xticks=ks, xlabel="images of the same lesion", ylabel="lesions")
     ax.set_title(f"{len(ids):,} images of {len(per_lesion):,} lesions; "
                  f"{int((per_lesion > 1).sum()):,} lesions have more than one image", fontsize=10)
-    return _titled(fig, title)
+    return fig
 
 
 def plot_metadata(index: pd.DataFrame, title: str = "Patient metadata") -> Figure:
     """Age stacked by diagnosis, sex, body site ("unknown" last, lighter); ``index``: data.layout.load_index's."""
     _require(index, ("label", "age", "sex", "localization"), "plot_metadata takes the index of data.layout.load_index")
-    fig, axes = _figure(1, 3, figsize=(17, 5), width_ratios=[1.3, 0.7, 1.1])
+    fig, [[ax_age, ax_sex, ax_site]] = _figure(title, 1, 3, figsize=(17, 5), width_ratios=[1.3, 0.7, 1.1])
     ages = index.assign(dx=_class_names_of(index["label"].to_numpy(), "plot_metadata")).dropna(subset=["age"])
     if len(ages):
         lo, hi = 5 * math.floor(ages["age"].min() / 5), 5 * math.floor(ages["age"].max() / 5) + 5
         sns.histplot(data=ages, x="age", hue="dx", multiple="stack", binwidth=5, binrange=(lo, hi),
                      hue_order=[c for c in CLASS_NAMES if c in set(ages["dx"])], palette=CLASS_COLORS,
-                     edgecolor="white", linewidth=0.4, ax=axes[0, 0])
-        axes[0, 0].set(xlabel="age (years)", ylabel="images")
-        _clean(axes[0, 0])
+                     edgecolor="white", linewidth=0.4, ax=ax_age)
+        ax_age.set(xlabel="age (years)", ylabel="images")
+        _clean(ax_age)
     else:
-        _blank(axes[0, 0], "no known ages")
-    axes[0, 0].set_title(f"age (unknown: {len(index) - len(ages):,})", fontsize=10)
-    for ax, column, name in ((axes[0, 1], "sex", "sex"), (axes[0, 2], "localization", "body site")):
+        _blank(ax_age, "no known ages")
+    ax_age.set_title(f"age (unknown: {len(index) - len(ages):,})", fontsize=10)
+    for ax, column, name in ((ax_sex, "sex", "sex"), (ax_site, "localization", "body site")):
         counts = index[column].value_counts()
         counts = pd.concat([counts.drop("unknown", errors="ignore"), counts.reindex(["unknown"]).dropna().astype(int)])
         across = column == "localization"  # horizontal bars, the largest site at the top
         counts = counts[::-1] if across else counts
-        _bars(ax, counts.index, counts, [f"{v:,}" if across else f"{v:,}\n({100 * v / counts.sum():.0f}%)" for v in counts],
-              across, color=["0.8" if s == "unknown" else "0.4" for s in counts.index])
+        labels = [f"{v:,}" if across else f"{v:,}\n({100 * v / counts.sum():.0f}%)" for v in counts]
+        _bars(ax, counts.index, counts, labels, across, color=["0.8" if v == "unknown" else "0.4" for v in counts.index])
         ax.set(**{"xlabel" if across else "ylabel": "images"})
         ax.tick_params(axis="y", labelsize=8 if across else "medium")
         ax.set_title(name, fontsize=10)
-    return _titled(fig, title)
+    return fig
 
 
 def plot_mask_area(area_fraction, labels, title: str = "Lesion size") -> Figure:
@@ -291,11 +286,10 @@ def plot_mask_area(area_fraction, labels, title: str = "Lesion size") -> Figure:
         raise ValueError(f"plot_mask_area: {area.shape} area fractions but {names.shape} labels.")
     groups = [area[names == name] for name in CLASS_NAMES]
     present = [i for i, g in enumerate(groups) if len(g)]
-    fig, axes = _figure(figsize=(9, 4.6))
-    ax = axes[0, 0]
-    boxes = ax.boxplot([groups[i] for i in present], positions=present, widths=0.55, patch_artist=True, showfliers=False,
-                       medianprops={"color": "black", "linewidth": 1.4}, whiskerprops={"color": "0.3"},
-                       capprops={"color": "0.3"})["boxes"]
+    fig, [[ax]] = _figure(title, figsize=(9, 4.6))
+    boxes = ax.boxplot([groups[i] for i in present], positions=present, widths=0.55, patch_artist=True,
+                       showfliers=False, medianprops={"color": "black", "linewidth": 1.4},
+                       whiskerprops={"color": "0.3"}, capprops={"color": "0.3"})["boxes"]
     rng = np.random.default_rng(0)  # the same jitter every time
     for i, box in zip(present, boxes):
         color = CLASS_COLORS[CLASS_NAMES[i]]
@@ -309,7 +303,7 @@ def plot_mask_area(area_fraction, labels, title: str = "Lesion size") -> Figure:
     ax.set(xlim=(-0.6, len(CLASS_NAMES) - 0.4), ylim=(0, 1), ylabel="lesion area / image area")
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     _clean(ax, "y")
-    return _titled(fig, title)
+    return fig
 
 
 def plot_sample_grid(images, labels, masks=None, per_class: int = 4, title: str = "Example images per diagnosis"):
@@ -320,8 +314,8 @@ def plot_sample_grid(images, labels, masks=None, per_class: int = 4, title: str 
     if len(images) != len(names) or (masks is not None and len(masks) != len(images)):
         raise ValueError(f"plot_sample_grid: {len(images)} images, {len(names)} labels and "
                          f"{'no' if masks is None else len(masks)} masks; give one of each per image.")
-    fig, axes = _figure(len(CLASS_NAMES), per_class, figsize=(2.1 * per_class + 1.2,
-                                                              _cell_height(images, 2.1, 0.3) * len(CLASS_NAMES) + 0.8))
+    height = _cell_height(images, 2.1, 0.3) * len(CLASS_NAMES) + 0.8
+    fig, axes = _figure(title, len(CLASS_NAMES), per_class, figsize=(2.1 * per_class + 1.2, height))
     for row, name in zip(axes, CLASS_NAMES):
         members = np.flatnonzero(names == name)
         for ax in row:
@@ -339,7 +333,7 @@ def plot_sample_grid(images, labels, masks=None, per_class: int = 4, title: str 
     if masks is not None:
         fig.legend(handles=[Line2D([], [], color=TRUE_MASK_COLOR, lw=2, label="lesion mask (ground truth)")],
                    loc="outside lower center", fontsize=8, frameon=False)
-    return _titled(fig, title)
+    return fig
 
 
 # ------------------------------------------------------------------------------ 02_train
@@ -367,7 +361,8 @@ def plot_learning_curves(history, title: str = "Training") -> Figure:
     best = frame.loc[frame["best"].astype(bool), "epoch"]
     best = best.iloc[-1] if len(best) else None
     lr, epochs = frame["lr"].to_numpy(float), frame["epoch"]
-    fig, axes = _figure(2, 2, figsize=(12, 7.5))
+    n = len(frame)
+    fig, axes = _figure(f"{title} ({n} epoch{'s' if n != 1 else ''})" if title else title, 2, 2, figsize=(12, 7.5))
     for ax, (panel, ylabel, keys) in zip(axes.ravel(), _PANELS):
         for key in keys:
             split, name = key.split("_", 1) if key != "lr" else ("", key)
@@ -389,7 +384,7 @@ def plot_learning_curves(history, title: str = "Training") -> Figure:
     if best is not None:
         fig.legend(handles=[Line2D([], [], color="0.4", ls=":", lw=1, label=f"best epoch ({best})")],
                    loc="outside lower center", fontsize=8, frameon=False)
-    return _titled(fig, f"{title} ({len(frame)} epoch{'s' if len(frame) != 1 else ''})" if title else title)
+    return fig
 
 
 # ------------------------------------------------------------------------------ 03_evaluate
@@ -413,13 +408,16 @@ def plot_confusion_matrix(report: Mapping, title: str = "Confusion matrix") -> F
                          f"got {counts.shape} and {norm.shape}.")
     support = counts.sum(axis=1)
     size = max(4.5, 0.62 * k + 2.2)
-    fig, axes = _figure(1, 2, figsize=(2 * size + 0.6, size + 0.5))
+    fig, axes = _figure(f"{title}  (n={report['n_images']:,}, accuracy {report['accuracy']:.2f})" if title else title,
+                        1, 2, figsize=(2 * size + 0.6, size + 0.5))
+    no_truth = np.repeat(support[:, None] == 0, k, axis=1)
     panels = ((counts, "{:,}", max(counts.max(), 1), None, "counts"),
-              (norm, "{:.2f}", 1.0, np.repeat(support[:, None] == 0, k, axis=1), "row-normalised (diagonal = sensitivity)"))
+              (norm, "{:.2f}", 1.0, no_truth, "row-normalised (diagonal = sensitivity)"))
     for ax, (values, fmt, vmax, mask, subtitle) in zip(axes[0], panels):
         sns.heatmap(values, mask=mask, annot=np.vectorize(fmt.format)(values), fmt="", vmin=0, vmax=vmax, cmap="Blues",
                     cbar=False, square=True, linewidths=0.5, linecolor="white", ax=ax, xticklabels=names,
-                    annot_kws={"fontsize": 8 if k <= 8 else 6}, yticklabels=[f"{n} (n={s:,})" for n, s in zip(names, support)])
+                    yticklabels=[f"{n} (n={s:,})" for n, s in zip(names, support)],
+                    annot_kws={"fontsize": 8 if k <= 8 else 6})
         for text in ax.texts:  # the diagonal (the right answers) bold and framed
             x, y = text.get_position()
             if int(x) == int(y):
@@ -436,28 +434,26 @@ def plot_confusion_matrix(report: Mapping, title: str = "Confusion matrix") -> F
         _class_ticks(ax.get_yticklabels(), names)
         ax.set(xlabel="predicted diagnosis", ylabel="true diagnosis")
         ax.set_title(subtitle, fontsize=10)
-    return _titled(fig, f"{title}  (n={report['n_images']:,}, accuracy {report['accuracy']:.2f})" if title else title)
+    return fig
 
 
 def plot_roc_curves(curves: Mapping, title: str = "ROC curves (one class vs rest)") -> Figure:
     """A ROC line per class in its colour, its AUC in the legend, and chance. ``curves``: metrics.roc_curves's
     (a class without positives or negatives is absent from it, and so from the figure)."""
     takes = "plot_roc_curves takes the return value of metrics.roc_curves"
-    if not isinstance(curves, Mapping):
-        raise ValueError(f"{takes}; got a {type(curves).__name__}.")
-    fig, axes = _figure(figsize=(6.4, 6.0))
-    ax = axes[0, 0]
+    _require(curves, (), takes)
+    fig, [[ax]] = _figure(title, figsize=(6.4, 6.0))
     ax.plot([0, 1], [0, 1], ls=":", color="0.6", lw=1, label="chance (AUC 0.50)")
     for name, c in curves.items():
         _require(c, ("fpr", "tpr", "auc"), f"{takes} (class {name!r})")
         if len(c["fpr"]) != len(c["tpr"]):
-            raise ValueError(f"plot_roc_curves: class {name!r} has {len(c['fpr'])} fpr but {len(c['tpr'])} tpr values.")
+            raise ValueError(f"plot_roc_curves: class {name!r} has {len(c['fpr'])} fpr but {len(c['tpr'])} tpr.")
         ax.plot(c["fpr"], c["tpr"], color=class_color(name), lw=1.8, label=f"{name}: AUC {c['auc']:.2f}")
     ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), aspect="equal", xlabel="false positive rate (1 − specificity)",
            ylabel="true positive rate (sensitivity)")
     _clean(ax, "both")
     ax.legend(loc="lower right", fontsize=8.5, frameon=True, framealpha=0.9)
-    return _titled(fig, title)
+    return fig
 
 
 def plot_per_class_metrics(report: Mapping, title: str = "Per-class performance") -> Figure:
@@ -468,8 +464,8 @@ def plot_per_class_metrics(report: Mapping, title: str = "Per-class performance"
     _require(per_class, names, f"plot_per_class_metrics {_REPORT} (its 'per_class' entry)")
     tidy = pd.DataFrame([(name, m.replace("_", " "), float(per_class[name][m])) for name in names for m in _SCORES],
                         columns=["class", "metric", "value"])
-    fig, axes = _figure(figsize=(float(np.clip(1.5 + len(names) * (0.3 * len(_SCORES) + 0.45), 6.5, 16)), 4.6))
-    ax = axes[0, 0]
+    width = float(np.clip(1.5 + len(names) * (0.3 * len(_SCORES) + 0.45), 6.5, 16))
+    fig, [[ax]] = _figure(title, figsize=(width, 4.6))
     sns.barplot(data=tidy.fillna({"value": 0.0}), x="class", y="value", hue="metric", palette=[c for c, _ in _SHADES],
                 edgecolor="0.2", linewidth=0.6, ax=ax)
     metrics = tidy["metric"].unique()
@@ -484,7 +480,7 @@ def plot_per_class_metrics(report: Mapping, title: str = "Per-class performance"
     _clean(ax, "y")
     ax.legend(ax.containers, metrics, ncols=len(metrics), fontsize=8, frameon=False, loc="upper center",
               bbox_to_anchor=(0.5, 1.0))  # made from the bars, so that it shows the hatches
-    return _titled(fig, title)
+    return fig
 
 
 def plot_cases(images, true_masks, pred_masks, true_labels, pred_labels, pred_probs, scores=None,
@@ -507,12 +503,13 @@ def plot_cases(images, true_masks, pred_masks, true_labels, pred_labels, pred_pr
         raise ValueError(f"plot_cases: labels must be class names {CLASS_NAMES}; got {unknown}.")
     outlines = [(TRUE_MASK_COLOR, "true")] * (true_masks is not None) + [(PRED_MASK_COLOR, "predicted")]
     headers = ["image", *(f"{what} mask" for _, what in outlines), "overlay"]
-    fig, axes = _figure(max(n, 1), len(headers), figsize=(2.9 * len(headers) + 0.4,
-                                                          _cell_height(images, 2.9, 0.45) * max(n, 1) + 0.9))
+    height = _cell_height(images, 2.9, 0.45) * max(n, 1) + 0.9
+    fig, axes = _figure(title, max(n, 1), len(headers), figsize=(2.9 * len(headers) + 0.4, height))
     for ax, header in zip(axes[0], headers):
         ax.set_title(header, fontsize=10, fontweight="bold")
-    for ax in axes.ravel() if n == 0 else []:
-        _blank(ax, "no images")
+    if n == 0:
+        for ax in axes.ravel():
+            _blank(ax, "no images")
     for i, (row, img) in enumerate(zip(axes, images)):
         masks = ([] if true_masks is None else [true_masks[i]]) + [pred_masks[i]]
         _show(row[0], img, fill_cell=False)
@@ -533,7 +530,7 @@ def plot_cases(images, true_masks, pred_masks, true_labels, pred_labels, pred_pr
     if n:
         fig.legend(handles=[Line2D([], [], color=c, lw=2, label=f"{what} lesion outline") for c, what in outlines],
                    loc="outside lower center", ncols=len(outlines), fontsize=9, frameon=False)
-    return _titled(fig, title)
+    return fig
 
 
 def plot_domain_shift(table: pd.DataFrame, title: str = "Domain shift: training data's test split vs external set",
@@ -543,8 +540,7 @@ def plot_domain_shift(table: pd.DataFrame, title: str = "Domain shift: training 
     _require(table, ("test split", "test 95% CI", "external", "external 95% CI"),
              "plot_domain_shift takes the table of skin_utils.evaluation.domain_shift_table")
     metrics = list(table.index)
-    fig, axes = _figure(figsize=(7.2, 0.5 * max(len(metrics), 1) + 1.9))
-    ax = axes[0, 0]
+    fig, [[ax]] = _figure(title, figsize=(7.2, 0.5 * max(len(metrics), 1) + 1.9))
     for col, ci_col, label, color, dy in (("test split", "test 95% CI", "training data, test split", "0.35", -0.14),
                                           ("external", "external 95% CI", external_name, "#d95f02", 0.14)):
         for i, m in enumerate(metrics):
@@ -559,7 +555,7 @@ def plot_domain_shift(table: pd.DataFrame, title: str = "Domain shift: training 
     ax.set(xlim=(-0.02, 1.02), xlabel="score (higher is better), with 95% interval")
     _clean(ax, "x")
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8.5, frameon=False)
-    return _titled(fig, title)
+    return fig
 
 
 # ------------------------------------------------------------------------------ trust: calibration, referral, Grad-CAM
@@ -570,12 +566,12 @@ def plot_reliability_diagram(before: Mapping, after: Mapping | None = None, *, t
     bin below; ``after`` (temperature-scaled) adds a column. Each: trust.calibration.reliability_diagram's."""
     diagrams = [before] + ([after] if after is not None else [])
     names = ["uncalibrated", "temperature-scaled" + (f" (T = {temperature:.2f})" if temperature is not None else "")]
-    fig, axes = _figure(2, len(diagrams), figsize=(4.6 * len(diagrams), 5.6), gridspec_kw={"height_ratios": [3, 1]},
-                        sharex=True)
+    fig, axes = _figure(title, 2, len(diagrams), figsize=(4.6 * len(diagrams), 5.6), sharex=True,
+                        gridspec_kw={"height_ratios": [3, 1]})
     for ax, hist_ax, d, name in zip(axes[0], axes[1], diagrams, names):
         _require(d, ("bin_edges", "confidence", "accuracy", "count", "ece", "accuracy_overall", "confidence_overall"),
                  "plot_reliability_diagram takes the return value of calibration.reliability_diagram")
-        edges, conf, acc, count = (np.asarray(d[k], dtype=float) for k in ("bin_edges", "confidence", "accuracy", "count"))
+        edges, conf, acc, count = (np.asarray(d[k], float) for k in ("bin_edges", "confidence", "accuracy", "count"))
         left, width, filled = edges[:-1], np.diff(edges), count > 0
         ax.bar(left[filled], acc[filled], width[filled], align="edge", color="#0072B2", edgecolor="white",
                label="accuracy in bin")
@@ -588,7 +584,7 @@ def plot_reliability_diagram(before: Mapping, after: Mapping | None = None, *, t
         ax.legend(loc="upper left", fontsize=8, frameon=False)
         hist_ax.bar(left, count / max(count.sum(), 1), width, align="edge", color="0.5", edgecolor="white")
         hist_ax.set(xlim=(0, 1), xlabel="confidence (top-label probability)", ylabel="share of images")
-    return _titled(fig, title)
+    return fig
 
 
 def plot_risk_coverage(curves: Mapping, *, title: str | None = None) -> Figure:
@@ -602,19 +598,19 @@ def plot_risk_coverage(curves: Mapping, *, title: str | None = None) -> Figure:
     for c in curves.values():
         _require(c, ("coverage", "risk", "optimal_risk", "aurc", "optimal_aurc", "error_rate"), "plot_risk_coverage "
                  "takes the return value of uncertainty.risk_coverage_curve (or a dict of them by name)")
-    fig, axes = _figure(figsize=(6.2, 4.4))
-    ax = axes[0, 0]
+    fig, [[ax]] = _figure(title, figsize=(6.2, 4.4))
     for name, c in curves.items():
         ax.plot(c["coverage"], c["risk"], lw=1.8, label=f"{name} (AURC {c['aurc']:.3f})")
     c = next(iter(curves.values()))
-    ax.plot(c["coverage"], c["optimal_risk"], ls="--", color="0.35", lw=1.2, label=f"oracle (AURC {c['optimal_aurc']:.3f})")
+    ax.plot(c["coverage"], c["optimal_risk"], ls="--", color="0.35", lw=1.2,
+            label=f"oracle (AURC {c['optimal_aurc']:.3f})")
     ax.axhline(c["error_rate"], ls=":", color="0.35", lw=1.2, label=f"random referral (AURC {c['error_rate']:.3f})")
     for coverage in (0.9, 0.8, 0.7):
         ax.axvline(coverage, color="0.8", lw=0.8, zorder=0)
     ax.set(xlim=(0, 1), ylim=(0, None), xlabel="coverage (share of images decided automatically)",
            ylabel="risk (error rate of those images)")
     ax.legend(fontsize=8, frameon=False, loc="upper left")
-    return _titled(fig, title)
+    return fig
 
 
 def _draw_cam(ax, image, cam, mask, pred_mask, caption: str | None, where: str) -> None:
@@ -639,12 +635,12 @@ def _draw_cam(ax, image, cam, mask, pred_mask, caption: str | None, where: str) 
 def plot_cam_overlay(image, cam, mask=None, pred_mask=None, *, caption: str | None = None, title: str | None = None):
     """The image, and beside it trust.explain.grad_cam's ``cam`` over it, the true (green) and predicted (magenta)
     contours on both; ``caption`` (class, probability, flags) above the overlay."""
-    fig, axes = _figure(1, 2, figsize=(8.4, 4.2))
+    fig, axes = _figure(title, 1, 2, figsize=(8.4, 4.2))
     _draw_cam(axes[0, 0], image, None, mask, pred_mask, "image", "plot_cam_overlay")
     _draw_cam(axes[0, 1], image, cam, mask, pred_mask, caption or "Grad-CAM", "plot_cam_overlay")
     fig.colorbar(plt.cm.ScalarMappable(cmap=_CAM_CMAP, norm=plt.Normalize(0, 1)), ax=axes[0, 1], fraction=0.046,
                  pad=0.02, label="relative evidence")
-    return _titled(fig, title)
+    return fig
 
 
 def plot_cam_grid(images, cams, masks=None, pred_masks=None, captions: Sequence[str] | None = None, *,
@@ -659,13 +655,13 @@ def plot_cam_grid(images, cams, masks=None, pred_masks=None, captions: Sequence[
             raise ValueError(f"{n} images but {len(seq)} {name}.")
     ncols = max(1, min(int(ncols), n))
     nrows = -(-n // ncols)
-    fig, axes = _figure(nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows))
+    fig, axes = _figure(title, nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows))
     for ax in axes.flat[n:]:
         ax.axis("off")
     for i, ax in enumerate(axes.flat[:n]):
         _draw_cam(ax, images[i], cams[i], *(None if s is None else s[i] for s in (masks, pred_masks, captions)),
                   f"plot_cam_grid image {i}")
-    return _titled(fig, title)
+    return fig
 
 
 # ------------------------------------------------------------------------------ 05_experiments and the benchmark
@@ -674,9 +670,9 @@ _METRIC_LABELS = {"dice": "Dice", "jaccard": "Jaccard", "thresholded_jaccard": "
                   "balanced_accuracy": "balanced accuracy", "macro_auc": "macro AUC", "mel_auc": "melanoma AUC"}
 
 
-def _per_cell(n_metrics: int, cells: list, width: float):
+def _per_cell(title: str, n_metrics: int, cells: list, width: float):
     """A panel per metric, a row per grid cell (named on the first panel only)."""
-    fig, axes = _figure(1, n_metrics, figsize=(width * n_metrics, 1.7 + 0.45 * len(cells)), sharey=True)
+    fig, axes = _figure(title, 1, n_metrics, figsize=(width * n_metrics, 1.7 + 0.45 * len(cells)), sharey=True)
     axes[0, 0].set_yticks(range(len(cells)), cells, fontsize=8)
     axes[0, 0].set_ylim(len(cells) - 0.5, -0.5)
     for ax in axes[0]:
@@ -693,7 +689,7 @@ def plot_experiment(table: pd.DataFrame, metrics=("dice", "balanced_accuracy", "
         raise ValueError(f"no finished run has {split!r} results to plot.")
     done = done.assign(cell=done["run"].str.replace(r"_seed\d+$", "", regex=True))
     cells = list(dict.fromkeys(done["cell"]))
-    fig, axes = _per_cell(len(metrics), cells, 4.2)
+    fig, axes = _per_cell(f"{title} · {split} split (dots: seeds; bars: mean ± sd)", len(metrics), cells, 4.2)
     for ax, metric in zip(axes, metrics):
         rows = done[done["metric"] == metric]
         for y, cell in enumerate(cells):
@@ -708,7 +704,7 @@ def plot_experiment(table: pd.DataFrame, metrics=("dice", "balanced_accuracy", "
         lo = rows["value"].min() if not rows.empty else 0
         ax.set_xlim(max(0.0, lo - 0.1) if np.isfinite(lo) else 0.0, 1.0)
         ax.set_xlabel(_METRIC_LABELS.get(metric, metric))
-    return _titled(fig, f"{title} · {split} split (dots: seeds; bars: mean ± sd)")
+    return fig
 
 
 def plot_paired_differences(diff: pd.DataFrame, title: str = "Paired differences against the reference") -> Figure:
@@ -717,7 +713,8 @@ def plot_paired_differences(diff: pd.DataFrame, title: str = "Paired differences
     if diff.empty:
         raise ValueError("nothing to plot: the comparison table is empty.")
     metrics, cells = list(dict.fromkeys(diff["metric"])), list(dict.fromkeys(diff["cell"]))
-    fig, axes = _per_cell(len(metrics), cells, 3.6)
+    title = f"{title} ({diff['reference'].iloc[0]}); dark: the 95% CI excludes 0"
+    fig, axes = _per_cell(title, len(metrics), cells, 3.6)
     for ax, metric in zip(axes, metrics):
         for _, r in diff[diff["metric"] == metric].iterrows():
             ax.errorbar(r["difference"], cells.index(r["cell"]), fmt="o", capsize=3,
@@ -726,7 +723,7 @@ def plot_paired_differences(diff: pd.DataFrame, title: str = "Paired differences
         ax.axvline(0, color="0.3", lw=1)
         ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.set_xlabel(f"Δ {_METRIC_LABELS.get(metric, metric)}")
-    return _titled(fig, f"{title} ({diff['reference'].iloc[0]}); dark: the 95% CI excludes 0")
+    return fig
 
 
 def plot_benchmark(table: pd.DataFrame, title: str = "Input pipeline throughput") -> Figure:
@@ -739,8 +736,7 @@ def plot_benchmark(table: pd.DataFrame, title: str = "Input pipeline throughput"
     mean = table.groupby(["stage", "pipeline"], sort=False)["images_per_s"].mean()
     stages = list(pd.unique(table["stage"]))
     others = [p for p in pd.unique(table["pipeline"]) if p not in ("naive", "ours")]
-    fig, axes = _figure(figsize=(9, 1.6 + 0.75 * len(stages)))
-    ax = axes[0, 0]
+    fig, [[ax]] = _figure(title, figsize=(9, 1.6 + 0.75 * len(stages)))
     sns.barplot(data=table, y="stage", x="images_per_s", hue="pipeline", order=stages, estimator="mean", errorbar=None,
                 hue_order=[p for p in ("naive", "ours") if p in set(table["pipeline"])] + others, orient="h",
                 palette=dict(zip(others, ["#E69F00", "#009E73", "#CC79A7", "#D55E00"]), naive="0.65", ours="#0072B2"),
@@ -761,4 +757,4 @@ def plot_benchmark(table: pd.DataFrame, title: str = "Input pipeline throughput"
     _clean(ax, "x")
     ax.legend(fontsize=8, frameon=False, loc="lower right")
     ax.set_title("speed-up ours / naive at the right", fontsize=9, loc="right", color="0.3")
-    return _titled(fig, title)
+    return fig
