@@ -40,7 +40,7 @@ if "google.colab" in sys.modules:
 # %%
 import numpy as np
 
-from skin_utils import CLASS_NAMES, viz
+from skin_utils import CLASS_NAMES, plots
 from skin_utils.nb import conclusions, report
 from skin_utils.data.eda import lesion_area_fractions, sample_per_class
 from skin_utils.config import EdaConfig, resolve
@@ -66,8 +66,8 @@ data.describe()
 # tallest and the shortest bar is how much more often the model sees the common class in training.
 
 # %%
-fig = viz.plot_class_distribution(index["label"], title=f"Diagnoses · {data.name}")
-viz.publish(fig, figures / "eda_class_distribution.png")
+fig = plots.plot_class_distribution(index["label"], title=f"Diagnoses · {data.name}")
+plots.publish(fig, figures / "eda_class_distribution.png")
 counts = index["dx"].value_counts().reindex(CLASS_NAMES, fill_value=0)
 majority_share = counts.max() / counts.sum()
 print(f"Always answering {counts.idxmax()} would score accuracy {majority_share:.3f}, balanced accuracy {1 / (counts > 0).sum():.3f}.")
@@ -80,8 +80,8 @@ print(f"Always answering {counts.idxmax()} would score accuracy {majority_share:
 # group of near-duplicates that must stay on one side of the split.
 
 # %%
-fig = viz.plot_images_per_lesion(index["lesion_id"], title=f"Images per lesion · {data.name}")
-viz.publish(fig, figures / "eda_images_per_lesion.png")
+fig = plots.plot_images_per_lesion(index["lesion_id"], title=f"Images per lesion · {data.name}")
+plots.publish(fig, figures / "eda_images_per_lesion.png")
 per_lesion = index.groupby("lesion_id").size()
 print(f"{len(index)} images of {len(per_lesion)} lesions; {(per_lesion > 1).sum()} lesions have more than one image.")
 
@@ -92,8 +92,8 @@ print(f"{len(index)} images of {len(per_lesion)} lesions; {(per_lesion > 1).sum(
 
 # %%
 split_table = split_summary(data.split, CLASS_NAMES)
-fig = viz.plot_split_counts(data.split, title=f"Images and lesions per split · {data.name}")
-viz.publish(fig, figures / "eda_split_counts.png")
+fig = plots.plot_split_counts(data.split, title=f"Images and lesions per split · {data.name}")
+plots.publish(fig, figures / "eda_split_counts.png")
 split_table
 
 # %% [markdown]
@@ -102,8 +102,8 @@ split_table
 # diagnosis concentrated in one age band or site is a shortcut a model can learn from the image.
 
 # %%
-fig = viz.plot_metadata(index, title=f"Patient metadata · {data.name}")
-viz.publish(fig, figures / "eda_metadata.png")
+fig = plots.plot_metadata(index, title=f"Patient metadata · {data.name}")
+plots.publish(fig, figures / "eda_metadata.png")
 
 # %% [markdown]
 # ## How large are the lesions?
@@ -112,8 +112,8 @@ viz.publish(fig, figures / "eda_metadata.png")
 
 # %%
 areas, area_labels = lesion_area_fractions(index, max_images=max_mask_images, seed=seed)
-fig = viz.plot_mask_area(areas, area_labels, title=f"Lesion share of the image · {data.name}")
-viz.publish(fig, figures / "eda_mask_area.png")
+fig = plots.plot_mask_area(areas, area_labels, title=f"Lesion share of the image · {data.name}")
+plots.publish(fig, figures / "eda_mask_area.png")
 print(f"median lesion share {np.median(areas):.2f} over {len(areas)} masks")
 
 # %% [markdown]
@@ -123,9 +123,9 @@ print(f"median lesion share {np.median(areas):.2f} over {len(areas)} masks")
 
 # %%
 images, masks, labels = sample_per_class(index, per_class=per_class, seed=seed)
-fig = viz.plot_sample_grid(images, labels, masks=masks, per_class=per_class,
-                             title=f"Examples per diagnosis · {data.name}")
-viz.publish(fig, figures / "eda_samples.png")
+fig = plots.plot_sample_grid(images, labels, masks=masks, per_class=per_class,
+                               title=f"Examples per diagnosis · {data.name}")
+plots.publish(fig, figures / "eda_samples.png")
 
 # %% [markdown]
 # ## Conclusion

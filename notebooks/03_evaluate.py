@@ -85,7 +85,7 @@ import json
 
 import pandas as pd
 
-from skin_utils import viz
+from skin_utils import plots
 from skin_utils.nb import conclusions, report
 from skin_utils.trust.calibrate import StoredCalibration, calibrate_checkpoint
 from skin_utils.checkpoint import Checkpoint, load_model
@@ -101,7 +101,6 @@ from skin_utils.config import EvaluateConfig, resolve
 from skin_utils.data.loading import load_data
 from skin_utils.runs import run_to_score
 from skin_utils.stats import bootstrap_ci, read_per_image
-from skin_utils.viz.evaluate import plot_cases, plot_domain_shift
 
 params = EvaluateConfig.from_notebook(globals()).to_dict()  # checked: a wrong value or a misspelt name stops here
 out, checkpoint_path = run_to_score(run, checkpoint and resolve(checkpoint), resolve(reports_dir) / "runs")
@@ -199,8 +198,8 @@ if external:
                              read_per_image(test_table) if test_table.is_file() else None, class_names,
                              n_resamples=n_bootstrap, seed=bootstrap_seed)
         display(shift["table"])
-        fig = plot_domain_shift(shift["table"], title=f"Domain shift · {data.name}", external_name=data.name)
-        viz.publish(fig, figures / f"{tag}_domain_shift.png")
+        fig = plots.plot_domain_shift(shift["table"], title=f"Domain shift · {data.name}", external_name=data.name)
+        plots.publish(fig, figures / f"{tag}_domain_shift.png")
         shift_text = " ".join(shift["notes"])
     else:
         shift_text = (f"No test-split results of this run yet ({test_json} is missing), so the domain shift "
@@ -220,8 +219,8 @@ Markdown(shift_text)
 # %%
 if "classification" in shown:
     per_class = per_class_table(result)
-    fig = viz.plot_per_class_metrics(result, title=f"Per-class performance · {title}")
-    viz.publish(fig, figures / f"{tag}_per_class.png")
+    fig = plots.plot_per_class_metrics(result, title=f"Per-class performance · {title}")
+    plots.publish(fig, figures / f"{tag}_per_class.png")
 else:
     per_class = None
     print("No per-class numbers: " + ("this set has no diagnoses." if "classification" not in scored
@@ -238,10 +237,10 @@ per_class
 
 # %%
 if "classification" in shown:
-    fig = viz.plot_confusion_matrix(result, title=f"Confusion matrix · {title}")
-    viz.publish(fig, figures / f"{tag}_confusion_matrix.png")
-    fig = viz.plot_roc_curves(result["roc_curves"], title=f"ROC curves · {title}")
-    viz.publish(fig, figures / f"{tag}_roc_curves.png")
+    fig = plots.plot_confusion_matrix(result, title=f"Confusion matrix · {title}")
+    plots.publish(fig, figures / f"{tag}_confusion_matrix.png")
+    fig = plots.plot_roc_curves(result["roc_curves"], title=f"ROC curves · {title}")
+    plots.publish(fig, figures / f"{tag}_roc_curves.png")
 
 # %% [markdown]
 # ## Where the model is weak: subgroups
@@ -267,8 +266,9 @@ for column, table in subgroups.items():
 rank_by = "dice" if "segmentation" in shown else "p_true" if "classification" in shown else None
 if rank_by is not None:
     examples = best_and_worst(data, evaluation, n_examples, by=rank_by)
-    fig = plot_cases(**examples, title=f"Best and worst by {'Dice' if rank_by == 'dice' else 'P(true class)'} · {title}")
-    viz.publish(fig, figures / f"{tag}_best_worst.png")
+    ranking = "Dice" if rank_by == "dice" else "P(true class)"
+    fig = plots.plot_cases(**examples, title=f"Best and worst by {ranking} · {title}")
+    plots.publish(fig, figures / f"{tag}_best_worst.png")
 
 # %% [markdown]
 # ## Calibration: do the probabilities mean what they say?
@@ -285,10 +285,10 @@ no_trust = ("This set has no diagnoses: nothing to calibrate, refer or explain."
             else "The classification head was not trained: there are no probabilities to calibrate.")
 if trust is not None:
     cal = trust.calibration
-    fig = viz.plot_reliability_diagram(cal["reliability_before"], cal["reliability_after"],
-                                       temperature=calibration.temperature if cal["calibrated"] else None,
-                                       title=f"Reliability · {title}")
-    viz.publish(fig, figures / f"{tag}_reliability.png")
+    fig = plots.plot_reliability_diagram(cal["reliability_before"], cal["reliability_after"],
+                                         temperature=calibration.temperature if cal["calibrated"] else None,
+                                         title=f"Reliability · {title}")
+    plots.publish(fig, figures / f"{tag}_reliability.png")
     calibration_text = conclusions.calibration_conclusion(cal["before"], cal["after"], calibration.temperature,
                                                           cal["reliability_before"], calibration.missing)
     display(calibration_table(cal))
@@ -308,8 +308,8 @@ Markdown(calibration_text)
 
 # %%
 if trust is not None:
-    fig = viz.plot_risk_coverage(trust.referral["curves"], title=f"Risk–coverage · {title}")
-    viz.publish(fig, figures / f"{tag}_risk_coverage.png")
+    fig = plots.plot_risk_coverage(trust.referral["curves"], title=f"Risk–coverage · {title}")
+    plots.publish(fig, figures / f"{tag}_risk_coverage.png")
     referral = trust.referral
     referral_text = conclusions.referral_conclusion(referral["aurc"]["entropy"], referral["table"], referral["at_threshold"],
                                                     mask=referral["mask"] if "segmentation" in shown else None)
@@ -354,8 +354,8 @@ if trust is not None:
     examples = cam_examples(model, data, labelled, choose_cam_examples(labelled.per_image, class_names, n_examples),
                             device, method=cam_method, normalization=ckpt.normalization, energy=energy,
                             class_names=class_names)
-    fig = viz.plot_cam_grid(**examples, title=f"Grad-CAM ({cam_method}) · {title}")
-    viz.publish(fig, figures / f"{tag}_cam_examples.png")
+    fig = plots.plot_cam_grid(**examples, title=f"Grad-CAM ({cam_method}) · {title}")
+    plots.publish(fig, figures / f"{tag}_cam_examples.png")
 else:
     print(no_trust)
 
@@ -372,11 +372,11 @@ else:
 if cam is not None:
     outside = [r["index"] for r in cam["true_mask"]["mostly_outside"][:2 * n_examples]]
     if outside:
-        fig = viz.plot_cam_grid(**cam_examples(model, data, with_both, outside, device, method=cam_method,
-                                               normalization=ckpt.normalization, energy=energy,
-                                               class_names=class_names),
-                                title=f"Heat maps mostly outside the lesion · {title}")
-        viz.publish(fig, figures / f"{tag}_cam_outside.png")
+        fig = plots.plot_cam_grid(**cam_examples(model, data, with_both, outside, device, method=cam_method,
+                                                 normalization=ckpt.normalization, energy=energy,
+                                                 class_names=class_names),
+                                  title=f"Heat maps mostly outside the lesion · {title}")
+        plots.publish(fig, figures / f"{tag}_cam_outside.png")
     else:
         print("No heat map falls mostly outside the true lesion.")
     cam_text = conclusions.cam_conclusion(cam)

@@ -54,7 +54,7 @@ if "google.colab" in sys.modules:
     os.chdir("/content/repo")
 
 # %%
-from skin_utils import viz
+from skin_utils import plots
 from skin_utils.nb import conclusions, report
 from skin_utils.data.imageio import read_image
 from skin_utils.inference import (Predictor, flags_caption, predictions_table, save_overlays, time_single_image,
@@ -94,12 +94,12 @@ failures
 
 # %%
 shown = predictions[:8]
-fig = viz.plot_overlay_grid(images=[read_image(p.path) for p in shown], true_masks=None,
-                              pred_masks=[p.mask for p in shown], true_labels=None,
-                              pred_labels=[p.pred for p in shown], pred_probs=[p.prob for p in shown],
-                              row_titles=[p.image_id for p in shown],
-                              title=f"Predictions · {folder.name}" + ("" if input_dir else f" · {SYNTHETIC_NOTE}"))
-viz.publish(fig, reports / "figures" / "inference_examples.png")
+fig = plots.plot_cases(images=[read_image(p.path) for p in shown], true_masks=None,
+                       pred_masks=[p.mask for p in shown], true_labels=None,
+                       pred_labels=[p.pred for p in shown], pred_probs=[p.prob for p in shown],
+                       row_titles=[p.image_id for p in shown],
+                       title=f"Predictions · {folder.name}" + ("" if input_dir else f" · {SYNTHETIC_NOTE}"))
+plots.publish(fig, reports / "figures" / "inference_examples.png")
 
 # %% [markdown]
 # ## How far to trust each prediction: heat map, flags and uncertainty
@@ -113,10 +113,10 @@ viz.publish(fig, reports / "figures" / "inference_examples.png")
 
 # %%
 if cam and shown:
-    fig = viz.plot_cam_grid([read_image(p.path) for p in shown], [p.cam for p in shown],
-                            pred_masks=[p.mask for p in shown], captions=[flags_caption(p) for p in shown],
-                            title=f"Heat maps and flags · {folder.name}" + ("" if input_dir else f" · {SYNTHETIC_NOTE}"))
-    viz.publish(fig, reports / "figures" / "inference_trust.png")
+    fig = plots.plot_cam_grid([read_image(p.path) for p in shown], [p.cam for p in shown],
+                              pred_masks=[p.mask for p in shown], captions=[flags_caption(p) for p in shown],
+                              title=f"Heat maps and flags · {folder.name}" + ("" if input_dir else f" · {SYNTHETIC_NOTE}"))
+    plots.publish(fig, reports / "figures" / "inference_trust.png")
 else:
     print("Grad-CAM is off (cam=False)." if not cam else "No image was predicted.")
 

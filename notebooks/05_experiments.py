@@ -52,7 +52,7 @@ if "google.colab" in sys.modules:
 # %%
 from IPython.display import Markdown
 
-from skin_utils import report, sweep, viz
+from skin_utils import plots, report, sweep
 from skin_utils.config import ExperimentConfig, resolve, slug
 
 cfg = ExperimentConfig.from_notebook(globals())  # checked: grid, fixed and eval_params names too
@@ -89,8 +89,8 @@ summary
 # did not train. Differences smaller than the spread of the dots are not differences.
 
 # %%
-fig = viz.plot_experiment(table, cfg.metrics, split="val", title=f"Experiment {cfg.name}")
-viz.publish(fig, folder / "figures" / "experiment_val.png")
+fig = plots.plot_experiment(table, cfg.metrics, split="val", title=f"Experiment {cfg.name}")
+plots.publish(fig, folder / "figures" / "experiment_val.png")
 
 # %% [markdown]
 # ## Paired comparison with the reference cell
@@ -102,8 +102,8 @@ viz.publish(fig, folder / "figures" / "experiment_val.png")
 diff = sweep.compare(cfg.name, reference, "val", cfg.experiments_dir, n_resamples=cfg.n_bootstrap)
 diff_test = sweep.compare(cfg.name, reference, "test", cfg.experiments_dir, n_resamples=cfg.n_bootstrap)
 if not diff.empty:
-    fig = viz.plot_paired_differences(diff, title=f"{cfg.name}: cell − reference (validation)")
-    viz.publish(fig, folder / "figures" / "experiment_differences_val.png")
+    fig = plots.plot_paired_differences(diff, title=f"{cfg.name}: cell − reference (validation)")
+    plots.publish(fig, folder / "figures" / "experiment_differences_val.png")
 diff
 
 # %% [markdown]

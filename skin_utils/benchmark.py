@@ -49,6 +49,7 @@ from skin_utils.data.datasets import (IMAGENET_MEAN, IMAGENET_STD, CachedLesionD
 from skin_utils.engine import (amp_dtype_for, autocast, build_optimizer_and_schedule, evaluate,
                                resolve_device, train_one_epoch)
 from skin_utils.labels import CLASS_NAMES
+from skin_utils.plots import plot_benchmark, save_figure
 from skin_utils.losses import MultiTaskLoss
 from skin_utils.model import MultiTaskNet
 
@@ -394,7 +395,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from skin_utils.metrics import to_jsonable
     from skin_utils.nb.paths import resolve
-    from skin_utils.viz import plot_benchmark, save_figure
 
     result = run(args.data_dir, args.image_size, args.batch_size, args.max_samples, args.device, args.amp,
                  args.num_workers, args.quality_epochs, compile=args.compile)

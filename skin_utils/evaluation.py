@@ -383,7 +383,7 @@ def case_scores(per_image: pd.DataFrame, by: str = "dice") -> pd.Series:
 
 
 def best_and_worst(data, evaluation: Evaluation, n: int = 4, by: str = "dice") -> dict:
-    """Keyword arguments for `skin_utils.viz.evaluate.plot_cases`: the ``n`` images with the
+    """Keyword arguments for `skin_utils.plots.plot_cases`: the ``n`` images with the
     highest and the ``n`` with the lowest score (`case_scores`: ``"dice"`` or ``"p_true"``), among
     the images the score applies to, image and masks at the original size, one image at a time.
     ``true_masks`` is None when a picked image has no mask; a ``true_labels`` entry is None for an

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from skin_utils.trust.calibrate import StoredCalibration
 from skin_utils.checkpoint import load_model
 from skin_utils.data.datasets import Normalize
+from skin_utils.plots import overlay_mask, plot_cam_overlay, save_figure
 from skin_utils.engine import amp_dtype_for, autocast, forward_probs, resolve_device
 from skin_utils.evaluation import upsample_mask
 from skin_utils.data.imageio import ImageReadError, read_image
@@ -281,18 +282,16 @@ def save_overlays(predictions, out_dir) -> list[Path]:
     the image beside the heat map, the predicted lesion border in magenta on both, and the
     class, calibrated probability, entropy and flags above it (`flags_caption`). Without: the
     image with the predicted lesion border in magenta."""
-    from skin_utils import viz
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for p in predictions:
         path = out_dir / f"{p.image_id}.png"
         if p.cam is not None:
-            fig = viz.plot_cam_overlay(read_image(p.path), p.cam, pred_mask=p.mask, caption=flags_caption(p),
-                                       title=p.image_id)
-            viz.save_figure(fig, path, dpi=90)
+            fig = plot_cam_overlay(read_image(p.path), p.cam, pred_mask=p.mask, caption=flags_caption(p),
+                                   title=p.image_id)
+            save_figure(fig, path, dpi=90)
         else:
-            Image.fromarray(viz.overlay_mask(read_image(p.path), p.mask)).save(path)
+            Image.fromarray(overlay_mask(read_image(p.path), p.mask)).save(path)
         paths.append(path)
     return paths

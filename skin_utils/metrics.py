@@ -47,7 +47,7 @@ and integer targets, shape (N,). The predicted class is the ``argmax`` (first in
   never predicted, F1 (``2TP / (2TP + FP + FN)``) when the class is neither true nor predicted.
   The macro means leave NaN values out.
 * :func:`roc_curves` returns one ``{"fpr", "tpr", "auc"}`` dict per class that has both
-  positives and negatives; ``skin_utils.viz.plot_roc_curves`` takes that value as it is.
+  positives and negatives; ``skin_utils.plots.plot_roc_curves`` takes that value as it is.
 
 On a set where only some of the classes occur (an external data set, a small split), the
 numbers above are therefore averages over the classes present, while a prediction of an absent

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from skin_utils import distributed, report, runs, viz
+from skin_utils import distributed, plots, report, runs
 from skin_utils.budget import BudgetPlan, budget_summary, plan_check, plan_training
 from skin_utils.config import TrainConfig, resolve
 from skin_utils.data.datasets import normalization_config
@@ -107,7 +107,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
         summary = _summary(cfg, history, run, model, loss_fn, data, calibration, plan, ctx.world_size,
                            (time.perf_counter() - started_at) / 60)
         report.write_json(run.metrics / "train.json", summary)
-        viz.save_figure(viz.plot_learning_curves(history, title=f"Learning curves · {data.name}"),
+        plots.save_figure(plots.plot_learning_curves(history, title=f"Learning curves · {data.name}"),
                         run.figures / "train_learning_curves.png")
         _write_section(cfg, summary, run, data, device)
         say(f"best epoch {summary['best_epoch']} by {summary['selection_used']}: {run.best}")

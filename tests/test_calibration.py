@@ -176,7 +176,7 @@ def test_fit_temperature_warns_at_the_bound():
 def test_reliability_figure():
     import matplotlib.pyplot as plt
 
-    from skin_utils.viz.trust import plot_reliability_diagram
+    from skin_utils.plots import plot_reliability_diagram
 
     d = reliability_diagram(HAND_PROBS, HAND_LABELS, n_bins=5)
     fig = plot_reliability_diagram(d, d, temperature=1.5, title="t")

@@ -157,7 +157,7 @@ def test_grad_cam_errors(net):
 def test_cam_figures():
     import matplotlib.pyplot as plt
 
-    from skin_utils.viz.trust import plot_cam_grid, plot_cam_overlay
+    from skin_utils.plots import plot_cam_grid, plot_cam_overlay
 
     image = np.zeros((20, 30, 3), np.uint8)
     mask = _square_mask()

@@ -373,7 +373,7 @@ def test_large_images_are_scored_at_their_size_a_few_at_a_time(monkeypatch, tmp_
 
 def test_best_and_worst_without_masks_ranks_by_the_true_class_and_plots(tiny_model, tmp_path):
     from skin_utils.evaluation import best_and_worst, case_scores, evaluate_original_size
-    from skin_utils.viz.evaluate import plot_cases
+    from skin_utils.plots import plot_cases
 
     index = _write_set(tmp_path / "set", n=6)
     labels = np.array([MEL, NV, NV, BKL, MEL, NV])
@@ -399,7 +399,7 @@ def test_best_and_worst_without_masks_ranks_by_the_true_class_and_plots(tiny_mod
 
 def test_domain_shift_figure(tmp_path):
     from skin_utils.evaluation import domain_shift_table
-    from skin_utils.viz.evaluate import plot_domain_shift
+    from skin_utils.plots import plot_domain_shift
 
     fig = plot_domain_shift(domain_shift_table(_report(dice=0.9), _report()), external_name="PH2")
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["training data, test split", "PH2"]

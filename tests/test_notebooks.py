@@ -129,7 +129,7 @@ def test_each_figure_comes_with_how_to_read_it(name):
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             last_markdown = cell.source
-        elif "viz.publish(" in cell.source:
+        elif "plots.publish(" in cell.source:
             assert "*Reading the figure" in last_markdown, \
                 f"{name}: say how to read the figure of {cell.source.splitlines()[0]!r} in the markdown above it"
 

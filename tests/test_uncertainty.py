@@ -248,7 +248,7 @@ def test_sens_spec_at_counts():
 def test_risk_coverage_figure():
     import matplotlib.pyplot as plt
 
-    from skin_utils.viz.trust import plot_risk_coverage
+    from skin_utils.plots import plot_risk_coverage
 
     c = risk_coverage_curve([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1])
     fig = plot_risk_coverage({"entropy": c, "vote": c})

@@ -239,7 +239,7 @@ def choose_cam_examples(per_image: pd.DataFrame, class_names, n: int = 4) -> lis
 
 def cam_examples(model, data, evaluation: Evaluation, positions, device, *, method: str = "gradcam",
                  normalization: dict | None = None, energy: dict | None = None, class_names=CLASS_NAMES) -> dict:
-    """Keyword arguments for `skin_utils.viz.plot_cam_grid`: the images at ``positions`` of
+    """Keyword arguments for `skin_utils.plots.plot_cam_grid`: the images at ``positions`` of
     ``evaluation.per_image`` at their original size, their Grad-CAM (of the class the evaluation
     predicted, TTA-averaged when it was, which the caption names; model resolution, the plot
     resizes it), the true and predicted masks at the original size, and a
