@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.losses import trained_tasks
 from skin_utils.runs import Run, slug
-from skin_utils.stats import HEADLINE_METRICS, mean_sd, paired_bootstrap_seeds, read_per_image
+from skin_utils.metrics import HEADLINE_METRICS, mean_sd, paired_bootstrap, read_per_image
 
 TASK_METRICS = {"segmentation": ("dice", "jaccard", "thresholded_jaccard"),
                 "classification": ("accuracy", "balanced_accuracy", "macro_auc", "mel_auc", "mel_sensitivity",
@@ -320,8 +320,8 @@ def compare(name: str, reference: dict, split: str = "val", experiments_dir="rep
         if not seeds:
             continue
         tasks = [t for t in tasks_of(cell) if t in tasks_of(reference)]
-        diff = paired_bootstrap_seeds([ref_tables[s] for s in seeds], [cell_tables[s] for s in seeds],
-                                      CLASS_NAMES, n_resamples=n_resamples, seed=seed, tasks=tasks)
+        diff = paired_bootstrap([ref_tables[s] for s in seeds], [cell_tables[s] for s in seeds],
+                                CLASS_NAMES, n_resamples=n_resamples, seed=seed, tasks=tasks)
         frames.append(diff.reset_index().assign(cell=cell_name(cell), reference=cell_name(reference),
                                                 cell_tasks=",".join(tasks_of(cell)), split=split, seeds=len(seeds)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

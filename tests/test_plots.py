@@ -18,7 +18,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from skin_utils import viz  # noqa: E402
 from skin_utils.data.splits import make_split  # noqa: E402
 from skin_utils.labels import CLASS_NAMES  # noqa: E402
-from skin_utils.metrics import classification_report_dict, roc_curves  # noqa: E402
+from skin_utils.metrics import classification_report, roc_curves  # noqa: E402
 
 K = len(CLASS_NAMES)
 
@@ -278,7 +278,7 @@ def _predictions(n=120, seed=4, absent=("VASC",)):
 
 def test_confusion_matrix_from_the_report():
     probs, targets = _predictions()
-    report = classification_report_dict(probs, targets)
+    report = classification_report(probs, targets)
     fig = _render(viz.plot_confusion_matrix(report, title="synthetic demo data"))
     counts_ax, norm_ax = fig.axes
     assert counts_ax.get_xlabel() == "predicted diagnosis"
@@ -317,7 +317,7 @@ def test_roc_curves_from_metrics():
 
 def test_per_class_metrics_from_the_report():
     probs, targets = _predictions()
-    report = classification_report_dict(probs, targets)
+    report = classification_report(probs, targets)
     fig = _render(viz.plot_per_class_metrics(report, title="synthetic demo data"))
     ax = fig.axes[0]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]

@@ -25,7 +25,7 @@ def _choices() -> dict:
     from skin_utils.data.splits import SPLITS
     from skin_utils.data.layout import ON_BAD_DATA
     from skin_utils.engine import AMP_CHOICES, LR_SCHEDULES, SELECTION_CRITERIA
-    from skin_utils.trust.explain import CAM_METHODS
+    from skin_utils.trust.numbers import CAM_METHODS
     from skin_utils.losses import CLASS_BALANCE
 
     return {
