@@ -1,31 +1,24 @@
 """Every number of a set of predictions, with the ISIC 2018 definitions, and its lesion-level 95% CI.
 
-Inputs are numpy arrays or torch tensors on any device (nothing here imports torch). Class scores
-are **probabilities** (N, K) with rows summing to 1 (apply softmax to logits first) and targets are
-class indices (N,); the predicted class is the argmax. A number that is undefined on a set (a 0/0)
-is NaN, never a guess, and means leave NaN out; `to_jsonable` writes NaN as null.
+Inputs are numpy arrays or torch tensors (nothing here imports torch). Class scores are
+**probabilities** (N, K), rows summing to 1; targets are class indices (N,); the prediction is the
+argmax. A number undefined on a set (0/0) is NaN, never a guess; means leave NaN out. `sens_spec` is
+the one sensitivity / specificity and `auc` the one ROC AUC: every other number, here and in
+`skin_utils.trust`, is computed through them.
 
-`sens_spec` is the one sensitivity / specificity and `auc` the one ROC AUC: every other number
-here and in `skin_utils.trust` (per-class values, balanced accuracy, pixel scores, melanoma versus
-the rest, referral) is computed through them.
-
-Segmentation (Task 1): each image is scored at its own size, then images are averaged (no pixel
-pool). Non-zero is lesion. Dice ``2TP / (2TP + FP + FN)``, Jaccard ``TP / (TP + FP + FN)``,
-thresholded Jaccard ``J if J >= 0.65 else 0``, pixel sensitivity and specificity. The ISIC
-empty-mask rule: an empty prediction on an empty target scores Dice = Jaccard = 1; an empty target
-has sensitivity 1 (nothing to find: its false positives are charged to Dice, Jaccard and
+Segmentation (Task 1): each image scored at its own size (non-zero = lesion), then averaged over
+images. The ISIC empty-mask rule: an empty prediction on an empty target has Dice = Jaccard = 1; an
+empty target has sensitivity 1 (nothing to find; its false positives cost Dice, Jaccard and
 specificity); a target without background has specificity 1.
 
-Classification (Task 3): balanced accuracy is the mean sensitivity over the classes present in the
-targets, macro AUC the mean one-vs-rest AUC over the classes with positives and negatives. On a set
-with only some classes a prediction of an absent class still counts as an error; `baselines` gives
-what chance and always answering the set's most frequent class score there.
+Classification (Task 3): balanced accuracy and macro AUC average over the classes present (AUC:
+with positives and negatives); a prediction of an absent class still counts as an error, and
+`baselines` says what chance and the set's majority class score there.
 
-Intervals: HAM10000 holds several images of many lesions, which are not independent, so the
-bootstrap draws **lesions** with replacement (all images of each), with a seeded generator. It reads
-the per-image table of 03_evaluate (``lesion_id``, ``true``, ``p_<class>``, ``dice``, ``jaccard``;
-empty ``true`` or ``dice`` = no diagnosis or no mask); every class number comes from the ``p_<class>``
-columns (the calibrated probabilities), melanoma versus the rest included.
+Intervals: images of one lesion are not independent, so the bootstrap draws **lesions** (all their
+images), seeded, from the per-image table of 03_evaluate (``lesion_id``, ``true``, ``p_<class>``,
+``dice``, ``jaccard``; empty ``true`` or ``dice``: no diagnosis or no mask). Every class number
+reads the ``p_<class>`` columns (the calibrated probabilities), melanoma versus the rest included.
 """
 
 from __future__ import annotations
@@ -59,9 +52,7 @@ TASKS = ("segmentation", "classification")
 NAN = float("nan")
 
 
-# --------------------------------------------------------------------------------------------
-# checked inputs
-# --------------------------------------------------------------------------------------------
+# --- checked inputs -------------------------------------------------------------------------------
 
 def as_numpy(x: Any, dtype=np.float64) -> np.ndarray:
     """numpy array (of ``dtype``; None keeps the input's) from an array, a torch tensor on any
@@ -141,15 +132,14 @@ def _ratio(num, den, when_zero: float) -> np.ndarray:
     return out
 
 
-def _nanmean(values) -> float:
+def nanmean(values) -> float:
+    """The mean of the values that are not NaN; NaN when none is (no warning)."""
     v = np.asarray(values, dtype=np.float64)
     v = v[~np.isnan(v)]
     return float(v.mean()) if v.size else NAN
 
 
-# --------------------------------------------------------------------------------------------
-# the one sensitivity / specificity, the one AUC
-# --------------------------------------------------------------------------------------------
+# --- the one sensitivity / specificity, the one AUC -----------------------------------------------
 
 def sens_spec(truth: Any, called: Any, axis=None, undefined: float = NAN) -> dict[str, Any]:
     """Sensitivity ``TP / (TP + FN)``, specificity ``TN / (TN + FP)`` and PPV ``TP / (TP + FP)``
@@ -184,9 +174,7 @@ def auc(scores: Any, positive: Any) -> float:
     return float((rankdata(s)[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-# --------------------------------------------------------------------------------------------
-# segmentation
-# --------------------------------------------------------------------------------------------
+# --- segmentation ---------------------------------------------------------------------------------
 
 def thresholded_jaccard(jaccard: Any, threshold: float = ISIC_JACCARD_THRESHOLD) -> Any:
     """ISIC 2018 Task 1 score of Jaccard value(s): ``J if J >= threshold else 0`` (NaN stays NaN);
@@ -198,13 +186,14 @@ def thresholded_jaccard(jaccard: Any, threshold: float = ISIC_JACCARD_THRESHOLD)
     return float(out) if out.ndim == 0 else out
 
 
-def _mask_batch(x: Any, name: str) -> np.ndarray:
-    """Boolean (N, H, W) from a mask (H, W), (N, H, W) or (N, 1, H, W)."""
+def as_maps(x: Any, name: str = "masks") -> np.ndarray:
+    """(N, H, W) in the input's dtype from one map (H, W) or a batch (N, H, W) or (N, 1, H, W)."""
     a = as_numpy(x, dtype=None)
     a = a[None] if a.ndim == 2 else a[:, 0] if a.ndim == 4 and a.shape[1] == 1 else a
     if a.ndim != 3:
-        raise ValueError(f"{name} must have shape (H, W), (N, H, W) or (N, 1, H, W); got {as_numpy(x, None).shape}.")
-    return a != 0
+        raise ValueError(f"{name} must have shape (H, W), (N, H, W) or (N, 1, H, W) (or be a list of 2-D "
+                         f"maps); got {as_numpy(x, None).shape}.")
+    return a
 
 
 def segmentation_scores(pred: Any, target: Any, threshold: float = ISIC_JACCARD_THRESHOLD) -> dict[str, np.ndarray]:
@@ -222,7 +211,7 @@ def segmentation_scores(pred: Any, target: Any, threshold: float = ISIC_JACCARD_
             except ValueError as exc:
                 raise ValueError(f"mask pair {i}: {exc}") from None
         return {k: np.concatenate([r[k] for r in rows]) if rows else np.zeros(0) for k in SEGMENTATION_KEYS}
-    p, t = _mask_batch(pred, "pred"), _mask_batch(target, "target")
+    p, t = as_maps(pred, "pred") != 0, as_maps(target, "target") != 0
     if p.shape != t.shape:
         raise ValueError(f"pred and target shapes differ: {p.shape} vs {t.shape} (score each image at its own "
                          "size, or pass lists of 2-D masks).")
@@ -234,46 +223,40 @@ def segmentation_scores(pred: Any, target: Any, threshold: float = ISIC_JACCARD_
             "sensitivity": c["sensitivity"], "specificity": c["specificity"]}
 
 
-# --------------------------------------------------------------------------------------------
-# classification
-# --------------------------------------------------------------------------------------------
+# --- classification -------------------------------------------------------------------------------
 
 def _one_hot(y: np.ndarray, k: int) -> np.ndarray:
     return y[:, None] == np.arange(k)
 
 
-def _label_pair(y_true: Any, y_pred: Any, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    if int(num_classes) < 1:
+def _label_pair(y_true: Any, y_pred: Any, num_classes: int) -> tuple[np.ndarray, np.ndarray, int]:
+    k = int(num_classes)
+    if k < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes!r}.")
-    t, p = as_labels(y_true, int(num_classes), "y_true"), as_labels(y_pred, int(num_classes), "y_pred")
+    t, p = as_labels(y_true, k, "y_true"), as_labels(y_pred, k, "y_pred")
     if t.shape != p.shape:
         raise ValueError(f"y_true and y_pred lengths differ: {t.shape[0]} vs {p.shape[0]}.")
-    return t, p
+    return t, p, k
 
 
 def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
     """(K, K) int64 counts: rows = true class, columns = predicted class."""
-    t, p = _label_pair(y_true, y_pred, num_classes)
-    k = int(num_classes)
+    t, p, k = _label_pair(y_true, y_pred, num_classes)
     return np.bincount(t * k + p, minlength=k * k).reshape(k, k).astype(np.int64)
 
 
 def balanced_accuracy(y_true: Any, y_pred: Any, num_classes: int) -> float:
     """Mean sensitivity over the classes present in ``y_true`` (NaN when it is empty)."""
-    t, p = _label_pair(y_true, y_pred, num_classes)
-    k = int(num_classes)
-    return _nanmean(sens_spec(_one_hot(t, k), _one_hot(p, k), axis=0)["sensitivity"])
+    t, p, k = _label_pair(y_true, y_pred, num_classes)
+    return nanmean(sens_spec(_one_hot(t, k), _one_hot(p, k), axis=0)["sensitivity"])
 
 
 def classification_report(probs: Any, targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
-    """The ISIC 2018 Task 3 report of one set of predictions, plain Python values.
-
-    ``accuracy``, ``balanced_accuracy``, ``macro_auc``, ``macro_average_precision`` (over the
-    classes with positives), ``n_images``, ``class_names``, ``confusion_matrix`` (K x K, rows =
-    true), ``confusion_matrix_normalized`` (rows divided by their sums, empty rows 0) and
-    ``per_class``: name -> `PER_CLASS_KEYS`. NaN where undefined: sensitivity, AUC and AP of a class
-    absent from the targets, specificity when every target is that class, precision when it is never
-    predicted, F1 ``2TP / (2TP + FP + FN)`` when it is neither true nor predicted."""
+    """The ISIC 2018 Task 3 report, plain Python values: ``accuracy``, ``balanced_accuracy``,
+    ``macro_auc``, ``macro_average_precision``, ``n_images``, ``class_names``, ``confusion_matrix``
+    (rows = true), ``confusion_matrix_normalized`` (by row; empty rows 0) and ``per_class``: name ->
+    `PER_CLASS_KEYS` (F1 = ``2TP / (2TP + FP + FN)``; precision = PPV). NaN where undefined: e.g. the
+    sensitivity, AUC and AP of a class absent from the targets, the precision of one never predicted."""
     names, p, t = _probs_and_targets(probs, targets, class_names)
     n, k = len(t), len(names)
     if n == 0:
@@ -289,9 +272,9 @@ def classification_report(probs: Any, targets: Any, class_names: Sequence[str] =
         "average_precision": float(skm.average_precision_score(t == i, p[:, i])) if (t == i).any() else NAN,
     } for i, name in enumerate(names)}
     return {
-        "accuracy": float(np.mean(pred == t)), "balanced_accuracy": _nanmean(c["sensitivity"]),
-        "macro_auc": _nanmean([v["auc"] for v in per_class.values()]),
-        "macro_average_precision": _nanmean([v["average_precision"] for v in per_class.values()]),
+        "accuracy": float(np.mean(pred == t)), "balanced_accuracy": nanmean(c["sensitivity"]),
+        "macro_auc": nanmean([v["auc"] for v in per_class.values()]),
+        "macro_average_precision": nanmean([v["average_precision"] for v in per_class.values()]),
         "n_images": n, "class_names": names, "confusion_matrix": cm.tolist(),
         "confusion_matrix_normalized": _ratio(cm, cm.sum(axis=1, keepdims=True), 0.0).tolist(),
         "per_class": per_class,
@@ -320,17 +303,12 @@ def majority_baseline(targets: Any, class_names: Sequence[str] = CLASS_NAMES,
     t = as_labels(targets, k, "targets")
     if t.size == 0:
         raise ValueError("No targets: there is nothing to compare with.")
-    lookup = {n.lower(): i for i, n in enumerate(names)}
-    if majority is None:
-        idx = int(np.argmax(np.bincount(t, minlength=k)))
-    elif isinstance(majority, (int, np.integer)) and not isinstance(majority, bool):
-        if not 0 <= int(majority) < k:
-            raise ValueError(f"majority index {majority} out of range [0, {k}).")
-        idx = int(majority)
-    elif str(majority).strip().lower() in lookup:
-        idx = lookup[str(majority).strip().lower()]
-    else:
-        raise ValueError(f"majority {majority!r} is not one of the class names {names}.")
+    lookup = {**{n.lower(): i for i, n in enumerate(names)}, **{i: i for i in range(k)}}
+    key = majority if isinstance(majority, (int, np.integer)) and not isinstance(majority, bool) else \
+        str(majority).strip().lower()
+    if majority is not None and key not in lookup:
+        raise ValueError(f"majority {majority!r} is not one of the class names {names} (or their indices).")
+    idx = int(np.argmax(np.bincount(t, minlength=k))) if majority is None else lookup[key]
     return {"majority": names[idx], "accuracy": float(np.mean(t == idx)),
             "balanced_accuracy": balanced_accuracy(t, np.full_like(t, idx), k), "n_images": int(t.size)}
 
@@ -369,9 +347,7 @@ def melanoma_vs_rest(y_true: Any, p_mel: Any, threshold: float | None = None) ->
             "threshold": None if threshold is None else float(threshold), **at, "notes": notes}
 
 
-# --------------------------------------------------------------------------------------------
-# lesion-level bootstrap over a per-image table
-# --------------------------------------------------------------------------------------------
+# --- lesion-level bootstrap over a per-image table ------------------------------------------------
 
 class _Columns:
     """The columns a statistic needs as arrays, so that one resample costs microseconds. Images
@@ -409,13 +385,13 @@ class _Columns:
             y, probs, k = self.y[idx], self.probs[idx], len(self.names)
             pred = probs.argmax(1)
             out["accuracy"] = float(np.mean(pred == y))
-            out["balanced_accuracy"] = _nanmean(sens_spec(_one_hot(y, k), _one_hot(pred, k), axis=0)["sensitivity"])
-            out["macro_auc"] = _nanmean([auc(probs[:, c], y == c) for c in range(k)])
-            out["mel_auc"] = NAN if self.mel is None else auc(probs[:, self.mel], y == self.mel)
+            out["balanced_accuracy"] = balanced_accuracy(y, pred, k)
+            out["macro_auc"] = nanmean([auc(probs[:, c], y == c) for c in range(k)])
+            if self.mel is None:  # no class named MEL
+                return {**out, **{k: NAN for k in keys if k.startswith("mel_")}}
+            out["mel_auc"] = auc(probs[:, self.mel], y == self.mel)
             if mel_threshold is not None:
-                is_mel = y == self.mel if self.mel is not None else np.zeros(len(y), bool)
-                p_mel = probs[:, self.mel] if self.mel is not None else np.zeros(len(y))
-                at = sens_spec(is_mel, p_mel >= mel_threshold)
+                at = sens_spec(y == self.mel, probs[:, self.mel] >= mel_threshold)
                 out["mel_sensitivity"], out["mel_specificity"] = at["sensitivity"], at["specificity"]
         return out
 

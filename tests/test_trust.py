@@ -16,7 +16,7 @@ from skin_utils.metrics import sens_spec_at
 from skin_utils.model import MultiTaskNet
 from skin_utils.trust.numbers import (apply_temperature, binary_entropy, border_band, brier_score,
                                       calibration_report, cam_localization, cam_localization_report, classwise_ece,
-                                      dropout_modules, expected_calibration_error, expected_entropy, fit_temperature,
+                                      dropout_modules, expected_calibration_error, fit_temperature,
                                       grad_cam, mask_uncertainty_score, mc_dropout_probs, mutual_information,
                                       negative_log_likelihood, operating_threshold, predictive_entropy,
                                       probs_to_logits, referral_threshold, reliability_diagram, risk_coverage_curve,
@@ -205,10 +205,11 @@ def test_sample_measures_known_cases():
     h = -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3))
     assert mi[1] == pytest.approx(h)
     np.testing.assert_allclose(vote_disagreement(s), [0.0, 1 / 3])
-    np.testing.assert_allclose(expected_entropy(s), [predictive_entropy([[0.7, 0.3]])[0], 0.0])
-    t = torch.tensor(s)  # the mean of the passes, and H(mean) = E[H] + MI
+    t = torch.tensor(s)  # the entropy of the mean of the passes = the passes' mean entropy + MI
     np.testing.assert_allclose(predictive_entropy(t), predictive_entropy([[0.7, 0.3], [2 / 3, 1 / 3]]))
-    np.testing.assert_allclose(predictive_entropy(t), expected_entropy(t) + mutual_information(t))
+    expected = np.mean([predictive_entropy(p) for p in s], axis=0)
+    np.testing.assert_allclose(expected, [predictive_entropy([[0.7, 0.3]])[0], 0.0])
+    np.testing.assert_allclose(predictive_entropy(t), expected + mutual_information(t))
 
 
 def test_mutual_information_is_mean_kl_to_the_mean():

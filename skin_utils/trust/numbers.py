@@ -1,22 +1,18 @@
 """The numbers of trust: are the probabilities honest (calibration, temperature scaling), how sure
-is the model about each image (uncertainty, referral of the least sure, the melanoma operating
+is the model about each image (uncertainty; referral of the least sure; the melanoma operating
 point), and where does it look (Grad-CAM, checked against the lesion mask).
 
-Inputs are numpy arrays or torch tensors (any device). Probabilities (N, K) and integer labels (N,)
-are checked as in `skin_utils.metrics`, whose `sens_spec` gives every sensitivity here. Several
-stochastic passes of the same images (TTA views, MC-dropout samples) are stacked **samples first**:
-(S, N, K) for classes, (S, N, H, W) for masks. Entropies are in nats (``normalize`` divides by
-log K, so that 1 is the uniform prediction); the mask's binary entropy is in bits.
+Inputs as in `skin_utils.metrics`, whose `sens_spec` gives every sensitivity here. Several passes
+of the same images (TTA views, MC-dropout samples) are stacked **samples first**: (S, N, K).
+Entropies are in nats (``normalize`` divides by log K: 1 is the uniform prediction).
 
-Calibration (Guo et al. 2017): ``n_bins`` equal-width bins on [0, 1], bin b holding
-``(b / n, (b + 1) / n]`` (0 goes to the first). Top-label ECE ``sum_b |B_b| / N |acc_b - conf_b|``
-over the bins of the top probability; class-wise ECE (Kull et al. 2019) the same per class on
-``p_ik`` against ``[y_i == k]``, averaged over every class: it sees the rare classes that a
-top-label ECE dominated by confident nevi hides. NLL with probabilities clipped at 1e-15; Brier
-``mean_i sum_k (p_ik - [y_i == k])^2`` in [0, 2]. Temperature scaling divides the logits by one
-T > 0 that minimises the validation NLL; it never changes the argmax. For averaged (TTA)
-probabilities use ``probs_to_logits``: ``softmax(log p / T)``; fit T on the kind of output it
-will be applied to.
+Calibration (Guo et al. 2017): ``n_bins`` equal-width bins ``(b / n, (b + 1) / n]`` (0 in the first).
+Top-label ECE ``sum_b |B_b| / N |acc_b - conf_b|``; class-wise ECE (Kull et al. 2019) the same per
+class on ``p_ik`` against ``[y_i == k]``, averaged over every class: it sees the rare classes that a
+top-label ECE dominated by confident nevi hides. NLL clips probabilities at 1e-15; Brier is
+``mean_i sum_k (p_ik - [y_i == k])^2`` in [0, 2]. Temperature scaling divides the logits by the
+T > 0 minimising the validation NLL, never changing the argmax; for TTA-averaged probabilities use
+``probs_to_logits`` (``softmax(log p / T)``), and fit T on the kind of output it will be applied to.
 """
 
 from __future__ import annotations
@@ -34,7 +30,8 @@ from scipy.optimize import minimize_scalar
 from torch import nn
 
 from skin_utils.labels import CLASS_NAMES
-from skin_utils.metrics import as_binary, as_labels, as_numpy, as_probabilities, balanced_accuracy, sens_spec
+from skin_utils.metrics import (as_binary, as_labels, as_maps, as_numpy, as_probabilities, balanced_accuracy, nanmean,
+                                sens_spec)
 
 #: Equal-width confidence bins (Guo et al. 2017).
 DEFAULT_N_BINS = 15
@@ -64,9 +61,7 @@ def _pair(probs: Any, labels: Any, logits: bool = False) -> tuple[np.ndarray, np
     return p, y
 
 
-# --------------------------------------------------------------------------------------------
-# calibration and temperature scaling
-# --------------------------------------------------------------------------------------------
+# --- calibration and temperature scaling ----------------------------------------------------------
 
 def probs_to_logits(probs: Any) -> np.ndarray:
     """``log p`` (clipped at 1e-15), float64 (N, K): logits whose softmax is ``probs``."""
@@ -184,9 +179,7 @@ def apply_temperature(logits: Any, temperature: float):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-# --------------------------------------------------------------------------------------------
-# uncertainty of the diagnosis
-# --------------------------------------------------------------------------------------------
+# --- uncertainty of the diagnosis -----------------------------------------------------------------
 
 def _entropy(p: np.ndarray, log=np.log) -> np.ndarray:
     """Entropy over the last axis, 0 log 0 = 0."""
@@ -209,15 +202,9 @@ def predictive_entropy(probs: Any, normalize: bool = False) -> np.ndarray:
     return _entropy(p) / (math.log(p.shape[1]) if normalize else 1.0)
 
 
-def expected_entropy(sample_probs: Any, normalize: bool = False) -> np.ndarray:
-    """Mean over passes of each pass's entropy (N,): what each pass is unsure about by itself."""
-    p = _samples(sample_probs)
-    return _entropy(p).mean(axis=0) / (math.log(p.shape[2]) if normalize else 1.0)
-
-
 def mutual_information(sample_probs: Any, normalize: bool = False) -> np.ndarray:
     """``H(mean_s p_s) - mean_s H(p_s)`` = ``mean_s KL(p_s || p_mean)`` (BALD, Houlsby et al. 2011),
-    (N,) >= 0: how much the passes disagree."""
+    (N,) >= 0: how much the passes disagree, beyond what each is unsure about by itself."""
     p = _samples(sample_probs)
     mi = np.clip(_entropy(p.mean(axis=0)) - _entropy(p).mean(axis=0), 0.0, None)
     return mi / (math.log(p.shape[2]) if normalize else 1.0)
@@ -238,14 +225,11 @@ def dropout_modules(model) -> list:
 
 
 def mc_dropout_probs(model, images, n_samples: int = 20, *, seed: int | None = 0) -> torch.Tensor:
-    """Class probabilities of ``n_samples`` Monte-Carlo dropout passes (Gal & Ghahramani 2016),
-    float32 (S, N, K), of a normalised batch on the model's device.
-
-    Dropout runs in train mode, everything else (BatchNorm above all) in eval mode, and every
-    module's mode is restored, also on error. ``seed`` (None: the global RNG) repeats the samples
-    without touching the caller's random state. MultiTaskNet's only dropout sits in its
-    classification head, so the encoder runs once and only the head is sampled (the mask is the
-    same in every pass); other models run whole. A model without dropout raises."""
+    """Class probabilities float32 (S, N, K) of ``n_samples`` Monte-Carlo dropout passes (Gal &
+    Ghahramani 2016) over a normalised batch: dropout in train mode, everything else (BatchNorm
+    above all) in eval mode, every module's mode restored, also on error. ``seed`` (None: the global
+    RNG) repeats the samples without touching the caller's random state. MultiTaskNet's only dropout
+    is in its head, so the encoder runs once (the mask is the same in every pass)."""
     if int(n_samples) != n_samples or n_samples < 2:
         raise ValueError(f"n_samples must be an integer >= 2; got {n_samples!r}.")
     drops = dropout_modules(model)
@@ -280,21 +264,11 @@ def _class_logits(output):
     return output[1] if isinstance(output, (tuple, list)) else output
 
 
-# --------------------------------------------------------------------------------------------
-# uncertainty of the mask
-# --------------------------------------------------------------------------------------------
+# --- uncertainty of the mask ----------------------------------------------------------------------
 
 def _maps(x: Any, name: str) -> list[np.ndarray]:
     """2-D maps, each in its own dtype, from (H, W), (N, H, W), (N, 1, H, W) or a list of 2-D maps."""
-    if isinstance(x, (list, tuple)):
-        maps = [as_numpy(m, dtype=None) for m in x]
-    else:
-        a = as_numpy(x, dtype=None)
-        a = a[None] if a.ndim == 2 else a[:, 0] if a.ndim == 4 and a.shape[1] == 1 else a
-        if a.ndim != 3:
-            raise ValueError(f"{name} must have shape (H, W), (N, H, W) or (N, 1, H, W), or be a list of 2-D "
-                             f"maps; got {as_numpy(x, None).shape}.")
-        maps = list(a)
+    maps = [as_numpy(m, dtype=None) for m in x] if isinstance(x, (list, tuple)) else list(as_maps(x, name))
     for i, m in enumerate(maps):
         if m.ndim != 2:
             raise ValueError(f"{name}[{i}] must be 2-D (H, W); got shape {m.shape}.")
@@ -323,10 +297,11 @@ def border_band(mask: Any, width: int) -> np.ndarray:
 
 def mask_uncertainty_score(mask_probs: Any, pixel_uncertainty: Any = None, *, region: str = "border",
                            threshold: float = 0.5, width: int | None = None) -> np.ndarray:
-    """One uncertainty per image, float64 (N,): a per-pixel map (default the `binary_entropy` of
-    ``mask_probs``; or e.g. the variance across TTA views) averaged over the `border_band` of the
-    predicted lesion ``mask_probs >= threshold`` (half-width ``width`` px, default 3 % of the
-    shorter side), or over the whole image (``region="image"``).
+    """One uncertainty per image, float64 (N,), of masks (H, W), (N, H, W), (N, 1, H, W) or a list
+    of 2-D maps of any sizes: a per-pixel map (default the `binary_entropy` of ``mask_probs``; or
+    e.g. the variance across TTA views) averaged over the `border_band` of the predicted lesion
+    ``mask_probs >= threshold`` (half-width ``width`` px, default 3 % of the shorter side), or over
+    the whole image (``region="image"``).
 
     The band is where segmentation is uncertain; an image mean mostly measures how much easy
     background there is. No band (no lesion predicted, or one covering the image) scores 1.0, the
@@ -350,9 +325,7 @@ def mask_uncertainty_score(mask_probs: Any, pixel_uncertainty: Any = None, *, re
     return np.asarray(scores, dtype=np.float64)
 
 
-# --------------------------------------------------------------------------------------------
-# referral and the melanoma operating point
-# --------------------------------------------------------------------------------------------
+# --- referral and the melanoma operating point ----------------------------------------------------
 
 def _uncertainty(u: Any, name: str = "uncertainty") -> np.ndarray:
     a = as_numpy(u)
@@ -452,9 +425,7 @@ def operating_threshold(p_mel_val: Any, is_mel_val: Any, target_sensitivity: flo
     return float(positives[max(1, math.ceil(float(target_sensitivity) * positives.size - _COUNT_EPS)) - 1])
 
 
-# --------------------------------------------------------------------------------------------
-# where the classifier looks: Grad-CAM, and the heat map against the lesion mask
-# --------------------------------------------------------------------------------------------
+# --- where the classifier looks: Grad-CAM, and the heat map against the lesion mask ---------------
 
 def grad_cam(model, images, target: int | Sequence[int] | None = None, *, layer=None,
              method: str = "gradcam") -> tuple[np.ndarray, np.ndarray]:
@@ -522,12 +493,9 @@ def cam_localization(cams: Any, masks: Any, labels: Any = None, image_ids: Seque
     """Per image, is the heat map on the lesion (the energy-based pointing game, Wang et al. 2020)?
     ``energy_inside`` ``sum(cam * mask) / sum(cam)`` (NaN for an all-zero map), its baseline
     ``area_share`` (the share of the image the mask covers: what a uniform map scores), ``lift``
-    (their ratio), ``peak_inside`` (the hottest pixel, the first on ties, is in the lesion; False
-    for an all-zero map), with ``image_id``, ``label`` and ``class_name`` (None when not given).
-
-    Maps and masks (non-zero = lesion): (H, W), (N, H, W), (N, 1, H, W) or lists of 2-D arrays of
-    matching shapes. Check against the true mask when evaluating; at inference only the predicted
-    one exists."""
+    (their ratio), ``peak_inside`` (the hottest pixel, the first on ties, is in the lesion), with
+    ``image_id``, ``label`` and ``class_name`` (None when not given). Maps and masks (non-zero =
+    lesion) as in `mask_uncertainty_score`, of matching shapes."""
     cams, masks = _maps(cams, "cam"), _maps(masks, "mask")
     y = None if labels is None else as_numpy(labels, dtype=None).reshape(-1)
     for what, count in (("masks", len(masks)), ("labels", None if y is None else len(y)),
@@ -569,21 +537,17 @@ def cam_localization_report(rows: Sequence[dict], class_names: Sequence[str] = C
         raise ValueError(f"outside_below must be in (0, 1]; got {outside_below!r}.")
     rows = [{"index": i, **r, "image_id": str(i) if r["image_id"] is None else r["image_id"]}
             for i, r in enumerate(rows)]
-    scored = lambda rs: [r for r in rs if not math.isnan(r["energy_inside"])]  # noqa: E731
-    outside = lambda r: r["energy_inside"] < outside_below  # noqa: E731
 
     def summary(rs):
-        def mean(key):
-            v = [r[key] for r in rs if not math.isnan(r[key])]
-            return float(np.mean(v)) if v else math.nan
-        share = lambda test: float(np.mean([test(r) for r in scored(rs)])) if scored(rs) else math.nan  # noqa: E731
-        return {"n_images": len(rs), "energy_inside": mean("energy_inside"), "area_share": mean("area_share"),
-                "lift": mean("lift"), "above_baseline": share(lambda r: r["energy_inside"] > r["area_share"]),
-                "peak_inside": float(np.mean([r["peak_inside"] for r in rs])), "mostly_outside": share(outside),
-                "n_empty_cam": len(rs) - len(scored(rs))}
+        scored = [r for r in rs if not math.isnan(r["energy_inside"])]
+        return {"n_images": len(rs), **{k: nanmean([r[k] for r in rs]) for k in ("energy_inside", "area_share", "lift")},
+                "above_baseline": nanmean([r["energy_inside"] > r["area_share"] for r in scored]),
+                "peak_inside": nanmean([r["peak_inside"] for r in rs]),
+                "mostly_outside": nanmean([r["energy_inside"] < outside_below for r in scored]),
+                "n_empty_cam": len(rs) - len(scored)}
 
     per_class = {name: summary(rs) for k, name in enumerate(class_names)
                  if (rs := [r for r in rows if r["label"] == k])}
+    outside = [r for r in rows if r["energy_inside"] < outside_below]  # NaN (an all-zero map) is not below
     return {"overall": summary(rows), "per_class": per_class, "per_image": rows,
-            "mostly_outside": sorted((r for r in scored(rows) if outside(r)), key=lambda r: r["energy_inside"]),
-            "outside_below": float(outside_below)}
+            "mostly_outside": sorted(outside, key=lambda r: r["energy_inside"]), "outside_below": float(outside_below)}
