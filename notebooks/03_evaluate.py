@@ -100,7 +100,7 @@ from skin_utils.losses import trained_tasks
 from skin_utils.config import EvaluateConfig, resolve
 from skin_utils.data.loading import load_data
 from skin_utils.runs import run_to_score
-from skin_utils.stats import bootstrap_ci, read_per_image
+from skin_utils.metrics import bootstrap_ci, read_per_image
 
 params = EvaluateConfig.from_notebook(globals()).to_dict()  # checked: a wrong value or a misspelt name stops here
 out, checkpoint_path = run_to_score(run, checkpoint and resolve(checkpoint), resolve(reports_dir) / "runs")
@@ -168,7 +168,7 @@ if note:
 # classes, which balanced accuracy (the mean of the per-class sensitivities) shows. The `mel_`
 # rows are melanoma versus the rest: the AUC of the calibrated P(MEL), and sensitivity and
 # specificity at the threshold chosen on the training data's validation split. Two models whose
-# intervals overlap widely cannot be told apart on this split; `skin_utils.stats.paired_bootstrap`
+# intervals overlap widely cannot be told apart on this split; `skin_utils.metrics.paired_bootstrap`
 # compares two runs on the same images. A head that was not trained (loss weight 0) shows "n/a";
 # a set without masks (or without diagnoses) has no segmentation (classification) rows.
 

@@ -40,7 +40,8 @@ from skin_utils.budget import format_seconds, seconds_per_batch
 from skin_utils.checkpoint import Checkpoint, CheckpointError, TrainingState, load_weights
 from skin_utils.data.datasets import Normalize, resolve_normalization
 from skin_utils.losses import trained_tasks
-from skin_utils.metrics import ClassificationMetrics, SegmentationMetrics
+from skin_utils.metrics import classification_report, segmentation_scores
+from skin_utils.trust.numbers import mc_dropout_probs
 
 SELECTION_CRITERIA = ("balanced_accuracy+dice", "balanced_accuracy", "dice", "loss")
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
@@ -266,7 +267,7 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
     TTA view (S = 1 without ``tta``), and, with ``tta``, ``mask_var`` (N, H, W) float16, the
     per-pixel variance of the mask probability across the views (the views' masks themselves
     are not kept). ``mc_samples >= 2`` adds ``mc_probs`` (mc_samples, N, K) float32: Monte-Carlo
-    dropout samples of the plain view (`skin_utils.trust.uncertainty.mc_dropout_probs`, batch b seeded
+    dropout samples of the plain view (`skin_utils.trust.numbers.mc_dropout_probs`, batch b seeded
     with ``mc_seed + b``); 0 turns it off. The defaults compute exactly what they did before."""
     if mc_samples and (int(mc_samples) != mc_samples or mc_samples < 2):
         raise ValueError(f"mc_samples must be 0 (off) or an integer >= 2; got {mc_samples!r}.")
@@ -294,8 +295,6 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
             else:
                 m, p = forward_probs(model, images, tta)
             if mc_samples:
-                from skin_utils.trust.uncertainty import mc_dropout_probs
-
                 mc_probs.append(mc_dropout_probs(model, images, int(mc_samples), seed=mc_seed + b).cpu())
         n_images += len(y)
         if with_masks:
@@ -332,12 +331,9 @@ def evaluate(model, loader, device, class_names, *, loss_fn=None, amp_dtype=None
     pred = predict(model, loader, device, amp_dtype=amp_dtype, channels_last=channels_last,
                    loss_fn=loss_fn, progress=progress, desc="validate", with_masks=True,
                    normalize=Normalize.from_config(normalization))
-    seg = SegmentationMetrics()
-    seg.update(pred["mask_probs"].numpy() >= threshold, pred["masks"].numpy())
-    cls = ClassificationMetrics(class_names)
-    cls.update(pred["probs"], pred["labels"])
-    s, c = seg.aggregate(), cls.aggregate()
-    out = {k: s[k] for k in ("dice", "jaccard", "thresholded_jaccard")}
+    s = segmentation_scores(pred["mask_probs"].numpy() >= threshold, pred["masks"].numpy())
+    c = classification_report(pred["probs"], pred["labels"], class_names)
+    out = {k: float(np.mean(s[k])) for k in ("dice", "jaccard", "thresholded_jaccard")}
     out.update({k: c[k] for k in ("accuracy", "balanced_accuracy", "macro_auc")})
     for k in ("loss", "seg_loss", "cls_loss"):
         if k in pred:

@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from skin_utils.data.datasets import Normalize, make_loader
 from skin_utils.engine import amp_dtype_for, predict
 from skin_utils.data.imageio import image_hw, read_mask
-from skin_utils.metrics import (SEGMENTATION_KEYS, ClassificationMetrics, SegmentationMetrics, baselines,
-                                melanoma_vs_rest, roc_curves)
-from skin_utils.trust.uncertainty import mask_uncertainty_score
+from skin_utils.metrics import (CLASSIFICATION_METRICS, MEL_THRESHOLD_METRICS, SEGMENTATION_KEYS, age_band, baselines,
+                                bootstrap_ci, classification_report, melanoma_vs_rest, roc_curves, segmentation_scores,
+                                subgroup_table)
+from skin_utils.trust.numbers import mask_uncertainty_score
 
 MELANOMA = "MEL"
 HEADLINE = ("dice", "jaccard", "thresholded_jaccard", "accuracy", "balanced_accuracy", "macro_auc",
@@ -55,9 +56,7 @@ def original_size_scores(mask_probs, mask_paths, image_paths, threshold: float =
         pred = upsample_mask(mask_probs[i], hw, threshold)
         true = read_mask(mask_paths[i], hw=hw).astype(bool)
         try:
-            s = SegmentationMetrics()
-            s.update([pred], [true])
-            return {k: v[0] for k, v in s.aggregate()["per_image"].items()}
+            return {k: float(v[0]) for k, v in segmentation_scores(pred, true).items()}
         except ValueError as exc:
             raise ValueError(f"{image_paths[i]}: {exc}") from None
 
@@ -149,7 +148,7 @@ def evaluate_original_size(model, data, split: str, device, class_names, *, batc
     ``n_lesions``, ``n_with_mask``, ``n_with_label``; ``per_image`` is a
     DataFrame with one row per image (true class (empty without a diagnosis) and predicted class,
     probabilities, Dice and Jaccard (empty without a mask), ``mask_uncertainty``:
-    `skin_utils.trust.uncertainty.mask_uncertainty_score` of the mask at the
+    `skin_utils.trust.numbers.mask_uncertainty_score` of the mask at the
     model's size, the mean binary entropy in the band around the predicted border).
     ``return_views`` keeps each TTA view's class probabilities and the per-pixel variance of the
     mask across views (``Evaluation.view_probs``, ``mask_var``); ``mc_samples`` (0: off) adds
@@ -189,9 +188,8 @@ def evaluate_original_size(model, data, split: str, device, class_names, *, batc
     labels = np.where(has_label, pred["labels"], -1)
     if has_label.any():
         lab = np.flatnonzero(has_label)
-        cls = ClassificationMetrics(class_names)
-        cls.update(probs[lab], labels[lab])
-        report.update({k: v for k, v in cls.aggregate().items() if k != "n_images"})
+        report.update({k: v for k, v in classification_report(probs[lab], labels[lab], class_names).items()
+                       if k != "n_images"})
         base = baselines(labels[lab], class_names)
         report["classes_present"] = base["classes_present"]
         report["chance"] = base["chance"]
@@ -351,8 +349,6 @@ def subgroup_tables(evaluation: "Evaluation", index: pd.DataFrame, class_names, 
     """The headline metrics per subgroup of the metadata (sex, age band, body site), each with its
     lesion-level 95% interval; subgroups with fewer than ``min_lesions`` lesions are left out.
     ``index`` is the data set's index (`skin_utils.data.layout.load_index`)."""
-    from skin_utils.stats import age_band, subgroup_table
-
     meta = index.iloc[evaluation.per_image["row"].to_numpy()].reset_index(drop=True)
     table = evaluation.per_image.reset_index(drop=True).copy()
     for col in ("sex", "localization"):
@@ -494,8 +490,6 @@ def domain_shift(external: dict, internal: dict | None, internal_per_image: pd.D
     the per-image table (with the external run's P(MEL) threshold), so that the two columns average
     over the same classes. Returns ``table`` (`domain_shift_table`), ``notes`` (what differs between
     the two columns, in sentences) and ``restricted_to`` (the classes, or None)."""
-    from skin_utils.stats import CLASSIFICATION_METRICS, MEL_THRESHOLD_METRICS, bootstrap_ci
-
     if internal is None:
         return {"table": None, "notes": [], "restricted_to": None}
     notes, restricted = [], None

@@ -25,14 +25,8 @@ from skin_utils.engine import amp_dtype_for, autocast, forward_probs, resolve_de
 from skin_utils.evaluation import upsample_mask
 from skin_utils.data.imageio import ImageReadError, read_image
 from skin_utils.data.layout import find_images
-from skin_utils.trust.explain import grad_cam
-from skin_utils.trust.uncertainty import (
-    binary_entropy,
-    mask_uncertainty_score,
-    mc_dropout_probs,
-    mutual_information,
-    vote_disagreement,
-)
+from skin_utils.trust.numbers import (binary_entropy, grad_cam, mask_uncertainty_score, mc_dropout_probs,
+                                     mutual_information, vote_disagreement)
 
 MIN_SIDE = 8  # pixels: below this there is no lesion to see
 

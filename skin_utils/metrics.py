@@ -1,64 +1,24 @@
-"""Segmentation and classification metrics with the ISIC 2018 challenge definitions.
+"""Every number of a set of predictions, with the ISIC 2018 definitions, and its lesion-level 95% CI.
 
-The layout follows MONAI's metrics: a functional form (a plain function of one batch) beside a
-class that accumulates batches with ``update()``, returns the result with ``aggregate()`` and
-starts over with ``reset()``. Nothing here imports torch: torch tensors are accepted anywhere an
-array is (they are moved to the CPU and converted with ``.detach().cpu().numpy()``).
+Inputs are numpy arrays or torch tensors (nothing here imports torch). Class scores are
+**probabilities** (N, K), rows summing to 1; targets are class indices (N,); the prediction is the
+argmax. A number undefined on a set (0/0) is NaN, never a guess; means leave NaN out. `sens_spec` is
+the one sensitivity / specificity and `auc` the one ROC AUC: every other number, here and in
+`skin_utils.trust`, is computed through them.
 
-The segmentation scores are computed here (scikit-learn has no per-image ISIC scores); the
-classification numbers come from ``sklearn.metrics`` (confusion matrix, accuracy, balanced
-accuracy, per-class precision / recall / F1, ROC AUC, average precision, ROC curves), with the
-input checks and the NaN rules below applied around it; specificity, which scikit-learn does not
-provide, is read off the confusion matrix.
+Segmentation (Task 1): each image scored at its own size (non-zero = lesion), then averaged over
+images. The ISIC empty-mask rule: an empty prediction on an empty target has Dice = Jaccard = 1; an
+empty target has sensitivity 1 (nothing to find; its false positives cost Dice, Jaccard and
+specificity); a target without background has specificity 1.
 
-Segmentation (ISIC 2018 Task 1)
--------------------------------
-Every score is computed **per image**, at the image's own size, and then averaged over images
-(it is not a pixel pool over the whole set). Masks are boolean-like: any non-zero value is
-lesion, so ``{0, 1}``, ``{0, 255}`` and ``bool`` masks all work; threshold probabilities first.
-With P the predicted lesion pixels and T the true ones:
+Classification (Task 3): balanced accuracy and macro AUC average over the classes present (AUC:
+with positives and negatives); a prediction of an absent class still counts as an error, and
+`baselines` says what chance and the set's majority class score there.
 
-* Dice ``2|P & T| / (|P| + |T|)``; Jaccard ``|P & T| / |P | T|``;
-* thresholded Jaccard (the Task 1 ranking metric): ``J`` if ``J >= 0.65`` else ``0``;
-* pixel sensitivity ``TP / (TP + FN)``; pixel specificity ``TN / (TN + FP)``.
-
-Rules for empty masks (where a ratio would be 0/0):
-
-* empty prediction on an empty target: Dice = 1, Jaccard = 1 (a perfect answer);
-* non-empty prediction on an empty target: Dice = 0, Jaccard = 0 (the ordinary formulas);
-* empty target (no lesion pixels), whatever the prediction: sensitivity = 1, since there is
-  nothing to find; false positives are charged to Dice, Jaccard and specificity instead;
-* target with no negatives (lesion covers the whole image): specificity = 1.
-
-Classification (ISIC 2018 Task 3)
----------------------------------
-Inputs are **probabilities**, shape (N, K), rows summing to 1 (apply ``softmax`` to logits
-first: the check rejects anything outside [0, 1] or with row sums off 1 by more than 1e-3),
-and integer targets, shape (N,). The predicted class is the ``argmax`` (first index on ties).
-
-* ``balanced_accuracy`` (the Task 3 headline) is the mean per-class recall over the classes
-  that occur in the targets; classes absent from the targets are left out
-  (``sklearn.metrics.balanced_accuracy_score``; NaN when there are no targets).
-* ``macro_auc`` is the mean one-vs-rest ROC AUC over the classes that have both positives and
-  negatives in the targets (NaN if there are none); ``macro_average_precision`` is the mean
-  one-vs-rest average precision over the classes that have positives.
-* Per-class values that are undefined (0/0) are NaN: sensitivity and AUC/AP of a class absent
-  from the targets, specificity when every target is that class, precision when the class is
-  never predicted, F1 (``2TP / (2TP + FP + FN)``) when the class is neither true nor predicted.
-  The macro means leave NaN values out.
-* :func:`roc_curves` returns one ``{"fpr", "tpr", "auc"}`` dict per class that has both
-  positives and negatives; ``skin_utils.plots.plot_roc_curves`` takes that value as it is.
-
-On a set where only some of the classes occur (an external data set, a small split), the
-numbers above are therefore averages over the classes present, while a prediction of an absent
-class still counts as an error (it lowers the recall of the true class). :func:`baselines` names
-the classes present and gives what chance and always answering the set's most frequent class
-score on that set; :func:`melanoma_vs_rest` is the binary question (melanoma or not) that such
-sets ask: ROC AUC of P(MEL) and sensitivity / specificity at a threshold.
-
-Everything returned by ``aggregate()`` is built from plain Python floats, ints, lists and dicts,
-so it can be ``json.dump``-ed; NaN is kept as ``float('nan')``, and :func:`to_jsonable` turns it
-(and any numpy / torch value) into strict-JSON values (NaN -> None).
+Intervals: images of one lesion are not independent, so the bootstrap draws **lesions** (all their
+images), seeded, from the per-image table of 03_evaluate (``lesion_id``, ``true``, ``p_<class>``,
+``dice``, ``jaccard``; empty ``true`` or ``dice``: no diagnosis or no mask). Every class number
+reads the ``p_<class>`` columns (the calibrated probabilities), melanoma versus the rest included.
 """
 
 from __future__ import annotations
@@ -69,275 +29,52 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
 from sklearn import metrics as skm
 
+from skin_utils.data.splits import read_csv_with_ids
 from skin_utils.labels import CLASS_NAMES
-
-__all__ = [
-    "dice_per_image",
-    "jaccard_per_image",
-    "thresholded_jaccard",
-    "pixel_sensitivity_per_image",
-    "pixel_specificity_per_image",
-    "SegmentationMetrics",
-    "confusion_matrix",
-    "balanced_accuracy",
-    "classification_report_dict",
-    "ClassificationMetrics",
-    "majority_baseline",
-    "classes_present",
-    "baselines",
-    "melanoma_vs_rest",
-    "roc_curves",
-    "to_jsonable",
-    "ISIC_JACCARD_THRESHOLD",
-    "SEGMENTATION_KEYS",
-    "PER_CLASS_KEYS",
-    "PROB_SUM_ATOL",
-    "as_numpy",
-    "as_labels",
-    "as_probabilities",
-]
 
 #: ISIC 2018 Task 1: a Jaccard index below this counts as 0.
 ISIC_JACCARD_THRESHOLD = 0.65
-
-#: The per-image segmentation scores, in the order they are reported.
-SEGMENTATION_KEYS: tuple[str, ...] = (
-    "dice", "jaccard", "thresholded_jaccard", "sensitivity", "specificity",
-)
-
-#: The per-class classification values, in the order ``classification_report_dict`` gives them.
-PER_CLASS_KEYS: tuple[str, ...] = (
-    "support", "sensitivity", "specificity", "precision", "f1", "auc", "average_precision",
-)
-
+SEGMENTATION_KEYS = ("dice", "jaccard", "thresholded_jaccard", "sensitivity", "specificity")
+PER_CLASS_KEYS = ("support", "sensitivity", "specificity", "precision", "f1", "auc", "average_precision")
 #: Tolerance on the row sums of a probability matrix.
 PROB_SUM_ATOL = 1e-3
+SEGMENTATION_METRICS = ("dice", "jaccard", "thresholded_jaccard")
+CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "macro_auc", "mel_auc")
+MEL_THRESHOLD_METRICS = ("mel_sensitivity", "mel_specificity")  # with a P(MEL) threshold
+HEADLINE_METRICS = SEGMENTATION_METRICS + CLASSIFICATION_METRICS + MEL_THRESHOLD_METRICS
+AGE_BANDS = (0, 30, 45, 60, 75, np.inf)
+MELANOMA = "MEL"
+TASKS = ("segmentation", "classification")
+NAN = float("nan")
 
 
-# --------------------------------------------------------------------------------------------
-# conversion helpers
-# --------------------------------------------------------------------------------------------
+# --- checked inputs -------------------------------------------------------------------------------
 
 def as_numpy(x: Any, dtype=np.float64) -> np.ndarray:
-    """numpy array (of ``dtype``; None keeps the input's) from a numpy array, a torch tensor on
-    any device (bfloat16 included), or anything array-like."""
+    """numpy array (of ``dtype``; None keeps the input's) from an array, a torch tensor on any
+    device (bfloat16 included) or anything array-like."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
         x = x.detach().cpu()
-        if str(x.dtype) == "torch.bfloat16":
-            x = x.float()  # numpy has no bfloat16
-        x = x.numpy()
+        x = (x.float() if str(x.dtype) == "torch.bfloat16" else x).numpy()
     return np.asarray(x) if dtype is None else np.asarray(x, dtype=dtype)
 
-
-def _mask_batch(x: Any, name: str) -> np.ndarray:
-    """Boolean (N, H, W) from a mask of shape (H, W), (N, H, W) or (N, 1, H, W)."""
-    arr = as_numpy(x, dtype=None)
-    if arr.ndim == 2:
-        arr = arr[None]
-    elif arr.ndim == 4 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    elif arr.ndim != 3:
-        raise ValueError(
-            f"{name} must have shape (H, W), (N, H, W) or (N, 1, H, W); got {arr.shape}."
-        )
-    return arr != 0
-
-
-def _mask_pair(pred: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
-    p = _mask_batch(pred, "pred")
-    t = _mask_batch(target, "target")
-    if p.shape != t.shape:
-        raise ValueError(
-            f"pred and target shapes differ: {p.shape} vs {t.shape} "
-            "(score each image at its own size, or pass lists of 2-D masks)."
-        )
-    return p, t
-
-
-def _counts(pred: Any, target: Any) -> tuple[np.ndarray, ...]:
-    """Per-image TP, FP, FN, TN as int64 arrays of shape (N,)."""
-    p, t = _mask_pair(pred, target)
-    axes = (1, 2)
-    tp = np.sum(p & t, axis=axes, dtype=np.int64)
-    fp = np.sum(p & ~t, axis=axes, dtype=np.int64)
-    fn = np.sum(~p & t, axis=axes, dtype=np.int64)
-    tn = np.sum(~p & ~t, axis=axes, dtype=np.int64)
-    return tp, fp, fn, tn
-
-
-def _ratio(num: np.ndarray, den: np.ndarray, when_zero: float) -> np.ndarray:
-    """num / den as float64, with ``when_zero`` where den == 0."""
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    out = np.full(num.shape, when_zero, dtype=np.float64)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# segmentation: functional
-# --------------------------------------------------------------------------------------------
-
-def dice_per_image(pred: Any, target: Any) -> np.ndarray:
-    """Dice ``2|P & T| / (|P| + |T|)`` of each image, float64 array of shape (N,).
-
-    ``pred`` and ``target`` have shape (H, W) (then N = 1), (N, H, W) or (N, 1, H, W); non-zero
-    is lesion. Both empty -> 1.0; prediction non-empty on an empty target -> 0.0.
-    """
-    tp, fp, fn, _ = _counts(pred, target)
-    return _ratio(2 * tp, 2 * tp + fp + fn, when_zero=1.0)
-
-
-def jaccard_per_image(pred: Any, target: Any) -> np.ndarray:
-    """Jaccard index (IoU) ``|P & T| / |P | T|`` of each image, float64 array of shape (N,).
-
-    Both empty -> 1.0; prediction non-empty on an empty target -> 0.0.
-    """
-    tp, fp, fn, _ = _counts(pred, target)
-    return _ratio(tp, tp + fp + fn, when_zero=1.0)
-
-
-def thresholded_jaccard(jaccard: Any, threshold: float = ISIC_JACCARD_THRESHOLD) -> Any:
-    """ISIC 2018 Task 1 score of Jaccard value(s): ``J if J >= threshold else 0``.
-
-    A scalar gives a float, an array (or list) a float64 array of the same shape.
-    """
-    if not 0.0 <= float(threshold) <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1]; got {threshold!r}.")
-    j = as_numpy(jaccard)
-    out = np.where(j >= threshold, j, 0.0)
-    return float(out) if out.ndim == 0 else out
-
-
-def pixel_sensitivity_per_image(pred: Any, target: Any) -> np.ndarray:
-    """Pixel sensitivity (recall) ``TP / (TP + FN)`` of each image, shape (N,).
-
-    Empty target -> 1.0 whatever the prediction (nothing to find).
-    """
-    tp, _, fn, _ = _counts(pred, target)
-    return _ratio(tp, tp + fn, when_zero=1.0)
-
-
-def pixel_specificity_per_image(pred: Any, target: Any) -> np.ndarray:
-    """Pixel specificity ``TN / (TN + FP)`` of each image, shape (N,).
-
-    Target with no background pixels (no negatives) -> 1.0.
-    """
-    _, fp, _, tn = _counts(pred, target)
-    return _ratio(tn, tn + fp, when_zero=1.0)
-
-
-def _segmentation_scores(pred: Any, target: Any, threshold: float) -> dict[str, np.ndarray]:
-    """All per-image scores of one batch from a single pass over the pixels."""
-    tp, fp, fn, tn = _counts(pred, target)
-    jac = _ratio(tp, tp + fp + fn, when_zero=1.0)
-    return {
-        "dice": _ratio(2 * tp, 2 * tp + fp + fn, when_zero=1.0),
-        "jaccard": jac,
-        "thresholded_jaccard": np.asarray(thresholded_jaccard(jac, threshold)),
-        "sensitivity": _ratio(tp, tp + fn, when_zero=1.0),
-        "specificity": _ratio(tn, tn + fp, when_zero=1.0),
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# segmentation: accumulating class
-# --------------------------------------------------------------------------------------------
-
-class SegmentationMetrics:
-    """Accumulates per-image ISIC 2018 Task 1 scores over batches.
-
-    >>> m = SegmentationMetrics()
-    >>> m.update(pred_batch, true_batch)          # (N, H, W) arrays / tensors
-    >>> m.update([pred_a, pred_b], [true_a, true_b])  # 2-D masks of different sizes
-    >>> result = m.aggregate()
-
-    ``aggregate()`` returns ``dice``, ``jaccard``, ``thresholded_jaccard``, ``sensitivity``,
-    ``specificity`` (means over images, floats), ``n_images``, ``jaccard_threshold`` and
-    ``per_image``: a dict of lists, one value per image in the order the images were passed to
-    ``update()`` (use it to pick the best and worst cases). See the module docstring for the
-    empty-mask rules.
-    """
-
-    def __init__(self, threshold: float = ISIC_JACCARD_THRESHOLD) -> None:
-        if not 0.0 <= float(threshold) <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1]; got {threshold!r}.")
-        self.threshold = float(threshold)
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget everything accumulated so far."""
-        self._scores: dict[str, list[float]] = {k: [] for k in SEGMENTATION_KEYS}
-
-    @property
-    def n_images(self) -> int:
-        return len(self._scores["dice"])
-
-    def __len__(self) -> int:
-        return self.n_images
-
-    def update(self, pred_masks: Any, true_masks: Any) -> None:
-        """Add a batch: arrays/tensors (N, H, W) (or (H, W), (N, 1, H, W)), or two equally long
-        lists/tuples of masks, each scored at its own size (sizes may differ between images)."""
-        if isinstance(pred_masks, (list, tuple)) or isinstance(true_masks, (list, tuple)):
-            if len(pred_masks) != len(true_masks):
-                raise ValueError(
-                    f"{len(pred_masks)} predicted masks but {len(true_masks)} true masks."
-                )
-            for i, (p, t) in enumerate(zip(pred_masks, true_masks)):
-                try:
-                    self._add(_segmentation_scores(p, t, self.threshold))
-                except ValueError as exc:
-                    raise ValueError(f"mask pair {i}: {exc}") from None
-        else:
-            self._add(_segmentation_scores(pred_masks, true_masks, self.threshold))
-
-    def _add(self, scores: Mapping[str, np.ndarray]) -> None:
-        for key in SEGMENTATION_KEYS:
-            self._scores[key].extend(float(v) for v in np.ravel(scores[key]))
-
-    def aggregate(self) -> dict[str, Any]:
-        """Means over all images seen since the last ``reset()``, plus the per-image lists."""
-        if self.n_images == 0:
-            raise ValueError(
-                "SegmentationMetrics.aggregate() called before any image was added with update()."
-            )
-        result: dict[str, Any] = {k: float(np.mean(self._scores[k])) for k in SEGMENTATION_KEYS}
-        result["n_images"] = self.n_images
-        result["jaccard_threshold"] = self.threshold
-        result["per_image"] = {k: list(self._scores[k]) for k in SEGMENTATION_KEYS}
-        return result
-
-
-# --------------------------------------------------------------------------------------------
-# classification: functional
-# --------------------------------------------------------------------------------------------
 
 def as_labels(labels: Any, num_classes: int, name: str = "labels") -> np.ndarray:
     """int64 (N,) class indices, checked to be whole numbers in [0, num_classes)."""
     y = as_numpy(labels, dtype=None)
     if y.ndim != 1:
         raise ValueError(f"{name} must be 1-D (N,); got shape {y.shape}.")
-    if y.size and (y.dtype == bool or not np.issubdtype(y.dtype, np.number)):
-        raise ValueError(f"{name} must hold integer class indices; got dtype {y.dtype}.")
-    if y.size and not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise ValueError(f"{name} must hold integer class indices; got non-integer values.")
+    if y.size and (y.dtype == bool or not np.issubdtype(y.dtype, np.number)
+                   or not np.all(np.isfinite(y) & (y == np.round(y)))):
+        raise ValueError(f"{name} must hold integer class indices; got {y.dtype} values.")
     y = y.astype(np.int64)
     if y.size and (y.min() < 0 or y.max() >= num_classes):
         raise ValueError(f"{name} must lie in [0, {num_classes}); got values in [{y.min()}, {y.max()}].")
     return y
-
-
-def _class_names(class_names: Sequence[str]) -> list[str]:
-    names = [str(c) for c in class_names]
-    if not names:
-        raise ValueError("class_names is empty.")
-    if len(set(names)) != len(names):
-        raise ValueError(f"class_names has duplicates: {names}.")
-    return names
 
 
 def as_probabilities(probs: Any, num_classes: int | None = None, name: str = "probs") -> np.ndarray:
@@ -349,351 +86,485 @@ def as_probabilities(probs: Any, num_classes: int | None = None, name: str = "pr
         raise ValueError(f"{name} must have shape {expected}; got {p.shape}.")
     if p.size:
         if not np.all(np.isfinite(p)) or p.min() < 0.0 or p.max() > 1.0:
-            raise ValueError(
-                f"{name} must be probabilities in [0, 1] (got values outside it: logits? "
-                "apply torch.softmax(logits, dim=1) first).")
+            raise ValueError(f"{name} must be probabilities in [0, 1] (got values outside it: logits? "
+                             "apply torch.softmax(logits, dim=1) first).")
         sums = p.sum(axis=1)
         if not np.allclose(sums, 1.0, rtol=0.0, atol=PROB_SUM_ATOL):
-            raise ValueError(
-                f"{name} rows must sum to 1 (softmax probabilities); row sums range over "
-                f"[{sums.min():.4g}, {sums.max():.4g}].")
+            raise ValueError(f"{name} rows must sum to 1 (softmax probabilities); row sums range over "
+                             f"[{sums.min():.4g}, {sums.max():.4g}].")
     return p
 
 
-def _label_pair(y_true: Any, y_pred: Any, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Checked int64 (N,) true and predicted labels in [0, num_classes)."""
-    if int(num_classes) < 1:
+def as_binary(scores: Any, truth: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Checked float64 scores (N,) and bool truth (N,) of a yes/no question (1 / True = yes)."""
+    s, t = as_numpy(scores), as_numpy(truth, dtype=None)
+    if s.ndim != 1 or t.shape != s.shape:
+        raise ValueError(f"scores and truth must be 1-D and equally long; got shapes {s.shape} and {t.shape}.")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores contain NaN or infinite values.")
+    if t.size and t.dtype != bool and not np.isin(t, (0, 1)).all():
+        raise ValueError("the truth must be binary, 1 / True for melanoma (the positive class) and 0 / False "
+                         f"otherwise; got other values ({sorted(set(np.unique(t).tolist()) - {0, 1})[:5]}); "
+                         "for class indices pass labels == the class index.")
+    return s, t.astype(bool)
+
+
+def _class_names(class_names: Sequence[str]) -> list[str]:
+    names = [str(c) for c in class_names]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"class_names must be distinct and not empty; got {names}.")
+    return names
+
+
+def _probs_and_targets(probs, targets, class_names) -> tuple[list[str], np.ndarray, np.ndarray]:
+    names = _class_names(class_names)
+    p, t = as_probabilities(probs, len(names)), as_labels(targets, len(names), "targets")
+    if p.shape[0] != t.shape[0]:
+        raise ValueError(f"probs has {p.shape[0]} rows but targets has {t.shape[0]} entries.")
+    return names, p, t
+
+
+def _ratio(num, den, when_zero: float) -> np.ndarray:
+    """num / den as float64, ``when_zero`` where den == 0."""
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    out = np.full(np.broadcast(num, den).shape, when_zero, dtype=np.float64)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+def nanmean(values) -> float:
+    """The mean of the values that are not NaN; NaN when none is (no warning)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if v.size else NAN
+
+
+# --- the one sensitivity / specificity, the one AUC -----------------------------------------------
+
+def sens_spec(truth: Any, called: Any, axis=None, undefined: float = NAN) -> dict[str, Any]:
+    """Sensitivity ``TP / (TP + FN)``, specificity ``TN / (TN + FP)`` and PPV ``TP / (TP + FP)``
+    of yes/no calls against the truth (same shapes, non-zero = yes), with the counts ``tp``, ``fn``,
+    ``tn``, ``fp``. Counted over ``axis`` (None: everything, Python numbers; else arrays, e.g.
+    ``(1, 2)`` per image of a mask batch, 0 per column of one-hot classes). A 0/0 is ``undefined``."""
+    t, c = as_numpy(truth, dtype=None) != 0, as_numpy(called, dtype=None) != 0
+    if t.shape != c.shape:
+        raise ValueError(f"truth and calls differ in shape: {t.shape} vs {c.shape}.")
+    tp, fn = np.sum(t & c, axis=axis, dtype=np.int64), np.sum(t & ~c, axis=axis, dtype=np.int64)
+    tn, fp = np.sum(~t & ~c, axis=axis, dtype=np.int64), np.sum(~t & c, axis=axis, dtype=np.int64)
+    out = {"sensitivity": _ratio(tp, tp + fn, undefined), "specificity": _ratio(tn, tn + fp, undefined),
+           "ppv": _ratio(tp, tp + fp, undefined), "tp": tp, "fn": fn, "tn": tn, "fp": fp}
+    return {k: v.item() for k, v in out.items()} if axis is None else out
+
+
+def sens_spec_at(scores: Any, truth: Any, threshold: float) -> dict[str, Any]:
+    """`sens_spec` of calling yes when ``scores >= threshold`` (e.g. P(MEL) against melanoma),
+    with ``threshold``."""
+    s, t = as_binary(scores, truth)
+    return {**sens_spec(t, s >= float(threshold)), "threshold": float(threshold)}
+
+
+def auc(scores: Any, positive: Any) -> float:
+    """ROC AUC by the rank-sum (Mann-Whitney) formula, ties counted half (what
+    ``sklearn.metrics.roc_auc_score`` gives); NaN without positives or without negatives."""
+    s, pos = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+    n_pos = int(pos.sum())
+    n_neg = pos.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return NAN
+    return float((rankdata(s)[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+# --- segmentation ---------------------------------------------------------------------------------
+
+def thresholded_jaccard(jaccard: Any, threshold: float = ISIC_JACCARD_THRESHOLD) -> Any:
+    """ISIC 2018 Task 1 score of Jaccard value(s): ``J if J >= threshold else 0`` (NaN stays NaN);
+    a float for a scalar, a float64 array otherwise."""
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1]; got {threshold!r}.")
+    j = as_numpy(jaccard)
+    out = np.where(j < threshold, 0.0, j)
+    return float(out) if out.ndim == 0 else out
+
+
+def as_maps(x: Any, name: str = "masks") -> np.ndarray:
+    """(N, H, W) in the input's dtype from one map (H, W) or a batch (N, H, W) or (N, 1, H, W)."""
+    a = as_numpy(x, dtype=None)
+    a = a[None] if a.ndim == 2 else a[:, 0] if a.ndim == 4 and a.shape[1] == 1 else a
+    if a.ndim != 3:
+        raise ValueError(f"{name} must have shape (H, W), (N, H, W) or (N, 1, H, W) (or be a list of 2-D "
+                         f"maps); got {as_numpy(x, None).shape}.")
+    return a
+
+
+def segmentation_scores(pred: Any, target: Any, threshold: float = ISIC_JACCARD_THRESHOLD) -> dict[str, np.ndarray]:
+    """The ISIC scores of each image: `SEGMENTATION_KEYS` -> float64 (N,), in the order given.
+
+    Masks (H, W), (N, H, W) or (N, 1, H, W), or two equally long lists of 2-D masks whose sizes
+    may differ (each image is scored at its own size). Average over images for the set's score."""
+    if isinstance(pred, (list, tuple)) or isinstance(target, (list, tuple)):
+        if len(pred) != len(target):
+            raise ValueError(f"{len(pred)} predicted masks but {len(target)} true masks.")
+        rows = []
+        for i, (p, t) in enumerate(zip(pred, target)):
+            try:
+                rows.append(segmentation_scores(p, t, threshold))
+            except ValueError as exc:
+                raise ValueError(f"mask pair {i}: {exc}") from None
+        return {k: np.concatenate([r[k] for r in rows]) if rows else np.zeros(0) for k in SEGMENTATION_KEYS}
+    p, t = as_maps(pred, "pred") != 0, as_maps(target, "target") != 0
+    if p.shape != t.shape:
+        raise ValueError(f"pred and target shapes differ: {p.shape} vs {t.shape} (score each image at its own "
+                         "size, or pass lists of 2-D masks).")
+    c = sens_spec(t, p, axis=(1, 2), undefined=1.0)   # the empty-mask rule: 0/0 -> 1
+    tp, fp, fn = c["tp"], c["fp"], c["fn"]
+    jaccard = _ratio(tp, tp + fp + fn, 1.0)
+    return {"dice": _ratio(2 * tp, 2 * tp + fp + fn, 1.0), "jaccard": jaccard,
+            "thresholded_jaccard": np.asarray(thresholded_jaccard(jaccard, threshold)),
+            "sensitivity": c["sensitivity"], "specificity": c["specificity"]}
+
+
+# --- classification -------------------------------------------------------------------------------
+
+def _one_hot(y: np.ndarray, k: int) -> np.ndarray:
+    return y[:, None] == np.arange(k)
+
+
+def _label_pair(y_true: Any, y_pred: Any, num_classes: int) -> tuple[np.ndarray, np.ndarray, int]:
+    k = int(num_classes)
+    if k < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes!r}.")
-    t = as_labels(y_true, int(num_classes), "y_true")
-    p = as_labels(y_pred, int(num_classes), "y_pred")
+    t, p = as_labels(y_true, k, "y_true"), as_labels(y_pred, k, "y_pred")
     if t.shape != p.shape:
         raise ValueError(f"y_true and y_pred lengths differ: {t.shape[0]} vs {p.shape[0]}.")
-    return t, p
+    return t, p, k
 
 
 def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
-    """(K, K) int64 confusion matrix: rows = true class, columns = predicted class (all zeros
-    when there are no samples)."""
-    t, p = _label_pair(y_true, y_pred, num_classes)
-    k = int(num_classes)
-    if t.size == 0:  # scikit-learn refuses empty input
-        return np.zeros((k, k), dtype=np.int64)
-    return skm.confusion_matrix(t, p, labels=np.arange(k)).astype(np.int64)
+    """(K, K) int64 counts: rows = true class, columns = predicted class."""
+    t, p, k = _label_pair(y_true, y_pred, num_classes)
+    return np.bincount(t * k + p, minlength=k * k).reshape(k, k).astype(np.int64)
 
 
 def balanced_accuracy(y_true: Any, y_pred: Any, num_classes: int) -> float:
-    """Mean per-class recall over the classes that occur in ``y_true`` (NaN if it is empty)."""
-    t, p = _label_pair(y_true, y_pred, num_classes)
-    if t.size == 0:
-        return float("nan")
-    with warnings.catch_warnings():  # predicted classes absent from y_true are left out: documented
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        return float(skm.balanced_accuracy_score(t, p))
+    """Mean sensitivity over the classes present in ``y_true`` (NaN when it is empty)."""
+    t, p, k = _label_pair(y_true, y_pred, num_classes)
+    return nanmean(sens_spec(_one_hot(t, k), _one_hot(p, k), axis=0)["sensitivity"])
 
 
-def _nan_mean(values: Sequence[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
-def classification_report_dict(
-    probs: Any, targets: Any, class_names: Sequence[str] = CLASS_NAMES
-) -> dict[str, Any]:
-    """The ISIC 2018 Task 3 report of one set of predictions (what
-    ``ClassificationMetrics.aggregate()`` returns); see the module docstring for definitions.
-
-    Keys: ``accuracy``, ``balanced_accuracy``, ``macro_auc``, ``macro_average_precision``,
-    ``n_images``, ``class_names``, ``confusion_matrix`` (K x K list of ints, rows = true),
-    ``confusion_matrix_normalized`` (rows divided by their sums, empty rows all 0) and
-    ``per_class``: name -> {support, sensitivity, specificity, precision, f1, auc,
-    average_precision} (the keys of :data:`PER_CLASS_KEYS`, in that order).
-    """
-    names = _class_names(class_names)
-    k = len(names)
-    p = as_probabilities(probs, k)
-    t = as_labels(targets, k, "targets")
-    if p.shape[0] != t.shape[0]:
-        raise ValueError(f"probs has {p.shape[0]} rows but targets has {t.shape[0]} entries.")
-    n = int(t.shape[0])
+def classification_report(probs: Any, targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
+    """The ISIC 2018 Task 3 report, plain Python values: ``accuracy``, ``balanced_accuracy``,
+    ``macro_auc``, ``macro_average_precision``, ``n_images``, ``class_names``, ``confusion_matrix``
+    (rows = true), ``confusion_matrix_normalized`` (by row; empty rows 0) and ``per_class``: name ->
+    `PER_CLASS_KEYS` (F1 = ``2TP / (2TP + FP + FN)``; precision = PPV). NaN where undefined: e.g. the
+    sensitivity, AUC and AP of a class absent from the targets, the precision of one never predicted."""
+    names, p, t = _probs_and_targets(probs, targets, class_names)
+    n, k = len(t), len(names)
     if n == 0:
         raise ValueError("No samples: probs and targets are empty.")
-
-    labels = np.arange(k)
-    pred = np.argmax(p, axis=1)
+    pred = p.argmax(axis=1)
     cm = confusion_matrix(t, pred, k)
-    # zero_division=nan: precision of a class never predicted, recall of a class never true and
-    # F1 of a class neither true nor predicted are NaN (the module docstring's rules)
-    precision, recall, f1, support = skm.precision_recall_fscore_support(
-        t, pred, labels=labels, zero_division=np.nan)
-    negatives = n - support                       # TN + FP of each class
-    fp = cm.sum(axis=0) - np.diag(cm)
-
-    nan = float("nan")
-    per_class: dict[str, dict[str, Any]] = {}
-    for i, name in enumerate(names):
-        positives = t == i
-        per_class[name] = {
-            "support": int(support[i]),
-            "sensitivity": float(recall[i]),
-            "specificity": float((negatives[i] - fp[i]) / negatives[i]) if negatives[i] else nan,
-            "precision": float(precision[i]),
-            "f1": float(f1[i]),
-            "auc": float(skm.roc_auc_score(positives, p[:, i])) if 0 < support[i] < n else nan,
-            "average_precision": (float(skm.average_precision_score(positives, p[:, i]))
-                                  if support[i] else nan),
-        }
-
+    c = sens_spec(_one_hot(t, k), _one_hot(pred, k), axis=0)
+    f1 = _ratio(2 * c["tp"], 2 * c["tp"] + c["fp"] + c["fn"], NAN)
+    per_class = {name: {
+        "support": int(c["tp"][i] + c["fn"][i]), "sensitivity": float(c["sensitivity"][i]),
+        "specificity": float(c["specificity"][i]), "precision": float(c["ppv"][i]), "f1": float(f1[i]),
+        "auc": auc(p[:, i], t == i),
+        "average_precision": float(skm.average_precision_score(t == i, p[:, i])) if (t == i).any() else NAN,
+    } for i, name in enumerate(names)}
     return {
-        "accuracy": float(skm.accuracy_score(t, pred)),
-        "balanced_accuracy": balanced_accuracy(t, pred, k),
-        "macro_auc": _nan_mean([v["auc"] for v in per_class.values()]),
-        "macro_average_precision": _nan_mean([v["average_precision"] for v in per_class.values()]),
-        "n_images": n,
-        "class_names": list(names),
-        "confusion_matrix": cm.tolist(),
-        "confusion_matrix_normalized": skm.confusion_matrix(
-            t, pred, labels=labels, normalize="true").tolist(),
+        "accuracy": float(np.mean(pred == t)), "balanced_accuracy": nanmean(c["sensitivity"]),
+        "macro_auc": nanmean([v["auc"] for v in per_class.values()]),
+        "macro_average_precision": nanmean([v["average_precision"] for v in per_class.values()]),
+        "n_images": n, "class_names": names, "confusion_matrix": cm.tolist(),
+        "confusion_matrix_normalized": _ratio(cm, cm.sum(axis=1, keepdims=True), 0.0).tolist(),
         "per_class": per_class,
     }
 
 
-# --------------------------------------------------------------------------------------------
-# classification: accumulating class
-# --------------------------------------------------------------------------------------------
-
-class ClassificationMetrics:
-    """Accumulates (probabilities, targets) over batches for the ISIC 2018 Task 3 report.
-
-    >>> m = ClassificationMetrics(CLASS_NAMES)
-    >>> m.update(torch.softmax(logits, dim=1), labels)   # per batch
-    >>> report = m.aggregate()                           # see classification_report_dict
-
-    ``update`` takes **probabilities** (N, K), not logits, and integer targets (N,).
-    """
-
-    def __init__(self, class_names: Sequence[str] = CLASS_NAMES) -> None:
-        self.class_names = _class_names(class_names)
-        self.reset()
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def reset(self) -> None:
-        """Forget everything accumulated so far."""
-        self._probs: list[np.ndarray] = []
-        self._targets: list[np.ndarray] = []
-
-    @property
-    def n_images(self) -> int:
-        return int(sum(t.shape[0] for t in self._targets))
-
-    def __len__(self) -> int:
-        return self.n_images
-
-    def update(self, probs: Any, targets: Any) -> None:
-        """Add a batch of probabilities (N, K) and integer targets (N,)."""
-        p = as_probabilities(probs, self.num_classes)
-        t = as_labels(targets, self.num_classes, "targets")
-        if p.shape[0] != t.shape[0]:
-            raise ValueError(f"probs has {p.shape[0]} rows but targets has {t.shape[0]} entries.")
-        self._probs.append(p)
-        self._targets.append(t)
-
-    def aggregate(self) -> dict[str, Any]:
-        """The report over everything seen since the last ``reset()``."""
-        if self.n_images == 0:
-            raise ValueError(
-                "ClassificationMetrics.aggregate() called before any sample was added with "
-                "update()."
-            )
-        return classification_report_dict(
-            np.concatenate(self._probs), np.concatenate(self._targets), self.class_names
-        )
-
-
-# --------------------------------------------------------------------------------------------
-# baselines, curves, JSON
-# --------------------------------------------------------------------------------------------
-
-def majority_baseline(
-    targets: Any, class_names: Sequence[str] = CLASS_NAMES, majority: str | int | None = "NV"
-) -> dict[str, Any]:
-    """Accuracy and balanced accuracy of always answering ``majority``.
-
-    ``majority`` is a class name (case-insensitive) or index; ``None`` uses the most frequent
-    class in ``targets`` (the lowest index on ties). Returns ``majority`` (the class name),
-    ``accuracy``, ``balanced_accuracy`` and ``n_images``.
-    """
-    names = _class_names(class_names)
-    k = len(names)
-    t = as_labels(targets, k, "targets")
-    if t.size == 0:
-        raise ValueError("No targets.")
-    if majority is None:
-        idx = int(np.argmax(np.bincount(t, minlength=k)))
-    elif isinstance(majority, (int, np.integer)) and not isinstance(majority, bool):
-        idx = int(majority)
-        if not 0 <= idx < k:
-            raise ValueError(f"majority index {idx} out of range [0, {k}).")
-    else:
-        lookup = {n.lower(): i for i, n in enumerate(names)}
-        try:
-            idx = lookup[str(majority).strip().lower()]
-        except KeyError:
-            raise ValueError(
-                f"majority {majority!r} is not one of the class names {names}."
-            ) from None
-    pred = np.full_like(t, idx)
-    return {
-        "majority": names[idx],
-        "accuracy": float(np.mean(t == idx)),
-        "balanced_accuracy": balanced_accuracy(t, pred, k),
-        "n_images": int(t.size),
-    }
-
-
-def classes_present(targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> list[str]:
-    """The names of the classes that occur in ``targets`` (integer indices), in class order."""
-    names = _class_names(class_names)
-    t = as_labels(targets, len(names), "targets")
-    counts = np.bincount(t, minlength=len(names))
-    return [name for name, n in zip(names, counts) if n > 0]
-
-
-def baselines(targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
-    """What the classes of this set allow without looking at the images, so that a score on a
-    set with only some of the classes can be read.
-
-    Returns ``classes_present`` (`classes_present`), ``n_classes_present``, ``n_classes``,
-    ``all_classes_present``, ``chance`` and ``majority``:
-
-    * ``chance["balanced_accuracy"]`` is ``1 / n_classes_present``: the most that any answer
-      independent of the image can expect (a constant answer, or guessing among the classes
-      present; guessing among all classes expects less); ``chance["macro_auc"]`` and
-      ``chance["mel_auc"]`` are 0.5 (scores independent of the truth);
-    * ``majority`` is `majority_baseline` of the set's most frequent class (lowest index on ties):
-      its accuracy is that class's share, its balanced accuracy ``1 / n_classes_present``.
-    """
-    names = _class_names(class_names)
-    t = as_labels(targets, len(names), "targets")
-    if t.size == 0:
-        raise ValueError("No targets: there is nothing to compare with chance.")
-    present = classes_present(t, names)
-    return {
-        "classes_present": present,
-        "n_classes_present": len(present),
-        "n_classes": len(names),
-        "all_classes_present": len(present) == len(names),
-        "chance": {"balanced_accuracy": 1.0 / len(present), "macro_auc": 0.5, "mel_auc": 0.5},
-        "majority": majority_baseline(t, names, None),
-    }
-
-
-def melanoma_vs_rest(y_true: Any, p_mel: Any, threshold: float | None = None) -> dict[str, Any]:
-    """Melanoma versus every other diagnosis, from one score per image.
-
-    ``y_true`` (N,): 1 / True for a melanoma, 0 / False otherwise; ``p_mel`` (N,): P(MEL) in
-    [0, 1] (calibrated or not: the threshold must be for the same kind); ``threshold``: call
-    melanoma when ``p_mel >= threshold`` (None: no operating point).
-
-    Returns ``auc`` (``sklearn.metrics.roc_auc_score``; NaN when the set has no melanoma or only
-    melanomas, with the reason in ``notes``), ``n_images``, ``n_mel``, ``n_other``,
-    ``threshold`` and at the threshold ``sensitivity`` (TP / (TP + FN), NaN without melanomas),
-    ``specificity`` (TN / (TN + FP), NaN without other lesions), ``ppv`` (TP / (TP + FP), NaN when
-    nothing is called melanoma) and the counts ``tp``, ``fn``, ``tn``, ``fp`` (None, and the rates
-    NaN, when ``threshold`` is None).
-    """
-    y = as_numpy(y_true, dtype=None)
-    p = as_numpy(p_mel)
-    if y.ndim != 1 or p.ndim != 1 or y.shape != p.shape:
-        raise ValueError(f"y_true and p_mel must be 1-D and equally long; got shapes {y.shape} and {p.shape}.")
-    if y.size == 0:
-        raise ValueError("No images: y_true and p_mel are empty.")
-    if y.dtype != bool:
-        if not np.issubdtype(y.dtype, np.number) or not np.isin(y, (0, 1)).all():
-            raise ValueError("y_true must be 1 / True for melanoma and 0 / False otherwise; got other values "
-                             f"({sorted(set(np.unique(y).tolist()) - {0, 1})[:5]}).")
-        y = y.astype(bool)
-    if not np.all(np.isfinite(p)) or p.min() < 0.0 or p.max() > 1.0:
-        raise ValueError("p_mel must be probabilities in [0, 1] (P(MEL) of each image).")
-    n_mel, n = int(y.sum()), int(y.size)
-    nan = float("nan")
-    notes = []
-    if n_mel == 0:
-        notes.append("no melanoma in this set: the AUC and the sensitivity are undefined")
-    elif n_mel == n:
-        notes.append("only melanomas in this set: the AUC and the specificity are undefined")
-    out: dict[str, Any] = {
-        "auc": float(skm.roc_auc_score(y, p)) if 0 < n_mel < n else nan,
-        "n_images": n, "n_mel": n_mel, "n_other": n - n_mel,
-        "threshold": None if threshold is None else float(threshold),
-        "sensitivity": nan, "specificity": nan, "ppv": nan, "tp": None, "fn": None, "tn": None, "fp": None,
-        "notes": notes,
-    }
-    if threshold is not None:
-        called = p >= float(threshold)
-        tp, fn = int((called & y).sum()), int((~called & y).sum())
-        tn, fp = int((~called & ~y).sum()), int((called & ~y).sum())
-        out.update(tp=tp, fn=fn, tn=tn, fp=fp,
-                   sensitivity=tp / (tp + fn) if tp + fn else nan,
-                   specificity=tn / (tn + fp) if tn + fp else nan,
-                   ppv=tp / (tp + fp) if tp + fp else nan)
-    return out
-
-
-def roc_curves(
-    probs: Any, targets: Any, class_names: Sequence[str] = CLASS_NAMES
-) -> dict[str, dict[str, Any]]:
-    """One-vs-rest ROC curve of each class, for plotting and for JSON:
-    name -> ``{"fpr": [...], "tpr": [...], "auc": float}`` (plain lists and floats).
-
-    Classes whose curve is undefined (no positives or no negatives in ``targets``) are left out.
-    """
-    names = _class_names(class_names)
-    k = len(names)
-    p = as_probabilities(probs, k)
-    t = as_labels(targets, k, "targets")
-    if p.shape[0] != t.shape[0]:
-        raise ValueError(f"probs has {p.shape[0]} rows but targets has {t.shape[0]} entries.")
-    curves: dict[str, dict[str, Any]] = {}
+def roc_curves(probs: Any, targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, dict[str, Any]]:
+    """One-vs-rest ROC curve of each class with positives and negatives: name -> ``{"fpr": [...],
+    "tpr": [...], "auc": float}`` (plain lists, for plots and JSON)."""
+    names, p, t = _probs_and_targets(probs, targets, class_names)
+    curves = {}
     for i, name in enumerate(names):
-        positives = t == i
-        if 0 < int(positives.sum()) < t.size:
-            fpr, tpr, _ = skm.roc_curve(positives, p[:, i])
-            curves[name] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(),
-                            "auc": float(skm.roc_auc_score(positives, p[:, i]))}
+        if 0 < int((t == i).sum()) < t.size:
+            fpr, tpr, _ = skm.roc_curve(t == i, p[:, i])
+            curves[name] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "auc": auc(p[:, i], t == i)}
     return curves
 
 
-def to_jsonable(obj: Any) -> Any:
-    """A copy of ``obj`` that ``json.dumps(..., allow_nan=False)`` accepts.
+def majority_baseline(targets: Any, class_names: Sequence[str] = CLASS_NAMES,
+                      majority: str | int | None = "NV") -> dict[str, Any]:
+    """``majority``, ``accuracy``, ``balanced_accuracy``, ``n_images`` of always answering
+    ``majority``: a class name (any case) or index; None: the most frequent class in ``targets``
+    (the lowest index on ties)."""
+    names = _class_names(class_names)
+    k = len(names)
+    t = as_labels(targets, k, "targets")
+    if t.size == 0:
+        raise ValueError("No targets: there is nothing to compare with.")
+    lookup = {**{n.lower(): i for i, n in enumerate(names)}, **{i: i for i in range(k)}}
+    key = majority if isinstance(majority, (int, np.integer)) and not isinstance(majority, bool) else \
+        str(majority).strip().lower()
+    if majority is not None and key not in lookup:
+        raise ValueError(f"majority {majority!r} is not one of the class names {names} (or their indices).")
+    idx = int(np.argmax(np.bincount(t, minlength=k))) if majority is None else lookup[key]
+    return {"majority": names[idx], "accuracy": float(np.mean(t == idx)),
+            "balanced_accuracy": balanced_accuracy(t, np.full_like(t, idx), k), "n_images": int(t.size)}
 
-    Recurses into dicts (keys made ``str`` unless already str/int/float/bool/None), lists,
-    tuples and arrays; numpy scalars and arrays and torch tensors become Python values and
-    lists; NaN and +-inf become ``None``.
-    """
+
+def baselines(targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
+    """What the classes of a set allow without looking at the images: ``classes_present`` (in
+    class order), ``n_classes_present``, ``n_classes``, ``all_classes_present``, ``chance``
+    (balanced accuracy ``1 / n_classes_present``, the most any answer that ignores the image can
+    expect; AUCs 0.5) and ``majority`` (`majority_baseline` of the set's most frequent class)."""
+    names = _class_names(class_names)
+    t = as_labels(targets, len(names), "targets")
+    present = [name for name, n in zip(names, np.bincount(t, minlength=len(names))) if n > 0]
+    majority = majority_baseline(t, names, None)   # raises on no targets
+    return {"classes_present": present, "n_classes_present": len(present), "n_classes": len(names),
+            "all_classes_present": len(present) == len(names),
+            "chance": {"balanced_accuracy": 1.0 / len(present), "macro_auc": 0.5, "mel_auc": 0.5},
+            "majority": majority}
+
+
+def melanoma_vs_rest(y_true: Any, p_mel: Any, threshold: float | None = None) -> dict[str, Any]:
+    """Melanoma (``y_true`` 1 / True) versus every other diagnosis from P(MEL) (N,): ``auc``,
+    ``n_images``, ``n_mel``, ``n_other``, ``threshold`` and, calling melanoma at ``p_mel >=
+    threshold``, `sens_spec`'s values (counts None and rates NaN without a threshold); ``notes``
+    says why the AUC is undefined (no melanoma, or only melanomas)."""
+    p, y = as_binary(p_mel, y_true)
+    if y.size == 0:
+        raise ValueError("No images: y_true and p_mel are empty.")
+    if p.min() < 0.0 or p.max() > 1.0:
+        raise ValueError("p_mel must be probabilities in [0, 1] (P(MEL) of each image).")
+    n_mel, n = int(y.sum()), int(y.size)
+    notes = (["no melanoma in this set: the AUC and the sensitivity are undefined"] if n_mel == 0 else
+             ["only melanomas in this set: the AUC and the specificity are undefined"] if n_mel == n else [])
+    at = (sens_spec_at(p, y, threshold) if threshold is not None else
+          {"sensitivity": NAN, "specificity": NAN, "ppv": NAN, "tp": None, "fn": None, "tn": None, "fp": None})
+    return {"auc": auc(p, y), "n_images": n, "n_mel": n_mel, "n_other": n - n_mel,
+            "threshold": None if threshold is None else float(threshold), **at, "notes": notes}
+
+
+# --- lesion-level bootstrap over a per-image table ------------------------------------------------
+
+class _Columns:
+    """The columns a statistic needs as arrays, so that one resample costs microseconds. Images
+    without a diagnosis count for segmentation only, images without a mask for classification only."""
+
+    def __init__(self, table: pd.DataFrame, class_names: Sequence[str]):
+        self.names, n = list(class_names), len(table)
+        self.has_seg = "dice" in table and table["dice"].notna().any()
+        self.labelled = table["true"].notna().to_numpy() if "true" in table else np.zeros(n, bool)
+        self.has_cls = bool(self.labelled.any()) and all(f"p_{c}" in table for c in self.names)
+        if self.has_seg:
+            self.dice = table["dice"].to_numpy(float)
+            self.jaccard = table["jaccard"].to_numpy(float) if "jaccard" in table else np.full(n, np.nan)
+        if self.has_cls:
+            index = {c: i for i, c in enumerate(self.names)}
+            unknown = sorted(set(table["true"][self.labelled]) - set(index))
+            if unknown:
+                raise ValueError(f"per-image table has true labels {unknown} outside the classes {self.names}.")
+            self.y = table["true"].map(index).fillna(-1).to_numpy(int)
+            self.probs = table[[f"p_{c}" for c in self.names]].to_numpy(float)
+            self.mel = index.get(MELANOMA)
+
+    def scores(self, idx: np.ndarray, tasks: Sequence[str], mel_threshold: float | None = None) -> dict:
+        out = {}
+        if "segmentation" in tasks and self.has_seg:
+            with warnings.catch_warnings():  # a resample of unmasked images only: NaN, left out of the interval
+                warnings.simplefilter("ignore", RuntimeWarning)
+                out.update({"dice": float(np.nanmean(self.dice[idx])), "jaccard": float(np.nanmean(self.jaccard[idx])),
+                            "thresholded_jaccard": float(np.nanmean(thresholded_jaccard(self.jaccard[idx])))})
+        if "classification" in tasks and self.has_cls:
+            keys = CLASSIFICATION_METRICS + (MEL_THRESHOLD_METRICS if mel_threshold is not None else ())
+            idx = idx[self.labelled[idx]]
+            if len(idx) == 0:
+                return {**out, **dict.fromkeys(keys, NAN)}
+            y, probs, k = self.y[idx], self.probs[idx], len(self.names)
+            pred = probs.argmax(1)
+            out["accuracy"] = float(np.mean(pred == y))
+            out["balanced_accuracy"] = balanced_accuracy(y, pred, k)
+            out["macro_auc"] = nanmean([auc(probs[:, c], y == c) for c in range(k)])
+            if self.mel is None:  # no class named MEL
+                return {**out, **{k: NAN for k in keys if k.startswith("mel_")}}
+            out["mel_auc"] = auc(probs[:, self.mel], y == self.mel)
+            if mel_threshold is not None:
+                at = sens_spec(y == self.mel, probs[:, self.mel] >= mel_threshold)
+                out["mel_sensitivity"], out["mel_specificity"] = at["sensitivity"], at["specificity"]
+        return out
+
+
+def scores(table: pd.DataFrame, class_names: Sequence[str] = CLASS_NAMES, tasks: Sequence[str] = TASKS, *,
+           mel_threshold: float | None = None) -> dict:
+    """The `HEADLINE_METRICS` a per-image table allows; ``mel_sensitivity`` and ``mel_specificity``
+    only with ``mel_threshold`` (melanoma called when ``p_MEL`` reaches it)."""
+    return _Columns(table, class_names).scores(np.arange(len(table)), tasks, mel_threshold)
+
+
+def _clusters(table: pd.DataFrame, cluster: str = "lesion_id") -> np.ndarray:
+    """Each image's cluster id as text; an image whose id is missing is a cluster of its own
+    (named after its image_id or row), never dropped and never merged with others."""
+    if cluster not in table:
+        raise ValueError(f"per-image table has no {cluster!r} column to resample by; columns: {list(table.columns)}.")
+    own = table["image_id"].astype(str).to_numpy() if "image_id" in table else np.arange(len(table)).astype(str)
+    ids = table[cluster]
+    return np.where(ids.isna().to_numpy(), np.char.add("<no id> ", own.astype(str)), ids.astype(str).to_numpy())
+
+
+def lesion_resamples(groups: list[np.ndarray], n_resamples: int, seed: int):
+    """Yield the image indices of ``n_resamples`` bootstrap samples of whole lesions (``groups``:
+    the image indices of each lesion)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n_resamples):
+        yield np.concatenate([groups[g] for g in rng.integers(0, len(groups), len(groups))])
+
+
+def _groups(table: pd.DataFrame, cluster: str) -> list[np.ndarray]:
+    ids = _clusters(table, cluster)
+    return list(pd.Series(ids).groupby(ids, sort=True).indices.values())
+
+
+def _interval(values: list[float], level: float) -> list[float]:
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return [NAN, NAN]
+    return [float(x) for x in np.percentile(v, [100 * (1 - level) / 2, 100 * (1 + level) / 2])]
+
+
+def bootstrap_ci(table: pd.DataFrame, class_names: Sequence[str] = CLASS_NAMES, *, n_resamples: int = 1000,
+                 seed: int = 0, level: float = 0.95, cluster: str = "lesion_id", tasks: Sequence[str] = TASKS,
+                 mel_threshold: float | None = None) -> dict:
+    """`scores` with percentile intervals from ``n_resamples`` resamples of whole lesions:
+    ``estimate``, ``ci95`` (metric -> [lo, hi]; a resample where a metric is undefined, e.g. no
+    melanoma drawn, is left out of its interval; undefined in all: [nan, nan]), ``n_resamples``,
+    ``level``, ``cluster``, ``n_images``, ``n_lesions``."""
+    cols = _Columns(table, class_names)
+    estimate = cols.scores(np.arange(len(table)), tasks, mel_threshold)
+    draws = {k: [] for k in estimate}
+    for idx in lesion_resamples(_groups(table, cluster), n_resamples, seed):
+        for k, v in cols.scores(idx, tasks, mel_threshold).items():
+            draws[k].append(v)
+    return {"estimate": estimate, "ci95": {k: _interval(v, level) for k, v in draws.items()},
+            "n_resamples": int(n_resamples), "level": level, "cluster": cluster, "n_images": int(len(table)),
+            "n_lesions": int(len(set(_clusters(table, cluster))))}
+
+
+def paired_bootstrap(a: pd.DataFrame | Sequence[pd.DataFrame], b: pd.DataFrame | Sequence[pd.DataFrame],
+                     class_names: Sequence[str] = CLASS_NAMES, *, n_resamples: int = 1000, seed: int = 0,
+                     level: float = 0.95, cluster: str = "lesion_id", tasks: Sequence[str] = TASKS) -> pd.DataFrame:
+    """Two models scored on the same images: per metric, ``a``, ``b``, the ``difference`` b - a,
+    its interval (``ci_low``, ``ci_high``) from the same lesion resamples applied to both, and
+    ``excludes_zero``. A side may be a list of tables (one per seed): its metrics are then the
+    means over the runs, every run resampled alike. Only the images all tables hold are compared
+    (matched on ``image_id``)."""
+    sides = [[a] if isinstance(a, pd.DataFrame) else list(a), [b] if isinstance(b, pd.DataFrame) else list(b)]
+    if not sides[0] or not sides[1]:
+        raise ValueError("paired_bootstrap needs at least one table on each side.")
+    common = pd.Index(sides[0][0]["image_id"])
+    for t in sides[0] + sides[1]:
+        common = common.intersection(pd.Index(t["image_id"]), sort=False)
+    if len(common) == 0:
+        raise ValueError("the per-image tables share no image_id: a paired comparison needs the same images.")
+    aligned = [[t.set_index("image_id").loc[common].reset_index() for t in side] for side in sides]
+    lesions = _clusters(aligned[0][0], cluster)
+    if any(not (_clusters(t, cluster) == lesions).all() for side in aligned for t in side):
+        raise ValueError(f"the tables disagree on {cluster!r} for the same images: they come from different data.")
+    cols = [[_Columns(t, class_names) for t in side] for side in aligned]
+
+    def averaged(side, idx):
+        runs = [c.scores(idx, tasks) for c in side]
+        return {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+
+    full = np.arange(len(common))
+    est_a, est_b = averaged(cols[0], full), averaged(cols[1], full)
+    keys = [k for k in est_a if k in est_b]
+    draws = {k: [] for k in keys}
+    for idx in lesion_resamples(_groups(aligned[0][0], cluster), n_resamples, seed):
+        sa, sb = averaged(cols[0], idx), averaged(cols[1], idx)
+        for k in keys:
+            draws[k].append(sb[k] - sa[k])
+    rows = []
+    for k in keys:
+        lo, hi = _interval(draws[k], level)
+        rows.append({"metric": k, "a": est_a[k], "b": est_b[k], "difference": est_b[k] - est_a[k],
+                     "ci_low": lo, "ci_high": hi, "excludes_zero": bool(lo > 0 or hi < 0),
+                     "runs_a": len(sides[0]), "runs_b": len(sides[1]), "n_images": int(len(common)),
+                     "n_lesions": int(len(set(lesions)))})
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def age_band(age) -> pd.Series:
+    """Ages in the bands of `AGE_BANDS` ("<30", "30-44", "45-59", "60-74", "75+"); NaN stays unknown."""
+    labels = ["<30", "30-44", "45-59", "60-74", "75+"]
+    return pd.cut(pd.Series(age, dtype=float), AGE_BANDS, right=False, labels=labels).astype(object)
+
+
+def subgroup_table(table: pd.DataFrame, column: str, class_names: Sequence[str] = CLASS_NAMES, *,
+                   metrics: Sequence[str] = ("dice", "balanced_accuracy", "mel_auc"), min_lesions: int = 10,
+                   n_resamples: int = 500, seed: int = 0, tasks: Sequence[str] = TASKS) -> pd.DataFrame:
+    """The ``metrics`` per value of ``column`` (sex, age_band, localization, ...), each with its
+    lesion-level 95% CI (``<metric>_ci``). Unknown values and groups with fewer than
+    ``min_lesions`` lesions are left out: their intervals would say nothing."""
+    if column not in table:
+        raise ValueError(f"per-image table has no {column!r} column; columns: {list(table.columns)}.")
+    rows = []
+    values = table[column].astype(object).where(table[column].notna(), None)
+    for value in sorted(v for v in values.dropna().unique() if str(v).lower() not in ("unknown", "nan", "")):
+        group = table[values == value]
+        n_lesions = len(set(_clusters(group)))
+        if n_lesions < min_lesions:
+            continue
+        ci = bootstrap_ci(group, class_names, n_resamples=n_resamples, seed=seed, tasks=tasks)
+        row = {column: value, "n_images": len(group), "n_lesions": n_lesions}
+        for m in metrics:
+            if m in ci["estimate"]:
+                row[m], row[f"{m}_ci"] = ci["estimate"][m], ci["ci95"][m]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def mean_sd(values) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (NaN with one value) and count of the finite values (over seeds)."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
+    if len(v) == 0:
+        return NAN, NAN, 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else NAN, int(len(v))
+
+
+def format_ci(value: float, ci: Sequence[float] | None, digits: int = 3) -> str:
+    """``0.914 (0.905–0.922)``; ``n/a`` for a metric that does not apply."""
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    if ci is None or not all(np.isfinite(ci)):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} ({ci[0]:.{digits}f}–{ci[1]:.{digits}f})"
+
+
+def read_per_image(path) -> pd.DataFrame:
+    """A per-image table of 03_evaluate with its ids read as text (a lesion called "NA" stays
+    that lesion; `skin_utils.data.splits.read_csv_with_ids`)."""
+    return read_csv_with_ids(path)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """A copy of ``obj`` that ``json.dumps(..., allow_nan=False)`` accepts: numpy and torch values
+    become Python values and lists, NaN and +-inf become None, dict keys that are not
+    str/int/float/bool/None become str."""
     if obj is None or isinstance(obj, (str, bool)):
         return obj
     if hasattr(obj, "detach") and hasattr(obj, "cpu"):  # torch.Tensor
         obj = obj.detach().cpu().numpy()
-    if isinstance(obj, np.ndarray):
+    if isinstance(obj, (np.ndarray, np.generic)):
         return to_jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return to_jsonable(obj.item())
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
-    if isinstance(obj, int):
-        return obj
     if isinstance(obj, Mapping):
-        out = {}
-        for key, value in obj.items():
-            if isinstance(key, np.generic):
-                key = key.item()
-            if not (key is None or isinstance(key, (str, int, float, bool))):
-                key = str(key)
-            out[key] = to_jsonable(value)
-        return out
+        keys = [k.item() if isinstance(k, np.generic) else k for k in obj]
+        return {k if k is None or isinstance(k, (str, int, float, bool)) else str(k): to_jsonable(v)
+                for k, v in zip(keys, obj.values())}
     if isinstance(obj, (list, tuple, set, frozenset)):
         return [to_jsonable(v) for v in obj]
     return obj

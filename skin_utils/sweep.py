@@ -285,7 +285,7 @@ def summarize(table, metrics=None):
     """Mean ± sd over seeds for each cell, split and metric (finished runs only)."""
     import pandas as pd  # heavy: loaded only for experiments (see `execute`)
 
-    from skin_utils.stats import HEADLINE_METRICS, mean_sd
+    from skin_utils.metrics import HEADLINE_METRICS, mean_sd
 
     metrics = HEADLINE_METRICS if metrics is None else metrics
     done = table[table["status"] == "finished"]
@@ -307,7 +307,7 @@ def compare(name: str, reference: dict, split: str = "val", experiments_dir="rep
     import pandas as pd  # heavy: loaded only for experiments (see `execute`)
 
     from skin_utils.labels import CLASS_NAMES
-    from skin_utils.stats import paired_bootstrap_seeds, read_per_image
+    from skin_utils.metrics import paired_bootstrap, read_per_image
 
     folder, meta = _meta(name, experiments_dir, root)
 
@@ -322,7 +322,7 @@ def compare(name: str, reference: dict, split: str = "val", experiments_dir="rep
         seeds = sorted(set(other) & set(ref))
         tasks = [t for t in tasks_of(cell) if t in tasks_of(reference)]
         if seeds and tasks:
-            diff = paired_bootstrap_seeds([ref[s] for s in seeds], [other[s] for s in seeds], CLASS_NAMES,
+            diff = paired_bootstrap([ref[s] for s in seeds], [other[s] for s in seeds], CLASS_NAMES,
                                           n_resamples=n_resamples, seed=seed, tasks=tasks)
             frames.append(diff.reset_index().assign(cell=cell_name(cell), reference=cell_name(reference),
                                                     cell_tasks=",".join(tasks_of(cell)), split=split, seeds=len(seeds)))
@@ -359,7 +359,7 @@ def summary_markdown(name: str, reference: dict | None = None, experiments_dir="
     """The experiment in Markdown: per cell, each metric's mean ± sd over seeds on validation and
     test [mean of the runs' lesion-level 95% CIs]; with a ``reference``, the paired differences and
     the multi-task verdict."""
-    from skin_utils.stats import HEADLINE_METRICS, mean_sd
+    from skin_utils.metrics import HEADLINE_METRICS, mean_sd
 
     table = gather(name, experiments_dir, root, write=False)
     done = table[table["status"] == "finished"]

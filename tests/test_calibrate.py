@@ -19,11 +19,10 @@ from skin_utils.trust.calibrate import (
     referral_uncertainty,
     summary_lines,
 )
-from skin_utils.trust.calibration import fit_temperature, probs_to_logits
 from skin_utils.checkpoint import Checkpoint
 from skin_utils.engine import forward_probs, predict
 from skin_utils.model import MultiTaskNet
-from skin_utils.trust.uncertainty import operating_threshold
+from skin_utils.trust.numbers import fit_temperature, operating_threshold, probs_to_logits
 
 
 def _softmax(z):

@@ -18,8 +18,7 @@ from PIL import Image
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score
 
 from skin_utils import CLASS_NAMES
-from skin_utils.metrics import baselines, classes_present, classification_report_dict, melanoma_vs_rest
-from skin_utils.stats import bootstrap_ci, scores
+from skin_utils.metrics import baselines, bootstrap_ci, classification_report, melanoma_vs_rest, scores
 
 MEL, NV, BKL = (CLASS_NAMES.index(c) for c in ("MEL", "NV", "BKL"))
 
@@ -83,7 +82,7 @@ def test_melanoma_vs_rest_says_the_auc_is_undefined_without_melanoma_or_with_onl
 def test_baselines_of_a_set_with_three_classes():
     y = np.array([NV] * 6 + [MEL] * 3 + [BKL] * 1)
     b = baselines(y, CLASS_NAMES)
-    assert b["classes_present"] == classes_present(y) == ["MEL", "NV", "BKL"]  # in class order
+    assert b["classes_present"] == ["MEL", "NV", "BKL"]  # in class order
     assert b["n_classes_present"] == 3 and not b["all_classes_present"]
     assert b["chance"] == {"balanced_accuracy": pytest.approx(1 / 3), "macro_auc": 0.5, "mel_auc": 0.5}
     assert b["majority"]["majority"] == "NV" and b["majority"]["accuracy"] == pytest.approx(0.6)
@@ -102,7 +101,7 @@ def test_metrics_over_the_classes_present_count_predictions_of_absent_classes_as
     y = np.array([MEL] * 10 + [NV] * 20)
     probs = _predictions(y, seed=3)
     probs[:4] = np.eye(len(CLASS_NAMES))[CLASS_NAMES.index("DF")] * 0.9 + 0.1 / 7   # 4 melanomas called DF
-    r = classification_report_dict(probs, y, CLASS_NAMES)
+    r = classification_report(probs, y, CLASS_NAMES)
     pred = probs.argmax(1)
     recall = [np.mean(pred[y == c] == c) for c in (MEL, NV)]
     assert r["balanced_accuracy"] == pytest.approx(np.mean(recall))
@@ -302,7 +301,7 @@ def test_each_image_is_scored_for_what_it_has(tiny_model, tmp_path):
     assert r["dice"] == pytest.approx(np.mean(direct["dice"]))
     assert pi["dice"].dropna().tolist() == pytest.approx(direct["dice"])
     lab = has_label
-    expected = classification_report_dict(ev.probs[lab], labels[lab], CLASS_NAMES)
+    expected = classification_report(ev.probs[lab], labels[lab], CLASS_NAMES)
     assert r["balanced_accuracy"] == pytest.approx(expected["balanced_accuracy"])
     assert r["classes_present"] == ["MEL", "NV", "BKL"] and r["chance"]["balanced_accuracy"] == pytest.approx(1 / 3)
     assert r["majority_baseline"]["majority"] == "NV"
@@ -563,7 +562,7 @@ def test_a_labels_only_folder_is_scored_over_its_classes_with_melanoma_versus_th
 def test_melanoma_auc_is_one_number_on_the_calibrated_scores_in_every_table(evaluated):
     """One rule for the class scores: the headline, the per-class MEL row, and the per-image table
     that paired comparisons, subgroups and the domain shift read all use the calibrated P(MEL)."""
-    from skin_utils.stats import paired_bootstrap, subgroup_table
+    from skin_utils.metrics import paired_bootstrap, subgroup_table
 
     from skin_utils.checkpoint import Checkpoint
 

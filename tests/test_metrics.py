@@ -1,5 +1,5 @@
-"""Tests of skin_utils.metrics: hand-computed values, the empty-mask rules, accumulation, and
-agreement with scikit-learn on random data."""
+"""skin_utils.metrics: hand-computed values, the empty-mask rules, agreement with scikit-learn on
+random data, and the lesion-level bootstrap intervals, paired differences and subgroups."""
 
 from __future__ import annotations
 
@@ -9,29 +9,21 @@ import warnings
 from fractions import Fraction as F
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
 from skin_utils.labels import CLASS_NAMES
-from skin_utils.metrics import (
-    PER_CLASS_KEYS,
-    ClassificationMetrics,
-    SegmentationMetrics,
-    balanced_accuracy,
-    classification_report_dict,
-    confusion_matrix,
-    dice_per_image,
-    jaccard_per_image,
-    majority_baseline,
-    pixel_sensitivity_per_image,
-    pixel_specificity_per_image,
-    roc_curves,
-    thresholded_jaccard,
-    to_jsonable,
-)
+from skin_utils.metrics import (PER_CLASS_KEYS, age_band, auc, balanced_accuracy, bootstrap_ci, classification_report,
+                                confusion_matrix, format_ci, lesion_resamples, majority_baseline, mean_sd,
+                                paired_bootstrap, roc_curves, scores, segmentation_scores, sens_spec, sens_spec_at,
+                                subgroup_table, thresholded_jaccard, to_jsonable)
 
-ALL_SEG = (dice_per_image, jaccard_per_image, pixel_sensitivity_per_image,
-           pixel_specificity_per_image)
+PIXEL_KEYS = ("dice", "jaccard", "sensitivity", "specificity")
+
+
+def seg(pred, target, key):
+    return segmentation_scores(pred, target)[key]
 
 
 def mask(shape, *pixels):
@@ -54,10 +46,10 @@ PRED_A = mask((4, 4), (0, 0), (0, 1), (2, 2))
 
 
 def test_hand_computed_single_image():
-    assert dice_per_image(PRED_A, TARGET_A).tolist() == [approx(F(4, 7))]     # 2*2 / (3 + 4)
-    assert jaccard_per_image(PRED_A, TARGET_A).tolist() == [approx(F(2, 5))]  # 2 / 5
-    assert pixel_sensitivity_per_image(PRED_A, TARGET_A).tolist() == [approx(F(1, 2))]
-    assert pixel_specificity_per_image(PRED_A, TARGET_A).tolist() == [approx(F(11, 12))]
+    assert seg(PRED_A, TARGET_A, "dice").tolist() == [approx(F(4, 7))]     # 2*2 / (3 + 4)
+    assert seg(PRED_A, TARGET_A, "jaccard").tolist() == [approx(F(2, 5))]  # 2 / 5
+    assert seg(PRED_A, TARGET_A, "sensitivity").tolist() == [approx(F(1, 2))]
+    assert seg(PRED_A, TARGET_A, "specificity").tolist() == [approx(F(11, 12))]
 
 
 def test_hand_computed_batch_and_dice_jaccard_relation():
@@ -65,29 +57,29 @@ def test_hand_computed_batch_and_dice_jaccard_relation():
     pred_b = mask((4, 4), (0, 0), (0, 1), (1, 0), (1, 1), (3, 3), (3, 2))
     pred = np.stack([PRED_A, pred_b, TARGET_A])
     target = np.stack([TARGET_A, TARGET_A, TARGET_A])
-    dice = dice_per_image(pred, target)
-    jac = jaccard_per_image(pred, target)
+    dice = seg(pred, target, "dice")
+    jac = seg(pred, target, "jaccard")
     assert dice.shape == (3,)
     np.testing.assert_allclose(dice, [4 / 7, 8 / 10, 1.0])
     np.testing.assert_allclose(jac, [2 / 5, 4 / 6, 1.0])
-    np.testing.assert_allclose(pixel_sensitivity_per_image(pred, target), [1 / 2, 1, 1])
-    np.testing.assert_allclose(pixel_specificity_per_image(pred, target), [11 / 12, 10 / 12, 1])
+    np.testing.assert_allclose(seg(pred, target, "sensitivity"), [1 / 2, 1, 1])
+    np.testing.assert_allclose(seg(pred, target, "specificity"), [11 / 12, 10 / 12, 1])
     np.testing.assert_allclose(dice, 2 * jac / (1 + jac))
 
 
 def test_mask_encodings_and_shapes():
-    expected = dice_per_image(PRED_A, TARGET_A)
-    assert dice_per_image(PRED_A * 255, TARGET_A.astype(bool)).tolist() == expected.tolist()
-    assert dice_per_image(PRED_A[None, None], TARGET_A[None, None]).tolist() == expected.tolist()
+    expected = seg(PRED_A, TARGET_A, "dice")
+    assert seg(PRED_A * 255, TARGET_A.astype(bool), "dice").tolist() == expected.tolist()
+    assert seg(PRED_A[None, None], TARGET_A[None, None], "dice").tolist() == expected.tolist()
     with pytest.raises(ValueError, match="shapes differ"):
-        dice_per_image(PRED_A, np.zeros((5, 4)))
+        segmentation_scores(PRED_A, np.zeros((5, 4)))
     with pytest.raises(ValueError, match="shape"):
-        dice_per_image(np.zeros(4), np.zeros(4))
+        seg(np.zeros(4), np.zeros(4), "dice")
 
 
 def test_torch_tensors_accepted():
     torch = pytest.importorskip("torch")
-    d = dice_per_image(torch.from_numpy(PRED_A), torch.from_numpy(TARGET_A))
+    d = seg(torch.from_numpy(PRED_A), torch.from_numpy(TARGET_A), "dice")
     assert d.tolist() == [approx(F(4, 7))]
 
 
@@ -95,33 +87,33 @@ def test_torch_tensors_accepted():
 
 def test_empty_pred_on_empty_target_is_perfect():
     empty = np.zeros((5, 6), dtype=np.uint8)
-    for fn in ALL_SEG:
-        assert fn(empty, empty).tolist() == [1.0], fn.__name__
+    for key in PIXEL_KEYS + ("thresholded_jaccard",):
+        assert seg(empty, empty, key).tolist() == [1.0], key
 
 
 def test_nonempty_pred_on_empty_target():
     empty = np.zeros((4, 4), dtype=np.uint8)
     pred = mask((4, 4), (0, 0), (3, 3))
-    assert dice_per_image(pred, empty).tolist() == [0.0]
-    assert jaccard_per_image(pred, empty).tolist() == [0.0]
-    assert pixel_sensitivity_per_image(pred, empty).tolist() == [1.0]   # nothing to find
-    assert pixel_specificity_per_image(pred, empty).tolist() == [approx(F(14, 16))]
+    assert seg(pred, empty, "dice").tolist() == [0.0]
+    assert seg(pred, empty, "jaccard").tolist() == [0.0]
+    assert seg(pred, empty, "sensitivity").tolist() == [1.0]   # nothing to find
+    assert seg(pred, empty, "specificity").tolist() == [approx(F(14, 16))]
 
 
 def test_empty_pred_on_nonempty_target():
     empty = np.zeros((4, 4), dtype=np.uint8)
-    assert dice_per_image(empty, TARGET_A).tolist() == [0.0]
-    assert jaccard_per_image(empty, TARGET_A).tolist() == [0.0]
-    assert pixel_sensitivity_per_image(empty, TARGET_A).tolist() == [0.0]
-    assert pixel_specificity_per_image(empty, TARGET_A).tolist() == [1.0]
+    assert seg(empty, TARGET_A, "dice").tolist() == [0.0]
+    assert seg(empty, TARGET_A, "jaccard").tolist() == [0.0]
+    assert seg(empty, TARGET_A, "sensitivity").tolist() == [0.0]
+    assert seg(empty, TARGET_A, "specificity").tolist() == [1.0]
 
 
 def test_target_without_negatives():
     full = np.ones((3, 3), dtype=np.uint8)
-    assert pixel_specificity_per_image(full, full).tolist() == [1.0]
-    assert pixel_specificity_per_image(np.zeros((3, 3)), full).tolist() == [1.0]
-    assert pixel_sensitivity_per_image(np.zeros((3, 3)), full).tolist() == [0.0]
-    assert dice_per_image(full, full).tolist() == [1.0]
+    assert seg(full, full, "specificity").tolist() == [1.0]
+    assert seg(np.zeros((3, 3)), full, "specificity").tolist() == [1.0]
+    assert seg(np.zeros((3, 3)), full, "sensitivity").tolist() == [0.0]
+    assert seg(full, full, "dice").tolist() == [1.0]
 
 
 # --- thresholded Jaccard ------------------------------------------------------------------
@@ -149,15 +141,13 @@ def test_thresholded_jaccard_from_masks():
     pred13[13:] = 0
     pred12 = pred13.copy()
     pred12[12] = 0
-    m = SegmentationMetrics()
-    m.update([pred13.reshape(5, 5), pred12.reshape(5, 5)], [target, target])
-    r = m.aggregate()
-    assert r["per_image"]["jaccard"] == [approx(F(13, 20)), approx(F(12, 20))]
-    assert r["per_image"]["thresholded_jaccard"] == [approx(F(13, 20)), 0.0]
-    assert r["thresholded_jaccard"] == approx(F(13, 40))
+    r = segmentation_scores([pred13.reshape(5, 5), pred12.reshape(5, 5)], [target, target])
+    assert r["jaccard"].tolist() == [approx(F(13, 20)), approx(F(12, 20))]
+    assert r["thresholded_jaccard"].tolist() == [approx(F(13, 20)), 0.0]
+    assert r["thresholded_jaccard"].mean() == approx(F(13, 40))
 
 
-# --- SegmentationMetrics -----------------------------------------------------------------
+# --- segmentation_scores over a set --------------------------------------------------------------
 
 def _random_pairs(seed, sizes):
     rng = np.random.default_rng(seed)
@@ -171,53 +161,37 @@ def _random_pairs(seed, sizes):
     return pairs
 
 
-def test_list_of_different_sizes_equals_per_image_average():
+def test_list_of_different_sizes_equals_per_image_scores():
     pairs = _random_pairs(0, [(8, 9), (17, 5), (30, 31), (4, 4), (12, 20)])
-    m = SegmentationMetrics()
-    m.update([p for p, _ in pairs], [t for _, t in pairs])
-    r = m.aggregate()
-    assert r["n_images"] == len(pairs) == len(m)
-    for key, fn in [("dice", dice_per_image), ("jaccard", jaccard_per_image),
-                    ("sensitivity", pixel_sensitivity_per_image),
-                    ("specificity", pixel_specificity_per_image)]:
-        per = [float(fn(p, t)[0]) for p, t in pairs]
-        assert r["per_image"][key] == pytest.approx(per)
-        assert r[key] == pytest.approx(np.mean(per))
-        assert isinstance(r[key], float)
-    tj = [thresholded_jaccard(float(jaccard_per_image(p, t)[0])) for p, t in pairs]
-    assert r["thresholded_jaccard"] == pytest.approx(np.mean(tj))
-    # the pixel pool over all images would differ: the average is per image
-    assert r["per_image"]["dice"][-2:] == [1.0, 0.0]
+    r = segmentation_scores([p for p, _ in pairs], [t for _, t in pairs])
+    assert all(len(v) == len(pairs) and v.dtype == np.float64 for v in r.values())
+    for key in PIXEL_KEYS:
+        per = [float(seg(p, t, key)[0]) for p, t in pairs]
+        assert r[key].tolist() == pytest.approx(per)
+    tj = [thresholded_jaccard(float(seg(p, t, "jaccard")[0])) for p, t in pairs]
+    assert r["thresholded_jaccard"].tolist() == pytest.approx(tj)
+    # the pixel pool over all images would differ: the set's score is the mean over images
+    assert r["dice"][-2:].tolist() == [1.0, 0.0]
 
 
-def test_accumulate_over_updates_equals_one_call_and_reset():
+def test_a_batch_equals_its_images_one_by_one_and_as_a_list():
     rng = np.random.default_rng(1)
     pred = rng.random((10, 16, 16)) < 0.4
     true = rng.random((10, 16, 16)) < 0.4
-    one = SegmentationMetrics()
-    one.update(pred, true)
-    several = SegmentationMetrics()
-    several.update(pred[:3], true[:3])
-    several.update(pred[3], true[3])                       # a single (H, W) image
-    several.update(list(pred[4:7]), list(true[4:7]))       # a list
-    several.update(pred[7:], true[7:])
-    assert several.aggregate() == one.aggregate()
-    several.reset()
-    assert len(several) == 0
-    with pytest.raises(ValueError, match="update"):
-        several.aggregate()
-    several.update(pred[:2], true[:2])
-    assert several.aggregate()["n_images"] == 2
+    one = segmentation_scores(pred, true)
+    single = [segmentation_scores(pred[i], true[i]) for i in range(10)]   # (H, W) images
+    listed = segmentation_scores(list(pred), list(true))
+    for k in one:
+        assert one[k].tolist() == [s[k][0] for s in single] == listed[k].tolist()
 
 
-def test_segmentation_update_errors():
-    m = SegmentationMetrics()
+def test_segmentation_errors():
     with pytest.raises(ValueError, match="2 predicted masks but 1"):
-        m.update([TARGET_A, TARGET_A], [TARGET_A])
+        segmentation_scores([TARGET_A, TARGET_A], [TARGET_A])
     with pytest.raises(ValueError, match="mask pair 0"):
-        m.update([TARGET_A], [np.zeros((3, 3))])
+        segmentation_scores([TARGET_A], [np.zeros((3, 3))])
     with pytest.raises(ValueError):
-        SegmentationMetrics(threshold=-0.1)
+        segmentation_scores(TARGET_A, TARGET_A, threshold=-0.1)
 
 
 # --- classification: hand-computed --------------------------------------------------------
@@ -237,7 +211,7 @@ def test_confusion_matrix_and_balanced_accuracy_by_hand():
     assert cm.tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
     # recalls 2/3, 1/2, 1/1
     assert balanced_accuracy(Y_TRUE, Y_PRED, 3) == approx((F(2, 3) + F(1, 2) + 1) / 3)  # 13/18
-    r = classification_report_dict(_probs_for(Y_PRED, 3), Y_TRUE, ["a", "b", "c"])
+    r = classification_report(_probs_for(Y_PRED, 3), Y_TRUE, ["a", "b", "c"])
     assert r["accuracy"] == approx(F(4, 6))
     assert r["balanced_accuracy"] == approx(F(13, 18))
     assert r["n_images"] == 6
@@ -271,7 +245,7 @@ def test_confusion_matrix_validation():
 
 
 def test_empty_row_of_normalized_confusion_matrix_is_zero():
-    r = classification_report_dict(_probs_for(np.array([0, 1]), 3), [0, 0], ["a", "b", "c"])
+    r = classification_report(_probs_for(np.array([0, 1]), 3), [0, 0], ["a", "b", "c"])
     assert r["confusion_matrix_normalized"][1] == [0.0, 0.0, 0.0]
     assert r["confusion_matrix_normalized"][2] == [0.0, 0.0, 0.0]
     # b never true but predicted once: precision 0, F1 0, sensitivity undefined
@@ -301,7 +275,7 @@ def test_agrees_with_sklearn_on_random_data():
     probs /= probs.sum(axis=1, keepdims=True)
     pred = probs.argmax(axis=1)
 
-    r = classification_report_dict(probs, targets, CLASS_NAMES)
+    r = classification_report(probs, targets, CLASS_NAMES)
     assert r["accuracy"] == pytest.approx(skm.accuracy_score(targets, pred))
     assert r["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(targets, pred))
     assert r["confusion_matrix"] == skm.confusion_matrix(targets, pred, labels=range(k)).tolist()
@@ -347,7 +321,7 @@ def test_class_absent_from_targets():
     pred = probs.argmax(axis=1)
     assert (pred == df).any()
 
-    r = classification_report_dict(probs, targets, CLASS_NAMES)
+    r = classification_report(probs, targets, CLASS_NAMES)
     d = r["per_class"]["DF"]
     assert d["support"] == 0
     assert math.isnan(d["auc"]) and math.isnan(d["average_precision"])
@@ -368,56 +342,75 @@ def test_class_absent_from_targets():
 
 
 def test_macro_auc_nan_when_no_class_has_both():
-    r = classification_report_dict(_probs_for(np.array([0, 1, 0]), 3), [2, 2, 2], "abc")
+    r = classification_report(_probs_for(np.array([0, 1, 0]), 3), [2, 2, 2], "abc")
     assert math.isnan(r["macro_auc"])
     assert math.isnan(r["per_class"]["c"]["specificity"])   # no negatives for c
     assert r["per_class"]["c"]["average_precision"] == 1.0  # all positives
     assert r["balanced_accuracy"] == 0.0
 
 
-# --- ClassificationMetrics ---------------------------------------------------------------
+# --- input checks, torch inputs ---------------------------------------------------------
 
-def test_classification_accumulation_reset_and_errors():
+def test_classification_input_errors():
     k = len(CLASS_NAMES)
     rng, probs = _random_probs(3, 90, k)
     targets = rng.integers(0, k, size=90)
-    one = ClassificationMetrics(CLASS_NAMES)
-    one.update(probs, targets)
-    several = ClassificationMetrics(CLASS_NAMES)
-    for s in (slice(0, 10), slice(10, 11), slice(11, 11), slice(11, 90)):
-        several.update(probs[s], targets[s])
-    assert len(several) == 90
-    # to_jsonable so that NaN (None after it) compares equal to itself
-    assert to_jsonable(several.aggregate()) == to_jsonable(one.aggregate())
-    assert to_jsonable(one.aggregate()) == \
-        to_jsonable(classification_report_dict(probs, targets, CLASS_NAMES))
-    several.reset()
-    with pytest.raises(ValueError, match="update"):
-        several.aggregate()
-
     logits = np.log(probs) * 3
     with pytest.raises(ValueError, match="softmax"):
-        one.update(logits, targets)
+        classification_report(logits, targets)
     with pytest.raises(ValueError, match="sum to 1"):
-        one.update(probs * 0.5, targets)
+        classification_report(probs * 0.5, targets)
     with pytest.raises(ValueError, match="shape"):
-        one.update(probs[:, :3], targets)
+        classification_report(probs[:, :3], targets)
     with pytest.raises(ValueError, match="rows"):
-        one.update(probs, targets[:-1])
+        classification_report(probs, targets[:-1])
     with pytest.raises(ValueError, match="lie in"):
-        one.update(probs[:1], [7])
-    assert one.n_images == 90
+        classification_report(probs[:1], [7])
+    with pytest.raises(ValueError, match="No samples"):
+        classification_report(probs[:0], targets[:0])
 
 
 def test_classification_torch_inputs():
     torch = pytest.importorskip("torch")
     rng, probs = _random_probs(5, 40, 7)
     targets = rng.integers(0, 7, size=40)
-    m = ClassificationMetrics()
-    m.update(torch.softmax(torch.log(torch.tensor(probs, dtype=torch.float32)), dim=1),
-             torch.tensor(targets))
-    r = m.aggregate()
+    r = classification_report(torch.softmax(torch.log(torch.tensor(probs, dtype=torch.float32)), dim=1),
+                              torch.tensor(targets))
     assert r["accuracy"] == pytest.approx(skm.accuracy_score(targets, probs.argmax(1)))
+
+
+# --- the one sensitivity / specificity, the one AUC --------------------------------------
+
+def test_sens_spec_counts_rates_and_axes():
+    r = sens_spec([1, 1, 0, 0, 0], [1, 1, 0, 0, 1])
+    assert (r["tp"], r["fn"], r["tn"], r["fp"]) == (2, 0, 2, 1) and type(r["tp"]) is int
+    assert r["sensitivity"] == 1.0 and r["specificity"] == pytest.approx(2 / 3) and r["ppv"] == pytest.approx(2 / 3)
+    assert math.isnan(sens_spec([0], [0])["sensitivity"]) and sens_spec([0], [0], undefined=1.0)["sensitivity"] == 1.0
+    # per column of one-hot classes = the per-class values of the report
+    t, p = np.array([0, 0, 0, 1, 1, 2]), np.array([0, 0, 1, 1, 2, 2])
+    cols = sens_spec(t[:, None] == np.arange(3), p[:, None] == np.arange(3), axis=0)
+    np.testing.assert_allclose(cols["sensitivity"], [2 / 3, 1 / 2, 1])
+    np.testing.assert_allclose(cols["specificity"], [1, 3 / 4, 4 / 5])
+    with pytest.raises(ValueError, match="shape"):
+        sens_spec([1, 0], [1])
+
+
+def test_sens_spec_at_counts():
+    r = sens_spec_at([0.9, 0.6, 0.4, 0.1, 0.7], [1, 1, 0, 0, 0], 0.5)
+    assert (r["tp"], r["fn"], r["tn"], r["fp"]) == (2, 0, 2, 1)
+    assert r["sensitivity"] == 1.0 and r["specificity"] == pytest.approx(2 / 3)
+    assert r["ppv"] == pytest.approx(2 / 3) and r["threshold"] == 0.5
+    assert math.isnan(sens_spec_at([0.2], [0], 0.5)["sensitivity"])
+    with pytest.raises(ValueError, match="binary"):
+        sens_spec_at([0.2, 0.3], [0, 3], 0.5)
+
+
+def test_auc_is_sklearn_with_ties_and_nan_with_one_class():
+    rng = np.random.default_rng(0)
+    y = rng.random(200) < 0.3
+    s = np.round(rng.random(200) + 0.3 * y, 1)     # many ties
+    assert auc(s, y) == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
+    assert math.isnan(auc(s, np.zeros(200, bool))) and math.isnan(auc(s, np.ones(200, bool)))
 
 
 # --- majority baseline ------------------------------------------------------------------
@@ -449,9 +442,7 @@ def test_json_round_trip():
     k = len(CLASS_NAMES)
     rng, probs = _random_probs(11, 60, k)
     targets = rng.choice([0, 1, 2, 3, 4, 6], size=60)       # DF absent -> NaN values
-    m = ClassificationMetrics(CLASS_NAMES)
-    m.update(probs, targets)
-    r = m.aggregate()
+    r = classification_report(probs, targets, CLASS_NAMES)
     json.dumps(r)                                            # plain types already (NaN allowed)
     j = to_jsonable(r)
     assert j["per_class"]["DF"]["auc"] is None
@@ -459,9 +450,7 @@ def test_json_round_trip():
     assert json.loads(text) == j
     assert json.loads(text)["balanced_accuracy"] == pytest.approx(r["balanced_accuracy"])
 
-    s = SegmentationMetrics()
-    s.update(*zip(*_random_pairs(2, [(5, 5), (9, 4)])))
-    sj = to_jsonable(s.aggregate())
+    sj = to_jsonable(segmentation_scores(*zip(*_random_pairs(2, [(5, 5), (9, 4)]))))
     assert json.loads(json.dumps(sj, allow_nan=False)) == sj
 
 
@@ -476,3 +465,117 @@ def test_to_jsonable_types():
                    "e": [None, {"f": [0, 1]}], "g": None, "h": "x"}
     assert type(out["b"]) is int and type(out["a"]) is float and type(out[4]) is bool
     json.dumps(out, allow_nan=False)
+
+
+# --- lesion-level bootstrap over a per-image table ------------------------------------
+
+def _table(n_lesions=60, images_per_lesion=2, seed=0, skill=2.0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for lesion in range(n_lesions):
+        label = lesion % len(CLASS_NAMES)
+        for i in range(images_per_lesion):
+            logits = rng.normal(size=len(CLASS_NAMES))
+            logits[label] += skill
+            p = np.exp(logits) / np.exp(logits).sum()
+            dice = float(np.clip(rng.normal(0.85, 0.1), 0, 1))
+            rows.append({"image_id": f"img{lesion}_{i}", "lesion_id": f"les{lesion}", "true": CLASS_NAMES[label],
+                         "dice": dice, "jaccard": dice / (2 - dice), "sex": "male" if lesion % 2 else "female",
+                         **{f"p_{c}": p[k] for k, c in enumerate(CLASS_NAMES)}})
+    return pd.DataFrame(rows)
+
+
+def test_scores_agree_with_sklearn():
+    t = _table()
+    s = scores(t)
+    y = t["true"].map(CLASS_NAMES.index).to_numpy()
+    probs = t[[f"p_{c}" for c in CLASS_NAMES]].to_numpy()
+    assert s["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, probs.argmax(1)))
+    assert s["macro_auc"] == pytest.approx(skm.roc_auc_score(y, probs, multi_class="ovr", average="macro"))
+    assert s["mel_auc"] == pytest.approx(skm.roc_auc_score(y == 0, probs[:, 0]))
+    assert s["dice"] == pytest.approx(t["dice"].mean())
+    jac = t["jaccard"].to_numpy()
+    assert s["thresholded_jaccard"] == pytest.approx(np.where(jac >= 0.65, jac, 0).mean())
+
+
+def test_bootstrap_matches_a_direct_computation():
+    """The interval equals percentiles of the mean Dice over lesions drawn with the same generator."""
+    t = _table(n_lesions=12, images_per_lesion=3)
+    ci = bootstrap_ci(t, n_resamples=200, seed=7, tasks=("segmentation",))
+    groups = [np.flatnonzero(t["lesion_id"].to_numpy() == f"les{i}") for i in sorted(range(12), key=lambda i: f"les{i}")]
+    rng = np.random.default_rng(7)
+    means = []
+    for _ in range(200):
+        pick = rng.integers(0, 12, 12)
+        means.append(t["dice"].to_numpy()[np.concatenate([groups[g] for g in pick])].mean())
+    assert ci["ci95"]["dice"] == pytest.approx(list(np.percentile(means, [2.5, 97.5])))
+    assert ci["estimate"]["dice"] == pytest.approx(t["dice"].mean())
+    assert ci["n_lesions"] == 12 and ci["n_images"] == 36
+
+
+def test_resampling_is_by_lesion_not_by_image():
+    # two lesions of ten images each: Dice 1 for every image of one, 0 for the other. Drawing
+    # lesions can only give means 0, 0.5 or 1; drawing images would give many other values.
+    t = pd.DataFrame({"image_id": [f"i{k}" for k in range(20)], "lesion_id": ["a"] * 10 + ["b"] * 10,
+                      "dice": [1.0] * 10 + [0.0] * 10})
+    groups = list(t.groupby("lesion_id").indices.values())
+    seen = {round(t["dice"].to_numpy()[idx].mean(), 6) for idx in lesion_resamples(groups, 300, seed=0)}
+    assert seen <= {0.0, 0.5, 1.0} and len(seen) == 3
+
+
+def test_bootstrap_width_shrinks_like_one_over_sqrt_n():
+    small = bootstrap_ci(_table(n_lesions=40, images_per_lesion=1), n_resamples=400, tasks=("segmentation",))
+    large = bootstrap_ci(_table(n_lesions=640, images_per_lesion=1), n_resamples=400, tasks=("segmentation",))
+    w_small = np.diff(small["ci95"]["dice"])[0]
+    w_large = np.diff(large["ci95"]["dice"])[0]
+    assert 2.5 < w_small / w_large < 6.5  # sqrt(16) = 4
+
+
+def test_paired_bootstrap_of_identical_and_shifted_models():
+    a = _table()
+    same = paired_bootstrap(a, a.copy(), n_resamples=100)
+    assert (same["difference"] == 0).all() and not same["excludes_zero"].any()
+    b = a.copy()
+    b["dice"] = a["dice"] + 0.05
+    b = b.sample(frac=1, random_state=0)  # order must not matter: rows are matched on image_id
+    diff = paired_bootstrap(a, b, n_resamples=100, tasks=("segmentation",))
+    assert diff.loc["dice", "difference"] == pytest.approx(0.05)
+    assert diff.loc["dice", "ci_low"] == pytest.approx(0.05) and diff.loc["dice", "excludes_zero"]
+
+
+def test_paired_bootstrap_refuses_other_images():
+    a = _table()
+    b = a.assign(image_id=a["image_id"] + "_other")
+    with pytest.raises(ValueError, match="share no image_id"):
+        paired_bootstrap(a, b)
+
+
+def test_metrics_of_an_untrained_head_are_absent():
+    t = _table().drop(columns=["dice", "jaccard"])
+    ci = bootstrap_ci(t, n_resamples=20)
+    assert "dice" not in ci["estimate"] and "balanced_accuracy" in ci["estimate"]
+    assert format_ci(float("nan"), None) == "n/a"
+    assert format_ci(0.91234, [0.9, 0.92]) == "0.912 (0.900–0.920)"
+
+
+def test_subgroups_age_bands_and_seeds():
+    t = _table(n_lesions=80)
+    sub = subgroup_table(t, "sex", n_resamples=50)
+    assert set(sub["sex"]) == {"male", "female"} and (sub["n_lesions"] == 40).all()
+    lo, hi = sub.loc[0, "dice_ci"]
+    assert lo <= sub.loc[0, "dice"] <= hi
+    assert list(age_band([5, 30, 44.9, 60, 80, np.nan])[:5]) == ["<30", "30-44", "30-44", "60-74", "75+"]
+    assert mean_sd([0.5, 0.7]) == pytest.approx((0.6, np.std([0.5, 0.7], ddof=1), 2))
+    assert np.isnan(mean_sd([0.5])[1])
+
+
+def test_paired_bootstrap_over_seeds_averages_the_runs():
+    a1, a2 = _table(seed=1), _table(seed=1)
+    a2["dice"] = a1["dice"] - 0.02
+    b1, b2 = a1.copy(), a1.copy()
+    b1["dice"] = a1["dice"] + 0.04
+    b2["dice"] = a1["dice"] + 0.02
+    diff = paired_bootstrap([a1, a2], [b1, b2], n_resamples=50, tasks=("segmentation",))
+    # mean(b) - mean(a) = (0.04 + 0.02) / 2 - (0 - 0.02) / 2 = 0.04, the same in every resample
+    assert diff.loc["dice", "difference"] == pytest.approx(0.04)
+    assert diff.loc["dice", "ci_low"] == pytest.approx(0.04) and diff.loc["dice", "runs_a"] == 2

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from skin_utils import plots  # noqa: E402
 from skin_utils.data.splits import make_split  # noqa: E402
 from skin_utils.labels import CLASS_NAMES  # noqa: E402
-from skin_utils.metrics import classification_report_dict, roc_curves  # noqa: E402
+from skin_utils.metrics import classification_report, roc_curves  # noqa: E402
 
 K = len(CLASS_NAMES)
 
@@ -271,7 +271,7 @@ def _predictions(n=120, seed=4, absent=("VASC",)):
 
 def test_confusion_matrix_from_the_report():
     probs, targets = _predictions()
-    report = classification_report_dict(probs, targets)
+    report = classification_report(probs, targets)
     fig = _render(plots.plot_confusion_matrix(report, title="synthetic demo data"))
     counts_ax, norm_ax = fig.axes
     assert counts_ax.get_xlabel() == "predicted diagnosis"
@@ -285,7 +285,7 @@ def test_confusion_matrix_from_the_report():
     assert "VASC (n=0)" in _texts(fig)
     assert f"accuracy {report['accuracy']:.2f}" in fig.get_suptitle()
     assert [t.get_fontweight() for t in counts_ax.texts[:2]] == ["bold", "normal"]
-    with pytest.raises(ValueError, match=r"classification_report_dict.*\['confusion_matrix'\]"):
+    with pytest.raises(ValueError, match=r"classification_report.*\['confusion_matrix'\]"):
         plots.plot_confusion_matrix({"class_names": CLASS_NAMES, "confusion_matrix_normalized": [],
                                    "n_images": 1, "accuracy": 1.0})
     with pytest.raises(ValueError, match="7 x 7"):
@@ -310,7 +310,7 @@ def test_roc_curves_from_metrics():
 
 def test_per_class_metrics_from_the_report():
     probs, targets = _predictions()
-    report = classification_report_dict(probs, targets)
+    report = classification_report(probs, targets)
     fig = _render(plots.plot_per_class_metrics(report, title="synthetic demo data"))
     ax = fig.axes[0]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -320,7 +320,7 @@ def test_per_class_metrics_from_the_report():
     assert "VASC\n(n=0)" in text
     assert f"{report['per_class']['MEL']['sensitivity']:.2f}" in text
     assert ax.containers[3][0].get_hatch() == "///"
-    with pytest.raises(ValueError, match="classification_report_dict"):
+    with pytest.raises(ValueError, match="classification_report"):
         plots.plot_per_class_metrics(report["per_class"])
 
 

@@ -175,7 +175,7 @@ def test_placeholder_lesion_ids_are_missing_ids_with_a_warning_naming_how_many(t
 
 
 def test_the_bootstrap_keeps_images_whose_lesion_id_is_missing_or_reads_as_missing(tmp_path):
-    from skin_utils.stats import bootstrap_ci
+    from skin_utils.metrics import bootstrap_ci, read_per_image
 
     rng = np.random.default_rng(0)
     table = pd.DataFrame({"image_id": [f"i{k}" for k in range(40)], "lesion_id": ["NA"] * 40,
@@ -185,7 +185,6 @@ def test_the_bootstrap_keeps_images_whose_lesion_id_is_missing_or_reads_as_missi
     lo, hi = ci["ci95"]["dice"]
     assert lo <= ci["estimate"]["dice"] <= hi and hi - lo > 0.01
     assert ci["n_lesions"] == 40                            # each image its own cluster, none dropped
-    from skin_utils.stats import read_per_image
 
     table.to_csv(tmp_path / "per_image.csv", index=False)
     assert (read_per_image(tmp_path / "per_image.csv")["lesion_id"] == "NA").all()  # a name, not a missing value
@@ -307,7 +306,7 @@ def test_the_grad_cam_caption_names_the_class_its_map_explains(tmp_path):
     from skin_utils.evaluation import Evaluation, normalizer
     from skin_utils.model import MultiTaskNet
     from skin_utils.trust.assess import cam_examples
-    from skin_utils.trust.explain import grad_cam
+    from skin_utils.trust.numbers import grad_cam
 
     torch.manual_seed(0)
     model = MultiTaskNet(encoder_weights=None).eval()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skin_utils.stats import mean_sd, paired_bootstrap_seeds, read_per_image
+from skin_utils.metrics import mean_sd, paired_bootstrap, read_per_image
 
 parser = argparse.ArgumentParser()
 parser.add_argument("folder", type=Path)
@@ -116,7 +116,7 @@ for split in ("val", "shifted val", "test", "shifted test"):
         tb = [per_image(cells[b][s], split) for s in seeds]
         if not seeds or any(t is None for t in ta + tb):
             continue
-        d = paired_bootstrap_seeds(ta, tb, n_resamples=1000, seed=0)
+        d = paired_bootstrap(ta, tb, n_resamples=1000, seed=0)
         d = d[d.index.isin(METRICS)]
         print(f"**{b} minus {a}** ({len(seeds)} seeds)\n")
         print("```\n" + d.round(3).drop(columns=["runs_a", "runs_b"]).to_string() + "\n```")
@@ -131,7 +131,7 @@ for part in ("val", "test"):
             continue
         orig = [per_image(seeds[s], part) for s in ss]
         shifted = [per_image(seeds[s], f"shifted {part}") for s in ss]
-        d = paired_bootstrap_seeds(orig, shifted, n_resamples=1000, seed=0)
+        d = paired_bootstrap(orig, shifted, n_resamples=1000, seed=0)
         d = d[d.index.isin(METRICS)]
         print(f"**{part}, {cell}** ({len(ss)} seeds)\n")
         print("```\n" + d.round(3).drop(columns=["runs_a", "runs_b"]).to_string() + "\n```")

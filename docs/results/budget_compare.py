@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from skin_utils.stats import paired_bootstrap_seeds, read_per_image
+from skin_utils.metrics import paired_bootstrap, read_per_image
 
 METRICS = ["dice", "thresholded_jaccard", "accuracy", "balanced_accuracy", "macro_auc", "mel_auc"]
 FILES = {"val": "evaluate_val", "test": "evaluate", "shifted val": "evaluate_external_shifted_val"}
@@ -37,7 +37,7 @@ for split, name in FILES.items():
         continue
     ta = [read_per_image(a[s] / "metrics" / f"{name}_per_image.csv") for s in seeds]
     tb = [read_per_image(b[s] / "metrics" / f"{name}_per_image.csv") for s in seeds]
-    d = paired_bootstrap_seeds(ta, tb, n_resamples=1000, seed=0)
+    d = paired_bootstrap(ta, tb, n_resamples=1000, seed=0)
     d = d[d.index.isin(METRICS)]
     print(f"## {split}: {args.folder_b.name}/{args.cell_b} minus {args.folder_a.name}/{args.cell_a}, seeds {seeds}\n")
     print("```\n" + d.round(3).drop(columns=["runs_a", "runs_b"]).to_string() + "\n```\n")

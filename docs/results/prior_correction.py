@@ -12,8 +12,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from skin_utils.labels import CLASS_NAMES as C
-from skin_utils.stats import read_per_image
-from skin_utils.stats import paired_bootstrap_seeds
+from skin_utils.metrics import paired_bootstrap, read_per_image
 
 FILES = {"val": "evaluate_val", "test": "evaluate"}
 parser = argparse.ArgumentParser()
@@ -50,7 +49,7 @@ for part, ts in tables.items():
 print(pd.DataFrame(rows).groupby(["tau", "split"]).mean().unstack("split").round(3).to_string(), "\n")
 for tau in args.tau:
     for part, ts in tables.items():
-        d = paired_bootstrap_seeds(ts, [adjusted(t, tau) for t in ts], n_resamples=1000, seed=0,
-                                   tasks=("classification",))
+        d = paired_bootstrap(ts, [adjusted(t, tau) for t in ts], n_resamples=1000, seed=0,
+                             tasks=("classification",))
         print(f"tau {tau}, {part} ({len(ts)} runs): tau minus 0\n"
               + d.round(3).drop(columns=["runs_a", "runs_b"]).to_string() + "\n")

@@ -353,9 +353,9 @@ def calibration_conclusion(before: Mapping, after: Mapping | None, temperature: 
     """Calibration in words: how far confidence and accuracy part before temperature scaling,
     in which direction, what the temperature fitted on validation does to ECE and NLL here.
 
-    ``before`` / ``after``: `skin_utils.trust.calibration.calibration_report` of the uncalibrated and the
+    ``before`` / ``after``: `skin_utils.trust.numbers.calibration_report` of the uncalibrated and the
     temperature-scaled probabilities (``after`` None when the checkpoint has no temperature);
-    ``reliability_before``: `skin_utils.trust.calibration.reliability_diagram` (for the direction);
+    ``reliability_before``: `skin_utils.trust.numbers.reliability_diagram` (for the direction);
     ``missing``: what the checkpoint lacks (`skin_utils.trust.calibrate.StoredCalibration.missing`)."""
     out = [f"Before temperature scaling the top-label ECE is {before['ece']:.3f} ({_ece_word(before['ece'])}; "
            f"class-wise ECE {before['classwise_ece']:.3f}, NLL {before['nll']:.3f}, Brier {before['brier']:.3f})."]
@@ -391,8 +391,8 @@ def referral_conclusion(aurc: Mapping, table: Sequence[Mapping], at_threshold: M
     the most uncertain 10-30% buys, and what the stored referral threshold keeps here.
 
     ``aurc``: ``aurc``, ``optimal_aurc`` and ``error_rate`` of the risk-coverage curve of
-    ``measure`` (`skin_utils.trust.uncertainty.risk_coverage_curve`); ``table``:
-    `skin_utils.trust.uncertainty.selective_report` rows (fraction 0 first); ``at_threshold``:
+    ``measure`` (`skin_utils.trust.numbers.risk_coverage_curve`); ``table``:
+    `skin_utils.trust.numbers.selective_report` rows (fraction 0 first); ``at_threshold``:
     `selective_metrics` at the threshold chosen on validation, with ``threshold`` and
     ``target_coverage`` (None: the checkpoint has none); ``mask``: the same AURC numbers for the
     mask uncertainty against the per-image loss 1 - Dice (None: not judged)."""
@@ -442,7 +442,7 @@ def operating_point_conclusion(op: Mapping | None, mel_threshold: float | None =
     at the threshold chosen on validation, against the target and against the argmax.
 
     ``op``: ``argmax`` and (when the checkpoint has a threshold) ``at_threshold``
-    (`skin_utils.trust.uncertainty.sens_spec_at`), ``target_sensitivity``, ``n_mel`` (None: no
+    (`skin_utils.metrics.sens_spec_at`), ``target_sensitivity``, ``n_mel`` (None: no
     melanoma in the split)."""
     if op is None:
         return "There is no melanoma in this split, so the melanoma operating point cannot be checked here."
@@ -472,7 +472,7 @@ def cam_conclusion(cam: Mapping) -> str:
     maps fall mostly outside.
 
     ``cam``: `skin_utils.evaluation.cam_check`'s result (``true_mask`` and ``pred_mask`` from
-    `skin_utils.trust.explain.CamLocalizationMetrics.aggregate`, ``n_images``)."""
+    `skin_utils.trust.numbers.cam_localization_report`, ``n_images``)."""
     t = cam["true_mask"]["overall"]
     p = cam["pred_mask"]["overall"]
     if not _finite(t["energy_inside"]):

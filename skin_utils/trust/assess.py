@@ -1,8 +1,7 @@
 """Trust in each prediction, assessed on an evaluated split: calibration before and after the
 stored temperature, risk-coverage and referral, the melanoma operating point, and Grad-CAM
 checked against the lesion masks. `03_evaluate` calls these after
-`skin_utils.evaluation.evaluate_original_size`; the numbers come from `calibration`,
-`uncertainty` and `explain` beside this module."""
+`skin_utils.evaluation.evaluate_original_size`; the numbers come from `skin_utils.trust.numbers`."""
 
 from __future__ import annotations
 
@@ -17,6 +16,11 @@ from skin_utils.data.datasets import make_loader
 from skin_utils.data.imageio import read_mask
 from skin_utils.evaluation import Evaluation, calibrated_and_raw, normalizer, upsample_mask
 from skin_utils.labels import CLASS_NAMES
+from skin_utils.metrics import sens_spec_at
+from skin_utils.trust.numbers import (DEFAULT_N_BINS, DEFAULT_REFERRAL_FRACTIONS, calibration_report, cam_localization,
+                                      cam_localization_report, classwise_ece, grad_cam, mutual_information,
+                                      reliability_diagram, risk_coverage_curve, selective_metrics, selective_report,
+                                      vote_disagreement)
 
 
 @dataclass
@@ -24,11 +28,11 @@ class Trust:
     """What `assess_trust` returns for one evaluated split (classification head trained).
 
     ``calibration``: ``temperature``, ``calibrated`` (False: the checkpoint has none and T = 1),
-    ``before`` / ``after`` (`skin_utils.trust.calibration.calibration_report`, ``after`` None without
+    ``before`` / ``after`` (`skin_utils.trust.numbers.calibration_report`, ``after`` None without
     a temperature; ``per_class_ece`` added), ``reliability_before`` / ``reliability_after``
-    (`skin_utils.trust.calibration.reliability_diagram`). ``referral``: ``curves`` (measure name ->
-    `skin_utils.trust.uncertainty.risk_coverage_curve`), ``aurc`` (measure -> AURC, oracle, random),
-    ``table`` (`skin_utils.trust.uncertainty.selective_report` over the referral fractions, by the
+    (`skin_utils.trust.numbers.reliability_diagram`). ``referral``: ``curves`` (measure name ->
+    `skin_utils.trust.numbers.risk_coverage_curve`), ``aurc`` (measure -> AURC, oracle, random),
+    ``table`` (`skin_utils.trust.numbers.selective_report` over the referral fractions, by the
     stored referral measure), ``at_threshold`` (the stored referral threshold applied here, or
     None), ``mask`` (AURC of the mask uncertainty against the per-image loss 1 - Dice: does it
     find the bad masks?). ``operating_point``: sensitivity and specificity of the stored melanoma threshold here
@@ -61,8 +65,6 @@ def trust_columns(evaluation: Evaluation, calibration, class_names) -> pd.DataFr
     ``mel_flag`` (empty, i.e. NA, where the checkpoint lacks the threshold). The calibrated
     probabilities themselves are the table's ``p_<class>`` columns (`evaluate_original_size` with
     the calibration). ``calibration``: a `skin_utils.trust.calibrate.StoredCalibration`."""
-    from skin_utils.trust.uncertainty import mutual_information, vote_disagreement
-
     if evaluation.probs is None:
         raise ValueError("This Evaluation has no probabilities (made by an older evaluate_original_size?).")
     cal, _ = calibrated_and_raw(evaluation, calibration)
@@ -84,15 +86,6 @@ def assess_trust(evaluation: Evaluation, calibration, class_names, *,
     curves, AURC, metrics when the most uncertain 10/20/30% are referred) and the melanoma
     operating point, on the evaluated split, with the checkpoint's stored ``calibration`` (a
     `skin_utils.trust.calibrate.StoredCalibration`: its temperature, thresholds and uncertainty)."""
-    from skin_utils.trust.calibration import DEFAULT_N_BINS, calibration_report, classwise_ece, reliability_diagram
-    from skin_utils.trust.uncertainty import (
-        DEFAULT_REFERRAL_FRACTIONS,
-        risk_coverage_curve,
-        selective_metrics,
-        selective_report,
-        sens_spec_at,
-    )
-
     n_bins = DEFAULT_N_BINS if n_bins is None else n_bins
     fractions = DEFAULT_REFERRAL_FRACTIONS if referral_fractions is None else tuple(referral_fractions)
     labels = evaluation.labels
@@ -161,11 +154,10 @@ def cam_check(model, data, split: str, evaluation: Evaluation, device, class_nam
     """Grad-CAM of the evaluation's predicted class for each image of ``split`` (the first ``max_images``;
     None: all), at the model's resolution, checked against the true lesion mask and the
     predicted one (``evaluation.mask_probs >= evaluation.threshold``):
-    `skin_utils.trust.explain.CamLocalizationMetrics` for each (``true_mask``, ``pred_mask``: overall,
+    `skin_utils.trust.numbers.cam_localization_report` for each (``true_mask``, ``pred_mask``: overall,
     per true class, per image, the maps mostly outside), with ``method``, ``layer``, ``target``,
     ``resolution`` and ``n_images``. The maps themselves are not kept (see `cam_examples`)."""
     from skin_utils.data.datasets import CachedLesionDataset
-    from skin_utils.trust.explain import CamLocalizationMetrics, grad_cam
 
     device = torch.device(device)
     rows = evaluation.per_image["row"].to_numpy()
@@ -174,7 +166,7 @@ def cam_check(model, data, split: str, evaluation: Evaluation, device, class_nam
         raise ValueError(f"cam_check: no images to explain in split {split!r}.")
     normalize = normalizer(normalization).to(device)
     loader = make_loader(CachedLesionDataset(data.cache, data.labels, rows[:n]), batch_size, device)
-    true_m, pred_m = CamLocalizationMetrics(class_names), CamLocalizationMetrics(class_names)
+    true_rows, pred_rows = [], []
     ids = evaluation.per_image["image_id"].to_numpy()
     predicted = evaluation.per_image["pred"].map(list(class_names).index).to_numpy()
     start = 0
@@ -184,10 +176,12 @@ def cam_check(model, data, split: str, evaluation: Evaluation, device, class_nam
         k = len(images)
         cams, _ = grad_cam(model, x, target=predicted[start:start + k].tolist(), method=method)
         pred = (evaluation.mask_probs[start:start + k].float() >= evaluation.threshold).numpy()
-        true_m.update(cams, (masks[:, 0] != 0).numpy(), labels.numpy(), ids[start:start + k])
-        pred_m.update(cams, pred, labels.numpy(), ids[start:start + k])
+        true_m = (masks[:, 0] != 0).numpy()
+        true_rows += cam_localization(cams, true_m, labels.numpy(), ids[start:start + k], class_names)
+        pred_rows += cam_localization(cams, pred, labels.numpy(), ids[start:start + k], class_names)
         start += k
-    return {"true_mask": true_m.aggregate(), "pred_mask": pred_m.aggregate(), "method": method,
+    return {"true_mask": cam_localization_report(true_rows, class_names),
+            "pred_mask": cam_localization_report(pred_rows, class_names), "method": method,
             "layer": "encoder.layer4", "target": "the evaluation's predicted class (TTA-averaged when it was)",
             "resolution": list(data.image_size), "n_images": n, "n_split": int(len(rows))}
 
@@ -246,7 +240,6 @@ def cam_examples(model, data, evaluation: Evaluation, positions, device, *, meth
     caption (id, true and predicted class, and with ``energy`` (image_id -> share of the map
     inside the true lesion, from `cam_columns`) that share)."""
     from skin_utils.data.imageio import read_image
-    from skin_utils.trust.explain import grad_cam
 
     device = torch.device(device)
     positions = [int(i) for i in positions]

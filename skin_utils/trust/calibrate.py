@@ -3,19 +3,19 @@ it in the checkpoint.
 
 Three numbers per kind of output, all chosen on the **validation** split (never on the test set):
 
-* ``temperature``: temperature scaling (`skin_utils.trust.calibration.fit_temperature`) fitted on the
+* ``temperature``: temperature scaling (`skin_utils.trust.numbers.fit_temperature`) fitted on the
   same kind of output it is applied to. Evaluation and inference average 8 test-time views by
   default (``tta=True``), so T is fitted on TTA-averaged probabilities, as ``log p``
-  (`skin_utils.trust.calibration.probs_to_logits`); the plain single-view output gets its own T. One
+  (`skin_utils.trust.numbers.probs_to_logits`); the plain single-view output gets its own T. One
   TTA pass gives both: its first view is the image as it is.
 * ``mel_threshold``: the threshold on the **calibrated** P(MEL) that reaches ``target_sensitivity``
-  (default 0.90) on the validation melanomas (`skin_utils.trust.uncertainty.operating_threshold`);
+  (default 0.90) on the validation melanomas (`skin_utils.trust.numbers.operating_threshold`);
   ``P(MEL) >= mel_threshold`` raises the melanoma flag. None when the validation split holds no
   melanoma or the classes have no "MEL".
 * ``referral_threshold``: the threshold on the uncertainty (`referral_uncertainty`: the
   normalised predictive entropy of the calibrated probabilities, 0 = certain, 1 = uniform) that
   keeps ``target_coverage`` (default 0.8) of the validation images
-  (`skin_utils.trust.uncertainty.referral_threshold`); an image above it is referred.
+  (`skin_utils.trust.numbers.referral_threshold`); an image above it is referred.
 
 ``Checkpoint.calibration`` maps the output kind (``"tta"``, ``"plain"``; `output_kind`) to the
 record `calibration_record` returns: these three numbers, how they were chosen (targets, split,
@@ -41,20 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from skin_utils.trust.calibration import (
-    apply_temperature,
-    as_probabilities,
-    calibration_report,
-    fit_temperature,
-    probs_to_logits,
-)
-from skin_utils.metrics import to_jsonable
-from skin_utils.trust.uncertainty import (
-    operating_threshold,
-    predictive_entropy,
-    referral_threshold,
-    sens_spec_at,
-)
+from skin_utils.metrics import as_probabilities, sens_spec_at, to_jsonable
+from skin_utils.trust.numbers import (apply_temperature, calibration_report, fit_temperature, operating_threshold,
+                                      predictive_entropy, probs_to_logits, referral_threshold)
 
 __all__ = [
     "OUTPUT_KINDS",
@@ -106,7 +95,7 @@ def calibration_record(probs: Any, labels: Any, class_names, *,
     ``labels`` (N,) class indices. Returns plain Python types (what a checkpoint can hold):
     ``temperature``, ``mel_threshold``, ``referral_threshold``, ``uncertainty`` (the measure),
     ``target_sensitivity``, ``target_coverage``, ``split``, ``n_images``, ``n_mel``,
-    ``before`` / ``after`` (`skin_utils.trust.calibration.calibration_report` on this split),
+    ``before`` / ``after`` (`skin_utils.trust.numbers.calibration_report` on this split),
     ``mel_at_threshold`` (sensitivity and specificity reached here, `sens_spec_at`),
     ``coverage_at_threshold`` (share kept here) and ``notes`` (why a threshold is None)."""
     p = as_probabilities(probs)
