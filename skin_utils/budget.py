@@ -131,7 +131,7 @@ def measure_batch_seconds(model, train_loader, val_loader, loss_fn, device, *, a
     with ``ema_decay`` each step also updates a weight average, as `skin_utils.engine.fit` does.
     Twenty training batches: with six, the estimate of a 96 px epoch on a 2-core CPU was off by
     up to 14% (one epoch bought too few in a 10-minute budget)."""
-    from skin_utils.data.datasets import Normalize
+    from skin_utils.transforms import Normalize
     from skin_utils.engine import predict, train_one_epoch, unwrap_model, weight_average
 
     probe = copy.deepcopy(unwrap_model(model)).to(device)

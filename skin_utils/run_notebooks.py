@@ -127,8 +127,8 @@ def main(argv=None) -> int:
 
     check_run_name(options["run_name"])  # before anything runs: the one name that 02, 03 and 04 use
 
-    from skin_utils.data.datasets import resolve_data_dir
-    from skin_utils.demo.synthetic import is_synthetic
+    from skin_utils.data import resolve_data_dir
+    from skin_utils.layout import is_synthetic
     from skin_utils.runs import LATEST, default_run_name, find_run
 
     root = project_root()

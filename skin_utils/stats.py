@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from skin_utils.data.splits import read_csv_with_ids
+from skin_utils.layout import read_csv_with_ids
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.metrics import ISIC_JACCARD_THRESHOLD
 
@@ -145,7 +145,7 @@ def _lesion_groups(table: pd.DataFrame, cluster: str) -> list[np.ndarray]:
 
 
 def read_per_image(path) -> pd.DataFrame:
-    """A per-image table written by 03_evaluate, ids read as text (`skin_utils.data.splits.read_csv_with_ids`)."""
+    """A per-image table written by 03_evaluate, ids read as text (`skin_utils.layout.read_csv_with_ids`)."""
     return read_csv_with_ids(path)
 
 

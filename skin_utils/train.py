@@ -31,8 +31,8 @@ from skin_utils import distributed, runs
 from skin_utils.budget import BudgetPlan, plan_check, plan_training
 from skin_utils.engine import build_optimizer_and_schedule, fit, resolve_device, seed_everything, selection_metrics
 from skin_utils.labels import CLASS_NAMES
-from skin_utils.data.datasets import normalization_config
-from skin_utils.data.loading import check_trainable, load_data, train_class_counts, train_val_loaders
+from skin_utils.data import check_trainable, load_data, train_class_counts, train_val_loaders
+from skin_utils.transforms import normalization_config
 from skin_utils.losses import build_loss, trained_tasks
 from skin_utils.model import MultiTaskNet
 from skin_utils.nb.params import check_params

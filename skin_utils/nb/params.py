@@ -20,10 +20,9 @@ def _fail(name, value, expected):
 
 def _choices() -> dict:
     """The allowed values of each choice parameter, from the module that defines them."""
-    from skin_utils.data.colour import COLOUR_CONSTANCY
-    from skin_utils.data.datasets import AUGMENTATIONS
-    from skin_utils.data.splits import SPLITS
-    from skin_utils.data.layout import ON_BAD_DATA
+    from skin_utils.data import SPLITS
+    from skin_utils.layout import ON_BAD_DATA
+    from skin_utils.transforms import AUGMENTATIONS, COLOUR_CONSTANCY
     from skin_utils.engine import AMP_CHOICES, LR_SCHEDULES, SELECTION_CRITERIA
     from skin_utils.trust.explain import CAM_METHODS
     from skin_utils.losses import CLASS_BALANCE
@@ -165,7 +164,7 @@ def check_params(params: dict, must_exist: tuple[str, ...] = (), *, namespace: d
         elif kind == "choice" and rule is not None and value not in rule:
             _fail(name, value, "one of " + ", ".join(repr(c) for c in rule))
         elif kind == "label_map" and value is not None:
-            from skin_utils.data.label_map import parse_label_map
+            from skin_utils.labels import parse_label_map
 
             try:
                 parse_label_map(value)

@@ -13,8 +13,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from skin_utils.data.datasets import make_loader
-from skin_utils.data.imageio import read_mask
+from skin_utils.data import CachedLesionDataset, make_loader
+from skin_utils.layout import read_image, read_mask
 from skin_utils.evaluation import Evaluation, calibrated_and_raw, normalizer, upsample_mask
 from skin_utils.labels import CLASS_NAMES
 
@@ -164,7 +164,6 @@ def cam_check(model, data, split: str, evaluation: Evaluation, device, class_nam
     `skin_utils.trust.explain.CamLocalizationMetrics` for each (``true_mask``, ``pred_mask``: overall,
     per true class, per image, the maps mostly outside), with ``method``, ``layer``, ``target``,
     ``resolution`` and ``n_images``. The maps themselves are not kept (see `cam_examples`)."""
-    from skin_utils.data.datasets import CachedLesionDataset
     from skin_utils.trust.explain import CamLocalizationMetrics, grad_cam
 
     device = torch.device(device)
@@ -245,7 +244,6 @@ def cam_examples(model, data, evaluation: Evaluation, positions, device, *, meth
     resizes it), the true and predicted masks at the original size, and a
     caption (id, true and predicted class, and with ``energy`` (image_id -> share of the map
     inside the true lesion, from `cam_columns`) that share)."""
-    from skin_utils.data.imageio import read_image
     from skin_utils.trust.explain import grad_cam
 
     device = torch.device(device)

@@ -16,7 +16,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from skin_utils.data.splits import SPLITS
+from skin_utils.data import SPLITS
 from skin_utils.labels import CLASS_DESCRIPTIONS, CLASS_NAMES
 from skin_utils.viz.common import (
     CLASS_COLORS,
