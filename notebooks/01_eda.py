@@ -42,11 +42,9 @@ import numpy as np
 
 from skin_utils import CLASS_NAMES, viz
 from skin_utils.nb import conclusions, report
-from skin_utils.data.eda import lesion_area_fractions, sample_per_class
+from skin_utils.data import lesion_area_fractions, load_data, sample_per_class, split_summary
 from skin_utils.nb.params import check_params
 from skin_utils.nb.paths import resolve
-from skin_utils.data.splits import split_summary
-from skin_utils.data.loading import load_data
 
 params = check_params(dict(data_dir=data_dir, split_fractions=split_fractions, split_path=split_path, seed=seed,
                            max_samples=max_samples, max_mask_images=max_mask_images, per_class=per_class,
@@ -145,7 +143,7 @@ Markdown(conclusion)
 # %%
 report.write_section(reports, "01_eda", "Data", f"""
 **{data.name}**: {len(index)} images of {index['lesion_id'].nunique()} lesions, labels from
-`{index.attrs.get('label_source')}`. Always answering **{counts.idxmax()}** scores accuracy
+`{index.attrs.get('label_file')}`. Always answering **{counts.idxmax()}** scores accuracy
 {majority_share:.3f} (balanced accuracy {1 / (counts > 0).sum():.3f}): the baseline for every accuracy below.
 
 ![classes](figures/eda_class_distribution.png)

@@ -87,8 +87,8 @@ from skin_utils.engine import build_optimizer_and_schedule, fit, resolve_device,
 from skin_utils.model import MultiTaskNet
 from skin_utils.nb.params import check_params
 from skin_utils.nb.paths import resolve
-from skin_utils.data.datasets import normalization_config
-from skin_utils.data.loading import check_trainable, load_data, train_class_counts, train_val_loaders
+from skin_utils.data import check_trainable, load_data, train_class_counts, train_val_loaders
+from skin_utils.transforms import normalization_config
 from skin_utils.losses import build_loss, trained_tasks
 from skin_utils.trust.calibrate import calibrate_checkpoint, summary_lines
 from skin_utils.runs import set_latest, start_run

@@ -99,7 +99,7 @@ from skin_utils.trust.assess import (assess_trust, calibration_table, cam_check,
 from skin_utils.losses import trained_tasks
 from skin_utils.nb.params import check_params
 from skin_utils.nb.paths import resolve
-from skin_utils.data.loading import load_data
+from skin_utils.data import load_data
 from skin_utils.runs import run_to_score
 from skin_utils.stats import bootstrap_ci, read_per_image
 from skin_utils.viz.evaluate import plot_cases, plot_domain_shift

@@ -56,12 +56,12 @@ if "google.colab" in sys.modules:
 # %%
 from skin_utils import viz
 from skin_utils.nb import conclusions, report
-from skin_utils.data.imageio import read_image
+from skin_utils.layout import read_image
 from skin_utils.inference import (Predictor, flags_caption, predictions_table, save_overlays, time_single_image,
                                   write_demo_images)
 from skin_utils.nb.params import check_params
 from skin_utils.nb.paths import resolve
-from skin_utils.demo.synthetic import SYNTHETIC_NOTE
+from skin_utils.demo import SYNTHETIC_NOTE
 from skin_utils.runs import run_to_score
 
 params = check_params(dict(run=run, checkpoint=checkpoint, input_dir=input_dir, n_demo_images=n_demo_images,

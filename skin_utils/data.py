@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 from skin_utils import distributed, prepare
 from skin_utils.demo import SYNTHETIC_NOTE, make_synthetic_dataset
 from skin_utils.labels import CLASS_NAMES
-from skin_utils.layout import as_hw, binarise_mask, load_index, read_csv_with_ids, read_image, read_mask
+from skin_utils.layout import (LesionLeakageWarning, as_hw, binarise_mask, load_index, read_csv_with_ids, read_image,
+                               read_mask)
 from skin_utils.losses import CLASS_BALANCE
 from skin_utils.nb.paths import resolve
 from skin_utils.transforms import build_augmentation
@@ -60,7 +61,7 @@ def make_split(index: pd.DataFrame, fractions=(0.7, 0.15, 0.15), seed: int = 0) 
     if not index.attrs.get("has_lesion_ids", True):
         warnings.warn("These labels carry no lesion ids: the split is by image, and near-duplicate images of one "
                       "lesion may leak between train and test. Give the labels a lesion_id column to split by lesion.",
-                      stacklevel=2)
+                      LesionLeakageWarning, stacklevel=2)
     lesions = index.groupby("lesion_id", sort=True)["label"].agg(lambda s: s.mode().iat[0])
     rng = np.random.default_rng(seed)
     assignment = {}

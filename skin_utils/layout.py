@@ -575,9 +575,11 @@ def _scan(data_dir, decode: bool, partial: bool) -> tuple[DataReport, list[dict]
     if not images:
         report.problems.append(Problem("no_images", str(root), f"no {'/'.join(IMAGE_EXTENSIONS)} images in "
                                        f"{root / 'images'}. {describe_folder(root)}"))
+    elif labels is None and meta_path.is_file():
+        report.problems.append(Problem("no_labels", str(root), f"no usable labels file: {METADATA_NAME} cannot be read "
+                                       "(see bad_label_file)"))
     elif labels is None and not masks:
-        why = f" ({METADATA_NAME})" if not meta_path.is_file() else " that can be used (see bad_label_file)"
-        report.problems.append(no_labels_problem(root, len(images), why))
+        report.problems.append(no_labels_problem(root, len(images), f" ({METADATA_NAME})"))
     if not has_masks:
         report.notes.append("no masks found (masks/<image_id>_segmentation.png): mask_path is None, the "
                             "segmentation head cannot be trained or evaluated")

@@ -53,6 +53,7 @@ DX_COLUMNS = ("dx", "diagnosis", "diagnostic", "label", "class", "class_name", "
 OTHER_COLUMNS = {"lesion_id": ("lesion_id", "lesion"), "age": ("age", "age_approx"), "sex": ("sex", "gender"),
                  "localization": ("localization", "anatom_site_general", "anatom_site_general_challenge",
                                   "anatom_site", "location", "region", "site")}
+GROUNDTRUTH_NAMES = ("groundtruth.csv", "isic2018_task3_training_groundtruth.csv")
 CONVERSION_RECORD = "conversion.json"
 SHIFT_RECORD = "shift.json"
 
@@ -175,12 +176,15 @@ def _labels(src: Path, images: set[str], opts: dict, report: DataReport) -> _Lab
     any other .csv/.tsv/.tab by name. An unusable table is a problem when it is one of the first two or
     when columns were named; otherwise a note (so is a table none of whose ids names an image)."""
     explicit = opts["id_column"] is not None or opts["label_column"] is not None
+    def rank(p: Path) -> int:  # 0: HAM10000_metadata.*, 1: ISIC 2018's GroundTruth.csv, 2: any other table
+        name = p.name.lower()
+        return 0 if name.startswith("ham10000_metadata") else int(name not in GROUNDTRUTH_NAMES) + 1
+
     tables = sorted((p for p in src.iterdir() if p.is_file() and not is_ignored(p.name) and (
-        p.suffix.lower() in TABLE_EXTENSIONS or p.name.lower() == "ham10000_metadata")),
-        key=lambda p: (not p.name.lower().startswith("ham10000_metadata"), "groundtruth" not in p.name.lower(), p.name))
+        p.suffix.lower() in TABLE_EXTENSIONS or p.name.lower() == "ham10000_metadata")), key=lambda p: (rank(p), p.name))
     rejected = []
     for path in tables:
-        named = path.name.lower().startswith("ham10000_metadata") or "groundtruth" in path.name.lower()
+        named = rank(path) < 2
         found = _read_labels_table(path, images, opts, report)
         if isinstance(found, _Labels) and not (named or explicit or not images or images & set(found.rows)):
             found = f"looks like labels, but none of its {len(found.rows)} ids names an image here"
@@ -207,9 +211,10 @@ def _link(source: Path, dest: Path) -> None:
 
 
 def _output(out: Path, src: Path, record: str, overwrite: bool) -> Path:
-    """Check that ``out`` can be written and return the temporary folder to write into beside it."""
+    """Check that ``out`` can be written and return the temporary folder to write into beside it (made
+    later, by `_start`)."""
     if out == src or src in out.parents or out in src.parents:
-        raise ValueError(f"--out {out} must be outside the source folder {src} (and not hold it).")
+        raise ValueError(f"--out {out} must be outside the data folder {src} (and not hold it).")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise FileExistsError(f"{out} exists and is not empty; choose another --out, or pass --overwrite to "
@@ -217,10 +222,12 @@ def _output(out: Path, src: Path, record: str, overwrite: bool) -> Path:
         if not (out / record).is_file():
             raise FileExistsError(f"{out} holds something this command did not write (no {record}); it is not "
                                   "overwritten. Choose another --out.")
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    return out.parent / f".{out.name}.partial-{os.getpid()}"
+
+
+def _start(tmp: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "images").mkdir(parents=True)
-    return tmp
 
 
 def _replace(tmp: Path, out: Path) -> Path:
@@ -249,6 +256,7 @@ def convert_folder(src, out, *, label_map=None, id_column: str | None = None, la
     images without a row) are warned about with examples."""
     src, out = Path(src).expanduser().resolve(), Path(out).expanduser().resolve()
     opts = {"label_map": parse_label_map(label_map), "id_column": id_column, "label_column": label_column}
+    tmp = _output(out, src, CONVERSION_RECORD, overwrite)
     report = DataReport(str(src))
     images, masks = defaultdict(list), defaultdict(list)
     for path in find_images(src):
@@ -312,8 +320,8 @@ def convert_folder(src, out, *, label_map=None, id_column: str | None = None, la
                          "compared with the image file names without folder and extension (column "
                          f"{labels.id_column!r}), ignoring case where that is unambiguous: check that column (id_column= "
                          "names another) and the file names."])
-    tmp = _output(out, src, CONVERSION_RECORD, overwrite)
     try:
+        _start(tmp)
         if masks:
             (tmp / "masks").mkdir()
         table = []
@@ -341,7 +349,8 @@ def convert_folder(src, out, *, label_map=None, id_column: str | None = None, la
                   "label_file": labels and labels.file, "id_column": labels and labels.id_column,
                   "label_column": labels and labels.label_column,
                   "label_mapping": {k: v for k, v in mapping.items() if v}, "unknown_labels": dict(unknown_counts),
-                  "dropped_labels": dict(dropped), "problems": [str(p) for p in report.problems], "warnings": said}
+                  "dropped_labels": dict(dropped), "problems": [str(p) for p in report.problems], "notes": report.notes,
+                  "warnings": said}
         (tmp / CONVERSION_RECORD).write_text(json.dumps(record, indent=1))
         _replace(tmp, out)
     except BaseException:
@@ -525,10 +534,12 @@ def _from_zip(zpath: Path, out: Path, s: PrepareSummary, overwrite: bool) -> Non
     with zf:
         for info in zf.infolist():
             parts = info.filename.replace("\\", "/").split("/")
-            if info.is_dir() or any(is_ignored(p) for p in parts[:-1]):
+            if info.is_dir():
                 continue
             if info.filename.startswith("/") or ".." in parts or ":" in parts[0] or stat.S_ISLNK(info.external_attr >> 16):
                 s.unsafe_members.append(f"{zpath.name}:{info.filename}")
+                continue
+            if any(is_ignored(p) for p in parts[:-1]):
                 continue
 
             def write(tmp, info=info):
@@ -750,6 +761,7 @@ def build_shifted_split(data_dir, out, *, split_path=None, split: str = "test", 
     rows = index.set_index("image_id", drop=False).loc[_split_ids(index, split_path, split)]
     tmp = _output(out, data_dir, SHIFT_RECORD, overwrite)
     try:
+        _start(tmp)
         (tmp / "masks").mkdir()
         record = {}
         for image_id, image_path, mask_path in tqdm(zip(rows["image_id"], rows["image_path"], rows["mask_path"]),

@@ -66,10 +66,10 @@ def test_help_shows_the_notebook_defaults_and_creates_nothing(tmp_path):
 
 
 def test_main_runs_the_notebooks_in_order_with_the_plan(monkeypatch, tmp_path, defaults):
-    import skin_utils.data.datasets
+    import skin_utils.data
 
     calls = []
-    monkeypatch.setattr(skin_utils.data.datasets, "resolve_data_dir", lambda data_dir, root=None: tmp_path)
+    monkeypatch.setattr(skin_utils.data, "resolve_data_dir", lambda data_dir, root=None: tmp_path)
     monkeypatch.setattr(runner, "run_notebook", lambda name, params, root, out_dir, log_output=False: calls.append(
         (name, params, os.environ.get(runner.RUNNER_ENV))))
     monkeypatch.delenv(runner.RUNNER_ENV, raising=False)

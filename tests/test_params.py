@@ -28,9 +28,9 @@ def test_good_parameters_pass_and_missing_paths_are_named(tmp_path):
 
 
 def test_choice_rules_are_the_constants_of_the_modules_that_define_them():
-    from skin_utils.data.datasets import AUGMENTATIONS
+    from skin_utils.transforms import AUGMENTATIONS
     from skin_utils.losses import CLASS_BALANCE
-    from skin_utils.data.splits import SPLITS
+    from skin_utils.data import SPLITS
     from skin_utils.engine import AMP_CHOICES, SELECTION_CRITERIA
     from skin_utils.nb.params import RULES
 
@@ -55,7 +55,7 @@ def test_lr_schedule_choices_are_what_the_optimiser_builder_accepts():
 
 
 def test_on_bad_data_choices_are_what_load_index_accepts(tmp_path):
-    from skin_utils.data.layout import DataLayoutError, load_index
+    from skin_utils.layout import DataLayoutError, load_index
     from skin_utils.nb.params import RULES
 
     for choice in RULES["on_bad_data"][1]:  # accepted: fails only later, on the missing folder

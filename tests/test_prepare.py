@@ -1,4 +1,4 @@
-"""skin_utils.data.prepare: official downloads (zipped or extracted) -> data/ layout, safely and idempotently."""
+"""skin_utils.prepare ham10000: official downloads (zipped or extracted) -> the layout, safely and idempotently."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from skin_utils.data.layout import load_index
-from skin_utils.data.prepare import main, prepare_ham10000
+from skin_utils.layout import load_index
+from skin_utils.prepare import main, prepare_ham10000
 
 W, H = 40, 30
 DXS = ["nv", "mel", "bkl", "bcc", "akiec", "vasc", "df"]
@@ -174,7 +174,10 @@ def test_nothing_to_prepare(tmp_path):
 
 def test_cli(tmp_path, capsys):
     dl = make_downloads(tmp_path / "downloads", evil=False)
-    assert main([str(dl), "--out", str(tmp_path / "data")]) == 0
+    assert main(["ham10000", str(dl), "--out", str(tmp_path / "data")]) == 0
     assert "OK: no problems found" in capsys.readouterr().out
-    assert main([str(tmp_path / "empty_nonexistent"), "--out", str(tmp_path / "x")]) == 2
+    assert main(["ham10000", str(tmp_path / "empty_nonexistent"), "--out", str(tmp_path / "x")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["check", str(tmp_path / "data")]) == 0 and "OK: no problems found" in capsys.readouterr().out
+    (tmp_path / "data" / "masks" / f"{IDS[0]}_segmentation.png").unlink()
+    assert main(["check", str(tmp_path / "data"), "--fast"]) == 1 and "[missing_mask]" in capsys.readouterr().out
