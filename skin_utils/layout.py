@@ -435,13 +435,9 @@ def layout_error(report: DataReport) -> DataLayoutError:
 # --------------------------------------------------------------------------------------------
 # checking the files
 # --------------------------------------------------------------------------------------------
-def check_image(path: str, decode: bool = True) -> tuple[tuple[int, int] | None, Problem | None]:
-    """``((H, W), None)``, or ``(None, problem)`` for an image that training could not read (decoded
-    at draft scale; ``decode=False``: empty files only)."""
+def check_image(path: str) -> tuple[tuple[int, int] | None, Problem | None]:
+    """``((H, W), None)``, or ``(None, problem)`` for an image training could not read (decoded at draft scale)."""
     try:
-        if not decode:
-            return None, (Problem("unreadable_image", path, "the file is empty (0 bytes)")
-                          if os.path.getsize(path) == 0 else None)
         with _open(path) as img:
             hw = _hw(img)
             _rgb(_decode(img, path, draft=True), path)
@@ -450,13 +446,10 @@ def check_image(path: str, decode: bool = True) -> tuple[tuple[int, int] | None,
         return None, Problem("unreadable_image", path, e.reason)
 
 
-def check_mask(path: str, decode: bool = True) -> tuple[tuple[int, int] | None, Problem | None]:
+def check_mask(path: str) -> tuple[tuple[int, int] | None, Problem | None]:
     """Like `check_image` for a mask, which must also be binary by `binarise_mask`: not empty once
     binarised although not all zero (a label map, a wrongly scaled mask), few mid-grey pixels."""
     try:
-        if not decode:
-            return None, (Problem("unreadable_mask", path, "the file is empty (0 bytes)")
-                          if os.path.getsize(path) == 0 else None)
         with _open(path) as img:
             hw = _hw(img)
             values, full = mask_value_range(_decode(img, path), path)
@@ -598,11 +591,15 @@ def _scan(data_dir, decode: bool, partial: bool) -> tuple[DataReport, list[dict]
             report.problems.append(Problem("missing_mask", image.path, f"no mask masks/{image_id}{MASK_SUFFIX}", image_id))
         if labels is not None and row is None and not partial:
             report.problems.append(Problem("missing_label", image.path, f"{image_id} has no row in {METADATA_NAME}", image_id))
-        image_hw, problem = check_image(image.path, decode)
-        found = [problem]
-        if mask is not None:
-            mask_hw, mask_problem = check_mask(mask.path, decode)
-            found += [mask_problem, image_hw and mask_hw and _aspect_problem(mask.path, image_hw, mask_hw)]
+        if not decode:  # what a stat() shows: empty files
+            found = [Problem(kind, f.path, "the file is empty (0 bytes)") for f, kind in
+                     ((image, "unreadable_image"), (mask, "unreadable_mask")) if f and f.stat().st_size == 0]
+        else:
+            image_hw, problem = check_image(image.path)
+            found = [problem]
+            if mask is not None:
+                mask_hw, mask_problem = check_mask(mask.path)
+                found += [mask_problem, image_hw and mask_hw and _aspect_problem(mask.path, image_hw, mask_hw)]
         for p in found:
             if p:
                 p.image_id = image_id

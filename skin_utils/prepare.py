@@ -397,19 +397,16 @@ def converted_copy(src, cache_dir, reason: str, *, label_map=None, id_column=Non
 # --------------------------------------------------------------------------------------------
 ARCHIVES = ("HAM10000_images_part_1", "HAM10000_images_part_2", "HAM10000_segmentations_lesion_tschandl")
 METADATA_DOWNLOADS = ("HAM10000_metadata.csv", "HAM10000_metadata.tab", "HAM10000_metadata", "HAM10000_metadata.txt")
-MAX_LISTED = 10
 
 
 @dataclass
 class PrepareSummary:
-    """What `prepare_ham10000` did and found; ``str()`` is the readable summary."""
+    """What `prepare_ham10000` did and found (``ids``: the image, mask and label ids of the downloads)."""
 
     downloads_dir: str
     out_dir: str
     sources: dict[str, str | None] = field(default_factory=dict)
-    image_ids: set[str] = field(default_factory=set)
-    mask_ids: set[str] = field(default_factory=set)
-    label_ids: set[str] = field(default_factory=set)
+    ids: dict[str, set[str]] = field(default_factory=lambda: {"image": set(), "mask": set(), "label": set()})
     written: int = 0
     kept: int = 0
     conflicts: list[str] = field(default_factory=list)
@@ -419,40 +416,17 @@ class PrepareSummary:
     missing_downloads: list[str] = field(default_factory=list)
     report: DataReport | None = None
 
-    @property
-    def n_images(self) -> int:
-        return len(self.image_ids)
-
-    @property
-    def n_masks(self) -> int:
-        return len(self.mask_ids)
-
-    @property
-    def n_labels(self) -> int:
-        return len(self.label_ids)
-
-    def _without(self, ids: set[str]) -> list[str]:
-        return sorted((self.image_ids | self.mask_ids | self.label_ids) - ids)
-
-    @property
-    def ids_without_image(self) -> list[str]:
-        return self._without(self.image_ids)
-
-    @property
-    def ids_without_mask(self) -> list[str]:
-        return self._without(self.mask_ids)
-
-    @property
-    def ids_without_label(self) -> list[str]:
-        return self._without(self.label_ids) if self.sources.get("metadata") else []
+    def without(self, what: str) -> list[str]:
+        """The ids of the downloads that have no ``what`` ("image", "mask" or "label")."""
+        return [] if what == "label" and not self.sources.get("metadata") else \
+            sorted(set().union(*self.ids.values()) - self.ids[what])
 
     @property
     def problems(self) -> list[str]:
         out = self.errors + [f"missing download: {m}" for m in self.missing_downloads]
         out += [f"unsafe zip member refused: {m}" for m in self.unsafe_members]
         out += [f"differs from the download, kept (use --overwrite): {c}" for c in self.conflicts]
-        out += [f"{len(ids)} id(s) without {what}" for what, ids in (("image", self.ids_without_image),
-                ("mask", self.ids_without_mask), ("label", self.ids_without_label)) if ids]
+        out += [f"{len(self.without(w))} id(s) without {w}" for w in self.ids if self.without(w)]
         return out + [str(p) for p in (self.report.problems if self.report else [])]
 
     @property
@@ -461,18 +435,18 @@ class PrepareSummary:
 
     def __str__(self) -> str:
         def ids(xs):
-            return ", ".join(xs[:MAX_LISTED]) + (f", ... ({len(xs) - MAX_LISTED} more)" if len(xs) > MAX_LISTED else "")
+            return ", ".join(xs[:10]) + (f", ... ({len(xs) - 10} more)" if len(xs) > 10 else "")
 
-        counts = {self.n_images, self.n_masks, self.n_labels}
+        n = {k: len(v) for k, v in self.ids.items()}
         lines = [f"HAM10000 from {self.downloads_dir} -> {self.out_dir}"]
         lines += [f"  {key:40s} {src or 'NOT FOUND'}" for key, src in self.sources.items()]
-        lines.append(f"  found {self.n_images} images, {self.n_masks} masks, {self.n_labels} labels"
-                     + (" (the full release has 10,015 of each)" if counts != {EXPECTED_COUNT} else ""))
+        lines.append(f"  found {n['image']} images, {n['mask']} masks, {n['label']} labels"
+                     + (" (the full release has 10,015 of each)" if set(n.values()) != {EXPECTED_COUNT} else ""))
         lines.append(f"  files written {self.written}, already in place {self.kept}")
         if self.skipped_members:
             lines.append(f"  skipped {len(self.skipped_members)} non-image entries (e.g. {self.skipped_members[0]})")
-        lines += [f"  {len(xs)} id(s) lack {what}: {ids(xs)}" for what, xs in (("an image", self.ids_without_image),
-                  ("a mask", self.ids_without_mask), ("a label", self.ids_without_label)) if xs]
+        lines += [f"  {len(self.without(w))} id(s) lack {'an' if w == 'image' else 'a'} {w}: {ids(self.without(w))}"
+                  for w in self.ids if self.without(w)]
         lines += [f"  ERROR: {e}" for e in self.errors]
         if self.unsafe_members:
             lines.append(f"  REFUSED {len(self.unsafe_members)} zip member(s) with unsafe names (absolute, '..' or "
@@ -490,28 +464,18 @@ def _find(downloads: Path, names, want_dir: bool) -> Path | None:
     """The first of ``names`` (any case) in ``downloads`` or one folder below it."""
     for folder in [downloads] + sorted(p for p in downloads.iterdir() if p.is_dir() and not is_ignored(p.name)):
         entries = {p.name.lower(): p for p in folder.iterdir()}
-        for n in names:
-            p = entries.get(n.lower())
-            if p is not None and (p.is_dir() if want_dir else p.is_file()):
-                return p
+        found = [entries[n.lower()] for n in names if n.lower() in entries]
+        found = [p for p in found if (p.is_dir() if want_dir else p.is_file())]
+        if found:
+            return found[0]
     return None
 
 
-def _place(out: Path, name: str, size: int, write, s: PrepareSummary, overwrite: bool, origin: str) -> None:
-    """Write a download file called ``name`` to images/ or masks/ (by its name), keeping a file of the
-    same size already there; other files are skipped."""
-    if is_ignored(name) or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
-        if not is_ignored(name):
-            s.skipped_members.append(origin)
-        return
-    image_id = split_mask_name(name)
-    (s.mask_ids if image_id else s.image_ids).add(image_id or Path(name).stem)
-    dest = out / ("masks" if image_id else "images") / name
-    if dest.exists() and dest.stat().st_size == size:
-        s.kept += 1
-        return
-    if dest.exists() and not overwrite:
-        s.conflicts.append(str(dest))
+def _place(dest: Path, size: int, write, s: PrepareSummary, overwrite: bool) -> None:
+    """Write a file at ``dest`` with ``write(tmp)`` (then renamed), unless one of the same size is there."""
+    if dest.exists() and (dest.stat().st_size == size or not overwrite):
+        s.kept += dest.stat().st_size == size
+        s.conflicts += [str(dest)] if dest.stat().st_size != size else []
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.part")
@@ -521,6 +485,16 @@ def _place(out: Path, name: str, size: int, write, s: PrepareSummary, overwrite:
     finally:
         tmp.unlink(missing_ok=True)
     s.written += 1
+
+
+def _route(out: Path, name: str, s: PrepareSummary, origin: str) -> Path | None:
+    """Where a download file called ``name`` goes (images/ or masks/, by its name); None: skipped."""
+    if is_ignored(name) or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+        s.skipped_members += [] if is_ignored(name) else [origin]
+        return None
+    image_id = split_mask_name(name)
+    s.ids["mask" if image_id else "image"].add(image_id or Path(name).stem)
+    return out / ("masks" if image_id else "images") / name
 
 
 def _from_zip(zpath: Path, out: Path, s: PrepareSummary, overwrite: bool) -> None:
@@ -539,14 +513,15 @@ def _from_zip(zpath: Path, out: Path, s: PrepareSummary, overwrite: bool) -> Non
             if info.filename.startswith("/") or ".." in parts or ":" in parts[0] or stat.S_ISLNK(info.external_attr >> 16):
                 s.unsafe_members.append(f"{zpath.name}:{info.filename}")
                 continue
-            if any(is_ignored(p) for p in parts[:-1]):
+            dest = None if any(is_ignored(p) for p in parts[:-1]) else _route(out, parts[-1], s, f"{zpath.name}:{info.filename}")
+            if dest is None:
                 continue
 
             def write(tmp, info=info):
                 with zf.open(info) as src, open(tmp, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
             try:
-                _place(out, parts[-1], info.file_size, write, s, overwrite, f"{zpath.name}:{info.filename}")
+                _place(dest, info.file_size, write, s, overwrite)
             except (zipfile.BadZipFile, OSError, EOFError) as e:  # CRC error, truncated archive
                 s.errors.append(f"{zpath.name}:{info.filename} cannot be extracted ({e}); download the zip again")
 
@@ -564,16 +539,8 @@ def _write_metadata(src: Path, out: Path, s: PrepareSummary, overwrite: bool) ->
         return
     cols = [c for c in METADATA_COLUMNS if c in df.columns] + [c for c in df.columns if c not in METADATA_COLUMNS]
     text = df[cols].to_csv(index=False, lineterminator="\n").encode("utf-8")
-    dest = out / METADATA_NAME
-    if dest.exists() and dest.read_bytes() == text:
-        s.kept += 1
-    elif dest.exists() and not overwrite:
-        s.conflicts.append(str(dest))
-    else:
-        dest.with_name(f".{METADATA_NAME}.part").write_bytes(text)
-        os.replace(dest.with_name(f".{METADATA_NAME}.part"), dest)
-        s.written += 1
-    s.label_ids = {i for i in df["image_id"] if i}
+    _place(out / METADATA_NAME, len(text), lambda tmp: tmp.write_bytes(text), s, overwrite)
+    s.ids["label"] = {i for i in df["image_id"] if i}
 
 
 def prepare_ham10000(downloads_dir, out_dir="data", overwrite: bool = False, verbose: bool = True) -> PrepareSummary:
@@ -613,8 +580,9 @@ def prepare_ham10000(downloads_dir, out_dir="data", overwrite: bool = False, ver
             _from_zip(src, out, s, overwrite)
         else:
             for path in find_images(src):
-                _place(out, path.name, path.stat().st_size, lambda tmp, p=path: shutil.copyfile(p, tmp), s, overwrite,
-                       str(path))
+                dest = _route(out, path.name, s, str(path))
+                if dest:
+                    _place(dest, path.stat().st_size, lambda tmp, p=path: shutil.copyfile(p, tmp), s, overwrite)
     if s.sources["metadata"] is not None:
         _write_metadata(s.sources["metadata"], out, s, overwrite)
     s.sources = {k: v and str(v) for k, v in s.sources.items()}
