@@ -160,11 +160,11 @@ def _category_counts(values: pd.Series) -> pd.Series:
 def plot_metadata(index: pd.DataFrame, title: str = "Patient metadata") -> Figure:
     """1x3 panel: age histogram stacked by diagnosis, sex counts, body-site counts.
 
-    ``index``: ``data.layout.load_index``'s table, columns ``label``, ``age`` (NaN when
+    ``index``: ``layout.load_index``'s table, columns ``label``, ``age`` (NaN when
     unknown), ``sex`` and ``localization`` ("unknown" when unknown).
     """
     require(index, ("label", "age", "sex", "localization"),
-            "plot_metadata takes the index of data.layout.load_index")
+            "plot_metadata takes the index of skin_utils.layout.load_index")
     fig, axes = new_figure(1, 3, figsize=(17, 5), width_ratios=[1.3, 0.7, 1.1])
     ax_age, ax_sex, ax_loc = axes[0]
 
