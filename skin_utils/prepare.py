@@ -230,11 +230,15 @@ def _start(tmp: Path) -> None:
     (tmp / "images").mkdir(parents=True)
 
 
-def _replace(tmp: Path, out: Path) -> Path:
-    """Put the finished ``tmp`` at ``out``: the result appears whole or not at all."""
-    if out.exists():
+def _replace(tmp: Path, out: Path, overwrite: bool) -> Path:
+    """Put the finished ``tmp`` at ``out``: the result appears whole or not at all. When another process
+    (a torchrun rank) wrote ``out`` meanwhile, theirs is kept."""
+    if overwrite and out.exists():
         shutil.rmtree(out)
-    tmp.rename(out)
+    try:
+        tmp.rename(out)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -352,7 +356,7 @@ def convert_folder(src, out, *, label_map=None, id_column: str | None = None, la
                   "dropped_labels": dict(dropped), "problems": [str(p) for p in report.problems], "notes": report.notes,
                   "warnings": said}
         (tmp / CONVERSION_RECORD).write_text(json.dumps(record, indent=1))
-        _replace(tmp, out)
+        _replace(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -753,7 +757,7 @@ def build_shifted_split(data_dir, out, *, split_path=None, split: str = "test", 
             "seed": int(seed), "kinds": kinds, "max_per_image": int(max_per_image), "ranges": SHIFT_RANGES,
             "training_ranges": transforms.CAMERA_AUGMENT, "default_jpeg_quality": DEFAULT_JPEG_QUALITY,
             "n_images": len(record), "images_per_kind": counts, "images": record}, indent=1))
-        _replace(tmp, out)
+        _replace(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
