@@ -42,10 +42,10 @@ import numpy as np
 
 from skin_utils import CLASS_NAMES, plots
 from skin_utils.nb import conclusions, report
-from skin_utils.data.eda import lesion_area_fractions, sample_per_class
+from skin_utils.data import lesion_area_fractions, sample_per_class
 from skin_utils.config import EdaConfig, resolve
-from skin_utils.data.splits import split_summary
-from skin_utils.data.loading import load_data
+from skin_utils.data import split_summary
+from skin_utils.data import load_data
 
 params = EdaConfig.from_notebook(globals()).to_dict()  # checked: a wrong value or a misspelt name stops here
 reports = resolve(reports_dir)
@@ -142,7 +142,7 @@ Markdown(conclusion)
 # %%
 report.write_section(reports, "01_eda", "Data", f"""
 **{data.name}**: {len(index)} images of {index['lesion_id'].nunique()} lesions, labels from
-`{index.attrs.get('label_source')}`. Always answering **{counts.idxmax()}** scores accuracy
+`{index.attrs.get('label_file')}`. Always answering **{counts.idxmax()}** scores accuracy
 {majority_share:.3f} (balanced accuracy {1 / (counts > 0).sum():.3f}): the baseline for every accuracy below.
 
 ![classes](figures/eda_class_distribution.png)

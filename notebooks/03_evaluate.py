@@ -98,7 +98,7 @@ from skin_utils.trust.assess import (assess_trust, calibration_table, cam_check,
                                      trust_section)
 from skin_utils.losses import trained_tasks
 from skin_utils.config import EvaluateConfig, resolve
-from skin_utils.data.loading import load_data
+from skin_utils.data import load_data
 from skin_utils.runs import run_to_score
 from skin_utils.metrics import bootstrap_ci, read_per_image
 

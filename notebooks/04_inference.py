@@ -56,11 +56,11 @@ if "google.colab" in sys.modules:
 # %%
 from skin_utils import plots
 from skin_utils.nb import conclusions, report
-from skin_utils.data.imageio import read_image
+from skin_utils.layout import read_image
 from skin_utils.inference import (Predictor, flags_caption, predictions_table, save_overlays, time_single_image,
                                   write_demo_images)
 from skin_utils.config import InferConfig, resolve
-from skin_utils.demo.synthetic import SYNTHETIC_NOTE
+from skin_utils.demo import SYNTHETIC_NOTE
 from skin_utils.runs import run_to_score
 
 params = InferConfig.from_notebook(globals()).to_dict()  # checked: a wrong value or a misspelt name stops here

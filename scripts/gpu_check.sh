@@ -100,8 +100,8 @@ import torch
 from skin_utils import CLASS_NAMES
 from skin_utils.benchmark import peak_gpu_memory_mb, reset_peak_gpu_memory
 from skin_utils.checkpoint import load_model
-from skin_utils.data.loading import load_data
-from skin_utils.data.imageio import read_image
+from skin_utils.data import load_data
+from skin_utils.layout import read_image
 from skin_utils.engine import resolve_device
 from skin_utils.evaluation import evaluate_original_size
 from skin_utils.inference import Predictor, time_single_image

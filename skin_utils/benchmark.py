@@ -42,10 +42,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from skin_utils.data.cache import build_cache
-from skin_utils.data.imageio import as_hw
-from skin_utils.data.datasets import (IMAGENET_MEAN, IMAGENET_STD, CachedLesionDataset, build_augmentation,
-                                      make_loader)
+from skin_utils.data import CachedLesionDataset, build_cache, make_loader
+from skin_utils.layout import as_hw
+from skin_utils.transforms import IMAGENET_MEAN, IMAGENET_STD, build_augmentation
 from skin_utils.engine import (amp_dtype_for, autocast, build_optimizer_and_schedule, evaluate,
                                resolve_device, train_one_epoch)
 from skin_utils.labels import CLASS_NAMES
@@ -191,11 +190,10 @@ def peak_rss_mb() -> float:
 # ----------------------------------------------------------------------------- the run
 def run(data_dir=None, image_size=128, batch_size=32, max_samples=512, device="auto", amp="auto",
         num_workers=None, quality_epochs=0, seed=0, progress=True, compile=False) -> dict:
-    from skin_utils.data.datasets import resolve_data_dir
+    from skin_utils.data import resolve_data_dir, subsample_by_lesion
     from skin_utils.inference import Predictor, time_single_image
-    from skin_utils.data.layout import load_index
+    from skin_utils.layout import load_index
     from skin_utils.checkpoint import Checkpoint
-    from skin_utils.data.loading import subsample_by_lesion
 
     device = resolve_device(device)
     hw = as_hw(image_size)
@@ -338,7 +336,7 @@ def _naive_latency(model, path, hw, repeats=10) -> float:
 def compare_quality(index, hw, batch_size, device, amp, epochs, seed, say) -> dict:
     """Train both pipelines ``epochs`` epochs on one lesion-level split (same model, same
     optimiser and schedule) and score both on the same validation images, at the model's size."""
-    from skin_utils.data.splits import make_split
+    from skin_utils.data import make_split
 
     split = make_split(index, seed=seed)
     train_idx = index[split["split"].to_numpy() == "train"]

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from skin_utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD, resolve_normalization
-from skin_utils.data.imageio import as_hw
+from skin_utils.layout import as_hw
+from skin_utils.transforms import IMAGENET_MEAN, IMAGENET_STD, resolve_normalization
 from skin_utils.model import MultiTaskNet
 
 FORMAT_VERSION = 2
@@ -39,7 +39,7 @@ class CheckpointError(RuntimeError):
 def imagenet_normalization() -> dict:
     """``{"mean": [...], "std": [...]}`` of ImageNet without colour constancy: the default of
     `Checkpoint.normalization` (`skin_utils.engine.fit` records every key, see
-    `skin_utils.data.datasets.normalization_config`)."""
+    `skin_utils.transforms.normalization_config`)."""
     return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
 
@@ -74,7 +74,7 @@ class Checkpoint:
     class_names: list[str]     # output index -> class name, e.g. ["MEL", "NV", ...]
     image_size: tuple[int, int]  # (H, W) in pixels the model was trained at; inputs are resized to it
     # {"mean": [r, g, b], "std": [r, g, b]} of uint8/255 inputs, "colour_constancy": None | "shades_of_gray"
-    # (absent in older files: None), "p": its norm (6); read it with datasets.Normalize.from_config
+    # (absent in older files: None), "p": its norm (6); read it with transforms.Normalize.from_config
     normalization: dict = field(default_factory=imagenet_normalization)
     # --- how it was trained
     params: dict = field(default_factory=dict)   # the run's TrainConfig.to_dict() (and the epochs bought, the world size)

@@ -28,7 +28,7 @@ from typing import Optional
 from numbers import Integral, Real
 from pathlib import Path
 
-from skin_utils.data.label_map import parse_label_map
+from skin_utils.labels import parse_label_map
 
 ROOT_ENV = "SKIN_UTILS_ROOT"
 KERNEL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})  # IPython's own

@@ -26,7 +26,7 @@ behaves exactly like the training notebook):
 * ``--batch-size`` is per process: the **global batch is batch_size x number of processes**
   (4 GPUs x 32 = 128 images per optimiser step). The learning rate is not scaled for you: when
   you raise the global batch, raise ``--lr`` yourself (linearly is the usual starting point).
-* Training samples are sharded: `skin_utils.data.datasets.make_loader` replaces, inside a
+* Training samples are sharded: `skin_utils.data.make_loader` replaces, inside a
   process group, the shuffling by a `torch.utils.data.DistributedSampler` and the
   class-balanced sampler by `DistributedWeightedSampler`. Both draw from a generator seeded
   with ``seed + epoch`` (``set_epoch``, called by `skin_utils.engine.fit`), so a resumed run

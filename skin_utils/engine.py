@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from skin_utils import distributed
 from skin_utils.budget import format_seconds, seconds_per_batch
 from skin_utils.checkpoint import Checkpoint, CheckpointError, TrainingState, load_weights
-from skin_utils.data.datasets import Normalize, resolve_normalization
+from skin_utils.transforms import Normalize, resolve_normalization
 from skin_utils.losses import trained_tasks
 from skin_utils.metrics import classification_report, segmentation_scores
 from skin_utils.trust.numbers import mc_dropout_probs
@@ -144,9 +144,9 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
     """One epoch of training. ``scheduler`` is stepped per batch; ``ema`` (a `weight_average`;
     None: none) is updated after every optimiser step. ``batch_transform`` (a module
     on float batches in [0, 1], e.g. the colour jitter of
-    `skin_utils.data.datasets.build_augmentation`; None: none) augments each whole batch on the
+    `skin_utils.transforms.build_augmentation`; None: none) augments each whole batch on the
     device before it is normalised with ``normalization`` (a checkpoint's, see
-    `skin_utils.data.datasets.Normalize.from_config`; None: ImageNet's, no colour constancy).
+    `skin_utils.transforms.Normalize.from_config`; None: ImageNet's, no colour constancy).
     Returns mean losses and images/s (inside a process group: over the images of all
     processes). ``deadline`` (a ``time.perf_counter()`` reading): the progress bar shows the
     time left to it."""
@@ -327,7 +327,7 @@ def evaluate(model, loader, device, class_names, *, loss_fn=None, amp_dtype=None
     `skin_utils.evaluation.evaluate_original_size`). Returns ``dice``, ``jaccard``,
     ``thresholded_jaccard``, ``accuracy``, ``balanced_accuracy``, ``macro_auc`` and, with
     ``loss_fn``, ``loss``, ``seg_loss``, ``cls_loss``. ``normalization``: the run's (a
-    checkpoint's, `skin_utils.data.datasets.Normalize.from_config`; None: ImageNet's)."""
+    checkpoint's, `skin_utils.transforms.Normalize.from_config`; None: ImageNet's)."""
     pred = predict(model, loader, device, amp_dtype=amp_dtype, channels_last=channels_last,
                    loss_fn=loss_fn, progress=progress, desc="validate", with_masks=True,
                    normalize=Normalize.from_config(normalization))
@@ -566,7 +566,7 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
 
     ``batch_transform``: the colour augmentation of each training batch (see `train_one_epoch`).
     ``normalization``: the input normalisation, mean/std and colour constancy
-    (`skin_utils.data.datasets.normalization_config`; None: ImageNet's, no colour constancy),
+    (`skin_utils.transforms.normalization_config`; None: ImageNet's, no colour constancy),
     used in training after ``batch_transform`` and in validation, and recorded with all its
     keys in every checkpoint (so evaluation and inference feed the model the same way);
     resuming from a ``last.pt`` with another normalization is refused.

@@ -19,9 +19,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from skin_utils.data.datasets import Normalize, make_loader
+from skin_utils.data import make_loader
+
+from skin_utils.transforms import Normalize
 from skin_utils.engine import amp_dtype_for, predict
-from skin_utils.data.imageio import image_hw, read_mask
+from skin_utils.layout import image_hw, read_mask
 from skin_utils.metrics import (CLASSIFICATION_METRICS, MEL_THRESHOLD_METRICS, SEGMENTATION_KEYS, age_band, baselines,
                                 bootstrap_ci, classification_report, melanoma_vs_rest, roc_curves, segmentation_scores,
                                 subgroup_table)
@@ -68,7 +70,7 @@ def original_size_scores(mask_probs, mask_paths, image_paths, threshold: float =
 
 def label_and_mask_flags(index: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """``(has_label, has_mask)``: bool (N,) arrays over the rows of a data set's index: its
-    ``has_label`` / ``has_mask`` columns (`skin_utils.data.loading.load_data`), or where they are
+    ``has_label`` / ``has_mask`` columns (`skin_utils.data.load_data`), or where they are
     absent ``label >= 0`` and a mask path that is set."""
     n = len(index)
     if "has_label" in index:
@@ -131,7 +133,7 @@ def evaluate_original_size(model, data, split: str, device, class_names, *, batc
                            amp: str = "auto", threshold: float = 0.5, tta: bool = False,
                            progress: bool = True, return_views: bool = False, mc_samples: int = 0,
                            normalization: dict | None = None, threads: int = 4, calibration=None):
-    """Score ``split`` ("train", "val", "test" or "all") of a `skin_utils.data.loading.Data`.
+    """Score ``split`` ("train", "val", "test" or "all") of a `skin_utils.data.Data`.
 
     Each image is scored for what it has: segmentation where it has a mask, classification where
     it has a diagnosis (`label_and_mask_flags`); ``report["scored"]`` lists the tasks the data
@@ -348,7 +350,7 @@ def subgroup_tables(evaluation: "Evaluation", index: pd.DataFrame, class_names, 
                     min_lesions: int = 10) -> dict[str, pd.DataFrame]:
     """The headline metrics per subgroup of the metadata (sex, age band, body site), each with its
     lesion-level 95% interval; subgroups with fewer than ``min_lesions`` lesions are left out.
-    ``index`` is the data set's index (`skin_utils.data.layout.load_index`)."""
+    ``index`` is the data set's index (`skin_utils.layout.load_index`)."""
     meta = index.iloc[evaluation.per_image["row"].to_numpy()].reset_index(drop=True)
     table = evaluation.per_image.reset_index(drop=True).copy()
     for col in ("sex", "localization"):
@@ -384,7 +386,7 @@ def best_and_worst(data, evaluation: Evaluation, n: int = 4, by: str = "dice") -
     the images the score applies to, image and masks at the original size, one image at a time.
     ``true_masks`` is None when a picked image has no mask; a ``true_labels`` entry is None for an
     image without a diagnosis. ``scores`` holds the Dice (None without a mask)."""
-    from skin_utils.data.imageio import read_image
+    from skin_utils.layout import read_image
 
     per_image = evaluation.per_image.reset_index(drop=True)
     score = case_scores(per_image, by).dropna()
@@ -420,7 +422,7 @@ def best_and_worst(data, evaluation: Evaluation, n: int = 4, by: str = "dice") -
 # --------------------------------------------------------------------------------------------
 
 def is_external(described: dict, trained_on: dict) -> bool:
-    """Whether the data set ``described`` (`skin_utils.data.loading.Data.describe`) is not the one
+    """Whether the data set ``described`` (`skin_utils.data.Data.describe`) is not the one
     a checkpoint was trained on (``trained_on``: `skin_utils.checkpoint.Checkpoint.data`): another
     folder, unless its fingerprint is the training data's."""
     from skin_utils.nb.paths import resolve

@@ -19,12 +19,12 @@ from tqdm.auto import tqdm
 
 from skin_utils.trust.calibrate import StoredCalibration
 from skin_utils.checkpoint import load_model
-from skin_utils.data.datasets import Normalize
+from skin_utils.transforms import Normalize
 from skin_utils.plots import overlay_mask, plot_cam_overlay, save_figure
 from skin_utils.engine import amp_dtype_for, autocast, forward_probs, resolve_device
 from skin_utils.evaluation import upsample_mask
-from skin_utils.data.imageio import ImageReadError, read_image
-from skin_utils.data.layout import find_images
+from skin_utils.layout import ImageReadError, read_image
+from skin_utils.layout import find_images
 from skin_utils.trust.numbers import (binary_entropy, grad_cam, mask_uncertainty_score, mc_dropout_probs,
                                      mutual_information, vote_disagreement)
 
@@ -257,7 +257,7 @@ def time_single_image(predictor: Predictor, image: np.ndarray, repeats: int = 10
 def write_demo_images(folder, n: int = 6, seed: int = 12345, hw=(120, 160)) -> Path:
     """A few new synthetic lesions (none of them in the demo training set) to try inference on."""
     from skin_utils.labels import CLASS_NAMES
-    from skin_utils.demo.synthetic import render_lesion
+    from skin_utils.demo import render_lesion
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,32 +1,113 @@
-"""The seven HAM10000 diagnoses, in the ISIC 2018 Task 3 column order."""
+"""The seven HAM10000 diagnoses, and other data sets' diagnosis names mapped onto them.
 
-CLASS_NAMES: tuple[str, ...] = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
+Names are compared after `normalise_name` ("Common_Nevus" == "common nevus"). `SYNONYMS` are
+recognised without a ``label_map``; a ``label_map`` (a dict, or the same as JSON text) maps
+other names first. **SCC is not mapped**: HAM10000's AKIEC is actinic keratosis and
+*intraepithelial* carcinoma; an invasive squamous cell carcinoma (ISIC 2019's SCC) is none of
+the seven. Pass ``{"SCC": "AKIEC"}`` only if you accept that approximation, and say so.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Iterable, Mapping
+
+CLASS_NAMES: tuple[str, ...] = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")  # ISIC 2018 Task 3 order
 NUM_CLASSES = len(CLASS_NAMES)
-
 #: HAM10000_metadata.csv writes ``dx`` in lower case ("mel", "nv", ...).
 DX_TO_INDEX: dict[str, int] = {name.lower(): i for i, name in enumerate(CLASS_NAMES)}
-
 CLASS_DESCRIPTIONS: dict[str, str] = {
-    "MEL": "melanoma",
-    "NV": "melanocytic nevus",
-    "BCC": "basal cell carcinoma",
-    "AKIEC": "actinic keratosis / intraepithelial carcinoma",
-    "BKL": "benign keratosis-like lesion",
-    "DF": "dermatofibroma",
-    "VASC": "vascular lesion",
+    "MEL": "melanoma", "NV": "melanocytic nevus", "BCC": "basal cell carcinoma",
+    "AKIEC": "actinic keratosis / intraepithelial carcinoma", "BKL": "benign keratosis-like lesion",
+    "DF": "dermatofibroma", "VASC": "vascular lesion",
 }
-
 #: Class frequencies of the full HAM10000 release (10,015 images).
 HAM10000_CLASS_COUNTS: dict[str, int] = {
     "MEL": 1113, "NV": 6705, "BCC": 514, "AKIEC": 327, "BKL": 1099, "DF": 115, "VASC": 142,
 }
 
+_SEPARATORS = re.compile(r"[\s_\-()]+")
 
-def label_index(dx: str) -> int:
-    """Index of a diagnosis code, case-insensitive ("mel", "MEL" -> 0)."""
-    try:
-        return DX_TO_INDEX[str(dx).strip().lower()]
-    except KeyError:
-        raise ValueError(
-            f"Unknown diagnosis {dx!r}: expected one of {', '.join(CLASS_NAMES)} (any case)."
-        ) from None
+
+def normalise_name(name) -> str:
+    """Lower case, runs of spaces, underscores, hyphens and brackets one space ("Melanoma (in situ)"
+    -> "melanoma in situ")."""
+    return _SEPARATORS.sub(" ", str(name).lower()).strip()
+
+
+_NAMES_BY_CLASS: dict[str, tuple[str, ...]] = {
+    "MEL": ("melanoma", "malignant melanoma", "melanoma in situ", "invasive melanoma", "lentigo maligna",
+            "lentigo maligna melanoma", "superficial spreading melanoma", "nodular melanoma",
+            "acral lentiginous melanoma", "melanoma metastasis"),
+    "NV": ("nevus", "naevus", "nevi", "naevi", "nev", "common nevus", "atypical nevus", "dysplastic nevus",
+           "melanocytic nevus", "melanocytic nevi", "melanocytic naevus", "benign nevus", "blue nevus",
+           "clark nevus", "combined nevus", "congenital nevus", "dermal nevus", "junctional nevus",
+           "compound nevus", "intradermal nevus", "recurrent nevus", "spitz nevus", "reed or spitz nevus"),
+    "BCC": ("basal cell carcinoma", "basal cell carcinomas", "basalioma"),
+    "AKIEC": ("ak", "actinic keratosis", "actinic keratoses", "ack", "solar keratosis", "bowen", "bowen's disease",
+              "bowens disease", "bowen disease", "intraepithelial carcinoma", "squamous cell carcinoma in situ",
+              "scc in situ", "actinic keratosis / intraepithelial carcinoma",
+              "actinic keratoses and intraepithelial carcinoma"),
+    "BKL": ("benign keratosis", "benign keratosis like lesion", "benign keratosis like lesions",
+            "seborrheic keratosis", "seborrhoeic keratosis", "seborrheic keratoses", "sk", "sek", "solar lentigo",
+            "lichen planus like keratosis", "lichenoid keratosis", "lplk"),
+    "DF": ("dermatofibroma", "dermatofibromas"),
+    "VASC": ("vascular lesion", "vascular lesions", "vascular", "angioma", "hemangioma", "haemangioma",
+             "cherry angioma", "angiokeratoma", "pyogenic granuloma"),
+}
+#: Normalised name -> class, recognised without a label_map (the class codes included).
+SYNONYMS: dict[str, str] = {
+    **{normalise_name(c): c for c in CLASS_NAMES},
+    **{normalise_name(n): c for c, names in _NAMES_BY_CLASS.items() for n in names},
+}
+
+
+def parse_label_map(label_map: str | Mapping | None) -> dict[str, str | None]:
+    """``label_map`` (None, "", a dict or JSON text: papermill's ``-p`` gives text, ``-y`` a dict) as
+    ``{normalised name: class or None}``; None/null means "not a diagnosis: leave these images out".
+    Raises ValueError for text that is not a JSON object or a value that is not a class."""
+    if isinstance(label_map, str):
+        try:
+            label_map = json.loads(label_map) if label_map.strip() else None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"label_map is not valid JSON ({e}): {label_map[:200]!r}. Write it as a JSON object, "
+                             'e.g. \'{"melanoma": "MEL", "common_nevus": "NV"}\'.') from None
+    if label_map is None:
+        return {}
+    if not isinstance(label_map, Mapping):
+        raise ValueError(f"label_map must be a dict or a JSON object, got {type(label_map).__name__}: "
+                         f"{str(label_map)[:200]!r}")
+    out = {}
+    for key, value in label_map.items():
+        code = None if value is None or not str(value).strip() else str(value).strip().upper()
+        if code is not None and code not in CLASS_NAMES:
+            raise ValueError(f"label_map maps {key!r} to {value!r}, which is not one of our classes "
+                             f"{', '.join(CLASS_NAMES)} (or null to leave those images out).")
+        out[normalise_name(key)] = code
+    return out
+
+
+def map_labels(names: Iterable, label_map: str | Mapping | None = None) -> tuple[list[str | None], list[str]]:
+    """``(mapped, unknown)``: the class of each name (``label_map`` first, then `SYNONYMS`) or None,
+    and the sorted distinct names that map to nothing. Empty names and names mapped to null give
+    None without being unknown."""
+    lookup = {**SYNONYMS, **parse_label_map(label_map)}
+    mapped, unknown = [], set()
+    for name in names:
+        key = normalise_name("" if name is None else name)
+        mapped.append(lookup.get(key))
+        if key and key not in lookup:
+            unknown.add(str(name).strip())
+    return mapped, sorted(unknown)
+
+
+def suggest_label_map(unknown: Iterable[str], label_map: str | Mapping | None = None) -> str:
+    """The JSON ``label_map`` to start from: the entries given, then each unknown name with the class
+    of a very close known name (a typo), else "?"."""
+    suggestion: dict[str, str | None] = dict(parse_label_map(label_map))
+    for name in unknown:
+        close = difflib.get_close_matches(normalise_name(name), list(SYNONYMS), n=1, cutoff=0.85)
+        suggestion[name] = SYNONYMS[close[0]] if close else "?"
+    return json.dumps(suggestion)

@@ -33,7 +33,7 @@ import pandas as pd
 from scipy.stats import rankdata
 from sklearn import metrics as skm
 
-from skin_utils.data.splits import read_csv_with_ids
+from skin_utils.layout import read_csv_with_ids
 from skin_utils.labels import CLASS_NAMES
 
 #: ISIC 2018 Task 1: a Jaccard index below this counts as 0.
@@ -545,7 +545,7 @@ def format_ci(value: float, ci: Sequence[float] | None, digits: int = 3) -> str:
 
 def read_per_image(path) -> pd.DataFrame:
     """A per-image table of 03_evaluate with its ids read as text (a lesion called "NA" stays
-    that lesion; `skin_utils.data.splits.read_csv_with_ids`)."""
+    that lesion; `skin_utils.layout.read_csv_with_ids`)."""
     return read_csv_with_ids(path)
 
 

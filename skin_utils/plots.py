@@ -23,7 +23,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 from PIL import Image
 
-from skin_utils.data.splits import SPLITS
+from skin_utils.data import SPLITS
 from skin_utils.labels import CLASS_DESCRIPTIONS, CLASS_NAMES
 from skin_utils.metrics import PER_CLASS_KEYS
 

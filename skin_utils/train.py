@@ -24,8 +24,8 @@ import torch
 from skin_utils import distributed, plots, report, runs
 from skin_utils.budget import BudgetPlan, budget_summary, plan_check, plan_training
 from skin_utils.config import TrainConfig, resolve
-from skin_utils.data.datasets import normalization_config
-from skin_utils.data.loading import Data, check_trainable, load_data, train_class_counts, train_val_loaders
+from skin_utils.transforms import normalization_config
+from skin_utils.data import Data, check_trainable, load_data, train_class_counts, train_val_loaders
 from skin_utils.engine import (amp_dtype_for, build_optimizer_and_schedule, fit, measure_batch_seconds,
                                resolve_device, seed_everything, selection_metrics)
 from skin_utils.labels import CLASS_NAMES

@@ -17,7 +17,7 @@ REAL_DATA = Path(os.environ.get("HAM10000_200X150", ROOT.parent / "shared" / "da
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory):
     """The demo data set (400 images, 160x120), generated once per test session."""
-    from skin_utils.demo.synthetic import make_synthetic_dataset
+    from skin_utils.demo import make_synthetic_dataset
 
     return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic") / "demo", n_images=400, seed=0)
 

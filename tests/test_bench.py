@@ -30,9 +30,9 @@ def test_naive_dataset_matches_the_cached_one_in_content(synthetic_dir):
     """Both pipelines see the same images: the naive float sample, de-normalised, is close to
     the cached uint8 sample (both bilinear-resized from the same JPEG)."""
 
-    from skin_utils.data.cache import build_cache
-    from skin_utils.data.datasets import CachedLesionDataset, Normalize
-    from skin_utils.data.layout import load_index
+    from skin_utils.data import CachedLesionDataset, build_cache
+    from skin_utils.layout import load_index
+    from skin_utils.transforms import Normalize
 
     index = load_index(synthetic_dir, decode=False).iloc[:4]
     naive = bench.NaiveDataset(index, (64, 64), augment=False)
@@ -77,9 +77,9 @@ def test_both_pipelines_put_every_tensor_on_the_model_device(synthetic_dir, tmp_
 
     from skin_utils import CLASS_NAMES
     from skin_utils.checkpoint import Checkpoint
-    from skin_utils.data.cache import build_cache
-    from skin_utils.data.datasets import BatchColorJitter, CachedLesionDataset, make_loader
-    from skin_utils.data.layout import load_index
+    from skin_utils.data import CachedLesionDataset, build_cache, make_loader
+    from skin_utils.layout import load_index
+    from skin_utils.transforms import BatchColorJitter
     from skin_utils.engine import evaluate, train_one_epoch
     from skin_utils.inference import Predictor, time_single_image
     from skin_utils.losses import MultiTaskLoss

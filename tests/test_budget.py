@@ -12,7 +12,7 @@ import torch
 from skin_utils import CLASS_NAMES
 from skin_utils.budget import (CHECK_MIN_BATCHES, BudgetError, BudgetPlan, budget_summary, format_seconds, plan_check,
                                plan_epochs, plan_training, seconds_per_batch)
-from skin_utils.data.loading import load_data, train_class_counts, train_val_loaders
+from skin_utils.data import load_data, train_class_counts, train_val_loaders
 from skin_utils.engine import _out_of_time, build_optimizer_and_schedule, fit, measure_batch_seconds
 from skin_utils.losses import MultiTaskLoss, class_weights_from_counts
 from skin_utils.model import MultiTaskNet

@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 
-from skin_utils.data.cache import build_cache, load_resized, resize_pair
-from skin_utils.data.datasets import CachedLesionDataset, Normalize
-from skin_utils.data.layout import load_index
-from skin_utils.data.loading import subsample_by_lesion
+from skin_utils.data import CachedLesionDataset, build_cache, load_resized, resize_pair, subsample_by_lesion
+from skin_utils.layout import load_index
+from skin_utils.transforms import BatchColorJitter, Normalize
 
 
 def test_cache_matches_direct_decoding_and_is_reused(synthetic_dir, tmp_path):
@@ -84,8 +83,6 @@ def test_subsample_takes_whole_lesions_from_every_class(synthetic_dir):
 
 def test_batch_colour_jitter_keeps_range_and_changes_each_image_differently():
     import torch
-
-    from skin_utils.data.datasets import BatchColorJitter
 
     torch.manual_seed(0)
     x = torch.rand(6, 3, 16, 16)

@@ -184,7 +184,7 @@ def test_predict_keeps_its_default_and_adds_views_and_mc_dropout_on_request(tiny
 @pytest.fixture(scope="module")
 def small(synthetic_dir, tmp_path_factory):
     """A small demo data set at 32 px and an untrained model's checkpoint that records it."""
-    from skin_utils.data.loading import load_data
+    from skin_utils.data import load_data
 
     folder = tmp_path_factory.mktemp("calibrate")
     split = folder / "split.csv"

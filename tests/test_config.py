@@ -52,7 +52,7 @@ def test_the_other_jobs_check_their_own_fields():
 
 
 def test_choices_are_what_the_code_accepts():
-    from skin_utils.data.datasets import build_augmentation
+    from skin_utils.transforms import build_augmentation
     from skin_utils.engine import amp_dtype_for, build_optimizer_and_schedule
     from skin_utils.losses import build_loss
 

@@ -30,8 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Weig
 
 from skin_utils import CLASS_NAMES, distributed, runs
 from skin_utils.checkpoint import Checkpoint, load_model
-from skin_utils.data.datasets import make_loader
-from skin_utils.data.loading import load_data, train_class_counts, train_val_loaders
+from skin_utils.data import load_data, make_loader, train_class_counts, train_val_loaders
 from skin_utils.engine import build_optimizer_and_schedule, evaluate, fit, seed_everything, unwrap_model
 from skin_utils.losses import build_loss
 from skin_utils.model import MultiTaskNet
@@ -123,7 +122,7 @@ def test_unwrap_model_strips_compile_and_ddp(tmp_path):
 # ----------------------------------------------------------------------------- two processes
 @pytest.fixture(scope="module")
 def demo120(tmp_path_factory):
-    from skin_utils.demo.synthetic import make_synthetic_dataset
+    from skin_utils.demo import make_synthetic_dataset
 
     return make_synthetic_dataset(tmp_path_factory.mktemp("demo120") / "demo", n_images=120, image_size=(48, 64), seed=0)
 

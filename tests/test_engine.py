@@ -12,12 +12,12 @@ import torch
 
 from skin_utils import CLASS_NAMES
 from skin_utils.checkpoint import Checkpoint, CheckpointError, TrainingState, load_model
-from skin_utils.data.datasets import BatchColorJitter
 from skin_utils.engine import (NonFiniteLossError, build_optimizer_and_schedule, evaluate, fit, train_one_epoch,
                                 weight_average)
 from skin_utils.losses import MultiTaskLoss, class_weights_from_counts
 from skin_utils.model import MultiTaskNet
-from skin_utils.data.loading import load_data, train_class_counts, train_val_loaders
+from skin_utils.data import load_data, train_class_counts, train_val_loaders
+from skin_utils.transforms import BatchColorJitter
 
 
 def _setup(data, seed=0, epochs=2, lr=3e-3, batch_size=16):
@@ -217,8 +217,8 @@ RUN = textwrap.dedent("""
     from tests.test_engine import _setup
     from skin_utils import CLASS_NAMES
     from skin_utils.engine import fit
-    from skin_utils.data.datasets import BatchColorJitter
-    from skin_utils.data.loading import load_data
+    from skin_utils.data import load_data
+    from skin_utils.transforms import BatchColorJitter
     torch.set_num_threads(1)
     data = load_data({data!r}, 64, split_path={split!r}, max_samples=160, progress=False)
     model, loss_fn, train, val, opt, sched = _setup(data, epochs=4)

@@ -258,8 +258,7 @@ def _write_set(folder, n=8, size=(30, 40), seed=0, big=None):
 
 def _data(index, hw=(32, 32)):
     """A `Data` built by hand (what load_data gives for a folder scored with split "all")."""
-    from skin_utils.data.cache import ArrayCache
-    from skin_utils.data.loading import Data
+    from skin_utils.data import ArrayCache, Data
 
     n = len(index)
     rng = np.random.default_rng(0)
@@ -455,7 +454,7 @@ def evaluated(synthetic_dir, tmp_path_factory):
     import papermill
 
     from skin_utils.checkpoint import Checkpoint
-    from skin_utils.data.loading import load_data
+    from skin_utils.data import load_data
     from skin_utils.model import MultiTaskNet
     from skin_utils.trust.calibrate import calibrate_checkpoint
     from tests.conftest import ROOT
@@ -596,7 +595,7 @@ def test_melanoma_auc_is_one_number_on_the_calibrated_scores_in_every_table(eval
 
 def test_a_label_map_from_papermill_p_or_y_reads_the_same(evaluated, tmp_path):
     """``-p label_map '{...}'`` arrives as JSON text, ``-y`` as a dict: both load the same labels."""
-    from skin_utils.data.loading import load_data
+    from skin_utils.data import load_data
 
     run, _, _, _ = evaluated
     folder = run.parent.parent.parent / "clinic_labels"

@@ -1,4 +1,4 @@
-"""skin_utils.data.imageio: every image mode to uint8 RGB, masks to {0, 1}, clear read errors."""
+"""skin_utils.layout, reading files: every image mode to uint8 RGB, masks to {0, 1}, clear read errors."""
 
 from __future__ import annotations
 
@@ -6,15 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skin_utils.data.imageio import (
-    ColourMaskError,
-    ImageReadError,
-    binarise_mask,
-    image_hw,
-    mask_value_range,
-    read_image,
-    read_mask,
-)
+from skin_utils.layout import (ColourMaskError, ImageReadError, binarise_mask, image_hw, mask_value_range, read_image,
+                               read_mask)
 
 W, H = 40, 30
 

@@ -1,4 +1,4 @@
-"""skin_utils.data.layout: layout detection, the index, and every kind of bad input, reported together."""
+"""skin_utils.layout: the one layout, its index, and every kind of bad input, reported together."""
 
 from __future__ import annotations
 
@@ -13,17 +13,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from skin_utils.data.imageio import read_mask
-from skin_utils.data.layout import (
-    DataLayoutError,
-    DataQualityWarning,
-    DataValidationError,
-    LesionLeakageWarning,
-    find_images,
-    load_index,
-    validate_dataset,
-)
 from skin_utils.labels import CLASS_NAMES
+from skin_utils.layout import (DataLayoutError, DataQualityWarning, DataValidationError, LesionLeakageWarning,
+                               find_images, load_index, read_mask, validate_dataset)
 
 W, H = 40, 30
 DXS = ["nv", "mel", "bkl", "bcc", "akiec", "vasc", "df"]
@@ -76,11 +68,11 @@ def _groundtruth(root: Path, ids, dxs=None, rows=None):
     (root / "GroundTruth.csv").write_text("\n".join(lines) + "\n")
 
 
-def make_dataset(root: Path, n=6, suffix="_segmentation", labels="metadata") -> list[str]:
+def make_dataset(root: Path, n=6, labels="metadata") -> list[str]:
     ids = _ids(n)
     for k, i in enumerate(ids):
         _img(root / "images" / f"{i}.jpg", seed=k)
-        _mask(root / "masks" / f"{i}{suffix}.png")
+        _mask(root / "masks" / f"{i}_segmentation.png")
     if labels == "metadata":
         _metadata(root, ids)
     elif labels == "groundtruth":
@@ -109,8 +101,7 @@ def test_index_of_a_valid_dataset(tmp_path):
     assert all(p.endswith("_segmentation.png") for p in df["mask_path"])
     assert df["lesion_id"].nunique() == 4
     a = df.attrs
-    assert a["label_source"] == "metadata" and a["has_lesion_ids"] is True
-    assert a["mask_suffix"] == "_segmentation.png" and a["synthetic"] is False
+    assert a["label_file"] == "HAM10000_metadata.csv" and a["has_lesion_ids"] is True and a["synthetic"] is False
     assert re.fullmatch(r"[0-9a-f]{12}", a["fingerprint"]) and a["problems"] == []
     assert a["data_dir"] == str(tmp_path)
     report = validate_dataset(tmp_path)
@@ -135,62 +126,30 @@ def test_synthetic_flag(tmp_path):
     assert load_index(tmp_path).attrs["synthetic"] is True
 
 
-def test_mask_naming_variant_and_case_insensitive_extensions(tmp_path):
-    ids = make_dataset(tmp_path, suffix="_mask")
+def test_case_insensitive_extensions_and_other_files_beside_the_data(tmp_path):
+    ids = make_dataset(tmp_path)
     (tmp_path / "images" / f"{ids[0]}.jpg").rename(tmp_path / "images" / f"{ids[0]}.JPG")
-    df = load_index(tmp_path)
-    assert df.attrs["mask_suffix"] == "_mask.png" and len(df) == len(ids)
-    assert df["image_path"].iloc[0].endswith(".JPG")
-
-
-def test_official_folder_names_and_tab_metadata(tmp_path):
-    ids = _ids(6)
-    for k, i in enumerate(ids):
-        part = "HAM10000_images_part_1" if k < 3 else "HAM10000_images_part_2"
-        _img(tmp_path / part / f"{i}.jpg", seed=k)
-        _mask(tmp_path / "HAM10000_segmentations_lesion_tschandl" / f"{i}_segmentation.png")
-    _metadata(tmp_path, ids, name="HAM10000_metadata.tab", sep="\t")
-    df = load_index(tmp_path)
-    assert len(df) == 6 and df.attrs["has_lesion_ids"]
-    assert df["image_path"].str.contains("part_2").sum() == 3
-
-
-def test_images_directly_in_data_dir(tmp_path):
-    ids = _ids(4)
-    for k, i in enumerate(ids):
-        _img(tmp_path / f"{i}.png", seed=k, fmt="PNG")
-        _mask(tmp_path / f"{i}_segmentation.png")
-    _metadata(tmp_path, ids)
     (tmp_path / "README.txt").write_text("not an image, but fine next to the data")
     df = load_index(tmp_path)
-    assert df["image_id"].tolist() == ids and df["mask_path"].notna().all()
+    assert len(df) == len(ids) and df["image_path"].iloc[0].endswith(".JPG")
 
 
 def test_no_masks_folder_gives_mask_path_none(tmp_path):
     ids = make_dataset(tmp_path)
     shutil.rmtree(tmp_path / "masks")
     df = load_index(tmp_path)
-    assert df["mask_path"].isna().all() and df.attrs["mask_suffix"] is None and len(df) == len(ids)
+    assert df["mask_path"].isna().all() and not df.attrs["has_masks"] and len(df) == len(ids)
     assert "no masks found" in str(validate_dataset(tmp_path))
 
 
-def test_groundtruth_only_warns_about_lesion_leakage(tmp_path):
-    ids = make_dataset(tmp_path, labels="groundtruth")
-    with pytest.warns(LesionLeakageWarning, match="LEAK ACROSS"):
+def test_metadata_without_lesion_ids_warns_about_leakage_and_other_tables_are_not_read(tmp_path):
+    ids = make_dataset(tmp_path, labels="groundtruth")  # GroundTruth.csv beside the metadata is not read
+    pd.DataFrame({"image_id": ids, "dx": ["MEL"] * len(ids)}).to_csv(tmp_path / "HAM10000_metadata.csv", index=False)
+    with pytest.warns(LesionLeakageWarning, match="LEAK ACROSS"):  # metadata without lesion_id column
         df = load_index(tmp_path)
-    assert df.attrs["label_source"] == "groundtruth" and df.attrs["has_lesion_ids"] is False
-    assert (df["lesion_id"] == df["image_id"]).all() and df["image_id"].tolist() == ids
-    assert df["age"].isna().all() and (df["sex"] == "unknown").all()
-    assert "lesion ids: NO" in str(validate_dataset(tmp_path))
-
-
-def test_metadata_preferred_over_groundtruth_and_optional_columns(tmp_path):
-    ids = make_dataset(tmp_path, labels="groundtruth")
-    pd.DataFrame({"image_id": ids, "dx": ["mel"] * len(ids)}).to_csv(tmp_path / "HAM10000_metadata.csv", index=False)
-    with pytest.warns(LesionLeakageWarning):  # metadata without lesion_id column
-        df = load_index(tmp_path)
-    assert df.attrs["label_source"] == "metadata" and (df["dx"] == "MEL").all()
-    assert df["age"].isna().all() and (df["localization"] == "unknown").all()
+    assert df.attrs["has_lesion_ids"] is False and (df["lesion_id"] == df["image_id"]).all()
+    assert (df["dx"] == "MEL").all() and df["age"].isna().all() and (df["localization"] == "unknown").all()
+    assert "no lesion_id column" in str(validate_dataset(tmp_path))
 
 
 def test_hidden_and_system_files_are_ignored_not_errors(tmp_path):
@@ -340,30 +299,22 @@ def test_bad_on_bad_data_value(tmp_path):
         load_index(tmp_path, on_bad_data="ignore")
 
 
-def test_duplicates_across_part_folders(tmp_path):
-    ids = _ids(3)
-    for k, i in enumerate(ids):
-        _img(tmp_path / "HAM10000_images_part_1" / f"{i}.jpg", seed=k)
-        _mask(tmp_path / "masks" / f"{i}_segmentation.png")
-    _img(tmp_path / "HAM10000_images_part_2" / f"{ids[1]}.jpg")
-    _mask(tmp_path / "masks" / f"{ids[2]}_mask.png")  # two masks for one image
-    _metadata(tmp_path, ids)
+def test_an_image_in_two_formats_is_a_duplicate(tmp_path):
+    ids = make_dataset(tmp_path, n=3)
+    _img(tmp_path / "images" / f"{ids[1]}.png", fmt="PNG")
     msg = _raise_msg(tmp_path)
-    assert "[duplicate_id] 2 problems" in msg
-    assert "HAM10000_images_part_1/ISIC_0000001.jpg, HAM10000_images_part_2/ISIC_0000001.jpg" in msg
-    assert f"mask for {ids[2]} appears 2 times" in msg
+    assert "[duplicate_id] 1 problem" in msg and "images/ISIC_0000001.jpg, images/ISIC_0000001.png" in msg
 
 
-def test_groundtruth_rows_that_are_not_one_hot(tmp_path):
-    ids = make_dataset(tmp_path, n=4, labels=None)
-    _groundtruth(tmp_path, ids, rows=[None, [1, 1, 0, 0, 0, 0, 0], [0.0, 0.7, 0.3, 0, 0, 0, 0], None])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", LesionLeakageWarning)
-        msg = _raise_msg(tmp_path)
-        assert "[bad_label] 2 problems" in msg and "not exactly one-hot (MEL=1, NV=1" in msg
-        with pytest.warns(DataQualityWarning):
-            df = load_index(tmp_path, on_bad_data="skip")
-    assert df["image_id"].tolist() == [ids[0], ids[3]]
+def test_an_unknown_or_empty_diagnosis_is_a_bad_label(tmp_path):
+    ids = make_dataset(tmp_path, n=3)
+    _metadata(tmp_path, ids, dxs=["nv", "melanoma", ""])
+    msg = _raise_msg(tmp_path)
+    assert "[bad_label] 2 problems" in msg and "'melanoma' is not one of the seven classes" in msg
+    assert "no diagnosis (empty dx cell)" in msg and "python -m skin_utils.prepare folder" in msg
+    with pytest.warns(DataQualityWarning, match="Skipped 1 image"):  # partial: an empty cell is "no diagnosis"
+        df = load_index(tmp_path, partial=True, on_bad_data="skip")
+    assert df["image_id"].tolist() == [ids[0], ids[2]] and df["label"].tolist() == [1, -1]
 
 
 def test_duplicate_label_rows_with_conflicting_diagnoses(tmp_path):
@@ -412,7 +363,7 @@ def test_missing_folder(tmp_path):
         load_index(tmp_path / "data")
     msg = str(ei.value)
     assert str(tmp_path / "data") in msg and "does not exist" in msg and "something_else/" in msg
-    assert "python -m skin_utils.data.prepare" in msg and "data/README.md" in msg
+    assert "python -m skin_utils.prepare ham10000" in msg and "data/README.md" in msg
     assert isinstance(ei.value, FileNotFoundError) and isinstance(ei.value, ValueError)
     report = validate_dataset(tmp_path / "data")
     assert [p.kind for p in report.problems] == ["missing_folder"]
@@ -425,10 +376,11 @@ def test_folder_without_a_data_set_lists_its_contents(tmp_path):
     with pytest.raises(DataLayoutError) as ei:
         load_index(tmp_path)
     msg = str(ei.value)
-    assert str(tmp_path) in msg and "no .jpg/.jpeg/.png/.bmp/.tif/.tiff images found" in msg
+    assert str(tmp_path) in msg and "no .jpg/.jpeg/.png/.bmp/.tif/.tiff/.webp images in" in msg
     assert "HAM10000_images_part_1.zip, downloads/, notes.md" in msg
     assert "Expected layout" in msg and "<data_dir>/images/<image_id>.jpg" in msg
-    assert "python -m skin_utils.data.prepare" in msg and "doi:10.7910/DVN/DBW86T" in msg
+    assert "python -m skin_utils.prepare ham10000" in msg and "doi:10.7910/DVN/DBW86T" in msg
+    assert "python -m skin_utils.prepare folder" in msg
 
 
 def test_empty_images_folder(tmp_path):
@@ -459,14 +411,14 @@ def test_passing_the_images_folder_itself_gets_a_hint(tmp_path):
 
 # ------------------------------------------------------------------------------ find_images
 def test_find_images(tmp_path):
-    for name in ["b.jpg", "a.PNG", "c.jpeg", ".hidden.jpg", "notes.txt", "Thumbs.db", "d.tif"]:
+    for name in ["b.jpg", "a.PNG", "c.jpeg", ".hidden.jpg", "notes.txt", "Thumbs.db", "d.tif", "e.webp"]:
         (tmp_path / name).write_bytes(b"x")
     for sub in ("sub", "__MACOSX", ".git"):
         (tmp_path / sub).mkdir()
         (tmp_path / sub / "e.jpg").write_bytes(b"x")
     assert [p.relative_to(tmp_path).as_posix() for p in find_images(tmp_path)] == [
-        "a.PNG", "b.jpg", "c.jpeg", "d.tif", "sub/e.jpg"]
-    assert [p.name for p in find_images(tmp_path, recursive=False)] == ["a.PNG", "b.jpg", "c.jpeg", "d.tif"]
+        "a.PNG", "b.jpg", "c.jpeg", "d.tif", "e.webp", "sub/e.jpg"]
+    assert [p.name for p in find_images(tmp_path, recursive=False)] == ["a.PNG", "b.jpg", "c.jpeg", "d.tif", "e.webp"]
     assert find_images(tmp_path / "b.jpg") == [tmp_path / "b.jpg"]
     with pytest.raises(FileNotFoundError):
         find_images(tmp_path / "missing")
@@ -487,7 +439,7 @@ def test_real_ham10000_subset(real_data_dir):
     assert df["dx"].str.lower().value_counts().to_dict() == {
         "nv": 5694, "mel": 959, "bkl": 925, "bcc": 440, "akiec": 279, "vasc": 110, "df": 105,
     }
-    assert df.attrs["has_lesion_ids"] and df.attrs["label_source"] == "metadata"
+    assert df.attrs["has_lesion_ids"] and df.attrs["label_file"] == "HAM10000_metadata.csv"
     assert df["mask_path"].notna().all() and df.attrs["problems"] == []
     # every real image and mask passes the pixel checks that read them as training does
     report = validate_dataset(real_data_dir)

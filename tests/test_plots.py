@@ -16,7 +16,7 @@ from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from skin_utils import plots  # noqa: E402
-from skin_utils.data.splits import make_split  # noqa: E402
+from skin_utils.data import make_split  # noqa: E402
 from skin_utils.labels import CLASS_NAMES  # noqa: E402
 from skin_utils.metrics import classification_report, roc_curves  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""skin_utils.data.prepare: official downloads (zipped or extracted) -> data/ layout, safely and idempotently."""
+"""skin_utils.prepare ham10000: official downloads (zipped or extracted) -> the layout, safely and idempotently."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from skin_utils.data.layout import load_index
-from skin_utils.data.prepare import main, prepare_ham10000
+from skin_utils.layout import load_index
+from skin_utils.prepare import main, prepare_ham10000
 
 W, H = 40, 30
 DXS = ["nv", "mel", "bkl", "bcc", "akiec", "vasc", "df"]
@@ -83,9 +83,9 @@ def test_prepare_from_zips_and_folders(tmp_path, capsys):
     meta = (out / "HAM10000_metadata.csv").read_text()
     assert meta.splitlines()[0] == "lesion_id,image_id,dx,dx_type,age,sex,localization"
     assert "ISIC_0000000" in meta and '"' not in meta and "\t" not in meta
-    assert (s.n_images, s.n_masks, s.n_labels) == (6, 6, 6)
+    assert [len(s.ids[k]) for k in ('image', 'mask', 'label')] == [6, 6, 6]
     assert s.report is not None and s.report.ok
-    assert not s.ids_without_image and not s.ids_without_mask and not s.ids_without_label
+    assert not s.without("image") and not s.without("mask") and not s.without("label")
     printed = capsys.readouterr().out
     assert "OK: no problems found" in printed and "full release has 10,015" in printed
     df = load_index(out)
@@ -134,8 +134,8 @@ def test_missing_parts_are_reported_with_what_to_download(tmp_path):
     dl = make_downloads(tmp_path / "downloads", with_part2=False, with_masks=False)
     s = prepare_ham10000(dl, tmp_path / "data", verbose=False)
     assert s.missing_downloads == ["HAM10000_images_part_2.zip", "HAM10000_segmentations_lesion_tschandl.zip"]
-    assert s.ids_without_image == IDS[3:] and s.ids_without_mask == IDS
-    assert (s.n_images, s.n_masks, s.n_labels) == (3, 0, 6) and not s.ok
+    assert s.without("image") == IDS[3:] and s.without("mask") == IDS
+    assert [len(s.ids[k]) for k in ('image', 'mask', 'label')] == [3, 0, 6] and not s.ok
     text = str(s)
     assert "MISSING: HAM10000_images_part_2.zip, HAM10000_segmentations_lesion_tschandl.zip" in text
     assert "doi:10.7910/DVN/DBW86T" in text and "Harvard Dataverse" in text
@@ -148,7 +148,7 @@ def test_missing_parts_are_reported_with_what_to_download(tmp_path):
 def test_comma_metadata_without_extension(tmp_path):
     dl = make_downloads(tmp_path / "downloads", meta_name="HAM10000_metadata", meta_sep=",")
     s = prepare_ham10000(dl, tmp_path / "data", verbose=False)
-    assert s.report.ok and not s.errors and s.n_labels == 6
+    assert s.report.ok and not s.errors and len(s.ids["label"]) == 6
     df = pd.read_csv(tmp_path / "data" / "HAM10000_metadata.csv")
     assert df["dx"].tolist()[:2] == ["nv", "mel"] and df["age"].iloc[0] == 45.0
 
@@ -174,7 +174,10 @@ def test_nothing_to_prepare(tmp_path):
 
 def test_cli(tmp_path, capsys):
     dl = make_downloads(tmp_path / "downloads", evil=False)
-    assert main([str(dl), "--out", str(tmp_path / "data")]) == 0
+    assert main(["ham10000", str(dl), "--out", str(tmp_path / "data")]) == 0
     assert "OK: no problems found" in capsys.readouterr().out
-    assert main([str(tmp_path / "empty_nonexistent"), "--out", str(tmp_path / "x")]) == 2
+    assert main(["ham10000", str(tmp_path / "empty_nonexistent"), "--out", str(tmp_path / "x")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["check", str(tmp_path / "data")]) == 0 and "OK: no problems found" in capsys.readouterr().out
+    (tmp_path / "data" / "masks" / f"{IDS[0]}_segmentation.png").unlink()
+    assert main(["check", str(tmp_path / "data"), "--fast"]) == 1 and "[missing_mask]" in capsys.readouterr().out

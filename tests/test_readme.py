@@ -416,10 +416,10 @@ def test_a_mkdir_in_the_block_makes_the_output_folder():
 
 
 def test_placeholders_are_recognised():
-    for text, expected in [("python -m skin_utils.data.prepare DOWNLOADS_DIR --out data", True),
-                           ("python -m skin_utils.data.layout /path/to/ham", True),
+    for text, expected in [("python -m skin_utils.prepare ham10000 DOWNLOADS_DIR --out data", True),
+                           ("python -m skin_utils.prepare check /path/to/ham", True),
                            ("python scripts/set_github_repo.py OWNER/REPO", True),
-                           ("python -m skin_utils.data.prepare ~/Downloads/ham", True),
-                           ("python -m skin_utils.data.layout data", False),
+                           ("python -m skin_utils.prepare ham10000 ~/Downloads/ham", True),
+                           ("python -m skin_utils.prepare check data", False),
                            ("python -m skin_utils.benchmark --max-samples 1000", False)]:
         assert Command("x", shlex.split(text)).has_placeholder is expected, text

@@ -88,7 +88,7 @@ def test_the_reference_is_checked_against_the_grid_before_any_run(tmp_path):
 
 def test_a_segmentation_only_run_chooses_best_pt_by_dice_alone(synthetic_dir, tmp_path, monkeypatch):
     import skin_utils.engine as engine
-    from skin_utils.data.loading import load_data, train_val_loaders
+    from skin_utils.data import load_data, train_val_loaders
     from skin_utils.losses import MultiTaskLoss
     from skin_utils.model import MultiTaskNet
 
@@ -161,8 +161,8 @@ def _folder_with_lesion_ids(root, ids, dx="nv"):
 
 
 def test_placeholder_lesion_ids_are_missing_ids_with_a_warning_naming_how_many(tmp_path):
-    from skin_utils.data.layout import LesionLeakageWarning, load_index
-    from skin_utils.data.splits import make_split
+    from skin_utils.data import make_split
+    from skin_utils.layout import LesionLeakageWarning, load_index
 
     placeholders = ["NA"] * 12 + ["nan"] * 6 + ["-"] * 4 + ["unknown"] * 4 + ["None"] * 4
     folder = _folder_with_lesion_ids(tmp_path / "set", placeholders + [f"HAM_{k}" for k in range(30)])
@@ -195,7 +195,8 @@ def test_the_bootstrap_keeps_images_whose_lesion_id_is_missing_or_reads_as_missi
 # --------------------------------------------------------------------------------------------
 
 def test_external_ids_match_ignoring_case_and_the_unmatched_are_warned_about_with_examples(tmp_path):
-    from skin_utils.data.layout import DataQualityWarning, load_index
+    from skin_utils.data import load_data
+    from skin_utils.layout import DataQualityWarning
 
     root = tmp_path / "clinic"
     (root / "images").mkdir(parents=True)
@@ -209,7 +210,7 @@ def test_external_ids_match_ignoring_case_and_the_unmatched_are_warned_about_wit
     pd.DataFrame({"image": ids, "diagnosis": ["nevus"] * len(ids)}).to_csv(root / "labels.csv", index=False)
     with pytest.warns(DataQualityWarning, match=r"3 of 8 images have no row in labels.csv \(e.g. ISIC_0000005.*"
                                                 r"2 of its 7 rows name no image \(e.g. lesion_10, lesion_9\)"):
-        index = load_index(root, partial=True)
+        index = load_data(root, 32, need_split=False, cache=False, cache_dir=tmp_path / "cache").index  # converted
     assert index.set_index("image_id").loc[[f"ISIC_{k:07d}" for k in range(5)], "has_label"].all()
     assert not index.set_index("image_id").loc["ISIC_0000005", "has_label"]
 
@@ -237,7 +238,7 @@ def test_run_names_that_escape_or_change_are_refused_and_overwrite_stays_in_its_
 
 def test_a_plain_only_recalibration_keeps_the_stored_tta_record(synthetic_dir, tmp_path):
     from skin_utils.checkpoint import Checkpoint
-    from skin_utils.data.loading import load_data
+    from skin_utils.data import load_data
     from skin_utils.model import MultiTaskNet
     from skin_utils.trust.calibrate import StoredCalibration, calibrate_checkpoint
 
@@ -258,7 +259,7 @@ def test_a_plain_only_recalibration_keeps_the_stored_tta_record(synthetic_dir, t
 
 
 def test_a_resumed_budget_run_counts_the_epochs_it_already_spent(synthetic_dir, tmp_path):
-    from skin_utils.data.loading import load_data, train_val_loaders
+    from skin_utils.data import load_data, train_val_loaders
     from skin_utils.engine import build_optimizer_and_schedule, fit
     from skin_utils.losses import MultiTaskLoss
     from skin_utils.model import MultiTaskNet
@@ -301,8 +302,7 @@ def test_a_misspelt_papermill_parameter_stops_the_notebook_with_the_nearest_name
 
 
 def test_the_grad_cam_caption_names_the_class_its_map_explains(tmp_path):
-    from skin_utils.data.cache import ArrayCache
-    from skin_utils.data.loading import Data
+    from skin_utils.data import ArrayCache, Data
     from skin_utils.evaluation import Evaluation, normalizer
     from skin_utils.model import MultiTaskNet
     from skin_utils.trust.assess import cam_examples

@@ -1,4 +1,4 @@
-"""The shifted copy of a split (python -m skin_utils.data.shift): layout, masks, record, determinism."""
+"""The shifted copy of a split (python -m skin_utils.prepare shift): layout, masks, record, determinism."""
 
 import json
 import math
@@ -6,17 +6,16 @@ import math
 import numpy as np
 import pytest
 
-from skin_utils.data import shift
-from skin_utils.data.datasets import CAMERA_AUGMENT
-from skin_utils.data.imageio import image_hw, read_image
-from skin_utils.data.layout import load_index
-from skin_utils.data.splits import load_or_make_split
+from skin_utils import prepare as shift
+from skin_utils.data import load_or_make_split
+from skin_utils.layout import image_hw, load_index, read_image
+from skin_utils.transforms import CAMERA_AUGMENT
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     """A tiny synthetic data folder and its split file."""
-    from skin_utils.demo.synthetic import make_synthetic_dataset
+    from skin_utils.demo import make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("shift")
     folder = make_synthetic_dataset(root / "demo", n_images=40, image_size=(48, 64), seed=0)
@@ -27,7 +26,7 @@ def source(tmp_path_factory):
 def test_the_cli_writes_a_folder_that_loads_like_the_source(source, tmp_path, capsys):
     folder, split_path, split = source
     out = tmp_path / "shifted"
-    assert shift.main(["--data-dir", str(folder), "--split-path", str(split_path), "--split", "test",
+    assert shift.main(["shift", str(folder), "--split-path", str(split_path), "--split", "test",
                        "--out", str(out), "--seed", "1"]) == 0
     assert "-p data_dir" in capsys.readouterr().out
     test_ids = sorted(split.loc[split["split"] == "test", "image_id"])
@@ -138,4 +137,4 @@ def test_refusals_say_what_to_do(source, tmp_path):
     shift.build_shifted_split(folder, out, split_path=split_path, kinds="blur", overwrite=True, progress=False)
     assert shift.read_record(out)["kinds"] == ["blur"]
     assert not list(tmp_path.glob(".*partial*"))                      # no half-written folder left
-    assert shift.main(["--data-dir", str(folder), "--out", str(tmp_path / "y"), "--split", "test"]) == 2
+    assert shift.main(["shift", str(folder), "--out", str(tmp_path / "y"), "--split", "test"]) == 2

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skin_utils.data.layout import load_index
-from skin_utils.data.splits import load_or_make_split, make_split, read_split, split_summary
+from skin_utils.data import load_or_make_split, make_split, read_split, split_summary
+from skin_utils.layout import load_index
 from skin_utils import CLASS_NAMES
 
 

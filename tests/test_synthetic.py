@@ -1,4 +1,4 @@
-"""Tests for the synthetic HAM10000-layout generator (skin_utils.demo.synthetic)."""
+"""The synthetic demo data set in the one layout (skin_utils.demo)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,9 @@ import pytest
 from PIL import Image, ImageFilter
 
 from skin_utils.labels import CLASS_NAMES, HAM10000_CLASS_COUNTS
-from skin_utils.demo.synthetic import (
-    SYNTHETIC_NOTE,
-    class_image_counts,
-    is_synthetic,
-    main,
-    make_synthetic_dataset,
-    render_lesion,
-)
+from skin_utils.demo import SYNTHETIC_NOTE, class_image_counts, make_synthetic_dataset, render_lesion
+from skin_utils.prepare import main
+from skin_utils.layout import is_synthetic
 
 N_IMAGES = 300
 SIZE = (120, 160)  # (H, W)
@@ -74,7 +69,7 @@ def test_layout_columns_and_info(ds):
         mask = Image.open(ds / "masks" / f"{image_id}_segmentation.png")
         assert mask.format == "PNG" and mask.mode == "L" and mask.size == SIZE[::-1]
     info = json.loads((ds / "dataset_info.json").read_text())
-    assert info == {"synthetic": True, "generator": "skin_utils.demo.synthetic", "version": 2,
+    assert info == {"synthetic": True, "generator": "skin_utils.demo", "version": 3,
                     "seed": 0, "n_images": N_IMAGES, "image_size": list(SIZE)}
     assert is_synthetic(ds)
     assert isinstance(SYNTHETIC_NOTE, str) and SYNTHETIC_NOTE
@@ -286,7 +281,7 @@ def test_classes_learnable_from_colour_histograms(ds):
 
 
 def test_demo_found_by_resolve_data_dir_has_height_width_size(tmp_path):
-    from skin_utils.data.datasets import resolve_data_dir
+    from skin_utils.data import resolve_data_dir
 
     d = resolve_data_dir("data", synthetic_dir="demo", n_demo_images=21, demo_image_size=(32, 48), root=tmp_path)
     assert d == tmp_path / "demo"

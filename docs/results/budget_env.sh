@@ -1,13 +1,13 @@
 # Sourced by the budget sweep scripts: `source docs/results/budget_env.sh <clone>` (from the scripts' own folder).
 # The clone to run in, its python, the data, the fixed split, the default recipe, the fixed parameters (the
 # budget in minutes is appended: "${FIXED}45}") and the evaluation parameters; shifted_val scores finished runs
-# on the shifted validation copy (python -m skin_utils.data.shift, see README › Results).
+# on the shifted validation copy (python -m skin_utils.prepare shift, see README › Results).
 set -u
 # Paths come from the environment, never from the machine it first ran on:
 #   HAM10000_DIR  the HAM10000 folder (images/, masks/, HAM10000_metadata.csv), required
 #   SPLIT         the fixed lesion-level split, default <clone>/reports/experiments/budget_split.csv
 #                 (made there by the first run with split_seed 2026)
-#   SHIFTED_VAL   the shifted validation copy (python -m skin_utils.data.shift), default <clone>/reports/shifted_val
+#   SHIFTED_VAL   the shifted validation copy (python -m skin_utils.prepare shift), default <clone>/reports/shifted_val
 CLONE=$1; cd "$CLONE"; export PYTHONPATH=$CLONE
 PY=.venv/bin/python
 DATA=${HAM10000_DIR:?set HAM10000_DIR to the HAM10000 folder (images/, masks/, HAM10000_metadata.csv)}

@@ -12,8 +12,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from skin_utils.data.datasets import make_loader
-from skin_utils.data.imageio import read_mask
+from skin_utils.data import make_loader
+from skin_utils.layout import read_mask
 from skin_utils.evaluation import Evaluation, calibrated_and_raw, normalizer, upsample_mask
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.metrics import sens_spec_at
@@ -157,7 +157,7 @@ def cam_check(model, data, split: str, evaluation: Evaluation, device, class_nam
     `skin_utils.trust.numbers.cam_localization_report` for each (``true_mask``, ``pred_mask``: overall,
     per true class, per image, the maps mostly outside), with ``method``, ``layer``, ``target``,
     ``resolution`` and ``n_images``. The maps themselves are not kept (see `cam_examples`)."""
-    from skin_utils.data.datasets import CachedLesionDataset
+    from skin_utils.data import CachedLesionDataset
 
     device = torch.device(device)
     rows = evaluation.per_image["row"].to_numpy()
@@ -239,7 +239,7 @@ def cam_examples(model, data, evaluation: Evaluation, positions, device, *, meth
     resizes it), the true and predicted masks at the original size, and a
     caption (id, true and predicted class, and with ``energy`` (image_id -> share of the map
     inside the true lesion, from `cam_columns`) that share)."""
-    from skin_utils.data.imageio import read_image
+    from skin_utils.layout import read_image
 
     device = torch.device(device)
     positions = [int(i) for i in positions]

@@ -220,7 +220,7 @@ def data_for_checkpoint(checkpoint, data_dir=None, split_path=None, on_bad_data:
     ``split_path`` default to what the checkpoint records; the subsample, fractions and split seed
     are the run's (``split_seed``, or ``seed`` for runs from before it existed). Raises when the split file is gone (a new split would not be held out) or when the
     folder holds other data than the training data (its fingerprint differs)."""
-    from skin_utils.data.loading import load_data
+    from skin_utils.data import load_data
     from skin_utils.nb.paths import resolve
 
     params = checkpoint.params or {}
@@ -251,7 +251,7 @@ def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=Non
     """Fit the calibration of the checkpoint file ``checkpoint`` on its validation split and
     store it in the file (atomically; ``save=False`` only returns it).
 
-    ``data``: the `skin_utils.data.loading.Data` it was trained on (what notebook 02 has in hand);
+    ``data``: the `skin_utils.data.Data` it was trained on (what notebook 02 has in hand);
     None loads it (`data_for_checkpoint`, with ``data_dir``, ``split_path``, ``on_bad_data``).
     ``tta=True`` runs the 8-view pass once and fits both kinds of output (``"tta"`` and
     ``"plain"``, the first view); ``tta=False`` one plain pass, the ``"plain"`` kind only.
@@ -261,7 +261,8 @@ def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=Non
     import torch
 
     from skin_utils.checkpoint import load_model
-    from skin_utils.data.datasets import Normalize, make_loader
+    from skin_utils.data import make_loader
+    from skin_utils.transforms import Normalize
     from skin_utils.engine import amp_dtype_for, predict, resolve_device
     from skin_utils.losses import trained_tasks
 

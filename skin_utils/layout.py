@@ -1,0 +1,713 @@
+"""The one layout the library reads, the one way its files are read, and its validation.
+
+    <data_dir>/images/<image_id>.<jpg|jpeg|png|bmp|tif|tiff|webp>
+    <data_dir>/masks/<image_id>_segmentation.png     optional: 0 = skin, 255 (or 1) = lesion, the image's aspect
+    <data_dir>/HAM10000_metadata.csv                 optional: lesion_id,image_id,dx[,dx_type,age,sex,localization]
+    <data_dir>/dataset_info.json                     optional: {"synthetic": true} marks the demo
+
+`load_index` turns such a folder into the index (one row per usable image), raising one
+`DataValidationError` that lists every problem with what to do (or, ``on_bad_data="skip"``,
+leaving the affected images out with one warning). Every other folder shape is converted into
+this one by `skin_utils.prepare`. Every size is ``(height, width)`` (`as_hw`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shlex
+import warnings
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from skin_utils.labels import CLASS_NAMES, DX_TO_INDEX
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+METADATA_NAME = "HAM10000_metadata.csv"
+METADATA_COLUMNS = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization")
+MASK_SUFFIX = "_segmentation.png"
+INFO_NAME = "dataset_info.json"
+ON_BAD_DATA = ("raise", "skip")  # stop with a report of every problem, or leave the bad images out
+#: Lesion-id cells that mean "not known": such an image is its own lesion, never one pseudo-lesion.
+MISSING_LESION_IDS = frozenset({"", "na", "n/a", "nan", "none", "null", "-", "--", "?", "unknown", "missing"})
+IGNORED_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "__macosx", ".ipynb_checkpoints"})
+#: Images with more pixels than this may be read reduced (`read_image` ``shrink_to``), keeping at
+#: least REDUCING_GAP times the requested size, so the resize that follows sees the same detail.
+LARGE_IMAGE_PIXELS = 4_000_000
+REDUCING_GAP = 3
+MID_GREY_FRACTION = 0.05  # a mask with more pixels strictly between 10% and 90% of range is not binary
+ASPECT_TOLERANCE = 0.01   # relative aspect-ratio difference allowed between a mask and its image
+MAX_LISTED_PER_KIND = 20
+
+DATAVERSE = "Harvard Dataverse, doi:10.7910/DVN/DBW86T"
+HAM10000_CMD = "python -m skin_utils.prepare ham10000 DOWNLOADS_DIR --out data"
+FOLDER_CMD = "python -m skin_utils.prepare folder SRC --out DST [--label-map JSON] [--id-column C] [--label-column C]"
+INFERENCE_CMD = "papermill notebooks/04_inference.ipynb reports/inference.ipynb -p input_dir {folder} -p run latest"
+EXPECTED_LAYOUT = (
+    "Expected layout:\n"
+    "  <data_dir>/images/<image_id>.jpg               (.jpeg/.png/.bmp/.tif/.tiff/.webp)\n"
+    "  <data_dir>/masks/<image_id>_segmentation.png   (0 = skin, 255 = lesion)\n"
+    "  <data_dir>/HAM10000_metadata.csv               (lesion_id,image_id,dx,...)\n"
+    "Labels and masks are each optional, but one of them is needed to score anything.\n"
+    f"Build it from the official HAM10000 downloads ({DATAVERSE}) with\n  {HAM10000_CMD}\n"
+    f"or from any other folder (load_data does this by itself) with\n  {FOLDER_CMD}\n(see data/README.md)."
+)
+KIND_FIXES: dict[str, str] = {
+    "missing_folder": f"point data_dir at the folder that holds images/, masks/ and the labels, or build it with `{HAM10000_CMD}`",
+    "no_images": f"put the images in <data_dir>/images/ (build it with `{HAM10000_CMD}`, or `{FOLDER_CMD}`)",
+    "empty_folder": "put the files in it (re-extract the download), or remove the empty folder",
+    "no_labels": f"add {METADATA_NAME} or masks; a folder of images alone can only be predicted on (notebooks/04_inference)",
+    "bad_label_file": f"give {METADATA_NAME} the columns image_id and dx (and lesion_id), or convert the folder with `{FOLDER_CMD}`",
+    "unreadable_image": "re-download or re-extract these images (they must open in an image viewer), or delete them",
+    "unreadable_mask": "re-download or re-extract these masks (HAM10000_segmentations_lesion_tschandl.zip), or delete them",
+    "not_an_image": f"move these files out of images/ and masks/ (only {'/'.join(IMAGE_EXTENSIONS)} are read)",
+    "unexpected_folder": f"move the images in these sub-folders up into images/, or convert the folder with `{FOLDER_CMD}`",
+    "bad_mask_name": f"name masks masks/<image_id>{MASK_SUFFIX}, or convert the folder with `{FOLDER_CMD}`",
+    "missing_mask": f"add masks/<image_id>{MASK_SUFFIX} for these images, or remove them (partial=True keeps them, unscored for segmentation)",
+    "missing_label": f"add a row for these images to {METADATA_NAME}, or remove them (partial=True keeps them, unscored for classification)",
+    "orphan_mask": "remove these masks, or add the images they belong to",
+    "not_binary_mask": "save masks as single-channel 8-bit PNG with 0 = skin and 255 = lesion (anti-aliased edges are fine)",
+    "aspect_mismatch": "use the mask that belongs to this image: masks may differ in size but must have the image's aspect ratio",
+    "bad_label": (f"write dx as one of {', '.join(DX_TO_INDEX)} (any case), convert the folder with `{FOLDER_CMD}` to map "
+                  'other names (label_map), or leave these images out with on_bad_data="skip"'),
+    "duplicate_id": "keep exactly one file (and one labels row) per image id; delete the other copies",
+}
+FATAL_KINDS = frozenset({"missing_folder", "no_images", "no_labels"})
+
+
+# --------------------------------------------------------------------------------------------
+# reading images and masks: the one path training, validation and inference share
+# --------------------------------------------------------------------------------------------
+def as_hw(image_size) -> tuple[int, int]:
+    """Every size in this package is (height, width): ``128`` -> (128, 128); ``(h, w)`` stays."""
+    if isinstance(image_size, (int, np.integer)):
+        return int(image_size), int(image_size)
+    h, w = image_size
+    return int(h), int(w)
+
+
+_HINT_REPLACE = "re-download or re-export the file (it should open in any image viewer), or remove it"
+
+
+class ImageReadError(ValueError):
+    """An image or mask file that cannot be used; ``path``, ``reason`` and ``hint`` say why."""
+
+    def __init__(self, path, reason: str, hint: str = _HINT_REPLACE):
+        self.path, self.reason, self.hint = str(path), reason, hint
+        super().__init__(f"Cannot read {self.path}: {reason}. Fix: {hint}.")
+
+
+class ColourMaskError(ImageReadError):
+    """A readable image given as a mask that has real colours, so it is no binary mask."""
+
+
+def _open(path) -> Image.Image:
+    """``Image.open`` (the header only) with ImageReadError for a missing, empty or unknown file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ImageReadError(p, "this is a folder, not an image file" if p.is_dir() else "the file does not exist",
+                             "check the path")
+    if p.stat().st_size == 0:
+        raise ImageReadError(p, "the file is empty (0 bytes)")
+    try:
+        return Image.open(p)
+    except UnidentifiedImageError:
+        raise ImageReadError(p, "not an image PIL can identify (wrong extension, or not an image at all)") from None
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(p, f"too many pixels ({e})", "downscale the image, or raise PIL.Image.MAX_IMAGE_PIXELS "
+                             "if you trust it") from None
+    except (OSError, ValueError, SyntaxError) as e:  # SyntaxError: PIL's historic "broken header"
+        raise ImageReadError(p, f"the header is broken ({e})") from None
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001 - malformed EXIF: no rotation
+        return 1
+
+
+def _decode(img: Image.Image, path, draft: bool = False) -> Image.Image:
+    """The pixels with the EXIF orientation applied. ``draft=True`` decodes JPEGs at 1/8 scale: the
+    whole stream is still read (truncated files are caught) for 1/64 of the work; for checks only."""
+    if draft and img.format == "JPEG":
+        img.draft("RGB", (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
+    try:
+        img.load()
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - PIL plugins raise many types for corrupt data
+        raise ImageReadError(path, "the file is truncated (incomplete download or copy)" if "truncated" in str(e)
+                             else f"the pixel data cannot be decoded ({e})") from None
+    if _orientation(img) == 1:
+        return img
+    try:
+        return ImageOps.exif_transpose(img) or img
+    except Exception:  # noqa: BLE001 - a malformed orientation tag: the pixels are fine
+        return img
+
+
+def _hw(img: Image.Image) -> tuple[int, int]:
+    w, h = img.size
+    return (w, h) if _orientation(img) in (5, 6, 7, 8) else (h, w)  # those orientations swap the sides
+
+
+def image_hw(path) -> tuple[int, int]:
+    """``(H, W)`` of an image as `read_image` returns it (EXIF rotation applied), from the header."""
+    with _open(path) as img:
+        return _hw(img)
+
+
+def _scaled(a: np.ndarray, full_range: float | None) -> np.ndarray:
+    """Numbers -> uint8, ``full_range`` mapping to 255 (None: min-max)."""
+    a = np.nan_to_num(np.asarray(a, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if full_range is None:
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
+    else:
+        a = a * (255.0 / full_range)
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def _rgb(img: Image.Image, path) -> np.ndarray:
+    """A decoded image as uint8 (H, W, 3): transparency composited on white; 16-bit scaled by the full
+    range (``v / 257``), never clipped; mode I as 8-bit, else 16-bit, else min-max; F from [0, 1]
+    (or 0..255, else min-max)."""
+    mode = img.mode
+    try:
+        if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            out = np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, (255,) * 4), rgba).convert("RGB"))
+        elif mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+            a = np.asarray(img)
+            lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+            if mode.startswith("I;16"):
+                grey = _scaled(a, 65535.0)
+            elif lo >= 0 and hi <= (1.0 if mode == "F" else 255):
+                grey = _scaled(a, 1.0) if mode == "F" else a.astype(np.uint8)
+            elif lo >= 0 and hi <= (255.0 if mode == "F" else 65535):
+                grey = _scaled(a, 255.0 if mode == "F" else 65535.0)
+            else:
+                grey = _scaled(a, None)
+            out = np.repeat(grey[:, :, None], 3, axis=2)
+        else:  # RGB, L, 1, P, CMYK, YCbCr, ...
+            out = np.asarray(img if mode == "RGB" else img.convert("RGB"))
+    except ValueError as e:  # "conversion from X to RGB not supported"
+        raise ImageReadError(path, f"mode {mode} cannot be converted to RGB ({e})",
+                             "save the image as an 8-bit RGB JPEG or PNG") from None
+    return np.ascontiguousarray(out, dtype=np.uint8)
+
+
+def read_image(path, shrink_to=None) -> np.ndarray:
+    """Any PIL-readable image as uint8 (H, W, 3) RGB, EXIF orientation applied. ``shrink_to`` (an int
+    or (H, W)), for callers that resize to it anyway: an image of more than LARGE_IMAGE_PIXELS may come
+    back smaller, never under REDUCING_GAP x max(H, W) on its shorter side (JPEG DCT scaling, or an
+    integer box reduction right after decoding), so a 6000 x 4000 photo is never held at full size."""
+    with _open(path) as img:
+        if shrink_to is None or img.size[0] * img.size[1] <= LARGE_IMAGE_PIXELS:
+            return _rgb(_decode(img, path), path)
+        keep = REDUCING_GAP * max(as_hw(shrink_to))
+        if img.format == "JPEG":
+            img.draft(None, (keep, keep))  # a scale at which both sides stay >= keep
+        out = _decode(img, path)
+        factor = min(out.size) // keep
+        if factor >= 2 and out.mode in ("L", "RGB", "CMYK"):  # box-averaging other modes mixes alpha or palettes
+            out = out.reduce(factor)
+        return _rgb(out, path)
+
+
+def mask_value_range(img: Image.Image, path="<mask>") -> tuple[np.ndarray, float]:
+    """A decoded mask's values (2-D) and its full range (the value meaning "fully lesion"): the storage
+    type's (1-bit 1, 8-bit 255, 16-bit 65535, float in [0, 1] 1.0), but 1 for values that are only 0
+    and 1. Grey RGB(A)/palette masks are fine; real colours raise `ColourMaskError`."""
+    mode = img.mode
+    if mode in ("1", "L", "LA", "La"):
+        values, full = np.asarray(img.getchannel(0) if mode in ("LA", "La") else img, dtype=np.uint8), \
+            (1.0 if mode == "1" else 255.0)
+    elif mode.startswith("I;16"):
+        values, full = np.asarray(img).astype(np.uint16), 65535.0
+    elif mode in ("I", "F"):
+        values = np.asarray(img)
+        hi = float(values.max()) if values.size else 0.0
+        full = (1.0 if hi <= 1.0 else 255.0) if mode == "F" else (255.0 if hi <= 255 else 65535.0 if hi <= 65535
+                                                                   else float(2**31 - 1))
+    else:
+        rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
+        spread = int((rgb.max(axis=2) - rgb.min(axis=2)).max()) if rgb.size else 0
+        if spread > 8:  # a few levels of slack for JPEG chroma noise in grey masks
+            raise ColourMaskError(path, f"a colour image ({mode}; channels differ by up to {spread} levels), not a "
+                                  "binary mask", "save the mask as a single-channel 8-bit PNG with 0 = skin and 255 = lesion")
+        values, full = rgb.mean(axis=2).round().astype(np.uint8), 255.0
+    if full > 1 and values.size and values.max() <= 1 and np.isin(values, (0, 1)).all():
+        return values, 1.0
+    return values, full
+
+
+def binarise_mask(values: np.ndarray, full_range: float) -> np.ndarray:
+    """The one rule that makes a mask binary: 1 (lesion) at or above half of ``full_range``. The cache
+    applies it to masks resized bilinearly as 0..255 grey, so their border follows the image's."""
+    return (np.asarray(values) >= full_range / 2.0).view(np.uint8)  # bool -> 0/1 bytes without a copy
+
+
+def read_mask(path, hw: tuple[int, int] | None = None) -> np.ndarray:
+    """A lesion mask as uint8 (H, W) in {0, 1} by `binarise_mask`; ``hw=(H, W)`` resizes with nearest
+    neighbour."""
+    if hw is not None and not (isinstance(hw, (tuple, list)) and len(hw) == 2
+                               and all(isinstance(s, (int, np.integer)) and s > 0 for s in hw)):
+        raise ValueError(f"hw must be (H, W), two positive integers (height, width), got {hw!r}")
+    with _open(path) as img:
+        binary = binarise_mask(*mask_value_range(_decode(img, path), path))
+    if hw is not None and binary.shape != tuple(hw):
+        binary = np.asarray(Image.fromarray(binary).resize((int(hw[1]), int(hw[0])), Image.Resampling.NEAREST))
+    return np.ascontiguousarray(binary, dtype=np.uint8)
+
+
+def is_ignored(name: str) -> bool:
+    """Hidden files and operating-system/archiver junk (.DS_Store, Thumbs.db, __MACOSX): skipped quietly."""
+    return name.startswith(".") or name.lower() in IGNORED_NAMES
+
+
+def find_images(folder, recursive: bool = True) -> list[Path]:
+    """Image files (by extension, any case) in ``folder`` and, when ``recursive``, below it, sorted;
+    junk skipped. A single image path gives ``[path]``."""
+    p = Path(folder).expanduser()
+    if p.is_file():
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
+            return [p]
+        raise ValueError(f"{p} is not an image file (expected {', '.join(IMAGE_EXTENSIONS)})")
+    if not p.is_dir():
+        raise FileNotFoundError(f"No such folder: {p}")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(p):
+        dirnames[:] = sorted(d for d in dirnames if not is_ignored(d)) if recursive else []
+        found += [Path(dirpath) / n for n in filenames if not is_ignored(n) and Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(found)
+
+
+def read_table(path) -> pd.DataFrame:
+    """A labels table as text: CSV or TSV (from the header line), every cell a stripped str, column
+    names stripped and lower-cased."""
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        header = f.readline()
+    df = pd.read_csv(path, sep="\t" if header.count("\t") > header.count(",") else ",", dtype=str,
+                     keep_default_na=False, encoding="utf-8-sig")
+    df.columns = [str(c).strip().strip('"').lower() for c in df.columns]
+    return df.apply(lambda s: s.str.strip())
+
+
+def read_csv_with_ids(path) -> pd.DataFrame:
+    """A CSV of ours (a split, a per-image table) with ``image_id`` and ``lesion_id`` read as text as
+    written: a lesion called "NA" stays that lesion; only an empty id cell is missing."""
+    ids = ("image_id", "lesion_id")
+    missing = ["", "NA", "N/A", "NaN", "nan", "<NA>", "None", "null", "NULL", "-nan", "#N/A"]
+    columns = pd.read_csv(path, nrows=0).columns
+    return pd.read_csv(path, keep_default_na=False, na_values={c: [""] if c in ids else missing for c in columns},
+                       dtype={c: str for c in ids if c in columns})
+
+
+def describe_folder(folder: Path, limit: int = 10) -> str:
+    """A sentence for messages: what ``folder`` contains (the first ``limit`` names)."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as e:
+        return f"(cannot list it: {e})"
+    names = [e.name + ("/" if e.is_dir() else "") for e in entries[:limit]]
+    more = f", ... ({len(entries)} entries in all)" if len(entries) > limit else ""
+    return "It contains: " + ", ".join(names) + more if entries else "It is empty."
+
+
+# --------------------------------------------------------------------------------------------
+# problems and the report
+# --------------------------------------------------------------------------------------------
+class DataValidationError(ValueError):
+    """The data set has problems; ``.report`` is the full `DataReport`."""
+
+    def __init__(self, message: str, report: DataReport | None = None):
+        super().__init__(message)
+        self.report = report
+
+
+class DataLayoutError(DataValidationError, FileNotFoundError):
+    """No usable data set at all in the folder."""
+
+
+class DataQualityWarning(UserWarning):
+    """Bad items were left out (``on_bad_data="skip"``), or ids of a labels table matched no image."""
+
+
+class LesionLeakageWarning(UserWarning):
+    """Images without a lesion id: images of one lesion can end up in different splits."""
+
+
+@dataclass
+class Problem:
+    """One problem: its ``kind`` (a key of KIND_FIXES), the ``path`` concerned, what is wrong, and the
+    image it makes unusable (None for problems that concern no image, e.g. orphan masks)."""
+
+    kind: str
+    path: str
+    message: str
+    image_id: str | None = None
+
+    @property
+    def hint(self) -> str:
+        return KIND_FIXES[self.kind]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.path}: {self.message}"
+
+
+@dataclass
+class DataReport:
+    """What `validate_dataset` found; ``str(report)`` is the readable report."""
+
+    data_dir: str
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def fatal(self) -> list[Problem]:
+        return [p for p in self.problems if p.kind in FATAL_KINDS]
+
+    def summary(self) -> str:
+        return ", ".join(f"{n} {k}" for k, n in Counter(p.kind for p in self.problems).most_common()) or "no problems"
+
+    def format_problems(self, max_per_kind: int = MAX_LISTED_PER_KIND) -> str:
+        """Every problem grouped by kind, each kind's fix once."""
+        groups: dict[str, list[Problem]] = defaultdict(list)
+        for p in self.problems:
+            groups[p.kind].append(p)
+        lines = []
+        for kind, items in groups.items():
+            lines.append(f"[{kind}] {len(items)} problem{'s' if len(items) != 1 else ''}. Fix: {KIND_FIXES[kind]}")
+            for p in items[:max_per_kind]:
+                rel = os.path.relpath(p.path, self.data_dir) if p.path.startswith(self.data_dir) else p.path
+                lines.append(f"  - {rel}: {p.message}")
+            if len(items) > max_per_kind:
+                lines.append(f"  ... and {len(items) - max_per_kind} more of this kind")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        c = self.counts
+        lines = [f"Data set {self.data_dir}",
+                 f"  {c.get('images', 0)} images, {c.get('masks', 0)} masks, {c.get('labels', 0)} label rows; usable: "
+                 f"{c.get('usable', 0)} ({c.get('with_label', 0)} with a diagnosis, {c.get('with_mask', 0)} with a mask)"]
+        if self.ignored:
+            more = f" and {len(self.ignored) - 5} more" if len(self.ignored) > 5 else ""
+            lines.append(f"  ignored (hidden/system files): {', '.join(Path(p).name for p in self.ignored[:5])}{more}")
+        lines += [f"  note: {n}" for n in self.notes]
+        lines += ["OK: no problems found."] if self.ok else [f"{len(self.problems)} PROBLEM(S) FOUND:", self.format_problems()]
+        return "\n".join(lines)
+
+
+def no_labels_problem(folder: Path, n_images: int, why: str = "") -> Problem:
+    """The fatal problem of images with neither labels nor masks: they can only be predicted on."""
+    return Problem("no_labels", str(folder), f"no labels file{why} and no masks: nothing to score "
+                   f"these {n_images} images against. A folder of images alone can only be predicted on, with "
+                   f"notebooks/04_inference:\n      {INFERENCE_CMD.format(folder=shlex.quote(str(folder)))}\n    "
+                   + describe_folder(folder))
+
+
+def layout_error(report: DataReport) -> DataLayoutError:
+    """The error of a folder with no usable data set: the fatal problems, the expected layout, the rest."""
+    body = "\n".join(f"  - {p.message}" for p in report.fatal)
+    name = Path(report.data_dir).name
+    hint = f"\n(This looks like the {name}/ folder itself: pass its parent folder as data_dir.)" \
+        if name in ("images", "masks") else ""
+    others = [p for p in report.problems if p.kind not in FATAL_KINDS]
+    extra = f"\nOther problems:\n{report.format_problems()}" if others else ""
+    return DataLayoutError(f"No usable data set in {report.data_dir}:\n{body}{hint}\n{EXPECTED_LAYOUT}{extra}", report)
+
+
+# --------------------------------------------------------------------------------------------
+# checking the files
+# --------------------------------------------------------------------------------------------
+def check_image(path: str) -> tuple[tuple[int, int] | None, Problem | None]:
+    """``((H, W), None)``, or ``(None, problem)`` for an image training could not read (decoded at draft scale)."""
+    try:
+        with _open(path) as img:
+            hw = _hw(img)
+            _rgb(_decode(img, path, draft=True), path)
+        return hw, None
+    except ImageReadError as e:
+        return None, Problem("unreadable_image", path, e.reason)
+
+
+def check_mask(path: str) -> tuple[tuple[int, int] | None, Problem | None]:
+    """Like `check_image` for a mask, which must also be binary by `binarise_mask`: not empty once
+    binarised although not all zero (a label map, a wrongly scaled mask), few mid-grey pixels."""
+    try:
+        with _open(path) as img:
+            hw = _hw(img)
+            values, full = mask_value_range(_decode(img, path), path)
+    except ColourMaskError as e:
+        return None, Problem("not_binary_mask", path, e.reason)
+    except ImageReadError as e:
+        return None, Problem("unreadable_mask", path, e.reason)
+    hi = values.max() if values.size else 0  # the rule is a threshold: the brightest pixel decides
+    if hi > 0 and not binarise_mask(hi, full):
+        distinct = np.unique(values)
+        shown = ", ".join(f"{v:g}" for v in distinct[:8]) + (" ..." if len(distinct) > 8 else "")
+        return hw, Problem("not_binary_mask", path, f"looks like a label map or wrongly scaled mask: max value {hi:g} "
+                           f"of {full:g} (values {shown}); binarised at half range it would be empty")
+    lo_grey, hi_grey = 0.1 * full, 0.9 * full
+    if values.dtype.kind in "ui":  # the same test with integer bounds: 3x faster
+        lo_grey, hi_grey = math.floor(lo_grey), math.ceil(hi_grey)
+    mid = np.count_nonzero((values > lo_grey) & (values < hi_grey)) / max(values.size, 1)
+    if mid > MID_GREY_FRACTION:
+        return hw, Problem("not_binary_mask", path, f"not binary: {len(np.unique(values))} distinct values and "
+                           f"{mid:.0%} of pixels are mid-grey (between 10% and 90% of range); a soft map or a photo?")
+    return hw, None
+
+
+def _aspect_problem(mask_path: str, image_hw: tuple[int, int], mask_hw: tuple[int, int]) -> Problem | None:
+    (ih, iw), (mh, mw) = image_hw, mask_hw
+    if abs(mw / mh - iw / ih) / (iw / ih) <= ASPECT_TOLERANCE:
+        return None
+    return Problem("aspect_mismatch", mask_path, f"mask is {mw}x{mh} px (width x height, aspect {mw / mh:.3f}) but "
+                   f"its image is {iw}x{ih} px (aspect {iw / ih:.3f})")
+
+
+def _list(folder: Path, report: DataReport, is_mask_dir: bool) -> dict[str, list[os.DirEntry]]:
+    """A folder's files by image id; sub-folders, other files and badly named masks reported."""
+    files: dict[str, list[os.DirEntry]] = defaultdict(list)
+    entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    for e in entries:
+        stem, ext = os.path.splitext(e.name)
+        if is_ignored(e.name):
+            report.ignored.append(e.path)
+        elif e.is_dir():
+            report.problems.append(Problem("unexpected_folder", e.path, "a sub-folder inside images/ or masks/"))
+        elif ext.lower() not in IMAGE_EXTENSIONS:
+            report.problems.append(Problem("not_an_image", e.path, f"not a {'/'.join(IMAGE_EXTENSIONS)} file "
+                                           f"({ext or 'no extension'})"))
+        elif not is_mask_dir:
+            files[stem].append(e)
+        elif e.name.lower().endswith(MASK_SUFFIX) and len(e.name) > len(MASK_SUFFIX):
+            files[e.name[:-len(MASK_SUFFIX)]].append(e)
+        else:
+            report.problems.append(Problem("bad_mask_name", e.path, f"file name does not end in {MASK_SUFFIX}"))
+    if not any(not is_ignored(e.name) for e in entries):
+        report.problems.append(Problem("empty_folder", str(folder), f"the {'mask' if is_mask_dir else 'image'} folder "
+                                       f"is empty. {describe_folder(folder)}"))
+    return files
+
+
+def _read_metadata(path: Path, images: set[str], report: DataReport, partial: bool) -> tuple[dict | None, bool]:
+    """``(image_id -> {label, lesion_id, age, sex, localization}, has a lesion_id column)`` from
+    HAM10000_metadata.csv (None when it cannot be used); bad and conflicting rows of images reported."""
+    try:
+        df = read_table(path)
+    except Exception as e:  # noqa: BLE001 - any parse failure is reported, not raised
+        report.problems.append(Problem("bad_label_file", str(path), f"cannot be parsed as CSV ({e})"))
+        return None, False
+    missing = [c for c in ("image_id", "dx") if c not in df.columns]
+    if missing:
+        report.problems.append(Problem("bad_label_file", str(path), f"has no column {', '.join(missing)} "
+                                       f"(columns: {', '.join(df.columns[:12]) or 'none'})"))
+        return None, False
+    rows: dict[str, dict] = {}
+    for r in df.to_dict("records"):
+        image_id, dx = r["image_id"], r["dx"]
+        if not image_id:
+            continue
+        if image_id in rows:
+            if rows[image_id]["dx"].lower() != dx.lower() and image_id in images:
+                report.problems.append(Problem("duplicate_id", str(path), f"{image_id} is listed more than once with "
+                                               f"different diagnoses ({rows[image_id]['dx']}, {dx})", image_id))
+            continue
+        lesion = r.get("lesion_id", "")
+        rows[image_id] = {"dx": dx, "label": DX_TO_INDEX.get(dx.lower(), -1), "lesion_id": lesion,
+                          "missing_lesion_id": "lesion_id" in df.columns and lesion.lower() in MISSING_LESION_IDS,
+                          "age": r.get("age", ""), "sex": r.get("sex") or "unknown",
+                          "localization": r.get("localization") or "unknown"}
+        if rows[image_id]["label"] < 0 and image_id in images and (dx or not partial):
+            report.problems.append(Problem("bad_label", str(path), f"{image_id}: diagnosis {dx!r} is not one of the "
+                                           "seven classes" if dx else f"{image_id}: no diagnosis (empty dx cell)", image_id))
+    report.counts["labels"] = len(rows)
+    if "lesion_id" not in df.columns:
+        report.notes.append(f"{path.name} has no lesion_id column: lesion_id = image_id, so near-duplicate images of "
+                            "one lesion may leak across splits")
+    return rows, "lesion_id" in df.columns
+
+
+def _scan(data_dir, decode: bool, partial: bool) -> tuple[DataReport, list[dict], bool]:
+    """Check a data folder; returns the report, the index rows (``_bad`` when a problem names them)
+    and whether the labels have a lesion_id column."""
+    root = Path(os.path.abspath(Path(data_dir).expanduser()))
+    report = DataReport(str(root))
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        listing = describe_folder(root.parent) if root.parent.is_dir() else "Its parent folder does not exist either."
+        report.problems.append(Problem("missing_folder", str(root), f"the data folder {what}. Parent {root.parent}: {listing}"))
+        return report, [], False
+    images = _list(root / "images", report, False) if (root / "images").is_dir() else {}
+    has_masks = (root / "masks").is_dir()
+    masks = _list(root / "masks", report, True) if has_masks else {}
+    report.counts.update(images=sum(map(len, images.values())), masks=sum(map(len, masks.values())))
+    for image_id, files in images.items():
+        if len(files) > 1:
+            report.problems.append(Problem("duplicate_id", files[0].path, f"image id {image_id} appears {len(files)} "
+                                           f"times: {', '.join(os.path.relpath(f.path, root) for f in files)}", image_id))
+    meta_path = root / METADATA_NAME
+    labels, has_lesion_ids = _read_metadata(meta_path, set(images), report, partial) if meta_path.is_file() \
+        else (None, False)
+    if not images:
+        report.problems.append(Problem("no_images", str(root), f"no {'/'.join(IMAGE_EXTENSIONS)} images in "
+                                       f"{root / 'images'}. {describe_folder(root)}"))
+    elif labels is None and meta_path.is_file():
+        report.problems.append(Problem("no_labels", str(root), f"no usable labels file: {METADATA_NAME} cannot be read "
+                                       "(see bad_label_file)"))
+    elif labels is None and not masks:
+        report.problems.append(no_labels_problem(root, len(images), f" ({METADATA_NAME})"))
+    if not has_masks:
+        report.notes.append("no masks found (masks/<image_id>_segmentation.png): mask_path is None, the "
+                            "segmentation head cannot be trained or evaluated")
+    if labels is None and masks:
+        report.notes.append("no labels file: masks only, so every label is -1 and classification cannot be scored")
+    for image_id in sorted(masks):
+        if image_id not in images:
+            report.problems += [Problem("orphan_mask", f.path, f"no image {image_id} for this mask") for f in masks[image_id]]
+    rows, no_lesion_id, unscorable = [], [], []
+    named = {p.image_id for p in report.problems if p.image_id}
+    for image_id in sorted(images):
+        start = len(report.problems)
+        image, mask = images[image_id][0], masks.get(image_id, [None])[0]
+        row = (labels or {}).get(image_id)
+        if has_masks and mask is None and not partial:
+            report.problems.append(Problem("missing_mask", image.path, f"no mask masks/{image_id}{MASK_SUFFIX}", image_id))
+        if labels is not None and row is None and not partial:
+            report.problems.append(Problem("missing_label", image.path, f"{image_id} has no row in {METADATA_NAME}", image_id))
+        if not decode:  # what a stat() shows: empty files
+            found = [Problem(kind, f.path, "the file is empty (0 bytes)") for f, kind in
+                     ((image, "unreadable_image"), (mask, "unreadable_mask")) if f and f.stat().st_size == 0]
+        else:
+            image_hw, problem = check_image(image.path)
+            found = [problem]
+            if mask is not None:
+                mask_hw, mask_problem = check_mask(mask.path)
+                found += [mask_problem, image_hw and mask_hw and _aspect_problem(mask.path, image_hw, mask_hw)]
+        for p in found:
+            if p:
+                p.image_id = image_id
+                report.problems.append(p)
+        label = row["label"] if row else -1
+        if label < 0 and mask is None and image_id not in named and len(report.problems) == start:
+            unscorable.append(image_id)
+            continue
+        if row and row["missing_lesion_id"]:
+            no_lesion_id.append(image_id)
+        rows.append({"image_id": image_id, "image_path": image.path, "mask_path": mask.path if mask else None,
+                     "label": label, "lesion_id": (row["lesion_id"] if row and not row["missing_lesion_id"] else "")
+                     or image_id, "age": row["age"] if row else "", "sex": row["sex"] if row else "unknown",
+                     "localization": row["localization"] if row else "unknown",
+                     "_sizes": (image.stat().st_size, mask.stat().st_size if mask else -1)})
+    if unscorable:
+        report.notes.append(f"{len(unscorable)} images have neither a diagnosis nor a mask (e.g. {unscorable[0]}): "
+                            "left out, there is nothing to score them against")
+    if no_lesion_id:
+        report.notes.append(f"{len(no_lesion_id)} images have no lesion id in {METADATA_NAME} (an empty cell or a "
+                            f"placeholder such as NA, none, unknown, -; e.g. {no_lesion_id[0]}): each is taken as a "
+                            "lesion of its own (lesion_id = image_id). If some of them show the same lesion, give them "
+                            "one lesion_id, or near-duplicates may land on both sides of the split")
+    bad = {p.image_id for p in report.problems if p.image_id}
+    for r in rows:
+        r["_bad"] = r["image_id"] in bad
+    good = [r for r in rows if not r["_bad"]]
+    report.counts.update(usable=len(good), with_label=sum(r["label"] >= 0 for r in good),
+                         with_mask=sum(r["mask_path"] is not None for r in good))
+    return report, rows, has_lesion_ids
+
+
+def validate_dataset(data_dir, decode: bool = True, partial: bool = False) -> DataReport:
+    """Check a data folder and return the `DataReport` of every problem (never raises for bad data).
+    ``decode=True`` reads every image and mask as training does (JPEGs at draft scale); ``False``
+    checks names, pairing, labels and empty files only."""
+    return _scan(data_dir, decode, partial)[0]
+
+
+def _fingerprint(rows: list[dict]) -> str:
+    """12 hex chars from each image's id, file sizes and label: results stay comparable across runs."""
+    h = hashlib.sha256()
+    for r in sorted(rows, key=lambda r: r["image_id"]):
+        h.update(f"{r['image_id']}\t{r['_sizes'][0]}\t{r['_sizes'][1]}\t{r['label']}\n".encode())
+    return h.hexdigest()[:12]
+
+
+def is_synthetic(data_dir) -> bool:
+    """True when ``data_dir/dataset_info.json`` marks the folder as the synthetic demo."""
+    try:
+        return json.loads((Path(data_dir) / INFO_NAME).read_text(encoding="utf-8")).get("synthetic") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_index(data_dir, on_bad_data: str = "raise", decode: bool = True, *, partial: bool = False) -> pd.DataFrame:
+    """The index of a folder in the layout: one row per usable image, by image_id.
+
+    Columns ``image_id, image_path, mask_path`` (None without a mask), ``label`` (-1 without a
+    diagnosis: ``dx`` missing), ``dx, lesion_id, age, sex, localization, has_label, has_mask``;
+    ``df.attrs``: ``data_dir, label_file, has_lesion_ids, has_labels, has_masks, partial,
+    fingerprint, synthetic, problems`` (what was skipped). ``on_bad_data="raise"`` raises
+    `DataValidationError` listing every problem; ``"skip"`` leaves the affected images out with one
+    `DataQualityWarning`. A folder without images, or with neither labels nor masks, raises
+    `DataLayoutError`. ``partial=True`` (scoring a whole folder, never training) keeps images
+    without a labels row or a mask. ``decode=False`` skips the pixel checks.
+    """
+    if on_bad_data not in ON_BAD_DATA:
+        raise ValueError(f"on_bad_data must be one of {ON_BAD_DATA}, got {on_bad_data!r}")
+    report, rows, has_lesion_ids = _scan(data_dir, decode, partial)
+    if report.fatal:
+        raise layout_error(report)
+    if report.problems and on_bad_data == "raise":
+        raise DataValidationError(
+            f"Data set {report.data_dir} has {len(report.problems)} problem(s) ({report.summary()}).\n"
+            f"{report.format_problems()}\nFix them, or call load_index(..., on_bad_data=\"skip\") to leave the affected "
+            "images out (python -m skin_utils.prepare check DATA_DIR prints the full report).", report)
+    good = [r for r in rows if not r["_bad"]]
+    if not good:
+        raise DataValidationError(f"No usable images left in {report.data_dir} ({report.summary()}).\n"
+                                  f"{report.format_problems()}", report)
+    if report.problems:
+        warnings.warn(f"Skipped {len(rows) - len(good)} image(s) of {report.data_dir} and ignored {len(report.problems)} "
+                      f"problem(s) ({report.summary()}); kept {len(good)} images. See df.attrs[\"problems\"].",
+                      DataQualityWarning, stacklevel=2)
+    labelled = (Path(report.data_dir) / METADATA_NAME).is_file()
+    if labelled and not has_lesion_ids and not partial:
+        warnings.warn(f"{METADATA_NAME} has no lesion ids, so lesion_id = image_id. HAM10000 holds several images of "
+                      "the same lesion: NEAR-DUPLICATE IMAGES OF ONE LESION MAY LEAK ACROSS TRAIN/VALIDATION/TEST "
+                      "SPLITS and inflate every score. Give the labels a lesion_id column to split by lesion.",
+                      LesionLeakageWarning, stacklevel=2)
+    placeholder = next((n for n in report.notes if "have no lesion id in" in n), None)
+    if placeholder:
+        warnings.warn(placeholder + ".", LesionLeakageWarning, stacklevel=2)
+    df = pd.DataFrame({
+        "image_id": [r["image_id"] for r in good],
+        "image_path": [r["image_path"] for r in good],
+        "mask_path": pd.Series([r["mask_path"] for r in good], dtype=object),
+        "label": np.array([r["label"] for r in good], dtype=np.int64),
+        "dx": [CLASS_NAMES[r["label"]] if r["label"] >= 0 else None for r in good],
+        "lesion_id": [r["lesion_id"] for r in good],
+        "age": pd.to_numeric(pd.Series([r["age"] for r in good], dtype=object), errors="coerce").astype(float),
+        "sex": [r["sex"] for r in good],
+        "localization": [r["localization"] for r in good],
+    })
+    df["has_label"], df["has_mask"] = df["label"].to_numpy() >= 0, df["mask_path"].notna().to_numpy()
+    df.attrs.update(data_dir=report.data_dir, label_file=METADATA_NAME if labelled else None,
+                    has_lesion_ids=has_lesion_ids, has_labels=bool(df["has_label"].any()),
+                    has_masks=bool(df["has_mask"].any()), partial=bool(partial), fingerprint=_fingerprint(good),
+                    synthetic=is_synthetic(report.data_dir), problems=[str(p) for p in report.problems])
+    return df
