@@ -169,10 +169,6 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def replace(self, **changes):
-        check_names(changes, self.names(), type(self).__name__)
-        return dataclasses.replace(self, **changes)
-
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
@@ -206,7 +202,7 @@ class Config:
     def parser(cls, **kwargs) -> argparse.ArgumentParser:
         """An argument parser with one ``--option`` per field: its default, type and meaning."""
         p = argparse.ArgumentParser(formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
-        meanings, hints = cls.meanings(), typing.get_type_hints(cls)
+        meanings = cls.meanings()
         for f in dataclasses.fields(cls):
             kind, optional = _kind(str(f.type))
             option, default = "--" + f.name.replace("_", "-"), f.default if f.default is not dataclasses.MISSING \
@@ -215,7 +211,7 @@ class Config:
             if kind == "bool":
                 p.add_argument(option, action=argparse.BooleanOptionalAction, default=default, help=text)
             elif kind == "list":
-                item = float if "float" in str(hints[f.name]) else int if "int" in str(hints[f.name]) else str
+                item = {"list[float]": float, "list[int]": int}.get(str(f.type), str)
                 p.add_argument(option, type=item, nargs="+", default=default, help=text)
             else:
                 convert = {"int": int, "float": float, "dict": json.loads}.get(kind, str)

@@ -207,9 +207,16 @@ def missing_options(argv: list[str], help_text: str) -> list[str]:
 
 @functools.lru_cache(maxsize=None)
 def notebook_parameters(notebook: str) -> frozenset[str]:
+    """The parameters cell's names, and every field of the notebook's config (a notebook takes any
+    field with -p, also one its cell does not show: skin_utils.config.Config.from_notebook)."""
     from papermill.inspection import inspect_notebook
 
-    return frozenset(inspect_notebook(str(ROOT / notebook)))
+    from skin_utils import config
+
+    jobs = {c.NOTEBOOK: c for c in vars(config).values()
+            if isinstance(c, type) and issubclass(c, config.Config) and c is not config.Config}
+    fields = jobs[PurePosixPath(notebook).stem].names() if PurePosixPath(notebook).stem in jobs else []
+    return frozenset(inspect_notebook(str(ROOT / notebook))) | frozenset(fields)
 
 
 def check_papermill(cmd: Command) -> list[str]:
