@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from skin_utils.config import CLASS_BALANCE
 from skin_utils.data.cache import ArrayCache, build_cache
 from skin_utils.data.datasets import (CachedLesionDataset, balanced_sampler, build_augmentation, make_loader,
                                       resolve_data_dir)
@@ -21,7 +22,6 @@ from skin_utils.data.layout import load_index
 from skin_utils.data.splits import load_or_make_split
 from skin_utils.demo.synthetic import SYNTHETIC_NOTE
 from skin_utils.labels import CLASS_NAMES
-from skin_utils.losses import CLASS_BALANCE
 
 
 #: data_dir values that fall back to the synthetic demo when the folder holds no data set.
