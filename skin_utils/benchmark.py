@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from skin_utils.config import resolve
 from skin_utils.data.cache import build_cache
 from skin_utils.data.imageio import as_hw
 from skin_utils.data.datasets import (IMAGENET_MEAN, IMAGENET_STD, CachedLesionDataset, build_augmentation,
@@ -394,7 +395,6 @@ def main(argv=None) -> int:
     parser.add_argument("--figure", default="reports/figures/bench.png")
     args = parser.parse_args(argv)
     from skin_utils.metrics import to_jsonable
-    from skin_utils.nb.paths import resolve
 
     result = run(args.data_dir, args.image_size, args.batch_size, args.max_samples, args.device, args.amp,
                  args.num_workers, args.quality_epochs, compile=args.compile)
