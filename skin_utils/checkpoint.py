@@ -108,23 +108,28 @@ class Checkpoint:
         return path
 
     @classmethod
-    def load(cls, path, map_location="cpu") -> Checkpoint:
-        """Read a checkpoint of any known format version (older ones are upgraded); missing
-        optional fields take their defaults, unknown ones are refused."""
-        content = upgrade(_read(Path(path), map_location), source=str(path))
+    def from_dict(cls, content: dict, source: str = "checkpoint") -> Checkpoint:
+        """The inverse of `to_dict` for any known format version (older ones are upgraded);
+        missing optional fields take their defaults, unknown ones are refused."""
+        content = upgrade(content, source)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(content) - known - {"format_version"})
         if unknown:
-            raise CheckpointError(f"{path} has fields this version of skin_utils does not know: {unknown}. It was "
+            raise CheckpointError(f"{source} has fields this version of skin_utils does not know: {unknown}. It was "
                                   "written by other code; load it with the skin_utils that wrote it.")
         missing = sorted(f.name for f in fields(cls) if f.name not in content
                          and f.default is MISSING and f.default_factory is MISSING)
         if missing:
-            raise CheckpointError(f"{path} lacks the required fields {missing}; it cannot be used.")
+            raise CheckpointError(f"{source} lacks the required fields {missing}; it cannot be used.")
         try:
             return cls(**{k: v for k, v in content.items() if k in known})
         except (TypeError, ValueError) as err:
-            raise CheckpointError(f"{path} holds a malformed field ({err}); it cannot be used.") from err
+            raise CheckpointError(f"{source} holds a malformed field ({err}); it cannot be used.") from err
+
+    @classmethod
+    def load(cls, path, map_location="cpu") -> Checkpoint:
+        """Read a checkpoint file of any known format version; refuse anything else."""
+        return cls.from_dict(_read(Path(path), map_location), source=str(path))
 
 
 def _read(path: Path, map_location) -> dict:

@@ -51,7 +51,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
     device = distributed.init_distributed(resolve_device(cfg.device))
     main, world = distributed.is_main_process(), distributed.world_size()
     say = print if main and progress else (lambda *a, **k: None)
-    say(f"Training on {device} x {world} process(es), {torch.get_num_threads()} CPU threads each")
+    say(f"Training on {device} x {world} process(es): global batch {cfg.batch_size * world} ({cfg.batch_size} per "
+        f"process), {torch.get_num_threads()} CPU threads per process")
     seed_everything(cfg.seed)
     with distributed.main_process_first():  # rank 0 writes the demo data, the split and the cache first
         data = load_data(cfg.data_dir, cfg.image_size, split_path=cfg.split_path, split_fractions=cfg.split_fractions,
