@@ -3,7 +3,7 @@
 
 Before anything runs (and so before nbval starts a notebook kernel, which inherits this
 environment), relative paths are redirected to a temporary folder with ``SKIN_UTILS_ROOT`` (see
-`skin_utils.nb.paths`), and the preprocessing cache to another with ``SKIN_UTILS_CACHE``: the
+`skin_utils.config.project_root`), and the preprocessing cache to another with ``SKIN_UTILS_CACHE``: the
 notebooks' committed defaults (``data``, ``checkpoints``, ``reports``) then read and write there.
 
 As proof, the checkout's own ``data/``, ``checkpoints/`` and ``reports/`` are listed (and a

@@ -96,8 +96,7 @@ from skin_utils.evaluation import (best_and_worst, domain_shift, evaluate_origin
 from skin_utils.trust.assess import (assess_trust, calibration_table, cam_check, cam_columns, cam_examples, cam_report,
                                      cam_summary_table, choose_cam_examples, operating_point_table, referral_table,
                                      trust_section)
-from skin_utils.losses import trained_tasks
-from skin_utils.config import EvaluateConfig, resolve
+from skin_utils.config import EvaluateConfig, resolve, trained_tasks
 from skin_utils.data import load_data
 from skin_utils.runs import run_to_score
 from skin_utils.metrics import bootstrap_ci, read_per_image

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from skin_utils.config import resolve
 from skin_utils.data import CachedLesionDataset, build_cache, make_loader
 from skin_utils.layout import as_hw
 from skin_utils.transforms import IMAGENET_MEAN, IMAGENET_STD, build_augmentation
@@ -392,7 +393,6 @@ def main(argv=None) -> int:
     parser.add_argument("--figure", default="reports/figures/bench.png")
     args = parser.parse_args(argv)
     from skin_utils.metrics import to_jsonable
-    from skin_utils.nb.paths import resolve
 
     result = run(args.data_dir, args.image_size, args.batch_size, args.max_samples, args.device, args.amp,
                  args.num_workers, args.quality_epochs, compile=args.compile)

@@ -1,25 +1,19 @@
-"""Train for the minutes a user has instead of a number of epochs.
+"""Train for the minutes a user has instead of a number of epochs: the plan's arithmetic.
 
-`plan_training` times a few training and validation batches on the machine at hand (on a copy
-of the model, so the run itself is untouched), then `plan_epochs` buys as many epochs as fit in
-what is left of the budget once the time already spent (data loading) and the work after
-training (calibration on the validation split) are set aside. The learning-rate schedule is then
-built for exactly those epochs, so the run ends annealed. `fit(deadline=...)` shows the time
-left and stops early, with a message, if the machine turns out slower than measured.
-
-The plan is saved with the run (``metrics/budget.json``); a resumed run keeps it. Training for a
-budget is as reproducible as training for the epochs it bought: the measurement draws from the
-random streams, but every epoch reseeds them (`skin_utils.engine`), so ``epochs=<plan.epochs>``
-gives the same model.
+`plan_training` calls the measurement it is handed (seconds per batch on this machine), then
+`plan_epochs` buys the whole epochs that fit once the time already spent and the work after
+training (calibration, the report) are set aside; the schedule is built for exactly those epochs.
+`fit(deadline=...)` stops early if the machine turns out slower than measured. The plan is saved
+with the run (``metrics/budget.json``) and kept on resume; a budgeted run equals the run of the
+epochs it bought (every epoch reseeds).
 """
 from __future__ import annotations
 
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-
 
 MAX_EPOCHS = 1000          # a budget never buys more than this (tiny data sets on fast machines)
 RESERVE = 0.05             # share of the remaining budget kept free for what the estimate misses
@@ -53,8 +47,8 @@ class BudgetPlan:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "BudgetPlan":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+    def from_dict(cls, d: dict) -> BudgetPlan:
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
     def describe(self) -> str:
         return (f"Time budget {self.budget_s / 60:g} min: {self.epochs} epoch(s) of ~{self.epoch_s:.0f} s "
@@ -63,55 +57,50 @@ class BudgetPlan:
                 f"after; planned {self.planned_total_s / 60:.1f} min in all.")
 
     def deadline(self, started_at: float) -> float:
-        """The clock reading by which training and validation must be over (calibration and the
-        report still to come), for a run that began (or, resumed, began again) at ``started_at``.
-        A resumed run has already spent its first start's ``spent_before_s``; `skin_utils.engine.fit`
-        also takes off the seconds of the epochs it resumes after."""
+        """The clock reading by which training and validation must be over, for a run that began
+        (or, resumed, began again) at ``started_at``: a resumed run has already spent its first
+        start's ``spent_before_s`` (and `fit` takes off the seconds of the epochs it resumes after)."""
         return started_at + self.budget_s - self.after_s - (self.spent_before_s if self.resumed else 0.0)
 
     def save(self, path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({**self.as_dict(), "resumed": False}, indent=2))
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps({**self.as_dict(), "resumed": False}, indent=2))
 
     @classmethod
-    def load(cls, path) -> "BudgetPlan":
+    def load(cls, path) -> BudgetPlan:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 def plan_epochs(budget_s: float, *, spent_before_s: float, train_batch_s: float, val_batch_s: float,
                 train_batches: int, val_batches: int, after_val_passes: float = 9.0,
                 checkpoint_s: float = CHECKPOINT_SECONDS, report_s: float = REPORT_SECONDS,
-                reserve: float = RESERVE, max_epochs: int = MAX_EPOCHS) -> BudgetPlan:
-    """The number of whole epochs that fit in ``budget_s``. An epoch costs ``train_batches``
-    training batches, ``val_batches`` validation batches and a checkpoint; after the last one come
-    ``after_val_passes`` passes over the validation split (calibration: 8 TTA views and a plain
-    pass = 9; 0 when the classification head is not trained) and the report. ``reserve`` of what
-    is left is kept free. Raises `BudgetError` when not even one epoch fits."""
+                max_epochs: int = MAX_EPOCHS) -> BudgetPlan:
+    """The whole epochs that fit in ``budget_s``. An epoch is its training and validation batches
+    and a checkpoint; after the last come ``after_val_passes`` passes over the validation split
+    (calibration: 8 TTA views and a plain pass = 9; 0 without a trained classification head) and
+    the report; `RESERVE` of what is left stays free. `BudgetError` when not one epoch fits."""
     if budget_s <= 0:
         raise BudgetError(f"time_budget must be positive, got {budget_s / 60:g} min.")
     epoch_s = train_batches * train_batch_s + val_batches * val_batch_s + checkpoint_s
     after_s = after_val_passes * val_batches * val_batch_s + report_s
-    left = (budget_s - spent_before_s - after_s) * (1.0 - reserve)
-    epochs = min(max_epochs, int(math.floor(left / epoch_s))) if left > 0 else 0
+    left = (budget_s - spent_before_s - after_s) * (1.0 - RESERVE)
+    epochs = min(max_epochs, math.floor(left / epoch_s)) if left > 0 else 0
     if epochs < 1:
-        need = (spent_before_s + epoch_s + after_s) / (1.0 - reserve)
+        need = (spent_before_s + epoch_s + after_s) / (1.0 - RESERVE)
         raise BudgetError(
             f"A time budget of {budget_s / 60:.1f} min buys no epoch on this machine: {spent_before_s:.0f} s went "
             f"to loading and measuring, one epoch takes ~{epoch_s:.0f} s and calibration and the report ~{after_s:.0f} s. "
             f"Give time_budget >= {math.ceil(need / 60 * 10) / 10:.1f} (minutes), or make the run cheaper "
             "(smaller image_size, max_samples, or a GPU).")
-    return BudgetPlan(budget_s=float(budget_s), spent_before_s=float(spent_before_s),
-                      train_batch_s=float(train_batch_s), val_batch_s=float(val_batch_s),
-                      train_batches=int(train_batches), val_batches=int(val_batches), epoch_s=float(epoch_s),
-                      after_s=float(after_s), epochs=int(epochs),
-                      planned_total_s=float(spent_before_s + epochs * epoch_s + after_s))
+    return BudgetPlan(float(budget_s), float(spent_before_s), float(train_batch_s), float(val_batch_s),
+                      int(train_batches), int(val_batches), float(epoch_s), float(after_s), int(epochs),
+                      float(spent_before_s + epochs * epoch_s + after_s))
 
 
-def seconds_per_batch(run_batches, n: int, clock=time.perf_counter, warmup: int = 2) -> float:
-    """Seconds per batch of ``run_batches(k)`` (which processes k batches): one warm-up call of
-    ``warmup`` batches (first-call costs: allocation, worker start-up), then ``n`` batches timed."""
-    run_batches(warmup)
+def seconds_per_batch(run_batches, n: int, clock=time.perf_counter) -> float:
+    """Seconds per batch of ``run_batches(k)`` (which processes k batches): two warm-up batches
+    first (allocation, worker start-up), then ``n`` timed."""
+    run_batches(2)
     t0 = clock()
     run_batches(n)
     return max(clock() - t0, 0.0) / n
@@ -120,13 +109,9 @@ def seconds_per_batch(run_batches, n: int, clock=time.perf_counter, warmup: int 
 def plan_training(budget_minutes: float, started_at: float, measure, train_batches: int, val_batches: int, *,
                   calibrate: bool = True, calibrate_tta: bool = True, saved=None, resume: bool = False,
                   clock=time.perf_counter) -> BudgetPlan:
-    """Plan the epochs for ``budget_minutes`` counted from ``started_at`` (a ``clock()`` reading
-    taken when the run began). ``measure()`` times this machine and returns (seconds per training
-    batch, seconds per validation batch) (`skin_utils.engine.measure_batch_seconds`); an epoch has
-    ``train_batches`` and ``val_batches``. ``calibrate``: whether calibration follows training (8-view
-    TTA passes when ``calibrate_tta``). The plan is written to ``saved`` (a json path); with
-    ``resume`` a plan found there is kept as it is (same epochs, same schedule), nothing is measured,
-    and the time its first start spent is counted (`BudgetPlan.deadline`)."""
+    """The plan for ``budget_minutes`` from ``started_at`` (a ``clock()`` reading); ``measure()``
+    returns (seconds per training batch, per validation batch). It is written to ``saved``; with
+    ``resume`` a plan found there is kept as it is (the same epochs) and nothing is measured."""
     if resume and saved is not None and Path(saved).is_file():
         plan = BudgetPlan.load(saved)
         if abs(plan.budget_s - budget_minutes * 60.0) > 1e-6:
@@ -135,46 +120,41 @@ def plan_training(budget_minutes: float, started_at: float, measure, train_batch
         print(f"Resuming with the saved plan ({saved}): {plan.epochs} epoch(s), the time already spent counted.")
         return replace(plan, resumed=True)
     train_s, val_s = measure()
-    passes = (9.0 if calibrate_tta else 1.0) if calibrate else 0.0
     plan = plan_epochs(budget_minutes * 60.0, spent_before_s=clock() - started_at, train_batch_s=train_s,
                        val_batch_s=val_s, train_batches=train_batches, val_batches=val_batches,
-                       after_val_passes=passes)
+                       after_val_passes=(9.0 if calibrate_tta else 1.0) if calibrate else 0.0)
     if saved is not None:
         plan.save(saved)
     return plan
 
 
-def plan_check(plan: BudgetPlan | None, history: list[dict], tolerance: float = PLAN_TOLERANCE) -> dict | None:
-    """How well the measurement foretold the epochs: ``measured_train_batch_s`` (the plan's),
-    ``epoch_train_batch_s`` (the median over the epochs run of ``train_seconds / train_batches``),
-    their ``ratio`` (measured / real: above 1, the measurement was slow and too few epochs were
-    bought) and a ``warning`` (None when the ratio is within ``tolerance`` either way). None without
-    a plan, without an epoch with its ``train_seconds``, or when an epoch has fewer than
-    `CHECK_MIN_BATCHES` batches (tiny data: fixed costs dominate an epoch)."""
+def plan_check(plan: BudgetPlan | None, history: list[dict]) -> dict | None:
+    """How well the measurement foretold the epochs: the measured and the epochs' own (median)
+    seconds per training batch, their ``ratio`` (measured / real) and a ``warning`` when it is
+    more than `PLAN_TOLERANCE` off either way. None without a plan or timed epochs, or for epochs
+    under `CHECK_MIN_BATCHES` batches (fixed costs dominate them)."""
     seconds = sorted(row["train_seconds"] for row in history if row.get("train_seconds"))
     if plan is None or not seconds or plan.train_batches < CHECK_MIN_BATCHES:
         return None
     real = seconds[len(seconds) // 2] / plan.train_batches
     ratio = plan.train_batch_s / real
+    pace = f"{plan.train_batch_s:.3f} s per training batch measured, {real:.3f} s in the epochs"
     warning = None
-    if ratio > tolerance:
-        warning = (f"The measurement before training ran {ratio:.1f}x slower than the epochs themselves "
-                   f"({plan.train_batch_s:.3f} s per training batch measured, {real:.3f} s in the epochs): the machine "
-                   f"was probably busy with something else while it measured, so the budget bought too few epochs. "
-                   f"Run again on a quiet machine, or train `epochs` yourself.")
-    elif ratio < 1 / tolerance:
-        warning = (f"The epochs ran {1 / ratio:.1f}x slower than measured ({plan.train_batch_s:.3f} s per training "
-                   f"batch measured, {real:.3f} s in the epochs): the machine got busier after the measurement, and "
-                   f"the budget may have been overrun or the schedule cut short.")
+    if ratio > PLAN_TOLERANCE:
+        warning = (f"The measurement before training ran {ratio:.1f}x slower than the epochs themselves ({pace}): "
+                   "the machine was probably busy with something else while it measured, so the budget bought too "
+                   "few epochs. Run again on a quiet machine, or train `epochs` yourself.")
+    elif ratio < 1 / PLAN_TOLERANCE:
+        warning = (f"The epochs ran {1 / ratio:.1f}x slower than measured ({pace}): the machine got busier after the "
+                   "measurement, and the budget may have been overrun or the schedule cut short.")
     return {"measured_train_batch_s": plan.train_batch_s, "epoch_train_batch_s": real, "ratio": ratio,
             "warning": warning}
 
 
 def budget_summary(plan: BudgetPlan | None, epochs_run: int, minutes_taken: float,
                    history: list[dict] | None = None) -> str:
-    """One sentence for the report: the budget, the epochs it bought and the time it took, and,
-    given the ``history``, a warning when the measurement was far off the epochs' pace
-    (`plan_check`)."""
+    """One sentence for the report: the budget, the epochs it bought, the time it took, and the
+    `plan_check` warning when there is one."""
     if plan is None:
         return f"No time budget: {epochs_run} epoch(s) as asked; {minutes_taken:.1f} min in all."
     ran = "" if epochs_run == plan.epochs else f" (stopped after {epochs_run}: the machine ran slower than measured)"

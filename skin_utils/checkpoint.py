@@ -1,18 +1,9 @@
-"""What a checkpoint holds (`Checkpoint`), and how it is written and read: the one place.
+"""What a checkpoint holds (`Checkpoint`) and how it is written and read: the one place.
 
-* One dataclass, `Checkpoint`, lists every field a checkpoint file holds, with its meaning.
-  ``Checkpoint.save(path)`` writes it, ``Checkpoint.load(path)`` reads it back, and
-  ``load_model(path)`` rebuilds the network from it. Nothing else reads or writes the keys.
-* Adding an optional field is one line in `Checkpoint` (a name, a type and a default): files
-  written before it existed load with the default. A change that older code could not read
-  bumps `FORMAT_VERSION` and adds an upgrade function to ``UPGRADES``; files of every older
-  version keep loading (version 1, the plain dict of the first release: `upgrade_v1`).
-* Written atomically: to a temporary file in the same folder, flushed and fsync'ed, then
-  ``os.replace``d over the target. Killing the process at any moment leaves either the old or
-  the new checkpoint, never half of one.
-* Read with ``torch.load(..., weights_only=True)``: only tensors and plain Python types are
-  unpickled, so a crafted checkpoint cannot run code. Everything we store is plain types.
-* Loading into a model of another shape says what differs instead of a wall of key names.
+An optional field is one line in `Checkpoint` (older files load with its default); a change older
+code could not read bumps `FORMAT_VERSION` and adds an upgrade to ``UPGRADES``. Written atomically
+(temporary file, fsync, ``os.replace``: a killed process leaves the old checkpoint or the new one,
+never half of one); read with ``torch.load(weights_only=True)``, so a crafted file cannot run code.
 """
 
 from __future__ import annotations
@@ -37,9 +28,7 @@ class CheckpointError(RuntimeError):
 
 
 def imagenet_normalization() -> dict:
-    """``{"mean": [...], "std": [...]}`` of ImageNet without colour constancy: the default of
-    `Checkpoint.normalization` (`skin_utils.engine.fit` records every key, see
-    `skin_utils.transforms.normalization_config`)."""
+    """ImageNet's mean and std without colour constancy: what files without ``normalization`` mean."""
     return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
 
@@ -60,13 +49,9 @@ class TrainingState:
 
 @dataclass
 class Checkpoint:
-    """Everything a checkpoint file holds. ``best.pt`` and ``last.pt`` hold the same fields;
-    only ``last.pt`` has ``training`` (what ``fit(resume=True)`` needs).
-
-    The first four fields are required; every other field has a default, which is what a file
-    written before the field existed loads with. A checkpoint made outside `skin_utils.engine.fit`
-    (a test, the benchmark) may leave the training record at its defaults.
-    """
+    """Everything a checkpoint file holds (``best.pt`` and ``last.pt``; only ``last.pt`` has
+    ``training``). The first four fields are required; a checkpoint made outside
+    `skin_utils.engine.fit` (a test, the benchmark) may leave the others at their defaults."""
 
     # --- the model and how to feed it
     model_config: dict         # MultiTaskNet.config: rebuilds the network (MultiTaskNet.from_config)
@@ -81,7 +66,7 @@ class Checkpoint:
     encoder_weights_used: str | None = None      # what initialised the encoder (MultiTaskNet.encoder_weights_used)
     data: dict = field(default_factory=dict)     # the training data's description (Data.describe(): data_dir, fingerprint, ...)
     split_path: str | None = None                # the lesion-level split file (absolute path) the run used
-    selection: str | None = None                 # the validation criterion that picks best.pt (engine.SELECTION_CRITERIA)
+    selection: str | None = None                 # the validation metrics that picked best.pt (config.SELECTION_CRITERIA)
     # --- where training stood when it was written
     epoch: int | None = None                     # 0-based index of the epoch these weights finished; None: not from fit
     metrics: dict = field(default_factory=dict)  # validation metrics of that epoch (engine.evaluate)
@@ -99,36 +84,15 @@ class Checkpoint:
         if isinstance(self.training, dict):
             self.training = TrainingState(**self.training)
 
-    # ------------------------------------------------------------------ plain data <-> dataclass
     def to_dict(self) -> dict:
-        """The plain dict that is stored: every field plus ``format_version`` (tensors are not copied)."""
+        """What is stored: every field as plain data, plus ``format_version``."""
         content = {f.name: getattr(self, f.name) for f in fields(self)}
         if self.training is not None:
             content["training"] = {f.name: getattr(self.training, f.name) for f in fields(TrainingState)}
         return {"format_version": FORMAT_VERSION, **content}
 
-    @classmethod
-    def from_dict(cls, content: dict, source: str = "checkpoint") -> "Checkpoint":
-        """The inverse of `to_dict`, for content of any known format version (older ones are
-        upgraded first). Missing optional fields take their defaults; unknown ones are refused."""
-        content = upgrade(content, source)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(content) - known - {"format_version"})
-        if unknown:
-            raise CheckpointError(
-                f"{source} has fields this version of skin_utils does not know: {unknown}. It was "
-                "written by other code; load it with the skin_utils that wrote it.")
-        missing = sorted(f.name for f in fields(cls) if f.name not in content and _is_required(f))
-        if missing:
-            raise CheckpointError(f"{source} lacks the required fields {missing}; it cannot be used.")
-        try:
-            return cls(**{k: v for k, v in content.items() if k in known})
-        except (TypeError, ValueError) as err:
-            raise CheckpointError(f"{source} holds a malformed field ({err}); it cannot be used.") from err
-
-    # ------------------------------------------------------------------ files
     def save(self, path) -> Path:
-        """Atomically write this checkpoint to ``path`` (folders are created)."""
+        """Write this checkpoint to ``path`` atomically (folders are created)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -144,50 +108,55 @@ class Checkpoint:
         return path
 
     @classmethod
-    def load(cls, path, map_location="cpu") -> "Checkpoint":
-        """Read a checkpoint file of any known format version, refusing anything that is not
-        plain data or not a skin_utils checkpoint."""
-        path = Path(path)
-        return cls.from_dict(_read(path, map_location), source=str(path))
+    def from_dict(cls, content: dict, source: str = "checkpoint") -> Checkpoint:
+        """The inverse of `to_dict` for any known format version (older ones are upgraded);
+        missing optional fields take their defaults, unknown ones are refused."""
+        content = upgrade(content, source)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(content) - known - {"format_version"})
+        if unknown:
+            raise CheckpointError(f"{source} has fields this version of skin_utils does not know: {unknown}. It was "
+                                  "written by other code; load it with the skin_utils that wrote it.")
+        missing = sorted(f.name for f in fields(cls) if f.name not in content
+                         and f.default is MISSING and f.default_factory is MISSING)
+        if missing:
+            raise CheckpointError(f"{source} lacks the required fields {missing}; it cannot be used.")
+        try:
+            return cls(**{k: v for k, v in content.items() if k in known})
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{source} holds a malformed field ({err}); it cannot be used.") from err
 
-
-def _is_required(f) -> bool:
-    return f.default is MISSING and f.default_factory is MISSING
+    @classmethod
+    def load(cls, path, map_location="cpu") -> Checkpoint:
+        """Read a checkpoint file of any known format version; refuse anything else."""
+        return cls.from_dict(_read(Path(path), map_location), source=str(path))
 
 
 def _read(path: Path, map_location) -> dict:
+    """The dict a skin_utils checkpoint file holds, or an error saying why it cannot be read."""
     if not path.is_file():
-        raise FileNotFoundError(
-            f"No checkpoint at {path}. Train one first with notebooks/02_train.ipynb "
-            "(it writes checkpoints/best.pt), or pass the right path."
-        )
+        raise FileNotFoundError(f"No checkpoint at {path}. Train one first with notebooks/02_train.ipynb "
+                                "(it writes checkpoints/best.pt), or pass the right path.")
     try:
         content = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"Refused to load {path}: it contains objects other than tensors and plain Python "
-            f"types, which could execute code when unpickled ({str(err).splitlines()[0]}). "
-            "Only load checkpoints written by skin_utils, from a source you trust."
-        ) from err
+            f"Refused to load {path}: it contains objects other than tensors and plain Python types, which could "
+            f"execute code when unpickled ({str(err).splitlines()[0]}). Only load checkpoints written by skin_utils, "
+            "from a source you trust.") from err
     except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err}). "
-            "It may be truncated; use the previous checkpoint or retrain."
-        ) from err
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err}). "
+                              "It may be truncated; use the previous checkpoint or retrain.") from err
     if not isinstance(content, dict) or "model" not in content or "model_config" not in content:
-        raise CheckpointError(
-            f"{path} is not a skin_utils checkpoint (expected a dict with 'model' and "
-            f"'model_config', found {type(content).__name__}"
-            + (f" with keys {sorted(content)[:8]}" if isinstance(content, dict) else "") + ")."
-        )
+        found = f" with keys {sorted(content)[:8]}" if isinstance(content, dict) else ""
+        raise CheckpointError(f"{path} is not a skin_utils checkpoint (expected a dict with 'model' and "
+                              f"'model_config', found {type(content).__name__}{found}).")
     return content
 
 
-# ----------------------------------------------------------------------------- older formats
 def upgrade_v1(content: dict, source: str = "checkpoint") -> dict:
-    """Format 1 (a flat dict: the run's notebook parameters plus ``image_size`` and
-    ``encoder_weights_used`` under ``config``; optimizer, scheduler, scaler and rng at the top
-    level in ``last.pt``) -> format 2. Format 1 always normalised with ImageNet's statistics."""
+    """Format 1 (a flat dict: run parameters, ``image_size`` and ``encoder_weights_used`` under
+    ``config``; the training state at the top level of ``last.pt``; ImageNet normalisation) -> 2."""
     old = dict(content)
     old.pop("format_version", None)
     config = dict(old.pop("config", None) or {})
@@ -199,16 +168,15 @@ def upgrade_v1(content: dict, source: str = "checkpoint") -> dict:
            "params": config, "normalization": old.pop("normalization", None) or imagenet_normalization()}
     training = {k: old.pop(k) for k in ("optimizer", "scheduler", "scaler", "rng") if k in old}
     if training:
-        training.setdefault("scaler", {})
-        new["training"] = training
+        new["training"] = {"scaler": {}, **training}
     return {**old, **new, "format_version": 2}
 
 
-UPGRADES = {1: upgrade_v1}  # format version -> function returning the content one version up
+UPGRADES = {1: upgrade_v1}  # format version -> the function that brings content one version up
 
 
 def upgrade(content: dict, source: str = "checkpoint") -> dict:
-    """Bring checkpoint content of any older format version up to `FORMAT_VERSION`."""
+    """Checkpoint content of any older format version, brought up to `FORMAT_VERSION`."""
     version = content.get("format_version")
     if not isinstance(version, int) or version < 1:
         raise CheckpointError(f"{source} has no valid format_version ({version!r}); it was not written "
@@ -222,20 +190,14 @@ def upgrade(content: dict, source: str = "checkpoint") -> dict:
     return content
 
 
-# ----------------------------------------------------------------------------- models
 def describe_mismatch(model: torch.nn.Module, state_dict: dict) -> list[str]:
-    """Human-readable differences between a model and a state dict (empty list: they match)."""
+    """What differs between a model and a state dict, in words (empty: they match)."""
     own = model.state_dict()
-    lines = []
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [(k, tuple(state_dict[k].shape), tuple(v.shape)) for k, v in own.items()
-              if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
-    for key, theirs, ours in shapes:
-        if key.startswith("classification_head") and key.endswith("weight"):
-            lines.append(f"number of classes: checkpoint {theirs[0]}, model {ours[0]}")
-        else:
-            lines.append(f"{key}: checkpoint {theirs}, model {ours}")
+    lines = [f"number of classes: checkpoint {theirs.shape[0]}, model {ours.shape[0]}"
+             if key.startswith("classification_head") and key.endswith("weight")
+             else f"{key}: checkpoint {tuple(theirs.shape)}, model {tuple(ours.shape)}"
+             for key, ours in own.items() if (theirs := state_dict.get(key, ours)).shape != ours.shape]
+    missing, unexpected = [k for k in own if k not in state_dict], [k for k in state_dict if k not in own]
     if missing:
         lines.append(f"{len(missing)} tensors the model needs are not in the checkpoint "
                      f"(first: {', '.join(missing[:3])})")
@@ -249,18 +211,15 @@ def load_weights(model: torch.nn.Module, state_dict: dict, source: str = "checkp
     """``model.load_state_dict`` with an error that says what differs."""
     problems = describe_mismatch(model, state_dict)
     if problems:
-        raise CheckpointError(
-            f"The {source} does not fit this model:\n  - " + "\n  - ".join(problems)
-            + "\nBuild the model from the checkpoint's own configuration "
-            "(skin_utils.checkpoint.load_model) or use a checkpoint made for this model."
-        )
+        raise CheckpointError(f"The {source} does not fit this model:\n  - " + "\n  - ".join(problems)
+                              + "\nBuild the model from the checkpoint's own configuration "
+                              "(skin_utils.checkpoint.load_model) or use a checkpoint made for this model.")
     model.load_state_dict(state_dict)
 
 
 def load_model(path, map_location="cpu") -> tuple[MultiTaskNet, Checkpoint]:
-    """Build a `MultiTaskNet` from a checkpoint's configuration, load its weights, eval mode."""
+    """The `MultiTaskNet` a checkpoint describes, with its weights, in eval mode, and the checkpoint."""
     ckpt = Checkpoint.load(path, map_location=map_location)
     model = MultiTaskNet.from_config(ckpt.model_config)
     load_weights(model, ckpt.model, source=f"checkpoint {path}")
-    model.eval()
-    return model, ckpt
+    return model.eval(), ckpt

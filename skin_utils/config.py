@@ -262,6 +262,11 @@ CAM_METHODS = ("gradcam", "gradcam++")
 SEED = (0, 2**32 - 1)
 
 
+def trained_tasks(seg_weight: float, cls_weight: float) -> list[str]:
+    """The heads a run trains: a loss weight of 0 leaves that head untrained (its metrics are n/a)."""
+    return [t for t, w in (("segmentation", seg_weight), ("classification", cls_weight)) if float(w) > 0]
+
+
 # --------------------------------------------------------------------------------------- the jobs
 @dataclasses.dataclass
 class TrainConfig(Config):
@@ -326,8 +331,7 @@ class TrainConfig(Config):
 
     @property
     def tasks(self) -> list[str]:
-        """The heads this run trains (a loss weight of 0 leaves that head untrained)."""
-        return [t for t, w in (("segmentation", self.seg_weight), ("classification", self.cls_weight)) if w > 0]
+        return trained_tasks(self.seg_weight, self.cls_weight)
 
 
 @dataclasses.dataclass

@@ -34,8 +34,7 @@ from skin_utils.demo import SYNTHETIC_NOTE, make_synthetic_dataset
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.layout import (LesionLeakageWarning, as_hw, binarise_mask, load_index, read_csv_with_ids, read_image,
                                read_mask)
-from skin_utils.losses import CLASS_BALANCE
-from skin_utils.config import resolve
+from skin_utils.config import CLASS_BALANCE, resolve
 from skin_utils.transforms import build_augmentation
 
 SPLITS = ("train", "val", "test")

@@ -38,14 +38,10 @@ from tqdm.auto import tqdm
 from skin_utils import distributed
 from skin_utils.budget import format_seconds, seconds_per_batch
 from skin_utils.checkpoint import Checkpoint, CheckpointError, TrainingState, load_weights
+from skin_utils.config import AMP_CHOICES, LR_SCHEDULES, SELECTION_CRITERIA, trained_tasks
 from skin_utils.transforms import Normalize, resolve_normalization
-from skin_utils.losses import trained_tasks
 from skin_utils.metrics import classification_report, segmentation_scores
 from skin_utils.trust.numbers import mc_dropout_probs
-
-SELECTION_CRITERIA = ("balanced_accuracy+dice", "balanced_accuracy", "dice", "loss")
-AMP_CHOICES = ("auto", "bf16", "fp16", "off")
-LR_SCHEDULES = ("onecycle", "cosine", "constant")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -348,7 +344,7 @@ HEAD_METRICS = {"segmentation": ("dice", "jaccard", "thresholded_jaccard", "seg_
 
 def selection_metrics(criterion: str, tasks=("segmentation", "classification")) -> tuple[str, ...]:
     """The validation metrics whose sum picks ``best.pt``: those of ``criterion`` that belong to a
-    head the run trains (``tasks``, `skin_utils.losses.trained_tasks`), so that an untrained head's
+    head the run trains (``tasks``, `skin_utils.config.trained_tasks`), so that an untrained head's
     noise never chooses the epoch (``balanced_accuracy+dice`` is ``dice`` alone for a
     segmentation-only run). ``loss`` is the loss itself (its weights already leave the untrained
     head out). Raises when ``criterion`` names only untrained heads."""

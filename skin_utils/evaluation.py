@@ -19,8 +19,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from skin_utils.config import resolve, slug
 from skin_utils.data import make_loader
-
 from skin_utils.transforms import Normalize
 from skin_utils.engine import amp_dtype_for, predict
 from skin_utils.layout import image_hw, read_mask
@@ -425,8 +425,6 @@ def is_external(described: dict, trained_on: dict) -> bool:
     """Whether the data set ``described`` (`skin_utils.data.Data.describe`) is not the one
     a checkpoint was trained on (``trained_on``: `skin_utils.checkpoint.Checkpoint.data`): another
     folder, unless its fingerprint is the training data's."""
-    from skin_utils.nb.paths import resolve
-
     if described.get("fingerprint") and described.get("fingerprint") == trained_on.get("fingerprint"):
         return False
     here, there = described.get("data_dir"), trained_on.get("data_dir")
@@ -441,8 +439,6 @@ def result_tag(split: str, data_dir=None, external: bool = False) -> str:
     ``evaluate_<split>`` for another split of the training data, and
     ``evaluate_external_<folder name>`` for another data set, so that scoring an external set
     never overwrites the run's test results."""
-    from skin_utils.runs import slug
-
     if external:
         if not data_dir:
             raise ValueError("result_tag: an external data set needs its data_dir to name its files.")

@@ -1,17 +1,10 @@
-"""Run folders: every training run keeps its own checkpoints, metrics, figures and executed
-notebooks, and no result is ever overwritten silently.
+"""Run folders: each training run keeps its checkpoints, metrics, figures and executed notebooks,
+and no result is ever overwritten silently.
 
-A run folder (``<runs_dir>/<run_name>/``, by default under ``reports/runs/``) holds::
-
-    run.json                    parameters and start time of the run
-    checkpoints/best.pt, last.pt
-    metrics/train.json, evaluate.json (test split), evaluate_<split>.json (other splits),
-            evaluate_per_image.csv, evaluate_<split>_per_image.csv
-    figures/*.png, sections/*.md, REPORT.md, notebooks/*.ipynb
-
-``<runs_dir>/LATEST`` names the run that the reports show (the last one trained, or the one
-set with `set_latest`). Notebooks 03 and 04 take a run (a name, a folder or "latest") or a
-checkpoint path.
+``<runs_dir>/<run_name>/`` (by default under ``reports/runs/``) holds ``run.json`` (parameters,
+start time), ``checkpoints/best.pt, last.pt``, ``metrics/`` (train.json, evaluate[_<split>].json
+and their per-image CSVs), ``figures/``, ``sections/``, ``REPORT.md`` and ``notebooks/``.
+``<runs_dir>/LATEST`` names the run the reports show and "latest" resolves to.
 """
 
 from __future__ import annotations
@@ -39,33 +32,13 @@ class Run:
 
     root: Path
 
-    @property
-    def name(self) -> str:
-        return self.root.name
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def best(self) -> Path:
-        return self.checkpoints / "best.pt"
-
-    @property
-    def last(self) -> Path:
-        return self.checkpoints / "last.pt"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics"
-
-    @property
-    def figures(self) -> Path:
-        return self.root / "figures"
-
-    @property
-    def notebooks(self) -> Path:
-        return self.root / "notebooks"
+    name = property(lambda self: self.root.name)
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    best = property(lambda self: self.checkpoints / "best.pt")
+    last = property(lambda self: self.checkpoints / "last.pt")
+    metrics = property(lambda self: self.root / "metrics")
+    figures = property(lambda self: self.root / "figures")
+    notebooks = property(lambda self: self.root / "notebooks")
 
     def evaluation(self, split: str = "test") -> Path:
         """``metrics/evaluate.json`` for the test split, ``metrics/evaluate_<split>.json`` otherwise."""
@@ -81,8 +54,7 @@ class Run:
 
 def default_run_name(params: dict, now: _dt.datetime | None = None) -> str:
     """``20261126-153012_128px_e5_seg1-cls1_seed0``: when, and the knobs that tell runs apart."""
-    now = now or _dt.datetime.now()
-    parts = [now.strftime("%Y%m%d-%H%M%S")]
+    parts = [(now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")]
     if "image_size" in params:
         parts.append(f"{params['image_size']}px")
     if params.get("time_budget") is not None:
@@ -96,30 +68,25 @@ def default_run_name(params: dict, now: _dt.datetime | None = None) -> str:
     return slug("_".join(parts))
 
 
-def start_run(runs_dir, run_name: str | None, params: dict, *, resume: bool = False,
-              overwrite: bool = False) -> Run:
-    """Create (or reopen) the run folder ``runs_dir/run_name`` for training.
-
-    A folder that already holds results is only reused with ``resume=True`` (continue from its
-    ``last.pt``) or ``overwrite=True`` (its results are deleted first); otherwise
-    `RunExistsError` says which files are there and what to do."""
+def start_run(runs_dir, run_name: str | None, params: dict, *, resume: bool = False, overwrite: bool = False) -> Run:
+    """Create (or reopen) ``runs_dir/run_name`` for training. A folder with results is reused only
+    with ``resume`` (continue from its ``last.pt``) or ``overwrite`` (its results deleted first,
+    never anything outside it); otherwise `RunExistsError` names the files and what to do."""
     if resume and overwrite:
         raise ValueError("resume=True and overwrite=True contradict each other: choose one.")
     run = Run(Path(runs_dir) / (check_run_name(run_name) or default_run_name(params)))
-    if run.root.resolve().parent != Path(runs_dir).resolve():
+    if run.root.resolve().parent != Path(runs_dir).resolve():  # a symbolic link out of the runs folder
         raise ValueError(f"run folder {run.root} is not directly inside {runs_dir}: refusing to use it.")
     found = run.results()
     if found and not (resume or overwrite):
-        raise RunExistsError(
-            f"Run folder {run.root} already holds results ({', '.join(found)}). Pass resume=True to "
-            "continue it, overwrite=True to replace it, or choose another run_name.")
+        raise RunExistsError(f"Run folder {run.root} already holds results ({', '.join(found)}). Pass resume=True to "
+                             "continue it, overwrite=True to replace it, or choose another run_name.")
+    if found and resume and not run.last.exists():
+        raise FileNotFoundError(f"resume=True but {run.last} is missing; use overwrite=True to start {run.root} again.")
     if found and overwrite:
         for child in run.root.iterdir():
             if child.name not in KEEP_ON_OVERWRITE:
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
-    if resume and not run.last.exists():
-        if found:
-            raise FileNotFoundError(f"resume=True but {run.last} is missing; use overwrite=True to start {run.root} again.")
     for folder in (run.checkpoints, run.metrics, run.figures, run.notebooks):
         folder.mkdir(parents=True, exist_ok=True)
     info = {"run_name": run.name, "started": _dt.datetime.now().isoformat(timespec="seconds"),
@@ -130,10 +97,9 @@ def start_run(runs_dir, run_name: str | None, params: dict, *, resume: bool = Fa
 
 def set_latest(runs_dir, run: Run | str | Path) -> Path:
     """Point ``runs_dir/LATEST`` at ``run`` (what "latest" resolves to)."""
-    name = run.name if isinstance(run, Run) else Path(run).name
     path = Path(runs_dir) / "LATEST"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(name + "\n")
+    path.write_text((run.name if isinstance(run, Run) else Path(run).name) + "\n")
     return path
 
 
@@ -141,14 +107,11 @@ def find_run(run, runs_dir) -> Run:
     """A run from a name under ``runs_dir``, a folder path, or "latest"."""
     runs_dir = Path(runs_dir)
     if str(run) == LATEST:
-        pointer = runs_dir / "LATEST"
-        if not pointer.is_file():
-            raise FileNotFoundError(
-                f"No run yet: {pointer} does not exist. Train one with notebooks/02_train.ipynb, "
-                "or pass run=<name> or checkpoint=<path>.")
-        run = pointer.read_text().strip()
-    candidates = [Path(run)] if Path(run).is_absolute() else [runs_dir / str(run), Path(run)]
-    for folder in candidates:
+        if not (runs_dir / "LATEST").is_file():
+            raise FileNotFoundError(f"No run yet: {runs_dir / 'LATEST'} does not exist. Train one with "
+                                    "notebooks/02_train.ipynb, or pass run=<name> or checkpoint=<path>.")
+        run = (runs_dir / "LATEST").read_text().strip()
+    for folder in [Path(run)] if Path(run).is_absolute() else [runs_dir / str(run), Path(run)]:
         if (folder / "checkpoints").is_dir() or (folder / "run.json").is_file():
             return Run(folder)
     available = sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
@@ -162,9 +125,8 @@ def run_of_checkpoint(checkpoint) -> Run | None:
 
 
 def run_to_score(run, checkpoint, runs_dir) -> tuple[Run, Path]:
-    """What notebooks 03 and 04 score, and where their results go: ``checkpoint`` when given (its
-    own run folder, or ``<runs_dir>/checkpoint-<name>/`` for a loose file), else the ``best.pt``
-    of ``run`` (a name under ``runs_dir``, a folder, or "latest")."""
+    """What notebooks 03 and 04 score and where their results go: ``checkpoint`` when given (its
+    own run folder, or ``<runs_dir>/checkpoint-<name>/`` for a loose file), else ``run``'s best.pt."""
     if checkpoint:
         path = Path(checkpoint)
         return run_of_checkpoint(path) or Run(Path(runs_dir) / slug(f"checkpoint-{path.stem}")), path

@@ -48,10 +48,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
     """Train one run as ``cfg`` says (see the module docstring); inside a torchrun process group
     every process calls it and rank 0 writes the files."""
     started_at = time.perf_counter()  # a time budget counts from here
-    ctx = distributed.init_distributed(resolve_device(cfg.device))
-    device, main = ctx.device, ctx.is_main
+    device = distributed.init_distributed(resolve_device(cfg.device))
+    main, world = distributed.is_main_process(), distributed.world_size()
     say = print if main and progress else (lambda *a, **k: None)
-    say(f"Training on {device} x {ctx.world_size} process(es), {torch.get_num_threads()} CPU threads each")
+    say(f"Training on {device} x {world} process(es): global batch {cfg.batch_size * world} ({cfg.batch_size} per "
+        f"process), {torch.get_num_threads()} CPU threads per process")
     seed_everything(cfg.seed)
     with distributed.main_process_first():  # rank 0 writes the demo data, the split and the cache first
         data = load_data(cfg.data_dir, cfg.image_size, split_path=cfg.split_path, split_fractions=cfg.split_fractions,
@@ -91,7 +92,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
     history = fit(model, loaders.train, loaders.val, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
                   epochs=epochs, device=device, checkpoint_dir=run.checkpoints, class_names=CLASS_NAMES,
                   image_size=data.image_size, batch_transform=loaders.batch_transform, normalization=normalization,
-                  params={**params, "epochs": epochs, "world_size": ctx.world_size}, data=data.describe(),
+                  params={**params, "epochs": epochs, "world_size": world}, data=data.describe(),
                   split_path=resolve(cfg.split_path), selection=cfg.selection, patience=cfg.patience, amp=cfg.amp,
                   resume=cfg.resume, seed=cfg.seed, progress=progress, compile=cfg.compile, sync_bn=cfg.sync_bn,
                   deadline=plan.deadline(started_at) if plan else None, ema_decay=cfg.ema_decay)
@@ -104,7 +105,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
                                                target_sensitivity=cfg.target_sensitivity,
                                                target_coverage=cfg.target_coverage, device=device, amp=cfg.amp,
                                                progress=progress)
-        summary = _summary(cfg, history, run, model, loss_fn, data, calibration, plan, ctx.world_size,
+        summary = _summary(cfg, history, run, model, loss_fn, data, calibration, plan, world,
                            (time.perf_counter() - started_at) / 60)
         report.write_json(run.metrics / "train.json", summary)
         plots.save_figure(plots.plot_learning_curves(history, title=f"Learning curves · {data.name}"),

@@ -104,6 +104,7 @@ def test_the_command_line_options_are_the_fields():
     for name, meaning in TrainConfig.meanings().items():
         assert "--" + name.replace("_", "-") in out.stdout, name
     assert set(TrainConfig.meanings()) == set(TrainConfig.names())  # every field has its one-line meaning
+    assert TrainConfig.from_args([]) == TrainConfig()  # the script's defaults are the notebook's (the cell test)
     cfg = TrainConfig.from_args(["--epochs", "4", "--time-budget", "none", "--split-fractions", "0.6", "0.2", "0.2",
                                  "--no-calibrate-tta", "--ema-decay", "0.99"])
     assert (cfg.epochs, cfg.time_budget, cfg.split_fractions, cfg.calibrate_tta, cfg.ema_decay) == \

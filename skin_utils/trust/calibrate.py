@@ -264,7 +264,7 @@ def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=Non
     from skin_utils.data import make_loader
     from skin_utils.transforms import Normalize
     from skin_utils.engine import amp_dtype_for, predict, resolve_device
-    from skin_utils.losses import trained_tasks
+    from skin_utils.config import trained_tasks
 
     path = Path(checkpoint)
     device = resolve_device(device)

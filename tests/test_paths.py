@@ -1,6 +1,6 @@
-"""Relative paths resolve against $SKIN_UTILS_ROOT when set; the test run sets it (top-level
-conftest.py) so that no test touches the checkout's data/, checkpoints/ or reports/, and fails
-when one does."""
+"""Relative paths (`skin_utils.config.resolve`) resolve against $SKIN_UTILS_ROOT when set; the test
+run sets it (top-level conftest.py) so that no test touches the checkout's data/, checkpoints/ or
+reports/, and fails when one does."""
 
 import os
 import shutil
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from skin_utils.nb.paths import ROOT_ENV, notebooks_dir, project_root, resolve
+from skin_utils.config import ROOT_ENV, notebooks_dir, project_root, resolve
 from tests.conftest import ROOT
 
 
@@ -66,7 +66,7 @@ def test_a_test_run_that_writes_into_the_checkout_fails_and_says_where(tmp_path)
 
 
 def test_a_test_run_that_leaves_the_checkout_alone_passes(tmp_path):
-    run = _checkout(tmp_path, "import os\nfrom skin_utils.nb.paths import resolve\n\n"
+    run = _checkout(tmp_path, "import os\nfrom skin_utils.config import resolve\n\n"
                               "def test_writes_below_the_redirected_root():\n"
                               "    os.makedirs(resolve('checkpoints'))\n"
                               "    resolve('checkpoints/best.pt').write_text('x')\n"
