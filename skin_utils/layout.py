@@ -135,8 +135,8 @@ def _orientation(img: Image.Image) -> int:
 
 
 def _decode(img: Image.Image, path, draft: bool = False) -> Image.Image:
-    """The pixels with the EXIF orientation applied. ``draft=True`` decodes JPEGs at 1/8 scale: the
-    whole stream is still read (truncated files are caught) for 1/64 of the work; for checks only."""
+    """The pixels, EXIF orientation applied. ``draft=True`` (checks only) decodes JPEGs at 1/8 scale: the
+    whole stream is still read, so truncated files are caught, for 1/64 of the work."""
     if draft and img.format == "JPEG":
         img.draft("RGB", (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
     try:
@@ -165,21 +165,9 @@ def image_hw(path) -> tuple[int, int]:
         return _hw(img)
 
 
-def _scaled(a: np.ndarray, full_range: float | None) -> np.ndarray:
-    """Numbers -> uint8, ``full_range`` mapping to 255 (None: min-max)."""
-    a = np.nan_to_num(np.asarray(a, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    if full_range is None:
-        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-        a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
-    else:
-        a = a * (255.0 / full_range)
-    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
-
-
 def _rgb(img: Image.Image, path) -> np.ndarray:
-    """A decoded image as uint8 (H, W, 3): transparency composited on white; 16-bit scaled by the full
-    range, never clipped; 32-bit integers as 8-bit, else 16-bit, else min-max; floats from [0, 1]
-    (or 0..255, else min-max)."""
+    """A decoded image as uint8 (H, W, 3): transparency composited on white; numbers scaled by the range of
+    their storage type (16-bit: 65535; floats: 1, else 255), never clipped, else min-max."""
     mode = img.mode
     try:
         if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in img.info):
@@ -192,11 +180,16 @@ def _rgb(img: Image.Image, path) -> np.ndarray:
                              "save the image as an 8-bit RGB JPEG or PNG") from None
     a = np.asarray(img)
     lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-    if mode.startswith("I;16"):
-        full = 65535.0
+    full = 65535.0 if mode.startswith("I;16") else next(
+        (f for f in ((1.0, 255.0) if mode == "F" else (255.0, 65535.0)) if lo >= 0 and hi <= f), None)
+    a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if full is not None:
+        a = a * (255.0 / full)
+    elif a.size and a.max() > a.min():  # outside every storage range: min-max
+        a = (a - a.min()) / (a.max() - a.min()) * 255.0
     else:
-        full = next((f for f in ((1.0, 255.0) if mode == "F" else (255.0, 65535.0)) if lo >= 0 and hi <= f), None)
-    return np.repeat(_scaled(a, full)[:, :, None], 3, axis=2)
+        a = np.zeros_like(a)
+    return np.repeat(np.clip(np.rint(a), 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
 
 
 def read_image(path, shrink_to=None) -> np.ndarray:
@@ -271,8 +264,7 @@ def is_ignored(name: str) -> bool:
 
 
 def find_images(folder, recursive: bool = True) -> list[Path]:
-    """Image files (by extension, any case) in ``folder`` (and below it), sorted, junk skipped; a
-    single image path gives ``[path]``."""
+    """Image files (by extension, any case) in ``folder`` and below it, sorted, junk skipped."""
     p = Path(folder).expanduser()
     if p.is_file():
         if p.suffix.lower() in IMAGE_EXTENSIONS:
@@ -457,19 +449,8 @@ def layout_error(report: DataReport) -> DataLayoutError:
 # --------------------------------------------------------------------------------------------
 # checking the files
 # --------------------------------------------------------------------------------------------
-def check_image(path: str) -> tuple[tuple[int, int] | None, Problem | None]:
-    """``((H, W), None)``, or ``(None, problem)`` for an image training could not read (decoded at draft scale)."""
-    try:
-        with _open(path) as img:
-            hw = _hw(img)
-            _rgb(_decode(img, path, draft=True), path)
-        return hw, None
-    except ImageReadError as e:
-        return None, Problem("unreadable_image", path, e.reason)
-
-
 def check_mask(path: str) -> tuple[tuple[int, int] | None, Problem | None]:
-    """Like `check_image` for a mask, which must also be binary by `binarise_mask`: not empty once
+    """``((H, W), problem or None)`` of a mask: readable, and binary by `binarise_mask`: not empty once
     binarised although not all zero (a label map, a wrongly scaled mask), few mid-grey pixels."""
     try:
         with _open(path) as img:
@@ -500,8 +481,12 @@ def _check_files(image: os.DirEntry, mask: os.DirEntry | None, decode: bool) -> 
     if not decode:
         return [Problem(kind, f.path, "the file is empty (0 bytes)") for f, kind in
                 ((image, "unreadable_image"), (mask, "unreadable_mask")) if f and f.stat().st_size == 0]
-    image_hw, problem = check_image(image.path)
-    found = [problem]
+    try:
+        with _open(image.path) as img:  # decoded as training does, at draft scale
+            image_hw, found = _hw(img), []
+            _rgb(_decode(img, image.path, draft=True), image.path)
+    except ImageReadError as e:
+        image_hw, found = None, [Problem("unreadable_image", image.path, e.reason)]
     if mask is not None:
         mask_hw, problem = check_mask(mask.path)
         found.append(problem)
@@ -514,8 +499,7 @@ def _check_files(image: os.DirEntry, mask: os.DirEntry | None, decode: bool) -> 
 
 
 def _list(folder: Path, report: DataReport, is_mask_dir: bool) -> dict[str, list[os.DirEntry]]:
-    """A folder's files by image id ({} when there is no such folder); sub-folders, other files and
-    badly named masks reported."""
+    """A folder's files by image id; sub-folders, other files and badly named masks reported."""
     if not folder.is_dir():
         return {}
     files: dict[str, list[os.DirEntry]] = defaultdict(list)
@@ -584,8 +568,8 @@ def _read_metadata(path: Path, images: set[str], report: DataReport, partial: bo
 
 
 def _scan(data_dir, decode: bool, partial: bool) -> tuple[DataReport, list[dict], bool]:
-    """Check a data folder: the report, the index rows (``_bad`` when a problem names the image) and
-    whether the labels have a lesion_id column."""
+    """The report of a data folder, its index rows (``_bad``: a problem names the image) and whether the
+    labels have a lesion_id column."""
     root = Path(os.path.abspath(Path(data_dir).expanduser()))
     report = DataReport(str(root))
     if not root.is_dir():
@@ -660,8 +644,7 @@ def _scan(data_dir, decode: bool, partial: bool) -> tuple[DataReport, list[dict]
 
 
 def validate_dataset(data_dir, decode: bool = True, partial: bool = False) -> DataReport:
-    """The `DataReport` of a data folder (never raises for bad data). ``decode=True`` reads every image and
-    mask as training does (JPEGs at draft scale); ``False`` checks names, pairing, labels and empty files."""
+    """The `DataReport` of a data folder; ``decode=False`` checks names, pairing, labels and empty files only."""
     return _scan(data_dir, decode, partial)[0]
 
 

@@ -6,11 +6,8 @@
     python -m skin_utils.prepare demo OUT_DIR [--n-images N]                  # the synthetic demo
     python -m skin_utils.prepare check DATA                                   # the validation report
 
-`convert_folder` reads any other folder: labels from a CSV/TSV with an image-id column and a
-diagnosis column (or one-hot class columns: GroundTruth.csv, ISIC 2019), names mapped by
-`skin_utils.labels`, masks ``<id>_segmentation|_mask|_lesion`` of any format and size, nested
-folders. Images are linked, never re-encoded; masks are written as binary PNG.
-`skin_utils.data.load_data` converts a folder that is not in the layout by itself, once.
+Images are linked or copied, never re-encoded; masks are written as binary PNG. `skin_utils.data.load_data`
+converts a folder that is not in the layout by itself, once (`converted_copy`).
 """
 
 from __future__ import annotations
@@ -26,7 +23,6 @@ import sys
 import warnings
 import zipfile
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +86,7 @@ def _column(columns, wanted: str | None, candidates) -> str | None:
 
 
 def layout_mismatch(folder, label_map=None, id_column=None, label_column=None) -> str | None:
-    """Why ``folder`` must be converted before it is read, or None when it is in the layout."""
+    """Why ``folder`` must be converted before it is read; None when it is in the layout."""
     folder = Path(folder)
     if label_map or id_column or label_column:
         return "label_map / id_column / label_column describe another labels table"
@@ -109,9 +105,8 @@ def layout_mismatch(folder, label_map=None, id_column=None, label_column=None) -
 
 
 def _read_labels(path: Path, images: set[str], opts: dict, report: DataReport) -> dict | str:
-    """One table as labels (``rows``: image_id -> name and metadata; ``file``, ``id_column``,
-    ``label_column``, ``has_lesion_ids``), or why it is none (a sentence). Ids are cleaned and matched
-    ignoring case where unambiguous; rows that are not one-hot, and conflicting repeats, are reported."""
+    """One table as labels (``rows``: image_id -> diagnosis name and metadata), or why it is none. Ids are
+    cleaned and matched ignoring case where unambiguous; rows not one-hot and conflicting repeats reported."""
     try:
         df = read_table(path)
     except Exception as e:  # noqa: BLE001 - any parse failure is a reason, not a crash
@@ -159,9 +154,8 @@ def _read_labels(path: Path, images: set[str], opts: dict, report: DataReport) -
 
 
 def _find_labels(src: Path, images: set[str], opts: dict, report: DataReport) -> tuple[dict | None, list[str]]:
-    """The labels of the first table of ``src`` that has them (HAM10000_metadata.*, GroundTruth.csv, then
-    any other by name), and why the tables before it are none. An unusable table is a problem when it is
-    one of the first two or when columns were named, else a note (so is a table whose ids name no image)."""
+    """The labels of the first table of ``src`` that has them (HAM10000_metadata.*, GroundTruth.csv, then any
+    other), and why the tables before it are none: a problem when columns were named or for the first two."""
     explicit = opts["id_column"] is not None or opts["label_column"] is not None
 
     def rank(p: Path) -> int:  # 0: HAM10000_metadata.*, 1: ISIC 2018's GroundTruth.csv, 2: any other table
@@ -186,16 +180,6 @@ def _find_labels(src: Path, images: set[str], opts: dict, report: DataReport) ->
     return None, rejected
 
 
-def _unknown_help(file: str, unknown: Counter, label_map) -> str:
-    """What to do about diagnosis names that map to none of our classes: a label_map to start from."""
-    return (f"Diagnoses in {file} that map to none of our classes ({', '.join(CLASS_NAMES)}):\n"
-            + "\n".join(f"  {k!r}: {n} image{'s' if n != 1 else ''}" for k, n in sorted(unknown.items()))
-            + f"\nMap them with label_map (a dict, or the same as JSON text: papermill -p label_map '...'), starting from\n"
-            f"  {suggest_label_map(sorted(unknown), label_map)}\nreplacing each \"?\" with one of "
-            f"{', '.join(CLASS_NAMES)} (or null to leave those images out), or leave them out with on_bad_data=\"skip\". "
-            "SCC is deliberately not mapped (see data/README.md).\n")
-
-
 def _say(record: dict) -> None:
     """The warnings of a conversion (also when a converted copy is reused)."""
     for category, message in record.get("warnings", []):
@@ -204,13 +188,13 @@ def _say(record: dict) -> None:
 
 def convert_folder(src, out, *, label_map=None, id_column: str | None = None, label_column: str | None = None,
                    on_bad_data: str = "raise", overwrite: bool = False) -> Path:
-    """Write ``src`` (any folder of images, masks and a labels table) in the one layout at ``out``, with
-    ``conversion.json`` recording the source, options, counts and how names were mapped.
+    """Write ``src`` (images and masks ``<id>_segmentation|_mask|_lesion`` of any format, size and folder; a
+    labels table with an id and a diagnosis column, or one-hot class columns) in the layout at ``out``, with
+    ``conversion.json`` (source, options, counts, how names were mapped).
 
-    Unknown diagnosis names (listed with a ``label_map`` to start from), rows that are not one-hot, ids
-    listed twice and masks that are not binary raise one `DataValidationError`; ``on_bad_data="skip"``
-    leaves those images out with one warning. Names mapped to null are left out on purpose. Ids of the
-    table that match no image, and images without a row, are warned about with examples."""
+    Unknown diagnosis names (listed with a ``label_map`` to start from), rows not one-hot, ids listed twice
+    and masks not binary raise one `DataValidationError`; ``on_bad_data="skip"`` leaves those images out with
+    a warning. Names mapped to null are left out; unmatched ids are warned about with examples."""
     src, out = Path(src).expanduser().resolve(), Path(out).expanduser().resolve()
     opts = {"label_map": parse_label_map(label_map), "id_column": id_column, "label_column": label_column}
     with write_whole(out, CONVERSION_RECORD, overwrite, source=src) as tmp:
@@ -249,9 +233,15 @@ def convert_folder(src, out, *, label_map=None, id_column: str | None = None, la
             elif problem := check_mask(str(paths[0]))[1]:
                 report.problems.append(Problem(problem.kind, problem.path, problem.message, image_id))
         if report.problems and on_bad_data == "raise":
+            help_unknown = "" if not unknown_counts else (
+                f"Diagnoses in {labels['file']} that map to none of our classes ({', '.join(CLASS_NAMES)}):\n"
+                + "\n".join(f"  {k!r}: {n} image{'s' if n != 1 else ''}" for k, n in sorted(unknown_counts.items()))
+                + "\nMap them with label_map (a dict, or the same as JSON text: papermill -p label_map '...'), starting "
+                f"from\n  {suggest_label_map(sorted(unknown_counts), label_map)}\nreplacing each \"?\" with one of "
+                f"{', '.join(CLASS_NAMES)} (or null to leave those images out), or leave them out with "
+                'on_bad_data="skip". SCC is deliberately not mapped (see data/README.md).\n')
             raise DataValidationError(f"{src} has {len(report.problems)} problem(s) ({report.summary()}).\n"
-                                      f"{report.format_problems()}\n"
-                                      f"{_unknown_help(labels['file'], unknown_counts, label_map) if unknown_counts else ''}"
+                                      f"{report.format_problems()}\n{help_unknown}"
                                       'Fix them, or pass on_bad_data="skip" to leave the affected images out.', report)
         bad = {p.image_id for p in report.problems if p.image_id}
         said = []
@@ -302,15 +292,6 @@ def convert_folder(src, out, *, label_map=None, id_column: str | None = None, la
     return out
 
 
-def folder_command(src, label_map=None, id_column=None, label_column=None, out="DST") -> str:
-    """The command line that converts ``src`` with these options."""
-    parts = ["python -m skin_utils.prepare folder", shlex.quote(str(src)), "--out", str(out)]
-    for flag, value in (("--label-map", label_map and json.dumps(parse_label_map(label_map))),
-                        ("--id-column", id_column), ("--label-column", label_column)):
-        parts += [flag, shlex.quote(value)] if value else []
-    return " ".join(parts)
-
-
 def converted_copy(src, cache_dir, reason: str, *, label_map=None, id_column=None, label_column=None,
                    on_bad_data: str = "raise") -> Path:
     """``src`` converted once into ``cache_dir/<name>-<hash of its file listing and the options>`` and
@@ -324,8 +305,12 @@ def converted_copy(src, cache_dir, reason: str, *, label_map=None, id_column=Non
             h.update(f"{os.path.relpath(os.path.join(dirpath, name), src)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
     out = Path(cache_dir) / f"{src.name}-{h.hexdigest()[:12]}"
     done = (out / CONVERSION_RECORD).is_file()
+    command = ["python -m skin_utils.prepare folder", shlex.quote(str(src)), "--out DST"]
+    for flag, value in (("--label-map", label_map and json.dumps(parse_label_map(label_map))),
+                        ("--id-column", id_column), ("--label-column", label_column)):
+        command += [flag, shlex.quote(value)] if value else []
     print(f"{src} is not in the layout ({reason}): {'reading' if done else 'converting it once into'} {out} (reused "
-          f"while it is unchanged). By hand: {folder_command(src, label_map, id_column, label_column)}", flush=True)
+          f"while it is unchanged). By hand: {' '.join(command)}", flush=True)
     if done:
         _say(json.loads((out / CONVERSION_RECORD).read_text()))
         return out
@@ -341,64 +326,6 @@ ARCHIVES = ("HAM10000_images_part_1", "HAM10000_images_part_2", "HAM10000_segmen
 METADATA_DOWNLOADS = ("HAM10000_metadata.csv", "HAM10000_metadata.tab", "HAM10000_metadata", "HAM10000_metadata.txt")
 
 
-def _some(names: list[str]) -> str:
-    return ", ".join(names[:10]) + (f", ... ({len(names) - 10} more)" if len(names) > 10 else "")
-
-
-@dataclass
-class PrepareSummary:
-    """What `prepare_ham10000` did and found; ``str()`` is the report (the layout's validation last)."""
-
-    downloads_dir: str
-    out_dir: str
-    sources: dict[str, Path | str | None] = field(default_factory=dict)
-    ids: dict[str, set[str]] = field(default_factory=lambda: {"image": set(), "mask": set(), "label": set()})
-    written: int = 0
-    kept: int = 0
-    conflicts: list[str] = field(default_factory=list)
-    unsafe_members: list[str] = field(default_factory=list)
-    skipped_members: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    missing_downloads: list[str] = field(default_factory=list)
-    report: DataReport | None = None
-
-    def without(self, what: str) -> list[str]:
-        """The ids of the downloads that have no ``what`` ("image", "mask" or "label")."""
-        return [] if what == "label" and not self.sources.get("metadata") else \
-            sorted(set().union(*self.ids.values()) - self.ids[what])
-
-    @property
-    def problems(self) -> list[str]:
-        """What went wrong in the preparation (the layout's own problems are in ``report``)."""
-        out = list(self.errors)
-        if self.missing_downloads:
-            out.append(f"MISSING: {', '.join(self.missing_downloads)}. Download them from the {DATAVERSE} "
-                       f"({DATAVERSE_URL}) into {self.downloads_dir} and run this again.")
-        if self.unsafe_members:
-            out.append(f"REFUSED {len(self.unsafe_members)} zip member(s) with unsafe names (absolute, '..' or "
-                       f"symlink): {_some(self.unsafe_members)}")
-        if self.conflicts:
-            out.append(f"{len(self.conflicts)} file(s) in {self.out_dir} differ from the downloads and were kept: "
-                       f"{_some(self.conflicts)}. Rerun with --overwrite to replace them.")
-        return out + [f"{len(self.without(w))} id(s) lack {'an' if w == 'image' else 'a'} {w}: {_some(self.without(w))}"
-                      for w in self.ids if self.without(w)]
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems and (self.report is None or self.report.ok)
-
-    def __str__(self) -> str:
-        n = {k: len(v) for k, v in self.ids.items()}
-        lines = [f"HAM10000 from {self.downloads_dir} -> {self.out_dir}"]
-        lines += [f"  {key:40s} {src or 'NOT FOUND'}" for key, src in self.sources.items()]
-        lines.append(f"  found {n['image']} images, {n['mask']} masks, {n['label']} labels"
-                     + (" (the full release has 10,015 of each)" if set(n.values()) != {EXPECTED_COUNT} else ""))
-        lines.append(f"  files written {self.written}, already in place {self.kept}")
-        if self.skipped_members:
-            lines.append(f"  skipped {len(self.skipped_members)} non-image entries (e.g. {self.skipped_members[0]})")
-        return "\n".join(lines + [f"  {p}" for p in self.problems] + (["", str(self.report)] if self.report else []))
-
-
 def _find(downloads: Path, names, want_dir: bool) -> Path | None:
     """The first of ``names`` (any case) in ``downloads`` or one folder below it."""
     for folder in [downloads] + sorted(p for p in downloads.iterdir() if p.is_dir() and not is_ignored(p.name)):
@@ -410,11 +337,36 @@ def _find(downloads: Path, names, want_dir: bool) -> Path | None:
     return None
 
 
-def _place(dest: Path, size: int, write, s: PrepareSummary, overwrite: bool) -> None:
+def _files(src: Path, s: dict):
+    """``(name, size, write(tmp), origin)`` of each file of one download, a zip or its extracted folder;
+    zip members whose names could escape the output folder are refused."""
+    if src.is_dir():
+        for p in find_images(src):
+            yield p.name, p.stat().st_size, lambda tmp, p=p: shutil.copyfile(p, tmp), str(p)
+        return
+    try:
+        zf = zipfile.ZipFile(src)
+    except (zipfile.BadZipFile, OSError) as e:
+        s["errors"].append(f"{src.name} is not a readable zip ({e}): the download is probably incomplete, download "
+                           f"it again from {DATAVERSE_URL}")
+        return
+    with zf:
+        for info in (i for i in zf.infolist() if not i.is_dir()):
+            parts = info.filename.replace("\\", "/").split("/")
+            if info.filename.startswith("/") or ".." in parts or ":" in parts[0] or stat.S_ISLNK(info.external_attr >> 16):
+                s["unsafe_members"].append(f"{src.name}:{info.filename}")
+            elif not any(is_ignored(p) for p in parts[:-1]):
+                def write(tmp, info=info):
+                    with zf.open(info) as member, open(tmp, "wb") as dst:
+                        shutil.copyfileobj(member, dst, 1 << 20)
+                yield parts[-1], info.file_size, write, f"{src.name}:{info.filename}"
+
+
+def _place(dest: Path, size: int, write, s: dict, overwrite: bool) -> None:
     """Write a file at ``dest`` with ``write(tmp)`` (then renamed), unless one of the same size is there."""
     if dest.exists() and (dest.stat().st_size == size or not overwrite):
-        s.kept += dest.stat().st_size == size
-        s.conflicts += [str(dest)] if dest.stat().st_size != size else []
+        s["kept"] += dest.stat().st_size == size
+        s["conflicts"] += [str(dest)] if dest.stat().st_size != size else []
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.part")
@@ -423,102 +375,99 @@ def _place(dest: Path, size: int, write, s: PrepareSummary, overwrite: bool) -> 
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-    s.written += 1
+    s["written"] += 1
 
 
-def _route(out: Path, name: str, s: PrepareSummary, origin: str) -> Path | None:
-    """Where a download file called ``name`` goes (images/ or masks/, by its name); None: skipped."""
-    if is_ignored(name) or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
-        s.skipped_members += [] if is_ignored(name) else [origin]
-        return None
-    image_id = split_mask_name(name)
-    s.ids["mask" if image_id else "image"].add(image_id or Path(name).stem)
-    return out / ("masks" if image_id else "images") / name
-
-
-def _from_zip(zpath: Path, out: Path, s: PrepareSummary, overwrite: bool) -> None:
-    """The images and masks of one zip, by their base names; members that could escape are refused."""
-    try:
-        zf = zipfile.ZipFile(zpath)
-    except (zipfile.BadZipFile, OSError) as e:
-        s.errors.append(f"{zpath.name} is not a readable zip ({e}): the download is probably incomplete, download it "
-                        f"again from {DATAVERSE_URL}")
-        return
-    with zf:
-        for info in (i for i in zf.infolist() if not i.is_dir()):
-            parts = info.filename.replace("\\", "/").split("/")
-            if info.filename.startswith("/") or ".." in parts or ":" in parts[0] or stat.S_ISLNK(info.external_attr >> 16):
-                s.unsafe_members.append(f"{zpath.name}:{info.filename}")
-                continue
-            dest = None if any(is_ignored(p) for p in parts[:-1]) else _route(out, parts[-1], s, f"{zpath.name}:{info.filename}")
-            if dest is None:
-                continue
-
-            def write(tmp, info=info):
-                with zf.open(info) as src, open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-            try:
-                _place(dest, info.file_size, write, s, overwrite)
-            except (zipfile.BadZipFile, OSError, EOFError) as e:  # CRC error, truncated archive
-                s.errors.append(f"{zpath.name}:{info.filename} cannot be extracted ({e}); download the zip again")
-
-
-def _write_metadata(src: Path, out: Path, s: PrepareSummary, overwrite: bool) -> None:
+def _metadata(src: Path, out: Path, s: dict, overwrite: bool) -> None:
     """The metadata as comma-separated HAM10000_metadata.csv, official columns first."""
     try:
         df = read_table(src)
     except Exception as e:  # noqa: BLE001
-        s.errors.append(f"{src.name} cannot be parsed ({e}); download it again")
+        s["errors"].append(f"{src.name} cannot be parsed ({e}); download it again")
         return
     if not {"image_id", "dx"} <= set(df.columns):
-        s.errors.append(f"{src.name} has no column {', '.join(c for c in ('image_id', 'dx') if c not in df.columns)} "
-                        f"(columns: {', '.join(df.columns)}); expected the official {','.join(METADATA_COLUMNS)}")
+        s["errors"].append(f"{src.name} has no column {', '.join(c for c in ('image_id', 'dx') if c not in df.columns)} "
+                           f"(columns: {', '.join(df.columns)}); expected the official {','.join(METADATA_COLUMNS)}")
         return
     cols = [c for c in METADATA_COLUMNS if c in df.columns] + [c for c in df.columns if c not in METADATA_COLUMNS]
     text = df[cols].to_csv(index=False, lineterminator="\n").encode("utf-8")
     _place(out / METADATA_NAME, len(text), lambda tmp: tmp.write_bytes(text), s, overwrite)
-    s.ids["label"] = {i for i in df["image_id"] if i}
+    s["ids"]["label"] = {i for i in df["image_id"] if i}
 
 
-def prepare_ham10000(downloads_dir, out_dir="data", overwrite: bool = False, verbose: bool = True) -> PrepareSummary:
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:10]) + (f", ... ({len(names) - 10} more)" if len(names) > 10 else "")
+
+
+def prepare_ham10000(downloads_dir, out_dir="data", overwrite: bool = False, verbose: bool = True) -> dict:
     """Build ``out_dir`` in the layout from the official downloads of the Harvard Dataverse record (zipped
     or extracted, in ``downloads_dir`` or one folder below; nothing is downloaded). Files already in place
     with the same size are kept (``overwrite`` replaces files that differ); the result is validated.
-    FileNotFoundError when nothing is there."""
+
+    Returns what was found and done: ``ids`` (image/mask/label ids of the downloads), ``lacking`` (the
+    ids without each), ``written``, ``kept``, ``conflicts``, ``unsafe_members``, ``skipped_members``,
+    ``errors``, ``missing_downloads``, ``problems`` (all of those), ``report`` (the layout's), ``ok`` and
+    ``text`` (printed when ``verbose``)."""
     downloads, out = Path(downloads_dir).expanduser().absolute(), Path(out_dir).expanduser().absolute()
     wanted = (f"Download HAM10000_images_part_1.zip, HAM10000_images_part_2.zip, {ARCHIVES[2]}.zip and "
               f"HAM10000_metadata.tab (or .csv) from the {DATAVERSE} ({DATAVERSE_URL})")
     if not downloads.is_dir():
         raise FileNotFoundError(f"Downloads folder {downloads} does not exist. {wanted} into one folder and pass it.")
-    s = PrepareSummary(str(downloads), str(out))
-    for base in ARCHIVES:
-        s.sources[base] = _find(downloads, (base + ".zip",), False) or _find(downloads, (base,), True)
-        s.missing_downloads += [] if s.sources[base] else [base + ".zip"]
-    s.sources["metadata"] = _find(downloads, METADATA_DOWNLOADS, False)
-    s.missing_downloads += [] if s.sources["metadata"] else ["HAM10000_metadata.tab (or .csv)"]
-    if not any(s.sources.values()):
+    sources = {base: _find(downloads, (base + ".zip",), False) or _find(downloads, (base,), True) for base in ARCHIVES}
+    sources["metadata"] = _find(downloads, METADATA_DOWNLOADS, False)
+    if not any(sources.values()):
         hint = (" There is a dataverse_files.zip: unzip it first (it holds the zips above)."
                 if _find(downloads, ("dataverse_files.zip",), False) else "")
         raise FileNotFoundError(f"No HAM10000 downloads in {downloads}. {describe_folder(downloads)}\n{wanted}.{hint}")
+    s = {"ids": {"image": set(), "mask": set(), "label": set()}, "written": 0, "kept": 0, "conflicts": [],
+         "unsafe_members": [], "skipped_members": [], "errors": [],
+         "missing_downloads": [f"{k}.zip" if k in ARCHIVES else "HAM10000_metadata.tab (or .csv)"
+                               for k, v in sources.items() if v is None]}
     out.mkdir(parents=True, exist_ok=True)
-    for base in ARCHIVES:
-        src = s.sources[base]
-        if src is None:
+    for base, src in sources.items():
+        if src is None or base == "metadata":
             continue
         if verbose:
             print(f"[prepare] {base}: {'extracting' if src.is_file() else 'copying'} {src}", flush=True)
-        if src.is_file():
-            _from_zip(src, out, s, overwrite)
-            continue
-        for path in find_images(src):
-            if dest := _route(out, path.name, s, str(path)):
-                _place(dest, path.stat().st_size, lambda tmp, p=path: shutil.copyfile(p, tmp), s, overwrite)
-    if s.sources["metadata"]:
-        _write_metadata(s.sources["metadata"], out, s, overwrite)
-    s.sources = {k: v and str(v) for k, v in s.sources.items()}
-    s.report = validate_dataset(out, decode=True)
+        for name, size, write, origin in _files(src, s):
+            if is_ignored(name) or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                s["skipped_members"] += [] if is_ignored(name) else [origin]
+                continue
+            image_id = split_mask_name(name)  # masks and images go by their names, not by their download
+            s["ids"]["mask" if image_id else "image"].add(image_id or Path(name).stem)
+            try:
+                _place(out / ("masks" if image_id else "images") / name, size, write, s, overwrite)
+            except (zipfile.BadZipFile, OSError, EOFError) as e:  # CRC error, truncated archive
+                s["errors"].append(f"{origin} cannot be extracted ({e}); download it again")
+    if sources["metadata"]:
+        _metadata(sources["metadata"], out, s, overwrite)
+    every = set().union(*s["ids"].values())
+    s["lacking"] = {w: [] if w == "label" and not sources["metadata"] else sorted(every - ids)
+                    for w, ids in s["ids"].items()}
+    problems = list(s["errors"])
+    if s["missing_downloads"]:
+        problems.append(f"MISSING: {', '.join(s['missing_downloads'])}. Download them from the {DATAVERSE} "
+                        f"({DATAVERSE_URL}) into {downloads} and run this again.")
+    if s["unsafe_members"]:
+        problems.append(f"REFUSED {len(s['unsafe_members'])} zip member(s) with unsafe names (absolute, '..' or "
+                        f"symlink): {_some(s['unsafe_members'])}")
+    if s["conflicts"]:
+        problems.append(f"{len(s['conflicts'])} file(s) in {out} differ from the downloads and were kept: "
+                        f"{_some(s['conflicts'])}. Rerun with --overwrite to replace them.")
+    problems += [f"{len(ids)} id(s) lack {'an' if w == 'image' else 'a'} {w}: {_some(ids)}"
+                 for w, ids in s["lacking"].items() if ids]
+    s.update(problems=problems, report=validate_dataset(out, decode=True))
+    s["ok"] = not problems and s["report"].ok
+    n = {k: len(v) for k, v in s["ids"].items()}
+    lines = [f"HAM10000 from {downloads} -> {out}"] + [f"  {k:40s} {v or 'NOT FOUND'}" for k, v in sources.items()]
+    lines.append(f"  found {n['image']} images, {n['mask']} masks, {n['label']} labels"
+                 + (" (the full release has 10,015 of each)" if set(n.values()) != {EXPECTED_COUNT} else ""))
+    lines.append(f"  files written {s['written']}, already in place {s['kept']}")
+    if s["skipped_members"]:
+        lines.append(f"  skipped {len(s['skipped_members'])} non-image entries (e.g. {s['skipped_members'][0]})")
+    s["text"] = "\n".join(lines + [f"  {p}" for p in problems] + ["", str(s["report"])])
     if verbose:
-        print(s, flush=True)
+        print(s["text"], flush=True)
     return s
 
 
@@ -719,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     try:
         if a.command == "ham10000":
-            return 0 if prepare_ham10000(a.downloads_dir, a.out, overwrite=a.overwrite).ok else 1
+            return 0 if prepare_ham10000(a.downloads_dir, a.out, overwrite=a.overwrite)["ok"] else 1
         if a.command == "check":
             report = validate_dataset(a.data_dir, decode=not a.fast, partial=a.partial)
             print(report)
