@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from skin_utils.config import AUGMENTATIONS, COLOUR_CONSTANCY  # COLOUR_CONSTANCY's "none" is stored as None
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-AUGMENTATIONS = ("none", "flips", "standard", "strong", "camera")
-COLOUR_CONSTANCY = ("none", "shades_of_gray")  # the notebook parameter's choices; "none" is stored as None
 DEFAULT_P = 6  # the Minkowski norm of Shades of Gray (p = 6 in the ISIC winners' pipelines)
 _EPS = 1e-6    # below this an illuminant channel counts as black and keeps gain 1
 
