@@ -318,19 +318,19 @@ def write_whole(out: Path, record: str, overwrite: bool, source: Path | None = N
     rank) wrote meanwhile is kept."""
     if source is not None and (out == source or source in out.parents or out in source.parents):
         raise ValueError(f"--out {out} must be outside the data folder {source} (and not hold it).")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} exists and is not empty: choose another folder, or pass --overwrite "
-                                  "(overwrite=True) to replace what this command wrote there before.")
-        if not (out / record).is_file():
-            raise FileExistsError(f"{out} holds something this command did not write (no {record}); it is not "
-                                  "overwritten. Choose another folder.")
+    replace = out.exists() and any(out.iterdir())
+    if replace and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty: choose another folder, or pass --overwrite "
+                              "(overwrite=True) to replace what this command wrote there before.")
+    if replace and not (out / record).is_file():
+        raise FileExistsError(f"{out} holds something this command did not write (no {record}); it is not "
+                              "overwritten. Choose another folder.")
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "images").mkdir(parents=True)
     try:
         yield tmp
-        if overwrite and out.exists():
+        if replace:
             shutil.rmtree(out)
         try:
             tmp.rename(out)
