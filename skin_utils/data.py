@@ -1,10 +1,9 @@
 """From a data folder to batches: `load_data` (index, lesion-level split, uint8 array cache), the
-datasets and loaders, and the demo fallback (`resolve_data_dir`).
+datasets and loaders, and the synthetic demo when there are no data (`resolve_data_dir`).
 
-A folder that is not in the one layout (`skin_utils.layout`) is converted once by
-`skin_utils.prepare` into the cache folder and read from there; ``Data.data_dir`` stays the folder
-given. Images travel as uint8 from the cache to the training step, which normalises them on the
-device (`skin_utils.transforms.Normalize`): four times less memory traffic than float32.
+A folder that is not in the one layout is converted once (`skin_utils.prepare`) into the cache
+folder; ``Data.data_dir`` stays the folder given. Images travel as uint8 from the cache to the
+training step, which normalises them on the device: four times less memory traffic than float32.
 """
 
 from __future__ import annotations
@@ -30,14 +29,13 @@ from torchvision import tv_tensors
 from tqdm.auto import tqdm
 
 from skin_utils import distributed, prepare
+from skin_utils.config import CLASS_BALANCE, SPLITS, resolve
 from skin_utils.demo import SYNTHETIC_NOTE, make_synthetic_dataset
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.layout import (LesionLeakageWarning, as_hw, binarise_mask, load_index, read_csv_with_ids, read_image,
                                read_mask)
-from skin_utils.config import CLASS_BALANCE, resolve
 from skin_utils.transforms import build_augmentation
 
-SPLITS = ("train", "val", "test")
 #: data_dir values that fall back to the synthetic demo when the folder holds no data set.
 DEMO_DATA_DIRS = ("data", "demo", "synthetic")
 #: Bump when what is cached for the same files changes. 2: large images read reduced; masks of
@@ -49,10 +47,9 @@ CACHE_VERSION = 2
 # the lesion-level split
 # --------------------------------------------------------------------------------------------
 def make_split(index: pd.DataFrame, fractions=(0.7, 0.15, 0.15), seed: int = 0) -> pd.DataFrame:
-    """Each image to train/val/test by lesion (HAM10000 has 10,015 images of 7,470 lesions: a random
-    image split leaks near-duplicates into the test split). Within each diagnosis the lesions are
-    shuffled with ``seed`` and cut at ``fractions``; a class with >= 3 lesions has one in every split.
-    Returns image_id, lesion_id, dx, label, split."""
+    """Each image to train/val/test by lesion (HAM10000 has 10,015 images of 7,470 lesions: an image
+    split leaks near-duplicates into the test split): per diagnosis, the lesions shuffled with ``seed``
+    and cut at ``fractions``, one in every split for a class of >= 3 lesions."""
     fractions = np.asarray(fractions, dtype=float)
     if fractions.shape != (3,) or (fractions < 0).any() or not np.isclose(fractions.sum(), 1.0):
         raise ValueError(f"split fractions={tuple(fractions)} must be three numbers >= 0 summing to 1 "
@@ -71,16 +68,15 @@ def make_split(index: pd.DataFrame, fractions=(0.7, 0.15, 0.15), seed: int = 0) 
         n_val, n_test = int(round(n * fractions[1])), int(round(n * fractions[2]))
         if n >= 3:
             n_val, n_test = max(n_val, int(fractions[1] > 0)), max(n_test, int(fractions[2] > 0))
-        for lesion, split in zip(ids, ["train"] * (n - n_val - n_test) + ["val"] * n_val + ["test"] * n_test):
-            assignment[lesion] = split
+        assignment.update(zip(ids, ["train"] * (n - n_val - n_test) + ["val"] * n_val + ["test"] * n_test))
     out = index[["image_id", "lesion_id", "dx", "label"]].copy()
     out["split"] = out["lesion_id"].map(assignment)
     return out.reset_index(drop=True)
 
 
 def load_or_make_split(index: pd.DataFrame, path, fractions=(0.7, 0.15, 0.15), seed: int = 0) -> pd.DataFrame:
-    """The split stored at ``path`` (a CSV, ``<path>.json`` describing it) when it was made for the same
-    data, fractions and seed; otherwise a new one, written there: every notebook shares one split."""
+    """The split stored at ``path`` (described by ``<path>.json``) when it was made for the same data,
+    fractions and seed, else a new one written there: every notebook shares one split."""
     path, meta_path = Path(path), Path(path).with_suffix(".json")
     want = {"data_fingerprint": index.attrs.get("fingerprint"), "fractions": [float(f) for f in fractions],
             "seed": int(seed), "n_images": int(len(index))}
@@ -117,11 +113,10 @@ def read_split(path, index: pd.DataFrame) -> pd.DataFrame:
 def split_summary(split: pd.DataFrame, class_names) -> pd.DataFrame:
     """Images and lesions per class and split, with a total row."""
     def counts(part):
-        return [n for s in SPLITS for n in (int((part["split"] == s).sum()),
-                                            part.loc[part["split"] == s, "lesion_id"].nunique())]
-    columns = [f"{s}_{what}" for s in SPLITS for what in ("images", "lesions")]
+        return [n for s in SPLITS for n in ((part["split"] == s).sum(), part.loc[part["split"] == s, "lesion_id"].nunique())]
     rows = {name: counts(split[split["label"] == i]) for i, name in enumerate(class_names)}
-    return pd.DataFrame.from_dict({**rows, "total": counts(split)}, orient="index", columns=columns).rename_axis("class")
+    return pd.DataFrame.from_dict({**rows, "total": counts(split)}, orient="index", dtype=int, columns=[
+        f"{s}_{what}" for s in SPLITS for what in ("images", "lesions")]).rename_axis("class")
 
 
 def subsample_by_lesion(index: pd.DataFrame, max_samples: int | None, seed: int = 0) -> pd.DataFrame:
@@ -151,14 +146,13 @@ def subsample_by_lesion(index: pd.DataFrame, max_samples: int | None, seed: int 
 # the uint8 array cache: every image and mask decoded and resized once
 # --------------------------------------------------------------------------------------------
 def default_cache_dir() -> Path:
-    """``$SKIN_UTILS_CACHE``, else ``~/.cache/skin_utils`` (delete it at any time to reclaim the space)."""
+    """``$SKIN_UTILS_CACHE``, else ``~/.cache/skin_utils`` (delete it at any time)."""
     return Path(os.environ.get("SKIN_UTILS_CACHE", Path.home() / ".cache" / "skin_utils"))
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray | None, hw) -> tuple[np.ndarray, np.ndarray | None]:
-    """An RGB uint8 image resized bilinearly (antialiased when shrinking) to ``hw=(H, W)``, and its {0, 1}
-    mask resized as 0/255 grey with the same filter and cut at half range (`binarise_mask`), so that its
-    border follows the image's instead of nearest neighbour's staircase."""
+    """An RGB uint8 image resized bilinearly to ``hw``, and its {0, 1} mask resized as 0/255 grey with the
+    same filter and cut at half range, so that its border follows the image's (no nearest-neighbour steps)."""
     h, w = as_hw(hw)
     img = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
     if mask is None:
@@ -168,7 +162,7 @@ def resize_pair(image: np.ndarray, mask: np.ndarray | None, hw) -> tuple[np.ndar
 
 
 def load_resized(image_path, mask_path, hw) -> tuple[np.ndarray, np.ndarray | None]:
-    """An image (read reduced when large) and its mask (None or NaN: none) resized to ``hw`` by `resize_pair`."""
+    """An image (read reduced when large) and its mask (None or NaN: none) by `resize_pair`."""
     has_mask = mask_path is not None and not (isinstance(mask_path, float) and mask_path != mask_path)
     return resize_pair(read_image(image_path, shrink_to=as_hw(hw)), read_mask(mask_path) if has_mask else None, hw)
 
@@ -191,12 +185,9 @@ class ArrayCache:
     image_ids: list[str]
 
     @classmethod
-    def open(cls, path: Path) -> "ArrayCache":
+    def open(cls, path: Path) -> ArrayCache:
         return cls(path, np.load(path / "images.npy", mmap_mode="r"), np.load(path / "masks.npy", mmap_mode="r"),
                    json.loads((path / "info.json").read_text())["image_ids"])
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
 
     @property
     def nbytes(self) -> int:
@@ -205,10 +196,9 @@ class ArrayCache:
 
 def build_cache(index: pd.DataFrame, image_size, cache_dir=None, num_threads: int | None = None,
                 progress: bool = True) -> ArrayCache:
-    """The cache of ``index`` at ``image_size`` in ``cache_dir/<cache_key>``, built first if needed: each
-    file decoded once on a few threads (each holding one image at a time; large images read reduced)
-    into memory-mapped files in a temporary folder renamed into place when complete, so an interrupted
-    build leaves nothing half-written. N x H x W x 4 bytes: 8,512 images at 128 px take 558 MB."""
+    """The cache of ``index`` at ``image_size`` in ``cache_dir/<cache_key>``, built first if needed on a
+    few threads (each holding one image at a time) into a temporary folder renamed into place when
+    complete. N x H x W x 4 bytes: 8,512 images at 128 px take 558 MB."""
     hw = as_hw(image_size)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     final = root / cache_key(index, hw)
@@ -235,13 +225,12 @@ def build_cache(index: pd.DataFrame, image_size, cache_dir=None, num_threads: in
             "version": CACHE_VERSION, "image_size": list(hw), "n_images": n, "data_dir": index.attrs.get("data_dir"),
             "fingerprint": index.attrs.get("fingerprint"), "seconds_to_build": round(time.perf_counter() - t0, 2),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "image_ids": list(index["image_id"])}))
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process finished the same entry first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
+        os.replace(tmp, final)
+    except OSError:
+        if not (final / "info.json").is_file():  # not just another process finishing the same entry first
+            raise
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ArrayCache.open(final)
 
 
@@ -272,10 +261,9 @@ class CachedLesionDataset(Dataset):
 
 def make_loader(dataset, batch_size: int, device, shuffle: bool = False, sampler=None, num_workers: int | None = None,
                 seed: int = 0, drop_last: bool = False) -> DataLoader:
-    """A DataLoader for the device: seeded order; on CUDA pinned memory and most cores as workers, on a
-    CPU none with 2 cores or fewer (the model needs them; the cached loader is >10x faster than the
-    step), else a quarter. Under torchrun a shuffling or balanced loader gets this process's share
-    (`distributed.shard_sampler`) and the workers are divided among the machine's processes."""
+    """A seeded DataLoader for the device: on CUDA pinned memory and most cores as workers; on a CPU none
+    with 2 cores or fewer (the model needs them), else a quarter. Under torchrun a shuffling or balanced
+    loader gets this process's share and the workers are divided among the machine's processes."""
     device = torch.device(device)
     sampler = distributed.shard_sampler(dataset, sampler, shuffle=shuffle, seed=seed, drop_last=drop_last)
     workers = num_workers
@@ -329,8 +317,7 @@ class Data:
     rows: dict = field(default_factory=dict)  # split name -> positions in index / cache
 
     @property
-    def data_dir(self) -> str:
-        """The folder given (a converted folder's copy is ``index.attrs["converted"]``)."""
+    def data_dir(self) -> str:  # the folder given; a converted folder's copy is index.attrs["converted"]
         return self.index.attrs.get("data_dir", "")
 
     @property
@@ -338,15 +325,13 @@ class Data:
         return bool(self.index.attrs.get("synthetic", False))
 
     @property
-    def name(self) -> str:
-        """What titles call the data set, flagged when it is synthetic."""
+    def name(self) -> str:  # what titles call the data set
         if self.synthetic:
             return SYNTHETIC_NOTE
         return f"{'folder' if self.index.attrs.get('converted') else 'HAM10000 layout:'} {Path(self.data_dir).name}"
 
     @property
-    def labels(self) -> np.ndarray:
-        """Class index per image, -1 for an image without a diagnosis."""
+    def labels(self) -> np.ndarray:  # class index per image, -1 without a diagnosis
         return self.index["label"].to_numpy()
 
     @property
@@ -354,8 +339,7 @@ class Data:
         return bool((self.index["label"] >= 0).any())
 
     @property
-    def has_masks(self) -> bool:
-        """At least one image has a mask (the cache holds all-zero masks for the others)."""
+    def has_masks(self) -> bool:  # at least one image has a mask (the cache holds zeros for the others)
         return bool(self.index["mask_path"].notna().any())
 
     def describe(self) -> dict:
@@ -371,8 +355,7 @@ class Data:
             "skipped_problems": len(a.get("problems", []) or []), "subsample": a.get("subsample"),
         }
 
-    def dataset(self, split: str, augment: str = "none") -> CachedLesionDataset:
-        """The cached samples of one split ("train", "val", "test" or "all")."""
+    def dataset(self, split: str, augment: str = "none") -> CachedLesionDataset:  # "train", "val", "test", "all"
         return CachedLesionDataset(self.cache, self.labels, self.rows[split], augment=augment)
 
 
@@ -380,30 +363,26 @@ def load_data(data_dir="data", image_size=128, *, split_path="reports/split.csv"
               seed: int = 0, max_samples: int | None = None, on_bad_data: str = "raise", cache_dir=None,
               need_split: bool = True, cache: bool = True, progress: bool = True, label_map=None,
               label_column: str | None = None, id_column: str | None = None, partial: bool | None = None) -> Data:
-    """Index ``data_dir`` (the synthetic demo for "data" when it holds no data set), validate it, take the
-    lesion-level split at ``split_path`` (made there the first time) and build the cache at
-    ``image_size`` (an int or (H, W); ``cache=False``: none, to look without training).
+    """Index ``data_dir`` (the demo for "data" when it holds no data set), validate it, take the lesion-level
+    split at ``split_path`` (made there the first time) and build the cache at ``image_size`` (``cache=False``:
+    none, to look without training).
 
-    A folder that is not in the layout (masks named ``_lesion``, a ``labels.csv``, nested images, ...)
-    is converted once by `skin_utils.prepare.convert_folder` with ``label_map`` (dict or JSON text),
-    ``id_column`` and ``label_column`` into ``<cache_dir>/converted/`` and read from there. ``partial``
-    (default: ``not need_split``, i.e. when a whole folder is scored) keeps images without a mask or a
-    labels row; a folder with neither raises `DataLayoutError` pointing to ``notebooks/04_inference``."""
+    A folder not in the layout (masks named ``_lesion``, a ``labels.csv``, nested images, ...) is converted
+    once by `skin_utils.prepare.convert_folder` with ``label_map``, ``id_column`` and ``label_column`` into
+    ``<cache_dir>/converted/`` and read from there. ``partial`` (default: ``not need_split``, scoring a whole
+    folder) keeps images without a mask or a labels row."""
     path = resolve(data_dir)
     explicit = str(data_dir) not in DEMO_DATA_DIRS and path != resolve("data")
     folder = path if explicit and path.is_dir() else resolve_data_dir(data_dir)
     reason = prepare.layout_mismatch(folder, label_map, id_column, label_column)
-    converted = None
-    if reason:
-        converted = prepare.converted_copy(folder, Path(cache_dir or default_cache_dir()) / "converted", reason,
-                                           label_map=label_map, id_column=id_column, label_column=label_column,
-                                           on_bad_data=on_bad_data)
+    converted = reason and prepare.converted_copy(
+        folder, Path(cache_dir or default_cache_dir()) / "converted", reason, label_map=label_map,
+        id_column=id_column, label_column=label_column, on_bad_data=on_bad_data)
     index = load_index(converted or folder, on_bad_data=on_bad_data, partial=(not need_split) if partial is None else partial)
     if converted:
         record = json.loads((converted / prepare.CONVERSION_RECORD).read_text())
-        index.attrs.update(data_dir=str(folder), converted=str(converted), label_file=record["label_file"],
-                           label_mapping=record["label_mapping"], unknown_labels=record["unknown_labels"],
-                           dropped_labels=record["dropped_labels"])
+        index.attrs.update(data_dir=str(folder), converted=str(converted),
+                           **{k: record[k] for k in ("label_file", "label_mapping", "unknown_labels", "dropped_labels")})
     index = subsample_by_lesion(index, max_samples, seed)
     if need_split:
         split = load_or_make_split(index, resolve(split_path), split_fractions, seed)
@@ -440,14 +419,13 @@ def train_val_loaders(data: Data, batch_size: int, device, *, augment: str = "st
 
 
 def check_trainable(data: Data, seg_weight: float, cls_weight: float) -> None:
-    """Refuse the mask loss (``seg_weight > 0``) on training images without a mask: it would teach the
-    decoder empty masks, and their validation Dice (1.0, empty on empty) would pick the checkpoint."""
-    train = data.rows["train"]
-    no_mask = ~data.index["has_mask"].to_numpy(bool)[train]
+    """Refuse the mask loss on training images without a mask: it would teach the decoder empty masks,
+    and their validation Dice (1.0, empty on empty) would pick the checkpoint."""
+    no_mask = ~data.index["has_mask"].to_numpy(bool)[data.rows["train"]]
     if seg_weight > 0 and no_mask.any():
         folder = data.data_dir
         what = ("has no lesion masks" if no_mask.all() else
-                f"has {int(no_mask.sum())} of {len(train)} training images without a lesion mask")
+                f"has {int(no_mask.sum())} of {len(no_mask)} training images without a lesion mask")
         raise ValueError(
             f"{folder} {what}: the mask loss would train the decoder on empty masks, and their validation Dice "
             "(1.0 for empty on empty) would choose the checkpoint. Train the diagnosis head alone with seg_weight 0:\n"
@@ -472,7 +450,7 @@ def _sample(index: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 def lesion_area_fractions(index: pd.DataFrame, max_images: int | None = 3000, seed: int = 0,
                           threads: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Lesion pixels / image pixels of (a sample of at most ``max_images``) images, with their labels."""
+    """Lesion pixels / image pixels of (at most ``max_images``) images, with their labels."""
     part = _sample(index, max_images or len(index), seed)
     with ThreadPoolExecutor(threads) as pool:
         areas = list(pool.map(lambda p: float(read_mask(p).mean()), part["mask_path"]))

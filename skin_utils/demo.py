@@ -7,17 +7,14 @@ blotches; NV round, brown, a network; BCC pink-pearly with red vessels; AKIEC re
 BKL light brown with dark fissures; DF small, a brown ring round a pale centre; VASC red-purple
 lacunae), photographed 1-3 times (about 1.34 images per lesion, like HAM10000) with other position,
 light and hairs, dark dermatoscope corners, noise and blur. The mask is the lesion's support.
-``python -m skin_utils.demo OUT_DIR`` writes one.
+``python -m skin_utils.prepare demo OUT_DIR`` writes one.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +22,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
 from skin_utils.labels import CLASS_NAMES, HAM10000_CLASS_COUNTS
-from skin_utils.layout import INFO_NAME, METADATA_COLUMNS, METADATA_NAME, MASK_SUFFIX, is_synthetic
+from skin_utils.layout import INFO_NAME, METADATA_COLUMNS, METADATA_NAME, MASK_SUFFIX, write_whole
 
 SYNTHETIC_NOTE = "synthetic demo data"  # what figure titles say when the data are synthetic
 VERSION = 3  # 3: the short generator of skin_utils.demo
@@ -206,9 +203,9 @@ def _complete(out_dir: Path, info: dict) -> bool:
 
 def make_synthetic_dataset(out_dir, n_images: int = 400, image_size=(120, 160), seed: int = 0,
                            overwrite: bool = False) -> Path:
-    """Write (or reuse) the demo in ``out_dir`` and return its path; ``image_size`` is (H, W). The same
-    arguments give byte-identical files. A folder holding anything else raises FileExistsError, unless
-    ``overwrite`` and it is a synthetic data set itself (never real data)."""
+    """Write (or reuse) the demo in ``out_dir``; ``image_size`` is (H, W). The same arguments give
+    byte-identical files. A folder holding anything else is replaced only with ``overwrite`` and only when
+    it is a synthetic data set itself (never real data)."""
     out_dir, hw = Path(out_dir).expanduser().resolve(), (int(image_size[0]), int(image_size[1]))
     if min(hw) < 16:
         raise ValueError(f"image_size must be at least (16, 16), got {image_size!r}")
@@ -219,17 +216,8 @@ def make_synthetic_dataset(out_dir, n_images: int = 400, image_size=(120, 160), 
             "n_images": int(n_images), "image_size": list(hw)}
     if _complete(out_dir, info):
         return out_dir
-    existing = sorted(os.listdir(out_dir)) if out_dir.is_dir() else []
-    if existing and not (overwrite and is_synthetic(out_dir)):
-        what = ("a different synthetic data set" if is_synthetic(out_dir) else
-                f"other files ({', '.join(existing[:5])}{', ...' if len(existing) > 5 else ''})")
-        raise FileExistsError(f"Refusing to write synthetic data into {out_dir}: it already holds {what}. Choose an "
-                              "empty/new folder, or pass overwrite=True (--overwrite) to replace a previous synthetic "
-                              "data set (real data are never overwritten).")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        (tmp / "images").mkdir()
+    with write_whole(out_dir, INFO_NAME, overwrite) as tmp:
         (tmp / "masks").mkdir()
         ss = np.random.SeedSequence([int(seed), 0x1E5])
         by_lesion = {lid: np.random.default_rng(c) for lid, c in zip(sorted(plan["lesion_id"].unique()),
@@ -245,34 +233,4 @@ def make_synthetic_dataset(out_dir, n_images: int = 400, image_size=(120, 160), 
             Image.fromarray(mask * np.uint8(255)).save(tmp / "masks" / f"{r.image_id}{MASK_SUFFIX}")
         plan[list(METADATA_COLUMNS)].to_csv(tmp / METADATA_NAME, index=False)
         (tmp / INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
-        for name in ("images", "masks", METADATA_NAME, INFO_NAME):  # an overwrite replaces only what this writes
-            target = out_dir / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-        out_dir.mkdir(exist_ok=True)
-        for name in ("images", "masks", METADATA_NAME, INFO_NAME):
-            os.replace(tmp / name, out_dir / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m skin_utils.demo", description="Write the synthetic demo data set.")
-    ap.add_argument("out_dir")
-    ap.add_argument("--n-images", type=int, default=400)
-    ap.add_argument("--width", type=int, default=160)
-    ap.add_argument("--height", type=int, default=120)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--overwrite", action="store_true", help="replace a previous synthetic data set in OUT_DIR")
-    args = ap.parse_args(argv)
-    try:
-        path = make_synthetic_dataset(args.out_dir, args.n_images, (args.height, args.width), args.seed, args.overwrite)
-    except (ValueError, FileExistsError) as exc:
-        ap.exit(2, f"error: {exc}\n")
-    print(f"{SYNTHETIC_NOTE}: {args.n_images} images ({args.width}x{args.height}, seed {args.seed}) in {path}\n  "
-          + ", ".join(f"{c} {n}" for c, n in class_image_counts(args.n_images).items()))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -32,8 +32,7 @@ _SEPARATORS = re.compile(r"[\s_\-()]+")
 
 
 def normalise_name(name) -> str:
-    """Lower case, runs of spaces, underscores, hyphens and brackets one space ("Melanoma (in situ)"
-    -> "melanoma in situ")."""
+    """Lower case, runs of spaces, ``_``, ``-`` and brackets one space: "Melanoma (in situ)" -> "melanoma in situ"."""
     return _SEPARATORS.sub(" ", str(name).lower()).strip()
 
 
@@ -66,8 +65,7 @@ SYNONYMS: dict[str, str] = {
 
 def parse_label_map(label_map: str | Mapping | None) -> dict[str, str | None]:
     """``label_map`` (None, "", a dict or JSON text: papermill's ``-p`` gives text, ``-y`` a dict) as
-    ``{normalised name: class or None}``; None/null means "not a diagnosis: leave these images out".
-    Raises ValueError for text that is not a JSON object or a value that is not a class."""
+    ``{normalised name: class or None}``; null means "not a diagnosis: leave these images out"."""
     if isinstance(label_map, str):
         try:
             label_map = json.loads(label_map) if label_map.strip() else None
@@ -90,9 +88,8 @@ def parse_label_map(label_map: str | Mapping | None) -> dict[str, str | None]:
 
 
 def map_labels(names: Iterable, label_map: str | Mapping | None = None) -> tuple[list[str | None], list[str]]:
-    """``(mapped, unknown)``: the class of each name (``label_map`` first, then `SYNONYMS`) or None,
-    and the sorted distinct names that map to nothing. Empty names and names mapped to null give
-    None without being unknown."""
+    """``(mapped, unknown)``: the class of each name (``label_map`` first, then `SYNONYMS`) or None, and
+    the names that map to nothing (empty names and names mapped to null are not unknown)."""
     lookup = {**SYNONYMS, **parse_label_map(label_map)}
     mapped, unknown = [], set()
     for name in names:

@@ -5,10 +5,9 @@
     <data_dir>/HAM10000_metadata.csv                 optional: lesion_id,image_id,dx[,dx_type,age,sex,localization]
     <data_dir>/dataset_info.json                     optional: {"synthetic": true} marks the demo
 
-`load_index` turns such a folder into the index (one row per usable image), raising one
-`DataValidationError` that lists every problem with what to do (or, ``on_bad_data="skip"``,
-leaving the affected images out with one warning). Every other folder shape is converted into
-this one by `skin_utils.prepare`. Every size is ``(height, width)`` (`as_hw`).
+`load_index` turns such a folder into the index (one row per usable image) after finding every
+problem, reported together with what to do. `skin_utils.prepare` converts other folder shapes
+into this one. Every size is ``(height, width)`` (`as_hw`).
 """
 
 from __future__ import annotations
@@ -18,8 +17,10 @@ import json
 import math
 import os
 import shlex
+import shutil
 import warnings
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from skin_utils.config import ON_BAD_DATA
 from skin_utils.labels import CLASS_NAMES, DX_TO_INDEX
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -34,7 +36,6 @@ METADATA_NAME = "HAM10000_metadata.csv"
 METADATA_COLUMNS = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization")
 MASK_SUFFIX = "_segmentation.png"
 INFO_NAME = "dataset_info.json"
-ON_BAD_DATA = ("raise", "skip")  # stop with a report of every problem, or leave the bad images out
 #: Lesion-id cells that mean "not known": such an image is its own lesion, never one pseudo-lesion.
 MISSING_LESION_IDS = frozenset({"", "na", "n/a", "nan", "none", "null", "-", "--", "?", "unknown", "missing"})
 IGNORED_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "__macosx", ".ipynb_checkpoints"})
@@ -59,6 +60,7 @@ EXPECTED_LAYOUT = (
     f"Build it from the official HAM10000 downloads ({DATAVERSE}) with\n  {HAM10000_CMD}\n"
     f"or from any other folder (load_data does this by itself) with\n  {FOLDER_CMD}\n(see data/README.md)."
 )
+#: Every kind of problem, with what to do about it.
 KIND_FIXES: dict[str, str] = {
     "missing_folder": f"point data_dir at the folder that holds images/, masks/ and the labels, or build it with `{HAM10000_CMD}`",
     "no_images": f"put the images in <data_dir>/images/ (build it with `{HAM10000_CMD}`, or `{FOLDER_CMD}`)",
@@ -86,20 +88,18 @@ FATAL_KINDS = frozenset({"missing_folder", "no_images", "no_labels"})
 # reading images and masks: the one path training, validation and inference share
 # --------------------------------------------------------------------------------------------
 def as_hw(image_size) -> tuple[int, int]:
-    """Every size in this package is (height, width): ``128`` -> (128, 128); ``(h, w)`` stays."""
+    """``128`` -> (128, 128); ``(h, w)`` stays."""
     if isinstance(image_size, (int, np.integer)):
         return int(image_size), int(image_size)
     h, w = image_size
     return int(h), int(w)
 
 
-_HINT_REPLACE = "re-download or re-export the file (it should open in any image viewer), or remove it"
-
-
 class ImageReadError(ValueError):
     """An image or mask file that cannot be used; ``path``, ``reason`` and ``hint`` say why."""
 
-    def __init__(self, path, reason: str, hint: str = _HINT_REPLACE):
+    def __init__(self, path, reason: str,
+                 hint: str = "re-download or re-export the file (it should open in any image viewer), or remove it"):
         self.path, self.reason, self.hint = str(path), reason, hint
         super().__init__(f"Cannot read {self.path}: {reason}. Fix: {hint}.")
 
@@ -109,7 +109,7 @@ class ColourMaskError(ImageReadError):
 
 
 def _open(path) -> Image.Image:
-    """``Image.open`` (the header only) with ImageReadError for a missing, empty or unknown file."""
+    """``Image.open`` (the header only), with ImageReadError for a missing, empty or unknown file."""
     p = Path(path)
     if not p.is_file():
         raise ImageReadError(p, "this is a folder, not an image file" if p.is_dir() else "the file does not exist",
@@ -135,8 +135,8 @@ def _orientation(img: Image.Image) -> int:
 
 
 def _decode(img: Image.Image, path, draft: bool = False) -> Image.Image:
-    """The pixels with the EXIF orientation applied. ``draft=True`` decodes JPEGs at 1/8 scale: the
-    whole stream is still read (truncated files are caught) for 1/64 of the work; for checks only."""
+    """The pixels, EXIF orientation applied. ``draft=True`` (checks only) decodes JPEGs at 1/8 scale: the
+    whole stream is still read, so truncated files are caught, for 1/64 of the work."""
     if draft and img.format == "JPEG":
         img.draft("RGB", (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
     try:
@@ -165,44 +165,31 @@ def image_hw(path) -> tuple[int, int]:
         return _hw(img)
 
 
-def _scaled(a: np.ndarray, full_range: float | None) -> np.ndarray:
-    """Numbers -> uint8, ``full_range`` mapping to 255 (None: min-max)."""
-    a = np.nan_to_num(np.asarray(a, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    if full_range is None:
-        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-        a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
-    else:
-        a = a * (255.0 / full_range)
-    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
-
-
 def _rgb(img: Image.Image, path) -> np.ndarray:
-    """A decoded image as uint8 (H, W, 3): transparency composited on white; 16-bit scaled by the full
-    range (``v / 257``), never clipped; mode I as 8-bit, else 16-bit, else min-max; F from [0, 1]
-    (or 0..255, else min-max)."""
+    """A decoded image as uint8 (H, W, 3): transparency composited on white; numbers scaled by the range of
+    their storage type (16-bit: 65535; floats: 1, else 255), never clipped, else min-max."""
     mode = img.mode
     try:
         if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in img.info):
             rgba = img.convert("RGBA")
-            out = np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, (255,) * 4), rgba).convert("RGB"))
-        elif mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-            a = np.asarray(img)
-            lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-            if mode.startswith("I;16"):
-                grey = _scaled(a, 65535.0)
-            elif lo >= 0 and hi <= (1.0 if mode == "F" else 255):
-                grey = _scaled(a, 1.0) if mode == "F" else a.astype(np.uint8)
-            elif lo >= 0 and hi <= (255.0 if mode == "F" else 65535):
-                grey = _scaled(a, 255.0 if mode == "F" else 65535.0)
-            else:
-                grey = _scaled(a, None)
-            out = np.repeat(grey[:, :, None], 3, axis=2)
-        else:  # RGB, L, 1, P, CMYK, YCbCr, ...
-            out = np.asarray(img if mode == "RGB" else img.convert("RGB"))
+            return np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, (255,) * 4), rgba).convert("RGB"))
+        if mode not in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):  # RGB, L, 1, P, CMYK, YCbCr, ...
+            return np.asarray(img if mode == "RGB" else img.convert("RGB"))
     except ValueError as e:  # "conversion from X to RGB not supported"
         raise ImageReadError(path, f"mode {mode} cannot be converted to RGB ({e})",
                              "save the image as an 8-bit RGB JPEG or PNG") from None
-    return np.ascontiguousarray(out, dtype=np.uint8)
+    a = np.asarray(img)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    full = 65535.0 if mode.startswith("I;16") else next(
+        (f for f in ((1.0, 255.0) if mode == "F" else (255.0, 65535.0)) if lo >= 0 and hi <= f), None)
+    a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if full is not None:
+        a = a * (255.0 / full)
+    elif a.size and a.max() > a.min():  # outside every storage range: min-max
+        a = (a - a.min()) / (a.max() - a.min()) * 255.0
+    else:
+        a = np.zeros_like(a)
+    return np.repeat(np.clip(np.rint(a), 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
 
 
 def read_image(path, shrink_to=None) -> np.ndarray:
@@ -212,7 +199,7 @@ def read_image(path, shrink_to=None) -> np.ndarray:
     integer box reduction right after decoding), so a 6000 x 4000 photo is never held at full size."""
     with _open(path) as img:
         if shrink_to is None or img.size[0] * img.size[1] <= LARGE_IMAGE_PIXELS:
-            return _rgb(_decode(img, path), path)
+            return np.ascontiguousarray(_rgb(_decode(img, path), path))
         keep = REDUCING_GAP * max(as_hw(shrink_to))
         if img.format == "JPEG":
             img.draft(None, (keep, keep))  # a scale at which both sides stay >= keep
@@ -220,7 +207,7 @@ def read_image(path, shrink_to=None) -> np.ndarray:
         factor = min(out.size) // keep
         if factor >= 2 and out.mode in ("L", "RGB", "CMYK"):  # box-averaging other modes mixes alpha or palettes
             out = out.reduce(factor)
-        return _rgb(out, path)
+        return np.ascontiguousarray(_rgb(out, path))
 
 
 def mask_value_range(img: Image.Image, path="<mask>") -> tuple[np.ndarray, float]:
@@ -229,15 +216,15 @@ def mask_value_range(img: Image.Image, path="<mask>") -> tuple[np.ndarray, float
     and 1. Grey RGB(A)/palette masks are fine; real colours raise `ColourMaskError`."""
     mode = img.mode
     if mode in ("1", "L", "LA", "La"):
-        values, full = np.asarray(img.getchannel(0) if mode in ("LA", "La") else img, dtype=np.uint8), \
-            (1.0 if mode == "1" else 255.0)
+        values = np.asarray(img.getchannel(0) if mode in ("LA", "La") else img, dtype=np.uint8)
+        full = 1.0 if mode == "1" else 255.0
     elif mode.startswith("I;16"):
         values, full = np.asarray(img).astype(np.uint16), 65535.0
     elif mode in ("I", "F"):
         values = np.asarray(img)
         hi = float(values.max()) if values.size else 0.0
-        full = (1.0 if hi <= 1.0 else 255.0) if mode == "F" else (255.0 if hi <= 255 else 65535.0 if hi <= 65535
-                                                                   else float(2**31 - 1))
+        full = (1.0 if hi <= 1.0 else 255.0) if mode == "F" else next(
+            (f for f in (255.0, 65535.0) if hi <= f), float(2**31 - 1))
     else:
         rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
         spread = int((rgb.max(axis=2) - rgb.min(axis=2)).max()) if rgb.size else 0
@@ -257,8 +244,7 @@ def binarise_mask(values: np.ndarray, full_range: float) -> np.ndarray:
 
 
 def read_mask(path, hw: tuple[int, int] | None = None) -> np.ndarray:
-    """A lesion mask as uint8 (H, W) in {0, 1} by `binarise_mask`; ``hw=(H, W)`` resizes with nearest
-    neighbour."""
+    """A lesion mask as uint8 (H, W) in {0, 1} (`binarise_mask`); ``hw`` resizes with nearest neighbour."""
     if hw is not None and not (isinstance(hw, (tuple, list)) and len(hw) == 2
                                and all(isinstance(s, (int, np.integer)) and s > 0 for s in hw)):
         raise ValueError(f"hw must be (H, W), two positive integers (height, width), got {hw!r}")
@@ -269,14 +255,16 @@ def read_mask(path, hw: tuple[int, int] | None = None) -> np.ndarray:
     return np.ascontiguousarray(binary, dtype=np.uint8)
 
 
+# --------------------------------------------------------------------------------------------
+# folders and tables
+# --------------------------------------------------------------------------------------------
 def is_ignored(name: str) -> bool:
     """Hidden files and operating-system/archiver junk (.DS_Store, Thumbs.db, __MACOSX): skipped quietly."""
     return name.startswith(".") or name.lower() in IGNORED_NAMES
 
 
 def find_images(folder, recursive: bool = True) -> list[Path]:
-    """Image files (by extension, any case) in ``folder`` and, when ``recursive``, below it, sorted;
-    junk skipped. A single image path gives ``[path]``."""
+    """Image files (by extension, any case) in ``folder`` and below it, sorted, junk skipped."""
     p = Path(folder).expanduser()
     if p.is_file():
         if p.suffix.lower() in IMAGE_EXTENSIONS:
@@ -292,8 +280,7 @@ def find_images(folder, recursive: bool = True) -> list[Path]:
 
 
 def read_table(path) -> pd.DataFrame:
-    """A labels table as text: CSV or TSV (from the header line), every cell a stripped str, column
-    names stripped and lower-cased."""
+    """A labels table (CSV or TSV, told by its header line) as stripped text, column names lower-cased."""
     with open(path, encoding="utf-8-sig", errors="replace") as f:
         header = f.readline()
     df = pd.read_csv(path, sep="\t" if header.count("\t") > header.count(",") else ",", dtype=str,
@@ -323,6 +310,44 @@ def describe_folder(folder: Path, limit: int = 10) -> str:
     return "It contains: " + ", ".join(names) + more if entries else "It is empty."
 
 
+@contextmanager
+def write_whole(out: Path, record: str, overwrite: bool, source: Path | None = None):
+    """A temporary folder (with images/) beside ``out``, put at ``out`` when the block ends without an error:
+    a data folder appears whole or not at all. A folder already at ``out`` is replaced only with ``overwrite``
+    and only when its ``record`` file says this kind of writer made it; one that another process (a torchrun
+    rank) wrote meanwhile is kept."""
+    if source is not None and (out == source or source in out.parents or out in source.parents):
+        raise ValueError(f"--out {out} must be outside the data folder {source} (and not hold it).")
+    replace = out.exists() and any(out.iterdir())
+    if replace and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty: choose another folder, or pass --overwrite "
+                              "(overwrite=True) to replace what this command wrote there before.")
+    if replace and not (out / record).is_file():
+        raise FileExistsError(f"{out} holds something this command did not write (no {record}); it is not "
+                              "overwritten. Choose another folder.")
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "images").mkdir(parents=True)
+    try:
+        yield tmp
+        if replace:
+            shutil.rmtree(out)
+        try:
+            tmp.rename(out)
+        except OSError:  # written by another process meanwhile: theirs is kept
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def is_synthetic(data_dir) -> bool:
+    """True when ``data_dir/dataset_info.json`` marks the folder as the synthetic demo."""
+    try:
+        return json.loads((Path(data_dir) / INFO_NAME).read_text(encoding="utf-8")).get("synthetic") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 # --------------------------------------------------------------------------------------------
 # problems and the report
 # --------------------------------------------------------------------------------------------
@@ -348,17 +373,12 @@ class LesionLeakageWarning(UserWarning):
 
 @dataclass
 class Problem:
-    """One problem: its ``kind`` (a key of KIND_FIXES), the ``path`` concerned, what is wrong, and the
-    image it makes unusable (None for problems that concern no image, e.g. orphan masks)."""
+    """A ``kind`` of problem (its fix: KIND_FIXES), the file, what is wrong, and the image it makes unusable."""
 
     kind: str
     path: str
     message: str
     image_id: str | None = None
-
-    @property
-    def hint(self) -> str:
-        return KIND_FIXES[self.kind]
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.path}: {self.message}"
@@ -378,14 +398,10 @@ class DataReport:
     def ok(self) -> bool:
         return not self.problems
 
-    @property
-    def fatal(self) -> list[Problem]:
-        return [p for p in self.problems if p.kind in FATAL_KINDS]
-
     def summary(self) -> str:
         return ", ".join(f"{n} {k}" for k, n in Counter(p.kind for p in self.problems).most_common()) or "no problems"
 
-    def format_problems(self, max_per_kind: int = MAX_LISTED_PER_KIND) -> str:
+    def format_problems(self) -> str:
         """Every problem grouped by kind, each kind's fix once."""
         groups: dict[str, list[Problem]] = defaultdict(list)
         for p in self.problems:
@@ -393,11 +409,10 @@ class DataReport:
         lines = []
         for kind, items in groups.items():
             lines.append(f"[{kind}] {len(items)} problem{'s' if len(items) != 1 else ''}. Fix: {KIND_FIXES[kind]}")
-            for p in items[:max_per_kind]:
-                rel = os.path.relpath(p.path, self.data_dir) if p.path.startswith(self.data_dir) else p.path
-                lines.append(f"  - {rel}: {p.message}")
-            if len(items) > max_per_kind:
-                lines.append(f"  ... and {len(items) - max_per_kind} more of this kind")
+            lines += [f"  - {os.path.relpath(p.path, self.data_dir) if p.path.startswith(self.data_dir) else p.path}: "
+                      f"{p.message}" for p in items[:MAX_LISTED_PER_KIND]]
+            if len(items) > MAX_LISTED_PER_KIND:
+                lines.append(f"  ... and {len(items) - MAX_LISTED_PER_KIND} more of this kind")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -423,31 +438,19 @@ def no_labels_problem(folder: Path, n_images: int, why: str = "") -> Problem:
 
 def layout_error(report: DataReport) -> DataLayoutError:
     """The error of a folder with no usable data set: the fatal problems, the expected layout, the rest."""
-    body = "\n".join(f"  - {p.message}" for p in report.fatal)
-    name = Path(report.data_dir).name
-    hint = f"\n(This looks like the {name}/ folder itself: pass its parent folder as data_dir.)" \
-        if name in ("images", "masks") else ""
-    others = [p for p in report.problems if p.kind not in FATAL_KINDS]
-    extra = f"\nOther problems:\n{report.format_problems()}" if others else ""
+    body = "\n".join(f"  - {p.message}" for p in report.problems if p.kind in FATAL_KINDS)
+    hint = "\n(This looks like the images/ or masks/ folder itself: pass its parent folder as data_dir.)" \
+        if Path(report.data_dir).name in ("images", "masks") else ""
+    extra = f"\nOther problems:\n{report.format_problems()}" if any(
+        p.kind not in FATAL_KINDS for p in report.problems) else ""
     return DataLayoutError(f"No usable data set in {report.data_dir}:\n{body}{hint}\n{EXPECTED_LAYOUT}{extra}", report)
 
 
 # --------------------------------------------------------------------------------------------
 # checking the files
 # --------------------------------------------------------------------------------------------
-def check_image(path: str) -> tuple[tuple[int, int] | None, Problem | None]:
-    """``((H, W), None)``, or ``(None, problem)`` for an image training could not read (decoded at draft scale)."""
-    try:
-        with _open(path) as img:
-            hw = _hw(img)
-            _rgb(_decode(img, path, draft=True), path)
-        return hw, None
-    except ImageReadError as e:
-        return None, Problem("unreadable_image", path, e.reason)
-
-
 def check_mask(path: str) -> tuple[tuple[int, int] | None, Problem | None]:
-    """Like `check_image` for a mask, which must also be binary by `binarise_mask`: not empty once
+    """``((H, W), problem or None)`` of a mask: readable, and binary by `binarise_mask`: not empty once
     binarised although not all zero (a label map, a wrongly scaled mask), few mid-grey pixels."""
     try:
         with _open(path) as img:
@@ -473,16 +476,32 @@ def check_mask(path: str) -> tuple[tuple[int, int] | None, Problem | None]:
     return hw, None
 
 
-def _aspect_problem(mask_path: str, image_hw: tuple[int, int], mask_hw: tuple[int, int]) -> Problem | None:
-    (ih, iw), (mh, mw) = image_hw, mask_hw
-    if abs(mw / mh - iw / ih) / (iw / ih) <= ASPECT_TOLERANCE:
-        return None
-    return Problem("aspect_mismatch", mask_path, f"mask is {mw}x{mh} px (width x height, aspect {mw / mh:.3f}) but "
-                   f"its image is {iw}x{ih} px (aspect {iw / ih:.3f})")
+def _check_files(image: os.DirEntry, mask: os.DirEntry | None, decode: bool) -> list[Problem]:
+    """The problems of an image and its mask: empty files only (``decode=False``), else every pixel check."""
+    if not decode:
+        return [Problem(kind, f.path, "the file is empty (0 bytes)") for f, kind in
+                ((image, "unreadable_image"), (mask, "unreadable_mask")) if f and f.stat().st_size == 0]
+    try:
+        with _open(image.path) as img:  # decoded as training does, at draft scale
+            image_hw, found = _hw(img), []
+            _rgb(_decode(img, image.path, draft=True), image.path)
+    except ImageReadError as e:
+        image_hw, found = None, [Problem("unreadable_image", image.path, e.reason)]
+    if mask is not None:
+        mask_hw, problem = check_mask(mask.path)
+        found.append(problem)
+        if image_hw and mask_hw:
+            (ih, iw), (mh, mw) = image_hw, mask_hw
+            if abs(mw / mh - iw / ih) / (iw / ih) > ASPECT_TOLERANCE:
+                found.append(Problem("aspect_mismatch", mask.path, f"mask is {mw}x{mh} px (width x height, aspect "
+                                     f"{mw / mh:.3f}) but its image is {iw}x{ih} px (aspect {iw / ih:.3f})"))
+    return [p for p in found if p]
 
 
 def _list(folder: Path, report: DataReport, is_mask_dir: bool) -> dict[str, list[os.DirEntry]]:
     """A folder's files by image id; sub-folders, other files and badly named masks reported."""
+    if not folder.is_dir():
+        return {}
     files: dict[str, list[os.DirEntry]] = defaultdict(list)
     entries = sorted(os.scandir(folder), key=lambda e: e.name)
     for e in entries:
@@ -500,15 +519,18 @@ def _list(folder: Path, report: DataReport, is_mask_dir: bool) -> dict[str, list
             files[e.name[:-len(MASK_SUFFIX)]].append(e)
         else:
             report.problems.append(Problem("bad_mask_name", e.path, f"file name does not end in {MASK_SUFFIX}"))
-    if not any(not is_ignored(e.name) for e in entries):
+    if all(is_ignored(e.name) for e in entries):
         report.problems.append(Problem("empty_folder", str(folder), f"the {'mask' if is_mask_dir else 'image'} folder "
                                        f"is empty. {describe_folder(folder)}"))
     return files
 
 
+_NO_ROW = {"label": -1, "lesion_id": "", "no_lesion_id": False, "age": "", "sex": "unknown", "localization": "unknown"}
+
+
 def _read_metadata(path: Path, images: set[str], report: DataReport, partial: bool) -> tuple[dict | None, bool]:
-    """``(image_id -> {label, lesion_id, age, sex, localization}, has a lesion_id column)`` from
-    HAM10000_metadata.csv (None when it cannot be used); bad and conflicting rows of images reported."""
+    """``(image_id -> row, whether there is a lesion_id column)`` from HAM10000_metadata.csv (None when it
+    cannot be used); unknown diagnoses and conflicting rows of images reported."""
     try:
         df = read_table(path)
     except Exception as e:  # noqa: BLE001 - any parse failure is reported, not raised
@@ -519,6 +541,7 @@ def _read_metadata(path: Path, images: set[str], report: DataReport, partial: bo
         report.problems.append(Problem("bad_label_file", str(path), f"has no column {', '.join(missing)} "
                                        f"(columns: {', '.join(df.columns[:12]) or 'none'})"))
         return None, False
+    has_lesion_ids = "lesion_id" in df.columns
     rows: dict[str, dict] = {}
     for r in df.to_dict("records"):
         image_id, dx = r["image_id"], r["dx"]
@@ -530,23 +553,23 @@ def _read_metadata(path: Path, images: set[str], report: DataReport, partial: bo
                                                f"different diagnoses ({rows[image_id]['dx']}, {dx})", image_id))
             continue
         lesion = r.get("lesion_id", "")
-        rows[image_id] = {"dx": dx, "label": DX_TO_INDEX.get(dx.lower(), -1), "lesion_id": lesion,
-                          "missing_lesion_id": "lesion_id" in df.columns and lesion.lower() in MISSING_LESION_IDS,
-                          "age": r.get("age", ""), "sex": r.get("sex") or "unknown",
+        no_lesion_id = has_lesion_ids and lesion.lower() in MISSING_LESION_IDS
+        rows[image_id] = {"dx": dx, "label": DX_TO_INDEX.get(dx.lower(), -1), "lesion_id": "" if no_lesion_id else lesion,
+                          "no_lesion_id": no_lesion_id, "age": r.get("age", ""), "sex": r.get("sex") or "unknown",
                           "localization": r.get("localization") or "unknown"}
         if rows[image_id]["label"] < 0 and image_id in images and (dx or not partial):
             report.problems.append(Problem("bad_label", str(path), f"{image_id}: diagnosis {dx!r} is not one of the "
                                            "seven classes" if dx else f"{image_id}: no diagnosis (empty dx cell)", image_id))
     report.counts["labels"] = len(rows)
-    if "lesion_id" not in df.columns:
+    if not has_lesion_ids:
         report.notes.append(f"{path.name} has no lesion_id column: lesion_id = image_id, so near-duplicate images of "
                             "one lesion may leak across splits")
-    return rows, "lesion_id" in df.columns
+    return rows, has_lesion_ids
 
 
 def _scan(data_dir, decode: bool, partial: bool) -> tuple[DataReport, list[dict], bool]:
-    """Check a data folder; returns the report, the index rows (``_bad`` when a problem names them)
-    and whether the labels have a lesion_id column."""
+    """The report of a data folder, its index rows (``_bad``: a problem names the image) and whether the
+    labels have a lesion_id column."""
     root = Path(os.path.abspath(Path(data_dir).expanduser()))
     report = DataReport(str(root))
     if not root.is_dir():
@@ -554,9 +577,8 @@ def _scan(data_dir, decode: bool, partial: bool) -> tuple[DataReport, list[dict]
         listing = describe_folder(root.parent) if root.parent.is_dir() else "Its parent folder does not exist either."
         report.problems.append(Problem("missing_folder", str(root), f"the data folder {what}. Parent {root.parent}: {listing}"))
         return report, [], False
-    images = _list(root / "images", report, False) if (root / "images").is_dir() else {}
+    images, masks = _list(root / "images", report, False), _list(root / "masks", report, True)
     has_masks = (root / "masks").is_dir()
-    masks = _list(root / "masks", report, True) if has_masks else {}
     report.counts.update(images=sum(map(len, images.values())), masks=sum(map(len, masks.values())))
     for image_id, files in images.items():
         if len(files) > 1:
@@ -578,42 +600,31 @@ def _scan(data_dir, decode: bool, partial: bool) -> tuple[DataReport, list[dict]
                             "segmentation head cannot be trained or evaluated")
     if labels is None and masks:
         report.notes.append("no labels file: masks only, so every label is -1 and classification cannot be scored")
-    for image_id in sorted(masks):
-        if image_id not in images:
-            report.problems += [Problem("orphan_mask", f.path, f"no image {image_id} for this mask") for f in masks[image_id]]
+    for image_id in sorted(set(masks) - set(images)):
+        report.problems += [Problem("orphan_mask", f.path, f"no image {image_id} for this mask") for f in masks[image_id]]
     rows, no_lesion_id, unscorable = [], [], []
     named = {p.image_id for p in report.problems if p.image_id}
     for image_id in sorted(images):
-        start = len(report.problems)
         image, mask = images[image_id][0], masks.get(image_id, [None])[0]
-        row = (labels or {}).get(image_id)
+        row = labels.get(image_id) if labels else None
+        found = []
         if has_masks and mask is None and not partial:
-            report.problems.append(Problem("missing_mask", image.path, f"no mask masks/{image_id}{MASK_SUFFIX}", image_id))
+            found.append(Problem("missing_mask", image.path, f"no mask masks/{image_id}{MASK_SUFFIX}"))
         if labels is not None and row is None and not partial:
-            report.problems.append(Problem("missing_label", image.path, f"{image_id} has no row in {METADATA_NAME}", image_id))
-        if not decode:  # what a stat() shows: empty files
-            found = [Problem(kind, f.path, "the file is empty (0 bytes)") for f, kind in
-                     ((image, "unreadable_image"), (mask, "unreadable_mask")) if f and f.stat().st_size == 0]
-        else:
-            image_hw, problem = check_image(image.path)
-            found = [problem]
-            if mask is not None:
-                mask_hw, mask_problem = check_mask(mask.path)
-                found += [mask_problem, image_hw and mask_hw and _aspect_problem(mask.path, image_hw, mask_hw)]
+            found.append(Problem("missing_label", image.path, f"{image_id} has no row in {METADATA_NAME}"))
+        found += _check_files(image, mask, decode)
         for p in found:
-            if p:
-                p.image_id = image_id
-                report.problems.append(p)
-        label = row["label"] if row else -1
-        if label < 0 and mask is None and image_id not in named and len(report.problems) == start:
+            p.image_id = image_id
+        report.problems += found
+        row = row or _NO_ROW
+        if row["label"] < 0 and mask is None and image_id not in named and not found:
             unscorable.append(image_id)
             continue
-        if row and row["missing_lesion_id"]:
+        if row["no_lesion_id"]:
             no_lesion_id.append(image_id)
         rows.append({"image_id": image_id, "image_path": image.path, "mask_path": mask.path if mask else None,
-                     "label": label, "lesion_id": (row["lesion_id"] if row and not row["missing_lesion_id"] else "")
-                     or image_id, "age": row["age"] if row else "", "sex": row["sex"] if row else "unknown",
-                     "localization": row["localization"] if row else "unknown",
+                     "label": row["label"], "lesion_id": row["lesion_id"] or image_id, "age": row["age"],
+                     "sex": row["sex"], "localization": row["localization"],
                      "_sizes": (image.stat().st_size, mask.stat().st_size if mask else -1)})
     if unscorable:
         report.notes.append(f"{len(unscorable)} images have neither a diagnosis nor a mask (e.g. {unscorable[0]}): "
@@ -633,9 +644,7 @@ def _scan(data_dir, decode: bool, partial: bool) -> tuple[DataReport, list[dict]
 
 
 def validate_dataset(data_dir, decode: bool = True, partial: bool = False) -> DataReport:
-    """Check a data folder and return the `DataReport` of every problem (never raises for bad data).
-    ``decode=True`` reads every image and mask as training does (JPEGs at draft scale); ``False``
-    checks names, pairing, labels and empty files only."""
+    """The `DataReport` of a data folder; ``decode=False`` checks names, pairing, labels and empty files only."""
     return _scan(data_dir, decode, partial)[0]
 
 
@@ -647,30 +656,21 @@ def _fingerprint(rows: list[dict]) -> str:
     return h.hexdigest()[:12]
 
 
-def is_synthetic(data_dir) -> bool:
-    """True when ``data_dir/dataset_info.json`` marks the folder as the synthetic demo."""
-    try:
-        return json.loads((Path(data_dir) / INFO_NAME).read_text(encoding="utf-8")).get("synthetic") is True
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def load_index(data_dir, on_bad_data: str = "raise", decode: bool = True, *, partial: bool = False) -> pd.DataFrame:
-    """The index of a folder in the layout: one row per usable image, by image_id.
+    """The index of a folder in the layout: one row per usable image.
 
     Columns ``image_id, image_path, mask_path`` (None without a mask), ``label`` (-1 without a
-    diagnosis: ``dx`` missing), ``dx, lesion_id, age, sex, localization, has_label, has_mask``;
-    ``df.attrs``: ``data_dir, label_file, has_lesion_ids, has_labels, has_masks, partial,
-    fingerprint, synthetic, problems`` (what was skipped). ``on_bad_data="raise"`` raises
-    `DataValidationError` listing every problem; ``"skip"`` leaves the affected images out with one
-    `DataQualityWarning`. A folder without images, or with neither labels nor masks, raises
-    `DataLayoutError`. ``partial=True`` (scoring a whole folder, never training) keeps images
-    without a labels row or a mask. ``decode=False`` skips the pixel checks.
+    diagnosis), ``dx, lesion_id, age, sex, localization, has_label, has_mask``; ``df.attrs``:
+    ``data_dir, label_file, has_lesion_ids, has_labels, has_masks, partial, fingerprint, synthetic,
+    problems`` (those skipped). Problems raise one `DataValidationError` listing them all, or with
+    ``on_bad_data="skip"`` leave the affected images out with one `DataQualityWarning`; no images, or
+    neither labels nor masks, raise `DataLayoutError`. ``partial=True`` (scoring a whole folder, never
+    training) keeps images without a labels row or a mask; ``decode=False`` skips the pixel checks.
     """
     if on_bad_data not in ON_BAD_DATA:
         raise ValueError(f"on_bad_data must be one of {ON_BAD_DATA}, got {on_bad_data!r}")
     report, rows, has_lesion_ids = _scan(data_dir, decode, partial)
-    if report.fatal:
+    if any(p.kind in FATAL_KINDS for p in report.problems):
         raise layout_error(report)
     if report.problems and on_bad_data == "raise":
         raise DataValidationError(
@@ -694,17 +694,11 @@ def load_index(data_dir, on_bad_data: str = "raise", decode: bool = True, *, par
     placeholder = next((n for n in report.notes if "have no lesion id in" in n), None)
     if placeholder:
         warnings.warn(placeholder + ".", LesionLeakageWarning, stacklevel=2)
-    df = pd.DataFrame({
-        "image_id": [r["image_id"] for r in good],
-        "image_path": [r["image_path"] for r in good],
-        "mask_path": pd.Series([r["mask_path"] for r in good], dtype=object),
-        "label": np.array([r["label"] for r in good], dtype=np.int64),
-        "dx": [CLASS_NAMES[r["label"]] if r["label"] >= 0 else None for r in good],
-        "lesion_id": [r["lesion_id"] for r in good],
-        "age": pd.to_numeric(pd.Series([r["age"] for r in good], dtype=object), errors="coerce").astype(float),
-        "sex": [r["sex"] for r in good],
-        "localization": [r["localization"] for r in good],
-    })
+    df = pd.DataFrame(good, columns=["image_id", "image_path", "mask_path", "label", "lesion_id", "age", "sex",
+                                     "localization"])
+    df.insert(4, "dx", [CLASS_NAMES[k] if k >= 0 else None for k in df["label"]])
+    df["label"] = df["label"].astype(np.int64)
+    df["age"] = pd.to_numeric(df["age"], errors="coerce").astype(float)
     df["has_label"], df["has_mask"] = df["label"].to_numpy() >= 0, df["mask_path"].notna().to_numpy()
     df.attrs.update(data_dir=report.data_dir, label_file=METADATA_NAME if labelled else None,
                     has_lesion_ids=has_lesion_ids, has_labels=bool(df["has_label"].any()),

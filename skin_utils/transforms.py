@@ -1,13 +1,8 @@
-"""What happens to a uint8 batch between the cache and the model.
-
-* Geometry per sample in the loader (`build_augmentation`'s first value: image and mask move together).
-* Colour per batch in the training step, on the device: `BatchColorJitter`, or `BatchCameraAugment`
-  for ``augment="camera"`` (what another clinic's camera changes). The camera effects are plain
-  functions of a float batch (N, 3, H, W) in [0, 1] with per-image parameters; the shifted test
-  copies (`skin_utils.prepare.build_shifted_split`) use them with ranges outside the training ones.
-* `Normalize`: to [0, 1], the batch augmentation (training only), Shades of Gray colour constancy
-  (when the run uses it), then mean/std. `Normalize.from_config` builds it from the
-  ``normalization`` stored in a checkpoint (`normalization_config`), so every path feeds the model alike.
+"""What happens to a uint8 batch between the cache and the model: geometry per sample in the loader
+(image and mask together); colour per batch on the device (`BatchColorJitter`, or `BatchCameraAugment`:
+what another clinic's camera changes, from plain functions of a float batch in [0, 1] that the shifted
+test copies of `skin_utils.prepare` also use); `Normalize` (Shades of Gray when the run uses it, then
+mean/std), built from what a checkpoint stores (`normalization_config`) so every path feeds the model alike.
 """
 
 from __future__ import annotations
@@ -20,17 +15,17 @@ import torch.nn.functional as F
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from skin_utils.config import AUGMENTATIONS, COLOUR_CONSTANCY  # COLOUR_CONSTANCY's "none" is stored as None
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-AUGMENTATIONS = ("none", "flips", "standard", "strong", "camera")
-COLOUR_CONSTANCY = ("none", "shades_of_gray")  # the notebook parameter's choices; "none" is stored as None
 DEFAULT_P = 6  # the Minkowski norm of Shades of Gray (p = 6 in the ISIC winners' pipelines)
 _EPS = 1e-6    # below this an illuminant channel counts as black and keeps gain 1
 
 
 # ----------------------------------------------------------------------------- colour constancy
 def illuminant(x: torch.Tensor, p: float = DEFAULT_P) -> torch.Tensor:
-    """The Shades of Gray illuminant of each image: (N, 3), ``mean(x_c ** p) ** (1/p)``."""
+    """The Shades of Gray illuminant (N, 3) of each image: ``mean(x_c ** p) ** (1/p)``."""
     x = x.float().clamp(0, 1)
     if float(p).is_integer() and p <= 16:  # repeated products: several times faster than pow on a CPU
         power = x.clone()
@@ -42,9 +37,8 @@ def illuminant(x: torch.Tensor, p: float = DEFAULT_P) -> torch.Tensor:
 
 
 def shades_of_gray(x: torch.Tensor, p: float = DEFAULT_P) -> torch.Tensor:
-    """Shades of Gray colour constancy (Finlayson & Trezzi 2004) of a float batch in [0, 1]: each
-    channel times ``|e| / (sqrt(3) e_c)`` (``e`` = `illuminant`: the illuminant mapped to the grey of
-    its norm), clipped to [0, 1]. A black channel keeps gain 1; a grey image is unchanged."""
+    """Shades of Gray colour constancy (Finlayson & Trezzi 2004) of a float batch in [0, 1]: each channel
+    times ``|e| / (sqrt(3) e_c)`` (the `illuminant` mapped to the grey of its norm); a black channel keeps 1."""
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"shades_of_gray expects a batch of shape (N, 3, H, W); got {tuple(x.shape)}.")
     if p < 1:
@@ -57,26 +51,25 @@ def shades_of_gray(x: torch.Tensor, p: float = DEFAULT_P) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- camera effects
 def _per_image(value, x: torch.Tensor, shape=(1, 1, 1)) -> torch.Tensor:
-    """A per-image parameter (a number, or N of them) as a float tensor (N, *shape) on ``x``'s device."""
+    """A number, or one per image, as a float tensor (N, *shape) on ``x``'s device."""
     t = torch.as_tensor(value, dtype=torch.float32, device=x.device)
     return t.expand(x.shape[0], *shape) if t.ndim == 0 else t.reshape(x.shape[0], *shape)
 
 
 def colour_cast(x: torch.Tensor, gains) -> torch.Tensor:
-    """Each image's channels times ``gains`` (N, 3) (or one (3,) for all), clipped to [0, 1]."""
+    """Each image's channels times ``gains`` (N, 3), or (3,) for all."""
     g = torch.as_tensor(gains, dtype=torch.float32, device=x.device)
     return (x * g.expand(x.shape[0], 3)[:, :, None, None]).clamp(0, 1)
 
 
 def colour_matrix(x: torch.Tensor, matrix) -> torch.Tensor:
-    """Each pixel's RGB times ``matrix`` (3, 3) (another sensor's colours), clipped to [0, 1]."""
+    """Each pixel's RGB times ``matrix`` (3, 3): another sensor's colours."""
     m = torch.as_tensor(matrix, dtype=torch.float32, device=x.device).expand(x.shape[0], 3, 3)
     return torch.einsum("nij,njhw->nihw", m, x).clamp(0, 1)
 
 
 def hue_saturation_matrix(degrees: float, saturation: float) -> np.ndarray:
-    """The RGB matrix that turns colours by ``degrees`` around the grey axis and scales their
-    distance from it by ``saturation``; greys stay."""
+    """Turns colours by ``degrees`` around the grey axis and scales their distance from it; greys stay."""
     a = math.radians(degrees)
     k = np.ones((3, 3)) / 3                                               # projection onto the grey axis
     axis = np.array([[0, -1, 1], [1, 0, -1], [-1, 1, 0]]) / math.sqrt(3)  # cross product with (1,1,1)/sqrt(3)
@@ -90,8 +83,8 @@ def adjust_gamma(x: torch.Tensor, gamma) -> torch.Tensor:
 
 
 def gaussian_blur(x: torch.Tensor, sigma, radius: int | None = None) -> torch.Tensor:
-    """Separable Gaussian blur of ``sigma`` pixels per image (0: unchanged), reflected at the borders;
-    ``radius`` bounds the kernel (None: 3 x the largest sigma, which reads ``sigma`` on the host)."""
+    """Separable Gaussian blur of ``sigma`` pixels per image, reflected at the borders; ``radius`` bounds
+    the kernel (None: 3 x the largest sigma, which reads ``sigma`` on the host)."""
     n, c, h, w = x.shape
     s = _per_image(sigma, x, ()).clamp_min(1e-3)
     radius = max(0, min(int(math.ceil(3 * float(s.max())) if radius is None else radius), h - 1, w - 1))
@@ -111,7 +104,7 @@ def gaussian_blur(x: torch.Tensor, sigma, radius: int | None = None) -> torch.Te
 
 
 def downscale_upscale(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """A camera of lower resolution: resized (antialiased) to ``scale`` in (0, 1] of its size and back."""
+    """A camera of lower resolution: resized (antialiased) to ``scale`` of the size and back."""
     if not 0 < scale <= 1:
         raise ValueError(f"downscale_upscale: scale={scale!r} must be in (0, 1].")
     h, w = x.shape[-2:]
@@ -136,8 +129,8 @@ def _grey(t: torch.Tensor) -> torch.Tensor:
 
 
 def brightness_contrast_saturation(x: torch.Tensor, brightness, contrast, saturation) -> torch.Tensor:
-    """Each image's brightness, contrast (around its mean grey) and saturation (around each pixel's
-    grey) times the factors given (1: unchanged), clipped to [0, 1]."""
+    """Brightness, contrast (around the image's mean grey) and saturation (around each pixel's grey)
+    times the factors given, per image."""
     x = x * _per_image(brightness, x)  # a new tensor: the rest works in place
     mean = _grey(x).mean(dim=(2, 3), keepdim=True)
     x.sub_(mean).mul_(_per_image(contrast, x)).add_(mean)
@@ -147,10 +140,9 @@ def brightness_contrast_saturation(x: torch.Tensor, brightness, contrast, satura
 
 def hair_mask(n: int, hw: tuple[int, int], count, *, thick=None, max_hairs: int = 4, device=None,
               generator: torch.Generator | None = None) -> torch.Tensor:
-    """(N, 1, H, W) in {0, 1}: ``count`` (N,) thin quadratic Bezier curves per image (at most
-    ``max_hairs``, 30-90% of the diagonal long), 1 px wide, 3 px where ``thick`` (N,) is true. The
-    random numbers come from ``generator`` on the CPU (None: torch's global one): a seed gives the
-    same hairs on every device."""
+    """(N, 1, H, W) in {0, 1}: ``count`` thin quadratic Bezier curves per image (at most ``max_hairs``,
+    30-90% of the diagonal long), 1 px wide, 3 px where ``thick``. Drawn on the CPU from ``generator``
+    (None: torch's global one): a seed gives the same hairs on every device."""
     h, w = hw
     k, m = int(max_hairs), 2 * (h + w)  # points per curve: under half a pixel apart
     u = torch.rand(n, k, 5, generator=generator).to(device)
@@ -185,8 +177,8 @@ def add_hair(x: torch.Tensor, mask: torch.Tensor, colour, opacity) -> torch.Tens
 
 # ----------------------------------------------------------------------------- augmentation
 class RandomRot90(v2.Transform):
-    """Image and mask turned together by 0/90/180/270 degrees (0/180 when not square): with the flips
-    the eight lossless symmetries of a dermoscopic image, which has no natural "up"."""
+    """Image and mask turned together by 0/90/180/270 degrees (0/180 when not square): with the flips,
+    the eight lossless symmetries of a dermoscopic image, which has no "up"."""
 
     def make_params(self, flat_inputs):
         square = all(t.shape[-1] == t.shape[-2] for t in flat_inputs if isinstance(t, torch.Tensor))
@@ -201,9 +193,8 @@ class RandomRot90(v2.Transform):
 
 
 class BatchColorJitter(torch.nn.Module):
-    """Brightness, contrast and saturation jitter of a float batch in [0, 1], one factor in
-    1 +- ``strength`` per image and property: a few vectorised operations per batch in the training
-    step (per sample in the loader it costs over a millisecond an image)."""
+    """Brightness, contrast and saturation factors in 1 +- ``strength`` per image: a few vectorised
+    operations per batch (per sample in the loader it costs over a millisecond an image)."""
 
     def __init__(self, strength: float = 0.1):
         super().__init__()
@@ -228,11 +219,10 @@ CAMERA_AUGMENT = {
 
 
 class BatchCameraAugment(torch.nn.Module):
-    """Each effect of `CAMERA_AUGMENT` to each image with its own probability, in the order light meets
-    them: hair, optics (vignette, blur), sensor (resolution), colour processing (cast, jitter, gamma).
-    What each image gets is drawn on the CPU from torch's global generator (which `engine.fit` seeds
-    every epoch): nothing waits for the device, and a seed gives the same on every device. ``ranges``
-    overrides parts of `CAMERA_AUGMENT`, e.g. ``{"hair": {"p": 0}}``."""
+    """Each effect of `CAMERA_AUGMENT` with its own probability, in the order light meets them: hair,
+    optics, sensor, colour processing. Drawn on the CPU from torch's global generator (seeded by
+    `engine.fit` every epoch): nothing waits for the device, and a seed gives the same on every device.
+    ``ranges`` overrides parts of `CAMERA_AUGMENT`, e.g. ``{"hair": {"p": 0}}``."""
 
     def __init__(self, ranges: dict | None = None):
         super().__init__()
@@ -295,10 +285,9 @@ class BatchCameraAugment(torch.nn.Module):
 
 
 def build_augmentation(augment: str = "standard") -> tuple[v2.Transform | None, torch.nn.Module | None]:
-    """``(per_sample, per_batch)``: geometry in the loader (uint8, image and mask together), colour
-    in the training step (float batch, image only). ``"none"``; ``"flips"``; ``"standard"`` (short
-    runs): flips, 90-degree turns and a mild jitter; ``"strong"``: free rotation, zoom and shift and
-    a stronger jitter (long runs); ``"camera"``: the standard geometry and `BatchCameraAugment`."""
+    """``(per_sample, per_batch)`` transforms: ``"flips"``; ``"standard"`` (short runs): flips, 90-degree
+    turns, a mild jitter; ``"strong"`` (long runs): free rotation, zoom, shift, a stronger jitter;
+    ``"camera"``: the standard geometry and `BatchCameraAugment`."""
     flips = [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
     if augment == "none":
         return None, None
@@ -320,8 +309,8 @@ NORMALIZATION_KEYS = ("mean", "std", "colour_constancy", "p")
 
 def normalization_config(colour_constancy: str | None = None, p: float = DEFAULT_P, mean=IMAGENET_MEAN,
                          std=IMAGENET_STD) -> dict:
-    """What a run stores as ``Checkpoint.normalization``: ``{"mean": [r, g, b], "std": [r, g, b],
-    "colour_constancy": None | "shades_of_gray", "p": p}`` ("none" is stored as None), checked."""
+    """What a checkpoint stores as ``normalization`` (checked): mean, std, colour_constancy (None or
+    "shades_of_gray") and p."""
     if colour_constancy not in (None, *COLOUR_CONSTANCY):
         raise ValueError(f"colour_constancy={colour_constancy!r}: choose one of {COLOUR_CONSTANCY}.")
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 1 <= p <= 64:
@@ -337,8 +326,8 @@ def normalization_config(colour_constancy: str | None = None, p: float = DEFAULT
 
 
 def resolve_normalization(normalization: dict | None) -> dict:
-    """A checkpoint's ``normalization`` with every key, checked: None is ImageNet's without colour
-    constancy, a dict without ``colour_constancy`` (older checkpoints) has none."""
+    """A checkpoint's ``normalization`` with every key: None is ImageNet's, and older dicts without
+    ``colour_constancy`` have none."""
     if normalization is None:
         return normalization_config()
     if not isinstance(normalization, dict):
@@ -353,8 +342,8 @@ def resolve_normalization(normalization: dict | None) -> dict:
 
 
 class Normalize(torch.nn.Module):
-    """uint8 (N, 3, H, W) -> the model's input: to [0, 1], ``jitter`` (training only), colour
-    constancy, then ``(x - mean) / std``. Build it from a checkpoint with `Normalize.from_config`."""
+    """uint8 (N, 3, H, W) -> the model's input: to [0, 1], ``jitter`` (training only), colour constancy,
+    then ``(x - mean) / std``."""
 
     def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD, jitter: torch.nn.Module | None = None,
                  colour_constancy: str | None = None, p: float = DEFAULT_P):
@@ -368,7 +357,6 @@ class Normalize(torch.nn.Module):
 
     @classmethod
     def from_config(cls, normalization: dict | None = None, jitter: torch.nn.Module | None = None) -> "Normalize":
-        """The `Normalize` of a checkpoint's ``normalization`` (`resolve_normalization`)."""
         return cls(**resolve_normalization(normalization), jitter=jitter)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from skin_utils.labels import CLASS_NAMES
-from skin_utils.layout import (DataLayoutError, DataQualityWarning, DataValidationError, LesionLeakageWarning,
-                               find_images, load_index, read_mask, validate_dataset)
+from skin_utils.layout import (KIND_FIXES, DataLayoutError, DataQualityWarning, DataValidationError,
+                               LesionLeakageWarning, find_images, load_index, read_mask, validate_dataset)
 
 W, H = 40, 30
 DXS = ["nv", "mel", "bkl", "bcc", "akiec", "vasc", "df"]
@@ -269,7 +269,7 @@ def test_every_problem_is_reported_together_with_fixes(tmp_path):
     assert "on_bad_data=\"skip\"" in msg
     report = validate_dataset(tmp_path)
     assert not report.ok and set(ITEM_KINDS) <= {p.kind for p in report.problems}
-    assert all(p.path and p.message and p.hint for p in report.problems)
+    assert all(p.path and p.message and KIND_FIXES[p.kind] for p in report.problems)
     assert "PROBLEM(S) FOUND" in str(report)
 
 

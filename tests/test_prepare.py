@@ -83,9 +83,9 @@ def test_prepare_from_zips_and_folders(tmp_path, capsys):
     meta = (out / "HAM10000_metadata.csv").read_text()
     assert meta.splitlines()[0] == "lesion_id,image_id,dx,dx_type,age,sex,localization"
     assert "ISIC_0000000" in meta and '"' not in meta and "\t" not in meta
-    assert [len(s.ids[k]) for k in ('image', 'mask', 'label')] == [6, 6, 6]
-    assert s.report is not None and s.report.ok
-    assert not s.without("image") and not s.without("mask") and not s.without("label")
+    assert [len(s["ids"][k]) for k in ('image', 'mask', 'label')] == [6, 6, 6]
+    assert s["report"].ok
+    assert s["lacking"] == {"image": [], "mask": [], "label": []}
     printed = capsys.readouterr().out
     assert "OK: no problems found" in printed and "full release has 10,015" in printed
     df = load_index(out)
@@ -101,19 +101,19 @@ def test_zip_members_cannot_escape(tmp_path):
     assert not (tmp_path / "evil.jpg").exists() and not (tmp_path.parent / "evil.jpg").exists()
     written = {p.name for p in out.rglob("*")}
     assert not {"evil.txt", "evil.jpg", "abs_evil.jpg", ".DS_Store", "._ISIC_0000000.jpg", "readme.txt"} & written
-    assert sorted(m.split(":", 1)[1] for m in s.unsafe_members) == ["../../evil.jpg", "../evil.txt", "/abs_evil.jpg"]
-    assert "REFUSED 3 zip member(s)" in str(s)
-    assert any("readme.txt" in m for m in s.skipped_members)
+    assert sorted(m.split(":", 1)[1] for m in s["unsafe_members"]) == ["../../evil.jpg", "../evil.txt", "/abs_evil.jpg"]
+    assert "REFUSED 3 zip member(s)" in s["text"]
+    assert any("readme.txt" in m for m in s["skipped_members"])
 
 
 def test_prepare_is_idempotent(tmp_path):
     dl = make_downloads(tmp_path / "downloads", part2_as_folder=False)
     out = tmp_path / "data"
     first = prepare_ham10000(dl, out, verbose=False)
-    assert first.written == 13  # 6 images + 6 masks + metadata
+    assert first["written"] == 13  # 6 images + 6 masks + metadata
     snapshot = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     second = prepare_ham10000(dl, out, verbose=False)
-    assert second.written == 0 and second.kept == 13 and not second.conflicts
+    assert second["written"] == 0 and second["kept"] == 13 and not second["conflicts"]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == snapshot
 
 
@@ -123,32 +123,32 @@ def test_changed_output_is_kept_unless_overwrite(tmp_path):
     prepare_ham10000(dl, out, verbose=False)
     (out / "images" / f"{IDS[0]}.jpg").write_bytes(_jpeg(1234) + b"extra")
     s = prepare_ham10000(dl, out, verbose=False)
-    assert [Path(c).name for c in s.conflicts] == [f"{IDS[0]}.jpg"] and "--overwrite" in str(s)
+    assert [Path(c).name for c in s["conflicts"]] == [f"{IDS[0]}.jpg"] and "--overwrite" in s["text"]
     s = prepare_ham10000(dl, out, overwrite=True, verbose=False)
-    assert not s.conflicts and s.written == 1 and s.report.ok
-    assert s.problems == [f"unsafe zip member refused: HAM10000_images_part_1.zip:{m}"
-                          for m in ("../evil.txt", "../../evil.jpg", "/abs_evil.jpg")]
+    assert not s["conflicts"] and s["written"] == 1 and s["report"].ok
+    assert s["problems"] == ["REFUSED 3 zip member(s) with unsafe names (absolute, '..' or symlink): " + ", ".join(
+        f"HAM10000_images_part_1.zip:{m}" for m in ("../evil.txt", "../../evil.jpg", "/abs_evil.jpg"))]
 
 
 def test_missing_parts_are_reported_with_what_to_download(tmp_path):
     dl = make_downloads(tmp_path / "downloads", with_part2=False, with_masks=False)
     s = prepare_ham10000(dl, tmp_path / "data", verbose=False)
-    assert s.missing_downloads == ["HAM10000_images_part_2.zip", "HAM10000_segmentations_lesion_tschandl.zip"]
-    assert s.without("image") == IDS[3:] and s.without("mask") == IDS
-    assert [len(s.ids[k]) for k in ('image', 'mask', 'label')] == [3, 0, 6] and not s.ok
-    text = str(s)
+    assert s["missing_downloads"] == ["HAM10000_images_part_2.zip", "HAM10000_segmentations_lesion_tschandl.zip"]
+    assert s["lacking"]["image"] == IDS[3:] and s["lacking"]["mask"] == IDS
+    assert [len(s["ids"][k]) for k in ('image', 'mask', 'label')] == [3, 0, 6] and not s["ok"]
+    text = s["text"]
     assert "MISSING: HAM10000_images_part_2.zip, HAM10000_segmentations_lesion_tschandl.zip" in text
     assert "doi:10.7910/DVN/DBW86T" in text and "Harvard Dataverse" in text
     assert "3 id(s) lack an image: ISIC_0000003, ISIC_0000004, ISIC_0000005" in text
     assert "6 id(s) lack a mask" in text
     assert not (tmp_path / "data" / "masks").exists()
-    assert s.report is not None and s.report.ok and "no masks found" in text  # the 3 images are usable
+    assert s["report"].ok and "no masks found" in text  # the 3 images are usable
 
 
 def test_comma_metadata_without_extension(tmp_path):
     dl = make_downloads(tmp_path / "downloads", meta_name="HAM10000_metadata", meta_sep=",")
     s = prepare_ham10000(dl, tmp_path / "data", verbose=False)
-    assert s.report.ok and not s.errors and len(s.ids["label"]) == 6
+    assert s["report"].ok and not s["errors"] and len(s["ids"]["label"]) == 6
     df = pd.read_csv(tmp_path / "data" / "HAM10000_metadata.csv")
     assert df["dx"].tolist()[:2] == ["nv", "mel"] and df["age"].iloc[0] == 45.0
 
@@ -158,7 +158,7 @@ def test_corrupt_zip_is_reported(tmp_path):
     data = (dl / "HAM10000_segmentations_lesion_tschandl.zip").read_bytes()
     (dl / "HAM10000_segmentations_lesion_tschandl.zip").write_bytes(data[:50])
     s = prepare_ham10000(dl, tmp_path / "data", verbose=False)
-    assert not s.ok and any("not a readable zip" in e and "download it again" in e for e in s.errors)
+    assert not s["ok"] and any("not a readable zip" in e and "download it again" in e for e in s["errors"])
 
 
 def test_nothing_to_prepare(tmp_path):

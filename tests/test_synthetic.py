@@ -203,7 +203,7 @@ def test_foreign_folder_raises(tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="already holds other files"):
+    with pytest.raises(FileExistsError, match="not empty"):
         make_synthetic_dataset(foreign, n_images=21, image_size=(32, 32))
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
 
@@ -247,7 +247,7 @@ def test_render_lesion_unknown_dx():
 
 
 def test_cli(tmp_path, capsys):
-    assert main([str(tmp_path / "cli"), "--n-images", "21", "--width", "40", "--height", "30",
+    assert main(["demo", str(tmp_path / "cli"), "--n-images", "21", "--width", "40", "--height", "30",
                  "--seed", "4"]) == 0
     assert "synthetic" in capsys.readouterr().out
     info = json.loads((tmp_path / "cli" / "dataset_info.json").read_text())
