@@ -19,7 +19,7 @@ Steps, all written under --out (default reports/gpu_check):
   3. with more than one GPU: torchrun, one process per GPU -> runs/ddpN/
   4. evaluation of runs/eager's best.pt on the test split at original size, prediction on a
      folder of --infer-images images, single-image latency -> infer.json
-  5. python -m skin_utils.benchmark (naive vs ours, and the compiled step) -> bench.json, bench.png
+  5. python scripts/benchmark.py (naive vs ours, and the compiled step) -> bench.json, bench.png
   6. one table (printed, and summary.json)
 
 options (defaults in brackets):
@@ -98,7 +98,8 @@ import json, os, sys, time
 from pathlib import Path
 import torch
 from skin_utils import CLASS_NAMES
-from skin_utils.benchmark import peak_gpu_memory_mb, reset_peak_gpu_memory
+sys.path.insert(0, "scripts")  # scripts/benchmark.py, beside the package
+from benchmark import peak_gpu_memory_mb, reset_peak_gpu_memory
 from skin_utils.checkpoint import load_model
 from skin_utils.data import load_data
 from skin_utils.layout import read_image
@@ -140,7 +141,7 @@ print(json.dumps(result, indent=2))
 EOF
 
 step "5. benchmark"
-"$PY" -m skin_utils.benchmark --data-dir "$DATA" --device "$DEVICE" --image-size "$SIZE" --batch-size "$BATCH" \
+"$PY" scripts/benchmark.py --data-dir "$DATA" --device "$DEVICE" --image-size "$SIZE" --batch-size "$BATCH" \
   --max-samples "$BENCH_SAMPLES" ${COMPILE:+--compile} --out "$OUT/bench.json" --figure "$OUT/bench.png"
 
 step "6. summary"

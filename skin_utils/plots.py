@@ -730,7 +730,7 @@ def plot_benchmark(table: pd.DataFrame, title: str = "Input pipeline throughput"
     """Mean images per second per stage, naive against ours, the speed-up ("×3.4") right of each stage with
     both, log scale past 50x. ``table``: pd.DataFrame(benchmark.run(...)["table"]) (repeats averaged)."""
     _require(table, ("stage", "pipeline", "images_per_s"),
-             "plot_benchmark takes pd.DataFrame(skin_utils.benchmark.run(...)['table'])")
+             "plot_benchmark takes pd.DataFrame(scripts/benchmark.py run(...)['table'])")
     if table.empty:
         raise ValueError("plot_benchmark: the table has no rows.")
     mean = table.groupby(["stage", "pipeline"], sort=False)["images_per_s"].mean()

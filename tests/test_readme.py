@@ -388,8 +388,8 @@ papermill notebooks/02_train.ipynb notebooks/02_out.ipynb
 papermill notebooks/99_missing.ipynb reports/x.ipynb
 papermill notebooks/02_train.ipynb reports/x.ipynb --no-such-option
 python -m skin_utils.pipeline --epochs 5
-python -m skin_utils.benchmark --no-such-flag 3
-python -m skin_utils.benchmark --max-samples many
+python -m skin_utils.train --no-such-flag 3
+python -m skin_utils.train --epochs many
 bash scripts/no_such_script.sh
 bash scripts/run_all.sh --epochz 5
 conda activate some-other-env
@@ -428,5 +428,5 @@ def test_placeholders_are_recognised():
                            ("python scripts/set_github_repo.py OWNER/REPO", True),
                            ("python -m skin_utils.prepare ham10000 ~/Downloads/ham", True),
                            ("python -m skin_utils.prepare check data", False),
-                           ("python -m skin_utils.benchmark --max-samples 1000", False)]:
+                           ("python scripts/benchmark.py --max-samples 1000", False)]:
         assert Command("x", shlex.split(text)).has_placeholder is expected, text

@@ -1,8 +1,8 @@
 """Benchmark: our pipeline against a naive one, side by side, on the same data and machine.
 
-    python -m skin_utils.benchmark [--data-dir DIR] [--image-size 128] [--batch-size 32]
-                               [--max-samples 512] [--device auto|cpu|cuda] [--compile]
-                               [--out reports/metrics/bench.json]
+    python scripts/benchmark.py [--data-dir DIR] [--image-size 128] [--batch-size 32]
+                                [--max-samples 512] [--device auto|cpu|cuda] [--compile]
+                                [--out reports/metrics/bench.json]
 
 *naive*: what a straightforward re-implementation does — every epoch decodes and resizes each
 JPEG with PIL, converts it to a float32 tensor in the Dataset, runs the model in the default
@@ -42,9 +42,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from skin_utils.checkpoint import Checkpoint
 from skin_utils.config import resolve
-from skin_utils.data import CachedLesionDataset, build_cache, make_loader
-from skin_utils.layout import as_hw
+from skin_utils.data import CachedLesionDataset, build_cache, make_loader, make_split, resolve_data_dir, subsample_by_lesion
+from skin_utils.inference import Predictor, time_single_image
+from skin_utils.layout import as_hw, load_index
+from skin_utils.metrics import to_jsonable
 from skin_utils.transforms import IMAGENET_MEAN, IMAGENET_STD, build_augmentation
 from skin_utils.engine import (amp_dtype_for, autocast, build_optimizer_and_schedule, evaluate,
                                resolve_device, train_one_epoch)
@@ -52,9 +55,6 @@ from skin_utils.labels import CLASS_NAMES
 from skin_utils.plots import plot_benchmark, save_figure
 from skin_utils.losses import MultiTaskLoss
 from skin_utils.model import MultiTaskNet
-
-REAL_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ham10000_200x150"
-
 
 # ----------------------------------------------------------------------------- the naive side
 class NaiveDataset(Dataset):
@@ -189,17 +189,11 @@ def peak_rss_mb() -> float:
 
 
 # ----------------------------------------------------------------------------- the run
-def run(data_dir=None, image_size=128, batch_size=32, max_samples=512, device="auto", amp="auto",
+def run(data_dir="data", image_size=128, batch_size=32, max_samples=512, device="auto", amp="auto",
         num_workers=None, quality_epochs=0, seed=0, progress=True, compile=False) -> dict:
-    from skin_utils.data import resolve_data_dir, subsample_by_lesion
-    from skin_utils.inference import Predictor, time_single_image
-    from skin_utils.layout import load_index
-    from skin_utils.checkpoint import Checkpoint
 
     device = resolve_device(device)
     hw = as_hw(image_size)
-    if data_dir is None:
-        data_dir = REAL_DATA if (REAL_DATA / "HAM10000_metadata.csv").is_file() else "data"
     folder = resolve_data_dir(data_dir)
     index = subsample_by_lesion(load_index(folder, decode=False), max_samples, seed)
     amp_dtype = amp_dtype_for(device, amp)
@@ -337,7 +331,6 @@ def _naive_latency(model, path, hw, repeats=10) -> float:
 def compare_quality(index, hw, batch_size, device, amp, epochs, seed, say) -> dict:
     """Train both pipelines ``epochs`` epochs on one lesion-level split (same model, same
     optimiser and schedule) and score both on the same validation images, at the model's size."""
-    from skin_utils.data import make_split
 
     split = make_split(index, seed=seed)
     train_idx = index[split["split"].to_numpy() == "train"]
@@ -376,9 +369,10 @@ def compare_quality(index, hw, batch_size, device, amp, epochs, seed, say) -> di
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=None,
-                        help="default: ../shared/data/ham10000_200x150 when present, else the synthetic demo")
+    parser = argparse.ArgumentParser(prog="python scripts/benchmark.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default="data",
+                        help="a data set in the layout; \"data\" falls back to the synthetic demo when empty")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-samples", type=int, default=512, help="images per epoch (whole lesions)")
@@ -392,7 +386,6 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="reports/metrics/bench.json")
     parser.add_argument("--figure", default="reports/figures/bench.png")
     args = parser.parse_args(argv)
-    from skin_utils.metrics import to_jsonable
 
     result = run(args.data_dir, args.image_size, args.batch_size, args.max_samples, args.device, args.amp,
                  args.num_workers, args.quality_epochs, compile=args.compile)
