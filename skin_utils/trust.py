@@ -1,6 +1,8 @@
-"""The numbers of trust: are the probabilities honest (calibration, temperature scaling), how sure
-is the model about each image (uncertainty; referral of the least sure; the melanoma operating
-point), and where does it look (Grad-CAM, checked against the lesion mask).
+"""How far to trust each prediction: are the probabilities honest (calibration, temperature
+scaling), how sure is the model about each image (uncertainty; referral of the least sure; the
+melanoma operating point), does its heat map lie on the lesion; and the post-training step that
+fits these on the validation split and stores them in the checkpoint (`calibrate_checkpoint`;
+``python -m skin_utils.trust <run or checkpoint>`` for a model trained earlier).
 
 Inputs as in `skin_utils.metrics`, whose `sens_spec` gives every sensitivity here. Several passes
 of the same images (TTA views, MC-dropout samples) are stacked **samples first**: (S, N, K).
@@ -13,25 +15,42 @@ top-label ECE dominated by confident nevi hides. NLL clips probabilities at 1e-1
 ``mean_i sum_k (p_ik - [y_i == k])^2`` in [0, 2]. Temperature scaling divides the logits by the
 T > 0 minimising the validation NLL, never changing the argmax; for TTA-averaged probabilities use
 ``probs_to_logits`` (``softmax(log p / T)``), and fit T on the kind of output it will be applied to.
+
+What a checkpoint stores (``Checkpoint.calibration``, one record per kind of output, ``"tta"`` and
+``"plain"``; all chosen on the **validation** split): the ``temperature``; ``mel_threshold``, the
+calibrated P(MEL) that reaches ``target_sensitivity`` (0.90) on the validation melanomas (the
+melanoma flag); ``referral_threshold``, the `referral_uncertainty` that keeps ``target_coverage``
+(0.8) of the validation images (the rest is referred). A checkpoint without them still loads:
+`StoredCalibration` then uses temperature 1 and raises no flag.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
+import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 from scipy.optimize import minimize_scalar
-from torch import nn
 
+from skin_utils.checkpoint import load_model
+from skin_utils.config import resolve
+from skin_utils.data.datasets import Normalize, make_loader
+from skin_utils.data.loading import load_data
+from skin_utils.engine import amp_dtype_for, predict, resolve_device
 from skin_utils.labels import CLASS_NAMES
+from skin_utils.losses import trained_tasks
 from skin_utils.metrics import (as_binary, as_labels, as_maps, as_numpy, as_probabilities, balanced_accuracy, nanmean,
-                                sens_spec)
+                                sens_spec, sens_spec_at, to_jsonable)
+from skin_utils.report import write_json
+from skin_utils.runs import find_run, run_of_checkpoint
 
 #: Equal-width confidence bins (Guo et al. 2017).
 DEFAULT_N_BINS = 15
@@ -44,7 +63,6 @@ MELANOMA_INDEX = CLASS_NAMES.index("MEL")
 DEFAULT_REFERRAL_FRACTIONS = (0.0, 0.1, 0.2, 0.3)
 #: Default half-width of the border band, as a share of the image's shorter side.
 BORDER_WIDTH_FRACTION = 0.03
-CAM_METHODS = ("gradcam", "gradcam++")
 #: A heat map with less of its energy than this inside the lesion falls "mostly outside" it.
 MOSTLY_OUTSIDE_BELOW = 0.5
 _COUNT_EPS = 1e-9  # a share times a count: 0.9 * 10 is 9.000000000000002
@@ -216,54 +234,6 @@ def vote_disagreement(sample_probs: Any) -> np.ndarray:
     return np.mean(p.argmax(axis=2) != p.mean(axis=0).argmax(axis=1)[None], axis=0)
 
 
-_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
-
-
-def dropout_modules(model) -> list:
-    """The model's dropout layers with p > 0 (functional ``F.dropout`` calls are not found)."""
-    return [m for m in model.modules() if isinstance(m, _DROPOUTS) and m.p > 0]
-
-
-def mc_dropout_probs(model, images, n_samples: int = 20, *, seed: int | None = 0) -> torch.Tensor:
-    """Class probabilities float32 (S, N, K) of ``n_samples`` Monte-Carlo dropout passes (Gal &
-    Ghahramani 2016) over a normalised batch: dropout in train mode, everything else (BatchNorm
-    above all) in eval mode, every module's mode restored, also on error. ``seed`` (None: the global
-    RNG) repeats the samples without touching the caller's random state. MultiTaskNet's only dropout
-    is in its head, so the encoder runs once (the mask is the same in every pass)."""
-    if int(n_samples) != n_samples or n_samples < 2:
-        raise ValueError(f"n_samples must be an integer >= 2; got {n_samples!r}.")
-    drops = dropout_modules(model)
-    if not drops:
-        raise ValueError("mc_dropout_probs: the model has no dropout layer with p > 0, so every pass would be "
-                         "identical. Build MultiTaskNet with dropout > 0 (0.2 is the default; it is stored in the "
-                         "checkpoint's model_config) and train it that way, or use TTA views instead.")
-    head, encoder = getattr(model, "classification_head", None), getattr(model, "encoder", None)
-    head_only = head is not None and encoder is not None and all(any(d is m for m in head.modules()) for d in drops)
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        for d in drops:
-            d.train()
-        devices = [images.device] if images.device.type == "cuda" else []
-        with torch.no_grad(), torch.random.fork_rng(devices=devices, enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(int(seed))
-            if head_only:
-                features = encoder(images)[-1]
-                samples = [head(features).float().softmax(1) for _ in range(int(n_samples))]
-            else:
-                samples = [_class_logits(model(images)).float().softmax(1) for _ in range(int(n_samples))]
-    finally:
-        for m, was_training in modes:
-            m.training = was_training
-    return torch.stack(samples)
-
-
-def _class_logits(output):
-    """Class logits from ``(mask_logits, class_logits)`` (MultiTaskNet) or from logits alone."""
-    return output[1] if isinstance(output, (tuple, list)) else output
-
-
 # --- uncertainty of the mask ----------------------------------------------------------------------
 
 def _maps(x: Any, name: str) -> list[np.ndarray]:
@@ -425,68 +395,7 @@ def operating_threshold(p_mel_val: Any, is_mel_val: Any, target_sensitivity: flo
     return float(positives[max(1, math.ceil(float(target_sensitivity) * positives.size - _COUNT_EPS)) - 1])
 
 
-# --- where the classifier looks: Grad-CAM, and the heat map against the lesion mask ---------------
-
-def grad_cam(model, images, target: int | Sequence[int] | None = None, *, layer=None,
-             method: str = "gradcam") -> tuple[np.ndarray, np.ndarray]:
-    """Class activation maps of a normalised batch (N, 3, H, W), and the class each explains.
-
-    Grad-CAM (Selvaraju et al. 2017) weights the activations of ``layer`` (default
-    ``model.encoder.layer4``, which the head pools) by the spatial mean of the gradient of the class
-    logit, ``ReLU(sum_c w_c A_c)``; Grad-CAM++ (Chattopadhay et al. 2018) weights each location's
-    positive gradient. The map is upsampled bilinearly and divided by its maximum: float32
-    (N, H, W) in [0, 1], an all-zero map stays zero. ``target``: None for the predicted class,
-    one class index, or one per image. Returns ``(cams, classes)``; the model's modes, hooks and
-    parameter gradients are left as they were (inference tensors are fine)."""
-    if method not in CAM_METHODS:
-        raise ValueError(f"method={method!r}: choose one of {CAM_METHODS}.")
-    if not (hasattr(images, "ndim") and images.ndim == 4):
-        raise ValueError("images must be a tensor (N, 3, H, W); got "
-                         f"{getattr(images, 'shape', type(images).__name__)}.")
-    if layer is None:
-        layer = getattr(getattr(model, "encoder", None), "layer4", None)
-        if layer is None:
-            raise ValueError(f"{type(model).__name__} has no encoder.layer4; pass layer= (the module whose output "
-                             "feeds the classification head).")
-    store: dict[str, Any] = {}
-    handle = layer.register_forward_hook(lambda module, inputs, output: store.__setitem__("a", output))
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        with torch.inference_mode(False), torch.enable_grad():
-            x = images.detach().clone().requires_grad_(True)  # a grad path even when the weights are frozen
-            logits = _class_logits(model(x)).float()
-            n = logits.shape[0]
-            if target is None:
-                classes = logits.argmax(1)
-            else:
-                classes = torch.as_tensor(target, dtype=torch.long, device=logits.device).reshape(-1)
-                classes = classes.expand(n) if classes.numel() == 1 else classes
-                if classes.numel() != n or classes.min() < 0 or classes.max() >= logits.shape[1]:
-                    raise ValueError(f"target must be one class index or {n} of them, each in "
-                                     f"[0, {logits.shape[1]}); got {target!r}.")
-            if "a" not in store:
-                raise ValueError("the target layer was not run by model(images); pass another layer=.")
-            (grads,) = torch.autograd.grad(logits.gather(1, classes[:, None]).sum(), store["a"])
-        a, g = store["a"].detach().float(), grads.detach().float()
-        if method == "gradcam":
-            weights = g.mean(dim=(2, 3), keepdim=True)
-        else:  # closed form with the exponential of the score (Chattopadhay et al., eq. 19)
-            g2 = g.pow(2)
-            denom = 2 * g2 + a.sum(dim=(2, 3), keepdim=True) * g2 * g
-            alpha = torch.where(g != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)),
-                                torch.zeros_like(g))
-            weights = (alpha * g.clamp_min(0)).sum(dim=(2, 3), keepdim=True)
-        cam = (weights * a).sum(dim=1, keepdim=True).clamp_min(0)
-        cam = F.interpolate(cam, size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
-        peak = cam.amax(dim=(1, 2), keepdim=True)
-        cam = torch.where(peak > 0, cam / peak.clamp_min(torch.finfo(cam.dtype).tiny), torch.zeros_like(cam))
-    finally:
-        handle.remove()
-        for m, was_training in modes:
-            m.training = was_training
-    return cam.clamp(0, 1).cpu().numpy().astype(np.float32), classes.cpu().numpy().astype(np.int64)
-
+# --- where the classifier looks: the heat map (`skin_utils.engine.grad_cam`) against the lesion mask
 
 def cam_localization(cams: Any, masks: Any, labels: Any = None, image_ids: Sequence | None = None,
                      class_names: Sequence[str] = CLASS_NAMES) -> list[dict[str, Any]]:
@@ -551,3 +460,267 @@ def cam_localization_report(rows: Sequence[dict], class_names: Sequence[str] = C
     outside = [r for r in rows if r["energy_inside"] < outside_below]  # NaN (an all-zero map) is not below
     return {"overall": summary(rows), "per_class": per_class, "per_image": rows,
             "mostly_outside": sorted(outside, key=lambda r: r["energy_inside"]), "outside_below": float(outside_below)}
+
+
+# --- the calibration a checkpoint stores: fitted on validation after training ---------------------
+
+#: The kinds of output a temperature is fitted for (`Checkpoint.calibration`'s keys): TTA-averaged, or plain.
+OUTPUT_KINDS = ("tta", "plain")
+REFERRAL_MEASURE = "entropy"  # normalised predictive entropy of the calibrated probabilities
+DEFAULT_TARGET_SENSITIVITY = 0.90
+DEFAULT_TARGET_COVERAGE = 0.80
+MELANOMA = "MEL"
+COMMAND = "python -m skin_utils.trust"
+
+
+def output_kind(tta: bool) -> str:
+    """``"tta"`` or ``"plain"``: the key of `Checkpoint.calibration` for outputs made that way."""
+    return OUTPUT_KINDS[0] if tta else OUTPUT_KINDS[1]
+
+
+def calibrated_probs(probs: Any, temperature: float) -> np.ndarray:
+    """``softmax(log p / T)`` of probabilities (N, K), averaged over views or not: float64 (N, K)."""
+    return apply_temperature(probs_to_logits(probs), temperature)
+
+
+def referral_uncertainty(probs: Any) -> np.ndarray:
+    """What referral thresholds: the predictive entropy of calibrated ``probs`` over log K, (N,) in [0, 1]."""
+    return predictive_entropy(probs, normalize=True)
+
+
+def calibration_record(probs: Any, labels: Any, class_names, *, target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
+                       target_coverage: float = DEFAULT_TARGET_COVERAGE, split: str = "val") -> dict:
+    """Fit the temperature and choose both thresholds on one split's (uncalibrated) outputs of one
+    kind: ``temperature``, ``mel_threshold`` (None without melanomas or a "MEL" class; ``notes``
+    says why), ``referral_threshold``, ``uncertainty``, the targets, ``split``, ``n_images``,
+    ``n_mel``, ``before`` / ``after`` (`calibration_report`), ``mel_at_threshold`` (`sens_spec_at`)
+    and ``coverage_at_threshold``, in plain Python types (what a checkpoint and JSON hold)."""
+    p, y, names = as_probabilities(probs), np.asarray(labels, dtype=np.int64), list(class_names)
+    if len(names) != p.shape[1]:
+        raise ValueError(f"{len(names)} class names for {p.shape[1]} probability columns.")
+    if not 0.0 < float(target_sensitivity) <= 1.0 or not 0.0 < float(target_coverage) <= 1.0:
+        raise ValueError(f"target_sensitivity ({target_sensitivity!r}) and target_coverage "
+                         f"({target_coverage!r}) must lie in (0, 1].")
+    temperature = fit_temperature(probs_to_logits(p), y)
+    cal = calibrated_probs(p, temperature)
+    notes, mel_threshold, mel_at, n_mel = [], None, None, 0
+    if MELANOMA not in names:
+        notes.append(f"no class named {MELANOMA}: no melanoma operating point")
+    else:
+        is_mel, p_mel = y == names.index(MELANOMA), cal[:, names.index(MELANOMA)]
+        n_mel = int(is_mel.sum())
+        if n_mel:
+            mel_threshold = operating_threshold(p_mel, is_mel, target_sensitivity)
+            mel_at = sens_spec_at(p_mel, is_mel, mel_threshold)
+        else:
+            notes.append(f"no melanoma in the {split} split: no melanoma operating point")
+    u = referral_uncertainty(cal)
+    referral = referral_threshold(u, target_coverage)
+    return to_jsonable({
+        "temperature": temperature, "mel_threshold": mel_threshold, "referral_threshold": referral,
+        "uncertainty": REFERRAL_MEASURE, "target_sensitivity": float(target_sensitivity),
+        "target_coverage": float(target_coverage), "split": split, "n_images": int(len(y)), "n_mel": n_mel,
+        "before": calibration_report(p, y), "after": calibration_report(cal, y), "mel_at_threshold": mel_at,
+        "coverage_at_threshold": float(np.mean(u <= referral)), "notes": notes})
+
+
+@dataclass
+class StoredCalibration:
+    """What a checkpoint says about calibrating one kind of output (`from_checkpoint`), with the
+    fallbacks of a checkpoint without it: temperature 1, no melanoma flag, no referral;
+    ``missing`` names what it lacks."""
+
+    kind: str
+    temperature: float = 1.0
+    mel_threshold: float | None = None
+    referral_threshold: float | None = None
+    uncertainty: str = REFERRAL_MEASURE
+    record: dict = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint, tta: bool) -> "StoredCalibration":
+        """The calibration of ``checkpoint`` (a `Checkpoint`) for outputs made with or without ``tta``."""
+        record = dict((getattr(checkpoint, "calibration", None) or {}).get(output_kind(tta)) or {})
+        missing = [k for k in ("temperature", "mel_threshold", "referral_threshold") if record.get(k) is None]
+        return cls(kind=output_kind(tta), temperature=float(record.get("temperature") or 1.0),
+                   mel_threshold=record.get("mel_threshold"), referral_threshold=record.get("referral_threshold"),
+                   uncertainty=record.get("uncertainty", REFERRAL_MEASURE), record=record, missing=missing)
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether a fitted temperature is used (False: temperature 1)."""
+        return "temperature" not in self.missing
+
+    def apply(self, probs: Any) -> np.ndarray:
+        return calibrated_probs(probs, self.temperature)
+
+    def uncertainty_of(self, calibrated: Any) -> np.ndarray:
+        return referral_uncertainty(calibrated)
+
+    def refer(self, calibrated: Any) -> np.ndarray | None:
+        """Bool (N,): uncertainty above the referral threshold; None without a threshold."""
+        return None if self.referral_threshold is None else self.uncertainty_of(calibrated) > self.referral_threshold
+
+    def mel_flag(self, calibrated: Any, class_names) -> np.ndarray | None:
+        """Bool (N,): calibrated P(MEL) at or above the operating threshold; None without one."""
+        if self.mel_threshold is None or MELANOMA not in list(class_names):
+            return None
+        return as_probabilities(calibrated)[:, list(class_names).index(MELANOMA)] >= self.mel_threshold
+
+    def describe(self) -> str:
+        """One sentence: what is used, and what is missing and what to do about it."""
+        r = self.record
+        if not self.missing:
+            return (f"Calibration of the {self.kind} outputs, fitted on the {r.get('split', 'val')} split "
+                    f"({r.get('n_images')} images): temperature {self.temperature:.3f}; melanoma flag at calibrated "
+                    f"P(MEL) >= {self.mel_threshold:.3f} (target sensitivity {r.get('target_sensitivity')}); "
+                    f"referral when the normalised entropy exceeds {self.referral_threshold:.3f} "
+                    f"(target coverage {r.get('target_coverage')}).")
+        if not r:
+            return (f"The checkpoint holds no calibration for {self.kind} outputs: temperature 1 is used, and there is "
+                    f"no melanoma flag and no referral. Fit them on the validation split with `{COMMAND} <run or "
+                    "checkpoint>`" + (" (add --no-tta for plain outputs)." if self.kind == "plain" else "."))
+        notes = "; ".join(r.get("notes", []))
+        return (f"The checkpoint's calibration of {self.kind} outputs lacks {', '.join(self.missing)}"
+                + (f" ({notes})" if notes else "") + f"; temperature {self.temperature:.3f} is used, and "
+                "what is missing raises no flag.")
+
+    def as_dict(self) -> dict:
+        """The values used, for the metrics files."""
+        return {"kind": self.kind, "temperature": self.temperature, "mel_threshold": self.mel_threshold,
+                "referral_threshold": self.referral_threshold, "uncertainty": self.uncertainty,
+                "missing": list(self.missing), "fitted": self.record}
+
+
+def data_for_checkpoint(checkpoint, data_dir=None, split_path=None, *, whole: bool = False, **load_kw):
+    """The data a checkpoint was trained on, split as in training (the run's subsample, fractions
+    and ``split_seed``, or ``seed`` for older runs); ``data_dir`` and ``split_path`` default to what
+    it records. Raises when the folder holds other data (another fingerprint): its splits would not
+    be held out. ``whole=True``: any folder, every image (``split="all"``), no split needed."""
+    params = checkpoint.params or {}
+    data_dir, split_path = data_dir or checkpoint.data.get("data_dir"), split_path or checkpoint.split_path
+    if not data_dir or not split_path:
+        raise ValueError("The checkpoint does not record its data folder or split file; pass data_dir= and "
+                         "split_path= (the ones it was trained with).")
+    data = load_data(data_dir, checkpoint.image_size, split_path=split_path,
+                     split_fractions=params.get("split_fractions", (0.7, 0.15, 0.15)),
+                     seed=params.get("split_seed", params.get("seed", 0)),
+                     max_samples=None if whole else params.get("max_samples"), need_split=not whole, **load_kw)
+    expected, found = checkpoint.data.get("fingerprint"), data.index.attrs.get("fingerprint")
+    if not whole and expected and found != expected:
+        raise ValueError(f"{data.data_dir} is not the data this model was trained on (fingerprint {found} != "
+                         f"{expected}): its splits would not be held out. Pass the training data_dir, or score "
+                         "another data set with split='all'.")
+    return data
+
+
+def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=None, tta: bool = True,
+                         target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
+                         target_coverage: float = DEFAULT_TARGET_COVERAGE, batch_size: int = 32,
+                         device="auto", amp: str = "auto", on_bad_data: str = "raise",
+                         progress: bool = True, save: bool = True) -> dict:
+    """THE post-training step: fit `calibration_record` on the validation split of the checkpoint
+    file ``checkpoint`` and store it there (atomically; ``save=False`` only returns it).
+
+    ``data``: the `Data` it was trained on (None: `data_for_checkpoint`; the split file must still
+    exist). ``tta=True`` runs the 8-view pass once and fits both kinds (``"plain"`` from its first
+    view, the image as it is); ``tta=False`` the plain kind only. Only the kinds fitted now are
+    replaced. Returns kind -> record. Raises when the classification head was not trained."""
+    path, device = Path(checkpoint), resolve_device(device)
+    model, ckpt = load_model(path, map_location="cpu")
+    params = ckpt.params or {}
+    if "classification" not in trained_tasks(params.get("seg_weight", 1.0), params.get("cls_weight", 1.0)):
+        raise ValueError(f"{path}: the classification head was not trained (cls_weight=0), so there are no "
+                         "probabilities to calibrate.")
+    if data is None:
+        split_file = resolve(split_path or ckpt.split_path or "")
+        if not split_file.is_file():
+            raise FileNotFoundError(f"No split file at {split_file}: calibrating needs the validation split the "
+                                    "model was trained with (a new split would not be held out). Pass split_path=.")
+        data = data_for_checkpoint(ckpt, data_dir, split_path, on_bad_data=on_bad_data, progress=progress)
+    if len(data.rows.get("val", ())) == 0:
+        raise ValueError("The validation split is empty: nothing to calibrate on.")
+    pred = predict(model.to(device), make_loader(data.dataset("val"), batch_size, device), device,
+                   amp_dtype=amp_dtype_for(device, amp), progress=progress, desc="calibrate on val", tta=tta,
+                   return_views=True, normalize=Normalize.from_config(ckpt.normalization))
+    outputs = {"tta": pred["probs"], "plain": pred["view_probs"][0]} if tta else {"plain": pred["probs"]}
+    records = {kind: calibration_record(p, pred["labels"], ckpt.class_names, target_sensitivity=target_sensitivity,
+                                        target_coverage=target_coverage) for kind, p in outputs.items()}
+    if save:  # merged: a plain-only pass keeps the stored TTA record, and the other way round
+        ckpt.calibration = {**(ckpt.calibration or {}), **records}
+        ckpt.save(path)
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return records
+
+
+def summary_lines(records: dict) -> list[str]:
+    """One line per output kind: temperature, validation ECE and NLL before and after, both
+    thresholds with what they reach on validation."""
+    def num(x, fmt=".3f"):
+        return "n/a" if x is None or x != x else format(x, fmt)
+
+    lines = []
+    for kind, r in records.items():
+        mel = r.get("mel_at_threshold") or {}
+        flag = (f"P(MEL) >= {num(r['mel_threshold'])} (val sensitivity {num(mel.get('sensitivity'), '.2f')}, "
+                f"specificity {num(mel.get('specificity'), '.2f')})" if r.get("mel_threshold") is not None
+                else "none (" + "; ".join(r.get("notes", [])) + ")")
+        lines.append(f"{kind}: T = {num(r['temperature'])}; val ECE {num(r['before']['ece'])} -> "
+                     f"{num(r['after']['ece'])}, NLL {num(r['before']['nll'])} -> {num(r['after']['nll'])}; "
+                     f"melanoma flag: {flag}; refer when entropy > {num(r['referral_threshold'])} "
+                     f"(val coverage {num(r['coverage_at_threshold'], '.2f')}).")
+    return lines
+
+
+CLI_HELP = f"""Fit the calibration of a model trained earlier on its validation split, into its checkpoint:
+
+    {COMMAND} latest                 # the latest run's best.pt
+    {COMMAND} reports/runs/<run>     # a run folder (or a run name)
+    {COMMAND} path/to/best.pt --no-tta --target-sensitivity 0.95
+"""
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=COMMAND, description=CLI_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", help='a checkpoint file, a run folder or run name, or "latest"')
+    p.add_argument("--reports-dir", default="reports", help="holds runs/ (to find a run name or latest)")
+    p.add_argument("--data-dir", default=None, help="the training data; default: what the checkpoint records")
+    p.add_argument("--split-path", default=None, help="the training split file; default: what the checkpoint records")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                   help="fit on 8-view TTA outputs (and the plain ones); --no-tta: plain outputs only")
+    p.add_argument("--target-sensitivity", type=float, default=DEFAULT_TARGET_SENSITIVITY,
+                   help="melanoma sensitivity the P(MEL) threshold reaches on validation")
+    p.add_argument("--target-coverage", type=float, default=DEFAULT_TARGET_COVERAGE,
+                   help="share of validation images kept (not referred)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", default="auto", help="auto, bf16, fp16 or off")
+    p.add_argument("--on-bad-data", default="raise", help="raise or skip")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    return p
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    target = resolve(args.target) if args.target != "latest" else None
+    if target is not None and target.is_file():
+        path, run = target, run_of_checkpoint(target)
+    else:
+        run = find_run(str(target) if target is not None and target.is_dir() else args.target,
+                       resolve(args.reports_dir) / "runs")
+        path = run.best
+    records = calibrate_checkpoint(path, data_dir=args.data_dir, split_path=args.split_path, tta=args.tta,
+                                   target_sensitivity=args.target_sensitivity, target_coverage=args.target_coverage,
+                                   batch_size=args.batch_size, device=args.device, amp=args.amp,
+                                   on_bad_data=args.on_bad_data, progress=args.progress)
+    print(f"Calibrated {path} on its validation split:", *("  " + line for line in summary_lines(records)), sep="\n")
+    if run is not None:
+        print(f"-> {write_json(run.metrics / 'calibration.json', records)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
