@@ -1,16 +1,14 @@
 """Scoring a trained model with the ISIC 2018 definitions, on a split of its training data or on
 another data set, and how far to trust it there.
 
-`evaluate(cfg)` is the whole job of notebooks/03_evaluate: one pass of the model over the split
-(`score_split`: the per-image table, masks scored at each image's original size, the calibrated
-``p_<class>`` columns that every classification number reads), lesion-level 95% intervals, the
-headline numbers beside chance and the majority class, melanoma versus the rest at the stored
-P(MEL) threshold, subgroups, best and worst cases, trust assessed on the split (calibration before
-and after, referral, the melanoma operating point, Grad-CAM checked against the masks) and, for an
-external set, the domain shift beside the run's test split. It writes ``metrics/<tag>.json``,
-``metrics/<tag>_per_image.csv``, ``figures/<tag>_*.png`` and the report section ``03_<tag>``
-(`result_tag`: an external set never overwrites the test results), and returns the tables, figures
-and one sentence per section for the notebook to show.
+`evaluate(cfg)` is the whole job of notebooks/03_evaluate: one pass of the model (`score_split`:
+the per-image table, masks scored at each image's original size, the calibrated ``p_<class>``
+columns every classification number reads), lesion-level 95% intervals beside chance and the
+majority class, melanoma versus the rest, subgroups, best and worst cases, trust (calibration,
+referral, the melanoma operating point, Grad-CAM against the masks) and, for an external set, the
+domain shift beside the run's test split. It writes ``metrics/<tag>.json`` and
+``<tag>_per_image.csv``, ``figures/<tag>_*.png`` and the report section (`result_tag`: an external
+set never overwrites the test results), and returns one `Section` per part for the notebook.
 """
 
 from __future__ import annotations
@@ -68,9 +66,8 @@ def upsample_mask(mask_probs: torch.Tensor, size_hw, threshold: float = 0.5) -> 
 
 def original_size_scores(mask_probs, mask_paths, image_paths, threshold: float = 0.5,
                          threads: int = 4) -> dict[str, list[float]]:
-    """`SEGMENTATION_KEYS` -> one value per image: the predicted mask (model size) enlarged to the
-    image's original size, against the true mask read at that size, ``threads`` images at a time
-    (so at most that many pairs of full-size masks exist at once)."""
+    """`SEGMENTATION_KEYS` -> one value per image: the predicted mask enlarged to the original size
+    against the true mask read at it, ``threads`` images at a time (so few full-size masks at once)."""
     if not len(mask_paths) == len(image_paths) == len(mask_probs):
         raise ValueError(f"{len(mask_probs)} predicted masks, {len(mask_paths)} mask paths and "
                          f"{len(image_paths)} image paths: give one of each per image.")
@@ -89,8 +86,7 @@ def original_size_scores(mask_probs, mask_paths, image_paths, threshold: float =
 
 
 def label_and_mask_flags(index: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """``(has_label, has_mask)``, bool (N,): the index's columns of those names, or where absent
-    ``label >= 0`` and a mask path that is set."""
+    """``(has_label, has_mask)``, bool (N,): those columns of the index, else ``label >= 0`` and a mask path."""
     n = len(index)
     has_label = index["has_label"].to_numpy(bool) if "has_label" in index else (
         index["label"].to_numpy() >= 0 if "label" in index else np.zeros(n, bool))
@@ -102,11 +98,9 @@ def label_and_mask_flags(index: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class Evaluation:
-    """What `score_split` returns: ``report`` (headline numbers, per-class detail, curves,
-    baselines), ``per_image`` (one row per image, in the order of ``mask_probs``), and the
-    model's outputs: ``mask_probs`` (N, h, w) float16, ``probs`` (N, K) by the one rule (calibrated
-    when a calibration was given; ``raw_probs`` then the uncalibrated ones), ``labels`` (-1: no
-    diagnosis), ``view_probs`` (S, N, K) and ``mask_var`` (N, h, w) of the TTA views, ``mc_probs``."""
+    """What `score_split` returns: ``report``, ``per_image`` (one row per image) and the outputs:
+    ``mask_probs`` (N, h, w) float16, ``probs`` (calibrated when a calibration was given, then
+    ``raw_probs`` the uncalibrated), ``labels`` (-1: none), TTA ``view_probs`` and ``mask_var``, ``mc_probs``."""
 
     report: dict
     per_image: pd.DataFrame
@@ -143,14 +137,11 @@ def score_split(model, data, split: str, device, class_names, *, batch_size: int
                 threshold: float = 0.5, tta: bool = False, progress: bool = True, return_views: bool = False,
                 mc_samples: int = 0, normalization: dict | None = None, threads: int = 4,
                 calibration: StoredCalibration | None = None) -> Evaluation:
-    """Score ``split`` ("train", "val", "test" or "all") of a `Data`: each image for what it has
-    (`label_and_mask_flags`), masks at the original size (`original_size_scores`), classification
-    over the classes present beside `baselines`; ``report["scored"]`` lists the tasks the data
-    allow (a task's keys are absent when none does). ``tta``, ``return_views``, ``mc_samples``: see
-    `skin_utils.engine.predict`; ``normalization``: the checkpoint's. The one rule for class scores:
-    with ``calibration`` every classification number and the ``p_<class>`` columns use the
-    calibrated probabilities (``report["scores"]`` says which). ``mask_uncertainty``:
-    `mask_uncertainty_score` at the model's size."""
+    """Score ``split`` ("train", "val", "test" or "all") of a `Data`, each image for what it has:
+    masks at the original size, classification over the classes present beside `baselines`
+    (``report["scored"]``: the tasks the data allow). ``tta``, ``return_views``, ``mc_samples``:
+    `skin_utils.engine.predict`. The one rule for class scores: with ``calibration`` every
+    classification number and the ``p_<class>`` columns use the calibrated probabilities."""
     device = torch.device(device)
     if split not in data.rows or len(data.rows[split]) == 0:
         raise ValueError(f"split={split!r} is empty or unknown; choose one of {sorted(data.rows)}.")
@@ -205,9 +196,8 @@ def scores_rule(calibration) -> str:
 # --- the tables ----------------------------------------------------------------------------------------
 
 def melanoma_report(evaluation: Evaluation, calibration: StoredCalibration, class_names) -> dict | None:
-    """`melanoma_vs_rest` on the images with a diagnosis, from the evaluation's (calibrated) P(MEL),
-    at the stored threshold, with ``calibrated``, ``kind``, ``target_sensitivity`` and
-    ``validation`` (what it reached there). None without diagnoses or a MEL class."""
+    """`melanoma_vs_rest` of the (calibrated) P(MEL) at the stored threshold, with what it reached on
+    ``validation``; None without diagnoses or a MEL class."""
     keep, names = evaluation.has_label, list(class_names)
     if not keep.any() or MELANOMA not in names:
         return None
@@ -237,9 +227,8 @@ def _fmt_ci(lo_hi) -> str:
 
 
 def headline_table(report: dict) -> pd.DataFrame:
-    """The `HEADLINE` numbers the set allows with their lesion-level 95% intervals, beside chance
-    and always answering the set's most frequent class (those two only with diagnoses); "n/a" for
-    an untrained head."""
+    """The `HEADLINE` numbers the set allows with their 95% intervals, beside chance and always
+    answering the most frequent class (with diagnoses); "n/a" for an untrained head."""
     base, chance = report.get("majority_baseline") or {}, report.get("chance") or {}
 
     def majority(k):  # what always answering the majority class scores
@@ -267,8 +256,7 @@ def per_class_table(report: dict) -> pd.DataFrame:
 def subgroup_tables(evaluation: Evaluation, index: pd.DataFrame, class_names, tasks, *,
                     columns=("sex", "age_band", "localization"), n_resamples: int = 500, seed: int = 0,
                     min_lesions: int = 10) -> dict[str, pd.DataFrame]:
-    """`subgroup_table` of the headline metrics per sex, age band and body site (``index``: the
-    data set's), subgroups with fewer than ``min_lesions`` lesions left out."""
+    """`subgroup_table` of the headline metrics per sex, age band and body site (``index``: the data's)."""
     meta = index.iloc[evaluation.per_image["row"].to_numpy()].reset_index(drop=True)
     table = evaluation.per_image.reset_index(drop=True).assign(
         **{c: meta[c].to_numpy() for c in ("sex", "localization") if c in meta})
@@ -299,8 +287,7 @@ RANKINGS = {"dice": "Dice of the mask", "p_true": "probability given to the true
 
 
 def case_scores(per_image: pd.DataFrame, by: str = "dice") -> pd.Series:
-    """What `best_and_worst` ranks by (NaN where it does not apply): ``"dice"`` or ``"p_true"``,
-    the probability of the true class."""
+    """What `best_and_worst` ranks by (NaN where it does not apply): ``"dice"`` or ``"p_true"``."""
     if by == "dice":
         return per_image["dice"].astype(float)
     if by == "p_true":
@@ -310,8 +297,7 @@ def case_scores(per_image: pd.DataFrame, by: str = "dice") -> pd.Series:
 
 
 def _at_original_size(data, evaluation: Evaluation, positions) -> tuple[list, list, list]:
-    """Images, true masks (None without one) and predicted masks at each image's original size,
-    for positions in ``evaluation.per_image``; one image read at a time."""
+    """Images, true masks (None without one) and predicted masks at the original size, of positions."""
     rows = evaluation.per_image["row"].to_numpy()
     dice = evaluation.per_image.reindex(columns=["dice"])["dice"].to_numpy(float)  # NaN: no true mask
     images, masks, preds = [], [], []
@@ -325,9 +311,7 @@ def _at_original_size(data, evaluation: Evaluation, positions) -> tuple[list, li
 
 
 def best_and_worst(data, evaluation: Evaluation, n: int = 4, by: str = "dice") -> dict:
-    """Keyword arguments for `skin_utils.plots.plot_cases`: the ``n`` best and ``n`` worst images by
-    `case_scores`, at their original size; ``true_masks`` and ``scores`` (the Dice) None when a
-    picked image has no mask, a ``true_labels`` entry None without a diagnosis."""
+    """`skin_utils.plots.plot_cases`'s arguments: the ``n`` best and ``n`` worst images by `case_scores`."""
     per_image = evaluation.per_image.reset_index(drop=True)
     score = case_scores(per_image, by).dropna()
     if score.empty:
@@ -346,8 +330,7 @@ def best_and_worst(data, evaluation: Evaluation, n: int = 4, by: str = "dice") -
 
 
 def choose_cam_examples(per_image: pd.DataFrame, class_names, n: int = 4) -> list[int]:
-    """Positions of up to ``n`` examples, one per true class (most frequent first): the image of
-    that class predicted with the highest probability, correct ones first."""
+    """Up to ``n`` positions, one per true class (most frequent first): its surest, correct ones first."""
     table = per_image.reset_index(drop=True)
     table = table.assign(correct=table["true"] == table["pred"])
     picks = [int(table[table["true"] == name].sort_values(["correct", "prob_pred"], ascending=False,
@@ -358,11 +341,8 @@ def choose_cam_examples(per_image: pd.DataFrame, class_names, n: int = 4) -> lis
 
 def cam_examples(model, data, evaluation: Evaluation, positions, device, *, method: str = "gradcam",
                  normalization: dict | None = None, energy: dict | None = None, class_names=CLASS_NAMES) -> dict:
-    """Keyword arguments for `skin_utils.plots.plot_cam_grid`: the images at ``positions`` of
-    ``evaluation.per_image`` at their original size, the Grad-CAM of the class the table predicts
-    (the one the caption names; at the model's resolution), the true and predicted masks, and a
-    caption (id, true and predicted class, and the share of the map inside the true lesion from
-    ``energy``: image_id -> share)."""
+    """`skin_utils.plots.plot_cam_grid`'s arguments for ``positions``: the Grad-CAM of the class the
+    table predicts (the one the caption names) and a caption with ``energy`` (image_id -> share inside)."""
     positions = [int(i) for i in positions]
     if not positions:
         raise ValueError("cam_examples: no positions given.")
@@ -384,12 +364,9 @@ def cam_examples(model, data, evaluation: Evaluation, positions, device, *, meth
 
 @dataclass
 class Trust:
-    """What `assess_trust` returns: ``calibration`` (before / after `calibration_report` with
-    ``per_class_ece``, reliability diagrams; ``after`` None without a stored temperature),
-    ``referral`` (risk-coverage ``curves`` and ``aurc`` per uncertainty, the ``table`` of referring
-    the most uncertain shares, the stored threshold applied here, ``mask``: the mask uncertainty
-    against 1 - Dice), ``operating_point`` (the melanoma flag here and the argmax's), the per-image
-    columns and the ``stored`` calibration used."""
+    """What `assess_trust` returns: ``calibration`` (before / after, reliability), ``referral``
+    (risk-coverage ``curves``, ``aurc``, ``table``, the stored threshold here, the ``mask``
+    uncertainty against 1 - Dice), ``operating_point``, the ``per_image`` columns, the ``stored`` calibration."""
 
     calibration: dict
     referral: dict
@@ -403,29 +380,29 @@ class Trust:
                 "operating_point": self.operating_point, "stored_calibration": self.stored}
 
 
-def trust_columns(evaluation: Evaluation, calibration: StoredCalibration, class_names) -> pd.DataFrame:
-    """Per image: ``entropy`` (the referral uncertainty), with TTA views ``tta_disagreement`` and
-    ``tta_mutual_info``, with MC dropout ``mc_mutual_info``, then ``refer`` and ``mel_flag`` (NA
-    where the checkpoint lacks the threshold). ``evaluation.probs`` must be the calibrated ones."""
-    cal, views, n = evaluation.probs, evaluation.view_probs, len(evaluation.probs)
-    cols = {"entropy": calibration.uncertainty_of(cal)}
-    if views is not None and len(views) > 1:
-        cols.update(tta_disagreement=vote_disagreement(views), tta_mutual_info=mutual_information(views, normalize=True))
-    if evaluation.mc_probs is not None:
-        cols["mc_mutual_info"] = mutual_information(evaluation.mc_probs, normalize=True)
-    for name, flags in (("refer", calibration.refer(cal)), ("mel_flag", calibration.mel_flag(cal, class_names))):
-        cols[name] = pd.array([pd.NA] * n if flags is None else flags, dtype="boolean")
-    return pd.DataFrame(cols, index=evaluation.per_image.index)
+def trust_columns(probs, calibration: StoredCalibration, class_names, view_probs=None, mc_probs=None,
+                  index=None) -> pd.DataFrame:
+    """Per image of calibrated ``probs``: ``entropy``, with TTA views ``tta_disagreement`` and
+    ``tta_mutual_info``, with MC dropout ``mc_mutual_info``, ``refer`` and ``mel_flag`` (NA without a threshold)."""
+    cols = {"entropy": calibration.uncertainty_of(probs)}
+    if view_probs is not None and len(view_probs) > 1:
+        cols.update(tta_disagreement=vote_disagreement(view_probs),
+                    tta_mutual_info=mutual_information(view_probs, normalize=True))
+    if mc_probs is not None:
+        cols["mc_mutual_info"] = mutual_information(mc_probs, normalize=True)
+    for name, flags in (("refer", calibration.refer(probs)), ("mel_flag", calibration.mel_flag(probs, class_names))):
+        cols[name] = pd.array([pd.NA] * len(probs) if flags is None else flags, dtype="boolean")
+    return pd.DataFrame(cols, index=index)
 
 
 def assess_trust(evaluation: Evaluation, calibration: StoredCalibration, class_names, *,
                  referral_fractions=DEFAULT_REFERRAL_FRACTIONS, n_bins: int = DEFAULT_N_BINS) -> Trust:
-    """Calibration before and after the stored temperature, selective prediction (risk-coverage,
-    AURC, referring the most uncertain shares, the stored referral threshold) and the melanoma
-    operating point, on an evaluation (images with a diagnosis, made with ``calibration``)."""
+    """Calibration before and after, referral and the melanoma operating point on an evaluation
+    (images with a diagnosis) made with ``calibration``."""
     labels, cal = evaluation.labels, evaluation.probs
     raw = cal if evaluation.raw_probs is None else evaluation.raw_probs
-    columns = trust_columns(evaluation, calibration, class_names)
+    columns = trust_columns(cal, calibration, class_names, evaluation.view_probs, evaluation.mc_probs,
+                            evaluation.per_image.index)
 
     def report_of(p):
         per_class = classwise_ece(p, labels, n_bins, reduction="none")
@@ -515,10 +492,8 @@ def operating_point_table(op: dict) -> pd.DataFrame:
 def cam_check(model, data, evaluation: Evaluation, device, class_names, *, batch_size: int = 32,
               method: str = "gradcam", max_images: int | None = None, normalization: dict | None = None,
               progress: bool = True) -> dict:
-    """The Grad-CAM of the evaluation's predicted class for its first ``max_images`` images (None:
-    all), at the model's resolution, checked against the true lesion mask and the predicted one:
-    `cam_localization_report` for each (``true_mask``, ``pred_mask``), with ``method``, ``layer``,
-    ``target``, ``resolution``, ``n_images`` and ``n_split``."""
+    """The Grad-CAM of the predicted class of the first ``max_images`` images (None: all) against the
+    true and the predicted mask: `cam_localization_report` of each, and how it was made."""
     rows = evaluation.per_image["row"].to_numpy()
     n = len(rows) if max_images is None else min(int(max_images), len(rows))
     if n == 0:
@@ -547,9 +522,7 @@ def cam_columns(cam: dict) -> pd.DataFrame:
 
 
 def cam_summary_table(cam: dict) -> pd.DataFrame:
-    """One row per true class and one "all": the share of heat inside the true and the predicted
-    lesion, the lesion's area share (what a uniform map scores), lift, share above that baseline,
-    share mostly outside."""
+    """Per true class and "all": heat inside the true and predicted lesion against a uniform map's share."""
     rows = []
     for name, t in [("all", cam["true_mask"]["overall"]), *cam["true_mask"]["per_class"].items()]:
         p = cam["pred_mask"]["overall"] if name == "all" else cam["pred_mask"]["per_class"].get(name, {})
@@ -568,8 +541,7 @@ def cam_report(cam: dict) -> dict:
 # --- another data set: its file names, and the domain shift beside the training data's test split ----------
 
 def is_external(described: dict, trained_on: dict) -> bool:
-    """Whether the data set ``described`` (`Data.describe`) is not the one a checkpoint was trained
-    on (`Checkpoint.data`): another folder, unless its fingerprint is the training data's."""
+    """Whether ``described`` (`Data.describe`) is another folder than ``trained_on`` with other data."""
     if described.get("fingerprint") and described.get("fingerprint") == trained_on.get("fingerprint"):
         return False
     here, there = described.get("data_dir"), trained_on.get("data_dir")
@@ -577,8 +549,7 @@ def is_external(described: dict, trained_on: dict) -> bool:
 
 
 def result_tag(split: str, data_dir=None, external: bool = False) -> str:
-    """The stem of an evaluation's files: ``evaluate`` (test split), ``evaluate_<split>``, or
-    ``evaluate_external_<folder name>``, so that scoring another set never overwrites the test results."""
+    """``evaluate`` (test split), ``evaluate_<split>`` or ``evaluate_external_<folder>``: the results' names."""
     if not external:
         return "evaluate" if split == "test" else f"evaluate_{split}"
     if not data_dir:
@@ -587,8 +558,7 @@ def result_tag(split: str, data_dir=None, external: bool = False) -> str:
 
 
 def domain_shift_table(internal: dict, external: dict, metrics=HEADLINE) -> pd.DataFrame:
-    """The metrics the external set has side by side with the training data's test split
-    (``internal``: its ``evaluate.json``), each with its 95% interval, and external - test."""
+    """The external set's metrics beside the test split's (``evaluate.json``), with intervals and the difference."""
     rows = []
     for k in metrics:
         if external.get(k) is None:
@@ -603,11 +573,9 @@ def domain_shift_table(internal: dict, external: dict, metrics=HEADLINE) -> pd.D
 
 def domain_shift(external: dict, internal: dict | None, internal_per_image: pd.DataFrame | None = None,
                  class_names=None, *, n_resamples: int = 1000, seed: int = 0) -> dict:
-    """The shift from the training data's test split (``internal``: its ``evaluate.json``, None:
-    not made yet; ``internal_per_image``: its per-image table) to an external set (this result),
-    with the same metrics and thresholds. When the external set has fewer classes, the test split's
-    classification numbers are recomputed over those (at the external run's P(MEL) threshold).
-    Returns ``table``, ``notes`` (what differs between the columns) and ``restricted_to``."""
+    """From the test split (``internal``: its ``evaluate.json``, None: not made yet) to an external set:
+    ``table``, ``notes`` (what differs) and ``restricted_to``: with fewer classes here, the test
+    split's classification numbers are recomputed over them from ``internal_per_image``."""
     if internal is None:
         return {"table": None, "notes": [], "restricted_to": None}
     notes, restricted, inside = [], None, dict(internal, ci95=dict(internal.get("ci95") or {}))
@@ -724,8 +692,7 @@ def cam_sentence(cam: dict) -> str:
 
 def conclusion(result: dict, per_image: pd.DataFrame, tasks, shift: dict | None = None,
                synthetic: bool = False) -> str:
-    """The evaluation in a few sentences: the margin over chance and the majority class, Dice, the
-    shift from the test split, and how far to trust the numbers."""
+    """The margin over chance and the majority class, Dice, the shift, how far to trust the numbers."""
     out = [f"The {t} head was not trained (its loss weight was 0): its metrics are not applicable."
            for t in ("segmentation", "classification") if t not in tasks]
     ci, scored = result.get("ci95"), [t for t in tasks if t in result.get("scored", ())]
@@ -863,7 +830,9 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
         sections.update(per_class=Section("Per class", text=why), confusion=Section("Confusion matrix", text=why))
     subgroups = subgroup_tables(ev, data.index, names, shown, n_resamples=max(100, cfg.n_bootstrap // 2),
                                 seed=cfg.bootstrap_seed)
-    sections["subgroups"] = Section("Subgroups", {f"By {c}": t.set_index(c) for c, t in subgroups.items() if len(t)})
+    tables = {f"By {c}": t.set_index(c) for c, t in subgroups.items() if len(t)}
+    sections["subgroups"] = Section("Subgroups", tables, text="" if tables else "No subgroup of the metadata (sex, "
+                                    "age, body site) has enough lesions here.")
     rank_by = "dice" if "segmentation" in shown else "p_true" if "classification" in shown else None
     sections["cases"] = Section("Best and worst cases", text="" if rank_by else "No trained head that this set scores.")
     if rank_by:

@@ -26,11 +26,10 @@ from skin_utils.data.imageio import ImageReadError, read_image
 from skin_utils.data.layout import find_images
 from skin_utils.demo.synthetic import SYNTHETIC_NOTE, render_lesion
 from skin_utils.engine import amp_dtype_for, image_batch, predict, resolve_device
-from skin_utils.evaluate import Section, upsample_mask
+from skin_utils.evaluate import Section, trust_columns, upsample_mask
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.runs import Run, run_to_score
-from skin_utils.trust import (COMMAND, StoredCalibration, binary_entropy, mask_uncertainty_score, mutual_information,
-                              vote_disagreement)
+from skin_utils.trust import COMMAND, StoredCalibration, binary_entropy, mask_uncertainty_score
 
 MIN_SIDE = 8  # pixels: below this there is no lesion to see
 
@@ -103,29 +102,22 @@ class Predictor:
                       cam=self.cam if cam is None else cam, cam_method=self.cam_method)
         if not items:
             return []
-        cal, views, mc = self.calibration.apply(out["probs"]), out["view_probs"], out.get("mc_probs")
-        entropy = self.calibration.uncertainty_of(cal)
-        refer, flag = self.calibration.refer(cal), self.calibration.mel_flag(cal, self.class_names)
-        tta_dis = vote_disagreement(views) if len(views) > 1 else None
-        tta_mi = mutual_information(views, normalize=True) if len(views) > 1 else None
-        mc_mi = None if mc is None else mutual_information(mc, normalize=True)
+        cal = self.calibration.apply(out["probs"])
         masks = list(out["mask_probs"].float().numpy())
-        mask_u = mask_uncertainty_score(masks, threshold=self.threshold)
+        trust = trust_columns(cal, self.calibration, self.class_names, out["view_probs"], out.get("mc_probs")).assign(
+            mask_uncertainty=mask_uncertainty_score(masks, threshold=self.threshold)).astype(object)
         predictions = []
-        for i, (image_id, path, original_hw) in enumerate(items):
+        for i, ((image_id, path, original_hw), row) in enumerate(zip(items, trust.to_dict("records"))):
             mask, probs = upsample_mask(out["mask_probs"][i], original_hw, self.threshold), out["probs"][i]
             k = int(probs.argmax())
             predictions.append(Prediction(
                 image_id=image_id, path=str(path), pred=self.class_names[k], prob=float(probs[k]),
                 probs={n: float(p) for n, p in zip(self.class_names, probs)}, mask=mask,
                 lesion_fraction=float(mask.mean()), probs_calibrated={n: float(p) for n, p in zip(self.class_names, cal[i])},
-                prob_calibrated=float(cal[i, k]), entropy=float(entropy[i]),
-                tta_disagreement=None if tta_dis is None else float(tta_dis[i]),
-                tta_mutual_info=None if tta_mi is None else float(tta_mi[i]),
-                mc_mutual_info=None if mc_mi is None else float(mc_mi[i]), mask_uncertainty=float(mask_u[i]),
-                mask_uncertainty_map=binary_entropy(masks[i]).astype(np.float16),
-                refer=None if refer is None else bool(refer[i]), mel_flag=None if flag is None else bool(flag[i]),
-                cam=None if "cams" not in out else out["cams"][i]))
+                prob_calibrated=float(cal[i, k]), mask_uncertainty_map=binary_entropy(masks[i]).astype(np.float16),
+                cam=None if "cams" not in out else out["cams"][i],
+                **{name: None if pd.isna(v) else bool(v) if name in ("refer", "mel_flag") else float(v)
+                   for name, v in row.items()}))
         return predictions
 
     def predict_image(self, image, cam: bool | None = None) -> Prediction:

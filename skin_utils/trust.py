@@ -1,27 +1,23 @@
 """How far to trust each prediction: are the probabilities honest (calibration, temperature
-scaling), how sure is the model about each image (uncertainty; referral of the least sure; the
-melanoma operating point), does its heat map lie on the lesion; and the post-training step that
-fits these on the validation split and stores them in the checkpoint (`calibrate_checkpoint`;
-``python -m skin_utils.trust <run or checkpoint>`` for a model trained earlier).
+scaling), how sure is the model about each image (uncertainty, referral of the least sure, the
+melanoma operating point), does its heat map lie on the lesion; and THE post-training step that fits
+these on the validation split into the checkpoint (`calibrate_checkpoint`; for a model trained
+earlier ``python -m skin_utils.trust <run or checkpoint> [--no-tta ...]``).
 
-Inputs as in `skin_utils.metrics`, whose `sens_spec` gives every sensitivity here. Several passes
-of the same images (TTA views, MC-dropout samples) are stacked **samples first**: (S, N, K).
-Entropies are in nats (``normalize`` divides by log K: 1 is the uniform prediction).
+Inputs as in `skin_utils.metrics` (whose `sens_spec` gives every sensitivity here); several passes
+over the same images (TTA views, MC-dropout samples) are stacked samples first, (S, N, K); entropies
+in nats (``normalize`` divides by log K). Calibration (Guo et al. 2017): equal-width bins
+``(b / n, (b + 1) / n]``; top-label ECE ``sum_b |B_b| / N |acc_b - conf_b|``; class-wise ECE (Kull et
+al. 2019) the same per class, averaged over all classes, sees the rare classes a top-label ECE
+dominated by confident nevi hides; NLL clips at 1e-15; Brier in [0, 2]. Temperature scaling divides
+the logits by the T minimising the validation NLL (the argmax never changes); TTA-averaged
+probabilities are scaled as ``softmax(log p / T)``, with T fitted on that kind of output.
 
-Calibration (Guo et al. 2017): ``n_bins`` equal-width bins ``(b / n, (b + 1) / n]`` (0 in the first).
-Top-label ECE ``sum_b |B_b| / N |acc_b - conf_b|``; class-wise ECE (Kull et al. 2019) the same per
-class on ``p_ik`` against ``[y_i == k]``, averaged over every class: it sees the rare classes that a
-top-label ECE dominated by confident nevi hides. NLL clips probabilities at 1e-15; Brier is
-``mean_i sum_k (p_ik - [y_i == k])^2`` in [0, 2]. Temperature scaling divides the logits by the
-T > 0 minimising the validation NLL, never changing the argmax; for TTA-averaged probabilities use
-``probs_to_logits`` (``softmax(log p / T)``), and fit T on the kind of output it will be applied to.
-
-What a checkpoint stores (``Checkpoint.calibration``, one record per kind of output, ``"tta"`` and
-``"plain"``; all chosen on the **validation** split): the ``temperature``; ``mel_threshold``, the
-calibrated P(MEL) that reaches ``target_sensitivity`` (0.90) on the validation melanomas (the
-melanoma flag); ``referral_threshold``, the `referral_uncertainty` that keeps ``target_coverage``
-(0.8) of the validation images (the rest is referred). A checkpoint without them still loads:
-`StoredCalibration` then uses temperature 1 and raises no flag.
+A checkpoint stores per kind of output (``"tta"``, ``"plain"``), all chosen on validation: the
+``temperature``, ``mel_threshold`` (the calibrated P(MEL) reaching ``target_sensitivity`` on the
+validation melanomas: the melanoma flag) and ``referral_threshold`` (the `referral_uncertainty` that
+keeps ``target_coverage`` of the images; the rest is referred). Without them `StoredCalibration`
+uses temperature 1 and raises no flag.
 """
 
 from __future__ import annotations
@@ -52,19 +48,13 @@ from skin_utils.metrics import (as_binary, as_labels, as_maps, as_numpy, as_prob
 from skin_utils.report import write_json
 from skin_utils.runs import find_run, run_of_checkpoint
 
-#: Equal-width confidence bins (Guo et al. 2017).
-DEFAULT_N_BINS = 15
-#: The search interval of `fit_temperature`; an optimum on its edge is warned about.
-TEMPERATURE_BOUNDS = (0.05, 20.0)
-#: NLL clip: a confident mistake costs log(1e15) ~ 34.5, not infinity.
-NLL_EPS = 1e-15
+DEFAULT_N_BINS = 15  # equal-width confidence bins
+TEMPERATURE_BOUNDS = (0.05, 20.0)  # the search interval of `fit_temperature` (an optimum on its edge is warned about)
+NLL_EPS = 1e-15  # a confident mistake costs log(1e15) ~ 34.5, not infinity
 MELANOMA_INDEX = CLASS_NAMES.index("MEL")
-#: The shares of most uncertain images referred in `selective_report` (0: nobody).
-DEFAULT_REFERRAL_FRACTIONS = (0.0, 0.1, 0.2, 0.3)
-#: Default half-width of the border band, as a share of the image's shorter side.
-BORDER_WIDTH_FRACTION = 0.03
-#: A heat map with less of its energy than this inside the lesion falls "mostly outside" it.
-MOSTLY_OUTSIDE_BELOW = 0.5
+DEFAULT_REFERRAL_FRACTIONS = (0.0, 0.1, 0.2, 0.3)  # shares of the most uncertain images referred
+BORDER_WIDTH_FRACTION = 0.03  # default half-width of the border band, a share of the shorter side
+MOSTLY_OUTSIDE_BELOW = 0.5  # a heat map with less of its energy inside the lesion falls "mostly outside"
 _COUNT_EPS = 1e-9  # a share times a count: 0.9 * 10 is 9.000000000000002
 
 
@@ -267,15 +257,10 @@ def border_band(mask: Any, width: int) -> np.ndarray:
 
 def mask_uncertainty_score(mask_probs: Any, pixel_uncertainty: Any = None, *, region: str = "border",
                            threshold: float = 0.5, width: int | None = None) -> np.ndarray:
-    """One uncertainty per image, float64 (N,), of masks (H, W), (N, H, W), (N, 1, H, W) or a list
-    of 2-D maps of any sizes: a per-pixel map (default the `binary_entropy` of ``mask_probs``; or
-    e.g. the variance across TTA views) averaged over the `border_band` of the predicted lesion
-    ``mask_probs >= threshold`` (half-width ``width`` px, default 3 % of the shorter side), or over
-    the whole image (``region="image"``).
-
-    The band is where segmentation is uncertain; an image mean mostly measures how much easy
-    background there is. No band (no lesion predicted, or one covering the image) scores 1.0, the
-    maximum: every image here shows a lesion, so an empty mask is a failure to refer."""
+    """One uncertainty per mask (N,): a per-pixel map (default `binary_entropy`; or e.g. the TTA
+    variance) averaged over the `border_band` of the predicted lesion (an image mean mostly measures
+    easy background), or over the image (``region="image"``). No band (no lesion, or all lesion)
+    scores 1.0, the maximum: every image shows a lesion, so an empty mask is a failure to refer."""
     if region not in ("border", "image"):
         raise ValueError(f"region={region!r}: choose 'border' or 'image'.")
     probs = _maps(mask_probs, "mask_probs")
@@ -315,11 +300,10 @@ def _expected_risks(u: np.ndarray, err: np.ndarray) -> np.ndarray:
 
 
 def risk_coverage_curve(uncertainty: Any, errors: Any) -> dict[str, Any]:
-    """Keep the k least uncertain images, k = 1..N: ``coverage`` k/N and ``risk`` (the error rate
-    of the kept images, ties averaged over their orders), the oracle's ``optimal_risk``, ``aurc``
-    (mean risk, Geifman et al. 2018; lower is better), ``optimal_aurc``, ``excess_aurc``,
-    ``error_rate`` (a random ranking's AURC) and ``n_images``. ``errors``: 1/True for a wrong
-    prediction, or any per-image loss in [0, 1] (e.g. 1 - Dice)."""
+    """Keep the k least uncertain images, k = 1..N: ``coverage`` k/N, ``risk`` (error rate of the
+    kept, ties averaged), the oracle's ``optimal_risk``, ``aurc`` (Geifman et al. 2018; lower is
+    better), ``optimal_aurc``, ``excess_aurc``, ``error_rate`` (a random ranking's AURC), ``n_images``.
+    ``errors``: 1/True for wrong, or any per-image loss in [0, 1] (e.g. 1 - Dice)."""
     u, e = _uncertainty(uncertainty), as_numpy(errors)
     if e.shape != u.shape:
         raise ValueError(f"errors has shape {e.shape}; uncertainty has {u.shape}.")
@@ -342,11 +326,10 @@ def referral_threshold(uncertainty_val: Any, target_coverage: float) -> float:
 
 def selective_metrics(probs: Any, labels: Any, keep: Any, *, melanoma_index: int = MELANOMA_INDEX,
                       mel_threshold: float | None = None) -> dict[str, Any]:
-    """Scores when the images with ``keep`` False are referred: ``n_kept``, ``n_referred``,
-    ``coverage``, ``accuracy`` and ``balanced_accuracy`` of the kept images (NaN when none is
-    kept), ``n_mel``, ``mel_referred``, ``mel_sensitivity_kept`` and
-    ``mel_sensitivity_with_referral`` (a melanoma counts as found when called or referred). A
-    melanoma call is the argmax, or ``P(MEL) >= mel_threshold`` when given."""
+    """Scores when the images with ``keep`` False are referred: counts, ``coverage``, (balanced)
+    accuracy of the kept (NaN when none), ``mel_referred``, ``mel_sensitivity_kept`` and
+    ``mel_sensitivity_with_referral`` (a melanoma called or referred counts as found). A melanoma
+    call is the argmax, or ``P(MEL) >= mel_threshold`` when given."""
     p, y = _pair(probs, labels)
     k = as_numpy(keep, dtype=None).astype(bool)
     if k.shape != y.shape:
@@ -399,12 +382,10 @@ def operating_threshold(p_mel_val: Any, is_mel_val: Any, target_sensitivity: flo
 
 def cam_localization(cams: Any, masks: Any, labels: Any = None, image_ids: Sequence | None = None,
                      class_names: Sequence[str] = CLASS_NAMES) -> list[dict[str, Any]]:
-    """Per image, is the heat map on the lesion (the energy-based pointing game, Wang et al. 2020)?
-    ``energy_inside`` ``sum(cam * mask) / sum(cam)`` (NaN for an all-zero map), its baseline
-    ``area_share`` (the share of the image the mask covers: what a uniform map scores), ``lift``
-    (their ratio), ``peak_inside`` (the hottest pixel, the first on ties, is in the lesion), with
-    ``image_id``, ``label`` and ``class_name`` (None when not given). Maps and masks (non-zero =
-    lesion) as in `mask_uncertainty_score`, of matching shapes."""
+    """Per image, is the heat map on the lesion (energy-based pointing game, Wang et al. 2020)?
+    ``energy_inside`` ``sum(cam * mask) / sum(cam)`` (NaN: an all-zero map), ``area_share`` (what a
+    uniform map scores), ``lift`` (their ratio), ``peak_inside`` (the hottest pixel is in the lesion),
+    ``image_id``, ``label``, ``class_name``. Maps and masks (non-zero = lesion) of matching shapes."""
     cams, masks = _maps(cams, "cam"), _maps(masks, "mask")
     y = None if labels is None else as_numpy(labels, dtype=None).reshape(-1)
     for what, count in (("masks", len(masks)), ("labels", None if y is None else len(y)),
@@ -433,13 +414,10 @@ def cam_localization(cams: Any, masks: Any, labels: Any = None, image_ids: Seque
 
 def cam_localization_report(rows: Sequence[dict], class_names: Sequence[str] = CLASS_NAMES,
                             outside_below: float = MOSTLY_OUTSIDE_BELOW) -> dict[str, Any]:
-    """The summary of `cam_localization` rows (of one batch or several, concatenated).
-
-    ``overall`` and ``per_class`` (classes seen only): ``n_images``, mean ``energy_inside``,
-    ``area_share`` and ``lift``, ``above_baseline`` (share whose energy inside beats the area
-    share), ``peak_inside``, ``mostly_outside`` (share below ``outside_below``), ``n_empty_cam``
-    (means leave out all-zero maps); ``per_image`` (the rows with their position ``index``; an
-    image without id is named by it); ``mostly_outside``: those rows, lowest energy first."""
+    """The summary of `cam_localization` rows (one batch or several): ``overall`` and ``per_class``
+    (mean ``energy_inside``, ``area_share``, ``lift``; shares ``above_baseline``, ``peak_inside``,
+    ``mostly_outside``; ``n_empty_cam``, left out of the means), ``per_image`` (with ``index``) and
+    ``mostly_outside`` (those rows, lowest energy first)."""
     if not rows:
         raise ValueError("cam_localization_report: no heat maps (an empty list of rows).")
     if not 0.0 < float(outside_below) <= 1.0:
@@ -464,17 +442,14 @@ def cam_localization_report(rows: Sequence[dict], class_names: Sequence[str] = C
 
 # --- the calibration a checkpoint stores: fitted on validation after training ---------------------
 
-#: The kinds of output a temperature is fitted for (`Checkpoint.calibration`'s keys): TTA-averaged, or plain.
-OUTPUT_KINDS = ("tta", "plain")
+OUTPUT_KINDS = ("tta", "plain")  # `Checkpoint.calibration`'s keys: TTA-averaged outputs, or one plain pass
 REFERRAL_MEASURE = "entropy"  # normalised predictive entropy of the calibrated probabilities
-DEFAULT_TARGET_SENSITIVITY = 0.90
-DEFAULT_TARGET_COVERAGE = 0.80
+DEFAULT_TARGET_SENSITIVITY, DEFAULT_TARGET_COVERAGE = 0.90, 0.80
 MELANOMA = "MEL"
 COMMAND = "python -m skin_utils.trust"
 
 
 def output_kind(tta: bool) -> str:
-    """``"tta"`` or ``"plain"``: the key of `Checkpoint.calibration` for outputs made that way."""
     return OUTPUT_KINDS[0] if tta else OUTPUT_KINDS[1]
 
 
@@ -484,17 +459,16 @@ def calibrated_probs(probs: Any, temperature: float) -> np.ndarray:
 
 
 def referral_uncertainty(probs: Any) -> np.ndarray:
-    """What referral thresholds: the predictive entropy of calibrated ``probs`` over log K, (N,) in [0, 1]."""
+    """What referral thresholds: the entropy of calibrated ``probs`` over log K, (N,) in [0, 1]."""
     return predictive_entropy(probs, normalize=True)
 
 
 def calibration_record(probs: Any, labels: Any, class_names, *, target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
                        target_coverage: float = DEFAULT_TARGET_COVERAGE, split: str = "val") -> dict:
-    """Fit the temperature and choose both thresholds on one split's (uncalibrated) outputs of one
-    kind: ``temperature``, ``mel_threshold`` (None without melanomas or a "MEL" class; ``notes``
-    says why), ``referral_threshold``, ``uncertainty``, the targets, ``split``, ``n_images``,
-    ``n_mel``, ``before`` / ``after`` (`calibration_report`), ``mel_at_threshold`` (`sens_spec_at`)
-    and ``coverage_at_threshold``, in plain Python types (what a checkpoint and JSON hold)."""
+    """The temperature and both thresholds fitted on one split's uncalibrated outputs of one kind,
+    with how they were chosen and what they reach there (``before`` / ``after``
+    `calibration_report`, ``mel_at_threshold``, ``coverage_at_threshold``; ``notes``: why a
+    threshold is None), in plain Python types (what a checkpoint and JSON hold)."""
     p, y, names = as_probabilities(probs), np.asarray(labels, dtype=np.int64), list(class_names)
     if len(names) != p.shape[1]:
         raise ValueError(f"{len(names)} class names for {p.shape[1]} probability columns.")
@@ -526,9 +500,8 @@ def calibration_record(probs: Any, labels: Any, class_names, *, target_sensitivi
 
 @dataclass
 class StoredCalibration:
-    """What a checkpoint says about calibrating one kind of output (`from_checkpoint`), with the
-    fallbacks of a checkpoint without it: temperature 1, no melanoma flag, no referral;
-    ``missing`` names what it lacks."""
+    """What a checkpoint says about calibrating one kind of output, with the fallbacks of one
+    without it (temperature 1, no flags); ``missing`` names what it lacks."""
 
     kind: str
     temperature: float = 1.0
@@ -540,7 +513,6 @@ class StoredCalibration:
 
     @classmethod
     def from_checkpoint(cls, checkpoint, tta: bool) -> "StoredCalibration":
-        """The calibration of ``checkpoint`` (a `Checkpoint`) for outputs made with or without ``tta``."""
         record = dict((getattr(checkpoint, "calibration", None) or {}).get(output_kind(tta)) or {})
         missing = [k for k in ("temperature", "mel_threshold", "referral_threshold") if record.get(k) is None]
         return cls(kind=output_kind(tta), temperature=float(record.get("temperature") or 1.0),
@@ -559,7 +531,7 @@ class StoredCalibration:
         return referral_uncertainty(calibrated)
 
     def refer(self, calibrated: Any) -> np.ndarray | None:
-        """Bool (N,): uncertainty above the referral threshold; None without a threshold."""
+        """Bool (N,): uncertainty above the referral threshold; None without one."""
         return None if self.referral_threshold is None else self.uncertainty_of(calibrated) > self.referral_threshold
 
     def mel_flag(self, calibrated: Any, class_names) -> np.ndarray | None:
@@ -594,10 +566,10 @@ class StoredCalibration:
 
 
 def data_for_checkpoint(checkpoint, data_dir=None, split_path=None, *, whole: bool = False, **load_kw):
-    """The data a checkpoint was trained on, split as in training (the run's subsample, fractions
-    and ``split_seed``, or ``seed`` for older runs); ``data_dir`` and ``split_path`` default to what
-    it records. Raises when the folder holds other data (another fingerprint): its splits would not
-    be held out. ``whole=True``: any folder, every image (``split="all"``), no split needed."""
+    """The data a checkpoint was trained on (default: the folder and split file it records), split
+    as in training (its subsample, fractions and ``split_seed``; ``seed`` for older runs). Raises
+    when the folder holds other data: its splits would not be held out. ``whole=True``: any folder,
+    every image (``split="all"``), no split needed."""
     params = checkpoint.params or {}
     data_dir, split_path = data_dir or checkpoint.data.get("data_dir"), split_path or checkpoint.split_path
     if not data_dir or not split_path:
@@ -621,12 +593,10 @@ def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=Non
                          device="auto", amp: str = "auto", on_bad_data: str = "raise",
                          progress: bool = True, save: bool = True) -> dict:
     """THE post-training step: fit `calibration_record` on the validation split of the checkpoint
-    file ``checkpoint`` and store it there (atomically; ``save=False`` only returns it).
-
-    ``data``: the `Data` it was trained on (None: `data_for_checkpoint`; the split file must still
-    exist). ``tta=True`` runs the 8-view pass once and fits both kinds (``"plain"`` from its first
-    view, the image as it is); ``tta=False`` the plain kind only. Only the kinds fitted now are
-    replaced. Returns kind -> record. Raises when the classification head was not trained."""
+    file and store it there, atomically (``save=False``: only return it). ``data``: what it was
+    trained on (None: `data_for_checkpoint`, whose split file must still exist). ``tta=True`` runs
+    the 8-view pass once and fits both kinds (``"plain"`` from the first view, the image as it is);
+    ``tta=False`` the plain kind only; other kinds stay. Returns kind -> record."""
     path, device = Path(checkpoint), resolve_device(device)
     model, ckpt = load_model(path, map_location="cpu")
     params = ckpt.params or {}
@@ -634,8 +604,7 @@ def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=Non
         raise ValueError(f"{path}: the classification head was not trained (cls_weight=0), so there are no "
                          "probabilities to calibrate.")
     if data is None:
-        split_file = resolve(split_path or ckpt.split_path or "")
-        if not split_file.is_file():
+        if not (split_file := resolve(split_path or ckpt.split_path or "")).is_file():
             raise FileNotFoundError(f"No split file at {split_file}: calibrating needs the validation split the "
                                     "model was trained with (a new split would not be held out). Pass split_path=.")
         data = data_for_checkpoint(ckpt, data_dir, split_path, on_bad_data=on_bad_data, progress=progress)
@@ -657,8 +626,7 @@ def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=Non
 
 
 def summary_lines(records: dict) -> list[str]:
-    """One line per output kind: temperature, validation ECE and NLL before and after, both
-    thresholds with what they reach on validation."""
+    """One line per output kind: temperature, validation ECE and NLL before and after, both thresholds."""
     def num(x, fmt=".3f"):
         return "n/a" if x is None or x != x else format(x, fmt)
 
@@ -675,36 +643,24 @@ def summary_lines(records: dict) -> list[str]:
     return lines
 
 
-CLI_HELP = f"""Fit the calibration of a model trained earlier on its validation split, into its checkpoint:
-
-    {COMMAND} latest                 # the latest run's best.pt
-    {COMMAND} reports/runs/<run>     # a run folder (or a run name)
-    {COMMAND} path/to/best.pt --no-tta --target-sensitivity 0.95
-"""
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=COMMAND, description=CLI_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("target", help='a checkpoint file, a run folder or run name, or "latest"')
-    p.add_argument("--reports-dir", default="reports", help="holds runs/ (to find a run name or latest)")
-    p.add_argument("--data-dir", default=None, help="the training data; default: what the checkpoint records")
-    p.add_argument("--split-path", default=None, help="the training split file; default: what the checkpoint records")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
-                   help="fit on 8-view TTA outputs (and the plain ones); --no-tta: plain outputs only")
-    p.add_argument("--target-sensitivity", type=float, default=DEFAULT_TARGET_SENSITIVITY,
-                   help="melanoma sensitivity the P(MEL) threshold reaches on validation")
-    p.add_argument("--target-coverage", type=float, default=DEFAULT_TARGET_COVERAGE,
-                   help="share of validation images kept (not referred)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="auto", help="auto, bf16, fp16 or off")
-    p.add_argument("--on-bad-data", default="raise", help="raise or skip")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
-    return p
-
-
 def main(argv=None) -> int:
-    args = get_args_parser().parse_args(argv)
+    """``python -m skin_utils.trust latest | <run folder or name> | <checkpoint.pt> [options]``."""
+    p = argparse.ArgumentParser(prog=COMMAND, description="Fit the calibration of a model trained earlier on its "
+                                "validation split, into its checkpoint (e.g. `latest`, a run folder or name, a .pt).")
+    p.add_argument("target", help='a checkpoint file, a run folder or run name, or "latest"')
+    for option, default, meaning in (
+            ("reports-dir", "reports", "holds runs/ (to find a run name or latest)"),
+            ("data-dir", None, "the training data; default: what the checkpoint records"),
+            ("split-path", None, "the training split file; default: what the checkpoint records"),
+            ("tta", True, "fit on 8-view TTA outputs (and the plain ones); --no-tta: plain outputs only"),
+            ("target-sensitivity", DEFAULT_TARGET_SENSITIVITY, "melanoma sensitivity the P(MEL) threshold reaches"),
+            ("target-coverage", DEFAULT_TARGET_COVERAGE, "share of validation images kept (not referred)"),
+            ("batch-size", 32, ""), ("device", "auto", ""), ("amp", "auto", "auto, bf16, fp16 or off"),
+            ("on-bad-data", "raise", "raise or skip"), ("progress", True, "")):
+        kind = {"bool": {"action": argparse.BooleanOptionalAction}, "NoneType": {}}.get(
+            type(default).__name__, {"type": type(default)})
+        p.add_argument(f"--{option}", default=default, help=meaning or None, **kind)
+    args = p.parse_args(argv)
     target = resolve(args.target) if args.target != "latest" else None
     if target is not None and target.is_file():
         path, run = target, run_of_checkpoint(target)

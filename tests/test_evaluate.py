@@ -78,7 +78,7 @@ def test_assess_trust_on_known_predictions():
     bare = assess_trust(_evaluation(calibration=bare_stored), bare_stored, CLASS_NAMES)
     assert bare.calibration["after"] is None and bare.calibration["before"] == cal["before"]
     assert bare.referral["at_threshold"] is None and "at_threshold" not in bare.operating_point
-    assert trust_columns(_evaluation(calibration=bare_stored), bare_stored, CLASS_NAMES)["refer"].isna().all()
+    assert trust_columns(_evaluation(calibration=bare_stored).probs, bare_stored, CLASS_NAMES)["refer"].isna().all()
     assert list(calibration_table(bare.calibration).columns) == ["uncalibrated"]
     # each section's sentence
     assert f"T = {cal['temperature']:.2f} fitted on the validation split" in calibration_sentence(cal, stored)
