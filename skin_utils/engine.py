@@ -341,6 +341,12 @@ def grad_cam(model, images, target=None, *, layer=None, method: str = "gradcam")
     return cam.clamp(0, 1).cpu().numpy().astype(np.float32), classes.cpu().numpy().astype(np.int64)
 
 
+def upsample_mask(mask_probs: torch.Tensor, size_hw, threshold: float = 0.5) -> np.ndarray:
+    """A (h, w) probability map -> boolean mask at ``size_hw`` (bilinear, then threshold)."""
+    up = F.interpolate(mask_probs.float()[None, None], size=tuple(size_hw), mode="bilinear", align_corners=False)
+    return (up[0, 0] >= threshold).numpy()
+
+
 def image_batch(images, rows=None) -> tuple:
     """A batch as `predict` reads it, from images alone (uint8 (N, 3, H, W) at the model's size):
     no masks, labels -1, rows ``rows`` (default 0..N-1)."""

@@ -16,20 +16,19 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from skin_utils import plots, report
 from skin_utils.checkpoint import Checkpoint, load_model
 from skin_utils.config import EvaluateConfig, resolve, slug
 from skin_utils.data.datasets import CachedLesionDataset, Normalize, make_loader
 from skin_utils.data.imageio import image_hw, read_image, read_mask
-from skin_utils.engine import amp_dtype_for, image_batch, predict, resolve_device
+from skin_utils.engine import amp_dtype_for, image_batch, predict, resolve_device, upsample_mask
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.losses import trained_tasks
 from skin_utils.metrics import (CLASSIFICATION_METRICS, ISIC_JACCARD_THRESHOLD, MEL_THRESHOLD_METRICS,
@@ -39,9 +38,8 @@ from skin_utils.metrics import (CLASSIFICATION_METRICS, ISIC_JACCARD_THRESHOLD, 
 from skin_utils.runs import Run, run_to_score
 from skin_utils.trust import (COMMAND, DEFAULT_N_BINS, DEFAULT_REFERRAL_FRACTIONS, MELANOMA, StoredCalibration,
                               calibrate_checkpoint, calibration_report, cam_localization, cam_localization_report,
-                              classwise_ece, data_for_checkpoint, mask_uncertainty_score, mutual_information,
-                              reliability_diagram, risk_coverage_curve, selective_metrics, selective_report,
-                              vote_disagreement)
+                              classwise_ece, data_for_checkpoint, mask_uncertainty_score, reliability_diagram,
+                              risk_coverage_curve, selective_metrics, selective_report, trust_columns)
 
 HEADLINE = ("dice", "jaccard", "thresholded_jaccard", "accuracy", "balanced_accuracy", "macro_auc",
             "mel_auc", "mel_sensitivity", "mel_specificity")
@@ -57,12 +55,6 @@ SMALL_SET = 100  # fewer images than this: a few points of difference are noise
 
 
 # --- one pass over a split: the per-image table ------------------------------------------------------
-
-def upsample_mask(mask_probs: torch.Tensor, size_hw, threshold: float = 0.5) -> np.ndarray:
-    """A (h, w) probability map -> boolean mask at ``size_hw`` (bilinear, then threshold)."""
-    up = F.interpolate(mask_probs.float()[None, None], size=tuple(size_hw), mode="bilinear", align_corners=False)
-    return (up[0, 0] >= threshold).numpy()
-
 
 def original_size_scores(mask_probs, mask_paths, image_paths, threshold: float = 0.5,
                          threads: int = 4) -> dict[str, list[float]]:
@@ -378,21 +370,6 @@ class Trust:
         """For the metrics file (the curves, one point per image, left out)."""
         return {"calibration": self.calibration, "referral": {k: v for k, v in self.referral.items() if k != "curves"},
                 "operating_point": self.operating_point, "stored_calibration": self.stored}
-
-
-def trust_columns(probs, calibration: StoredCalibration, class_names, view_probs=None, mc_probs=None,
-                  index=None) -> pd.DataFrame:
-    """Per image of calibrated ``probs``: ``entropy``, with TTA views ``tta_disagreement`` and
-    ``tta_mutual_info``, with MC dropout ``mc_mutual_info``, ``refer`` and ``mel_flag`` (NA without a threshold)."""
-    cols = {"entropy": calibration.uncertainty_of(probs)}
-    if view_probs is not None and len(view_probs) > 1:
-        cols.update(tta_disagreement=vote_disagreement(view_probs),
-                    tta_mutual_info=mutual_information(view_probs, normalize=True))
-    if mc_probs is not None:
-        cols["mc_mutual_info"] = mutual_information(mc_probs, normalize=True)
-    for name, flags in (("refer", calibration.refer(probs)), ("mel_flag", calibration.mel_flag(probs, class_names))):
-        cols[name] = pd.array([pd.NA] * len(probs) if flags is None else flags, dtype="boolean")
-    return pd.DataFrame(cols, index=index)
 
 
 def assess_trust(evaluation: Evaluation, calibration: StoredCalibration, class_names, *,
@@ -716,27 +693,6 @@ def conclusion(result: dict, per_image: pd.DataFrame, tasks, shift: dict | None 
 # --- the whole job of notebooks/03_evaluate -------------------------------------------------------------
 
 @dataclass
-class Section:
-    """One section of an evaluation: title, tables (caption -> table), saved figures, a sentence."""
-
-    title: str
-    tables: dict = field(default_factory=dict)
-    figures: list = field(default_factory=list)
-    text: str = ""
-
-    def markdown(self) -> str:
-        tables = [(f"{k}:\n\n" if k else "") + report.markdown_table(t) for k, t in self.tables.items()]
-        return "\n\n".join([f"### {self.title}", *([self.text] if self.text else []), *tables,
-                            *(f"![{p.stem}](figures/{p.name})" for p in self.figures)])
-
-    def show(self) -> None:
-        """Display it in a notebook: tables, figures, then the sentence."""
-        from IPython.display import Image, Markdown, display  # lazy: only a notebook has somewhere to show it
-        for item in [*self.tables.values(), *(Image(filename=str(p)) for p in self.figures), Markdown(self.text)]:
-            display(item)
-
-
-@dataclass
 class Evaluated:
     """What `evaluate` returns: the run folder the results went to, their ``tag``, ``result`` (what
     ``metrics/<tag>.json`` holds), the ``per_image`` table and the ``sections`` to show."""
@@ -745,7 +701,7 @@ class Evaluated:
     tag: str
     result: dict
     per_image: pd.DataFrame
-    sections: dict[str, Section]
+    sections: dict[str, report.Section]
 
     def show(self, name: str) -> None:
         self.sections[name].show()
@@ -798,16 +754,16 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
 
     title = f"external set · {data.name}" if external else f"{cfg.split} split · {data.name}"
     figure = lambda fig, name: plots.save_figure(fig, run.figures / f"{tag}_{name}.png")  # noqa: E731
-    sections = {"headline": Section("Headline numbers with 95% intervals, beside chance and the majority class",
+    sections = {"headline": report.Section("Headline numbers with 95% intervals, beside chance and the majority class",
                                     {"": headline_table(result)},
                                     text=" ".join(x for x in (note, melanoma_sentence(melanoma, result["ci95"])) if x))}
     shift, shift_title = None, "Domain shift: the training data's test split beside this set"
     test_json, test_table = run.evaluation("test"), run.per_image("test")
     if not external:
-        sections["domain_shift"] = Section(shift_title, text="This is the training data (not an external set): "
+        sections["domain_shift"] = report.Section(shift_title, text="This is the training data (not an external set): "
                                                              "there is no domain shift to show.")
     elif not test_json.is_file():
-        sections["domain_shift"] = Section(shift_title, text=(
+        sections["domain_shift"] = report.Section(shift_title, text=(
             f"No test-split results of this run yet ({test_json} is missing), so the domain shift cannot be shown; make "
             f"them with `papermill notebooks/03_evaluate.ipynb reports/03_test.ipynb -p checkpoint {path}`, then run "
             "this evaluation again."))
@@ -816,25 +772,25 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
                              read_per_image(test_table) if test_table.is_file() else None, names,
                              n_resamples=cfg.n_bootstrap, seed=cfg.bootstrap_seed)
         fig = plots.plot_domain_shift(shift["table"], title=f"Domain shift · {data.name}", external_name=data.name)
-        sections["domain_shift"] = Section(shift_title, {"": shift["table"]}, [figure(fig, "domain_shift")],
+        sections["domain_shift"] = report.Section(shift_title, {"": shift["table"]}, [figure(fig, "domain_shift")],
                                            " ".join(shift["notes"]))
     if "classification" in shown:
-        sections["per_class"] = Section("Per class", {"": per_class_table(result)}, [figure(
+        sections["per_class"] = report.Section("Per class", {"": per_class_table(result)}, [figure(
             plots.plot_per_class_metrics(result, title=f"Per-class performance · {title}"), "per_class")])
-        sections["confusion"] = Section("Confusion matrix and ROC curves", figures=[
+        sections["confusion"] = report.Section("Confusion matrix and ROC curves", figures=[
             figure(plots.plot_confusion_matrix(result, title=f"Confusion matrix · {title}"), "confusion_matrix"),
             figure(plots.plot_roc_curves(result["roc_curves"], title=f"ROC curves · {title}"), "roc_curves")])
     else:
         why = "No per-class numbers: " + ("this set has no diagnoses." if "classification" not in scored
                                           else "the classification head was not trained.")
-        sections.update(per_class=Section("Per class", text=why), confusion=Section("Confusion matrix", text=why))
+        sections.update(per_class=report.Section("Per class", text=why), confusion=report.Section("Confusion matrix", text=why))
     subgroups = subgroup_tables(ev, data.index, names, shown, n_resamples=max(100, cfg.n_bootstrap // 2),
                                 seed=cfg.bootstrap_seed)
     tables = {f"By {c}": t.set_index(c) for c, t in subgroups.items() if len(t)}
-    sections["subgroups"] = Section("Subgroups", tables, text="" if tables else "No subgroup of the metadata (sex, "
+    sections["subgroups"] = report.Section("Subgroups", tables, text="" if tables else "No subgroup of the metadata (sex, "
                                     "age, body site) has enough lesions here.")
     rank_by = "dice" if "segmentation" in shown else "p_true" if "classification" in shown else None
-    sections["cases"] = Section("Best and worst cases", text="" if rank_by else "No trained head that this set scores.")
+    sections["cases"] = report.Section("Best and worst cases", text="" if rank_by else "No trained head that this set scores.")
     if rank_by:
         fig = plots.plot_cases(**best_and_worst(data, ev, cfg.n_examples, by=rank_by),
                                title=f"Best and worst by {'Dice' if rank_by == 'dice' else 'P(true class)'} · {title}")
@@ -845,21 +801,21 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
     trust_titles = {"calibration": "Trust in each prediction: calibration", "referral": "Referral of the most uncertain",
                     "operating_point": "The melanoma operating point", "grad_cam": "Grad-CAM: where the classifier looks",
                     "cam_check": "Is the heat map on the lesion?"}
-    sections.update({k: Section(t, text=no_trust) for k, t in trust_titles.items()})
+    sections.update({k: report.Section(t, text=no_trust) for k, t in trust_titles.items()})
     cam = None
     if trust is not None:
         c = trust.calibration
         fig = plots.plot_reliability_diagram(c["reliability_before"], c["reliability_after"], title=f"Reliability · {title}",
                                              temperature=calibration.temperature if c["calibrated"] else None)
-        sections["calibration"] = Section(trust_titles["calibration"], {"": calibration_table(c)},
+        sections["calibration"] = report.Section(trust_titles["calibration"], {"": calibration_table(c)},
                                           [figure(fig, "reliability")],
                                           calibration.describe() + " " + calibration_sentence(c, calibration))
         fig = plots.plot_risk_coverage(trust.referral["curves"], title=f"Risk–coverage · {title}")
-        sections["referral"] = Section(trust_titles["referral"], {
+        sections["referral"] = report.Section(trust_titles["referral"], {
             "": referral_table(trust), "AURC": pd.DataFrame(trust.referral["aurc"]).T.rename_axis("uncertainty")},
             [figure(fig, "risk_coverage")], referral_sentence(trust.referral))
         op = trust.operating_point
-        sections["operating_point"] = Section(trust_titles["operating_point"], {"": operating_point_table(op)} if op
+        sections["operating_point"] = report.Section(trust_titles["operating_point"], {"": operating_point_table(op)} if op
                                               else {}, text=operating_sentence(op))
         with_both = ev.subset(ev.has_label & ev.has_mask)  # the check needs true masks
         kw = dict(method=cfg.cam_method, normalization=ckpt.normalization)
@@ -871,21 +827,21 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
         fig = plots.plot_cam_grid(**cam_examples(model, data, labelled, choose_cam_examples(
             labelled.per_image, names, cfg.n_examples), device, energy=energy, class_names=names, **kw),
             title=f"Grad-CAM ({cfg.cam_method}) · {title}")
-        sections["grad_cam"] = Section(trust_titles["grad_cam"], figures=[figure(fig, "cam_examples")], text=(
+        sections["grad_cam"] = report.Section(trust_titles["grad_cam"], figures=[figure(fig, "cam_examples")], text=(
             f"Grad-CAM ({cfg.cam_method}, encoder.layer4) of the predicted class, at the model's resolution "
             f"({ckpt.image_size[0]}x{ckpt.image_size[1]} px)."))
         sections["cam_check"].text = ("No image has both a diagnosis and a mask: the heat maps cannot be checked "
                                       "against the lesions.")
         if cam is not None:
             outside = [r["index"] for r in cam["true_mask"]["mostly_outside"][:2 * cfg.n_examples]]
-            sections["cam_check"] = Section(trust_titles["cam_check"], {"": cam_summary_table(cam)}, text=cam_sentence(cam)
+            sections["cam_check"] = report.Section(trust_titles["cam_check"], {"": cam_summary_table(cam)}, text=cam_sentence(cam)
                                             + ("" if outside else " No heat map falls mostly outside the true lesion."))
             if outside:
                 fig = plots.plot_cam_grid(**cam_examples(model, data, with_both, outside, device, energy=energy,
                                                          class_names=names, **kw),
                                           title=f"Heat maps mostly outside the lesion · {title}")
                 sections["cam_check"].figures.append(figure(fig, "cam_outside"))
-    sections["conclusion"] = Section("Conclusion", text=conclusion(result, per_image, tasks, shift, data.synthetic))
+    sections["conclusion"] = report.Section("Conclusion", text=conclusion(result, per_image, tasks, shift, data.synthetic))
 
     saved = {**{k: v for k, v in result.items() if k != "roc_curves"}, "checkpoint": str(path),
              "checkpoint_epoch": ckpt.epoch + 1, "data": data.describe(), "params": cfg.to_dict(),

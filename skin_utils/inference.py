@@ -25,11 +25,10 @@ from skin_utils.data.datasets import Normalize
 from skin_utils.data.imageio import ImageReadError, read_image
 from skin_utils.data.layout import find_images
 from skin_utils.demo.synthetic import SYNTHETIC_NOTE, render_lesion
-from skin_utils.engine import amp_dtype_for, image_batch, predict, resolve_device
-from skin_utils.evaluate import Section, trust_columns, upsample_mask
+from skin_utils.engine import amp_dtype_for, image_batch, predict, resolve_device, upsample_mask
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.runs import Run, run_to_score
-from skin_utils.trust import COMMAND, StoredCalibration, binary_entropy, mask_uncertainty_score
+from skin_utils.trust import COMMAND, StoredCalibration, binary_entropy, mask_uncertainty_score, trust_columns
 
 MIN_SIDE = 8  # pixels: below this there is no lesion to see
 
@@ -265,7 +264,7 @@ class Inferred:
     table: pd.DataFrame
     failures: pd.DataFrame
     latency: float
-    sections: dict[str, Section]
+    sections: dict[str, report.Section]
 
     def show(self, name: str) -> None:
         self.sections[name].show()
@@ -287,9 +286,9 @@ def infer(cfg: InferConfig, progress: bool = True) -> Inferred:
     failures.to_csv(out_dir / "skipped.csv", index=False)
     say(f"{len(predictions)} images predicted, {len(failures)} skipped")
     shown, note = predictions[:8], "" if cfg.input_dir else f" · {SYNTHETIC_NOTE}"
-    sections = {"predictions": Section("Predictions", {"": table}), "skipped": Section("Skipped files", {"": failures}),
-                "overlays": Section("Overlays", text="" if shown else "No image was predicted."),
-                "trust": Section("Heat maps and flags", text="" if cfg.cam and shown else
+    sections = {"predictions": report.Section("Predictions", {"": table}), "skipped": report.Section("Skipped files", {"": failures}),
+                "overlays": report.Section("Overlays", text="" if shown else "No image was predicted."),
+                "trust": report.Section("Heat maps and flags", text="" if cfg.cam and shown else
                                  "Grad-CAM is off (cam=False)." if shown else "No image was predicted.")}
     if shown:
         images = [read_image(p.path) for p in shown]
@@ -304,9 +303,9 @@ def infer(cfg: InferConfig, progress: bool = True) -> Inferred:
                 captions=[flags_caption(p) for p in shown], title=f"Heat maps and flags · {folder.name}{note}"),
                 run.figures / "inference_trust.png"))
     latency = time_single_image(predictor, read_image(predictions[0].path)) if predictions else float("nan")
-    sections["latency"] = Section("Latency", text=f"Single-image latency {latency * 1000:.1f} ms on `{predictor.device}` "
+    sections["latency"] = report.Section("Latency", text=f"Single-image latency {latency * 1000:.1f} ms on `{predictor.device}` "
                                                   "(median of 10, preprocessing included, Grad-CAM not).")
-    sections["conclusion"] = Section("Conclusion", text=summary(predictions, len(failures), demo=cfg.input_dir is None))
+    sections["conclusion"] = report.Section("Conclusion", text=summary(predictions, len(failures), demo=cfg.input_dir is None))
     params = cfg.to_dict()
     report.write_json(run.metrics / "inference.json", {
         "input_dir": str(folder), "n_predicted": len(predictions), "n_skipped": len(failures),

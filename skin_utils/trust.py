@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy import ndimage
 from scipy.optimize import minimize_scalar
@@ -438,6 +439,21 @@ def cam_localization_report(rows: Sequence[dict], class_names: Sequence[str] = C
     outside = [r for r in rows if r["energy_inside"] < outside_below]  # NaN (an all-zero map) is not below
     return {"overall": summary(rows), "per_class": per_class, "per_image": rows,
             "mostly_outside": sorted(outside, key=lambda r: r["energy_inside"]), "outside_below": float(outside_below)}
+
+
+def trust_columns(probs, calibration: "StoredCalibration", class_names, view_probs=None, mc_probs=None,
+                  index=None) -> pd.DataFrame:
+    """Per image of calibrated ``probs``: ``entropy``, with TTA views ``tta_disagreement`` and
+    ``tta_mutual_info``, with MC dropout ``mc_mutual_info``, ``refer`` and ``mel_flag`` (NA without a threshold)."""
+    cols = {"entropy": calibration.uncertainty_of(probs)}
+    if view_probs is not None and len(view_probs) > 1:
+        cols.update(tta_disagreement=vote_disagreement(view_probs),
+                    tta_mutual_info=mutual_information(view_probs, normalize=True))
+    if mc_probs is not None:
+        cols["mc_mutual_info"] = mutual_information(mc_probs, normalize=True)
+    for name, flags in (("refer", calibration.refer(probs)), ("mel_flag", calibration.mel_flag(probs, class_names))):
+        cols[name] = pd.array([pd.NA] * len(probs) if flags is None else flags, dtype="boolean")
+    return pd.DataFrame(cols, index=index)
 
 
 # --- the calibration a checkpoint stores: fitted on validation after training ---------------------

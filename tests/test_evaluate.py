@@ -15,9 +15,9 @@ from skin_utils import CLASS_NAMES
 from skin_utils.evaluate import (Evaluation, assess_trust, calibration_sentence, calibration_table, cam_check,
                                  cam_columns, cam_examples, cam_report, cam_sentence, cam_summary_table,
                                  choose_cam_examples, conclusion, melanoma_sentence, operating_point_table,
-                                 operating_sentence, referral_sentence, referral_table, score_split, trust_columns)
+                                 operating_sentence, referral_sentence, referral_table, score_split)
 from skin_utils.metrics import to_jsonable
-from skin_utils.trust import StoredCalibration, calibration_record
+from skin_utils.trust import StoredCalibration, calibration_record, trust_columns
 from tests.test_calibrate import _ckpt, _softmax, small  # noqa: F401 (small: a fixture)
 
 
