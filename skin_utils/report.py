@@ -144,5 +144,6 @@ class Section:
     def show(self) -> None:
         """Display it in a notebook: tables, figures, then the sentence."""
         from IPython.display import Image, Markdown, display  # lazy: only a notebook has somewhere to show it
-        for item in [*self.tables.values(), *(Image(filename=str(p)) for p in self.figures), Markdown(self.text)]:
+        shown = [*self.tables.values(), *(Image(filename=str(p)) for p in self.figures)]
+        for item in shown + ([Markdown(self.text)] if self.text else []):
             display(item)
