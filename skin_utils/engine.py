@@ -304,7 +304,7 @@ def grad_cam(model, images, target=None, *, layer=None, method: str = "gradcam")
         raise ValueError(f"method={method!r}: choose one of {CAM_METHODS}.")
     if not (hasattr(images, "ndim") and images.ndim == 4):
         raise ValueError(f"images must be a tensor (N, 3, H, W); got {getattr(images, 'shape', type(images).__name__)}.")
-    layer = layer or getattr(getattr(model, "encoder", None), "layer4", None)
+    layer = getattr(getattr(model, "encoder", None), "layer4", None) if layer is None else layer
     if layer is None:
         raise ValueError(f"{type(model).__name__} has no encoder.layer4; pass layer= (the module whose output "
                          "feeds the classification head).")
