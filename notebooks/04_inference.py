@@ -91,6 +91,8 @@ result.show("trust")
 
 # %% [markdown]
 # ## Latency of a single image (preprocessing included)
+# *Reading it:* the median time of one image on this device, from the file to the flags, without
+# the Grad-CAM; the first call is left out (it warms the model up).
 
 # %%
 result.show("latency")
