@@ -1,6 +1,6 @@
 """Notebook hygiene: the .py/.ipynb pairs agree, papermill sees the typed parameters, outputs
 are cleared, each figure says how to read it, each notebook ends with a computed conclusion, and
-all four run end to end through `python -m skin_utils.run_notebooks` (papermill), also on a
+all four run end to end through `python -m skin_utils.sweep all` (papermill), also on a
 real-data subset when the shared HAM10000 folder is present."""
 
 import ast
@@ -161,12 +161,12 @@ def test_papermill_help_lists_the_parameters():
 
 
 def _run_all(data_dir, tmp_path, **train):
-    """All four notebooks through the runner (`python -m skin_utils.run_notebooks`); returns the
+    """All four notebooks through the runner (`python -m skin_utils.sweep all`); returns the
     reports folder and the run folder."""
-    from skin_utils.run_notebooks import main
+    from skin_utils.sweep import main
 
     reports = tmp_path / "reports"
-    argv = ["--data-dir", str(data_dir), "--reports-dir", str(reports), "--run-name", "e2e", "--only", *NOTEBOOKS]
+    argv = ["all", "--data-dir", str(data_dir), "--reports-dir", str(reports), "--run-name", "e2e", "--only", *NOTEBOOKS]
     for key, value in train.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
     assert main(argv) == 0
