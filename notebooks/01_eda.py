@@ -41,7 +41,7 @@ if "google.colab" in sys.modules:
 import numpy as np
 
 from skin_utils import CLASS_NAMES, plots
-from skin_utils.nb import conclusions, report
+from skin_utils import report
 from skin_utils.data import lesion_area_fractions, sample_per_class
 from skin_utils.config import EdaConfig, resolve
 from skin_utils.data import split_summary
@@ -129,20 +129,23 @@ plots.publish(fig, figures / "eda_samples.png")
 
 # %% [markdown]
 # ## Conclusion
-# Computed from the numbers above (`skin_utils.nb.conclusions.data_conclusion`).
+# Computed from the numbers above.
 
 # %%
 from IPython.display import Markdown
 
-conclusion = conclusions.data_conclusion(
-    counts.to_dict(), per_lesion.tolist(), test_counts=split_table["test_images"].drop("total").to_dict(),
-    median_lesion_share=float(np.median(areas)) if len(areas) else None, synthetic=data.synthetic)
+thin = [f"{k} ({v})" for k, v in split_table["test_images"].drop("total").items() if 0 < v < 10]
+conclusion = (f"**{counts.idxmax()}** makes up {majority_share:.0%} of the {len(index)} images: read balanced accuracy "
+              f"(chance {1 / (counts > 0).sum():.2f}), not accuracy. {(per_lesion > 1).sum()} of {len(per_lesion)} lesions "
+              "have more than one image, which is why the split is by lesion."
+              + (f" The test split holds fewer than 10 images of {', '.join(thin)}: their per-class numbers will be noisy."
+                 if thin else "") + (" These numbers come from the **synthetic demo data**." if data.synthetic else ""))
 Markdown(conclusion)
 
 # %%
 report.write_section(reports, "01_eda", "Data", f"""
 **{data.name}**: {len(index)} images of {index['lesion_id'].nunique()} lesions, labels from
-`{index.attrs.get('label_file')}`. Always answering **{counts.idxmax()}** scores accuracy
+`{index.attrs.get('label_source')}`. Always answering **{counts.idxmax()}** scores accuracy
 {majority_share:.3f} (balanced accuracy {1 / (counts > 0).sum():.3f}): the baseline for every accuracy below.
 
 ![classes](figures/eda_class_distribution.png)

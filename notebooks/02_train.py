@@ -61,7 +61,7 @@ from IPython.display import Image, Markdown, display
 from skin_utils.config import TrainConfig
 from skin_utils.report import markdown_table
 from skin_utils.train import train, training_note
-from skin_utils.trust.calibrate import summary_lines
+from skin_utils.trust import summary_lines
 
 cfg = TrainConfig.from_notebook(globals(), overrides)  # checked: a misspelt name stops here with the nearest one
 trained = train(cfg)  # the recipe: data, model, budget, training, calibration, train.json, figure, report
@@ -86,7 +86,7 @@ Markdown(training_note(summary["history"], summary["selection_used"]))
 # temperature, the P(MEL) threshold that reaches `target_sensitivity` on the validation melanomas
 # (the melanoma flag) and the uncertainty threshold that keeps `target_coverage` of the validation
 # images (the rest is referred). A model trained before calibration existed:
-# `python -m skin_utils.trust.calibrate <run>`.
+# `python -m skin_utils.trust <run>`.
 
 # %%
 Markdown(f"Best epoch **{summary['best_epoch']}** of {summary['epochs_run']} by `{summary['selection_used']}` "

@@ -104,7 +104,7 @@ from skin_utils.checkpoint import load_model
 from skin_utils.data import load_data
 from skin_utils.layout import read_image
 from skin_utils.engine import resolve_device
-from skin_utils.evaluation import evaluate_original_size
+from skin_utils.evaluate import score_split
 from skin_utils.inference import Predictor, time_single_image
 
 out, data_dir, device, batch, n_infer = Path(sys.argv[1]), sys.argv[2], resolve_device(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
@@ -115,7 +115,7 @@ model.to(device).to(memory_format=torch.channels_last)
 data = load_data(data_dir, ckpt.image_size, split_path=out / "split.csv", max_samples=max_samples, progress=False)
 reset_peak_gpu_memory(device)
 t0 = time.perf_counter()
-ev = evaluate_original_size(model, data, "test", device, CLASS_NAMES, batch_size=batch, progress=False)
+ev = score_split(model, data, "test", device, CLASS_NAMES, batch_size=batch, progress=False)
 eval_s = time.perf_counter() - t0
 eval_peak = peak_gpu_memory_mb(device)
 folder = out / "infer_images"

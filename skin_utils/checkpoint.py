@@ -74,7 +74,7 @@ class Checkpoint:
     best_score: float | None = None              # best validation selection score so far (higher is better)
     epochs_since_best: int = 0                   # epochs since best_score last improved (early stopping)
     training: TrainingState | None = None        # optimizer/scheduler/scaler/RNG state, last.pt only
-    # --- fitted on the validation split after training (skin_utils.trust.calibrate); {} before that
+    # --- fitted on the validation split after training (skin_utils.trust.calibrate_checkpoint); {} before that
     calibration: dict = field(default_factory=dict)  # output kind ("tta", "plain") -> temperature, P(MEL) and referral thresholds, how they were chosen
 
     def __post_init__(self):

@@ -3,6 +3,8 @@
 * ``train_one_epoch`` / ``predict`` / ``evaluate``: one pass each, tqdm progress, no host-device
   synchronisation per step (losses are summed on the device and read when the bar is refreshed;
   a non-finite loss is noticed at the next refresh, with the batch where it first appeared).
+  ``predict`` is the one prediction loop (TTA views, MC dropout, Grad-CAM on request): validation,
+  calibration, evaluation and inference all run through it.
 * ``fit``: epochs, best checkpoint by a stated criterion, early stopping, atomic checkpoints
   (`skin_utils.checkpoint.Checkpoint`) after every epoch and ``resume`` from the last one. Each
   epoch seeds its own randomness from ``(seed, epoch)``, so a resumed run ends with the same
@@ -32,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
@@ -41,7 +45,6 @@ from skin_utils.checkpoint import Checkpoint, CheckpointError, TrainingState, lo
 from skin_utils.config import AMP_CHOICES, LR_SCHEDULES, SELECTION_CRITERIA, trained_tasks
 from skin_utils.transforms import Normalize, resolve_normalization
 from skin_utils.metrics import classification_report, segmentation_scores
-from skin_utils.trust.numbers import mc_dropout_probs
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -203,10 +206,9 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
 
 def tta_views(square: bool):
     """(transform, inverse) pairs: the 8 symmetries of a square (flips and 90-degree turns), or
-    the 4 flips of a rectangle."""
-    flips = [(), (-1,), (-2,), (-2, -1)]
+    the 4 flips of a rectangle; the first is the image as it is."""
     views = []
-    for dims in flips:
+    for dims in [(), (-1,), (-2,), (-2, -1)]:
         for k in ((0, 1) if square else (0,)):
             def fwd(t, dims=dims, k=k):
                 t = t.flip(dims) if dims else t
@@ -220,58 +222,159 @@ def tta_views(square: bool):
 
 
 def forward_probs(model, images, tta: bool = False, return_views: bool = False):
-    """Mask probabilities (N, H, W) and class probabilities (N, K) in float32. With ``tta``,
-    averaged over the 8 symmetries of the image (4 flips when it is not square), each mask
-    turned back before averaging: the model was trained on all of them.
+    """Mask probabilities (N, H, W) and class probabilities (N, K), float32; with ``tta`` averaged
+    over `tta_views` (each mask turned back first). ``return_views`` adds what each view gave,
+    samples first: (S, N, H, W) and (S, N, K), S = 1 without ``tta``."""
+    masks, probs = [], []
+    for fwd, inv in tta_views(images.shape[-1] == images.shape[-2]) if tta else [(None, None)]:
+        mask_logits, class_logits = model(fwd(images) if fwd else images)
+        masks.append((inv(mask_logits.float().sigmoid()) if inv else mask_logits.float().sigmoid())[:, 0])
+        probs.append(class_logits.float().softmax(1))
+    mean = (sum(masks) / len(masks), sum(probs) / len(probs))
+    return (*mean, torch.stack(masks), torch.stack(probs)) if return_views else mean
 
-    ``return_views=True`` also returns what each view gave, samples first: mask probabilities
-    (S, N, H, W) (turned back) and class probabilities (S, N, K), S the number of views (1
-    without ``tta``; the first view is the image as it is). The averages are the same either way."""
-    if not tta:
-        mask_logits, class_logits = model(images)
-        masks, probs = mask_logits.float().sigmoid()[:, 0], class_logits.float().softmax(1)
-        return (masks, probs, masks[None], probs[None]) if return_views else (masks, probs)
-    views = tta_views(images.shape[-1] == images.shape[-2])
-    masks, probs = 0.0, 0.0
-    view_masks, view_probs = [], []
-    for fwd, inv in views:
-        mask_logits, class_logits = model(fwd(images))
-        m, p = inv(mask_logits.float().sigmoid())[:, 0], class_logits.float().softmax(1)
-        masks, probs = masks + m, probs + p
-        if return_views:
-            view_masks.append(m)
-            view_probs.append(p)
-    masks, probs = masks / len(views), probs / len(views)
-    if return_views:
-        return masks, probs, torch.stack(view_masks), torch.stack(view_probs)
-    return masks, probs
+
+def _class_logits(output):
+    """Class logits from ``(mask_logits, class_logits)`` (MultiTaskNet) or from logits alone."""
+    return output[1] if isinstance(output, (tuple, list)) else output
+
+
+@contextlib.contextmanager
+def _modes_kept(model):
+    """Every module's train/eval mode as it was, on exit (also on error)."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, was_training in modes:
+            m.training = was_training
+
+
+DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def dropout_modules(model) -> list:
+    """The model's dropout layers with p > 0 (functional ``F.dropout`` calls are not found)."""
+    return [m for m in model.modules() if isinstance(m, DROPOUTS) and m.p > 0]
+
+
+def mc_dropout_probs(model, images, n_samples: int = 20, *, seed: int | None = 0) -> torch.Tensor:
+    """Class probabilities float32 (S, N, K) of ``n_samples`` Monte-Carlo dropout passes (Gal &
+    Ghahramani 2016) over a normalised batch: dropout in train mode, the rest (BatchNorm) in eval
+    mode, modes restored. ``seed`` (None: the global RNG) repeats the samples without touching the
+    caller's random state. When every dropout is in the head, the encoder runs once."""
+    if int(n_samples) != n_samples or n_samples < 2:
+        raise ValueError(f"n_samples must be an integer >= 2; got {n_samples!r}.")
+    drops = dropout_modules(model)
+    if not drops:
+        raise ValueError("mc_dropout_probs: the model has no dropout layer with p > 0, so every pass would be "
+                         "identical. Build MultiTaskNet with dropout > 0 (0.2 is the default; it is stored in the "
+                         "checkpoint's model_config) and train it that way, or use TTA views instead.")
+    head, encoder = getattr(model, "classification_head", None), getattr(model, "encoder", None)
+    head_only = head is not None and encoder is not None and all(any(d is m for m in head.modules()) for d in drops)
+    devices = [images.device] if images.device.type == "cuda" else []
+    with _modes_kept(model), torch.no_grad(), torch.random.fork_rng(devices=devices, enabled=seed is not None):
+        model.eval()
+        for d in drops:
+            d.train()
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        features = encoder(images)[-1] if head_only else None
+        return torch.stack([(head(features) if head_only else _class_logits(model(images))).float().softmax(1)
+                            for _ in range(int(n_samples))])
+
+
+CAM_METHODS = ("gradcam", "gradcam++")
+
+
+def grad_cam(model, images, target=None, *, layer=None, method: str = "gradcam") -> tuple[np.ndarray, np.ndarray]:
+    """Class activation maps of a normalised batch (N, 3, H, W) and the class each explains:
+    ``target`` None (the predicted class), one class index, or one per image.
+
+    Grad-CAM (Selvaraju et al. 2017) weights the activations of ``layer`` (default
+    ``model.encoder.layer4``, which the head pools) by the spatial mean of the class logit's
+    gradient, ``ReLU(sum_c w_c A_c)``; Grad-CAM++ (Chattopadhay et al. 2018, eq. 19) weights each
+    location's positive gradient. Upsampled bilinearly and divided by the maximum: float32 (N, H, W)
+    in [0, 1]. Modes, hooks and parameter gradients are left as they were (inference tensors are fine)."""
+    if method not in CAM_METHODS:
+        raise ValueError(f"method={method!r}: choose one of {CAM_METHODS}.")
+    if not (hasattr(images, "ndim") and images.ndim == 4):
+        raise ValueError(f"images must be a tensor (N, 3, H, W); got {getattr(images, 'shape', type(images).__name__)}.")
+    layer = getattr(getattr(model, "encoder", None), "layer4", None) if layer is None else layer
+    if layer is None:
+        raise ValueError(f"{type(model).__name__} has no encoder.layer4; pass layer= (the module whose output "
+                         "feeds the classification head).")
+    store = {}
+    handle = layer.register_forward_hook(lambda module, inputs, output: store.__setitem__("a", output))
+    try:
+        with _modes_kept(model), torch.inference_mode(False), torch.enable_grad():
+            model.eval()
+            x = images.detach().clone().requires_grad_(True)  # a grad path even when the weights are frozen
+            logits = _class_logits(model(x)).float()
+            n, k = logits.shape
+            classes = logits.argmax(1) if target is None else \
+                torch.as_tensor(target, dtype=torch.long, device=logits.device).reshape(-1)
+            classes = classes.expand(n) if classes.numel() == 1 else classes
+            if classes.numel() != n or classes.min() < 0 or classes.max() >= k:
+                raise ValueError(f"target must be one class index or {n} of them, each in [0, {k}); got {target!r}.")
+            if "a" not in store:
+                raise ValueError("the target layer was not run by model(images); pass another layer=.")
+            (g,) = torch.autograd.grad(logits.gather(1, classes[:, None]).sum(), store["a"])
+        a, g = store["a"].detach().float(), g.detach().float()
+        if method == "gradcam":
+            weights = g.mean(dim=(2, 3), keepdim=True)
+        else:
+            g2 = g.pow(2)
+            denom = 2 * g2 + a.sum(dim=(2, 3), keepdim=True) * g2 * g
+            alpha = torch.where(g != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g))
+            weights = (alpha * g.clamp_min(0)).sum(dim=(2, 3), keepdim=True)
+        cam = (weights * a).sum(dim=1, keepdim=True).clamp_min(0)
+        cam = F.interpolate(cam, size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
+        peak = cam.amax(dim=(1, 2), keepdim=True)
+        cam = torch.where(peak > 0, cam / peak.clamp_min(torch.finfo(cam.dtype).tiny), torch.zeros_like(cam))
+    finally:
+        handle.remove()
+    return cam.clamp(0, 1).cpu().numpy().astype(np.float32), classes.cpu().numpy().astype(np.int64)
+
+
+def upsample_mask(mask_probs: torch.Tensor, size_hw, threshold: float = 0.5) -> np.ndarray:
+    """A (h, w) probability map -> boolean mask at ``size_hw`` (bilinear, then threshold)."""
+    up = F.interpolate(mask_probs.float()[None, None], size=tuple(size_hw), mode="bilinear", align_corners=False)
+    return (up[0, 0] >= threshold).numpy()
+
+
+def image_batch(images, rows=None) -> tuple:
+    """A batch as `predict` reads it, from images alone (uint8 (N, 3, H, W) at the model's size):
+    no masks, labels -1, rows ``rows`` (default 0..N-1)."""
+    n = len(images)
+    return (images, torch.zeros(n, 1, 0, 0, dtype=torch.uint8), torch.full((n,), -1, dtype=torch.long),
+            torch.arange(n) if rows is None else torch.as_tensor(rows))
 
 
 @torch.inference_mode()
 def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True, normalize=None,
             loss_fn=None, progress: bool = True, desc: str = "predict", tta: bool = False,
             with_masks: bool = False, return_views: bool = False, mc_samples: int = 0,
-            mc_seed: int = 0) -> dict:
-    """Run the model over a loader. Returns ``probs`` (N, K) class probabilities, ``mask_probs``
-    (N, H, W) float16 mask probabilities at the model's resolution, ``labels``, ``rows`` (the
-    batches' row numbers), with ``with_masks`` the batches' true masks as ``masks`` (N, H, W)
-    bool, and with ``loss_fn`` the mean ``loss``, ``seg_loss`` and ``cls_loss`` (of the plain
-    forward pass). ``tta`` averages the probabilities over the 8 symmetries of a square image
-    (the 4 flips of a rectangular one), see `forward_probs`.
+            mc_seed: int = 0, cam=False, cam_method: str = "gradcam") -> dict:
+    """THE prediction loop: the model over the batches of ``loader``. Returns ``probs`` (N, K),
+    ``mask_probs`` (N, H, W) float16 at the model's resolution, ``labels`` and ``rows`` (the
+    batches'); with ``with_masks`` the true ``masks`` (N, H, W) bool; with ``loss_fn`` the mean
+    ``loss``, ``seg_loss`` and ``cls_loss`` (plain forward pass).
 
-    ``return_views=True`` adds ``view_probs`` (S, N, K) float32, the class probabilities of each
-    TTA view (S = 1 without ``tta``), and, with ``tta``, ``mask_var`` (N, H, W) float16, the
-    per-pixel variance of the mask probability across the views (the views' masks themselves
-    are not kept). ``mc_samples >= 2`` adds ``mc_probs`` (mc_samples, N, K) float32: Monte-Carlo
-    dropout samples of the plain view (`skin_utils.trust.numbers.mc_dropout_probs`, batch b seeded
-    with ``mc_seed + b``); 0 turns it off. The defaults compute exactly what they did before."""
+    ``tta`` averages over `tta_views`; ``return_views`` adds ``view_probs`` (S, N, K) and, with
+    ``tta``, ``mask_var`` (N, H, W) float16, the per-pixel variance across views. ``mc_samples >= 2``
+    adds ``mc_probs`` (S, N, K), `mc_dropout_probs` of the plain view (batch b seeded ``mc_seed + b``).
+    ``cam``: True for the Grad-CAM (`grad_cam`, ``cam_method``) of the predicted class (of the
+    averaged views), or one class index per image in loader order; adds ``cams`` (N, H, W) float32
+    and ``cam_classes``."""
     if mc_samples and (int(mc_samples) != mc_samples or mc_samples < 2):
         raise ValueError(f"mc_samples must be 0 (off) or an integer >= 2; got {mc_samples!r}.")
     device = torch.device(device)
     model.eval()
     normalize = (normalize or Normalize()).to(device)
-    probs, mask_probs, labels, rows, true_masks = [], [], [], [], []
-    view_probs, mask_var, mc_probs = [], [], []
+    given = None if cam is None or isinstance(cam, bool) else np.array(cam, dtype=np.int64).reshape(-1)
+    keep = {k: [] for k in ("probs", "mask_probs", "labels", "rows", "masks", "view_probs", "mask_var", "mc_probs",
+                            "cams", "cam_classes")}
     sums = torch.zeros(3, device=device, dtype=torch.float64)
     n_images = 0
     for b, batch in enumerate(tqdm(loader, desc=desc, disable=not progress, leave=False, mininterval=1.0)):
@@ -281,37 +384,32 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
                 mask_logits, class_logits = model(images)
                 parts = loss_fn(mask_logits, class_logits, masks, y)
                 sums += torch.stack([parts["loss"], parts["seg_loss"], parts["cls_loss"]]).double() * len(y)
-            if return_views:
-                m, p, vm, vp = forward_probs(model, images, tta, return_views=True)
-                view_probs.append(vp.float().cpu())
-                if tta:
-                    mask_var.append(vm.float().var(dim=0, unbiased=False).to(torch.float16).cpu())
-            elif loss_fn is not None and not tta:
+            if loss_fn is not None and not (tta or return_views):
                 m, p = mask_logits.float().sigmoid()[:, 0], class_logits.float().softmax(1)
             else:
-                m, p = forward_probs(model, images, tta)
+                m, p, vm, vp = forward_probs(model, images, tta, return_views=True)
+            if return_views:
+                keep["view_probs"].append(vp.float().cpu())
+                if tta:
+                    keep["mask_var"].append(vm.float().var(dim=0, unbiased=False).to(torch.float16).cpu())
             if mc_samples:
-                mc_probs.append(mc_dropout_probs(model, images, int(mc_samples), seed=mc_seed + b).cpu())
+                keep["mc_probs"].append(mc_dropout_probs(model, images, int(mc_samples), seed=mc_seed + b).cpu())
+        if cam is not None and cam is not False:  # outside autocast, as a backward pass wants
+            target = p.argmax(1).cpu().numpy() if given is None else given[n_images:n_images + len(y)]
+            cams, classes = grad_cam(model, images, target, method=cam_method)
+            keep["cams"].append(torch.from_numpy(cams))
+            keep["cam_classes"].append(torch.from_numpy(classes))
         n_images += len(y)
         if with_masks:
-            true_masks.append(batch[1][:, 0] != 0)
-        probs.append(p.cpu())
-        mask_probs.append(m.to(torch.float16).cpu())
-        labels.append(y.cpu())
-        rows.append(torch.as_tensor(r))
-    out = {"probs": torch.cat(probs).numpy(), "mask_probs": torch.cat(mask_probs),
-           "labels": torch.cat(labels).numpy(), "rows": torch.cat(rows).numpy()}
-    if with_masks:
-        out["masks"] = torch.cat(true_masks)
-    if return_views:
-        out["view_probs"] = torch.cat(view_probs, dim=1).numpy()
-        if tta:
-            out["mask_var"] = torch.cat(mask_var)
-    if mc_samples:
-        out["mc_probs"] = torch.cat(mc_probs, dim=1).numpy()
+            keep["masks"].append(batch[1][:, 0] != 0)
+        keep["probs"].append(p.cpu())
+        keep["mask_probs"].append(m.to(torch.float16).cpu())
+        keep["labels"].append(y.cpu())
+        keep["rows"].append(torch.as_tensor(r))
+    out = {k: torch.cat(v, dim=1 if k in ("view_probs", "mc_probs") else 0) for k, v in keep.items() if v}
+    out = {k: v if k in ("mask_probs", "masks", "mask_var") else v.numpy() for k, v in out.items()}
     if loss_fn is not None:
-        means = (sums / max(n_images, 1)).tolist()
-        out.update(loss=means[0], seg_loss=means[1], cls_loss=means[2])
+        out.update(zip(("loss", "seg_loss", "cls_loss"), (sums / max(n_images, 1)).tolist()))
     return out
 
 
@@ -320,7 +418,7 @@ def evaluate(model, loader, device, class_names, *, loss_fn=None, amp_dtype=None
              normalization: dict | None = None) -> dict:
     """Validation metrics at the model's resolution, against the masks the batches carry (for
     model selection; the final evaluation at each image's original size is
-    `skin_utils.evaluation.evaluate_original_size`). Returns ``dice``, ``jaccard``,
+    `skin_utils.evaluate.score_split`). Returns ``dice``, ``jaccard``,
     ``thresholded_jaccard``, ``accuracy``, ``balanced_accuracy``, ``macro_auc`` and, with
     ``loss_fn``, ``loss``, ``seg_loss``, ``cls_loss``. ``normalization``: the run's (a
     checkpoint's, `skin_utils.transforms.Normalize.from_config`; None: ImageNet's)."""

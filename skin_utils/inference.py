@@ -1,12 +1,13 @@
-"""Predictions on new images: one at a time with low latency, or a whole folder in batches.
-
-A folder may hold anything: non-images, corrupt files, gigantic or tiny images. The good ones
-get a prediction, the rest a reason in the ``failures`` list; nothing stops half-way.
+"""Predictions on new images: one at a time with low latency, or a whole folder in batches, each
+with how far to trust it (calibrated probabilities, uncertainty, the refer and melanoma flags,
+Grad-CAM). A folder may hold anything: the good images get a prediction, the rest a reason in
+``failures``; nothing stops half-way. `infer(cfg)` is the whole job of notebooks/04_inference.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,16 +18,17 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from skin_utils.trust.calibrate import StoredCalibration
+from skin_utils import plots, report
 from skin_utils.checkpoint import load_model
+from skin_utils.config import InferConfig, resolve
 from skin_utils.transforms import Normalize
-from skin_utils.plots import overlay_mask, plot_cam_overlay, save_figure
-from skin_utils.engine import amp_dtype_for, autocast, forward_probs, resolve_device
-from skin_utils.evaluation import upsample_mask
 from skin_utils.layout import ImageReadError, read_image
 from skin_utils.layout import find_images
-from skin_utils.trust.numbers import (binary_entropy, grad_cam, mask_uncertainty_score, mc_dropout_probs,
-                                     mutual_information, vote_disagreement)
+from skin_utils.demo import SYNTHETIC_NOTE, render_lesion
+from skin_utils.engine import amp_dtype_for, image_batch, predict, resolve_device, upsample_mask
+from skin_utils.labels import CLASS_NAMES
+from skin_utils.runs import Run, run_to_score
+from skin_utils.trust import COMMAND, StoredCalibration, binary_entropy, mask_uncertainty_score, trust_columns
 
 MIN_SIDE = 8  # pixels: below this there is no lesion to see
 
@@ -55,121 +57,88 @@ class Prediction:
 
 
 class Predictor:
-    """A trained model ready for new images: ``Predictor("reports/runs/<run>/checkpoints/best.pt")``
-    (the best checkpoint of a run folder, as 02_train writes it).
+    """A trained model ready for new images: ``Predictor("reports/runs/<run>/checkpoints/best.pt")``.
 
     Images are resized to the checkpoint's ``image_size`` and normalised with its
-    ``normalization``; masks come back at each image's own size, thresholded at ``threshold``.
-    ``tta`` averages over the 8 symmetries of a square input (4 flips otherwise). The loaded
-    `skin_utils.checkpoint.Checkpoint` is kept as ``self.checkpoint``.
-
-    Trust: ``self.calibration`` (`skin_utils.trust.calibrate.StoredCalibration`) is the checkpoint's
-    calibration for this kind of output (TTA or plain): every `Prediction` gets calibrated
-    probabilities, the entropy, with ``tta`` the disagreement of the views, the mask
-    uncertainty, and the ``refer`` and ``mel_flag`` flags (None where the checkpoint has no
-    threshold; ``self.calibration.describe()`` says what is missing). ``mc_samples`` (0: off)
-    adds Monte-Carlo dropout; ``cam=True`` adds the Grad-CAM of the predicted class
-    (``cam_method``: "gradcam" or "gradcam++")."""
+    ``normalization``, then run through `skin_utils.engine.predict`; masks come back at each
+    image's own size, thresholded at ``threshold``. ``tta`` averages over the 8 symmetries of a
+    square input (4 flips otherwise); ``mc_samples`` (0: off) adds Monte-Carlo dropout; ``cam``
+    the Grad-CAM of the predicted class (``cam_method``). ``self.calibration`` is the checkpoint's
+    `StoredCalibration` for this kind of output: every `Prediction` gets calibrated probabilities,
+    the entropy, the mask uncertainty and the ``refer`` and ``mel_flag`` flags (None without a
+    threshold; ``self.calibration.describe()`` says what is missing)."""
 
     def __init__(self, checkpoint, device: str = "auto", amp: str = "auto", threshold: float = 0.5,
                  tta: bool = False, cam: bool = False, mc_samples: int = 0, cam_method: str = "gradcam"):
+        if mc_samples and (int(mc_samples) != mc_samples or mc_samples < 2):
+            raise ValueError(f"mc_samples must be 0 (off) or an integer >= 2; got {mc_samples!r}.")
         self.device = resolve_device(device)
         self.model, self.checkpoint = load_model(checkpoint, map_location="cpu")
         self.model.to(self.device).to(memory_format=torch.channels_last).eval()
-        self.class_names = self.checkpoint.class_names
-        self.image_size = self.checkpoint.image_size
+        self.class_names, self.image_size = self.checkpoint.class_names, self.checkpoint.image_size
         self.normalize = Normalize.from_config(self.checkpoint.normalization).to(self.device)
-        self.amp_dtype = amp_dtype_for(self.device, amp)
-        self.threshold = threshold
-        self.tta = tta
-        self.cam = cam
-        self.cam_method = cam_method
-        if mc_samples and (int(mc_samples) != mc_samples or mc_samples < 2):
-            raise ValueError(f"mc_samples must be 0 (off) or an integer >= 2; got {mc_samples!r}.")
-        self.mc_samples = int(mc_samples)
+        self.amp_dtype, self.threshold, self.tta, self.cam = amp_dtype_for(self.device, amp), threshold, tta, cam
+        self.cam_method, self.mc_samples = cam_method, int(mc_samples)
         self.calibration = StoredCalibration.from_checkpoint(self.checkpoint, tta)
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 (3, h, w) at the model's size."""
         h, w = self.image_size
-        small = np.array(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-        return torch.from_numpy(small).permute(2, 0, 1)
+        return torch.from_numpy(np.array(Image.fromarray(image).resize((w, h), Image.BILINEAR))).permute(2, 0, 1)
 
-    @torch.inference_mode()
-    def _outputs(self, x: torch.Tensor) -> dict:
-        with autocast(self.device, self.amp_dtype):
-            mask_probs, probs, _, view_probs = forward_probs(self.model, x, self.tta, return_views=True)
-            mc = (mc_dropout_probs(self.model, x, self.mc_samples, seed=0).cpu().numpy()
-                  if self.mc_samples else None)
-        return {"mask_probs": mask_probs.float().cpu(), "probs": probs.float().cpu().numpy(),
-                "view_probs": view_probs.float().cpu().numpy(), "mc_probs": mc}
+    def _predict(self, batches, cam: bool | None = None) -> list[Prediction]:
+        """One `Prediction` per image of ``batches``: pairs of (uint8 images at the model's size,
+        their ``(image_id, path, original (H, W))``)."""
+        items = []
 
-    def _forward(self, batch_u8: torch.Tensor, cam: bool | None = None) -> dict:
-        """Everything the model says about a batch of uint8 images at the model's size:
-        ``mask_probs`` (N, h, w), ``probs`` (N, K), ``view_probs`` (S, N, K), ``mc_probs``
-        (None or (S, N, K)) and ``cams`` (None or (N, h, w))."""
-        x = self.normalize(batch_u8.to(self.device)).contiguous(memory_format=torch.channels_last)
-        out = self._outputs(x)
-        out["cams"] = None
-        if self.cam if cam is None else cam:
-            out["cams"], _ = grad_cam(self.model, x, method=self.cam_method)
-        return out
+        def feed():
+            for images, meta in batches:
+                items.extend(meta)
+                yield image_batch(torch.stack(images))
 
-    def _predictions(self, items, out: dict) -> list[Prediction]:
-        """One `Prediction` per ``(image_id, path, original (H, W))`` of a batch."""
+        out = predict(self.model, feed(), self.device, amp_dtype=self.amp_dtype, normalize=self.normalize,
+                      progress=False, tta=self.tta, return_views=True, mc_samples=self.mc_samples,
+                      cam=self.cam if cam is None else cam, cam_method=self.cam_method)
+        if not items:
+            return []
         cal = self.calibration.apply(out["probs"])
-        entropy = self.calibration.uncertainty_of(cal)
-        refer, flag = self.calibration.refer(cal), self.calibration.mel_flag(cal, self.class_names)
-        views = out["view_probs"]
-        tta_dis = vote_disagreement(views) if len(views) > 1 else None
-        tta_mi = mutual_information(views, normalize=True) if len(views) > 1 else None
-        mc_mi = mutual_information(out["mc_probs"], normalize=True) if out["mc_probs"] is not None else None
-        masks = list(out["mask_probs"].numpy())
-        mask_u = mask_uncertainty_score(masks, threshold=self.threshold)
+        masks = list(out["mask_probs"].float().numpy())
+        trust = trust_columns(cal, self.calibration, self.class_names, out["view_probs"], out.get("mc_probs")).assign(
+            mask_uncertainty=mask_uncertainty_score(masks, threshold=self.threshold)).astype(object)
         predictions = []
-        for i, (image_id, path, original_hw) in enumerate(items):
-            mask = upsample_mask(out["mask_probs"][i], original_hw, self.threshold)
-            probs = out["probs"][i]
+        for i, ((image_id, path, original_hw), row) in enumerate(zip(items, trust.to_dict("records"))):
+            mask, probs = upsample_mask(out["mask_probs"][i], original_hw, self.threshold), out["probs"][i]
             k = int(probs.argmax())
             predictions.append(Prediction(
                 image_id=image_id, path=str(path), pred=self.class_names[k], prob=float(probs[k]),
                 probs={n: float(p) for n, p in zip(self.class_names, probs)}, mask=mask,
-                lesion_fraction=float(mask.mean()),
-                probs_calibrated={n: float(p) for n, p in zip(self.class_names, cal[i])},
-                prob_calibrated=float(cal[i, k]), entropy=float(entropy[i]),
-                tta_disagreement=None if tta_dis is None else float(tta_dis[i]),
-                tta_mutual_info=None if tta_mi is None else float(tta_mi[i]),
-                mc_mutual_info=None if mc_mi is None else float(mc_mi[i]),
-                mask_uncertainty=float(mask_u[i]),
-                mask_uncertainty_map=binary_entropy(masks[i]).astype(np.float16),
-                refer=None if refer is None else bool(refer[i]), mel_flag=None if flag is None else bool(flag[i]),
-                cam=None if out["cams"] is None else out["cams"][i]))
+                lesion_fraction=float(mask.mean()), probs_calibrated={n: float(p) for n, p in zip(self.class_names, cal[i])},
+                prob_calibrated=float(cal[i, k]), mask_uncertainty_map=binary_entropy(masks[i]).astype(np.float16),
+                cam=None if "cams" not in out else out["cams"][i],
+                **{name: None if pd.isna(v) else bool(v) if name in ("refer", "mel_flag") else float(v)
+                   for name, v in row.items()}))
         return predictions
 
     def predict_image(self, image, cam: bool | None = None) -> Prediction:
-        """One image (a path or an RGB uint8 array), with the mask at its original size.
-        ``cam``: compute the Grad-CAM (None: as the predictor was built)."""
+        """One image (a path or an RGB uint8 array); ``cam``: the Grad-CAM (None: as the predictor was built)."""
         path = image if isinstance(image, (str, Path)) else "<array>"
         array = read_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
-        out = self._forward(self.preprocess(array)[None], cam)
-        return self._predictions([(Path(str(path)).stem, path, array.shape[:2])], out)[0]
+        return self._predict([([self.preprocess(array)], [(Path(str(path)).stem, path, array.shape[:2])])], cam)[0]
 
     def predict_folder(self, folder, batch_size: int = 16, progress: bool = True, threads: int = 2):
-        """Predict every image under ``folder``. Returns ``(predictions, failures)``: a list of
-        `Prediction` and a DataFrame of the files that were skipped, with the reason."""
+        """Every image under ``folder``: ``(predictions, failures)``, the files skipped with the reason."""
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"No folder {folder} to predict on.")
-        candidates = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
         images = set(find_images(folder))
         skipped = [{"path": str(p), "reason": "not an image file (by its extension); skipped"}
-                   for p in candidates if p not in images]
+                   for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".") and p not in images]
         predictions, failures = self.predict_paths(sorted(images), batch_size, progress, threads)
-        return predictions, pd.concat([pd.DataFrame(skipped, columns=["path", "reason"]), failures],
-                                      ignore_index=True)
+        return predictions, pd.concat([pd.DataFrame(skipped, columns=["path", "reason"]), failures], ignore_index=True)
 
     def predict_paths(self, paths, batch_size: int = 16, progress: bool = True, threads: int = 2):
-        """Predict a list of image files in batches, decoding the next files on ``threads``
-        threads. Unreadable, gigantic or tiny files are returned in ``failures`` with the reason."""
+        """Image files in batches, the next ones decoded on ``threads`` threads: ``(predictions,
+        failures)``; unreadable, gigantic or tiny files are failures with the reason."""
         def load(path):
             try:
                 array = read_image(path)
@@ -179,68 +148,50 @@ class Predictor:
                 return path, None, f"image is {array.shape[1]}x{array.shape[0]} px, smaller than {MIN_SIDE} px a side"
             return path, array, None
 
-        predictions, failures = [], []
-        paths = [Path(p) for p in paths]
-        bar = tqdm(total=len(paths), desc="predict", disable=not progress, mininterval=1.0)
-        with ThreadPoolExecutor(threads) as pool:
-            for start in range(0, len(paths), batch_size):
-                loaded = list(pool.map(load, paths[start:start + batch_size]))
-                ok = [(p, a) for p, a, err in loaded if err is None]
-                failures += [{"path": str(p), "reason": err} for p, _, err in loaded if err is not None]
-                if ok:
-                    batch = torch.stack([self.preprocess(a) for _, a in ok])
-                    predictions += self._predictions([(p.stem, p, a.shape[:2]) for p, a in ok], self._forward(batch))
-                bar.update(len(loaded))
-        bar.close()
+        paths, failures = [Path(p) for p in paths], []
+
+        def batches():
+            with ThreadPoolExecutor(threads) as pool, tqdm(total=len(paths), desc="predict", disable=not progress,
+                                                           mininterval=1.0) as bar:
+                for start in range(0, len(paths), batch_size):
+                    loaded = list(pool.map(load, paths[start:start + batch_size]))
+                    failures.extend({"path": str(p), "reason": err} for p, _, err in loaded if err is not None)
+                    bar.update(len(loaded))
+                    if ok := [(p, a) for p, a, err in loaded if err is None]:
+                        yield [self.preprocess(a) for _, a in ok], [(p.stem, p, a.shape[:2]) for p, a in ok]
+
+        predictions = self._predict(batches())
         return predictions, pd.DataFrame(failures, columns=["path", "reason"])
 
 
-def _flag(value) -> object:
-    return pd.NA if value is None else bool(value)
-
-
 def predictions_table(predictions, overlays=None) -> pd.DataFrame:
-    """One row per image: predicted class, its probability, every class probability, lesion
-    area; then the trust columns of `Prediction`: ``prob_calibrated``, ``p_cal_<class>``,
-    ``entropy``, ``tta_disagreement`` / ``tta_mutual_info`` (with TTA), ``mc_mutual_info`` (with
-    MC dropout), ``mask_uncertainty``, ``refer`` and ``mel_flag`` (empty where the checkpoint
-    has no threshold), and ``overlay``: the path of each image's overlay (``overlays``, one per
-    prediction, e.g. what `save_overlays` returns; the column is left out without them)."""
+    """One row per image: predicted class, its probability, every class probability, lesion area;
+    the trust columns of `Prediction` (``prob_calibrated``, ``p_cal_<class>``, ``entropy``, the
+    TTA and MC-dropout columns when made, ``mask_uncertainty``, ``refer``, ``mel_flag``: empty
+    without a threshold), and ``overlay`` (the path of each image's overlay, when given)."""
     if overlays is not None and len(overlays) != len(predictions):
         raise ValueError(f"{len(predictions)} predictions but {len(overlays)} overlays.")
     rows = []
     for i, p in enumerate(predictions):
-        row = {"image_id": p.image_id, "path": p.path, "pred": p.pred, "prob": round(p.prob, 4),
-               **{f"p_{k}": round(v, 4) for k, v in p.probs.items()},
-               "lesion_fraction": round(p.lesion_fraction, 4), "prob_calibrated": round(p.prob_calibrated, 4),
-               **{f"p_cal_{k}": round(v, 4) for k, v in p.probs_calibrated.items()},
-               "entropy": round(p.entropy, 4)}
-        for name in ("tta_disagreement", "tta_mutual_info", "mc_mutual_info"):
-            if getattr(p, name) is not None:
-                row[name] = round(getattr(p, name), 4)
-        row.update(mask_uncertainty=round(p.mask_uncertainty, 4), refer=_flag(p.refer), mel_flag=_flag(p.mel_flag))
-        if overlays is not None:
-            row["overlay"] = str(overlays[i])
-        rows.append(row)
+        rows.append({"image_id": p.image_id, "path": p.path, "pred": p.pred, "prob": round(p.prob, 4),
+                     **{f"p_{k}": round(v, 4) for k, v in p.probs.items()},
+                     "lesion_fraction": round(p.lesion_fraction, 4), "prob_calibrated": round(p.prob_calibrated, 4),
+                     **{f"p_cal_{k}": round(v, 4) for k, v in p.probs_calibrated.items()}, "entropy": round(p.entropy, 4),
+                     **{k: round(getattr(p, k), 4) for k in ("tta_disagreement", "tta_mutual_info", "mc_mutual_info")
+                        if getattr(p, k) is not None},
+                     "mask_uncertainty": round(p.mask_uncertainty, 4), "refer": p.refer, "mel_flag": p.mel_flag,
+                     **({} if overlays is None else {"overlay": str(overlays[i])})})
     table = pd.DataFrame(rows)
-    for name in ("refer", "mel_flag"):
-        if name in table:
-            table[name] = table[name].astype("boolean")
-    return table
+    return table.astype({k: "boolean" for k in ("refer", "mel_flag") if k in table})
 
 
 def flags_caption(p: Prediction) -> str:
-    """What an overlay says about a prediction: the class with its calibrated probability, the
-    entropy, and the flags (REFER, MELANOMA FLAG), or that the checkpoint has no thresholds."""
-    parts = [f"{p.pred} {p.prob_calibrated:.2f} · entropy {p.entropy:.2f}"]
-    flags = []
-    if p.refer:
-        flags.append("REFER")
-    if p.mel_flag:
-        flags.append(f"MELANOMA FLAG (P(MEL) {p.probs_calibrated.get('MEL', float('nan')):.2f})")
+    """The class with its calibrated probability, the entropy, and the flags (REFER, MELANOMA FLAG)."""
+    flags = (["REFER"] if p.refer else []) + (
+        [f"MELANOMA FLAG (P(MEL) {p.probs_calibrated.get('MEL', float('nan')):.2f})"] if p.mel_flag else [])
     if p.refer is None and p.mel_flag is None:
         flags.append("no flags: checkpoint not calibrated")
-    return "\n".join(parts + [" · ".join(flags) if flags else "no flag"])
+    return f"{p.pred} {p.prob_calibrated:.2f} · entropy {p.entropy:.2f}\n" + (" · ".join(flags) or "no flag")
 
 
 def time_single_image(predictor: Predictor, image: np.ndarray, repeats: int = 10) -> float:
@@ -256,36 +207,119 @@ def time_single_image(predictor: Predictor, image: np.ndarray, repeats: int = 10
 
 def write_demo_images(folder, n: int = 6, seed: int = 12345, hw=(120, 160)) -> Path:
     """A few new synthetic lesions (none of them in the demo training set) to try inference on."""
-    from skin_utils.labels import CLASS_NAMES
-    from skin_utils.demo import render_lesion
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for i in range(n):
-        dx = CLASS_NAMES[i % len(CLASS_NAMES)].lower()
-        image, _ = render_lesion(rng, dx, hw)
-        path = folder / f"demo_{i:02d}.jpg"
-        if not path.exists():
+        image, _ = render_lesion(rng, CLASS_NAMES[i % len(CLASS_NAMES)].lower(), hw)
+        if not (path := folder / f"demo_{i:02d}.jpg").exists():
             Image.fromarray(image).save(path, quality=92)
     return folder
 
 
 def save_overlays(predictions, out_dir) -> list[Path]:
-    """One PNG per prediction, ``<out_dir>/<image_id>.png``. With a Grad-CAM (``Predictor(cam=True)``):
-    the image beside the heat map, the predicted lesion border in magenta on both, and the
-    class, calibrated probability, entropy and flags above it (`flags_caption`). Without: the
-    image with the predicted lesion border in magenta."""
+    """One PNG per prediction, ``<out_dir>/<image_id>.png``: with a Grad-CAM, the image beside the
+    heat map with the predicted border in magenta and `flags_caption` above; without, the image
+    with the predicted border."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for p in predictions:
-        path = out_dir / f"{p.image_id}.png"
+        paths.append(out_dir / f"{p.image_id}.png")
         if p.cam is not None:
-            fig = plot_cam_overlay(read_image(p.path), p.cam, pred_mask=p.mask, caption=flags_caption(p),
-                                   title=p.image_id)
-            save_figure(fig, path, dpi=90)
+            plots.save_figure(plots.plot_cam_overlay(read_image(p.path), p.cam, pred_mask=p.mask, title=p.image_id,
+                                                     caption=flags_caption(p)), paths[-1], dpi=90)
         else:
-            Image.fromarray(overlay_mask(read_image(p.path), p.mask)).save(path)
-        paths.append(path)
+            Image.fromarray(plots.overlay_mask(read_image(p.path), p.mask)).save(paths[-1])
     return paths
+
+
+def summary(predictions, n_skipped: int, demo: bool = False) -> str:
+    """The predictions in a few sentences: classes, uncertain ones, flags, skipped files."""
+    n = len(predictions)
+    out = [f"{n} image(s) predicted: " + ", ".join(f"{k} {v}" for k, v in Counter(p.pred for p in predictions)
+                                                   .most_common()) + "." if n else "No image could be predicted."]
+    unsure = sum(p.prob_calibrated < 0.5 for p in predictions)
+    out += [f"{unsure} of {n} have a calibrated top probability below 0.5: treat them as uncertain."] if unsure else []
+    if n and all(p.refer is None and p.mel_flag is None for p in predictions):
+        out.append(f"The checkpoint holds no referral or melanoma threshold, so no image is flagged; calibrate it "
+                   f"with `{COMMAND} <run or checkpoint>`.")
+    elif n:
+        out.append(f"{sum(bool(p.refer) for p in predictions)} of {n} should be referred to a dermatologist (uncertainty "
+                   f"above the threshold chosen on validation); {sum(bool(p.mel_flag) for p in predictions)} raise the "
+                   "melanoma flag.")
+    out += [f"{n_skipped} file(s) were skipped, with the reason, in `inference/skipped.csv`."] if n_skipped else []
+    return " ".join(out + (["The input was new synthetic demo images."] if demo else []))
+
+
+@dataclass
+class Inferred:
+    """What `infer` returns: where the results went, the predictions, their table, the skipped
+    files, the single-image latency and the ``sections`` to show."""
+
+    run: Run
+    folder: Path
+    predictor: Predictor
+    predictions: list
+    table: pd.DataFrame
+    failures: pd.DataFrame
+    latency: float
+    sections: dict[str, report.Section]
+
+    def show(self, name: str) -> None:
+        self.sections[name].show()
+
+
+def infer(cfg: InferConfig, progress: bool = True) -> Inferred:
+    """THE inference of notebooks/04_inference: ``inference/predictions.csv``, ``skipped.csv`` and
+    ``overlays/``, the figures, ``metrics/inference.json`` and the report section, in the run folder."""
+    say = print if progress else (lambda *a: None)
+    run, path = run_to_score(cfg.run, cfg.checkpoint and resolve(cfg.checkpoint), resolve(cfg.reports_dir) / "runs")
+    out_dir = run.root / "inference"
+    folder = resolve(cfg.input_dir) if cfg.input_dir else write_demo_images(out_dir / "demo_input", cfg.n_demo_images)
+    predictor = Predictor(path, device=cfg.device, amp=cfg.amp, threshold=cfg.threshold, tta=cfg.tta, cam=cfg.cam,
+                          mc_samples=cfg.mc_samples)
+    say(f"{folder}: predicting at {predictor.image_size} px on {predictor.device}\n{predictor.calibration.describe()}")
+    predictions, failures = predictor.predict_folder(folder, batch_size=cfg.batch_size, progress=progress)
+    table = predictions_table(predictions, save_overlays(predictions, out_dir / "overlays"))
+    table.to_csv(out_dir / "predictions.csv", index=False)
+    failures.to_csv(out_dir / "skipped.csv", index=False)
+    say(f"{len(predictions)} images predicted, {len(failures)} skipped")
+    shown, note = predictions[:8], "" if cfg.input_dir else f" · {SYNTHETIC_NOTE}"
+    sections = {"predictions": report.Section("Predictions", {"": table}), "skipped": report.Section("Skipped files", {"": failures}),
+                "overlays": report.Section("Overlays", text="" if shown else "No image was predicted."),
+                "trust": report.Section("Heat maps and flags", text="" if cfg.cam and shown else
+                                 "Grad-CAM is off (cam=False)." if shown else "No image was predicted.")}
+    if shown:
+        images = [read_image(p.path) for p in shown]
+        sections["overlays"].figures.append(plots.save_figure(plots.plot_cases(
+            images=images, true_masks=None, pred_masks=[p.mask for p in shown], true_labels=None,
+            pred_labels=[p.pred for p in shown], pred_probs=[p.prob for p in shown],
+            row_titles=[p.image_id for p in shown], title=f"Predictions · {folder.name}{note}"),
+            run.figures / "inference_examples.png"))
+        if cfg.cam:
+            sections["trust"].figures.append(plots.save_figure(plots.plot_cam_grid(
+                images, [p.cam for p in shown], pred_masks=[p.mask for p in shown],
+                captions=[flags_caption(p) for p in shown], title=f"Heat maps and flags · {folder.name}{note}"),
+                run.figures / "inference_trust.png"))
+    latency = time_single_image(predictor, read_image(predictions[0].path)) if predictions else float("nan")
+    sections["latency"] = report.Section("Latency", text=f"Single-image latency {latency * 1000:.1f} ms on `{predictor.device}` "
+                                                  "(median of 10, preprocessing included, Grad-CAM not).")
+    sections["conclusion"] = report.Section("Conclusion", text=summary(predictions, len(failures), demo=cfg.input_dir is None))
+    params = cfg.to_dict()
+    report.write_json(run.metrics / "inference.json", {
+        "input_dir": str(folder), "n_predicted": len(predictions), "n_skipped": len(failures),
+        "single_image_latency_s": latency, "class_counts": table["pred"].value_counts().to_dict() if len(table) else {},
+        "calibration_used": predictor.calibration.as_dict(), "n_referred": sum(bool(p.refer) for p in predictions),
+        "n_melanoma_flags": sum(bool(p.mel_flag) for p in predictions), "params": params})
+    columns = [c for c in ("image_id", "pred", "prob", "prob_calibrated", "p_cal_MEL", "entropy", "tta_disagreement",
+                           "mask_uncertainty", "refer", "mel_flag") if c in table]
+    report.write_section(run.root, "04_inference", "Inference", "\n\n".join([
+        f"`{path.name}` of run `{run.name}` on `{folder}`: {len(predictions)} images predicted, {len(failures)} skipped "
+        "(listed in `inference/skipped.csv`). Predictions: `inference/predictions.csv`; overlays: `inference/overlays/`. "
+        + sections["latency"].text, predictor.calibration.describe(),
+        report.markdown_table(table[columns].astype(object).fillna("–").set_index("image_id").head(20))
+        if len(table) else "(no predictions)",
+        *(f"![{p.stem}](figures/{p.name})" for k in ("overlays", "trust") for p in sections[k].figures),
+        f"**Conclusion.** {sections['conclusion'].text}"]), params=params)
+    return Inferred(run, folder, predictor, predictions, table, failures, latency, sections)

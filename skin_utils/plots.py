@@ -538,7 +538,7 @@ def plot_domain_shift(table: pd.DataFrame, title: str = "Domain shift: training 
     """Per metric, the test split's value and the external set's with their 95% intervals, so the drop and
     whether the intervals overlap show at once. ``table``: evaluation.domain_shift_table's."""
     _require(table, ("test split", "test 95% CI", "external", "external 95% CI"),
-             "plot_domain_shift takes the table of skin_utils.evaluation.domain_shift_table")
+             "plot_domain_shift takes the table of skin_utils.evaluate.domain_shift_table")
     metrics = list(table.index)
     fig, [[ax]] = _figure(title, figsize=(7.2, 0.5 * max(len(metrics), 1) + 1.9))
     for col, ci_col, label, color, dy in (("test split", "test 95% CI", "training data, test split", "0.35", -0.14),
@@ -645,7 +645,7 @@ def plot_cam_overlay(image, cam, mask=None, pred_mask=None, *, caption: str | No
 
 def plot_cam_grid(images, cams, masks=None, pred_masks=None, captions: Sequence[str] | None = None, *,
                   ncols: int = 4, title: str | None = None) -> Figure:
-    """A grid of heat maps drawn as in `plot_cam_overlay`; takes trust.assess.cam_examples(...) as keyword
+    """A grid of heat maps drawn as in `plot_cam_overlay`; takes evaluate.cam_examples(...) as keyword
     arguments."""
     n = len(images)
     if n == 0:

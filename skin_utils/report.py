@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from dataclasses import dataclass, field
 import math
 import platform
 import re
@@ -123,3 +124,26 @@ def build_report(folder) -> Path:
     if runs.name == "runs" and (runs / "LATEST").is_file() and (runs / "LATEST").read_text().strip() == folder.name:
         build_report(runs.parent)
     return out
+
+
+@dataclass
+class Section:
+    """One part of a notebook's results (`evaluate`, `infer`): title, tables (caption -> table), saved
+    figures and a sentence; written into the report (`markdown`) and shown in the notebook (`show`)."""
+
+    title: str
+    tables: dict = field(default_factory=dict)
+    figures: list = field(default_factory=list)
+    text: str = ""
+
+    def markdown(self) -> str:
+        tables = [(f"{k}:\n\n" if k else "") + markdown_table(t) for k, t in self.tables.items()]
+        return "\n\n".join([f"### {self.title}", *([self.text] if self.text else []), *tables,
+                            *(f"![{p.stem}](figures/{p.name})" for p in self.figures)])
+
+    def show(self) -> None:
+        """Display it in a notebook: tables, figures, then the sentence."""
+        from IPython.display import Image, Markdown, display  # lazy: only a notebook has somewhere to show it
+        shown = [*self.tables.values(), *(Image(filename=str(p)) for p in self.figures)]
+        for item in shown + ([Markdown(self.text)] if self.text else []):
+            display(item)

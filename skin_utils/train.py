@@ -31,7 +31,7 @@ from skin_utils.engine import (amp_dtype_for, build_optimizer_and_schedule, fit,
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.losses import build_loss
 from skin_utils.model import MultiTaskNet
-from skin_utils.trust.calibrate import calibrate_checkpoint, summary_lines
+from skin_utils.trust import calibrate_checkpoint, summary_lines
 
 
 @dataclass

@@ -1,28 +1,20 @@
-"""Calibration after training (skin_utils.trust.calibrate), the per-view outputs it rests on
-(engine.forward_probs / predict), and the trust sections of the evaluation (skin_utils.evaluation)."""
+"""The calibration a checkpoint stores (skin_utils.trust): the record fitted on validation, what
+readers make of it (StoredCalibration), and calibrate_checkpoint from Python and from the command
+line. (The per-view outputs it rests on: tests/test_engine.py; trust assessed on an evaluated
+split: tests/test_evaluate.py.)"""
 
 import json
-import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from skin_utils import CLASS_NAMES
-from skin_utils.trust.calibrate import (
-    StoredCalibration,
-    calibrate_checkpoint,
-    calibrated_probs,
-    calibration_record,
-    main,
-    referral_uncertainty,
-    summary_lines,
-)
 from skin_utils.checkpoint import Checkpoint
-from skin_utils.engine import forward_probs, predict
 from skin_utils.model import MultiTaskNet
-from skin_utils.trust.numbers import fit_temperature, operating_threshold, probs_to_logits
+from skin_utils.trust import (StoredCalibration, calibrate_checkpoint, calibrated_probs, calibration_record,
+                              fit_temperature, main, operating_threshold, probs_to_logits, referral_uncertainty,
+                              summary_lines)
 
 
 def _softmax(z):
@@ -96,7 +88,7 @@ def test_an_old_checkpoint_gives_temperature_one_no_flags_and_says_what_is_missi
     assert np.allclose(stored.apply(probs), probs, atol=1e-12)
     assert stored.refer(probs) is None and stored.mel_flag(probs, CLASS_NAMES) is None
     assert "no calibration for tta outputs" in stored.describe()
-    assert "python -m skin_utils.trust.calibrate" in stored.describe()
+    assert "python -m skin_utils.trust <run or checkpoint>" in stored.describe()
     # a record for the other kind of output does not count
     plain_only = StoredCalibration.from_checkpoint(_ckpt({"plain": {"temperature": 2.0}}), tta=True)
     assert plain_only.temperature == 1.0 and "temperature" in plain_only.missing
@@ -121,60 +113,6 @@ def test_stored_thresholds_raise_the_flags_on_known_values():
     assert stored.refer(cal).tolist() == list(u > 0.8) == [False, False, True]
     assert stored.mel_flag(cal, CLASS_NAMES).tolist() == list(cal[:, 0] >= 0.3) == [True, False, False]
     assert "temperature 2.000" in stored.describe() and stored.as_dict()["missing"] == []
-
-
-# --------------------------------------------------------------------------------------------
-# per-view outputs of the engine
-# --------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    torch.manual_seed(0)
-    return MultiTaskNet(num_classes=len(CLASS_NAMES), encoder_weights=None).eval()
-
-
-@pytest.mark.parametrize("shape, views", [((32, 32), 8), ((32, 48), 4)])
-def test_forward_probs_returns_the_views_it_averages(tiny_model, shape, views):
-    x = torch.randn(2, 3, *shape)
-    with torch.no_grad():
-        m, p = forward_probs(tiny_model, x, tta=True)
-        m2, p2, vm, vp = forward_probs(tiny_model, x, tta=True, return_views=True)
-        plain_m, plain_p = forward_probs(tiny_model, x)
-        _, _, one_m, one_p = forward_probs(tiny_model, x, return_views=True)
-    assert vm.shape == (views, 2, *shape) and vp.shape == (views, 2, len(CLASS_NAMES))
-    assert torch.allclose(m, m2) and torch.allclose(p, p2)
-    assert torch.allclose(vp.mean(0), p, atol=1e-6) and torch.allclose(vm.mean(0), m, atol=1e-6)
-    assert torch.allclose(vp[0], plain_p, atol=1e-6) and torch.allclose(vm[0], plain_m, atol=1e-6)  # view 0: as is
-    assert one_p.shape == (1, 2, len(CLASS_NAMES)) and torch.equal(one_p[0], plain_p) and torch.equal(one_m[0], plain_m)
-
-
-def _batches(n=5, size=32, batch=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for start in range(0, n, batch):
-        b = min(batch, n - start)
-        out.append((torch.randint(0, 256, (b, 3, size, size), generator=g, dtype=torch.uint8),
-                    torch.randint(0, 2, (b, 1, size, size), generator=g, dtype=torch.uint8),
-                    torch.randint(0, len(CLASS_NAMES), (b,), generator=g), torch.arange(start, start + b)))
-    return out
-
-
-def test_predict_keeps_its_default_and_adds_views_and_mc_dropout_on_request(tiny_model):
-    batches = _batches()
-    plain = predict(tiny_model, batches, "cpu", progress=False, tta=True)
-    assert set(plain) == {"probs", "mask_probs", "labels", "rows"}
-    full = predict(tiny_model, batches, "cpu", progress=False, tta=True, return_views=True, mc_samples=3)
-    assert np.allclose(full["probs"], plain["probs"]) and torch.equal(full["mask_probs"], plain["mask_probs"])
-    assert full["view_probs"].shape == (8, 5, len(CLASS_NAMES))
-    assert np.allclose(full["view_probs"].mean(0), full["probs"], atol=1e-5)
-    assert full["mask_var"].shape == (5, 32, 32) and float(full["mask_var"].min()) >= 0
-    assert full["mc_probs"].shape == (3, 5, len(CLASS_NAMES))
-    assert np.allclose(full["mc_probs"].sum(-1), 1, atol=1e-5)
-    assert not np.allclose(full["mc_probs"][0], full["mc_probs"][1])  # dropout varies the samples
-    no_tta = predict(tiny_model, batches, "cpu", progress=False, return_views=True)
-    assert no_tta["view_probs"].shape == (1, 5, len(CLASS_NAMES)) and "mask_var" not in no_tta
-    with pytest.raises(ValueError, match="mc_samples"):
-        predict(tiny_model, batches, "cpu", progress=False, mc_samples=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,103 +185,3 @@ def test_the_command_line_calibrates_a_run_folder(small, tmp_path, capsys):
               "--split-path", str(tmp_path / "gone.csv")])
 
 
-# --------------------------------------------------------------------------------------------
-# the evaluation's trust sections
-# --------------------------------------------------------------------------------------------
-
-def _evaluation(n=200, seed=0, with_views=True):
-    from skin_utils.evaluation import Evaluation
-
-    rng = np.random.default_rng(seed)
-    k = len(CLASS_NAMES)
-    y = rng.integers(0, k, n)
-    z = rng.normal(size=(n, k))
-    z[np.arange(n), y] += 2.0
-    views = np.stack([_softmax(3 * (z + rng.normal(scale=0.5, size=z.shape))) for _ in range(8)])
-    probs = views.mean(0)
-    pred = probs.argmax(1)
-    per_image = pd.DataFrame({"image_id": [f"im{i}" for i in range(n)], "lesion_id": [f"l{i}" for i in range(n)],
-                              "true": [CLASS_NAMES[i] for i in y], "pred": [CLASS_NAMES[i] for i in pred],
-                              "prob_pred": probs.max(1), "dice": rng.uniform(0.3, 1.0, n),
-                              "mask_uncertainty": rng.uniform(0, 1, n), "row": np.arange(n)})
-    return Evaluation(report={}, per_image=per_image, mask_probs=torch.zeros(n, 4, 4), threshold=0.5,
-                      probs=probs, labels=y, view_probs=views if with_views else None)
-
-
-def test_assess_trust_on_known_predictions():
-    from skin_utils.trust.assess import (assess_trust, calibration_table, operating_point_table, referral_table,
-                                         trust_columns)
-
-    ev = _evaluation()
-    val, yv = _evaluation(seed=1).probs, _evaluation(seed=1).labels
-    record = calibration_record(val, yv, CLASS_NAMES)
-    stored = StoredCalibration.from_checkpoint(_ckpt({"tta": record}), tta=True)
-    trust = assess_trust(ev, stored, CLASS_NAMES)
-    cal = trust.calibration
-    assert cal["calibrated"] and cal["temperature"] == record["temperature"] > 1  # views were 3x too sharp
-    assert cal["after"]["nll"] < cal["before"]["nll"]
-    assert set(cal["before"]["per_class_ece"]) == set(CLASS_NAMES)
-    assert sum(cal["reliability_before"]["count"]) == 200
-    cols = trust.per_image
-    assert {"entropy", "tta_disagreement", "tta_mutual_info", "refer", "mel_flag"} <= set(cols)
-    p_cal = stored.apply(ev.probs)  # an Evaluation made without the calibration: assess_trust applies it
-    assert np.allclose(p_cal.sum(axis=1), 1)
-    assert cols["refer"].tolist() == list(cols["entropy"] > record["referral_threshold"])
-    assert cols["mel_flag"].tolist() == list(p_cal[:, 0] >= record["mel_threshold"])
-    ref = trust.referral
-    assert [r["referral_fraction"] for r in ref["table"]] == [0.0, 0.1, 0.2, 0.3]
-    assert [r["n_referred"] for r in ref["table"]] == [0, 20, 40, 60]
-    assert set(ref["curves"]) == {"entropy", "tta_disagreement", "tta_mutual_info"}
-    assert ref["aurc"]["entropy"]["aurc"] < ref["aurc"]["entropy"]["error_rate"]  # entropy ranks the errors
-    assert ref["at_threshold"]["coverage"] == pytest.approx(1 - cols["refer"].mean())
-    assert ref["mask"]["loss"] == "1 - Dice"
-    op = trust.operating_point
-    is_mel = ev.labels == 0
-    flagged = p_cal[:, 0] >= record["mel_threshold"]
-    assert op["at_threshold"]["sensitivity"] == pytest.approx(flagged[is_mel].mean())
-    assert op["at_threshold"]["specificity"] == pytest.approx((~flagged[~is_mel]).mean())
-    assert op["argmax"]["tp"] == int(((ev.probs.argmax(1) == 0) & is_mel).sum())
-    json.dumps(__import__("skin_utils.metrics", fromlist=["to_jsonable"]).to_jsonable(trust.report()), allow_nan=False)
-    assert list(calibration_table(cal).columns) == ["uncalibrated", f"T = {cal['temperature']:.2f}"]
-    assert "refer entropy >" in referral_table(trust).index[-1]
-    assert operating_point_table(op).loc["flag at threshold, this split", "tp"] == op["at_threshold"]["tp"]
-    # an uncalibrated checkpoint: the same numbers before, nothing after, no flags
-    bare = assess_trust(ev, StoredCalibration.from_checkpoint(_ckpt(), tta=True), CLASS_NAMES)
-    assert bare.calibration["after"] is None and bare.calibration["before"] == cal["before"]
-    assert bare.referral["at_threshold"] is None and "at_threshold" not in bare.operating_point
-    assert trust_columns(ev, StoredCalibration.from_checkpoint(_ckpt(), tta=True), CLASS_NAMES)["refer"].isna().all()
-    assert list(calibration_table(bare.calibration).columns) == ["uncalibrated"]
-
-
-def test_cam_check_on_the_demo_split(small):
-    from skin_utils.evaluation import evaluate_original_size
-    from skin_utils.trust.assess import (cam_check, cam_columns, cam_examples, cam_report, cam_summary_table,
-                                         choose_cam_examples)
-
-    data, _, model, _ = small
-    ev = evaluate_original_size(model, data, "test", "cpu", CLASS_NAMES, amp="off", progress=False, tta=True,
-                                return_views=True)
-    assert ev.view_probs.shape[0] == 8 and ev.mask_var.shape == ev.mask_probs.shape
-    assert ev.per_image["mask_uncertainty"].between(0, 1).all()
-    n = len(ev.per_image)
-    cam = cam_check(model, data, "test", ev, "cpu", CLASS_NAMES, batch_size=8, progress=False)
-    assert cam["n_images"] == n == cam["true_mask"]["overall"]["n_images"]
-    cols = cam_columns(cam)
-    assert cols["image_id"].tolist() == ev.per_image["image_id"].tolist()
-    e = cols["cam_energy_true"].dropna()
-    assert e.between(0, 1).all()
-    assert cols["cam_area_true"].between(0, 1).all()
-    table = cam_summary_table(cam)
-    assert table.loc["all", "images"] == n and "energy in predicted lesion" in table
-    json.dumps(__import__("skin_utils.metrics", fromlist=["to_jsonable"]).to_jsonable(cam_report(cam)))
-    assert "per_image" not in cam_report(cam)["true_mask"]
-    few = cam_check(model, data, "test", ev, "cpu", CLASS_NAMES, max_images=3, progress=False)
-    assert few["n_images"] == 3 and few["n_split"] == n
-    assert few["true_mask"]["per_image"][0]["energy_inside"] == pytest.approx(  # NaN: a map with no heat at all
-        cam["true_mask"]["per_image"][0]["energy_inside"], abs=1e-5, nan_ok=True)
-    picks = choose_cam_examples(ev.per_image, CLASS_NAMES, 3)
-    assert len(picks) == min(3, ev.per_image["true"].nunique()) and len(set(ev.per_image.loc[picks, "true"])) == len(picks)
-    examples = cam_examples(model, data, ev, picks, "cpu", energy=dict(zip(cols["image_id"], cols["cam_energy_true"])))
-    assert len(examples["images"]) == len(examples["cams"]) == len(examples["captions"]) == len(picks)
-    assert examples["masks"][0].shape == examples["images"][0].shape[:2] == examples["pred_masks"][0].shape
-    assert "of the map in the lesion" in examples["captions"][0] or math.isnan(cols["cam_energy_true"][picks[0]])

@@ -111,7 +111,7 @@ def test_version_1_files_still_load(tmp_path):
     assert ckpt.normalization == {"mean": [0.4, 0.4, 0.4], "std": [0.2, 0.2, 0.2]}
     assert (ckpt.epoch, ckpt.best_score, ckpt.metrics, ckpt.data) == (3, 1.2, {"dice": 0.9}, {"fingerprint": "f00"})
     assert ckpt.split_path == "/r/split.csv" and ckpt.training is None
-    assert ckpt.calibration == {}  # calibrated later with python -m skin_utils.trust.calibrate
+    assert ckpt.calibration == {}  # calibrated later with python -m skin_utils.trust
     loaded, _ = load_model(tmp_path / "best.pt")
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
 

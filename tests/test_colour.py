@@ -120,7 +120,7 @@ def test_checkpoint_round_trip_with_colour_constancy_and_old_files(tmp_path):
 
 
 def test_every_reader_of_a_checkpoint_builds_the_same_normalize():
-    from skin_utils.evaluation import normalizer
+    normalizer = Normalize.from_config  # what training, validation, calibration, evaluation and inference call
 
     assert normalizer(normalization_config("shades_of_gray")).colour_constancy == "shades_of_gray"
     assert normalizer(None).colour_constancy is None

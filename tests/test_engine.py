@@ -1,4 +1,5 @@
-"""Training behaviour on the synthetic demo: it learns, it resumes exactly, it stops on NaN."""
+"""Training behaviour on the synthetic demo: it learns, it resumes exactly, it stops on NaN; and the
+one prediction loop (predict): TTA views, MC dropout and Grad-CAM on request."""
 
 import math
 import subprocess
@@ -9,11 +10,14 @@ import time
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from skin_utils import CLASS_NAMES
 from skin_utils.checkpoint import Checkpoint, CheckpointError, TrainingState, load_model
-from skin_utils.engine import (NonFiniteLossError, build_optimizer_and_schedule, evaluate, fit, train_one_epoch,
-                                weight_average)
+from skin_utils.transforms import BatchColorJitter, Normalize
+from skin_utils.engine import (NonFiniteLossError, build_optimizer_and_schedule, dropout_modules, evaluate, fit,
+                               forward_probs, grad_cam, image_batch, mc_dropout_probs, predict, train_one_epoch,
+                               weight_average)
 from skin_utils.losses import MultiTaskLoss, class_weights_from_counts
 from skin_utils.model import MultiTaskNet
 from skin_utils.data import load_data, train_class_counts, train_val_loaders
@@ -272,3 +276,193 @@ def test_onecycle_schedule_works_for_very_short_runs(steps):
         scheduler.step()
         lrs.append(optimizer.param_groups[0]["lr"])
     assert all(0 < lr <= 1e-2 + 1e-12 for lr in lrs)
+
+
+# --------------------------------------------------------------------------------------------
+# the prediction loop: per-view outputs, MC dropout and Grad-CAM on request
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return MultiTaskNet(num_classes=len(CLASS_NAMES), encoder_weights=None).eval()
+
+
+@pytest.mark.parametrize("shape, views", [((32, 32), 8), ((32, 48), 4)])
+def test_forward_probs_returns_the_views_it_averages(tiny_model, shape, views):
+    x = torch.randn(2, 3, *shape)
+    with torch.no_grad():
+        m, p = forward_probs(tiny_model, x, tta=True)
+        m2, p2, vm, vp = forward_probs(tiny_model, x, tta=True, return_views=True)
+        plain_m, plain_p = forward_probs(tiny_model, x)
+        _, _, one_m, one_p = forward_probs(tiny_model, x, return_views=True)
+    assert vm.shape == (views, 2, *shape) and vp.shape == (views, 2, len(CLASS_NAMES))
+    assert torch.allclose(m, m2) and torch.allclose(p, p2)
+    assert torch.allclose(vp.mean(0), p, atol=1e-6) and torch.allclose(vm.mean(0), m, atol=1e-6)
+    assert torch.allclose(vp[0], plain_p, atol=1e-6) and torch.allclose(vm[0], plain_m, atol=1e-6)  # view 0: as is
+    assert one_p.shape == (1, 2, len(CLASS_NAMES)) and torch.equal(one_p[0], plain_p) and torch.equal(one_m[0], plain_m)
+
+
+def _batches(n=5, size=32, batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for start in range(0, n, batch):
+        b = min(batch, n - start)
+        out.append((torch.randint(0, 256, (b, 3, size, size), generator=g, dtype=torch.uint8),
+                    torch.randint(0, 2, (b, 1, size, size), generator=g, dtype=torch.uint8),
+                    torch.randint(0, len(CLASS_NAMES), (b,), generator=g), torch.arange(start, start + b)))
+    return out
+
+
+def test_predict_keeps_its_default_and_adds_views_and_mc_dropout_on_request(tiny_model):
+    batches = _batches()
+    plain = predict(tiny_model, batches, "cpu", progress=False, tta=True)
+    assert set(plain) == {"probs", "mask_probs", "labels", "rows"}
+    full = predict(tiny_model, batches, "cpu", progress=False, tta=True, return_views=True, mc_samples=3)
+    assert np.allclose(full["probs"], plain["probs"]) and torch.equal(full["mask_probs"], plain["mask_probs"])
+    assert full["view_probs"].shape == (8, 5, len(CLASS_NAMES))
+    assert np.allclose(full["view_probs"].mean(0), full["probs"], atol=1e-5)
+    assert full["mask_var"].shape == (5, 32, 32) and float(full["mask_var"].min()) >= 0
+    assert full["mc_probs"].shape == (3, 5, len(CLASS_NAMES))
+    assert np.allclose(full["mc_probs"].sum(-1), 1, atol=1e-5)
+    assert not np.allclose(full["mc_probs"][0], full["mc_probs"][1])  # dropout varies the samples
+    no_tta = predict(tiny_model, batches, "cpu", progress=False, return_views=True)
+    assert no_tta["view_probs"].shape == (1, 5, len(CLASS_NAMES)) and "mask_var" not in no_tta
+    with pytest.raises(ValueError, match="mc_samples"):
+        predict(tiny_model, batches, "cpu", progress=False, mc_samples=1)
+
+def test_predict_gives_the_grad_cam_of_the_predicted_or_a_given_class(tiny_model):
+    batches = _batches(n=3, batch=2)
+    out = predict(tiny_model, batches, "cpu", progress=False, tta=True, cam=True)
+    assert out["cams"].shape == (3, 32, 32) and out["cam_classes"].tolist() == out["probs"].argmax(1).tolist()
+    given = predict(tiny_model, batches, "cpu", progress=False, cam=[6, 5, 4], cam_method="gradcam++")
+    assert given["cam_classes"].tolist() == [6, 5, 4]
+    x = Normalize()(torch.cat([b[0] for b in batches]))
+    expected, _ = grad_cam(tiny_model, x, target=[6, 5, 4], method="gradcam++")
+    np.testing.assert_allclose(given["cams"], expected, atol=1e-5)
+    # a batch from images alone: labels -1, no masks
+    alone = predict(tiny_model, [image_batch(batches[0][0])], "cpu", progress=False)
+    assert alone["labels"].tolist() == [-1, -1] and alone["rows"].tolist() == [0, 1]
+    assert "cams" not in alone
+
+
+# ----------------------------------------------------------------------------- MC dropout
+@pytest.fixture(scope="module")
+def small_net():
+    torch.manual_seed(0)
+    return MultiTaskNet(num_classes=7, encoder_weights=None, dropout=0.5)
+
+
+def _bn_stats(model):
+    return [b.clone() for n, b in model.named_buffers() if "running" in n]
+
+
+def test_mc_dropout_samples_vary_only_dropout(small_net):
+    x = torch.randn(2, 3, 64, 64)
+    small_net.train()  # the caller's mode must come back
+    before = _bn_stats(small_net)
+    rng_before = torch.get_rng_state()
+    s = mc_dropout_probs(small_net, x, n_samples=5, seed=1)
+    assert s.shape == (5, 2, 7) and torch.isfinite(s).all()
+    torch.testing.assert_close(s.sum(-1), torch.ones(5, 2))
+    assert not torch.allclose(s[0], s[1])  # dropout did vary the passes
+    # BatchNorm ran in eval mode: its running statistics did not move
+    for a, b in zip(before, _bn_stats(small_net)):
+        torch.testing.assert_close(a, b)
+    assert all(m.training for m in small_net.modules())
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the caller's random stream is untouched
+    torch.testing.assert_close(mc_dropout_probs(small_net, x, n_samples=5, seed=1), s)
+    # in eval mode with dropout off, the mean of the passes is near the plain prediction
+    small_net.eval()
+    with torch.no_grad():
+        plain = small_net(x)[1].softmax(1)
+    many = mc_dropout_probs(small_net, x, n_samples=200, seed=2).mean(0)
+    assert (many - plain).abs().max() < 0.1
+    assert not small_net.training
+
+
+def test_mc_dropout_whole_model_path_and_no_dropout():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.Flatten(),
+                          nn.LazyLinear(3))
+    x = torch.randn(2, 3, 8, 8)
+    model(x)
+    s = mc_dropout_probs(model.eval(), x, n_samples=4)
+    assert s.shape == (4, 2, 3) and not torch.allclose(s[0], s[1])
+    with pytest.raises(ValueError, match="no dropout"):
+        mc_dropout_probs(MultiTaskNet(encoder_weights=None, dropout=0.0), x, n_samples=4)
+    assert len(dropout_modules(MultiTaskNet(encoder_weights=None))) == 1  # the head's, p = 0.2
+
+
+# ----------------------------------------------------------------------------- Grad-CAM
+class LinearCamNet(nn.Module):
+    """Features = the input itself (at full resolution), global average pool, linear layer: its
+    Grad-CAM is exactly the class activation map ``ReLU(sum_k W[c, k] x_k)`` (Zhou et al. 2016)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Identity()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+def test_grad_cam_known_answer_on_a_linear_model():
+    torch.manual_seed(0)
+    model = LinearCamNet()
+    x = torch.randn(2, 3, 6, 5)
+    cams, classes = grad_cam(model, x, layer=model.features)
+    np.testing.assert_array_equal(classes, model(x).argmax(1).numpy())
+    w = model.fc.weight.detach()
+    for i, c in enumerate(classes):
+        expected = torch.einsum("k,khw->hw", w[c], x[i]).clamp_min(0)
+        expected = (expected / expected.max()).numpy()
+        np.testing.assert_allclose(cams[i], expected, rtol=1e-5, atol=1e-6)
+    # an explicit target class
+    cams1, classes1 = grad_cam(model, x, target=1, layer=model.features)
+    assert (classes1 == 1).all()
+    expected = torch.einsum("k,khw->hw", w[1], x[0]).clamp_min(0)
+    np.testing.assert_allclose(cams1[0], (expected / expected.max()).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return MultiTaskNet(num_classes=7, encoder_weights=None)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_grad_cam_on_multitasknet(net, method):
+    net.train()
+    x = torch.randn(2, 3, 64, 64)
+    running = net.encoder.stem[1].running_mean.clone()
+    with torch.inference_mode():  # as inference code calls it
+        x_inf = x.clone()
+    cams, classes = grad_cam(net, x_inf, method=method)
+    assert cams.shape == (2, 64, 64) and cams.dtype == np.float32
+    assert np.isfinite(cams).all() and cams.min() >= 0 and cams.max() <= 1
+    assert classes.shape == (2,) and ((0 <= classes) & (classes < 7)).all()
+    # no side effects: modes, hooks, gradients, BatchNorm statistics
+    assert all(m.training for m in net.modules())
+    assert all(not m._forward_hooks and not m._backward_hooks for m in net.modules())
+    assert all(p.grad is None for p in net.parameters())
+    torch.testing.assert_close(net.encoder.stem[1].running_mean, running)
+    # eval mode stays eval mode; the explained class is the eval-mode prediction
+    net.eval()
+    cams2, classes2 = grad_cam(net, x, method=method)
+    assert not net.training
+    with torch.no_grad():
+        np.testing.assert_array_equal(classes2, net(x)[1].argmax(1).numpy())
+    np.testing.assert_allclose(cams2, cams, atol=1e-5)
+
+
+def test_grad_cam_errors(net):
+    x = torch.randn(1, 3, 64, 64)
+    with pytest.raises(ValueError, match="method"):
+        grad_cam(net, x, method="scorecam")
+    with pytest.raises(ValueError, match="target"):
+        grad_cam(net, x, target=[0, 1])
+    with pytest.raises(ValueError, match="layer"):
+        grad_cam(nn.Linear(3, 2), x)
+    assert all(not m._forward_hooks for m in net.modules())  # removed on error too

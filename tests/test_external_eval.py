@@ -167,7 +167,7 @@ def _report(**kw):
 
 
 def test_headline_table_shows_what_the_set_allows_beside_chance_and_the_majority_class():
-    from skin_utils.evaluation import SEGMENTATION_KEYS, headline_table, not_applicable
+    from skin_utils.evaluate import SEGMENTATION_KEYS, headline_table, not_applicable
 
     table = headline_table(_report())
     assert list(table.columns) == ["model", "95% CI", "chance", "always NV"]
@@ -186,7 +186,7 @@ def test_headline_table_shows_what_the_set_allows_beside_chance_and_the_majority
 
 
 def test_subset_note_names_the_classes_and_chance():
-    from skin_utils.evaluation import subset_note
+    from skin_utils.evaluate import subset_note
 
     note = subset_note(_report())
     assert "Only 2 of the 7 classes occur here (MEL, NV)" in note and "still counts as an error" in note
@@ -195,7 +195,7 @@ def test_subset_note_names_the_classes_and_chance():
 
 
 def test_domain_shift_table_puts_the_same_metrics_side_by_side():
-    from skin_utils.evaluation import domain_shift, domain_shift_table
+    from skin_utils.evaluate import domain_shift, domain_shift_table
 
     internal = _report(dice=0.9, balanced_accuracy=0.7, mel_auc=0.85, classes_present=list(CLASS_NAMES),
                        ci95={"dice": [0.88, 0.92]}, threshold=0.5, tta=True)
@@ -224,7 +224,7 @@ def test_domain_shift_table_puts_the_same_metrics_side_by_side():
 
 
 def test_external_results_are_named_after_the_data_set(tmp_path):
-    from skin_utils.evaluation import is_external, result_tag
+    from skin_utils.evaluate import is_external, result_tag
 
     assert result_tag("test") == "evaluate" and result_tag("val") == "evaluate_val"
     assert result_tag("all", tmp_path / "PH2 Dataset", external=True) == "evaluate_external_PH2-Dataset"
@@ -236,7 +236,7 @@ def test_external_results_are_named_after_the_data_set(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# evaluate_original_size on a set where some images lack a mask or a diagnosis
+# score_split on a set where some images lack a mask or a diagnosis
 # --------------------------------------------------------------------------------------------
 
 def _write_set(folder, n=8, size=(30, 40), seed=0, big=None):
@@ -277,7 +277,7 @@ def tiny_model():
 
 
 def test_each_image_is_scored_for_what_it_has(tiny_model, tmp_path):
-    from skin_utils.evaluation import evaluate_original_size, label_and_mask_flags, original_size_scores
+    from skin_utils.evaluate import label_and_mask_flags, original_size_scores, score_split
 
     index = _write_set(tmp_path / "set")
     labels = np.array([MEL, NV, NV, BKL, MEL, NV, -1, -1])
@@ -289,7 +289,7 @@ def test_each_image_is_scored_for_what_it_has(tiny_model, tmp_path):
     # without the columns: a label >= 0 and a mask path
     assert label_and_mask_flags(index.drop(columns=["has_label", "has_mask"]))[1].tolist() == has_mask.tolist()
 
-    ev = evaluate_original_size(tiny_model, _data(index), "all", "cpu", CLASS_NAMES, amp="off", progress=False)
+    ev = score_split(tiny_model, _data(index), "all", "cpu", CLASS_NAMES, amp="off", progress=False)
     r, pi = ev.report, ev.per_image
     assert r["scored"] == ["segmentation", "classification"]
     assert r["n_with_mask"] == 5 and r["n_with_label"] == 6 and r["n_images"] == 8
@@ -312,27 +312,27 @@ def test_each_image_is_scored_for_what_it_has(tiny_model, tmp_path):
     # masks only: no classification keys at all; labels only: no segmentation keys
     masks_only = index.assign(label=-1, dx=None, has_label=False, has_mask=True,
                               mask_path=_write_set(tmp_path / "set")["mask_path"])
-    r = evaluate_original_size(tiny_model, _data(masks_only), "all", "cpu", CLASS_NAMES, amp="off",
+    r = score_split(tiny_model, _data(masks_only), "all", "cpu", CLASS_NAMES, amp="off",
                                progress=False).report
     assert r["scored"] == ["segmentation"] and "balanced_accuracy" not in r and "classes_present" not in r
     labels_only = index.assign(has_label=True, label=[MEL, NV] * 4, has_mask=False, mask_path=None)
-    r = evaluate_original_size(tiny_model, _data(labels_only), "all", "cpu", CLASS_NAMES, amp="off",
+    r = score_split(tiny_model, _data(labels_only), "all", "cpu", CLASS_NAMES, amp="off",
                                progress=False).report
     assert r["scored"] == ["classification"] and "dice" not in r and r["classes_present"] == ["MEL", "NV"]
 
 
 def test_melanoma_report_uses_the_calibrated_p_mel_and_the_stored_threshold(tiny_model, tmp_path):
-    from skin_utils.evaluation import evaluate_original_size, melanoma_report
-    from skin_utils.trust.calibrate import StoredCalibration, calibrated_probs
+    from skin_utils.evaluate import melanoma_report, score_split
+    from skin_utils.trust import StoredCalibration, calibrated_probs
 
     index = _write_set(tmp_path / "set", n=6)
     labels = np.array([MEL, NV, MEL, NV, BKL, -1])
     index = index.assign(label=labels, has_label=labels >= 0, has_mask=True)
-    ev = evaluate_original_size(tiny_model, _data(index), "all", "cpu", CLASS_NAMES, amp="off", progress=False)
     cal = StoredCalibration(kind="plain", temperature=2.0, mel_threshold=0.14,
                             record={"target_sensitivity": 0.9, "temperature": 2.0})
+    ev = score_split(tiny_model, _data(index), "all", "cpu", CLASS_NAMES, amp="off", progress=False, calibration=cal)
     r = melanoma_report(ev, cal, CLASS_NAMES)
-    p = calibrated_probs(ev.probs[:5], 2.0)[:, MEL]
+    p = calibrated_probs(ev.raw_probs[:5], 2.0)[:, MEL]
     expected = melanoma_vs_rest(labels[:5] == MEL, p, 0.14)
     for k in ("auc", "tp", "fn", "tn", "fp", "threshold", "n_mel", "n_other"):
         assert r[k] == pytest.approx(expected[k]), k
@@ -343,7 +343,7 @@ def test_melanoma_report_uses_the_calibrated_p_mel_and_the_stored_threshold(tiny
 
 
 def test_large_images_are_scored_at_their_size_a_few_at_a_time(monkeypatch, tmp_path):
-    import skin_utils.evaluation as evaluation
+    import skin_utils.evaluate as evaluation
 
     index = _write_set(tmp_path / "big", n=6, big=(2400, 3200))
     active, peak, lock = [0], [0], threading.Lock()
@@ -370,14 +370,14 @@ def test_large_images_are_scored_at_their_size_a_few_at_a_time(monkeypatch, tmp_
 
 
 def test_best_and_worst_without_masks_ranks_by_the_true_class_and_plots(tiny_model, tmp_path):
-    from skin_utils.evaluation import best_and_worst, case_scores, evaluate_original_size
+    from skin_utils.evaluate import best_and_worst, case_scores, score_split
     from skin_utils.plots import plot_cases
 
     index = _write_set(tmp_path / "set", n=6)
     labels = np.array([MEL, NV, NV, BKL, MEL, NV])
     labels_only = index.assign(label=labels, has_label=True, has_mask=False, mask_path=None)
     data = _data(labels_only)
-    ev = evaluate_original_size(tiny_model, data, "all", "cpu", CLASS_NAMES, amp="off", progress=False)
+    ev = score_split(tiny_model, data, "all", "cpu", CLASS_NAMES, amp="off", progress=False)
     p_true = case_scores(ev.per_image, "p_true")
     assert p_true.tolist() == pytest.approx(ev.probs[np.arange(6), labels].tolist())
     cases = best_and_worst(data, ev, 2, by="p_true")
@@ -388,7 +388,7 @@ def test_best_and_worst_without_masks_ranks_by_the_true_class_and_plots(tiny_mod
         best_and_worst(data, ev, 2, by="dice")
     # masks only: ranked by Dice, captions without a true diagnosis
     masks_only = index.assign(label=-1, has_label=False, has_mask=True)
-    ev = evaluate_original_size(tiny_model, _data(masks_only), "all", "cpu", CLASS_NAMES, amp="off", progress=False)
+    ev = score_split(tiny_model, _data(masks_only), "all", "cpu", CLASS_NAMES, amp="off", progress=False)
     cases = best_and_worst(_data(masks_only), ev, 2)
     assert cases["true_labels"] == [None] * 4 and len(cases["true_masks"]) == 4
     fig = plot_cases(**cases)
@@ -396,7 +396,7 @@ def test_best_and_worst_without_masks_ranks_by_the_true_class_and_plots(tiny_mod
 
 
 def test_domain_shift_figure(tmp_path):
-    from skin_utils.evaluation import domain_shift_table
+    from skin_utils.evaluate import domain_shift_table
     from skin_utils.plots import plot_domain_shift
 
     fig = plot_domain_shift(domain_shift_table(_report(dice=0.9), _report()), external_name="PH2")
@@ -456,7 +456,7 @@ def evaluated(synthetic_dir, tmp_path_factory):
     from skin_utils.checkpoint import Checkpoint
     from skin_utils.data import load_data
     from skin_utils.model import MultiTaskNet
-    from skin_utils.trust.calibrate import calibrate_checkpoint
+    from skin_utils.trust import calibrate_checkpoint
     from tests.conftest import ROOT
 
     tmp = tmp_path_factory.mktemp("external")

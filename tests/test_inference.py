@@ -1,5 +1,7 @@
 """Inference on a folder of arbitrary files: predictions for the good ones, reasons for the rest."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ from PIL import Image
 
 from skin_utils import CLASS_NAMES
 from skin_utils.checkpoint import Checkpoint
-from skin_utils.inference import Predictor, predictions_table, write_demo_images
+from skin_utils.inference import Predictor, predictions_table, summary, write_demo_images
 from skin_utils.model import MultiTaskNet
 
 
@@ -86,7 +88,7 @@ def _calibrated(checkpoint, tmp_path, **record):
 
 
 def test_trust_columns_flags_and_cam_overlays(checkpoint, tmp_path):
-    from skin_utils.trust.calibrate import calibrated_probs
+    from skin_utils.trust import calibrated_probs
     from skin_utils.inference import flags_caption, save_overlays
 
     folder = write_demo_images(tmp_path / "in", n=3)
@@ -131,3 +133,19 @@ def test_an_uncalibrated_checkpoint_predicts_with_temperature_one_and_no_flags(c
     # a calibration of TTA outputs does not apply to plain ones
     plain = Predictor(_calibrated(checkpoint, tmp_path), device="cpu", amp="off", tta=False)
     assert plain.calibration.temperature == 1.0 and plain.calibration.kind == "plain"
+
+
+def test_the_summary_counts_classes_uncertain_predictions_flags_and_skipped_files(checkpoint, tmp_path):
+    folder = write_demo_images(tmp_path / "in", n=3)
+    predictions, _ = Predictor(_calibrated(checkpoint, tmp_path), device="cpu", amp="off", tta=True).predict_folder(
+        folder, progress=False)
+    text = summary(predictions, n_skipped=2, demo=True)
+    counts = ", ".join(f"{k} {v}" for k, v in Counter(p.pred for p in predictions).most_common())
+    assert text.startswith(f"3 image(s) predicted: {counts}.")
+    assert "3 of 3 should be referred" in text and "3 raise the melanoma flag" in text   # thresholds of 0
+    assert "2 file(s) were skipped" in text and "synthetic demo" in text
+    bare, _ = Predictor(checkpoint, device="cpu", amp="off").predict_folder(folder, progress=False)
+    assert "no referral or melanoma threshold" in summary(bare, 0) and "python -m skin_utils.trust" in summary(bare, 0)
+    assert "skipped" not in summary(bare, 0) and summary([], 1).startswith("No image could be predicted.")
+    unsure = sum(p.prob_calibrated < 0.5 for p in bare)
+    assert (f"{unsure} of 3 have a calibrated top probability below 0.5" in summary(bare, 0)) is (unsure > 0)

@@ -1,6 +1,6 @@
 """Notebook hygiene: the .py/.ipynb pairs agree, papermill sees the typed parameters, outputs
 are cleared, each figure says how to read it, each notebook ends with a computed conclusion, and
-all four run end to end through `python -m skin_utils.run_notebooks` (papermill), also on a
+all four run end to end through `python -m skin_utils.sweep all` (papermill), also on a
 real-data subset when the shared HAM10000 folder is present."""
 
 import ast
@@ -112,12 +112,19 @@ def test_the_colab_setup_cell_is_the_same_in_every_notebook():
     assert len(set(cells.values())) == 1, "the Colab setup cell differs between notebooks: copy one to the others"
 
 
+#: Notebooks whose job is one library call that writes the report section (evaluate(cfg), infer(cfg)).
+ONE_CALL = {"03_evaluate": "evaluate(cfg)", "04_inference": "infer(cfg)"}
+
+
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_each_notebook_ends_with_a_computed_conclusion(name):
     nb = jupytext.read(ROOT / "notebooks" / f"{name}.py")
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert "conclusion = conclusions." in code, f"{name}: compute the conclusion with skin_utils.nb.conclusions"
-    assert "**Conclusion.** {conclusion}" in code, f"{name}: put the conclusion into the report section"
+    if name in ONE_CALL:  # the conclusion is computed and put into the report section by the library call
+        assert f"result = {ONE_CALL[name]}" in code and 'result.show("conclusion")' in code
+    else:
+        assert "conclusion = " in code, f"{name}: compute the conclusion from the notebook's numbers"
+        assert "**Conclusion.** {conclusion}" in code, f"{name}: put the conclusion into the report section"
     headings = [c.source for c in nb.cells if c.cell_type == "markdown"]
     assert any(h.startswith("## Conclusion") for h in headings)
 
@@ -129,9 +136,17 @@ def test_each_figure_comes_with_how_to_read_it(name):
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             last_markdown = cell.source
-        elif "plots.publish(" in cell.source:
-            assert "*Reading the figure" in last_markdown, \
-                f"{name}: say how to read the figure of {cell.source.splitlines()[0]!r} in the markdown above it"
+        elif "plots.publish(" in cell.source or ".show(" in cell.source:
+            assert "*Reading" in last_markdown, \
+                f"{name}: say how to read {cell.source.splitlines()[0]!r} in the markdown above it"
+
+
+@pytest.mark.parametrize("name", ONE_CALL)
+def test_the_one_call_notebooks_import_a_handful_of_names(name):
+    nb = jupytext.read(ROOT / "notebooks" / f"{name}.py")
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    imports = [line for line in code.splitlines() if line.startswith(("from skin_utils", "import skin_utils"))]
+    assert len(imports) <= 3 and "result.show(" in code, imports
 
 
 def test_papermill_help_lists_the_parameters():
@@ -146,12 +161,12 @@ def test_papermill_help_lists_the_parameters():
 
 
 def _run_all(data_dir, tmp_path, **train):
-    """All four notebooks through the runner (`python -m skin_utils.run_notebooks`); returns the
+    """All four notebooks through the runner (`python -m skin_utils.sweep all`); returns the
     reports folder and the run folder."""
-    from skin_utils.run_notebooks import main
+    from skin_utils.sweep import main
 
     reports = tmp_path / "reports"
-    argv = ["--data-dir", str(data_dir), "--reports-dir", str(reports), "--run-name", "e2e", "--only", *NOTEBOOKS]
+    argv = ["all", "--data-dir", str(data_dir), "--reports-dir", str(reports), "--run-name", "e2e", "--only", *NOTEBOOKS]
     for key, value in train.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
     assert main(argv) == 0

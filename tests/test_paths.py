@@ -80,7 +80,7 @@ def test_a_test_run_that_leaves_the_checkout_alone_passes(tmp_path):
 
 
 def test_report_links_point_at_the_headings():
-    from skin_utils.nb.report import anchor
+    from skin_utils.report import anchor
 
     assert anchor("Evaluation (test split)") == "evaluation-test-split"
     assert anchor("Experiment demo: 2 runs") == "experiment-demo-2-runs"

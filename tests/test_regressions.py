@@ -240,7 +240,7 @@ def test_a_plain_only_recalibration_keeps_the_stored_tta_record(synthetic_dir, t
     from skin_utils.checkpoint import Checkpoint
     from skin_utils.data import load_data
     from skin_utils.model import MultiTaskNet
-    from skin_utils.trust.calibrate import StoredCalibration, calibrate_checkpoint
+    from skin_utils.trust import StoredCalibration, calibrate_checkpoint
 
     data = load_data(synthetic_dir, 32, split_path=tmp_path / "split.csv", max_samples=120, progress=False)
     torch.manual_seed(0)
@@ -302,11 +302,12 @@ def test_a_misspelt_papermill_parameter_stops_the_notebook_with_the_nearest_name
 
 
 def test_the_grad_cam_caption_names_the_class_its_map_explains(tmp_path):
-    from skin_utils.data import ArrayCache, Data
-    from skin_utils.evaluation import Evaluation, normalizer
+    from skin_utils.data import ArrayCache
+    from skin_utils.data import Data
+    from skin_utils.transforms import Normalize
+    from skin_utils.engine import grad_cam
+    from skin_utils.evaluate import Evaluation, cam_examples
     from skin_utils.model import MultiTaskNet
-    from skin_utils.trust.assess import cam_examples
-    from skin_utils.trust.numbers import grad_cam
 
     torch.manual_seed(0)
     model = MultiTaskNet(encoder_weights=None).eval()
@@ -320,7 +321,7 @@ def test_the_grad_cam_caption_names_the_class_its_map_explains(tmp_path):
                           "label": [0, 1], "lesion_id": ["im0", "im1"]})
     cache = ArrayCache(path=None, images=images, masks=np.zeros((2, 32, 32), np.uint8), image_ids=["im0", "im1"])
     data = Data(index=index, split=index.assign(split="all"), cache=cache, image_size=(32, 32), rows={"all": np.arange(2)})
-    x = normalizer(None)(torch.from_numpy(images).permute(0, 3, 1, 2))
+    x = Normalize.from_config(None)(torch.from_numpy(images).permute(0, 3, 1, 2))
     plain = model(x)[1].argmax(1).tolist()
     shown = [CLASS_NAMES[(c + 1) % 7] for c in plain]  # what a TTA average predicted instead
     per_image = pd.DataFrame({"image_id": ["im0", "im1"], "row": [0, 1], "true": ["MEL", "NV"], "pred": shown,

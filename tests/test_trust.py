@@ -1,7 +1,7 @@
-"""skin_utils.trust.numbers on cases with known answers: calibration metrics against hand
-computations and scikit-learn, temperature scaling recovering a known temperature; uncertainty, MC
-dropout, mask uncertainty, referral and the melanoma operating point; Grad-CAM (a known answer on a
-linear model; shape, range and side effects on MultiTaskNet) and the heat map against the mask."""
+"""The numbers of skin_utils.trust on cases with known answers: calibration metrics against hand
+computations and scikit-learn, temperature scaling recovering a known temperature; uncertainty,
+mask uncertainty, referral and the melanoma operating point; the heat map against the mask. (MC
+dropout and Grad-CAM themselves are computed by the prediction loop: tests/test_engine.py.)"""
 
 import math
 import warnings
@@ -10,17 +10,14 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import brier_score_loss, log_loss
-from torch import nn
 
 from skin_utils.metrics import sens_spec_at
-from skin_utils.model import MultiTaskNet
-from skin_utils.trust.numbers import (apply_temperature, binary_entropy, border_band, brier_score,
-                                      calibration_report, cam_localization, cam_localization_report, classwise_ece,
-                                      dropout_modules, expected_calibration_error, fit_temperature,
-                                      grad_cam, mask_uncertainty_score, mc_dropout_probs, mutual_information,
-                                      negative_log_likelihood, operating_threshold, predictive_entropy,
-                                      probs_to_logits, referral_threshold, reliability_diagram, risk_coverage_curve,
-                                      selective_metrics, selective_report, vote_disagreement)
+from skin_utils.trust import (apply_temperature, binary_entropy, border_band, brier_score, calibration_report,
+                              cam_localization, cam_localization_report, classwise_ece, expected_calibration_error,
+                              fit_temperature, mask_uncertainty_score, mutual_information, negative_log_likelihood,
+                              operating_threshold, predictive_entropy, probs_to_logits, referral_threshold,
+                              reliability_diagram, risk_coverage_curve, selective_metrics, selective_report,
+                              vote_disagreement)
 
 # ----------------------------------------------------------------------------- calibration
 # Four binary predictions, confidences away from bin edges:
@@ -228,54 +225,6 @@ def test_sample_shape_errors():
         vote_disagreement(np.full((2, 3, 2), 0.7))
 
 
-# ----------------------------------------------------------------------------- MC dropout
-@pytest.fixture(scope="module")
-def small_net():
-    torch.manual_seed(0)
-    return MultiTaskNet(num_classes=7, encoder_weights=None, dropout=0.5)
-
-
-def _bn_stats(model):
-    return [b.clone() for n, b in model.named_buffers() if "running" in n]
-
-
-def test_mc_dropout_samples_vary_only_dropout(small_net):
-    x = torch.randn(2, 3, 64, 64)
-    small_net.train()  # the caller's mode must come back
-    before = _bn_stats(small_net)
-    rng_before = torch.get_rng_state()
-    s = mc_dropout_probs(small_net, x, n_samples=5, seed=1)
-    assert s.shape == (5, 2, 7) and torch.isfinite(s).all()
-    torch.testing.assert_close(s.sum(-1), torch.ones(5, 2))
-    assert not torch.allclose(s[0], s[1])  # dropout did vary the passes
-    # BatchNorm ran in eval mode: its running statistics did not move
-    for a, b in zip(before, _bn_stats(small_net)):
-        torch.testing.assert_close(a, b)
-    assert all(m.training for m in small_net.modules())
-    assert torch.equal(torch.get_rng_state(), rng_before)  # the caller's random stream is untouched
-    torch.testing.assert_close(mc_dropout_probs(small_net, x, n_samples=5, seed=1), s)
-    # in eval mode with dropout off, the mean of the passes is near the plain prediction
-    small_net.eval()
-    with torch.no_grad():
-        plain = small_net(x)[1].softmax(1)
-    many = mc_dropout_probs(small_net, x, n_samples=200, seed=2).mean(0)
-    assert (many - plain).abs().max() < 0.1
-    assert not small_net.training
-
-
-def test_mc_dropout_whole_model_path_and_no_dropout():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.Flatten(),
-                          nn.LazyLinear(3))
-    x = torch.randn(2, 3, 8, 8)
-    model(x)
-    s = mc_dropout_probs(model.eval(), x, n_samples=4)
-    assert s.shape == (4, 2, 3) and not torch.allclose(s[0], s[1])
-    with pytest.raises(ValueError, match="no dropout"):
-        mc_dropout_probs(MultiTaskNet(encoder_weights=None, dropout=0.0), x, n_samples=4)
-    assert len(dropout_modules(MultiTaskNet(encoder_weights=None))) == 1  # the head's, p = 0.2
-
-
 # ----------------------------------------------------------------------------- masks
 def test_binary_entropy():
     np.testing.assert_allclose(binary_entropy(np.array([0.0, 0.5, 1.0, 0.25])),
@@ -473,80 +422,6 @@ def test_localization_report_per_class_and_outside_list():
     assert cam_localization_report(rows)["overall"] == pytest.approx(o, nan_ok=True)
     with pytest.raises(ValueError, match="no heat maps"):
         cam_localization_report([])
-
-
-# ----------------------------------------------------------------------------- Grad-CAM
-class LinearCamNet(nn.Module):
-    """Features = the input itself (at full resolution), global average pool, linear layer: its
-    Grad-CAM is exactly the class activation map ``ReLU(sum_k W[c, k] x_k)`` (Zhou et al. 2016)."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Identity()
-        self.fc = nn.Linear(3, 2)
-
-    def forward(self, x):
-        return self.fc(self.features(x).mean(dim=(2, 3)))
-
-
-def test_grad_cam_known_answer_on_a_linear_model():
-    torch.manual_seed(0)
-    model = LinearCamNet()
-    x = torch.randn(2, 3, 6, 5)
-    cams, classes = grad_cam(model, x, layer=model.features)
-    np.testing.assert_array_equal(classes, model(x).argmax(1).numpy())
-    w = model.fc.weight.detach()
-    for i, c in enumerate(classes):
-        expected = torch.einsum("k,khw->hw", w[c], x[i]).clamp_min(0)
-        expected = (expected / expected.max()).numpy()
-        np.testing.assert_allclose(cams[i], expected, rtol=1e-5, atol=1e-6)
-    # an explicit target class
-    cams1, classes1 = grad_cam(model, x, target=1, layer=model.features)
-    assert (classes1 == 1).all()
-    expected = torch.einsum("k,khw->hw", w[1], x[0]).clamp_min(0)
-    np.testing.assert_allclose(cams1[0], (expected / expected.max()).numpy(), rtol=1e-5, atol=1e-6)
-
-
-@pytest.fixture(scope="module")
-def net():
-    torch.manual_seed(0)
-    return MultiTaskNet(num_classes=7, encoder_weights=None)
-
-
-@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
-def test_grad_cam_on_multitasknet(net, method):
-    net.train()
-    x = torch.randn(2, 3, 64, 64)
-    running = net.encoder.stem[1].running_mean.clone()
-    with torch.inference_mode():  # as inference code calls it
-        x_inf = x.clone()
-    cams, classes = grad_cam(net, x_inf, method=method)
-    assert cams.shape == (2, 64, 64) and cams.dtype == np.float32
-    assert np.isfinite(cams).all() and cams.min() >= 0 and cams.max() <= 1
-    assert classes.shape == (2,) and ((0 <= classes) & (classes < 7)).all()
-    # no side effects: modes, hooks, gradients, BatchNorm statistics
-    assert all(m.training for m in net.modules())
-    assert all(not m._forward_hooks and not m._backward_hooks for m in net.modules())
-    assert all(p.grad is None for p in net.parameters())
-    torch.testing.assert_close(net.encoder.stem[1].running_mean, running)
-    # eval mode stays eval mode; the explained class is the eval-mode prediction
-    net.eval()
-    cams2, classes2 = grad_cam(net, x, method=method)
-    assert not net.training
-    with torch.no_grad():
-        np.testing.assert_array_equal(classes2, net(x)[1].argmax(1).numpy())
-    np.testing.assert_allclose(cams2, cams, atol=1e-5)
-
-
-def test_grad_cam_errors(net):
-    x = torch.randn(1, 3, 64, 64)
-    with pytest.raises(ValueError, match="method"):
-        grad_cam(net, x, method="scorecam")
-    with pytest.raises(ValueError, match="target"):
-        grad_cam(net, x, target=[0, 1])
-    with pytest.raises(ValueError, match="layer"):
-        grad_cam(nn.Linear(3, 2), x)
-    assert all(not m._forward_hooks for m in net.modules())  # removed on error too
 
 
 def test_cam_figures():

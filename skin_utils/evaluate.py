@@ -1,0 +1,872 @@
+"""Scoring a trained model with the ISIC 2018 definitions, on a split of its training data or on
+another data set, and how far to trust it there.
+
+`evaluate(cfg)` is the whole job of notebooks/03_evaluate: one pass of the model (`score_split`:
+the per-image table, masks scored at each image's original size, the calibrated ``p_<class>``
+columns every classification number reads), lesion-level 95% intervals beside chance and the
+majority class, melanoma versus the rest, subgroups, best and worst cases, trust (calibration,
+referral, the melanoma operating point, Grad-CAM against the masks) and, for an external set, the
+domain shift beside the run's test split. It writes ``metrics/<tag>.json`` and
+``<tag>_per_image.csv``, ``figures/<tag>_*.png`` and the report section (`result_tag`: an external
+set never overwrites the test results), and returns one `Section` per part for the notebook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from skin_utils import plots, report
+from skin_utils.checkpoint import Checkpoint, load_model
+from skin_utils.config import EvaluateConfig, resolve, slug, trained_tasks
+from skin_utils.data import CachedLesionDataset, make_loader
+from skin_utils.transforms import Normalize
+from skin_utils.layout import image_hw, read_image, read_mask
+from skin_utils.engine import amp_dtype_for, image_batch, predict, resolve_device, upsample_mask
+from skin_utils.labels import CLASS_NAMES
+from skin_utils.metrics import (CLASSIFICATION_METRICS, ISIC_JACCARD_THRESHOLD, MEL_THRESHOLD_METRICS,
+                                SEGMENTATION_KEYS, age_band, baselines, bootstrap_ci, classification_report,
+                                melanoma_vs_rest, read_per_image, roc_curves, segmentation_scores, sens_spec_at,
+                                subgroup_table)
+from skin_utils.runs import Run, run_to_score
+from skin_utils.trust import (COMMAND, DEFAULT_N_BINS, DEFAULT_REFERRAL_FRACTIONS, MELANOMA, StoredCalibration,
+                              calibrate_checkpoint, calibration_report, cam_localization, cam_localization_report,
+                              classwise_ece, data_for_checkpoint, mask_uncertainty_score, reliability_diagram,
+                              risk_coverage_curve, selective_metrics, selective_report, trust_columns)
+
+HEADLINE = ("dice", "jaccard", "thresholded_jaccard", "accuracy", "balanced_accuracy", "macro_auc",
+            "mel_auc", "mel_sensitivity", "mel_specificity")
+CLASSIFICATION_KEYS = ("accuracy", "balanced_accuracy", "macro_auc", "macro_average_precision", "per_class",
+                       "confusion_matrix", "confusion_matrix_normalized", "roc_curves", "majority_baseline",
+                       "classes_present", "chance", "mel_auc", "mel_sensitivity", "mel_specificity",
+                       "melanoma_vs_rest", "scores")
+NOT_SCORED = {"classification": "This set has no diagnoses: classification is not scored (only the masks are).",
+              "segmentation": "This set has no lesion masks: segmentation is not scored (only the diagnoses are)."}
+SYNTHETIC_WARNING = ("These numbers come from the **synthetic demo data**: they show that the pipeline works, not "
+                     "how the model would do on real lesions.")
+SMALL_SET = 100  # fewer images than this: a few points of difference are noise
+
+
+# --- one pass over a split: the per-image table ------------------------------------------------------
+
+def original_size_scores(mask_probs, mask_paths, image_paths, threshold: float = 0.5,
+                         threads: int = 4) -> dict[str, list[float]]:
+    """`SEGMENTATION_KEYS` -> one value per image: the predicted mask enlarged to the original size
+    against the true mask read at it, ``threads`` images at a time (so few full-size masks at once)."""
+    if not len(mask_paths) == len(image_paths) == len(mask_probs):
+        raise ValueError(f"{len(mask_probs)} predicted masks, {len(mask_paths)} mask paths and "
+                         f"{len(image_paths)} image paths: give one of each per image.")
+
+    def one(i):
+        hw = image_hw(image_paths[i])
+        try:
+            scores = segmentation_scores(upsample_mask(mask_probs[i], hw, threshold), read_mask(mask_paths[i], hw=hw) > 0)
+        except ValueError as exc:
+            raise ValueError(f"{image_paths[i]}: {exc}") from None
+        return {k: float(v[0]) for k, v in scores.items()}
+
+    with ThreadPoolExecutor(max(1, min(int(threads), os.cpu_count() or 1))) as pool:
+        rows = list(pool.map(one, range(len(mask_paths))))
+    return {k: [r[k] for r in rows] for k in SEGMENTATION_KEYS}
+
+
+def label_and_mask_flags(index: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``(has_label, has_mask)``, bool (N,): those columns of the index, else ``label >= 0`` and a mask path."""
+    n = len(index)
+    has_label = index["has_label"].to_numpy(bool) if "has_label" in index else (
+        index["label"].to_numpy() >= 0 if "label" in index else np.zeros(n, bool))
+    has_mask = index["has_mask"].to_numpy(bool) if "has_mask" in index else (
+        index["mask_path"].map(lambda p: isinstance(p, str) and p != "").to_numpy(bool)
+        if "mask_path" in index else np.zeros(n, bool))
+    return has_label, has_mask
+
+
+@dataclass
+class Evaluation:
+    """What `score_split` returns: ``report``, ``per_image`` (one row per image) and the outputs:
+    ``mask_probs`` (N, h, w) float16, ``probs`` (calibrated when a calibration was given, then
+    ``raw_probs`` the uncalibrated), ``labels`` (-1: none), TTA ``view_probs`` and ``mask_var``, ``mc_probs``."""
+
+    report: dict
+    per_image: pd.DataFrame
+    mask_probs: torch.Tensor
+    threshold: float
+    probs: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    view_probs: np.ndarray | None = None
+    mask_var: torch.Tensor | None = None
+    mc_probs: np.ndarray | None = None
+    raw_probs: np.ndarray | None = None
+
+    @property
+    def has_label(self) -> np.ndarray:
+        return self.per_image["true"].notna().to_numpy()
+
+    @property
+    def has_mask(self) -> np.ndarray:
+        return self.per_image["dice"].notna().to_numpy()
+
+    def subset(self, keep) -> "Evaluation":
+        """The images where ``keep`` (bool (N,), or positions) is set, in order; ``per_image`` keeps
+        its index (columns computed on the subset join back); ``report`` is the full set's."""
+        keep = np.asarray(keep)
+        pos = np.flatnonzero(keep) if keep.dtype == bool else keep.astype(int)
+        take = lambda a, axis=0: None if a is None else a[(slice(None),) * axis + (pos,)]  # noqa: E731
+        return replace(self, per_image=self.per_image.iloc[pos], mask_probs=self.mask_probs[torch.as_tensor(pos)],
+                       probs=take(self.probs), labels=take(self.labels), view_probs=take(self.view_probs, 1),
+                       mask_var=None if self.mask_var is None else self.mask_var[torch.as_tensor(pos)],
+                       mc_probs=take(self.mc_probs, 1), raw_probs=take(self.raw_probs))
+
+
+def score_split(model, data, split: str, device, class_names, *, batch_size: int = 32, amp: str = "auto",
+                threshold: float = 0.5, tta: bool = False, progress: bool = True, return_views: bool = False,
+                mc_samples: int = 0, normalization: dict | None = None, threads: int = 4,
+                calibration: StoredCalibration | None = None) -> Evaluation:
+    """Score ``split`` ("train", "val", "test" or "all") of a `Data`, each image for what it has:
+    masks at the original size, classification over the classes present beside `baselines`
+    (``report["scored"]``: the tasks the data allow). ``tta``, ``return_views``, ``mc_samples``:
+    `skin_utils.engine.predict`. The one rule for class scores: with ``calibration`` every
+    classification number and the ``p_<class>`` columns use the calibrated probabilities."""
+    device = torch.device(device)
+    if split not in data.rows or len(data.rows[split]) == 0:
+        raise ValueError(f"split={split!r} is empty or unknown; choose one of {sorted(data.rows)}.")
+    pred = predict(model, make_loader(data.dataset(split), batch_size, device), device,
+                   amp_dtype=amp_dtype_for(device, amp), progress=progress, desc=f"evaluate {split}", tta=tta,
+                   return_views=return_views, mc_samples=mc_samples, normalize=Normalize.from_config(normalization))
+    rows, raw = pred["rows"], pred["probs"]
+    probs = raw if calibration is None else calibration.apply(raw)
+    index = data.index.iloc[rows]
+    has_label, has_mask = label_and_mask_flags(index)
+    report = {"scored": [t for t, ok in (("segmentation", has_mask), ("classification", has_label)) if ok.any()]}
+    seg = {k: np.full(len(rows), np.nan) for k in SEGMENTATION_KEYS}
+    if has_mask.any():
+        m = np.flatnonzero(has_mask)
+        scores = original_size_scores(pred["mask_probs"][torch.as_tensor(m)], index["mask_path"].iloc[m].tolist(),
+                                      index["image_path"].iloc[m].tolist(), threshold, threads=threads)
+        for k in SEGMENTATION_KEYS:
+            seg[k][m] = scores[k]
+            report[k] = float(np.mean(scores[k]))
+    labels = np.where(has_label, pred["labels"], -1)
+    if has_label.any():
+        lab = labels[has_label]
+        report.update({k: v for k, v in classification_report(probs[has_label], lab, class_names).items()
+                       if k != "n_images"})
+        base = baselines(lab, class_names)
+        report.update(classes_present=base["classes_present"], chance=base["chance"], majority_baseline=base["majority"],
+                      roc_curves=roc_curves(probs[has_label], lab, class_names), scores=scores_rule(calibration))
+    report.update(n_images=len(rows), n_lesions=int(index["lesion_id"].nunique()), n_with_mask=int(has_mask.sum()),
+                  n_with_label=int(has_label.sum()), split=split, tta=bool(tta), threshold=float(threshold))
+    per_image = pd.DataFrame({
+        "image_id": index["image_id"].to_numpy(), "lesion_id": index["lesion_id"].to_numpy(),
+        "true": pd.array([class_names[i] if i >= 0 else None for i in labels], dtype=object),
+        "pred": [class_names[i] for i in probs.argmax(1)], "prob_pred": probs.max(1), "dice": seg["dice"],
+        "jaccard": seg["jaccard"], "row": rows, **{f"p_{name}": probs[:, k] for k, name in enumerate(class_names)},
+        "mask_uncertainty": mask_uncertainty_score(list(pred["mask_probs"].float().numpy()), threshold=threshold)})
+    return Evaluation(report, per_image, pred["mask_probs"], threshold, probs=probs, labels=labels,
+                      view_probs=pred.get("view_probs"), mask_var=pred.get("mask_var"), mc_probs=pred.get("mc_probs"),
+                      raw_probs=None if calibration is None else raw)
+
+
+def scores_rule(calibration) -> str:
+    """The sentence that says which class scores an evaluation used."""
+    if calibration is None:
+        return "uncalibrated probabilities (no calibration given)"
+    if not calibration.calibrated:
+        return "uncalibrated probabilities (the checkpoint stores no temperature)"
+    return (f"calibrated probabilities (temperature {calibration.temperature:.3f} of the {calibration.kind} outputs, "
+            "fitted on the validation split), for every classification number: AUCs, melanoma versus the rest, "
+            "subgroups and paired comparisons")
+
+
+# --- the tables ----------------------------------------------------------------------------------------
+
+def melanoma_report(evaluation: Evaluation, calibration: StoredCalibration, class_names) -> dict | None:
+    """`melanoma_vs_rest` of the (calibrated) P(MEL) at the stored threshold, with what it reached on
+    ``validation``; None without diagnoses or a MEL class."""
+    keep, names = evaluation.has_label, list(class_names)
+    if not keep.any() or MELANOMA not in names:
+        return None
+    out = melanoma_vs_rest(evaluation.labels[keep] == names.index(MELANOMA),
+                           evaluation.probs[keep, names.index(MELANOMA)], calibration.mel_threshold)
+    if calibration.mel_threshold is None:
+        out["notes"].append(f"the checkpoint holds no P(MEL) threshold: no sensitivity or specificity (fit one "
+                            f"with `{COMMAND} <run or checkpoint>`)")
+    return {**out, "scores": "calibrated P(MEL)" if calibration.calibrated else "P(MEL) (no temperature stored)",
+            "calibrated": calibration.calibrated, "kind": calibration.kind,
+            "target_sensitivity": calibration.record.get("target_sensitivity"),
+            "validation": calibration.record.get("mel_at_threshold")}
+
+
+def not_applicable(report: dict, tasks) -> dict:
+    """``report`` with the metrics of an untrained head (loss weight 0) set to None, and ``tasks``."""
+    out = dict(report, tasks=list(tasks))
+    for task, keys in (("segmentation", SEGMENTATION_KEYS), ("classification", CLASSIFICATION_KEYS)):
+        if task not in tasks:
+            out.update({k: None for k in keys if k in out})
+            out["ci95"] = {k: v for k, v in out.get("ci95", {}).items() if k not in keys}
+    return out
+
+
+def _fmt_ci(lo_hi) -> str:
+    return f"{lo_hi[0]:.3f}–{lo_hi[1]:.3f}" if lo_hi and all(v is not None and np.isfinite(v) for v in lo_hi) else ""
+
+
+def headline_table(report: dict) -> pd.DataFrame:
+    """The `HEADLINE` numbers the set allows with their 95% intervals, beside chance and always
+    answering the most frequent class (with diagnoses); "n/a" for an untrained head."""
+    base, chance = report.get("majority_baseline") or {}, report.get("chance") or {}
+
+    def majority(k):  # what always answering the majority class scores
+        if k in ("accuracy", "balanced_accuracy"):
+            return base.get(k, np.nan)
+        if k in ("mel_sensitivity", "mel_specificity") and base.get("majority"):
+            return float((base["majority"] == MELANOMA) == (k == "mel_sensitivity"))
+        return 0.5 if k in ("macro_auc", "mel_auc") else np.nan
+
+    rows = [(k, *((report[k], _fmt_ci((report.get("ci95") or {}).get(k)), chance.get(k, np.nan), majority(k))
+                  if report[k] is not None else ("n/a", "", "n/a", "n/a"))) for k in HEADLINE if k in report]
+    table = pd.DataFrame(rows, columns=["metric", "model", "95% CI", "chance", f"always {base.get('majority', 'NV')}"])
+    table = table.set_index("metric")
+    return table if "chance" in report or "majority_baseline" in report else table[["model", "95% CI"]]
+
+
+def per_class_table(report: dict) -> pd.DataFrame:
+    """One row per class: support, sensitivity, specificity, precision, F1, AUC, AP."""
+    table = pd.DataFrame(report["per_class"]).T
+    table = table[[c for c in ("support", "sensitivity", "specificity", "precision", "f1", "auc", "average_precision")
+                   if c in table]]
+    return table.astype({"support": int})
+
+
+def subgroup_tables(evaluation: Evaluation, index: pd.DataFrame, class_names, tasks, *,
+                    columns=("sex", "age_band", "localization"), n_resamples: int = 500, seed: int = 0,
+                    min_lesions: int = 10) -> dict[str, pd.DataFrame]:
+    """`subgroup_table` of the headline metrics per sex, age band and body site (``index``: the data's)."""
+    meta = index.iloc[evaluation.per_image["row"].to_numpy()].reset_index(drop=True)
+    table = evaluation.per_image.reset_index(drop=True).assign(
+        **{c: meta[c].to_numpy() for c in ("sex", "localization") if c in meta})
+    if "age" in meta:
+        table["age_band"] = age_band(meta["age"].to_numpy()).to_numpy()
+    metrics = [m for m, t in (("dice", "segmentation"), ("balanced_accuracy", "classification"),
+                              ("mel_auc", "classification")) if t in tasks]
+    return {c: subgroup_table(table, c, class_names, metrics=metrics, min_lesions=min_lesions, n_resamples=n_resamples,
+                              seed=seed, tasks=tasks) for c in columns if c in table and table[c].notna().any()}
+
+
+def subset_note(report: dict) -> str | None:
+    """One sentence when the set's diagnoses cover fewer than all classes (None otherwise)."""
+    present, names = report.get("classes_present"), report.get("class_names") or []
+    if not present or len(present) >= len(names):
+        return None
+    base = report.get("majority_baseline") or {}
+    return (f"Only {len(present)} of the {len(names)} classes occur here ({', '.join(present)}): balanced accuracy "
+            f"and macro AUC are averaged over those {len(present)} (a prediction of another class still counts as "
+            f"an error), so they are not comparable with {len(names)}-class numbers. Chance balanced accuracy is "
+            f"{1 / len(present):.3f} (any answer that ignores the image), macro AUC 0.5; always answering "
+            f"{base.get('majority')} scores accuracy {base.get('accuracy', float('nan')):.3f}.")
+
+
+# --- pictures of single images: best and worst, Grad-CAM examples ----------------------------------------
+
+RANKINGS = {"dice": "Dice of the mask", "p_true": "probability given to the true diagnosis"}
+
+
+def case_scores(per_image: pd.DataFrame, by: str = "dice") -> pd.Series:
+    """What `best_and_worst` ranks by (NaN where it does not apply): ``"dice"`` or ``"p_true"``."""
+    if by == "dice":
+        return per_image["dice"].astype(float)
+    if by == "p_true":
+        return pd.Series([row[f"p_{row['true']}"] if isinstance(row["true"], str) else np.nan
+                          for _, row in per_image.iterrows()], index=per_image.index, dtype=float)
+    raise ValueError(f"by={by!r}: rank by one of {sorted(RANKINGS)}.")
+
+
+def _at_original_size(data, evaluation: Evaluation, positions) -> tuple[list, list, list]:
+    """Images, true masks (None without one) and predicted masks at the original size, of positions."""
+    rows = evaluation.per_image["row"].to_numpy()
+    dice = evaluation.per_image.reindex(columns=["dice"])["dice"].to_numpy(float)  # NaN: no true mask
+    images, masks, preds = [], [], []
+    for pos in positions:
+        item = data.index.iloc[int(rows[pos])]
+        images.append(read_image(item["image_path"]))
+        hw = images[-1].shape[:2]
+        masks.append(read_mask(item["mask_path"], hw=hw) if np.isfinite(dice[pos]) else None)
+        preds.append(upsample_mask(evaluation.mask_probs[pos], hw, evaluation.threshold))
+    return images, masks, preds
+
+
+def best_and_worst(data, evaluation: Evaluation, n: int = 4, by: str = "dice") -> dict:
+    """`skin_utils.plots.plot_cases`'s arguments: the ``n`` best and ``n`` worst images by `case_scores`."""
+    per_image = evaluation.per_image.reset_index(drop=True)
+    score = case_scores(per_image, by).dropna()
+    if score.empty:
+        raise ValueError(f"best_and_worst: no image has a {RANKINGS.get(by, by)} to rank by.")
+    order = score.sort_values(ascending=False, kind="stable").index
+    picks = list(dict.fromkeys(list(order[:n]) + list(order[-n:])))
+    images, masks, preds = _at_original_size(data, evaluation, picks)
+    rows = per_image.loc[picks]
+    with_masks = all(m is not None for m in masks)
+    return {"images": images, "true_masks": masks if with_masks else None, "pred_masks": preds,
+            "true_labels": [t if isinstance(t, str) else None for t in rows["true"]], "pred_labels": list(rows["pred"]),
+            "pred_probs": rows["prob_pred"].astype(float).tolist(),
+            "scores": rows["dice"].astype(float).tolist() if with_masks else None,
+            "row_titles": [f"{'best' if rank < n else 'worst'} · {i}" + (f"\n{by} {score[p]:.2f}" if by != "dice" else "")
+                           for rank, (p, i) in enumerate(zip(picks, rows["image_id"]))]}
+
+
+def choose_cam_examples(per_image: pd.DataFrame, class_names, n: int = 4) -> list[int]:
+    """Up to ``n`` positions, one per true class (most frequent first): its surest, correct ones first."""
+    table = per_image.reset_index(drop=True)
+    table = table.assign(correct=table["true"] == table["pred"])
+    picks = [int(table[table["true"] == name].sort_values(["correct", "prob_pred"], ascending=False,
+                                                           kind="stable").index[0])
+             for name in table["true"].value_counts().index]
+    return picks[:n]
+
+
+def cam_examples(model, data, evaluation: Evaluation, positions, device, *, method: str = "gradcam",
+                 normalization: dict | None = None, energy: dict | None = None, class_names=CLASS_NAMES) -> dict:
+    """`skin_utils.plots.plot_cam_grid`'s arguments for ``positions``: the Grad-CAM of the class the
+    table predicts (the one the caption names) and a caption with ``energy`` (image_id -> share inside)."""
+    positions = [int(i) for i in positions]
+    if not positions:
+        raise ValueError("cam_examples: no positions given.")
+    per_image = evaluation.per_image.reset_index(drop=True).loc[positions]
+    batch = torch.from_numpy(np.stack([np.asarray(data.cache.images[int(r)]) for r in per_image["row"]]))
+    cams = predict(model, [image_batch(batch.permute(0, 3, 1, 2))], device, progress=False, cam=[
+        list(class_names).index(c) for c in per_image["pred"]], cam_method=method, normalize=Normalize.from_config(normalization))
+    images, masks, preds = _at_original_size(data, evaluation, positions)
+    captions = []
+    for _, row in per_image.iterrows():
+        inside = (energy or {}).get(row["image_id"])
+        captions.append(f"{row['image_id']}\ntrue {row['true']} · pred {row['pred']} ({row['prob_pred']:.2f})"
+                        + (f"\n{inside:.0%} of the map in the lesion" if inside is not None and inside == inside else ""))
+    return {"images": images, "cams": list(cams["cams"]), "masks": None if any(m is None for m in masks) else masks,
+            "pred_masks": preds, "captions": captions}
+
+
+# --- trust, assessed on the split ------------------------------------------------------------------------
+
+@dataclass
+class Trust:
+    """What `assess_trust` returns: ``calibration`` (before / after, reliability), ``referral``
+    (risk-coverage ``curves``, ``aurc``, ``table``, the stored threshold here, the ``mask``
+    uncertainty against 1 - Dice), ``operating_point``, the ``per_image`` columns, the ``stored`` calibration."""
+
+    calibration: dict
+    referral: dict
+    operating_point: dict | None
+    per_image: pd.DataFrame
+    stored: dict
+
+    def report(self) -> dict:
+        """For the metrics file (the curves, one point per image, left out)."""
+        return {"calibration": self.calibration, "referral": {k: v for k, v in self.referral.items() if k != "curves"},
+                "operating_point": self.operating_point, "stored_calibration": self.stored}
+
+
+def assess_trust(evaluation: Evaluation, calibration: StoredCalibration, class_names, *,
+                 referral_fractions=DEFAULT_REFERRAL_FRACTIONS, n_bins: int = DEFAULT_N_BINS) -> Trust:
+    """Calibration before and after, referral and the melanoma operating point on an evaluation
+    (images with a diagnosis) made with ``calibration``."""
+    labels, cal = evaluation.labels, evaluation.probs
+    raw = cal if evaluation.raw_probs is None else evaluation.raw_probs
+    columns = trust_columns(cal, calibration, class_names, evaluation.view_probs, evaluation.mc_probs,
+                            evaluation.per_image.index)
+
+    def report_of(p):
+        per_class = classwise_ece(p, labels, n_bins, reduction="none")
+        return {**calibration_report(p, labels, n_bins), "per_class_ece": dict(zip(class_names, per_class.tolist()))}
+
+    done = calibration.calibrated
+    calib = {"temperature": calibration.temperature, "calibrated": done, "kind": calibration.kind,
+             "before": report_of(raw), "after": report_of(cal) if done else None,
+             "reliability_before": reliability_diagram(raw, labels, n_bins),
+             "reliability_after": reliability_diagram(cal, labels, n_bins) if done else None}
+    errors = cal.argmax(1) != labels
+    curves = {name: risk_coverage_curve(columns[name].to_numpy(), errors)
+              for name in ("entropy", "tta_disagreement", "tta_mutual_info", "mc_mutual_info") if name in columns}
+    stats = ("aurc", "optimal_aurc", "excess_aurc", "error_rate")
+    mask_u, seg_loss = evaluation.per_image["mask_uncertainty"].to_numpy(), 1.0 - evaluation.per_image["dice"].to_numpy(float)
+    ok = np.isfinite(mask_u) & np.isfinite(seg_loss)
+    mask = None
+    if ok.any():
+        c = risk_coverage_curve(mask_u[ok], np.clip(seg_loss[ok], 0.0, 1.0))
+        mask = {"measure": "mask_uncertainty", "loss": "1 - Dice", **{k: c[k] for k in stats}}
+    mel = list(class_names).index(MELANOMA) if MELANOMA in list(class_names) else None
+    kw = {} if mel is None else {"melanoma_index": mel}
+    u = columns["entropy"].to_numpy()
+    table = selective_report(cal, labels, u, referral_fractions, **kw)
+    if calibration.mel_threshold is not None and mel is not None:
+        at_op = selective_report(cal, labels, u, referral_fractions, mel_threshold=calibration.mel_threshold, **kw)
+        for row, other in zip(table, at_op):
+            row["mel_sensitivity_with_referral_at_operating_point"] = other["mel_sensitivity_with_referral"]
+    at_threshold = None if calibration.referral_threshold is None else {
+        "threshold": calibration.referral_threshold, "target_coverage": calibration.record.get("target_coverage"),
+        **selective_metrics(cal, labels, ~columns["refer"].to_numpy(dtype=bool), **kw)}
+    referral = {"measure": calibration.uncertainty, "curves": curves, "mask": mask, "table": table,
+                "aurc": {name: {k: c[k] for k in stats} for name, c in curves.items()}, "at_threshold": at_threshold,
+                "baseline": selective_metrics(cal, labels, np.ones(len(labels), bool), **kw)}
+    op = None
+    if mel is not None and (labels == mel).any():
+        is_mel = labels == mel
+        argmax = sens_spec_at((cal.argmax(1) == mel).astype(float), is_mel, 0.5)
+        op = {"argmax": {k: argmax[k] for k in ("sensitivity", "specificity", "ppv", "tp", "fn", "tn", "fp")},
+              "n_mel": int(is_mel.sum()), "n_images": int(len(labels))}
+        if calibration.mel_threshold is not None:
+            op.update(at_threshold=sens_spec_at(cal[:, mel], is_mel, calibration.mel_threshold),
+                      target_sensitivity=calibration.record.get("target_sensitivity"),
+                      validation=calibration.record.get("mel_at_threshold"))
+    return Trust(calib, referral, op, columns, calibration.as_dict())
+
+
+def calibration_table(calibration: dict) -> pd.DataFrame:
+    """ECE, class-wise ECE, NLL and Brier before and after temperature scaling (``Trust.calibration``)."""
+    names = {"ece": "ECE (top-label, 15 bins)", "classwise_ece": "class-wise ECE", "nll": "NLL", "brier": "Brier score"}
+    table = pd.DataFrame({"uncalibrated": {names[k]: calibration["before"][k] for k in names}})
+    if calibration.get("after") is not None:
+        table[f"T = {calibration['temperature']:.2f}"] = [calibration["after"][k] for k in names]
+    return table.rename_axis("metric")
+
+
+REFERRAL_COLUMNS = {"coverage": "kept", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
+                    "mel_referred": "melanomas referred", "mel_sensitivity_kept": "MEL sensitivity (kept)",
+                    "mel_sensitivity_with_referral": "MEL sensitivity (with referral)",
+                    "mel_sensitivity_with_referral_at_operating_point": "MEL sensitivity (flag or referral)"}
+
+
+def referral_table(trust: Trust) -> pd.DataFrame:
+    """One row per share of most uncertain images referred, and one for the stored threshold."""
+    rows = {f"refer {r['referral_fraction']:.0%}": r for r in trust.referral["table"]}
+    if (at := trust.referral.get("at_threshold")) is not None:
+        rows[f"refer entropy > {at['threshold']:.3f} (validation)"] = at
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table = table[[c for c in REFERRAL_COLUMNS if c in table]].astype({"mel_referred": "Int64"})
+    return table.rename(columns=REFERRAL_COLUMNS).rename_axis("referral")
+
+
+def operating_point_table(op: dict) -> pd.DataFrame:
+    """Sensitivity, specificity, PPV and counts of the melanoma flag (validation split, this split)
+    and of the argmax (``Trust.operating_point``)."""
+    keys = ("sensitivity", "specificity", "ppv", "tp", "fn", "tn", "fp")
+    rows = {name: op[k] for name, k in (("flag at threshold, validation split", "validation"),
+                                        ("flag at threshold, this split", "at_threshold"),
+                                        ("most probable class, this split", "argmax")) if op.get(k)}
+    table = pd.DataFrame.from_dict({k: {c: v.get(c) for c in keys} for k, v in rows.items()}, orient="index")
+    table = table.astype({c: "Int64" for c in ("tp", "fn", "tn", "fp")})
+    if op.get("at_threshold"):
+        table.insert(0, "threshold", [op["at_threshold"]["threshold"] if "threshold" in k else np.nan for k in rows])
+    return table.rename_axis("melanoma call")
+
+
+def cam_check(model, data, evaluation: Evaluation, device, class_names, *, batch_size: int = 32,
+              method: str = "gradcam", max_images: int | None = None, normalization: dict | None = None,
+              progress: bool = True) -> dict:
+    """The Grad-CAM of the predicted class of the first ``max_images`` images (None: all) against the
+    true and the predicted mask: `cam_localization_report` of each, and how it was made."""
+    rows = evaluation.per_image["row"].to_numpy()
+    n = len(rows) if max_images is None else min(int(max_images), len(rows))
+    if n == 0:
+        raise ValueError("cam_check: no images to explain.")
+    table = evaluation.per_image.iloc[:n]
+    loader = make_loader(CachedLesionDataset(data.cache, data.labels, rows[:n]), batch_size, torch.device(device))
+    out = predict(model, loader, device, progress=progress, desc="Grad-CAM", with_masks=True, cam_method=method,
+                  cam=table["pred"].map(list(class_names).index).to_numpy(), normalize=Normalize.from_config(normalization))
+    found = {}
+    for name, masks in (("true_mask", out["masks"].numpy()),
+                        ("pred_mask", (evaluation.mask_probs[:n].float() >= evaluation.threshold).numpy())):
+        found[name] = cam_localization_report(cam_localization(out["cams"], masks, out["labels"], table["image_id"].tolist(),
+                                                               class_names), class_names)
+    return {**found, "method": method, "layer": "encoder.layer4",
+            "target": "the evaluation's predicted class (TTA-averaged when it was)",
+            "resolution": list(data.image_size), "n_images": n, "n_split": int(len(rows))}
+
+
+def cam_columns(cam: dict) -> pd.DataFrame:
+    """Per-image columns of `cam_check` for joining on ``image_id``."""
+    t, p = cam["true_mask"]["per_image"], cam["pred_mask"]["per_image"]
+    return pd.DataFrame({"image_id": [r["image_id"] for r in t], "cam_energy_true": [r["energy_inside"] for r in t],
+                         "cam_energy_pred": [r["energy_inside"] for r in p], "cam_area_true": [r["area_share"] for r in t],
+                         "cam_area_pred": [r["area_share"] for r in p],
+                         "cam_peak_inside_true": [r["peak_inside"] for r in t]})
+
+
+def cam_summary_table(cam: dict) -> pd.DataFrame:
+    """Per true class and "all": heat inside the true and predicted lesion against a uniform map's share."""
+    rows = []
+    for name, t in [("all", cam["true_mask"]["overall"]), *cam["true_mask"]["per_class"].items()]:
+        p = cam["pred_mask"]["overall"] if name == "all" else cam["pred_mask"]["per_class"].get(name, {})
+        rows.append({"class": name, "images": t["n_images"], "energy in true lesion": t["energy_inside"],
+                     "lesion area share": t["area_share"], "lift": t["lift"], "above uniform": t["above_baseline"],
+                     "mostly outside": t["mostly_outside"], "energy in predicted lesion": p.get("energy_inside"),
+                     "predicted area share": p.get("area_share")})
+    return pd.DataFrame(rows).set_index("class").astype({"images": "Int64"})
+
+
+def cam_report(cam: dict) -> dict:
+    """`cam_check`'s result for a metrics file (the per-image rows go to the per-image CSV)."""
+    return {**cam, **{k: {x: v for x, v in cam[k].items() if x != "per_image"} for k in ("true_mask", "pred_mask")}}
+
+
+# --- another data set: its file names, and the domain shift beside the training data's test split ----------
+
+def is_external(described: dict, trained_on: dict) -> bool:
+    """Whether ``described`` (`Data.describe`) is another folder than ``trained_on`` with other data."""
+    if described.get("fingerprint") and described.get("fingerprint") == trained_on.get("fingerprint"):
+        return False
+    here, there = described.get("data_dir"), trained_on.get("data_dir")
+    return not here or not there or resolve(here).resolve() != resolve(there).resolve()
+
+
+def result_tag(split: str, data_dir=None, external: bool = False) -> str:
+    """``evaluate`` (test split), ``evaluate_<split>`` or ``evaluate_external_<folder>``: the results' names."""
+    if not external:
+        return "evaluate" if split == "test" else f"evaluate_{split}"
+    if not data_dir:
+        raise ValueError("result_tag: an external data set needs its data_dir to name its files.")
+    return f"evaluate_external_{slug(Path(str(data_dir)).name)}"
+
+
+def domain_shift_table(internal: dict, external: dict, metrics=HEADLINE) -> pd.DataFrame:
+    """The external set's metrics beside the test split's (``evaluate.json``), with intervals and the difference."""
+    rows = []
+    for k in metrics:
+        if external.get(k) is None:
+            continue
+        inn = np.nan if internal.get(k) is None else float(internal[k])
+        rows.append({"metric": k, "test split": inn, "test 95% CI": _fmt_ci((internal.get("ci95") or {}).get(k)),
+                     "external": float(external[k]), "external 95% CI": _fmt_ci((external.get("ci95") or {}).get(k)),
+                     "external − test": float(external[k]) - inn})
+    return pd.DataFrame(rows, columns=["metric", "test split", "test 95% CI", "external", "external 95% CI",
+                                       "external − test"]).set_index("metric")
+
+
+def domain_shift(external: dict, internal: dict | None, internal_per_image: pd.DataFrame | None = None,
+                 class_names=None, *, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """From the test split (``internal``: its ``evaluate.json``, None: not made yet) to an external set:
+    ``table``, ``notes`` (what differs) and ``restricted_to``: with fewer classes here, the test
+    split's classification numbers are recomputed over them from ``internal_per_image``."""
+    if internal is None:
+        return {"table": None, "notes": [], "restricted_to": None}
+    notes, restricted, inside = [], None, dict(internal, ci95=dict(internal.get("ci95") or {}))
+    if internal.get("split", "test") != "test":
+        notes.append(f"The training data's column is its {internal.get('split')} split, not the test split.")
+    for key, what in (("threshold", "mask threshold"), ("tta", "test-time augmentation")):
+        a, b = internal.get(key, (internal.get("params") or {}).get(key)), external.get(key)
+        if a is not None and b is not None and a != b:
+            notes.append(f"The {what} differs: {a} on the test split, {b} here.")
+    mel_t = (external.get("melanoma_vs_rest") or {}).get("threshold")
+    mel_t_test = (internal.get("melanoma_vs_rest") or {}).get(
+        "threshold", (internal.get("calibration_used") or {}).get("mel_threshold"))
+    present, names = external.get("classes_present"), list(class_names or internal.get("class_names") or [])
+    fewer = bool(present) and len(present) < len(names)
+    if fewer and internal_per_image is not None and "classification" in (external.get("tasks") or ()):
+        table = internal_per_image[internal_per_image["true"].isin(present)].reset_index(drop=True)
+        if len(table):
+            ci = bootstrap_ci(table, names, n_resamples=n_resamples, seed=seed, tasks=("classification",),
+                              mel_threshold=mel_t)
+            for k in CLASSIFICATION_METRICS + MEL_THRESHOLD_METRICS:
+                inside[k], inside["ci95"][k] = ci["estimate"].get(k), ci["ci95"].get(k)
+            restricted = list(present)
+            notes.append(f"The test split's classification numbers are recomputed on its {len(table)} images of "
+                         f"{', '.join(present)} (the classes this set has), so both columns average over the same "
+                         "classes.")
+    elif fewer:
+        notes.append(f"This set has only {', '.join(present)}, the test split all {len(names)} classes: balanced "
+                     "accuracy and macro AUC average over different classes (the test split's per-image table, "
+                     "which would allow the same classes, was not found).")
+    if restricted is None and None not in (mel_t, mel_t_test) and abs(float(mel_t) - float(mel_t_test)) > 1e-9:
+        notes.append(f"The P(MEL) threshold differs: {mel_t_test:.3f} on the test split, {mel_t:.3f} here.")
+    return {"table": domain_shift_table(inside, external), "notes": notes, "restricted_to": restricted}
+
+
+# --- one sentence per section ------------------------------------------------------------------------------
+
+def _with_ci(ci95: dict | None, metric: str) -> str:
+    lo_hi = (ci95 or {}).get(metric)
+    return f" (95% CI {lo_hi[0]:.2f}–{lo_hi[1]:.2f})" if _fmt_ci(lo_hi) else ""
+
+
+def melanoma_sentence(mel: dict | None, ci95: dict | None = None) -> str:
+    """Melanoma versus the rest: the AUC, and sensitivity and specificity at the stored threshold."""
+    if not mel:
+        return ""
+    if not np.isfinite(mel.get("auc", np.nan)):
+        return f"Melanoma versus the rest: the AUC is undefined here ({'; '.join(mel.get('notes') or []) or 'undefined'})."
+    out = (f"Melanoma versus the rest: AUC {mel['auc']:.2f}{_with_ci(ci95, 'mel_auc')} over {mel['n_mel']} melanomas "
+           f"and {mel['n_other']} other lesions")
+    if mel.get("threshold") is None:
+        return out + "; the checkpoint holds no P(MEL) threshold, so no sensitivity or specificity."
+    return (out + f"; at the P(MEL) threshold {mel['threshold']:.3f} chosen on the training data's validation split, "
+            f"sensitivity {mel['sensitivity']:.2f}{_with_ci(ci95, 'mel_sensitivity')} and specificity "
+            f"{mel['specificity']:.2f}{_with_ci(ci95, 'mel_specificity')}.")
+
+
+def calibration_sentence(cal: dict, stored: StoredCalibration) -> str:
+    """ECE before and after the temperature, and which way the model errs."""
+    before, rel = cal["before"], cal["reliability_before"]
+    gap = rel["confidence_overall"] - rel["accuracy_overall"]
+    out = (f"Before temperature scaling the top-label ECE is {before['ece']:.3f} (mean confidence "
+           f"{rel['confidence_overall']:.2f} against accuracy {rel['accuracy_overall']:.2f}: "
+           + ("over-confident" if gap >= 0.02 else "under-confident" if gap <= -0.02 else "about right") + ")")
+    if cal["after"] is None:
+        return out + (f"; the checkpoint holds no temperature (missing: {', '.join(stored.missing)}), so the "
+                      f"probabilities are used as they are: fit one with `{COMMAND} <run or checkpoint>`.")
+    return (out + f"; the temperature T = {cal['temperature']:.2f} fitted on the validation split brings it to "
+            f"{cal['after']['ece']:.3f} here (NLL {before['nll']:.3f} to {cal['after']['nll']:.3f}), never changing "
+            "the predicted class.")
+
+
+def referral_sentence(referral: dict) -> str:
+    """Whether the uncertainty finds the errors, and what referring a fifth and the stored threshold do."""
+    a = referral["aurc"]["entropy"]
+    out = (f"Ranking by entropy, AURC {a['aurc']:.3f} against {a['error_rate']:.3f} at random and "
+           f"{a['optimal_aurc']:.3f} for an oracle (lower is better)")
+    rows = {round(r["referral_fraction"], 3): r for r in referral["table"]}
+    if 0.0 in rows and 0.2 in rows:
+        out += (f"; referring the most uncertain 20% changes balanced accuracy of the rest from "
+                f"{rows[0.0]['balanced_accuracy']:.2f} to {rows[0.2]['balanced_accuracy']:.2f}")
+        if rows[0.2]["n_mel"]:
+            out += (f" and melanoma sensitivity (a referred melanoma counts as caught) from "
+                    f"{rows[0.0]['mel_sensitivity_with_referral']:.2f} to {rows[0.2]['mel_sensitivity_with_referral']:.2f}")
+    at = referral["at_threshold"]
+    return out + (". The checkpoint holds no referral threshold." if at is None else
+                  f". The referral threshold chosen on validation (entropy > {at['threshold']:.3f}) keeps "
+                  f"{at['coverage']:.0%} of the images here, with balanced accuracy {at['balanced_accuracy']:.2f}.")
+
+
+def operating_sentence(op: dict | None) -> str:
+    """The melanoma flag here against the argmax."""
+    if op is None:
+        return "There is no melanoma here, so the melanoma operating point cannot be checked."
+    arg, n = op["argmax"], op["n_mel"]
+    argmax = f"sensitivity {arg['sensitivity']:.2f}, specificity {arg['specificity']:.2f} for the most probable class"
+    if op.get("at_threshold") is None:
+        return f"The checkpoint holds no melanoma threshold ({argmax}: {arg['tp']} of {n} melanomas found)."
+    at, target = op["at_threshold"], op.get("target_sensitivity")
+    return (f"Flagging melanoma when calibrated P(MEL) >= {at['threshold']:.3f} (chosen on validation"
+            + (f" for sensitivity {target:.2f}" if target is not None else "") + f") finds {at['tp']} of {n} "
+            f"melanomas here: sensitivity {at['sensitivity']:.2f} at specificity {at['specificity']:.2f} ({argmax}).")
+
+
+def cam_sentence(cam: dict) -> str:
+    """How much of the heat lies on the lesion, against what a uniform map would score."""
+    t = cam["true_mask"]["overall"]
+    if not np.isfinite(t["energy_inside"]):
+        return "Every heat map was empty (all-zero gradients): Grad-CAM says nothing about this model."
+    return (f"On average {t['energy_inside']:.0%} of the Grad-CAM energy lies inside the true lesion, which covers "
+            f"{t['area_share']:.0%} of the image (what a uniform map scores); {t['mostly_outside']:.0%} of the maps "
+            f"fall mostly outside it" + (f" (checked on {cam['n_images']} of the {cam['n_split']} images)."
+                                         if cam["n_images"] < cam["n_split"] else "."))
+
+
+def conclusion(result: dict, per_image: pd.DataFrame, tasks, shift: dict | None = None,
+               synthetic: bool = False) -> str:
+    """The margin over chance and the majority class, Dice, the shift, how far to trust the numbers."""
+    out = [f"The {t} head was not trained (its loss weight was 0): its metrics are not applicable."
+           for t in ("segmentation", "classification") if t not in tasks]
+    ci, scored = result.get("ci95"), [t for t in tasks if t in result.get("scored", ())]
+    if "classification" in scored:
+        base = result["majority_baseline"]
+        out.append(f"Balanced accuracy {result['balanced_accuracy']:.2f}{_with_ci(ci, 'balanced_accuracy')} against "
+                   f"{result['chance']['balanced_accuracy']:.2f} by chance and {base['balanced_accuracy']:.2f} for "
+                   f"always answering {base['majority']}.")
+    if "segmentation" in scored:
+        jaccard = per_image["jaccard"].dropna()
+        out.append(f"Mean Dice {result['dice']:.2f}{_with_ci(ci, 'dice')}; {int((jaccard < ISIC_JACCARD_THRESHOLD).sum())} "
+                   f"of {len(jaccard)} masks have Jaccard below {ISIC_JACCARD_THRESHOLD} (0 in the thresholded Jaccard).")
+    if shift and shift["table"] is not None and len(shift["table"]):
+        out.append("Against the training data's test split: " + ", ".join(
+            f"{m.replace('_', ' ')} {d:+.2f}" for m, d in shift["table"]["external − test"].items() if d == d) + ".")
+    if result.get("n_images", 0) < SMALL_SET:
+        out.append(f"Only {result.get('n_images', 0)} images: differences of a few points are noise.")
+    return " ".join(out + ([SYNTHETIC_WARNING] if synthetic else []))
+
+
+# --- the whole job of notebooks/03_evaluate -------------------------------------------------------------
+
+@dataclass
+class Evaluated:
+    """What `evaluate` returns: the run folder the results went to, their ``tag``, ``result`` (what
+    ``metrics/<tag>.json`` holds), the ``per_image`` table and the ``sections`` to show."""
+
+    run: Run
+    tag: str
+    result: dict
+    per_image: pd.DataFrame
+    sections: dict[str, report.Section]
+
+    def show(self, name: str) -> None:
+        self.sections[name].show()
+
+
+def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
+    """THE evaluation of notebooks/03_evaluate (see the module docstring)."""
+    say = print if progress else (lambda *a: None)
+    run, path = run_to_score(cfg.run, cfg.checkpoint and resolve(cfg.checkpoint), resolve(cfg.reports_dir) / "runs")
+    device = resolve_device(cfg.device)
+    model, ckpt = load_model(path, map_location=device)
+    model.to(device)
+    names, trained = ckpt.class_names, ckpt.params or {}
+    tasks = trained_tasks(trained.get("seg_weight", 1.0), trained.get("cls_weight", 1.0))
+    say(f"checkpoint {path}: epoch {ckpt.epoch + 1}, trained at {ckpt.image_size[0]}x{ckpt.image_size[1]} px on "
+        f"{ckpt.data['data_dir']}; heads trained: {', '.join(tasks)}; results -> {run.root}")
+    whole = cfg.split == "all"
+    data = data_for_checkpoint(ckpt, cfg.data_dir, cfg.split_path, whole=whole, on_bad_data=cfg.on_bad_data,
+                               label_map=cfg.label_map, label_column=cfg.label_column, id_column=cfg.id_column)
+    external = whole and is_external(data.describe(), ckpt.data)
+    tag = result_tag(cfg.split, data.data_dir, external)
+    has_label, has_mask = label_and_mask_flags(data.index.iloc[data.rows[cfg.split]])
+    scored = [t for t, ok in (("segmentation", has_mask), ("classification", has_label)) if ok.any()]
+    shown = [t for t in tasks if t in scored]  # trained, and the data allow it
+    not_scored = [NOT_SCORED[t] for t in ("segmentation", "classification") if t not in scored]
+    for line in not_scored:
+        say(line)
+    if cfg.recalibrate and "classification" in tasks:
+        calibrate_checkpoint(path, None if whole else data, tta=cfg.tta, batch_size=cfg.batch_size, device=device,
+                             amp=cfg.amp)
+        ckpt = Checkpoint.load(path)
+    calibration = StoredCalibration.from_checkpoint(ckpt, cfg.tta)
+    say(calibration.describe())
+    ev = score_split(model, data, cfg.split, device, names, batch_size=cfg.batch_size, amp=cfg.amp, progress=progress,
+                     threshold=cfg.threshold, tta=cfg.tta, return_views=True, mc_samples=cfg.mc_samples,
+                     normalization=ckpt.normalization, calibration=calibration if "classification" in tasks else None)
+    labelled = ev.subset(ev.has_label)
+    trust = assess_trust(labelled, calibration, names) if "classification" in shown else None
+    per_image = ev.per_image if trust is None else ev.per_image.join(trust.per_image)
+    melanoma = melanoma_report(ev, calibration, names) if "classification" in shown else None
+    ci = bootstrap_ci(per_image, names, n_resamples=cfg.n_bootstrap, seed=cfg.bootstrap_seed, tasks=shown,
+                      mel_threshold=calibration.mel_threshold)
+    result = not_applicable({**ev.report, **{k: v for k, v in ci["estimate"].items() if k.startswith("mel_")},
+                             "ci95": ci["ci95"], "melanoma_vs_rest": melanoma, "external": external,
+                             "classes_present": ev.report.get("classes_present", []),
+                             "bootstrap": {k: ci[k] for k in ("n_resamples", "level", "cluster", "n_lesions")}}, tasks)
+    note = subset_note(result) if "classification" in shown else None
+    if note:
+        say(note)
+
+    title = f"external set · {data.name}" if external else f"{cfg.split} split · {data.name}"
+    figure = lambda fig, name: plots.save_figure(fig, run.figures / f"{tag}_{name}.png")  # noqa: E731
+    sections = {"headline": report.Section("Headline numbers with 95% intervals, beside chance and the majority class",
+                                    {"": headline_table(result)},
+                                    text=" ".join(x for x in (note, melanoma_sentence(melanoma, result["ci95"])) if x))}
+    shift, shift_title = None, "Domain shift: the training data's test split beside this set"
+    test_json, test_table = run.evaluation("test"), run.per_image("test")
+    if not external:
+        sections["domain_shift"] = report.Section(shift_title, text="This is the training data (not an external set): "
+                                                             "there is no domain shift to show.")
+    elif not test_json.is_file():
+        sections["domain_shift"] = report.Section(shift_title, text=(
+            f"No test-split results of this run yet ({test_json} is missing), so the domain shift cannot be shown; make "
+            f"them with `papermill notebooks/03_evaluate.ipynb reports/03_test.ipynb -p checkpoint {path}`, then run "
+            "this evaluation again."))
+    else:
+        shift = domain_shift(result, json.loads(test_json.read_text()),
+                             read_per_image(test_table) if test_table.is_file() else None, names,
+                             n_resamples=cfg.n_bootstrap, seed=cfg.bootstrap_seed)
+        fig = plots.plot_domain_shift(shift["table"], title=f"Domain shift · {data.name}", external_name=data.name)
+        sections["domain_shift"] = report.Section(shift_title, {"": shift["table"]}, [figure(fig, "domain_shift")],
+                                           " ".join(shift["notes"]))
+    if "classification" in shown:
+        sections["per_class"] = report.Section("Per class", {"": per_class_table(result)}, [figure(
+            plots.plot_per_class_metrics(result, title=f"Per-class performance · {title}"), "per_class")])
+        sections["confusion"] = report.Section("Confusion matrix and ROC curves", figures=[
+            figure(plots.plot_confusion_matrix(result, title=f"Confusion matrix · {title}"), "confusion_matrix"),
+            figure(plots.plot_roc_curves(result["roc_curves"], title=f"ROC curves · {title}"), "roc_curves")])
+    else:
+        why = "No per-class numbers: " + ("this set has no diagnoses." if "classification" not in scored
+                                          else "the classification head was not trained.")
+        sections.update(per_class=report.Section("Per class", text=why), confusion=report.Section("Confusion matrix", text=why))
+    subgroups = subgroup_tables(ev, data.index, names, shown, n_resamples=max(100, cfg.n_bootstrap // 2),
+                                seed=cfg.bootstrap_seed)
+    tables = {f"By {c}": t.set_index(c) for c, t in subgroups.items() if len(t)}
+    sections["subgroups"] = report.Section("Subgroups", tables, text="" if tables else "No subgroup of the metadata (sex, "
+                                    "age, body site) has enough lesions here.")
+    rank_by = "dice" if "segmentation" in shown else "p_true" if "classification" in shown else None
+    sections["cases"] = report.Section("Best and worst cases", text="" if rank_by else "No trained head that this set scores.")
+    if rank_by:
+        fig = plots.plot_cases(**best_and_worst(data, ev, cfg.n_examples, by=rank_by),
+                               title=f"Best and worst by {'Dice' if rank_by == 'dice' else 'P(true class)'} · {title}")
+        sections["cases"].figures.append(figure(fig, "best_worst"))
+
+    no_trust = ("This set has no diagnoses: nothing to calibrate, refer or explain." if "classification" not in scored
+                else "The classification head was not trained: there are no probabilities to calibrate.")
+    trust_titles = {"calibration": "Trust in each prediction: calibration", "referral": "Referral of the most uncertain",
+                    "operating_point": "The melanoma operating point", "grad_cam": "Grad-CAM: where the classifier looks",
+                    "cam_check": "Is the heat map on the lesion?"}
+    sections.update({k: report.Section(t, text=no_trust) for k, t in trust_titles.items()})
+    cam = None
+    if trust is not None:
+        c = trust.calibration
+        fig = plots.plot_reliability_diagram(c["reliability_before"], c["reliability_after"], title=f"Reliability · {title}",
+                                             temperature=calibration.temperature if c["calibrated"] else None)
+        sections["calibration"] = report.Section(trust_titles["calibration"], {"": calibration_table(c)},
+                                          [figure(fig, "reliability")],
+                                          calibration.describe() + " " + calibration_sentence(c, calibration))
+        fig = plots.plot_risk_coverage(trust.referral["curves"], title=f"Risk–coverage · {title}")
+        sections["referral"] = report.Section(trust_titles["referral"], {
+            "": referral_table(trust), "AURC": pd.DataFrame(trust.referral["aurc"]).T.rename_axis("uncertainty")},
+            [figure(fig, "risk_coverage")], referral_sentence(trust.referral))
+        op = trust.operating_point
+        sections["operating_point"] = report.Section(trust_titles["operating_point"], {"": operating_point_table(op)} if op
+                                              else {}, text=operating_sentence(op))
+        with_both = ev.subset(ev.has_label & ev.has_mask)  # the check needs true masks
+        kw = dict(method=cfg.cam_method, normalization=ckpt.normalization)
+        if len(with_both.per_image):
+            cam = cam_check(model, data, with_both, device, names, batch_size=cfg.batch_size,
+                            max_images=cfg.cam_max_images, progress=progress, **kw)
+            per_image = per_image.merge(cam_columns(cam), on="image_id", how="left")
+        energy = dict(zip(per_image["image_id"], per_image["cam_energy_true"])) if cam else None
+        fig = plots.plot_cam_grid(**cam_examples(model, data, labelled, choose_cam_examples(
+            labelled.per_image, names, cfg.n_examples), device, energy=energy, class_names=names, **kw),
+            title=f"Grad-CAM ({cfg.cam_method}) · {title}")
+        sections["grad_cam"] = report.Section(trust_titles["grad_cam"], figures=[figure(fig, "cam_examples")], text=(
+            f"Grad-CAM ({cfg.cam_method}, encoder.layer4) of the predicted class, at the model's resolution "
+            f"({ckpt.image_size[0]}x{ckpt.image_size[1]} px)."))
+        sections["cam_check"].text = ("No image has both a diagnosis and a mask: the heat maps cannot be checked "
+                                      "against the lesions.")
+        if cam is not None:
+            outside = [r["index"] for r in cam["true_mask"]["mostly_outside"][:2 * cfg.n_examples]]
+            sections["cam_check"] = report.Section(trust_titles["cam_check"], {"": cam_summary_table(cam)}, text=cam_sentence(cam)
+                                            + ("" if outside else " No heat map falls mostly outside the true lesion."))
+            if outside:
+                fig = plots.plot_cam_grid(**cam_examples(model, data, with_both, outside, device, energy=energy,
+                                                         class_names=names, **kw),
+                                          title=f"Heat maps mostly outside the lesion · {title}")
+                sections["cam_check"].figures.append(figure(fig, "cam_outside"))
+    sections["conclusion"] = report.Section("Conclusion", text=conclusion(result, per_image, tasks, shift, data.synthetic))
+
+    saved = {**{k: v for k, v in result.items() if k != "roc_curves"}, "checkpoint": str(path),
+             "checkpoint_epoch": ckpt.epoch + 1, "data": data.describe(), "params": cfg.to_dict(),
+             "subgroups": {c: t.to_dict(orient="records") for c, t in subgroups.items()},
+             "calibration_used": calibration.as_dict(), "trust": trust.report() if trust else None,
+             "cam": cam_report(cam) if cam else None, "domain_shift": None if shift is None else {
+                 "test_results": str(test_json), "notes": shift["notes"], "restricted_to": shift["restricted_to"],
+                 "table": shift["table"].reset_index().to_dict(orient="records")}}
+    report.write_json(run.metrics / f"{tag}.json", saved)
+    per_image.to_csv(run.metrics / f"{tag}_per_image.csv", index=False)
+    what = (f"the external set **{data.name}** (`{data.data_dir}`, all images)" if external
+            else f"the **{cfg.split}** split of **{data.name}**")
+    base = result.get("majority_baseline") if "classification" in shown else None
+    header = " ".join(x for x in [
+        f"Checkpoint `{path.name}` of run `{run.name}` (epoch {ckpt.epoch + 1}, {ckpt.image_size[0]}x"
+        f"{ckpt.image_size[1]} px; heads trained: {', '.join(tasks)}) on {what}: {result['n_images']} images of "
+        f"{result['n_lesions']} lesions ({result['n_with_mask']} with a mask, {result['n_with_label']} with a diagnosis).",
+        f"Masks scored at each image's original size{' (averaged over the 8 flips and turns)' if cfg.tta else ''}."
+        if "segmentation" in shown else "", f"95% intervals from {cfg.n_bootstrap} bootstrap resamples of lesions.",
+        f"Chance balanced accuracy {result['chance']['balanced_accuracy']:.3f}; always answering {base['majority']} "
+        f"would score accuracy {base['accuracy']:.3f} and balanced accuracy {base['balanced_accuracy']:.3f}."
+        if base else "", *not_scored, f"Class scores: {result['scores']}." if result.get("scores") else ""] if x)
+    body = "\n\n".join([header, *(s.markdown() for k, s in sections.items() if k != "conclusion"),
+                        f"**Conclusion.** {sections['conclusion'].text}"])
+    report.write_section(run.root, f"03_{tag}", f"External evaluation: {data.name}" if external
+                         else f"Evaluation ({cfg.split} split)", body, params=cfg.to_dict(), data=data.describe())
+    say(f"results: {run.metrics / f'{tag}.json'}, {run.metrics / f'{tag}_per_image.csv'}, figures/{tag}_*.png")
+    return Evaluated(run, tag, saved, per_image, sections)

@@ -1,0 +1,698 @@
+"""How far to trust each prediction: are the probabilities honest (calibration, temperature
+scaling), how sure is the model about each image (uncertainty, referral of the least sure, the
+melanoma operating point), does its heat map lie on the lesion; and THE post-training step that fits
+these on the validation split into the checkpoint (`calibrate_checkpoint`; for a model trained
+earlier ``python -m skin_utils.trust <run or checkpoint> [--no-tta ...]``).
+
+Inputs as in `skin_utils.metrics` (whose `sens_spec` gives every sensitivity here); several passes
+over the same images (TTA views, MC-dropout samples) are stacked samples first, (S, N, K); entropies
+in nats (``normalize`` divides by log K). Calibration (Guo et al. 2017): equal-width bins
+``(b / n, (b + 1) / n]``; top-label ECE ``sum_b |B_b| / N |acc_b - conf_b|``; class-wise ECE (Kull et
+al. 2019) the same per class, averaged over all classes, sees the rare classes a top-label ECE
+dominated by confident nevi hides; NLL clips at 1e-15; Brier in [0, 2]. Temperature scaling divides
+the logits by the T minimising the validation NLL (the argmax never changes); TTA-averaged
+probabilities are scaled as ``softmax(log p / T)``, with T fitted on that kind of output.
+
+A checkpoint stores per kind of output (``"tta"``, ``"plain"``), all chosen on validation: the
+``temperature``, ``mel_threshold`` (the calibrated P(MEL) reaching ``target_sensitivity`` on the
+validation melanomas: the melanoma flag) and ``referral_threshold`` (the `referral_uncertainty` that
+keeps ``target_coverage`` of the images; the rest is referred). Without them `StoredCalibration`
+uses temperature 1 and raises no flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import ndimage
+from scipy.optimize import minimize_scalar
+
+from skin_utils.checkpoint import load_model
+from skin_utils.config import resolve, trained_tasks
+from skin_utils.data import make_loader
+from skin_utils.transforms import Normalize
+from skin_utils.data import load_data
+from skin_utils.engine import amp_dtype_for, predict, resolve_device
+from skin_utils.labels import CLASS_NAMES
+from skin_utils.metrics import (as_binary, as_labels, as_maps, as_numpy, as_probabilities, balanced_accuracy, nanmean,
+                                sens_spec, sens_spec_at, to_jsonable)
+from skin_utils.report import write_json
+from skin_utils.runs import find_run, run_of_checkpoint
+
+DEFAULT_N_BINS = 15  # equal-width confidence bins
+TEMPERATURE_BOUNDS = (0.05, 20.0)  # the search interval of `fit_temperature` (an optimum on its edge is warned about)
+NLL_EPS = 1e-15  # a confident mistake costs log(1e15) ~ 34.5, not infinity
+MELANOMA_INDEX = CLASS_NAMES.index("MEL")
+DEFAULT_REFERRAL_FRACTIONS = (0.0, 0.1, 0.2, 0.3)  # shares of the most uncertain images referred
+BORDER_WIDTH_FRACTION = 0.03  # default half-width of the border band, a share of the shorter side
+MOSTLY_OUTSIDE_BELOW = 0.5  # a heat map with less of its energy inside the lesion falls "mostly outside"
+_COUNT_EPS = 1e-9  # a share times a count: 0.9 * 10 is 9.000000000000002
+
+
+def _pair(probs: Any, labels: Any, logits: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Checked probabilities (or logits) (N, K) and labels (N,), N >= 1."""
+    p, name = (_logits(probs), "logits") if logits else (as_probabilities(probs), "probs")
+    y = as_labels(labels, p.shape[1])
+    if p.shape[0] != y.shape[0]:
+        raise ValueError(f"{name} has {p.shape[0]} rows but labels has {y.shape[0]} entries.")
+    if p.shape[0] == 0:
+        raise ValueError(f"No samples: {name} and labels are empty.")
+    return p, y
+
+
+# --- calibration and temperature scaling ----------------------------------------------------------
+
+def probs_to_logits(probs: Any) -> np.ndarray:
+    """``log p`` (clipped at 1e-15), float64 (N, K): logits whose softmax is ``probs``."""
+    return np.log(np.clip(as_probabilities(probs), NLL_EPS, None))
+
+
+def _binned(values: np.ndarray, hits: np.ndarray, n_bins: int):
+    """Per bin: count, mean value and mean hit rate (NaN when empty)."""
+    if int(n_bins) != n_bins or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer; got {n_bins!r}.")
+    b = np.clip(np.ceil(values * n_bins).astype(np.int64) - 1, 0, int(n_bins) - 1)
+    count = np.bincount(b, minlength=int(n_bins))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (count, np.bincount(b, weights=values, minlength=int(n_bins)) / count,
+                np.bincount(b, weights=hits.astype(np.float64), minlength=int(n_bins)) / count)
+
+
+def _ece(count, mean_v, mean_h) -> float:
+    filled = count > 0
+    return float(np.sum(count[filled] / count.sum() * np.abs(mean_h[filled] - mean_v[filled])))
+
+
+def expected_calibration_error(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS) -> float:
+    """Top-label ECE, in [0, 1]."""
+    p, y = _pair(probs, labels)
+    return _ece(*_binned(p.max(axis=1), p.argmax(axis=1) == y, n_bins))
+
+
+def classwise_ece(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS, reduction: str = "mean"):
+    """Class-wise ECE: the mean over all classes (``"mean"``), or float64 (K,) (``"none"``)."""
+    p, y = _pair(probs, labels)
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction={reduction!r}: choose 'mean' or 'none'.")
+    per_class = np.array([_ece(*_binned(p[:, k], y == k, n_bins)) for k in range(p.shape[1])])
+    return float(per_class.mean()) if reduction == "mean" else per_class
+
+
+def negative_log_likelihood(probs: Any, labels: Any) -> float:
+    """Mean negative log-likelihood (natural log) of the true class."""
+    p, y = _pair(probs, labels)
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], NLL_EPS, None))))
+
+
+def brier_score(probs: Any, labels: Any) -> float:
+    """Multiclass Brier score, in [0, 2]."""
+    p, y = _pair(probs, labels)
+    return float(np.mean(np.sum((p - np.eye(p.shape[1])[y]) ** 2, axis=1)))
+
+
+def reliability_diagram(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS) -> dict[str, Any]:
+    """What a reliability diagram draws (top label): ``bin_edges``, per bin ``confidence``,
+    ``accuracy`` (NaN when empty) and ``count``; ``ece``, ``accuracy_overall``,
+    ``confidence_overall``, ``n_images``. Plain lists and floats."""
+    p, y = _pair(probs, labels)
+    conf, correct = p.max(axis=1), p.argmax(axis=1) == y
+    count, mean_conf, acc = _binned(conf, correct, n_bins)
+    return {"bin_edges": np.linspace(0.0, 1.0, int(n_bins) + 1).tolist(), "confidence": mean_conf.tolist(),
+            "accuracy": acc.tolist(), "count": count.tolist(), "ece": _ece(count, mean_conf, acc),
+            "accuracy_overall": float(correct.mean()), "confidence_overall": float(conf.mean()),
+            "n_images": int(len(y))}
+
+
+def calibration_report(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS) -> dict[str, Any]:
+    """``ece``, ``classwise_ece``, ``nll``, ``brier``, ``n_bins``, ``n_images``."""
+    p, y = _pair(probs, labels)
+    return {"ece": expected_calibration_error(p, y, n_bins), "classwise_ece": classwise_ece(p, y, n_bins),
+            "nll": negative_log_likelihood(p, y), "brier": brier_score(p, y), "n_bins": int(n_bins),
+            "n_images": int(len(y))}
+
+
+def _logits(logits: Any) -> np.ndarray:
+    z = as_numpy(logits)
+    if z.ndim != 2 or z.shape[1] < 2:
+        raise ValueError(f"logits must have shape (N, K) with K >= 2; got {z.shape}.")
+    if not np.all(np.isfinite(z)):
+        raise ValueError("logits contain NaN or infinite values.")
+    return z
+
+
+def fit_temperature(logits: Any, labels: Any, bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
+                    tol: float = 1e-6) -> float:
+    """The temperature T minimising the NLL of ``softmax(logits / T)`` on (validation) labels: a
+    bounded, deterministic 1-D search on log T in float64 (the NLL is convex in 1/T). Warns when the
+    optimum sits on a bound (labels that do not match the logits, or a pathological model)."""
+    z, y = _pair(logits, labels, logits=True)
+    lo, hi = float(bounds[0]), float(bounds[1])
+    if not 0.0 < lo < hi:
+        raise ValueError(f"bounds must satisfy 0 < low < high; got {bounds!r}.")
+
+    def nll(log_t):
+        zt = z / math.exp(log_t)
+        zt = zt - zt.max(axis=1, keepdims=True)
+        return float(-np.mean(zt[np.arange(len(y)), y] - np.log(np.exp(zt).sum(axis=1))))
+
+    res = minimize_scalar(nll, bounds=(math.log(lo), math.log(hi)), method="bounded", options={"xatol": tol})
+    temperature = math.exp(float(res.x))
+    if min(abs(res.x - math.log(lo)), abs(res.x - math.log(hi))) < 1e-3:
+        warnings.warn(f"fit_temperature: the optimum T={temperature:.4g} is at the edge of the search interval "
+                      f"{bounds}; check that labels match logits.", stacklevel=2)
+    return temperature
+
+
+def apply_temperature(logits: Any, temperature: float):
+    """``softmax(logits / temperature)`` over the last axis: a float32 tensor on the same device
+    for a torch tensor, float64 numpy otherwise."""
+    t = float(temperature)
+    if not (math.isfinite(t) and t > 0):
+        raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}.")
+    if isinstance(logits, torch.Tensor):
+        return (logits.float() / t).softmax(-1)
+    z = as_numpy(logits) / t
+    if z.ndim < 1:
+        raise ValueError("logits must have a class axis (the last one).")
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+# --- uncertainty of the diagnosis -----------------------------------------------------------------
+
+def _entropy(p: np.ndarray, log=np.log) -> np.ndarray:
+    """Entropy over the last axis, 0 log 0 = 0."""
+    return -np.sum(np.where(p > 0, p * log(np.where(p > 0, p, 1.0)), 0.0), axis=-1)
+
+
+def _samples(sample_probs: Any) -> np.ndarray:
+    p = as_numpy(sample_probs)
+    if p.ndim != 3 or p.shape[0] == 0:
+        raise ValueError(f"sample_probs must have shape (S, N, K), S >= 1 passes (TTA views or MC-dropout "
+                         f"samples) stacked first; got {p.shape}.")
+    as_probabilities(p.reshape(-1, p.shape[-1]), name="sample_probs")
+    return p
+
+
+def predictive_entropy(probs: Any, normalize: bool = False) -> np.ndarray:
+    """Entropy of each row of ``probs`` (N, K), or of the mean of passes (S, N, K): total uncertainty."""
+    p = as_numpy(probs)
+    p = _samples(p).mean(axis=0) if p.ndim == 3 else as_probabilities(p)
+    return _entropy(p) / (math.log(p.shape[1]) if normalize else 1.0)
+
+
+def mutual_information(sample_probs: Any, normalize: bool = False) -> np.ndarray:
+    """``H(mean_s p_s) - mean_s H(p_s)`` = ``mean_s KL(p_s || p_mean)`` (BALD, Houlsby et al. 2011),
+    (N,) >= 0: how much the passes disagree, beyond what each is unsure about by itself."""
+    p = _samples(sample_probs)
+    mi = np.clip(_entropy(p.mean(axis=0)) - _entropy(p).mean(axis=0), 0.0, None)
+    return mi / (math.log(p.shape[2]) if normalize else 1.0)
+
+
+def vote_disagreement(sample_probs: Any) -> np.ndarray:
+    """Share of passes whose argmax differs from the argmax of the mean, (N,) in [0, 1 - 1/S]."""
+    p = _samples(sample_probs)
+    return np.mean(p.argmax(axis=2) != p.mean(axis=0).argmax(axis=1)[None], axis=0)
+
+
+# --- uncertainty of the mask ----------------------------------------------------------------------
+
+def _maps(x: Any, name: str) -> list[np.ndarray]:
+    """2-D maps, each in its own dtype, from (H, W), (N, H, W), (N, 1, H, W) or a list of 2-D maps."""
+    maps = [as_numpy(m, dtype=None) for m in x] if isinstance(x, (list, tuple)) else list(as_maps(x, name))
+    for i, m in enumerate(maps):
+        if m.ndim != 2:
+            raise ValueError(f"{name}[{i}] must be 2-D (H, W); got shape {m.shape}.")
+    return maps
+
+
+def binary_entropy(mask_probs: Any) -> np.ndarray:
+    """Per-pixel entropy in bits of a lesion probability: 0 at 0 and 1, 1 at 0.5; same shape, float64."""
+    p = as_numpy(mask_probs)
+    if p.size and (not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1):
+        raise ValueError("mask_probs must be probabilities in [0, 1] (apply sigmoid to logits).")
+    return _entropy(np.stack([p, 1.0 - p], axis=-1), log=np.log2)
+
+
+def border_band(mask: Any, width: int) -> np.ndarray:
+    """Bool (H, W): the pixels within ``width`` pixels (chessboard distance) of the boundary of
+    ``mask``, on both sides. The image frame is no boundary; an empty or full mask has no band."""
+    m = as_numpy(mask, dtype=None) != 0
+    if m.ndim != 2:
+        raise ValueError(f"mask must be 2-D (H, W); got shape {m.shape}.")
+    if int(width) != width or width < 1:
+        raise ValueError(f"width must be a positive integer (pixels); got {width!r}.")
+    square = np.ones((2 * int(width) + 1,) * 2, dtype=bool)
+    return ndimage.binary_dilation(m, structure=square) & ~ndimage.binary_erosion(m, structure=square, border_value=1)
+
+
+def mask_uncertainty_score(mask_probs: Any, pixel_uncertainty: Any = None, *, region: str = "border",
+                           threshold: float = 0.5, width: int | None = None) -> np.ndarray:
+    """One uncertainty per mask (N,): a per-pixel map (default `binary_entropy`; or e.g. the TTA
+    variance) averaged over the `border_band` of the predicted lesion (an image mean mostly measures
+    easy background), or over the image (``region="image"``). No band (no lesion, or all lesion)
+    scores 1.0, the maximum: every image shows a lesion, so an empty mask is a failure to refer."""
+    if region not in ("border", "image"):
+        raise ValueError(f"region={region!r}: choose 'border' or 'image'.")
+    probs = _maps(mask_probs, "mask_probs")
+    maps = [binary_entropy(p) for p in probs] if pixel_uncertainty is None else _maps(pixel_uncertainty,
+                                                                                       "pixel_uncertainty")
+    if len(maps) != len(probs):
+        raise ValueError(f"{len(probs)} masks but {len(maps)} pixel-uncertainty maps.")
+    scores = []
+    for i, (p, u) in enumerate(zip(probs, maps)):
+        if p.shape != u.shape:
+            raise ValueError(f"image {i}: mask_probs {p.shape} and pixel_uncertainty {u.shape} differ.")
+        if region == "image":
+            scores.append(float(u.mean(dtype=np.float64)))
+            continue
+        band = border_band(p >= threshold, width or max(1, round(BORDER_WIDTH_FRACTION * min(p.shape))))
+        scores.append(float(u[band].mean(dtype=np.float64)) if band.any() else 1.0)
+    return np.asarray(scores, dtype=np.float64)
+
+
+# --- referral and the melanoma operating point ----------------------------------------------------
+
+def _uncertainty(u: Any, name: str = "uncertainty") -> np.ndarray:
+    a = as_numpy(u)
+    if a.ndim != 1 or a.size == 0 or not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} must be a non-empty 1-D (N,) array of finite values; got shape {a.shape}.")
+    return a
+
+
+def _expected_risks(u: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """Risk of the k least uncertain images, k = 1..N, averaged over the orders of tied uncertainties."""
+    order = np.argsort(u, kind="stable")
+    _, start, counts = np.unique(u[order], return_index=True, return_counts=True)
+    group_err = np.add.reduceat(err[order], start)
+    before_e = np.repeat(np.concatenate([[0.0], np.cumsum(group_err)[:-1]]), counts)
+    k = np.arange(1, len(u) + 1)
+    return (before_e + (k - np.repeat(start, counts)) * np.repeat(group_err / counts, counts)) / k
+
+
+def risk_coverage_curve(uncertainty: Any, errors: Any) -> dict[str, Any]:
+    """Keep the k least uncertain images, k = 1..N: ``coverage`` k/N, ``risk`` (error rate of the
+    kept, ties averaged), the oracle's ``optimal_risk``, ``aurc`` (Geifman et al. 2018; lower is
+    better), ``optimal_aurc``, ``excess_aurc``, ``error_rate`` (a random ranking's AURC), ``n_images``.
+    ``errors``: 1/True for wrong, or any per-image loss in [0, 1] (e.g. 1 - Dice)."""
+    u, e = _uncertainty(uncertainty), as_numpy(errors)
+    if e.shape != u.shape:
+        raise ValueError(f"errors has shape {e.shape}; uncertainty has {u.shape}.")
+    if not np.all(np.isfinite(e)) or e.min() < 0 or e.max() > 1:
+        raise ValueError("errors must lie in [0, 1] (1 or True = wrong).")
+    risk, optimal = _expected_risks(u, e), _expected_risks(e, e)
+    return {"coverage": np.arange(1, len(u) + 1) / len(u), "risk": risk, "optimal_risk": optimal,
+            "aurc": float(risk.mean()), "optimal_aurc": float(optimal.mean()),
+            "excess_aurc": float(risk.mean() - optimal.mean()), "error_rate": float(e.mean()), "n_images": len(u)}
+
+
+def referral_threshold(uncertainty_val: Any, target_coverage: float) -> float:
+    """The smallest t with ``mean(uncertainty_val <= t) >= target_coverage`` (chosen on validation;
+    then keep images with uncertainty <= t and refer the rest; ties can only keep more)."""
+    u = np.sort(_uncertainty(uncertainty_val, "uncertainty_val"))
+    if not 0.0 < float(target_coverage) <= 1.0:
+        raise ValueError(f"target_coverage must be in (0, 1]; got {target_coverage!r}.")
+    return float(u[max(1, math.ceil(float(target_coverage) * len(u) - _COUNT_EPS)) - 1])
+
+
+def selective_metrics(probs: Any, labels: Any, keep: Any, *, melanoma_index: int = MELANOMA_INDEX,
+                      mel_threshold: float | None = None) -> dict[str, Any]:
+    """Scores when the images with ``keep`` False are referred: counts, ``coverage``, (balanced)
+    accuracy of the kept (NaN when none), ``mel_referred``, ``mel_sensitivity_kept`` and
+    ``mel_sensitivity_with_referral`` (a melanoma called or referred counts as found). A melanoma
+    call is the argmax, or ``P(MEL) >= mel_threshold`` when given."""
+    p, y = _pair(probs, labels)
+    k = as_numpy(keep, dtype=None).astype(bool)
+    if k.shape != y.shape:
+        raise ValueError(f"probs ({len(p)}), labels ({len(y)}) and keep {k.shape} must have one entry per image.")
+    if not 0 <= melanoma_index < p.shape[1]:
+        raise ValueError(f"melanoma_index {melanoma_index} out of range [0, {p.shape[1]}).")
+    pred, is_mel = p.argmax(axis=1), y == melanoma_index
+    called = pred == melanoma_index if mel_threshold is None else p[:, melanoma_index] >= mel_threshold
+    n_kept = int(k.sum())
+    return {"n_kept": n_kept, "n_referred": int(len(k) - n_kept), "coverage": n_kept / len(k),
+            "accuracy": float(np.mean(pred[k] == y[k])) if n_kept else math.nan,
+            "balanced_accuracy": balanced_accuracy(y[k], pred[k], p.shape[1]) if n_kept else math.nan,
+            "n_mel": int(is_mel.sum()), "mel_referred": int((is_mel & ~k).sum()),
+            "mel_sensitivity_kept": sens_spec(is_mel[k], called[k])["sensitivity"],
+            "mel_sensitivity_with_referral": sens_spec(is_mel, called | ~k)["sensitivity"]}
+
+
+def selective_report(probs: Any, labels: Any, uncertainty: Any,
+                     referral_fractions: Sequence[float] = DEFAULT_REFERRAL_FRACTIONS, *,
+                     melanoma_index: int = MELANOMA_INDEX, mel_threshold: float | None = None) -> list[dict]:
+    """`selective_metrics` (with ``referral_fraction``) when the most uncertain ``round(f * N)``
+    images are referred, for each f; ties broken by position, the earlier image referred first."""
+    u = _uncertainty(uncertainty)
+    most_uncertain_first = np.argsort(-u, kind="stable")
+    rows = []
+    for f in referral_fractions:
+        if not 0.0 <= float(f) < 1.0:
+            raise ValueError(f"referral fraction {f!r} must be in [0, 1).")
+        keep = np.ones(len(u), dtype=bool)
+        keep[most_uncertain_first[:int(round(float(f) * len(u)))]] = False
+        rows.append({"referral_fraction": float(f), **selective_metrics(
+            probs, labels, keep, melanoma_index=melanoma_index, mel_threshold=mel_threshold)})
+    return rows
+
+
+def operating_threshold(p_mel_val: Any, is_mel_val: Any, target_sensitivity: float) -> float:
+    """The highest t at which calling melanoma when ``P(MEL) >= t`` reaches ``target_sensitivity``
+    on the validation melanomas: their ``ceil(target * n_mel)``-th largest P(MEL). The test
+    sensitivity it gives will differ; report it."""
+    s, t = as_binary(p_mel_val, is_mel_val)
+    if not 0.0 < float(target_sensitivity) <= 1.0:
+        raise ValueError(f"target_sensitivity must be in (0, 1]; got {target_sensitivity!r}.")
+    positives = np.sort(s[t])[::-1]
+    if positives.size == 0:
+        raise ValueError("operating_threshold: no melanoma in the validation labels.")
+    return float(positives[max(1, math.ceil(float(target_sensitivity) * positives.size - _COUNT_EPS)) - 1])
+
+
+# --- where the classifier looks: the heat map (`skin_utils.engine.grad_cam`) against the lesion mask
+
+def cam_localization(cams: Any, masks: Any, labels: Any = None, image_ids: Sequence | None = None,
+                     class_names: Sequence[str] = CLASS_NAMES) -> list[dict[str, Any]]:
+    """Per image, is the heat map on the lesion (energy-based pointing game, Wang et al. 2020)?
+    ``energy_inside`` ``sum(cam * mask) / sum(cam)`` (NaN: an all-zero map), ``area_share`` (what a
+    uniform map scores), ``lift`` (their ratio), ``peak_inside`` (the hottest pixel is in the lesion),
+    ``image_id``, ``label``, ``class_name``. Maps and masks (non-zero = lesion) of matching shapes."""
+    cams, masks = _maps(cams, "cam"), _maps(masks, "mask")
+    y = None if labels is None else as_numpy(labels, dtype=None).reshape(-1)
+    for what, count in (("masks", len(masks)), ("labels", None if y is None else len(y)),
+                        ("image_ids", None if image_ids is None else len(image_ids))):
+        if count is not None and count != len(cams):
+            raise ValueError(f"{len(cams)} maps but {count} {what}.")
+    rows = []
+    for i, (c, m) in enumerate(zip(cams, masks)):
+        if c.shape != m.shape:
+            raise ValueError(f"image {i}: cam {c.shape} and mask {m.shape} differ; resize the mask to the map "
+                             "(nearest neighbour) or the map to the mask (bilinear).")
+        c, m = np.asarray(c, dtype=np.float64), m != 0
+        if not np.all(np.isfinite(c)) or (c.size and c.min() < 0):
+            raise ValueError(f"image {i}: cam must be finite and non-negative.")
+        label = None if y is None else int(y[i])
+        if label is not None and not 0 <= label < len(class_names):
+            raise ValueError(f"label {label} out of range [0, {len(class_names)}).")
+        total, area = c.sum(), float(m.mean()) if m.size else math.nan
+        energy = float(c[m].sum() / total) if total > 0 else math.nan
+        rows.append({"image_id": None if image_ids is None else str(image_ids[i]), "label": label,
+                     "class_name": None if label is None else str(class_names[label]), "energy_inside": energy,
+                     "area_share": area, "lift": energy / area if area > 0 else math.nan,
+                     "peak_inside": bool(total > 0 and m.flat[int(np.argmax(c))])})
+    return rows
+
+
+def cam_localization_report(rows: Sequence[dict], class_names: Sequence[str] = CLASS_NAMES,
+                            outside_below: float = MOSTLY_OUTSIDE_BELOW) -> dict[str, Any]:
+    """The summary of `cam_localization` rows (one batch or several): ``overall`` and ``per_class``
+    (mean ``energy_inside``, ``area_share``, ``lift``; shares ``above_baseline``, ``peak_inside``,
+    ``mostly_outside``; ``n_empty_cam``, left out of the means), ``per_image`` (with ``index``) and
+    ``mostly_outside`` (those rows, lowest energy first)."""
+    if not rows:
+        raise ValueError("cam_localization_report: no heat maps (an empty list of rows).")
+    if not 0.0 < float(outside_below) <= 1.0:
+        raise ValueError(f"outside_below must be in (0, 1]; got {outside_below!r}.")
+    rows = [{"index": i, **r, "image_id": str(i) if r["image_id"] is None else r["image_id"]}
+            for i, r in enumerate(rows)]
+
+    def summary(rs):
+        scored = [r for r in rs if not math.isnan(r["energy_inside"])]
+        return {"n_images": len(rs), **{k: nanmean([r[k] for r in rs]) for k in ("energy_inside", "area_share", "lift")},
+                "above_baseline": nanmean([r["energy_inside"] > r["area_share"] for r in scored]),
+                "peak_inside": nanmean([r["peak_inside"] for r in rs]),
+                "mostly_outside": nanmean([r["energy_inside"] < outside_below for r in scored]),
+                "n_empty_cam": len(rs) - len(scored)}
+
+    per_class = {name: summary(rs) for k, name in enumerate(class_names)
+                 if (rs := [r for r in rows if r["label"] == k])}
+    outside = [r for r in rows if r["energy_inside"] < outside_below]  # NaN (an all-zero map) is not below
+    return {"overall": summary(rows), "per_class": per_class, "per_image": rows,
+            "mostly_outside": sorted(outside, key=lambda r: r["energy_inside"]), "outside_below": float(outside_below)}
+
+
+def trust_columns(probs, calibration: "StoredCalibration", class_names, view_probs=None, mc_probs=None,
+                  index=None) -> pd.DataFrame:
+    """Per image of calibrated ``probs``: ``entropy``, with TTA views ``tta_disagreement`` and
+    ``tta_mutual_info``, with MC dropout ``mc_mutual_info``, ``refer`` and ``mel_flag`` (NA without a threshold)."""
+    cols = {"entropy": calibration.uncertainty_of(probs)}
+    if view_probs is not None and len(view_probs) > 1:
+        cols.update(tta_disagreement=vote_disagreement(view_probs),
+                    tta_mutual_info=mutual_information(view_probs, normalize=True))
+    if mc_probs is not None:
+        cols["mc_mutual_info"] = mutual_information(mc_probs, normalize=True)
+    for name, flags in (("refer", calibration.refer(probs)), ("mel_flag", calibration.mel_flag(probs, class_names))):
+        cols[name] = pd.array([pd.NA] * len(probs) if flags is None else flags, dtype="boolean")
+    return pd.DataFrame(cols, index=index)
+
+
+# --- the calibration a checkpoint stores: fitted on validation after training ---------------------
+
+OUTPUT_KINDS = ("tta", "plain")  # `Checkpoint.calibration`'s keys: TTA-averaged outputs, or one plain pass
+REFERRAL_MEASURE = "entropy"  # normalised predictive entropy of the calibrated probabilities
+DEFAULT_TARGET_SENSITIVITY, DEFAULT_TARGET_COVERAGE = 0.90, 0.80
+MELANOMA = "MEL"
+COMMAND = "python -m skin_utils.trust"
+
+
+def output_kind(tta: bool) -> str:
+    return OUTPUT_KINDS[0] if tta else OUTPUT_KINDS[1]
+
+
+def calibrated_probs(probs: Any, temperature: float) -> np.ndarray:
+    """``softmax(log p / T)`` of probabilities (N, K), averaged over views or not: float64 (N, K)."""
+    return apply_temperature(probs_to_logits(probs), temperature)
+
+
+def referral_uncertainty(probs: Any) -> np.ndarray:
+    """What referral thresholds: the entropy of calibrated ``probs`` over log K, (N,) in [0, 1]."""
+    return predictive_entropy(probs, normalize=True)
+
+
+def calibration_record(probs: Any, labels: Any, class_names, *, target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
+                       target_coverage: float = DEFAULT_TARGET_COVERAGE, split: str = "val") -> dict:
+    """The temperature and both thresholds fitted on one split's uncalibrated outputs of one kind,
+    with how they were chosen and what they reach there (``before`` / ``after``
+    `calibration_report`, ``mel_at_threshold``, ``coverage_at_threshold``; ``notes``: why a
+    threshold is None), in plain Python types (what a checkpoint and JSON hold)."""
+    p, y, names = as_probabilities(probs), np.asarray(labels, dtype=np.int64), list(class_names)
+    if len(names) != p.shape[1]:
+        raise ValueError(f"{len(names)} class names for {p.shape[1]} probability columns.")
+    if not 0.0 < float(target_sensitivity) <= 1.0 or not 0.0 < float(target_coverage) <= 1.0:
+        raise ValueError(f"target_sensitivity ({target_sensitivity!r}) and target_coverage "
+                         f"({target_coverage!r}) must lie in (0, 1].")
+    temperature = fit_temperature(probs_to_logits(p), y)
+    cal = calibrated_probs(p, temperature)
+    notes, mel_threshold, mel_at, n_mel = [], None, None, 0
+    if MELANOMA not in names:
+        notes.append(f"no class named {MELANOMA}: no melanoma operating point")
+    else:
+        is_mel, p_mel = y == names.index(MELANOMA), cal[:, names.index(MELANOMA)]
+        n_mel = int(is_mel.sum())
+        if n_mel:
+            mel_threshold = operating_threshold(p_mel, is_mel, target_sensitivity)
+            mel_at = sens_spec_at(p_mel, is_mel, mel_threshold)
+        else:
+            notes.append(f"no melanoma in the {split} split: no melanoma operating point")
+    u = referral_uncertainty(cal)
+    referral = referral_threshold(u, target_coverage)
+    return to_jsonable({
+        "temperature": temperature, "mel_threshold": mel_threshold, "referral_threshold": referral,
+        "uncertainty": REFERRAL_MEASURE, "target_sensitivity": float(target_sensitivity),
+        "target_coverage": float(target_coverage), "split": split, "n_images": int(len(y)), "n_mel": n_mel,
+        "before": calibration_report(p, y), "after": calibration_report(cal, y), "mel_at_threshold": mel_at,
+        "coverage_at_threshold": float(np.mean(u <= referral)), "notes": notes})
+
+
+@dataclass
+class StoredCalibration:
+    """What a checkpoint says about calibrating one kind of output, with the fallbacks of one
+    without it (temperature 1, no flags); ``missing`` names what it lacks."""
+
+    kind: str
+    temperature: float = 1.0
+    mel_threshold: float | None = None
+    referral_threshold: float | None = None
+    uncertainty: str = REFERRAL_MEASURE
+    record: dict = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint, tta: bool) -> "StoredCalibration":
+        record = dict((getattr(checkpoint, "calibration", None) or {}).get(output_kind(tta)) or {})
+        missing = [k for k in ("temperature", "mel_threshold", "referral_threshold") if record.get(k) is None]
+        return cls(kind=output_kind(tta), temperature=float(record.get("temperature") or 1.0),
+                   mel_threshold=record.get("mel_threshold"), referral_threshold=record.get("referral_threshold"),
+                   uncertainty=record.get("uncertainty", REFERRAL_MEASURE), record=record, missing=missing)
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether a fitted temperature is used (False: temperature 1)."""
+        return "temperature" not in self.missing
+
+    def apply(self, probs: Any) -> np.ndarray:
+        return calibrated_probs(probs, self.temperature)
+
+    def uncertainty_of(self, calibrated: Any) -> np.ndarray:
+        return referral_uncertainty(calibrated)
+
+    def refer(self, calibrated: Any) -> np.ndarray | None:
+        """Bool (N,): uncertainty above the referral threshold; None without one."""
+        return None if self.referral_threshold is None else self.uncertainty_of(calibrated) > self.referral_threshold
+
+    def mel_flag(self, calibrated: Any, class_names) -> np.ndarray | None:
+        """Bool (N,): calibrated P(MEL) at or above the operating threshold; None without one."""
+        if self.mel_threshold is None or MELANOMA not in list(class_names):
+            return None
+        return as_probabilities(calibrated)[:, list(class_names).index(MELANOMA)] >= self.mel_threshold
+
+    def describe(self) -> str:
+        """One sentence: what is used, and what is missing and what to do about it."""
+        r = self.record
+        if not self.missing:
+            return (f"Calibration of the {self.kind} outputs, fitted on the {r.get('split', 'val')} split "
+                    f"({r.get('n_images')} images): temperature {self.temperature:.3f}; melanoma flag at calibrated "
+                    f"P(MEL) >= {self.mel_threshold:.3f} (target sensitivity {r.get('target_sensitivity')}); "
+                    f"referral when the normalised entropy exceeds {self.referral_threshold:.3f} "
+                    f"(target coverage {r.get('target_coverage')}).")
+        if not r:
+            return (f"The checkpoint holds no calibration for {self.kind} outputs: temperature 1 is used, and there is "
+                    f"no melanoma flag and no referral. Fit them on the validation split with `{COMMAND} <run or "
+                    "checkpoint>`" + (" (add --no-tta for plain outputs)." if self.kind == "plain" else "."))
+        notes = "; ".join(r.get("notes", []))
+        return (f"The checkpoint's calibration of {self.kind} outputs lacks {', '.join(self.missing)}"
+                + (f" ({notes})" if notes else "") + f"; temperature {self.temperature:.3f} is used, and "
+                "what is missing raises no flag.")
+
+    def as_dict(self) -> dict:
+        """The values used, for the metrics files."""
+        return {"kind": self.kind, "temperature": self.temperature, "mel_threshold": self.mel_threshold,
+                "referral_threshold": self.referral_threshold, "uncertainty": self.uncertainty,
+                "missing": list(self.missing), "fitted": self.record}
+
+
+def data_for_checkpoint(checkpoint, data_dir=None, split_path=None, *, whole: bool = False, **load_kw):
+    """The data a checkpoint was trained on (default: the folder and split file it records), split
+    as in training (its subsample, fractions and ``split_seed``; ``seed`` for older runs). Raises
+    when the folder holds other data: its splits would not be held out. ``whole=True``: any folder,
+    every image (``split="all"``), no split needed."""
+    params = checkpoint.params or {}
+    data_dir, split_path = data_dir or checkpoint.data.get("data_dir"), split_path or checkpoint.split_path
+    if not data_dir or not split_path:
+        raise ValueError("The checkpoint does not record its data folder or split file; pass data_dir= and "
+                         "split_path= (the ones it was trained with).")
+    data = load_data(data_dir, checkpoint.image_size, split_path=split_path,
+                     split_fractions=params.get("split_fractions", (0.7, 0.15, 0.15)),
+                     seed=params.get("split_seed", params.get("seed", 0)),
+                     max_samples=None if whole else params.get("max_samples"), need_split=not whole, **load_kw)
+    expected, found = checkpoint.data.get("fingerprint"), data.index.attrs.get("fingerprint")
+    if not whole and expected and found != expected:
+        raise ValueError(f"{data.data_dir} is not the data this model was trained on (fingerprint {found} != "
+                         f"{expected}): its splits would not be held out. Pass the training data_dir, or score "
+                         "another data set with split='all'.")
+    return data
+
+
+def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=None, tta: bool = True,
+                         target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
+                         target_coverage: float = DEFAULT_TARGET_COVERAGE, batch_size: int = 32,
+                         device="auto", amp: str = "auto", on_bad_data: str = "raise",
+                         progress: bool = True, save: bool = True) -> dict:
+    """THE post-training step: fit `calibration_record` on the validation split of the checkpoint
+    file and store it there, atomically (``save=False``: only return it). ``data``: what it was
+    trained on (None: `data_for_checkpoint`, whose split file must still exist). ``tta=True`` runs
+    the 8-view pass once and fits both kinds (``"plain"`` from the first view, the image as it is);
+    ``tta=False`` the plain kind only; other kinds stay. Returns kind -> record."""
+    path, device = Path(checkpoint), resolve_device(device)
+    model, ckpt = load_model(path, map_location="cpu")
+    params = ckpt.params or {}
+    if "classification" not in trained_tasks(params.get("seg_weight", 1.0), params.get("cls_weight", 1.0)):
+        raise ValueError(f"{path}: the classification head was not trained (cls_weight=0), so there are no "
+                         "probabilities to calibrate.")
+    if data is None:
+        if not (split_file := resolve(split_path or ckpt.split_path or "")).is_file():
+            raise FileNotFoundError(f"No split file at {split_file}: calibrating needs the validation split the "
+                                    "model was trained with (a new split would not be held out). Pass split_path=.")
+        data = data_for_checkpoint(ckpt, data_dir, split_path, on_bad_data=on_bad_data, progress=progress)
+    if len(data.rows.get("val", ())) == 0:
+        raise ValueError("The validation split is empty: nothing to calibrate on.")
+    pred = predict(model.to(device), make_loader(data.dataset("val"), batch_size, device), device,
+                   amp_dtype=amp_dtype_for(device, amp), progress=progress, desc="calibrate on val", tta=tta,
+                   return_views=True, normalize=Normalize.from_config(ckpt.normalization))
+    outputs = {"tta": pred["probs"], "plain": pred["view_probs"][0]} if tta else {"plain": pred["probs"]}
+    records = {kind: calibration_record(p, pred["labels"], ckpt.class_names, target_sensitivity=target_sensitivity,
+                                        target_coverage=target_coverage) for kind, p in outputs.items()}
+    if save:  # merged: a plain-only pass keeps the stored TTA record, and the other way round
+        ckpt.calibration = {**(ckpt.calibration or {}), **records}
+        ckpt.save(path)
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return records
+
+
+def summary_lines(records: dict) -> list[str]:
+    """One line per output kind: temperature, validation ECE and NLL before and after, both thresholds."""
+    def num(x, fmt=".3f"):
+        return "n/a" if x is None or x != x else format(x, fmt)
+
+    lines = []
+    for kind, r in records.items():
+        mel = r.get("mel_at_threshold") or {}
+        flag = (f"P(MEL) >= {num(r['mel_threshold'])} (val sensitivity {num(mel.get('sensitivity'), '.2f')}, "
+                f"specificity {num(mel.get('specificity'), '.2f')})" if r.get("mel_threshold") is not None
+                else "none (" + "; ".join(r.get("notes", [])) + ")")
+        lines.append(f"{kind}: T = {num(r['temperature'])}; val ECE {num(r['before']['ece'])} -> "
+                     f"{num(r['after']['ece'])}, NLL {num(r['before']['nll'])} -> {num(r['after']['nll'])}; "
+                     f"melanoma flag: {flag}; refer when entropy > {num(r['referral_threshold'])} "
+                     f"(val coverage {num(r['coverage_at_threshold'], '.2f')}).")
+    return lines
+
+
+def main(argv=None) -> int:
+    """``python -m skin_utils.trust latest | <run folder or name> | <checkpoint.pt> [options]``."""
+    p = argparse.ArgumentParser(prog=COMMAND, description="Fit the calibration of a model trained earlier on its "
+                                "validation split, into its checkpoint (e.g. `latest`, a run folder or name, a .pt).")
+    p.add_argument("target", help='a checkpoint file, a run folder or run name, or "latest"')
+    for option, default, meaning in (
+            ("reports-dir", "reports", "holds runs/ (to find a run name or latest)"),
+            ("data-dir", None, "the training data; default: what the checkpoint records"),
+            ("split-path", None, "the training split file; default: what the checkpoint records"),
+            ("tta", True, "fit on 8-view TTA outputs (and the plain ones); --no-tta: plain outputs only"),
+            ("target-sensitivity", DEFAULT_TARGET_SENSITIVITY, "melanoma sensitivity the P(MEL) threshold reaches"),
+            ("target-coverage", DEFAULT_TARGET_COVERAGE, "share of validation images kept (not referred)"),
+            ("batch-size", 32, ""), ("device", "auto", ""), ("amp", "auto", "auto, bf16, fp16 or off"),
+            ("on-bad-data", "raise", "raise or skip"), ("progress", True, "")):
+        kind = {"bool": {"action": argparse.BooleanOptionalAction}, "NoneType": {}}.get(
+            type(default).__name__, {"type": type(default)})
+        p.add_argument(f"--{option}", default=default, help=meaning or None, **kind)
+    args = p.parse_args(argv)
+    target = resolve(args.target) if args.target != "latest" else None
+    if target is not None and target.is_file():
+        path, run = target, run_of_checkpoint(target)
+    else:
+        run = find_run(str(target) if target is not None and target.is_dir() else args.target,
+                       resolve(args.reports_dir) / "runs")
+        path = run.best
+    records = calibrate_checkpoint(path, data_dir=args.data_dir, split_path=args.split_path, tta=args.tta,
+                                   target_sensitivity=args.target_sensitivity, target_coverage=args.target_coverage,
+                                   batch_size=args.batch_size, device=args.device, amp=args.amp,
+                                   on_bad_data=args.on_bad_data, progress=args.progress)
+    print(f"Calibrated {path} on its validation split:", *("  " + line for line in summary_lines(records)), sep="\n")
+    if run is not None:
+        print(f"-> {write_json(run.metrics / 'calibration.json', records)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
