@@ -81,83 +81,11 @@ if "google.colab" in sys.modules:
     os.chdir("/content/repo")
 
 # %%
-import json
+from skin_utils.config import EvaluateConfig
+from skin_utils.evaluate import evaluate
 
-import pandas as pd
-
-from skin_utils import plots
-from skin_utils.nb import conclusions, report
-from skin_utils.trust.calibrate import StoredCalibration, calibrate_checkpoint
-from skin_utils.checkpoint import Checkpoint, load_model
-from skin_utils.engine import resolve_device
-from skin_utils.evaluation import (best_and_worst, domain_shift, evaluate_original_size, headline_table, is_external,
-                                   label_and_mask_flags, melanoma_report, not_applicable, per_class_table,
-                                   result_tag, subgroup_tables, subset_note)
-from skin_utils.trust.assess import (assess_trust, calibration_table, cam_check, cam_columns, cam_examples, cam_report,
-                                     cam_summary_table, choose_cam_examples, operating_point_table, referral_table,
-                                     trust_section)
-from skin_utils.config import EvaluateConfig, resolve, trained_tasks
-from skin_utils.data import load_data
-from skin_utils.runs import run_to_score
-from skin_utils.metrics import bootstrap_ci, read_per_image
-
-params = EvaluateConfig.from_notebook(globals()).to_dict()  # checked: a wrong value or a misspelt name stops here
-out, checkpoint_path = run_to_score(run, checkpoint and resolve(checkpoint), resolve(reports_dir) / "runs")
-figures = out.figures
-device = resolve_device(device)
-model, ckpt = load_model(checkpoint_path, map_location=device)
-model.to(device)
-class_names = ckpt.class_names
-trained = ckpt.params
-tasks = trained_tasks(trained.get("seg_weight", 1.0), trained.get("cls_weight", 1.0))
-print(f"checkpoint {checkpoint_path}: epoch {ckpt.epoch + 1}, trained at {ckpt.image_size[0]}x{ckpt.image_size[1]} px "
-      f"on {ckpt.data['data_dir']}; heads trained: {', '.join(tasks)}; results -> {out.root}")
-
-# %%
-data_dir = data_dir or ckpt.data["data_dir"]
-split_path = split_path or ckpt.split_path
-data = load_data(data_dir, ckpt.image_size, split_path=split_path,
-                 split_fractions=trained.get("split_fractions", (0.7, 0.15, 0.15)), seed=trained.get("split_seed", trained.get("seed", 0)),
-                 max_samples=trained.get("max_samples") if split != "all" else None,
-                 on_bad_data=on_bad_data, need_split=split != "all",
-                 label_map=label_map, label_column=label_column, id_column=id_column)
-if split != "all" and data.index.attrs["fingerprint"] != ckpt.data["fingerprint"]:
-    raise ValueError(f"{data.data_dir} is not the data this model was trained on; its '{split}' split would "
-                     "not be held out. Evaluate an external data set with split='all'.")
-external = split == "all" and is_external(data.describe(), ckpt.data)
-tag = result_tag(split, data.data_dir, external)   # file names of these results: never another evaluation's
-has_label, has_mask = label_and_mask_flags(data.index.iloc[data.rows[split]])
-scored = [t for t, ok in (("segmentation", has_mask.any()), ("classification", has_label.any())) if ok]
-shown = [t for t in tasks if t in scored]   # what this notebook shows: trained, and the data allow it
-for t in ("segmentation", "classification"):
-    if t not in scored:
-        print(conclusions.NOT_SCORED[t])
-if recalibrate and "classification" in tasks:
-    calibrate_checkpoint(checkpoint_path, data if split != "all" else None, tta=tta, batch_size=batch_size,
-                         device=device, amp=amp)
-    ckpt = Checkpoint.load(checkpoint_path)
-calibration = StoredCalibration.from_checkpoint(ckpt, tta)
-print(calibration.describe())
-title = f"external set · {data.name}" if external else f"{split} split · {data.name}"
-evaluation = evaluate_original_size(model, data, split, device, class_names, batch_size=batch_size, amp=amp,
-                                    threshold=threshold, tta=tta, return_views=True, mc_samples=mc_samples,
-                                    normalization=ckpt.normalization,
-                                    calibration=calibration if "classification" in tasks else None)
-per_image = evaluation.per_image
-labelled = evaluation.subset(evaluation.has_label)
-trust = assess_trust(labelled, calibration, class_names) if "classification" in shown else None
-if trust is not None:
-    per_image = per_image.join(trust.per_image)
-melanoma = melanoma_report(evaluation, calibration, class_names) if "classification" in shown else None
-ci = bootstrap_ci(per_image, class_names, n_resamples=n_bootstrap, seed=bootstrap_seed, tasks=shown,
-                  mel_threshold=calibration.mel_threshold)
-mel_numbers = {k: ci["estimate"][k] for k in ("mel_auc", "mel_sensitivity", "mel_specificity") if k in ci["estimate"]}
-result = not_applicable({**evaluation.report, **mel_numbers, "ci95": ci["ci95"], "melanoma_vs_rest": melanoma,
-                         "external": external, "classes_present": evaluation.report.get("classes_present", []),
-                         "bootstrap": {k: ci[k] for k in ("n_resamples", "level", "cluster", "n_lesions")}}, tasks)
-note = subset_note(result) if "classification" in shown else None
-if note:
-    print(note)
+cfg = EvaluateConfig.from_notebook(globals())  # checked: a wrong value or a misspelt name stops here
+result = evaluate(cfg)  # scores the split; writes metrics/<tag>.json, the per-image CSV, the figures and the report section
 
 # %% [markdown]
 # ## Headline numbers with 95% intervals, beside chance and the majority class
@@ -172,12 +100,7 @@ if note:
 # a set without masks (or without diagnoses) has no segmentation (classification) rows.
 
 # %%
-from IPython.display import Markdown, display
-
-headline = headline_table(result)
-display(headline)
-mel_text = conclusions.melanoma_conclusion(melanoma, result["ci95"])
-Markdown("\n\n".join(x for x in (note, mel_text) if x))
+result.show("headline")
 
 # %% [markdown]
 # ## Domain shift: the training data's test split beside this set
@@ -189,24 +112,7 @@ Markdown("\n\n".join(x for x in (note, mel_text) if x))
 # set's clinics and cameras; segmentation often holds while the diagnosis does not.
 
 # %%
-shift, shift_text = None, ""
-if external:
-    test_json, test_table = out.evaluation("test"), out.per_image("test")
-    if test_json.is_file():
-        shift = domain_shift(result, json.loads(test_json.read_text()),
-                             read_per_image(test_table) if test_table.is_file() else None, class_names,
-                             n_resamples=n_bootstrap, seed=bootstrap_seed)
-        display(shift["table"])
-        fig = plots.plot_domain_shift(shift["table"], title=f"Domain shift · {data.name}", external_name=data.name)
-        plots.publish(fig, figures / f"{tag}_domain_shift.png")
-        shift_text = " ".join(shift["notes"])
-    else:
-        shift_text = (f"No test-split results of this run yet ({test_json} is missing), so the domain shift "
-                      "cannot be shown; make them with `papermill notebooks/03_evaluate.ipynb reports/03_test.ipynb "
-                      f"-p checkpoint {checkpoint_path}`, then run this evaluation again.")
-else:
-    shift_text = "This is the training data (not an external set): there is no domain shift to show."
-Markdown(shift_text)
+result.show("domain_shift")
 
 # %% [markdown]
 # ## Per class
@@ -216,15 +122,7 @@ Markdown(shift_text)
 # has no sensitivity or AUC.
 
 # %%
-if "classification" in shown:
-    per_class = per_class_table(result)
-    fig = plots.plot_per_class_metrics(result, title=f"Per-class performance · {title}")
-    plots.publish(fig, figures / f"{tag}_per_class.png")
-else:
-    per_class = None
-    print("No per-class numbers: " + ("this set has no diagnoses." if "classification" not in scored
-                                      else "the classification head was not trained."))
-per_class
+result.show("per_class")
 
 # %% [markdown]
 # ## Confusion matrix and ROC curves
@@ -235,11 +133,7 @@ per_class
 # diagonal is chance (AUC 0.5).
 
 # %%
-if "classification" in shown:
-    fig = plots.plot_confusion_matrix(result, title=f"Confusion matrix · {title}")
-    plots.publish(fig, figures / f"{tag}_confusion_matrix.png")
-    fig = plots.plot_roc_curves(result["roc_curves"], title=f"ROC curves · {title}")
-    plots.publish(fig, figures / f"{tag}_roc_curves.png")
+result.show("confusion")
 
 # %% [markdown]
 # ## Where the model is weak: subgroups
@@ -248,10 +142,7 @@ if "classification" in shown:
 # others' is one the model serves worse; wide intervals mean too few lesions to say.
 
 # %%
-subgroups = subgroup_tables(evaluation, data.index, class_names, shown, n_resamples=max(100, n_bootstrap // 2),
-                            seed=bootstrap_seed)
-for column, table in subgroups.items():
-    display(table)
+result.show("subgroups")
 
 # %% [markdown]
 # ## Best and worst cases
@@ -262,12 +153,7 @@ for column, table in subgroups.items():
 # edge, very small lesions, or on an external set its colours and framing.
 
 # %%
-rank_by = "dice" if "segmentation" in shown else "p_true" if "classification" in shown else None
-if rank_by is not None:
-    examples = best_and_worst(data, evaluation, n_examples, by=rank_by)
-    ranking = "Dice" if rank_by == "dice" else "P(true class)"
-    fig = plots.plot_cases(**examples, title=f"Best and worst by {ranking} · {title}")
-    plots.publish(fig, figures / f"{tag}_best_worst.png")
+result.show("cases")
 
 # %% [markdown]
 # ## Calibration: do the probabilities mean what they say?
@@ -280,20 +166,7 @@ if rank_by is not None:
 # over 15 bins; the table adds class-wise ECE, NLL and Brier score (lower is better for all).
 
 # %%
-no_trust = ("This set has no diagnoses: nothing to calibrate, refer or explain." if "classification" not in scored
-            else "The classification head was not trained: there are no probabilities to calibrate.")
-if trust is not None:
-    cal = trust.calibration
-    fig = plots.plot_reliability_diagram(cal["reliability_before"], cal["reliability_after"],
-                                         temperature=calibration.temperature if cal["calibrated"] else None,
-                                         title=f"Reliability · {title}")
-    plots.publish(fig, figures / f"{tag}_reliability.png")
-    calibration_text = conclusions.calibration_conclusion(cal["before"], cal["after"], calibration.temperature,
-                                                          cal["reliability_before"], calibration.missing)
-    display(calibration_table(cal))
-else:
-    calibration_text = no_trust
-Markdown(calibration_text)
+result.show("calibration")
 
 # %% [markdown]
 # ## Referral: what if the most uncertain images go to a dermatologist?
@@ -306,16 +179,7 @@ Markdown(calibration_text)
 # images' balanced accuracy and to melanoma sensitivity (a referred melanoma counts as caught).
 
 # %%
-if trust is not None:
-    fig = plots.plot_risk_coverage(trust.referral["curves"], title=f"Risk–coverage · {title}")
-    plots.publish(fig, figures / f"{tag}_risk_coverage.png")
-    referral = trust.referral
-    referral_text = conclusions.referral_conclusion(referral["aurc"]["entropy"], referral["table"], referral["at_threshold"],
-                                                    mask=referral["mask"] if "segmentation" in shown else None)
-    display(referral_table(trust))
-else:
-    referral_text = no_trust
-Markdown(referral_text)
+result.show("referral")
 
 # %% [markdown]
 # ## The melanoma operating point
@@ -327,10 +191,7 @@ Markdown(referral_text)
 # sensitivity with specificity.
 
 # %%
-operating_text = (conclusions.operating_point_conclusion(trust.operating_point) if trust is not None else no_trust)
-if trust is not None and trust.operating_point is not None:
-    display(operating_point_table(trust.operating_point))
-Markdown(operating_text)
+result.show("operating_point")
 
 # %% [markdown]
 # ## Grad-CAM: where does the classifier look?
@@ -342,21 +203,7 @@ Markdown(operating_text)
 # model's resolution and enlarged.
 
 # %%
-cam, energy = None, None
-if trust is not None:
-    with_both = evaluation.subset(evaluation.has_label & evaluation.has_mask)   # the check needs true masks
-    if len(with_both.per_image):
-        cam = cam_check(model, data, split, with_both, device, class_names, batch_size=batch_size, method=cam_method,
-                        max_images=cam_max_images, normalization=ckpt.normalization)
-        per_image = per_image.merge(cam_columns(cam), on="image_id", how="left")
-        energy = dict(zip(per_image["image_id"], per_image["cam_energy_true"]))
-    examples = cam_examples(model, data, labelled, choose_cam_examples(labelled.per_image, class_names, n_examples),
-                            device, method=cam_method, normalization=ckpt.normalization, energy=energy,
-                            class_names=class_names)
-    fig = plots.plot_cam_grid(**examples, title=f"Grad-CAM ({cam_method}) · {title}")
-    plots.publish(fig, figures / f"{tag}_cam_examples.png")
-else:
-    print(no_trust)
+result.show("grad_cam")
 
 # %% [markdown]
 # ## Is the heat map on the lesion? The check against the masks
@@ -368,87 +215,12 @@ else:
 # inside. The figure shows the maps that fall most outside the lesion, lowest share first.
 
 # %%
-if cam is not None:
-    outside = [r["index"] for r in cam["true_mask"]["mostly_outside"][:2 * n_examples]]
-    if outside:
-        fig = plots.plot_cam_grid(**cam_examples(model, data, with_both, outside, device, method=cam_method,
-                                                 normalization=ckpt.normalization, energy=energy,
-                                                 class_names=class_names),
-                                  title=f"Heat maps mostly outside the lesion · {title}")
-        plots.publish(fig, figures / f"{tag}_cam_outside.png")
-    else:
-        print("No heat map falls mostly outside the true lesion.")
-    cam_text = conclusions.cam_conclusion(cam)
-    display(cam_summary_table(cam))
-else:
-    cam_text = ("No image has both a diagnosis and a mask: the heat maps cannot be checked against the lesions."
-                if trust is not None else "No Grad-CAM check.")
-Markdown(cam_text)
+result.show("cam_check")
 
 # %% [markdown]
 # ## Conclusion
-# Computed from the numbers above (`skin_utils.nb.conclusions.evaluation_conclusion`).
+# *Reading it:* a few sentences computed from the numbers above: the margin over chance and the
+# majority class, Dice, the shift from the training data's test split, how far to trust them.
 
 # %%
-conclusion = conclusions.evaluation_conclusion(result, per_image["jaccard"].dropna().tolist(), synthetic=data.synthetic,
-                                               tasks=tasks, shift=shift)
-Markdown(conclusion)
-
-# %%
-report.write_json(out.metrics / f"{tag}.json",
-                  {**{k: v for k, v in result.items() if k != "roc_curves"}, "checkpoint": str(checkpoint_path),
-                   "checkpoint_epoch": ckpt.epoch + 1, "data": data.describe(), "params": params,
-                   "subgroups": {c: t.to_dict(orient="records") for c, t in subgroups.items()},
-                   "calibration_used": calibration.as_dict(), "trust": trust.report() if trust else None,
-                   "cam": cam_report(cam) if cam else None,
-                   "domain_shift": None if shift is None else {
-                       "test_results": str(out.evaluation("test")), "notes": shift["notes"],
-                       "restricted_to": shift["restricted_to"],
-                       "table": shift["table"].reset_index().to_dict(orient="records")}})
-per_image.to_csv(out.metrics / f"{tag}_per_image.csv", index=False)
-figure_links = "\n".join(f"![{name}](figures/{tag}_{name}.png)" for name in
-                         ("per_class", "confusion_matrix", "roc_curves", "best_worst")
-                         if (figures / f"{tag}_{name}.png").is_file())
-subgroup_md = "\n\n".join(f"By {c}:\n\n{report.markdown_table(t.set_index(c))}" for c, t in subgroups.items() if len(t))
-base = result.get("majority_baseline") if "classification" in shown else None
-baseline_md = (f"Chance balanced accuracy {result['chance']['balanced_accuracy']:.3f}; always answering {base['majority']} "
-               f"would score accuracy {base['accuracy']:.3f} and balanced accuracy {base['balanced_accuracy']:.3f}."
-               if base else "")
-shift_md = ""
-if external:
-    shift_md = "### Domain shift: the training data's test split beside this set\n\n" + (
-        report.markdown_table(shift["table"]) + f"\n\n![domain shift](figures/{tag}_domain_shift.png)\n\n"
-        if shift is not None else "") + shift_text
-masks_md = (f"Masks scored at each image's original size{' (averaged over the 8 flips and turns)' if tta else ''}. "
-            if "segmentation" in shown else "")
-not_scored_md = " ".join(conclusions.NOT_SCORED[t] for t in ("segmentation", "classification") if t not in scored)
-what = (f"the external set **{data.name}** (`{data.data_dir}`, all images)" if external
-        else f"the **{split}** split of **{data.name}**")
-trust_md = (trust_section(trust, cam, calibration, tag, calibration_text, referral_text, operating_text, cam_text)
-            if trust is not None or "classification" in scored else f"### Trust in each prediction\n\n{no_trust}")
-report.write_section(out.root, f"03_{tag}", f"External evaluation: {data.name}" if external else f"Evaluation ({split} split)", f"""
-Checkpoint `{checkpoint_path.name}` of run `{out.name}` (epoch {ckpt.epoch + 1}, {ckpt.image_size[0]}x{ckpt.image_size[1]} px;
-heads trained: {', '.join(tasks)}) on {what}: {result['n_images']} images of
-{result['n_lesions']} lesions ({result['n_with_mask']} with a mask, {result['n_with_label']} with a diagnosis).
-{masks_md}95% intervals from {n_bootstrap} bootstrap resamples of lesions. {' '.join(x for x in (baseline_md, not_scored_md) if x)}
-{f"Class scores: {result['scores']}." if result.get('scores') else ''}
-
-{note or ''}
-
-{report.markdown_table(headline)}
-
-{mel_text}
-
-{shift_md}
-
-{report.markdown_table(per_class) if per_class is not None else ''}
-
-{figure_links}
-
-{subgroup_md}
-
-{trust_md}
-
-**Conclusion.** {conclusion}
-""", params=params, data=data.describe())
-print(f"results: {out.metrics / f'{tag}.json'}, {out.metrics / f'{tag}_per_image.csv'}, figures/{tag}_*.png")
+result.show("conclusion")

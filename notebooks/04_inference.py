@@ -11,7 +11,7 @@
 # Writes `inference/predictions.csv`, one overlay PNG per image, and summary figures.
 #
 # How far to trust each prediction: the probabilities calibrated with the temperature stored in
-# the checkpoint (fitted on the validation split by `02_train` or `python -m skin_utils.trust.calibrate`),
+# the checkpoint (fitted on the validation split by `02_train` or `python -m skin_utils.trust`),
 # the entropy and the disagreement of the test-time views, the mask's uncertainty along its
 # border, a **refer** flag (uncertainty above the threshold chosen on validation), a
 # **melanoma flag** (calibrated P(MEL) at the operating point chosen on validation) and a
@@ -54,37 +54,18 @@ if "google.colab" in sys.modules:
     os.chdir("/content/repo")
 
 # %%
-from skin_utils import plots
-from skin_utils.nb import conclusions, report
-from skin_utils.layout import read_image
-from skin_utils.inference import (Predictor, flags_caption, predictions_table, save_overlays, time_single_image,
-                                  write_demo_images)
-from skin_utils.config import InferConfig, resolve
-from skin_utils.demo import SYNTHETIC_NOTE
-from skin_utils.runs import run_to_score
+from skin_utils.config import InferConfig
+from skin_utils.inference import infer
 
-params = InferConfig.from_notebook(globals()).to_dict()  # checked: a wrong value or a misspelt name stops here
-out, checkpoint_path = run_to_score(run, checkpoint and resolve(checkpoint), resolve(reports_dir) / "runs")
-reports = out.root
-out_dir = reports / "inference"
-folder = resolve(input_dir) if input_dir else write_demo_images(out_dir / "demo_input", n_demo_images)
-predictor = Predictor(checkpoint_path, device=device, amp=amp, threshold=threshold, tta=tta, cam=cam,
-                      mc_samples=mc_samples)
-print(f"{folder}: predicting at {predictor.image_size} px on {predictor.device}")
-print(predictor.calibration.describe())
+cfg = InferConfig.from_notebook(globals())  # checked: a wrong value or a misspelt name stops here
+result = infer(cfg)  # predicts the folder; writes inference/predictions.csv, skipped.csv, overlays/, figures, the report section
+result.table
+
+# %% [markdown]
+# Files that were skipped, with the reason (not an image, corrupt, too small):
 
 # %%
-predictions, failures = predictor.predict_folder(folder, batch_size=batch_size)
-overlay_paths = save_overlays(predictions, out_dir / "overlays")
-table = predictions_table(predictions, overlay_paths)
-out_dir.mkdir(parents=True, exist_ok=True)
-table.to_csv(out_dir / "predictions.csv", index=False)
-failures.to_csv(out_dir / "skipped.csv", index=False)
-print(f"{len(predictions)} images predicted, {len(failures)} skipped")
-table
-
-# %%
-failures
+result.failures
 
 # %% [markdown]
 # ## Overlays (predicted lesion border in magenta)
@@ -93,13 +74,7 @@ failures
 # and for low probabilities, which mean the model is unsure.
 
 # %%
-shown = predictions[:8]
-fig = plots.plot_cases(images=[read_image(p.path) for p in shown], true_masks=None,
-                       pred_masks=[p.mask for p in shown], true_labels=None,
-                       pred_labels=[p.pred for p in shown], pred_probs=[p.prob for p in shown],
-                       row_titles=[p.image_id for p in shown],
-                       title=f"Predictions · {folder.name}" + ("" if input_dir else f" · {SYNTHETIC_NOTE}"))
-plots.publish(fig, reports / "figures" / "inference_examples.png")
+result.show("overlays")
 
 # %% [markdown]
 # ## How far to trust each prediction: heat map, flags and uncertainty
@@ -112,54 +87,19 @@ plots.publish(fig, reports / "figures" / "inference_examples.png")
 # same panel is saved per image in `inference/overlays/` (the `overlay` column of the table).
 
 # %%
-if cam and shown:
-    fig = plots.plot_cam_grid([read_image(p.path) for p in shown], [p.cam for p in shown],
-                              pred_masks=[p.mask for p in shown], captions=[flags_caption(p) for p in shown],
-                              title=f"Heat maps and flags · {folder.name}" + ("" if input_dir else f" · {SYNTHETIC_NOTE}"))
-    plots.publish(fig, reports / "figures" / "inference_trust.png")
-else:
-    print("Grad-CAM is off (cam=False)." if not cam else "No image was predicted.")
+result.show("trust")
 
 # %% [markdown]
 # ## Latency of a single image (preprocessing included)
+# *Reading it:* the median time of one image on this device, from the file to the flags, without
+# the Grad-CAM; the first call is left out (it warms the model up).
 
 # %%
-latency = time_single_image(predictor, read_image(predictions[0].path)) if predictions else float("nan")
-print(f"single-image latency: {latency * 1000:.1f} ms (median of 10, {predictor.device})")
+result.show("latency")
 
 # %% [markdown]
 # ## Conclusion
-# Computed from the predictions above (`skin_utils.nb.conclusions.inference_conclusion`).
+# *Reading it:* computed from the predictions above: classes, uncertain ones, flags, skipped files.
 
 # %%
-from IPython.display import Markdown
-
-conclusion = conclusions.inference_conclusion([p.pred for p in predictions], [p.prob_calibrated for p in predictions],
-                                              len(failures), demo=input_dir is None,
-                                              refer=[p.refer for p in predictions],
-                                              mel_flags=[p.mel_flag for p in predictions])
-Markdown(conclusion)
-
-# %%
-report.write_json(reports / "metrics" / "inference.json",
-                  {"input_dir": str(folder), "n_predicted": len(predictions), "n_skipped": len(failures),
-                   "single_image_latency_s": latency, "class_counts": table["pred"].value_counts().to_dict() if len(table) else {},
-                   "calibration_used": predictor.calibration.as_dict(),
-                   "n_referred": int(sum(bool(p.refer) for p in predictions)),
-                   "n_melanoma_flags": int(sum(bool(p.mel_flag) for p in predictions)), "params": params})
-report.write_section(reports, "04_inference", "Inference", f"""
-`{checkpoint_path.name}` of run `{out.name}` on `{folder}`: {len(predictions)} images predicted, {len(failures)} skipped
-(listed in `inference/skipped.csv`). Predictions: `inference/predictions.csv`; overlays: `inference/overlays/`.
-Single-image latency {latency * 1000:.1f} ms on `{predictor.device}` (median of 10, preprocessing included, Grad-CAM not).
-
-{predictor.calibration.describe()}
-
-{report.markdown_table(table[[c for c in ("image_id", "pred", "prob", "prob_calibrated", "p_cal_MEL", "entropy",
-                                          "tta_disagreement", "mask_uncertainty", "refer", "mel_flag") if c in table]]
-                       .astype(object).fillna("–").set_index("image_id").head(20)) if len(table) else "(no predictions)"}
-
-![examples](figures/inference_examples.png)
-{"![heat maps and flags](figures/inference_trust.png)" if cam and predictions else ""}
-
-**Conclusion.** {conclusion}
-""", params=params)
+result.show("conclusion")

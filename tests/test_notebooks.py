@@ -17,9 +17,9 @@ NOTEBOOKS = ["01_eda", "02_train", "03_evaluate", "04_inference"]  # the pipelin
 ALL = sorted(p.stem for p in (ROOT / "notebooks").glob("*.py"))      # the rules of every notebook
 REQUIRED = {
     "01_eda": {"data_dir", "reports_dir", "split_path", "seed"},
-    "02_train": {"data_dir", "image_size", "epochs", "batch_size", "lr", "seg_weight", "cls_weight",
-                 "encoder_weights", "seed", "device", "max_samples", "reports_dir", "run_name", "overwrite",
-                 "class_balance", "lr_schedule", "patience", "resume", "on_bad_data", "split_path"},
+    "02_train": {"data_dir", "image_size", "epochs", "time_budget", "batch_size", "lr", "seg_weight", "cls_weight",
+                 "seed", "max_samples", "reports_dir", "run_name", "overwrite", "resume", "split_path",
+                 "overrides"},  # the knobs a reader turns; every other TrainConfig field goes with -p or overrides
     "03_evaluate": {"run", "checkpoint", "data_dir", "split", "reports_dir", "device", "n_bootstrap"},
     "04_inference": {"run", "checkpoint", "input_dir", "reports_dir", "device"},
     "05_experiments": {"name", "grid", "seeds", "fixed", "eval_params", "reference", "experiments_dir"},
@@ -157,7 +157,7 @@ def test_papermill_help_lists_the_parameters():
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "epochs: int (default 3)" in out.stdout and "seg_weight: float" in out.stdout
-    assert "patience: Optional[int] (default None)" in out.stdout and "Unknown type" not in out.stdout
+    assert "max_samples: Optional[int] (default None)" in out.stdout and "Unknown type" not in out.stdout
 
 
 def _run_all(data_dir, tmp_path, **train):
