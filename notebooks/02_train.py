@@ -56,16 +56,11 @@ if "google.colab" in sys.modules:
     os.chdir("/content/repo")
 
 # %%
-from IPython.display import Image, Markdown, display
-
 from skin_utils.config import TrainConfig
-from skin_utils.report import markdown_table
-from skin_utils.train import train, training_note
-from skin_utils.trust import summary_lines
+from skin_utils.train import train
 
 cfg = TrainConfig.from_notebook(globals(), overrides)  # checked: a misspelt name stops here with the nearest one
-trained = train(cfg)  # the recipe: data, model, budget, training, calibration, train.json, figure, report
-run, summary = trained.run, trained.summary
+result = train(cfg)  # the recipe: data, model, budget, training, calibration, train.json, figure, report
 
 # %% [markdown]
 # ## Learning curves
@@ -76,23 +71,27 @@ run, summary = trained.run, trained.summary
 # train has no scores.
 
 # %%
-display(Image(filename=str(run.figures / "train_learning_curves.png")))
-Markdown(training_note(summary["history"], summary["selection_used"]))
+result.show("curves")
 
 # %% [markdown]
 # ## The kept checkpoint and its calibration
-# Validation at the best epoch (at the model's resolution; 03_evaluate scores the test split at
-# each image's size), and what was fitted on the validation split and stored in `best.pt`: the
-# temperature, the P(MEL) threshold that reaches `target_sensitivity` on the validation melanomas
-# (the melanoma flag) and the uncertainty threshold that keeps `target_coverage` of the validation
-# images (the rest is referred). A model trained before calibration existed:
-# `python -m skin_utils.trust <run>`.
+# *Reading the table:* validation at the best epoch (at the model's resolution; 03_evaluate scores
+# the test split at each image's size), then what was fitted on the validation split and stored
+# in `best.pt`: the temperature, the P(MEL) threshold that reaches `target_sensitivity` on the
+# validation melanomas (the melanoma flag) and the uncertainty threshold that keeps
+# `target_coverage` of the validation images (the rest is referred). A model trained before
+# calibration existed: `python -m skin_utils.trust <run>`.
 
 # %%
-Markdown(f"Best epoch **{summary['best_epoch']}** of {summary['epochs_run']} by `{summary['selection_used']}` "
-         f"({run.root}):\n\n{markdown_table(summary['best_val'])}\n\n"
-         + ("\n".join("- " + line for line in summary_lines(summary["calibration"]))
-            or "The diagnosis head was not trained (cls_weight=0): there is nothing to calibrate."))
+result.show("checkpoint")
+
+# %% [markdown]
+# ## Conclusion
+# *Reading it:* one sentence computed from the history: where the kept epoch fell, and whether
+# more epochs would likely help.
+
+# %%
+result.show("conclusion")
 
 # %% [markdown]
 # ## Next: evaluate and predict (on Colab, in this runtime)
@@ -105,10 +104,12 @@ Markdown(f"Best epoch **{summary['best_epoch']}** of {summary['epochs_run']} by 
 # it does nothing. This is the way to train, evaluate and predict in one Colab runtime.
 
 # %%
+from IPython.display import Image, display
+
 from skin_utils import sweep
 
 if "google.colab" in sys.modules and not os.environ.get(sweep.RUNNER_ENV):  # not when run by the runner
-    if sweep.run_all({"data_dir": cfg.data_dir, "reports_dir": cfg.reports_dir, "run_name": run.name},
+    if sweep.run_all({"data_dir": cfg.data_dir, "reports_dir": cfg.reports_dir, "run_name": result.run.name},
                      only=["03_evaluate", "04_inference"]) == 0:
         for figure in ("evaluate_confusion_matrix", "inference_examples"):
-            display(Image(filename=str(run.figures / f"{figure}.png")))
+            display(Image(filename=str(result.run.figures / f"{figure}.png")))

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from skin_utils import distributed, plots, report, runs
@@ -36,12 +37,16 @@ from skin_utils.trust import calibrate_checkpoint, summary_lines
 
 @dataclass
 class Trained:
-    """What `train` returns: the run folder, its ``metrics/train.json`` content (None on ranks
-    other than 0), and the data it was trained on."""
+    """What `train` returns: the run folder, its ``metrics/train.json`` content, the data it was
+    trained on and the ``sections`` to show (on ranks other than 0: no summary, no sections)."""
 
     run: runs.Run
     summary: dict | None
     data: Data
+    sections: dict = field(default_factory=dict)
+
+    def show(self, name: str) -> None:
+        self.sections[name].show()
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> Trained:
@@ -110,10 +115,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
         report.write_json(run.metrics / "train.json", summary)
         plots.save_figure(plots.plot_learning_curves(history, title=f"Learning curves · {data.name}"),
                         run.figures / "train_learning_curves.png")
-        _write_section(cfg, summary, run, data, device)
+        sections = _sections(cfg, summary, run, data, device)
         say(f"best epoch {summary['best_epoch']} by {summary['selection_used']}: {run.best}")
     distributed.barrier()
-    return Trained(run, summary, data)
+    return Trained(run, summary, data, sections if main else {})
 
 
 def _summary(cfg, history, run, model, loss_fn, data, calibration, plan, world_size, minutes) -> dict:
@@ -143,28 +148,30 @@ def training_note(history: list[dict], selection: str) -> str:
             "the epochs after it did not improve it.")
 
 
-def _write_section(cfg, summary, run, data, device) -> None:
+def _sections(cfg, summary, run, data, device) -> dict:
+    """The parts of notebook 02 (learning curves, the kept checkpoint, the conclusion), written
+    into the run's report section."""
     rows = data.describe()["images_per_split"]
     plan = summary["budget_plan"] and BudgetPlan.from_dict(summary["budget_plan"])
-    body = f"""
-Trained on **{data.name}** ({rows.get('train', 0)} training / {rows.get('val', 0)} validation images, split by
-lesion) for {summary['epochs_run']} epoch(s) at {cfg.image_size} px on `{device}`; encoder weights:
-{summary['encoder_weights_used']}; heads trained: {', '.join(cfg.tasks)}; {'raw weights' if cfg.ema_decay is None else
-f'a moving average of the weights (decay {cfg.ema_decay})'}. Best epoch by `{summary['selection_used']}`:
-**{summary['best_epoch']}**. {budget_summary(plan, summary['epochs_run'], summary['minutes_taken'], summary['history'])}
-
-Validation at the best epoch (model resolution; 03_evaluate scores the test split at the original size):
-
-{report.markdown_table(summary['best_val'])}
-
-Calibration fitted on the validation split and stored in `best.pt`:
-{chr(10).join('- ' + line for line in summary_lines(summary['calibration'])) or '- none (the diagnosis head was not trained)'}
-
-![learning curves](figures/train_learning_curves.png)
-
-{training_note(summary['history'], summary['selection_used'])}
-"""
+    calibration = "\n".join("- " + line for line in summary_lines(summary["calibration"]))
+    sections = {
+        "curves": report.Section("Learning curves", figures=[run.figures / "train_learning_curves.png"]),
+        "checkpoint": report.Section(
+            "The kept checkpoint", tables={"Validation at the best epoch (model resolution)":
+                                           pd.DataFrame({"value": summary["best_val"]}).rename_axis("metric")},
+            text=f"Best epoch **{summary['best_epoch']}** of {summary['epochs_run']} by `{summary['selection_used']}`. "
+                 "Calibration fitted on the validation split and stored in `best.pt`:\n"
+                 + (calibration or "- none (the diagnosis head was not trained)")),
+        "conclusion": report.Section("Conclusion", text=training_note(summary["history"], summary["selection_used"]))}
+    intro = (f"Trained on **{data.name}** ({rows.get('train', 0)} training / {rows.get('val', 0)} validation images, "
+             f"split by lesion) for {summary['epochs_run']} epoch(s) at {cfg.image_size} px on `{device}`; encoder "
+             f"weights: {summary['encoder_weights_used']}; heads trained: {', '.join(cfg.tasks)}; "
+             + ("raw weights. " if cfg.ema_decay is None else f"a moving average of the weights (decay {cfg.ema_decay}). ")
+             + budget_summary(plan, summary["epochs_run"], summary["minutes_taken"], summary["history"]))
+    body = "\n\n".join([intro, *(sections[k].markdown() for k in ("checkpoint", "curves")),
+                         f"**Conclusion.** {sections['conclusion'].text}"])
     report.write_section(run.root, "02_train", "Training", body, params=cfg.to_dict(), data=data.describe())
+    return sections
 
 
 def main(argv=None) -> int:

@@ -88,7 +88,7 @@ def test_each_parameters_cell_shows_its_configs_fields_with_the_same_defaults(na
 
 
 def test_a_notebook_namespace_becomes_its_config_and_a_stray_name_stops_it():
-    cfg = TrainConfig.from_notebook({"epochs": 2, "lr": 1e-3, "overrides": {}, "In": [], "_i1": "", "summary": {}},
+    cfg = TrainConfig.from_notebook({"epochs": 2, "lr": 1e-3, "overrides": {}, "In": [], "_i1": "", "result": None},
                                     {"ema_decay": 0.99})
     assert (cfg.epochs, cfg.lr, cfg.ema_decay) == (2, 1e-3, 0.99)
     with pytest.raises(ConfigError, match="'epoch' in the parameters given to 02_train.*'epochs'"):
@@ -148,3 +148,12 @@ def test_one_recipe_the_notebook_and_the_script_train_the_same_run(synthetic_dir
         assert torch.equal(tensor, ckpts["script"].model[key]), key
     assert json.loads((runs["notebook"] / "run.json").read_text())["params"] == {**TrainConfig.create(
         {**common, **extra, "run_name": "notebook"}).to_dict()}
+
+
+def test_the_training_note_says_where_the_best_epoch_fell():
+    from skin_utils.train import training_note
+
+    rows = [{"epoch": e, "score": s} for e, s in ((1, 0.5), (2, 0.7), (3, 0.6))]
+    assert "came at epoch 2 of 3" in training_note(rows, "dice")
+    assert "still improving at the last epoch" in training_note(rows[:2], "dice")
+    assert training_note(rows[:1], "dice").startswith("A single epoch")

@@ -148,8 +148,8 @@ def test_train_notebook_evaluates_and_predicts_in_the_same_colab_runtime(colab, 
         monkeypatch.setenv(sweep.RUNNER_ENV, "1")
     else:
         monkeypatch.delenv(sweep.RUNNER_ENV, raising=False)
-    exec(_next_cell(), {"cfg": TrainConfig(reports_dir="r"), "run": Run(tmp_path), "os": os, "sys": sys,
-                        "display": IPython.display.display, "Image": IPython.display.Image})
+    result = type("Trained", (), {"run": Run(tmp_path)})()
+    exec(_next_cell(), {"cfg": TrainConfig(reports_dir="r"), "result": result, "os": os, "sys": sys})
     if under_runner:
         assert calls == [] and shown == []
         return

@@ -113,7 +113,7 @@ def test_the_colab_setup_cell_is_the_same_in_every_notebook():
 
 
 #: Notebooks whose job is one library call that writes the report section (evaluate(cfg), infer(cfg)).
-ONE_CALL = {"03_evaluate": "evaluate(cfg)", "04_inference": "infer(cfg)"}
+ONE_CALL = {"02_train": "train(cfg)", "03_evaluate": "evaluate(cfg)", "04_inference": "infer(cfg)"}
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
