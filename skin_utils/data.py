@@ -1,9 +1,7 @@
-"""From a data folder to batches: `load_data` (index, lesion-level split, uint8 array cache), the
-datasets and loaders, and the synthetic demo when there are no data (`resolve_data_dir`).
-
-A folder that is not in the one layout is converted once (`skin_utils.prepare`) into the cache
-folder; ``Data.data_dir`` stays the folder given. Images travel as uint8 from the cache to the
-training step, which normalises them on the device: four times less memory traffic than float32.
+"""From a data folder to batches: `load_data` (index, lesion-level split, uint8 array cache), the datasets
+and loaders, and the synthetic demo when there are no data (`resolve_data_dir`). A folder not in the one layout
+is converted once (`skin_utils.prepare`) into the cache folder. Images stay uint8 up to the training step,
+which normalises them on the device: four times less memory traffic than float32.
 """
 
 from __future__ import annotations
@@ -43,9 +41,7 @@ DEMO_DATA_DIRS = ("data", "demo", "synthetic")
 CACHE_VERSION = 2
 
 
-# --------------------------------------------------------------------------------------------
-# the lesion-level split
-# --------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------- the lesion-level split
 def make_split(index: pd.DataFrame, fractions=(0.7, 0.15, 0.15), seed: int = 0) -> pd.DataFrame:
     """Each image to train/val/test by lesion (HAM10000 has 10,015 images of 7,470 lesions: an image
     split leaks near-duplicates into the test split): per diagnosis, the lesions shuffled with ``seed``
@@ -142,9 +138,7 @@ def subsample_by_lesion(index: pd.DataFrame, max_samples: int | None, seed: int 
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# the uint8 array cache: every image and mask decoded and resized once
-# --------------------------------------------------------------------------------------------
+# ---------------------------- the uint8 array cache: every image and mask decoded and resized once
 def default_cache_dir() -> Path:
     """``$SKIN_UTILS_CACHE``, else ``~/.cache/skin_utils`` (delete it at any time)."""
     return Path(os.environ.get("SKIN_UTILS_CACHE", Path.home() / ".cache" / "skin_utils"))
@@ -196,9 +190,8 @@ class ArrayCache:
 
 def build_cache(index: pd.DataFrame, image_size, cache_dir=None, num_threads: int | None = None,
                 progress: bool = True) -> ArrayCache:
-    """The cache of ``index`` at ``image_size`` in ``cache_dir/<cache_key>``, built first if needed on a
-    few threads (each holding one image at a time) into a temporary folder renamed into place when
-    complete. N x H x W x 4 bytes: 8,512 images at 128 px take 558 MB."""
+    """The cache of ``index`` at ``image_size`` in ``cache_dir/<cache_key>``, built if needed on a few threads
+    into a temporary folder renamed into place. N x H x W x 4 bytes: 8,512 images at 128 px take 558 MB."""
     hw = as_hw(image_size)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     final = root / cache_key(index, hw)
@@ -234,9 +227,7 @@ def build_cache(index: pd.DataFrame, image_size, cache_dir=None, num_threads: in
     return ArrayCache.open(final)
 
 
-# --------------------------------------------------------------------------------------------
-# datasets and loaders
-# --------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------- datasets and loaders
 class CachedLesionDataset(Dataset):
     """``(image uint8 (3, H, W), mask uint8 (1, H, W), label, row)`` from an `ArrayCache`; ``rows``
     selects the split. Only the geometry of ``augment`` runs here; its colour part runs per batch."""
@@ -285,9 +276,7 @@ def balanced_sampler(labels, power: float = 0.5, seed: int = 0) -> WeightedRando
                                  num_samples=len(labels), replacement=True, generator=torch.Generator().manual_seed(seed))
 
 
-# --------------------------------------------------------------------------------------------
-# the data of a notebook
-# --------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------- the data of a notebook
 def resolve_data_dir(data_dir="data", synthetic_dir="data/synthetic_demo", n_demo_images: int = 400,
                      demo_image_size=(120, 160), seed: int = 0, root: Path | None = None) -> Path:
     """``data_dir`` (relative: to the repository root) when it holds a data set, else, for "data" and the
@@ -365,12 +354,9 @@ def load_data(data_dir="data", image_size=128, *, split_path="reports/split.csv"
               label_column: str | None = None, id_column: str | None = None, partial: bool | None = None) -> Data:
     """Index ``data_dir`` (the demo for "data" when it holds no data set), validate it, take the lesion-level
     split at ``split_path`` (made there the first time) and build the cache at ``image_size`` (``cache=False``:
-    none, to look without training).
-
-    A folder not in the layout (masks named ``_lesion``, a ``labels.csv``, nested images, ...) is converted
-    once by `skin_utils.prepare.convert_folder` with ``label_map``, ``id_column`` and ``label_column`` into
-    ``<cache_dir>/converted/`` and read from there. ``partial`` (default: ``not need_split``, scoring a whole
-    folder) keeps images without a mask or a labels row."""
+    none, to look without training). A folder not in the layout (``_lesion`` masks, a ``labels.csv``, nested
+    images, ...) is converted once by `skin_utils.prepare.convert_folder` into ``<cache_dir>/converted/``.
+    ``partial`` (default: ``not need_split``, scoring a whole folder) keeps images without a mask or labels row."""
     path = resolve(data_dir)
     explicit = str(data_dir) not in DEMO_DATA_DIRS and path != resolve("data")
     folder = path if explicit and path.is_dir() else resolve_data_dir(data_dir)

@@ -1,12 +1,7 @@
-"""The synthetic demo data set: lesion-like images with masks and HAM10000's class imbalance, in the
-one layout, generated deterministically so that every notebook runs without the real data.
-
-Each lesion is a blob with a Fourier-harmonic border on skin-toned background, its size, border
-irregularity, colours and texture set by its diagnosis (MEL large, irregular, dark with blue-grey
-blotches; NV round, brown, a network; BCC pink-pearly with red vessels; AKIEC red with white scales;
-BKL light brown with dark fissures; DF small, a brown ring round a pale centre; VASC red-purple
-lacunae), photographed 1-3 times (about 1.34 images per lesion, like HAM10000) with other position,
-light and hairs, dark dermatoscope corners, noise and blur. The mask is the lesion's support.
+"""The synthetic demo data set, generated deterministically so that every notebook runs without the real
+data: lesion-like images with masks and HAM10000's class imbalance, in the one layout. Each lesion is a blob
+with a Fourier-harmonic border whose size, irregularity, colours and texture follow its diagnosis (`_STYLE`),
+photographed 1-3 times (about 1.34 images per lesion, like HAM10000); the mask is the lesion's support.
 ``python -m skin_utils.prepare demo OUT_DIR`` writes one.
 """
 

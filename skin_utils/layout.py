@@ -5,9 +5,8 @@
     <data_dir>/HAM10000_metadata.csv                 optional: lesion_id,image_id,dx[,dx_type,age,sex,localization]
     <data_dir>/dataset_info.json                     optional: {"synthetic": true} marks the demo
 
-`load_index` turns such a folder into the index (one row per usable image) after finding every
-problem, reported together with what to do. `skin_utils.prepare` converts other folder shapes
-into this one. Every size is ``(height, width)`` (`as_hw`).
+`load_index` turns it into the index after finding every problem (each with what to do); `skin_utils.prepare`
+converts other folder shapes into it. Every size is ``(height, width)`` (`as_hw`).
 """
 
 from __future__ import annotations
@@ -84,9 +83,7 @@ KIND_FIXES: dict[str, str] = {
 FATAL_KINDS = frozenset({"missing_folder", "no_images", "no_labels"})
 
 
-# --------------------------------------------------------------------------------------------
-# reading images and masks: the one path training, validation and inference share
-# --------------------------------------------------------------------------------------------
+# ----------------- reading images and masks: the one path training, validation and inference share
 def as_hw(image_size) -> tuple[int, int]:
     """``128`` -> (128, 128); ``(h, w)`` stays."""
     if isinstance(image_size, (int, np.integer)):
@@ -193,10 +190,9 @@ def _rgb(img: Image.Image, path) -> np.ndarray:
 
 
 def read_image(path, shrink_to=None) -> np.ndarray:
-    """Any PIL-readable image as uint8 (H, W, 3) RGB, EXIF orientation applied. ``shrink_to`` (an int
-    or (H, W)), for callers that resize to it anyway: an image of more than LARGE_IMAGE_PIXELS may come
-    back smaller, never under REDUCING_GAP x max(H, W) on its shorter side (JPEG DCT scaling, or an
-    integer box reduction right after decoding), so a 6000 x 4000 photo is never held at full size."""
+    """Any PIL-readable image as uint8 (H, W, 3) RGB, EXIF orientation applied. ``shrink_to`` (an int or (H, W)),
+    for callers that resize to it anyway: an image over LARGE_IMAGE_PIXELS may come back smaller, never under
+    REDUCING_GAP x max(H, W) on its shorter side (JPEG DCT scaling, or an integer box reduction after decoding)."""
     with _open(path) as img:
         if shrink_to is None or img.size[0] * img.size[1] <= LARGE_IMAGE_PIXELS:
             return np.ascontiguousarray(_rgb(_decode(img, path), path))
@@ -255,9 +251,7 @@ def read_mask(path, hw: tuple[int, int] | None = None) -> np.ndarray:
     return np.ascontiguousarray(binary, dtype=np.uint8)
 
 
-# --------------------------------------------------------------------------------------------
-# folders and tables
-# --------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------ folders and tables
 def is_ignored(name: str) -> bool:
     """Hidden files and operating-system/archiver junk (.DS_Store, Thumbs.db, __MACOSX): skipped quietly."""
     return name.startswith(".") or name.lower() in IGNORED_NAMES
@@ -348,9 +342,7 @@ def is_synthetic(data_dir) -> bool:
         return False
 
 
-# --------------------------------------------------------------------------------------------
-# problems and the report
-# --------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------- problems and the report
 class DataValidationError(ValueError):
     """The data set has problems; ``.report`` is the full `DataReport`."""
 
@@ -446,9 +438,7 @@ def layout_error(report: DataReport) -> DataLayoutError:
     return DataLayoutError(f"No usable data set in {report.data_dir}:\n{body}{hint}\n{EXPECTED_LAYOUT}{extra}", report)
 
 
-# --------------------------------------------------------------------------------------------
-# checking the files
-# --------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------ checking the files
 def check_mask(path: str) -> tuple[tuple[int, int] | None, Problem | None]:
     """``((H, W), problem or None)`` of a mask: readable, and binary by `binarise_mask`: not empty once
     binarised although not all zero (a label map, a wrongly scaled mask), few mid-grey pixels."""
@@ -568,8 +558,7 @@ def _read_metadata(path: Path, images: set[str], report: DataReport, partial: bo
 
 
 def _scan(data_dir, decode: bool, partial: bool) -> tuple[DataReport, list[dict], bool]:
-    """The report of a data folder, its index rows (``_bad``: a problem names the image) and whether the
-    labels have a lesion_id column."""
+    """The report, the index rows (``_bad``: a problem names the image) and whether labels have lesion ids."""
     root = Path(os.path.abspath(Path(data_dir).expanduser()))
     report = DataReport(str(root))
     if not root.is_dir():
@@ -657,16 +646,13 @@ def _fingerprint(rows: list[dict]) -> str:
 
 
 def load_index(data_dir, on_bad_data: str = "raise", decode: bool = True, *, partial: bool = False) -> pd.DataFrame:
-    """The index of a folder in the layout: one row per usable image.
-
-    Columns ``image_id, image_path, mask_path`` (None without a mask), ``label`` (-1 without a
-    diagnosis), ``dx, lesion_id, age, sex, localization, has_label, has_mask``; ``df.attrs``:
-    ``data_dir, label_file, has_lesion_ids, has_labels, has_masks, partial, fingerprint, synthetic,
-    problems`` (those skipped). Problems raise one `DataValidationError` listing them all, or with
-    ``on_bad_data="skip"`` leave the affected images out with one `DataQualityWarning`; no images, or
-    neither labels nor masks, raise `DataLayoutError`. ``partial=True`` (scoring a whole folder, never
-    training) keeps images without a labels row or a mask; ``decode=False`` skips the pixel checks.
-    """
+    """The index of a folder in the layout, one row per usable image: ``image_id, image_path, mask_path`` (None
+    without a mask), ``label`` (-1 without a diagnosis), ``dx, lesion_id, age, sex, localization, has_label,
+    has_mask``; ``df.attrs``: ``data_dir, label_file, has_lesion_ids, has_labels, has_masks, partial, fingerprint,
+    synthetic, problems`` (those skipped). Problems raise one `DataValidationError` listing them all, or with
+    ``on_bad_data="skip"`` leave the affected images out with one `DataQualityWarning`; no images, or neither
+    labels nor masks, raise `DataLayoutError`. ``partial=True`` (scoring a whole folder, never training) keeps
+    images without a labels row or a mask; ``decode=False`` skips the pixel checks."""
     if on_bad_data not in ON_BAD_DATA:
         raise ValueError(f"on_bad_data must be one of {ON_BAD_DATA}, got {on_bad_data!r}")
     report, rows, has_lesion_ids = _scan(data_dir, decode, partial)

@@ -56,9 +56,7 @@ CONVERSION_RECORD = "conversion.json"
 SHIFT_RECORD = "shift.json"
 
 
-# --------------------------------------------------------------------------------------------
-# any other folder
-# --------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------- any other folder
 def split_mask_name(name: str) -> str | None:
     """The image id of a mask file name (``ISIC_1_lesion.bmp`` -> ``ISIC_1``, any case), else None."""
     stem, ext = os.path.splitext(name)
@@ -75,8 +73,7 @@ def clean_image_id(value: str) -> str:
 
 
 def _column(columns, wanted: str | None, candidates) -> str | None:
-    """The column named ``wanted`` (when given), else the first of ``candidates`` present; names
-    compared lower-case with spaces and hyphens as "_"."""
+    """The column named ``wanted``, else the first of ``candidates``; lower-case, spaces and hyphens as "_"."""
     keys = {}
     for c in columns:
         keys.setdefault(normalise_name(c).replace(" ", "_"), c)
@@ -188,13 +185,12 @@ def _say(record: dict) -> None:
 
 def convert_folder(src, out, *, label_map=None, id_column: str | None = None, label_column: str | None = None,
                    on_bad_data: str = "raise", overwrite: bool = False) -> Path:
-    """Write ``src`` (images and masks ``<id>_segmentation|_mask|_lesion`` of any format, size and folder; a
-    labels table with an id and a diagnosis column, or one-hot class columns) in the layout at ``out``, with
-    ``conversion.json`` (source, options, counts, how names were mapped).
-
-    Unknown diagnosis names (listed with a ``label_map`` to start from), rows not one-hot, ids listed twice
-    and masks not binary raise one `DataValidationError`; ``on_bad_data="skip"`` leaves those images out with
-    a warning. Names mapped to null are left out; unmatched ids are warned about with examples."""
+    """Write ``src`` (images and masks ``<id>_segmentation|_mask|_lesion`` of any format, size and folder; a labels
+    table with an id and a diagnosis column, or one-hot class columns) in the layout at ``out``, with
+    ``conversion.json`` (source, options, counts, how names were mapped). Unknown diagnosis names (listed with a
+    ``label_map`` to start from), rows not one-hot, ids listed twice and masks not binary raise one
+    `DataValidationError`; ``on_bad_data="skip"`` leaves those images out with a warning. Names mapped to null
+    are left out; unmatched ids are warned about with examples."""
     src, out = Path(src).expanduser().resolve(), Path(out).expanduser().resolve()
     opts = {"label_map": parse_label_map(label_map), "id_column": id_column, "label_column": label_column}
     with write_whole(out, CONVERSION_RECORD, overwrite, source=src) as tmp:
@@ -319,9 +315,7 @@ def converted_copy(src, cache_dir, reason: str, *, label_map=None, id_column=Non
                           on_bad_data=on_bad_data, overwrite=out.exists())
 
 
-# --------------------------------------------------------------------------------------------
-# the official HAM10000 downloads
-# --------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------- the official HAM10000 downloads
 ARCHIVES = ("HAM10000_images_part_1", "HAM10000_images_part_2", "HAM10000_segmentations_lesion_tschandl")
 METADATA_DOWNLOADS = ("HAM10000_metadata.csv", "HAM10000_metadata.tab", "HAM10000_metadata", "HAM10000_metadata.txt")
 
@@ -400,14 +394,12 @@ def _some(names: list[str]) -> str:
 
 
 def prepare_ham10000(downloads_dir, out_dir="data", overwrite: bool = False, verbose: bool = True) -> dict:
-    """Build ``out_dir`` in the layout from the official downloads of the Harvard Dataverse record (zipped
-    or extracted, in ``downloads_dir`` or one folder below; nothing is downloaded). Files already in place
-    with the same size are kept (``overwrite`` replaces files that differ); the result is validated.
-
-    Returns what was found and done: ``ids`` (image/mask/label ids of the downloads), ``lacking`` (the
-    ids without each), ``written``, ``kept``, ``conflicts``, ``unsafe_members``, ``skipped_members``,
-    ``errors``, ``missing_downloads``, ``problems`` (all of those), ``report`` (the layout's), ``ok`` and
-    ``text`` (printed when ``verbose``)."""
+    """Build ``out_dir`` in the layout from the official downloads of the Harvard Dataverse record (zipped or
+    extracted, in ``downloads_dir`` or one folder below; nothing is downloaded). Files already in place with the
+    same size are kept (``overwrite`` replaces files that differ); the result is validated. Returns ``ids``
+    (image/mask/label ids of the downloads), ``lacking`` (the ids without each), ``written``, ``kept``,
+    ``conflicts``, ``unsafe_members``, ``skipped_members``, ``errors``, ``missing_downloads``, ``problems`` (all
+    of those), ``report`` (the layout's), ``ok`` and ``text`` (printed when ``verbose``)."""
     downloads, out = Path(downloads_dir).expanduser().absolute(), Path(out_dir).expanduser().absolute()
     wanted = (f"Download HAM10000_images_part_1.zip, HAM10000_images_part_2.zip, {ARCHIVES[2]}.zip and "
               f"HAM10000_metadata.tab (or .csv) from the {DATAVERSE} ({DATAVERSE_URL})")
@@ -471,9 +463,7 @@ def prepare_ham10000(downloads_dir, out_dir="data", overwrite: bool = False, ver
     return s
 
 
-# --------------------------------------------------------------------------------------------
-# the shifted copy of a split: the same lesions as another clinic's camera would show them
-# --------------------------------------------------------------------------------------------
+# -------- the shifted copy of a split: the same lesions as another clinic's camera would show them
 SHIFT_KINDS = ("vignette", "blur", "resolution", "noise", "cast", "hue", "gamma", "jpeg")  # in the order applied
 #: Where each shift's parameter is drawn from (uniformly; from one of the ranges where there are two),
 #: outside what the "camera" augmentation trains on (`transforms.CAMERA_AUGMENT`), so the test is not circular.
@@ -622,9 +612,7 @@ def build_shifted_split(data_dir, out, *, split_path=None, split: str = "test", 
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# command line
-# --------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------ command line
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m skin_utils.prepare", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -652,10 +640,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-per-image", type=int, default=3, help="each image gets 1 to this many shifts")
     p = sub.add_parser("demo", parents=[rewrite], help="the synthetic demo data set")
     p.add_argument("out_dir")
-    p.add_argument("--n-images", type=int, default=400)
-    p.add_argument("--height", type=int, default=120)
-    p.add_argument("--width", type=int, default=160)
-    p.add_argument("--seed", type=int, default=0)
+    for flag, default in (("--n-images", 400), ("--height", 120), ("--width", 160), ("--seed", 0)):
+        p.add_argument(flag, type=int, default=default)
     p = sub.add_parser("check", help="print what a data folder holds and everything wrong with it")
     p.add_argument("data_dir")
     p.add_argument("--fast", action="store_true", help="names, labels and pairing only, no pixel checks")

@@ -1,8 +1,7 @@
-"""What happens to a uint8 batch between the cache and the model: geometry per sample in the loader
-(image and mask together); colour per batch on the device (`BatchColorJitter`, or `BatchCameraAugment`:
-what another clinic's camera changes, from plain functions of a float batch in [0, 1] that the shifted
-test copies of `skin_utils.prepare` also use); `Normalize` (Shades of Gray when the run uses it, then
-mean/std), built from what a checkpoint stores (`normalization_config`) so every path feeds the model alike.
+"""A uint8 batch between the cache and the model: geometry per sample in the loader (image and mask together),
+colour per batch on the device (`BatchColorJitter`, `BatchCameraAugment`; the camera effects are functions of
+a float batch in [0, 1] that `skin_utils.prepare`'s shifted copies also use), then `Normalize`, built from what a
+checkpoint stores (`normalization_config`) so every path feeds the model alike.
 """
 
 from __future__ import annotations
@@ -129,8 +128,7 @@ def _grey(t: torch.Tensor) -> torch.Tensor:
 
 
 def brightness_contrast_saturation(x: torch.Tensor, brightness, contrast, saturation) -> torch.Tensor:
-    """Brightness, contrast (around the image's mean grey) and saturation (around each pixel's grey)
-    times the factors given, per image."""
+    """Factors per image; contrast scales around the image's mean grey, saturation around each pixel's grey."""
     x = x * _per_image(brightness, x)  # a new tensor: the rest works in place
     mean = _grey(x).mean(dim=(2, 3), keepdim=True)
     x.sub_(mean).mul_(_per_image(contrast, x)).add_(mean)
@@ -234,7 +232,7 @@ class BatchCameraAugment(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
-        dev = x.device
+        dev, side = x.device, min(h, w)
         x = x.float().clone()
 
         def chosen(effect):
@@ -244,7 +242,9 @@ class BatchCameraAugment(torch.nn.Module):
             lo, hi = self.ranges[effect][key]
             return lo + (hi - lo) * torch.rand(len(idx), *shape)
 
-        def update(idx, fn, *args):  # fn on the chosen images (all of them without a copy)
+        def update(idx, fn, *args):  # fn on the chosen images (all of them without a copy); none: x as it is
+            if len(idx) == 0:
+                return x
             if len(idx) == n:
                 return fn(x, *args)
             x[idx] = fn(x[idx], *args)
@@ -258,30 +258,24 @@ class BatchCameraAugment(torch.nn.Module):
                              max_hairs=int(hi), device=dev)
             shade = (0.02 + 0.23 * torch.rand(len(idx), 1)) * torch.tensor([1.0, 0.8, 0.7])
             x = update(idx, add_hair, mask, shade.to(dev), (0.6 + 0.35 * torch.rand(len(idx))).to(dev))
+        # drawing for no image (torch.rand(0)) takes nothing from the generator: the same draws as skipping
         idx = chosen("vignette")
-        if len(idx):
-            x = update(idx, vignette, draw("vignette", "strength", idx).to(dev))
+        x = update(idx, vignette, draw("vignette", "strength", idx).to(dev))
         idx = chosen("blur")
-        if len(idx):
-            side = min(h, w)
-            x = update(idx, gaussian_blur, (draw("blur", "sigma", idx) * side).to(dev),
-                       math.ceil(3 * self.ranges["blur"]["sigma"][1] * side))
+        x = update(idx, gaussian_blur, (draw("blur", "sigma", idx) * side).to(dev),
+                   math.ceil(3 * self.ranges["blur"]["sigma"][1] * side))
         idx = chosen("resolution")
         for i, scale in zip(idx.tolist(), draw("resolution", "scale", idx).tolist()):
             x[i:i + 1] = downscale_upscale(x[i:i + 1], scale)
         idx = chosen("cast")
-        if len(idx):
-            x = update(idx, colour_cast, draw("cast", "gain", idx, 3).to(dev))
+        x = update(idx, colour_cast, draw("cast", "gain", idx, 3).to(dev))
         idx = chosen("jitter")
-        if len(idx):
-            b, c, sat = (1 + (torch.rand(3, len(idx)) * 2 - 1) * self.ranges["jitter"]["strength"]).to(dev)
-            x = update(idx, brightness_contrast_saturation, b, c, sat)
+        b, c, sat = (1 + (torch.rand(3, len(idx)) * 2 - 1) * self.ranges["jitter"]["strength"]).to(dev)
+        x = update(idx, brightness_contrast_saturation, b, c, sat)
         idx = chosen("gamma")
-        if len(idx):
-            lo, hi = self.ranges["gamma"]["gamma"]
-            gamma = torch.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * torch.rand(len(idx)))
-            x = update(idx, adjust_gamma, gamma.to(dev))
-        return x.clamp_(0, 1)
+        lo, hi = self.ranges["gamma"]["gamma"]
+        gamma = torch.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * torch.rand(len(idx)))
+        return update(idx, adjust_gamma, gamma.to(dev)).clamp_(0, 1)
 
 
 def build_augmentation(augment: str = "standard") -> tuple[v2.Transform | None, torch.nn.Module | None]:
@@ -309,8 +303,7 @@ NORMALIZATION_KEYS = ("mean", "std", "colour_constancy", "p")
 
 def normalization_config(colour_constancy: str | None = None, p: float = DEFAULT_P, mean=IMAGENET_MEAN,
                          std=IMAGENET_STD) -> dict:
-    """What a checkpoint stores as ``normalization`` (checked): mean, std, colour_constancy (None or
-    "shades_of_gray") and p."""
+    """What a checkpoint stores as ``normalization`` (checked); colour_constancy None or "shades_of_gray"."""
     if colour_constancy not in (None, *COLOUR_CONSTANCY):
         raise ValueError(f"colour_constancy={colour_constancy!r}: choose one of {COLOUR_CONSTANCY}.")
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 1 <= p <= 64:
@@ -326,8 +319,7 @@ def normalization_config(colour_constancy: str | None = None, p: float = DEFAULT
 
 
 def resolve_normalization(normalization: dict | None) -> dict:
-    """A checkpoint's ``normalization`` with every key: None is ImageNet's, and older dicts without
-    ``colour_constancy`` have none."""
+    """A checkpoint's ``normalization`` with every key: None is ImageNet's; older dicts have no colour constancy."""
     if normalization is None:
         return normalization_config()
     if not isinstance(normalization, dict):
@@ -342,8 +334,7 @@ def resolve_normalization(normalization: dict | None) -> dict:
 
 
 class Normalize(torch.nn.Module):
-    """uint8 (N, 3, H, W) -> the model's input: to [0, 1], ``jitter`` (training only), colour constancy,
-    then ``(x - mean) / std``."""
+    """uint8 (N, 3, H, W) -> [0, 1], ``jitter`` (training only), colour constancy, then ``(x - mean) / std``."""
 
     def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD, jitter: torch.nn.Module | None = None,
                  colour_constancy: str | None = None, p: float = DEFAULT_P):
