@@ -1,14 +1,9 @@
-"""Scoring a trained model with the ISIC 2018 definitions, on a split of its training data or on
-another data set, and how far to trust it there.
-
-`evaluate(cfg)` is the whole job of notebooks/03_evaluate: one pass of the model (`score_split`:
-the per-image table, masks scored at each image's original size, the calibrated ``p_<class>``
-columns every classification number reads), lesion-level 95% intervals beside chance and the
-majority class, melanoma versus the rest, subgroups, best and worst cases, trust (calibration,
-referral, the melanoma operating point, Grad-CAM against the masks) and, for an external set, the
-domain shift beside the run's test split. It writes ``metrics/<tag>.json`` and
-``<tag>_per_image.csv``, ``figures/<tag>_*.png`` and the report section (`result_tag`: an external
-set never overwrites the test results), and returns one `Section` per part for the notebook.
+"""Scoring a trained model with the ISIC 2018 definitions, on a split of its training data or on another
+data set, and how far to trust it there. `evaluate(cfg)` is the whole job of notebooks/03_evaluate: one
+pass of the model (`score_split`; every classification number reads the calibrated ``p_<class>``
+columns), lesion-level 95% intervals beside chance and the majority class, subgroups, best and worst
+cases, trust and, for an external set, the domain shift. An external set's files are named apart
+(`result_tag`): it never overwrites the test results.
 """
 
 from __future__ import annotations
@@ -90,9 +85,8 @@ def label_and_mask_flags(index: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class Evaluation:
-    """What `score_split` returns: ``report``, ``per_image`` (one row per image) and the outputs:
-    ``mask_probs`` (N, h, w) float16, ``probs`` (calibrated when a calibration was given, then
-    ``raw_probs`` the uncalibrated), ``labels`` (-1: none), TTA ``view_probs`` and ``mask_var``, ``mc_probs``."""
+    """What `score_split` returns: ``report``, ``per_image`` and the outputs (``mask_probs`` (N, h, w)
+    float16; ``probs`` calibrated when a calibration was given, then ``raw_probs``; ``labels`` -1: none)."""
 
     report: dict
     per_image: pd.DataFrame
@@ -114,8 +108,7 @@ class Evaluation:
         return self.per_image["dice"].notna().to_numpy()
 
     def subset(self, keep) -> "Evaluation":
-        """The images where ``keep`` (bool (N,), or positions) is set, in order; ``per_image`` keeps
-        its index (columns computed on the subset join back); ``report`` is the full set's."""
+        """The images ``keep`` (bool (N,), or positions) selects; ``per_image`` keeps its index (to join back)."""
         keep = np.asarray(keep)
         pos = np.flatnonzero(keep) if keep.dtype == bool else keep.astype(int)
         take = lambda a, axis=0: None if a is None else a[(slice(None),) * axis + (pos,)]  # noqa: E731
@@ -129,11 +122,9 @@ def score_split(model, data, split: str, device, class_names, *, batch_size: int
                 threshold: float = 0.5, tta: bool = False, progress: bool = True, return_views: bool = False,
                 mc_samples: int = 0, normalization: dict | None = None, threads: int = 4,
                 calibration: StoredCalibration | None = None) -> Evaluation:
-    """Score ``split`` ("train", "val", "test" or "all") of a `Data`, each image for what it has:
-    masks at the original size, classification over the classes present beside `baselines`
-    (``report["scored"]``: the tasks the data allow). ``tta``, ``return_views``, ``mc_samples``:
-    `skin_utils.engine.predict`. The one rule for class scores: with ``calibration`` every
-    classification number and the ``p_<class>`` columns use the calibrated probabilities."""
+    """Score ``split`` ("train", "val", "test" or "all") of a `Data`, each image for what it has (masks at
+    the original size; classes over those present). The one rule for class scores: with ``calibration``
+    every classification number and the ``p_<class>`` columns use the calibrated probabilities."""
     device = torch.device(device)
     if split not in data.rows or len(data.rows[split]) == 0:
         raise ValueError(f"split={split!r} is empty or unknown; choose one of {sorted(data.rows)}.")
@@ -188,8 +179,7 @@ def scores_rule(calibration) -> str:
 # --- the tables ----------------------------------------------------------------------------------------
 
 def melanoma_report(evaluation: Evaluation, calibration: StoredCalibration, class_names) -> dict | None:
-    """`melanoma_vs_rest` of the (calibrated) P(MEL) at the stored threshold, with what it reached on
-    ``validation``; None without diagnoses or a MEL class."""
+    """`melanoma_vs_rest` of the (calibrated) P(MEL) at the stored threshold; None without diagnoses or MEL."""
     keep, names = evaluation.has_label, list(class_names)
     if not keep.any() or MELANOMA not in names:
         return None
@@ -219,8 +209,7 @@ def _fmt_ci(lo_hi) -> str:
 
 
 def headline_table(report: dict) -> pd.DataFrame:
-    """The `HEADLINE` numbers the set allows with their 95% intervals, beside chance and always
-    answering the most frequent class (with diagnoses); "n/a" for an untrained head."""
+    """The `HEADLINE` numbers with their 95% intervals, beside chance and the majority class; "n/a": untrained."""
     base, chance = report.get("majority_baseline") or {}, report.get("chance") or {}
 
     def majority(k):  # what always answering the majority class scores
@@ -333,8 +322,8 @@ def choose_cam_examples(per_image: pd.DataFrame, class_names, n: int = 4) -> lis
 
 def cam_examples(model, data, evaluation: Evaluation, positions, device, *, method: str = "gradcam",
                  normalization: dict | None = None, energy: dict | None = None, class_names=CLASS_NAMES) -> dict:
-    """`skin_utils.plots.plot_cam_grid`'s arguments for ``positions``: the Grad-CAM of the class the
-    table predicts (the one the caption names) and a caption with ``energy`` (image_id -> share inside)."""
+    """`skin_utils.plots.plot_cam_grid`'s arguments: the Grad-CAM of the class the caption names (the
+    table's prediction), with ``energy`` (image_id -> share inside) in the caption."""
     positions = [int(i) for i in positions]
     if not positions:
         raise ValueError("cam_examples: no positions given.")
@@ -356,9 +345,7 @@ def cam_examples(model, data, evaluation: Evaluation, positions, device, *, meth
 
 @dataclass
 class Trust:
-    """What `assess_trust` returns: ``calibration`` (before / after, reliability), ``referral``
-    (risk-coverage ``curves``, ``aurc``, ``table``, the stored threshold here, the ``mask``
-    uncertainty against 1 - Dice), ``operating_point``, the ``per_image`` columns, the ``stored`` calibration."""
+    """What `assess_trust` returns (``referral["mask"]``: the mask uncertainty against 1 - Dice)."""
 
     calibration: dict
     referral: dict
@@ -374,8 +361,7 @@ class Trust:
 
 def assess_trust(evaluation: Evaluation, calibration: StoredCalibration, class_names, *,
                  referral_fractions=DEFAULT_REFERRAL_FRACTIONS, n_bins: int = DEFAULT_N_BINS) -> Trust:
-    """Calibration before and after, referral and the melanoma operating point on an evaluation
-    (images with a diagnosis) made with ``calibration``."""
+    """Calibration, referral and the melanoma operating point on the images with a diagnosis."""
     labels, cal = evaluation.labels, evaluation.probs
     raw = cal if evaluation.raw_probs is None else evaluation.raw_probs
     columns = trust_columns(cal, calibration, class_names, evaluation.view_probs, evaluation.mc_probs,
@@ -453,8 +439,7 @@ def referral_table(trust: Trust) -> pd.DataFrame:
 
 
 def operating_point_table(op: dict) -> pd.DataFrame:
-    """Sensitivity, specificity, PPV and counts of the melanoma flag (validation split, this split)
-    and of the argmax (``Trust.operating_point``)."""
+    """The melanoma flag on the validation split and here, and the argmax (``Trust.operating_point``)."""
     keys = ("sensitivity", "specificity", "ppv", "tp", "fn", "tn", "fp")
     rows = {name: op[k] for name, k in (("flag at threshold, validation split", "validation"),
                                         ("flag at threshold, this split", "at_threshold"),
@@ -469,8 +454,8 @@ def operating_point_table(op: dict) -> pd.DataFrame:
 def cam_check(model, data, evaluation: Evaluation, device, class_names, *, batch_size: int = 32,
               method: str = "gradcam", max_images: int | None = None, normalization: dict | None = None,
               progress: bool = True) -> dict:
-    """The Grad-CAM of the predicted class of the first ``max_images`` images (None: all) against the
-    true and the predicted mask: `cam_localization_report` of each, and how it was made."""
+    """`cam_localization_report` of the predicted class's Grad-CAM against the true and the predicted
+    mask, on the first ``max_images`` images (None: all)."""
     rows = evaluation.per_image["row"].to_numpy()
     n = len(rows) if max_images is None else min(int(max_images), len(rows))
     if n == 0:
@@ -550,9 +535,8 @@ def domain_shift_table(internal: dict, external: dict, metrics=HEADLINE) -> pd.D
 
 def domain_shift(external: dict, internal: dict | None, internal_per_image: pd.DataFrame | None = None,
                  class_names=None, *, n_resamples: int = 1000, seed: int = 0) -> dict:
-    """From the test split (``internal``: its ``evaluate.json``, None: not made yet) to an external set:
-    ``table``, ``notes`` (what differs) and ``restricted_to``: with fewer classes here, the test
-    split's classification numbers are recomputed over them from ``internal_per_image``."""
+    """From the test split (``internal``: its ``evaluate.json``) to an external set: ``table``, ``notes`` and
+    ``restricted_to`` (with fewer classes here, the test split's numbers recomputed over them)."""
     if internal is None:
         return {"table": None, "notes": [], "restricted_to": None}
     notes, restricted, inside = [], None, dict(internal, ci95=dict(internal.get("ci95") or {}))
@@ -694,8 +678,7 @@ def conclusion(result: dict, per_image: pd.DataFrame, tasks, shift: dict | None 
 
 @dataclass
 class Evaluated:
-    """What `evaluate` returns: the run folder the results went to, their ``tag``, ``result`` (what
-    ``metrics/<tag>.json`` holds), the ``per_image`` table and the ``sections`` to show."""
+    """What `evaluate` returns: ``result`` is what ``metrics/<tag>.json`` holds."""
 
     run: Run
     tag: str
@@ -708,7 +691,8 @@ class Evaluated:
 
 
 def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
-    """THE evaluation of notebooks/03_evaluate (see the module docstring)."""
+    """THE evaluation of notebooks/03_evaluate: ``metrics/<tag>.json`` and ``<tag>_per_image.csv``,
+    ``figures/<tag>_*.png`` and the report section; one `Section` per part for the notebook."""
     say = print if progress else (lambda *a: None)
     run, path = run_to_score(cfg.run, cfg.checkpoint and resolve(cfg.checkpoint), resolve(cfg.reports_dir) / "runs")
     device = resolve_device(cfg.device)

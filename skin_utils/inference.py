@@ -1,7 +1,6 @@
-"""Predictions on new images: one at a time with low latency, or a whole folder in batches, each
-with how far to trust it (calibrated probabilities, uncertainty, the refer and melanoma flags,
-Grad-CAM). A folder may hold anything: the good images get a prediction, the rest a reason in
-``failures``; nothing stops half-way. `infer(cfg)` is the whole job of notebooks/04_inference.
+"""Predictions on new images, one at a time or a folder in batches, each with how far to trust it. A
+folder may hold anything: the good images get a prediction, the rest a reason in ``failures``; nothing
+stops half-way. `infer(cfg)` is the whole job of notebooks/04_inference.
 """
 
 from __future__ import annotations
@@ -22,8 +21,7 @@ from skin_utils import plots, report
 from skin_utils.checkpoint import load_model
 from skin_utils.config import InferConfig, resolve
 from skin_utils.transforms import Normalize
-from skin_utils.layout import ImageReadError, read_image
-from skin_utils.layout import find_images
+from skin_utils.layout import ImageReadError, find_images, read_image
 from skin_utils.demo import SYNTHETIC_NOTE, render_lesion
 from skin_utils.engine import amp_dtype_for, image_batch, predict, resolve_device, upsample_mask
 from skin_utils.labels import CLASS_NAMES
@@ -58,15 +56,10 @@ class Prediction:
 
 class Predictor:
     """A trained model ready for new images: ``Predictor("reports/runs/<run>/checkpoints/best.pt")``.
-
-    Images are resized to the checkpoint's ``image_size`` and normalised with its
-    ``normalization``, then run through `skin_utils.engine.predict`; masks come back at each
-    image's own size, thresholded at ``threshold``. ``tta`` averages over the 8 symmetries of a
-    square input (4 flips otherwise); ``mc_samples`` (0: off) adds Monte-Carlo dropout; ``cam``
-    the Grad-CAM of the predicted class (``cam_method``). ``self.calibration`` is the checkpoint's
-    `StoredCalibration` for this kind of output: every `Prediction` gets calibrated probabilities,
-    the entropy, the mask uncertainty and the ``refer`` and ``mel_flag`` flags (None without a
-    threshold; ``self.calibration.describe()`` says what is missing)."""
+    Images go in at the checkpoint's size and normalization; masks come back at their own size.
+    ``tta``: the 8 symmetries of a square input (4 flips otherwise); ``mc_samples``: MC dropout (0: off);
+    ``cam``: the Grad-CAM of the predicted class. ``self.calibration`` is the checkpoint's for this kind
+    of output (``self.calibration.describe()`` says what is missing: a missing threshold leaves its flag None)."""
 
     def __init__(self, checkpoint, device: str = "auto", amp: str = "auto", threshold: float = 0.5,
                  tta: bool = False, cam: bool = False, mc_samples: int = 0, cam_method: str = "gradcam"):
@@ -87,8 +80,8 @@ class Predictor:
         return torch.from_numpy(np.array(Image.fromarray(image).resize((w, h), Image.BILINEAR))).permute(2, 0, 1)
 
     def _predict(self, batches, cam: bool | None = None) -> list[Prediction]:
-        """One `Prediction` per image of ``batches``: pairs of (uint8 images at the model's size,
-        their ``(image_id, path, original (H, W))``)."""
+        """One `Prediction` per image of ``batches``: (uint8 images at the model's size, their
+        ``(image_id, path, original (H, W))``)."""
         items = []
 
         def feed():
@@ -137,8 +130,8 @@ class Predictor:
         return predictions, pd.concat([pd.DataFrame(skipped, columns=["path", "reason"]), failures], ignore_index=True)
 
     def predict_paths(self, paths, batch_size: int = 16, progress: bool = True, threads: int = 2):
-        """Image files in batches, the next ones decoded on ``threads`` threads: ``(predictions,
-        failures)``; unreadable, gigantic or tiny files are failures with the reason."""
+        """Image files in batches, decoded on ``threads`` threads: ``(predictions, failures)``, the
+        unreadable, gigantic or tiny files with the reason."""
         def load(path):
             try:
                 array = read_image(path)
@@ -165,10 +158,8 @@ class Predictor:
 
 
 def predictions_table(predictions, overlays=None) -> pd.DataFrame:
-    """One row per image: predicted class, its probability, every class probability, lesion area;
-    the trust columns of `Prediction` (``prob_calibrated``, ``p_cal_<class>``, ``entropy``, the
-    TTA and MC-dropout columns when made, ``mask_uncertainty``, ``refer``, ``mel_flag``: empty
-    without a threshold), and ``overlay`` (the path of each image's overlay, when given)."""
+    """One row per image: the fields of `Prediction` (``p_<class>``, ``p_cal_<class>``; the TTA and MC-dropout
+    columns when made; the flags empty without a threshold) and ``overlay``, the path of its overlay."""
     if overlays is not None and len(overlays) != len(predictions):
         raise ValueError(f"{len(predictions)} predictions but {len(overlays)} overlays.")
     rows = []
@@ -218,9 +209,8 @@ def write_demo_images(folder, n: int = 6, seed: int = 12345, hw=(120, 160)) -> P
 
 
 def save_overlays(predictions, out_dir) -> list[Path]:
-    """One PNG per prediction, ``<out_dir>/<image_id>.png``: with a Grad-CAM, the image beside the
-    heat map with the predicted border in magenta and `flags_caption` above; without, the image
-    with the predicted border."""
+    """``<out_dir>/<image_id>.png``: the image with the predicted border, beside its Grad-CAM and under
+    `flags_caption` when it has one."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -254,8 +244,7 @@ def summary(predictions, n_skipped: int, demo: bool = False) -> str:
 
 @dataclass
 class Inferred:
-    """What `infer` returns: where the results went, the predictions, their table, the skipped
-    files, the single-image latency and the ``sections`` to show."""
+    """What `infer` returns: where the results went, what they are and the ``sections`` to show."""
 
     run: Run
     folder: Path
