@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from skin_utils import plots, report
+from skin_utils.report import Section
 from skin_utils.checkpoint import Checkpoint, load_model
 from skin_utils.config import EvaluateConfig, resolve, slug, trained_tasks
 from skin_utils.data import CachedLesionDataset, make_loader
@@ -684,7 +685,7 @@ class Evaluated:
     tag: str
     result: dict
     per_image: pd.DataFrame
-    sections: dict[str, report.Section]
+    sections: dict[str, Section]
 
     def show(self, name: str) -> None:
         self.sections[name].show()
@@ -738,43 +739,43 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
 
     title = f"external set · {data.name}" if external else f"{cfg.split} split · {data.name}"
     figure = lambda fig, name: plots.save_figure(fig, run.figures / f"{tag}_{name}.png")  # noqa: E731
-    sections = {"headline": report.Section("Headline numbers with 95% intervals, beside chance and the majority class",
+    sections = {"headline": Section("Headline numbers with 95% intervals, beside chance and the majority class",
                                     {"": headline_table(result)},
                                     text=" ".join(x for x in (note, melanoma_sentence(melanoma, result["ci95"])) if x))}
     shift, shift_title = None, "Domain shift: the training data's test split beside this set"
     test_json, test_table = run.evaluation("test"), run.per_image("test")
     if not external:
-        sections["domain_shift"] = report.Section(shift_title, text="This is the training data (not an external set): "
-                                                             "there is no domain shift to show.")
+        sections["domain_shift"] = Section(shift_title, text="This is the training data (not an external set): "
+                                                    "there is no domain shift to show.")
     elif not test_json.is_file():
-        sections["domain_shift"] = report.Section(shift_title, text=(
-            f"No test-split results of this run yet ({test_json} is missing), so the domain shift cannot be shown; make "
-            f"them with `papermill notebooks/03_evaluate.ipynb reports/03_test.ipynb -p checkpoint {path}`, then run "
-            "this evaluation again."))
+        sections["domain_shift"] = Section(shift_title, text=(
+            f"No test-split results of this run yet ({test_json} is missing), so the domain shift cannot be shown; "
+            f"make them with `papermill notebooks/03_evaluate.ipynb reports/03_test.ipynb -p checkpoint {path}`, then "
+            "run this evaluation again."))
     else:
         shift = domain_shift(result, json.loads(test_json.read_text()),
                              read_per_image(test_table) if test_table.is_file() else None, names,
                              n_resamples=cfg.n_bootstrap, seed=cfg.bootstrap_seed)
         fig = plots.plot_domain_shift(shift["table"], title=f"Domain shift · {data.name}", external_name=data.name)
-        sections["domain_shift"] = report.Section(shift_title, {"": shift["table"]}, [figure(fig, "domain_shift")],
+        sections["domain_shift"] = Section(shift_title, {"": shift["table"]}, [figure(fig, "domain_shift")],
                                            " ".join(shift["notes"]))
     if "classification" in shown:
-        sections["per_class"] = report.Section("Per class", {"": per_class_table(result)}, [figure(
+        sections["per_class"] = Section("Per class", {"": per_class_table(result)}, [figure(
             plots.plot_per_class_metrics(result, title=f"Per-class performance · {title}"), "per_class")])
-        sections["confusion"] = report.Section("Confusion matrix and ROC curves", figures=[
+        sections["confusion"] = Section("Confusion matrix and ROC curves", figures=[
             figure(plots.plot_confusion_matrix(result, title=f"Confusion matrix · {title}"), "confusion_matrix"),
             figure(plots.plot_roc_curves(result["roc_curves"], title=f"ROC curves · {title}"), "roc_curves")])
     else:
         why = "No per-class numbers: " + ("this set has no diagnoses." if "classification" not in scored
                                           else "the classification head was not trained.")
-        sections.update(per_class=report.Section("Per class", text=why), confusion=report.Section("Confusion matrix", text=why))
+        sections.update(per_class=Section("Per class", text=why), confusion=Section("Confusion matrix", text=why))
     subgroups = subgroup_tables(ev, data.index, names, shown, n_resamples=max(100, cfg.n_bootstrap // 2),
                                 seed=cfg.bootstrap_seed)
     tables = {f"By {c}": t.set_index(c) for c, t in subgroups.items() if len(t)}
-    sections["subgroups"] = report.Section("Subgroups", tables, text="" if tables else "No subgroup of the metadata (sex, "
+    sections["subgroups"] = Section("Subgroups", tables, text="" if tables else "No subgroup of the metadata (sex, "
                                     "age, body site) has enough lesions here.")
     rank_by = "dice" if "segmentation" in shown else "p_true" if "classification" in shown else None
-    sections["cases"] = report.Section("Best and worst cases", text="" if rank_by else "No trained head that this set scores.")
+    sections["cases"] = Section("Best and worst cases", text="" if rank_by else "No trained head that this set scores.")
     if rank_by:
         fig = plots.plot_cases(**best_and_worst(data, ev, cfg.n_examples, by=rank_by),
                                title=f"Best and worst by {'Dice' if rank_by == 'dice' else 'P(true class)'} · {title}")
@@ -785,22 +786,23 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
     trust_titles = {"calibration": "Trust in each prediction: calibration", "referral": "Referral of the most uncertain",
                     "operating_point": "The melanoma operating point", "grad_cam": "Grad-CAM: where the classifier looks",
                     "cam_check": "Is the heat map on the lesion?"}
-    sections.update({k: report.Section(t, text=no_trust) for k, t in trust_titles.items()})
+    sections.update({k: Section(t, text=no_trust) for k, t in trust_titles.items()})
     cam = None
     if trust is not None:
         c = trust.calibration
-        fig = plots.plot_reliability_diagram(c["reliability_before"], c["reliability_after"], title=f"Reliability · {title}",
+        fig = plots.plot_reliability_diagram(c["reliability_before"], c["reliability_after"],
+                                             title=f"Reliability · {title}",
                                              temperature=calibration.temperature if c["calibrated"] else None)
-        sections["calibration"] = report.Section(trust_titles["calibration"], {"": calibration_table(c)},
+        sections["calibration"] = Section(trust_titles["calibration"], {"": calibration_table(c)},
                                           [figure(fig, "reliability")],
                                           calibration.describe() + " " + calibration_sentence(c, calibration))
         fig = plots.plot_risk_coverage(trust.referral["curves"], title=f"Risk–coverage · {title}")
-        sections["referral"] = report.Section(trust_titles["referral"], {
+        sections["referral"] = Section(trust_titles["referral"], {
             "": referral_table(trust), "AURC": pd.DataFrame(trust.referral["aurc"]).T.rename_axis("uncertainty")},
             [figure(fig, "risk_coverage")], referral_sentence(trust.referral))
         op = trust.operating_point
-        sections["operating_point"] = report.Section(trust_titles["operating_point"], {"": operating_point_table(op)} if op
-                                              else {}, text=operating_sentence(op))
+        sections["operating_point"] = Section(trust_titles["operating_point"], {"": operating_point_table(op)}
+                                              if op else {}, text=operating_sentence(op))
         with_both = ev.subset(ev.has_label & ev.has_mask)  # the check needs true masks
         kw = dict(method=cfg.cam_method, normalization=ckpt.normalization)
         if len(with_both.per_image):
@@ -811,21 +813,21 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
         fig = plots.plot_cam_grid(**cam_examples(model, data, labelled, choose_cam_examples(
             labelled.per_image, names, cfg.n_examples), device, energy=energy, class_names=names, **kw),
             title=f"Grad-CAM ({cfg.cam_method}) · {title}")
-        sections["grad_cam"] = report.Section(trust_titles["grad_cam"], figures=[figure(fig, "cam_examples")], text=(
+        sections["grad_cam"] = Section(trust_titles["grad_cam"], figures=[figure(fig, "cam_examples")], text=(
             f"Grad-CAM ({cfg.cam_method}, encoder.layer4) of the predicted class, at the model's resolution "
             f"({ckpt.image_size[0]}x{ckpt.image_size[1]} px)."))
         sections["cam_check"].text = ("No image has both a diagnosis and a mask: the heat maps cannot be checked "
                                       "against the lesions.")
         if cam is not None:
             outside = [r["index"] for r in cam["true_mask"]["mostly_outside"][:2 * cfg.n_examples]]
-            sections["cam_check"] = report.Section(trust_titles["cam_check"], {"": cam_summary_table(cam)}, text=cam_sentence(cam)
-                                            + ("" if outside else " No heat map falls mostly outside the true lesion."))
+            text = cam_sentence(cam) + ("" if outside else " No heat map falls mostly outside the true lesion.")
+            sections["cam_check"] = Section(trust_titles["cam_check"], {"": cam_summary_table(cam)}, text=text)
             if outside:
                 fig = plots.plot_cam_grid(**cam_examples(model, data, with_both, outside, device, energy=energy,
                                                          class_names=names, **kw),
                                           title=f"Heat maps mostly outside the lesion · {title}")
                 sections["cam_check"].figures.append(figure(fig, "cam_outside"))
-    sections["conclusion"] = report.Section("Conclusion", text=conclusion(result, per_image, tasks, shift, data.synthetic))
+    sections["conclusion"] = Section("Conclusion", text=conclusion(result, per_image, tasks, shift, data.synthetic))
 
     saved = {**{k: v for k, v in result.items() if k != "roc_curves"}, "checkpoint": str(path),
              "checkpoint_epoch": ckpt.epoch + 1, "data": data.describe(), "params": cfg.to_dict(),

@@ -18,6 +18,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from skin_utils import plots, report
+from skin_utils.report import Section
 from skin_utils.checkpoint import load_model
 from skin_utils.config import InferConfig, resolve
 from skin_utils.transforms import Normalize
@@ -162,17 +163,15 @@ def predictions_table(predictions, overlays=None) -> pd.DataFrame:
     columns when made; the flags empty without a threshold) and ``overlay``, the path of its overlay."""
     if overlays is not None and len(overlays) != len(predictions):
         raise ValueError(f"{len(predictions)} predictions but {len(overlays)} overlays.")
-    rows = []
-    for i, p in enumerate(predictions):
-        rows.append({"image_id": p.image_id, "path": p.path, "pred": p.pred, "prob": round(p.prob, 4),
-                     **{f"p_{k}": round(v, 4) for k, v in p.probs.items()},
-                     "lesion_fraction": round(p.lesion_fraction, 4), "prob_calibrated": round(p.prob_calibrated, 4),
-                     **{f"p_cal_{k}": round(v, 4) for k, v in p.probs_calibrated.items()}, "entropy": round(p.entropy, 4),
-                     **{k: round(getattr(p, k), 4) for k in ("tta_disagreement", "tta_mutual_info", "mc_mutual_info")
-                        if getattr(p, k) is not None},
-                     "mask_uncertainty": round(p.mask_uncertainty, 4), "refer": p.refer, "mel_flag": p.mel_flag,
-                     **({} if overlays is None else {"overlay": str(overlays[i])})})
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame([
+        {"image_id": p.image_id, "path": p.path, "pred": p.pred, "prob": round(p.prob, 4),
+         **{f"p_{k}": round(v, 4) for k, v in p.probs.items()},
+         "lesion_fraction": round(p.lesion_fraction, 4), "prob_calibrated": round(p.prob_calibrated, 4),
+         **{f"p_cal_{k}": round(v, 4) for k, v in p.probs_calibrated.items()}, "entropy": round(p.entropy, 4),
+         **{k: round(getattr(p, k), 4) for k in ("tta_disagreement", "tta_mutual_info", "mc_mutual_info")
+            if getattr(p, k) is not None},
+         "mask_uncertainty": round(p.mask_uncertainty, 4), "refer": p.refer, "mel_flag": p.mel_flag,
+         **({} if overlays is None else {"overlay": str(overlays[i])})} for i, p in enumerate(predictions)])
     return table.astype({k: "boolean" for k in ("refer", "mel_flag") if k in table})
 
 
@@ -253,7 +252,7 @@ class Inferred:
     table: pd.DataFrame
     failures: pd.DataFrame
     latency: float
-    sections: dict[str, report.Section]
+    sections: dict[str, Section]
 
     def show(self, name: str) -> None:
         self.sections[name].show()
@@ -275,9 +274,9 @@ def infer(cfg: InferConfig, progress: bool = True) -> Inferred:
     failures.to_csv(out_dir / "skipped.csv", index=False)
     say(f"{len(predictions)} images predicted, {len(failures)} skipped")
     shown, note = predictions[:8], "" if cfg.input_dir else f" · {SYNTHETIC_NOTE}"
-    sections = {"predictions": report.Section("Predictions", {"": table}), "skipped": report.Section("Skipped files", {"": failures}),
-                "overlays": report.Section("Overlays", text="" if shown else "No image was predicted."),
-                "trust": report.Section("Heat maps and flags", text="" if cfg.cam and shown else
+    sections = {"predictions": Section("Predictions", {"": table}), "skipped": Section("Skipped files", {"": failures}),
+                "overlays": Section("Overlays", text="" if shown else "No image was predicted."),
+                "trust": Section("Heat maps and flags", text="" if cfg.cam and shown else
                                  "Grad-CAM is off (cam=False)." if shown else "No image was predicted.")}
     if shown:
         images = [read_image(p.path) for p in shown]
@@ -292,9 +291,9 @@ def infer(cfg: InferConfig, progress: bool = True) -> Inferred:
                 captions=[flags_caption(p) for p in shown], title=f"Heat maps and flags · {folder.name}{note}"),
                 run.figures / "inference_trust.png"))
     latency = time_single_image(predictor, read_image(predictions[0].path)) if predictions else float("nan")
-    sections["latency"] = report.Section("Latency", text=f"Single-image latency {latency * 1000:.1f} ms on `{predictor.device}` "
-                                                  "(median of 10, preprocessing included, Grad-CAM not).")
-    sections["conclusion"] = report.Section("Conclusion", text=summary(predictions, len(failures), demo=cfg.input_dir is None))
+    sections["latency"] = Section("Latency", text=f"Single-image latency {latency * 1000:.1f} ms on "
+                                  f"`{predictor.device}` (median of 10, preprocessing included, Grad-CAM not).")
+    sections["conclusion"] = Section("Conclusion", text=summary(predictions, len(failures), demo=cfg.input_dir is None))
     params = cfg.to_dict()
     report.write_json(run.metrics / "inference.json", {
         "input_dir": str(folder), "n_predicted": len(predictions), "n_skipped": len(failures),
