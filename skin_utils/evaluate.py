@@ -1,14 +1,9 @@
-"""Scoring a trained model with the ISIC 2018 definitions, on a split of its training data or on
-another data set, and how far to trust it there.
-
-`evaluate(cfg)` is the whole job of notebooks/03_evaluate: one pass of the model (`score_split`:
-the per-image table, masks scored at each image's original size, the calibrated ``p_<class>``
-columns every classification number reads), lesion-level 95% intervals beside chance and the
-majority class, melanoma versus the rest, subgroups, best and worst cases, trust (calibration,
-referral, the melanoma operating point, Grad-CAM against the masks) and, for an external set, the
-domain shift beside the run's test split. It writes ``metrics/<tag>.json`` and
-``<tag>_per_image.csv``, ``figures/<tag>_*.png`` and the report section (`result_tag`: an external
-set never overwrites the test results), and returns one `Section` per part for the notebook.
+"""Scoring a trained model with the ISIC 2018 definitions, on a split of its training data or on another
+data set, and how far to trust it there. `evaluate(cfg)` is the whole job of notebooks/03_evaluate: one
+pass of the model (`score_split`; every classification number reads the calibrated ``p_<class>``
+columns), lesion-level 95% intervals beside chance and the majority class, subgroups, best and worst
+cases, trust and, for an external set, the domain shift. An external set's files are named apart
+(`result_tag`): it never overwrites the test results.
 """
 
 from __future__ import annotations
@@ -24,6 +19,7 @@ import pandas as pd
 import torch
 
 from skin_utils import plots, report
+from skin_utils.report import Section
 from skin_utils.checkpoint import Checkpoint, load_model
 from skin_utils.config import EvaluateConfig, resolve, slug, trained_tasks
 from skin_utils.data import CachedLesionDataset, make_loader
@@ -90,9 +86,8 @@ def label_and_mask_flags(index: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class Evaluation:
-    """What `score_split` returns: ``report``, ``per_image`` (one row per image) and the outputs:
-    ``mask_probs`` (N, h, w) float16, ``probs`` (calibrated when a calibration was given, then
-    ``raw_probs`` the uncalibrated), ``labels`` (-1: none), TTA ``view_probs`` and ``mask_var``, ``mc_probs``."""
+    """What `score_split` returns: ``report``, ``per_image`` and the outputs (``mask_probs`` (N, h, w)
+    float16; ``probs`` calibrated when a calibration was given, then ``raw_probs``; ``labels`` -1: none)."""
 
     report: dict
     per_image: pd.DataFrame
@@ -114,8 +109,7 @@ class Evaluation:
         return self.per_image["dice"].notna().to_numpy()
 
     def subset(self, keep) -> "Evaluation":
-        """The images where ``keep`` (bool (N,), or positions) is set, in order; ``per_image`` keeps
-        its index (columns computed on the subset join back); ``report`` is the full set's."""
+        """The images ``keep`` (bool (N,), or positions) selects; ``per_image`` keeps its index (to join back)."""
         keep = np.asarray(keep)
         pos = np.flatnonzero(keep) if keep.dtype == bool else keep.astype(int)
         take = lambda a, axis=0: None if a is None else a[(slice(None),) * axis + (pos,)]  # noqa: E731
@@ -129,11 +123,9 @@ def score_split(model, data, split: str, device, class_names, *, batch_size: int
                 threshold: float = 0.5, tta: bool = False, progress: bool = True, return_views: bool = False,
                 mc_samples: int = 0, normalization: dict | None = None, threads: int = 4,
                 calibration: StoredCalibration | None = None) -> Evaluation:
-    """Score ``split`` ("train", "val", "test" or "all") of a `Data`, each image for what it has:
-    masks at the original size, classification over the classes present beside `baselines`
-    (``report["scored"]``: the tasks the data allow). ``tta``, ``return_views``, ``mc_samples``:
-    `skin_utils.engine.predict`. The one rule for class scores: with ``calibration`` every
-    classification number and the ``p_<class>`` columns use the calibrated probabilities."""
+    """Score ``split`` ("train", "val", "test" or "all") of a `Data`, each image for what it has (masks at
+    the original size; classes over those present). The one rule for class scores: with ``calibration``
+    every classification number and the ``p_<class>`` columns use the calibrated probabilities."""
     device = torch.device(device)
     if split not in data.rows or len(data.rows[split]) == 0:
         raise ValueError(f"split={split!r} is empty or unknown; choose one of {sorted(data.rows)}.")
@@ -188,8 +180,7 @@ def scores_rule(calibration) -> str:
 # --- the tables ----------------------------------------------------------------------------------------
 
 def melanoma_report(evaluation: Evaluation, calibration: StoredCalibration, class_names) -> dict | None:
-    """`melanoma_vs_rest` of the (calibrated) P(MEL) at the stored threshold, with what it reached on
-    ``validation``; None without diagnoses or a MEL class."""
+    """`melanoma_vs_rest` of the (calibrated) P(MEL) at the stored threshold; None without diagnoses or MEL."""
     keep, names = evaluation.has_label, list(class_names)
     if not keep.any() or MELANOMA not in names:
         return None
@@ -219,8 +210,7 @@ def _fmt_ci(lo_hi) -> str:
 
 
 def headline_table(report: dict) -> pd.DataFrame:
-    """The `HEADLINE` numbers the set allows with their 95% intervals, beside chance and always
-    answering the most frequent class (with diagnoses); "n/a" for an untrained head."""
+    """The `HEADLINE` numbers with their 95% intervals, beside chance and the majority class; "n/a": untrained."""
     base, chance = report.get("majority_baseline") or {}, report.get("chance") or {}
 
     def majority(k):  # what always answering the majority class scores
@@ -333,8 +323,8 @@ def choose_cam_examples(per_image: pd.DataFrame, class_names, n: int = 4) -> lis
 
 def cam_examples(model, data, evaluation: Evaluation, positions, device, *, method: str = "gradcam",
                  normalization: dict | None = None, energy: dict | None = None, class_names=CLASS_NAMES) -> dict:
-    """`skin_utils.plots.plot_cam_grid`'s arguments for ``positions``: the Grad-CAM of the class the
-    table predicts (the one the caption names) and a caption with ``energy`` (image_id -> share inside)."""
+    """`skin_utils.plots.plot_cam_grid`'s arguments: the Grad-CAM of the class the caption names (the
+    table's prediction), with ``energy`` (image_id -> share inside) in the caption."""
     positions = [int(i) for i in positions]
     if not positions:
         raise ValueError("cam_examples: no positions given.")
@@ -356,9 +346,7 @@ def cam_examples(model, data, evaluation: Evaluation, positions, device, *, meth
 
 @dataclass
 class Trust:
-    """What `assess_trust` returns: ``calibration`` (before / after, reliability), ``referral``
-    (risk-coverage ``curves``, ``aurc``, ``table``, the stored threshold here, the ``mask``
-    uncertainty against 1 - Dice), ``operating_point``, the ``per_image`` columns, the ``stored`` calibration."""
+    """What `assess_trust` returns (``referral["mask"]``: the mask uncertainty against 1 - Dice)."""
 
     calibration: dict
     referral: dict
@@ -374,8 +362,7 @@ class Trust:
 
 def assess_trust(evaluation: Evaluation, calibration: StoredCalibration, class_names, *,
                  referral_fractions=DEFAULT_REFERRAL_FRACTIONS, n_bins: int = DEFAULT_N_BINS) -> Trust:
-    """Calibration before and after, referral and the melanoma operating point on an evaluation
-    (images with a diagnosis) made with ``calibration``."""
+    """Calibration, referral and the melanoma operating point on the images with a diagnosis."""
     labels, cal = evaluation.labels, evaluation.probs
     raw = cal if evaluation.raw_probs is None else evaluation.raw_probs
     columns = trust_columns(cal, calibration, class_names, evaluation.view_probs, evaluation.mc_probs,
@@ -453,8 +440,7 @@ def referral_table(trust: Trust) -> pd.DataFrame:
 
 
 def operating_point_table(op: dict) -> pd.DataFrame:
-    """Sensitivity, specificity, PPV and counts of the melanoma flag (validation split, this split)
-    and of the argmax (``Trust.operating_point``)."""
+    """The melanoma flag on the validation split and here, and the argmax (``Trust.operating_point``)."""
     keys = ("sensitivity", "specificity", "ppv", "tp", "fn", "tn", "fp")
     rows = {name: op[k] for name, k in (("flag at threshold, validation split", "validation"),
                                         ("flag at threshold, this split", "at_threshold"),
@@ -469,8 +455,8 @@ def operating_point_table(op: dict) -> pd.DataFrame:
 def cam_check(model, data, evaluation: Evaluation, device, class_names, *, batch_size: int = 32,
               method: str = "gradcam", max_images: int | None = None, normalization: dict | None = None,
               progress: bool = True) -> dict:
-    """The Grad-CAM of the predicted class of the first ``max_images`` images (None: all) against the
-    true and the predicted mask: `cam_localization_report` of each, and how it was made."""
+    """`cam_localization_report` of the predicted class's Grad-CAM against the true and the predicted
+    mask, on the first ``max_images`` images (None: all)."""
     rows = evaluation.per_image["row"].to_numpy()
     n = len(rows) if max_images is None else min(int(max_images), len(rows))
     if n == 0:
@@ -550,9 +536,8 @@ def domain_shift_table(internal: dict, external: dict, metrics=HEADLINE) -> pd.D
 
 def domain_shift(external: dict, internal: dict | None, internal_per_image: pd.DataFrame | None = None,
                  class_names=None, *, n_resamples: int = 1000, seed: int = 0) -> dict:
-    """From the test split (``internal``: its ``evaluate.json``, None: not made yet) to an external set:
-    ``table``, ``notes`` (what differs) and ``restricted_to``: with fewer classes here, the test
-    split's classification numbers are recomputed over them from ``internal_per_image``."""
+    """From the test split (``internal``: its ``evaluate.json``) to an external set: ``table``, ``notes`` and
+    ``restricted_to`` (with fewer classes here, the test split's numbers recomputed over them)."""
     if internal is None:
         return {"table": None, "notes": [], "restricted_to": None}
     notes, restricted, inside = [], None, dict(internal, ci95=dict(internal.get("ci95") or {}))
@@ -694,21 +679,21 @@ def conclusion(result: dict, per_image: pd.DataFrame, tasks, shift: dict | None 
 
 @dataclass
 class Evaluated:
-    """What `evaluate` returns: the run folder the results went to, their ``tag``, ``result`` (what
-    ``metrics/<tag>.json`` holds), the ``per_image`` table and the ``sections`` to show."""
+    """What `evaluate` returns: ``result`` is what ``metrics/<tag>.json`` holds."""
 
     run: Run
     tag: str
     result: dict
     per_image: pd.DataFrame
-    sections: dict[str, report.Section]
+    sections: dict[str, Section]
 
     def show(self, name: str) -> None:
         self.sections[name].show()
 
 
 def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
-    """THE evaluation of notebooks/03_evaluate (see the module docstring)."""
+    """THE evaluation of notebooks/03_evaluate: ``metrics/<tag>.json`` and ``<tag>_per_image.csv``,
+    ``figures/<tag>_*.png`` and the report section; one `Section` per part for the notebook."""
     say = print if progress else (lambda *a: None)
     run, path = run_to_score(cfg.run, cfg.checkpoint and resolve(cfg.checkpoint), resolve(cfg.reports_dir) / "runs")
     device = resolve_device(cfg.device)
@@ -754,43 +739,43 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
 
     title = f"external set · {data.name}" if external else f"{cfg.split} split · {data.name}"
     figure = lambda fig, name: plots.save_figure(fig, run.figures / f"{tag}_{name}.png")  # noqa: E731
-    sections = {"headline": report.Section("Headline numbers with 95% intervals, beside chance and the majority class",
+    sections = {"headline": Section("Headline numbers with 95% intervals, beside chance and the majority class",
                                     {"": headline_table(result)},
                                     text=" ".join(x for x in (note, melanoma_sentence(melanoma, result["ci95"])) if x))}
     shift, shift_title = None, "Domain shift: the training data's test split beside this set"
     test_json, test_table = run.evaluation("test"), run.per_image("test")
     if not external:
-        sections["domain_shift"] = report.Section(shift_title, text="This is the training data (not an external set): "
-                                                             "there is no domain shift to show.")
+        sections["domain_shift"] = Section(shift_title, text="This is the training data (not an external set): "
+                                                    "there is no domain shift to show.")
     elif not test_json.is_file():
-        sections["domain_shift"] = report.Section(shift_title, text=(
-            f"No test-split results of this run yet ({test_json} is missing), so the domain shift cannot be shown; make "
-            f"them with `papermill notebooks/03_evaluate.ipynb reports/03_test.ipynb -p checkpoint {path}`, then run "
-            "this evaluation again."))
+        sections["domain_shift"] = Section(shift_title, text=(
+            f"No test-split results of this run yet ({test_json} is missing), so the domain shift cannot be shown; "
+            f"make them with `papermill notebooks/03_evaluate.ipynb reports/03_test.ipynb -p checkpoint {path}`, then "
+            "run this evaluation again."))
     else:
         shift = domain_shift(result, json.loads(test_json.read_text()),
                              read_per_image(test_table) if test_table.is_file() else None, names,
                              n_resamples=cfg.n_bootstrap, seed=cfg.bootstrap_seed)
         fig = plots.plot_domain_shift(shift["table"], title=f"Domain shift · {data.name}", external_name=data.name)
-        sections["domain_shift"] = report.Section(shift_title, {"": shift["table"]}, [figure(fig, "domain_shift")],
+        sections["domain_shift"] = Section(shift_title, {"": shift["table"]}, [figure(fig, "domain_shift")],
                                            " ".join(shift["notes"]))
     if "classification" in shown:
-        sections["per_class"] = report.Section("Per class", {"": per_class_table(result)}, [figure(
+        sections["per_class"] = Section("Per class", {"": per_class_table(result)}, [figure(
             plots.plot_per_class_metrics(result, title=f"Per-class performance · {title}"), "per_class")])
-        sections["confusion"] = report.Section("Confusion matrix and ROC curves", figures=[
+        sections["confusion"] = Section("Confusion matrix and ROC curves", figures=[
             figure(plots.plot_confusion_matrix(result, title=f"Confusion matrix · {title}"), "confusion_matrix"),
             figure(plots.plot_roc_curves(result["roc_curves"], title=f"ROC curves · {title}"), "roc_curves")])
     else:
         why = "No per-class numbers: " + ("this set has no diagnoses." if "classification" not in scored
                                           else "the classification head was not trained.")
-        sections.update(per_class=report.Section("Per class", text=why), confusion=report.Section("Confusion matrix", text=why))
+        sections.update(per_class=Section("Per class", text=why), confusion=Section("Confusion matrix", text=why))
     subgroups = subgroup_tables(ev, data.index, names, shown, n_resamples=max(100, cfg.n_bootstrap // 2),
                                 seed=cfg.bootstrap_seed)
     tables = {f"By {c}": t.set_index(c) for c, t in subgroups.items() if len(t)}
-    sections["subgroups"] = report.Section("Subgroups", tables, text="" if tables else "No subgroup of the metadata (sex, "
+    sections["subgroups"] = Section("Subgroups", tables, text="" if tables else "No subgroup of the metadata (sex, "
                                     "age, body site) has enough lesions here.")
     rank_by = "dice" if "segmentation" in shown else "p_true" if "classification" in shown else None
-    sections["cases"] = report.Section("Best and worst cases", text="" if rank_by else "No trained head that this set scores.")
+    sections["cases"] = Section("Best and worst cases", text="" if rank_by else "No trained head that this set scores.")
     if rank_by:
         fig = plots.plot_cases(**best_and_worst(data, ev, cfg.n_examples, by=rank_by),
                                title=f"Best and worst by {'Dice' if rank_by == 'dice' else 'P(true class)'} · {title}")
@@ -801,22 +786,23 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
     trust_titles = {"calibration": "Trust in each prediction: calibration", "referral": "Referral of the most uncertain",
                     "operating_point": "The melanoma operating point", "grad_cam": "Grad-CAM: where the classifier looks",
                     "cam_check": "Is the heat map on the lesion?"}
-    sections.update({k: report.Section(t, text=no_trust) for k, t in trust_titles.items()})
+    sections.update({k: Section(t, text=no_trust) for k, t in trust_titles.items()})
     cam = None
     if trust is not None:
         c = trust.calibration
-        fig = plots.plot_reliability_diagram(c["reliability_before"], c["reliability_after"], title=f"Reliability · {title}",
+        fig = plots.plot_reliability_diagram(c["reliability_before"], c["reliability_after"],
+                                             title=f"Reliability · {title}",
                                              temperature=calibration.temperature if c["calibrated"] else None)
-        sections["calibration"] = report.Section(trust_titles["calibration"], {"": calibration_table(c)},
+        sections["calibration"] = Section(trust_titles["calibration"], {"": calibration_table(c)},
                                           [figure(fig, "reliability")],
                                           calibration.describe() + " " + calibration_sentence(c, calibration))
         fig = plots.plot_risk_coverage(trust.referral["curves"], title=f"Risk–coverage · {title}")
-        sections["referral"] = report.Section(trust_titles["referral"], {
+        sections["referral"] = Section(trust_titles["referral"], {
             "": referral_table(trust), "AURC": pd.DataFrame(trust.referral["aurc"]).T.rename_axis("uncertainty")},
             [figure(fig, "risk_coverage")], referral_sentence(trust.referral))
         op = trust.operating_point
-        sections["operating_point"] = report.Section(trust_titles["operating_point"], {"": operating_point_table(op)} if op
-                                              else {}, text=operating_sentence(op))
+        sections["operating_point"] = Section(trust_titles["operating_point"], {"": operating_point_table(op)}
+                                              if op else {}, text=operating_sentence(op))
         with_both = ev.subset(ev.has_label & ev.has_mask)  # the check needs true masks
         kw = dict(method=cfg.cam_method, normalization=ckpt.normalization)
         if len(with_both.per_image):
@@ -827,21 +813,21 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
         fig = plots.plot_cam_grid(**cam_examples(model, data, labelled, choose_cam_examples(
             labelled.per_image, names, cfg.n_examples), device, energy=energy, class_names=names, **kw),
             title=f"Grad-CAM ({cfg.cam_method}) · {title}")
-        sections["grad_cam"] = report.Section(trust_titles["grad_cam"], figures=[figure(fig, "cam_examples")], text=(
+        sections["grad_cam"] = Section(trust_titles["grad_cam"], figures=[figure(fig, "cam_examples")], text=(
             f"Grad-CAM ({cfg.cam_method}, encoder.layer4) of the predicted class, at the model's resolution "
             f"({ckpt.image_size[0]}x{ckpt.image_size[1]} px)."))
         sections["cam_check"].text = ("No image has both a diagnosis and a mask: the heat maps cannot be checked "
                                       "against the lesions.")
         if cam is not None:
             outside = [r["index"] for r in cam["true_mask"]["mostly_outside"][:2 * cfg.n_examples]]
-            sections["cam_check"] = report.Section(trust_titles["cam_check"], {"": cam_summary_table(cam)}, text=cam_sentence(cam)
-                                            + ("" if outside else " No heat map falls mostly outside the true lesion."))
+            text = cam_sentence(cam) + ("" if outside else " No heat map falls mostly outside the true lesion.")
+            sections["cam_check"] = Section(trust_titles["cam_check"], {"": cam_summary_table(cam)}, text=text)
             if outside:
                 fig = plots.plot_cam_grid(**cam_examples(model, data, with_both, outside, device, energy=energy,
                                                          class_names=names, **kw),
                                           title=f"Heat maps mostly outside the lesion · {title}")
                 sections["cam_check"].figures.append(figure(fig, "cam_outside"))
-    sections["conclusion"] = report.Section("Conclusion", text=conclusion(result, per_image, tasks, shift, data.synthetic))
+    sections["conclusion"] = Section("Conclusion", text=conclusion(result, per_image, tasks, shift, data.synthetic))
 
     saved = {**{k: v for k, v in result.items() if k != "roc_curves"}, "checkpoint": str(path),
              "checkpoint_epoch": ckpt.epoch + 1, "data": data.describe(), "params": cfg.to_dict(),

@@ -1,7 +1,6 @@
-"""Predictions on new images: one at a time with low latency, or a whole folder in batches, each
-with how far to trust it (calibrated probabilities, uncertainty, the refer and melanoma flags,
-Grad-CAM). A folder may hold anything: the good images get a prediction, the rest a reason in
-``failures``; nothing stops half-way. `infer(cfg)` is the whole job of notebooks/04_inference.
+"""Predictions on new images, one at a time or a folder in batches, each with how far to trust it. A
+folder may hold anything: the good images get a prediction, the rest a reason in ``failures``; nothing
+stops half-way. `infer(cfg)` is the whole job of notebooks/04_inference.
 """
 
 from __future__ import annotations
@@ -19,11 +18,11 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from skin_utils import plots, report
+from skin_utils.report import Section
 from skin_utils.checkpoint import load_model
 from skin_utils.config import InferConfig, resolve
 from skin_utils.transforms import Normalize
-from skin_utils.layout import ImageReadError, read_image
-from skin_utils.layout import find_images
+from skin_utils.layout import ImageReadError, find_images, read_image
 from skin_utils.demo import SYNTHETIC_NOTE, render_lesion
 from skin_utils.engine import amp_dtype_for, image_batch, predict, resolve_device, upsample_mask
 from skin_utils.labels import CLASS_NAMES
@@ -58,15 +57,10 @@ class Prediction:
 
 class Predictor:
     """A trained model ready for new images: ``Predictor("reports/runs/<run>/checkpoints/best.pt")``.
-
-    Images are resized to the checkpoint's ``image_size`` and normalised with its
-    ``normalization``, then run through `skin_utils.engine.predict`; masks come back at each
-    image's own size, thresholded at ``threshold``. ``tta`` averages over the 8 symmetries of a
-    square input (4 flips otherwise); ``mc_samples`` (0: off) adds Monte-Carlo dropout; ``cam``
-    the Grad-CAM of the predicted class (``cam_method``). ``self.calibration`` is the checkpoint's
-    `StoredCalibration` for this kind of output: every `Prediction` gets calibrated probabilities,
-    the entropy, the mask uncertainty and the ``refer`` and ``mel_flag`` flags (None without a
-    threshold; ``self.calibration.describe()`` says what is missing)."""
+    Images go in at the checkpoint's size and normalization; masks come back at their own size.
+    ``tta``: the 8 symmetries of a square input (4 flips otherwise); ``mc_samples``: MC dropout (0: off);
+    ``cam``: the Grad-CAM of the predicted class. ``self.calibration`` is the checkpoint's for this kind
+    of output (``self.calibration.describe()`` says what is missing: a missing threshold leaves its flag None)."""
 
     def __init__(self, checkpoint, device: str = "auto", amp: str = "auto", threshold: float = 0.5,
                  tta: bool = False, cam: bool = False, mc_samples: int = 0, cam_method: str = "gradcam"):
@@ -87,8 +81,8 @@ class Predictor:
         return torch.from_numpy(np.array(Image.fromarray(image).resize((w, h), Image.BILINEAR))).permute(2, 0, 1)
 
     def _predict(self, batches, cam: bool | None = None) -> list[Prediction]:
-        """One `Prediction` per image of ``batches``: pairs of (uint8 images at the model's size,
-        their ``(image_id, path, original (H, W))``)."""
+        """One `Prediction` per image of ``batches``: (uint8 images at the model's size, their
+        ``(image_id, path, original (H, W))``)."""
         items = []
 
         def feed():
@@ -137,8 +131,8 @@ class Predictor:
         return predictions, pd.concat([pd.DataFrame(skipped, columns=["path", "reason"]), failures], ignore_index=True)
 
     def predict_paths(self, paths, batch_size: int = 16, progress: bool = True, threads: int = 2):
-        """Image files in batches, the next ones decoded on ``threads`` threads: ``(predictions,
-        failures)``; unreadable, gigantic or tiny files are failures with the reason."""
+        """Image files in batches, decoded on ``threads`` threads: ``(predictions, failures)``, the
+        unreadable, gigantic or tiny files with the reason."""
         def load(path):
             try:
                 array = read_image(path)
@@ -165,23 +159,19 @@ class Predictor:
 
 
 def predictions_table(predictions, overlays=None) -> pd.DataFrame:
-    """One row per image: predicted class, its probability, every class probability, lesion area;
-    the trust columns of `Prediction` (``prob_calibrated``, ``p_cal_<class>``, ``entropy``, the
-    TTA and MC-dropout columns when made, ``mask_uncertainty``, ``refer``, ``mel_flag``: empty
-    without a threshold), and ``overlay`` (the path of each image's overlay, when given)."""
+    """One row per image: the fields of `Prediction` (``p_<class>``, ``p_cal_<class>``; the TTA and MC-dropout
+    columns when made; the flags empty without a threshold) and ``overlay``, the path of its overlay."""
     if overlays is not None and len(overlays) != len(predictions):
         raise ValueError(f"{len(predictions)} predictions but {len(overlays)} overlays.")
-    rows = []
-    for i, p in enumerate(predictions):
-        rows.append({"image_id": p.image_id, "path": p.path, "pred": p.pred, "prob": round(p.prob, 4),
-                     **{f"p_{k}": round(v, 4) for k, v in p.probs.items()},
-                     "lesion_fraction": round(p.lesion_fraction, 4), "prob_calibrated": round(p.prob_calibrated, 4),
-                     **{f"p_cal_{k}": round(v, 4) for k, v in p.probs_calibrated.items()}, "entropy": round(p.entropy, 4),
-                     **{k: round(getattr(p, k), 4) for k in ("tta_disagreement", "tta_mutual_info", "mc_mutual_info")
-                        if getattr(p, k) is not None},
-                     "mask_uncertainty": round(p.mask_uncertainty, 4), "refer": p.refer, "mel_flag": p.mel_flag,
-                     **({} if overlays is None else {"overlay": str(overlays[i])})})
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame([
+        {"image_id": p.image_id, "path": p.path, "pred": p.pred, "prob": round(p.prob, 4),
+         **{f"p_{k}": round(v, 4) for k, v in p.probs.items()},
+         "lesion_fraction": round(p.lesion_fraction, 4), "prob_calibrated": round(p.prob_calibrated, 4),
+         **{f"p_cal_{k}": round(v, 4) for k, v in p.probs_calibrated.items()}, "entropy": round(p.entropy, 4),
+         **{k: round(getattr(p, k), 4) for k in ("tta_disagreement", "tta_mutual_info", "mc_mutual_info")
+            if getattr(p, k) is not None},
+         "mask_uncertainty": round(p.mask_uncertainty, 4), "refer": p.refer, "mel_flag": p.mel_flag,
+         **({} if overlays is None else {"overlay": str(overlays[i])})} for i, p in enumerate(predictions)])
     return table.astype({k: "boolean" for k in ("refer", "mel_flag") if k in table})
 
 
@@ -218,9 +208,8 @@ def write_demo_images(folder, n: int = 6, seed: int = 12345, hw=(120, 160)) -> P
 
 
 def save_overlays(predictions, out_dir) -> list[Path]:
-    """One PNG per prediction, ``<out_dir>/<image_id>.png``: with a Grad-CAM, the image beside the
-    heat map with the predicted border in magenta and `flags_caption` above; without, the image
-    with the predicted border."""
+    """``<out_dir>/<image_id>.png``: the image with the predicted border, beside its Grad-CAM and under
+    `flags_caption` when it has one."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -254,8 +243,7 @@ def summary(predictions, n_skipped: int, demo: bool = False) -> str:
 
 @dataclass
 class Inferred:
-    """What `infer` returns: where the results went, the predictions, their table, the skipped
-    files, the single-image latency and the ``sections`` to show."""
+    """What `infer` returns: where the results went, what they are and the ``sections`` to show."""
 
     run: Run
     folder: Path
@@ -264,7 +252,7 @@ class Inferred:
     table: pd.DataFrame
     failures: pd.DataFrame
     latency: float
-    sections: dict[str, report.Section]
+    sections: dict[str, Section]
 
     def show(self, name: str) -> None:
         self.sections[name].show()
@@ -286,9 +274,9 @@ def infer(cfg: InferConfig, progress: bool = True) -> Inferred:
     failures.to_csv(out_dir / "skipped.csv", index=False)
     say(f"{len(predictions)} images predicted, {len(failures)} skipped")
     shown, note = predictions[:8], "" if cfg.input_dir else f" · {SYNTHETIC_NOTE}"
-    sections = {"predictions": report.Section("Predictions", {"": table}), "skipped": report.Section("Skipped files", {"": failures}),
-                "overlays": report.Section("Overlays", text="" if shown else "No image was predicted."),
-                "trust": report.Section("Heat maps and flags", text="" if cfg.cam and shown else
+    sections = {"predictions": Section("Predictions", {"": table}), "skipped": Section("Skipped files", {"": failures}),
+                "overlays": Section("Overlays", text="" if shown else "No image was predicted."),
+                "trust": Section("Heat maps and flags", text="" if cfg.cam and shown else
                                  "Grad-CAM is off (cam=False)." if shown else "No image was predicted.")}
     if shown:
         images = [read_image(p.path) for p in shown]
@@ -303,9 +291,9 @@ def infer(cfg: InferConfig, progress: bool = True) -> Inferred:
                 captions=[flags_caption(p) for p in shown], title=f"Heat maps and flags · {folder.name}{note}"),
                 run.figures / "inference_trust.png"))
     latency = time_single_image(predictor, read_image(predictions[0].path)) if predictions else float("nan")
-    sections["latency"] = report.Section("Latency", text=f"Single-image latency {latency * 1000:.1f} ms on `{predictor.device}` "
-                                                  "(median of 10, preprocessing included, Grad-CAM not).")
-    sections["conclusion"] = report.Section("Conclusion", text=summary(predictions, len(failures), demo=cfg.input_dir is None))
+    sections["latency"] = Section("Latency", text=f"Single-image latency {latency * 1000:.1f} ms on "
+                                  f"`{predictor.device}` (median of 10, preprocessing included, Grad-CAM not).")
+    sections["conclusion"] = Section("Conclusion", text=summary(predictions, len(failures), demo=cfg.input_dir is None))
     params = cfg.to_dict()
     report.write_json(run.metrics / "inference.json", {
         "input_dir": str(folder), "n_predicted": len(predictions), "n_skipped": len(failures),

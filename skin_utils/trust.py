@@ -1,23 +1,15 @@
-"""How far to trust each prediction: are the probabilities honest (calibration, temperature
-scaling), how sure is the model about each image (uncertainty, referral of the least sure, the
-melanoma operating point), does its heat map lie on the lesion; and THE post-training step that fits
-these on the validation split into the checkpoint (`calibrate_checkpoint`; for a model trained
-earlier ``python -m skin_utils.trust <run or checkpoint> [--no-tta ...]``).
+"""How far to trust each prediction: calibration (temperature scaling), uncertainty, referral of the
+least sure, the melanoma operating point, whether the heat map lies on the lesion; and THE
+post-training step that fits these on the validation split into the checkpoint (`calibrate_checkpoint`;
+for a model trained earlier ``python -m skin_utils.trust <run or checkpoint> [--no-tta ...]``).
 
-Inputs as in `skin_utils.metrics` (whose `sens_spec` gives every sensitivity here); several passes
-over the same images (TTA views, MC-dropout samples) are stacked samples first, (S, N, K); entropies
-in nats (``normalize`` divides by log K). Calibration (Guo et al. 2017): equal-width bins
-``(b / n, (b + 1) / n]``; top-label ECE ``sum_b |B_b| / N |acc_b - conf_b|``; class-wise ECE (Kull et
-al. 2019) the same per class, averaged over all classes, sees the rare classes a top-label ECE
-dominated by confident nevi hides; NLL clips at 1e-15; Brier in [0, 2]. Temperature scaling divides
-the logits by the T minimising the validation NLL (the argmax never changes); TTA-averaged
-probabilities are scaled as ``softmax(log p / T)``, with T fitted on that kind of output.
-
-A checkpoint stores per kind of output (``"tta"``, ``"plain"``), all chosen on validation: the
-``temperature``, ``mel_threshold`` (the calibrated P(MEL) reaching ``target_sensitivity`` on the
-validation melanomas: the melanoma flag) and ``referral_threshold`` (the `referral_uncertainty` that
-keeps ``target_coverage`` of the images; the rest is referred). Without them `StoredCalibration`
-uses temperature 1 and raises no flag.
+Passes over the same images (TTA views, MC-dropout samples) are stacked first, (S, N, K); entropies in
+nats. ECE (Guo et al. 2017): equal-width bins ``(b / n, (b + 1) / n]``, ``sum_b |B_b| / N |acc_b - conf_b|``;
+the class-wise ECE (Kull et al. 2019) sees the rare classes a top-label ECE dominated by confident nevi
+hides. TTA-averaged probabilities are scaled as ``softmax(log p / T)``, T fitted on that kind of output.
+A checkpoint stores per kind (``"tta"``, ``"plain"``), chosen on validation: ``temperature``,
+``mel_threshold`` (reaches ``target_sensitivity``) and ``referral_threshold`` (keeps ``target_coverage``);
+without them `StoredCalibration` uses temperature 1 and raises no flag.
 """
 
 from __future__ import annotations
@@ -39,9 +31,8 @@ from scipy.optimize import minimize_scalar
 
 from skin_utils.checkpoint import load_model
 from skin_utils.config import resolve, trained_tasks
-from skin_utils.data import make_loader
+from skin_utils.data import load_data, make_loader
 from skin_utils.transforms import Normalize
-from skin_utils.data import load_data
 from skin_utils.engine import amp_dtype_for, predict, resolve_device
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.metrics import (as_binary, as_labels, as_maps, as_numpy, as_probabilities, balanced_accuracy, nanmean,
@@ -61,7 +52,11 @@ _COUNT_EPS = 1e-9  # a share times a count: 0.9 * 10 is 9.000000000000002
 
 def _pair(probs: Any, labels: Any, logits: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Checked probabilities (or logits) (N, K) and labels (N,), N >= 1."""
-    p, name = (_logits(probs), "logits") if logits else (as_probabilities(probs), "probs")
+    p, name = (as_numpy(probs), "logits") if logits else (as_probabilities(probs), "probs")
+    if logits and (p.ndim != 2 or p.shape[1] < 2):
+        raise ValueError(f"logits must have shape (N, K) with K >= 2; got {p.shape}.")
+    if logits and not np.all(np.isfinite(p)):
+        raise ValueError("logits contain NaN or infinite values.")
     y = as_labels(labels, p.shape[1])
     if p.shape[0] != y.shape[0]:
         raise ValueError(f"{name} has {p.shape[0]} rows but labels has {y.shape[0]} entries.")
@@ -121,9 +116,7 @@ def brier_score(probs: Any, labels: Any) -> float:
 
 
 def reliability_diagram(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS) -> dict[str, Any]:
-    """What a reliability diagram draws (top label): ``bin_edges``, per bin ``confidence``,
-    ``accuracy`` (NaN when empty) and ``count``; ``ece``, ``accuracy_overall``,
-    ``confidence_overall``, ``n_images``. Plain lists and floats."""
+    """What a (top-label) reliability diagram draws, as plain lists and floats; empty bins are NaN."""
     p, y = _pair(probs, labels)
     conf, correct = p.max(axis=1), p.argmax(axis=1) == y
     count, mean_conf, acc = _binned(conf, correct, n_bins)
@@ -141,20 +134,10 @@ def calibration_report(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS) ->
             "n_images": int(len(y))}
 
 
-def _logits(logits: Any) -> np.ndarray:
-    z = as_numpy(logits)
-    if z.ndim != 2 or z.shape[1] < 2:
-        raise ValueError(f"logits must have shape (N, K) with K >= 2; got {z.shape}.")
-    if not np.all(np.isfinite(z)):
-        raise ValueError("logits contain NaN or infinite values.")
-    return z
-
-
 def fit_temperature(logits: Any, labels: Any, bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
                     tol: float = 1e-6) -> float:
-    """The temperature T minimising the NLL of ``softmax(logits / T)`` on (validation) labels: a
-    bounded, deterministic 1-D search on log T in float64 (the NLL is convex in 1/T). Warns when the
-    optimum sits on a bound (labels that do not match the logits, or a pathological model)."""
+    """The T minimising the NLL of ``softmax(logits / T)``: a bounded, deterministic search on log T
+    (the NLL is convex in 1/T). An optimum on a bound is warned about: labels not matching the logits?"""
     z, y = _pair(logits, labels, logits=True)
     lo, hi = float(bounds[0]), float(bounds[1])
     if not 0.0 < lo < hi:
@@ -174,8 +157,7 @@ def fit_temperature(logits: Any, labels: Any, bounds: tuple[float, float] = TEMP
 
 
 def apply_temperature(logits: Any, temperature: float):
-    """``softmax(logits / temperature)`` over the last axis: a float32 tensor on the same device
-    for a torch tensor, float64 numpy otherwise."""
+    """``softmax(logits / T)`` over the last axis (the argmax never changes): float32 for a tensor, else float64."""
     t = float(temperature)
     if not (math.isfinite(t) and t > 0):
         raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}.")
@@ -212,8 +194,8 @@ def predictive_entropy(probs: Any, normalize: bool = False) -> np.ndarray:
 
 
 def mutual_information(sample_probs: Any, normalize: bool = False) -> np.ndarray:
-    """``H(mean_s p_s) - mean_s H(p_s)`` = ``mean_s KL(p_s || p_mean)`` (BALD, Houlsby et al. 2011),
-    (N,) >= 0: how much the passes disagree, beyond what each is unsure about by itself."""
+    """``H(mean_s p_s) - mean_s H(p_s)`` (BALD, Houlsby et al. 2011), (N,) >= 0: how much the passes
+    disagree, beyond what each is unsure about by itself."""
     p = _samples(sample_probs)
     mi = np.clip(_entropy(p.mean(axis=0)) - _entropy(p).mean(axis=0), 0.0, None)
     return mi / (math.log(p.shape[2]) if normalize else 1.0)
@@ -245,8 +227,8 @@ def binary_entropy(mask_probs: Any) -> np.ndarray:
 
 
 def border_band(mask: Any, width: int) -> np.ndarray:
-    """Bool (H, W): the pixels within ``width`` pixels (chessboard distance) of the boundary of
-    ``mask``, on both sides. The image frame is no boundary; an empty or full mask has no band."""
+    """Bool (H, W): pixels within ``width`` (chessboard distance) of the boundary of ``mask``, on both
+    sides. The image frame is no boundary; an empty or full mask has no band."""
     m = as_numpy(mask, dtype=None) != 0
     if m.ndim != 2:
         raise ValueError(f"mask must be 2-D (H, W); got shape {m.shape}.")
@@ -258,10 +240,9 @@ def border_band(mask: Any, width: int) -> np.ndarray:
 
 def mask_uncertainty_score(mask_probs: Any, pixel_uncertainty: Any = None, *, region: str = "border",
                            threshold: float = 0.5, width: int | None = None) -> np.ndarray:
-    """One uncertainty per mask (N,): a per-pixel map (default `binary_entropy`; or e.g. the TTA
-    variance) averaged over the `border_band` of the predicted lesion (an image mean mostly measures
-    easy background), or over the image (``region="image"``). No band (no lesion, or all lesion)
-    scores 1.0, the maximum: every image shows a lesion, so an empty mask is a failure to refer."""
+    """(N,): a per-pixel map (default `binary_entropy`; or e.g. the TTA variance) averaged over the
+    `border_band` of the predicted lesion (an image mean mostly measures easy background) or the image.
+    No band scores 1.0, the maximum: every image shows a lesion, so an empty mask is a failure to refer."""
     if region not in ("border", "image"):
         raise ValueError(f"region={region!r}: choose 'border' or 'image'.")
     probs = _maps(mask_probs, "mask_probs")
@@ -301,10 +282,9 @@ def _expected_risks(u: np.ndarray, err: np.ndarray) -> np.ndarray:
 
 
 def risk_coverage_curve(uncertainty: Any, errors: Any) -> dict[str, Any]:
-    """Keep the k least uncertain images, k = 1..N: ``coverage`` k/N, ``risk`` (error rate of the
-    kept, ties averaged), the oracle's ``optimal_risk``, ``aurc`` (Geifman et al. 2018; lower is
-    better), ``optimal_aurc``, ``excess_aurc``, ``error_rate`` (a random ranking's AURC), ``n_images``.
-    ``errors``: 1/True for wrong, or any per-image loss in [0, 1] (e.g. 1 - Dice)."""
+    """Keep the k least uncertain images, k = 1..N: ``coverage`` k/N, ``risk`` of the kept (ties averaged),
+    the oracle's, ``aurc`` (Geifman et al. 2018; lower is better), ``error_rate`` (a random ranking's
+    AURC). ``errors``: 1/True for wrong, or any per-image loss in [0, 1] (e.g. 1 - Dice)."""
     u, e = _uncertainty(uncertainty), as_numpy(errors)
     if e.shape != u.shape:
         raise ValueError(f"errors has shape {e.shape}; uncertainty has {u.shape}.")
@@ -317,8 +297,7 @@ def risk_coverage_curve(uncertainty: Any, errors: Any) -> dict[str, Any]:
 
 
 def referral_threshold(uncertainty_val: Any, target_coverage: float) -> float:
-    """The smallest t with ``mean(uncertainty_val <= t) >= target_coverage`` (chosen on validation;
-    then keep images with uncertainty <= t and refer the rest; ties can only keep more)."""
+    """The smallest t with ``mean(uncertainty_val <= t) >= target_coverage``: keep uncertainty <= t, refer the rest."""
     u = np.sort(_uncertainty(uncertainty_val, "uncertainty_val"))
     if not 0.0 < float(target_coverage) <= 1.0:
         raise ValueError(f"target_coverage must be in (0, 1]; got {target_coverage!r}.")
@@ -327,10 +306,8 @@ def referral_threshold(uncertainty_val: Any, target_coverage: float) -> float:
 
 def selective_metrics(probs: Any, labels: Any, keep: Any, *, melanoma_index: int = MELANOMA_INDEX,
                       mel_threshold: float | None = None) -> dict[str, Any]:
-    """Scores when the images with ``keep`` False are referred: counts, ``coverage``, (balanced)
-    accuracy of the kept (NaN when none), ``mel_referred``, ``mel_sensitivity_kept`` and
-    ``mel_sensitivity_with_referral`` (a melanoma called or referred counts as found). A melanoma
-    call is the argmax, or ``P(MEL) >= mel_threshold`` when given."""
+    """Scores when the images with ``keep`` False are referred: a melanoma called (argmax, or ``P(MEL) >=
+    mel_threshold``) or referred counts as found in ``mel_sensitivity_with_referral``; NaN: none kept."""
     p, y = _pair(probs, labels)
     k = as_numpy(keep, dtype=None).astype(bool)
     if k.shape != y.shape:
@@ -351,8 +328,8 @@ def selective_metrics(probs: Any, labels: Any, keep: Any, *, melanoma_index: int
 def selective_report(probs: Any, labels: Any, uncertainty: Any,
                      referral_fractions: Sequence[float] = DEFAULT_REFERRAL_FRACTIONS, *,
                      melanoma_index: int = MELANOMA_INDEX, mel_threshold: float | None = None) -> list[dict]:
-    """`selective_metrics` (with ``referral_fraction``) when the most uncertain ``round(f * N)``
-    images are referred, for each f; ties broken by position, the earlier image referred first."""
+    """`selective_metrics` when the most uncertain ``round(f * N)`` images are referred, for each f (ties:
+    the earlier image first)."""
     u = _uncertainty(uncertainty)
     most_uncertain_first = np.argsort(-u, kind="stable")
     rows = []
@@ -367,9 +344,8 @@ def selective_report(probs: Any, labels: Any, uncertainty: Any,
 
 
 def operating_threshold(p_mel_val: Any, is_mel_val: Any, target_sensitivity: float) -> float:
-    """The highest t at which calling melanoma when ``P(MEL) >= t`` reaches ``target_sensitivity``
-    on the validation melanomas: their ``ceil(target * n_mel)``-th largest P(MEL). The test
-    sensitivity it gives will differ; report it."""
+    """The highest t at which ``P(MEL) >= t`` reaches ``target_sensitivity`` on the validation melanomas
+    (their ``ceil(target * n_mel)``-th largest P(MEL)); the test sensitivity will differ: report it."""
     s, t = as_binary(p_mel_val, is_mel_val)
     if not 0.0 < float(target_sensitivity) <= 1.0:
         raise ValueError(f"target_sensitivity must be in (0, 1]; got {target_sensitivity!r}.")
@@ -384,9 +360,8 @@ def operating_threshold(p_mel_val: Any, is_mel_val: Any, target_sensitivity: flo
 def cam_localization(cams: Any, masks: Any, labels: Any = None, image_ids: Sequence | None = None,
                      class_names: Sequence[str] = CLASS_NAMES) -> list[dict[str, Any]]:
     """Per image, is the heat map on the lesion (energy-based pointing game, Wang et al. 2020)?
-    ``energy_inside`` ``sum(cam * mask) / sum(cam)`` (NaN: an all-zero map), ``area_share`` (what a
-    uniform map scores), ``lift`` (their ratio), ``peak_inside`` (the hottest pixel is in the lesion),
-    ``image_id``, ``label``, ``class_name``. Maps and masks (non-zero = lesion) of matching shapes."""
+    ``energy_inside`` ``sum(cam * mask) / sum(cam)`` (NaN: an all-zero map) against ``area_share`` (what
+    a uniform map scores), their ratio ``lift``, ``peak_inside``. Masks: non-zero = lesion."""
     cams, masks = _maps(cams, "cam"), _maps(masks, "mask")
     y = None if labels is None else as_numpy(labels, dtype=None).reshape(-1)
     for what, count in (("masks", len(masks)), ("labels", None if y is None else len(y)),
@@ -415,10 +390,8 @@ def cam_localization(cams: Any, masks: Any, labels: Any = None, image_ids: Seque
 
 def cam_localization_report(rows: Sequence[dict], class_names: Sequence[str] = CLASS_NAMES,
                             outside_below: float = MOSTLY_OUTSIDE_BELOW) -> dict[str, Any]:
-    """The summary of `cam_localization` rows (one batch or several): ``overall`` and ``per_class``
-    (mean ``energy_inside``, ``area_share``, ``lift``; shares ``above_baseline``, ``peak_inside``,
-    ``mostly_outside``; ``n_empty_cam``, left out of the means), ``per_image`` (with ``index``) and
-    ``mostly_outside`` (those rows, lowest energy first)."""
+    """`cam_localization` rows summed up ``overall`` and ``per_class`` (all-zero maps counted in
+    ``n_empty_cam``, left out of the means), and the ``mostly_outside`` rows, lowest energy first."""
     if not rows:
         raise ValueError("cam_localization_report: no heat maps (an empty list of rows).")
     if not 0.0 < float(outside_below) <= 1.0:
@@ -443,8 +416,8 @@ def cam_localization_report(rows: Sequence[dict], class_names: Sequence[str] = C
 
 def trust_columns(probs, calibration: "StoredCalibration", class_names, view_probs=None, mc_probs=None,
                   index=None) -> pd.DataFrame:
-    """Per image of calibrated ``probs``: ``entropy``, with TTA views ``tta_disagreement`` and
-    ``tta_mutual_info``, with MC dropout ``mc_mutual_info``, ``refer`` and ``mel_flag`` (NA without a threshold)."""
+    """Per image of calibrated ``probs``: ``entropy``, the TTA and MC-dropout columns when given, ``refer`` and
+    ``mel_flag`` (NA without a threshold)."""
     cols = {"entropy": calibration.uncertainty_of(probs)}
     if view_probs is not None and len(view_probs) > 1:
         cols.update(tta_disagreement=vote_disagreement(view_probs),
@@ -481,10 +454,8 @@ def referral_uncertainty(probs: Any) -> np.ndarray:
 
 def calibration_record(probs: Any, labels: Any, class_names, *, target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
                        target_coverage: float = DEFAULT_TARGET_COVERAGE, split: str = "val") -> dict:
-    """The temperature and both thresholds fitted on one split's uncalibrated outputs of one kind,
-    with how they were chosen and what they reach there (``before`` / ``after``
-    `calibration_report`, ``mel_at_threshold``, ``coverage_at_threshold``; ``notes``: why a
-    threshold is None), in plain Python types (what a checkpoint and JSON hold)."""
+    """The temperature and both thresholds fitted on one split's uncalibrated outputs of one kind, with what
+    they reach there (``notes``: why a threshold is None), in plain Python types (checkpoint and JSON)."""
     p, y, names = as_probabilities(probs), np.asarray(labels, dtype=np.int64), list(class_names)
     if len(names) != p.shape[1]:
         raise ValueError(f"{len(names)} class names for {p.shape[1]} probability columns.")
@@ -516,8 +487,7 @@ def calibration_record(probs: Any, labels: Any, class_names, *, target_sensitivi
 
 @dataclass
 class StoredCalibration:
-    """What a checkpoint says about calibrating one kind of output, with the fallbacks of one
-    without it (temperature 1, no flags); ``missing`` names what it lacks."""
+    """A checkpoint's calibration of one kind of output, else temperature 1 and no flags (``missing``)."""
 
     kind: str
     temperature: float = 1.0
@@ -557,7 +527,7 @@ class StoredCalibration:
         return as_probabilities(calibrated)[:, list(class_names).index(MELANOMA)] >= self.mel_threshold
 
     def describe(self) -> str:
-        """One sentence: what is used, and what is missing and what to do about it."""
+        """What is used, and what is missing and what to do about it."""
         r = self.record
         if not self.missing:
             return (f"Calibration of the {self.kind} outputs, fitted on the {r.get('split', 'val')} split "
@@ -582,10 +552,8 @@ class StoredCalibration:
 
 
 def data_for_checkpoint(checkpoint, data_dir=None, split_path=None, *, whole: bool = False, **load_kw):
-    """The data a checkpoint was trained on (default: the folder and split file it records), split
-    as in training (its subsample, fractions and ``split_seed``; ``seed`` for older runs). Raises
-    when the folder holds other data: its splits would not be held out. ``whole=True``: any folder,
-    every image (``split="all"``), no split needed."""
+    """The data a checkpoint was trained on, split as in training; raises for other data (its splits would
+    not be held out). ``whole=True``: any folder, every image (``split="all"``), no split needed."""
     params = checkpoint.params or {}
     data_dir, split_path = data_dir or checkpoint.data.get("data_dir"), split_path or checkpoint.split_path
     if not data_dir or not split_path:
@@ -608,11 +576,9 @@ def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=Non
                          target_coverage: float = DEFAULT_TARGET_COVERAGE, batch_size: int = 32,
                          device="auto", amp: str = "auto", on_bad_data: str = "raise",
                          progress: bool = True, save: bool = True) -> dict:
-    """THE post-training step: fit `calibration_record` on the validation split of the checkpoint
-    file and store it there, atomically (``save=False``: only return it). ``data``: what it was
-    trained on (None: `data_for_checkpoint`, whose split file must still exist). ``tta=True`` runs
-    the 8-view pass once and fits both kinds (``"plain"`` from the first view, the image as it is);
-    ``tta=False`` the plain kind only; other kinds stay. Returns kind -> record."""
+    """THE post-training step: fit `calibration_record` on the validation split and store it in the
+    checkpoint (``save=False``: only return kind -> record). ``tta=True`` fits both kinds from one 8-view
+    pass (``"plain"``: the first view, the image as it is); ``tta=False`` the plain kind only."""
     path, device = Path(checkpoint), resolve_device(device)
     model, ckpt = load_model(path, map_location="cpu")
     params = ckpt.params or {}
