@@ -298,7 +298,7 @@ def test_a_misspelt_papermill_parameter_stops_the_notebook_with_the_nearest_name
                                    cwd=str(ROOT), progress_bar=False)
     from skin_utils.config import TrainConfig
 
-    TrainConfig.from_notebook({"epochs": 5, "summary": {}, "_i3": "", "In": []})  # the notebook's own names pass
+    TrainConfig.from_notebook({"epochs": 5, "result": None, "_i3": "", "In": []})  # the notebook's own names pass
 
 
 def test_the_grad_cam_caption_names_the_class_its_map_explains(tmp_path):
