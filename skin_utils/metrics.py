@@ -1,15 +1,12 @@
 """Every number of a set of predictions, with the ISIC 2018 definitions, and its lesion-level 95% CI.
 
-Class scores are probabilities (N, K) (numpy or torch), targets class indices, the prediction the
-argmax. A 0/0 is NaN, never a guess; means leave NaN out. `sens_spec` and `auc` are the only
-sensitivity / specificity and ROC AUC: every number here and in `skin_utils.trust` goes through them.
-Segmentation (Task 1) scores each image at its own size (non-zero = lesion), then averages. The ISIC
-empty-mask rule: an empty prediction of an empty target has Dice = Jaccard = 1; an empty target has
+Class scores are probabilities (N, K), targets class indices, the prediction the argmax. A 0/0 is
+NaN, never a guess; means leave NaN out. Every sensitivity, specificity and ROC AUC, here and in
+`skin_utils.trust`, is computed by `sens_spec` and `auc`. Segmentation (Task 1) follows the ISIC
+empty-mask rule: an empty prediction of an empty target has Dice = Jaccard = 1, an empty target
 sensitivity 1, a target without background specificity 1. Classification (Task 3) averages over the
-classes present (predicting an absent class is still an error); `baselines` says what chance and the
-majority class score there. The bootstrap draws whole lesions (their images are not independent)
-from 03_evaluate's per-image table (``lesion_id``, ``true``, ``p_<class>``, ``dice``, ``jaccard``;
-empty ``true`` / ``dice``: no diagnosis / mask).
+classes present (predicting an absent class is still an error). The bootstrap draws whole lesions
+from 03_evaluate's per-image table: images of one lesion are not independent.
 """
 
 from __future__ import annotations
