@@ -1,11 +1,9 @@
 """Train for the minutes a user has instead of a number of epochs: the plan's arithmetic.
 
-`plan_training` calls the measurement it is handed (seconds per batch on this machine), then
-`plan_epochs` buys the whole epochs that fit once the time already spent and the work after
-training (calibration, the report) are set aside; the schedule is built for exactly those epochs.
-`fit(deadline=...)` stops early if the machine turns out slower than measured. The plan is saved
-with the run (``metrics/budget.json``) and kept on resume; a budgeted run equals the run of the
-epochs it bought (every epoch reseeds).
+`plan_training` measures seconds per batch, then buys the whole epochs that fit once the time spent
+and the work after training are set aside; the schedule is built for exactly those epochs, and
+`fit(deadline=...)` stops early if the machine turns out slower. The plan is saved with the run
+(``metrics/budget.json``) and kept on resume: a budgeted run equals the run of the epochs it bought.
 """
 from __future__ import annotations
 
@@ -57,9 +55,8 @@ class BudgetPlan:
                 f"after; planned {self.planned_total_s / 60:.1f} min in all.")
 
     def deadline(self, started_at: float) -> float:
-        """The clock reading by which training and validation must be over, for a run that began
-        (or, resumed, began again) at ``started_at``: a resumed run has already spent its first
-        start's ``spent_before_s`` (and `fit` takes off the seconds of the epochs it resumes after)."""
+        """The clock reading by which training and validation must be over for a run (re)started at
+        ``started_at``; a resumed run has spent its first start's ``spent_before_s`` already."""
         return started_at + self.budget_s - self.after_s - (self.spent_before_s if self.resumed else 0.0)
 
     def save(self, path) -> None:
@@ -75,10 +72,9 @@ def plan_epochs(budget_s: float, *, spent_before_s: float, train_batch_s: float,
                 train_batches: int, val_batches: int, after_val_passes: float = 9.0,
                 checkpoint_s: float = CHECKPOINT_SECONDS, report_s: float = REPORT_SECONDS,
                 max_epochs: int = MAX_EPOCHS) -> BudgetPlan:
-    """The whole epochs that fit in ``budget_s``. An epoch is its training and validation batches
-    and a checkpoint; after the last come ``after_val_passes`` passes over the validation split
-    (calibration: 8 TTA views and a plain pass = 9; 0 without a trained classification head) and
-    the report; `RESERVE` of what is left stays free. `BudgetError` when not one epoch fits."""
+    """The whole epochs (batches, validation, a checkpoint) that fit in ``budget_s`` before
+    ``after_val_passes`` validation passes (calibration: 8 TTA views + a plain one = 9) and the report,
+    `RESERVE` of what is left kept free. `BudgetError` when not one epoch fits."""
     if budget_s <= 0:
         raise BudgetError(f"time_budget must be positive, got {budget_s / 60:g} min.")
     epoch_s = train_batches * train_batch_s + val_batches * val_batch_s + checkpoint_s
@@ -98,8 +94,7 @@ def plan_epochs(budget_s: float, *, spent_before_s: float, train_batch_s: float,
 
 
 def seconds_per_batch(run_batches, n: int, clock=time.perf_counter) -> float:
-    """Seconds per batch of ``run_batches(k)`` (which processes k batches): two warm-up batches
-    first (allocation, worker start-up), then ``n`` timed."""
+    """Seconds per batch of ``run_batches(n)``, after two warm-up batches (allocation, worker start-up)."""
     run_batches(2)
     t0 = clock()
     run_batches(n)
@@ -109,9 +104,8 @@ def seconds_per_batch(run_batches, n: int, clock=time.perf_counter) -> float:
 def plan_training(budget_minutes: float, started_at: float, measure, train_batches: int, val_batches: int, *,
                   calibrate: bool = True, calibrate_tta: bool = True, saved=None, resume: bool = False,
                   clock=time.perf_counter) -> BudgetPlan:
-    """The plan for ``budget_minutes`` from ``started_at`` (a ``clock()`` reading); ``measure()``
-    returns (seconds per training batch, per validation batch). It is written to ``saved``; with
-    ``resume`` a plan found there is kept as it is (the same epochs) and nothing is measured."""
+    """The plan for ``budget_minutes`` from ``started_at``, ``measure()`` giving seconds per training and
+    validation batch; written to ``saved``, where ``resume`` finds it again (the same epochs)."""
     if resume and saved is not None and Path(saved).is_file():
         plan = BudgetPlan.load(saved)
         if abs(plan.budget_s - budget_minutes * 60.0) > 1e-6:
@@ -129,10 +123,9 @@ def plan_training(budget_minutes: float, started_at: float, measure, train_batch
 
 
 def plan_check(plan: BudgetPlan | None, history: list[dict]) -> dict | None:
-    """How well the measurement foretold the epochs: the measured and the epochs' own (median)
-    seconds per training batch, their ``ratio`` (measured / real) and a ``warning`` when it is
-    more than `PLAN_TOLERANCE` off either way. None without a plan or timed epochs, or for epochs
-    under `CHECK_MIN_BATCHES` batches (fixed costs dominate them)."""
+    """How well the measurement foretold the epochs (seconds per training batch measured and median
+    real, their ``ratio``), with a ``warning`` beyond `PLAN_TOLERANCE`. None without a plan or timed
+    epochs, or for epochs under `CHECK_MIN_BATCHES` batches."""
     seconds = sorted(row["train_seconds"] for row in history if row.get("train_seconds"))
     if plan is None or not seconds or plan.train_batches < CHECK_MIN_BATCHES:
         return None
@@ -153,8 +146,7 @@ def plan_check(plan: BudgetPlan | None, history: list[dict]) -> dict | None:
 
 def budget_summary(plan: BudgetPlan | None, epochs_run: int, minutes_taken: float,
                    history: list[dict] | None = None) -> str:
-    """One sentence for the report: the budget, the epochs it bought, the time it took, and the
-    `plan_check` warning when there is one."""
+    """One sentence for the report: the budget, the epochs it bought, the time taken, any `plan_check` warning."""
     if plan is None:
         return f"No time budget: {epochs_run} epoch(s) as asked; {minutes_taken:.1f} min in all."
     ran = "" if epochs_run == plan.epochs else f" (stopped after {epochs_run}: the machine ran slower than measured)"

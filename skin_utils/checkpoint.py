@@ -1,9 +1,8 @@
 """What a checkpoint holds (`Checkpoint`) and how it is written and read: the one place.
 
-An optional field is one line in `Checkpoint` (older files load with its default); a change older
-code could not read bumps `FORMAT_VERSION` and adds an upgrade to ``UPGRADES``. Written atomically
-(temporary file, fsync, ``os.replace``: a killed process leaves the old checkpoint or the new one,
-never half of one); read with ``torch.load(weights_only=True)``, so a crafted file cannot run code.
+An optional field is one line in `Checkpoint` (older files load with its default); a change older code
+could not read bumps `FORMAT_VERSION` and adds an upgrade to ``UPGRADES``. Written atomically (a killed
+process leaves the old file or the new one), read with ``weights_only=True`` (a crafted file cannot run code).
 """
 
 from __future__ import annotations
@@ -49,9 +48,8 @@ class TrainingState:
 
 @dataclass
 class Checkpoint:
-    """Everything a checkpoint file holds (``best.pt`` and ``last.pt``; only ``last.pt`` has
-    ``training``). The first four fields are required; a checkpoint made outside
-    `skin_utils.engine.fit` (a test, the benchmark) may leave the others at their defaults."""
+    """Everything ``best.pt`` and ``last.pt`` hold. The first four fields are required; a checkpoint made
+    outside `skin_utils.engine.fit` (a test, the benchmark) may leave the others at their defaults."""
 
     # --- the model and how to feed it
     model_config: dict         # MultiTaskNet.config: rebuilds the network (MultiTaskNet.from_config)
@@ -109,8 +107,7 @@ class Checkpoint:
 
     @classmethod
     def from_dict(cls, content: dict, source: str = "checkpoint") -> Checkpoint:
-        """The inverse of `to_dict` for any known format version (older ones are upgraded);
-        missing optional fields take their defaults, unknown ones are refused."""
+        """The inverse of `to_dict` for any known format version; unknown fields are refused."""
         content = upgrade(content, source)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(content) - known - {"format_version"})

@@ -1,16 +1,10 @@
 """Every knob, declared once: one dataclass per job, and the paths every job resolves.
 
-Each field of `TrainConfig`, `EvaluateConfig`, `InferConfig`, `EdaConfig` and `ExperimentConfig`
-carries its default, its one-line meaning (the comment after it: the command-line help reads it)
-and its check (the field's type and the ``RULES`` of its class, run when the config is made). The
-notebooks' parameters cells show the knobs a reader turns with the same names and defaults (a
-test proves it) and build the config from their namespace; ``python -m skin_utils.train`` builds
-its options from the fields; ``to_dict()`` is what ``run.json`` and the checkpoint record. A
-misspelt name stops with the nearest valid one.
-
-Relative paths are taken from the repository root (``project_root``), or from the folder named by
-``$SKIN_UTILS_ROOT`` (the tests point it at a temporary folder), whatever the working directory:
-papermill runs a kernel in the launch directory, Jupyter and nbval in the notebook's folder.
+A field carries its default, its meaning (the comment after it, which ``--help`` reads) and its
+check (its type and its class's ``RULES``); a misspelt name stops with the nearest valid one. The
+notebooks' parameters cells show the same names and defaults (a test proves it). Relative paths are
+taken from the repository root or ``$SKIN_UTILS_ROOT``, whatever the working directory: papermill
+runs a kernel in the launch directory, Jupyter and nbval in the notebook's folder.
 """
 
 from __future__ import annotations
@@ -40,9 +34,8 @@ class ConfigError(ValueError):
 
 # --------------------------------------------------------------------------------------- paths
 def project_root(start: Path | None = None) -> Path:
-    """``$SKIN_UTILS_ROOT`` when set (and ``start`` is not given), else the nearest folder at or
-    above ``start`` (default: the working directory) holding ``skin_utils/`` and ``notebooks/``,
-    else ``start`` itself."""
+    """``$SKIN_UTILS_ROOT`` when set (and no ``start``), else the nearest folder at or above ``start`` (the
+    working directory) holding ``skin_utils/`` and ``notebooks/``, else ``start`` itself."""
     override = os.environ.get(ROOT_ENV, "").strip()
     if start is None and override:
         root = Path(override).expanduser()
@@ -75,8 +68,7 @@ def slug(text: str) -> str:
 
 
 def check_run_name(name) -> str | None:
-    """``name`` when it can name a run folder as it is (None passes). Refuses a name of dots only
-    (``..`` would be the runs folder's parent) or one the file-name rule would change."""
+    """``name`` when it can name a run folder as it is (None passes): not dots only (``..``), not changed by `slug`."""
     if name is None:
         return None
     text = str(name)
@@ -104,11 +96,16 @@ def check_names(given, known, where: str = "parameters") -> None:
             raise ConfigError(f"Unknown parameter {name!r} in {where}{suggest(name, known)}")
 
 
+# A field's kind -> the types its value may have, and what an error says it expects
+_TYPES = {"int": (Integral, "an integer"), "float": (Real, "a number"), "bool": (bool, "True or False"),
+          "str": (str, "text"), "list": ((list, tuple), "a list"), "dict": (dict, "a dict"), "any": (object, "")}
+
+
 def _kind(annotation: str) -> tuple[str, bool]:
-    """("int" | "float" | "bool" | "str" | "list" | "dict" | "any", optional) of a field's annotation."""
+    """(a kind of `_TYPES`, optional) of a field's annotation."""
     optional = annotation.startswith("Optional[") or annotation.endswith("| None")
     base = re.sub(r"^Optional\[(.*)\]$|^(.*) \| None$", lambda m: m.group(1) or m.group(2), annotation)
-    kind = next((k for k in ("int", "float", "bool", "str", "list", "dict") if base.startswith(k)), "any")
+    kind = next((k for k in _TYPES if base.startswith(k)), "any")
     return kind, optional
 
 
@@ -123,16 +120,10 @@ def _check_value(cls, name: str, value, annotation: str):
         if not optional:
             fail(f"a value ({kind})")
         return
-    if kind == "int" and (isinstance(value, bool) or not isinstance(value, Integral)):
-        fail("an integer" + (" or None" if optional else ""))
-    if kind == "float" and (isinstance(value, bool) or not isinstance(value, Real)):
-        fail("a number" + (" or None" if optional else ""))
-    if kind == "bool" and not isinstance(value, bool):
-        fail("True or False")
-    if kind == "str" and not isinstance(value, str):
-        fail("text")
-    if kind in ("list", "dict") and not isinstance(value, (list, tuple) if kind == "list" else dict):
-        fail(f"a {kind}")
+    types, expected = _TYPES[kind]
+    numeric = kind in ("int", "float")
+    if not isinstance(value, types) or (numeric and isinstance(value, bool)):  # to Python, True is an int
+        fail(expected + (" or None" if optional and numeric else ""))
     if isinstance(rule, tuple) and len(rule) == 2 and all(isinstance(x, Real) for x in rule):
         if not rule[0] <= value <= rule[1]:
             fail(f"a number between {rule[0]} and {rule[1]}")
@@ -152,8 +143,7 @@ def _fractions(value):
 
 # --------------------------------------------------------------------------------------- the record
 class Config:
-    """What every job's dataclass shares: checks on creation, ``to_dict``, the fields' one-line
-    meanings, command-line options, and creation from a notebook's namespace."""
+    """What every job's dataclass shares: checks on creation, meanings, command line, notebook namespace."""
 
     RULES: typing.ClassVar[dict] = {}
     NOTEBOOK: typing.ClassVar[str] = ""
@@ -188,9 +178,8 @@ class Config:
 
     @classmethod
     def from_notebook(cls, namespace: dict, overrides: dict | None = None):
-        """The config of a notebook run: the namespace's fields (its parameters cell, and any field
-        passed with papermill ``-p``, even one the cell does not show), then ``overrides``. A
-        variable the notebook's own code never binds (a misspelt ``-p epoch 5``) stops it."""
+        """The config of a notebook run: the namespace's fields (any field may come with papermill ``-p``),
+        then ``overrides``. A variable the notebook's own code never binds (``-p epoch 5``) stops it."""
         names, own = cls.names(), notebook_names(cls.NOTEBOOK)
         stray = [k for k in namespace if not k.startswith("_") and k not in names and k not in KERNEL_NAMES
                  and own is not None and k not in own]
@@ -232,8 +221,7 @@ def _none_or(convert):
 
 
 def notebook_names(notebook: str) -> set[str] | None:
-    """Every name the notebook's own code binds (its ``notebooks/<notebook>.py``, parsed); None
-    when the file is not there (a copied ``.ipynb``: nothing to compare with)."""
+    """Every name ``notebooks/<notebook>.py`` binds; None without the file (a copied ``.ipynb``)."""
     try:
         tree = ast.parse((notebooks_dir() / f"{notebook}.py").read_text(encoding="utf-8"))
     except (OSError, SyntaxError, FileNotFoundError):

@@ -4,12 +4,10 @@
     torchrun --nnodes 2 --node_rank 0 --nproc_per_node 4 --rdzv_backend c10d \\
              --rdzv_endpoint HOST_OF_NODE_0:29500 -m skin_utils.train ...   # the same on each machine
 
-Several machines need the data, the cache and the run folder on a file system all of them see.
-``--batch-size`` is per process (global batch = batch_size x processes; the learning rate is not
-scaled for you). Samples are sharded (`shard_sampler`) and drawn from ``seed + epoch``, so a
-resumed run sees the same images. Rank 0 alone validates (the plain model, all of the validation
-set: exact and simple) and broadcasts the metrics, so every process takes the same decisions;
-rank 0 alone writes and prints.
+Several machines need the data, the cache and the run folder on a shared file system.
+``--batch-size`` is per process (the learning rate is not scaled for you). Samples are sharded and
+drawn from ``seed + epoch`` (a resumed run sees the same images). Rank 0 alone validates (exact and
+simple), broadcasts the metrics so that every process decides alike, writes and prints.
 """
 
 from __future__ import annotations
@@ -47,9 +45,8 @@ def local_world_size() -> int:
 
 
 def init_distributed(device) -> torch.device:
-    """Join the process group torchrun describes (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ...),
-    or stay one process without it; returns this process's device. NCCL on CUDA (process
-    ``LOCAL_RANK`` on GPU ``LOCAL_RANK``), gloo on the CPU."""
+    """Join the process group torchrun describes, or stay one process; returns this process's device
+    (NCCL on GPU ``LOCAL_RANK``, gloo on the CPU)."""
     device = torch.device(device)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return device
@@ -86,8 +83,8 @@ def barrier() -> None:
 
 @contextlib.contextmanager
 def main_process_first():
-    """Rank 0 runs the block first, then the others: for files made once and reused (demo data,
-    split, cache, downloaded weights), so that processes never write them at the same time."""
+    """Rank 0 runs the block first, then the others: files made once (demo data, split, cache, weights)
+    are never written by two processes at the same time."""
     if not is_main_process():
         barrier()
     yield
@@ -112,11 +109,9 @@ def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
 
 
 class DistributedWeightedSampler(Sampler[int]):
-    """`WeightedRandomSampler` (with replacement) shared among processes: each epoch draws
-    ``num_samples`` indices (rounded up to a multiple of the processes, down with ``drop_last``)
-    from a generator seeded with ``seed + epoch``, and process ``rank`` takes every
-    ``num_replicas``-th. The draw depends on (seed, epoch, num_replicas) only, so a resumed run
-    draws what an uninterrupted one would."""
+    """`WeightedRandomSampler` (with replacement) shared among processes: each epoch draws from
+    ``seed + epoch`` and process ``rank`` takes every ``num_replicas``-th index, so a resumed run draws
+    what an uninterrupted one would."""
 
     def __init__(self, weights, num_samples: int, seed: int = 0, num_replicas: int | None = None,
                  rank: int | None = None, drop_last: bool = False):
@@ -139,10 +134,9 @@ class DistributedWeightedSampler(Sampler[int]):
 
 
 def shard_sampler(dataset, sampler=None, shuffle: bool = False, seed: int = 0, drop_last: bool = False):
-    """The sampler a loader uses in this process: in a process group, shuffling becomes a
-    `DistributedSampler` and a `WeightedRandomSampler` a `DistributedWeightedSampler`; anything
-    else (one process, an in-order loader) is returned as it is. With ``drop_last`` an epoch is cut
-    to a multiple of the processes, so P processes with batch B take the steps of one with P x B."""
+    """The sampler of a loader in this process: in a process group, shuffling becomes a `DistributedSampler`
+    and a `WeightedRandomSampler` a `DistributedWeightedSampler`; anything else is returned as it is. With
+    ``drop_last``, P processes of batch B take the steps of one process of batch P x B."""
     if world_size() <= 1:
         return sampler
     if sampler is None and shuffle:
@@ -155,9 +149,8 @@ def shard_sampler(dataset, sampler=None, shuffle: bool = False, seed: int = 0, d
 
 
 def wrap_model(model: torch.nn.Module, device, sync_bn: bool = False) -> torch.nn.Module:
-    """``model`` (on ``device``) in `DistributedDataParallel` inside a process group of several,
-    else as it is. ``sync_bn`` first converts its BatchNorm layers in place to SyncBatchNorm
-    (CUDA only; the state dict keeps its keys, so checkpoints load into a plain model)."""
+    """``model`` in `DistributedDataParallel` in a process group, else as it is; ``sync_bn`` converts its
+    BatchNorm layers in place (CUDA only; the state dict keeps its keys)."""
     if world_size() <= 1:
         return model
     device = torch.device(device)

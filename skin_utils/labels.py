@@ -1,10 +1,7 @@
-"""The seven HAM10000 diagnoses, and other data sets' diagnosis names mapped onto them.
-
-Names are compared after `normalise_name` ("Common_Nevus" == "common nevus"). `SYNONYMS` are
-recognised without a ``label_map``; a ``label_map`` (a dict, or the same as JSON text) maps
-other names first. **SCC is not mapped**: HAM10000's AKIEC is actinic keratosis and
-*intraepithelial* carcinoma; an invasive squamous cell carcinoma (ISIC 2019's SCC) is none of
-the seven. Pass ``{"SCC": "AKIEC"}`` only if you accept that approximation, and say so.
+"""The seven HAM10000 diagnoses, and other data sets' diagnosis names (`SYNONYMS`, then a
+``label_map``) mapped onto them after `normalise_name`. **SCC is not mapped**: AKIEC is actinic
+keratosis and *intraepithelial* carcinoma; an invasive squamous cell carcinoma (ISIC 2019's SCC) is
+none of the seven. Pass ``{"SCC": "AKIEC"}`` only if you accept that approximation, and say so.
 """
 
 from __future__ import annotations
@@ -64,8 +61,8 @@ SYNONYMS: dict[str, str] = {
 
 
 def parse_label_map(label_map: str | Mapping | None) -> dict[str, str | None]:
-    """``label_map`` (None, "", a dict or JSON text: papermill's ``-p`` gives text, ``-y`` a dict) as
-    ``{normalised name: class or None}``; null means "not a diagnosis: leave these images out"."""
+    """``label_map`` (None, a dict or JSON text, as papermill's ``-p`` gives) as ``{normalised name: class
+    or None}``; null means "not a diagnosis: leave these images out"."""
     if isinstance(label_map, str):
         try:
             label_map = json.loads(label_map) if label_map.strip() else None
@@ -88,8 +85,8 @@ def parse_label_map(label_map: str | Mapping | None) -> dict[str, str | None]:
 
 
 def map_labels(names: Iterable, label_map: str | Mapping | None = None) -> tuple[list[str | None], list[str]]:
-    """``(mapped, unknown)``: the class of each name (``label_map`` first, then `SYNONYMS`) or None, and
-    the names that map to nothing (empty names and names mapped to null are not unknown)."""
+    """The class of each name (``label_map`` first, then `SYNONYMS`) or None, and the unknown names
+    (empty names and names mapped to null are not unknown)."""
     lookup = {**SYNONYMS, **parse_label_map(label_map)}
     mapped, unknown = [], set()
     for name in names:
@@ -101,8 +98,8 @@ def map_labels(names: Iterable, label_map: str | Mapping | None = None) -> tuple
 
 
 def suggest_label_map(unknown: Iterable[str], label_map: str | Mapping | None = None) -> str:
-    """The JSON ``label_map`` to start from: the entries given, then each unknown name with the class
-    of a very close known name (a typo), else "?"."""
+    """The JSON ``label_map`` to start from: the entries given, then each unknown name with the class of
+    a very close known name (a typo), else "?"."""
     suggestion: dict[str, str | None] = dict(parse_label_map(label_map))
     for name in unknown:
         close = difflib.get_close_matches(normalise_name(name), list(SYNONYMS), n=1, cutoff=0.85)

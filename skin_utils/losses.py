@@ -28,9 +28,8 @@ def logit_adjustment_from_counts(counts, tau: float = 1.0) -> torch.Tensor:
 
 
 def class_weights_from_counts(counts, power: float = 0.5) -> torch.Tensor:
-    """Cross-entropy weights ``(N / (K * n_k)) ** power``, scaled to mean 1 per training sample:
-    1 is inverse frequency, 0.5 its square root (rare classes heard without wrecking NV), 0 none.
-    A class with no sample gets weight 0."""
+    """Cross-entropy weights ``(N / (K * n_k)) ** power`` (0 for an absent class), mean 1 per training sample:
+    1 is inverse frequency, 0.5 its square root (rare classes heard without wrecking NV), 0 none."""
     counts = _counts(counts)
     with np.errstate(divide="ignore"):
         w = np.where(counts > 0, (counts.sum() / (np.count_nonzero(counts) * counts)) ** power, 0.0)
@@ -38,10 +37,8 @@ def class_weights_from_counts(counts, power: float = 0.5) -> torch.Tensor:
 
 
 class MultiTaskLoss(nn.Module):
-    """``seg_weight`` x BCE(mask) + ``cls_weight`` x cross-entropy(diagnosis), with optional
-    per-class ``class_weights``, ``label_smoothing``, and a ``logit_adjustment`` added to the
-    logits inside the cross-entropy only (predictions use the raw logits). ``forward`` returns the
-    total and each part."""
+    """``seg_weight`` x BCE(mask) + ``cls_weight`` x cross-entropy(diagnosis); a ``logit_adjustment`` is
+    added inside the cross-entropy only (predictions use the raw logits)."""
 
     def __init__(self, seg_weight: float = 1.0, cls_weight: float = 1.0, class_weights: torch.Tensor | None = None,
                  label_smoothing: float = 0.0, logit_adjustment: torch.Tensor | None = None):
@@ -64,10 +61,9 @@ class MultiTaskLoss(nn.Module):
 
 def build_loss(class_counts, seg_weight: float = 1.0, cls_weight: float = 1.0, class_balance: str = "weighted_loss",
                balance_power: float = 0.5, label_smoothing: float = 0.0) -> MultiTaskLoss:
-    """The loss for ``class_balance`` at strength ``balance_power`` (0 none, 1 full correction of
-    the training prior), from the training ``class_counts``: "weighted_loss" and "both" weight the
-    cross-entropy ~ (1 / count) ** power; "logit_adjusted" adjusts the logits with tau = power;
-    "none" and "sampler" keep it plain (with "sampler" the loader draws rare classes more often)."""
+    """The loss for ``class_balance`` at strength ``balance_power`` (1: full correction of the training
+    prior): "weighted_loss" and "both" weight the cross-entropy, "logit_adjusted" adjusts the logits
+    (tau = power); "none" and "sampler" keep it plain (the sampler draws rare classes more often)."""
     if class_balance not in CLASS_BALANCE:
         raise ValueError(f"class_balance={class_balance!r}: choose one of {CLASS_BALANCE}.")
     weighted, adjusted = class_balance in ("weighted_loss", "both"), class_balance == "logit_adjusted"

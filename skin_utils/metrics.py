@@ -1,24 +1,12 @@
 """Every number of a set of predictions, with the ISIC 2018 definitions, and its lesion-level 95% CI.
 
-Inputs are numpy arrays or torch tensors (nothing here imports torch). Class scores are
-**probabilities** (N, K), rows summing to 1; targets are class indices (N,); the prediction is the
-argmax. A number undefined on a set (0/0) is NaN, never a guess; means leave NaN out. `sens_spec` is
-the one sensitivity / specificity and `auc` the one ROC AUC: every other number, here and in
-`skin_utils.trust`, is computed through them.
-
-Segmentation (Task 1): each image scored at its own size (non-zero = lesion), then averaged over
-images. The ISIC empty-mask rule: an empty prediction on an empty target has Dice = Jaccard = 1; an
-empty target has sensitivity 1 (nothing to find; its false positives cost Dice, Jaccard and
-specificity); a target without background has specificity 1.
-
-Classification (Task 3): balanced accuracy and macro AUC average over the classes present (AUC:
-with positives and negatives); a prediction of an absent class still counts as an error, and
-`baselines` says what chance and the set's majority class score there.
-
-Intervals: images of one lesion are not independent, so the bootstrap draws **lesions** (all their
-images), seeded, from the per-image table of 03_evaluate (``lesion_id``, ``true``, ``p_<class>``,
-``dice``, ``jaccard``; empty ``true`` or ``dice``: no diagnosis or no mask). Every class number
-reads the ``p_<class>`` columns (the calibrated probabilities), melanoma versus the rest included.
+Class scores are probabilities (N, K), targets class indices, the prediction the argmax. A 0/0 is
+NaN, never a guess; means leave NaN out. Every sensitivity, specificity and ROC AUC, here and in
+`skin_utils.trust`, is computed by `sens_spec` and `auc`. Segmentation (Task 1) follows the ISIC
+empty-mask rule: an empty prediction of an empty target has Dice = Jaccard = 1, an empty target
+sensitivity 1, a target without background specificity 1. Classification (Task 3) averages over the
+classes present (predicting an absent class is still an error). The bootstrap draws whole lesions
+from 03_evaluate's per-image table: images of one lesion are not independent.
 """
 
 from __future__ import annotations
@@ -36,12 +24,10 @@ from sklearn import metrics as skm
 from skin_utils.layout import read_csv_with_ids
 from skin_utils.labels import CLASS_NAMES
 
-#: ISIC 2018 Task 1: a Jaccard index below this counts as 0.
-ISIC_JACCARD_THRESHOLD = 0.65
+ISIC_JACCARD_THRESHOLD = 0.65  # ISIC 2018 Task 1: a Jaccard index below this counts as 0
 SEGMENTATION_KEYS = ("dice", "jaccard", "thresholded_jaccard", "sensitivity", "specificity")
 PER_CLASS_KEYS = ("support", "sensitivity", "specificity", "precision", "f1", "auc", "average_precision")
-#: Tolerance on the row sums of a probability matrix.
-PROB_SUM_ATOL = 1e-3
+PROB_SUM_ATOL = 1e-3  # tolerance on the row sums of a probability matrix
 SEGMENTATION_METRICS = ("dice", "jaccard", "thresholded_jaccard")
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "macro_auc", "mel_auc")
 MEL_THRESHOLD_METRICS = ("mel_sensitivity", "mel_specificity")  # with a P(MEL) threshold
@@ -55,8 +41,7 @@ NAN = float("nan")
 # --- checked inputs -------------------------------------------------------------------------------
 
 def as_numpy(x: Any, dtype=np.float64) -> np.ndarray:
-    """numpy array (of ``dtype``; None keeps the input's) from an array, a torch tensor on any
-    device (bfloat16 included) or anything array-like."""
+    """numpy array (of ``dtype``; None keeps the input's) from anything array-like, torch tensors included."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
         x = x.detach().cpu()
         x = (x.float() if str(x.dtype) == "torch.bfloat16" else x).numpy()
@@ -78,8 +63,7 @@ def as_labels(labels: Any, num_classes: int, name: str = "labels") -> np.ndarray
 
 
 def as_probabilities(probs: Any, num_classes: int | None = None, name: str = "probs") -> np.ndarray:
-    """float64 (N, K) probabilities, checked: K == ``num_classes`` (when given, else K >= 2),
-    finite, in [0, 1], rows summing to 1 within `PROB_SUM_ATOL`."""
+    """float64 (N, K) probabilities, checked: K == ``num_classes`` (or >= 2), rows summing to 1."""
     p = as_numpy(probs)
     if p.ndim != 2 or (num_classes is not None and p.shape[1] != num_classes) or p.shape[1] < 2:
         expected = f"(N, {num_classes})" if num_classes is not None else "(N, K) with K >= 2 classes"
@@ -142,10 +126,9 @@ def nanmean(values) -> float:
 # --- the one sensitivity / specificity, the one AUC -----------------------------------------------
 
 def sens_spec(truth: Any, called: Any, axis=None, undefined: float = NAN) -> dict[str, Any]:
-    """Sensitivity ``TP / (TP + FN)``, specificity ``TN / (TN + FP)`` and PPV ``TP / (TP + FP)``
-    of yes/no calls against the truth (same shapes, non-zero = yes), with the counts ``tp``, ``fn``,
-    ``tn``, ``fp``. Counted over ``axis`` (None: everything, Python numbers; else arrays, e.g.
-    ``(1, 2)`` per image of a mask batch, 0 per column of one-hot classes). A 0/0 is ``undefined``."""
+    """Sensitivity, specificity, PPV and the counts ``tp``, ``fn``, ``tn``, ``fp`` of yes/no calls (non-zero
+    = yes) over ``axis`` (None: everything, as Python numbers; ``(1, 2)``: per image of a mask batch; 0:
+    per column of one-hot classes). A 0/0 is ``undefined``."""
     t, c = as_numpy(truth, dtype=None) != 0, as_numpy(called, dtype=None) != 0
     if t.shape != c.shape:
         raise ValueError(f"truth and calls differ in shape: {t.shape} vs {c.shape}.")
@@ -157,15 +140,13 @@ def sens_spec(truth: Any, called: Any, axis=None, undefined: float = NAN) -> dic
 
 
 def sens_spec_at(scores: Any, truth: Any, threshold: float) -> dict[str, Any]:
-    """`sens_spec` of calling yes when ``scores >= threshold`` (e.g. P(MEL) against melanoma),
-    with ``threshold``."""
+    """`sens_spec` of calling yes when ``scores >= threshold``, with ``threshold``."""
     s, t = as_binary(scores, truth)
     return {**sens_spec(t, s >= float(threshold)), "threshold": float(threshold)}
 
 
 def auc(scores: Any, positive: Any) -> float:
-    """ROC AUC by the rank-sum (Mann-Whitney) formula, ties counted half (what
-    ``sklearn.metrics.roc_auc_score`` gives); NaN without positives or without negatives."""
+    """ROC AUC by the rank sum (ties count half, as in sklearn); NaN without positives or negatives."""
     s, pos = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
     n_pos = int(pos.sum())
     n_neg = pos.size - n_pos
@@ -177,8 +158,7 @@ def auc(scores: Any, positive: Any) -> float:
 # --- segmentation ---------------------------------------------------------------------------------
 
 def thresholded_jaccard(jaccard: Any, threshold: float = ISIC_JACCARD_THRESHOLD) -> Any:
-    """ISIC 2018 Task 1 score of Jaccard value(s): ``J if J >= threshold else 0`` (NaN stays NaN);
-    a float for a scalar, a float64 array otherwise."""
+    """ISIC 2018 Task 1 score of Jaccard value(s): ``J if J >= threshold else 0`` (NaN stays NaN)."""
     if not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold must be in [0, 1]; got {threshold!r}.")
     j = as_numpy(jaccard)
@@ -197,10 +177,8 @@ def as_maps(x: Any, name: str = "masks") -> np.ndarray:
 
 
 def segmentation_scores(pred: Any, target: Any, threshold: float = ISIC_JACCARD_THRESHOLD) -> dict[str, np.ndarray]:
-    """The ISIC scores of each image: `SEGMENTATION_KEYS` -> float64 (N,), in the order given.
-
-    Masks (H, W), (N, H, W) or (N, 1, H, W), or two equally long lists of 2-D masks whose sizes
-    may differ (each image is scored at its own size). Average over images for the set's score."""
+    """The ISIC scores of each image, `SEGMENTATION_KEYS` -> (N,), from masks (H, W), (N, H, W), (N, 1, H, W)
+    or two lists of 2-D masks whose sizes may differ. Average over images for the set's score."""
     if isinstance(pred, (list, tuple)) or isinstance(target, (list, tuple)):
         if len(pred) != len(target):
             raise ValueError(f"{len(pred)} predicted masks but {len(target)} true masks.")
@@ -252,11 +230,9 @@ def balanced_accuracy(y_true: Any, y_pred: Any, num_classes: int) -> float:
 
 
 def classification_report(probs: Any, targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
-    """The ISIC 2018 Task 3 report, plain Python values: ``accuracy``, ``balanced_accuracy``,
-    ``macro_auc``, ``macro_average_precision``, ``n_images``, ``class_names``, ``confusion_matrix``
-    (rows = true), ``confusion_matrix_normalized`` (by row; empty rows 0) and ``per_class``: name ->
-    `PER_CLASS_KEYS` (F1 = ``2TP / (2TP + FP + FN)``; precision = PPV). NaN where undefined: e.g. the
-    sensitivity, AUC and AP of a class absent from the targets, the precision of one never predicted."""
+    """The ISIC 2018 Task 3 report as plain values: accuracy, balanced accuracy, macro AUC and AP,
+    ``confusion_matrix`` (rows = true; ``_normalized`` by row), ``per_class``: name -> `PER_CLASS_KEYS`.
+    NaN where undefined (e.g. the AUC of a class absent from the targets, the precision of one never predicted)."""
     names, p, t = _probs_and_targets(probs, targets, class_names)
     n, k = len(t), len(names)
     if n == 0:
@@ -282,8 +258,7 @@ def classification_report(probs: Any, targets: Any, class_names: Sequence[str] =
 
 
 def roc_curves(probs: Any, targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, dict[str, Any]]:
-    """One-vs-rest ROC curve of each class with positives and negatives: name -> ``{"fpr": [...],
-    "tpr": [...], "auc": float}`` (plain lists, for plots and JSON)."""
+    """One-vs-rest ROC curve of each class with positives and negatives: name -> ``{fpr, tpr, auc}`` (lists)."""
     names, p, t = _probs_and_targets(probs, targets, class_names)
     curves = {}
     for i, name in enumerate(names):
@@ -295,9 +270,8 @@ def roc_curves(probs: Any, targets: Any, class_names: Sequence[str] = CLASS_NAME
 
 def majority_baseline(targets: Any, class_names: Sequence[str] = CLASS_NAMES,
                       majority: str | int | None = "NV") -> dict[str, Any]:
-    """``majority``, ``accuracy``, ``balanced_accuracy``, ``n_images`` of always answering
-    ``majority``: a class name (any case) or index; None: the most frequent class in ``targets``
-    (the lowest index on ties)."""
+    """The scores of always answering ``majority`` (a class name or index; None: the most frequent
+    class in ``targets``, the lowest index on ties)."""
     names = _class_names(class_names)
     k = len(names)
     t = as_labels(targets, k, "targets")
@@ -314,10 +288,9 @@ def majority_baseline(targets: Any, class_names: Sequence[str] = CLASS_NAMES,
 
 
 def baselines(targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
-    """What the classes of a set allow without looking at the images: ``classes_present`` (in
-    class order), ``n_classes_present``, ``n_classes``, ``all_classes_present``, ``chance``
-    (balanced accuracy ``1 / n_classes_present``, the most any answer that ignores the image can
-    expect; AUCs 0.5) and ``majority`` (`majority_baseline` of the set's most frequent class)."""
+    """What the classes of a set allow without looking at the images: the classes present, ``chance``
+    (balanced accuracy 1 / classes present, the most an answer that ignores the image can expect;
+    AUCs 0.5) and ``majority`` (`majority_baseline` of the set's most frequent class)."""
     names = _class_names(class_names)
     t = as_labels(targets, len(names), "targets")
     present = [name for name, n in zip(names, np.bincount(t, minlength=len(names))) if n > 0]
@@ -329,10 +302,9 @@ def baselines(targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[st
 
 
 def melanoma_vs_rest(y_true: Any, p_mel: Any, threshold: float | None = None) -> dict[str, Any]:
-    """Melanoma (``y_true`` 1 / True) versus every other diagnosis from P(MEL) (N,): ``auc``,
-    ``n_images``, ``n_mel``, ``n_other``, ``threshold`` and, calling melanoma at ``p_mel >=
-    threshold``, `sens_spec`'s values (counts None and rates NaN without a threshold); ``notes``
-    says why the AUC is undefined (no melanoma, or only melanomas)."""
+    """Melanoma (``y_true`` True) versus the rest from P(MEL): ``auc``, the counts and, calling melanoma at
+    ``p_mel >= threshold``, `sens_spec`'s values (None / NaN without a threshold); ``notes`` say why the AUC
+    is undefined."""
     p, y = as_binary(p_mel, y_true)
     if y.size == 0:
         raise ValueError("No images: y_true and p_mel are empty.")
@@ -350,8 +322,8 @@ def melanoma_vs_rest(y_true: Any, p_mel: Any, threshold: float | None = None) ->
 # --- lesion-level bootstrap over a per-image table ------------------------------------------------
 
 class _Columns:
-    """The columns a statistic needs as arrays, so that one resample costs microseconds. Images
-    without a diagnosis count for segmentation only, images without a mask for classification only."""
+    """A table's columns as arrays, so that one resample costs microseconds. Images without a diagnosis
+    count for segmentation only, images without a mask for classification only."""
 
     def __init__(self, table: pd.DataFrame, class_names: Sequence[str]):
         self.names, n = list(class_names), len(table)
@@ -398,14 +370,12 @@ class _Columns:
 
 def scores(table: pd.DataFrame, class_names: Sequence[str] = CLASS_NAMES, tasks: Sequence[str] = TASKS, *,
            mel_threshold: float | None = None) -> dict:
-    """The `HEADLINE_METRICS` a per-image table allows; ``mel_sensitivity`` and ``mel_specificity``
-    only with ``mel_threshold`` (melanoma called when ``p_MEL`` reaches it)."""
+    """The `HEADLINE_METRICS` a per-image table allows (the melanoma threshold ones need ``mel_threshold``)."""
     return _Columns(table, class_names).scores(np.arange(len(table)), tasks, mel_threshold)
 
 
 def _clusters(table: pd.DataFrame, cluster: str = "lesion_id") -> np.ndarray:
-    """Each image's cluster id as text; an image whose id is missing is a cluster of its own
-    (named after its image_id or row), never dropped and never merged with others."""
+    """Each image's cluster id as text; an image without one is a cluster of its own (never dropped or merged)."""
     if cluster not in table:
         raise ValueError(f"per-image table has no {cluster!r} column to resample by; columns: {list(table.columns)}.")
     own = table["image_id"].astype(str).to_numpy() if "image_id" in table else np.arange(len(table)).astype(str)
@@ -414,8 +384,7 @@ def _clusters(table: pd.DataFrame, cluster: str = "lesion_id") -> np.ndarray:
 
 
 def lesion_resamples(groups: list[np.ndarray], n_resamples: int, seed: int):
-    """Yield the image indices of ``n_resamples`` bootstrap samples of whole lesions (``groups``:
-    the image indices of each lesion)."""
+    """The image indices of ``n_resamples`` bootstrap samples of whole ``groups`` (each lesion's images)."""
     rng = np.random.default_rng(seed)
     for _ in range(n_resamples):
         yield np.concatenate([groups[g] for g in rng.integers(0, len(groups), len(groups))])
@@ -437,29 +406,22 @@ def _interval(values: list[float], level: float) -> list[float]:
 def bootstrap_ci(table: pd.DataFrame, class_names: Sequence[str] = CLASS_NAMES, *, n_resamples: int = 1000,
                  seed: int = 0, level: float = 0.95, cluster: str = "lesion_id", tasks: Sequence[str] = TASKS,
                  mel_threshold: float | None = None) -> dict:
-    """`scores` with percentile intervals from ``n_resamples`` resamples of whole lesions:
-    ``estimate``, ``ci95`` (metric -> [lo, hi]; a resample where a metric is undefined, e.g. no
-    melanoma drawn, is left out of its interval; undefined in all: [nan, nan]), ``n_resamples``,
-    ``level``, ``cluster``, ``n_images``, ``n_lesions``."""
-    cols = _Columns(table, class_names)
+    """`scores` (``estimate``) with percentile intervals (``ci95``: metric -> [lo, hi]) from resamples of
+    whole lesions; a resample where a metric is undefined (no melanoma drawn) is left out of its interval."""
+    cols, groups = _Columns(table, class_names), _groups(table, cluster)
     estimate = cols.scores(np.arange(len(table)), tasks, mel_threshold)
-    draws = {k: [] for k in estimate}
-    for idx in lesion_resamples(_groups(table, cluster), n_resamples, seed):
-        for k, v in cols.scores(idx, tasks, mel_threshold).items():
-            draws[k].append(v)
-    return {"estimate": estimate, "ci95": {k: _interval(v, level) for k, v in draws.items()},
+    resamples = [cols.scores(idx, tasks, mel_threshold) for idx in lesion_resamples(groups, n_resamples, seed)]
+    return {"estimate": estimate, "ci95": {k: _interval([r[k] for r in resamples], level) for k in estimate},
             "n_resamples": int(n_resamples), "level": level, "cluster": cluster, "n_images": int(len(table)),
-            "n_lesions": int(len(set(_clusters(table, cluster))))}
+            "n_lesions": len(groups)}
 
 
 def paired_bootstrap(a: pd.DataFrame | Sequence[pd.DataFrame], b: pd.DataFrame | Sequence[pd.DataFrame],
                      class_names: Sequence[str] = CLASS_NAMES, *, n_resamples: int = 1000, seed: int = 0,
                      level: float = 0.95, cluster: str = "lesion_id", tasks: Sequence[str] = TASKS) -> pd.DataFrame:
-    """Two models scored on the same images: per metric, ``a``, ``b``, the ``difference`` b - a,
-    its interval (``ci_low``, ``ci_high``) from the same lesion resamples applied to both, and
-    ``excludes_zero``. A side may be a list of tables (one per seed): its metrics are then the
-    means over the runs, every run resampled alike. Only the images all tables hold are compared
-    (matched on ``image_id``)."""
+    """Two models on the same images (matched on ``image_id``): per metric, ``a``, ``b``, the ``difference``
+    b - a and its interval from the same lesion resamples applied to both. A side may be a list of
+    tables (one per seed): its metrics are then the means over the runs, every run resampled alike."""
     sides = [[a] if isinstance(a, pd.DataFrame) else list(a), [b] if isinstance(b, pd.DataFrame) else list(b)]
     if not sides[0] or not sides[1]:
         raise ValueError("paired_bootstrap needs at least one table on each side.")
@@ -480,15 +442,11 @@ def paired_bootstrap(a: pd.DataFrame | Sequence[pd.DataFrame], b: pd.DataFrame |
 
     full = np.arange(len(common))
     est_a, est_b = averaged(cols[0], full), averaged(cols[1], full)
-    keys = [k for k in est_a if k in est_b]
-    draws = {k: [] for k in keys}
-    for idx in lesion_resamples(_groups(aligned[0][0], cluster), n_resamples, seed):
-        sa, sb = averaged(cols[0], idx), averaged(cols[1], idx)
-        for k in keys:
-            draws[k].append(sb[k] - sa[k])
-    rows = []
+    resamples = [(averaged(cols[0], idx), averaged(cols[1], idx))
+                 for idx in lesion_resamples(_groups(aligned[0][0], cluster), n_resamples, seed)]
+    rows, keys = [], [k for k in est_a if k in est_b]
     for k in keys:
-        lo, hi = _interval(draws[k], level)
+        lo, hi = _interval([sb[k] - sa[k] for sa, sb in resamples], level)
         rows.append({"metric": k, "a": est_a[k], "b": est_b[k], "difference": est_b[k] - est_a[k],
                      "ci_low": lo, "ci_high": hi, "excludes_zero": bool(lo > 0 or hi < 0),
                      "runs_a": len(sides[0]), "runs_b": len(sides[1]), "n_images": int(len(common)),
@@ -505,9 +463,8 @@ def age_band(age) -> pd.Series:
 def subgroup_table(table: pd.DataFrame, column: str, class_names: Sequence[str] = CLASS_NAMES, *,
                    metrics: Sequence[str] = ("dice", "balanced_accuracy", "mel_auc"), min_lesions: int = 10,
                    n_resamples: int = 500, seed: int = 0, tasks: Sequence[str] = TASKS) -> pd.DataFrame:
-    """The ``metrics`` per value of ``column`` (sex, age_band, localization, ...), each with its
-    lesion-level 95% CI (``<metric>_ci``). Unknown values and groups with fewer than
-    ``min_lesions`` lesions are left out: their intervals would say nothing."""
+    """The ``metrics`` (with ``<metric>_ci``) per value of ``column`` (sex, age_band, ...). Unknown values
+    and groups of fewer than ``min_lesions`` lesions are left out: their intervals would say nothing."""
     if column not in table:
         raise ValueError(f"per-image table has no {column!r} column; columns: {list(table.columns)}.")
     rows = []
@@ -544,15 +501,13 @@ def format_ci(value: float, ci: Sequence[float] | None, digits: int = 3) -> str:
 
 
 def read_per_image(path) -> pd.DataFrame:
-    """A per-image table of 03_evaluate with its ids read as text (a lesion called "NA" stays
-    that lesion; `skin_utils.layout.read_csv_with_ids`)."""
+    """A per-image table of 03_evaluate, its ids read as text (a lesion called "NA" stays that lesion)."""
     return read_csv_with_ids(path)
 
 
 def to_jsonable(obj: Any) -> Any:
-    """A copy of ``obj`` that ``json.dumps(..., allow_nan=False)`` accepts: numpy and torch values
-    become Python values and lists, NaN and +-inf become None, dict keys that are not
-    str/int/float/bool/None become str."""
+    """A copy of ``obj`` that ``json.dumps(..., allow_nan=False)`` accepts: numpy and torch values become
+    Python ones, NaN and +-inf None, other dict keys str."""
     if obj is None or isinstance(obj, (str, bool)):
         return obj
     if hasattr(obj, "detach") and hasattr(obj, "cpu"):  # torch.Tensor

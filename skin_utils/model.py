@@ -1,7 +1,5 @@
-"""`MultiTaskNet`: a ResNet18 encoder shared by a U-Net decoder (lesion mask) and a
-classification head (diagnosis), split as in segmentation_models_pytorch.
-
-ResNet18's feature maps for an H x W input, shallowest first::
+"""`MultiTaskNet`: a ResNet18 encoder shared by a U-Net decoder (lesion mask) and a classification
+head (diagnosis). ResNet18's feature maps for an H x W input, shallowest first::
 
     stem   (conv1+bn+relu)  64 ch  H/2    <- skip
     layer1 (after maxpool)  64 ch  H/4    <- skip
@@ -10,8 +8,7 @@ ResNet18's feature maps for an H x W input, shallowest first::
     layer4                 512 ch  H/32   -> decoder input, classification head
 
 The decoder upsamples x2 five times back to H x W, concatenating the matching skip. Its widths
-(256, 128, 64, 32, 16) shrink with resolution, so the stages at H/2 and H, where the pixels are,
-stay cheap (a U-Net of constant width spends most of its time there).
+shrink with resolution, so the stages at H/2 and H, where the pixels are, stay cheap.
 """
 
 from __future__ import annotations
@@ -36,9 +33,8 @@ class EncoderWeightsUnavailable(RuntimeError):
 
 
 def build_resnet18(encoder_weights: str | None) -> tuple[nn.Module, str]:
-    """torchvision's ResNet18 and what its weights are: "imagenet" (downloaded once into the torch
-    hub cache, else `EncoderWeightsUnavailable` saying what to do), "auto" (ImageNet when
-    obtainable, else from scratch with a warning), a local ``.pth`` path, or None (from scratch)."""
+    """torchvision's ResNet18 and what its weights are: "imagenet" (downloaded once), "auto" (ImageNet
+    when obtainable, else from scratch with a warning), a local ``.pth`` path, or None (from scratch)."""
     if encoder_weights in NO_WEIGHTS:
         # each residual block starts as the identity (last BN scale 0): the network begins shallow and
         # trains faster, which matters in a 5-epoch budget (Goyal et al. 2017)
@@ -134,10 +130,8 @@ class UNetDecoder(nn.Module):
 
 
 class MultiTaskNet(nn.Module):
-    """ResNet18 encoder + U-Net decoder + classification head (average pool, dropout, linear).
-
-    ``forward(x)`` takes a normalised batch (N, 3, H, W) of any size (multiples of 32 are fastest)
-    and returns ``(mask_logits (N, 1, H, W), class_logits (N, num_classes))``."""
+    """ResNet18 encoder + U-Net decoder + classification head (average pool, dropout, linear): a normalised
+    batch (N, 3, H, W) -> ``(mask_logits (N, 1, H, W), class_logits (N, num_classes))``."""
 
     def __init__(self, num_classes: int = NUM_CLASSES, encoder_weights: str | None = None,
                  decoder_channels=DEFAULT_DECODER_CHANNELS, dropout: float = 0.2):

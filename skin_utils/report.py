@@ -1,9 +1,6 @@
-"""Reports a person can read without running anything.
-
-A run folder holds its numbers in ``metrics/*.json``, its figures in ``figures/`` and one Markdown
-section per notebook in ``sections/``; `write_section` writes a section (its text, then the data
-set, the parameters and the versions that made it) and rebuilds the folder's ``REPORT.md``. The
-reports folder's own ``REPORT.md`` holds its sections (the data) and those of the latest run.
+"""Reports a person can read without running anything: one Markdown section per notebook in a
+folder's ``sections/`` (with the data, parameters and versions that made it), joined into its
+``REPORT.md``; the reports folder's own ``REPORT.md`` adds the sections of the latest run.
 """
 
 from __future__ import annotations
@@ -78,8 +75,7 @@ def _details(summary: str, table: str) -> list[str]:
 
 def write_section(folder, name: str, title: str, body: str, *, params: dict | None = None,
                   data: dict | None = None) -> Path:
-    """Write ``sections/<name>.md`` (``body``, then data set, parameters and environment) and
-    rebuild ``REPORT.md``. Figure links in ``body`` are relative to ``folder``."""
+    """Write ``sections/<name>.md`` and rebuild ``REPORT.md``; figure links in ``body`` are relative to ``folder``."""
     folder = Path(folder)
     env = environment_info()
     parts = [f"## {title}", "", f"*Run {env['date']}*", "", body.strip(), ""]
@@ -103,9 +99,8 @@ def anchor(heading: str) -> str:
 
 
 def build_report(folder) -> Path:
-    """Concatenate the sections into ``REPORT.md``, in notebook order. The reports folder's report
-    adds the sections of the run ``runs/LATEST`` names (its figure links rebased); writing a
-    section of the latest run rebuilds both."""
+    """Join the sections into ``REPORT.md``, in notebook order, with those of ``runs/LATEST`` for the reports
+    folder (figure links rebased); the latest run's report rebuilds the reports folder's too."""
     folder = Path(folder)
     sections = [s.read_text() for s in sorted((folder / "sections").glob("*.md"))]
     latest, note = folder / "runs" / "LATEST", []
@@ -128,8 +123,8 @@ def build_report(folder) -> Path:
 
 @dataclass
 class Section:
-    """One part of a notebook's results (`evaluate`, `infer`): title, tables (caption -> table), saved
-    figures and a sentence; written into the report (`markdown`) and shown in the notebook (`show`)."""
+    """One part of a notebook's results: title, tables (caption -> table), saved figures and a sentence,
+    written into the report (`markdown`) and shown in the notebook (`show`)."""
 
     title: str
     tables: dict = field(default_factory=dict)

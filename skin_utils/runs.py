@@ -1,10 +1,6 @@
-"""Run folders: each training run keeps its checkpoints, metrics, figures and executed notebooks,
-and no result is ever overwritten silently.
-
-``<runs_dir>/<run_name>/`` (by default under ``reports/runs/``) holds ``run.json`` (parameters,
-start time), ``checkpoints/best.pt, last.pt``, ``metrics/`` (train.json, evaluate[_<split>].json
-and their per-image CSVs), ``figures/``, ``sections/``, ``REPORT.md`` and ``notebooks/``.
-``<runs_dir>/LATEST`` names the run the reports show and "latest" resolves to.
+"""Run folders, where no result is ever overwritten silently: ``<runs_dir>/<run_name>/`` holds
+``run.json`` (parameters, start time), ``checkpoints/``, ``metrics/``, ``figures/``, ``sections/``,
+``REPORT.md`` and ``notebooks/``; ``<runs_dir>/LATEST`` names the run "latest" resolves to.
 """
 
 from __future__ import annotations
@@ -69,9 +65,8 @@ def default_run_name(params: dict, now: _dt.datetime | None = None) -> str:
 
 
 def start_run(runs_dir, run_name: str | None, params: dict, *, resume: bool = False, overwrite: bool = False) -> Run:
-    """Create (or reopen) ``runs_dir/run_name`` for training. A folder with results is reused only
-    with ``resume`` (continue from its ``last.pt``) or ``overwrite`` (its results deleted first,
-    never anything outside it); otherwise `RunExistsError` names the files and what to do."""
+    """Create (or reopen) ``runs_dir/run_name`` for training. A folder with results is reused only with
+    ``resume`` (from its ``last.pt``) or ``overwrite`` (its results deleted first), else `RunExistsError`."""
     if resume and overwrite:
         raise ValueError("resume=True and overwrite=True contradict each other: choose one.")
     run = Run(Path(runs_dir) / (check_run_name(run_name) or default_run_name(params)))
@@ -125,8 +120,8 @@ def run_of_checkpoint(checkpoint) -> Run | None:
 
 
 def run_to_score(run, checkpoint, runs_dir) -> tuple[Run, Path]:
-    """What notebooks 03 and 04 score and where their results go: ``checkpoint`` when given (its
-    own run folder, or ``<runs_dir>/checkpoint-<name>/`` for a loose file), else ``run``'s best.pt."""
+    """The run folder and checkpoint notebooks 03 and 04 score: ``checkpoint`` when given (its run folder,
+    or ``<runs_dir>/checkpoint-<name>/`` for a loose file), else ``run``'s best.pt."""
     if checkpoint:
         path = Path(checkpoint)
         return run_of_checkpoint(path) or Run(Path(runs_dir) / slug(f"checkpoint-{path.stem}")), path

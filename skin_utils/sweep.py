@@ -1,19 +1,16 @@
 """The notebooks in order, and grids of runs over seeds: both executed with papermill.
 
-``python -m skin_utils.sweep all`` (what ``scripts/run_all.sh`` runs) executes 01_eda, 02_train,
-03_evaluate, 04_inference and 05_experiments, tied together by one data folder, one split, one
-reports folder and the run that 02 trains and 03/04 score; every option not given keeps the
-notebook's default. ``python -m skin_utils.sweep experiment`` trains every cell of a grid with
+``all`` (scripts/run_all.sh) runs notebooks 01-05 on one data folder, split, reports folder and run;
+an option not given keeps the notebook's default. ``experiment`` trains every cell of a grid with
 every seed (02_train into ``<experiments_dir>/<name>/runs/<cell>_seed<k>/``), scores each run with
-03_evaluate on the validation and the test split, gathers one tidy table and compares every cell
-with a reference on the same lesions (paired bootstrap). Choices are made on validation.
+03_evaluate on validation and test, and compares every cell with a reference on the same lesions
+(paired bootstrap). Choices are made on validation.
 
     python -m skin_utils.sweep all --epochs 5
     python -m skin_utils.sweep experiment --name ablation --preset ablation --seeds 0 1 2 --fixed '{"epochs": 4}'
 
-Only the standard library and `skin_utils.config` load at import: ``--help`` and the runner work
-with a bare Python before setup (scripts/run_all.sh --help), so papermill, pandas and the metrics
-load inside the functions that need them.
+Only the standard library and `skin_utils.config` load at import, so that ``--help`` works with a bare
+Python before setup: papermill, pandas and the metrics load inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -27,14 +24,14 @@ import time
 import traceback
 from pathlib import Path
 
-from skin_utils.config import (EvaluateConfig, ExperimentConfig, TrainConfig, check_names, check_run_name,
-                               notebooks_dir, project_root, resolve, slug)
+from skin_utils.config import (ExperimentConfig, TrainConfig, check_run_name, notebooks_dir, project_root, resolve,
+                               slug)
 from skin_utils.runs import LATEST, Run, default_run_name, find_run
 
 NOTEBOOKS = ("01_eda", "02_train", "03_evaluate", "04_inference", "05_experiments")
 RUNNER_ENV = "SKIN_UTILS_RUNNER"  # set for the kernels the runner starts (02_train's Colab cell checks it)
-RUNNER_OPTIONS = ("data_dir", "epochs", "time_budget", "image_size", "batch_size", "max_samples", "reports_dir",
-                  "run_name")
+RUNNER_OPTIONS = {"data_dir": str, "epochs": int, "time_budget": float, "image_size": int, "batch_size": int,
+                  "max_samples": int, "reports_dir": str, "run_name": str}  # `all`'s options and their types
 SPLITS = ("val", "test")
 STATUS = "status.json"
 TASK_METRICS = {"segmentation": ("dice", "jaccard", "thresholded_jaccard"),
@@ -48,7 +45,7 @@ PRESETS = {"ablation": [{"seg_weight": 1.0, "cls_weight": 0.0}, {"seg_weight": 0
 
 def execute(name: str, output: Path, params: dict, root: Path, log_output: bool = False) -> Path:
     """Execute ``notebooks/<name>.ipynb`` with papermill into ``output`` (kernel cwd: ``root``)."""
-    import papermill  # heavy, and absent before setup: the runner's --help must work with a bare Python
+    import papermill  # heavy, and absent before setup (see the module docstring)
 
     output.parent.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(str(notebooks_dir() / f"{name}.ipynb"), str(output), parameters=params, cwd=str(root),
@@ -58,8 +55,7 @@ def execute(name: str, output: Path, params: dict, root: Path, log_output: bool 
 
 # --------------------------------------------------------------------------------------- all notebooks
 def notebook_params(options: dict, run_name: str) -> dict[str, dict]:
-    """What each notebook is given: the options the user set (None: not set) where they apply, and
-    the paths that tie the notebooks together (one data folder, split, reports folder and run)."""
+    """Each notebook's parameters: the options set (not None) where they apply, and the paths that tie them."""
     given = {k: v for k, v in options.items() if v is not None}
     reports = given.get("reports_dir", TrainConfig.reports_dir)
     data_dir = given.get("data_dir", TrainConfig.data_dir)
@@ -108,8 +104,7 @@ def run_all(options: dict, only=None, log_output: bool = False) -> int:
 
 # --------------------------------------------------------------------------------------- experiments
 def expand_grid(grid) -> list[dict]:
-    """A dict ``{param: [values]}`` gives every combination; a list of dicts gives those cells.
-    Two cells that would share a folder stop it."""
+    """The cells of a grid: every combination of ``{param: [values]}``, or a list of dicts as it is."""
     if isinstance(grid, dict):
         for key, values in grid.items():
             if not isinstance(values, (list, tuple)) or not values:
@@ -182,12 +177,10 @@ def run_experiment(name: str, grid, seeds=(0,), fixed: dict | None = None, *, ex
                    eval_params: dict | None = None, splits=SPLITS, root=None, executor=execute, progress: bool = True):
     """Train and evaluate every (cell, seed); return the status of each run (a DataFrame).
 
-    ``fixed`` goes to every 02_train run, ``eval_params`` to every 03_evaluate run; a name that is
-    not a parameter of that notebook stops here with the nearest one. Each run records every
-    parameter it is trained and evaluated with (``status.json``): a finished run is skipped, an
-    interrupted or failed one resumed, but only with the same parameters; when any existing run
-    was made with others, nothing runs and the error names each difference."""
-    import pandas as pd  # heavy: loaded only for experiments (see `execute`)
+    ``fixed`` goes to every 02_train run, ``eval_params`` to every 03_evaluate run. A run records its
+    parameters (``status.json``): a finished run is skipped, an unfinished one resumed, but only with
+    the same parameters; when any existing run was made with others, nothing runs."""
+    import pandas as pd  # heavy: loaded only for experiments (see the module docstring)
     from tqdm.auto import tqdm
 
     root = Path(root) if root is not None else project_root()
@@ -196,10 +189,7 @@ def run_experiment(name: str, grid, seeds=(0,), fixed: dict | None = None, *, ex
     if clash:
         raise ValueError(f"fixed sets {sorted(clash)}: the experiment sets these itself (seeds with `seeds`).")
     cells = expand_grid(grid)
-    check_names(fixed, TrainConfig.names(), "fixed (02_train parameters)")
-    for cell in cells:
-        check_names(cell, TrainConfig.names(), "grid (02_train parameters)")
-    check_names(eval_params, EvaluateConfig.names(), "eval_params (03_evaluate parameters)")
+    ExperimentConfig(grid=cells, fixed=fixed, eval_params=eval_params)  # every name checked, the nearest suggested
     folder = resolve(experiments_dir, root) / slug(name)
     # the experiment's own lesion-level split unless one is given: every run shares it (paired comparisons)
     fixed.setdefault("split_path", str(folder / "split.csv"))
@@ -251,10 +241,8 @@ def _meta(name: str, experiments_dir, root) -> tuple[Path, dict]:
 
 
 def gather(name: str, experiments_dir="reports/experiments", root=None, write: bool = True):
-    """One row per run, split and metric (``experiment, run, <grid parameters>, seed, split, metric,
-    value, ci_low, ci_high, status``); metrics of a head the run did not train are left out.
-    Written to ``<experiments_dir>/<name>.csv``."""
-    import pandas as pd  # heavy: loaded only for experiments (see `execute`)
+    """One row per run, split and metric of a trained head, also written to ``<experiments_dir>/<name>.csv``."""
+    import pandas as pd
 
     folder, meta = _meta(name, experiments_dir, root)
     keys = sorted({k for cell in meta["cells"] for k in cell})
@@ -283,7 +271,7 @@ def gather(name: str, experiments_dir="reports/experiments", root=None, write: b
 
 def summarize(table, metrics=None):
     """Mean ± sd over seeds for each cell, split and metric (finished runs only)."""
-    import pandas as pd  # heavy: loaded only for experiments (see `execute`)
+    import pandas as pd
 
     from skin_utils.metrics import HEADLINE_METRICS, mean_sd
 
@@ -301,10 +289,9 @@ def summarize(table, metrics=None):
 
 def compare(name: str, reference: dict, split: str = "val", experiments_dir="reports/experiments", root=None,
             n_resamples: int = 1000, seed: int = 0):
-    """Every other cell against ``reference`` on ``split``: the difference of the seed-averaged metric
-    with a paired lesion-level bootstrap interval (the same resamples for both sides, over the seeds
-    both finished), for the heads both trained. Empty when the reference has no finished run."""
-    import pandas as pd  # heavy: loaded only for experiments (see `execute`)
+    """Every other cell against ``reference`` on ``split``: the seed-averaged difference with a paired
+    lesion-level bootstrap interval, over the seeds and heads both have. Empty without a finished reference."""
+    import pandas as pd
 
     from skin_utils.labels import CLASS_NAMES
     from skin_utils.metrics import paired_bootstrap, read_per_image
@@ -330,9 +317,8 @@ def compare(name: str, reference: dict, split: str = "val", experiments_dir="rep
 
 
 def multitask_verdict(diff) -> list[str]:
-    """Does joint training help? ``diff``: `compare` with the joint cell as reference; for each
-    single-head cell, its headline metrics minus the joint model's, stated as help or harm when the
-    95% interval excludes 0, else as no detectable difference (with the interval)."""
+    """Does joint training help? ``diff``: `compare` with the joint cell as reference; help or harm when
+    the 95% interval of joint - single-head excludes 0, else no detectable difference."""
     lines = []
     headline = {"segmentation": ("dice", "thresholded_jaccard"), "classification": ("balanced_accuracy", "macro_auc")}
     single = diff[~diff["cell_tasks"].str.contains(",")] if not diff.empty else diff
@@ -356,9 +342,8 @@ def multitask_verdict(diff) -> list[str]:
 
 def summary_markdown(name: str, reference: dict | None = None, experiments_dir="reports/experiments", root=None,
                      n_resamples: int = 1000, metrics=None) -> str:
-    """The experiment in Markdown: per cell, each metric's mean ± sd over seeds on validation and
-    test [mean of the runs' lesion-level 95% CIs]; with a ``reference``, the paired differences and
-    the multi-task verdict."""
+    """The experiment in Markdown: per cell and split, each metric's mean ± sd over seeds [mean CI]; with
+    a ``reference``, the paired differences and the multi-task verdict."""
     from skin_utils.metrics import HEADLINE_METRICS, mean_sd
 
     table = gather(name, experiments_dir, root, write=False)
@@ -404,9 +389,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     a = sub.add_parser("all", help="execute notebooks 01-05 in order (scripts/run_all.sh)")
     meanings = TrainConfig.meanings()
-    for option in RUNNER_OPTIONS:
-        kind = {"epochs": int, "image_size": int, "batch_size": int, "max_samples": int, "time_budget": float}
-        a.add_argument("--" + option.replace("_", "-"), type=kind.get(option, str),
+    for option, kind in RUNNER_OPTIONS.items():
+        a.add_argument("--" + option.replace("_", "-"), type=kind,
                        help=f"{meanings[option]} (notebook default: {getattr(TrainConfig, option, None)!r})")
     a.add_argument("--only", nargs="+", choices=NOTEBOOKS, help="run only these notebooks")
     a.add_argument("--log-output", action="store_true", help="stream the notebooks' output")

@@ -1,15 +1,11 @@
 """THE training recipe, `train(cfg)`: notebooks/02_train, this command line, torchrun and the
-experiments all call it, so nothing a run does (budget, EMA, calibration, thresholds, the files it
-writes) exists in only one of them.
+experiments all call it, so nothing a run does exists in only one of them.
 
     python -m skin_utils.train --data-dir data --epochs 5 --image-size 128
     torchrun --nproc_per_node 4 -m skin_utils.train --data-dir data --epochs 5 --batch-size 32
 
-Every option is a field of `skin_utils.config.TrainConfig` (``--help`` lists them with their
-defaults). ``--batch-size`` is per process under torchrun; the learning rate is not scaled for you
-(see `skin_utils.distributed`). A run writes ``<reports-dir>/runs/<run-name>/``: ``run.json``,
-``checkpoints/best.pt`` (calibrated on validation) and ``last.pt``, ``metrics/train.json``,
-``figures/train_learning_curves.png``, its report section; ``runs/LATEST`` then names it.
+Every option is a field of `skin_utils.config.TrainConfig`; ``--batch-size`` is per process. A run
+writes ``<reports-dir>/runs/<run-name>/`` (best.pt calibrated on validation), then ``runs/LATEST``.
 """
 
 from __future__ import annotations
@@ -37,8 +33,7 @@ from skin_utils.trust import calibrate_checkpoint, summary_lines
 
 @dataclass
 class Trained:
-    """What `train` returns: the run folder, its ``metrics/train.json`` content, the data it was
-    trained on and the ``sections`` to show (on ranks other than 0: no summary, no sections)."""
+    """What `train` returns: the run, ``metrics/train.json``'s content, the data, the ``sections`` (rank 0 only)."""
 
     run: runs.Run
     summary: dict | None
@@ -50,8 +45,7 @@ class Trained:
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> Trained:
-    """Train one run as ``cfg`` says (see the module docstring); inside a torchrun process group
-    every process calls it and rank 0 writes the files."""
+    """Train one run as ``cfg`` says; under torchrun every process calls it and rank 0 writes the files."""
     started_at = time.perf_counter()  # a time budget counts from here
     device = distributed.init_distributed(resolve_device(cfg.device))
     main, world = distributed.is_main_process(), distributed.world_size()
@@ -122,8 +116,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
 
 
 def _summary(cfg, history, run, model, loss_fn, data, calibration, plan, world_size, minutes) -> dict:
-    """``metrics/train.json``: the best epoch and how it was chosen, the history, the calibration,
-    the data, the parameters and the budget."""
+    """``metrics/train.json``: the best epoch and how it was chosen, the history, calibration, data and budget."""
     best = max(history, key=lambda row: row["score"])
     return {"best_epoch": best["epoch"], "selection": cfg.selection,
             "selection_used": "+".join(selection_metrics(cfg.selection, cfg.tasks)),  # the trained heads only
@@ -149,8 +142,7 @@ def training_note(history: list[dict], selection: str) -> str:
 
 
 def _sections(cfg, summary, run, data, device) -> dict:
-    """The parts of notebook 02 (learning curves, the kept checkpoint, the conclusion), written
-    into the run's report section."""
+    """The parts of notebook 02 (learning curves, kept checkpoint, conclusion), also written into the report."""
     rows = data.describe()["images_per_split"]
     plan = summary["budget_plan"] and BudgetPlan.from_dict(summary["budget_plan"])
     calibration = "\n".join("- " + line for line in summary_lines(summary["calibration"]))
