@@ -226,11 +226,12 @@ def run_experiment(name: str, grid, seeds=(0,), fixed: dict | None = None, *, ex
             except Exception as err:  # papermill.PapermillExecutionError and anything else: record, go on
                 lines = str(err).strip().splitlines()
                 row.update(status="failed", skipped=False, seconds=time.perf_counter() - t0,
-                           error=f"{type(err).__name__}: {lines[-1] if lines else ''}")
+                           error=f"{type(err).__name__}: {lines[-1] if lines else ''}",
+                           traceback=traceback.format_exc(limit=3))
                 print(f"run {run.name} failed: {row['error']}\n  (the executed notebooks are in {run.notebooks})",
                       file=sys.stderr)
             _set_status(run, status=row["status"], seconds=row["seconds"], error=row["error"], config=config,
-                        cell=cell, seed=seed, traceback=traceback.format_exc(limit=3) if row["error"] else None)
+                        cell=cell, seed=seed, traceback=row.get("traceback"))
         statuses.append(row)
     return pd.DataFrame(statuses, columns=["run", "status", "skipped", "seconds", "error"])
 

@@ -93,6 +93,8 @@ def test_experiment_skips_finished_runs_and_records_failures(tmp_path):
                                         root=tmp_path, executor=_fake_executor(calls, fail), progress=False)
     assert list(status["status"]) == ["finished", "finished", "finished", "failed"]
     assert "CUDA out of memory" in status["error"].iloc[3]
+    recorded = json.loads((tmp_path / "abl" / "runs" / status["run"].iloc[3] / "status.json").read_text())
+    assert "RuntimeError: CUDA out of memory" in recorded["traceback"]  # the real one, not "NoneType: None"
     assert sum(name == "03_evaluate" for name, _ in calls) == 6  # val and test of the three that trained
     # a second call skips the finished runs and retries the failed one, resuming its folder
     calls.clear()
