@@ -111,8 +111,7 @@ def _blank(ax, note: str | None = None) -> None:
 
 
 def _require(obj, keys, takes: str) -> None:
-    """ValueError unless ``obj`` (a mapping, or a DataFrame's columns) has every key; ``takes`` says what the
-    caller takes, e.g. "plot_roc_curves takes the return value of metrics.roc_curves"."""
+    """ValueError unless ``obj`` (a mapping, a DataFrame's columns) has every key; ``takes``: what the caller takes."""
     if not isinstance(obj, (pd.DataFrame, Mapping)):
         raise ValueError(f"{takes}; got a {type(obj).__name__}.")
     present, kind = (set(obj.columns), "columns") if isinstance(obj, pd.DataFrame) else (set(obj), "keys")
