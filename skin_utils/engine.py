@@ -1,24 +1,12 @@
 """Training and evaluation loops, in the flat style of torchvision's reference scripts.
 
-* ``train_one_epoch`` / ``predict`` / ``evaluate``: one pass each, tqdm progress, no host-device
-  synchronisation per step (losses are summed on the device and read when the bar is refreshed;
-  a non-finite loss is noticed at the next refresh, with the batch where it first appeared).
-  ``predict`` is the one prediction loop (TTA views, MC dropout, Grad-CAM on request): validation,
-  calibration, evaluation and inference all run through it.
-* ``fit``: epochs, best checkpoint by a stated criterion, early stopping, atomic checkpoints
-  (`skin_utils.checkpoint.Checkpoint`) after every epoch and ``resume`` from the last one. Each
-  epoch seeds its own randomness from ``(seed, epoch)``, so a resumed run ends with the same
-  weights as an uninterrupted one.
-* ``ema_decay``: ``fit`` also keeps an exponential moving average of the weights
-  (`weight_average`, torch's ``AveragedModel``) and validates, keeps and checkpoints the
-  average instead of the raw weights; ``last.pt`` holds both, so resume stays exact.
-* ``compile=True`` runs the training and validation steps through ``torch.compile``; inside a
-  torchrun process group ``fit`` trains with DistributedDataParallel (see
-  `skin_utils.distributed`). Checkpoints always hold the plain model's weights (`unwrap_model`).
-
-Batches are ``(images uint8 (N, 3, H, W), masks uint8 (N, 1, H, W) in {0, 1}, labels (N,),
-rows (N,))`` at the model's resolution; images are normalised (and, in training, colour-jittered
-by the ``batch_transform`` the caller passes) inside the step.
+``train_one_epoch``, ``predict`` (the one prediction loop: TTA, MC dropout, Grad-CAM) and ``evaluate`` make
+one pass each with no host-device sync per step: losses are summed on the device and read when the progress bar
+refreshes (a non-finite loss is reported then, with its batch). ``fit`` adds best-checkpoint selection, early
+stopping, atomic checkpoints and an exact ``resume`` (each epoch seeds itself from ``(seed, epoch)``), a weight
+average (``ema_decay``), ``torch.compile`` and DDP under torchrun; checkpoints hold the plain model's weights.
+Batches are ``(images uint8 (N, 3, H, W), masks uint8 (N, 1, H, W) in {0, 1}, labels (N,), rows (N,))`` at the
+model's resolution, normalised (and in training colour-jittered) inside the step.
 """
 
 from __future__ import annotations
@@ -42,7 +30,7 @@ from tqdm.auto import tqdm
 from skin_utils import distributed
 from skin_utils.budget import format_seconds, seconds_per_batch
 from skin_utils.checkpoint import Checkpoint, CheckpointError, TrainingState, load_weights
-from skin_utils.config import AMP_CHOICES, LR_SCHEDULES, SELECTION_CRITERIA, trained_tasks
+from skin_utils.config import AMP_CHOICES, CAM_METHODS, LR_SCHEDULES, SELECTION_CRITERIA, trained_tasks
 from skin_utils.transforms import Normalize, resolve_normalization
 from skin_utils.metrics import classification_report, segmentation_scores
 
@@ -62,8 +50,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def cpu_supports_bf16() -> bool:
-    """True on CPUs with native bf16 matrix units (AVX512-BF16 / AMX), where oneDNN runs bf16
-    convolutions faster than fp32."""
+    """True on CPUs with bf16 matrix units (AVX512-BF16 / AMX), where oneDNN's bf16 convolutions beat fp32."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except Exception:
@@ -74,12 +61,8 @@ def amp_dtype_for(device: torch.device, amp: str = "auto") -> torch.dtype | None
     """The autocast dtype: bf16 where the hardware has it, fp16 on older GPUs, None for off."""
     if amp not in AMP_CHOICES:
         raise ValueError(f"amp={amp!r}: choose one of {AMP_CHOICES}.")
-    if amp == "off":
-        return None
-    if amp == "fp16":
-        return torch.float16
-    if amp == "bf16":
-        return torch.bfloat16
+    if amp != "auto":
+        return {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if cpu_supports_bf16() else None
@@ -92,8 +75,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module inside ``torch.compile`` (``_orig_mod``) and DistributedDataParallel
-    (``module``) wrappers: the one whose ``state_dict`` has the keys a checkpoint needs."""
+    """The plain module inside compile (``_orig_mod``) and DDP (``module``) wrappers: a checkpoint's state_dict."""
     while True:
         if isinstance(model, torch.nn.parallel.DistributedDataParallel):
             model = model.module
@@ -110,12 +92,8 @@ def seed_everything(seed: int) -> None:
 
 
 def weight_average(model: torch.nn.Module, decay: float | None) -> AveragedModel | None:
-    """An exponential moving average of ``model``'s weights and BatchNorm statistics, or None
-    when ``decay`` is None. Torch's ``AveragedModel`` over a copy of the plain model: its first
-    ``update_parameters(model)`` copies the weights, every later one sets
-    ``average = decay * average + (1 - decay) * weights``, so it spans about ``1 / (1 - decay)``
-    optimiser steps (0.999: a thousand, under three 96 px epochs of HAM10000). Its ``module`` is
-    the averaged network."""
+    """An EMA of ``model``'s weights and BatchNorm buffers (torch's ``AveragedModel``; ``.module`` is the average),
+    or None. It spans about ``1 / (1 - decay)`` optimiser steps (0.999: under three 96 px epochs of HAM10000)."""
     if decay is None:
         return None
     if not 0.0 <= float(decay) < 1.0:
@@ -140,15 +118,10 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
                     scaler=None, amp_dtype=None, channels_last: bool = True, batch_transform=None,
                     progress: bool = True, refresh_every: int = 10, max_batches: int | None = None,
                     deadline: float | None = None, normalization: dict | None = None, ema=None) -> dict:
-    """One epoch of training. ``scheduler`` is stepped per batch; ``ema`` (a `weight_average`;
-    None: none) is updated after every optimiser step. ``batch_transform`` (a module
-    on float batches in [0, 1], e.g. the colour jitter of
-    `skin_utils.transforms.build_augmentation`; None: none) augments each whole batch on the
-    device before it is normalised with ``normalization`` (a checkpoint's, see
-    `skin_utils.transforms.Normalize.from_config`; None: ImageNet's, no colour constancy).
-    Returns mean losses and images/s (inside a process group: over the images of all
-    processes). ``deadline`` (a ``time.perf_counter()`` reading): the progress bar shows the
-    time left to it."""
+    """One epoch; ``scheduler`` steps per batch, ``ema`` (a `weight_average`) after each optimiser step.
+    ``batch_transform`` (e.g. `transforms.build_augmentation`'s jitter) augments float batches in [0, 1] on the
+    device before ``normalization`` (a checkpoint's; None: ImageNet's). Returns mean losses and images/s over
+    all processes; ``deadline`` (a ``time.perf_counter()`` reading) puts the time left on the progress bar."""
     device = torch.device(device)
     model.train()
     normalize = Normalize.from_config(normalization, jitter=batch_transform).to(device)
@@ -205,8 +178,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
 
 
 def tta_views(square: bool):
-    """(transform, inverse) pairs: the 8 symmetries of a square (flips and 90-degree turns), or
-    the 4 flips of a rectangle; the first is the image as it is."""
+    """(transform, inverse) pairs, the identity first: a square's 8 flips and quarter turns, a rectangle's 4 flips."""
     views = []
     for dims in [(), (-1,), (-2,), (-2, -1)]:
         for k in ((0, 1) if square else (0,)):
@@ -222,9 +194,8 @@ def tta_views(square: bool):
 
 
 def forward_probs(model, images, tta: bool = False, return_views: bool = False):
-    """Mask probabilities (N, H, W) and class probabilities (N, K), float32; with ``tta`` averaged
-    over `tta_views` (each mask turned back first). ``return_views`` adds what each view gave,
-    samples first: (S, N, H, W) and (S, N, K), S = 1 without ``tta``."""
+    """Mask (N, H, W) and class (N, K) probabilities, float32, with ``tta`` averaged over `tta_views` (masks
+    turned back first); ``return_views`` adds each view's: (S, N, H, W) and (S, N, K), S = 1 without ``tta``."""
     masks, probs = [], []
     for fwd, inv in tta_views(images.shape[-1] == images.shape[-2]) if tta else [(None, None)]:
         mask_logits, class_logits = model(fwd(images) if fwd else images)
@@ -259,10 +230,9 @@ def dropout_modules(model) -> list:
 
 
 def mc_dropout_probs(model, images, n_samples: int = 20, *, seed: int | None = 0) -> torch.Tensor:
-    """Class probabilities float32 (S, N, K) of ``n_samples`` Monte-Carlo dropout passes (Gal &
-    Ghahramani 2016) over a normalised batch: dropout in train mode, the rest (BatchNorm) in eval
-    mode, modes restored. ``seed`` (None: the global RNG) repeats the samples without touching the
-    caller's random state. When every dropout is in the head, the encoder runs once."""
+    """Class probabilities float32 (S, N, K) of ``n_samples`` MC dropout passes (Gal & Ghahramani 2016): dropout
+    in train mode, BatchNorm in eval, modes restored. ``seed`` (None: the global RNG) repeats the samples without
+    touching the caller's RNG. When every dropout is in the head, the encoder runs once."""
     if int(n_samples) != n_samples or n_samples < 2:
         raise ValueError(f"n_samples must be an integer >= 2; got {n_samples!r}.")
     drops = dropout_modules(model)
@@ -284,18 +254,12 @@ def mc_dropout_probs(model, images, n_samples: int = 20, *, seed: int | None = 0
                             for _ in range(int(n_samples))])
 
 
-CAM_METHODS = ("gradcam", "gradcam++")
-
-
 def grad_cam(model, images, target=None, *, layer=None, method: str = "gradcam") -> tuple[np.ndarray, np.ndarray]:
-    """Class activation maps of a normalised batch (N, 3, H, W) and the class each explains:
-    ``target`` None (the predicted class), one class index, or one per image.
-
-    Grad-CAM (Selvaraju et al. 2017) weights the activations of ``layer`` (default
-    ``model.encoder.layer4``, which the head pools) by the spatial mean of the class logit's
-    gradient, ``ReLU(sum_c w_c A_c)``; Grad-CAM++ (Chattopadhay et al. 2018, eq. 19) weights each
-    location's positive gradient. Upsampled bilinearly and divided by the maximum: float32 (N, H, W)
-    in [0, 1]. Modes, hooks and parameter gradients are left as they were (inference tensors are fine)."""
+    """Class activation maps float32 (N, H, W) in [0, 1] of a normalised batch, and the class each explains
+    (``target``: None for the predicted class, one index, or one per image). Grad-CAM (Selvaraju et al. 2017)
+    weights ``layer``'s activations (default ``model.encoder.layer4``, which the head pools) by the class logit's
+    mean gradient; Grad-CAM++ (Chattopadhay et al. 2018, eq. 19) by each location's positive gradient. Works on
+    inference tensors; modes, hooks and parameter gradients are left as they were."""
     if method not in CAM_METHODS:
         raise ValueError(f"method={method!r}: choose one of {CAM_METHODS}.")
     if not (hasattr(images, "ndim") and images.ndim == 4):
@@ -344,8 +308,7 @@ def upsample_mask(mask_probs: torch.Tensor, size_hw, threshold: float = 0.5) -> 
 
 
 def image_batch(images, rows=None) -> tuple:
-    """A batch as `predict` reads it, from images alone (uint8 (N, 3, H, W) at the model's size):
-    no masks, labels -1, rows ``rows`` (default 0..N-1)."""
+    """`predict`'s batch from images alone (uint8 (N, 3, H, W)): no masks, labels -1, ``rows`` or 0..N-1."""
     n = len(images)
     return (images, torch.zeros(n, 1, 0, 0, dtype=torch.uint8), torch.full((n,), -1, dtype=torch.long),
             torch.arange(n) if rows is None else torch.as_tensor(rows))
@@ -356,17 +319,12 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
             loss_fn=None, progress: bool = True, desc: str = "predict", tta: bool = False,
             with_masks: bool = False, return_views: bool = False, mc_samples: int = 0,
             mc_seed: int = 0, cam=False, cam_method: str = "gradcam") -> dict:
-    """THE prediction loop: the model over the batches of ``loader``. Returns ``probs`` (N, K),
-    ``mask_probs`` (N, H, W) float16 at the model's resolution, ``labels`` and ``rows`` (the
-    batches'); with ``with_masks`` the true ``masks`` (N, H, W) bool; with ``loss_fn`` the mean
-    ``loss``, ``seg_loss`` and ``cls_loss`` (plain forward pass).
-
-    ``tta`` averages over `tta_views`; ``return_views`` adds ``view_probs`` (S, N, K) and, with
-    ``tta``, ``mask_var`` (N, H, W) float16, the per-pixel variance across views. ``mc_samples >= 2``
-    adds ``mc_probs`` (S, N, K), `mc_dropout_probs` of the plain view (batch b seeded ``mc_seed + b``).
-    ``cam``: True for the Grad-CAM (`grad_cam`, ``cam_method``) of the predicted class (of the
-    averaged views), or one class index per image in loader order; adds ``cams`` (N, H, W) float32
-    and ``cam_classes``."""
+    """THE prediction loop. Returns ``probs`` (N, K), ``mask_probs`` (N, H, W) float16 at the model's resolution,
+    ``labels``, ``rows``; ``with_masks`` adds the true ``masks`` bool, ``loss_fn`` the mean losses (plain pass).
+    ``tta`` averages over `tta_views`; ``return_views`` adds ``view_probs`` (S, N, K) and, with ``tta``,
+    ``mask_var`` float16 (per-pixel variance across views). ``mc_samples >= 2`` adds `mc_dropout_probs` as
+    ``mc_probs`` (S, N, K; batch b seeded ``mc_seed + b``). ``cam``: True for the predicted class, or a class
+    per image in loader order; adds `grad_cam`'s ``cams`` (N, H, W) float32 and ``cam_classes``."""
     if mc_samples and (int(mc_samples) != mc_samples or mc_samples < 2):
         raise ValueError(f"mc_samples must be 0 (off) or an integer >= 2; got {mc_samples!r}.")
     device = torch.device(device)
@@ -416,12 +374,9 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
 def evaluate(model, loader, device, class_names, *, loss_fn=None, amp_dtype=None,
              channels_last: bool = True, progress: bool = True, threshold: float = 0.5,
              normalization: dict | None = None) -> dict:
-    """Validation metrics at the model's resolution, against the masks the batches carry (for
-    model selection; the final evaluation at each image's original size is
-    `skin_utils.evaluate.score_split`). Returns ``dice``, ``jaccard``,
-    ``thresholded_jaccard``, ``accuracy``, ``balanced_accuracy``, ``macro_auc`` and, with
-    ``loss_fn``, ``loss``, ``seg_loss``, ``cls_loss``. ``normalization``: the run's (a
-    checkpoint's, `skin_utils.transforms.Normalize.from_config`; None: ImageNet's)."""
+    """Validation metrics at the model's resolution, for model selection (the final evaluation at each image's
+    size is `skin_utils.evaluate.score_split`); with ``loss_fn`` also the losses. ``normalization``: the
+    run's (None: ImageNet's)."""
     pred = predict(model, loader, device, amp_dtype=amp_dtype, channels_last=channels_last,
                    loss_fn=loss_fn, progress=progress, desc="validate", with_masks=True,
                    normalize=Normalize.from_config(normalization))
@@ -429,9 +384,7 @@ def evaluate(model, loader, device, class_names, *, loss_fn=None, amp_dtype=None
     c = classification_report(pred["probs"], pred["labels"], class_names)
     out = {k: float(np.mean(s[k])) for k in ("dice", "jaccard", "thresholded_jaccard")}
     out.update({k: c[k] for k in ("accuracy", "balanced_accuracy", "macro_auc")})
-    for k in ("loss", "seg_loss", "cls_loss"):
-        if k in pred:
-            out[k] = pred[k]
+    out.update({k: pred[k] for k in ("loss", "seg_loss", "cls_loss") if k in pred})
     return out
 
 
@@ -441,11 +394,9 @@ HEAD_METRICS = {"segmentation": ("dice", "jaccard", "thresholded_jaccard", "seg_
 
 
 def selection_metrics(criterion: str, tasks=("segmentation", "classification")) -> tuple[str, ...]:
-    """The validation metrics whose sum picks ``best.pt``: those of ``criterion`` that belong to a
-    head the run trains (``tasks``, `skin_utils.config.trained_tasks`), so that an untrained head's
-    noise never chooses the epoch (``balanced_accuracy+dice`` is ``dice`` alone for a
-    segmentation-only run). ``loss`` is the loss itself (its weights already leave the untrained
-    head out). Raises when ``criterion`` names only untrained heads."""
+    """The validation metrics whose sum picks ``best.pt``: those of ``criterion`` of a head the run trains
+    (`config.trained_tasks`), so an untrained head's noise never picks the epoch (``balanced_accuracy+dice`` is
+    ``dice`` for a segmentation-only run); ``loss`` already leaves an untrained head out."""
     if criterion not in SELECTION_CRITERIA:
         raise ValueError(f"selection={criterion!r}: choose one of {SELECTION_CRITERIA}.")
     if criterion == "loss":
@@ -466,8 +417,7 @@ def selection_score(metrics: dict, criterion: str, tasks=("segmentation", "class
 
 
 def untrained_as_nan(metrics: dict, tasks) -> dict:
-    """``metrics`` with the validation metrics of a head the run does not train set to NaN: an
-    untrained head's Dice or accuracy is noise (or 1.0 on empty masks), never a result."""
+    """``metrics`` with an untrained head's set to NaN: its Dice or accuracy is noise (or 1.0 on empty masks)."""
     blank = {m for t, names in HEAD_METRICS.items() if t not in tasks for m in names}
     return {k: (math.nan if k in blank else v) for k, v in metrics.items()}
 
@@ -477,12 +427,9 @@ def measure_batch_seconds(model, train_loader, val_loader, loss_fn, device, *, a
                           channels_last: bool = True, compile: bool = False,
                           train_batches: int = 20, val_batches: int = 6, clock=time.perf_counter,
                           ema_decay: float | None = None) -> tuple[float, float]:
-    """(seconds per training batch, seconds per validation batch) on this machine, measured with
-    `train_one_epoch` and `predict` on a copy of ``model`` with a throw-away optimiser (the model
-    and its BatchNorm statistics are not touched), for a time budget (`skin_utils.budget`). With
-    ``compile`` the copy is compiled and the warm-up pays the compilation; with ``ema_decay`` each
-    step also updates a weight average, as `fit` does. Twenty training batches: with six, the
-    estimate of a 96 px epoch on a 2-core CPU was off by up to 14%."""
+    """(seconds per training batch, per validation batch) on this machine, for a time budget: timed on a copy of
+    ``model`` (its BatchNorm statistics untouched) with a throw-away optimiser, compiled and averaging weights as
+    `fit` would. Twenty training batches: with six, a 96 px epoch on a 2-core CPU was misjudged by up to 14%."""
     probe = copy.deepcopy(unwrap_model(model)).to(device)
     if channels_last:
         probe.to(memory_format=torch.channels_last)
@@ -507,11 +454,12 @@ def measure_batch_seconds(model, train_loader, val_loader, loss_fn, device, *, a
 # ----------------------------------------------------------------------------- the whole run
 def build_optimizer_and_schedule(model, lr: float, weight_decay: float, epochs: int, steps_per_epoch: int,
                                  schedule: str = "onecycle"):
-    """AdamW, and a per-batch schedule: ``onecycle`` (warm up 20% then cosine down; the
-    recommended default for short runs), ``cosine``, or ``constant``."""
+    """AdamW and a per-batch schedule: ``onecycle`` (20% warm-up, then cosine; the default for short runs),
+    ``cosine`` or ``constant``."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     total = max(1, epochs * steps_per_epoch)
-    if schedule == "onecycle" and total < 3:  # too short for a warm-up and a decay
+    # a onecycle of under 3 steps is too short for a warm-up and a decay: constant
+    if schedule == "constant" or (schedule == "onecycle" and total < 3):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     elif schedule == "onecycle":
         # 20% warm-up, but at least two steps: OneCycleLR divides by zero with fewer (e.g. 5 steps in all)
@@ -520,8 +468,6 @@ def build_optimizer_and_schedule(model, lr: float, weight_decay: float, epochs: 
                                                         div_factor=20, final_div_factor=200)
     elif schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=lr / 100)
-    elif schedule == "constant":
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     else:
         raise ValueError(f"lr_schedule={schedule!r}: choose one of {LR_SCHEDULES}.")
     return optimizer, scheduler
@@ -559,8 +505,7 @@ def _ema_decay(ema) -> float | None:
 
 
 def _resume(path: Path, model, optimizer, scheduler, scaler, device, run: Checkpoint, ema=None) -> Checkpoint:
-    """Load weights, optimizer, scheduler, scaler and RNG states (and the weight average) from
-    ``path`` (a ``last.pt`` written by `fit` for a run like ``run``) and return its `Checkpoint`."""
+    """Restore weights, optimiser, scheduler, scaler, RNGs and weight average from `fit`'s ``last.pt`` of ``run``."""
     ckpt = Checkpoint.load(path, map_location=device)
     if ckpt.training is None:
         raise CheckpointError(
@@ -590,17 +535,9 @@ def _resume(path: Path, model, optimizer, scheduler, scaler, device, run: Checkp
     return ckpt
 
 
-def _epoch_checkpoint(run: Checkpoint, model, *, epoch: int, metrics: dict, history: list, best_score: float,
-                      epochs_since_best: int) -> Checkpoint:
-    """What ``best.pt`` holds after ``epoch``: the run's description ``run`` with the current
-    weights and the record of the training so far (``last.pt`` adds the training state)."""
-    return replace(run, model=unwrap_model(model).state_dict(), epoch=epoch, metrics=dict(metrics), history=list(history),
-                   best_score=best_score, epochs_since_best=epochs_since_best)
-
-
 def _seed_epoch(train_loader, seed: int, epoch: int, rank: int = 0, world: int = 1) -> None:
-    """Seed everything an epoch draws from with (seed, epoch) alone (and the process's rank in a
-    process group, so that processes augment differently): a resumed run repeats it exactly."""
+    """Seed all an epoch draws from with (seed, epoch) and the rank (processes augment differently), so resume
+    repeats it exactly."""
     epoch_seed = (seed * 1000 + epoch) * world + rank
     seed_everything(epoch_seed)
     if getattr(train_loader, "generator", None) is not None:
@@ -614,8 +551,7 @@ def _seed_epoch(train_loader, seed: int, epoch: int, rank: int = 0, world: int =
 
 def _history_row(epoch: int, optimizer, train: dict, val: dict, score: float, improved: bool,
                  epoch_seconds: float) -> dict:
-    """One epoch of the history: learning rate, training losses and speed, validation metrics,
-    and the seconds the whole epoch took (training, validation; the checkpoints come after)."""
+    """One epoch's history row; ``epoch_seconds`` spans training and validation, not the checkpoints."""
     kept = ("loss", "seg_loss", "cls_loss", "images_per_s", "seconds")
     return {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
             **{f"train_{k}": v for k, v in train.items() if k in kept},
@@ -624,14 +560,12 @@ def _history_row(epoch: int, optimizer, train: dict, val: dict, score: float, im
 
 
 def seconds_spent(history: list[dict]) -> list[float]:
-    """The seconds each epoch of a history took (its training seconds for a history written before
-    whole epochs were timed)."""
+    """Each epoch's seconds (the training seconds, in a history written before whole epochs were timed)."""
     return [float(row.get("epoch_seconds", row.get("train_seconds", 0.0))) for row in history]
 
 
 def _out_of_time(deadline: float | None, epoch_seconds: list[float], epoch: int, epochs: int, say: bool) -> bool:
-    """Whether the next epoch, as long as the longest so far, would end past ``deadline``
-    (inside a process group rank 0 decides for all)."""
+    """Whether the next epoch, as long as the longest so far, would end past ``deadline`` (rank 0 decides)."""
     if deadline is None or not epoch_seconds:
         return False
     late = time.perf_counter() + max(epoch_seconds) > deadline
@@ -651,46 +585,21 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
         patience: int | None = None, amp: str = "auto", channels_last: bool = True, resume: bool = False,
         seed: int = 0, progress: bool = True, compile: bool = False, sync_bn: bool = False,
         deadline: float | None = None, ema_decay: float | None = None) -> list[dict]:
-    """Train for ``epochs``; write ``last.pt`` after every epoch and ``best.pt`` whenever the
-    validation ``selection`` score improves; stop early after ``patience`` epochs without
-    improvement (None: never). With ``resume=True`` continue from ``last.pt`` if it exists.
-    The selection and the history only count the heads the loss trains (a weight of 0 leaves
-    a head untrained: its validation metrics are NaN, `selection_metrics` says what picks
-    ``best.pt``, and the checkpoint's ``selection`` records it).
+    """Train for ``epochs``: ``last.pt`` after every epoch, ``best.pt`` whenever the validation ``selection``
+    score improves (over the heads the loss trains: an untrained head's metrics are NaN, see `selection_metrics`),
+    stop after ``patience`` epochs without improvement (None: never); ``resume=True`` continues from ``last.pt``.
+    Returns the history, one dict per epoch (on resume including the earlier ones).
 
-    ``batch_transform``: the colour augmentation of each training batch (see `train_one_epoch`).
-    ``normalization``: the input normalisation, mean/std and colour constancy
-    (`skin_utils.transforms.normalization_config`; None: ImageNet's, no colour constancy),
-    used in training after ``batch_transform`` and in validation, and recorded with all its
-    keys in every checkpoint (so evaluation and inference feed the model the same way);
-    resuming from a ``last.pt`` with another normalization is refused.
-    ``class_names``, ``image_size`` (the (H, W), or the side, of the loaders' images),
-    ``params`` (the notebook's parameters), ``data`` (`Data.describe()`), ``split_path`` and
-    ``selection`` are recorded in every checkpoint (`skin_utils.checkpoint.Checkpoint`); resuming
-    from a ``last.pt`` of other classes or another size is refused. Returns the history: one
-    dict per epoch (on resume, including the epochs done before).
-
-    ``compile``: train and validate through ``torch.compile(model)`` (the first steps take
-    longer while it compiles); checkpoints hold the plain model's weights either way.
-    Inside a torchrun process group (`skin_utils.distributed`) the model is trained wrapped in
-    DistributedDataParallel, ``sync_bn`` converting its BatchNorm layers to SyncBatchNorm
-    first (CUDA only; ignored by a single process); validation runs on rank 0 alone and its
-    metrics are sent to every process; only rank 0 prints and writes checkpoints. The loaders'
-    batch size is per process. Pass the plain model: one already wrapped (compiled or DDP) is
-    unwrapped first (`unwrap_model`), and only ``compile`` decides whether it is compiled.
-
-    ``deadline``: a ``time.perf_counter()`` reading by which training must be over (a time
-    budget, `skin_utils.budget`): the progress shows the time left, and when the next epoch
-    would end past it (judged by the epochs so far) training stops there with a message. It is
-    the whole run's: on resume the epochs already trained count against it (their seconds are
-    in the history), so a run that the deadline stopped, or that used its time, is not trained
-    further when it is resumed.
-
-    ``ema_decay``: keep an exponential moving average of the weights, updated after every
-    optimiser step (`weight_average`; e.g. 0.999). Validation, ``best.pt`` and the ``model`` of
-    ``last.pt`` are then the average's; ``last.pt`` keeps the optimiser's own weights in
-    ``training.weights`` for resume, which refuses a ``last.pt`` of another ``ema_decay``.
-    ``model`` itself ends with the optimiser's weights. None (default): no average."""
+    ``normalization`` (`transforms.normalization_config`; None: ImageNet's) follows ``batch_transform`` in
+    training and is used in validation. It, ``class_names``, ``image_size`` ((H, W) or the side), ``params``,
+    ``data`` (`Data.describe()`), ``split_path`` and ``selection`` go into every checkpoint; resuming from a
+    ``last.pt`` of other classes, size or normalization is refused. ``compile``: through ``torch.compile``
+    (a wrapped model is unwrapped first; checkpoints hold plain weights). Under torchrun: DDP (``sync_bn``:
+    SyncBatchNorm, CUDA only), per-process batch size, validation on rank 0 sent to all, rank 0 alone prints
+    and writes. ``deadline`` (a ``time.perf_counter()`` reading, for the whole run: resumed epochs count):
+    stop, with a message, when the next epoch would end past it. ``ema_decay``: validate and keep a
+    `weight_average` (``last.pt`` also holds the optimiser's weights; resume refuses another ``ema_decay``);
+    ``model`` ends with the optimiser's weights."""
     device = torch.device(device)
     checkpoint_dir = Path(checkpoint_dir)
     tasks = trained_tasks(loss_fn.seg_weight, loss_fn.cls_weight)
@@ -762,8 +671,8 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
                   f"{shown}  {train['images_per_s']:.1f} img/s" + ("  *best*" if improved else "")
                   + ("" if deadline is None else f"  time left {format_seconds(deadline - time.perf_counter())}"))
         if is_main:
-            ckpt = _epoch_checkpoint(run, kept_model, epoch=epoch, metrics=val, history=history, best_score=best_score,
-                                     epochs_since_best=since_best)
+            ckpt = replace(run, model=unwrap_model(kept_model).state_dict(), epoch=epoch, metrics=dict(val),
+                           history=list(history), best_score=best_score, epochs_since_best=since_best)
             if improved:
                 ckpt.save(best_path)
             ckpt.training = _training_state(optimizer, scheduler, scaler, model, ema)

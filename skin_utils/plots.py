@@ -81,7 +81,6 @@ def overlay_mask(image, mask, color: str = PRED_MASK_COLOR, alpha: float = 0.4, 
 
 
 # ------------------------------------------------------------------------------ shared pieces
-
 def _figure(title: str | None, nrows: int = 1, ncols: int = 1, figsize=None, **kwargs):
     """``(fig, axes)``, constrained layout, ``title`` the bold suptitle; ``axes`` is always 2-D."""
     fig, axes = plt.subplots(nrows, ncols, figsize=figsize, layout="constrained", squeeze=False, **kwargs)
@@ -112,8 +111,7 @@ def _blank(ax, note: str | None = None) -> None:
 
 
 def _require(obj, keys, takes: str) -> None:
-    """ValueError unless ``obj`` (a mapping, or a DataFrame's columns) has every key; ``takes`` says what the
-    caller takes, e.g. "plot_roc_curves takes the return value of metrics.roc_curves"."""
+    """ValueError unless ``obj`` (a mapping, a DataFrame's columns) has every key; ``takes``: what the caller takes."""
     if not isinstance(obj, (pd.DataFrame, Mapping)):
         raise ValueError(f"{takes}; got a {type(obj).__name__}.")
     present, kind = (set(obj.columns), "columns") if isinstance(obj, pd.DataFrame) else (set(obj), "keys")
@@ -169,7 +167,6 @@ def _cell_height(images, width: float, extra: float) -> float:
 
 
 # ------------------------------------------------------------------------------ 01_eda
-
 def _class_names_of(labels, where: str) -> np.ndarray:
     """Class names of integer labels 0..K-1 (load_index's ``label`` column)."""
     arr = np.asarray(labels)
@@ -205,7 +202,7 @@ def plot_class_distribution(labels, title: str = "Diagnoses") -> Figure:
 
 
 def plot_split_counts(split: pd.DataFrame, title: str = "Images and lesions per split") -> Figure:
-    """Images and distinct lesions per class, a bar per split; ``split``: data.splits.load_or_make_split's."""
+    """Images and distinct lesions per class, a bar per split; ``split``: data.load_or_make_split's."""
     _require(split, ("label", "lesion_id", "split"), "plot_split_counts takes the split table of "
              "data.splits.load_or_make_split")
     unknown = sorted(set(split["split"]) - set(SPLITS))
@@ -250,7 +247,7 @@ def plot_images_per_lesion(lesion_ids, title: str = "Images per lesion") -> Figu
 
 
 def plot_metadata(index: pd.DataFrame, title: str = "Patient metadata") -> Figure:
-    """Age stacked by diagnosis, sex, body site ("unknown" last, lighter); ``index``: data.layout.load_index's."""
+    """Age stacked by diagnosis, sex, body site ("unknown" last, lighter); ``index``: layout.load_index's."""
     _require(index, ("label", "age", "sex", "localization"), "plot_metadata takes the index of data.layout.load_index")
     fig, [[ax_age, ax_sex, ax_site]] = _figure(title, 1, 3, figsize=(17, 5), width_ratios=[1.3, 0.7, 1.1])
     ages = index.assign(dx=_class_names_of(index["label"].to_numpy(), "plot_metadata")).dropna(subset=["age"])
@@ -278,8 +275,8 @@ def plot_metadata(index: pd.DataFrame, title: str = "Patient metadata") -> Figur
 
 
 def plot_mask_area(area_fraction, labels, title: str = "Lesion size") -> Figure:
-    """Box plot and jittered points of the lesion's share of the image per diagnosis ("n=0" for a class without
-    images); takes data.eda.lesion_area_fractions's ``(area_fraction, labels)``."""
+    """Box and jittered points of the lesion's share of the image per diagnosis ("n=0" for a class without
+    images); takes data.lesion_area_fractions's ``(area_fraction, labels)``."""
     area = np.asarray(area_fraction, dtype=float)
     names = _class_names_of(labels, "plot_mask_area")
     if area.shape != names.shape:
@@ -308,7 +305,7 @@ def plot_mask_area(area_fraction, labels, title: str = "Lesion size") -> Figure:
 
 def plot_sample_grid(images, labels, masks=None, per_class: int = 4, title: str = "Example images per diagnosis"):
     """A row per class, its first ``per_class`` images framed in its colour, the true contour green; takes
-    data.eda.sample_per_class's ``(images, masks, labels)`` (a mask None where an image has none)."""
+    data.sample_per_class's ``(images, masks, labels)`` (a mask None where an image has none)."""
     images = [_image(im, f"plot_sample_grid image {i}") for i, im in enumerate(images)]
     names = _class_names_of(labels, "plot_sample_grid")
     if len(images) != len(names) or (masks is not None and len(masks) != len(images)):
@@ -337,7 +334,6 @@ def plot_sample_grid(images, labels, masks=None, per_class: int = 4, title: str 
 
 
 # ------------------------------------------------------------------------------ 02_train
-
 # (title, y label, the keys engine.fit writes into each epoch's row)
 _PANELS = (("losses", "loss", ("train_loss", "val_loss", "train_seg_loss", "val_seg_loss", "train_cls_loss",
                                "val_cls_loss")),
@@ -388,7 +384,6 @@ def plot_learning_curves(history, title: str = "Training") -> Figure:
 
 
 # ------------------------------------------------------------------------------ 03_evaluate
-
 _REPORT = "takes the report of metrics.classification_report_dict (ClassificationMetrics.aggregate())"
 _SCORES = tuple(k for k in PER_CLASS_KEYS if k != "support")  # support goes under the class name
 # scores are told apart by neutral shades and hatches, so that they never look like a class
@@ -397,7 +392,7 @@ _SHADES = (("0.2", ""), ("0.5", ""), ("0.8", ""), ("white", "///"), ("0.5", "...
 
 def plot_confusion_matrix(report: Mapping, title: str = "Confusion matrix") -> Figure:
     """Counts and row-normalised (diagonal = sensitivity), true diagnosis on rows; a class without true samples
-    has its normalised row greyed and marked "–". ``report``: metrics.classification_report_dict's."""
+    has its normalised row greyed and marked "–". ``report``: metrics.classification_report's."""
     _require(report, ("class_names", "confusion_matrix", "confusion_matrix_normalized", "n_images", "accuracy"),
              f"plot_confusion_matrix {_REPORT}")
     names, k = list(report["class_names"]), len(report["class_names"])
@@ -458,7 +453,7 @@ def plot_roc_curves(curves: Mapping, title: str = "ROC curves (one class vs rest
 
 def plot_per_class_metrics(report: Mapping, title: str = "Per-class performance") -> Figure:
     """A group of labelled bars per class (support under its name), one per per-class score; an undefined
-    (NaN) score has no bar and reads "n/a". ``report``: metrics.classification_report_dict's."""
+    (NaN) score has no bar and reads "n/a". ``report``: metrics.classification_report's."""
     _require(report, ("class_names", "per_class"), f"plot_per_class_metrics {_REPORT}")
     names, per_class = list(report["class_names"]), report["per_class"]
     _require(per_class, names, f"plot_per_class_metrics {_REPORT} (its 'per_class' entry)")
@@ -485,11 +480,10 @@ def plot_per_class_metrics(report: Mapping, title: str = "Per-class performance"
 
 def plot_cases(images, true_masks, pred_masks, true_labels, pred_labels, pred_probs, scores=None,
                row_titles: Sequence[str] | None = None, title: str = "Predictions") -> Figure:
-    """A row per image: image | true mask | predicted mask | overlay (true contour green, predicted magenta), or
-    without ``true_masks`` image | predicted mask | overlay. Takes evaluation.best_and_worst(...) as keyword
-    arguments, or new images' predictions with ``true_masks`` and ``true_labels`` None. Labels are class names;
-    captions read "✓ true: MEL · pred: MEL (0.82)" (green; "✗" and red when wrong), without a true label
-    "pred: NV (0.82)" in black. ``scores`` (Dice) go under the predicted mask, ``row_titles`` left of a row."""
+    """A row per image: image | true mask (if ``true_masks``) | predicted mask | overlay (true contour green,
+    predicted magenta). Takes evaluate.best_and_worst(...) as keyword arguments, or new images' predictions with
+    ``true_masks``, ``true_labels`` None. Captions "✓ true: MEL · pred: MEL (0.82)" (green; "✗" and red when
+    wrong), or "pred: NV (0.82)"; ``scores`` (Dice) under the predicted mask, ``row_titles`` left of a row."""
     images = [_image(im, f"plot_cases image {i}") for i, im in enumerate(images)]
     n = len(images)
     true_labels = [None] * n if true_labels is None else list(true_labels)
@@ -536,7 +530,7 @@ def plot_cases(images, true_masks, pred_masks, true_labels, pred_labels, pred_pr
 def plot_domain_shift(table: pd.DataFrame, title: str = "Domain shift: training data's test split vs external set",
                       external_name: str = "external") -> Figure:
     """Per metric, the test split's value and the external set's with their 95% intervals, so the drop and
-    whether the intervals overlap show at once. ``table``: evaluation.domain_shift_table's."""
+    whether the intervals overlap show at once. ``table``: evaluate.domain_shift_table's."""
     _require(table, ("test split", "test 95% CI", "external", "external 95% CI"),
              "plot_domain_shift takes the table of skin_utils.evaluate.domain_shift_table")
     metrics = list(table.index)
@@ -559,11 +553,10 @@ def plot_domain_shift(table: pd.DataFrame, title: str = "Domain shift: training 
 
 
 # ------------------------------------------------------------------------------ trust: calibration, referral, Grad-CAM
-
 def plot_reliability_diagram(before: Mapping, after: Mapping | None = None, *, temperature: float | None = None,
                              title: str | None = None) -> Figure:
     """Accuracy per confidence bin against the diagonal, the gap to confidence hatched, the share of images per
-    bin below; ``after`` (temperature-scaled) adds a column. Each: trust.calibration.reliability_diagram's."""
+    bin below; ``after`` (temperature-scaled) adds a column. Each: trust.reliability_diagram's."""
     diagrams = [before] + ([after] if after is not None else [])
     names = ["uncalibrated", "temperature-scaled" + (f" (T = {temperature:.2f})" if temperature is not None else "")]
     fig, axes = _figure(title, 2, len(diagrams), figsize=(4.6 * len(diagrams), 5.6), sharex=True,
@@ -588,9 +581,8 @@ def plot_reliability_diagram(before: Mapping, after: Mapping | None = None, *, t
 
 
 def plot_risk_coverage(curves: Mapping, *, title: str | None = None) -> Figure:
-    """Risk (error rate of the images kept) against coverage (share kept), a line per uncertainty, the first
-    one's oracle dashed, random referral dotted. ``curves``: trust.uncertainty.risk_coverage_curve's, or a dict
-    of them by name."""
+    """Risk (error rate of the images kept) against coverage (share kept), a line per uncertainty, the first one's
+    oracle dashed, random referral dotted. ``curves``: trust.risk_coverage_curve's, or a dict of them by name."""
     curves = {"uncertainty": curves} if isinstance(curves, Mapping) and "risk" in curves else curves
     if not isinstance(curves, Mapping) or not curves:
         raise ValueError("plot_risk_coverage takes uncertainty.risk_coverage_curve's return value, "
@@ -633,7 +625,7 @@ def _draw_cam(ax, image, cam, mask, pred_mask, caption: str | None, where: str) 
 
 
 def plot_cam_overlay(image, cam, mask=None, pred_mask=None, *, caption: str | None = None, title: str | None = None):
-    """The image, and beside it trust.explain.grad_cam's ``cam`` over it, the true (green) and predicted (magenta)
+    """The image, and beside it engine.grad_cam's ``cam`` over it, the true (green) and predicted (magenta)
     contours on both; ``caption`` (class, probability, flags) above the overlay."""
     fig, axes = _figure(title, 1, 2, figsize=(8.4, 4.2))
     _draw_cam(axes[0, 0], image, None, mask, pred_mask, "image", "plot_cam_overlay")
@@ -645,8 +637,7 @@ def plot_cam_overlay(image, cam, mask=None, pred_mask=None, *, caption: str | No
 
 def plot_cam_grid(images, cams, masks=None, pred_masks=None, captions: Sequence[str] | None = None, *,
                   ncols: int = 4, title: str | None = None) -> Figure:
-    """A grid of heat maps drawn as in `plot_cam_overlay`; takes evaluate.cam_examples(...) as keyword
-    arguments."""
+    """A grid of heat maps drawn as in `plot_cam_overlay`; takes evaluate.cam_examples(...) as keyword arguments."""
     n = len(images)
     if n == 0:
         raise ValueError("plot_cam_grid: no images given.")
@@ -665,7 +656,6 @@ def plot_cam_grid(images, cams, masks=None, pred_masks=None, captions: Sequence[
 
 
 # ------------------------------------------------------------------------------ 05_experiments and the benchmark
-
 _METRIC_LABELS = {"dice": "Dice", "jaccard": "Jaccard", "thresholded_jaccard": "thresholded Jaccard",
                   "balanced_accuracy": "balanced accuracy", "macro_auc": "macro AUC", "mel_auc": "melanoma AUC"}
 
@@ -683,7 +673,7 @@ def _per_cell(title: str, n_metrics: int, cells: list, width: float):
 def plot_experiment(table: pd.DataFrame, metrics=("dice", "balanced_accuracy", "macro_auc"), split: str = "val",
                     title: str = "Experiment") -> Figure:
     """Per metric, each finished run of ``split`` as a dot (one per seed) and the mean over seeds as a bar ± 1 sd.
-    ``table``: experiments.gather's tidy table; a cell is named by its runs' name without the seed."""
+    ``table``: sweep.gather's tidy table; a cell is named by its runs' name without the seed."""
     done = table[(table["status"] == "finished") & (table["split"] == split)]
     if done.empty:
         raise ValueError(f"no finished run has {split!r} results to plot.")
@@ -709,7 +699,7 @@ def plot_experiment(table: pd.DataFrame, metrics=("dice", "balanced_accuracy", "
 
 def plot_paired_differences(diff: pd.DataFrame, title: str = "Paired differences against the reference") -> Figure:
     """A forest plot: per metric and cell, the seed-averaged difference to the reference with its paired
-    lesion-level 95% interval, dark when it excludes 0. ``diff``: experiments.compare's table."""
+    lesion-level 95% interval, dark when it excludes 0. ``diff``: sweep.compare's table."""
     if diff.empty:
         raise ValueError("nothing to plot: the comparison table is empty.")
     metrics, cells = list(dict.fromkeys(diff["metric"])), list(dict.fromkeys(diff["cell"]))
@@ -728,7 +718,7 @@ def plot_paired_differences(diff: pd.DataFrame, title: str = "Paired differences
 
 def plot_benchmark(table: pd.DataFrame, title: str = "Input pipeline throughput") -> Figure:
     """Mean images per second per stage, naive against ours, the speed-up ("×3.4") right of each stage with
-    both, log scale past 50x. ``table``: pd.DataFrame(benchmark.run(...)["table"]) (repeats averaged)."""
+    both, log scale past 50x. ``table``: pd.DataFrame(scripts/benchmark.py run(...)["table"]) (repeats averaged)."""
     _require(table, ("stage", "pipeline", "images_per_s"),
              "plot_benchmark takes pd.DataFrame(scripts/benchmark.py run(...)['table'])")
     if table.empty:
