@@ -204,7 +204,7 @@ def plot_class_distribution(labels, title: str = "Diagnoses") -> Figure:
 def plot_split_counts(split: pd.DataFrame, title: str = "Images and lesions per split") -> Figure:
     """Images and distinct lesions per class, a bar per split; ``split``: data.load_or_make_split's."""
     _require(split, ("label", "lesion_id", "split"), "plot_split_counts takes the split table of "
-             "data.splits.load_or_make_split")
+             "data.load_or_make_split")
     unknown = sorted(set(split["split"]) - set(SPLITS))
     if unknown:
         raise ValueError(f"plot_split_counts: split values {unknown} are not among {SPLITS}.")
@@ -248,7 +248,7 @@ def plot_images_per_lesion(lesion_ids, title: str = "Images per lesion") -> Figu
 
 def plot_metadata(index: pd.DataFrame, title: str = "Patient metadata") -> Figure:
     """Age stacked by diagnosis, sex, body site ("unknown" last, lighter); ``index``: layout.load_index's."""
-    _require(index, ("label", "age", "sex", "localization"), "plot_metadata takes the index of data.layout.load_index")
+    _require(index, ("label", "age", "sex", "localization"), "plot_metadata takes the index of layout.load_index")
     fig, [[ax_age, ax_sex, ax_site]] = _figure(title, 1, 3, figsize=(17, 5), width_ratios=[1.3, 0.7, 1.1])
     ages = index.assign(dx=_class_names_of(index["label"].to_numpy(), "plot_metadata")).dropna(subset=["age"])
     if len(ages):
@@ -384,7 +384,7 @@ def plot_learning_curves(history, title: str = "Training") -> Figure:
 
 
 # ------------------------------------------------------------------------------ 03_evaluate
-_REPORT = "takes the report of metrics.classification_report_dict (ClassificationMetrics.aggregate())"
+_REPORT = "takes the report of metrics.classification_report"
 _SCORES = tuple(k for k in PER_CLASS_KEYS if k != "support")  # support goes under the class name
 # scores are told apart by neutral shades and hatches, so that they never look like a class
 _SHADES = (("0.2", ""), ("0.5", ""), ("0.8", ""), ("white", "///"), ("0.5", "..."), ("white", "xx"))

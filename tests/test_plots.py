@@ -69,7 +69,7 @@ def _texts(fig: Figure) -> str:
 
 
 def _index(n=60, seed=1):
-    """A table with the columns of data.layout.load_index that the EDA figures read."""
+    """A table with the columns of layout.load_index that the EDA figures read."""
     rng = np.random.default_rng(seed)
     return pd.DataFrame({
         "image_id": [f"ISIC_{i:07d}" for i in range(n)],
