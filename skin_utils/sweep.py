@@ -243,7 +243,7 @@ def _meta(name: str, experiments_dir, root) -> tuple[Path, dict]:
 
 def gather(name: str, experiments_dir="reports/experiments", root=None, write: bool = True):
     """One row per run, split and metric of a trained head, also written to ``<experiments_dir>/<name>.csv``."""
-    import pandas as pd
+    import pandas as pd  # lazy: numpy/pandas, see the module docstring
 
     folder, meta = _meta(name, experiments_dir, root)
     keys = sorted({k for cell in meta["cells"] for k in cell})
@@ -272,9 +272,9 @@ def gather(name: str, experiments_dir="reports/experiments", root=None, write: b
 
 def summarize(table, metrics=None):
     """Mean ± sd over seeds for each cell, split and metric (finished runs only)."""
-    import pandas as pd
+    import pandas as pd  # lazy: numpy/pandas, see the module docstring
 
-    from skin_utils.metrics import HEADLINE_METRICS, mean_sd
+    from skin_utils.metrics import HEADLINE_METRICS, mean_sd  # lazy: numpy/pandas, see the module docstring
 
     metrics = HEADLINE_METRICS if metrics is None else metrics
     done = table[table["status"] == "finished"]
@@ -292,10 +292,10 @@ def compare(name: str, reference: dict, split: str = "val", experiments_dir="rep
             n_resamples: int = 1000, seed: int = 0):
     """Every other cell against ``reference`` on ``split``: the seed-averaged difference with a paired
     lesion-level bootstrap interval, over the seeds and heads both have. Empty without a finished reference."""
-    import pandas as pd
+    import pandas as pd  # lazy: numpy/pandas, see the module docstring
 
-    from skin_utils.labels import CLASS_NAMES
-    from skin_utils.metrics import paired_bootstrap, read_per_image
+    from skin_utils.labels import CLASS_NAMES  # lazy: numpy/pandas, see the module docstring
+    from skin_utils.metrics import paired_bootstrap, read_per_image  # lazy: numpy/pandas, see the module docstring
 
     folder, meta = _meta(name, experiments_dir, root)
 
@@ -345,7 +345,7 @@ def summary_markdown(name: str, reference: dict | None = None, experiments_dir="
                      n_resamples: int = 1000, metrics=None) -> str:
     """The experiment in Markdown: per cell and split, each metric's mean ± sd over seeds [mean CI]; with
     a ``reference``, the paired differences and the multi-task verdict."""
-    from skin_utils.metrics import HEADLINE_METRICS, mean_sd
+    from skin_utils.metrics import HEADLINE_METRICS, mean_sd  # lazy: numpy/pandas, see the module docstring
 
     table = gather(name, experiments_dir, root, write=False)
     done = table[table["status"] == "finished"]
