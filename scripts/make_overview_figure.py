@@ -3,7 +3,7 @@ Grad-CAM, calibrated probability, melanoma flag) from a small model trained on t
 HAM10000 images are CC BY-NC and never committed, so the committed figure shows demo images; run
 04_inference on your data for the same figure on real images (reports/runs/<run>/figures/inference_trust.png).
 
-    python scripts/make_overview_figure.py          # ~10 minutes on 2 CPU cores
+    python scripts/make_overview_figure.py          # ~3 minutes on 2 CPU cores (AMD EPYC)
 """
 
 import argparse
