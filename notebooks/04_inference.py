@@ -8,7 +8,9 @@
 # Runs a trained checkpoint on a folder of images that have no labels: the lesion mask at each
 # image's own size, the predicted diagnosis and the probability of every class. Files that are
 # not images, corrupt, or too small are listed with the reason instead of stopping the run.
-# Writes `inference/predictions.csv`, one overlay PNG per image, and summary figures.
+# Writes `inference/predictions.csv`, one mask and one overlay PNG per image, summary figures,
+# and with `-p isic True` the ISIC 2018 submission files (Task 1 masks, Task 3 CSV). The same
+# outside a notebook: `python -m skin_utils.predict <folder> --run <run> --out <dir>`.
 #
 # How far to trust each prediction: the probabilities calibrated with the temperature stored in
 # the checkpoint (fitted on the validation split by `02_train` or `python -m skin_utils.trust`),
@@ -32,6 +34,7 @@ threshold: float = 0.5                   # mask probability threshold
 tta: bool = True                         # average each prediction over the 8 flips and turns (8x the compute)
 cam: bool = True                         # Grad-CAM heat map of the predicted class on each overlay
 mc_samples: int = 0                      # Monte-Carlo dropout samples per image; 0: off
+isic: bool = False                       # also write ISIC 2018 submission files: Task 1 masks and the Task 3 CSV (inference/isic/)
 device: str = "auto"                     # "auto", "cpu", "cuda", "cuda:1", ...
 amp: str = "auto"                        # mixed precision: "auto", "bf16", "fp16" or "off"
 reports_dir: str = "reports"             # holds runs/ and the top-level REPORT.md
@@ -58,7 +61,7 @@ from skin_utils.config import InferConfig
 from skin_utils.inference import infer
 
 cfg = InferConfig.from_notebook(globals())  # checked: a wrong value or a misspelt name stops here
-result = infer(cfg)  # predicts the folder; writes inference/predictions.csv, skipped.csv, overlays/, figures, the report section
+result = infer(cfg)  # predicts the folder; writes inference/predictions.csv, skipped.csv, masks/, overlays/, figures, the report section
 result.table
 
 # %% [markdown]

@@ -7,6 +7,7 @@ process leaves the old file or the new one), read with ``weights_only=True`` (a 
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import tempfile
@@ -14,8 +15,10 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from skin_utils.layout import as_hw
+from skin_utils.metrics import to_jsonable
 from skin_utils.transforms import IMAGENET_MEAN, IMAGENET_STD, resolve_normalization
 from skin_utils.model import MultiTaskNet
 
@@ -125,8 +128,22 @@ class Checkpoint:
 
     @classmethod
     def load(cls, path, map_location="cpu") -> Checkpoint:
-        """Read a checkpoint file of any known format version; refuse anything else."""
-        return cls.from_dict(_read(Path(path), map_location), source=str(path))
+        """Read a checkpoint file of any known format version, or an export folder (`save_folder`); refuse
+        anything else."""
+        path = Path(path)
+        if path.is_dir():
+            return cls.from_dict(_read_folder(path), source=str(path))
+        return cls.from_dict(_read(path, map_location), source=str(path))
+
+    def save_folder(self, folder) -> Path:
+        """A plain, pickle-free copy for use outside training: ``model.safetensors`` (the weights) and
+        ``config.json`` (every other field but the training state). `load` reads it back."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.model.items()}, folder / WEIGHTS_FILE)
+        content = {k: v for k, v in self.to_dict().items() if k not in ("model", "training")}
+        (folder / CONFIG_FILE).write_text(json.dumps(to_jsonable(content), indent=2, allow_nan=True))
+        return folder
 
 
 def _read(path: Path, map_location) -> dict:
@@ -149,6 +166,19 @@ def _read(path: Path, map_location) -> dict:
         raise CheckpointError(f"{path} is not a skin_utils checkpoint (expected a dict with 'model' and "
                               f"'model_config', found {type(content).__name__}{found}).")
     return content
+
+
+WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"  # an export folder (Checkpoint.save_folder)
+
+
+def _read_folder(folder: Path) -> dict:
+    """The checkpoint content an export folder holds, or an error saying what is missing."""
+    if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+        raise CheckpointError(f"{folder} is a folder but not an exported model: it needs {CONFIG_FILE} and "
+                              f"{WEIGHTS_FILE} (made by `python -m skin_utils.export`).")
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    config.pop("onnx", None)  # what the export says of model.onnx, for its other users
+    return {**config, "model": load_file(folder / WEIGHTS_FILE)}
 
 
 def upgrade_v1(content: dict, source: str = "checkpoint") -> dict:

@@ -188,11 +188,12 @@ class Config:
         return cls(**{k: v for k, v in namespace.items() if k in names}, **(overrides or {}))
 
     @classmethod
-    def parser(cls, **kwargs) -> argparse.ArgumentParser:
-        """An argument parser with one ``--option`` per field: its default, type and meaning."""
+    def parser(cls, only=None, **kwargs) -> argparse.ArgumentParser:
+        """An argument parser with one ``--option`` per field (those named in ``only``, when given): its
+        default, type and meaning."""
         p = argparse.ArgumentParser(formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
         meanings = cls.meanings()
-        for f in dataclasses.fields(cls):
+        for f in (f for f in dataclasses.fields(cls) if only is None or f.name in only):
             kind, optional = _kind(str(f.type))
             option, default = "--" + f.name.replace("_", "-"), f.default if f.default is not dataclasses.MISSING \
                 else f.default_factory()
@@ -378,6 +379,7 @@ class InferConfig(Config):
     tta: bool = True  # average each prediction over the 8 flips and turns (8x the compute)
     cam: bool = True  # Grad-CAM heat map of the predicted class on each overlay
     mc_samples: int = 0  # Monte-Carlo dropout samples per image; 0: off
+    isic: bool = False  # also write ISIC 2018 submission files: Task 1 masks and the Task 3 CSV (inference/isic/)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     amp: str = "auto"  # mixed precision: "auto", "bf16", "fp16" or "off"
     reports_dir: str = "reports"  # holds runs/ and the top-level REPORT.md

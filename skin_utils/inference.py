@@ -19,14 +19,14 @@ from tqdm.auto import tqdm
 
 from skin_utils import plots, report
 from skin_utils.report import Section
-from skin_utils.checkpoint import load_model
+from skin_utils.checkpoint import CONFIG_FILE, load_model
 from skin_utils.config import InferConfig, resolve
 from skin_utils.transforms import Normalize
 from skin_utils.layout import ImageReadError, find_images, read_image
 from skin_utils.demo import SYNTHETIC_NOTE, render_lesion
 from skin_utils.engine import amp_dtype_for, image_batch, predict, resolve_device, upsample_mask
 from skin_utils.labels import CLASS_NAMES
-from skin_utils.runs import Run, run_to_score
+from skin_utils.runs import Run, find_run, run_to_score
 from skin_utils.trust import COMMAND, StoredCalibration, binary_entropy, mask_uncertainty_score, trust_columns
 
 MIN_SIDE = 8  # pixels: below this there is no lesion to see
@@ -74,6 +74,13 @@ class Predictor:
         self.amp_dtype, self.threshold, self.tta, self.cam = amp_dtype_for(self.device, amp), threshold, tta, cam
         self.cam_method, self.mc_samples = cam_method, int(mc_samples)
         self.calibration = StoredCalibration.from_checkpoint(self.checkpoint, tta)
+
+    @classmethod
+    def from_folder(cls, folder, **kwargs) -> Predictor:
+        """The model of an export folder (``python -m skin_utils.export``): no pickle, no run folder."""
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"No export folder {folder}.")
+        return cls(folder, **kwargs)
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """uint8 (3, h, w) at the model's size."""
@@ -158,6 +165,18 @@ class Predictor:
         return predictions, pd.DataFrame(failures, columns=["path", "reason"])
 
 
+def model_path(source, runs_dir="reports/runs") -> Path:
+    """What a predictor loads for ``source``: a checkpoint file or an export folder as given, else the
+    ``best.pt`` of the run it names (a run name under ``runs_dir``, a run folder, or "latest")."""
+    path = resolve(source)
+    return path if path.is_file() or (path / CONFIG_FILE).is_file() else find_run(source, runs_dir).best
+
+
+def load_predictor(source, runs_dir="reports/runs", **kwargs) -> Predictor:
+    """`Predictor` of a run, a checkpoint or an export folder (`model_path`); ``kwargs`` go to `Predictor`."""
+    return Predictor(model_path(source, runs_dir), **kwargs)
+
+
 def predictions_table(predictions, overlays=None) -> pd.DataFrame:
     """One row per image: the fields of `Prediction` (``p_<class>``, ``p_cal_<class>``; the TTA and MC-dropout
     columns when made; the flags empty without a threshold) and ``overlay``, the path of its overlay."""
@@ -173,6 +192,45 @@ def predictions_table(predictions, overlays=None) -> pd.DataFrame:
          "mask_uncertainty": round(p.mask_uncertainty, 4), "refer": p.refer, "mel_flag": p.mel_flag,
          **({} if overlays is None else {"overlay": str(overlays[i])})} for i, p in enumerate(predictions)])
     return table.astype({k: "boolean" for k in ("refer", "mel_flag") if k in table})
+
+
+ISIC_TASK3 = "ISIC_task3.csv"  # ISIC 2018 Task 3 submission: image,MEL,NV,BCC,AKIEC,BKL,DF,VASC
+
+
+def save_masks(predictions, out_dir, suffix: str = "") -> list[Path]:
+    """``<out_dir>/<image_id><suffix>.png``: each mask at its image's size, one channel, 0 or 255 (ISIC Task 1
+    with ``suffix="_segmentation"``)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{p.image_id}{suffix}.png" for p in predictions]
+    for p, path in zip(predictions, paths):
+        Image.fromarray(p.mask.astype(np.uint8) * 255, mode="L").save(path)
+    return paths
+
+
+def save_isic(predictions, out_dir) -> Path:
+    """ISIC 2018 submission files in ``out_dir``: Task 1 masks ``<image_id>_segmentation.png`` and the Task 3
+    CSV (calibrated probabilities in ISIC's column order). Needs the seven HAM10000 classes."""
+    if sorted(CLASS_NAMES) != sorted(names := list(predictions[0].probs) if predictions else list(CLASS_NAMES)):
+        raise ValueError(f"ISIC Task 3 needs the classes {list(CLASS_NAMES)}; this model predicts {names}.")
+    save_masks(predictions, out_dir, suffix="_segmentation")
+    table = pd.DataFrame([{"image": p.image_id, **{c: p.probs_calibrated[c] for c in CLASS_NAMES}}
+                          for p in predictions], columns=["image", *CLASS_NAMES])
+    table.to_csv(Path(out_dir) / ISIC_TASK3, index=False, float_format="%.6f")
+    return Path(out_dir)
+
+
+def save_predictions(predictions, failures, out_dir, overlays: bool = False, isic: bool = False) -> pd.DataFrame:
+    """Everything a folder's predictions leave in ``out_dir``: ``predictions.csv``, ``skipped.csv``, ``masks/``,
+    ``overlays/`` on request, ``isic/`` (`save_isic`) on request. Returns the predictions table."""
+    out_dir = Path(out_dir)
+    save_masks(predictions, out_dir / "masks")
+    table = predictions_table(predictions, save_overlays(predictions, out_dir / "overlays") if overlays else None)
+    table.to_csv(out_dir / "predictions.csv", index=False)
+    failures.to_csv(out_dir / "skipped.csv", index=False)
+    if isic:
+        save_isic(predictions, out_dir / "isic")
+    return table
 
 
 def flags_caption(p: Prediction) -> str:
@@ -223,7 +281,7 @@ def save_overlays(predictions, out_dir) -> list[Path]:
     return paths
 
 
-def summary(predictions, n_skipped: int, demo: bool = False) -> str:
+def summary(predictions, n_skipped: int, demo: bool = False, skipped_file="inference/skipped.csv") -> str:
     """The predictions in a few sentences: classes, uncertain ones, flags, skipped files."""
     n = len(predictions)
     out = [f"{n} image(s) predicted: " + ", ".join(f"{k} {v}" for k, v in Counter(p.pred for p in predictions)
@@ -237,7 +295,7 @@ def summary(predictions, n_skipped: int, demo: bool = False) -> str:
         out.append(f"{sum(bool(p.refer) for p in predictions)} of {n} should be referred to a dermatologist (uncertainty "
                    f"above the threshold chosen on validation); {sum(bool(p.mel_flag) for p in predictions)} raise the "
                    "melanoma flag.")
-    out += [f"{n_skipped} file(s) were skipped, with the reason, in `inference/skipped.csv`."] if n_skipped else []
+    out += [f"{n_skipped} file(s) were skipped, with the reason, in `{skipped_file}`."] if n_skipped else []
     return " ".join(out + (["The input was new synthetic demo images."] if demo else []))
 
 
@@ -269,9 +327,7 @@ def infer(cfg: InferConfig, progress: bool = True) -> Inferred:
                           mc_samples=cfg.mc_samples)
     say(f"{folder}: predicting at {predictor.image_size} px on {predictor.device}\n{predictor.calibration.describe()}")
     predictions, failures = predictor.predict_folder(folder, batch_size=cfg.batch_size, progress=progress)
-    table = predictions_table(predictions, save_overlays(predictions, out_dir / "overlays"))
-    table.to_csv(out_dir / "predictions.csv", index=False)
-    failures.to_csv(out_dir / "skipped.csv", index=False)
+    table = save_predictions(predictions, failures, out_dir, overlays=True, isic=cfg.isic)
     say(f"{len(predictions)} images predicted, {len(failures)} skipped")
     shown, note = predictions[:8], "" if cfg.input_dir else f" · {SYNTHETIC_NOTE}"
     sections = {"predictions": Section("Predictions", {"": table}), "skipped": Section("Skipped files", {"": failures}),

@@ -35,15 +35,15 @@ from skin_utils.data import load_data, make_loader
 from skin_utils.transforms import Normalize
 from skin_utils.engine import amp_dtype_for, predict, resolve_device
 from skin_utils.labels import CLASS_NAMES
-from skin_utils.metrics import (as_binary, as_labels, as_maps, as_numpy, as_probabilities, balanced_accuracy, nanmean,
-                                sens_spec, sens_spec_at, to_jsonable)
+from skin_utils.metrics import (MELANOMA, as_binary, as_labels, as_maps, as_numpy, as_probabilities, balanced_accuracy,
+                                nanmean, sens_spec, sens_spec_at, to_jsonable)
 from skin_utils.report import write_json
 from skin_utils.runs import find_run, run_of_checkpoint
 
 DEFAULT_N_BINS = 15  # equal-width confidence bins
 TEMPERATURE_BOUNDS = (0.05, 20.0)  # the search interval of `fit_temperature` (an optimum on its edge is warned about)
 NLL_EPS = 1e-15  # a confident mistake costs log(1e15) ~ 34.5, not infinity
-MELANOMA_INDEX = CLASS_NAMES.index("MEL")
+MELANOMA_INDEX = CLASS_NAMES.index(MELANOMA)
 DEFAULT_REFERRAL_FRACTIONS = (0.0, 0.1, 0.2, 0.3)  # shares of the most uncertain images referred
 BORDER_WIDTH_FRACTION = 0.03  # default half-width of the border band, a share of the shorter side
 MOSTLY_OUTSIDE_BELOW = 0.5  # a heat map with less of its energy inside the lesion falls "mostly outside"
@@ -434,7 +434,6 @@ def trust_columns(probs, calibration: "StoredCalibration", class_names, view_pro
 OUTPUT_KINDS = ("tta", "plain")  # `Checkpoint.calibration`'s keys: TTA-averaged outputs, or one plain pass
 REFERRAL_MEASURE = "entropy"  # normalised predictive entropy of the calibrated probabilities
 DEFAULT_TARGET_SENSITIVITY, DEFAULT_TARGET_COVERAGE = 0.90, 0.80
-MELANOMA = "MEL"
 COMMAND = "python -m skin_utils.trust"
 
 

@@ -1,0 +1,150 @@
+"""The model outside the notebooks: the export folder (safetensors + config.json + ONNX + card), its parity
+with the run's checkpoint on real images, the predict command and the ISIC 2018 submission files."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from skin_utils import CLASS_NAMES
+from skin_utils.checkpoint import Checkpoint, CheckpointError
+from skin_utils.config import InferConfig, TrainConfig
+from skin_utils.engine import upsample_mask
+from skin_utils.export import CARD_FILE, ONNX_FILE, export, onnx_input
+from skin_utils.inference import ISIC_TASK3, Predictor, infer, write_demo_images
+from skin_utils.layout import find_images, read_image
+from skin_utils.predict import main as predict_main
+from skin_utils.train import train
+from tests.conftest import REAL_DATA
+
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install -e '.[dev]'")
+
+
+@pytest.fixture(scope="module")
+def run(synthetic_dir, tmp_path_factory):
+    """A run trained one epoch at 64 px (Shades of Gray, calibrated on validation): a model with real outputs."""
+    root = tmp_path_factory.mktemp("export")
+    cfg = TrainConfig(data_dir=str(synthetic_dir), image_size=64, epochs=1, max_samples=120, encoder_weights=None,
+                      device="cpu", num_workers=0, split_path=str(root / "split.csv"),
+                      reports_dir=str(root / "reports"), run_name="tiny")
+    return train(cfg, progress=False).run
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Real HAM10000 images when the shared folder is there (16, sizes as stored), else new demo images."""
+    if (REAL_DATA / "HAM10000_metadata.csv").is_file():
+        return sorted(find_images(REAL_DATA))[:: 500][:16]
+    return sorted(find_images(write_demo_images(tmp_path_factory.mktemp("img"), n=8)))
+
+
+@pytest.fixture(scope="module")
+def exported(run, tmp_path_factory):
+    return export(run.root, tmp_path_factory.mktemp("out") / "model")
+
+
+def test_export_folder_is_plain_files_that_rebuild_the_checkpoint(run, exported):
+    assert sorted(p.name for p in exported.iterdir()) == sorted(
+        ["config.json", "model.safetensors", ONNX_FILE, CARD_FILE])
+    config = json.loads((exported / "config.json").read_text())
+    assert config["onnx"]["opset"] == 17 and "training" not in config and "model" not in config
+    original, copy = Checkpoint.load(run.best), Checkpoint.load(exported)
+    for field in ("model_config", "class_names", "image_size", "normalization", "calibration", "params", "epoch"):
+        assert getattr(copy, field) == getattr(original, field), field
+    assert all(torch.equal(copy.model[k], v) for k, v in original.model.items())
+    (exported.parent / "half").mkdir()
+    (exported.parent / "half" / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        Checkpoint.load(exported.parent / "half")
+
+
+def test_folder_and_onnx_reproduce_the_checkpoints_predictions(run, exported, images):
+    """From the folder: identical; from ONNX (plain outputs, no skin_utils): calibrated probabilities within
+    1e-4 and masks IoU >= 0.99 at each image's own size."""
+    checkpoint = Predictor(run.best, device="cpu", amp="off", tta=False)
+    folder = Predictor.from_folder(exported, device="cpu", amp="off", tta=False)
+    assert folder.calibration.as_dict() == checkpoint.calibration.as_dict()
+    assert checkpoint.calibration.calibrated  # the temperature inside the graph is a fitted one
+    session = ort.InferenceSession(str(exported / ONNX_FILE), providers=["CPUExecutionProvider"])
+    diffs, ious = [], []
+    for path in images:
+        a, b = checkpoint.predict_image(path), folder.predict_image(path)
+        assert a.probs_calibrated == b.probs_calibrated and np.array_equal(a.mask, b.mask)
+        image = read_image(path)
+        probs, mask = session.run(None, {"image": onnx_input(image, checkpoint.image_size)})
+        diffs.append(np.abs(probs[0] - np.array([a.probs_calibrated[c] for c in CLASS_NAMES])).max())
+        onnx_mask = upsample_mask(torch.from_numpy(mask[0, 0]), image.shape[:2], 0.5)
+        union = (onnx_mask | a.mask).sum()
+        ious.append(1.0 if union == 0 else (onnx_mask & a.mask).sum() / union)
+    print(f"ONNX vs PyTorch on {len(images)} images: max |dp| {max(diffs):.2e}, min mask IoU {min(ious):.4f}")
+    assert max(diffs) < 1e-4 and min(ious) >= 0.99
+
+
+def test_onnx_takes_any_batch_and_image_size(exported):
+    session = ort.InferenceSession(str(exported / ONNX_FILE), providers=["CPUExecutionProvider"])
+    for shape in [(1, 3, 64, 64), (3, 3, 150, 200), (2, 3, 97, 131)]:
+        probs, mask = session.run(None, {"image": np.random.default_rng(0).random(shape, dtype=np.float32)})
+        assert probs.shape == (shape[0], len(CLASS_NAMES)) and mask.shape == (shape[0], 1, *shape[2:])
+        assert np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+
+def test_model_card_is_written_from_the_run(run, exported):
+    card = (exported / CARD_FILE).read_text()
+    assert "not a medical device" in card
+    assert "Not evaluated yet" in card  # no 03_evaluate on this run: said, not invented
+    assert "synthetic demo" in card  # the failure mode read from the data description
+    assert "papermill notebooks/02_train.ipynb" in card and "-p image_size 64" in card and "-p epochs 1" in card
+    assert "temperature" in card and "onnxruntime" in card
+
+
+def _check_isic(folder, images):
+    """The ISIC 2018 rules: Task 1 `<id>_segmentation.png`, one channel, 0/255, the image's size; Task 3 CSV
+    `image,MEL,NV,BCC,AKIEC,BKL,DF,VASC`, one row per image, probabilities in [0, 1] summing to 1."""
+    table = pd.read_csv(folder / ISIC_TASK3)
+    assert list(table.columns) == ["image", "MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+    assert sorted(table["image"]) == sorted(p.stem for p in images)
+    probs = table[list(CLASS_NAMES)].to_numpy()
+    assert ((probs >= 0) & (probs <= 1)).all() and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+    for path in images:
+        mask = Image.open(folder / f"{path.stem}_segmentation.png")
+        assert mask.mode == "L" and mask.size == Image.open(path).size
+        assert set(np.unique(np.asarray(mask))) <= {0, 255}
+
+
+def test_predict_command_writes_masks_table_and_isic_files(exported, images, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in images[:4]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (37, 91, 3), dtype=np.uint8)).save(folder / "odd.png")
+    out = tmp_path / "out"
+    assert predict_main([str(folder), "--run", str(exported), "--out", str(out), "--isic", "--no-tta",
+                         "--device", "cpu"]) == 0
+    predicted = sorted(p for p in folder.iterdir() if p.suffix != ".txt")
+    _check_isic(out / "isic", predicted)
+    table = pd.read_csv(out / "predictions.csv")
+    assert {"pred", "p_cal_MEL", "entropy", "refer", "mel_flag"} <= set(table.columns) and len(table) == 5
+    assert table["refer"].notna().all() and table["mel_flag"].notna().all()  # calibrated: the flags are set
+    assert pd.read_csv(out / "skipped.csv")["path"].str.endswith("notes.txt").tolist() == [True]
+    assert sorted(p.name for p in (out / "masks").iterdir()) == sorted(f"{p.stem}.png" for p in predicted)
+    assert "1 file(s) were skipped" in capsys.readouterr().out
+    assert predict_main([str(predicted[0]), "--run", str(exported), "--out", str(tmp_path / "one"),
+                         "--device", "cpu", "--no-tta"]) == 0
+    assert len(pd.read_csv(tmp_path / "one" / "predictions.csv")) == 1
+    with pytest.raises(SystemExit):
+        predict_main([str(tmp_path / "nowhere"), "--run", str(exported), "--out", str(out)])
+
+
+def test_notebook_inference_writes_the_isic_files_too(run, images, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in images[:3]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    cfg = InferConfig(run=str(run.root), input_dir=str(folder), isic=True, cam=False, tta=False, device="cpu",
+                      reports_dir=str(tmp_path / "reports"))
+    result = infer(cfg, progress=False)
+    _check_isic(result.run.root / "inference" / "isic", sorted(folder.iterdir()))
