@@ -106,3 +106,15 @@ result.show("latency")
 
 # %%
 result.show("conclusion")
+
+# %% [markdown]
+# ## Try an image of your own
+# Upload a dermoscopy image: the mask, the seven calibrated probabilities, the flags beside the
+# thresholds they come from, and the Grad-CAM, the same panel as the web demo
+# (`pip install -e ".[demo]"`, then `python -m skin_utils.app --run latest`).
+# *Research software, not a medical device.*
+
+# %%
+from skin_utils.app import upload_panel
+
+upload_panel(result.predictor)

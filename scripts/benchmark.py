@@ -45,12 +45,13 @@ from torch.utils.data import DataLoader, Dataset
 from skin_utils.checkpoint import Checkpoint
 from skin_utils.config import resolve
 from skin_utils.data import CachedLesionDataset, build_cache, make_loader, make_split, resolve_data_dir, subsample_by_lesion
+from skin_utils.export import export_onnx, onnx_input
 from skin_utils.inference import Predictor, time_single_image
 from skin_utils.layout import as_hw, load_index
 from skin_utils.metrics import to_jsonable
 from skin_utils.transforms import IMAGENET_MEAN, IMAGENET_STD, build_augmentation
 from skin_utils.engine import (amp_dtype_for, autocast, build_optimizer_and_schedule, evaluate,
-                               resolve_device, train_one_epoch)
+                               resolve_device, train_one_epoch, upsample_mask)
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.plots import plot_benchmark, save_figure
 from skin_utils.losses import MultiTaskLoss
@@ -286,6 +287,12 @@ def run(data_dir="data", image_size=128, batch_size=32, max_samples=512, device=
     ours_latency = time_single_image(predictor, image)
     record("latency", "naive", 1 / naive_latency, seconds=naive_latency)
     record("latency", "ours", 1 / ours_latency, seconds=ours_latency)
+    onnx = time_onnx(Checkpoint.load(tmp), fp32.cpu(), paths, hw, batch_size, Path(cache.path)) \
+        if device.type == "cpu" else None
+    if onnx:
+        onnx["over_pytorch"] = onnx["inference_images_per_s"] / rows[-3]["images_per_s"]
+        say(f"  inference    onnx   {onnx['inference_images_per_s']:8.1f} images/s (onnxruntime "
+            f"{onnx['onnxruntime']}, {onnx['over_pytorch']:.2f}x our PyTorch path)")
     tmp.unlink(missing_ok=True)
 
     table = pd.DataFrame(rows)
@@ -304,6 +311,7 @@ def run(data_dir="data", image_size=128, batch_size=32, max_samples=512, device=
         "peak_gpu_memory_mb": (None if device.type != "cuda"
                                else max(r["peak_gpu_mb"] for r in rows if r["peak_gpu_mb"] is not None)),
         "compile": compiled,
+        "onnx": onnx,
         "cache_build_seconds": cache_seconds, "cache_mb": cache.nbytes / 2**20,
         "table": rows,
         "setup": {"data_dir": str(folder), "n_images": n, "image_size": list(hw), "batch_size": batch_size,
@@ -316,6 +324,26 @@ def run(data_dir="data", image_size=128, batch_size=32, max_samples=512, device=
     say("\n" + wide.round(2).to_string())
     say(f"loader/step {result['loader_over_step']:.1f}x, peak RSS {result['peak_rss_mb']:.0f} MB")
     return result
+
+
+def time_onnx(ckpt, model, paths, hw, batch_size, folder) -> dict | None:
+    """The exported model (skin_utils.export) in onnxruntime on the same JPEGs, masks back at each image's
+    size; None without onnxruntime (pip install -e ".[export]")."""
+    try:
+        import onnxruntime as ort  # optional: the export extra
+    except ImportError:
+        return None
+    path = folder / "bench_model.onnx"
+    export_onnx(ckpt, model, path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    t0 = time.perf_counter()
+    for start in range(0, len(paths), batch_size):
+        images = [np.asarray(Image.open(p).convert("RGB")) for p in paths[start:start + batch_size]]
+        _, masks = session.run(None, {"image": np.concatenate([onnx_input(im, hw) for im in images])})
+        [upsample_mask(torch.from_numpy(m[0]), im.shape[:2], 0.5) for m, im in zip(masks, images)]
+    rate = len(paths) / (time.perf_counter() - t0)
+    path.unlink(missing_ok=True)
+    return {"inference_images_per_s": rate, "onnxruntime": ort.__version__}
 
 
 def _naive_latency(model, path, hw, repeats=10) -> float:

@@ -30,6 +30,8 @@ def test_bench_writes_the_promised_numbers(synthetic_dir, tmp_path):
     else:
         assert result["peak_gpu_memory_mb"] is None and {r["peak_gpu_mb"] for r in result["table"]} == {None}
     assert result["compile"] is None  # not asked for
+    if result["setup"]["device"] == "cpu":  # the exported model in onnxruntime beside our PyTorch path
+        assert result["onnx"]["inference_images_per_s"] > 0 and result["onnx"]["over_pytorch"] > 0
 
 
 def test_naive_dataset_matches_the_cached_one_in_content(synthetic_dir):
