@@ -307,6 +307,29 @@ def upsample_mask(mask_probs: torch.Tensor, size_hw, threshold: float = 0.5) -> 
     return (up[0, 0] >= threshold).numpy()
 
 
+@torch.no_grad()
+def adapt_batchnorm(model, loader, device, normalize, channels_last: bool = True, progress: bool = False) -> int:
+    """AdaBN (Li et al., 2016): every BatchNorm layer's running mean and variance re-estimated on ``loader``'s
+    images (labels unused), a plain average over one pass; the weights and dropout untouched. For a new device
+    or clinic whose colours and contrast differ from the training data. Returns the number of images seen."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the pass
+        m.train()
+    seen = 0
+    for batch in tqdm(loader, desc="adapt BatchNorm", disable=not progress, mininterval=1.0):
+        images = _to_device(batch, device, normalize.to(device), channels_last)[0]
+        model(images)
+        seen += len(images)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.eval()
+    return seen
+
+
 def image_batch(images, rows=None) -> tuple:
     """`predict`'s batch from images alone (uint8 (N, 3, H, W)): no masks, labels -1, ``rows`` or 0..N-1."""
     n = len(images)

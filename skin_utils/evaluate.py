@@ -25,7 +25,7 @@ from skin_utils.config import EvaluateConfig, resolve, slug, trained_tasks
 from skin_utils.data import CachedLesionDataset, make_loader
 from skin_utils.transforms import Normalize
 from skin_utils.layout import image_hw, read_image, read_mask
-from skin_utils.engine import amp_dtype_for, image_batch, predict, resolve_device, upsample_mask
+from skin_utils.engine import adapt_batchnorm, amp_dtype_for, image_batch, predict, resolve_device, upsample_mask
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.metrics import (CLASSIFICATION_METRICS, ISIC_JACCARD_THRESHOLD, MEL_THRESHOLD_METRICS,
                                 SEGMENTATION_KEYS, age_band, baselines, bootstrap_ci, classification_report,
@@ -720,6 +720,11 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
         ckpt = Checkpoint.load(path)
     calibration = StoredCalibration.from_checkpoint(ckpt, cfg.tta)
     say(calibration.describe())
+    if cfg.adapt_bn:
+        n = adapt_batchnorm(model, make_loader(data.dataset(cfg.split), cfg.batch_size, device), device,
+                            Normalize.from_config(ckpt.normalization), progress=progress)
+        say(f"AdaBN: BatchNorm statistics re-estimated on the {n} scored images (labels unused); the stored "
+            "temperature and thresholds were fitted before this adaptation.")
     ev = score_split(model, data, cfg.split, device, names, batch_size=cfg.batch_size, amp=cfg.amp, progress=progress,
                      threshold=cfg.threshold, tta=cfg.tta, return_views=True, mc_samples=cfg.mc_samples,
                      normalization=ckpt.normalization, calibration=calibration if "classification" in tasks else None)

@@ -466,3 +466,23 @@ def test_grad_cam_errors(net):
     with pytest.raises(ValueError, match="layer"):
         grad_cam(nn.Linear(3, 2), x)
     assert all(not m._forward_hooks for m in net.modules())  # removed on error too
+
+
+def test_adabn_reestimates_batchnorm_on_the_new_images_only():
+    """AdaBN: the running statistics become those of the new images; weights, momentum and eval mode stay."""
+    from skin_utils.engine import adapt_batchnorm, image_batch
+    from skin_utils.transforms import Normalize
+
+    torch.manual_seed(0)
+    model = MultiTaskNet(dropout=0.5).eval()
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    bright = torch.full((8, 3, 32, 32), 230, dtype=torch.uint8)
+    bright[:4] = 200
+    loader = [image_batch(bright[:4]), image_batch(bright[4:])]
+    assert adapt_batchnorm(model, loader, torch.device("cpu"), Normalize(), channels_last=False) == 8
+    first = model.encoder.stem[1]  # the first BatchNorm sees the first conv of the normalised images
+    with torch.no_grad():
+        conv = model.encoder.stem[0](Normalize()(bright))
+    assert torch.allclose(first.running_mean, conv.mean(dim=(0, 2, 3)), atol=1e-4)
+    assert first.momentum == 0.1 and not model.training and not any(m.training for m in model.modules())
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
