@@ -30,8 +30,8 @@ from skin_utils.runs import LATEST, Run, default_run_name, find_run
 
 NOTEBOOKS = ("01_eda", "02_train", "03_evaluate", "04_inference", "05_experiments")
 RUNNER_ENV = "SKIN_UTILS_RUNNER"  # set for the kernels the runner starts (02_train's Colab cell checks it)
-RUNNER_OPTIONS = {"data_dir": str, "epochs": int, "time_budget": float, "image_size": int, "batch_size": int,
-                  "max_samples": int, "reports_dir": str, "run_name": str}  # `all`'s options and their types
+RUNNER_OPTIONS = ("data_dir", "epochs", "time_budget", "image_size", "batch_size", "max_samples", "reports_dir",
+                  "run_name")  # `all`'s options: TrainConfig's, with its types and meanings
 SPLITS = ("val", "test")
 STATUS = "status.json"
 TASK_METRICS = {"segmentation": ("dice", "jaccard", "thresholded_jaccard"),
@@ -388,11 +388,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m skin_utils.sweep", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    a = sub.add_parser("all", help="execute notebooks 01-05 in order (scripts/run_all.sh)")
-    meanings = TrainConfig.meanings()
-    for option, kind in RUNNER_OPTIONS.items():
-        a.add_argument("--" + option.replace("_", "-"), type=kind,
-                       help=f"{meanings[option]} (notebook default: {getattr(TrainConfig, option, None)!r})")
+    a = sub.add_parser("all", help="execute notebooks 01-05 in order (scripts/run_all.sh)",
+                       parents=[TrainConfig.parser(only=RUNNER_OPTIONS, add_help=False)])
+    a.set_defaults(**dict.fromkeys(RUNNER_OPTIONS))  # an option not given: each notebook keeps its own default
     a.add_argument("--only", nargs="+", choices=NOTEBOOKS, help="run only these notebooks")
     a.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
     e = sub.add_parser("experiment", help="a grid of 02_train parameters over seeds, scored by 03_evaluate")

@@ -44,7 +44,7 @@ def test_help_shows_the_config_defaults_and_creates_nothing(tmp_path):
     assert out.returncode == 0, out.stderr
     text = " ".join(out.stdout.split())
     for option in ("epochs", "batch_size", "image_size", "data_dir"):
-        assert f"(notebook default: {getattr(TrainConfig, option)!r})" in text, option
+        assert f"(default: {getattr(TrainConfig, option)!r})" in text, option
     assert list(tmp_path.iterdir()) == []
 
 
