@@ -677,6 +677,12 @@ def conclusion(result: dict, per_image: pd.DataFrame, tasks, shift: dict | None 
 
 # --- the whole job of notebooks/03_evaluate -------------------------------------------------------------
 
+STORED_ELSEWHERE = ("**The temperature and the melanoma and referral thresholds were fitted on the validation split of "
+                    "`{data}`, not on this set's clinic or device**: the calibration, sensitivity and specificity "
+                    "below show what they do here; refit them on a labelled sample of this set before relying on "
+                    "the flags.")
+
+
 @dataclass
 class Evaluated:
     """What `evaluate` returns: ``result`` is what ``metrics/<tag>.json`` holds."""
@@ -852,6 +858,10 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
         f"{result['n_lesions']} lesions ({result['n_with_mask']} with a mask, {result['n_with_label']} with a diagnosis).",
         f"Masks scored at each image's original size{' (averaged over the 8 flips and turns)' if cfg.tta else ''}."
         if "segmentation" in shown else "", f"95% intervals from {cfg.n_bootstrap} bootstrap resamples of lesions.",
+        STORED_ELSEWHERE.format(data=Path(str(ckpt.data.get("data_dir", "the training data"))).name)
+        if external and "classification" in shown else "",
+        f"AdaBN: the BatchNorm statistics were re-estimated on these {result['n_images']} images first (labels "
+        "unused)." if cfg.adapt_bn else "",
         f"Chance balanced accuracy {result['chance']['balanced_accuracy']:.3f}; always answering {base['majority']} "
         f"would score accuracy {base['accuracy']:.3f} and balanced accuracy {base['balanced_accuracy']:.3f}."
         if base else "", *not_scored, f"Class scores: {result['scores']}." if result.get("scores") else ""] if x)

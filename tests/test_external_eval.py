@@ -556,6 +556,7 @@ def test_a_labels_only_folder_is_scored_over_its_classes_with_melanoma_versus_th
     assert (run / "figures" / "evaluate_external_clinic_labels_per_class.png").is_file()
     section = (run / "sections" / "03_evaluate_external_clinic_labels.md").read_text()
     assert "Melanoma versus the rest" in section and "Domain shift" in section and "| dice |" not in section
+    assert "not on this set's clinic or device" in section  # the stored thresholds come from elsewhere: said
 
 
 def test_melanoma_auc_is_one_number_on_the_calibrated_scores_in_every_table(evaluated):
