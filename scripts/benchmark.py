@@ -340,7 +340,8 @@ def time_onnx(ckpt, model, paths, hw, batch_size, folder) -> dict | None:
     for start in range(0, len(paths), batch_size):
         images = [np.asarray(Image.open(p).convert("RGB")) for p in paths[start:start + batch_size]]
         _, masks = session.run(None, {"image": np.concatenate([onnx_input(im, hw) for im in images])})
-        [upsample_mask(torch.from_numpy(m[0]), im.shape[:2], 0.5) for m, im in zip(masks, images)]
+        for mask, image in zip(masks, images):  # back at each image's size, as Predictor does
+            upsample_mask(torch.from_numpy(mask[0]), image.shape[:2], 0.5)
     rate = len(paths) / (time.perf_counter() - t0)
     path.unlink(missing_ok=True)
     return {"inference_images_per_s": rate, "onnxruntime": ort.__version__}

@@ -211,7 +211,8 @@ def save_masks(predictions, out_dir, suffix: str = "") -> list[Path]:
 def save_isic(predictions, out_dir) -> Path:
     """ISIC 2018 submission files in ``out_dir``: Task 1 masks ``<image_id>_segmentation.png`` and the Task 3
     CSV (calibrated probabilities in ISIC's column order). Needs the seven HAM10000 classes."""
-    if sorted(CLASS_NAMES) != sorted(names := list(predictions[0].probs) if predictions else list(CLASS_NAMES)):
+    names = list(predictions[0].probs) if predictions else list(CLASS_NAMES)
+    if sorted(names) != sorted(CLASS_NAMES):
         raise ValueError(f"ISIC Task 3 needs the classes {list(CLASS_NAMES)}; this model predicts {names}.")
     save_masks(predictions, out_dir, suffix="_segmentation")
     table = pd.DataFrame([{"image": p.image_id, **{c: p.probs_calibrated[c] for c in CLASS_NAMES}}

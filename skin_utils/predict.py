@@ -11,7 +11,6 @@ options are notebooks/04_inference's parameters (`config.InferConfig`), with the
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from skin_utils.config import InferConfig, resolve
 from skin_utils.inference import load_predictor, save_predictions, summary
@@ -38,7 +37,7 @@ def main(argv=None) -> int:
         predictions, failures = predictor.predict_folder(source, batch_size=cfg.batch_size)
     else:
         predictions, failures = predictor.predict_paths([source], batch_size=cfg.batch_size)
-    out = Path(resolve(args.out))
+    out = resolve(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_predictions(predictions, failures, out, overlays=args.overlays, isic=cfg.isic)
     print(summary(predictions, len(failures), skipped_file=out / "skipped.csv"))
