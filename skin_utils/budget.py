@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 MAX_EPOCHS = 1000          # a budget never buys more than this (tiny data sets on fast machines)
@@ -41,13 +41,6 @@ class BudgetPlan:
     planned_total_s: float        # spent_before_s + epochs * epoch_s + after_s
     resumed: bool = False         # read back from budget.json to resume the run (its first start's spent_before_s is spent)
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> BudgetPlan:
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
-
     def describe(self) -> str:
         return (f"Time budget {self.budget_s / 60:g} min: {self.epochs} epoch(s) of ~{self.epoch_s:.0f} s "
                 f"({self.train_batches} training batches at {self.train_batch_s:.3f} s, {self.val_batches} validation "
@@ -59,28 +52,22 @@ class BudgetPlan:
         ``started_at``; a resumed run has spent its first start's ``spent_before_s`` already."""
         return started_at + self.budget_s - self.after_s - (self.spent_before_s if self.resumed else 0.0)
 
-    def save(self, path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps({**self.as_dict(), "resumed": False}, indent=2))
-
     @classmethod
     def load(cls, path) -> BudgetPlan:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls(**json.loads(Path(path).read_text()))
 
 
 def plan_epochs(budget_s: float, *, spent_before_s: float, train_batch_s: float, val_batch_s: float,
-                train_batches: int, val_batches: int, after_val_passes: float = 9.0,
-                checkpoint_s: float = CHECKPOINT_SECONDS, report_s: float = REPORT_SECONDS,
-                max_epochs: int = MAX_EPOCHS) -> BudgetPlan:
+                train_batches: int, val_batches: int, after_val_passes: float = 9.0) -> BudgetPlan:
     """The whole epochs (batches, validation, a checkpoint) that fit in ``budget_s`` before
     ``after_val_passes`` validation passes (calibration: 8 TTA views + a plain one = 9) and the report,
     `RESERVE` of what is left kept free. `BudgetError` when not one epoch fits."""
     if budget_s <= 0:
         raise BudgetError(f"time_budget must be positive, got {budget_s / 60:g} min.")
-    epoch_s = train_batches * train_batch_s + val_batches * val_batch_s + checkpoint_s
-    after_s = after_val_passes * val_batches * val_batch_s + report_s
+    epoch_s = train_batches * train_batch_s + val_batches * val_batch_s + CHECKPOINT_SECONDS
+    after_s = after_val_passes * val_batches * val_batch_s + REPORT_SECONDS
     left = (budget_s - spent_before_s - after_s) * (1.0 - RESERVE)
-    epochs = min(max_epochs, math.floor(left / epoch_s)) if left > 0 else 0
+    epochs = min(MAX_EPOCHS, math.floor(left / epoch_s)) if left > 0 else 0
     if epochs < 1:
         need = (spent_before_s + epoch_s + after_s) / (1.0 - RESERVE)
         raise BudgetError(
@@ -118,7 +105,8 @@ def plan_training(budget_minutes: float, started_at: float, measure, train_batch
                        val_batch_s=val_s, train_batches=train_batches, val_batches=val_batches,
                        after_val_passes=(9.0 if calibrate_tta else 1.0) if calibrate else 0.0)
     if saved is not None:
-        plan.save(saved)
+        Path(saved).parent.mkdir(parents=True, exist_ok=True)
+        Path(saved).write_text(json.dumps(asdict(plan), indent=2))
     return plan
 
 

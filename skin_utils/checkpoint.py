@@ -23,6 +23,7 @@ from skin_utils.transforms import IMAGENET_MEAN, IMAGENET_STD, resolve_normaliza
 from skin_utils.model import MultiTaskNet
 
 FORMAT_VERSION = 2
+WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"  # an export folder (Checkpoint.save_folder)
 
 
 class CheckpointError(RuntimeError):
@@ -40,7 +41,8 @@ class TrainingState:
 
     optimizer: dict            # optimizer.state_dict()
     scheduler: dict            # the learning-rate scheduler's state_dict()
-    rng: dict                  # torch / python / numpy (/ cuda) generator states after the epoch
+    # generator states, in files of older versions only: fit now seeds each epoch from (seed, epoch)
+    rng: dict = field(default_factory=dict)
     scaler: dict = field(default_factory=dict)  # fp16 GradScaler state_dict(); {} without one
     # With a weight average (fit's ema_decay): the checkpoint's ``model`` holds the averaged weights (the
     # ones validated and kept), these the optimiser's own; {} and None without one.
@@ -63,20 +65,21 @@ class Checkpoint:
     # (absent in older files: None), "p": its norm (6); read it with transforms.Normalize.from_config
     normalization: dict = field(default_factory=imagenet_normalization)
     # --- how it was trained
-    params: dict = field(default_factory=dict)   # the run's TrainConfig.to_dict() (and the epochs bought, the world size)
+    params: dict = field(default_factory=dict)   # the run's TrainConfig.to_dict(), the epochs bought, the world size
     encoder_weights_used: str | None = None      # what initialised the encoder (MultiTaskNet.encoder_weights_used)
-    data: dict = field(default_factory=dict)     # the training data's description (Data.describe(): data_dir, fingerprint, ...)
+    data: dict = field(default_factory=dict)     # the training data's Data.describe(): data_dir, fingerprint, ...
     split_path: str | None = None                # the lesion-level split file (absolute path) the run used
-    selection: str | None = None                 # the validation metrics that picked best.pt (config.SELECTION_CRITERIA)
+    selection: str | None = None                 # the metrics that picked best.pt (config.SELECTION_CRITERIA)
     # --- where training stood when it was written
     epoch: int | None = None                     # 0-based index of the epoch these weights finished; None: not from fit
     metrics: dict = field(default_factory=dict)  # validation metrics of that epoch (engine.evaluate)
     history: list = field(default_factory=list)  # one dict per epoch so far (train_* and val_* numbers, score, best)
     best_score: float | None = None              # best validation selection score so far (higher is better)
     epochs_since_best: int = 0                   # epochs since best_score last improved (early stopping)
-    training: TrainingState | None = None        # optimizer/scheduler/scaler/RNG state, last.pt only
-    # --- fitted on the validation split after training (skin_utils.trust.calibrate_checkpoint); {} before that
-    calibration: dict = field(default_factory=dict)  # output kind ("tta", "plain") -> temperature, P(MEL) and referral thresholds, how they were chosen
+    training: TrainingState | None = None        # optimizer/scheduler/scaler state, last.pt only
+    # --- fitted on the validation split after training (skin_utils.trust.calibrate_checkpoint); {} before that:
+    # output kind ("tta", "plain") -> temperature, P(MEL) and referral thresholds, how they were chosen
+    calibration: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.class_names = list(self.class_names)
@@ -131,9 +134,14 @@ class Checkpoint:
         """Read a checkpoint file of any known format version, or an export folder (`save_folder`); refuse
         anything else."""
         path = Path(path)
-        if path.is_dir():
-            return cls.from_dict(_read_folder(path), source=str(path))
-        return cls.from_dict(_read(path, map_location), source=str(path))
+        if not path.is_dir():
+            return cls.from_dict(_read(path, map_location), source=str(path))
+        if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+            raise CheckpointError(f"{path} is a folder but not an exported model: it needs {CONFIG_FILE} and "
+                                  f"{WEIGHTS_FILE} (made by `python -m skin_utils.export`).")
+        config = json.loads((path / CONFIG_FILE).read_text())
+        config.pop("onnx", None)  # what the export says of model.onnx, for its other users
+        return cls.from_dict({**config, "model": load_file(path / WEIGHTS_FILE)}, source=str(path))
 
     def save_folder(self, folder) -> Path:
         """A plain, pickle-free copy for use outside training: ``model.safetensors`` (the weights) and
@@ -168,19 +176,6 @@ def _read(path: Path, map_location) -> dict:
     return content
 
 
-WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"  # an export folder (Checkpoint.save_folder)
-
-
-def _read_folder(folder: Path) -> dict:
-    """The checkpoint content an export folder holds, or an error saying what is missing."""
-    if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
-        raise CheckpointError(f"{folder} is a folder but not an exported model: it needs {CONFIG_FILE} and "
-                              f"{WEIGHTS_FILE} (made by `python -m skin_utils.export`).")
-    config = json.loads((folder / CONFIG_FILE).read_text())
-    config.pop("onnx", None)  # what the export says of model.onnx, for its other users
-    return {**config, "model": load_file(folder / WEIGHTS_FILE)}
-
-
 def upgrade_v1(content: dict, source: str = "checkpoint") -> dict:
     """Format 1 (a flat dict: run parameters, ``image_size`` and ``encoder_weights_used`` under
     ``config``; the training state at the top level of ``last.pt``; ImageNet normalisation) -> 2."""
@@ -211,32 +206,25 @@ def upgrade(content: dict, source: str = "checkpoint") -> dict:
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{source} has format version {version}, newer than this skin_utils reads "
                               f"(up to {FORMAT_VERSION}). Update skin_utils.")
-    while version < FORMAT_VERSION:
-        content = UPGRADES[version](content, source)
-        version = content["format_version"]
+    for older in range(version, FORMAT_VERSION):
+        content = UPGRADES[older](content, source)
     return content
-
-
-def describe_mismatch(model: torch.nn.Module, state_dict: dict) -> list[str]:
-    """What differs between a model and a state dict, in words (empty: they match)."""
-    own = model.state_dict()
-    lines = [f"number of classes: checkpoint {theirs.shape[0]}, model {ours.shape[0]}"
-             if key.startswith("classification_head") and key.endswith("weight")
-             else f"{key}: checkpoint {tuple(theirs.shape)}, model {tuple(ours.shape)}"
-             for key, ours in own.items() if (theirs := state_dict.get(key, ours)).shape != ours.shape]
-    missing, unexpected = [k for k in own if k not in state_dict], [k for k in state_dict if k not in own]
-    if missing:
-        lines.append(f"{len(missing)} tensors the model needs are not in the checkpoint "
-                     f"(first: {', '.join(missing[:3])})")
-    if unexpected:
-        lines.append(f"{len(unexpected)} tensors in the checkpoint do not belong to the model "
-                     f"(first: {', '.join(unexpected[:3])})")
-    return lines
 
 
 def load_weights(model: torch.nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
     """``model.load_state_dict`` with an error that says what differs."""
-    problems = describe_mismatch(model, state_dict)
+    own = model.state_dict()
+    problems = [f"number of classes: checkpoint {theirs.shape[0]}, model {ours.shape[0]}"
+                if key.startswith("classification_head") and key.endswith("weight")
+                else f"{key}: checkpoint {tuple(theirs.shape)}, model {tuple(ours.shape)}"
+                for key, ours in own.items() if (theirs := state_dict.get(key, ours)).shape != ours.shape]
+    missing, unexpected = [k for k in own if k not in state_dict], [k for k in state_dict if k not in own]
+    if missing:
+        problems.append(f"{len(missing)} tensors the model needs are not in the checkpoint "
+                        f"(first: {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} tensors in the checkpoint do not belong to the model "
+                        f"(first: {', '.join(unexpected[:3])})")
     if problems:
         raise CheckpointError(f"The {source} does not fit this model:\n  - " + "\n  - ".join(problems)
                               + "\nBuild the model from the checkpoint's own configuration "

@@ -1,12 +1,8 @@
-"""Training and evaluation loops, in the flat style of torchvision's reference scripts.
+"""Training and evaluation loops: `train_one_epoch`, `predict` (the one prediction loop), `evaluate` and `fit`.
 
-``train_one_epoch``, ``predict`` (the one prediction loop: TTA, MC dropout, Grad-CAM) and ``evaluate`` make
-one pass each with no host-device sync per step: losses are summed on the device and read when the progress bar
-refreshes (a non-finite loss is reported then, with its batch). ``fit`` adds best-checkpoint selection, early
-stopping, atomic checkpoints and an exact ``resume`` (each epoch seeds itself from ``(seed, epoch)``), a weight
-average (``ema_decay``), ``torch.compile`` and DDP under torchrun; checkpoints hold the plain model's weights.
-Batches are ``(images uint8 (N, 3, H, W), masks uint8 (N, 1, H, W) in {0, 1}, labels (N,), rows (N,))`` at the
-model's resolution, normalised (and in training colour-jittered) inside the step.
+No host-device sync per step: losses are summed on the device and read when the progress bar refreshes. Batches
+are ``(images uint8 (N, 3, H, W), masks uint8 (N, 1, H, W) in {0, 1}, labels (N,), rows (N,))`` at the model's
+resolution, normalised (and in training colour-jittered) inside the step.
 """
 
 from __future__ import annotations
@@ -49,23 +45,17 @@ def resolve_device(device: str = "auto") -> torch.device:
     return device
 
 
-def cpu_supports_bf16() -> bool:
-    """True on CPUs with bf16 matrix units (AVX512-BF16 / AMX), where oneDNN's bf16 convolutions beat fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:
-        return False
-
-
 def amp_dtype_for(device: torch.device, amp: str = "auto") -> torch.dtype | None:
-    """The autocast dtype: bf16 where the hardware has it, fp16 on older GPUs, None for off."""
+    """The autocast dtype: bf16 where the hardware has it (on a CPU: AVX512-BF16 / AMX, where oneDNN's bf16
+    convolutions beat fp32), fp16 on older GPUs, None for off."""
     if amp not in AMP_CHOICES:
         raise ValueError(f"amp={amp!r}: choose one of {AMP_CHOICES}.")
     if amp != "auto":
         return {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_supports_bf16() else None
+    cpu_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return torch.bfloat16 if cpu_bf16 else None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -221,18 +211,15 @@ def _modes_kept(model):
             m.training = was_training
 
 
-DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
-
-
 def dropout_modules(model) -> list:
     """The model's dropout layers with p > 0 (functional ``F.dropout`` calls are not found)."""
-    return [m for m in model.modules() if isinstance(m, DROPOUTS) and m.p > 0]
+    return [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
 
 
-def mc_dropout_probs(model, images, n_samples: int = 20, *, seed: int | None = 0) -> torch.Tensor:
+def mc_dropout_probs(model, images, n_samples: int = 20, *, seed: int = 0) -> torch.Tensor:
     """Class probabilities float32 (S, N, K) of ``n_samples`` MC dropout passes (Gal & Ghahramani 2016): dropout
-    in train mode, BatchNorm in eval, modes restored. ``seed`` (None: the global RNG) repeats the samples without
-    touching the caller's RNG. When every dropout is in the head, the encoder runs once."""
+    in train mode, BatchNorm in eval, modes restored. ``seed`` repeats the samples without touching the caller's
+    RNG. When every dropout is in the head, the encoder runs once."""
     if int(n_samples) != n_samples or n_samples < 2:
         raise ValueError(f"n_samples must be an integer >= 2; got {n_samples!r}.")
     drops = dropout_modules(model)
@@ -243,12 +230,11 @@ def mc_dropout_probs(model, images, n_samples: int = 20, *, seed: int | None = 0
     head, encoder = getattr(model, "classification_head", None), getattr(model, "encoder", None)
     head_only = head is not None and encoder is not None and all(any(d is m for m in head.modules()) for d in drops)
     devices = [images.device] if images.device.type == "cuda" else []
-    with _modes_kept(model), torch.no_grad(), torch.random.fork_rng(devices=devices, enabled=seed is not None):
+    with _modes_kept(model), torch.no_grad(), torch.random.fork_rng(devices=devices):
         model.eval()
         for d in drops:
             d.train()
-        if seed is not None:
-            torch.manual_seed(int(seed))
+        torch.manual_seed(int(seed))
         features = encoder(images)[-1] if head_only else None
         return torch.stack([(head(features) if head_only else _class_logits(model(images))).float().softmax(1)
                             for _ in range(int(n_samples))])
@@ -340,13 +326,13 @@ def image_batch(images, rows=None) -> tuple:
 @torch.inference_mode()
 def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True, normalize=None,
             loss_fn=None, progress: bool = True, desc: str = "predict", tta: bool = False,
-            with_masks: bool = False, return_views: bool = False, mc_samples: int = 0,
-            mc_seed: int = 0, cam=False, cam_method: str = "gradcam") -> dict:
+            with_masks: bool = False, return_views: bool = False, mc_samples: int = 0, cam=False,
+            cam_method: str = "gradcam") -> dict:
     """THE prediction loop. Returns ``probs`` (N, K), ``mask_probs`` (N, H, W) float16 at the model's resolution,
     ``labels``, ``rows``; ``with_masks`` adds the true ``masks`` bool, ``loss_fn`` the mean losses (plain pass).
     ``tta`` averages over `tta_views`; ``return_views`` adds ``view_probs`` (S, N, K) and, with ``tta``,
     ``mask_var`` float16 (per-pixel variance across views). ``mc_samples >= 2`` adds `mc_dropout_probs` as
-    ``mc_probs`` (S, N, K; batch b seeded ``mc_seed + b``). ``cam``: True for the predicted class, or a class
+    ``mc_probs`` (S, N, K; batch b seeded ``b``). ``cam``: True for the predicted class, or a class
     per image in loader order; adds `grad_cam`'s ``cams`` (N, H, W) float32 and ``cam_classes``."""
     if mc_samples and (int(mc_samples) != mc_samples or mc_samples < 2):
         raise ValueError(f"mc_samples must be 0 (off) or an integer >= 2; got {mc_samples!r}.")
@@ -374,7 +360,7 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
                 if tta:
                     keep["mask_var"].append(vm.float().var(dim=0, unbiased=False).to(torch.float16).cpu())
             if mc_samples:
-                keep["mc_probs"].append(mc_dropout_probs(model, images, int(mc_samples), seed=mc_seed + b).cpu())
+                keep["mc_probs"].append(mc_dropout_probs(model, images, int(mc_samples), seed=b).cpu())
         if cam is not None and cam is not False:  # outside autocast, as a backward pass wants
             target = p.argmax(1).cpu().numpy() if given is None else given[n_images:n_images + len(y)]
             cams, classes = grad_cam(model, images, target, method=cam_method)
@@ -496,48 +482,19 @@ def build_optimizer_and_schedule(model, lr: float, weight_decay: float, epochs: 
     return optimizer, scheduler
 
 
-def _rng_state() -> dict:
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached": float(cached)}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((3, tuple(state["python"]), None))
-    npy = state["numpy"]
-    np.random.set_state(("MT19937", npy["keys"].numpy().astype(np.uint32), npy["pos"],
-                         npy["has_gauss"], npy["cached"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _training_state(optimizer, scheduler, scaler, model, ema) -> TrainingState:
-    averaged = {} if ema is None else dict(weights=unwrap_model(model).state_dict(), ema_decay=_ema_decay(ema),
-                                           ema_updates=int(ema.n_averaged))
-    return TrainingState(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                         scaler=scaler.state_dict() if scaler is not None else {}, rng=_rng_state(), **averaged)
-
-
-def _ema_decay(ema) -> float | None:
-    return None if ema is None else ema.decay
-
-
 def _resume(path: Path, model, optimizer, scheduler, scaler, device, run: Checkpoint, ema=None) -> Checkpoint:
-    """Restore weights, optimiser, scheduler, scaler, RNGs and weight average from `fit`'s ``last.pt`` of ``run``."""
+    """Restore weights, optimiser, scheduler, scaler and weight average from `fit`'s ``last.pt`` of ``run``
+    (the random generators need no restoring: each epoch seeds them from ``(seed, epoch)``)."""
     ckpt = Checkpoint.load(path, map_location=device)
     if ckpt.training is None:
         raise CheckpointError(
-            f"{path} holds no training state (optimizer, scheduler, random generators), so the run "
+            f"{path} holds no training state (optimizer, scheduler), so the run "
             "cannot continue exactly from it. Resume from the last.pt that fit wrote, or set resume=False.")
-    if ckpt.training.ema_decay != _ema_decay(ema):
+    ema_decay = None if ema is None else ema.decay
+    if ckpt.training.ema_decay != ema_decay:
         raise CheckpointError(
             f"Cannot resume from {path}: it was trained with ema_decay={ckpt.training.ema_decay}, this run has "
-            f"ema_decay={_ema_decay(ema)}. Resume with the same ema_decay, or set resume=False to start afresh.")
+            f"ema_decay={ema_decay}. Resume with the same ema_decay, or set resume=False to start afresh.")
     for what, theirs, ours in (("classes", ckpt.class_names, run.class_names),
                                ("image size (H, W)", ckpt.image_size, run.image_size),
                                ("input normalization", resolve_normalization(ckpt.normalization),
@@ -554,7 +511,6 @@ def _resume(path: Path, model, optimizer, scheduler, scaler, device, run: Checkp
     scheduler.load_state_dict(ckpt.training.scheduler)
     if scaler is not None and ckpt.training.scaler:
         scaler.load_state_dict(ckpt.training.scaler)
-    _set_rng_state(ckpt.training.rng)
     return ckpt
 
 
@@ -570,21 +526,6 @@ def _seed_epoch(train_loader, seed: int, epoch: int, rank: int = 0, world: int =
         sampler.generator.manual_seed(epoch_seed)
     if hasattr(sampler, "set_epoch"):  # the distributed samplers: seeded with their seed + epoch
         sampler.set_epoch(epoch)
-
-
-def _history_row(epoch: int, optimizer, train: dict, val: dict, score: float, improved: bool,
-                 epoch_seconds: float) -> dict:
-    """One epoch's history row; ``epoch_seconds`` spans training and validation, not the checkpoints."""
-    kept = ("loss", "seg_loss", "cls_loss", "images_per_s", "seconds")
-    return {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-            **{f"train_{k}": v for k, v in train.items() if k in kept},
-            **{f"val_{k}": v for k, v in val.items()}, "score": score, "best": improved,
-            "epoch_seconds": epoch_seconds}
-
-
-def seconds_spent(history: list[dict]) -> list[float]:
-    """Each epoch's seconds (the training seconds, in a history written before whole epochs were timed)."""
-    return [float(row.get("epoch_seconds", row.get("train_seconds", 0.0))) for row in history]
 
 
 def _out_of_time(deadline: float | None, epoch_seconds: list[float], epoch: int, epochs: int, say: bool) -> bool:
@@ -609,20 +550,15 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
         seed: int = 0, progress: bool = True, compile: bool = False, sync_bn: bool = False,
         deadline: float | None = None, ema_decay: float | None = None) -> list[dict]:
     """Train for ``epochs``: ``last.pt`` after every epoch, ``best.pt`` whenever the validation ``selection``
-    score improves (over the heads the loss trains: an untrained head's metrics are NaN, see `selection_metrics`),
-    stop after ``patience`` epochs without improvement (None: never); ``resume=True`` continues from ``last.pt``.
-    Returns the history, one dict per epoch (on resume including the earlier ones).
+    score of the trained heads improves, stop after ``patience`` epochs without improvement (None: never);
+    ``resume=True`` continues exactly from ``last.pt`` (refused for other classes, size, normalization or
+    ``ema_decay``). Returns the history, one dict per epoch (on resume including the earlier ones).
 
-    ``normalization`` (`transforms.normalization_config`; None: ImageNet's) follows ``batch_transform`` in
-    training and is used in validation. It, ``class_names``, ``image_size`` ((H, W) or the side), ``params``,
-    ``data`` (`Data.describe()`), ``split_path`` and ``selection`` go into every checkpoint; resuming from a
-    ``last.pt`` of other classes, size or normalization is refused. ``compile``: through ``torch.compile``
-    (a wrapped model is unwrapped first; checkpoints hold plain weights). Under torchrun: DDP (``sync_bn``:
-    SyncBatchNorm, CUDA only), per-process batch size, validation on rank 0 sent to all, rank 0 alone prints
-    and writes. ``deadline`` (a ``time.perf_counter()`` reading, for the whole run: resumed epochs count):
-    stop, with a message, when the next epoch would end past it. ``ema_decay``: validate and keep a
-    `weight_average` (``last.pt`` also holds the optimiser's weights; resume refuses another ``ema_decay``);
-    ``model`` ends with the optimiser's weights."""
+    ``normalization`` (None: ImageNet's) follows ``batch_transform``; it and the run's description go into every
+    checkpoint, which holds plain weights (``compile`` and DDP unwrapped). Under torchrun: DDP, rank 0 alone
+    validates, prints and writes. ``deadline`` (a ``time.perf_counter()`` reading for the whole run): stop when
+    the next epoch would end past it. ``ema_decay``: validate and keep a `weight_average` (``last.pt`` also holds
+    the optimiser's weights, which ``model`` ends with)."""
     device = torch.device(device)
     checkpoint_dir = Path(checkpoint_dir)
     tasks = trained_tasks(loss_fn.seg_weight, loss_fn.cls_weight)
@@ -651,7 +587,7 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
         best_score, since_best = ckpt.best_score, ckpt.epochs_since_best
         if progress:
             print(f"Resumed from {last_path}: {start_epoch} epoch(s) done, continuing to {epochs}.")
-    epoch_seconds = seconds_spent(history)  # the epochs so far: they judge whether the next one fits
+    epoch_seconds = [row["epoch_seconds"] for row in history]  # the epochs so far judge whether the next fits
     if deadline is not None:
         deadline -= sum(epoch_seconds)  # the budget is the whole run's: resumed epochs already spent part of it
     # What trains (DDP in a process group, compiled on request) and what validates (rank 0 alone).
@@ -685,7 +621,10 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
             best_score, since_best = score, 0
         else:
             since_best += 1
-        history.append(_history_row(epoch, optimizer, train, val, score, improved, time.perf_counter() - t_epoch))
+        history.append({"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                        **{f"train_{k}": v for k, v in train.items() if k != "images"},
+                        **{f"val_{k}": v for k, v in val.items()}, "score": score, "best": improved,
+                        "epoch_seconds": time.perf_counter() - t_epoch})  # training and validation
         if progress:
             shown = "  ".join(f"{name} {val[k]:.3f}" for name, k in (("Dice", "dice"), ("bal.acc", "balanced_accuracy"),
                                                                        ("acc", "accuracy"), ("AUC", "macro_auc"))
@@ -694,11 +633,14 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
                   f"{shown}  {train['images_per_s']:.1f} img/s" + ("  *best*" if improved else "")
                   + ("" if deadline is None else f"  time left {format_seconds(deadline - time.perf_counter())}"))
         if is_main:
-            ckpt = replace(run, model=unwrap_model(kept_model).state_dict(), epoch=epoch, metrics=dict(val),
+            ckpt = replace(run, model=kept_model.state_dict(), epoch=epoch, metrics=dict(val),
                            history=list(history), best_score=best_score, epochs_since_best=since_best)
             if improved:
                 ckpt.save(best_path)
-            ckpt.training = _training_state(optimizer, scheduler, scaler, model, ema)
+            averaged = {} if ema is None else dict(weights=model.state_dict(), ema_decay=ema.decay,
+                                                   ema_updates=int(ema.n_averaged))
+            ckpt.training = TrainingState(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                                          scaler={} if scaler is None else scaler.state_dict(), **averaged)
             ckpt.save(last_path)
         epoch_seconds.append(time.perf_counter() - t_epoch)
     distributed.barrier()  # every process returns once rank 0 has written the last checkpoint

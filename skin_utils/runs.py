@@ -90,11 +90,10 @@ def start_run(runs_dir, run_name: str | None, params: dict, *, resume: bool = Fa
     return run
 
 
-def set_latest(runs_dir, run: Run | str | Path) -> Path:
+def set_latest(runs_dir, run: Run) -> Path:
     """Point ``runs_dir/LATEST`` at ``run`` (what "latest" resolves to)."""
     path = Path(runs_dir) / "LATEST"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text((run.name if isinstance(run, Run) else Path(run).name) + "\n")
+    path.write_text(run.name + "\n")
     return path
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from skin_utils import distributed, plots, report, runs
-from skin_utils.budget import BudgetPlan, budget_summary, plan_check, plan_training
+from skin_utils.budget import budget_summary, plan_check, plan_training
 from skin_utils.config import TrainConfig, resolve
 from skin_utils.transforms import normalization_config
 from skin_utils.data import Data, check_trainable, load_data, train_class_counts, train_val_loaders
@@ -84,7 +84,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
                 len(loaders.train), len(loaders.val), calibrate="classification" in cfg.tasks,
                 calibrate_tta=cfg.calibrate_tta, saved=run.metrics / "budget.json", resume=cfg.resume)
             say(plan.describe())
-        plan = BudgetPlan.from_dict(distributed.broadcast_object(plan and plan.as_dict()))
+        plan = distributed.broadcast_object(plan)
         epochs = plan.epochs
     optimizer, scheduler = build_optimizer_and_schedule(model, cfg.lr, cfg.weight_decay, epochs, len(loaders.train),
                                                         cfg.lr_schedule)
@@ -109,7 +109,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
         report.write_json(run.metrics / "train.json", summary)
         plots.save_figure(plots.plot_learning_curves(history, title=f"Learning curves · {data.name}"),
                         run.figures / "train_learning_curves.png")
-        sections = _sections(cfg, summary, run, data, device)
+        sections = _sections(cfg, summary, run, data, device, plan)
         say(f"best epoch {summary['best_epoch']} by {summary['selection_used']}: {run.best}")
     distributed.barrier()
     return Trained(run, summary, data, sections if main else {})
@@ -126,7 +126,7 @@ def _summary(cfg, history, run, model, loss_fn, data, calibration, plan, world_s
             "logit_adjustment": None if loss_fn.logit_adjustment is None else loss_fn.logit_adjustment.tolist(),
             "history": history, "calibration": calibration, "data": data.describe(), "params": cfg.to_dict(),
             "world_size": world_size, "global_batch_size": cfg.batch_size * world_size,
-            "time_budget_min": cfg.time_budget, "budget_plan": plan and plan.as_dict(),
+            "time_budget_min": cfg.time_budget, "budget_plan": plan and asdict(plan),
             "budget_check": plan_check(plan, history), "minutes_taken": minutes}
 
 
@@ -141,10 +141,9 @@ def training_note(history: list[dict], selection: str) -> str:
             "the epochs after it did not improve it.")
 
 
-def _sections(cfg, summary, run, data, device) -> dict:
+def _sections(cfg, summary, run, data, device, plan) -> dict:
     """The parts of notebook 02 (learning curves, kept checkpoint, conclusion), also written into the report."""
     rows = data.describe()["images_per_split"]
-    plan = summary["budget_plan"] and BudgetPlan.from_dict(summary["budget_plan"])
     calibration = "\n".join("- " + line for line in summary_lines(summary["calibration"]))
     sections = {
         "curves": report.Section("Learning curves", figures=[run.figures / "train_learning_curves.png"]),

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from skin_utils.data import CachedLesionDataset, build_cache, load_resized, resize_pair, subsample_by_lesion
-from skin_utils.layout import load_index
+from skin_utils.data import CachedLesionDataset, build_cache, resize_pair, subsample_by_lesion
+from skin_utils.layout import load_index, read_image, read_mask
 from skin_utils.transforms import BatchColorJitter, Normalize
 
 
@@ -12,7 +12,8 @@ def test_cache_matches_direct_decoding_and_is_reused(synthetic_dir, tmp_path):
     cache = build_cache(index, 64, cache_dir=tmp_path, progress=False)
     assert cache.images.shape == (30, 64, 64, 3) and cache.masks.shape == (30, 64, 64)
     assert isinstance(cache.images, np.memmap)
-    image, mask = load_resized(index["image_path"].iat[7], index["mask_path"].iat[7], (64, 64))
+    image, mask = resize_pair(read_image(index["image_path"].iat[7], shrink_to=(64, 64)),
+                              read_mask(index["mask_path"].iat[7]), (64, 64))
     assert np.array_equal(cache.images[7], image) and np.array_equal(cache.masks[7], mask)
     assert set(np.unique(cache.masks)) <= {0, 1}
     again = build_cache(index, 64, cache_dir=tmp_path, progress=False)

@@ -144,7 +144,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
     ckpt.save(tmp_path / "last.pt")  # like best.pt: no training state
     with pytest.raises(CheckpointError, match="holds no training state"):
         fit(model, None, None, image_size=64, **kw)
-    ckpt.training = TrainingState(optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng={})
+    ckpt.training = TrainingState(optimizer=opt.state_dict(), scheduler=sched.state_dict())
     ckpt.save(tmp_path / "last.pt")
     with pytest.raises(CheckpointError, match=r"image size \(H, W\) \(64, 64\), this run has \(128, 128\)"):
         fit(model, None, None, image_size=128, **kw)
