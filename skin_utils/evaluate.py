@@ -1,9 +1,8 @@
 """Scoring a trained model with the ISIC 2018 definitions, on a split of its training data or on another
-data set, and how far to trust it there. `evaluate(cfg)` is the whole job of notebooks/03_evaluate: one
-pass of the model (`score_split`; every classification number reads the calibrated ``p_<class>``
-columns), lesion-level 95% intervals beside chance and the majority class, subgroups, best and worst
-cases, trust and, for an external set, the domain shift. An external set's files are named apart
-(`result_tag`): it never overwrites the test results.
+data set. `evaluate(cfg)` is the whole job of notebooks/03_evaluate: one pass of the model (`score_split`;
+every classification number reads the calibrated ``p_<class>`` columns), lesion-level 95% intervals beside
+chance and the majority class, subgroups, best and worst cases, trust and, for an external set, the domain
+shift. An external set's files are named apart (`result_tag`): it never overwrites the test results.
 """
 
 from __future__ import annotations
@@ -27,18 +26,16 @@ from skin_utils.transforms import Normalize
 from skin_utils.layout import image_hw, read_image, read_mask
 from skin_utils.engine import adapt_batchnorm, amp_dtype_for, image_batch, predict, resolve_device, upsample_mask
 from skin_utils.labels import CLASS_NAMES
-from skin_utils.metrics import (CLASSIFICATION_METRICS, ISIC_JACCARD_THRESHOLD, MEL_THRESHOLD_METRICS,
-                                SEGMENTATION_KEYS, age_band, baselines, bootstrap_ci, classification_report,
-                                melanoma_vs_rest, read_per_image, roc_curves, segmentation_scores, sens_spec_at,
-                                subgroup_table)
+from skin_utils.metrics import (CLASSIFICATION_METRICS, HEADLINE_METRICS, ISIC_JACCARD_THRESHOLD,
+                                MEL_THRESHOLD_METRICS, PER_CLASS_KEYS, SEGMENTATION_KEYS, age_band, baselines,
+                                bootstrap_ci, classification_report, melanoma_vs_rest, read_per_image, roc_curves,
+                                segmentation_scores, sens_spec_at, subgroup_table)
 from skin_utils.runs import Run, run_to_score
 from skin_utils.trust import (COMMAND, DEFAULT_N_BINS, DEFAULT_REFERRAL_FRACTIONS, MELANOMA, StoredCalibration,
                               calibrate_checkpoint, calibration_report, cam_localization, cam_localization_report,
                               classwise_ece, data_for_checkpoint, mask_uncertainty_score, reliability_diagram,
                               risk_coverage_curve, selective_metrics, selective_report, trust_columns)
 
-HEADLINE = ("dice", "jaccard", "thresholded_jaccard", "accuracy", "balanced_accuracy", "macro_auc",
-            "mel_auc", "mel_sensitivity", "mel_specificity")
 CLASSIFICATION_KEYS = ("accuracy", "balanced_accuracy", "macro_auc", "macro_average_precision", "per_class",
                        "confusion_matrix", "confusion_matrix_normalized", "roc_curves", "majority_baseline",
                        "classes_present", "chance", "mel_auc", "mel_sensitivity", "mel_specificity",
@@ -74,14 +71,8 @@ def original_size_scores(mask_probs, mask_paths, image_paths, threshold: float =
 
 
 def label_and_mask_flags(index: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """``(has_label, has_mask)``, bool (N,): those columns of the index, else ``label >= 0`` and a mask path."""
-    n = len(index)
-    has_label = index["has_label"].to_numpy(bool) if "has_label" in index else (
-        index["label"].to_numpy() >= 0 if "label" in index else np.zeros(n, bool))
-    has_mask = index["has_mask"].to_numpy(bool) if "has_mask" in index else (
-        index["mask_path"].map(lambda p: isinstance(p, str) and p != "").to_numpy(bool)
-        if "mask_path" in index else np.zeros(n, bool))
-    return has_label, has_mask
+    """``(has_label, has_mask)``, bool (N,): those columns of the index (`load_index` writes them)."""
+    return index["has_label"].to_numpy(bool), index["has_mask"].to_numpy(bool)
 
 
 @dataclass
@@ -96,7 +87,6 @@ class Evaluation:
     probs: np.ndarray | None = None
     labels: np.ndarray | None = None
     view_probs: np.ndarray | None = None
-    mask_var: torch.Tensor | None = None
     mc_probs: np.ndarray | None = None
     raw_probs: np.ndarray | None = None
 
@@ -109,19 +99,17 @@ class Evaluation:
         return self.per_image["dice"].notna().to_numpy()
 
     def subset(self, keep) -> "Evaluation":
-        """The images ``keep`` (bool (N,), or positions) selects; ``per_image`` keeps its index (to join back)."""
-        keep = np.asarray(keep)
-        pos = np.flatnonzero(keep) if keep.dtype == bool else keep.astype(int)
+        """The images ``keep`` (bool (N,)) selects; ``per_image`` keeps its index (to join back)."""
+        pos = np.flatnonzero(keep)
         take = lambda a, axis=0: None if a is None else a[(slice(None),) * axis + (pos,)]  # noqa: E731
         return replace(self, per_image=self.per_image.iloc[pos], mask_probs=self.mask_probs[torch.as_tensor(pos)],
                        probs=take(self.probs), labels=take(self.labels), view_probs=take(self.view_probs, 1),
-                       mask_var=None if self.mask_var is None else self.mask_var[torch.as_tensor(pos)],
                        mc_probs=take(self.mc_probs, 1), raw_probs=take(self.raw_probs))
 
 
 def score_split(model, data, split: str, device, class_names, *, batch_size: int = 32, amp: str = "auto",
                 threshold: float = 0.5, tta: bool = False, progress: bool = True, return_views: bool = False,
-                mc_samples: int = 0, normalization: dict | None = None, threads: int = 4,
+                mc_samples: int = 0, normalization: dict | None = None,
                 calibration: StoredCalibration | None = None) -> Evaluation:
     """Score ``split`` ("train", "val", "test" or "all") of a `Data`, each image for what it has (masks at
     the original size; classes over those present). The one rule for class scores: with ``calibration``
@@ -141,7 +129,7 @@ def score_split(model, data, split: str, device, class_names, *, batch_size: int
     if has_mask.any():
         m = np.flatnonzero(has_mask)
         scores = original_size_scores(pred["mask_probs"][torch.as_tensor(m)], index["mask_path"].iloc[m].tolist(),
-                                      index["image_path"].iloc[m].tolist(), threshold, threads=threads)
+                                      index["image_path"].iloc[m].tolist(), threshold)
         for k in SEGMENTATION_KEYS:
             seg[k][m] = scores[k]
             report[k] = float(np.mean(scores[k]))
@@ -162,7 +150,7 @@ def score_split(model, data, split: str, device, class_names, *, batch_size: int
         "jaccard": seg["jaccard"], "row": rows, **{f"p_{name}": probs[:, k] for k, name in enumerate(class_names)},
         "mask_uncertainty": mask_uncertainty_score(list(pred["mask_probs"].float().numpy()), threshold=threshold)})
     return Evaluation(report, per_image, pred["mask_probs"], threshold, probs=probs, labels=labels,
-                      view_probs=pred.get("view_probs"), mask_var=pred.get("mask_var"), mc_probs=pred.get("mc_probs"),
+                      view_probs=pred.get("view_probs"), mc_probs=pred.get("mc_probs"),
                       raw_probs=None if calibration is None else raw)
 
 
@@ -210,7 +198,7 @@ def _fmt_ci(lo_hi) -> str:
 
 
 def headline_table(report: dict) -> pd.DataFrame:
-    """The `HEADLINE` numbers with their 95% intervals, beside chance and the majority class; "n/a": untrained."""
+    """The headline numbers with their 95% intervals, beside chance and the majority class; "n/a": untrained."""
     base, chance = report.get("majority_baseline") or {}, report.get("chance") or {}
 
     def majority(k):  # what always answering the majority class scores
@@ -221,7 +209,7 @@ def headline_table(report: dict) -> pd.DataFrame:
         return 0.5 if k in ("macro_auc", "mel_auc") else np.nan
 
     rows = [(k, *((report[k], _fmt_ci((report.get("ci95") or {}).get(k)), chance.get(k, np.nan), majority(k))
-                  if report[k] is not None else ("n/a", "", "n/a", "n/a"))) for k in HEADLINE if k in report]
+                  if report[k] is not None else ("n/a", "", "n/a", "n/a"))) for k in HEADLINE_METRICS if k in report]
     table = pd.DataFrame(rows, columns=["metric", "model", "95% CI", "chance", f"always {base.get('majority', 'NV')}"])
     table = table.set_index("metric")
     return table if "chance" in report or "majority_baseline" in report else table[["model", "95% CI"]]
@@ -229,15 +217,11 @@ def headline_table(report: dict) -> pd.DataFrame:
 
 def per_class_table(report: dict) -> pd.DataFrame:
     """One row per class: support, sensitivity, specificity, precision, F1, AUC, AP."""
-    table = pd.DataFrame(report["per_class"]).T
-    table = table[[c for c in ("support", "sensitivity", "specificity", "precision", "f1", "auc", "average_precision")
-                   if c in table]]
-    return table.astype({"support": int})
+    return pd.DataFrame(report["per_class"]).T[list(PER_CLASS_KEYS)].astype({"support": int})
 
 
-def subgroup_tables(evaluation: Evaluation, index: pd.DataFrame, class_names, tasks, *,
-                    columns=("sex", "age_band", "localization"), n_resamples: int = 500, seed: int = 0,
-                    min_lesions: int = 10) -> dict[str, pd.DataFrame]:
+def subgroup_tables(evaluation: Evaluation, index: pd.DataFrame, class_names, tasks, *, n_resamples: int = 500,
+                    seed: int = 0) -> dict[str, pd.DataFrame]:
     """`subgroup_table` of the headline metrics per sex, age band and body site (``index``: the data's)."""
     meta = index.iloc[evaluation.per_image["row"].to_numpy()].reset_index(drop=True)
     table = evaluation.per_image.reset_index(drop=True).assign(
@@ -246,8 +230,8 @@ def subgroup_tables(evaluation: Evaluation, index: pd.DataFrame, class_names, ta
         table["age_band"] = age_band(meta["age"].to_numpy()).to_numpy()
     metrics = [m for m, t in (("dice", "segmentation"), ("balanced_accuracy", "classification"),
                               ("mel_auc", "classification")) if t in tasks]
-    return {c: subgroup_table(table, c, class_names, metrics=metrics, min_lesions=min_lesions, n_resamples=n_resamples,
-                              seed=seed, tasks=tasks) for c in columns if c in table and table[c].notna().any()}
+    return {c: subgroup_table(table, c, class_names, metrics=metrics, n_resamples=n_resamples, seed=seed, tasks=tasks)
+            for c in ("sex", "age_band", "localization") if c in table and table[c].notna().any()}
 
 
 def subset_note(report: dict) -> str | None:
@@ -255,17 +239,13 @@ def subset_note(report: dict) -> str | None:
     present, names = report.get("classes_present"), report.get("class_names") or []
     if not present or len(present) >= len(names):
         return None
-    base = report.get("majority_baseline") or {}
     return (f"Only {len(present)} of the {len(names)} classes occur here ({', '.join(present)}): balanced accuracy "
             f"and macro AUC are averaged over those {len(present)} (a prediction of another class still counts as "
-            f"an error), so they are not comparable with {len(names)}-class numbers. Chance balanced accuracy is "
-            f"{1 / len(present):.3f} (any answer that ignores the image), macro AUC 0.5; always answering "
-            f"{base.get('majority')} scores accuracy {base.get('accuracy', float('nan')):.3f}.")
+            f"an error), so they are not comparable with {len(names)}-class numbers; the table gives chance and the "
+            "majority class on this set.")
 
 
 # --- pictures of single images: best and worst, Grad-CAM examples ----------------------------------------
-
-RANKINGS = {"dice": "Dice of the mask", "p_true": "probability given to the true diagnosis"}
 
 
 def case_scores(per_image: pd.DataFrame, by: str = "dice") -> pd.Series:
@@ -275,7 +255,7 @@ def case_scores(per_image: pd.DataFrame, by: str = "dice") -> pd.Series:
     if by == "p_true":
         return pd.Series([row[f"p_{row['true']}"] if isinstance(row["true"], str) else np.nan
                           for _, row in per_image.iterrows()], index=per_image.index, dtype=float)
-    raise ValueError(f"by={by!r}: rank by one of {sorted(RANKINGS)}.")
+    raise ValueError(f"by={by!r}: rank by 'dice' or 'p_true'.")
 
 
 def _at_original_size(data, evaluation: Evaluation, positions) -> tuple[list, list, list]:
@@ -297,7 +277,7 @@ def best_and_worst(data, evaluation: Evaluation, n: int = 4, by: str = "dice") -
     per_image = evaluation.per_image.reset_index(drop=True)
     score = case_scores(per_image, by).dropna()
     if score.empty:
-        raise ValueError(f"best_and_worst: no image has a {RANKINGS.get(by, by)} to rank by.")
+        raise ValueError(f"best_and_worst: no image has a {'Dice' if by == 'dice' else 'diagnosis'} to rank by.")
     order = score.sort_values(ascending=False, kind="stable").index
     picks = list(dict.fromkeys(list(order[:n]) + list(order[-n:])))
     images, masks, preds = _at_original_size(data, evaluation, picks)
@@ -399,8 +379,7 @@ def assess_trust(evaluation: Evaluation, calibration: StoredCalibration, class_n
         "threshold": calibration.referral_threshold, "target_coverage": calibration.record.get("target_coverage"),
         **selective_metrics(cal, labels, ~columns["refer"].to_numpy(dtype=bool), **kw)}
     referral = {"measure": calibration.uncertainty, "curves": curves, "mask": mask, "table": table,
-                "aurc": {name: {k: c[k] for k in stats} for name, c in curves.items()}, "at_threshold": at_threshold,
-                "baseline": selective_metrics(cal, labels, np.ones(len(labels), bool), **kw)}
+                "aurc": {name: {k: c[k] for k in stats} for name, c in curves.items()}, "at_threshold": at_threshold}
     op = None
     if mel is not None and (labels == mel).any():
         is_mel = labels == mel
@@ -520,7 +499,7 @@ def result_tag(split: str, data_dir=None, external: bool = False) -> str:
     return f"evaluate_external_{slug(Path(str(data_dir)).name)}"
 
 
-def domain_shift_table(internal: dict, external: dict, metrics=HEADLINE) -> pd.DataFrame:
+def domain_shift_table(internal: dict, external: dict, metrics=HEADLINE_METRICS) -> pd.DataFrame:
     """The external set's metrics beside the test split's (``evaluate.json``), with intervals and the difference."""
     rows = []
     for k in metrics:
@@ -534,23 +513,18 @@ def domain_shift_table(internal: dict, external: dict, metrics=HEADLINE) -> pd.D
                                        "external − test"]).set_index("metric")
 
 
-def domain_shift(external: dict, internal: dict | None, internal_per_image: pd.DataFrame | None = None,
-                 class_names=None, *, n_resamples: int = 1000, seed: int = 0) -> dict:
+def domain_shift(external: dict, internal: dict, internal_per_image: pd.DataFrame | None, class_names, *,
+                 n_resamples: int = 1000, seed: int = 0) -> dict:
     """From the test split (``internal``: its ``evaluate.json``) to an external set: ``table``, ``notes`` and
     ``restricted_to`` (with fewer classes here, the test split's numbers recomputed over them)."""
-    if internal is None:
-        return {"table": None, "notes": [], "restricted_to": None}
     notes, restricted, inside = [], None, dict(internal, ci95=dict(internal.get("ci95") or {}))
-    if internal.get("split", "test") != "test":
-        notes.append(f"The training data's column is its {internal.get('split')} split, not the test split.")
     for key, what in (("threshold", "mask threshold"), ("tta", "test-time augmentation")):
-        a, b = internal.get(key, (internal.get("params") or {}).get(key)), external.get(key)
+        a, b = internal.get(key), external.get(key)
         if a is not None and b is not None and a != b:
             notes.append(f"The {what} differs: {a} on the test split, {b} here.")
     mel_t = (external.get("melanoma_vs_rest") or {}).get("threshold")
-    mel_t_test = (internal.get("melanoma_vs_rest") or {}).get(
-        "threshold", (internal.get("calibration_used") or {}).get("mel_threshold"))
-    present, names = external.get("classes_present"), list(class_names or internal.get("class_names") or [])
+    mel_t_test = (internal.get("melanoma_vs_rest") or {}).get("threshold")
+    present, names = external.get("classes_present"), list(class_names)
     fewer = bool(present) and len(present) < len(names)
     if fewer and internal_per_image is not None and "classification" in (external.get("tasks") or ()):
         table = internal_per_image[internal_per_image["true"].isin(present)].reset_index(drop=True)
@@ -572,73 +546,52 @@ def domain_shift(external: dict, internal: dict | None, internal_per_image: pd.D
     return {"table": domain_shift_table(inside, external), "notes": notes, "restricted_to": restricted}
 
 
-# --- one sentence per section ------------------------------------------------------------------------------
+# --- one sentence per section (its numbers are in the section's table) ---------------------------------------
 
 def _with_ci(ci95: dict | None, metric: str) -> str:
     lo_hi = (ci95 or {}).get(metric)
     return f" (95% CI {lo_hi[0]:.2f}–{lo_hi[1]:.2f})" if _fmt_ci(lo_hi) else ""
 
 
-def melanoma_sentence(mel: dict | None, ci95: dict | None = None) -> str:
-    """Melanoma versus the rest: the AUC, and sensitivity and specificity at the stored threshold."""
+def melanoma_sentence(mel: dict | None) -> str:
+    """Where the headline's ``mel_`` rows come from (melanoma versus the rest)."""
     if not mel:
         return ""
     if not np.isfinite(mel.get("auc", np.nan)):
-        return f"Melanoma versus the rest: the AUC is undefined here ({'; '.join(mel.get('notes') or []) or 'undefined'})."
-    out = (f"Melanoma versus the rest: AUC {mel['auc']:.2f}{_with_ci(ci95, 'mel_auc')} over {mel['n_mel']} melanomas "
-           f"and {mel['n_other']} other lesions")
-    if mel.get("threshold") is None:
-        return out + "; the checkpoint holds no P(MEL) threshold, so no sensitivity or specificity."
-    return (out + f"; at the P(MEL) threshold {mel['threshold']:.3f} chosen on the training data's validation split, "
-            f"sensitivity {mel['sensitivity']:.2f}{_with_ci(ci95, 'mel_sensitivity')} and specificity "
-            f"{mel['specificity']:.2f}{_with_ci(ci95, 'mel_specificity')}.")
+        return f"Melanoma versus the rest: the AUC is undefined here ({'; '.join(mel.get('notes') or [])})."
+    at = ("the checkpoint holds no P(MEL) threshold, so no sensitivity or specificity" if mel.get("threshold") is None
+          else f"sensitivity and specificity at the P(MEL) threshold {mel['threshold']:.3f} chosen on the training "
+               "data's validation split")
+    return f"Melanoma versus the rest ({mel['n_mel']} melanomas, {mel['n_other']} other lesions): {at}."
 
 
-def calibration_sentence(cal: dict, stored: StoredCalibration) -> str:
-    """ECE before and after the temperature, and which way the model errs."""
-    before, rel = cal["before"], cal["reliability_before"]
+def calibration_sentence(cal: dict) -> str:
+    """Which way the uncalibrated probabilities err (``Trust.calibration``)."""
+    rel = cal["reliability_before"]
     gap = rel["confidence_overall"] - rel["accuracy_overall"]
-    out = (f"Before temperature scaling the top-label ECE is {before['ece']:.3f} (mean confidence "
-           f"{rel['confidence_overall']:.2f} against accuracy {rel['accuracy_overall']:.2f}: "
-           + ("over-confident" if gap >= 0.02 else "under-confident" if gap <= -0.02 else "about right") + ")")
-    if cal["after"] is None:
-        return out + (f"; the checkpoint holds no temperature (missing: {', '.join(stored.missing)}), so the "
-                      f"probabilities are used as they are: fit one with `{COMMAND} <run or checkpoint>`.")
-    return (out + f"; the temperature T = {cal['temperature']:.2f} fitted on the validation split brings it to "
-            f"{cal['after']['ece']:.3f} here (NLL {before['nll']:.3f} to {cal['after']['nll']:.3f}), never changing "
-            "the predicted class.")
+    how = "over-confident" if gap >= 0.02 else "under-confident" if gap <= -0.02 else "about right"
+    return (f"Uncalibrated, the model is {how} (mean confidence {rel['confidence_overall']:.2f} against accuracy "
+            f"{rel['accuracy_overall']:.2f})" + ("." if cal["after"] is None else
+                                                 "; the temperature never changes the predicted class."))
 
 
 def referral_sentence(referral: dict) -> str:
-    """Whether the uncertainty finds the errors, and what referring a fifth and the stored threshold do."""
+    """Whether the entropy finds the errors (``Trust.referral``)."""
     a = referral["aurc"]["entropy"]
-    out = (f"Ranking by entropy, AURC {a['aurc']:.3f} against {a['error_rate']:.3f} at random and "
-           f"{a['optimal_aurc']:.3f} for an oracle (lower is better)")
-    rows = {round(r["referral_fraction"], 3): r for r in referral["table"]}
-    if 0.0 in rows and 0.2 in rows:
-        out += (f"; referring the most uncertain 20% changes balanced accuracy of the rest from "
-                f"{rows[0.0]['balanced_accuracy']:.2f} to {rows[0.2]['balanced_accuracy']:.2f}")
-        if rows[0.2]["n_mel"]:
-            out += (f" and melanoma sensitivity (a referred melanoma counts as caught) from "
-                    f"{rows[0.0]['mel_sensitivity_with_referral']:.2f} to {rows[0.2]['mel_sensitivity_with_referral']:.2f}")
-    at = referral["at_threshold"]
-    return out + (". The checkpoint holds no referral threshold." if at is None else
-                  f". The referral threshold chosen on validation (entropy > {at['threshold']:.3f}) keeps "
-                  f"{at['coverage']:.0%} of the images here, with balanced accuracy {at['balanced_accuracy']:.2f}.")
+    return (f"Ranking by entropy, AURC {a['aurc']:.3f} against {a['error_rate']:.3f} at random and "
+            f"{a['optimal_aurc']:.3f} for an oracle (lower is better)."
+            + (" The checkpoint holds no referral threshold." if referral["at_threshold"] is None else ""))
 
 
 def operating_sentence(op: dict | None) -> str:
-    """The melanoma flag here against the argmax."""
+    """How many melanomas the flag finds here (``Trust.operating_point``)."""
     if op is None:
         return "There is no melanoma here, so the melanoma operating point cannot be checked."
-    arg, n = op["argmax"], op["n_mel"]
-    argmax = f"sensitivity {arg['sensitivity']:.2f}, specificity {arg['specificity']:.2f} for the most probable class"
     if op.get("at_threshold") is None:
-        return f"The checkpoint holds no melanoma threshold ({argmax}: {arg['tp']} of {n} melanomas found)."
-    at, target = op["at_threshold"], op.get("target_sensitivity")
-    return (f"Flagging melanoma when calibrated P(MEL) >= {at['threshold']:.3f} (chosen on validation"
-            + (f" for sensitivity {target:.2f}" if target is not None else "") + f") finds {at['tp']} of {n} "
-            f"melanomas here: sensitivity {at['sensitivity']:.2f} at specificity {at['specificity']:.2f} ({argmax}).")
+        return (f"The checkpoint holds no melanoma threshold: the most probable class finds {op['argmax']['tp']} of "
+                f"{op['n_mel']} melanomas.")
+    at = op["at_threshold"]
+    return f"Flagging melanoma at calibrated P(MEL) >= {at['threshold']:.3f} finds {at['tp']} of {op['n_mel']} here."
 
 
 def cam_sentence(cam: dict) -> str:
@@ -646,10 +599,9 @@ def cam_sentence(cam: dict) -> str:
     t = cam["true_mask"]["overall"]
     if not np.isfinite(t["energy_inside"]):
         return "Every heat map was empty (all-zero gradients): Grad-CAM says nothing about this model."
+    part = f" (checked on {cam['n_images']} of the {cam['n_split']} images)" if cam["n_images"] < cam["n_split"] else ""
     return (f"On average {t['energy_inside']:.0%} of the Grad-CAM energy lies inside the true lesion, which covers "
-            f"{t['area_share']:.0%} of the image (what a uniform map scores); {t['mostly_outside']:.0%} of the maps "
-            f"fall mostly outside it" + (f" (checked on {cam['n_images']} of the {cam['n_split']} images)."
-                                         if cam["n_images"] < cam["n_split"] else "."))
+            f"{t['area_share']:.0%} of the image (what a uniform map scores){part}.")
 
 
 def conclusion(result: dict, per_image: pd.DataFrame, tasks, shift: dict | None = None,
@@ -667,7 +619,7 @@ def conclusion(result: dict, per_image: pd.DataFrame, tasks, shift: dict | None 
         jaccard = per_image["jaccard"].dropna()
         out.append(f"Mean Dice {result['dice']:.2f}{_with_ci(ci, 'dice')}; {int((jaccard < ISIC_JACCARD_THRESHOLD).sum())} "
                    f"of {len(jaccard)} masks have Jaccard below {ISIC_JACCARD_THRESHOLD} (0 in the thresholded Jaccard).")
-    if shift and shift["table"] is not None and len(shift["table"]):
+    if shift and len(shift["table"]):
         out.append("Against the training data's test split: " + ", ".join(
             f"{m.replace('_', ' ')} {d:+.2f}" for m, d in shift["table"]["external − test"].items() if d == d) + ".")
     if result.get("n_images", 0) < SMALL_SET:
@@ -683,6 +635,12 @@ STORED_ELSEWHERE = ("**The temperature and the melanoma and referral thresholds 
                     "the flags.")
 
 
+SHIFT_TITLE = "Domain shift: the training data's test split beside this set"
+TRUST_TITLES = {"calibration": "Trust in each prediction: calibration", "referral": "Referral of the most uncertain",
+                "operating_point": "The melanoma operating point", "grad_cam": "Grad-CAM: where the classifier looks",
+                "cam_check": "Is the heat map on the lesion?"}
+
+
 @dataclass
 class Evaluated:
     """What `evaluate` returns: ``result`` is what ``metrics/<tag>.json`` holds."""
@@ -695,6 +653,70 @@ class Evaluated:
 
     def show(self, name: str) -> None:
         self.sections[name].show()
+
+
+def _domain_shift_section(run: Run, result: dict, external: bool, data, names, cfg, checkpoint: Path, figure):
+    """``(Section, domain_shift's result)``; None for the training data or without the test split's results."""
+    test_json, test_table = run.evaluation("test"), run.per_image("test")
+    if not external:
+        return Section(SHIFT_TITLE, text="This is the training data (not an external set): there is no domain "
+                                         "shift to show."), None
+    if not test_json.is_file():
+        return Section(SHIFT_TITLE, text=(
+            f"No test-split results of this run yet ({test_json} is missing), so the domain shift cannot be shown; "
+            f"make them with `papermill notebooks/03_evaluate.ipynb reports/03_test.ipynb -p checkpoint {checkpoint}`, "
+            "then run this evaluation again.")), None
+    shift = domain_shift(result, json.loads(test_json.read_text()),
+                         read_per_image(test_table) if test_table.is_file() else None, names,
+                         n_resamples=cfg.n_bootstrap, seed=cfg.bootstrap_seed)
+    fig = plots.plot_domain_shift(shift["table"], title=f"Domain shift · {data.name}", external_name=data.name)
+    return Section(SHIFT_TITLE, {"": shift["table"]}, [figure(fig, "domain_shift")], " ".join(shift["notes"])), shift
+
+
+def _trust_sections(trust: Trust, calibration: StoredCalibration, model, data, ev: Evaluation, device, cfg,
+                    ckpt: Checkpoint, title: str, figure, progress: bool) -> tuple[dict[str, Section], dict | None]:
+    """The calibration, referral, operating point and Grad-CAM sections, and `cam_check`'s result (None
+    when no image has both a diagnosis and a mask)."""
+    c, op, names = trust.calibration, trust.operating_point, ckpt.class_names
+    fig = plots.plot_reliability_diagram(c["reliability_before"], c["reliability_after"],
+                                         title=f"Reliability · {title}",
+                                         temperature=calibration.temperature if c["calibrated"] else None)
+    sections = {"calibration": Section(TRUST_TITLES["calibration"], {"": calibration_table(c)},
+                                       [figure(fig, "reliability")],
+                                       calibration.describe() + " " + calibration_sentence(c))}
+    fig = plots.plot_risk_coverage(trust.referral["curves"], title=f"Risk–coverage · {title}")
+    sections["referral"] = Section(TRUST_TITLES["referral"], {
+        "": referral_table(trust), "AURC": pd.DataFrame(trust.referral["aurc"]).T.rename_axis("uncertainty")},
+        [figure(fig, "risk_coverage")], referral_sentence(trust.referral))
+    sections["operating_point"] = Section(TRUST_TITLES["operating_point"],
+                                          {"": operating_point_table(op)} if op else {}, text=operating_sentence(op))
+    labelled, with_both = ev.subset(ev.has_label), ev.subset(ev.has_label & ev.has_mask)  # the check needs masks
+    kw = dict(method=cfg.cam_method, normalization=ckpt.normalization)
+    cam = energy = None
+    if len(with_both.per_image):
+        cam = cam_check(model, data, with_both, device, names, batch_size=cfg.batch_size,
+                        max_images=cfg.cam_max_images, progress=progress, **kw)
+        cols = cam_columns(cam)
+        energy = dict(zip(cols["image_id"], cols["cam_energy_true"]))
+    picks = choose_cam_examples(labelled.per_image, names, cfg.n_examples)
+    fig = plots.plot_cam_grid(**cam_examples(model, data, labelled, picks, device, energy=energy, class_names=names,
+                                             **kw), title=f"Grad-CAM ({cfg.cam_method}) · {title}")
+    sections["grad_cam"] = Section(TRUST_TITLES["grad_cam"], figures=[figure(fig, "cam_examples")], text=(
+        f"Grad-CAM ({cfg.cam_method}, encoder.layer4) of the predicted class, at the model's resolution "
+        f"({ckpt.image_size[0]}x{ckpt.image_size[1]} px)."))
+    if cam is None:
+        sections["cam_check"] = Section(TRUST_TITLES["cam_check"], text="No image has both a diagnosis and a mask: "
+                                        "the heat maps cannot be checked against the lesions.")
+        return sections, None
+    outside = [r["index"] for r in cam["true_mask"]["mostly_outside"][:2 * cfg.n_examples]]
+    text = cam_sentence(cam) + ("" if outside else " No heat map falls mostly outside the true lesion.")
+    sections["cam_check"] = Section(TRUST_TITLES["cam_check"], {"": cam_summary_table(cam)}, text=text)
+    if outside:
+        fig = plots.plot_cam_grid(**cam_examples(model, data, with_both, outside, device, energy=energy,
+                                                 class_names=names, **kw),
+                                  title=f"Heat maps mostly outside the lesion · {title}")
+        sections["cam_check"].figures.append(figure(fig, "cam_outside"))
+    return sections, cam
 
 
 def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
@@ -714,12 +736,6 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
                                label_map=cfg.label_map, label_column=cfg.label_column, id_column=cfg.id_column)
     external = whole and is_external(data.describe(), ckpt.data)
     tag = result_tag(cfg.split, data.data_dir, external)
-    has_label, has_mask = label_and_mask_flags(data.index.iloc[data.rows[cfg.split]])
-    scored = [t for t, ok in (("segmentation", has_mask), ("classification", has_label)) if ok.any()]
-    shown = [t for t in tasks if t in scored]  # trained, and the data allow it
-    not_scored = [NOT_SCORED[t] for t in ("segmentation", "classification") if t not in scored]
-    for line in not_scored:
-        say(line)
     if cfg.recalibrate and "classification" in tasks:
         calibrate_checkpoint(path, None if whole else data, tta=cfg.tta, batch_size=cfg.batch_size, device=device,
                              amp=cfg.amp)
@@ -734,17 +750,22 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
     ev = score_split(model, data, cfg.split, device, names, batch_size=cfg.batch_size, amp=cfg.amp, progress=progress,
                      threshold=cfg.threshold, tta=cfg.tta, return_views=True, mc_samples=cfg.mc_samples,
                      normalization=ckpt.normalization, calibration=calibration if "classification" in tasks else None)
-    labelled = ev.subset(ev.has_label)
-    trust = assess_trust(labelled, calibration, names) if "classification" in shown else None
+    scored = ev.report["scored"]
+    shown = [t for t in tasks if t in scored]  # trained, and the data allow it
+    not_scored = [NOT_SCORED[t] for t in ("segmentation", "classification") if t not in scored]
+    for line in not_scored:
+        say(line)
+    classified = "classification" in shown
+    trust = assess_trust(ev.subset(ev.has_label), calibration, names) if classified else None
     per_image = ev.per_image if trust is None else ev.per_image.join(trust.per_image)
-    melanoma = melanoma_report(ev, calibration, names) if "classification" in shown else None
+    melanoma = melanoma_report(ev, calibration, names) if classified else None
     ci = bootstrap_ci(per_image, names, n_resamples=cfg.n_bootstrap, seed=cfg.bootstrap_seed, tasks=shown,
                       mel_threshold=calibration.mel_threshold)
     result = not_applicable({**ev.report, **{k: v for k, v in ci["estimate"].items() if k.startswith("mel_")},
                              "ci95": ci["ci95"], "melanoma_vs_rest": melanoma, "external": external,
                              "classes_present": ev.report.get("classes_present", []),
                              "bootstrap": {k: ci[k] for k in ("n_resamples", "level", "cluster", "n_lesions")}}, tasks)
-    note = subset_note(result) if "classification" in shown else None
+    note = subset_note(result) if classified else None
     if note:
         say(note)
 
@@ -752,25 +773,9 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
     figure = lambda fig, name: plots.save_figure(fig, run.figures / f"{tag}_{name}.png")  # noqa: E731
     sections = {"headline": Section("Headline numbers with 95% intervals, beside chance and the majority class",
                                     {"": headline_table(result)},
-                                    text=" ".join(x for x in (note, melanoma_sentence(melanoma, result["ci95"])) if x))}
-    shift, shift_title = None, "Domain shift: the training data's test split beside this set"
-    test_json, test_table = run.evaluation("test"), run.per_image("test")
-    if not external:
-        sections["domain_shift"] = Section(shift_title, text="This is the training data (not an external set): "
-                                                    "there is no domain shift to show.")
-    elif not test_json.is_file():
-        sections["domain_shift"] = Section(shift_title, text=(
-            f"No test-split results of this run yet ({test_json} is missing), so the domain shift cannot be shown; "
-            f"make them with `papermill notebooks/03_evaluate.ipynb reports/03_test.ipynb -p checkpoint {path}`, then "
-            "run this evaluation again."))
-    else:
-        shift = domain_shift(result, json.loads(test_json.read_text()),
-                             read_per_image(test_table) if test_table.is_file() else None, names,
-                             n_resamples=cfg.n_bootstrap, seed=cfg.bootstrap_seed)
-        fig = plots.plot_domain_shift(shift["table"], title=f"Domain shift · {data.name}", external_name=data.name)
-        sections["domain_shift"] = Section(shift_title, {"": shift["table"]}, [figure(fig, "domain_shift")],
-                                           " ".join(shift["notes"]))
-    if "classification" in shown:
+                                    text=" ".join(x for x in (note, melanoma_sentence(melanoma)) if x))}
+    sections["domain_shift"], shift = _domain_shift_section(run, result, external, data, names, cfg, path, figure)
+    if classified:
         sections["per_class"] = Section("Per class", {"": per_class_table(result)}, [figure(
             plots.plot_per_class_metrics(result, title=f"Per-class performance · {title}"), "per_class")])
         sections["confusion"] = Section("Confusion matrix and ROC curves", figures=[
@@ -785,59 +790,22 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
     tables = {f"By {c}": t.set_index(c) for c, t in subgroups.items() if len(t)}
     sections["subgroups"] = Section("Subgroups", tables, text="" if tables else "No subgroup of the metadata (sex, "
                                     "age, body site) has enough lesions here.")
-    rank_by = "dice" if "segmentation" in shown else "p_true" if "classification" in shown else None
+    rank_by = "dice" if "segmentation" in shown else "p_true" if classified else None
     sections["cases"] = Section("Best and worst cases", text="" if rank_by else "No trained head that this set scores.")
     if rank_by:
         fig = plots.plot_cases(**best_and_worst(data, ev, cfg.n_examples, by=rank_by),
                                title=f"Best and worst by {'Dice' if rank_by == 'dice' else 'P(true class)'} · {title}")
         sections["cases"].figures.append(figure(fig, "best_worst"))
-
-    no_trust = ("This set has no diagnoses: nothing to calibrate, refer or explain." if "classification" not in scored
-                else "The classification head was not trained: there are no probabilities to calibrate.")
-    trust_titles = {"calibration": "Trust in each prediction: calibration", "referral": "Referral of the most uncertain",
-                    "operating_point": "The melanoma operating point", "grad_cam": "Grad-CAM: where the classifier looks",
-                    "cam_check": "Is the heat map on the lesion?"}
-    sections.update({k: Section(t, text=no_trust) for k, t in trust_titles.items()})
     cam = None
-    if trust is not None:
-        c = trust.calibration
-        fig = plots.plot_reliability_diagram(c["reliability_before"], c["reliability_after"],
-                                             title=f"Reliability · {title}",
-                                             temperature=calibration.temperature if c["calibrated"] else None)
-        sections["calibration"] = Section(trust_titles["calibration"], {"": calibration_table(c)},
-                                          [figure(fig, "reliability")],
-                                          calibration.describe() + " " + calibration_sentence(c, calibration))
-        fig = plots.plot_risk_coverage(trust.referral["curves"], title=f"Risk–coverage · {title}")
-        sections["referral"] = Section(trust_titles["referral"], {
-            "": referral_table(trust), "AURC": pd.DataFrame(trust.referral["aurc"]).T.rename_axis("uncertainty")},
-            [figure(fig, "risk_coverage")], referral_sentence(trust.referral))
-        op = trust.operating_point
-        sections["operating_point"] = Section(trust_titles["operating_point"], {"": operating_point_table(op)}
-                                              if op else {}, text=operating_sentence(op))
-        with_both = ev.subset(ev.has_label & ev.has_mask)  # the check needs true masks
-        kw = dict(method=cfg.cam_method, normalization=ckpt.normalization)
-        if len(with_both.per_image):
-            cam = cam_check(model, data, with_both, device, names, batch_size=cfg.batch_size,
-                            max_images=cfg.cam_max_images, progress=progress, **kw)
-            per_image = per_image.merge(cam_columns(cam), on="image_id", how="left")
-        energy = dict(zip(per_image["image_id"], per_image["cam_energy_true"])) if cam else None
-        fig = plots.plot_cam_grid(**cam_examples(model, data, labelled, choose_cam_examples(
-            labelled.per_image, names, cfg.n_examples), device, energy=energy, class_names=names, **kw),
-            title=f"Grad-CAM ({cfg.cam_method}) · {title}")
-        sections["grad_cam"] = Section(trust_titles["grad_cam"], figures=[figure(fig, "cam_examples")], text=(
-            f"Grad-CAM ({cfg.cam_method}, encoder.layer4) of the predicted class, at the model's resolution "
-            f"({ckpt.image_size[0]}x{ckpt.image_size[1]} px)."))
-        sections["cam_check"].text = ("No image has both a diagnosis and a mask: the heat maps cannot be checked "
-                                      "against the lesions.")
+    if trust is None:
+        no_trust = ("This set has no diagnoses: nothing to calibrate, refer or explain." if "classification" not in
+                    scored else "The classification head was not trained: there are no probabilities to calibrate.")
+        sections.update({k: Section(t, text=no_trust) for k, t in TRUST_TITLES.items()})
+    else:
+        more, cam = _trust_sections(trust, calibration, model, data, ev, device, cfg, ckpt, title, figure, progress)
+        sections.update(more)
         if cam is not None:
-            outside = [r["index"] for r in cam["true_mask"]["mostly_outside"][:2 * cfg.n_examples]]
-            text = cam_sentence(cam) + ("" if outside else " No heat map falls mostly outside the true lesion.")
-            sections["cam_check"] = Section(trust_titles["cam_check"], {"": cam_summary_table(cam)}, text=text)
-            if outside:
-                fig = plots.plot_cam_grid(**cam_examples(model, data, with_both, outside, device, energy=energy,
-                                                         class_names=names, **kw),
-                                          title=f"Heat maps mostly outside the lesion · {title}")
-                sections["cam_check"].figures.append(figure(fig, "cam_outside"))
+            per_image = per_image.merge(cam_columns(cam), on="image_id", how="left")
     sections["conclusion"] = Section("Conclusion", text=conclusion(result, per_image, tasks, shift, data.synthetic))
 
     saved = {**{k: v for k, v in result.items() if k != "roc_curves"}, "checkpoint": str(path),
@@ -845,13 +813,13 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
              "subgroups": {c: t.to_dict(orient="records") for c, t in subgroups.items()},
              "calibration_used": calibration.as_dict(), "trust": trust.report() if trust else None,
              "cam": cam_report(cam) if cam else None, "domain_shift": None if shift is None else {
-                 "test_results": str(test_json), "notes": shift["notes"], "restricted_to": shift["restricted_to"],
+                 "test_results": str(run.evaluation("test")), "notes": shift["notes"],
+                 "restricted_to": shift["restricted_to"],
                  "table": shift["table"].reset_index().to_dict(orient="records")}}
     report.write_json(run.metrics / f"{tag}.json", saved)
     per_image.to_csv(run.metrics / f"{tag}_per_image.csv", index=False)
     what = (f"the external set **{data.name}** (`{data.data_dir}`, all images)" if external
             else f"the **{cfg.split}** split of **{data.name}**")
-    base = result.get("majority_baseline") if "classification" in shown else None
     header = " ".join(x for x in [
         f"Checkpoint `{path.name}` of run `{run.name}` (epoch {ckpt.epoch + 1}, {ckpt.image_size[0]}x"
         f"{ckpt.image_size[1]} px; heads trained: {', '.join(tasks)}) on {what}: {result['n_images']} images of "
@@ -859,12 +827,10 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
         f"Masks scored at each image's original size{' (averaged over the 8 flips and turns)' if cfg.tta else ''}."
         if "segmentation" in shown else "", f"95% intervals from {cfg.n_bootstrap} bootstrap resamples of lesions.",
         STORED_ELSEWHERE.format(data=Path(str(ckpt.data.get("data_dir", "the training data"))).name)
-        if external and "classification" in shown else "",
+        if external and classified else "",
         f"AdaBN: the BatchNorm statistics were re-estimated on these {result['n_images']} images first (labels "
         "unused)." if cfg.adapt_bn else "",
-        f"Chance balanced accuracy {result['chance']['balanced_accuracy']:.3f}; always answering {base['majority']} "
-        f"would score accuracy {base['accuracy']:.3f} and balanced accuracy {base['balanced_accuracy']:.3f}."
-        if base else "", *not_scored, f"Class scores: {result['scores']}." if result.get("scores") else ""] if x)
+        *not_scored, f"Class scores: {result['scores']}." if result.get("scores") else ""] if x)
     body = "\n\n".join([header, *(s.markdown() for k, s in sections.items() if k != "conclusion"),
                         f"**Conclusion.** {sections['conclusion'].text}"])
     report.write_section(run.root, f"03_{tag}", f"External evaluation: {data.name}" if external

@@ -27,12 +27,9 @@ from skin_utils.labels import CLASS_NAMES
 ISIC_JACCARD_THRESHOLD = 0.65  # ISIC 2018 Task 1: a Jaccard index below this counts as 0
 SEGMENTATION_KEYS = ("dice", "jaccard", "thresholded_jaccard", "sensitivity", "specificity")
 PER_CLASS_KEYS = ("support", "sensitivity", "specificity", "precision", "f1", "auc", "average_precision")
-PROB_SUM_ATOL = 1e-3  # tolerance on the row sums of a probability matrix
-SEGMENTATION_METRICS = ("dice", "jaccard", "thresholded_jaccard")
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "macro_auc", "mel_auc")
 MEL_THRESHOLD_METRICS = ("mel_sensitivity", "mel_specificity")  # with a P(MEL) threshold
-HEADLINE_METRICS = SEGMENTATION_METRICS + CLASSIFICATION_METRICS + MEL_THRESHOLD_METRICS
-AGE_BANDS = (0, 30, 45, 60, 75, np.inf)
+HEADLINE_METRICS = ("dice", "jaccard", "thresholded_jaccard") + CLASSIFICATION_METRICS + MEL_THRESHOLD_METRICS
 MELANOMA = "MEL"
 TASKS = ("segmentation", "classification")
 NAN = float("nan")
@@ -63,19 +60,18 @@ def as_labels(labels: Any, num_classes: int, name: str = "labels") -> np.ndarray
 
 
 def as_probabilities(probs: Any, num_classes: int | None = None, name: str = "probs") -> np.ndarray:
-    """float64 (N, K) probabilities, checked: K == ``num_classes`` (or >= 2), rows summing to 1."""
+    """float64 (N, K) probabilities, checked: K == ``num_classes`` (or >= 2), rows summing to 1 (within 1e-3)."""
     p = as_numpy(probs)
-    if p.ndim != 2 or (num_classes is not None and p.shape[1] != num_classes) or p.shape[1] < 2:
-        expected = f"(N, {num_classes})" if num_classes is not None else "(N, K) with K >= 2 classes"
+    if p.ndim != 2 or p.shape[1] != (num_classes or p.shape[1]) or p.shape[1] < 2:
+        expected = f"(N, {num_classes})" if num_classes else "(N, K) with K >= 2 classes"
         raise ValueError(f"{name} must have shape {expected}; got {p.shape}.")
-    if p.size:
-        if not np.all(np.isfinite(p)) or p.min() < 0.0 or p.max() > 1.0:
-            raise ValueError(f"{name} must be probabilities in [0, 1] (got values outside it: logits? "
-                             "apply torch.softmax(logits, dim=1) first).")
-        sums = p.sum(axis=1)
-        if not np.allclose(sums, 1.0, rtol=0.0, atol=PROB_SUM_ATOL):
-            raise ValueError(f"{name} rows must sum to 1 (softmax probabilities); row sums range over "
-                             f"[{sums.min():.4g}, {sums.max():.4g}].")
+    if p.size and (not np.all(np.isfinite(p)) or p.min() < 0.0 or p.max() > 1.0):
+        raise ValueError(f"{name} must be probabilities in [0, 1] (got values outside it: logits? "
+                         "apply torch.softmax(logits, dim=1) first).")
+    sums = p.sum(axis=1)
+    if not np.allclose(sums, 1.0, rtol=0.0, atol=1e-3):
+        raise ValueError(f"{name} rows must sum to 1 (softmax probabilities); row sums range over "
+                         f"[{sums.min():.4g}, {sums.max():.4g}].")
     return p
 
 
@@ -93,15 +89,24 @@ def as_binary(scores: Any, truth: Any) -> tuple[np.ndarray, np.ndarray]:
     return s, t.astype(bool)
 
 
-def _class_names(class_names: Sequence[str]) -> list[str]:
-    names = [str(c) for c in class_names]
-    if not names or len(set(names)) != len(names):
-        raise ValueError(f"class_names must be distinct and not empty; got {names}.")
-    return names
+def as_maps(x: Any, name: str = "masks") -> list[np.ndarray]:
+    """2-D maps in the input's dtype from one map (H, W), a batch (N, H, W) or (N, 1, H, W), or a list of
+    2-D maps whose sizes may differ."""
+    if not isinstance(x, (list, tuple)):
+        a = as_numpy(x, dtype=None)
+        x = a[None] if a.ndim == 2 else a[:, 0] if a.ndim == 4 and a.shape[1] == 1 else a
+        if x.ndim != 3:
+            raise ValueError(f"{name} must have shape (H, W), (N, H, W) or (N, 1, H, W) (or be a list of 2-D "
+                             f"maps); got {a.shape}.")
+    maps = [as_numpy(m, dtype=None) for m in x]
+    for i, m in enumerate(maps):
+        if m.ndim != 2:
+            raise ValueError(f"{name}[{i}] must be 2-D (H, W); got shape {m.shape}.")
+    return maps
 
 
 def _probs_and_targets(probs, targets, class_names) -> tuple[list[str], np.ndarray, np.ndarray]:
-    names = _class_names(class_names)
+    names = [str(c) for c in class_names]
     p, t = as_probabilities(probs, len(names)), as_labels(targets, len(names), "targets")
     if p.shape[0] != t.shape[0]:
         raise ValueError(f"probs has {p.shape[0]} rows but targets has {t.shape[0]} entries.")
@@ -127,8 +132,8 @@ def nanmean(values) -> float:
 
 def sens_spec(truth: Any, called: Any, axis=None, undefined: float = NAN) -> dict[str, Any]:
     """Sensitivity, specificity, PPV and the counts ``tp``, ``fn``, ``tn``, ``fp`` of yes/no calls (non-zero
-    = yes) over ``axis`` (None: everything, as Python numbers; ``(1, 2)``: per image of a mask batch; 0:
-    per column of one-hot classes). A 0/0 is ``undefined``."""
+    = yes) over ``axis`` (None: everything, as Python numbers; 0: per column of one-hot classes). A 0/0 is
+    ``undefined``."""
     t, c = as_numpy(truth, dtype=None) != 0, as_numpy(called, dtype=None) != 0
     if t.shape != c.shape:
         raise ValueError(f"truth and calls differ in shape: {t.shape} vs {c.shape}.")
@@ -166,39 +171,23 @@ def thresholded_jaccard(jaccard: Any, threshold: float = ISIC_JACCARD_THRESHOLD)
     return float(out) if out.ndim == 0 else out
 
 
-def as_maps(x: Any, name: str = "masks") -> np.ndarray:
-    """(N, H, W) in the input's dtype from one map (H, W) or a batch (N, H, W) or (N, 1, H, W)."""
-    a = as_numpy(x, dtype=None)
-    a = a[None] if a.ndim == 2 else a[:, 0] if a.ndim == 4 and a.shape[1] == 1 else a
-    if a.ndim != 3:
-        raise ValueError(f"{name} must have shape (H, W), (N, H, W) or (N, 1, H, W) (or be a list of 2-D "
-                         f"maps); got {as_numpy(x, None).shape}.")
-    return a
-
-
 def segmentation_scores(pred: Any, target: Any, threshold: float = ISIC_JACCARD_THRESHOLD) -> dict[str, np.ndarray]:
     """The ISIC scores of each image, `SEGMENTATION_KEYS` -> (N,), from masks (H, W), (N, H, W), (N, 1, H, W)
     or two lists of 2-D masks whose sizes may differ. Average over images for the set's score."""
-    if isinstance(pred, (list, tuple)) or isinstance(target, (list, tuple)):
-        if len(pred) != len(target):
-            raise ValueError(f"{len(pred)} predicted masks but {len(target)} true masks.")
-        rows = []
-        for i, (p, t) in enumerate(zip(pred, target)):
-            try:
-                rows.append(segmentation_scores(p, t, threshold))
-            except ValueError as exc:
-                raise ValueError(f"mask pair {i}: {exc}") from None
-        return {k: np.concatenate([r[k] for r in rows]) if rows else np.zeros(0) for k in SEGMENTATION_KEYS}
-    p, t = as_maps(pred, "pred") != 0, as_maps(target, "target") != 0
-    if p.shape != t.shape:
-        raise ValueError(f"pred and target shapes differ: {p.shape} vs {t.shape} (score each image at its own "
-                         "size, or pass lists of 2-D masks).")
-    c = sens_spec(t, p, axis=(1, 2), undefined=1.0)   # the empty-mask rule: 0/0 -> 1
-    tp, fp, fn = c["tp"], c["fp"], c["fn"]
-    jaccard = _ratio(tp, tp + fp + fn, 1.0)
-    return {"dice": _ratio(2 * tp, 2 * tp + fp + fn, 1.0), "jaccard": jaccard,
-            "thresholded_jaccard": np.asarray(thresholded_jaccard(jaccard, threshold)),
-            "sensitivity": c["sensitivity"], "specificity": c["specificity"]}
+    preds, targets = as_maps(pred, "pred"), as_maps(target, "target")
+    if len(preds) != len(targets):
+        raise ValueError(f"{len(preds)} predicted masks but {len(targets)} true masks.")
+    rows = []
+    for i, (p, t) in enumerate(zip(preds, targets)):
+        if p.shape != t.shape:
+            raise ValueError(f"mask pair {i}: pred and target shapes differ: {p.shape} vs {t.shape} (score each "
+                             "image at its own size, or pass lists of 2-D masks).")
+        c = sens_spec(t, p, undefined=1.0)  # the empty-mask rule: 0/0 -> 1
+        tp, fp, fn = c["tp"], c["fp"], c["fn"]
+        jaccard = float(_ratio(tp, tp + fp + fn, 1.0))
+        rows.append([float(_ratio(2 * tp, 2 * tp + fp + fn, 1.0)), jaccard, thresholded_jaccard(jaccard, threshold),
+                     c["sensitivity"], c["specificity"]])
+    return dict(zip(SEGMENTATION_KEYS, np.array(rows, dtype=np.float64).reshape(-1, len(SEGMENTATION_KEYS)).T))
 
 
 # --- classification -------------------------------------------------------------------------------
@@ -207,26 +196,24 @@ def _one_hot(y: np.ndarray, k: int) -> np.ndarray:
     return y[:, None] == np.arange(k)
 
 
-def _label_pair(y_true: Any, y_pred: Any, num_classes: int) -> tuple[np.ndarray, np.ndarray, int]:
-    k = int(num_classes)
-    if k < 1:
-        raise ValueError(f"num_classes must be >= 1; got {num_classes!r}.")
+def _label_pair(y_true: Any, y_pred: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
     t, p = as_labels(y_true, k, "y_true"), as_labels(y_pred, k, "y_pred")
     if t.shape != p.shape:
         raise ValueError(f"y_true and y_pred lengths differ: {t.shape[0]} vs {p.shape[0]}.")
-    return t, p, k
+    return t, p
 
 
 def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
     """(K, K) int64 counts: rows = true class, columns = predicted class."""
-    t, p, k = _label_pair(y_true, y_pred, num_classes)
+    t, p = _label_pair(y_true, y_pred, num_classes)
+    k = num_classes
     return np.bincount(t * k + p, minlength=k * k).reshape(k, k).astype(np.int64)
 
 
 def balanced_accuracy(y_true: Any, y_pred: Any, num_classes: int) -> float:
     """Mean sensitivity over the classes present in ``y_true`` (NaN when it is empty)."""
-    t, p, k = _label_pair(y_true, y_pred, num_classes)
-    return nanmean(sens_spec(_one_hot(t, k), _one_hot(p, k), axis=0)["sensitivity"])
+    t, p = _label_pair(y_true, y_pred, num_classes)
+    return nanmean(sens_spec(_one_hot(t, num_classes), _one_hot(p, num_classes), axis=0)["sensitivity"])
 
 
 def classification_report(probs: Any, targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
@@ -268,33 +255,19 @@ def roc_curves(probs: Any, targets: Any, class_names: Sequence[str] = CLASS_NAME
     return curves
 
 
-def majority_baseline(targets: Any, class_names: Sequence[str] = CLASS_NAMES,
-                      majority: str | int | None = "NV") -> dict[str, Any]:
-    """The scores of always answering ``majority`` (a class name or index; None: the most frequent
-    class in ``targets``, the lowest index on ties)."""
-    names = _class_names(class_names)
-    k = len(names)
-    t = as_labels(targets, k, "targets")
-    if t.size == 0:
-        raise ValueError("No targets: there is nothing to compare with.")
-    lookup = {**{n.lower(): i for i, n in enumerate(names)}, **{i: i for i in range(k)}}
-    key = majority if isinstance(majority, (int, np.integer)) and not isinstance(majority, bool) else \
-        str(majority).strip().lower()
-    if majority is not None and key not in lookup:
-        raise ValueError(f"majority {majority!r} is not one of the class names {names} (or their indices).")
-    idx = int(np.argmax(np.bincount(t, minlength=k))) if majority is None else lookup[key]
-    return {"majority": names[idx], "accuracy": float(np.mean(t == idx)),
-            "balanced_accuracy": balanced_accuracy(t, np.full_like(t, idx), k), "n_images": int(t.size)}
-
-
 def baselines(targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
     """What the classes of a set allow without looking at the images: the classes present, ``chance``
     (balanced accuracy 1 / classes present, the most an answer that ignores the image can expect;
-    AUCs 0.5) and ``majority`` (`majority_baseline` of the set's most frequent class)."""
-    names = _class_names(class_names)
+    AUCs 0.5) and ``majority``: the scores of always answering the set's most frequent class (the lowest
+    index on ties)."""
+    names = list(class_names)
     t = as_labels(targets, len(names), "targets")
-    present = [name for name, n in zip(names, np.bincount(t, minlength=len(names))) if n > 0]
-    majority = majority_baseline(t, names, None)   # raises on no targets
+    if t.size == 0:
+        raise ValueError("No targets: there is nothing to compare with.")
+    counts = np.bincount(t, minlength=len(names))
+    present, top = [name for name, n in zip(names, counts) if n > 0], int(np.argmax(counts))
+    majority = {"majority": names[top], "accuracy": float(np.mean(t == top)),
+                "balanced_accuracy": balanced_accuracy(t, np.full_like(t, top), len(names)), "n_images": int(t.size)}
     return {"classes_present": present, "n_classes_present": len(present), "n_classes": len(names),
             "all_classes_present": len(present) == len(names),
             "chance": {"balanced_accuracy": 1.0 / len(present), "macro_auc": 0.5, "mel_auc": 0.5},
@@ -349,22 +322,22 @@ class _Columns:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 out.update({"dice": float(np.nanmean(self.dice[idx])), "jaccard": float(np.nanmean(self.jaccard[idx])),
                             "thresholded_jaccard": float(np.nanmean(thresholded_jaccard(self.jaccard[idx])))})
-        if "classification" in tasks and self.has_cls:
-            keys = CLASSIFICATION_METRICS + (MEL_THRESHOLD_METRICS if mel_threshold is not None else ())
-            idx = idx[self.labelled[idx]]
-            if len(idx) == 0:
-                return {**out, **dict.fromkeys(keys, NAN)}
-            y, probs, k = self.y[idx], self.probs[idx], len(self.names)
-            pred = probs.argmax(1)
-            out["accuracy"] = float(np.mean(pred == y))
-            out["balanced_accuracy"] = balanced_accuracy(y, pred, k)
-            out["macro_auc"] = nanmean([auc(probs[:, c], y == c) for c in range(k)])
-            if self.mel is None:  # no class named MEL
-                return {**out, **{k: NAN for k in keys if k.startswith("mel_")}}
-            out["mel_auc"] = auc(probs[:, self.mel], y == self.mel)
-            if mel_threshold is not None:
-                at = sens_spec(y == self.mel, probs[:, self.mel] >= mel_threshold)
-                out["mel_sensitivity"], out["mel_specificity"] = at["sensitivity"], at["specificity"]
+        if "classification" not in tasks or not self.has_cls:
+            return out
+        keys = CLASSIFICATION_METRICS + (MEL_THRESHOLD_METRICS if mel_threshold is not None else ())
+        idx = idx[self.labelled[idx]]
+        if len(idx) == 0:
+            return {**out, **dict.fromkeys(keys, NAN)}
+        y, probs, k = self.y[idx], self.probs[idx], len(self.names)
+        pred = probs.argmax(1)
+        out.update(accuracy=float(np.mean(pred == y)), balanced_accuracy=balanced_accuracy(y, pred, k),
+                   macro_auc=nanmean([auc(probs[:, c], y == c) for c in range(k)]))
+        if self.mel is None:  # no class named MEL
+            return {**out, **{k: NAN for k in keys if k.startswith("mel_")}}
+        out["mel_auc"] = auc(probs[:, self.mel], y == self.mel)
+        if mel_threshold is not None:
+            at = sens_spec(y == self.mel, probs[:, self.mel] >= mel_threshold)
+            out["mel_sensitivity"], out["mel_specificity"] = at["sensitivity"], at["specificity"]
         return out
 
 
@@ -383,16 +356,12 @@ def _clusters(table: pd.DataFrame, cluster: str = "lesion_id") -> np.ndarray:
     return np.where(ids.isna().to_numpy(), np.char.add("<no id> ", own.astype(str)), ids.astype(str).to_numpy())
 
 
-def lesion_resamples(groups: list[np.ndarray], n_resamples: int, seed: int):
-    """The image indices of ``n_resamples`` bootstrap samples of whole ``groups`` (each lesion's images)."""
+def lesion_resamples(clusters: np.ndarray, n_resamples: int, seed: int):
+    """The image indices of ``n_resamples`` bootstrap samples of whole clusters (``clusters``: each image's)."""
+    groups = list(pd.Series(clusters).groupby(clusters, sort=True).indices.values())
     rng = np.random.default_rng(seed)
     for _ in range(n_resamples):
         yield np.concatenate([groups[g] for g in rng.integers(0, len(groups), len(groups))])
-
-
-def _groups(table: pd.DataFrame, cluster: str) -> list[np.ndarray]:
-    ids = _clusters(table, cluster)
-    return list(pd.Series(ids).groupby(ids, sort=True).indices.values())
 
 
 def _interval(values: list[float], level: float) -> list[float]:
@@ -408,12 +377,12 @@ def bootstrap_ci(table: pd.DataFrame, class_names: Sequence[str] = CLASS_NAMES, 
                  mel_threshold: float | None = None) -> dict:
     """`scores` (``estimate``) with percentile intervals (``ci95``: metric -> [lo, hi]) from resamples of
     whole lesions; a resample where a metric is undefined (no melanoma drawn) is left out of its interval."""
-    cols, groups = _Columns(table, class_names), _groups(table, cluster)
+    cols, clusters = _Columns(table, class_names), _clusters(table, cluster)
     estimate = cols.scores(np.arange(len(table)), tasks, mel_threshold)
-    resamples = [cols.scores(idx, tasks, mel_threshold) for idx in lesion_resamples(groups, n_resamples, seed)]
+    resamples = [cols.scores(idx, tasks, mel_threshold) for idx in lesion_resamples(clusters, n_resamples, seed)]
     return {"estimate": estimate, "ci95": {k: _interval([r[k] for r in resamples], level) for k in estimate},
             "n_resamples": int(n_resamples), "level": level, "cluster": cluster, "n_images": int(len(table)),
-            "n_lesions": len(groups)}
+            "n_lesions": len(set(clusters))}
 
 
 def paired_bootstrap(a: pd.DataFrame | Sequence[pd.DataFrame], b: pd.DataFrame | Sequence[pd.DataFrame],
@@ -436,16 +405,14 @@ def paired_bootstrap(a: pd.DataFrame | Sequence[pd.DataFrame], b: pd.DataFrame |
         raise ValueError(f"the tables disagree on {cluster!r} for the same images: they come from different data.")
     cols = [[_Columns(t, class_names) for t in side] for side in aligned]
 
-    def averaged(side, idx):
-        runs = [c.scores(idx, tasks) for c in side]
-        return {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+    def both(idx):  # each side's metrics, averaged over its runs
+        runs = [[c.scores(idx, tasks) for c in side] for side in cols]
+        return [{k: float(np.mean([r[k] for r in side])) for k in side[0]} for side in runs]
 
-    full = np.arange(len(common))
-    est_a, est_b = averaged(cols[0], full), averaged(cols[1], full)
-    resamples = [(averaged(cols[0], idx), averaged(cols[1], idx))
-                 for idx in lesion_resamples(_groups(aligned[0][0], cluster), n_resamples, seed)]
-    rows, keys = [], [k for k in est_a if k in est_b]
-    for k in keys:
+    est_a, est_b = both(np.arange(len(common)))
+    resamples = [both(idx) for idx in lesion_resamples(lesions, n_resamples, seed)]
+    rows = []
+    for k in [k for k in est_a if k in est_b]:
         lo, hi = _interval([sb[k] - sa[k] for sa, sb in resamples], level)
         rows.append({"metric": k, "a": est_a[k], "b": est_b[k], "difference": est_b[k] - est_a[k],
                      "ci_low": lo, "ci_high": hi, "excludes_zero": bool(lo > 0 or hi < 0),
@@ -455,9 +422,9 @@ def paired_bootstrap(a: pd.DataFrame | Sequence[pd.DataFrame], b: pd.DataFrame |
 
 
 def age_band(age) -> pd.Series:
-    """Ages in the bands of `AGE_BANDS` ("<30", "30-44", "45-59", "60-74", "75+"); NaN stays unknown."""
-    labels = ["<30", "30-44", "45-59", "60-74", "75+"]
-    return pd.cut(pd.Series(age, dtype=float), AGE_BANDS, right=False, labels=labels).astype(object)
+    """Ages in bands "<30", "30-44", "45-59", "60-74", "75+"; NaN stays unknown."""
+    return pd.cut(pd.Series(age, dtype=float), (0, 30, 45, 60, 75, np.inf), right=False,
+                  labels=["<30", "30-44", "45-59", "60-74", "75+"]).astype(object)
 
 
 def subgroup_table(table: pd.DataFrame, column: str, class_names: Sequence[str] = CLASS_NAMES, *,
@@ -491,15 +458,6 @@ def mean_sd(values) -> tuple[float, float, int]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else NAN, int(len(v))
 
 
-def format_ci(value: float, ci: Sequence[float] | None, digits: int = 3) -> str:
-    """``0.914 (0.905–0.922)``; ``n/a`` for a metric that does not apply."""
-    if value is None or not np.isfinite(value):
-        return "n/a"
-    if ci is None or not all(np.isfinite(ci)):
-        return f"{value:.{digits}f}"
-    return f"{value:.{digits}f} ({ci[0]:.{digits}f}–{ci[1]:.{digits}f})"
-
-
 def read_per_image(path) -> pd.DataFrame:
     """A per-image table of 03_evaluate, its ids read as text (a lesion called "NA" stays that lesion)."""
     return read_csv_with_ids(path)
@@ -508,17 +466,15 @@ def read_per_image(path) -> pd.DataFrame:
 def to_jsonable(obj: Any) -> Any:
     """A copy of ``obj`` that ``json.dumps(..., allow_nan=False)`` accepts: numpy and torch values become
     Python ones, NaN and +-inf None, other dict keys str."""
-    if obj is None or isinstance(obj, (str, bool)):
-        return obj
     if hasattr(obj, "detach") and hasattr(obj, "cpu"):  # torch.Tensor
         obj = obj.detach().cpu().numpy()
     if isinstance(obj, (np.ndarray, np.generic)):
-        return to_jsonable(obj.tolist())
+        obj = obj.tolist()
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, Mapping):
         keys = [k.item() if isinstance(k, np.generic) else k for k in obj]
-        return {k if k is None or isinstance(k, (str, int, float, bool)) else str(k): to_jsonable(v)
+        return {k if k is None or isinstance(k, (str, int, float)) else str(k): to_jsonable(v)
                 for k, v in zip(keys, obj.values())}
     if isinstance(obj, (list, tuple, set, frozenset)):
         return [to_jsonable(v) for v in obj]

@@ -33,13 +33,11 @@ def environment_info() -> dict:
             "cpu_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     root = Path(skin_utils.__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5)
+    try:  # the short hash, "+dirty" with uncommitted changes to tracked files
+        commit = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty=+dirty", "--exclude=*"],
+                                capture_output=True, text=True, timeout=5)
         if commit.returncode == 0:
-            info["git_commit"] = commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+            info["git_commit"] = commit.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pass
     return info

@@ -50,18 +50,14 @@ MOSTLY_OUTSIDE_BELOW = 0.5  # a heat map with less of its energy inside the lesi
 _COUNT_EPS = 1e-9  # a share times a count: 0.9 * 10 is 9.000000000000002
 
 
-def _pair(probs: Any, labels: Any, logits: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Checked probabilities (or logits) (N, K) and labels (N,), N >= 1."""
-    p, name = (as_numpy(probs), "logits") if logits else (as_probabilities(probs), "probs")
-    if logits and (p.ndim != 2 or p.shape[1] < 2):
-        raise ValueError(f"logits must have shape (N, K) with K >= 2; got {p.shape}.")
-    if logits and not np.all(np.isfinite(p)):
-        raise ValueError("logits contain NaN or infinite values.")
+def _pair(probs: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Checked probabilities (N, K) and labels (N,), N >= 1."""
+    p = as_probabilities(probs)
     y = as_labels(labels, p.shape[1])
     if p.shape[0] != y.shape[0]:
-        raise ValueError(f"{name} has {p.shape[0]} rows but labels has {y.shape[0]} entries.")
+        raise ValueError(f"probs has {p.shape[0]} rows but labels has {y.shape[0]} entries.")
     if p.shape[0] == 0:
-        raise ValueError(f"No samples: {name} and labels are empty.")
+        raise ValueError("No samples: probs and labels are empty.")
     return p, y
 
 
@@ -72,26 +68,15 @@ def probs_to_logits(probs: Any) -> np.ndarray:
     return np.log(np.clip(as_probabilities(probs), NLL_EPS, None))
 
 
-def _binned(values: np.ndarray, hits: np.ndarray, n_bins: int):
-    """Per bin: count, mean value and mean hit rate (NaN when empty)."""
-    if int(n_bins) != n_bins or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer; got {n_bins!r}.")
-    b = np.clip(np.ceil(values * n_bins).astype(np.int64) - 1, 0, int(n_bins) - 1)
-    count = np.bincount(b, minlength=int(n_bins))
+def _ece(values: np.ndarray, hits: np.ndarray, n_bins: int):
+    """The ECE of ``values`` against 0/1 ``hits``, and per bin: count, mean value, mean hit rate (NaN when empty)."""
+    b = np.clip(np.ceil(values * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    count = np.bincount(b, minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (count, np.bincount(b, weights=values, minlength=int(n_bins)) / count,
-                np.bincount(b, weights=hits.astype(np.float64), minlength=int(n_bins)) / count)
-
-
-def _ece(count, mean_v, mean_h) -> float:
+        mean_v = np.bincount(b, weights=values, minlength=n_bins) / count
+        mean_h = np.bincount(b, weights=hits.astype(np.float64), minlength=n_bins) / count
     filled = count > 0
-    return float(np.sum(count[filled] / count.sum() * np.abs(mean_h[filled] - mean_v[filled])))
-
-
-def expected_calibration_error(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS) -> float:
-    """Top-label ECE, in [0, 1]."""
-    p, y = _pair(probs, labels)
-    return _ece(*_binned(p.max(axis=1), p.argmax(axis=1) == y, n_bins))
+    return float(np.sum(count[filled] / len(values) * np.abs(mean_h[filled] - mean_v[filled]))), count, mean_v, mean_h
 
 
 def classwise_ece(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS, reduction: str = "mean"):
@@ -99,73 +84,61 @@ def classwise_ece(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS, reducti
     p, y = _pair(probs, labels)
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction={reduction!r}: choose 'mean' or 'none'.")
-    per_class = np.array([_ece(*_binned(p[:, k], y == k, n_bins)) for k in range(p.shape[1])])
+    per_class = np.array([_ece(p[:, k], y == k, n_bins)[0] for k in range(p.shape[1])])
     return float(per_class.mean()) if reduction == "mean" else per_class
-
-
-def negative_log_likelihood(probs: Any, labels: Any) -> float:
-    """Mean negative log-likelihood (natural log) of the true class."""
-    p, y = _pair(probs, labels)
-    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], NLL_EPS, None))))
-
-
-def brier_score(probs: Any, labels: Any) -> float:
-    """Multiclass Brier score, in [0, 2]."""
-    p, y = _pair(probs, labels)
-    return float(np.mean(np.sum((p - np.eye(p.shape[1])[y]) ** 2, axis=1)))
 
 
 def reliability_diagram(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS) -> dict[str, Any]:
     """What a (top-label) reliability diagram draws, as plain lists and floats; empty bins are NaN."""
     p, y = _pair(probs, labels)
     conf, correct = p.max(axis=1), p.argmax(axis=1) == y
-    count, mean_conf, acc = _binned(conf, correct, n_bins)
-    return {"bin_edges": np.linspace(0.0, 1.0, int(n_bins) + 1).tolist(), "confidence": mean_conf.tolist(),
-            "accuracy": acc.tolist(), "count": count.tolist(), "ece": _ece(count, mean_conf, acc),
+    ece, count, mean_conf, acc = _ece(conf, correct, n_bins)
+    return {"bin_edges": np.linspace(0.0, 1.0, n_bins + 1).tolist(), "confidence": mean_conf.tolist(),
+            "accuracy": acc.tolist(), "count": count.tolist(), "ece": ece,
             "accuracy_overall": float(correct.mean()), "confidence_overall": float(conf.mean()),
             "n_images": int(len(y))}
 
 
 def calibration_report(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS) -> dict[str, Any]:
-    """``ece``, ``classwise_ece``, ``nll``, ``brier``, ``n_bins``, ``n_images``."""
+    """``ece`` (top-label, in [0, 1]), ``classwise_ece``, ``nll`` (the mean negative log-likelihood of the true
+    class, natural log), ``brier`` (multiclass, in [0, 2]), ``n_bins``, ``n_images``."""
     p, y = _pair(probs, labels)
-    return {"ece": expected_calibration_error(p, y, n_bins), "classwise_ece": classwise_ece(p, y, n_bins),
-            "nll": negative_log_likelihood(p, y), "brier": brier_score(p, y), "n_bins": int(n_bins),
+    return {"ece": _ece(p.max(axis=1), p.argmax(axis=1) == y, n_bins)[0], "classwise_ece": classwise_ece(p, y, n_bins),
+            "nll": float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], NLL_EPS, None)))),
+            "brier": float(np.mean(np.sum((p - np.eye(p.shape[1])[y]) ** 2, axis=1))), "n_bins": int(n_bins),
             "n_images": int(len(y))}
 
 
-def fit_temperature(logits: Any, labels: Any, bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
-                    tol: float = 1e-6) -> float:
+def fit_temperature(logits: Any, labels: Any, bounds: tuple[float, float] = TEMPERATURE_BOUNDS) -> float:
     """The T minimising the NLL of ``softmax(logits / T)``: a bounded, deterministic search on log T
     (the NLL is convex in 1/T). An optimum on a bound is warned about: labels not matching the logits?"""
-    z, y = _pair(logits, labels, logits=True)
-    lo, hi = float(bounds[0]), float(bounds[1])
-    if not 0.0 < lo < hi:
-        raise ValueError(f"bounds must satisfy 0 < low < high; got {bounds!r}.")
+    z = as_numpy(logits)
+    if z.ndim != 2 or z.shape[1] < 2 or not np.all(np.isfinite(z)):
+        raise ValueError(f"logits must be finite values of shape (N, K) with K >= 2; got shape {z.shape}.")
+    y = as_labels(labels, z.shape[1])
+    if len(y) != len(z) or len(y) == 0:
+        raise ValueError(f"logits has {len(z)} rows but labels has {len(y)} entries (need one per row, >= 1).")
 
     def nll(log_t):
         zt = z / math.exp(log_t)
         zt = zt - zt.max(axis=1, keepdims=True)
         return float(-np.mean(zt[np.arange(len(y)), y] - np.log(np.exp(zt).sum(axis=1))))
 
-    res = minimize_scalar(nll, bounds=(math.log(lo), math.log(hi)), method="bounded", options={"xatol": tol})
+    lo, hi = math.log(bounds[0]), math.log(bounds[1])
+    res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
     temperature = math.exp(float(res.x))
-    if min(abs(res.x - math.log(lo)), abs(res.x - math.log(hi))) < 1e-3:
+    if min(abs(res.x - lo), abs(res.x - hi)) < 1e-3:
         warnings.warn(f"fit_temperature: the optimum T={temperature:.4g} is at the edge of the search interval "
                       f"{bounds}; check that labels match logits.", stacklevel=2)
     return temperature
 
 
-def apply_temperature(logits: Any, temperature: float):
-    """``softmax(logits / T)`` over the last axis (the argmax never changes): float32 for a tensor, else float64."""
+def apply_temperature(logits: Any, temperature: float) -> np.ndarray:
+    """``softmax(logits / T)`` over the last axis, float64 (the argmax never changes)."""
     t = float(temperature)
     if not (math.isfinite(t) and t > 0):
         raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}.")
-    if isinstance(logits, torch.Tensor):
-        return (logits.float() / t).softmax(-1)
     z = as_numpy(logits) / t
-    if z.ndim < 1:
-        raise ValueError("logits must have a class axis (the last one).")
     e = np.exp(z - z.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
@@ -209,15 +182,6 @@ def vote_disagreement(sample_probs: Any) -> np.ndarray:
 
 # --- uncertainty of the mask ----------------------------------------------------------------------
 
-def _maps(x: Any, name: str) -> list[np.ndarray]:
-    """2-D maps, each in its own dtype, from (H, W), (N, H, W), (N, 1, H, W) or a list of 2-D maps."""
-    maps = [as_numpy(m, dtype=None) for m in x] if isinstance(x, (list, tuple)) else list(as_maps(x, name))
-    for i, m in enumerate(maps):
-        if m.ndim != 2:
-            raise ValueError(f"{name}[{i}] must be 2-D (H, W); got shape {m.shape}.")
-    return maps
-
-
 def binary_entropy(mask_probs: Any) -> np.ndarray:
     """Per-pixel entropy in bits of a lesion probability: 0 at 0 and 1, 1 at 0.5; same shape, float64."""
     p = as_numpy(mask_probs)
@@ -230,35 +194,18 @@ def border_band(mask: Any, width: int) -> np.ndarray:
     """Bool (H, W): pixels within ``width`` (chessboard distance) of the boundary of ``mask``, on both
     sides. The image frame is no boundary; an empty or full mask has no band."""
     m = as_numpy(mask, dtype=None) != 0
-    if m.ndim != 2:
-        raise ValueError(f"mask must be 2-D (H, W); got shape {m.shape}.")
-    if int(width) != width or width < 1:
-        raise ValueError(f"width must be a positive integer (pixels); got {width!r}.")
-    square = np.ones((2 * int(width) + 1,) * 2, dtype=bool)
+    square = np.ones((2 * width + 1, 2 * width + 1), dtype=bool)
     return ndimage.binary_dilation(m, structure=square) & ~ndimage.binary_erosion(m, structure=square, border_value=1)
 
 
-def mask_uncertainty_score(mask_probs: Any, pixel_uncertainty: Any = None, *, region: str = "border",
-                           threshold: float = 0.5, width: int | None = None) -> np.ndarray:
-    """(N,): a per-pixel map (default `binary_entropy`; or e.g. the TTA variance) averaged over the
-    `border_band` of the predicted lesion (an image mean mostly measures easy background) or the image.
-    No band scores 1.0, the maximum: every image shows a lesion, so an empty mask is a failure to refer."""
-    if region not in ("border", "image"):
-        raise ValueError(f"region={region!r}: choose 'border' or 'image'.")
-    probs = _maps(mask_probs, "mask_probs")
-    maps = [binary_entropy(p) for p in probs] if pixel_uncertainty is None else _maps(pixel_uncertainty,
-                                                                                       "pixel_uncertainty")
-    if len(maps) != len(probs):
-        raise ValueError(f"{len(probs)} masks but {len(maps)} pixel-uncertainty maps.")
+def mask_uncertainty_score(mask_probs: Any, *, threshold: float = 0.5, width: int | None = None) -> np.ndarray:
+    """(N,): the mean `binary_entropy` over the `border_band` of each predicted lesion (an image mean mostly
+    measures easy background). No band scores 1.0, the maximum: every image shows a lesion, so an empty
+    mask is a failure to refer. ``width``: default 3% of the shorter side."""
     scores = []
-    for i, (p, u) in enumerate(zip(probs, maps)):
-        if p.shape != u.shape:
-            raise ValueError(f"image {i}: mask_probs {p.shape} and pixel_uncertainty {u.shape} differ.")
-        if region == "image":
-            scores.append(float(u.mean(dtype=np.float64)))
-            continue
+    for p in as_maps(mask_probs, "mask_probs"):
         band = border_band(p >= threshold, width or max(1, round(BORDER_WIDTH_FRACTION * min(p.shape))))
-        scores.append(float(u[band].mean(dtype=np.float64)) if band.any() else 1.0)
+        scores.append(float(binary_entropy(p)[band].mean()) if band.any() else 1.0)
     return np.asarray(scores, dtype=np.float64)
 
 
@@ -312,8 +259,6 @@ def selective_metrics(probs: Any, labels: Any, keep: Any, *, melanoma_index: int
     k = as_numpy(keep, dtype=None).astype(bool)
     if k.shape != y.shape:
         raise ValueError(f"probs ({len(p)}), labels ({len(y)}) and keep {k.shape} must have one entry per image.")
-    if not 0 <= melanoma_index < p.shape[1]:
-        raise ValueError(f"melanoma_index {melanoma_index} out of range [0, {p.shape[1]}).")
     pred, is_mel = p.argmax(axis=1), y == melanoma_index
     called = pred == melanoma_index if mel_threshold is None else p[:, melanoma_index] >= mel_threshold
     n_kept = int(k.sum())
@@ -328,14 +273,12 @@ def selective_metrics(probs: Any, labels: Any, keep: Any, *, melanoma_index: int
 def selective_report(probs: Any, labels: Any, uncertainty: Any,
                      referral_fractions: Sequence[float] = DEFAULT_REFERRAL_FRACTIONS, *,
                      melanoma_index: int = MELANOMA_INDEX, mel_threshold: float | None = None) -> list[dict]:
-    """`selective_metrics` when the most uncertain ``round(f * N)`` images are referred, for each f (ties:
-    the earlier image first)."""
+    """`selective_metrics` when the most uncertain ``round(f * N)`` images are referred, for each f in [0, 1)
+    (ties: the earlier image first)."""
     u = _uncertainty(uncertainty)
     most_uncertain_first = np.argsort(-u, kind="stable")
     rows = []
     for f in referral_fractions:
-        if not 0.0 <= float(f) < 1.0:
-            raise ValueError(f"referral fraction {f!r} must be in [0, 1).")
         keep = np.ones(len(u), dtype=bool)
         keep[most_uncertain_first[:int(round(float(f) * len(u)))]] = False
         rows.append({"referral_fraction": float(f), **selective_metrics(
@@ -362,12 +305,11 @@ def cam_localization(cams: Any, masks: Any, labels: Any = None, image_ids: Seque
     """Per image, is the heat map on the lesion (energy-based pointing game, Wang et al. 2020)?
     ``energy_inside`` ``sum(cam * mask) / sum(cam)`` (NaN: an all-zero map) against ``area_share`` (what
     a uniform map scores), their ratio ``lift``, ``peak_inside``. Masks: non-zero = lesion."""
-    cams, masks = _maps(cams, "cam"), _maps(masks, "mask")
+    cams, masks = as_maps(cams, "cam"), as_maps(masks, "mask")
     y = None if labels is None else as_numpy(labels, dtype=None).reshape(-1)
-    for what, count in (("masks", len(masks)), ("labels", None if y is None else len(y)),
-                        ("image_ids", None if image_ids is None else len(image_ids))):
-        if count is not None and count != len(cams):
-            raise ValueError(f"{len(cams)} maps but {count} {what}.")
+    for what, given in (("masks", masks), ("labels", y), ("image_ids", image_ids)):
+        if given is not None and len(given) != len(cams):
+            raise ValueError(f"{len(cams)} maps but {len(given)} {what}.")
     rows = []
     for i, (c, m) in enumerate(zip(cams, masks)):
         if c.shape != m.shape:
@@ -394,14 +336,13 @@ def cam_localization_report(rows: Sequence[dict], class_names: Sequence[str] = C
     ``n_empty_cam``, left out of the means), and the ``mostly_outside`` rows, lowest energy first."""
     if not rows:
         raise ValueError("cam_localization_report: no heat maps (an empty list of rows).")
-    if not 0.0 < float(outside_below) <= 1.0:
-        raise ValueError(f"outside_below must be in (0, 1]; got {outside_below!r}.")
     rows = [{"index": i, **r, "image_id": str(i) if r["image_id"] is None else r["image_id"]}
             for i, r in enumerate(rows)]
 
     def summary(rs):
         scored = [r for r in rs if not math.isnan(r["energy_inside"])]
-        return {"n_images": len(rs), **{k: nanmean([r[k] for r in rs]) for k in ("energy_inside", "area_share", "lift")},
+        return {"n_images": len(rs),
+                **{k: nanmean([r[k] for r in rs]) for k in ("energy_inside", "area_share", "lift")},
                 "above_baseline": nanmean([r["energy_inside"] > r["area_share"] for r in scored]),
                 "peak_inside": nanmean([r["peak_inside"] for r in rs]),
                 "mostly_outside": nanmean([r["energy_inside"] < outside_below for r in scored]),
@@ -418,7 +359,7 @@ def trust_columns(probs, calibration: "StoredCalibration", class_names, view_pro
                   index=None) -> pd.DataFrame:
     """Per image of calibrated ``probs``: ``entropy``, the TTA and MC-dropout columns when given, ``refer`` and
     ``mel_flag`` (NA without a threshold)."""
-    cols = {"entropy": calibration.uncertainty_of(probs)}
+    cols = {"entropy": referral_uncertainty(probs)}
     if view_probs is not None and len(view_probs) > 1:
         cols.update(tta_disagreement=vote_disagreement(view_probs),
                     tta_mutual_info=mutual_information(view_probs, normalize=True))
@@ -431,14 +372,9 @@ def trust_columns(probs, calibration: "StoredCalibration", class_names, view_pro
 
 # --- the calibration a checkpoint stores: fitted on validation after training ---------------------
 
-OUTPUT_KINDS = ("tta", "plain")  # `Checkpoint.calibration`'s keys: TTA-averaged outputs, or one plain pass
 REFERRAL_MEASURE = "entropy"  # normalised predictive entropy of the calibrated probabilities
 DEFAULT_TARGET_SENSITIVITY, DEFAULT_TARGET_COVERAGE = 0.90, 0.80
 COMMAND = "python -m skin_utils.trust"
-
-
-def output_kind(tta: bool) -> str:
-    return OUTPUT_KINDS[0] if tta else OUTPUT_KINDS[1]
 
 
 def calibrated_probs(probs: Any, temperature: float) -> np.ndarray:
@@ -455,12 +391,10 @@ def calibration_record(probs: Any, labels: Any, class_names, *, target_sensitivi
                        target_coverage: float = DEFAULT_TARGET_COVERAGE, split: str = "val") -> dict:
     """The temperature and both thresholds fitted on one split's uncalibrated outputs of one kind, with what
     they reach there (``notes``: why a threshold is None), in plain Python types (checkpoint and JSON)."""
-    p, y, names = as_probabilities(probs), np.asarray(labels, dtype=np.int64), list(class_names)
+    p, y = _pair(probs, labels)
+    names = list(class_names)
     if len(names) != p.shape[1]:
         raise ValueError(f"{len(names)} class names for {p.shape[1]} probability columns.")
-    if not 0.0 < float(target_sensitivity) <= 1.0 or not 0.0 < float(target_coverage) <= 1.0:
-        raise ValueError(f"target_sensitivity ({target_sensitivity!r}) and target_coverage "
-                         f"({target_coverage!r}) must lie in (0, 1].")
     temperature = fit_temperature(probs_to_logits(p), y)
     cal = calibrated_probs(p, temperature)
     notes, mel_threshold, mel_at, n_mel = [], None, None, 0
@@ -486,7 +420,8 @@ def calibration_record(probs: Any, labels: Any, class_names, *, target_sensitivi
 
 @dataclass
 class StoredCalibration:
-    """A checkpoint's calibration of one kind of output, else temperature 1 and no flags (``missing``)."""
+    """A checkpoint's calibration of one ``kind`` of output ("tta" or "plain"), else temperature 1 and no
+    flags (``missing`` names what is absent)."""
 
     kind: str
     temperature: float = 1.0
@@ -498,11 +433,12 @@ class StoredCalibration:
 
     @classmethod
     def from_checkpoint(cls, checkpoint, tta: bool) -> "StoredCalibration":
-        record = dict((getattr(checkpoint, "calibration", None) or {}).get(output_kind(tta)) or {})
-        missing = [k for k in ("temperature", "mel_threshold", "referral_threshold") if record.get(k) is None]
-        return cls(kind=output_kind(tta), temperature=float(record.get("temperature") or 1.0),
+        kind = "tta" if tta else "plain"
+        record = dict((checkpoint.calibration or {}).get(kind) or {})
+        return cls(kind=kind, temperature=float(record.get("temperature") or 1.0),
                    mel_threshold=record.get("mel_threshold"), referral_threshold=record.get("referral_threshold"),
-                   uncertainty=record.get("uncertainty", REFERRAL_MEASURE), record=record, missing=missing)
+                   uncertainty=record.get("uncertainty", REFERRAL_MEASURE), record=record,
+                   missing=[k for k in ("temperature", "mel_threshold", "referral_threshold") if record.get(k) is None])
 
     @property
     def calibrated(self) -> bool:
@@ -512,12 +448,9 @@ class StoredCalibration:
     def apply(self, probs: Any) -> np.ndarray:
         return calibrated_probs(probs, self.temperature)
 
-    def uncertainty_of(self, calibrated: Any) -> np.ndarray:
-        return referral_uncertainty(calibrated)
-
     def refer(self, calibrated: Any) -> np.ndarray | None:
         """Bool (N,): uncertainty above the referral threshold; None without one."""
-        return None if self.referral_threshold is None else self.uncertainty_of(calibrated) > self.referral_threshold
+        return None if self.referral_threshold is None else referral_uncertainty(calibrated) > self.referral_threshold
 
     def mel_flag(self, calibrated: Any, class_names) -> np.ndarray | None:
         """Bool (N,): calibrated P(MEL) at or above the operating threshold; None without one."""
@@ -629,25 +562,26 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog=COMMAND, description="Fit the calibration of a model trained earlier on its "
                                 "validation split, into its checkpoint (e.g. `latest`, a run folder or name, a .pt).")
     p.add_argument("target", help='a checkpoint file, a run folder or run name, or "latest"')
-    for option, default, meaning in (
-            ("reports-dir", "reports", "holds runs/ (to find a run name or latest)"),
-            ("data-dir", None, "the training data; default: what the checkpoint records"),
-            ("split-path", None, "the training split file; default: what the checkpoint records"),
-            ("tta", True, "fit on 8-view TTA outputs (and the plain ones); --no-tta: plain outputs only"),
-            ("target-sensitivity", DEFAULT_TARGET_SENSITIVITY, "melanoma sensitivity the P(MEL) threshold reaches"),
-            ("target-coverage", DEFAULT_TARGET_COVERAGE, "share of validation images kept (not referred)"),
-            ("batch-size", 32, ""), ("device", "auto", ""), ("amp", "auto", "auto, bf16, fp16 or off"),
-            ("on-bad-data", "raise", "raise or skip"), ("progress", True, "")):
-        kind = {"bool": {"action": argparse.BooleanOptionalAction}, "NoneType": {}}.get(
-            type(default).__name__, {"type": type(default)})
-        p.add_argument(f"--{option}", default=default, help=meaning or None, **kind)
+    p.add_argument("--reports-dir", default="reports", help="holds runs/ (to find a run name or latest)")
+    p.add_argument("--data-dir", help="the training data; default: what the checkpoint records")
+    p.add_argument("--split-path", help="the training split file; default: what the checkpoint records")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                   help="fit on 8-view TTA outputs (and the plain ones); --no-tta: plain outputs only")
+    p.add_argument("--target-sensitivity", type=float, default=DEFAULT_TARGET_SENSITIVITY,
+                   help="melanoma sensitivity the P(MEL) threshold reaches")
+    p.add_argument("--target-coverage", type=float, default=DEFAULT_TARGET_COVERAGE,
+                   help="share of validation images kept (not referred)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", default="auto", help="auto, bf16, fp16 or off")
+    p.add_argument("--on-bad-data", default="raise", help="raise or skip")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     args = p.parse_args(argv)
-    target = resolve(args.target) if args.target != "latest" else None
-    if target is not None and target.is_file():
+    target = resolve(args.target)
+    if target.is_file():
         path, run = target, run_of_checkpoint(target)
-    else:
-        run = find_run(str(target) if target is not None and target.is_dir() else args.target,
-                       resolve(args.reports_dir) / "runs")
+    else:  # a run folder, or a run name or "latest" under reports-dir/runs
+        run = find_run(target if target.is_dir() else args.target, resolve(args.reports_dir) / "runs")
         path = run.best
     records = calibrate_checkpoint(path, data_dir=args.data_dir, split_path=args.split_path, tta=args.tta,
                                    target_sensitivity=args.target_sensitivity, target_coverage=args.target_coverage,

@@ -108,7 +108,7 @@ def test_stored_thresholds_raise_the_flags_on_known_values():
     cal = stored.apply(probs)
     expected = _softmax(np.log(probs) / 2.0)
     assert np.allclose(cal, expected)
-    u = stored.uncertainty_of(cal)
+    u = referral_uncertainty(cal)
     assert u[2] == pytest.approx(1.0) and 0.5 < u[0] < 0.8  # T = 2 softens the sure ones
     assert stored.refer(cal).tolist() == list(u > 0.8) == [False, False, True]
     assert stored.mel_flag(cal, CLASS_NAMES).tolist() == list(cal[:, 0] >= 0.3) == [True, False, False]

@@ -185,12 +185,11 @@ def test_headline_table_shows_what_the_set_allows_beside_chance_and_the_majority
     assert untrained.loc["dice", "model"] == 0.8
 
 
-def test_subset_note_names_the_classes_and_chance():
+def test_subset_note_names_the_classes():
     from skin_utils.evaluate import subset_note
 
     note = subset_note(_report())
     assert "Only 2 of the 7 classes occur here (MEL, NV)" in note and "still counts as an error" in note
-    assert "Chance balanced accuracy is 0.500" in note and "always answering NV scores accuracy 0.800" in note
     assert subset_note(_report(classes_present=list(CLASS_NAMES))) is None
 
 
@@ -207,7 +206,6 @@ def test_domain_shift_table_puts_the_same_metrics_side_by_side():
     assert table.loc["dice", "external − test"] == pytest.approx(0.8 - 0.9)
     assert table.loc["dice", "test 95% CI"] == "0.880–0.920"
     assert table.loc["dice", "external 95% CI"] == "0.750–0.850"
-    assert domain_shift(external, None) == {"table": None, "notes": [], "restricted_to": None}
     # fewer classes on the external set: the test split's classification numbers over those classes
     t, y, probs = _table(n=80, seed=4)
     shift = domain_shift(external, internal, t, CLASS_NAMES, n_resamples=50)
@@ -286,8 +284,6 @@ def test_each_image_is_scored_for_what_it_has(tiny_model, tmp_path):
     index.loc[~index["has_mask"], "mask_path"] = None
     has_label, has_mask = label_and_mask_flags(index)
     assert has_label.tolist() == (labels >= 0).tolist() and has_mask.tolist() == index["has_mask"].tolist()
-    # without the columns: a label >= 0 and a mask path
-    assert label_and_mask_flags(index.drop(columns=["has_label", "has_mask"]))[1].tolist() == has_mask.tolist()
 
     ev = score_split(tiny_model, _data(index), "all", "cpu", CLASS_NAMES, amp="off", progress=False)
     r, pi = ev.report, ev.per_image
