@@ -139,7 +139,7 @@ def upload_panel(predictor: Predictor):
             for array in (result["overlay"], result["cam"]):
                 if array is not None:
                     display(Image.fromarray(array))
-            display(Markdown(thresholds_text(predictor.calibration) + "\n\n" + result["markdown"]))
+            display(Markdown(result["markdown"]))  # each flag beside its threshold
 
     upload.observe(show, names="value")
     return panel

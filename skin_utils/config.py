@@ -1,10 +1,8 @@
 """Every knob, declared once: one dataclass per job, and the paths every job resolves.
 
-A field carries its default, its meaning (the comment after it, which ``--help`` reads) and its
-check (its type and its class's ``RULES``); a misspelt name stops with the nearest valid one. The
-notebooks' parameters cells show the same names and defaults (a test proves it). Relative paths are
-taken from the repository root or ``$SKIN_UTILS_ROOT``, whatever the working directory: papermill
-runs a kernel in the launch directory, Jupyter and nbval in the notebook's folder.
+A field carries its default, its meaning (the comment after it, which ``--help`` reads) and its check
+(its type and its class's ``RULES``); a misspelt name stops with the nearest valid one. Relative paths
+are taken from the repository root or ``$SKIN_UTILS_ROOT``, whatever the working directory.
 """
 
 from __future__ import annotations
@@ -96,17 +94,15 @@ def check_names(given, known, where: str = "parameters") -> None:
             raise ConfigError(f"Unknown parameter {name!r} in {where}{suggest(name, known)}")
 
 
-# A field's kind -> the types its value may have, and what an error says it expects
+# A field's kind (how its annotation starts) -> the types its value may have, and what an error says it expects
 _TYPES = {"int": (Integral, "an integer"), "float": (Real, "a number"), "bool": (bool, "True or False"),
-          "str": (str, "text"), "list": ((list, tuple), "a list"), "dict": (dict, "a dict"), "any": (object, "")}
+          "str": (str, "text"), "list": ((list, tuple), "a list"), "dict": (dict, "a dict")}
 
 
 def _kind(annotation: str) -> tuple[str, bool]:
-    """(a kind of `_TYPES`, optional) of a field's annotation."""
-    optional = annotation.startswith("Optional[") or annotation.endswith("| None")
-    base = re.sub(r"^Optional\[(.*)\]$|^(.*) \| None$", lambda m: m.group(1) or m.group(2), annotation)
-    kind = next((k for k in _TYPES if base.startswith(k)), "any")
-    return kind, optional
+    """(a key of `_TYPES` or "any", optional) of a field's annotation, e.g. ``Optional[int]``."""
+    base = re.sub(r"^Optional\[(.*)\]$", r"\1", annotation)
+    return next((k for k in _TYPES if base.startswith(k)), "any"), base != annotation
 
 
 def _check_value(cls, name: str, value, annotation: str):
@@ -120,7 +116,7 @@ def _check_value(cls, name: str, value, annotation: str):
         if not optional:
             fail(f"a value ({kind})")
         return
-    types, expected = _TYPES[kind]
+    types, expected = _TYPES.get(kind, (object, ""))
     numeric = kind in ("int", "float")
     if not isinstance(value, types) or (numeric and isinstance(value, bool)):  # to Python, True is an int
         fail(expected + (" or None" if optional and numeric else ""))
@@ -139,6 +135,11 @@ def _check_value(cls, name: str, value, annotation: str):
 def _fractions(value):
     if len(value) != 3 or any(not isinstance(x, Real) or x < 0 for x in value) or abs(sum(value) - 1) > 1e-6:
         raise ValueError("expected three numbers >= 0 summing to 1 (train, val, test), e.g. [0.7, 0.15, 0.15]")
+
+
+def _mc_samples(value):
+    if value == 1 or not 0 <= value <= 1000:
+        raise ValueError("expected 0 (Monte-Carlo dropout off) or 2 to 1000 samples")
 
 
 # --------------------------------------------------------------------------------------- the record
@@ -189,14 +190,12 @@ class Config:
 
     @classmethod
     def parser(cls, only=None, **kwargs) -> argparse.ArgumentParser:
-        """An argument parser with one ``--option`` per field (those named in ``only``, when given): its
-        default, type and meaning."""
+        """An argument parser with one ``--option`` (default, type, meaning) per field, or per field in ``only``."""
         p = argparse.ArgumentParser(formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
-        meanings = cls.meanings()
+        meanings, defaults = cls.meanings(), cls()
         for f in (f for f in dataclasses.fields(cls) if only is None or f.name in only):
             kind, optional = _kind(str(f.type))
-            option, default = "--" + f.name.replace("_", "-"), f.default if f.default is not dataclasses.MISSING \
-                else f.default_factory()
+            option, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
             text = f"{meanings.get(f.name, '')} (default: {default!r})"
             if kind == "bool":
                 p.add_argument(option, action=argparse.BooleanOptionalAction, default=default, help=text)
@@ -225,7 +224,7 @@ def notebook_names(notebook: str) -> set[str] | None:
     """Every name ``notebooks/<notebook>.py`` binds; None without the file (a copied ``.ipynb``)."""
     try:
         tree = ast.parse((notebooks_dir() / f"{notebook}.py").read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, FileNotFoundError):
+    except (OSError, SyntaxError):
         return None
     names = set()
     for node in ast.walk(tree):
@@ -354,13 +353,11 @@ class EvaluateConfig(Config):
     NOTEBOOK = "03_evaluate"
     RULES = {
         "split": (*SPLITS, "all"), "label_map": parse_label_map, "batch_size": (1, 4096), "threshold": (0.0, 1.0),
-        "n_examples": (1, 100), "mc_samples": (0, 1000), "cam_method": CAM_METHODS, "cam_max_images": (1, 10**9),
+        "n_examples": (1, 100), "mc_samples": _mc_samples, "cam_method": CAM_METHODS, "cam_max_images": (1, 10**9),
         "n_bootstrap": (0, 100_000), "bootstrap_seed": SEED, "amp": AMP_CHOICES, "on_bad_data": ON_BAD_DATA,
     }
 
     def check(self):
-        if self.mc_samples == 1:
-            raise ConfigError("Parameter mc_samples=1: expected 0 (Monte-Carlo dropout off) or at least 2 samples.")
         _must_exist(self, "checkpoint")
         for name in ("label_column", "id_column"):
             if getattr(self, name) is not None and not getattr(self, name).strip():
@@ -386,12 +383,10 @@ class InferConfig(Config):
     reports_dir: str = "reports"  # holds runs/ and the top-level REPORT.md
 
     NOTEBOOK = "04_inference"
-    RULES = {"n_demo_images": (1, 1000), "batch_size": (1, 4096), "threshold": (0.0, 1.0), "mc_samples": (0, 1000),
-             "amp": AMP_CHOICES}
+    RULES = {"n_demo_images": (1, 1000), "batch_size": (1, 4096), "threshold": (0.0, 1.0),
+             "mc_samples": _mc_samples, "amp": AMP_CHOICES}
 
     def check(self):
-        if self.mc_samples == 1:
-            raise ConfigError("Parameter mc_samples=1: expected 0 (Monte-Carlo dropout off) or at least 2 samples.")
         _must_exist(self, "checkpoint", "input_dir")
 
 

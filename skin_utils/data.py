@@ -1,7 +1,6 @@
 """From a data folder to batches: `load_data` (index, lesion-level split, uint8 array cache), the datasets
-and loaders, and the synthetic demo when there are no data (`resolve_data_dir`). A folder not in the one layout
-is converted once (`skin_utils.prepare`) into the cache folder. Images stay uint8 up to the training step,
-which normalises them on the device: four times less memory traffic than float32.
+and loaders, and the synthetic demo when there are no data (`resolve_data_dir`). Images stay uint8 up to the
+training step, which normalises them on the device: four times less memory traffic than float32.
 """
 
 from __future__ import annotations
@@ -124,12 +123,9 @@ def subsample_by_lesion(index: pd.DataFrame, max_samples: int | None, seed: int 
     for _, group in index.groupby("label"):
         lesions = group["lesion_id"].unique()
         lesions = lesions[rng.permutation(len(lesions))]
-        quota, sizes, total = max(1, int(round(max_samples * len(group) / len(index)))), group.groupby("lesion_id").size(), 0
-        for lesion in lesions:
-            if total >= quota and total > 0:
-                break
-            keep.append(lesion)
-            total += sizes[lesion]
+        quota = max(1, int(round(max_samples * len(group) / len(index))))
+        taken = group.groupby("lesion_id").size()[lesions].cumsum().to_numpy()  # images, lesion after lesion
+        keep += list(lesions[:int((taken < quota).sum()) + 1])  # up to the first that reaches the quota
     out = index[index["lesion_id"].isin(set(keep))].reset_index(drop=True)
     out.attrs = dict(index.attrs)
     h = hashlib.sha256((index.attrs.get("fingerprint", "") + "|" + ",".join(out["image_id"])).encode())
@@ -153,12 +149,6 @@ def resize_pair(image: np.ndarray, mask: np.ndarray | None, hw) -> tuple[np.ndar
         return img, None
     grey = Image.fromarray(np.multiply(mask, 255, dtype=np.uint8)).resize((w, h), Image.BILINEAR)
     return img, binarise_mask(np.asarray(grey), 255.0)
-
-
-def load_resized(image_path, mask_path, hw) -> tuple[np.ndarray, np.ndarray | None]:
-    """An image (read reduced when large) and its mask (None or NaN: none) by `resize_pair`."""
-    has_mask = mask_path is not None and not (isinstance(mask_path, float) and mask_path != mask_path)
-    return resize_pair(read_image(image_path, shrink_to=as_hw(hw)), read_mask(mask_path) if has_mask else None, hw)
 
 
 def cache_key(index: pd.DataFrame, hw) -> str:
@@ -204,8 +194,10 @@ def build_cache(index: pd.DataFrame, image_size, cache_dir=None, num_threads: in
         images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (n, *hw, 3))
         masks = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (n, *hw))
 
-        def work(i):
-            images[i], mask = load_resized(index["image_path"].iat[i], index["mask_path"].iat[i], hw)
+        def work(i):  # an image read reduced when large, and its mask (None or NaN: none, cached as zeros)
+            mask_path = index["mask_path"].iat[i]
+            mask = read_mask(mask_path) if pd.notna(mask_path) else None
+            images[i], mask = resize_pair(read_image(index["image_path"].iat[i], shrink_to=hw), mask, hw)
             masks[i] = 0 if mask is None else mask
 
         t0 = time.perf_counter()
@@ -278,7 +270,7 @@ def balanced_sampler(labels, power: float = 0.5, seed: int = 0) -> WeightedRando
 
 # -------------------------------------------------------------------------- the data of a notebook
 def resolve_data_dir(data_dir="data", synthetic_dir="data/synthetic_demo", n_demo_images: int = 400,
-                     demo_image_size=(120, 160), seed: int = 0, root: Path | None = None) -> Path:
+                     demo_image_size=(120, 160), root: Path | None = None) -> Path:
     """``data_dir`` (relative: to the repository root) when it holds a data set, else, for "data" and the
     demo names, the synthetic demo (generated once into ``synthetic_dir``)."""
     path = resolve(data_dir, root)
@@ -292,7 +284,7 @@ def resolve_data_dir(data_dir="data", synthetic_dir="data/synthetic_demo", n_dem
                                 "for the demo.")
     # overwrite=True: a demo of other settings is regenerated; the generator never overwrites other data
     return make_synthetic_dataset(resolve(synthetic_dir, root), n_images=n_demo_images,
-                                  image_size=as_hw(demo_image_size), seed=seed, overwrite=True)
+                                  image_size=as_hw(demo_image_size), overwrite=True)
 
 
 @dataclass
@@ -305,31 +297,19 @@ class Data:
     image_size: tuple[int, int]  # (H, W)
     rows: dict = field(default_factory=dict)  # split name -> positions in index / cache
 
-    @property
-    def data_dir(self) -> str:  # the folder given; a converted folder's copy is index.attrs["converted"]
-        return self.index.attrs.get("data_dir", "")
-
-    @property
-    def synthetic(self) -> bool:
-        return bool(self.index.attrs.get("synthetic", False))
+    # the folder given (a converted folder's copy is index.attrs["converted"])
+    data_dir = property(lambda self: self.index.attrs.get("data_dir", ""))
+    synthetic = property(lambda self: bool(self.index.attrs.get("synthetic", False)))
+    labels = property(lambda self: self.index["label"].to_numpy())  # class index per image, -1 without a diagnosis
+    has_labels = property(lambda self: bool((self.index["label"] >= 0).any()))
+    # at least one image has a mask (the cache holds zeros for the others)
+    has_masks = property(lambda self: bool(self.index["mask_path"].notna().any()))
 
     @property
     def name(self) -> str:  # what titles call the data set
         if self.synthetic:
             return SYNTHETIC_NOTE
         return f"{'folder' if self.index.attrs.get('converted') else 'HAM10000 layout:'} {Path(self.data_dir).name}"
-
-    @property
-    def labels(self) -> np.ndarray:  # class index per image, -1 without a diagnosis
-        return self.index["label"].to_numpy()
-
-    @property
-    def has_labels(self) -> bool:
-        return bool((self.index["label"] >= 0).any())
-
-    @property
-    def has_masks(self) -> bool:  # at least one image has a mask (the cache holds zeros for the others)
-        return bool(self.index["mask_path"].notna().any())
 
     def describe(self) -> dict:
         a = self.index.attrs
@@ -434,11 +414,11 @@ def _sample(index: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return index if len(index) <= n else index.sample(n=n, random_state=seed)
 
 
-def lesion_area_fractions(index: pd.DataFrame, max_images: int | None = 3000, seed: int = 0,
-                          threads: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def lesion_area_fractions(index: pd.DataFrame, max_images: int | None = 3000,
+                          seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Lesion pixels / image pixels of (at most ``max_images``) images, with their labels."""
     part = _sample(index, max_images or len(index), seed)
-    with ThreadPoolExecutor(threads) as pool:
+    with ThreadPoolExecutor(4) as pool:
         areas = list(pool.map(lambda p: float(read_mask(p).mean()), part["mask_path"]))
     return np.asarray(areas), part["label"].to_numpy()
 

@@ -214,14 +214,12 @@ def make_synthetic_dataset(out_dir, n_images: int = 400, image_size=(120, 160), 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with write_whole(out_dir, INFO_NAME, overwrite) as tmp:
         (tmp / "masks").mkdir()
-        ss = np.random.SeedSequence([int(seed), 0x1E5])
-        by_lesion = {lid: np.random.default_rng(c) for lid, c in zip(sorted(plan["lesion_id"].unique()),
-                                                                     ss.spawn(plan["lesion_id"].nunique()))}
         lesions, views = {}, {}
-        for lid in sorted(by_lesion):  # each lesion's generator draws the lesion, then its views in order
-            rows = plan[plan["lesion_id"] == lid].sort_values("view")
-            lesions[lid] = _lesion(by_lesion[lid], rows["dx"].iat[0])
-            views.update({(lid, k): _view(by_lesion[lid], lesions[lid], hw) for k in rows["view"]})
+        children = np.random.SeedSequence([int(seed), 0x1E5]).spawn(plan["lesion_id"].nunique())
+        for (lid, rows), child in zip(plan.sort_values("view").groupby("lesion_id"), children):
+            rng = np.random.default_rng(child)  # each lesion's generator draws the lesion, then its views in order
+            lesions[lid] = _lesion(rng, rows["dx"].iat[0])
+            views.update({(lid, k): _view(rng, lesions[lid], hw) for k in rows["view"]})
         for r in plan.itertuples():
             image, mask = _render(lesions[r.lesion_id], views[(r.lesion_id, r.view)], hw)
             Image.fromarray(image).save(tmp / "images" / f"{r.image_id}.jpg", quality=92)

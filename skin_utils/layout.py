@@ -257,7 +257,7 @@ def is_ignored(name: str) -> bool:
     return name.startswith(".") or name.lower() in IGNORED_NAMES
 
 
-def find_images(folder, recursive: bool = True) -> list[Path]:
+def find_images(folder) -> list[Path]:
     """Image files (by extension, any case) in ``folder`` and below it, sorted, junk skipped."""
     p = Path(folder).expanduser()
     if p.is_file():
@@ -268,7 +268,7 @@ def find_images(folder, recursive: bool = True) -> list[Path]:
         raise FileNotFoundError(f"No such folder: {p}")
     found = []
     for dirpath, dirnames, filenames in os.walk(p):
-        dirnames[:] = sorted(d for d in dirnames if not is_ignored(d)) if recursive else []
+        dirnames[:] = sorted(d for d in dirnames if not is_ignored(d))
         found += [Path(dirpath) / n for n in filenames if not is_ignored(n) and Path(n).suffix.lower() in IMAGE_EXTENSIONS]
     return sorted(found)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import shlex
@@ -23,6 +24,7 @@ import sys
 import warnings
 import zipfile
 from collections import Counter, defaultdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -324,19 +326,18 @@ def _find(downloads: Path, names, want_dir: bool) -> Path | None:
     """The first of ``names`` (any case) in ``downloads`` or one folder below it."""
     for folder in [downloads] + sorted(p for p in downloads.iterdir() if p.is_dir() and not is_ignored(p.name)):
         entries = {p.name.lower(): p for p in folder.iterdir()}
-        found = [entries[n.lower()] for n in names if n.lower() in entries]
-        found = [p for p in found if (p.is_dir() if want_dir else p.is_file())]
-        if found:
-            return found[0]
+        for p in (entries.get(n.lower()) for n in names):
+            if p is not None and (p.is_dir() if want_dir else p.is_file()):
+                return p
     return None
 
 
 def _files(src: Path, s: dict):
-    """``(name, size, write(tmp), origin)`` of each file of one download, a zip or its extracted folder;
+    """``(name, size, open_source, origin)`` of each file of one download, a zip or its extracted folder;
     zip members whose names could escape the output folder are refused."""
     if src.is_dir():
         for p in find_images(src):
-            yield p.name, p.stat().st_size, lambda tmp, p=p: shutil.copyfile(p, tmp), str(p)
+            yield p.name, p.stat().st_size, partial(open, p, "rb"), str(p)
         return
     try:
         zf = zipfile.ZipFile(src)
@@ -350,22 +351,22 @@ def _files(src: Path, s: dict):
             if info.filename.startswith("/") or ".." in parts or ":" in parts[0] or stat.S_ISLNK(info.external_attr >> 16):
                 s["unsafe_members"].append(f"{src.name}:{info.filename}")
             elif not any(is_ignored(p) for p in parts[:-1]):
-                def write(tmp, info=info):
-                    with zf.open(info) as member, open(tmp, "wb") as dst:
-                        shutil.copyfileobj(member, dst, 1 << 20)
-                yield parts[-1], info.file_size, write, f"{src.name}:{info.filename}"
+                yield parts[-1], info.file_size, partial(zf.open, info), f"{src.name}:{info.filename}"
 
 
-def _place(dest: Path, size: int, write, s: dict, overwrite: bool) -> None:
-    """Write a file at ``dest`` with ``write(tmp)`` (then renamed), unless one of the same size is there."""
-    if dest.exists() and (dest.stat().st_size == size or not overwrite):
-        s["kept"] += dest.stat().st_size == size
-        s["conflicts"] += [str(dest)] if dest.stat().st_size != size else []
+def _place(dest: Path, size: int, open_source, s: dict, overwrite: bool) -> None:
+    """Copy ``open_source()`` to ``dest`` (through a renamed temporary), unless a file of that size is there."""
+    if dest.exists() and dest.stat().st_size == size:
+        s["kept"] += 1
+        return
+    if dest.exists() and not overwrite:
+        s["conflicts"].append(str(dest))
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.part")
     try:
-        write(tmp)
+        with open_source() as source, open(tmp, "wb") as out:
+            shutil.copyfileobj(source, out, 1 << 20)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -385,7 +386,7 @@ def _metadata(src: Path, out: Path, s: dict, overwrite: bool) -> None:
         return
     cols = [c for c in METADATA_COLUMNS if c in df.columns] + [c for c in df.columns if c not in METADATA_COLUMNS]
     text = df[cols].to_csv(index=False, lineterminator="\n").encode("utf-8")
-    _place(out / METADATA_NAME, len(text), lambda tmp: tmp.write_bytes(text), s, overwrite)
+    _place(out / METADATA_NAME, len(text), lambda: io.BytesIO(text), s, overwrite)
     s["ids"]["label"] = {i for i in df["image_id"] if i}
 
 
@@ -523,30 +524,28 @@ def draw_shifts(image_id: str, seed: int = 0, kinds=SHIFT_KINDS, max_per_image: 
     return shifts
 
 
+#: What each kind does to a float (1, 3, H, W) image in [0, 1]; "jpeg" only sets the quality it is saved with.
+_APPLY = {
+    "vignette": lambda x, s: transforms.vignette(x, s["strength"]),
+    "blur": lambda x, s: transforms.gaussian_blur(x, s["sigma"] * min(x.shape[-2:])),
+    "resolution": lambda x, s: transforms.downscale_upscale(x, s["scale"]),
+    "noise": lambda x, s: (x + s["sigma"] * torch.randn(
+        x.shape, generator=torch.Generator().manual_seed(s["seed"]))).clamp(0, 1),
+    "cast": lambda x, s: transforms.colour_cast(x, s["gains"]),
+    "hue": lambda x, s: transforms.colour_matrix(x, transforms.hue_saturation_matrix(s["degrees"], s["saturation"])),
+    "gamma": lambda x, s: transforms.adjust_gamma(x, s["gamma"]),
+    "jpeg": lambda x, s: x,
+}
+
+
 def apply_shifts(image: np.ndarray, shifts: list[dict]) -> tuple[np.ndarray, int]:
     """``image`` (uint8 (H, W, 3)) with ``shifts`` applied, and the JPEG quality to save it with."""
     x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0
-    quality = DEFAULT_JPEG_QUALITY
     for s in shifts:
-        kind = s["kind"]
-        if kind == "vignette":
-            x = transforms.vignette(x, s["strength"])
-        elif kind == "blur":
-            x = transforms.gaussian_blur(x, s["sigma"] * min(x.shape[-2:]))
-        elif kind == "resolution":
-            x = transforms.downscale_upscale(x, s["scale"])
-        elif kind == "noise":
-            x = (x + s["sigma"] * torch.randn(x.shape, generator=torch.Generator().manual_seed(s["seed"]))).clamp(0, 1)
-        elif kind == "cast":
-            x = transforms.colour_cast(x, s["gains"])
-        elif kind == "hue":
-            x = transforms.colour_matrix(x, transforms.hue_saturation_matrix(s["degrees"], s["saturation"]))
-        elif kind == "gamma":
-            x = transforms.adjust_gamma(x, s["gamma"])
-        elif kind == "jpeg":
-            quality = int(s["quality"])
-        else:
-            raise ValueError(f"Unknown shift kind {kind!r}; the kinds are {SHIFT_KINDS}.")
+        if s["kind"] not in _APPLY:
+            raise ValueError(f"Unknown shift kind {s['kind']!r}; the kinds are {SHIFT_KINDS}.")
+        x = _APPLY[s["kind"]](x, s)
+    quality = next((int(s["quality"]) for s in shifts if s["kind"] == "jpeg"), DEFAULT_JPEG_QUALITY)
     return (x[0].permute(1, 2, 0).clamp(0, 1) * 255.0).round().to(torch.uint8).numpy(), quality
 
 

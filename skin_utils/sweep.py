@@ -1,16 +1,15 @@
 """The notebooks in order, and grids of runs over seeds: both executed with papermill.
 
-``all`` (scripts/run_all.sh) runs notebooks 01-05 on one data folder, split, reports folder and run;
-an option not given keeps the notebook's default. ``experiment`` trains every cell of a grid with
-every seed (02_train into ``<experiments_dir>/<name>/runs/<cell>_seed<k>/``), scores each run with
-03_evaluate on validation and test, and compares every cell with a reference on the same lesions
-(paired bootstrap). Choices are made on validation.
+``all`` (scripts/run_all.sh) runs notebooks 01-05 on one data folder, split, reports folder and run.
+``experiment`` trains every cell of a grid with every seed (02_train into
+``<experiments_dir>/<name>/runs/<cell>_seed<k>/``), scores each run with 03_evaluate on validation and
+test, and compares every cell with a reference on the same lesions (paired bootstrap).
 
     python -m skin_utils.sweep all --epochs 5
     python -m skin_utils.sweep experiment --name ablation --preset ablation --seeds 0 1 2 --fixed '{"epochs": 4}'
 
-Only the standard library and `skin_utils.config` load at import, so that ``--help`` works with a bare
-Python before setup: papermill, pandas and the metrics load inside the functions that need them.
+Only the standard library and `skin_utils.config` load at import (``--help`` works before setup):
+papermill, pandas and the metrics load inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import traceback
 from pathlib import Path
 
 from skin_utils.config import (ExperimentConfig, TrainConfig, check_run_name, notebooks_dir, project_root, resolve,
-                               slug)
+                               slug, trained_tasks)
 from skin_utils.runs import LATEST, Run, default_run_name, find_run
 
 NOTEBOOKS = ("01_eda", "02_train", "03_evaluate", "04_inference", "05_experiments")
@@ -83,16 +82,16 @@ def run_all(options: dict, only=None, log_output: bool = False) -> int:
     old, os.environ[RUNNER_ENV] = os.environ.get(RUNNER_ENV), "1"
     try:
         for name in names:
-            out = (reports if name in ("01_eda", "05_experiments") else reports / "runs" / run_name) / "notebooks"
+            folder = reports if name in ("01_eda", "05_experiments") else reports / "runs" / run_name
+            out = folder / "notebooks" / f"{name}.ipynb"
             print(f"== {name} " + " ".join(f"{k}={v!r}" for k, v in plan[name].items()))
             t0 = time.perf_counter()
             try:
-                execute(name, out / f"{name}.ipynb", plan[name], root, log_output)
+                execute(name, out, plan[name], root, log_output)
             except Exception as err:  # papermill.PapermillExecutionError and friends
-                print(f"\n{name} failed: {err}\nThe executed notebook with the error is {out / (name + '.ipynb')}.",
-                      file=sys.stderr)
+                print(f"\n{name} failed: {err}\nThe executed notebook with the error is {out}.", file=sys.stderr)
                 return 1
-            print(f"   done in {time.perf_counter() - t0:.0f} s -> {out / (name + '.ipynb')}")
+            print(f"   done in {time.perf_counter() - t0:.0f} s -> {out}")
     finally:
         if old is None:
             del os.environ[RUNNER_ENV]
@@ -145,7 +144,8 @@ def reference_cell(reference: dict | None, cells: list[dict]) -> dict:
 
 def tasks_of(params: dict) -> list[str]:
     """The heads a run with these 02_train parameters trains."""
-    return TrainConfig.create({k: v for k, v in params.items() if k in ("seg_weight", "cls_weight")}).tasks
+    return trained_tasks(params.get("seg_weight", TrainConfig.seg_weight),
+                         params.get("cls_weight", TrainConfig.cls_weight))
 
 
 def _status(run: Run) -> dict:
@@ -174,7 +174,7 @@ def config_differences(recorded: dict | None, wanted: dict) -> list[str]:
 
 
 def run_experiment(name: str, grid, seeds=(0,), fixed: dict | None = None, *, experiments_dir="reports/experiments",
-                   eval_params: dict | None = None, splits=SPLITS, root=None, executor=execute, progress: bool = True):
+                   eval_params: dict | None = None, root=None, executor=execute, progress: bool = True):
     """Train and evaluate every (cell, seed); return the status of each run (a DataFrame).
 
     ``fixed`` goes to every 02_train run, ``eval_params`` to every 03_evaluate run. A run records its
@@ -193,16 +193,17 @@ def run_experiment(name: str, grid, seeds=(0,), fixed: dict | None = None, *, ex
     folder = resolve(experiments_dir, root) / slug(name)
     # the experiment's own lesion-level split unless one is given: every run shares it (paired comparisons)
     fixed.setdefault("split_path", str(folder / "split.csv"))
-    plan = []
-    for cell, seed in itertools.product(cells, seeds):
-        run = Run(folder / "runs" / run_name(cell, int(seed)))
-        train = {**fixed, **cell, "seed": int(seed), "run_name": run.name, "reports_dir": str(folder)}
-        config = json.loads(json.dumps({"train": train, "evaluate": eval_params, "splits": list(splits)}, default=str))
-        plan.append((cell, int(seed), run, train, config))
-    conflicts = [(run.name, config_differences(_status(run).get("config"), config)) for _, _, run, _, config in plan
-                 if (_status(run) or run.results()) and _status(run).get("config") != config]
+    plan, conflicts = [], []
+    for cell, seed in itertools.product(cells, map(int, seeds)):
+        run = Run(folder / "runs" / run_name(cell, seed))
+        train = {**fixed, **cell, "seed": seed, "run_name": run.name, "reports_dir": str(folder)}
+        config = json.loads(json.dumps({"train": train, "evaluate": eval_params, "splits": list(SPLITS)}, default=str))
+        plan.append((cell, seed, run, train, config))
+        recorded = _status(run)
+        if (recorded or run.results()) and recorded.get("config") != config:
+            conflicts.append(f"  {run.name}: " + "; ".join(config_differences(recorded.get("config"), config)))
     if conflicts:
-        listed = "\n".join(f"  {n}: " + "; ".join(d) for n, d in conflicts[:10])
+        listed = "\n".join(conflicts[:10])
         raise ValueError(f"Experiment {name!r} in {folder} already has {len(conflicts)} run(s) made with other "
                          f"parameters than these, and its summary would show their numbers under the new ones:\n"
                          f"{listed}\nRun the new configuration under another experiment name, or delete that "
@@ -210,29 +211,28 @@ def run_experiment(name: str, grid, seeds=(0,), fixed: dict | None = None, *, ex
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "experiment.json").write_text(json.dumps({"name": name, "grid": grid, "cells": cells, "seeds": list(seeds),
                                                         "fixed": fixed, "eval_params": eval_params,
-                                                        "splits": list(splits)}, indent=2, default=str))
+                                                        "splits": list(SPLITS)}, indent=2, default=str))
     statuses = []
     for cell, seed, run, train, config in tqdm(plan, desc=f"experiment {name}", disable=not progress):
-        row = {"run": run.name, "status": "finished", "skipped": True, "seconds": 0.0, "error": None}
-        if _status(run).get("status") != "finished":
-            t0 = time.perf_counter()
-            _set_status(run, status="running", config=config, cell=cell, seed=seed)
-            try:
-                executor("02_train", run.notebooks / "02_train.ipynb", {**train, "resume": run.last.exists()}, root)
-                for split in splits:
-                    executor("03_evaluate", run.notebooks / f"03_evaluate_{split}.ipynb",
-                             {**eval_params, "run": str(run.root), "split": split}, root)
-                row.update(skipped=False, seconds=time.perf_counter() - t0)
-            except Exception as err:  # papermill.PapermillExecutionError and anything else: record, go on
-                lines = str(err).strip().splitlines()
-                row.update(status="failed", skipped=False, seconds=time.perf_counter() - t0,
-                           error=f"{type(err).__name__}: {lines[-1] if lines else ''}",
-                           traceback=traceback.format_exc(limit=3))
-                print(f"run {run.name} failed: {row['error']}\n  (the executed notebooks are in {run.notebooks})",
-                      file=sys.stderr)
-            _set_status(run, status=row["status"], seconds=row["seconds"], error=row["error"], config=config,
-                        cell=cell, seed=seed, traceback=row.get("traceback"))
-        statuses.append(row)
+        if _status(run).get("status") == "finished":
+            statuses.append((run.name, "finished", True, 0.0, None))
+            continue
+        t0, status, error, trace = time.perf_counter(), "finished", None, None
+        _set_status(run, status="running", config=config, cell=cell, seed=seed)
+        try:
+            executor("02_train", run.notebooks / "02_train.ipynb", {**train, "resume": run.last.exists()}, root)
+            for split in SPLITS:
+                executor("03_evaluate", run.notebooks / f"03_evaluate_{split}.ipynb",
+                         {**eval_params, "run": str(run.root), "split": split}, root)
+        except Exception as err:  # papermill.PapermillExecutionError and anything else: record, go on
+            lines = str(err).strip().splitlines()
+            status, error = "failed", f"{type(err).__name__}: {lines[-1] if lines else ''}"
+            trace = traceback.format_exc(limit=3)
+            print(f"run {run.name} failed: {error}\n  (the executed notebooks are in {run.notebooks})", file=sys.stderr)
+        seconds = time.perf_counter() - t0
+        _set_status(run, status=status, seconds=seconds, error=error, config=config, cell=cell, seed=seed,
+                    traceback=trace)
+        statuses.append((run.name, status, False, seconds, error))
     return pd.DataFrame(statuses, columns=["run", "status", "skipped", "seconds", "error"])
 
 
@@ -270,26 +270,25 @@ def gather(name: str, experiments_dir="reports/experiments", root=None, write: b
     return table
 
 
-def summarize(table, metrics=None):
-    """Mean ± sd over seeds for each cell, split and metric (finished runs only)."""
+def summarize(table):
+    """Mean ± sd over seeds for each cell, split and headline metric (finished runs only)."""
     import pandas as pd  # lazy: numpy/pandas, see the module docstring
 
-    from skin_utils.metrics import HEADLINE_METRICS, mean_sd  # lazy: numpy/pandas, see the module docstring
+    from skin_utils.metrics import HEADLINE_METRICS, mean_sd
 
-    metrics = HEADLINE_METRICS if metrics is None else metrics
     done = table[table["status"] == "finished"]
     params = [c for c in table.columns if c not in
               {"experiment", "run", "seed", "split", "metric", "value", "ci_low", "ci_high", "status"}]
     rows = []
     for key, group in done.groupby(params + ["split", "metric"], dropna=False, sort=False):
-        if key[-1] in metrics:
+        if key[-1] in HEADLINE_METRICS:
             mean, sd, n = mean_sd(group["value"])
             rows.append({**dict(zip(params + ["split", "metric"], key)), "mean": mean, "sd": sd, "seeds": n})
     return pd.DataFrame(rows)
 
 
 def compare(name: str, reference: dict, split: str = "val", experiments_dir="reports/experiments", root=None,
-            n_resamples: int = 1000, seed: int = 0):
+            n_resamples: int = 1000):
     """Every other cell against ``reference`` on ``split``: the seed-averaged difference with a paired
     lesion-level bootstrap interval, over the seeds and heads both have. Empty without a finished reference."""
     import pandas as pd  # lazy: numpy/pandas, see the module docstring
@@ -311,7 +310,7 @@ def compare(name: str, reference: dict, split: str = "val", experiments_dir="rep
         tasks = [t for t in tasks_of(cell) if t in tasks_of(reference)]
         if seeds and tasks:
             diff = paired_bootstrap([ref[s] for s in seeds], [other[s] for s in seeds], CLASS_NAMES,
-                                          n_resamples=n_resamples, seed=seed, tasks=tasks)
+                                    n_resamples=n_resamples, tasks=tasks)
             frames.append(diff.reset_index().assign(cell=cell_name(cell), reference=cell_name(reference),
                                                     cell_tasks=",".join(tasks_of(cell)), split=split, seeds=len(seeds)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -322,9 +321,8 @@ def multitask_verdict(diff) -> list[str]:
     the 95% interval of joint - single-head excludes 0, else no detectable difference."""
     lines = []
     headline = {"segmentation": ("dice", "thresholded_jaccard"), "classification": ("balanced_accuracy", "macro_auc")}
-    single = diff[~diff["cell_tasks"].str.contains(",")] if not diff.empty else diff
-    for task, metrics in headline.items():
-        rows = single[(single["cell_tasks"] == task) & single["metric"].isin(metrics)] if not diff.empty else single
+    for task, metrics in headline.items():  # the cells that train this head alone
+        rows = diff[(diff["cell_tasks"] == task) & diff["metric"].isin(metrics)] if not diff.empty else diff
         if rows.empty:
             lines.append(f"{task.capitalize()}: no {task}-only run to compare with, so no verdict.")
             continue
@@ -342,7 +340,7 @@ def multitask_verdict(diff) -> list[str]:
 
 
 def summary_markdown(name: str, reference: dict | None = None, experiments_dir="reports/experiments", root=None,
-                     n_resamples: int = 1000, metrics=None) -> str:
+                     n_resamples: int = 1000) -> str:
     """The experiment in Markdown: per cell and split, each metric's mean ± sd over seeds [mean CI]; with
     a ``reference``, the paired differences and the multi-task verdict."""
     from skin_utils.metrics import HEADLINE_METRICS, mean_sd  # lazy: numpy/pandas, see the module docstring
@@ -355,7 +353,7 @@ def summary_markdown(name: str, reference: dict | None = None, experiments_dir="
              f"evaluation {meta['eval_params']}. {done['run'].nunique()} run(s) finished"
              + (f", {failed} not" if failed else "") + ". Values: mean ± sd over seeds [mean of the runs' lesion-level "
              "95% CIs]; n/a: head not trained.", ""]
-    shown = [m for m in (metrics or HEADLINE_METRICS) if m in set(done["metric"])]
+    shown = [m for m in HEADLINE_METRICS if m in set(done["metric"])]
     for split in meta["splits"]:
         lines += [f"**{split} split**", "", "| cell | " + " | ".join(shown) + " |", "|---" * (len(shown) + 1) + "|"]
         for cell in meta["cells"]:

@@ -191,8 +191,7 @@ class RandomRot90(v2.Transform):
 
 
 class BatchColorJitter(torch.nn.Module):
-    """Brightness, contrast and saturation factors in 1 +- ``strength`` per image: a few vectorised
-    operations per batch (per sample in the loader it costs over a millisecond an image)."""
+    """Brightness, contrast and saturation factors in 1 +- ``strength`` per image, on the whole batch at once."""
 
     def __init__(self, strength: float = 0.1):
         super().__init__()
@@ -308,14 +307,11 @@ def normalization_config(colour_constancy: str | None = None, p: float = DEFAULT
         raise ValueError(f"colour_constancy={colour_constancy!r}: choose one of {COLOUR_CONSTANCY}.")
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 1 <= p <= 64:
         raise ValueError(f"colour constancy p={p!r}: expected a number from 1 to 64 (Shades of Gray uses 6).")
-    values = {}
-    for name, v in (("mean", mean), ("std", std)):
-        v = [float(c) for c in v]
-        if len(v) != 3 or (name == "std" and min(v) <= 0):
-            raise ValueError(f"normalization {name}={v!r}: expected three numbers (r, g, b)"
-                             + (", all > 0." if name == "std" else "."))
-        values[name] = v
-    return {**values, "colour_constancy": None if colour_constancy in (None, "none") else colour_constancy, "p": p}
+    mean, std = [float(c) for c in mean], [float(c) for c in std]
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"normalization mean={mean!r}, std={std!r}: expected three numbers (r, g, b) each, std > 0.")
+    return {"mean": mean, "std": std, "colour_constancy": None if colour_constancy in (None, "none") else colour_constancy,
+            "p": p}
 
 
 def resolve_normalization(normalization: dict | None) -> dict:
@@ -329,8 +325,7 @@ def resolve_normalization(normalization: dict | None) -> dict:
     if unknown:
         raise ValueError(f"normalization has unknown keys {unknown}; the keys are {NORMALIZATION_KEYS}. "
                          "It was written by other code: use the skin_utils that wrote it.")
-    return normalization_config(normalization.get("colour_constancy"), normalization.get("p", DEFAULT_P),
-                                normalization.get("mean", IMAGENET_MEAN), normalization.get("std", IMAGENET_STD))
+    return normalization_config(**normalization)
 
 
 class Normalize(torch.nn.Module):
