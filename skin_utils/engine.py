@@ -327,13 +327,14 @@ def image_batch(images, rows=None) -> tuple:
 def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True, normalize=None,
             loss_fn=None, progress: bool = True, desc: str = "predict", tta: bool = False,
             with_masks: bool = False, return_views: bool = False, mc_samples: int = 0, cam=False,
-            cam_method: str = "gradcam") -> dict:
+            cam_method: str = "gradcam", features: bool = False) -> dict:
     """THE prediction loop. Returns ``probs`` (N, K), ``mask_probs`` (N, H, W) float16 at the model's resolution,
     ``labels``, ``rows``; ``with_masks`` adds the true ``masks`` bool, ``loss_fn`` the mean losses (plain pass).
     ``tta`` averages over `tta_views`; ``return_views`` adds ``view_probs`` (S, N, K) and, with ``tta``,
     ``mask_var`` float16 (per-pixel variance across views). ``mc_samples >= 2`` adds `mc_dropout_probs` as
     ``mc_probs`` (S, N, K; batch b seeded ``b``). ``cam``: True for the predicted class, or a class
-    per image in loader order; adds `grad_cam`'s ``cams`` (N, H, W) float32 and ``cam_classes``."""
+    per image in loader order; adds `grad_cam`'s ``cams`` (N, H, W) float32 and ``cam_classes``. ``features``
+    adds ``features`` (N, 512) float32: the encoder's last map, average-pooled (what the classifier reads)."""
     if mc_samples and (int(mc_samples) != mc_samples or mc_samples < 2):
         raise ValueError(f"mc_samples must be 0 (off) or an integer >= 2; got {mc_samples!r}.")
     device = torch.device(device)
@@ -341,7 +342,7 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
     normalize = (normalize or Normalize()).to(device)
     given = None if cam is None or isinstance(cam, bool) else np.array(cam, dtype=np.int64).reshape(-1)
     keep = {k: [] for k in ("probs", "mask_probs", "labels", "rows", "masks", "view_probs", "mask_var", "mc_probs",
-                            "cams", "cam_classes")}
+                            "cams", "cam_classes", "features")}
     sums = torch.zeros(3, device=device, dtype=torch.float64)
     n_images = 0
     for b, batch in enumerate(tqdm(loader, desc=desc, disable=not progress, leave=False, mininterval=1.0)):
@@ -361,6 +362,8 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
                     keep["mask_var"].append(vm.float().var(dim=0, unbiased=False).to(torch.float16).cpu())
             if mc_samples:
                 keep["mc_probs"].append(mc_dropout_probs(model, images, int(mc_samples), seed=b).cpu())
+            if features:
+                keep["features"].append(unwrap_model(model).encoder(images)[-1].float().mean((2, 3)).cpu())
         if cam is not None and cam is not False:  # outside autocast, as a backward pass wants
             target = p.argmax(1).cpu().numpy() if given is None else given[n_images:n_images + len(y)]
             cams, classes = grad_cam(model, images, target, method=cam_method)

@@ -33,7 +33,8 @@ from skin_utils.metrics import (CLASSIFICATION_METRICS, HEADLINE_METRICS, ISIC_J
 from skin_utils.runs import Run, run_to_score
 from skin_utils.trust import (COMMAND, DEFAULT_N_BINS, DEFAULT_REFERRAL_FRACTIONS, MELANOMA, StoredCalibration,
                               calibrate_checkpoint, calibration_report, cam_localization, cam_localization_report,
-                              classwise_ece, data_for_checkpoint, mask_uncertainty_score, reliability_diagram,
+                              classwise_ece, data_for_checkpoint, feature_distance, mask_uncertainty_score,
+                              reliability_diagram,
                               risk_coverage_curve, selective_metrics, selective_report, trust_columns)
 
 CLASSIFICATION_KEYS = ("accuracy", "balanced_accuracy", "macro_auc", "macro_average_precision", "per_class",
@@ -89,6 +90,7 @@ class Evaluation:
     view_probs: np.ndarray | None = None
     mc_probs: np.ndarray | None = None
     raw_probs: np.ndarray | None = None
+    features: dict | None = None  # the checkpoint's feature_reference, when the familiarity columns were added
 
     @property
     def has_label(self) -> np.ndarray:
@@ -110,16 +112,18 @@ class Evaluation:
 def score_split(model, data, split: str, device, class_names, *, batch_size: int = 32, amp: str = "auto",
                 threshold: float = 0.5, tta: bool = False, progress: bool = True, return_views: bool = False,
                 mc_samples: int = 0, normalization: dict | None = None,
-                calibration: StoredCalibration | None = None) -> Evaluation:
+                calibration: StoredCalibration | None = None, features: dict | None = None) -> Evaluation:
     """Score ``split`` ("train", "val", "test" or "all") of a `Data`, each image for what it has (masks at
     the original size; classes over those present). The one rule for class scores: with ``calibration``
-    every classification number and the ``p_<class>`` columns use the calibrated probabilities."""
+    every classification number and the ``p_<class>`` columns use the calibrated probabilities. ``features``
+    (a checkpoint's `feature_reference`) adds the columns ``feature_distance`` and ``unfamiliar``."""
     device = torch.device(device)
     if split not in data.rows or len(data.rows[split]) == 0:
         raise ValueError(f"split={split!r} is empty or unknown; choose one of {sorted(data.rows)}.")
     pred = predict(model, make_loader(data.dataset(split), batch_size, device), device,
                    amp_dtype=amp_dtype_for(device, amp), progress=progress, desc=f"evaluate {split}", tta=tta,
-                   return_views=return_views, mc_samples=mc_samples, normalize=Normalize.from_config(normalization))
+                   return_views=return_views, mc_samples=mc_samples, normalize=Normalize.from_config(normalization),
+                   features=features is not None)
     rows, raw = pred["rows"], pred["probs"]
     probs = raw if calibration is None else calibration.apply(raw)
     index = data.index.iloc[rows]
@@ -149,9 +153,12 @@ def score_split(model, data, split: str, device, class_names, *, batch_size: int
         "pred": [class_names[i] for i in probs.argmax(1)], "prob_pred": probs.max(1), "dice": seg["dice"],
         "jaccard": seg["jaccard"], "row": rows, **{f"p_{name}": probs[:, k] for k, name in enumerate(class_names)},
         "mask_uncertainty": mask_uncertainty_score(list(pred["mask_probs"].float().numpy()), threshold=threshold)})
+    if features is not None:
+        distance = feature_distance(pred["features"], features)
+        per_image = per_image.assign(feature_distance=distance, unfamiliar=distance > features["threshold"])
     return Evaluation(report, per_image, pred["mask_probs"], threshold, probs=probs, labels=labels,
                       view_probs=pred.get("view_probs"), mc_probs=pred.get("mc_probs"),
-                      raw_probs=None if calibration is None else raw)
+                      raw_probs=None if calibration is None else raw, features=features)
 
 
 def scores_rule(calibration) -> str:
@@ -358,8 +365,10 @@ def assess_trust(evaluation: Evaluation, calibration: StoredCalibration, class_n
              "reliability_before": reliability_diagram(raw, labels, n_bins),
              "reliability_after": reliability_diagram(cal, labels, n_bins) if done else None}
     errors = cal.argmax(1) != labels
-    curves = {name: risk_coverage_curve(columns[name].to_numpy(), errors)
-              for name in ("entropy", "tta_disagreement", "tta_mutual_info", "mc_mutual_info") if name in columns}
+    signals = columns.join(evaluation.per_image[["feature_distance"]]) if evaluation.features is not None else columns
+    curves = {name: risk_coverage_curve(signals[name].to_numpy(), errors)  # feature_distance: how unlike validation
+              for name in ("entropy", "tta_disagreement", "tta_mutual_info", "mc_mutual_info", "feature_distance")
+              if name in signals}
     stats = ("aurc", "optimal_aurc", "excess_aurc", "error_rate")
     mask_u, seg_loss = evaluation.per_image["mask_uncertainty"].to_numpy(), 1.0 - evaluation.per_image["dice"].to_numpy(float)
     ok = np.isfinite(mask_u) & np.isfinite(seg_loss)
@@ -378,8 +387,11 @@ def assess_trust(evaluation: Evaluation, calibration: StoredCalibration, class_n
     at_threshold = None if calibration.referral_threshold is None else {
         "threshold": calibration.referral_threshold, "target_coverage": calibration.record.get("target_coverage"),
         **selective_metrics(cal, labels, ~columns["refer"].to_numpy(dtype=bool), **kw)}
+    unfamiliar = None if evaluation.features is None else {"threshold": evaluation.features["threshold"],
+        **selective_metrics(cal, labels, ~evaluation.per_image["unfamiliar"].to_numpy(dtype=bool), **kw)}
     referral = {"measure": calibration.uncertainty, "curves": curves, "mask": mask, "table": table,
-                "aurc": {name: {k: c[k] for k in stats} for name, c in curves.items()}, "at_threshold": at_threshold}
+                "aurc": {name: {k: c[k] for k in stats} for name, c in curves.items()}, "at_threshold": at_threshold,
+                "unfamiliar": unfamiliar}
     op = None
     if mel is not None and (labels == mel).any():
         is_mel = labels == mel
@@ -413,6 +425,8 @@ def referral_table(trust: Trust) -> pd.DataFrame:
     rows = {f"refer {r['referral_fraction']:.0%}": r for r in trust.referral["table"]}
     if (at := trust.referral.get("at_threshold")) is not None:
         rows[f"refer entropy > {at['threshold']:.3f} (validation)"] = at
+    if (at := trust.referral.get("unfamiliar")) is not None:
+        rows[f"refer unfamiliar: feature distance > {at['threshold']:.2f} (validation)"] = at
     table = pd.DataFrame.from_dict(rows, orient="index")
     table = table[[c for c in REFERRAL_COLUMNS if c in table]].astype({"mel_referred": "Int64"})
     return table.rename(columns=REFERRAL_COLUMNS).rename_axis("referral")
@@ -673,6 +687,39 @@ def _domain_shift_section(run: Run, result: dict, external: bool, data, names, c
     return Section(SHIFT_TITLE, {"": shift["table"]}, [figure(fig, "domain_shift")], " ".join(shift["notes"])), shift
 
 
+FAMILIARITY_TITLE = "Familiarity: how far these images lie from the training data"
+
+
+def familiarity_table(per_image: pd.DataFrame, reference: dict) -> pd.DataFrame:
+    """Median feature distance and share of unfamiliar images, here and on the validation split (by design)."""
+    d = per_image["feature_distance"].astype(float)
+    return pd.DataFrame.from_dict({
+        f"validation split ({reference['n_images']} images)": {"median distance": reference["median"],
+                                                               "unfamiliar": 1 - reference["quantile"]},
+        f"here ({len(d)} images)": {"median distance": float(d.median()), "unfamiliar": float(per_image["unfamiliar"].mean())}},
+        orient="index").rename_axis("images")
+
+
+def familiarity_sentence(per_image: pd.DataFrame, reference: dict) -> str:
+    """The share of unfamiliar images against the share the validation split gives by design."""
+    share, expected = float(per_image["unfamiliar"].mean()), 1 - reference["quantile"]
+    head = (f"{share:.0%} of these images are unfamiliar (farther from the validation images' features than "
+            f"{reference['quantile']:.0%} of those images themselves; images like the training data give {expected:.0%})")
+    if share > 2 * expected:
+        return head + ": the model has seen little like them, so its outputs deserve less trust here; the referral table refers them."
+    return head + ": they look like what the model was trained on."
+
+
+def _familiarity_section(ev: Evaluation, path: Path, title: str, figure) -> Section:
+    if ev.features is None:
+        return Section(FAMILIARITY_TITLE, text=(
+            f"The checkpoint holds no feature reference (it was calibrated before there was one, or its classifier "
+            f"was not trained): fit one on the validation split with `{COMMAND} {path}`."))
+    fig = plots.plot_feature_distance(ev.per_image["feature_distance"], ev.features, title=f"Familiarity · {title}")
+    return Section(FAMILIARITY_TITLE, {"": familiarity_table(ev.per_image, ev.features)},
+                   [figure(fig, "familiarity")], familiarity_sentence(ev.per_image, ev.features))
+
+
 def _trust_sections(trust: Trust, calibration: StoredCalibration, model, data, ev: Evaluation, device, cfg,
                     ckpt: Checkpoint, title: str, figure, progress: bool) -> tuple[dict[str, Section], dict | None]:
     """The calibration, referral, operating point and Grad-CAM sections, and `cam_check`'s result (None
@@ -749,7 +796,8 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
             "temperature and thresholds were fitted before this adaptation.")
     ev = score_split(model, data, cfg.split, device, names, batch_size=cfg.batch_size, amp=cfg.amp, progress=progress,
                      threshold=cfg.threshold, tta=cfg.tta, return_views=True, mc_samples=cfg.mc_samples,
-                     normalization=ckpt.normalization, calibration=calibration if "classification" in tasks else None)
+                     normalization=ckpt.normalization, calibration=calibration if "classification" in tasks else None,
+                     features=(ckpt.calibration or {}).get("features"))
     scored = ev.report["scored"]
     shown = [t for t in tasks if t in scored]  # trained, and the data allow it
     not_scored = [NOT_SCORED[t] for t in ("segmentation", "classification") if t not in scored]
@@ -775,6 +823,7 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
                                     {"": headline_table(result)},
                                     text=" ".join(x for x in (note, melanoma_sentence(melanoma)) if x))}
     sections["domain_shift"], shift = _domain_shift_section(run, result, external, data, names, cfg, path, figure)
+    sections["familiarity"] = _familiarity_section(ev, path, title, figure)
     if classified:
         sections["per_class"] = Section("Per class", {"": per_class_table(result)}, [figure(
             plots.plot_per_class_metrics(result, title=f"Per-class performance · {title}"), "per_class")])
@@ -812,7 +861,12 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
              "checkpoint_epoch": ckpt.epoch + 1, "data": data.describe(), "params": cfg.to_dict(),
              "subgroups": {c: t.to_dict(orient="records") for c, t in subgroups.items()},
              "calibration_used": calibration.as_dict(), "trust": trust.report() if trust else None,
-             "cam": cam_report(cam) if cam else None, "domain_shift": None if shift is None else {
+             "cam": cam_report(cam) if cam else None,
+             "familiarity": None if ev.features is None else {
+                 "median_distance": float(ev.per_image["feature_distance"].median()),
+                 "unfamiliar": float(ev.per_image["unfamiliar"].mean()),
+                 "reference": {k: ev.features[k] for k in ("threshold", "median", "quantile", "split", "n_images")}},
+             "domain_shift": None if shift is None else {
                  "test_results": str(run.evaluation("test")), "notes": shift["notes"],
                  "restricted_to": shift["restricted_to"],
                  "table": shift["table"].reset_index().to_dict(orient="records")}}

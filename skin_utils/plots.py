@@ -552,6 +552,29 @@ def plot_domain_shift(table: pd.DataFrame, title: str = "Domain shift: training 
     return fig
 
 
+def plot_feature_distance(distance, reference: Mapping, title: str = "Familiarity",
+                          name: str = "these images") -> Figure:
+    """Histogram of each image's feature distance (trust.feature_distance) against the validation split's
+    median and "unfamiliar" threshold (``reference``: trust.feature_reference's)."""
+    _require(reference, ("threshold", "median", "quantile"), "plot_feature_distance takes trust.feature_reference's dict")
+    d = np.asarray(distance, dtype=float)
+    d = d[np.isfinite(d)]
+    fig, [[ax]] = _figure(title, figsize=(7.2, 3.2))
+    if not len(d):
+        _blank(ax, "no image")
+        return fig
+    hi = max(float(np.quantile(d, 0.99)), reference["threshold"]) * 1.1
+    ax.hist(np.clip(d, 0, hi), bins=40, range=(0, hi), color="#d95f02", alpha=0.75,
+            label=f"{name} ({(d > reference['threshold']).mean():.0%} unfamiliar)")
+    ax.axvline(reference["median"], color="0.35", ls=":", lw=1.5, label="validation median")
+    ax.axvline(reference["threshold"], color="0.1", ls="--", lw=1.5,
+               label=f"unfamiliar beyond (validation {reference['quantile']:.0%} quantile)")
+    ax.set(xlabel="feature distance (root mean squared z-score; images beyond the axis at its edge)", ylabel="images")
+    _clean(ax, "y")
+    ax.legend(fontsize=8.5, frameon=False)
+    return fig
+
+
 # ------------------------------------------------------------------------------ trust: calibration, referral, Grad-CAM
 def plot_reliability_diagram(before: Mapping, after: Mapping | None = None, *, temperature: float | None = None,
                              title: str | None = None) -> Figure:

@@ -1,6 +1,7 @@
 """How far to trust each prediction: calibration (temperature scaling), uncertainty, referral of the
 least sure, the melanoma operating point, whether the heat map lies on the lesion; and THE
-post-training step that fits these on the validation split into the checkpoint (`calibrate_checkpoint`;
+post-training step that fits these on the validation split into the checkpoint (`calibrate_checkpoint`,
+with the `feature_reference` that tells how unlike the training data a new image is;
 for a model trained earlier ``python -m skin_utils.trust <run or checkpoint> [--no-tta ...]``).
 
 Passes over the same images (TTA views, MC-dropout samples) are stacked first, (S, N, K); entropies in
@@ -370,6 +371,38 @@ def trust_columns(probs, calibration: "StoredCalibration", class_names, view_pro
     return pd.DataFrame(cols, index=index)
 
 
+# --- familiarity: how far an image's features lie from the validation split's -------------------------
+
+FAMILIAR_QUANTILE = 0.95  # beyond this quantile of the validation split's own distances an image is "unfamiliar"
+STD_FLOOR = 0.1  # a feature's spread is at least this share of the median spread (silent channels stay finite)
+FEATURE_MEASURE = "root mean squared z-score of the average-pooled encoder features"
+
+
+def feature_reference(features: Any, quantile: float = FAMILIAR_QUANTILE, split: str = "val") -> dict:
+    """Mean and spread per dimension of one split's pooled encoder features (N, D), and the ``quantile`` of that
+    split's own `feature_distance`s: the threshold beyond which an image is "unfamiliar". Plain Python types."""
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2 or len(f) < 2:
+        raise ValueError(f"feature_reference needs features of shape (N >= 2, D); got {f.shape}.")
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile must lie in (0, 1); got {quantile!r}.")
+    std = f.std(0)
+    ref = {"mean": f.mean(0), "std": np.maximum(std, max(float(np.median(std)) * STD_FLOOR, 1e-12))}
+    d = feature_distance(f, ref)
+    return to_jsonable({**ref, "threshold": float(np.quantile(d, quantile)), "quantile": float(quantile),
+                        "median": float(np.median(d)), "split": split, "n_images": int(len(f)),
+                        "measure": FEATURE_MEASURE})
+
+
+def feature_distance(features: Any, reference: dict) -> np.ndarray:
+    """Per image (N,): the root mean square over dimensions of ``(feature - mean) / std`` of `feature_reference`;
+    about 1 for images like the reference split, larger for images unlike anything in it."""
+    f, mean = np.asarray(features, dtype=np.float64), np.asarray(reference["mean"], dtype=np.float64)
+    if f.ndim != 2 or f.shape[1] != len(mean):
+        raise ValueError(f"features of shape {f.shape} against a reference of {len(mean)} dimensions.")
+    return np.sqrt(np.mean(((f - mean) / np.asarray(reference["std"], dtype=np.float64)) ** 2, axis=1))
+
+
 # --- the calibration a checkpoint stores: fitted on validation after training ---------------------
 
 REFERRAL_MEASURE = "entropy"  # normalised predictive entropy of the calibrated probabilities
@@ -510,7 +543,8 @@ def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=Non
                          progress: bool = True, save: bool = True) -> dict:
     """THE post-training step: fit `calibration_record` on the validation split and store it in the
     checkpoint (``save=False``: only return kind -> record). ``tta=True`` fits both kinds from one 8-view
-    pass (``"plain"``: the first view, the image as it is); ``tta=False`` the plain kind only."""
+    pass (``"plain"``: the first view, the image as it is); ``tta=False`` the plain kind only. Also stored:
+    ``"features"``, the `feature_reference` that tells how familiar other images are."""
     path, device = Path(checkpoint), resolve_device(device)
     model, ckpt = load_model(path, map_location="cpu")
     params = ckpt.params or {}
@@ -526,10 +560,11 @@ def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=Non
         raise ValueError("The validation split is empty: nothing to calibrate on.")
     pred = predict(model.to(device), make_loader(data.dataset("val"), batch_size, device), device,
                    amp_dtype=amp_dtype_for(device, amp), progress=progress, desc="calibrate on val", tta=tta,
-                   return_views=True, normalize=Normalize.from_config(ckpt.normalization))
+                   return_views=True, normalize=Normalize.from_config(ckpt.normalization), features=True)
     outputs = {"tta": pred["probs"], "plain": pred["view_probs"][0]} if tta else {"plain": pred["probs"]}
     records = {kind: calibration_record(p, pred["labels"], ckpt.class_names, target_sensitivity=target_sensitivity,
                                         target_coverage=target_coverage) for kind, p in outputs.items()}
+    records["features"] = feature_reference(pred["features"])
     if save:  # merged: a plain-only pass keeps the stored TTA record, and the other way round
         ckpt.calibration = {**(ckpt.calibration or {}), **records}
         ckpt.save(path)
@@ -546,6 +581,10 @@ def summary_lines(records: dict) -> list[str]:
 
     lines = []
     for kind, r in records.items():
+        if kind == "features":
+            lines.append(f"features: reference of {r['n_images']} {r['split']} images; an image is unfamiliar beyond "
+                         f"distance {num(r['threshold'])} (their {r['quantile']:.0%} quantile; median {num(r['median'])}).")
+            continue
         mel = r.get("mel_at_threshold") or {}
         flag = (f"P(MEL) >= {num(r['mel_threshold'])} (val sensitivity {num(mel.get('sensitivity'), '.2f')}, "
                 f"specificity {num(mel.get('specificity'), '.2f')})" if r.get("mel_threshold") is not None

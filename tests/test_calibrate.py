@@ -143,16 +143,19 @@ def test_calibrate_checkpoint_stores_both_kinds_from_one_tta_pass(small, tmp_pat
     data, ckpt, _, _ = small
     path = ckpt.save(tmp_path / "best.pt")
     records = calibrate_checkpoint(path, data, device="cpu", amp="off", batch_size=16, progress=False)
-    assert set(records) == {"tta", "plain"}
+    assert set(records) == {"tta", "plain", "features"}
     stored = Checkpoint.load(path).calibration
     assert stored == records
-    assert records["tta"]["n_images"] == len(data.rows["val"])
-    for r in records.values():
-        assert r["temperature"] > 0 and r["referral_threshold"] is not None
+    assert records["tta"]["n_images"] == records["features"]["n_images"] == len(data.rows["val"])
+    for kind in ("tta", "plain"):
+        assert records[kind]["temperature"] > 0 and records[kind]["referral_threshold"] is not None
+    ref = records["features"]  # the pooled layer4 map: 512 numbers per image
+    assert len(ref["mean"]) == len(ref["std"]) == 512 and ref["threshold"] > ref["median"] > 0
+    assert any(line.startswith("features: reference of") for line in summary_lines(records))
     # the plain record is what a plain pass alone gives (the first TTA view is the image as is)
     path2 = ckpt.save(tmp_path / "plain.pt")
     plain = calibrate_checkpoint(path2, data, tta=False, device="cpu", amp="off", progress=False)
-    assert set(plain) == {"plain"}
+    assert set(plain) == {"plain", "features"}
     assert plain["plain"]["temperature"] == pytest.approx(records["plain"]["temperature"], rel=1e-3)
     assert StoredCalibration.from_checkpoint(Checkpoint.load(path2), tta=True).missing  # no TTA record
 
@@ -173,7 +176,7 @@ def test_the_command_line_calibrates_a_run_folder(small, tmp_path, capsys):
     ckpt.save(run / "checkpoints" / "best.pt")
     assert main([str(run), "--device", "cpu", "--amp", "off", "--no-progress", "--target-coverage", "0.7"]) == 0
     saved = Checkpoint.load(run / "checkpoints" / "best.pt").calibration
-    assert set(saved) == {"tta", "plain"} and saved["tta"]["target_coverage"] == 0.7
+    assert set(saved) == {"tta", "plain", "features"} and saved["tta"]["target_coverage"] == 0.7
     assert json.loads((run / "metrics" / "calibration.json").read_text())["tta"]["temperature"] > 0
     assert "tta: T = " in capsys.readouterr().out
     # other data than the training data is refused, and so is a lost split file

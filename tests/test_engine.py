@@ -330,6 +330,12 @@ def test_predict_keeps_its_default_and_adds_views_and_mc_dropout_on_request(tiny
     assert no_tta["view_probs"].shape == (1, 5, len(CLASS_NAMES)) and "mask_var" not in no_tta
     with pytest.raises(ValueError, match="mc_samples"):
         predict(tiny_model, batches, "cpu", progress=False, mc_samples=1)
+    # features: what the classification head reads, pooled over the map (its linear layer gives the logits)
+    feats = predict(tiny_model, batches, "cpu", progress=False, features=True)["features"]
+    assert feats.shape == (5, 512)
+    head = tiny_model.classification_head[-1]
+    logits = head(torch.from_numpy(feats)).softmax(1).detach().numpy()
+    assert np.allclose(logits, predict(tiny_model, batches, "cpu", progress=False)["probs"], atol=1e-5)
 
 def test_predict_gives_the_grad_cam_of_the_predicted_or_a_given_class(tiny_model):
     batches = _batches(n=3, batch=2)

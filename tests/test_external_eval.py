@@ -555,6 +555,26 @@ def test_a_labels_only_folder_is_scored_over_its_classes_with_melanoma_versus_th
     assert "not on this set's clinic or device" in section  # the stored thresholds come from elsewhere: said
 
 
+def test_every_evaluation_says_how_familiar_its_images_are_and_refers_the_unfamiliar(evaluated):
+    run, notebooks, _, _ = evaluated
+    ref = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["calibration"]["features"]
+    for tag in ("evaluate", "evaluate_external_clinic_masks", "evaluate_external_clinic_labels"):
+        result = json.loads((run / "metrics" / f"{tag}.json").read_text())
+        per_image = pd.read_csv(run / "metrics" / f"{tag}_per_image.csv")
+        fam = result["familiarity"]
+        assert fam["reference"]["threshold"] == ref["threshold"] and fam["reference"]["quantile"] == 0.95
+        assert (per_image["unfamiliar"] == (per_image["feature_distance"] > ref["threshold"])).all()
+        assert fam["unfamiliar"] == pytest.approx(per_image["unfamiliar"].mean())
+        assert fam["median_distance"] == pytest.approx(per_image["feature_distance"].median())
+        assert (run / "figures" / f"{tag}_familiarity.png").stat().st_size > 1000
+        assert "Familiarity: how far these images lie" in (run / "sections" / f"03_{tag}.md").read_text()
+    labelled = json.loads((run / "metrics" / "evaluate_external_clinic_labels.json").read_text())["trust"]["referral"]
+    per_image = pd.read_csv(run / "metrics" / "evaluate_external_clinic_labels_per_image.csv")
+    assert labelled["unfamiliar"]["n_referred"] == per_image["unfamiliar"].sum()
+    assert "feature_distance" in labelled["aurc"]
+    assert "refer unfamiliar: feature distance" in notebooks["labels"]
+
+
 def test_melanoma_auc_is_one_number_on_the_calibrated_scores_in_every_table(evaluated):
     """One rule for the class scores: the headline, the per-class MEL row, and the per-image table
     that paired comparisons, subgroups and the domain shift read all use the calibrated P(MEL)."""

@@ -86,7 +86,7 @@ def _index(n=60, seed=1):
 
 def test_every_plot_function_takes_title():
     names = [n for n in dir(plots) if n.startswith("plot_")]
-    assert len(names) == 19, names
+    assert len(names) == 20, names
     for n in names:
         assert "title" in inspect.signature(getattr(plots, n)).parameters, n
     for n in ("publish", "save_figure", "overlay_mask", "class_color", "CLASS_COLORS"):

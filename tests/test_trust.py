@@ -13,7 +13,8 @@ from sklearn.metrics import brier_score_loss, log_loss
 
 from skin_utils.metrics import sens_spec_at
 from skin_utils.trust import (apply_temperature, binary_entropy, border_band, calibration_report, cam_localization,
-                              cam_localization_report, classwise_ece, fit_temperature, mask_uncertainty_score,
+                              cam_localization_report, classwise_ece, feature_distance, feature_reference,
+                              fit_temperature, mask_uncertainty_score,
                               mutual_information, operating_threshold, predictive_entropy, probs_to_logits,
                               referral_threshold, reliability_diagram, risk_coverage_curve, selective_metrics,
                               selective_report, vote_disagreement)
@@ -448,3 +449,23 @@ def test_cam_figures():
         plot_cam_overlay(image, cam, mask[:10])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         plot_cam_overlay(image, cam * 3)
+
+
+def test_feature_distance_flags_about_five_percent_of_the_reference_kind_and_most_of_a_shifted_set():
+    rng = np.random.default_rng(0)
+    scale = rng.uniform(0.1, 5.0, size=64)  # features on very different scales
+    ref = feature_reference(rng.normal(3.0, 1.0, size=(2000, 64)) * scale)
+    assert ref["quantile"] == 0.95 and ref["n_images"] == 2000 and ref["median"] == pytest.approx(1.0, abs=0.05)
+    alike = feature_distance(rng.normal(3.0, 1.0, size=(4000, 64)) * scale, ref)
+    assert np.mean(alike > ref["threshold"]) == pytest.approx(0.05, abs=0.015)
+    shifted = feature_distance(rng.normal(3.8, 1.0, size=(500, 64)) * scale, ref)  # 0.8 sd further on every axis
+    assert np.mean(shifted > ref["threshold"]) > 0.9
+    # a channel silent on the reference split gets a floor, not a division by zero
+    silent = np.hstack([rng.normal(size=(100, 3)), np.zeros((100, 1))])
+    r = feature_reference(silent)
+    d = feature_distance(np.hstack([rng.normal(size=(5, 3)), np.ones((5, 1))]), r)
+    assert np.isfinite(d).all() and (d > r["threshold"]).all()
+    with pytest.raises(ValueError, match="reference of 4 dimensions"):
+        feature_distance(np.zeros((2, 3)), r)
+    with pytest.raises(ValueError, match=r"\(N >= 2, D\)"):
+        feature_reference(np.zeros((1, 4)))
