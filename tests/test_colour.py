@@ -235,3 +235,51 @@ def test_camera_effect_functions():
     again = colour.hair_mask(3, (40, 50), torch.tensor([0, 2, 4]), generator=torch.Generator().manual_seed(0))
     assert torch.equal(m, again)
     torch.testing.assert_close(colour.brightness_contrast_saturation(x, 1.0, 1.0, 1.0), x.clamp(0, 1))
+
+
+# ----------------------------------------------------------------------------- scale augmentation
+def _lesion(h=96, w=80, box=(20, 70, 16, 64)):
+    from torchvision import tv_tensors
+
+    m = torch.zeros(1, h, w, dtype=torch.uint8)
+    m[0, box[0]:box[1], box[2]:box[3]] = 255
+    return tv_tensors.Image(m.expand(3, h, w).clone()), tv_tensors.Mask(m)
+
+
+def _box_share(mask):
+    ys, xs = torch.nonzero(mask[0], as_tuple=True)
+    return ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)).item() / mask[0].numel()
+
+
+def test_lesion_zoom_moves_image_and_mask_together_to_the_drawn_lesion_share():
+    from skin_utils.transforms import LesionZoom
+
+    image, mask = _lesion()  # the image is the mask, so image and mask must still agree after the zoom
+    before = _box_share(mask)  # 0.3125
+    zoom, shares = LesionZoom(share=(0.1, 0.9), p=1.0), []
+    torch.manual_seed(0)
+    for _ in range(200):
+        img, m = zoom(image, mask)
+        assert img.shape == image.shape and m.shape == mask.shape and img.dtype == m.dtype == torch.uint8
+        lesion = m[0] > 0
+        bright = img[0] >= 128  # resampled bilinearly; the mask by nearest neighbour: they differ on the edge only
+        assert lesion.any() and (bright & lesion).sum() / (bright | lesion).sum() > 0.8
+        shares.append(_box_share(m))
+    shares = np.array(shares)
+    # within the factor limits (1/3 to 3) the box fills the drawn share, up to rounding
+    assert shares.min() >= 0.08 and shares.max() <= 1.0 and (shares < 0.15).any() and (shares > 0.8).any()
+    assert 0.4 < np.median(shares) < 0.6 and (shares < before).any()
+    assert "zoom" in AUGMENTATIONS and isinstance(build_augmentation("zoom")[0].transforms[0], LesionZoom)
+
+
+def test_lesion_zoom_leaves_an_image_without_lesion_or_unchosen_as_it_is():
+    from skin_utils.transforms import LesionZoom
+
+    image, mask = _lesion()
+    never = LesionZoom(p=0.0)
+    assert torch.equal(never(image, mask)[0], image)
+    empty = torch.zeros_like(mask)
+    out = LesionZoom(p=1.0)(image, type(mask)(empty))
+    assert torch.equal(out[0], image) and not out[1].any()
+    with pytest.raises(ValueError, match="share"):
+        LesionZoom(share=(0.5, 0.2))
