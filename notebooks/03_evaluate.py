@@ -118,11 +118,11 @@ result.show("domain_shift")
 # %% [markdown]
 # ## Familiarity: how far these images lie from the training data
 # *Reading the figure and the table:* each image's distance from the validation images in the
-# features the classifier reads (the root mean squared z-score of the encoder's pooled map; about
-# 1 for images like the training data). Beyond the dashed line an image is *unfamiliar*: farther
-# than 95% of the validation images. Many unfamiliar images mean another clinic, camera or kind
-# of lesion: the stored temperature and thresholds were fitted on other images, and the referral
-# table below refers the unfamiliar ones.
+# features the classifier reads (a Mahalanobis distance of the encoder's pooled map, of order 1 for
+# images like the training data). Beyond the dashed line an image is *unfamiliar*: farther than 95%
+# of the validation images (each scored by a fit without it). Many unfamiliar images mean another
+# clinic, camera or kind of lesion: the stored temperature and thresholds were fitted on other
+# images, and the referral table below refers the unfamiliar ones.
 
 # %%
 result.show("familiarity")

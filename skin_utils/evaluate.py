@@ -713,8 +713,9 @@ def familiarity_sentence(per_image: pd.DataFrame, reference: dict) -> str:
 def _familiarity_section(ev: Evaluation, path: Path, title: str, figure) -> Section:
     if ev.features is None:
         return Section(FAMILIARITY_TITLE, text=(
-            f"The checkpoint holds no feature reference (it was calibrated before there was one, or its classifier "
-            f"was not trained): fit one on the validation split with `{COMMAND} {path}`."))
+            f"The checkpoint holds no feature reference (it was calibrated before there was one, on fewer than 10 "
+            f"validation images, or its classifier was not trained): fit one on the validation split with "
+            f"`{COMMAND} {path}`."))
     fig = plots.plot_feature_distance(ev.per_image["feature_distance"], ev.features, title=f"Familiarity · {title}")
     return Section(FAMILIARITY_TITLE, {"": familiarity_table(ev.per_image, ev.features)},
                    [figure(fig, "familiarity")], familiarity_sentence(ev.per_image, ev.features))

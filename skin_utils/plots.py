@@ -569,7 +569,7 @@ def plot_feature_distance(distance, reference: Mapping, title: str = "Familiarit
     ax.axvline(reference["median"], color="0.35", ls=":", lw=1.5, label="validation median")
     ax.axvline(reference["threshold"], color="0.1", ls="--", lw=1.5,
                label=f"unfamiliar beyond (validation {reference['quantile']:.0%} quantile)")
-    ax.set(xlabel="feature distance (root mean squared z-score; images beyond the axis at its edge)", ylabel="images")
+    ax.set(xlabel="feature distance (Mahalanobis, per axis; images beyond the axis at its edge)", ylabel="images")
     _clean(ax, "y")
     ax.legend(fontsize=8.5, frameon=False)
     return fig

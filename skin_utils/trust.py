@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 from scipy import ndimage
 from scipy.optimize import minimize_scalar
+from sklearn.covariance import LedoitWolf
 
 from skin_utils.checkpoint import load_model
 from skin_utils.config import resolve, trained_tasks
@@ -374,33 +375,49 @@ def trust_columns(probs, calibration: "StoredCalibration", class_names, view_pro
 # --- familiarity: how far an image's features lie from the validation split's -------------------------
 
 FAMILIAR_QUANTILE = 0.95  # beyond this quantile of the validation split's own distances an image is "unfamiliar"
-STD_FLOOR = 0.1  # a feature's spread is at least this share of the median spread (silent channels stay finite)
-FEATURE_MEASURE = "root mean squared z-score of the average-pooled encoder features"
+FEATURE_FOLDS = 5  # the threshold comes from distances of validation images left out of the fit
+FEATURE_ARRAYS = ("mean", "precision")  # kept in the checkpoint, left out of the JSON summaries
+FEATURE_MEASURE = ("Mahalanobis distance of the average-pooled encoder features (Ledoit-Wolf covariance) over the "
+                   "square root of their number")
+
+
+def _fit_gaussian(f: np.ndarray) -> dict:
+    mean = f.mean(0)
+    return {"mean": mean, "precision": LedoitWolf().fit(f - mean).precision_}
 
 
 def feature_reference(features: Any, quantile: float = FAMILIAR_QUANTILE, split: str = "val") -> dict:
-    """Mean and spread per dimension of one split's pooled encoder features (N, D), and the ``quantile`` of that
-    split's own `feature_distance`s: the threshold beyond which an image is "unfamiliar". Plain Python types."""
+    """A Gaussian of one split's pooled encoder features (N, D): ``mean`` and ``precision`` (Ledoit-Wolf
+    shrinkage, as N is often below D), and ``threshold``, the ``quantile`` of the split's own
+    `feature_distance`s, each image scored by a fit that left its fold out (an in-sample quantile would call
+    too many new images unfamiliar). Plain Python types."""
     f = np.asarray(features, dtype=np.float64)
-    if f.ndim != 2 or len(f) < 2:
-        raise ValueError(f"feature_reference needs features of shape (N >= 2, D); got {f.shape}.")
+    if f.ndim != 2 or len(f) < 2 * FEATURE_FOLDS:
+        raise ValueError(f"feature_reference needs features of shape (N >= {2 * FEATURE_FOLDS}, D); got {f.shape}.")
     if not 0 < quantile < 1:
         raise ValueError(f"quantile must lie in (0, 1); got {quantile!r}.")
-    std = f.std(0)
-    ref = {"mean": f.mean(0), "std": np.maximum(std, max(float(np.median(std)) * STD_FLOOR, 1e-12))}
-    d = feature_distance(f, ref)
-    return to_jsonable({**ref, "threshold": float(np.quantile(d, quantile)), "quantile": float(quantile),
-                        "median": float(np.median(d)), "split": split, "n_images": int(len(f)),
-                        "measure": FEATURE_MEASURE})
+    held_out = np.empty(len(f))
+    for fold in np.array_split(np.random.default_rng(0).permutation(len(f)), FEATURE_FOLDS):
+        held_out[fold] = feature_distance(f[fold], _fit_gaussian(f[np.setdiff1d(np.arange(len(f)), fold)]))
+    return to_jsonable({**_fit_gaussian(f), "threshold": float(np.quantile(held_out, quantile)),
+                        "quantile": float(quantile), "median": float(np.median(held_out)), "split": split,
+                        "n_images": int(len(f)), "measure": FEATURE_MEASURE})
 
 
 def feature_distance(features: Any, reference: dict) -> np.ndarray:
-    """Per image (N,): the root mean square over dimensions of ``(feature - mean) / std`` of `feature_reference`;
-    about 1 for images like the reference split, larger for images unlike anything in it."""
+    """Per image (N,): the Mahalanobis distance of `feature_reference` over sqrt(D), of order 1 for images
+    like the reference split and larger for images unlike anything in it."""
     f, mean = np.asarray(features, dtype=np.float64), np.asarray(reference["mean"], dtype=np.float64)
     if f.ndim != 2 or f.shape[1] != len(mean):
         raise ValueError(f"features of shape {f.shape} against a reference of {len(mean)} dimensions.")
-    return np.sqrt(np.mean(((f - mean) / np.asarray(reference["std"], dtype=np.float64)) ** 2, axis=1))
+    z = f - mean
+    d2 = np.einsum("ni,ij,nj->n", z, np.asarray(reference["precision"], dtype=np.float64), z)
+    return np.sqrt(np.maximum(d2, 0.0) / z.shape[1])
+
+
+def feature_summary(reference: dict) -> dict:
+    """`feature_reference` without its arrays: what the JSON files and summaries show."""
+    return {k: v for k, v in reference.items() if k not in FEATURE_ARRAYS}
 
 
 # --- the calibration a checkpoint stores: fitted on validation after training ---------------------
@@ -544,7 +561,8 @@ def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=Non
     """THE post-training step: fit `calibration_record` on the validation split and store it in the
     checkpoint (``save=False``: only return kind -> record). ``tta=True`` fits both kinds from one 8-view
     pass (``"plain"``: the first view, the image as it is); ``tta=False`` the plain kind only. Also stored:
-    ``"features"``, the `feature_reference` that tells how familiar other images are."""
+    ``"features"``, the `feature_reference` that tells how familiar other images are (returned without
+    its arrays: `feature_summary`)."""
     path, device = Path(checkpoint), resolve_device(device)
     model, ckpt = load_model(path, map_location="cpu")
     params = ckpt.params or {}
@@ -564,10 +582,15 @@ def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=Non
     outputs = {"tta": pred["probs"], "plain": pred["view_probs"][0]} if tta else {"plain": pred["probs"]}
     records = {kind: calibration_record(p, pred["labels"], ckpt.class_names, target_sensitivity=target_sensitivity,
                                         target_coverage=target_coverage) for kind, p in outputs.items()}
-    records["features"] = feature_reference(pred["features"])
+    # too few validation images for a covariance: no reference, and evaluation says so
+    reference = feature_reference(pred["features"]) if len(pred["features"]) >= 2 * FEATURE_FOLDS else None
     if save:  # merged: a plain-only pass keeps the stored TTA record, and the other way round
         ckpt.calibration = {**(ckpt.calibration or {}), **records}
+        if reference is not None:
+            ckpt.calibration["features"] = reference
         ckpt.save(path)
+    if reference is not None:
+        records["features"] = feature_summary(reference)
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
