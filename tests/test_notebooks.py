@@ -214,9 +214,11 @@ def _check_trust(run, evaluate, train):
     import torch
 
     stored = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["calibration"]
-    assert set(stored) == {"tta", "plain"} and stored["tta"]["temperature"] > 0
+    assert set(stored) == {"tta", "plain", "features"} and stored["tta"]["temperature"] > 0
+    assert len(stored["features"]["mean"]) == 512 and stored["features"]["threshold"] > 0
     assert stored["tta"]["split"] == "val" and stored["tta"]["referral_threshold"] is not None
-    assert set(train["calibration"]) == {"tta", "plain"}
+    assert set(train["calibration"]) == {"tta", "plain", "features"}
+    assert "precision" not in train["calibration"]["features"]  # the JSON keeps the reference without its arrays
     assert evaluate["calibration_used"]["missing"] == [] and evaluate["calibration_used"]["kind"] == "tta"
     trust = evaluate["trust"]
     for part in ("before", "after"):
