@@ -344,8 +344,11 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
     keep = {k: [] for k in ("probs", "mask_probs", "labels", "rows", "masks", "view_probs", "mask_var", "mc_probs",
                             "cams", "cam_classes", "features")}
     sums = torch.zeros(3, device=device, dtype=torch.float64)
-    n_images = 0
+    n_images, pooled = 0, []  # pooled: what the classification head read in this batch, its plain view first
+    hook = unwrap_model(model).classification_head.register_forward_pre_hook(
+        lambda _, args: pooled.append(args[0].float().mean((2, 3)))) if features else None
     for b, batch in enumerate(tqdm(loader, desc=desc, disable=not progress, leave=False, mininterval=1.0)):
+        pooled.clear()
         images, masks, y, r = _to_device(batch, device, normalize, channels_last)
         with autocast(device, amp_dtype):
             if loss_fn is not None:
@@ -363,7 +366,7 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
             if mc_samples:
                 keep["mc_probs"].append(mc_dropout_probs(model, images, int(mc_samples), seed=b).cpu())
             if features:
-                keep["features"].append(unwrap_model(model).encoder(images)[-1].float().mean((2, 3)).cpu())
+                keep["features"].append(pooled[0].cpu())
         if cam is not None and cam is not False:  # outside autocast, as a backward pass wants
             target = p.argmax(1).cpu().numpy() if given is None else given[n_images:n_images + len(y)]
             cams, classes = grad_cam(model, images, target, method=cam_method)
@@ -376,6 +379,8 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
         keep["mask_probs"].append(m.to(torch.float16).cpu())
         keep["labels"].append(y.cpu())
         keep["rows"].append(torch.as_tensor(r))
+    if hook is not None:
+        hook.remove()
     out = {k: torch.cat(v, dim=1 if k in ("view_probs", "mc_probs") else 0) for k, v in keep.items() if v}
     out = {k: v if k in ("mask_probs", "masks", "mask_var") else v.numpy() for k, v in out.items()}
     if loss_fn is not None:

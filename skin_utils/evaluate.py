@@ -34,8 +34,8 @@ from skin_utils.runs import Run, run_to_score
 from skin_utils.trust import (COMMAND, DEFAULT_N_BINS, DEFAULT_REFERRAL_FRACTIONS, MELANOMA, StoredCalibration,
                               calibrate_checkpoint, calibration_report, cam_localization, cam_localization_report,
                               classwise_ece, data_for_checkpoint, feature_distance, mask_uncertainty_score,
-                              reliability_diagram,
-                              risk_coverage_curve, selective_metrics, selective_report, trust_columns)
+                              reliability_diagram, risk_coverage_curve, selective_metrics, selective_report,
+                              trust_columns)
 
 CLASSIFICATION_KEYS = ("accuracy", "balanced_accuracy", "macro_auc", "macro_average_precision", "per_class",
                        "confusion_matrix", "confusion_matrix_normalized", "roc_curves", "majority_baseline",

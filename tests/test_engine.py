@@ -336,6 +336,8 @@ def test_predict_keeps_its_default_and_adds_views_and_mc_dropout_on_request(tiny
     head = tiny_model.classification_head[-1]
     logits = head(torch.from_numpy(feats)).softmax(1).detach().numpy()
     assert np.allclose(logits, predict(tiny_model, batches, "cpu", progress=False)["probs"], atol=1e-5)
+    with_tta = predict(tiny_model, batches, "cpu", progress=False, tta=True, mc_samples=2, features=True)
+    assert np.allclose(with_tta["features"], feats, atol=1e-5)  # the plain view's, not another view's or a sample's
 
 def test_predict_gives_the_grad_cam_of_the_predicted_or_a_given_class(tiny_model):
     batches = _batches(n=3, batch=2)
