@@ -238,7 +238,7 @@ def notebook_names(notebook: str) -> set[str] | None:
 
 
 # --------------------------------------------------------------------------------------- choices
-AUGMENTATIONS = ("none", "flips", "standard", "strong", "camera", "zoom")
+AUGMENTATIONS = ("none", "flips", "standard", "strong", "camera", "zoom", "camera_zoom")
 COLOUR_CONSTANCY = ("none", "shades_of_gray")
 CLASS_BALANCE = ("none", "weighted_loss", "sampler", "both", "logit_adjusted")
 LR_SCHEDULES = ("onecycle", "cosine", "constant")
@@ -274,7 +274,7 @@ class TrainConfig(Config):
     balance_power: float = 0.4  # strength of the class balance: 0 none, 1 full correction of the class prior
     label_smoothing: float = 0.1  # cross-entropy label smoothing
     ema_decay: Optional[float] = None  # validate, keep and calibrate a moving average of the weights (e.g. 0.999)
-    augment: str = "camera"  # "none", "flips", "standard", "strong", "camera" (standard + casts, blur, vignette, hair) or "zoom" (the lesion box filling 0.1-0.9 of the frame)
+    augment: str = "camera"  # "none", "flips", "standard", "strong", "camera" (standard + casts, blur, vignette, hair), "zoom" (the lesion box filling 0.1-0.9 of the frame) or "camera_zoom" (both)
     colour_constancy: str = "shades_of_gray"  # or "none": applied alike in training, evaluation and inference
     encoder_weights: Optional[str] = "auto"  # "imagenet", "auto" (ImageNet if obtainable), None, or a .pth path
     selection: str = "balanced_accuracy+dice"  # validation score that picks best.pt (only the trained heads count)

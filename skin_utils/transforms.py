@@ -334,7 +334,8 @@ class BatchCameraAugment(torch.nn.Module):
 def build_augmentation(augment: str = "standard") -> tuple[v2.Transform | None, torch.nn.Module | None]:
     """``(per_sample, per_batch)`` transforms: ``"flips"``; ``"standard"`` (short runs): flips, 90-degree
     turns, a mild jitter; ``"strong"`` (long runs): free rotation, zoom, shift, a stronger jitter;
-    ``"camera"``: the standard geometry and `BatchCameraAugment`; ``"zoom"``: `LesionZoom`, then "standard"."""
+    ``"camera"``: the standard geometry and `BatchCameraAugment`; ``"zoom"``: `LesionZoom`, then "standard";
+    ``"camera_zoom"``: `LesionZoom`, then "camera"."""
     flips = [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
     if augment == "none":
         return None, None
@@ -349,6 +350,8 @@ def build_augmentation(augment: str = "standard") -> tuple[v2.Transform | None, 
         return v2.Compose([*flips, RandomRot90()]), BatchCameraAugment()
     if augment == "zoom":
         return v2.Compose([LesionZoom(), *flips, RandomRot90()]), BatchColorJitter(0.1)
+    if augment == "camera_zoom":
+        return v2.Compose([LesionZoom(), *flips, RandomRot90()]), BatchCameraAugment()
     raise ValueError(f"augment={augment!r}: choose one of {AUGMENTATIONS}.")
 
 

@@ -270,6 +270,8 @@ def test_lesion_zoom_moves_image_and_mask_together_to_the_drawn_lesion_share():
     assert shares.min() >= 0.08 and shares.max() <= 1.0 and (shares < 0.15).any() and (shares > 0.8).any()
     assert 0.4 < np.median(shares) < 0.6 and (shares < before).any()
     assert "zoom" in AUGMENTATIONS and isinstance(build_augmentation("zoom")[0].transforms[0], LesionZoom)
+    per_sample, per_batch = build_augmentation("camera_zoom")  # both: the zoom first, then the camera effects
+    assert isinstance(per_sample.transforms[0], LesionZoom) and type(per_batch).__name__ == "BatchCameraAugment"
 
 
 def test_lesion_zoom_leaves_an_image_without_lesion_or_unchosen_as_it_is():
