@@ -16,8 +16,10 @@
 # the checkpoint (fitted on the validation split by `02_train` or `python -m skin_utils.trust`),
 # the entropy and the disagreement of the test-time views, the mask's uncertainty along its
 # border, a **refer** flag (uncertainty above the threshold chosen on validation), a
-# **melanoma flag** (calibrated P(MEL) at the operating point chosen on validation) and a
-# Grad-CAM heat map of where the classifier looked. A checkpoint without calibration gives
+# **melanoma flag** (calibrated P(MEL) at the operating point chosen on validation), an
+# **unfamiliar** flag (features farther from the validation images' than 95% of those are: another
+# dermoscope or clinic, where the probabilities and flags may not hold) and a Grad-CAM heat map of
+# where the classifier looked. A checkpoint without calibration gives
 # uncalibrated probabilities and no flags, and says so.
 #
 # *These predictions are a research tool, not a diagnosis.*

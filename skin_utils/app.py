@@ -49,7 +49,8 @@ def thresholds_text(calibration) -> str:
 
 
 def result_markdown(p, calibration) -> str:
-    """The class, the table of calibrated probabilities (4 decimals), and each flag beside its threshold."""
+    """The class, the table of calibrated probabilities (4 decimals), and each flag beside its threshold
+    (familiarity: beside the validation images')."""
     ref, mel, p_mel = calibration.referral_threshold, calibration.mel_threshold, p.probs_calibrated.get("MEL")
     rows = "\n".join(f"| {c} | {CLASS_DESCRIPTIONS.get(c, '')} | {v:.4f} |" for c, v in p.probs_calibrated.items())
     refer = (f"not calibrated (entropy {p.entropy:.3f}, no referral threshold)" if p.refer is None else
@@ -58,8 +59,13 @@ def result_markdown(p, calibration) -> str:
     flag = ("not calibrated (no melanoma threshold)" if p.mel_flag is None else
             f"{'MELANOMA FLAG' if p.mel_flag else 'no melanoma flag'}: calibrated P(MEL) {p_mel:.4f} "
             f"{'≥' if p.mel_flag else '<'} threshold {mel:.3f}")
+    familiar = ("not calibrated (no feature reference)" if p.unfamiliar is None else
+                f"{'UNFAMILIAR' if p.unfamiliar else 'familiar'}: feature distance {p.feature_distance:.2f} "
+                f"{'beyond' if p.unfamiliar else 'within'} what 95% of the validation images reach"
+                + (" (another device or clinic? the probabilities and flags may not hold)" if p.unfamiliar else ""))
     return (f"### Predicted: {p.pred} ({p.prob_calibrated:.4f})\n\n| class | diagnosis | calibrated probability |\n"
-            f"|---|---|---|\n{rows}\n\n- **Referral:** {refer}\n- **Melanoma flag:** {flag}\n\n"
+            f"|---|---|---|\n{rows}\n\n- **Referral:** {refer}\n- **Melanoma flag:** {flag}\n"
+            f"- **Familiarity:** {familiar}\n\n"
             f"{calibration.describe()}\n\n*{DISCLAIMER}*")
 
 

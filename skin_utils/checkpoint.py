@@ -24,6 +24,8 @@ from skin_utils.model import MultiTaskNet
 
 FORMAT_VERSION = 2
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"  # an export folder (Checkpoint.save_folder)
+FEATURES_FILE = "features.safetensors"  # and the arrays of its familiarity reference (calibration["features"])
+FEATURE_ARRAYS = ("mean", "precision")  # those arrays: kept in checkpoints, left out of JSON files
 
 
 class CheckpointError(RuntimeError):
@@ -141,15 +143,24 @@ class Checkpoint:
                                   f"{WEIGHTS_FILE} (made by `python -m skin_utils.export`).")
         config = json.loads((path / CONFIG_FILE).read_text())
         config.pop("onnx", None)  # what the export says of model.onnx, for its other users
+        if (path / FEATURES_FILE).is_file() and (config.get("calibration") or {}).get("features"):
+            arrays = load_file(path / FEATURES_FILE)
+            config["calibration"]["features"].update({k: arrays[k].tolist() for k in FEATURE_ARRAYS})
         return cls.from_dict({**config, "model": load_file(path / WEIGHTS_FILE)}, source=str(path))
 
     def save_folder(self, folder) -> Path:
-        """A plain, pickle-free copy for use outside training: ``model.safetensors`` (the weights) and
-        ``config.json`` (every other field but the training state). `load` reads it back."""
+        """A plain, pickle-free copy for use outside training: ``model.safetensors`` (the weights),
+        ``config.json`` (every other field but the training state) and, when calibrated with a familiarity
+        reference, ``features.safetensors`` (its arrays). `load` reads it back."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.model.items()}, folder / WEIGHTS_FILE)
         content = {k: v for k, v in self.to_dict().items() if k not in ("model", "training")}
+        reference = dict((content.get("calibration") or {}).get("features") or {})
+        if all(k in reference for k in FEATURE_ARRAYS):  # 512 x 512 numbers: a tensor file, not JSON text
+            save_file({k: torch.as_tensor(reference.pop(k), dtype=torch.float64) for k in FEATURE_ARRAYS},
+                      folder / FEATURES_FILE)
+            content["calibration"] = {**content["calibration"], "features": reference}
         (folder / CONFIG_FILE).write_text(json.dumps(to_jsonable(content), indent=2, allow_nan=True))
         return folder
 

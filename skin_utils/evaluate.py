@@ -33,9 +33,9 @@ from skin_utils.metrics import (CLASSIFICATION_METRICS, HEADLINE_METRICS, ISIC_J
 from skin_utils.runs import Run, run_to_score
 from skin_utils.trust import (COMMAND, DEFAULT_N_BINS, DEFAULT_REFERRAL_FRACTIONS, MELANOMA, StoredCalibration,
                               calibrate_checkpoint, calibration_report, cam_localization, cam_localization_report,
-                              classwise_ece, data_for_checkpoint, feature_distance, mask_uncertainty_score,
+                              classwise_ece, data_for_checkpoint, familiarity_columns, mask_uncertainty_score,
                               reliability_diagram, risk_coverage_curve, selective_metrics, selective_report,
-                              trust_columns)
+                              stored_feature_reference, trust_columns)
 
 CLASSIFICATION_KEYS = ("accuracy", "balanced_accuracy", "macro_auc", "macro_average_precision", "per_class",
                        "confusion_matrix", "confusion_matrix_normalized", "roc_curves", "majority_baseline",
@@ -154,8 +154,7 @@ def score_split(model, data, split: str, device, class_names, *, batch_size: int
         "jaccard": seg["jaccard"], "row": rows, **{f"p_{name}": probs[:, k] for k, name in enumerate(class_names)},
         "mask_uncertainty": mask_uncertainty_score(list(pred["mask_probs"].float().numpy()), threshold=threshold)})
     if features is not None:
-        distance = feature_distance(pred["features"], features)
-        per_image = per_image.assign(feature_distance=distance, unfamiliar=distance > features["threshold"])
+        per_image = per_image.assign(**familiarity_columns(pred["features"], features))
     return Evaluation(report, per_image, pred["mask_probs"], threshold, probs=probs, labels=labels,
                       view_probs=pred.get("view_probs"), mc_probs=pred.get("mc_probs"),
                       raw_probs=None if calibration is None else raw, features=features)
@@ -798,7 +797,7 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
     ev = score_split(model, data, cfg.split, device, names, batch_size=cfg.batch_size, amp=cfg.amp, progress=progress,
                      threshold=cfg.threshold, tta=cfg.tta, return_views=True, mc_samples=cfg.mc_samples,
                      normalization=ckpt.normalization, calibration=calibration if "classification" in tasks else None,
-                     features=(ckpt.calibration or {}).get("features"))
+                     features=stored_feature_reference(ckpt))
     scored = ev.report["scored"]
     shown = [t for t in tasks if t in scored]  # trained, and the data allow it
     not_scored = [NOT_SCORED[t] for t in ("segmentation", "classification") if t not in scored]

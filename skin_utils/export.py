@@ -129,7 +129,8 @@ def failure_modes(saved: dict | None, data: dict) -> list[str]:
     if data.get("synthetic"):
         notes.append("Trained on the synthetic demo: its numbers say nothing about real lesions.")
     return notes + ["Images from other dermoscopes and clinics shift colours and scale: check the calibration and "
-                    "the flags on a labelled sample of your own images before relying on them."]
+                    "the flags on a labelled sample of your own images before relying on them (the `unfamiliar` "
+                    "flag marks images whose features lie beyond 95% of the validation images')."]
 
 
 def reproduce_command(params: dict) -> str:

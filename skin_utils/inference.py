@@ -27,7 +27,8 @@ from skin_utils.demo import SYNTHETIC_NOTE, render_lesion
 from skin_utils.engine import amp_dtype_for, image_batch, predict, resolve_device, upsample_mask
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.runs import Run, find_run, run_to_score
-from skin_utils.trust import COMMAND, StoredCalibration, binary_entropy, mask_uncertainty_score, trust_columns
+from skin_utils.trust import (COMMAND, StoredCalibration, binary_entropy, familiarity_columns, mask_uncertainty_score,
+                              stored_feature_reference, trust_columns)
 
 MIN_SIDE = 8  # pixels: below this there is no lesion to see
 
@@ -50,6 +51,8 @@ class Prediction:
     mc_mutual_info: float | None = None     # the same across Monte-Carlo dropout samples (mc_samples > 0 only)
     mask_uncertainty: float = float("nan")  # mean binary entropy (bits) in the band around the predicted border
     mask_uncertainty_map: np.ndarray | None = None  # per-pixel binary entropy of the mask, model resolution, float16
+    feature_distance: float = float("nan")  # how far its features lie from the validation images' (trust.feature_distance)
+    unfamiliar: bool | None = None          # beyond the 95% of validation images; None: the checkpoint has no reference
     refer: bool | None = None               # entropy above the checkpoint's referral threshold; None: no threshold
     mel_flag: bool | None = None            # calibrated P(MEL) >= the checkpoint's operating threshold; None: none
     cam: np.ndarray | None = None           # Grad-CAM of ``pred`` in [0, 1], model resolution (cam=True only)
@@ -74,6 +77,7 @@ class Predictor:
         self.amp_dtype, self.threshold, self.tta, self.cam = amp_dtype_for(self.device, amp), threshold, tta, cam
         self.cam_method, self.mc_samples = cam_method, int(mc_samples)
         self.calibration = StoredCalibration.from_checkpoint(self.checkpoint, tta)
+        self.features = stored_feature_reference(self.checkpoint)  # familiarity: None without a reference
 
     @classmethod
     def from_folder(cls, folder, **kwargs) -> Predictor:
@@ -99,13 +103,14 @@ class Predictor:
 
         out = predict(self.model, feed(), self.device, amp_dtype=self.amp_dtype, normalize=self.normalize,
                       progress=False, tta=self.tta, return_views=True, mc_samples=self.mc_samples,
-                      cam=self.cam if cam is None else cam, cam_method=self.cam_method)
+                      cam=self.cam if cam is None else cam, cam_method=self.cam_method, features=self.features is not None)
         if not items:
             return []
         cal = self.calibration.apply(out["probs"])
         masks = list(out["mask_probs"].float().numpy())
         trust = trust_columns(cal, self.calibration, self.class_names, out["view_probs"], out.get("mc_probs")).assign(
-            mask_uncertainty=mask_uncertainty_score(masks, threshold=self.threshold)).astype(object)
+            mask_uncertainty=mask_uncertainty_score(masks, threshold=self.threshold),
+            **({} if self.features is None else familiarity_columns(out["features"], self.features))).astype(object)
         predictions = []
         for i, ((image_id, path, original_hw), row) in enumerate(zip(items, trust.to_dict("records"))):
             mask, probs = upsample_mask(out["mask_probs"][i], original_hw, self.threshold), out["probs"][i]
@@ -116,7 +121,7 @@ class Predictor:
                 lesion_fraction=float(mask.mean()), probs_calibrated={n: float(p) for n, p in zip(self.class_names, cal[i])},
                 prob_calibrated=float(cal[i, k]), mask_uncertainty_map=binary_entropy(masks[i]).astype(np.float16),
                 cam=None if "cams" not in out else out["cams"][i],
-                **{name: None if pd.isna(v) else bool(v) if name in ("refer", "mel_flag") else float(v)
+                **{name: None if pd.isna(v) else bool(v) if name in ("refer", "mel_flag", "unfamiliar") else float(v)
                    for name, v in row.items()}))
         return predictions
 
@@ -189,9 +194,10 @@ def predictions_table(predictions, overlays=None) -> pd.DataFrame:
          **{f"p_cal_{k}": round(v, 4) for k, v in p.probs_calibrated.items()}, "entropy": round(p.entropy, 4),
          **{k: round(getattr(p, k), 4) for k in ("tta_disagreement", "tta_mutual_info", "mc_mutual_info")
             if getattr(p, k) is not None},
-         "mask_uncertainty": round(p.mask_uncertainty, 4), "refer": p.refer, "mel_flag": p.mel_flag,
+         "mask_uncertainty": round(p.mask_uncertainty, 4), "feature_distance": round(p.feature_distance, 4),
+         "unfamiliar": p.unfamiliar, "refer": p.refer, "mel_flag": p.mel_flag,
          **({} if overlays is None else {"overlay": str(overlays[i])})} for i, p in enumerate(predictions)])
-    return table.astype({k: "boolean" for k in ("refer", "mel_flag") if k in table})
+    return table.astype({k: "boolean" for k in ("unfamiliar", "refer", "mel_flag") if k in table})
 
 
 ISIC_TASK3 = "ISIC_task3.csv"  # ISIC 2018 Task 3 submission: image,MEL,NV,BCC,AKIEC,BKL,DF,VASC
@@ -235,9 +241,10 @@ def save_predictions(predictions, failures, out_dir, overlays: bool = False, isi
 
 
 def flags_caption(p: Prediction) -> str:
-    """The class with its calibrated probability, the entropy, and the flags (REFER, MELANOMA FLAG)."""
+    """The class with its calibrated probability, the entropy, and the flags (REFER, MELANOMA FLAG, UNFAMILIAR)."""
     flags = (["REFER"] if p.refer else []) + (
-        [f"MELANOMA FLAG (P(MEL) {p.probs_calibrated.get('MEL', float('nan')):.2f})"] if p.mel_flag else [])
+        [f"MELANOMA FLAG (P(MEL) {p.probs_calibrated.get('MEL', float('nan')):.2f})"] if p.mel_flag else []) + (
+        ["UNFAMILIAR"] if p.unfamiliar else [])
     if p.refer is None and p.mel_flag is None:
         flags.append("no flags: checkpoint not calibrated")
     return f"{p.pred} {p.prob_calibrated:.2f} · entropy {p.entropy:.2f}\n" + (" · ".join(flags) or "no flag")
@@ -296,6 +303,10 @@ def summary(predictions, n_skipped: int, demo: bool = False, skipped_file="infer
         out.append(f"{sum(bool(p.refer) for p in predictions)} of {n} should be referred to a dermatologist (uncertainty "
                    f"above the threshold chosen on validation); {sum(bool(p.mel_flag) for p in predictions)} raise the "
                    "melanoma flag.")
+    if unfamiliar := sum(bool(p.unfamiliar) for p in predictions):
+        out.append(f"{unfamiliar} of {n} are unfamiliar: their features lie farther from the validation images' than "
+                   "95% of those do, so the model has seen few images like them and its probabilities and flags "
+                   "may not hold (another dermoscope or clinic, or not a dermoscopic image).")
     out += [f"{n_skipped} file(s) were skipped, with the reason, in `{skipped_file}`."] if n_skipped else []
     return " ".join(out + (["The input was new synthetic demo images."] if demo else []))
 

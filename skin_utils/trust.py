@@ -31,7 +31,7 @@ from scipy import ndimage
 from scipy.optimize import minimize_scalar
 from sklearn.covariance import LedoitWolf
 
-from skin_utils.checkpoint import load_model
+from skin_utils.checkpoint import FEATURE_ARRAYS, load_model
 from skin_utils.config import resolve, trained_tasks
 from skin_utils.data import load_data, make_loader
 from skin_utils.transforms import Normalize
@@ -376,7 +376,6 @@ def trust_columns(probs, calibration: "StoredCalibration", class_names, view_pro
 
 FAMILIAR_QUANTILE = 0.95  # beyond this quantile of the validation split's own distances an image is "unfamiliar"
 FEATURE_FOLDS = 5  # the threshold comes from distances of validation images left out of the fit
-FEATURE_ARRAYS = ("mean", "precision")  # kept in the checkpoint, left out of the JSON summaries
 FEATURE_MEASURE = ("Mahalanobis distance of the average-pooled encoder features (Ledoit-Wolf covariance) over the "
                    "square root of their number")
 
@@ -413,6 +412,18 @@ def feature_distance(features: Any, reference: dict) -> np.ndarray:
     z = f - mean
     d2 = np.einsum("ni,ij,nj->n", z, np.asarray(reference["precision"], dtype=np.float64), z)
     return np.sqrt(np.maximum(d2, 0.0) / z.shape[1])
+
+
+def familiarity_columns(features: Any, reference: dict) -> dict:
+    """Per image: ``feature_distance`` (`feature_distance`) and ``unfamiliar``, beyond the reference's threshold."""
+    distance = feature_distance(features, reference)
+    return {"feature_distance": distance, "unfamiliar": distance > reference["threshold"]}
+
+
+def stored_feature_reference(checkpoint) -> dict | None:
+    """The checkpoint's `feature_reference` with its arrays (None when it was calibrated without one)."""
+    reference = (checkpoint.calibration or {}).get("features")
+    return reference if reference and all(k in reference for k in FEATURE_ARRAYS) else None
 
 
 def feature_summary(reference: dict) -> dict:

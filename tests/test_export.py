@@ -48,9 +48,12 @@ def exported(run, tmp_path_factory):
 
 def test_export_folder_is_plain_files_that_rebuild_the_checkpoint(run, exported):
     assert sorted(p.name for p in exported.iterdir()) == sorted(
-        ["config.json", "model.safetensors", ONNX_FILE, CARD_FILE])
+        ["config.json", "model.safetensors", "features.safetensors", ONNX_FILE, CARD_FILE])
     config = json.loads((exported / "config.json").read_text())
     assert config["onnx"]["opset"] == 17 and "training" not in config and "model" not in config
+    # the familiarity reference's 512 x 512 precision travels as a tensor file; config.json keeps what a person reads
+    assert "precision" not in config["calibration"]["features"] and config["calibration"]["features"]["threshold"] > 0
+    assert (exported / "config.json").stat().st_size < 100_000
     original, copy = Checkpoint.load(run.best), Checkpoint.load(exported)
     for field in ("model_config", "class_names", "image_size", "normalization", "calibration", "params", "epoch"):
         assert getattr(copy, field) == getattr(original, field), field

@@ -149,3 +149,41 @@ def test_the_summary_counts_classes_uncertain_predictions_flags_and_skipped_file
     assert "skipped" not in summary(bare, 0) and summary([], 1).startswith("No image could be predicted.")
     unsure = sum(p.prob_calibrated < 0.5 for p in bare)
     assert (f"{unsure} of 3 have a calibrated top probability below 0.5" in summary(bare, 0)) is (unsure > 0)
+
+
+def test_images_unlike_the_validation_ones_are_called_unfamiliar(checkpoint, tmp_path):
+    from skin_utils.app import result_markdown
+    from skin_utils.engine import image_batch, predict
+    from skin_utils.inference import flags_caption
+    from skin_utils.trust import feature_distance, feature_reference
+
+    # the reference: the pooled features of 12 demo lesions, as calibration stores them
+    familiar = write_demo_images(tmp_path / "familiar", n=12)
+    plain = Predictor(checkpoint, device="cpu", amp="off")
+    assert plain.features is None  # no reference stored: no familiarity, and no column that pretends to one
+    images = [plain.preprocess(np.asarray(Image.open(p).convert("RGB"))) for p in sorted(familiar.glob("*.jpg"))]
+    feats = predict(plain.model, [image_batch(torch.stack(images))], "cpu", normalize=plain.normalize,
+                    progress=False, features=True)["features"]
+    ckpt = Checkpoint.load(checkpoint)
+    ckpt.calibration = {"features": feature_reference(feats)}
+    predictor = Predictor(ckpt.save(tmp_path / "with_reference.pt"), device="cpu", amp="off", tta=True)
+    # images of another kind: flat grey and saturated noise
+    other = tmp_path / "other"
+    other.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(np.full((64, 80, 3), 200, np.uint8)).save(other / "grey.png")
+    Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(other / "noise.png")
+    seen, _ = predictor.predict_folder(familiar, progress=False)
+    new, _ = predictor.predict_folder(other, progress=False)
+    assert [p.feature_distance for p in seen] == pytest.approx(feature_distance(feats, ckpt.calibration["features"]),
+                                                               rel=1e-4)  # the plain view's, TTA or not
+    assert sum(p.unfamiliar for p in seen) <= 2 and all(p.unfamiliar for p in new)
+    assert min(p.feature_distance for p in new) > max(p.feature_distance for p in seen)
+    assert "UNFAMILIAR" in flags_caption(new[0])
+    assert "Familiarity:** UNFAMILIAR" in result_markdown(new[0], predictor.calibration)
+    table = predictions_table(seen + new)
+    assert table["unfamiliar"].dtype == "boolean" and table["unfamiliar"].tail(2).all()
+    assert "2 of 2 are unfamiliar" in summary(new, 0)
+    bare, _ = plain.predict_folder(other, progress=False)
+    assert bare[0].unfamiliar is None and predictions_table(bare)["unfamiliar"].isna().all()
+    assert "unfamiliar" not in summary(bare, 0) and "not calibrated" in result_markdown(bare[0], plain.calibration)

@@ -28,7 +28,7 @@ def parse():
 
 
 def sets(args):
-    ext = load_index(args.external, decode=False)
+    ext = load_index(args.external, decode=False, partial=True)  # images without a mask: the probe is about the diagnosis
     ham = load_index(args.ham, decode=False)
     split = pd.read_csv(args.split_path, dtype=str)
     ham = ham[ham["image_id"].isin(split.loc[split["split"] == "val", "image_id"])]
