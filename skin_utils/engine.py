@@ -347,40 +347,42 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
     n_images, pooled = 0, []  # pooled: what the classification head read in this batch, its plain view first
     hook = unwrap_model(model).classification_head.register_forward_pre_hook(
         lambda _, args: pooled.append(args[0].float().mean((2, 3)))) if features else None
-    for b, batch in enumerate(tqdm(loader, desc=desc, disable=not progress, leave=False, mininterval=1.0)):
-        pooled.clear()
-        images, masks, y, r = _to_device(batch, device, normalize, channels_last)
-        with autocast(device, amp_dtype):
-            if loss_fn is not None:
-                mask_logits, class_logits = model(images)
-                parts = loss_fn(mask_logits, class_logits, masks, y)
-                sums += torch.stack([parts["loss"], parts["seg_loss"], parts["cls_loss"]]).double() * len(y)
-            if loss_fn is not None and not (tta or return_views):
-                m, p = mask_logits.float().sigmoid()[:, 0], class_logits.float().softmax(1)
-            else:
-                m, p, vm, vp = forward_probs(model, images, tta, return_views=True)
-            if return_views:
-                keep["view_probs"].append(vp.float().cpu())
-                if tta:
-                    keep["mask_var"].append(vm.float().var(dim=0, unbiased=False).to(torch.float16).cpu())
-            if mc_samples:
-                keep["mc_probs"].append(mc_dropout_probs(model, images, int(mc_samples), seed=b).cpu())
-            if features:
-                keep["features"].append(pooled[0].cpu())
-        if cam is not None and cam is not False:  # outside autocast, as a backward pass wants
-            target = p.argmax(1).cpu().numpy() if given is None else given[n_images:n_images + len(y)]
-            cams, classes = grad_cam(model, images, target, method=cam_method)
-            keep["cams"].append(torch.from_numpy(cams))
-            keep["cam_classes"].append(torch.from_numpy(classes))
-        n_images += len(y)
-        if with_masks:
-            keep["masks"].append(batch[1][:, 0] != 0)
-        keep["probs"].append(p.cpu())
-        keep["mask_probs"].append(m.to(torch.float16).cpu())
-        keep["labels"].append(y.cpu())
-        keep["rows"].append(torch.as_tensor(r))
-    if hook is not None:
-        hook.remove()
+    try:
+        for b, batch in enumerate(tqdm(loader, desc=desc, disable=not progress, leave=False, mininterval=1.0)):
+            pooled.clear()
+            images, masks, y, r = _to_device(batch, device, normalize, channels_last)
+            with autocast(device, amp_dtype):
+                if loss_fn is not None:
+                    mask_logits, class_logits = model(images)
+                    parts = loss_fn(mask_logits, class_logits, masks, y)
+                    sums += torch.stack([parts["loss"], parts["seg_loss"], parts["cls_loss"]]).double() * len(y)
+                if loss_fn is not None and not (tta or return_views):
+                    m, p = mask_logits.float().sigmoid()[:, 0], class_logits.float().softmax(1)
+                else:
+                    m, p, vm, vp = forward_probs(model, images, tta, return_views=True)
+                if return_views:
+                    keep["view_probs"].append(vp.float().cpu())
+                    if tta:
+                        keep["mask_var"].append(vm.float().var(dim=0, unbiased=False).to(torch.float16).cpu())
+                if mc_samples:
+                    keep["mc_probs"].append(mc_dropout_probs(model, images, int(mc_samples), seed=b).cpu())
+                if features:
+                    keep["features"].append(pooled[0].cpu())
+            if cam is not None and cam is not False:  # outside autocast, as a backward pass wants
+                target = p.argmax(1).cpu().numpy() if given is None else given[n_images:n_images + len(y)]
+                cams, classes = grad_cam(model, images, target, method=cam_method)
+                keep["cams"].append(torch.from_numpy(cams))
+                keep["cam_classes"].append(torch.from_numpy(classes))
+            n_images += len(y)
+            if with_masks:
+                keep["masks"].append(batch[1][:, 0] != 0)
+            keep["probs"].append(p.cpu())
+            keep["mask_probs"].append(m.to(torch.float16).cpu())
+            keep["labels"].append(y.cpu())
+            keep["rows"].append(torch.as_tensor(r))
+    finally:  # a model that raised mid-loop keeps no hook
+        if hook is not None:
+            hook.remove()
     out = {k: torch.cat(v, dim=1 if k in ("view_probs", "mc_probs") else 0) for k, v in keep.items() if v}
     out = {k: v if k in ("mask_probs", "masks", "mask_var") else v.numpy() for k, v in out.items()}
     if loss_fn is not None:

@@ -494,3 +494,18 @@ def test_adabn_reestimates_batchnorm_on_the_new_images_only():
     assert torch.allclose(first.running_mean, conv.mean(dim=(0, 2, 3)), atol=1e-4)
     assert first.momentum == 0.1 and not model.training and not any(m.training for m in model.modules())
     assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
+
+
+def test_predict_leaves_no_feature_hook_behind_when_the_loader_fails():
+    from skin_utils.engine import image_batch, predict
+    from skin_utils.model import MultiTaskNet
+
+    model = MultiTaskNet(encoder_weights=None).eval()
+
+    def broken():
+        yield image_batch(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        predict(model, broken(), "cpu", progress=False, features=True)
+    assert not model.classification_head._forward_pre_hooks
