@@ -160,6 +160,8 @@ def model_card(ckpt: Checkpoint, run: Run | None, onnx: bool = True) -> str:
            f"{ckpt.image_size[1]} px inputs; encoder initialised from {ckpt.encoder_weights_used or 'unknown'}; "
            f"best epoch {'–' if ckpt.epoch is None else ckpt.epoch + 1} by {ckpt.selection or '–'}. Files: "
            f"`model.safetensors` + `config.json` (`Predictor.from_folder`)"
+           + (" + `features.safetensors` (the familiarity reference: the `unfamiliar` flag)"
+              if (ckpt.calibration or {}).get("features") else "")
            + (f", `{ONNX_FILE}` (opset {OPSET}; inputs and outputs in `config.json` under `onnx`)." if onnx else "."),
            "", "## Training data",
            f"`{Path(str(data.get('data_dir', '?'))).name}` (fingerprint {data.get('fingerprint', '–')}): "

@@ -100,7 +100,7 @@ def test_model_card_is_written_from_the_run(run, exported):
     assert "Not evaluated yet" in card  # no 03_evaluate on this run: said, not invented
     assert "synthetic demo" in card  # the failure mode read from the data description
     assert "papermill notebooks/02_train.ipynb" in card and "-p image_size 64" in card and "-p epochs 1" in card
-    assert "temperature" in card and "onnxruntime" in card
+    assert "temperature" in card and "onnxruntime" in card and "`features.safetensors` (the familiarity" in card
 
 
 def _check_isic(folder, images):
