@@ -13,14 +13,15 @@ For a fresh GPU machine with PyTorch installed: needs no papermill, no network a
 `pip install` (it runs `python -m skin_utils....` from this checkout). DATA_DIR is a data set in
 the HAM10000 layout (see data/README.md); `data` means the synthetic demo.
 
-Steps, all written under --out (default reports/gpu_check):
+Steps, all written under --out (default reports/gpu_check), the cheapest first, so that a run cut
+short (a GPU lent for a few minutes) still leaves the main figures:
   1. python -m skin_utils.train, compile off        -> runs/eager/    (img/s end to end, Dice, bal. acc.)
-  2. the same with --compile                        -> runs/compiled/
-  3. with more than one GPU: torchrun, one process per GPU -> runs/ddpN/
-  4. evaluation of runs/eager's best.pt on the test split at original size, prediction on a
+  2. evaluation of runs/eager's best.pt on the test split at original size, prediction on a
      folder of --infer-images images, single-image latency -> infer.json
-  5. python scripts/benchmark.py (naive vs ours, and the compiled step) -> bench.json, bench.png
-  6. one table (printed, and summary.json)
+  3. python scripts/benchmark.py (naive vs ours, and the compiled step) -> bench.json, bench.png
+  4. the training of step 1 with --compile          -> runs/compiled/
+  5. with more than one GPU: torchrun, one process per GPU -> runs/ddpN/
+  6. one table (printed, and summary.json); the summary alone: --summary-only
 
 options (defaults in brackets):
   --device DEV         cuda or cpu (a tiny CPU run proves the script works) [cuda]
@@ -32,6 +33,7 @@ options (defaults in brackets):
   --infer-images N     images in the folder predicted in step 4 [512]
   --out DIR            where everything goes [reports/gpu_check]
   --no-compile         skip the compiled training run and the compiled benchmark step
+  --summary-only       print the table of what an earlier (perhaps cut short) run under --out wrote
 Environment: PYTHON (default python), SKIN_UTILS_CACHE (default OUT/cache).
 USAGE
 }
@@ -39,7 +41,7 @@ USAGE
 if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then usage; exit $(( $# < 1 )); fi
 DATA=$1; shift
 DEVICE=cuda; SIZE=256; EPOCHS=3; BATCH=64; MAX_SAMPLES=""; BENCH_SAMPLES=1024; INFER_IMAGES=512
-OUT=reports/gpu_check; COMPILE=1
+OUT=reports/gpu_check; COMPILE=1; SUMMARY_ONLY=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) DEVICE=$2; shift 2 ;;
@@ -51,6 +53,7 @@ while [ $# -gt 0 ]; do
     --infer-images) INFER_IMAGES=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --no-compile) COMPILE=""; shift ;;
+    --summary-only) SUMMARY_ONLY=1; shift ;;
     *) echo "gpu_check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -81,18 +84,10 @@ TRAIN=(--data-dir "$DATA" --image-size "$SIZE" --epochs "$EPOCHS" --batch-size "
        --encoder-weights none --split-path "$OUT/split.csv" --reports-dir "$OUT" --overwrite)
 if [ -n "$MAX_SAMPLES" ]; then TRAIN+=(--max-samples "$MAX_SAMPLES"); fi
 
+if [ -z "$SUMMARY_ONLY" ]; then
 step "1. train, compile off"
 "$PY" -m skin_utils.train "${TRAIN[@]}" --run-name eager
-if [ -n "$COMPILE" ]; then
-  step "2. train, compile on"
-  "$PY" -m skin_utils.train "${TRAIN[@]}" --run-name compiled --compile
-fi
-if [ "$NGPU" -gt 1 ]; then
-  step "3. train on $NGPU GPUs (torchrun; global batch $((BATCH * NGPU)))"
-  "$PY" -m torch.distributed.run --standalone --nproc_per_node "$NGPU" -m skin_utils.train "${TRAIN[@]}" --run-name "ddp$NGPU"
-fi
-
-step "4. evaluate, predict a folder, single-image latency"
+step "2. evaluate, predict a folder, single-image latency"
 "$PY" - "$OUT" "$DATA" "$DEVICE" "$BATCH" "$INFER_IMAGES" "$MAX_SAMPLES" <<'EOF'
 import json, os, sys, time
 from pathlib import Path
@@ -140,9 +135,20 @@ result = {"evaluate_images": ev.report["n_images"], "evaluate_images_per_s": ev.
 print(json.dumps(result, indent=2))
 EOF
 
-step "5. benchmark"
+step "3. benchmark"
 "$PY" scripts/benchmark.py --data-dir "$DATA" --device "$DEVICE" --image-size "$SIZE" --batch-size "$BATCH" \
   --max-samples "$BENCH_SAMPLES" ${COMPILE:+--compile} --out "$OUT/bench.json" --figure "$OUT/bench.png"
+
+if [ -n "$COMPILE" ]; then
+  step "4. train, compile on"
+  "$PY" -m skin_utils.train "${TRAIN[@]}" --run-name compiled --compile
+fi
+if [ "$NGPU" -gt 1 ]; then
+  step "5. train on $NGPU GPUs (torchrun; global batch $((BATCH * NGPU)))"
+  "$PY" -m torch.distributed.run --standalone --nproc_per_node "$NGPU" -m skin_utils.train "${TRAIN[@]}" --run-name "ddp$NGPU"
+fi
+
+fi
 
 step "6. summary"
 "$PY" - "$OUT" <<'EOF'
@@ -152,15 +158,15 @@ from pathlib import Path
 out = Path(sys.argv[1])
 read = lambda p: json.loads(p.read_text()) if p.is_file() else None  # noqa: E731
 bench, infer = read(out / "bench.json"), read(out / "infer.json")
-rate = {(r["stage"], r["pipeline"]): r for r in bench["table"]}
-rows = []  # (what, value, unit)
+rate = {(r["stage"], r["pipeline"]): r for r in bench["table"]} if bench else {}
+rows = []  # (what, value, unit); a step that did not run leaves its rows out
 
 
 def mb(x):
     return "n/a" if x is None else f"{x:,.0f}"
 
 
-for run_dir in sorted((out / "runs").iterdir()):
+for run_dir in sorted((out / "runs").iterdir()) if (out / "runs").is_dir() else []:
     train = read(run_dir / "metrics" / "train.json")
     if not train:
         continue
@@ -170,28 +176,33 @@ for run_dir in sorted((out / "runs").iterdir()):
              (f"  first epoch, {run_dir.name}", f"{speeds[0]:,.0f}", "img/s"),
              (f"  best val Dice / bal. acc., {run_dir.name}",
               f"{train['best_val']['dice']:.3f} / {train['best_val']['balanced_accuracy']:.3f}", "")]
-step_ours = rate["train_step", "ours"]["images_per_s"]
-rows += [("model-alone train step, compile off (bench)", f"{step_ours:,.0f}", "img/s"),
-         ("train epoch end to end (bench, ours / naive)",
-          f"{rate['train_epoch', 'ours']['images_per_s']:,.0f} / {rate['train_epoch', 'naive']['images_per_s']:,.0f}", "img/s"),
-         ("  end to end / model alone (bench)", f"{rate['train_epoch', 'ours']['images_per_s'] / step_ours:.2f}", "x")]
-if bench.get("compile"):
-    c = bench["compile"]
-    rows += [("model-alone train step, compile on (bench)", f"{c['train_step_images_per_s']:,.0f}", "img/s"),
-             ("  compile speed-up / compile time", f"{c['speedup']:.2f} x / {c['compile_seconds']:.0f} s", "")]
-rows += [("inference on a folder (bench, ours / naive)",
-          f"{rate['inference', 'ours']['images_per_s']:,.0f} / {rate['inference', 'naive']['images_per_s']:,.0f}", "img/s"),
-         (f"inference on a folder of {infer['infer_images']} images (Predictor)", f"{infer['infer_images_per_s']:,.0f}", "img/s"),
-         (f"evaluation of {infer['evaluate_images']} test images at original size", f"{infer['evaluate_images_per_s']:,.0f}", "img/s"),
-         ("single-image latency (Predictor, preprocessing included)", f"{infer['latency_ms']:.1f}", "ms"),
-         ("peak GPU memory: train step / train epoch (bench)",
-          f"{mb(rate['train_step', 'ours']['peak_gpu_mb'])} / {mb(rate['train_epoch', 'ours']['peak_gpu_mb'])}", "MiB"),
-         ("peak GPU memory: inference / evaluation", f"{mb(infer['infer_peak_gpu_mb'])} / {mb(infer['evaluate_peak_gpu_mb'])}", "MiB"),
-         ("test Dice / bal. acc. (eager run, original size)",
-          f"{infer['test_dice']:.3f} / {infer['test_balanced_accuracy']:.3f}", "")]
-setup = bench["setup"]
-print(f"device {setup['device']}, torch {setup['torch']}, amp {setup['amp']}, {setup['image_size'][0]} px, "
-      f"batch {setup['batch_size']}")
+if bench:
+    step_ours = rate["train_step", "ours"]["images_per_s"]
+    rows += [("model-alone train step, compile off (bench)", f"{step_ours:,.0f}", "img/s"),
+             ("train epoch end to end (bench, ours / naive)",
+              f"{rate['train_epoch', 'ours']['images_per_s']:,.0f} / {rate['train_epoch', 'naive']['images_per_s']:,.0f}", "img/s"),
+             ("  end to end / model alone (bench)", f"{rate['train_epoch', 'ours']['images_per_s'] / step_ours:.2f}", "x")]
+    if bench.get("compile"):
+        c = bench["compile"]
+        rows += [("model-alone train step, compile on (bench)", f"{c['train_step_images_per_s']:,.0f}", "img/s"),
+                 ("  compile speed-up / compile time", f"{c['speedup']:.2f} x / {c['compile_seconds']:.0f} s", "")]
+    rows += [("inference on a folder (bench, ours / naive)",
+              f"{rate['inference', 'ours']['images_per_s']:,.0f} / {rate['inference', 'naive']['images_per_s']:,.0f}", "img/s"),
+             ("peak GPU memory: train step / train epoch (bench)",
+              f"{mb(rate['train_step', 'ours']['peak_gpu_mb'])} / {mb(rate['train_epoch', 'ours']['peak_gpu_mb'])}", "MiB")]
+if infer:
+    rows += [(f"inference on a folder of {infer['infer_images']} images (Predictor)", f"{infer['infer_images_per_s']:,.0f}", "img/s"),
+             (f"evaluation of {infer['evaluate_images']} test images at original size", f"{infer['evaluate_images_per_s']:,.0f}", "img/s"),
+             ("single-image latency (Predictor, preprocessing included)", f"{infer['latency_ms']:.1f}", "ms"),
+             ("peak GPU memory: inference / evaluation", f"{mb(infer['infer_peak_gpu_mb'])} / {mb(infer['evaluate_peak_gpu_mb'])}", "MiB"),
+             ("test Dice / bal. acc. (eager run, original size)",
+              f"{infer['test_dice']:.3f} / {infer['test_balanced_accuracy']:.3f}", "")]
+if not rows:
+    sys.exit(f"gpu_check.sh: nothing to summarise under {out} (no run, no infer.json, no bench.json)")
+setup = bench["setup"] if bench else None
+if setup:
+    print(f"device {setup['device']}, torch {setup['torch']}, amp {setup['amp']}, {setup['image_size'][0]} px, "
+          f"batch {setup['batch_size']}")
 width = max(len(r[0]) for r in rows)
 for what, value, unit in rows:
     print(f"{what:<{width}}  {value:>22} {unit}")
