@@ -312,6 +312,9 @@ def write_whole(out: Path, record: str, overwrite: bool, source: Path | None = N
     rank) wrote meanwhile is kept."""
     if source is not None and (out == source or source in out.parents or out in source.parents):
         raise ValueError(f"--out {out} must be outside the data folder {source} (and not hold it).")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file, not a folder: choose another --out (a new or empty folder), or "
+                              "remove that file.")
     replace = out.exists() and any(out.iterdir())
     if replace and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty: choose another folder, or pass --overwrite "
@@ -426,6 +429,12 @@ def no_labels_problem(folder: Path, n_images: int, why: str = "") -> Problem:
                    f"these {n_images} images against. A folder of images alone can only be predicted on, with "
                    f"notebooks/04_inference:\n      {INFERENCE_CMD.format(folder=shlex.quote(str(folder)))}\n    "
                    + describe_folder(folder))
+
+
+def duplicate_problems(files: dict, root, what: str = "image id") -> list[Problem]:
+    """A duplicate_id problem for each id of ``files`` (id -> paths or DirEntries) with more than one file."""
+    return [Problem("duplicate_id", str(Path(f[0])), f"{what} {i} appears {len(f)} times: "
+                    f"{', '.join(os.path.relpath(x, root) for x in f)}", i) for i, f in files.items() if len(f) > 1]
 
 
 def layout_error(report: DataReport) -> DataLayoutError:
@@ -569,10 +578,7 @@ def _scan(data_dir, decode: bool, partial: bool) -> tuple[DataReport, list[dict]
     images, masks = _list(root / "images", report, False), _list(root / "masks", report, True)
     has_masks = (root / "masks").is_dir()
     report.counts.update(images=sum(map(len, images.values())), masks=sum(map(len, masks.values())))
-    for image_id, files in images.items():
-        if len(files) > 1:
-            report.problems.append(Problem("duplicate_id", files[0].path, f"image id {image_id} appears {len(files)} "
-                                           f"times: {', '.join(os.path.relpath(f.path, root) for f in files)}", image_id))
+    report.problems += duplicate_problems(images, root)
     meta_path = root / METADATA_NAME
     labels, has_lesion_ids = _read_metadata(meta_path, set(images), report, partial) if meta_path.is_file() \
         else (None, False)
@@ -637,14 +643,6 @@ def validate_dataset(data_dir, decode: bool = True, partial: bool = False) -> Da
     return _scan(data_dir, decode, partial)[0]
 
 
-def _fingerprint(rows: list[dict]) -> str:
-    """12 hex chars from each image's id, file sizes and label: results stay comparable across runs."""
-    h = hashlib.sha256()
-    for r in sorted(rows, key=lambda r: r["image_id"]):
-        h.update(f"{r['image_id']}\t{r['_sizes'][0]}\t{r['_sizes'][1]}\t{r['label']}\n".encode())
-    return h.hexdigest()[:12]
-
-
 def load_index(data_dir, on_bad_data: str = "raise", decode: bool = True, *, partial: bool = False) -> pd.DataFrame:
     """The index of a folder in the layout, one row per usable image: ``image_id, image_path, mask_path`` (None
     without a mask), ``label`` (-1 without a diagnosis), ``dx, lesion_id, age, sex, localization, has_label,
@@ -686,8 +684,10 @@ def load_index(data_dir, on_bad_data: str = "raise", decode: bool = True, *, par
     df["label"] = df["label"].astype(np.int64)
     df["age"] = pd.to_numeric(df["age"], errors="coerce").astype(float)
     df["has_label"], df["has_mask"] = df["label"].to_numpy() >= 0, df["mask_path"].notna().to_numpy()
+    fingerprint = hashlib.sha256("".join(  # from ids, file sizes and labels: results stay comparable across runs
+        f"{r['image_id']}\t{r['_sizes'][0]}\t{r['_sizes'][1]}\t{r['label']}\n" for r in good).encode()).hexdigest()[:12]
     df.attrs.update(data_dir=report.data_dir, label_file=METADATA_NAME if labelled else None,
                     has_lesion_ids=has_lesion_ids, has_labels=bool(df["has_label"].any()),
-                    has_masks=bool(df["has_mask"].any()), partial=bool(partial), fingerprint=_fingerprint(good),
+                    has_masks=bool(df["has_mask"].any()), partial=bool(partial), fingerprint=fingerprint,
                     synthetic=is_synthetic(report.data_dir), problems=[str(p) for p in report.problems])
     return df

@@ -34,11 +34,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from skin_utils import transforms
+from skin_utils.config import ON_BAD_DATA
 from skin_utils.demo import SYNTHETIC_NOTE, class_image_counts, make_synthetic_dataset
 from skin_utils.labels import CLASS_NAMES, map_labels, normalise_name, parse_label_map, suggest_label_map
 from skin_utils.layout import (DATAVERSE, IMAGE_EXTENSIONS, INFO_NAME, MASK_SUFFIX, METADATA_COLUMNS, METADATA_NAME,
                                DataQualityWarning, DataReport, DataValidationError, Problem,
-                               check_mask, describe_folder, find_images, is_ignored, layout_error, load_index,
+                               check_mask, describe_folder, duplicate_problems, find_images, is_ignored, layout_error, load_index,
                                no_labels_problem, read_csv_with_ids, read_image, read_mask, read_table, validate_dataset,
                                write_whole)
 
@@ -193,6 +194,8 @@ def convert_folder(src, out, *, label_map=None, id_column: str | None = None, la
     ``label_map`` to start from), rows not one-hot, ids listed twice and masks not binary raise one
     `DataValidationError`; ``on_bad_data="skip"`` leaves those images out with a warning. Names mapped to null
     are left out; unmatched ids are warned about with examples."""
+    if on_bad_data not in ON_BAD_DATA:
+        raise ValueError(f"on_bad_data must be one of {ON_BAD_DATA}, got {on_bad_data!r}")
     src, out = Path(src).expanduser().resolve(), Path(out).expanduser().resolve()
     opts = {"label_map": parse_label_map(label_map), "id_column": id_column, "label_column": label_column}
     with write_whole(out, CONVERSION_RECORD, overwrite, source=src) as tmp:
@@ -201,12 +204,7 @@ def convert_folder(src, out, *, label_map=None, id_column: str | None = None, la
         for path in find_images(src):
             image_id = split_mask_name(path.name)
             (masks if image_id else images)[image_id or path.stem].append(path)
-        for what, files in (("image id", images), ("mask for", masks)):
-            for image_id, paths in files.items():
-                if len(paths) > 1:
-                    report.problems.append(Problem("duplicate_id", str(paths[0]), f"{what} {image_id} appears "
-                                                   f"{len(paths)} times: {', '.join(str(p.relative_to(src)) for p in paths)}",
-                                                   image_id))
+        report.problems += duplicate_problems(images, src) + duplicate_problems(masks, src, "mask for")
         labels, rejected = _find_labels(src, set(images), opts, report)
         if not images or (labels is None and not masks):
             why = (" that can be used (see bad_label_file)" if any(p.kind == "bad_label_file" for p in report.problems)
