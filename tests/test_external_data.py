@@ -500,3 +500,16 @@ def test_the_folder_command_writes_the_layout(tmp_path, capsys):
     assert df["image_id"].tolist() == ids and df["dx"].tolist() == ["NV", "MEL", "NV"]
     assert prepare.main(["folder", str(tmp_path / "src"), "--out", str(out)]) == 2  # not over a folder it wrote
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_convert_folder_checks_on_bad_data_and_a_file_as_out(tmp_path):
+    src = tmp_path / "src"
+    ids = _images(src, 2)
+    pd.DataFrame({"image_id": ids, "dx": ["mel", "nv"]}).to_csv(src / "labels.csv", index=False)
+    with pytest.raises(ValueError, match="on_bad_data must be one of"):
+        convert_folder(src, tmp_path / "out", on_bad_data="Skip")
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(FileExistsError, match="a_file is a file, not a folder"):
+        convert_folder(src, tmp_path / "a_file")
+    assert (tmp_path / "a_file").read_text() == "x"
+    assert prepare.main(["folder", str(src), "--out", str(tmp_path / "a_file")]) == 2
