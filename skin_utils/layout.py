@@ -86,9 +86,7 @@ FATAL_KINDS = frozenset({"missing_folder", "no_images", "no_labels"})
 # ----------------- reading images and masks: the one path training, validation and inference share
 def as_hw(image_size) -> tuple[int, int]:
     """``128`` -> (128, 128); ``(h, w)`` stays."""
-    if isinstance(image_size, (int, np.integer)):
-        return int(image_size), int(image_size)
-    h, w = image_size
+    h, w = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else image_size
     return int(h), int(w)
 
 
