@@ -105,12 +105,28 @@ def as_maps(x: Any, name: str = "masks") -> list[np.ndarray]:
     return maps
 
 
-def _probs_and_targets(probs, targets, class_names) -> tuple[list[str], np.ndarray, np.ndarray]:
-    names = [str(c) for c in class_names]
-    p, t = as_probabilities(probs, len(names)), as_labels(targets, len(names), "targets")
-    if p.shape[0] != t.shape[0]:
-        raise ValueError(f"probs has {p.shape[0]} rows but targets has {t.shape[0]} entries.")
-    return names, p, t
+def probs_and_labels(probs: Any, labels: Any, num_classes: int | None = None, name: str = "labels"):
+    """Checked probabilities (N, K) and labels (N,), N >= 1."""
+    p = as_probabilities(probs, num_classes)
+    y = as_labels(labels, p.shape[1], name)
+    if p.shape[0] != y.shape[0]:
+        raise ValueError(f"probs has {p.shape[0]} rows but {name} has {y.shape[0]} entries.")
+    if p.shape[0] == 0:
+        raise ValueError(f"No samples: probs and {name} are empty.")
+    return p, y
+
+
+def map_pairs(a: Any, b: Any, names=("pred", "target"), counted=("predicted masks", "true masks"),
+              hint: str = "score each image at its own size, or pass lists of 2-D masks") -> list[tuple]:
+    """`as_maps` of ``a`` and ``b`` as pairs, checked to be as many and of the same shape pair by pair."""
+    ma, mb = as_maps(a, names[0]), as_maps(b, names[1])
+    if len(ma) != len(mb):
+        raise ValueError(f"{len(ma)} {counted[0]} but {len(mb)} {counted[1]}.")
+    for i, (x, y) in enumerate(zip(ma, mb)):
+        if x.shape != y.shape:
+            raise ValueError(f"mask pair {i}: {names[0]} and {names[1]} shapes differ: {x.shape} vs {y.shape} "
+                             f"({hint}).")
+    return list(zip(ma, mb))
 
 
 def _ratio(num, den, when_zero: float) -> np.ndarray:
@@ -174,14 +190,8 @@ def thresholded_jaccard(jaccard: Any, threshold: float = ISIC_JACCARD_THRESHOLD)
 def segmentation_scores(pred: Any, target: Any, threshold: float = ISIC_JACCARD_THRESHOLD) -> dict[str, np.ndarray]:
     """The ISIC scores of each image, `SEGMENTATION_KEYS` -> (N,), from masks (H, W), (N, H, W), (N, 1, H, W)
     or two lists of 2-D masks whose sizes may differ. Average over images for the set's score."""
-    preds, targets = as_maps(pred, "pred"), as_maps(target, "target")
-    if len(preds) != len(targets):
-        raise ValueError(f"{len(preds)} predicted masks but {len(targets)} true masks.")
     rows = []
-    for i, (p, t) in enumerate(zip(preds, targets)):
-        if p.shape != t.shape:
-            raise ValueError(f"mask pair {i}: pred and target shapes differ: {p.shape} vs {t.shape} (score each "
-                             "image at its own size, or pass lists of 2-D masks).")
+    for p, t in map_pairs(pred, target):
         c = sens_spec(t, p, undefined=1.0)  # the empty-mask rule: 0/0 -> 1
         tp, fp, fn = c["tp"], c["fp"], c["fn"]
         jaccard = float(_ratio(tp, tp + fp + fn, 1.0))
@@ -220,10 +230,9 @@ def classification_report(probs: Any, targets: Any, class_names: Sequence[str] =
     """The ISIC 2018 Task 3 report as plain values: accuracy, balanced accuracy, macro AUC and AP,
     ``confusion_matrix`` (rows = true; ``_normalized`` by row), ``per_class``: name -> `PER_CLASS_KEYS`.
     NaN where undefined (e.g. the AUC of a class absent from the targets, the precision of one never predicted)."""
-    names, p, t = _probs_and_targets(probs, targets, class_names)
+    names = [str(c) for c in class_names]
+    p, t = probs_and_labels(probs, targets, len(names), "targets")
     n, k = len(t), len(names)
-    if n == 0:
-        raise ValueError("No samples: probs and targets are empty.")
     pred = p.argmax(axis=1)
     cm = confusion_matrix(t, pred, k)
     c = sens_spec(_one_hot(t, k), _one_hot(pred, k), axis=0)
@@ -246,7 +255,8 @@ def classification_report(probs: Any, targets: Any, class_names: Sequence[str] =
 
 def roc_curves(probs: Any, targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, dict[str, Any]]:
     """One-vs-rest ROC curve of each class with positives and negatives: name -> ``{fpr, tpr, auc}`` (lists)."""
-    names, p, t = _probs_and_targets(probs, targets, class_names)
+    names = [str(c) for c in class_names]
+    p, t = probs_and_labels(probs, targets, len(names), "targets")
     curves = {}
     for i, name in enumerate(names):
         if 0 < int((t == i).sum()) < t.size:

@@ -38,7 +38,7 @@ from skin_utils.transforms import Normalize
 from skin_utils.engine import amp_dtype_for, predict, resolve_device
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.metrics import (MELANOMA, as_binary, as_labels, as_maps, as_numpy, as_probabilities, balanced_accuracy,
-                                nanmean, sens_spec, sens_spec_at, to_jsonable)
+                                map_pairs, nanmean, probs_and_labels, sens_spec, sens_spec_at, to_jsonable)
 from skin_utils.report import write_json
 from skin_utils.runs import find_run, run_of_checkpoint
 
@@ -50,17 +50,6 @@ DEFAULT_REFERRAL_FRACTIONS = (0.0, 0.1, 0.2, 0.3)  # shares of the most uncertai
 BORDER_WIDTH_FRACTION = 0.03  # default half-width of the border band, a share of the shorter side
 MOSTLY_OUTSIDE_BELOW = 0.5  # a heat map with less of its energy inside the lesion falls "mostly outside"
 _COUNT_EPS = 1e-9  # a share times a count: 0.9 * 10 is 9.000000000000002
-
-
-def _pair(probs: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Checked probabilities (N, K) and labels (N,), N >= 1."""
-    p = as_probabilities(probs)
-    y = as_labels(labels, p.shape[1])
-    if p.shape[0] != y.shape[0]:
-        raise ValueError(f"probs has {p.shape[0]} rows but labels has {y.shape[0]} entries.")
-    if p.shape[0] == 0:
-        raise ValueError("No samples: probs and labels are empty.")
-    return p, y
 
 
 # --- calibration and temperature scaling ----------------------------------------------------------
@@ -83,7 +72,7 @@ def _ece(values: np.ndarray, hits: np.ndarray, n_bins: int):
 
 def classwise_ece(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS, reduction: str = "mean"):
     """Class-wise ECE: the mean over all classes (``"mean"``), or float64 (K,) (``"none"``)."""
-    p, y = _pair(probs, labels)
+    p, y = probs_and_labels(probs, labels)
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction={reduction!r}: choose 'mean' or 'none'.")
     per_class = np.array([_ece(p[:, k], y == k, n_bins)[0] for k in range(p.shape[1])])
@@ -92,7 +81,7 @@ def classwise_ece(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS, reducti
 
 def reliability_diagram(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS) -> dict[str, Any]:
     """What a (top-label) reliability diagram draws, as plain lists and floats; empty bins are NaN."""
-    p, y = _pair(probs, labels)
+    p, y = probs_and_labels(probs, labels)
     conf, correct = p.max(axis=1), p.argmax(axis=1) == y
     ece, count, mean_conf, acc = _ece(conf, correct, n_bins)
     return {"bin_edges": np.linspace(0.0, 1.0, n_bins + 1).tolist(), "confidence": mean_conf.tolist(),
@@ -104,7 +93,7 @@ def reliability_diagram(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS) -
 def calibration_report(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS) -> dict[str, Any]:
     """``ece`` (top-label, in [0, 1]), ``classwise_ece``, ``nll`` (the mean negative log-likelihood of the true
     class, natural log), ``brier`` (multiclass, in [0, 2]), ``n_bins``, ``n_images``."""
-    p, y = _pair(probs, labels)
+    p, y = probs_and_labels(probs, labels)
     return {"ece": _ece(p.max(axis=1), p.argmax(axis=1) == y, n_bins)[0], "classwise_ece": classwise_ece(p, y, n_bins),
             "nll": float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], NLL_EPS, None)))),
             "brier": float(np.mean(np.sum((p - np.eye(p.shape[1])[y]) ** 2, axis=1))), "n_bins": int(n_bins),
@@ -257,7 +246,7 @@ def selective_metrics(probs: Any, labels: Any, keep: Any, *, melanoma_index: int
                       mel_threshold: float | None = None) -> dict[str, Any]:
     """Scores when the images with ``keep`` False are referred: a melanoma called (argmax, or ``P(MEL) >=
     mel_threshold``) or referred counts as found in ``mel_sensitivity_with_referral``; NaN: none kept."""
-    p, y = _pair(probs, labels)
+    p, y = probs_and_labels(probs, labels)
     k = as_numpy(keep, dtype=None).astype(bool)
     if k.shape != y.shape:
         raise ValueError(f"probs ({len(p)}), labels ({len(y)}) and keep {k.shape} must have one entry per image.")
@@ -307,16 +296,14 @@ def cam_localization(cams: Any, masks: Any, labels: Any = None, image_ids: Seque
     """Per image, is the heat map on the lesion (energy-based pointing game, Wang et al. 2020)?
     ``energy_inside`` ``sum(cam * mask) / sum(cam)`` (NaN: an all-zero map) against ``area_share`` (what
     a uniform map scores), their ratio ``lift``, ``peak_inside``. Masks: non-zero = lesion."""
-    cams, masks = as_maps(cams, "cam"), as_maps(masks, "mask")
+    pairs = map_pairs(cams, masks, ("cam", "mask"), ("maps", "masks"),
+                      "resize the mask to the map (nearest neighbour) or the map to the mask (bilinear)")
     y = None if labels is None else as_numpy(labels, dtype=None).reshape(-1)
-    for what, given in (("masks", masks), ("labels", y), ("image_ids", image_ids)):
-        if given is not None and len(given) != len(cams):
-            raise ValueError(f"{len(cams)} maps but {len(given)} {what}.")
+    for what, given in (("labels", y), ("image_ids", image_ids)):
+        if given is not None and len(given) != len(pairs):
+            raise ValueError(f"{len(pairs)} maps but {len(given)} {what}.")
     rows = []
-    for i, (c, m) in enumerate(zip(cams, masks)):
-        if c.shape != m.shape:
-            raise ValueError(f"image {i}: cam {c.shape} and mask {m.shape} differ; resize the mask to the map "
-                             "(nearest neighbour) or the map to the mask (bilinear).")
+    for i, (c, m) in enumerate(pairs):
         c, m = np.asarray(c, dtype=np.float64), m != 0
         if not np.all(np.isfinite(c)) or (c.size and c.min() < 0):
             raise ValueError(f"image {i}: cam must be finite and non-negative.")
@@ -452,7 +439,7 @@ def calibration_record(probs: Any, labels: Any, class_names, *, target_sensitivi
                        target_coverage: float = DEFAULT_TARGET_COVERAGE, split: str = "val") -> dict:
     """The temperature and both thresholds fitted on one split's uncalibrated outputs of one kind, with what
     they reach there (``notes``: why a threshold is None), in plain Python types (checkpoint and JSON)."""
-    p, y = _pair(probs, labels)
+    p, y = probs_and_labels(probs, labels)
     names = list(class_names)
     if len(names) != p.shape[1]:
         raise ValueError(f"{len(names)} class names for {p.shape[1]} probability columns.")
