@@ -1,12 +1,10 @@
 """Every number of a set of predictions, with the ISIC 2018 definitions, and its lesion-level 95% CI.
 
-Class scores are probabilities (N, K), targets class indices, the prediction the argmax. A 0/0 is
-NaN, never a guess; means leave NaN out. Every sensitivity, specificity and ROC AUC, here and in
-`skin_utils.trust`, is computed by `sens_spec` and `auc`. Segmentation (Task 1) follows the ISIC
-empty-mask rule: an empty prediction of an empty target has Dice = Jaccard = 1, an empty target
-sensitivity 1, a target without background specificity 1. Classification (Task 3) averages over the
-classes present (predicting an absent class is still an error). The bootstrap draws whole lesions
-from 03_evaluate's per-image table: images of one lesion are not independent.
+Class scores are probabilities (N, K). A 0/0 is NaN, never a guess; means leave NaN out. Every
+sensitivity, specificity and ROC AUC, here and in `skin_utils.trust`, comes from `sens_spec` and `auc`.
+Segmentation follows the ISIC empty-mask rule (an empty prediction of an empty target: Dice = Jaccard = 1);
+classification averages over the classes present. The bootstrap draws whole lesions: images of one
+lesion are not independent.
 """
 
 from __future__ import annotations
@@ -202,28 +200,19 @@ def segmentation_scores(pred: Any, target: Any, threshold: float = ISIC_JACCARD_
 
 # --- classification -------------------------------------------------------------------------------
 
-def _one_hot(y: np.ndarray, k: int) -> np.ndarray:
-    return y[:, None] == np.arange(k)
-
-
-def _label_pair(y_true: Any, y_pred: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-    t, p = as_labels(y_true, k, "y_true"), as_labels(y_pred, k, "y_pred")
-    if t.shape != p.shape:
-        raise ValueError(f"y_true and y_pred lengths differ: {t.shape[0]} vs {p.shape[0]}.")
-    return t, p
-
-
 def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
     """(K, K) int64 counts: rows = true class, columns = predicted class."""
-    t, p = _label_pair(y_true, y_pred, num_classes)
+    t, p = as_labels(y_true, num_classes, "y_true"), as_labels(y_pred, num_classes, "y_pred")
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred lengths differ: {t.shape[0]} vs {p.shape[0]}.")
     k = num_classes
     return np.bincount(t * k + p, minlength=k * k).reshape(k, k).astype(np.int64)
 
 
 def balanced_accuracy(y_true: Any, y_pred: Any, num_classes: int) -> float:
     """Mean sensitivity over the classes present in ``y_true`` (NaN when it is empty)."""
-    t, p = _label_pair(y_true, y_pred, num_classes)
-    return nanmean(sens_spec(_one_hot(t, num_classes), _one_hot(p, num_classes), axis=0)["sensitivity"])
+    cm = confusion_matrix(y_true, y_pred, num_classes)
+    return nanmean(_ratio(np.diag(cm), cm.sum(axis=1), NAN))
 
 
 def classification_report(probs: Any, targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
@@ -235,7 +224,7 @@ def classification_report(probs: Any, targets: Any, class_names: Sequence[str] =
     n, k = len(t), len(names)
     pred = p.argmax(axis=1)
     cm = confusion_matrix(t, pred, k)
-    c = sens_spec(_one_hot(t, k), _one_hot(pred, k), axis=0)
+    c = sens_spec(t[:, None] == np.arange(k), pred[:, None] == np.arange(k), axis=0)
     f1 = _ratio(2 * c["tp"], 2 * c["tp"] + c["fp"] + c["fn"], NAN)
     per_class = {name: {
         "support": int(c["tp"][i] + c["fn"][i]), "sensitivity": float(c["sensitivity"][i]),
@@ -468,9 +457,7 @@ def mean_sd(values) -> tuple[float, float, int]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else NAN, int(len(v))
 
 
-def read_per_image(path) -> pd.DataFrame:
-    """A per-image table of 03_evaluate, its ids read as text (a lesion called "NA" stays that lesion)."""
-    return read_csv_with_ids(path)
+read_per_image = read_csv_with_ids  # a per-image table of 03_evaluate, its ids as text (lesion "NA" stays)
 
 
 def to_jsonable(obj: Any) -> Any:

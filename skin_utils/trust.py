@@ -1,16 +1,13 @@
-"""How far to trust each prediction: calibration (temperature scaling), uncertainty, referral of the
-least sure, the melanoma operating point, whether the heat map lies on the lesion; and THE
-post-training step that fits these on the validation split into the checkpoint (`calibrate_checkpoint`,
-with the `feature_reference` that tells how unlike the training data a new image is;
-for a model trained earlier ``python -m skin_utils.trust <run or checkpoint> [--no-tta ...]``).
+"""How far to trust each prediction: calibration (temperature scaling), uncertainty, referral, the
+melanoma operating point, heat maps on the lesion, familiarity; and THE post-training step that fits
+these on the validation split into the checkpoint (`calibrate_checkpoint`; for an older model
+``python -m skin_utils.trust <run or checkpoint> [--no-tta ...]``).
 
 Passes over the same images (TTA views, MC-dropout samples) are stacked first, (S, N, K); entropies in
-nats. ECE (Guo et al. 2017): equal-width bins ``(b / n, (b + 1) / n]``, ``sum_b |B_b| / N |acc_b - conf_b|``;
-the class-wise ECE (Kull et al. 2019) sees the rare classes a top-label ECE dominated by confident nevi
-hides. TTA-averaged probabilities are scaled as ``softmax(log p / T)``, T fitted on that kind of output.
-A checkpoint stores per kind (``"tta"``, ``"plain"``), chosen on validation: ``temperature``,
-``mel_threshold`` (reaches ``target_sensitivity``) and ``referral_threshold`` (keeps ``target_coverage``);
-without them `StoredCalibration` uses temperature 1 and raises no flag.
+nats. ECE (Guo et al. 2017): equal-width bins ``(b / n, (b + 1) / n]``; the class-wise ECE (Kull et al.
+2019) sees the rare classes a top-label ECE hides. TTA-averaged probabilities are scaled as
+``softmax(log p / T)``. A checkpoint stores per kind ("tta", "plain") ``temperature``, ``mel_threshold``
+and ``referral_threshold``; without them `StoredCalibration` uses temperature 1 and raises no flag.
 """
 
 from __future__ import annotations
@@ -29,6 +26,7 @@ import pandas as pd
 import torch
 from scipy import ndimage
 from scipy.optimize import minimize_scalar
+from scipy.special import entr, log_softmax, softmax
 from sklearn.covariance import LedoitWolf
 
 from skin_utils.checkpoint import FEATURE_ARRAYS, load_model
@@ -111,9 +109,7 @@ def fit_temperature(logits: Any, labels: Any, bounds: tuple[float, float] = TEMP
         raise ValueError(f"logits has {len(z)} rows but labels has {len(y)} entries (need one per row, >= 1).")
 
     def nll(log_t):
-        zt = z / math.exp(log_t)
-        zt = zt - zt.max(axis=1, keepdims=True)
-        return float(-np.mean(zt[np.arange(len(y)), y] - np.log(np.exp(zt).sum(axis=1))))
+        return float(-np.mean(log_softmax(z / math.exp(log_t), axis=1)[np.arange(len(y)), y]))
 
     lo, hi = math.log(bounds[0]), math.log(bounds[1])
     res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
@@ -129,16 +125,14 @@ def apply_temperature(logits: Any, temperature: float) -> np.ndarray:
     t = float(temperature)
     if not (math.isfinite(t) and t > 0):
         raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}.")
-    z = as_numpy(logits) / t
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    return softmax(as_numpy(logits) / t, axis=-1)
 
 
 # --- uncertainty of the diagnosis -----------------------------------------------------------------
 
-def _entropy(p: np.ndarray, log=np.log) -> np.ndarray:
-    """Entropy over the last axis, 0 log 0 = 0."""
-    return -np.sum(np.where(p > 0, p * log(np.where(p > 0, p, 1.0)), 0.0), axis=-1)
+def _entropy(p: np.ndarray) -> np.ndarray:
+    """Entropy in nats over the last axis, 0 log 0 = 0."""
+    return entr(p).sum(axis=-1)
 
 
 def _samples(sample_probs: Any) -> np.ndarray:
@@ -178,7 +172,7 @@ def binary_entropy(mask_probs: Any) -> np.ndarray:
     p = as_numpy(mask_probs)
     if p.size and (not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1):
         raise ValueError("mask_probs must be probabilities in [0, 1] (apply sigmoid to logits).")
-    return _entropy(np.stack([p, 1.0 - p], axis=-1), log=np.log2)
+    return _entropy(np.stack([p, 1.0 - p], axis=-1)) / math.log(2)
 
 
 def border_band(mask: Any, width: int) -> np.ndarray:
