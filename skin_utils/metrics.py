@@ -10,7 +10,6 @@ lesion are not independent.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -255,10 +254,8 @@ def roc_curves(probs: Any, targets: Any, class_names: Sequence[str] = CLASS_NAME
 
 
 def baselines(targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
-    """What the classes of a set allow without looking at the images: the classes present, ``chance``
-    (balanced accuracy 1 / classes present, the most an answer that ignores the image can expect;
-    AUCs 0.5) and ``majority``: the scores of always answering the set's most frequent class (the lowest
-    index on ties)."""
+    """What a set allows without looking at the images: the classes present, ``chance`` (balanced accuracy
+    1 / classes present, AUCs 0.5) and ``majority``: always answering the most frequent class (lowest on ties)."""
     names = list(class_names)
     t = as_labels(targets, len(names), "targets")
     if t.size == 0:
@@ -317,10 +314,9 @@ class _Columns:
     def scores(self, idx: np.ndarray, tasks: Sequence[str], mel_threshold: float | None = None) -> dict:
         out = {}
         if "segmentation" in tasks and self.has_seg:
-            with warnings.catch_warnings():  # a resample of unmasked images only: NaN, left out of the interval
-                warnings.simplefilter("ignore", RuntimeWarning)
-                out.update({"dice": float(np.nanmean(self.dice[idx])), "jaccard": float(np.nanmean(self.jaccard[idx])),
-                            "thresholded_jaccard": float(np.nanmean(thresholded_jaccard(self.jaccard[idx])))})
+            # a resample of unmasked images only: NaN, left out of the interval
+            out.update(dice=nanmean(self.dice[idx]), jaccard=nanmean(self.jaccard[idx]),
+                       thresholded_jaccard=nanmean(thresholded_jaccard(self.jaccard[idx])))
         if "classification" not in tasks or not self.has_cls:
             return out
         keys = CLASSIFICATION_METRICS + (MEL_THRESHOLD_METRICS if mel_threshold is not None else ())

@@ -367,10 +367,9 @@ def _fit_gaussian(f: np.ndarray) -> dict:
 
 
 def feature_reference(features: Any, quantile: float = FAMILIAR_QUANTILE, split: str = "val") -> dict:
-    """A Gaussian of one split's pooled encoder features (N, D): ``mean`` and ``precision`` (Ledoit-Wolf
-    shrinkage, as N is often below D), and ``threshold``, the ``quantile`` of the split's own
-    `feature_distance`s, each image scored by a fit that left its fold out (an in-sample quantile would call
-    too many new images unfamiliar). Plain Python types."""
+    """A Gaussian of one split's pooled encoder features (N, D): ``mean``, ``precision`` (Ledoit-Wolf, as N is
+    often below D), and ``threshold``, the ``quantile`` of the split's own `feature_distance`s, each image scored
+    by a fit that left its fold out (in-sample would call too many new images unfamiliar). Plain Python types."""
     f = np.asarray(features, dtype=np.float64)
     if f.ndim != 2 or len(f) < 2 * FEATURE_FOLDS:
         raise ValueError(f"feature_reference needs features of shape (N >= {2 * FEATURE_FOLDS}, D); got {f.shape}.")
@@ -550,11 +549,9 @@ def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=Non
                          target_coverage: float = DEFAULT_TARGET_COVERAGE, batch_size: int = 32,
                          device="auto", amp: str = "auto", on_bad_data: str = "raise",
                          progress: bool = True, save: bool = True) -> dict:
-    """THE post-training step: fit `calibration_record` on the validation split and store it in the
-    checkpoint (``save=False``: only return kind -> record). ``tta=True`` fits both kinds from one 8-view
-    pass (``"plain"``: the first view, the image as it is); ``tta=False`` the plain kind only. Also stored:
-    ``"features"``, the `feature_reference` that tells how familiar other images are (returned without
-    its arrays: `feature_summary`)."""
+    """THE post-training step: fit `calibration_record` on the validation split into the checkpoint (``save=False``:
+    only return kind -> record). ``tta=True`` fits both kinds from one 8-view pass ("plain": the first view);
+    also stored: ``"features"``, the `feature_reference` (returned as its `feature_summary`)."""
     path, device = Path(checkpoint), resolve_device(device)
     model, ckpt = load_model(path, map_location="cpu")
     params = ckpt.params or {}
