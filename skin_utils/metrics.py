@@ -87,8 +87,7 @@ def as_binary(scores: Any, truth: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def as_maps(x: Any, name: str = "masks") -> list[np.ndarray]:
-    """2-D maps in the input's dtype from one map (H, W), a batch (N, H, W) or (N, 1, H, W), or a list of
-    2-D maps whose sizes may differ."""
+    """2-D maps in the input's dtype from (H, W), (N, H, W), (N, 1, H, W) or a list of 2-D maps of any sizes."""
     if not isinstance(x, (list, tuple)):
         a = as_numpy(x, dtype=None)
         x = a[None] if a.ndim == 2 else a[:, 0] if a.ndim == 4 and a.shape[1] == 1 else a
@@ -185,8 +184,7 @@ def thresholded_jaccard(jaccard: Any, threshold: float = ISIC_JACCARD_THRESHOLD)
 
 
 def segmentation_scores(pred: Any, target: Any, threshold: float = ISIC_JACCARD_THRESHOLD) -> dict[str, np.ndarray]:
-    """The ISIC scores of each image, `SEGMENTATION_KEYS` -> (N,), from masks (H, W), (N, H, W), (N, 1, H, W)
-    or two lists of 2-D masks whose sizes may differ. Average over images for the set's score."""
+    """The ISIC scores of each image, `SEGMENTATION_KEYS` -> (N,), from masks as `as_maps` takes them."""
     rows = []
     for p, t in map_pairs(pred, target):
         c = sens_spec(t, p, undefined=1.0)  # the empty-mask rule: 0/0 -> 1
@@ -216,8 +214,8 @@ def balanced_accuracy(y_true: Any, y_pred: Any, num_classes: int) -> float:
 
 def classification_report(probs: Any, targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
     """The ISIC 2018 Task 3 report as plain values: accuracy, balanced accuracy, macro AUC and AP,
-    ``confusion_matrix`` (rows = true; ``_normalized`` by row), ``per_class``: name -> `PER_CLASS_KEYS`.
-    NaN where undefined (e.g. the AUC of a class absent from the targets, the precision of one never predicted)."""
+    ``confusion_matrix`` (rows = true; ``_normalized`` by row), ``per_class``: name -> `PER_CLASS_KEYS`; NaN:
+    undefined (the AUC of a class absent from the targets, the precision of one never predicted)."""
     names = [str(c) for c in class_names]
     p, t = probs_and_labels(probs, targets, len(names), "targets")
     n, k = len(t), len(names)

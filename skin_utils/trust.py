@@ -184,9 +184,8 @@ def border_band(mask: Any, width: int) -> np.ndarray:
 
 
 def mask_uncertainty_score(mask_probs: Any, *, threshold: float = 0.5, width: int | None = None) -> np.ndarray:
-    """(N,): the mean `binary_entropy` over the `border_band` of each predicted lesion (an image mean mostly
-    measures easy background). No band scores 1.0, the maximum: every image shows a lesion, so an empty
-    mask is a failure to refer. ``width``: default 3% of the shorter side."""
+    """(N,): the mean `binary_entropy` over the `border_band` (default 3% of the shorter side) of each predicted
+    lesion. No band scores 1.0, the maximum: every image shows a lesion, so an empty mask is to be referred."""
     scores = []
     for p in as_maps(mask_probs, "mask_probs"):
         band = border_band(p >= threshold, width or max(1, round(BORDER_WIDTH_FRACTION * min(p.shape))))
@@ -214,9 +213,8 @@ def _expected_risks(u: np.ndarray, err: np.ndarray) -> np.ndarray:
 
 
 def risk_coverage_curve(uncertainty: Any, errors: Any) -> dict[str, Any]:
-    """Keep the k least uncertain images, k = 1..N: ``coverage`` k/N, ``risk`` of the kept (ties averaged),
-    the oracle's, ``aurc`` (Geifman et al. 2018; lower is better), ``error_rate`` (a random ranking's
-    AURC). ``errors``: 1/True for wrong, or any per-image loss in [0, 1] (e.g. 1 - Dice)."""
+    """Keep the k least uncertain images, k = 1..N: ``coverage`` k/N, ``risk`` of the kept (ties averaged), the
+    oracle's, ``aurc`` (Geifman et al. 2018), ``error_rate``. ``errors``: 1/True = wrong, or a loss in [0, 1]."""
     u, e = _uncertainty(uncertainty), as_numpy(errors)
     if e.shape != u.shape:
         raise ValueError(f"errors has shape {e.shape}; uncertainty has {u.shape}.")
@@ -287,9 +285,8 @@ def operating_threshold(p_mel_val: Any, is_mel_val: Any, target_sensitivity: flo
 
 def cam_localization(cams: Any, masks: Any, labels: Any = None, image_ids: Sequence | None = None,
                      class_names: Sequence[str] = CLASS_NAMES) -> list[dict[str, Any]]:
-    """Per image, is the heat map on the lesion (energy-based pointing game, Wang et al. 2020)?
-    ``energy_inside`` ``sum(cam * mask) / sum(cam)`` (NaN: an all-zero map) against ``area_share`` (what
-    a uniform map scores), their ratio ``lift``, ``peak_inside``. Masks: non-zero = lesion."""
+    """Per image, is the heat map on the lesion (energy pointing game, Wang et al. 2020)? ``energy_inside``
+    ``sum(cam * mask) / sum(cam)`` (NaN: all-zero map), ``area_share`` (a uniform map's), ``lift``, ``peak_inside``."""
     pairs = map_pairs(cams, masks, ("cam", "mask"), ("maps", "masks"),
                       "resize the mask to the map (nearest neighbour) or the map to the mask (bilinear)")
     y = None if labels is None else as_numpy(labels, dtype=None).reshape(-1)
