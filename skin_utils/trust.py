@@ -259,14 +259,10 @@ def selective_report(probs: Any, labels: Any, uncertainty: Any,
     """`selective_metrics` when the most uncertain ``round(f * N)`` images are referred, for each f in [0, 1)
     (ties: the earlier image first)."""
     u = _uncertainty(uncertainty)
-    most_uncertain_first = np.argsort(-u, kind="stable")
-    rows = []
-    for f in referral_fractions:
-        keep = np.ones(len(u), dtype=bool)
-        keep[most_uncertain_first[:int(round(float(f) * len(u)))]] = False
-        rows.append({"referral_fraction": float(f), **selective_metrics(
-            probs, labels, keep, melanoma_index=melanoma_index, mel_threshold=mel_threshold)})
-    return rows
+    rank = np.argsort(np.argsort(-u, kind="stable"))  # 0 = the most uncertain
+    return [{"referral_fraction": float(f), **selective_metrics(
+        probs, labels, rank >= round(float(f) * len(u)), melanoma_index=melanoma_index, mel_threshold=mel_threshold)}
+            for f in referral_fractions]
 
 
 def operating_threshold(p_mel_val: Any, is_mel_val: Any, target_sensitivity: float) -> float:
