@@ -285,7 +285,7 @@ def cam_localization(cams: Any, masks: Any, labels: Any = None, image_ids: Seque
     ``sum(cam * mask) / sum(cam)`` (NaN: all-zero map), ``area_share`` (a uniform map's), ``lift``, ``peak_inside``."""
     pairs = map_pairs(cams, masks, ("cam", "mask"), ("maps", "masks"),
                       "resize the mask to the map (nearest neighbour) or the map to the mask (bilinear)")
-    y = None if labels is None else as_numpy(labels, dtype=None).reshape(-1)
+    y = None if labels is None else as_labels(as_numpy(labels, dtype=None).reshape(-1), len(class_names))
     for what, given in (("labels", y), ("image_ids", image_ids)):
         if given is not None and len(given) != len(pairs):
             raise ValueError(f"{len(pairs)} maps but {len(given)} {what}.")
@@ -295,8 +295,6 @@ def cam_localization(cams: Any, masks: Any, labels: Any = None, image_ids: Seque
         if not np.all(np.isfinite(c)) or (c.size and c.min() < 0):
             raise ValueError(f"image {i}: cam must be finite and non-negative.")
         label = None if y is None else int(y[i])
-        if label is not None and not 0 <= label < len(class_names):
-            raise ValueError(f"label {label} out of range [0, {len(class_names)}).")
         total, area = c.sum(), float(m.mean()) if m.size else math.nan
         energy = float(c[m].sum() / total) if total > 0 else math.nan
         rows.append({"image_id": None if image_ids is None else str(image_ids[i]), "label": label,
