@@ -1,18 +1,15 @@
 """Every number of a set of predictions, with the ISIC 2018 definitions, and its lesion-level 95% CI.
 
-Class scores are probabilities (N, K), targets class indices, the prediction the argmax. A 0/0 is
-NaN, never a guess; means leave NaN out. Every sensitivity, specificity and ROC AUC, here and in
-`skin_utils.trust`, is computed by `sens_spec` and `auc`. Segmentation (Task 1) follows the ISIC
-empty-mask rule: an empty prediction of an empty target has Dice = Jaccard = 1, an empty target
-sensitivity 1, a target without background specificity 1. Classification (Task 3) averages over the
-classes present (predicting an absent class is still an error). The bootstrap draws whole lesions
-from 03_evaluate's per-image table: images of one lesion are not independent.
+Class scores are probabilities (N, K). A 0/0 is NaN, never a guess; means leave NaN out. Every
+sensitivity, specificity and ROC AUC, here and in `skin_utils.trust`, comes from `sens_spec` and `auc`.
+Segmentation follows the ISIC empty-mask rule (an empty prediction of an empty target: Dice = Jaccard = 1);
+classification averages over the classes present. The bootstrap draws whole lesions: images of one
+lesion are not independent.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -90,8 +87,7 @@ def as_binary(scores: Any, truth: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def as_maps(x: Any, name: str = "masks") -> list[np.ndarray]:
-    """2-D maps in the input's dtype from one map (H, W), a batch (N, H, W) or (N, 1, H, W), or a list of
-    2-D maps whose sizes may differ."""
+    """2-D maps in the input's dtype from (H, W), (N, H, W), (N, 1, H, W) or a list of 2-D maps of any sizes."""
     if not isinstance(x, (list, tuple)):
         a = as_numpy(x, dtype=None)
         x = a[None] if a.ndim == 2 else a[:, 0] if a.ndim == 4 and a.shape[1] == 1 else a
@@ -105,12 +101,28 @@ def as_maps(x: Any, name: str = "masks") -> list[np.ndarray]:
     return maps
 
 
-def _probs_and_targets(probs, targets, class_names) -> tuple[list[str], np.ndarray, np.ndarray]:
-    names = [str(c) for c in class_names]
-    p, t = as_probabilities(probs, len(names)), as_labels(targets, len(names), "targets")
-    if p.shape[0] != t.shape[0]:
-        raise ValueError(f"probs has {p.shape[0]} rows but targets has {t.shape[0]} entries.")
-    return names, p, t
+def probs_and_labels(probs: Any, labels: Any, num_classes: int | None = None, name: str = "labels"):
+    """Checked probabilities (N, K) and labels (N,), N >= 1."""
+    p = as_probabilities(probs, num_classes)
+    y = as_labels(labels, p.shape[1], name)
+    if p.shape[0] != y.shape[0]:
+        raise ValueError(f"probs has {p.shape[0]} rows but {name} has {y.shape[0]} entries.")
+    if p.shape[0] == 0:
+        raise ValueError(f"No samples: probs and {name} are empty.")
+    return p, y
+
+
+def map_pairs(a: Any, b: Any, names=("pred", "target"), counted=("predicted masks", "true masks"),
+              hint: str = "score each image at its own size, or pass lists of 2-D masks") -> list[tuple]:
+    """`as_maps` of ``a`` and ``b`` as pairs, checked to be as many and of the same shape pair by pair."""
+    ma, mb = as_maps(a, names[0]), as_maps(b, names[1])
+    if len(ma) != len(mb):
+        raise ValueError(f"{len(ma)} {counted[0]} but {len(mb)} {counted[1]}.")
+    for i, (x, y) in enumerate(zip(ma, mb)):
+        if x.shape != y.shape:
+            raise ValueError(f"mask pair {i}: {names[0]} and {names[1]} shapes differ: {x.shape} vs {y.shape} "
+                             f"({hint}).")
+    return list(zip(ma, mb))
 
 
 def _ratio(num, den, when_zero: float) -> np.ndarray:
@@ -172,16 +184,9 @@ def thresholded_jaccard(jaccard: Any, threshold: float = ISIC_JACCARD_THRESHOLD)
 
 
 def segmentation_scores(pred: Any, target: Any, threshold: float = ISIC_JACCARD_THRESHOLD) -> dict[str, np.ndarray]:
-    """The ISIC scores of each image, `SEGMENTATION_KEYS` -> (N,), from masks (H, W), (N, H, W), (N, 1, H, W)
-    or two lists of 2-D masks whose sizes may differ. Average over images for the set's score."""
-    preds, targets = as_maps(pred, "pred"), as_maps(target, "target")
-    if len(preds) != len(targets):
-        raise ValueError(f"{len(preds)} predicted masks but {len(targets)} true masks.")
+    """The ISIC scores of each image, `SEGMENTATION_KEYS` -> (N,), from masks as `as_maps` takes them."""
     rows = []
-    for i, (p, t) in enumerate(zip(preds, targets)):
-        if p.shape != t.shape:
-            raise ValueError(f"mask pair {i}: pred and target shapes differ: {p.shape} vs {t.shape} (score each "
-                             "image at its own size, or pass lists of 2-D masks).")
+    for p, t in map_pairs(pred, target):
         c = sens_spec(t, p, undefined=1.0)  # the empty-mask rule: 0/0 -> 1
         tp, fp, fn = c["tp"], c["fp"], c["fn"]
         jaccard = float(_ratio(tp, tp + fp + fn, 1.0))
@@ -192,41 +197,31 @@ def segmentation_scores(pred: Any, target: Any, threshold: float = ISIC_JACCARD_
 
 # --- classification -------------------------------------------------------------------------------
 
-def _one_hot(y: np.ndarray, k: int) -> np.ndarray:
-    return y[:, None] == np.arange(k)
-
-
-def _label_pair(y_true: Any, y_pred: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-    t, p = as_labels(y_true, k, "y_true"), as_labels(y_pred, k, "y_pred")
-    if t.shape != p.shape:
-        raise ValueError(f"y_true and y_pred lengths differ: {t.shape[0]} vs {p.shape[0]}.")
-    return t, p
-
-
 def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
     """(K, K) int64 counts: rows = true class, columns = predicted class."""
-    t, p = _label_pair(y_true, y_pred, num_classes)
+    t, p = as_labels(y_true, num_classes, "y_true"), as_labels(y_pred, num_classes, "y_pred")
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred lengths differ: {t.shape[0]} vs {p.shape[0]}.")
     k = num_classes
     return np.bincount(t * k + p, minlength=k * k).reshape(k, k).astype(np.int64)
 
 
 def balanced_accuracy(y_true: Any, y_pred: Any, num_classes: int) -> float:
     """Mean sensitivity over the classes present in ``y_true`` (NaN when it is empty)."""
-    t, p = _label_pair(y_true, y_pred, num_classes)
-    return nanmean(sens_spec(_one_hot(t, num_classes), _one_hot(p, num_classes), axis=0)["sensitivity"])
+    cm = confusion_matrix(y_true, y_pred, num_classes)
+    return nanmean(_ratio(np.diag(cm), cm.sum(axis=1), NAN))
 
 
 def classification_report(probs: Any, targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
     """The ISIC 2018 Task 3 report as plain values: accuracy, balanced accuracy, macro AUC and AP,
-    ``confusion_matrix`` (rows = true; ``_normalized`` by row), ``per_class``: name -> `PER_CLASS_KEYS`.
-    NaN where undefined (e.g. the AUC of a class absent from the targets, the precision of one never predicted)."""
-    names, p, t = _probs_and_targets(probs, targets, class_names)
+    ``confusion_matrix`` (rows = true; ``_normalized`` by row), ``per_class``: name -> `PER_CLASS_KEYS`; NaN:
+    undefined (the AUC of a class absent from the targets, the precision of one never predicted)."""
+    names = [str(c) for c in class_names]
+    p, t = probs_and_labels(probs, targets, len(names), "targets")
     n, k = len(t), len(names)
-    if n == 0:
-        raise ValueError("No samples: probs and targets are empty.")
     pred = p.argmax(axis=1)
     cm = confusion_matrix(t, pred, k)
-    c = sens_spec(_one_hot(t, k), _one_hot(pred, k), axis=0)
+    c = sens_spec(t[:, None] == np.arange(k), pred[:, None] == np.arange(k), axis=0)
     f1 = _ratio(2 * c["tp"], 2 * c["tp"] + c["fp"] + c["fn"], NAN)
     per_class = {name: {
         "support": int(c["tp"][i] + c["fn"][i]), "sensitivity": float(c["sensitivity"][i]),
@@ -246,7 +241,8 @@ def classification_report(probs: Any, targets: Any, class_names: Sequence[str] =
 
 def roc_curves(probs: Any, targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, dict[str, Any]]:
     """One-vs-rest ROC curve of each class with positives and negatives: name -> ``{fpr, tpr, auc}`` (lists)."""
-    names, p, t = _probs_and_targets(probs, targets, class_names)
+    names = [str(c) for c in class_names]
+    p, t = probs_and_labels(probs, targets, len(names), "targets")
     curves = {}
     for i, name in enumerate(names):
         if 0 < int((t == i).sum()) < t.size:
@@ -256,10 +252,8 @@ def roc_curves(probs: Any, targets: Any, class_names: Sequence[str] = CLASS_NAME
 
 
 def baselines(targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
-    """What the classes of a set allow without looking at the images: the classes present, ``chance``
-    (balanced accuracy 1 / classes present, the most an answer that ignores the image can expect;
-    AUCs 0.5) and ``majority``: the scores of always answering the set's most frequent class (the lowest
-    index on ties)."""
+    """What a set allows without looking at the images: the classes present, ``chance`` (balanced accuracy
+    1 / classes present, AUCs 0.5) and ``majority``: always answering the most frequent class (lowest on ties)."""
     names = list(class_names)
     t = as_labels(targets, len(names), "targets")
     if t.size == 0:
@@ -318,10 +312,9 @@ class _Columns:
     def scores(self, idx: np.ndarray, tasks: Sequence[str], mel_threshold: float | None = None) -> dict:
         out = {}
         if "segmentation" in tasks and self.has_seg:
-            with warnings.catch_warnings():  # a resample of unmasked images only: NaN, left out of the interval
-                warnings.simplefilter("ignore", RuntimeWarning)
-                out.update({"dice": float(np.nanmean(self.dice[idx])), "jaccard": float(np.nanmean(self.jaccard[idx])),
-                            "thresholded_jaccard": float(np.nanmean(thresholded_jaccard(self.jaccard[idx])))})
+            # a resample of unmasked images only: NaN, left out of the interval
+            out.update(dice=nanmean(self.dice[idx]), jaccard=nanmean(self.jaccard[idx]),
+                       thresholded_jaccard=nanmean(thresholded_jaccard(self.jaccard[idx])))
         if "classification" not in tasks or not self.has_cls:
             return out
         keys = CLASSIFICATION_METRICS + (MEL_THRESHOLD_METRICS if mel_threshold is not None else ())
@@ -458,9 +451,7 @@ def mean_sd(values) -> tuple[float, float, int]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else NAN, int(len(v))
 
 
-def read_per_image(path) -> pd.DataFrame:
-    """A per-image table of 03_evaluate, its ids read as text (a lesion called "NA" stays that lesion)."""
-    return read_csv_with_ids(path)
+read_per_image = read_csv_with_ids  # a per-image table of 03_evaluate, its ids as text (lesion "NA" stays)
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -1,16 +1,13 @@
-"""How far to trust each prediction: calibration (temperature scaling), uncertainty, referral of the
-least sure, the melanoma operating point, whether the heat map lies on the lesion; and THE
-post-training step that fits these on the validation split into the checkpoint (`calibrate_checkpoint`,
-with the `feature_reference` that tells how unlike the training data a new image is;
-for a model trained earlier ``python -m skin_utils.trust <run or checkpoint> [--no-tta ...]``).
+"""How far to trust each prediction: calibration (temperature scaling), uncertainty, referral, the
+melanoma operating point, heat maps on the lesion, familiarity; and THE post-training step that fits
+these on the validation split into the checkpoint (`calibrate_checkpoint`; for an older model
+``python -m skin_utils.trust <run or checkpoint> [--no-tta ...]``).
 
 Passes over the same images (TTA views, MC-dropout samples) are stacked first, (S, N, K); entropies in
-nats. ECE (Guo et al. 2017): equal-width bins ``(b / n, (b + 1) / n]``, ``sum_b |B_b| / N |acc_b - conf_b|``;
-the class-wise ECE (Kull et al. 2019) sees the rare classes a top-label ECE dominated by confident nevi
-hides. TTA-averaged probabilities are scaled as ``softmax(log p / T)``, T fitted on that kind of output.
-A checkpoint stores per kind (``"tta"``, ``"plain"``), chosen on validation: ``temperature``,
-``mel_threshold`` (reaches ``target_sensitivity``) and ``referral_threshold`` (keeps ``target_coverage``);
-without them `StoredCalibration` uses temperature 1 and raises no flag.
+nats. ECE (Guo et al. 2017): equal-width bins ``(b / n, (b + 1) / n]``; the class-wise ECE (Kull et al.
+2019) sees the rare classes a top-label ECE hides. TTA-averaged probabilities are scaled as
+``softmax(log p / T)``. A checkpoint stores per kind ("tta", "plain") ``temperature``, ``mel_threshold``
+and ``referral_threshold``; without them `StoredCalibration` uses temperature 1 and raises no flag.
 """
 
 from __future__ import annotations
@@ -29,6 +26,7 @@ import pandas as pd
 import torch
 from scipy import ndimage
 from scipy.optimize import minimize_scalar
+from scipy.special import entr, log_softmax, softmax
 from sklearn.covariance import LedoitWolf
 
 from skin_utils.checkpoint import FEATURE_ARRAYS, load_model
@@ -38,7 +36,7 @@ from skin_utils.transforms import Normalize
 from skin_utils.engine import amp_dtype_for, predict, resolve_device
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.metrics import (MELANOMA, as_binary, as_labels, as_maps, as_numpy, as_probabilities, balanced_accuracy,
-                                nanmean, sens_spec, sens_spec_at, to_jsonable)
+                                map_pairs, nanmean, probs_and_labels, sens_spec, sens_spec_at, to_jsonable)
 from skin_utils.report import write_json
 from skin_utils.runs import find_run, run_of_checkpoint
 
@@ -50,17 +48,6 @@ DEFAULT_REFERRAL_FRACTIONS = (0.0, 0.1, 0.2, 0.3)  # shares of the most uncertai
 BORDER_WIDTH_FRACTION = 0.03  # default half-width of the border band, a share of the shorter side
 MOSTLY_OUTSIDE_BELOW = 0.5  # a heat map with less of its energy inside the lesion falls "mostly outside"
 _COUNT_EPS = 1e-9  # a share times a count: 0.9 * 10 is 9.000000000000002
-
-
-def _pair(probs: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Checked probabilities (N, K) and labels (N,), N >= 1."""
-    p = as_probabilities(probs)
-    y = as_labels(labels, p.shape[1])
-    if p.shape[0] != y.shape[0]:
-        raise ValueError(f"probs has {p.shape[0]} rows but labels has {y.shape[0]} entries.")
-    if p.shape[0] == 0:
-        raise ValueError("No samples: probs and labels are empty.")
-    return p, y
 
 
 # --- calibration and temperature scaling ----------------------------------------------------------
@@ -83,7 +70,7 @@ def _ece(values: np.ndarray, hits: np.ndarray, n_bins: int):
 
 def classwise_ece(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS, reduction: str = "mean"):
     """Class-wise ECE: the mean over all classes (``"mean"``), or float64 (K,) (``"none"``)."""
-    p, y = _pair(probs, labels)
+    p, y = probs_and_labels(probs, labels)
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction={reduction!r}: choose 'mean' or 'none'.")
     per_class = np.array([_ece(p[:, k], y == k, n_bins)[0] for k in range(p.shape[1])])
@@ -92,7 +79,7 @@ def classwise_ece(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS, reducti
 
 def reliability_diagram(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS) -> dict[str, Any]:
     """What a (top-label) reliability diagram draws, as plain lists and floats; empty bins are NaN."""
-    p, y = _pair(probs, labels)
+    p, y = probs_and_labels(probs, labels)
     conf, correct = p.max(axis=1), p.argmax(axis=1) == y
     ece, count, mean_conf, acc = _ece(conf, correct, n_bins)
     return {"bin_edges": np.linspace(0.0, 1.0, n_bins + 1).tolist(), "confidence": mean_conf.tolist(),
@@ -104,7 +91,7 @@ def reliability_diagram(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS) -
 def calibration_report(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS) -> dict[str, Any]:
     """``ece`` (top-label, in [0, 1]), ``classwise_ece``, ``nll`` (the mean negative log-likelihood of the true
     class, natural log), ``brier`` (multiclass, in [0, 2]), ``n_bins``, ``n_images``."""
-    p, y = _pair(probs, labels)
+    p, y = probs_and_labels(probs, labels)
     return {"ece": _ece(p.max(axis=1), p.argmax(axis=1) == y, n_bins)[0], "classwise_ece": classwise_ece(p, y, n_bins),
             "nll": float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], NLL_EPS, None)))),
             "brier": float(np.mean(np.sum((p - np.eye(p.shape[1])[y]) ** 2, axis=1))), "n_bins": int(n_bins),
@@ -122,9 +109,7 @@ def fit_temperature(logits: Any, labels: Any, bounds: tuple[float, float] = TEMP
         raise ValueError(f"logits has {len(z)} rows but labels has {len(y)} entries (need one per row, >= 1).")
 
     def nll(log_t):
-        zt = z / math.exp(log_t)
-        zt = zt - zt.max(axis=1, keepdims=True)
-        return float(-np.mean(zt[np.arange(len(y)), y] - np.log(np.exp(zt).sum(axis=1))))
+        return float(-np.mean(log_softmax(z / math.exp(log_t), axis=1)[np.arange(len(y)), y]))
 
     lo, hi = math.log(bounds[0]), math.log(bounds[1])
     res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
@@ -140,16 +125,14 @@ def apply_temperature(logits: Any, temperature: float) -> np.ndarray:
     t = float(temperature)
     if not (math.isfinite(t) and t > 0):
         raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}.")
-    z = as_numpy(logits) / t
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    return softmax(as_numpy(logits) / t, axis=-1)
 
 
 # --- uncertainty of the diagnosis -----------------------------------------------------------------
 
-def _entropy(p: np.ndarray, log=np.log) -> np.ndarray:
-    """Entropy over the last axis, 0 log 0 = 0."""
-    return -np.sum(np.where(p > 0, p * log(np.where(p > 0, p, 1.0)), 0.0), axis=-1)
+def _entropy(p: np.ndarray) -> np.ndarray:
+    """Entropy in nats over the last axis, 0 log 0 = 0."""
+    return entr(p).sum(axis=-1)
 
 
 def _samples(sample_probs: Any) -> np.ndarray:
@@ -189,7 +172,7 @@ def binary_entropy(mask_probs: Any) -> np.ndarray:
     p = as_numpy(mask_probs)
     if p.size and (not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1):
         raise ValueError("mask_probs must be probabilities in [0, 1] (apply sigmoid to logits).")
-    return _entropy(np.stack([p, 1.0 - p], axis=-1), log=np.log2)
+    return _entropy(np.stack([p, 1.0 - p], axis=-1)) / math.log(2)
 
 
 def border_band(mask: Any, width: int) -> np.ndarray:
@@ -201,9 +184,8 @@ def border_band(mask: Any, width: int) -> np.ndarray:
 
 
 def mask_uncertainty_score(mask_probs: Any, *, threshold: float = 0.5, width: int | None = None) -> np.ndarray:
-    """(N,): the mean `binary_entropy` over the `border_band` of each predicted lesion (an image mean mostly
-    measures easy background). No band scores 1.0, the maximum: every image shows a lesion, so an empty
-    mask is a failure to refer. ``width``: default 3% of the shorter side."""
+    """(N,): the mean `binary_entropy` over the `border_band` (default 3% of the shorter side) of each predicted
+    lesion. No band scores 1.0, the maximum: every image shows a lesion, so an empty mask is to be referred."""
     scores = []
     for p in as_maps(mask_probs, "mask_probs"):
         band = border_band(p >= threshold, width or max(1, round(BORDER_WIDTH_FRACTION * min(p.shape))))
@@ -231,9 +213,8 @@ def _expected_risks(u: np.ndarray, err: np.ndarray) -> np.ndarray:
 
 
 def risk_coverage_curve(uncertainty: Any, errors: Any) -> dict[str, Any]:
-    """Keep the k least uncertain images, k = 1..N: ``coverage`` k/N, ``risk`` of the kept (ties averaged),
-    the oracle's, ``aurc`` (Geifman et al. 2018; lower is better), ``error_rate`` (a random ranking's
-    AURC). ``errors``: 1/True for wrong, or any per-image loss in [0, 1] (e.g. 1 - Dice)."""
+    """Keep the k least uncertain images, k = 1..N: ``coverage`` k/N, ``risk`` of the kept (ties averaged), the
+    oracle's, ``aurc`` (Geifman et al. 2018), ``error_rate``. ``errors``: 1/True = wrong, or a loss in [0, 1]."""
     u, e = _uncertainty(uncertainty), as_numpy(errors)
     if e.shape != u.shape:
         raise ValueError(f"errors has shape {e.shape}; uncertainty has {u.shape}.")
@@ -257,7 +238,7 @@ def selective_metrics(probs: Any, labels: Any, keep: Any, *, melanoma_index: int
                       mel_threshold: float | None = None) -> dict[str, Any]:
     """Scores when the images with ``keep`` False are referred: a melanoma called (argmax, or ``P(MEL) >=
     mel_threshold``) or referred counts as found in ``mel_sensitivity_with_referral``; NaN: none kept."""
-    p, y = _pair(probs, labels)
+    p, y = probs_and_labels(probs, labels)
     k = as_numpy(keep, dtype=None).astype(bool)
     if k.shape != y.shape:
         raise ValueError(f"probs ({len(p)}), labels ({len(y)}) and keep {k.shape} must have one entry per image.")
@@ -278,14 +259,10 @@ def selective_report(probs: Any, labels: Any, uncertainty: Any,
     """`selective_metrics` when the most uncertain ``round(f * N)`` images are referred, for each f in [0, 1)
     (ties: the earlier image first)."""
     u = _uncertainty(uncertainty)
-    most_uncertain_first = np.argsort(-u, kind="stable")
-    rows = []
-    for f in referral_fractions:
-        keep = np.ones(len(u), dtype=bool)
-        keep[most_uncertain_first[:int(round(float(f) * len(u)))]] = False
-        rows.append({"referral_fraction": float(f), **selective_metrics(
-            probs, labels, keep, melanoma_index=melanoma_index, mel_threshold=mel_threshold)})
-    return rows
+    rank = np.argsort(np.argsort(-u, kind="stable"))  # 0 = the most uncertain
+    return [{"referral_fraction": float(f), **selective_metrics(
+        probs, labels, rank >= round(float(f) * len(u)), melanoma_index=melanoma_index, mel_threshold=mel_threshold)}
+            for f in referral_fractions]
 
 
 def operating_threshold(p_mel_val: Any, is_mel_val: Any, target_sensitivity: float) -> float:
@@ -304,25 +281,20 @@ def operating_threshold(p_mel_val: Any, is_mel_val: Any, target_sensitivity: flo
 
 def cam_localization(cams: Any, masks: Any, labels: Any = None, image_ids: Sequence | None = None,
                      class_names: Sequence[str] = CLASS_NAMES) -> list[dict[str, Any]]:
-    """Per image, is the heat map on the lesion (energy-based pointing game, Wang et al. 2020)?
-    ``energy_inside`` ``sum(cam * mask) / sum(cam)`` (NaN: an all-zero map) against ``area_share`` (what
-    a uniform map scores), their ratio ``lift``, ``peak_inside``. Masks: non-zero = lesion."""
-    cams, masks = as_maps(cams, "cam"), as_maps(masks, "mask")
-    y = None if labels is None else as_numpy(labels, dtype=None).reshape(-1)
-    for what, given in (("masks", masks), ("labels", y), ("image_ids", image_ids)):
-        if given is not None and len(given) != len(cams):
-            raise ValueError(f"{len(cams)} maps but {len(given)} {what}.")
+    """Per image, is the heat map on the lesion (energy pointing game, Wang et al. 2020)? ``energy_inside``
+    ``sum(cam * mask) / sum(cam)`` (NaN: all-zero map), ``area_share`` (a uniform map's), ``lift``, ``peak_inside``."""
+    pairs = map_pairs(cams, masks, ("cam", "mask"), ("maps", "masks"),
+                      "resize the mask to the map (nearest neighbour) or the map to the mask (bilinear)")
+    y = None if labels is None else as_labels(as_numpy(labels, dtype=None).reshape(-1), len(class_names))
+    for what, given in (("labels", y), ("image_ids", image_ids)):
+        if given is not None and len(given) != len(pairs):
+            raise ValueError(f"{len(pairs)} maps but {len(given)} {what}.")
     rows = []
-    for i, (c, m) in enumerate(zip(cams, masks)):
-        if c.shape != m.shape:
-            raise ValueError(f"image {i}: cam {c.shape} and mask {m.shape} differ; resize the mask to the map "
-                             "(nearest neighbour) or the map to the mask (bilinear).")
+    for i, (c, m) in enumerate(pairs):
         c, m = np.asarray(c, dtype=np.float64), m != 0
         if not np.all(np.isfinite(c)) or (c.size and c.min() < 0):
             raise ValueError(f"image {i}: cam must be finite and non-negative.")
         label = None if y is None else int(y[i])
-        if label is not None and not 0 <= label < len(class_names):
-            raise ValueError(f"label {label} out of range [0, {len(class_names)}).")
         total, area = c.sum(), float(m.mean()) if m.size else math.nan
         energy = float(c[m].sum() / total) if total > 0 else math.nan
         rows.append({"image_id": None if image_ids is None else str(image_ids[i]), "label": label,
@@ -386,10 +358,9 @@ def _fit_gaussian(f: np.ndarray) -> dict:
 
 
 def feature_reference(features: Any, quantile: float = FAMILIAR_QUANTILE, split: str = "val") -> dict:
-    """A Gaussian of one split's pooled encoder features (N, D): ``mean`` and ``precision`` (Ledoit-Wolf
-    shrinkage, as N is often below D), and ``threshold``, the ``quantile`` of the split's own
-    `feature_distance`s, each image scored by a fit that left its fold out (an in-sample quantile would call
-    too many new images unfamiliar). Plain Python types."""
+    """A Gaussian of one split's pooled encoder features (N, D): ``mean``, ``precision`` (Ledoit-Wolf, as N is
+    often below D), and ``threshold``, the ``quantile`` of the split's own `feature_distance`s, each image scored
+    by a fit that left its fold out (in-sample would call too many new images unfamiliar). Plain Python types."""
     f = np.asarray(features, dtype=np.float64)
     if f.ndim != 2 or len(f) < 2 * FEATURE_FOLDS:
         raise ValueError(f"feature_reference needs features of shape (N >= {2 * FEATURE_FOLDS}, D); got {f.shape}.")
@@ -452,7 +423,7 @@ def calibration_record(probs: Any, labels: Any, class_names, *, target_sensitivi
                        target_coverage: float = DEFAULT_TARGET_COVERAGE, split: str = "val") -> dict:
     """The temperature and both thresholds fitted on one split's uncalibrated outputs of one kind, with what
     they reach there (``notes``: why a threshold is None), in plain Python types (checkpoint and JSON)."""
-    p, y = _pair(probs, labels)
+    p, y = probs_and_labels(probs, labels)
     names = list(class_names)
     if len(names) != p.shape[1]:
         raise ValueError(f"{len(names)} class names for {p.shape[1]} probability columns.")
@@ -569,11 +540,9 @@ def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=Non
                          target_coverage: float = DEFAULT_TARGET_COVERAGE, batch_size: int = 32,
                          device="auto", amp: str = "auto", on_bad_data: str = "raise",
                          progress: bool = True, save: bool = True) -> dict:
-    """THE post-training step: fit `calibration_record` on the validation split and store it in the
-    checkpoint (``save=False``: only return kind -> record). ``tta=True`` fits both kinds from one 8-view
-    pass (``"plain"``: the first view, the image as it is); ``tta=False`` the plain kind only. Also stored:
-    ``"features"``, the `feature_reference` that tells how familiar other images are (returned without
-    its arrays: `feature_summary`)."""
+    """THE post-training step: fit `calibration_record` on the validation split into the checkpoint (``save=False``:
+    only return kind -> record). ``tta=True`` fits both kinds from one 8-view pass ("plain": the first view);
+    also stored: ``"features"``, the `feature_reference` (returned as its `feature_summary`)."""
     path, device = Path(checkpoint), resolve_device(device)
     model, ckpt = load_model(path, map_location="cpu")
     params = ckpt.params or {}
