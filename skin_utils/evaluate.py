@@ -297,7 +297,7 @@ def best_and_worst(data, evaluation: Evaluation, n: int = 4, by: str = "dice") -
                            for rank, (p, i) in enumerate(zip(picks, rows["image_id"]))]}
 
 
-def choose_cam_examples(per_image: pd.DataFrame, class_names, n: int = 4) -> list[int]:
+def choose_cam_examples(per_image: pd.DataFrame, n: int = 4) -> list[int]:
     """Up to ``n`` positions, one per true class (most frequent first): its surest, correct ones first."""
     table = per_image.reset_index(drop=True)
     table = table.assign(correct=table["true"] == table["pred"])
@@ -689,35 +689,25 @@ def _domain_shift_section(run: Run, result: dict, external: bool, data, names, c
 FAMILIARITY_TITLE = "Familiarity: how far these images lie from the training data"
 
 
-def familiarity_table(per_image: pd.DataFrame, reference: dict) -> pd.DataFrame:
-    """Median feature distance and share of unfamiliar images, here and on the validation split (by design)."""
-    d = per_image["feature_distance"].astype(float)
-    return pd.DataFrame.from_dict({
-        f"validation split ({reference['n_images']} images)": {"median distance": reference["median"],
-                                                               "unfamiliar": 1 - reference["quantile"]},
-        f"here ({len(d)} images)": {"median distance": float(d.median()), "unfamiliar": float(per_image["unfamiliar"].mean())}},
-        orient="index").rename_axis("images")
-
-
-def familiarity_sentence(per_image: pd.DataFrame, reference: dict) -> str:
-    """The share of unfamiliar images against the share the validation split gives by design."""
-    share, expected = float(per_image["unfamiliar"].mean()), 1 - reference["quantile"]
-    head = (f"{share:.0%} of these images are unfamiliar (farther from the validation images' features than "
-            f"{reference['quantile']:.0%} of those images themselves; images like the training data give {expected:.0%})")
-    if share > 2 * expected:
-        return head + ": the model has seen little like them, so its outputs deserve less trust here; the referral table refers them."
-    return head + ": they look like what the model was trained on."
-
-
 def _familiarity_section(ev: Evaluation, path: Path, title: str, figure) -> Section:
+    """Median feature distance and share of unfamiliar images, here and on the validation split (by design)."""
     if ev.features is None:
         return Section(FAMILIARITY_TITLE, text=(
             f"The checkpoint holds no feature reference (it was calibrated before there was one, on fewer than 10 "
             f"validation images, or its classifier was not trained): fit one on the validation split with "
             f"`{COMMAND} {path}`."))
-    fig = plots.plot_feature_distance(ev.per_image["feature_distance"], ev.features, title=f"Familiarity · {title}")
-    return Section(FAMILIARITY_TITLE, {"": familiarity_table(ev.per_image, ev.features)},
-                   [figure(fig, "familiarity")], familiarity_sentence(ev.per_image, ev.features))
+    ref, d = ev.features, ev.per_image["feature_distance"].astype(float)
+    share, expected = float(ev.per_image["unfamiliar"].mean()), 1 - ref["quantile"]
+    table = pd.DataFrame.from_dict({
+        f"validation split ({ref['n_images']} images)": {"median distance": ref["median"], "unfamiliar": expected},
+        f"here ({len(d)} images)": {"median distance": float(d.median()), "unfamiliar": share}},
+        orient="index").rename_axis("images")
+    text = (f"{share:.0%} of these images are unfamiliar (farther from the validation images' features than "
+            f"{ref['quantile']:.0%} of those images themselves; images like the training data give {expected:.0%})"
+            + (": the model has seen little like them, so its outputs deserve less trust here; the referral table "
+               "refers them." if share > 2 * expected else ": they look like what the model was trained on."))
+    fig = plots.plot_feature_distance(d, ref, title=f"Familiarity · {title}")
+    return Section(FAMILIARITY_TITLE, {"": table}, [figure(fig, "familiarity")], text)
 
 
 def _trust_sections(trust: Trust, calibration: StoredCalibration, model, data, ev: Evaluation, device, cfg,
@@ -745,7 +735,7 @@ def _trust_sections(trust: Trust, calibration: StoredCalibration, model, data, e
                         max_images=cfg.cam_max_images, progress=progress, **kw)
         cols = cam_columns(cam)
         energy = dict(zip(cols["image_id"], cols["cam_energy_true"]))
-    picks = choose_cam_examples(labelled.per_image, names, cfg.n_examples)
+    picks = choose_cam_examples(labelled.per_image, cfg.n_examples)
     fig = plots.plot_cam_grid(**cam_examples(model, data, labelled, picks, device, energy=energy, class_names=names,
                                              **kw), title=f"Grad-CAM ({cfg.cam_method}) · {title}")
     sections["grad_cam"] = Section(TRUST_TITLES["grad_cam"], figures=[figure(fig, "cam_examples")], text=(

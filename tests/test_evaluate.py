@@ -144,7 +144,7 @@ def test_cam_check_on_the_demo_split(small):
     assert few["n_images"] == 3 and few["n_split"] == n
     assert few["true_mask"]["per_image"][0]["energy_inside"] == pytest.approx(  # NaN: a map with no heat at all
         cam["true_mask"]["per_image"][0]["energy_inside"], abs=1e-5, nan_ok=True)
-    picks = choose_cam_examples(ev.per_image, CLASS_NAMES, 3)
+    picks = choose_cam_examples(ev.per_image, 3)
     assert len(picks) == min(3, ev.per_image["true"].nunique()) and len(set(ev.per_image.loc[picks, "true"])) == len(picks)
     examples = cam_examples(model, data, ev, picks, "cpu", energy=dict(zip(cols["image_id"], cols["cam_energy_true"])))
     assert len(examples["images"]) == len(examples["cams"]) == len(examples["captions"]) == len(picks)
