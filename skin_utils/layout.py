@@ -641,6 +641,14 @@ def validate_dataset(data_dir, decode: bool = True, partial: bool = False) -> Da
     return _scan(data_dir, decode, partial)[0]
 
 
+def _fingerprint(rows: list[dict]) -> str:
+    """12 hex chars from each image's id, file sizes and label: results stay comparable across runs."""
+    h = hashlib.sha256()
+    for r in sorted(rows, key=lambda r: r["image_id"]):
+        h.update(f"{r['image_id']}\t{r['_sizes'][0]}\t{r['_sizes'][1]}\t{r['label']}\n".encode())
+    return h.hexdigest()[:12]
+
+
 def load_index(data_dir, on_bad_data: str = "raise", decode: bool = True, *, partial: bool = False) -> pd.DataFrame:
     """The index of a folder in the layout, one row per usable image: ``image_id, image_path, mask_path`` (None
     without a mask), ``label`` (-1 without a diagnosis), ``dx, lesion_id, age, sex, localization, has_label,
@@ -682,10 +690,8 @@ def load_index(data_dir, on_bad_data: str = "raise", decode: bool = True, *, par
     df["label"] = df["label"].astype(np.int64)
     df["age"] = pd.to_numeric(df["age"], errors="coerce").astype(float)
     df["has_label"], df["has_mask"] = df["label"].to_numpy() >= 0, df["mask_path"].notna().to_numpy()
-    fingerprint = hashlib.sha256("".join(  # from ids, file sizes and labels: results stay comparable across runs
-        f"{r['image_id']}\t{r['_sizes'][0]}\t{r['_sizes'][1]}\t{r['label']}\n" for r in good).encode()).hexdigest()[:12]
     df.attrs.update(data_dir=report.data_dir, label_file=METADATA_NAME if labelled else None,
                     has_lesion_ids=has_lesion_ids, has_labels=bool(df["has_label"].any()),
-                    has_masks=bool(df["has_mask"].any()), partial=bool(partial), fingerprint=fingerprint,
+                    has_masks=bool(df["has_mask"].any()), partial=bool(partial), fingerprint=_fingerprint(good),
                     synthetic=is_synthetic(report.data_dir), problems=[str(p) for p in report.problems])
     return df

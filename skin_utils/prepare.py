@@ -39,9 +39,9 @@ from skin_utils.demo import SYNTHETIC_NOTE, class_image_counts, make_synthetic_d
 from skin_utils.labels import CLASS_NAMES, map_labels, normalise_name, parse_label_map, suggest_label_map
 from skin_utils.layout import (DATAVERSE, IMAGE_EXTENSIONS, INFO_NAME, MASK_SUFFIX, METADATA_COLUMNS, METADATA_NAME,
                                DataQualityWarning, DataReport, DataValidationError, Problem,
-                               check_mask, describe_folder, duplicate_problems, find_images, is_ignored, layout_error, load_index,
-                               no_labels_problem, read_csv_with_ids, read_image, read_mask, read_table, validate_dataset,
-                               write_whole)
+                               check_mask, describe_folder, duplicate_problems, find_images, is_ignored, layout_error,
+                               load_index, no_labels_problem, read_csv_with_ids, read_image, read_mask, read_table,
+                               validate_dataset, write_whole)
 
 DATAVERSE_URL = "https://doi.org/10.7910/DVN/DBW86T"
 EXPECTED_COUNT = 10015  # images, masks and metadata rows of the full HAM10000 release
