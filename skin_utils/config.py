@@ -240,6 +240,7 @@ def notebook_names(notebook: str) -> set[str] | None:
 # --------------------------------------------------------------------------------------- choices
 AUGMENTATIONS = ("none", "flips", "standard", "strong", "camera", "zoom", "camera_zoom")
 COLOUR_CONSTANCY = ("none", "shades_of_gray")
+POOLINGS = ("average", "lesion")
 CLASS_BALANCE = ("none", "weighted_loss", "sampler", "both", "logit_adjusted")
 LR_SCHEDULES = ("onecycle", "cosine", "constant")
 SELECTION_CRITERIA = ("balanced_accuracy+dice", "balanced_accuracy", "dice", "loss")
@@ -276,6 +277,7 @@ class TrainConfig(Config):
     ema_decay: Optional[float] = None  # validate, keep and calibrate a moving average of the weights (e.g. 0.999)
     augment: str = "camera"  # "none", "flips", "standard", "strong", "camera" (standard + casts, blur, vignette, hair), "zoom" (the lesion box filling 0.1-0.9 of the frame) or "camera_zoom" (both)
     colour_constancy: str = "shades_of_gray"  # or "none": applied alike in training, evaluation and inference
+    class_pooling: str = "average"  # the diagnosis head pools the frame ("average") or the predicted lesion ("lesion")
     encoder_weights: Optional[str] = "auto"  # "imagenet", "auto" (ImageNet if obtainable), None, or a .pth path
     selection: str = "balanced_accuracy+dice"  # validation score that picks best.pt (only the trained heads count)
     patience: Optional[int] = None  # stop after this many epochs without improvement; None: never
@@ -305,7 +307,7 @@ class TrainConfig(Config):
         "lr": (0.0, 10.0), "weight_decay": (0.0, 1.0), "lr_schedule": LR_SCHEDULES, "seg_weight": (0.0, 1000.0),
         "cls_weight": (0.0, 1000.0), "class_balance": CLASS_BALANCE, "balance_power": (0.0, 2.0),
         "label_smoothing": (0.0, 0.99), "ema_decay": (0.0, 0.999999), "augment": AUGMENTATIONS,
-        "colour_constancy": COLOUR_CONSTANCY, "selection": SELECTION_CRITERIA, "patience": (1, 10_000),
+        "colour_constancy": COLOUR_CONSTANCY, "class_pooling": POOLINGS, "selection": SELECTION_CRITERIA, "patience": (1, 10_000),
         "seed": SEED, "split_seed": SEED, "split_fractions": _fractions, "max_samples": (1, 10**9),
         "on_bad_data": ON_BAD_DATA, "target_sensitivity": (0.01, 1.0), "target_coverage": (0.01, 1.0),
         "amp": AMP_CHOICES, "num_workers": (0, 256), "run_name": check_run_name,

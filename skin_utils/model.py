@@ -21,11 +21,13 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
+from skin_utils.config import POOLINGS
 from skin_utils.labels import NUM_CLASSES
 
 ENCODER_CHANNELS = (64, 64, 128, 256, 512)
 DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)
 NO_WEIGHTS = (None, "", "none", "None", "random", "scratch")
+LESION_FLOOR = 0.01  # added to every cell's weight: an empty predicted mask falls back to the average pool
 
 
 class EncoderWeightsUnavailable(RuntimeError):
@@ -129,15 +131,28 @@ class UNetDecoder(nn.Module):
         return x
 
 
+def lesion_weighted(features: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
+    """``features`` (N, C, h, w) scaled so that their average pool is their mean weighted by the predicted
+    lesion (the mask's probability pooled to h x w, plus `LESION_FLOOR`). The weights are detached: the
+    diagnosis chooses where to look from the mask, it does not redraw the mask."""
+    stride = 2 ** (len(ENCODER_CHANNELS))  # 32: each stage halves, rounding up, as ceil_mode does (exports to ONNX)
+    w = F.avg_pool2d(mask_logits.detach().float().sigmoid(), stride, ceil_mode=True) + LESION_FLOOR
+    return features * (w / w.mean((2, 3), keepdim=True)).to(features.dtype)
+
+
 class MultiTaskNet(nn.Module):
-    """ResNet18 encoder + U-Net decoder + classification head (average pool, dropout, linear): a normalised
-    batch (N, 3, H, W) -> ``(mask_logits (N, 1, H, W), class_logits (N, num_classes))``."""
+    """ResNet18 encoder + U-Net decoder + classification head (pool, dropout, linear): a normalised batch
+    (N, 3, H, W) -> ``(mask_logits (N, 1, H, W), class_logits (N, num_classes))``. ``pooling="lesion"``
+    pools the encoder's last map weighted by the predicted mask (`lesion_weighted`) instead of the frame."""
 
     def __init__(self, num_classes: int = NUM_CLASSES, encoder_weights: str | None = None,
-                 decoder_channels=DEFAULT_DECODER_CHANNELS, dropout: float = 0.2):
+                 decoder_channels=DEFAULT_DECODER_CHANNELS, dropout: float = 0.2, pooling: str = "average"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling={pooling!r} is not one of {POOLINGS}.")
         self.config = {"architecture": "MultiTaskNet", "encoder": "resnet18", "num_classes": int(num_classes),
-                       "decoder_channels": [int(c) for c in decoder_channels], "dropout": float(dropout)}
+                       "decoder_channels": [int(c) for c in decoder_channels], "dropout": float(dropout),
+                       "pooling": pooling}
         self.encoder = ResNet18Encoder(encoder_weights)
         self.encoder_weights_used = self.encoder.weights_used
         self.decoder = UNetDecoder(tuple(decoder_channels))
@@ -152,9 +167,11 @@ class MultiTaskNet(nn.Module):
         if built != ("MultiTaskNet", "resnet18"):
             raise ValueError(f"This checkpoint was made for architecture={config.get('architecture')!r}, "
                              f"encoder={config.get('encoder')!r}; skin_utils builds MultiTaskNet/resnet18 only.")
-        return cls(config["num_classes"], None, tuple(config["decoder_channels"]), config.get("dropout", 0.2))
+        return cls(config["num_classes"], None, tuple(config["decoder_channels"]), config.get("dropout", 0.2),
+                   config.get("pooling", "average"))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.encoder(x)
-        decoded = self.decoder(features, out_size=x.shape[-2:])
-        return self.segmentation_head(decoded), self.classification_head(features[-1])
+        mask_logits = self.segmentation_head(self.decoder(features, out_size=x.shape[-2:]))
+        deepest = features[-1] if self.config["pooling"] == "average" else lesion_weighted(features[-1], mask_logits)
+        return mask_logits, self.classification_head(deepest)

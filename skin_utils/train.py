@@ -63,7 +63,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
                          overwrite=cfg.overwrite) if main else None
     run = runs.Run(Path(distributed.broadcast_object(str(run.root) if run else None)))
     with distributed.main_process_first():  # rank 0 may download the ImageNet weights
-        model = MultiTaskNet(num_classes=len(CLASS_NAMES), encoder_weights=cfg.encoder_weights)
+        model = MultiTaskNet(len(CLASS_NAMES), cfg.encoder_weights, pooling=cfg.class_pooling)
     counts = train_class_counts(data)
     loss_fn = build_loss(counts, cfg.seg_weight, cfg.cls_weight, cfg.class_balance, cfg.balance_power,
                          cfg.label_smoothing)

@@ -1,8 +1,9 @@
+import numpy as np
 import pytest
 import torch
 
 from skin_utils.losses import MultiTaskLoss, class_weights_from_counts
-from skin_utils.model import EncoderWeightsUnavailable, MultiTaskNet, build_resnet18
+from skin_utils.model import EncoderWeightsUnavailable, MultiTaskNet, build_resnet18, lesion_weighted
 
 
 @pytest.mark.parametrize("hw", [(128, 128), (150, 200), (97, 131), (64, 64)])
@@ -124,3 +125,44 @@ def test_tta_views_are_undone_exactly():
     averaged = forward_probs(Echo(), x, tta=True)
     torch.testing.assert_close(plain[0], averaged[0])
     torch.testing.assert_close(averaged[1].sum(1), torch.ones(2))
+
+
+def test_lesion_pooling_reads_the_predicted_lesion_and_falls_back_to_the_frame():
+    features = torch.arange(2 * 4 * 9, dtype=torch.float32).reshape(2, 4, 3, 3)
+    lesion = torch.full((2, 1, 96, 96), -30.0)
+    lesion[0, :, 32:64, 64:96] = 30.0  # sample 0: the lesion fills the cell (1, 2); sample 1: no lesion at all
+    pooled = lesion_weighted(features, lesion).mean((2, 3))
+    torch.testing.assert_close(pooled[0], features[0, :, 1, 2], atol=0.1, rtol=0)  # LESION_FLOOR's share: < 0.1
+    torch.testing.assert_close(pooled[1], features[1].mean((1, 2)))
+    torch.manual_seed(0)
+    model = MultiTaskNet(pooling="lesion").eval()
+    x = torch.randn(2, 3, 97, 131)
+    with torch.no_grad():
+        before = model(x)[1]
+        model.segmentation_head.bias.add_(5.0)  # another mask moves the diagnosis only under lesion pooling
+        assert not torch.allclose(model(x)[1], before)
+    assert MultiTaskNet.from_config(model.config).config["pooling"] == "lesion"
+    old = {k: v for k, v in model.config.items() if k != "pooling"}  # a checkpoint from before the option
+    assert MultiTaskNet.from_config(old).config["pooling"] == "average"
+    with pytest.raises(ValueError, match="pooling='lesions'"):
+        MultiTaskNet(pooling="lesions")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy exporter, as skin_utils.export uses
+def test_lesion_pooling_exports_to_onnx_at_any_image_size(tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install -e '.[dev]'")
+    torch.manual_seed(0)
+    model = MultiTaskNet(pooling="lesion").eval()
+    path = tmp_path / "lesion.onnx"
+    with torch.no_grad():
+        torch.onnx.export(model, (torch.randn(1, 3, 64, 64),), str(path), dynamo=False, opset_version=17,
+                          input_names=["image"], output_names=["mask", "logits"],
+                          dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}, "mask": {0: "n", 2: "h", 3: "w"}})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in [(1, 3, 64, 64), (2, 3, 97, 131), (1, 3, 150, 200)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            mask, logits = model(x)
+        got_mask, got_logits = session.run(None, {"image": x.numpy()})
+        np.testing.assert_allclose(got_logits, logits.numpy(), atol=1e-3)
+        np.testing.assert_allclose(got_mask, mask.numpy(), atol=1e-3)

@@ -28,7 +28,11 @@ def side(text: str) -> tuple[str, list[str]]:
 def tables(runs_dir: Path, run: str, external: str) -> dict[str, pd.DataFrame]:
     tags = {"HAM10000 val": result_tag("val"), "HAM10000 test": result_tag("test"),
             "external": result_tag("all", external, external=True)}
-    return {k: pd.read_csv(runs_dir / run / "metrics" / f"{tag}_per_image.csv") for k, tag in tags.items()}
+    paths = {k: runs_dir / run / "metrics" / f"{tag}_per_image.csv" for k, tag in tags.items()}
+    missing = [str(p) for k, p in paths.items() if not p.is_file() and k != "HAM10000 test"]
+    if missing:
+        raise SystemExit(f"{run}: not scored yet ({', '.join(missing)}); run 03_evaluate on it first.")
+    return {k: pd.read_csv(p) for k, p in paths.items() if p.is_file()}  # the test split only for familiarity
 
 
 def familiarity(t: dict[str, pd.DataFrame], rng: np.random.Generator, n: int = 1000) -> dict:
@@ -66,7 +70,7 @@ def main():
             for where in ("HAM10000 val", "external"):
                 s = scores(t[where])
                 row.update({f"{where}: {m}": s.get(m, np.nan) for m in METRICS})
-            per_run.append({**row, **familiarity(t, rng)})
+            per_run.append({**row, **(familiarity(t, rng) if "HAM10000 test" in t else {})})
     per_run = pd.DataFrame(per_run)
     pd.set_option("display.width", 250, "display.max_columns", 40, "display.precision", 3)
     print(per_run.to_string(index=False))
