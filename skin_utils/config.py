@@ -307,8 +307,8 @@ class TrainConfig(Config):
         "lr": (0.0, 10.0), "weight_decay": (0.0, 1.0), "lr_schedule": LR_SCHEDULES, "seg_weight": (0.0, 1000.0),
         "cls_weight": (0.0, 1000.0), "class_balance": CLASS_BALANCE, "balance_power": (0.0, 2.0),
         "label_smoothing": (0.0, 0.99), "ema_decay": (0.0, 0.999999), "augment": AUGMENTATIONS,
-        "colour_constancy": COLOUR_CONSTANCY, "class_pooling": POOLINGS, "selection": SELECTION_CRITERIA, "patience": (1, 10_000),
-        "seed": SEED, "split_seed": SEED, "split_fractions": _fractions, "max_samples": (1, 10**9),
+        "colour_constancy": COLOUR_CONSTANCY, "class_pooling": POOLINGS, "selection": SELECTION_CRITERIA,
+        "patience": (1, 10_000), "seed": SEED, "split_seed": SEED, "split_fractions": _fractions, "max_samples": (1, 10**9),
         "on_bad_data": ON_BAD_DATA, "target_sensitivity": (0.01, 1.0), "target_coverage": (0.01, 1.0),
         "amp": AMP_CHOICES, "num_workers": (0, 256), "run_name": check_run_name,
     }

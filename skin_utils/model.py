@@ -135,7 +135,7 @@ def lesion_weighted(features: torch.Tensor, mask_logits: torch.Tensor) -> torch.
     """``features`` (N, C, h, w) scaled so that their average pool is their mean weighted by the predicted
     lesion (the mask's probability pooled to h x w, plus `LESION_FLOOR`). The weights are detached: the
     diagnosis chooses where to look from the mask, it does not redraw the mask."""
-    stride = 2 ** (len(ENCODER_CHANNELS))  # 32: each stage halves, rounding up, as ceil_mode does (exports to ONNX)
+    stride = 2 ** len(ENCODER_CHANNELS)  # 32: each stage halves, rounding up, as ceil_mode does (exports to ONNX)
     w = F.avg_pool2d(mask_logits.detach().float().sigmoid(), stride, ceil_mode=True) + LESION_FLOOR
     return features * (w / w.mean((2, 3), keepdim=True)).to(features.dtype)
 
