@@ -225,7 +225,8 @@ result.show("grad_cam")
 # and overall, beside the share of the image the lesion covers, which is what a uniform map would
 # score. Lift is their ratio (1 = no better than uniform); "above uniform" is the share of images
 # whose map beats that baseline, "mostly outside" the share with less than half of the energy
-# inside. The figure shows the maps that fall most outside the lesion, lowest share first.
+# inside. The figure shows the maps that fall most outside the lesion, lowest share first. A set
+# without masks is checked against the predicted lesion instead, which trusts the mask head.
 
 # %%
 result.show("cam_check")

@@ -446,9 +446,10 @@ def operating_point_table(op: dict) -> pd.DataFrame:
 
 def cam_check(model, data, evaluation: Evaluation, device, class_names, *, batch_size: int = 32,
               method: str = "gradcam", max_images: int | None = None, normalization: dict | None = None,
-              progress: bool = True) -> dict:
+              against=("true_mask", "pred_mask"), progress: bool = True) -> dict:
     """`cam_localization_report` of the predicted class's Grad-CAM against the true and the predicted
-    mask, on the first ``max_images`` images (None: all)."""
+    mask (``against``: a set without masks is checked against the predicted one only), on the first
+    ``max_images`` images (None: all)."""
     rows = evaluation.per_image["row"].to_numpy()
     n = len(rows) if max_images is None else min(int(max_images), len(rows))
     if n == 0:
@@ -457,40 +458,51 @@ def cam_check(model, data, evaluation: Evaluation, device, class_names, *, batch
     loader = make_loader(CachedLesionDataset(data.cache, data.labels, rows[:n]), batch_size, torch.device(device))
     out = predict(model, loader, device, progress=progress, desc="Grad-CAM", with_masks=True, cam_method=method,
                   cam=table["pred"].map(list(class_names).index).to_numpy(), normalize=Normalize.from_config(normalization))
-    found = {}
-    for name, masks in (("true_mask", out["masks"].numpy()),
-                        ("pred_mask", (evaluation.mask_probs[:n].float() >= evaluation.threshold).numpy())):
-        found[name] = cam_localization_report(cam_localization(out["cams"], masks, out["labels"], table["image_id"].tolist(),
-                                                               class_names), class_names)
+    masks = {"true_mask": lambda: out["masks"].numpy(),
+             "pred_mask": lambda: (evaluation.mask_probs[:n].float() >= evaluation.threshold).numpy()}
+    found = {name: cam_localization_report(cam_localization(out["cams"], masks[name](), out["labels"],
+                                                            table["image_id"].tolist(), class_names), class_names)
+             for name in against}
     return {**found, "method": method, "layer": "encoder.layer4",
             "target": "the evaluation's predicted class (TTA-averaged when it was)",
             "resolution": list(data.image_size), "n_images": n, "n_split": int(len(rows))}
 
 
+def cam_reference(cam: dict) -> str:
+    """The mask `cam_check` was judged by: the true one, else (a set without masks) the predicted one."""
+    return "true_mask" if "true_mask" in cam else "pred_mask"
+
+
 def cam_columns(cam: dict) -> pd.DataFrame:
     """Per-image columns of `cam_check` for joining on ``image_id``."""
-    t, p = cam["true_mask"]["per_image"], cam["pred_mask"]["per_image"]
-    return pd.DataFrame({"image_id": [r["image_id"] for r in t], "cam_energy_true": [r["energy_inside"] for r in t],
-                         "cam_energy_pred": [r["energy_inside"] for r in p], "cam_area_true": [r["area_share"] for r in t],
-                         "cam_area_pred": [r["area_share"] for r in p],
-                         "cam_peak_inside_true": [r["peak_inside"] for r in t]})
+    parts = {s: cam[k]["per_image"] for k, s in (("true_mask", "true"), ("pred_mask", "pred")) if k in cam}
+    cols = {"image_id": [r["image_id"] for r in cam[cam_reference(cam)]["per_image"]]}
+    cols |= {f"cam_energy_{s}": [r["energy_inside"] for r in rows] for s, rows in parts.items()}
+    cols |= {f"cam_area_{s}": [r["area_share"] for r in rows] for s, rows in parts.items()}
+    if "true" in parts:
+        cols["cam_peak_inside_true"] = [r["peak_inside"] for r in parts["true"]]
+    return pd.DataFrame(cols)
 
 
 def cam_summary_table(cam: dict) -> pd.DataFrame:
     """Per true class and "all": heat inside the true and predicted lesion against a uniform map's share."""
-    rows = []
-    for name, t in [("all", cam["true_mask"]["overall"]), *cam["true_mask"]["per_class"].items()]:
-        p = cam["pred_mask"]["overall"] if name == "all" else cam["pred_mask"]["per_class"].get(name, {})
-        rows.append({"class": name, "images": t["n_images"], "energy in true lesion": t["energy_inside"],
-                     "lesion area share": t["area_share"], "lift": t["lift"], "above uniform": t["above_baseline"],
-                     "mostly outside": t["mostly_outside"], "energy in predicted lesion": p.get("energy_inside"),
-                     "predicted area share": p.get("area_share")})
+    ref, rows = cam_reference(cam), []
+    word = "true" if ref == "true_mask" else "predicted"
+    for name, t in [("all", cam[ref]["overall"]), *cam[ref]["per_class"].items()]:
+        row = {"class": name, "images": t["n_images"], f"energy in {word} lesion": t["energy_inside"],
+               f"{'lesion' if ref == 'true_mask' else 'predicted'} area share": t["area_share"], "lift": t["lift"],
+               "above uniform": t["above_baseline"], "mostly outside": t["mostly_outside"]}
+        if ref == "true_mask" and "pred_mask" in cam:
+            p = cam["pred_mask"]["overall"] if name == "all" else cam["pred_mask"]["per_class"].get(name, {})
+            row.update({"energy in predicted lesion": p.get("energy_inside"), "predicted area share": p.get("area_share")})
+        rows.append(row)
     return pd.DataFrame(rows).set_index("class").astype({"images": "Int64"})
 
 
 def cam_report(cam: dict) -> dict:
     """`cam_check`'s result for a metrics file (the per-image rows go to the per-image CSV)."""
-    return {**cam, **{k: {x: v for x, v in cam[k].items() if x != "per_image"} for k in ("true_mask", "pred_mask")}}
+    return {**cam, **{k: {x: v for x, v in cam[k].items() if x != "per_image"}
+                      for k in ("true_mask", "pred_mask") if k in cam}}
 
 
 # --- another data set: its file names, and the domain shift beside the training data's test split ----------
@@ -609,11 +621,14 @@ def operating_sentence(op: dict | None) -> str:
 
 def cam_sentence(cam: dict) -> str:
     """How much of the heat lies on the lesion, against what a uniform map would score."""
-    t = cam["true_mask"]["overall"]
+    ref = cam_reference(cam)
+    t = cam[ref]["overall"]
     if not np.isfinite(t["energy_inside"]):
         return "Every heat map was empty (all-zero gradients): Grad-CAM says nothing about this model."
     part = f" (checked on {cam['n_images']} of the {cam['n_split']} images)" if cam["n_images"] < cam["n_split"] else ""
-    return (f"On average {t['energy_inside']:.0%} of the Grad-CAM energy lies inside the true lesion, which covers "
+    lesion = ("true lesion" if ref == "true_mask" else
+              "predicted lesion (this set has no masks, so the check trusts the mask head)")
+    return (f"On average {t['energy_inside']:.0%} of the Grad-CAM energy lies inside the {lesion}, which covers "
             f"{t['area_share']:.0%} of the image (what a uniform map scores){part}.")
 
 
@@ -711,9 +726,10 @@ def _familiarity_section(ev: Evaluation, path: Path, title: str, figure) -> Sect
 
 
 def _trust_sections(trust: Trust, calibration: StoredCalibration, model, data, ev: Evaluation, device, cfg,
-                    ckpt: Checkpoint, title: str, figure, progress: bool) -> tuple[dict[str, Section], dict | None]:
+                    ckpt: Checkpoint, title: str, figure, progress: bool,
+                    segmented: bool) -> tuple[dict[str, Section], dict | None]:
     """The calibration, referral, operating point and Grad-CAM sections, and `cam_check`'s result (None
-    when no image has both a diagnosis and a mask)."""
+    when no image has a mask and the mask head was not trained)."""
     c, op, names = trust.calibration, trust.operating_point, ckpt.class_names
     fig = plots.plot_reliability_diagram(c["reliability_before"], c["reliability_after"],
                                          title=f"Reliability · {title}",
@@ -727,14 +743,18 @@ def _trust_sections(trust: Trust, calibration: StoredCalibration, model, data, e
         [figure(fig, "risk_coverage")], referral_sentence(trust.referral))
     sections["operating_point"] = Section(TRUST_TITLES["operating_point"],
                                           {"": operating_point_table(op)} if op else {}, text=operating_sentence(op))
-    labelled, with_both = ev.subset(ev.has_label), ev.subset(ev.has_label & ev.has_mask)  # the check needs masks
+    labelled, with_both = ev.subset(ev.has_label), ev.subset(ev.has_label & ev.has_mask)
+    # a set without masks is checked against the predicted lesion, when the mask head was trained
+    checked, against = ((with_both, ("true_mask", "pred_mask")) if len(with_both.per_image) else
+                        (labelled, ("pred_mask",)) if segmented else (with_both, ()))
     kw = dict(method=cfg.cam_method, normalization=ckpt.normalization)
     cam = energy = None
-    if len(with_both.per_image):
-        cam = cam_check(model, data, with_both, device, names, batch_size=cfg.batch_size,
+    if against:
+        cam = cam_check(model, data, checked, device, names, batch_size=cfg.batch_size, against=against,
                         max_images=cfg.cam_max_images, progress=progress, **kw)
-        cols = cam_columns(cam)
-        energy = dict(zip(cols["image_id"], cols["cam_energy_true"]))
+        if "true_mask" in cam:
+            cols = cam_columns(cam)
+            energy = dict(zip(cols["image_id"], cols["cam_energy_true"]))
     picks = choose_cam_examples(labelled.per_image, cfg.n_examples)
     fig = plots.plot_cam_grid(**cam_examples(model, data, labelled, picks, device, energy=energy, class_names=names,
                                              **kw), title=f"Grad-CAM ({cfg.cam_method}) · {title}")
@@ -742,14 +762,14 @@ def _trust_sections(trust: Trust, calibration: StoredCalibration, model, data, e
         f"Grad-CAM ({cfg.cam_method}, encoder.layer4) of the predicted class, at the model's resolution "
         f"({ckpt.image_size[0]}x{ckpt.image_size[1]} px)."))
     if cam is None:
-        sections["cam_check"] = Section(TRUST_TITLES["cam_check"], text="No image has both a diagnosis and a mask: "
-                                        "the heat maps cannot be checked against the lesions.")
+        sections["cam_check"] = Section(TRUST_TITLES["cam_check"], text="No image has a mask and the mask head was "
+                                        "not trained: the heat maps cannot be checked against the lesions.")
         return sections, None
-    outside = [r["index"] for r in cam["true_mask"]["mostly_outside"][:2 * cfg.n_examples]]
-    text = cam_sentence(cam) + ("" if outside else " No heat map falls mostly outside the true lesion.")
+    outside = [r["index"] for r in cam[cam_reference(cam)]["mostly_outside"][:2 * cfg.n_examples]]
+    text = cam_sentence(cam) + ("" if outside else " No heat map falls mostly outside the lesion.")
     sections["cam_check"] = Section(TRUST_TITLES["cam_check"], {"": cam_summary_table(cam)}, text=text)
     if outside:
-        fig = plots.plot_cam_grid(**cam_examples(model, data, with_both, outside, device, energy=energy,
+        fig = plots.plot_cam_grid(**cam_examples(model, data, checked, outside, device, energy=energy,
                                                  class_names=names, **kw),
                                   title=f"Heat maps mostly outside the lesion · {title}")
         sections["cam_check"].figures.append(figure(fig, "cam_outside"))
@@ -841,7 +861,8 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
                     scored else "The classification head was not trained: there are no probabilities to calibrate.")
         sections.update({k: Section(t, text=no_trust) for k, t in TRUST_TITLES.items()})
     else:
-        more, cam = _trust_sections(trust, calibration, model, data, ev, device, cfg, ckpt, title, figure, progress)
+        more, cam = _trust_sections(trust, calibration, model, data, ev, device, cfg, ckpt, title, figure, progress,
+                                    segmented="segmentation" in tasks)
         sections.update(more)
         if cam is not None:
             per_image = per_image.merge(cam_columns(cam), on="image_id", how="left")

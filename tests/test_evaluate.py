@@ -144,6 +144,15 @@ def test_cam_check_on_the_demo_split(small):
     assert few["n_images"] == 3 and few["n_split"] == n
     assert few["true_mask"]["per_image"][0]["energy_inside"] == pytest.approx(  # NaN: a map with no heat at all
         cam["true_mask"]["per_image"][0]["energy_inside"], abs=1e-5, nan_ok=True)
+    # a set without masks: the heat against the predicted lesion only, said so
+    pred_only = cam_check(model, data, ev, "cpu", CLASS_NAMES, max_images=3, against=("pred_mask",), progress=False)
+    assert "true_mask" not in pred_only and "true_mask" not in cam_report(pred_only)
+    assert pred_only["pred_mask"]["per_image"][1]["energy_inside"] == pytest.approx(
+        few["pred_mask"]["per_image"][1]["energy_inside"], abs=1e-5, nan_ok=True)
+    assert list(cam_columns(pred_only)) == ["image_id", "cam_energy_pred", "cam_area_pred"]
+    assert list(cam_summary_table(pred_only)) == ["images", "energy in predicted lesion", "predicted area share", "lift",
+                                                  "above uniform", "mostly outside"]
+    assert "inside the predicted lesion (this set has no masks" in cam_sentence(pred_only)
     picks = choose_cam_examples(ev.per_image, 3)
     assert len(picks) == min(3, ev.per_image["true"].nunique()) and len(set(ev.per_image.loc[picks, "true"])) == len(picks)
     examples = cam_examples(model, data, ev, picks, "cpu", energy=dict(zip(cols["image_id"], cols["cam_energy_true"])))

@@ -555,6 +555,20 @@ def test_a_labels_only_folder_is_scored_over_its_classes_with_melanoma_versus_th
     assert "not on this set's clinic or device" in section  # the stored thresholds come from elsewhere: said
 
 
+def test_a_folder_without_masks_checks_the_heat_against_the_predicted_lesion(evaluated):
+    run, _, _, _ = evaluated
+    tag = "evaluate_external_clinic_labels"
+    cam = json.loads((run / "metrics" / f"{tag}.json").read_text())["cam"]
+    assert "true_mask" not in cam and cam["pred_mask"]["overall"]["n_images"] == cam["n_images"] == 8  # cam_max_images
+    per_image = pd.read_csv(run / "metrics" / f"{tag}_per_image.csv")
+    assert "cam_energy_true" not in per_image and per_image["cam_area_pred"].notna().sum() == 8
+    assert per_image["cam_energy_pred"].dropna().between(0, 1).all()
+    section = (run / "sections" / f"03_{tag}.md").read_text()
+    assert "inside the predicted lesion (this set has no masks, so the check trusts the mask head)" in section
+    masks_only = json.loads((run / "metrics" / "evaluate_external_clinic_masks.json").read_text())
+    assert masks_only["cam"] is None  # no diagnoses: no predicted class to explain
+
+
 def test_every_evaluation_says_how_familiar_its_images_are_and_refers_the_unfamiliar(evaluated):
     run, notebooks, _, _ = evaluated
     ref = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["calibration"]["features"]
