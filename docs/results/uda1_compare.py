@@ -1,6 +1,8 @@
 """Two recipes, several seeds each, on HAM10000's validation split and an external set's choice half: per-run
-figures, paired differences (lesion bootstrap, all seeds of a side averaged), and how well the familiarity signal
-(`skin_utils.trust.feature_distance`, stored at calibration) tells the external images from HAM10000's test images.
+figures, paired differences (lesion bootstrap, all seeds of a side averaged), the share of the Grad-CAM energy inside
+the lesion (the true mask on HAM10000, the predicted one on an external set without masks; runs scored before 03 did
+that are left out of it), and how well the familiarity signal (`skin_utils.trust.feature_distance`, stored at
+calibration) tells the external images from HAM10000's test images.
 Reads what `03_evaluate` wrote in each run folder (``-p split val``, ``-p split test`` and ``-p data_dir <external>
 -p split all``); the report half is not read.
 
@@ -15,7 +17,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from skin_utils.evaluate import result_tag
-from skin_utils.metrics import paired_bootstrap, scores
+from skin_utils.metrics import _clusters, lesion_resamples, paired_bootstrap, scores
 
 METRICS = ("mel_auc", "macro_auc", "balanced_accuracy", "dice")
 
@@ -53,6 +55,27 @@ def familiarity(t: dict[str, pd.DataFrame], rng: np.random.Generator, n: int = 1
             if kept["true"].nunique() == 2 else np.nan}
 
 
+def cam_energy(sides: dict[str, list[dict[str, pd.DataFrame]]], where: str, n: int) -> str | None:
+    """Mean share of the Grad-CAM energy inside the lesion per side (its runs averaged), and b - a with a paired
+    lesion-bootstrap interval; None when a side has no run with the column."""
+    tables = {k: [t[where] for t in runs] for k, runs in sides.items()}
+    col = next((c for c in ("cam_energy_true", "cam_energy_pred")
+                if all(any(c in t for t in ts) for ts in tables.values())), None)
+    if col is None:
+        return None
+    mean = {k: pd.concat([t.set_index("image_id")[col] for t in ts if col in t], axis=1).mean(axis=1)
+            for k, ts in tables.items()}
+    (a, ea), (b, eb) = mean.items()
+    common = ea.index.intersection(eb.index)
+    d = (eb.loc[common] - ea.loc[common]).to_numpy()
+    lesions = _clusters(tables[a][0].set_index("image_id").loc[common].reset_index())
+    lo, hi = np.nanquantile([np.nanmean(d[i]) for i in lesion_resamples(lesions, n, 0)], [0.025, 0.975])
+    runs = {k: sum(col in t for t in ts) for k, ts in tables.items()}
+    return (f"Grad-CAM energy inside the lesion on {where} ({col}, {runs[a]} + {runs[b]} runs, {len(common)} images): "
+            f"{a} {np.nanmean(ea.loc[common]):.3f}, {b} {np.nanmean(eb.loc[common]):.3f}; {b} − {a} "
+            f"{np.nanmean(d):+.3f} [{lo:+.3f}, {hi:+.3f}]")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs-dir", type=Path, default=Path("reports/runs"))
@@ -83,6 +106,7 @@ def main():
         diff = diff.loc[[m for m in METRICS if m in diff.index]]
         print(f"\n{b_name} − {a_name} on {where} (paired, {len(sides[a_name])} + {len(sides[b_name])} runs):")
         print(diff.to_string())
+        print(cam_energy(sides, where, args.n_resamples) or f"Grad-CAM energy on {where}: not scored for every side")
 
 
 if __name__ == "__main__":
