@@ -729,7 +729,7 @@ def _trust_sections(trust: Trust, calibration: StoredCalibration, model, data, e
                     ckpt: Checkpoint, title: str, figure, progress: bool,
                     segmented: bool) -> tuple[dict[str, Section], dict | None]:
     """The calibration, referral, operating point and Grad-CAM sections, and `cam_check`'s result (None
-    when no image has a mask and the mask head was not trained)."""
+    when no image has both a diagnosis and a mask and the mask head was not trained)."""
     c, op, names = trust.calibration, trust.operating_point, ckpt.class_names
     fig = plots.plot_reliability_diagram(c["reliability_before"], c["reliability_after"],
                                          title=f"Reliability · {title}",
@@ -762,8 +762,9 @@ def _trust_sections(trust: Trust, calibration: StoredCalibration, model, data, e
         f"Grad-CAM ({cfg.cam_method}, encoder.layer4) of the predicted class, at the model's resolution "
         f"({ckpt.image_size[0]}x{ckpt.image_size[1]} px)."))
     if cam is None:
-        sections["cam_check"] = Section(TRUST_TITLES["cam_check"], text="No image has a mask and the mask head was "
-                                        "not trained: the heat maps cannot be checked against the lesions.")
+        sections["cam_check"] = Section(TRUST_TITLES["cam_check"], text="No image has both a diagnosis and a mask, "
+                                        "and the mask head was not trained: the heat maps cannot be checked against "
+                                        "the lesions.")
         return sections, None
     outside = [r["index"] for r in cam[cam_reference(cam)]["mostly_outside"][:2 * cfg.n_examples]]
     text = cam_sentence(cam) + ("" if outside else " No heat map falls mostly outside the lesion.")
