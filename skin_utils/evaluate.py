@@ -458,9 +458,8 @@ def cam_check(model, data, evaluation: Evaluation, device, class_names, *, batch
     loader = make_loader(CachedLesionDataset(data.cache, data.labels, rows[:n]), batch_size, torch.device(device))
     out = predict(model, loader, device, progress=progress, desc="Grad-CAM", with_masks=True, cam_method=method,
                   cam=table["pred"].map(list(class_names).index).to_numpy(), normalize=Normalize.from_config(normalization))
-    masks = {"true_mask": lambda: out["masks"].numpy(),
-             "pred_mask": lambda: (evaluation.mask_probs[:n].float() >= evaluation.threshold).numpy()}
-    found = {name: cam_localization_report(cam_localization(out["cams"], masks[name](), out["labels"],
+    masks = {"true_mask": out["masks"], "pred_mask": evaluation.mask_probs[:n].float() >= evaluation.threshold}
+    found = {name: cam_localization_report(cam_localization(out["cams"], masks[name].numpy(), out["labels"],
                                                             table["image_id"].tolist(), class_names), class_names)
              for name in against}
     return {**found, "method": method, "layer": "encoder.layer4",
@@ -487,11 +486,11 @@ def cam_columns(cam: dict) -> pd.DataFrame:
 def cam_summary_table(cam: dict) -> pd.DataFrame:
     """Per true class and "all": heat inside the true and predicted lesion against a uniform map's share."""
     ref, rows = cam_reference(cam), []
-    word = "true" if ref == "true_mask" else "predicted"
+    energy, area = (("energy in true lesion", "lesion area share") if ref == "true_mask"
+                    else ("energy in predicted lesion", "predicted area share"))
     for name, t in [("all", cam[ref]["overall"]), *cam[ref]["per_class"].items()]:
-        row = {"class": name, "images": t["n_images"], f"energy in {word} lesion": t["energy_inside"],
-               f"{'lesion' if ref == 'true_mask' else 'predicted'} area share": t["area_share"], "lift": t["lift"],
-               "above uniform": t["above_baseline"], "mostly outside": t["mostly_outside"]}
+        row = {"class": name, "images": t["n_images"], energy: t["energy_inside"], area: t["area_share"],
+               "lift": t["lift"], "above uniform": t["above_baseline"], "mostly outside": t["mostly_outside"]}
         if ref == "true_mask" and "pred_mask" in cam:
             p = cam["pred_mask"]["overall"] if name == "all" else cam["pred_mask"]["per_class"].get(name, {})
             row.update({"energy in predicted lesion": p.get("energy_inside"), "predicted area share": p.get("area_share")})

@@ -13,7 +13,7 @@ import numpy as np
 
 from skin_utils.evaluate import result_tag
 
-COLUMNS = {  # column -> where it is in evaluate*.json (None: not measured on that set)
+COLUMNS = {  # column -> where it is in evaluate*.json (a column no run has is left out)
     "Dice": ("dice",), "balanced accuracy": ("balanced_accuracy",), "macro AUC": ("macro_auc",),
     "melanoma AUC": ("mel_auc",), "melanoma sensitivity": ("mel_sensitivity",),
     "melanoma specificity": ("mel_specificity",), "ECE before": ("trust", "calibration", "before", "ece"),
