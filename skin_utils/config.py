@@ -238,7 +238,7 @@ def notebook_names(notebook: str) -> set[str] | None:
 
 
 # --------------------------------------------------------------------------------------- choices
-AUGMENTATIONS = ("none", "flips", "standard", "strong", "camera", "zoom", "camera_zoom")
+AUGMENTATIONS = ("none", "flips", "standard", "strong", "camera")
 COLOUR_CONSTANCY = ("none", "shades_of_gray")
 POOLINGS = ("average", "lesion")
 CLASS_BALANCE = ("none", "weighted_loss", "sampler", "both", "logit_adjusted")
@@ -275,7 +275,7 @@ class TrainConfig(Config):
     balance_power: float = 0.4  # strength of the class balance: 0 none, 1 full correction of the class prior
     label_smoothing: float = 0.1  # cross-entropy label smoothing
     ema_decay: Optional[float] = None  # validate, keep and calibrate a moving average of the weights (e.g. 0.999)
-    augment: str = "camera"  # "none", "flips", "standard", "strong", "camera" (standard + casts, blur, vignette, hair), "zoom" (the lesion box filling 0.1-0.9 of the frame) or "camera_zoom" (both)
+    augment: str = "camera"  # "none", "flips", "standard", "strong" or "camera" (standard + casts, blur, vignette, hair)
     colour_constancy: str = "shades_of_gray"  # or "none": applied alike in training, evaluation and inference
     class_pooling: str = "average"  # the diagnosis head pools the frame ("average") or the predicted lesion ("lesion")
     encoder_weights: Optional[str] = "auto"  # "imagenet", "auto" (ImageNet if obtainable), None, or a .pth path
@@ -341,7 +341,6 @@ class EvaluateConfig(Config):
     tta: bool = True  # average each prediction over the 8 flips and 90-degree turns of the image
     n_examples: int = 4  # best and worst cases shown (and Grad-CAM examples)
     recalibrate: bool = False  # fit temperature and thresholds on the validation split now, into the checkpoint
-    adapt_bn: bool = False  # AdaBN: re-estimate BatchNorm statistics on the scored images first (no labels used)
     mc_samples: int = 0  # Monte-Carlo dropout samples per image; 0: off
     cam_method: str = "gradcam"  # "gradcam" or "gradcam++"
     cam_max_images: Optional[int] = None  # Grad-CAM check on at most this many images; None: all

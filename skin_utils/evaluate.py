@@ -24,7 +24,7 @@ from skin_utils.config import EvaluateConfig, resolve, slug, trained_tasks
 from skin_utils.data import CachedLesionDataset, make_loader
 from skin_utils.transforms import Normalize
 from skin_utils.layout import image_hw, read_image, read_mask
-from skin_utils.engine import adapt_batchnorm, amp_dtype_for, image_batch, predict, resolve_device, upsample_mask
+from skin_utils.engine import amp_dtype_for, image_batch, predict, resolve_device, upsample_mask
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.metrics import (CLASSIFICATION_METRICS, HEADLINE_METRICS, ISIC_JACCARD_THRESHOLD,
                                 MEL_THRESHOLD_METRICS, PER_CLASS_KEYS, SEGMENTATION_KEYS, age_band, baselines,
@@ -69,11 +69,6 @@ def original_size_scores(mask_probs, mask_paths, image_paths, threshold: float =
     with ThreadPoolExecutor(max(1, min(int(threads), os.cpu_count() or 1))) as pool:
         rows = list(pool.map(one, range(len(mask_paths))))
     return {k: [r[k] for r in rows] for k in SEGMENTATION_KEYS}
-
-
-def label_and_mask_flags(index: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """``(has_label, has_mask)``, bool (N,): those columns of the index (`load_index` writes them)."""
-    return index["has_label"].to_numpy(bool), index["has_mask"].to_numpy(bool)
 
 
 @dataclass
@@ -127,7 +122,7 @@ def score_split(model, data, split: str, device, class_names, *, batch_size: int
     rows, raw = pred["rows"], pred["probs"]
     probs = raw if calibration is None else calibration.apply(raw)
     index = data.index.iloc[rows]
-    has_label, has_mask = label_and_mask_flags(index)
+    has_label, has_mask = index["has_label"].to_numpy(bool), index["has_mask"].to_numpy(bool)
     report = {"scored": [t for t, ok in (("segmentation", has_mask), ("classification", has_label)) if ok.any()]}
     seg = {k: np.full(len(rows), np.nan) for k in SEGMENTATION_KEYS}
     if has_mask.any():
@@ -799,11 +794,6 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
         ckpt = Checkpoint.load(path)
     calibration = StoredCalibration.from_checkpoint(ckpt, cfg.tta)
     say(calibration.describe())
-    if cfg.adapt_bn:
-        n = adapt_batchnorm(model, make_loader(data.dataset(cfg.split), cfg.batch_size, device), device,
-                            Normalize.from_config(ckpt.normalization), progress=progress)
-        say(f"AdaBN: BatchNorm statistics re-estimated on the {n} scored images (labels unused); the stored "
-            "temperature and thresholds were fitted before this adaptation.")
     ev = score_split(model, data, cfg.split, device, names, batch_size=cfg.batch_size, amp=cfg.amp, progress=progress,
                      threshold=cfg.threshold, tta=cfg.tta, return_views=True, mc_samples=cfg.mc_samples,
                      normalization=ckpt.normalization, calibration=calibration if "classification" in tasks else None,
@@ -893,8 +883,6 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
         if "segmentation" in shown else "", f"95% intervals from {cfg.n_bootstrap} bootstrap resamples of lesions.",
         STORED_ELSEWHERE.format(data=Path(str(ckpt.data.get("data_dir", "the training data"))).name)
         if external and classified else "",
-        f"AdaBN: the BatchNorm statistics were re-estimated on these {result['n_images']} images first (labels "
-        "unused)." if cfg.adapt_bn else "",
         *not_scored, f"Class scores: {result['scores']}." if result.get("scores") else ""] if x)
     body = "\n\n".join([header, *(s.markdown() for k, s in sections.items() if k != "conclusion"),
                         f"**Conclusion.** {sections['conclusion'].text}"])

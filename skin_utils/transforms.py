@@ -190,60 +190,6 @@ class RandomRot90(v2.Transform):
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
 
 
-class LesionZoom(v2.Transform):
-    """Scale augmentation: with probability ``p``, zoom image and mask together so that the lesion's bounding
-    box fills a share of the frame drawn uniformly from ``share`` (another dermoscope's field of view and
-    magnification): in by cropping a window around the lesion, out by shrinking the image into a border
-    that repeats its edge pixels (mask 0 there). The factor stays within ``max_factor`` either way; an
-    image without a lesion in its mask is left as it is."""
-
-    def __init__(self, share=(0.1, 0.9), p: float = 0.8, max_factor: float = 3.0):
-        super().__init__()
-        if not 0 < share[0] <= share[1] <= 1:
-            raise ValueError(f"LesionZoom: share={share!r} must satisfy 0 < low <= high <= 1.")
-        self.share, self.p, self.max_factor = (float(share[0]), float(share[1])), float(p), float(max_factor)
-
-    def make_params(self, flat_inputs):
-        masks = [t for t in flat_inputs if isinstance(t, tv_tensors.Mask)]
-        if not masks or float(torch.rand(())) >= self.p:
-            return {"box": None}
-        ys, xs = torch.nonzero(masks[0].reshape(masks[0].shape[-2:]), as_tuple=True)
-        h, w = masks[0].shape[-2:]
-        if len(ys) == 0:
-            return {"box": None}
-        top, bottom, left, right = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
-        target = float(torch.empty(()).uniform_(*self.share))
-        factor = math.sqrt(target / ((bottom - top) * (right - left) / (h * w)))
-        factor = min(max(factor, 1 / self.max_factor), self.max_factor)
-        if factor >= 1:  # a window 1/factor of the frame, placed at random where it holds the lesion's centre
-            wh, ww = max(1, round(h / factor)), max(1, round(w / factor))
-            cy, cx = (top + bottom) / 2, (left + right) / 2
-            y0 = int(torch.randint(max(0, math.ceil(cy - wh)), min(h - wh, int(cy)) + 1, ()))
-            x0 = int(torch.randint(max(0, math.ceil(cx - ww)), min(w - ww, int(cx)) + 1, ()))
-            return {"box": (y0, x0, wh, ww), "size": (h, w)}
-        sh, sw = max(1, round(h * factor)), max(1, round(w * factor))
-        y0, x0 = int(torch.randint(0, h - sh + 1, ())), int(torch.randint(0, w - sw + 1, ()))
-        return {"box": None, "shrink": (sh, sw, y0, x0), "size": (h, w)}
-
-    def transform(self, inpt, params):
-        if not isinstance(inpt, torch.Tensor) or ("shrink" not in params and params["box"] is None):
-            return inpt
-        is_mask = isinstance(inpt, tv_tensors.Mask)
-        mode, h, w = ("nearest" if is_mask else "bilinear"), *params["size"]
-        x = inpt.as_subclass(torch.Tensor).float()[None]
-        if params["box"] is not None:
-            y0, x0, wh, ww = params["box"]
-            out = F.interpolate(x[..., y0:y0 + wh, x0:x0 + ww], size=(h, w), mode=mode,
-                                **({} if is_mask else {"align_corners": False}))
-        else:
-            sh, sw, y0, x0 = params["shrink"]
-            small = F.interpolate(x, size=(sh, sw), mode=mode, **({} if is_mask else {"antialias": True, "align_corners": False}))
-            pad = (x0, w - sw - x0, y0, h - sh - y0)
-            out = F.pad(small, pad, value=0.0) if is_mask else F.pad(small, pad, mode="replicate")
-        out = out[0].round().clamp(0, 255).to(inpt.dtype)
-        return tv_tensors.wrap(out, like=inpt)
-
-
 class BatchColorJitter(torch.nn.Module):
     """Brightness, contrast and saturation factors in 1 +- ``strength`` per image, on the whole batch at once."""
 
@@ -334,8 +280,7 @@ class BatchCameraAugment(torch.nn.Module):
 def build_augmentation(augment: str = "standard") -> tuple[v2.Transform | None, torch.nn.Module | None]:
     """``(per_sample, per_batch)`` transforms: ``"flips"``; ``"standard"`` (short runs): flips, 90-degree
     turns, a mild jitter; ``"strong"`` (long runs): free rotation, zoom, shift, a stronger jitter;
-    ``"camera"``: the standard geometry and `BatchCameraAugment`; ``"zoom"``: `LesionZoom`, then "standard";
-    ``"camera_zoom"``: `LesionZoom`, then "camera"."""
+    ``"camera"``: the standard geometry and `BatchCameraAugment`."""
     flips = [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
     if augment == "none":
         return None, None
@@ -348,10 +293,6 @@ def build_augmentation(augment: str = "standard") -> tuple[v2.Transform | None, 
         return v2.Compose([*flips, v2.RandomApply([affine], p=0.7)]), BatchColorJitter(0.2)
     if augment == "camera":
         return v2.Compose([*flips, RandomRot90()]), BatchCameraAugment()
-    if augment == "zoom":
-        return v2.Compose([LesionZoom(), *flips, RandomRot90()]), BatchColorJitter(0.1)
-    if augment == "camera_zoom":
-        return v2.Compose([LesionZoom(), *flips, RandomRot90()]), BatchCameraAugment()
     raise ValueError(f"augment={augment!r}: choose one of {AUGMENTATIONS}.")
 
 
