@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from functools import reduce
 from typing import Any
 
 import numpy as np
@@ -127,10 +128,8 @@ def map_pairs(a: Any, b: Any, names=("pred", "target"), counted=("predicted mask
 
 def _ratio(num, den, when_zero: float) -> np.ndarray:
     """num / den as float64, ``when_zero`` where den == 0."""
-    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
-    out = np.full(np.broadcast(num, den).shape, when_zero, dtype=np.float64)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
+    num, den = np.broadcast_arrays(np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64))
+    return np.divide(num, den, out=np.full(num.shape, when_zero), where=den != 0)
 
 
 def nanmean(values) -> float:
@@ -165,8 +164,7 @@ def sens_spec_at(scores: Any, truth: Any, threshold: float) -> dict[str, Any]:
 def auc(scores: Any, positive: Any) -> float:
     """ROC AUC by the rank sum (ties count half, as in sklearn); NaN without positives or negatives."""
     s, pos = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
-    n_pos = int(pos.sum())
-    n_neg = pos.size - n_pos
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     if n_pos == 0 or n_neg == 0:
         return NAN
     return float((rankdata(s)[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
@@ -185,14 +183,11 @@ def thresholded_jaccard(jaccard: Any, threshold: float = ISIC_JACCARD_THRESHOLD)
 
 def segmentation_scores(pred: Any, target: Any, threshold: float = ISIC_JACCARD_THRESHOLD) -> dict[str, np.ndarray]:
     """The ISIC scores of each image, `SEGMENTATION_KEYS` -> (N,), from masks as `as_maps` takes them."""
-    rows = []
-    for p, t in map_pairs(pred, target):
-        c = sens_spec(t, p, undefined=1.0)  # the empty-mask rule: 0/0 -> 1
-        tp, fp, fn = c["tp"], c["fp"], c["fn"]
-        jaccard = float(_ratio(tp, tp + fp + fn, 1.0))
-        rows.append([float(_ratio(2 * tp, 2 * tp + fp + fn, 1.0)), jaccard, thresholded_jaccard(jaccard, threshold),
-                     c["sensitivity"], c["specificity"]])
-    return dict(zip(SEGMENTATION_KEYS, np.array(rows, dtype=np.float64).reshape(-1, len(SEGMENTATION_KEYS)).T))
+    counts = [sens_spec(t, p, undefined=1.0) for p, t in map_pairs(pred, target)]  # the empty-mask rule: 0/0 -> 1
+    jaccard = np.array([_ratio(c["tp"], c["tp"] + c["fp"] + c["fn"], 1.0) for c in counts], dtype=np.float64)
+    return {"dice": 2 * jaccard / (1 + jaccard), "jaccard": jaccard,
+            "thresholded_jaccard": thresholded_jaccard(jaccard, threshold),
+            **{k: np.array([c[k] for c in counts], dtype=np.float64) for k in ("sensitivity", "specificity")}}
 
 
 # --- classification -------------------------------------------------------------------------------
@@ -202,8 +197,7 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
     t, p = as_labels(y_true, num_classes, "y_true"), as_labels(y_pred, num_classes, "y_pred")
     if t.shape != p.shape:
         raise ValueError(f"y_true and y_pred lengths differ: {t.shape[0]} vs {p.shape[0]}.")
-    k = num_classes
-    return np.bincount(t * k + p, minlength=k * k).reshape(k, k).astype(np.int64)
+    return np.bincount(t * num_classes + p, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
 
 def balanced_accuracy(y_true: Any, y_pred: Any, num_classes: int) -> float:
@@ -273,10 +267,8 @@ def melanoma_vs_rest(y_true: Any, p_mel: Any, threshold: float | None = None) ->
     ``p_mel >= threshold``, `sens_spec`'s values (None / NaN without a threshold); ``notes`` say why the AUC
     is undefined."""
     p, y = as_binary(p_mel, y_true)
-    if y.size == 0:
-        raise ValueError("No images: y_true and p_mel are empty.")
-    if p.min() < 0.0 or p.max() > 1.0:
-        raise ValueError("p_mel must be probabilities in [0, 1] (P(MEL) of each image).")
+    if y.size == 0 or p.min() < 0.0 or p.max() > 1.0:
+        raise ValueError("p_mel must be probabilities in [0, 1], P(MEL) of each image, for at least one image.")
     n_mel, n = int(y.sum()), int(y.size)
     notes = (["no melanoma in this set: the AUC and the sensitivity are undefined"] if n_mel == 0 else
              ["only melanomas in this set: the AUC and the specificity are undefined"] if n_mel == n else [])
@@ -288,65 +280,63 @@ def melanoma_vs_rest(y_true: Any, p_mel: Any, threshold: float | None = None) ->
 
 # --- lesion-level bootstrap over a per-image table ------------------------------------------------
 
-class _Columns:
-    """A table's columns as arrays, so that one resample costs microseconds. Images without a diagnosis
-    count for segmentation only, images without a mask for classification only."""
+def _scorer(table: pd.DataFrame, class_names: Sequence[str], tasks: Sequence[str], mel_threshold: float | None):
+    """``score(idx)``: the `HEADLINE_METRICS` of the table's rows ``idx``, read from its columns once as arrays (a
+    resample costs microseconds). Images without a diagnosis count for segmentation only, images without a mask
+    for classification only."""
+    names, n = list(class_names), len(table)
+    seg = "segmentation" in tasks and "dice" in table and table["dice"].notna().any()
+    labelled = table["true"].notna().to_numpy() if "true" in table else np.zeros(n, bool)
+    cls = "classification" in tasks and labelled.any() and all(f"p_{c}" in table for c in names)
+    if seg:
+        dice = table["dice"].to_numpy(float)
+        jaccard = table["jaccard"].to_numpy(float) if "jaccard" in table else np.full(n, np.nan)
+    if cls:
+        index = {c: i for i, c in enumerate(names)}
+        if unknown := sorted(set(table["true"][labelled]) - set(index)):
+            raise ValueError(f"per-image table has true labels {unknown} outside the classes {names}.")
+        y_all = table["true"].map(index).fillna(-1).to_numpy(int)
+        probs_all = table[[f"p_{c}" for c in names]].to_numpy(float)
+        mel = index.get(MELANOMA)
+    keys = CLASSIFICATION_METRICS + (MEL_THRESHOLD_METRICS if mel_threshold is not None else ())
 
-    def __init__(self, table: pd.DataFrame, class_names: Sequence[str]):
-        self.names, n = list(class_names), len(table)
-        self.has_seg = "dice" in table and table["dice"].notna().any()
-        self.labelled = table["true"].notna().to_numpy() if "true" in table else np.zeros(n, bool)
-        self.has_cls = bool(self.labelled.any()) and all(f"p_{c}" in table for c in self.names)
-        if self.has_seg:
-            self.dice = table["dice"].to_numpy(float)
-            self.jaccard = table["jaccard"].to_numpy(float) if "jaccard" in table else np.full(n, np.nan)
-        if self.has_cls:
-            index = {c: i for i, c in enumerate(self.names)}
-            unknown = sorted(set(table["true"][self.labelled]) - set(index))
-            if unknown:
-                raise ValueError(f"per-image table has true labels {unknown} outside the classes {self.names}.")
-            self.y = table["true"].map(index).fillna(-1).to_numpy(int)
-            self.probs = table[[f"p_{c}" for c in self.names]].to_numpy(float)
-            self.mel = index.get(MELANOMA)
-
-    def scores(self, idx: np.ndarray, tasks: Sequence[str], mel_threshold: float | None = None) -> dict:
+    def score(idx: np.ndarray) -> dict:
         out = {}
-        if "segmentation" in tasks and self.has_seg:
-            # a resample of unmasked images only: NaN, left out of the interval
-            out.update(dice=nanmean(self.dice[idx]), jaccard=nanmean(self.jaccard[idx]),
-                       thresholded_jaccard=nanmean(thresholded_jaccard(self.jaccard[idx])))
-        if "classification" not in tasks or not self.has_cls:
+        if seg:  # a resample of unmasked images only: NaN, left out of the interval
+            out.update(dice=nanmean(dice[idx]), jaccard=nanmean(jaccard[idx]),
+                       thresholded_jaccard=nanmean(thresholded_jaccard(jaccard[idx])))
+        if not cls:
             return out
-        keys = CLASSIFICATION_METRICS + (MEL_THRESHOLD_METRICS if mel_threshold is not None else ())
-        idx = idx[self.labelled[idx]]
+        idx = idx[labelled[idx]]
         if len(idx) == 0:
             return {**out, **dict.fromkeys(keys, NAN)}
-        y, probs, k = self.y[idx], self.probs[idx], len(self.names)
+        y, probs = y_all[idx], probs_all[idx]
         pred = probs.argmax(1)
-        out.update(accuracy=float(np.mean(pred == y)), balanced_accuracy=balanced_accuracy(y, pred, k),
-                   macro_auc=nanmean([auc(probs[:, c], y == c) for c in range(k)]))
-        if self.mel is None:  # no class named MEL
+        out.update(accuracy=float(np.mean(pred == y)), balanced_accuracy=balanced_accuracy(y, pred, len(names)),
+                   macro_auc=nanmean([auc(probs[:, c], y == c) for c in range(len(names))]))
+        if mel is None:  # no class named MEL
             return {**out, **{k: NAN for k in keys if k.startswith("mel_")}}
-        out["mel_auc"] = auc(probs[:, self.mel], y == self.mel)
+        out["mel_auc"] = auc(probs[:, mel], y == mel)
         if mel_threshold is not None:
-            at = sens_spec(y == self.mel, probs[:, self.mel] >= mel_threshold)
-            out["mel_sensitivity"], out["mel_specificity"] = at["sensitivity"], at["specificity"]
+            at = sens_spec(y == mel, probs[:, mel] >= mel_threshold)
+            out.update(mel_sensitivity=at["sensitivity"], mel_specificity=at["specificity"])
         return out
+
+    return score
 
 
 def scores(table: pd.DataFrame, class_names: Sequence[str] = CLASS_NAMES, tasks: Sequence[str] = TASKS, *,
            mel_threshold: float | None = None) -> dict:
     """The `HEADLINE_METRICS` a per-image table allows (the melanoma threshold ones need ``mel_threshold``)."""
-    return _Columns(table, class_names).scores(np.arange(len(table)), tasks, mel_threshold)
+    return _scorer(table, class_names, tasks, mel_threshold)(np.arange(len(table)))
 
 
 def _clusters(table: pd.DataFrame, cluster: str = "lesion_id") -> np.ndarray:
     """Each image's cluster id as text; an image without one is a cluster of its own (never dropped or merged)."""
     if cluster not in table:
         raise ValueError(f"per-image table has no {cluster!r} column to resample by; columns: {list(table.columns)}.")
-    own = table["image_id"].astype(str).to_numpy() if "image_id" in table else np.arange(len(table)).astype(str)
-    ids = table[cluster]
-    return np.where(ids.isna().to_numpy(), np.char.add("<no id> ", own.astype(str)), ids.astype(str).to_numpy())
+    own = table["image_id"] if "image_id" in table else pd.Series(range(len(table)), index=table.index)
+    return table[cluster].astype(str).where(table[cluster].notna(), "<no id> " + own.astype(str)).to_numpy()
 
 
 def lesion_resamples(clusters: np.ndarray, n_resamples: int, seed: int):
@@ -360,9 +350,7 @@ def lesion_resamples(clusters: np.ndarray, n_resamples: int, seed: int):
 def _interval(values: list[float], level: float) -> list[float]:
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
-    if len(v) == 0:
-        return [NAN, NAN]
-    return [float(x) for x in np.percentile(v, [100 * (1 - level) / 2, 100 * (1 + level) / 2])]
+    return [float(x) for x in np.percentile(v, [50 * (1 - level), 50 * (1 + level)])] if len(v) else [NAN, NAN]
 
 
 def bootstrap_ci(table: pd.DataFrame, class_names: Sequence[str] = CLASS_NAMES, *, n_resamples: int = 1000,
@@ -370,9 +358,9 @@ def bootstrap_ci(table: pd.DataFrame, class_names: Sequence[str] = CLASS_NAMES, 
                  mel_threshold: float | None = None) -> dict:
     """`scores` (``estimate``) with percentile intervals (``ci95``: metric -> [lo, hi]) from resamples of
     whole lesions; a resample where a metric is undefined (no melanoma drawn) is left out of its interval."""
-    cols, clusters = _Columns(table, class_names), _clusters(table, cluster)
-    estimate = cols.scores(np.arange(len(table)), tasks, mel_threshold)
-    resamples = [cols.scores(idx, tasks, mel_threshold) for idx in lesion_resamples(clusters, n_resamples, seed)]
+    score, clusters = _scorer(table, class_names, tasks, mel_threshold), _clusters(table, cluster)
+    estimate = score(np.arange(len(table)))
+    resamples = [score(idx) for idx in lesion_resamples(clusters, n_resamples, seed)]
     return {"estimate": estimate, "ci95": {k: _interval([r[k] for r in resamples], level) for k in estimate},
             "n_resamples": int(n_resamples), "level": level, "cluster": cluster, "n_images": int(len(table)),
             "n_lesions": len(set(clusters))}
@@ -387,31 +375,27 @@ def paired_bootstrap(a: pd.DataFrame | Sequence[pd.DataFrame], b: pd.DataFrame |
     sides = [[a] if isinstance(a, pd.DataFrame) else list(a), [b] if isinstance(b, pd.DataFrame) else list(b)]
     if not sides[0] or not sides[1]:
         raise ValueError("paired_bootstrap needs at least one table on each side.")
-    common = pd.Index(sides[0][0]["image_id"])
-    for t in sides[0] + sides[1]:
-        common = common.intersection(pd.Index(t["image_id"]), sort=False)
+    common = reduce(pd.Index.intersection, [pd.Index(t["image_id"]) for t in sides[0] + sides[1]])
     if len(common) == 0:
         raise ValueError("the per-image tables share no image_id: a paired comparison needs the same images.")
     aligned = [[t.set_index("image_id").loc[common].reset_index() for t in side] for side in sides]
     lesions = _clusters(aligned[0][0], cluster)
     if any(not (_clusters(t, cluster) == lesions).all() for side in aligned for t in side):
         raise ValueError(f"the tables disagree on {cluster!r} for the same images: they come from different data.")
-    cols = [[_Columns(t, class_names) for t in side] for side in aligned]
+    scorers = [[_scorer(t, class_names, tasks, None) for t in side] for side in aligned]
 
     def both(idx):  # each side's metrics, averaged over its runs
-        runs = [[c.scores(idx, tasks) for c in side] for side in cols]
+        runs = [[score(idx) for score in side] for side in scorers]
         return [{k: float(np.mean([r[k] for r in side])) for k in side[0]} for side in runs]
 
     est_a, est_b = both(np.arange(len(common)))
     resamples = [both(idx) for idx in lesion_resamples(lesions, n_resamples, seed)]
-    rows = []
-    for k in [k for k in est_a if k in est_b]:
-        lo, hi = _interval([sb[k] - sa[k] for sa, sb in resamples], level)
-        rows.append({"metric": k, "a": est_a[k], "b": est_b[k], "difference": est_b[k] - est_a[k],
-                     "ci_low": lo, "ci_high": hi, "excludes_zero": bool(lo > 0 or hi < 0),
-                     "runs_a": len(sides[0]), "runs_b": len(sides[1]), "n_images": int(len(common)),
-                     "n_lesions": int(len(set(lesions)))})
-    return pd.DataFrame(rows).set_index("metric")
+    out = pd.DataFrame({"a": est_a, "b": est_b}).loc[[k for k in est_a if k in est_b]]
+    out["difference"] = out["b"] - out["a"]
+    out[["ci_low", "ci_high"]] = [_interval([sb[k] - sa[k] for sa, sb in resamples], level) for k in out.index]
+    out["excludes_zero"] = (out["ci_low"] > 0) | (out["ci_high"] < 0)
+    return out.assign(runs_a=len(sides[0]), runs_b=len(sides[1]), n_images=len(common),
+                      n_lesions=len(set(lesions))).rename_axis("metric")
 
 
 def age_band(age) -> pd.Series:
@@ -428,9 +412,8 @@ def subgroup_table(table: pd.DataFrame, column: str, class_names: Sequence[str] 
     if column not in table:
         raise ValueError(f"per-image table has no {column!r} column; columns: {list(table.columns)}.")
     rows = []
-    values = table[column].astype(object).where(table[column].notna(), None)
-    for value in sorted(v for v in values.dropna().unique() if str(v).lower() not in ("unknown", "nan", "")):
-        group = table[values == value]
+    for value in sorted(v for v in table[column].dropna().unique() if str(v).lower() not in ("unknown", "nan", "")):
+        group = table[table[column] == value]
         n_lesions = len(set(_clusters(group)))
         if n_lesions < min_lesions:
             continue
@@ -446,9 +429,7 @@ def subgroup_table(table: pd.DataFrame, column: str, class_names: Sequence[str] 
 def mean_sd(values) -> tuple[float, float, int]:
     """Mean, sample standard deviation (NaN with one value) and count of the finite values (over seeds)."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
-    if len(v) == 0:
-        return NAN, NAN, 0
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else NAN, int(len(v))
+    return (float(v.mean()) if len(v) else NAN), (float(v.std(ddof=1)) if len(v) > 1 else NAN), len(v)
 
 
 read_per_image = read_csv_with_ids  # a per-image table of 03_evaluate, its ids as text (lesion "NA" stays)
@@ -457,10 +438,8 @@ read_per_image = read_csv_with_ids  # a per-image table of 03_evaluate, its ids 
 def to_jsonable(obj: Any) -> Any:
     """A copy of ``obj`` that ``json.dumps(..., allow_nan=False)`` accepts: numpy and torch values become
     Python ones, NaN and +-inf None, other dict keys str."""
-    if hasattr(obj, "detach") and hasattr(obj, "cpu"):  # torch.Tensor
-        obj = obj.detach().cpu().numpy()
-    if isinstance(obj, (np.ndarray, np.generic)):
-        obj = obj.tolist()
+    if isinstance(obj, (np.ndarray, np.generic)) or hasattr(obj, "detach") and hasattr(obj, "cpu"):  # or torch.Tensor
+        obj = as_numpy(obj, dtype=None).tolist()
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, Mapping):

@@ -1,13 +1,11 @@
-"""How far to trust each prediction: calibration (temperature scaling), uncertainty, referral, the
-melanoma operating point, heat maps on the lesion, familiarity; and THE post-training step that fits
-these on the validation split into the checkpoint (`calibrate_checkpoint`; for an older model
+"""How far to trust each prediction: calibration (temperature scaling), uncertainty, referral, the melanoma
+operating point, heat maps on the lesion, familiarity; and THE post-training step that fits these on the
+validation split into the checkpoint (`calibrate_checkpoint`; for an older model
 ``python -m skin_utils.trust <run or checkpoint> [--no-tta ...]``).
 
-Passes over the same images (TTA views, MC-dropout samples) are stacked first, (S, N, K); entropies in
-nats. ECE (Guo et al. 2017): equal-width bins ``(b / n, (b + 1) / n]``; the class-wise ECE (Kull et al.
-2019) sees the rare classes a top-label ECE hides. TTA-averaged probabilities are scaled as
-``softmax(log p / T)``. A checkpoint stores per kind ("tta", "plain") ``temperature``, ``mel_threshold``
-and ``referral_threshold``; without them `StoredCalibration` uses temperature 1 and raises no flag.
+Passes over the same images (TTA views, MC-dropout samples) are stacked first, (S, N, K); entropies in nats.
+ECE (Guo et al. 2017): equal-width bins ``(b / n, (b + 1) / n]``; the class-wise ECE (Kull et al. 2019) sees
+the rare classes a top-label ECE hides.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import ndimage
 from scipy.optimize import minimize_scalar
 from scipy.special import entr, log_softmax, softmax
@@ -61,11 +58,9 @@ def _ece(values: np.ndarray, hits: np.ndarray, n_bins: int):
     """The ECE of ``values`` against 0/1 ``hits``, and per bin: count, mean value, mean hit rate (NaN when empty)."""
     b = np.clip(np.ceil(values * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
     count = np.bincount(b, minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_v = np.bincount(b, weights=values, minlength=n_bins) / count
-        mean_h = np.bincount(b, weights=hits.astype(np.float64), minlength=n_bins) / count
-    filled = count > 0
-    return float(np.sum(count[filled] / len(values) * np.abs(mean_h[filled] - mean_v[filled]))), count, mean_v, mean_h
+    with np.errstate(invalid="ignore"):  # an empty bin: 0 / 0
+        mean_v, mean_h = [np.bincount(b, weights=w, minlength=n_bins) / count for w in (values, hits.astype(float))]
+    return float(np.nansum(count / len(values) * np.abs(mean_h - mean_v))), count, mean_v, mean_h
 
 
 def classwise_ece(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS, reduction: str = "mean"):
@@ -99,14 +94,10 @@ def calibration_report(probs: Any, labels: Any, n_bins: int = DEFAULT_N_BINS) ->
 
 
 def fit_temperature(logits: Any, labels: Any, bounds: tuple[float, float] = TEMPERATURE_BOUNDS) -> float:
-    """The T minimising the NLL of ``softmax(logits / T)``: a bounded, deterministic search on log T
+    """The T minimising the NLL of ``softmax(logits / T)`` (N, K): a bounded, deterministic search on log T
     (the NLL is convex in 1/T). An optimum on a bound is warned about: labels not matching the logits?"""
     z = as_numpy(logits)
-    if z.ndim != 2 or z.shape[1] < 2 or not np.all(np.isfinite(z)):
-        raise ValueError(f"logits must be finite values of shape (N, K) with K >= 2; got shape {z.shape}.")
     y = as_labels(labels, z.shape[1])
-    if len(y) != len(z) or len(y) == 0:
-        raise ValueError(f"logits has {len(z)} rows but labels has {len(y)} entries (need one per row, >= 1).")
 
     def nll(log_t):
         return float(-np.mean(log_softmax(z / math.exp(log_t), axis=1)[np.arange(len(y)), y]))
@@ -130,11 +121,6 @@ def apply_temperature(logits: Any, temperature: float) -> np.ndarray:
 
 # --- uncertainty of the diagnosis -----------------------------------------------------------------
 
-def _entropy(p: np.ndarray) -> np.ndarray:
-    """Entropy in nats over the last axis, 0 log 0 = 0."""
-    return entr(p).sum(axis=-1)
-
-
 def _samples(sample_probs: Any) -> np.ndarray:
     p = as_numpy(sample_probs)
     if p.ndim != 3 or p.shape[0] == 0:
@@ -148,14 +134,14 @@ def predictive_entropy(probs: Any, normalize: bool = False) -> np.ndarray:
     """Entropy of each row of ``probs`` (N, K), or of the mean of passes (S, N, K): total uncertainty."""
     p = as_numpy(probs)
     p = _samples(p).mean(axis=0) if p.ndim == 3 else as_probabilities(p)
-    return _entropy(p) / (math.log(p.shape[1]) if normalize else 1.0)
+    return entr(p).sum(axis=-1) / (math.log(p.shape[1]) if normalize else 1.0)
 
 
 def mutual_information(sample_probs: Any, normalize: bool = False) -> np.ndarray:
     """``H(mean_s p_s) - mean_s H(p_s)`` (BALD, Houlsby et al. 2011), (N,) >= 0: how much the passes
     disagree, beyond what each is unsure about by itself."""
     p = _samples(sample_probs)
-    mi = np.clip(_entropy(p.mean(axis=0)) - _entropy(p).mean(axis=0), 0.0, None)
+    mi = np.clip(entr(p.mean(axis=0)).sum(axis=-1) - entr(p).sum(axis=-1).mean(axis=0), 0.0, None)
     return mi / (math.log(p.shape[2]) if normalize else 1.0)
 
 
@@ -172,7 +158,7 @@ def binary_entropy(mask_probs: Any) -> np.ndarray:
     p = as_numpy(mask_probs)
     if p.size and (not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1):
         raise ValueError("mask_probs must be probabilities in [0, 1] (apply sigmoid to logits).")
-    return _entropy(np.stack([p, 1.0 - p], axis=-1)) / math.log(2)
+    return (entr(p) + entr(1.0 - p)) / math.log(2)
 
 
 def border_band(mask: Any, width: int) -> np.ndarray:
@@ -203,23 +189,21 @@ def _uncertainty(u: Any, name: str = "uncertainty") -> np.ndarray:
 
 
 def _expected_risks(u: np.ndarray, err: np.ndarray) -> np.ndarray:
-    """Risk of the k least uncertain images, k = 1..N, averaged over the orders of tied uncertainties."""
+    """Risk of the k least uncertain images, k = 1..N, averaged over the orders of tied uncertainties: the
+    errors summed up to the end of each group of ties, interpolated within the group."""
     order = np.argsort(u, kind="stable")
-    _, start, counts = np.unique(u[order], return_index=True, return_counts=True)
-    group_err = np.add.reduceat(err[order], start)
-    before_e = np.repeat(np.concatenate([[0.0], np.cumsum(group_err)[:-1]]), counts)
+    ends = np.r_[np.flatnonzero(np.diff(u[order])), len(u) - 1] + 1  # images kept up to each group's end
     k = np.arange(1, len(u) + 1)
-    return (before_e + (k - np.repeat(start, counts)) * np.repeat(group_err / counts, counts)) / k
+    return np.interp(k, np.r_[0, ends], np.r_[0.0, np.cumsum(err[order])[ends - 1]]) / k
 
 
 def risk_coverage_curve(uncertainty: Any, errors: Any) -> dict[str, Any]:
     """Keep the k least uncertain images, k = 1..N: ``coverage`` k/N, ``risk`` of the kept (ties averaged), the
     oracle's, ``aurc`` (Geifman et al. 2018), ``error_rate``. ``errors``: 1/True = wrong, or a loss in [0, 1]."""
     u, e = _uncertainty(uncertainty), as_numpy(errors)
-    if e.shape != u.shape:
-        raise ValueError(f"errors has shape {e.shape}; uncertainty has {u.shape}.")
-    if not np.all(np.isfinite(e)) or e.min() < 0 or e.max() > 1:
-        raise ValueError("errors must lie in [0, 1] (1 or True = wrong).")
+    if e.shape != u.shape or not np.all((e >= 0) & (e <= 1)):
+        raise ValueError(f"errors must be one value in [0, 1] per image (1 or True = wrong); got shape {e.shape} "
+                         f"for uncertainty of shape {u.shape}.")
     risk, optimal = _expected_risks(u, e), _expected_risks(e, e)
     return {"coverage": np.arange(1, len(u) + 1) / len(u), "risk": risk, "optimal_risk": optimal,
             "aurc": float(risk.mean()), "optimal_aurc": float(optimal.mean()),
@@ -240,8 +224,6 @@ def selective_metrics(probs: Any, labels: Any, keep: Any, *, melanoma_index: int
     mel_threshold``) or referred counts as found in ``mel_sensitivity_with_referral``; NaN: none kept."""
     p, y = probs_and_labels(probs, labels)
     k = as_numpy(keep, dtype=None).astype(bool)
-    if k.shape != y.shape:
-        raise ValueError(f"probs ({len(p)}), labels ({len(y)}) and keep {k.shape} must have one entry per image.")
     pred, is_mel = p.argmax(axis=1), y == melanoma_index
     called = pred == melanoma_index if mel_threshold is None else p[:, melanoma_index] >= mel_threshold
     n_kept = int(k.sum())
@@ -304,8 +286,7 @@ def cam_localization(cams: Any, masks: Any, labels: Any = None, image_ids: Seque
     return rows
 
 
-def cam_localization_report(rows: Sequence[dict], class_names: Sequence[str] = CLASS_NAMES,
-                            outside_below: float = MOSTLY_OUTSIDE_BELOW) -> dict[str, Any]:
+def cam_localization_report(rows: Sequence[dict], class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
     """`cam_localization` rows summed up ``overall`` and ``per_class`` (all-zero maps counted in
     ``n_empty_cam``, left out of the means), and the ``mostly_outside`` rows, lowest energy first."""
     if not rows:
@@ -313,34 +294,33 @@ def cam_localization_report(rows: Sequence[dict], class_names: Sequence[str] = C
     rows = [{"index": i, **r, "image_id": str(i) if r["image_id"] is None else r["image_id"]}
             for i, r in enumerate(rows)]
 
-    def summary(rs):
-        scored = [r for r in rs if not math.isnan(r["energy_inside"])]
-        return {"n_images": len(rs),
-                **{k: nanmean([r[k] for r in rs]) for k in ("energy_inside", "area_share", "lift")},
-                "above_baseline": nanmean([r["energy_inside"] > r["area_share"] for r in scored]),
-                "peak_inside": nanmean([r["peak_inside"] for r in rs]),
-                "mostly_outside": nanmean([r["energy_inside"] < outside_below for r in scored]),
-                "n_empty_cam": len(rs) - len(scored)}
+    def summary(t):  # an all-zero map (NaN energy) is left out of the shares of scored maps
+        e, scored = t["energy_inside"], t["energy_inside"].notna()
+        return {"n_images": len(t), **{k: nanmean(t[k]) for k in ("energy_inside", "area_share", "lift")},
+                "above_baseline": nanmean((e > t["area_share"])[scored]), "peak_inside": nanmean(t["peak_inside"]),
+                "mostly_outside": nanmean((e < MOSTLY_OUTSIDE_BELOW)[scored]), "n_empty_cam": int((~scored).sum())}
 
-    per_class = {name: summary(rs) for k, name in enumerate(class_names)
-                 if (rs := [r for r in rows if r["label"] == k])}
-    outside = [r for r in rows if r["energy_inside"] < outside_below]  # NaN (an all-zero map) is not below
-    return {"overall": summary(rows), "per_class": per_class, "per_image": rows,
-            "mostly_outside": sorted(outside, key=lambda r: r["energy_inside"]), "outside_below": float(outside_below)}
+    table = pd.DataFrame(rows)
+    per_class = {class_names[k]: summary(t) for k, t in table.groupby("label") if 0 <= k < len(class_names)}
+    outside = [r for r in rows if r["energy_inside"] < MOSTLY_OUTSIDE_BELOW]  # NaN (an all-zero map) is not below
+    return {"overall": summary(table), "per_class": per_class, "per_image": rows,
+            "mostly_outside": sorted(outside, key=lambda r: r["energy_inside"]), "outside_below": MOSTLY_OUTSIDE_BELOW}
 
 
 def trust_columns(probs, calibration: "StoredCalibration", class_names, view_probs=None, mc_probs=None,
                   index=None) -> pd.DataFrame:
-    """Per image of calibrated ``probs``: ``entropy``, the TTA and MC-dropout columns when given, ``refer`` and
-    ``mel_flag`` (NA without a threshold)."""
+    """Per image of calibrated ``probs``: ``entropy``, the TTA and MC-dropout columns when given, ``refer`` (entropy
+    above the referral threshold) and ``mel_flag`` (P(MEL) at or above the operating threshold): NA without one."""
     cols = {"entropy": referral_uncertainty(probs)}
     if view_probs is not None and len(view_probs) > 1:
         cols.update(tta_disagreement=vote_disagreement(view_probs),
                     tta_mutual_info=mutual_information(view_probs, normalize=True))
     if mc_probs is not None:
         cols["mc_mutual_info"] = mutual_information(mc_probs, normalize=True)
-    for name, flags in (("refer", calibration.refer(probs)), ("mel_flag", calibration.mel_flag(probs, class_names))):
-        cols[name] = pd.array([pd.NA] * len(probs) if flags is None else flags, dtype="boolean")
+    names, mel_t, refer_t = list(class_names), calibration.mel_threshold, calibration.referral_threshold
+    mel_flag = None if mel_t is None or MELANOMA not in names else as_numpy(probs)[:, names.index(MELANOMA)] >= mel_t
+    for name, flag in (("refer", None if refer_t is None else cols["entropy"] > refer_t), ("mel_flag", mel_flag)):
+        cols[name] = pd.array([pd.NA] * len(probs) if flag is None else flag, dtype="boolean")
     return pd.DataFrame(cols, index=index)
 
 
@@ -357,20 +337,19 @@ def _fit_gaussian(f: np.ndarray) -> dict:
     return {"mean": mean, "precision": LedoitWolf().fit(f - mean).precision_}
 
 
-def feature_reference(features: Any, quantile: float = FAMILIAR_QUANTILE, split: str = "val") -> dict:
-    """A Gaussian of one split's pooled encoder features (N, D): ``mean``, ``precision`` (Ledoit-Wolf, as N is
-    often below D), and ``threshold``, the ``quantile`` of the split's own `feature_distance`s, each image scored
-    by a fit that left its fold out (in-sample would call too many new images unfamiliar). Plain Python types."""
+def feature_reference(features: Any) -> dict:
+    """A Gaussian of the validation split's pooled encoder features (N, D): ``mean``, ``precision`` (Ledoit-Wolf, as
+    N is often below D), and ``threshold``, the `FAMILIAR_QUANTILE` of the split's own `feature_distance`s, each
+    image scored by a fit that left its fold out (in-sample would call too many new images unfamiliar). Plain
+    Python types."""
     f = np.asarray(features, dtype=np.float64)
     if f.ndim != 2 or len(f) < 2 * FEATURE_FOLDS:
         raise ValueError(f"feature_reference needs features of shape (N >= {2 * FEATURE_FOLDS}, D); got {f.shape}.")
-    if not 0 < quantile < 1:
-        raise ValueError(f"quantile must lie in (0, 1); got {quantile!r}.")
     held_out = np.empty(len(f))
     for fold in np.array_split(np.random.default_rng(0).permutation(len(f)), FEATURE_FOLDS):
-        held_out[fold] = feature_distance(f[fold], _fit_gaussian(f[np.setdiff1d(np.arange(len(f)), fold)]))
-    return to_jsonable({**_fit_gaussian(f), "threshold": float(np.quantile(held_out, quantile)),
-                        "quantile": float(quantile), "median": float(np.median(held_out)), "split": split,
+        held_out[fold] = feature_distance(f[fold], _fit_gaussian(np.delete(f, fold, axis=0)))
+    return to_jsonable({**_fit_gaussian(f), "threshold": float(np.quantile(held_out, FAMILIAR_QUANTILE)),
+                        "quantile": FAMILIAR_QUANTILE, "median": float(np.median(held_out)), "split": "val",
                         "n_images": int(len(f)), "measure": FEATURE_MEASURE})
 
 
@@ -420,40 +399,35 @@ def referral_uncertainty(probs: Any) -> np.ndarray:
 
 
 def calibration_record(probs: Any, labels: Any, class_names, *, target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
-                       target_coverage: float = DEFAULT_TARGET_COVERAGE, split: str = "val") -> dict:
-    """The temperature and both thresholds fitted on one split's uncalibrated outputs of one kind, with what
-    they reach there (``notes``: why a threshold is None), in plain Python types (checkpoint and JSON)."""
+                       target_coverage: float = DEFAULT_TARGET_COVERAGE) -> dict:
+    """The temperature and both thresholds fitted on the validation split's uncalibrated outputs of one kind, with
+    what they reach there (``notes``: why a threshold is None), in plain Python types (checkpoint and JSON)."""
     p, y = probs_and_labels(probs, labels)
     names = list(class_names)
     if len(names) != p.shape[1]:
         raise ValueError(f"{len(names)} class names for {p.shape[1]} probability columns.")
     temperature = fit_temperature(probs_to_logits(p), y)
     cal = calibrated_probs(p, temperature)
-    notes, mel_threshold, mel_at, n_mel = [], None, None, 0
-    if MELANOMA not in names:
-        notes.append(f"no class named {MELANOMA}: no melanoma operating point")
-    else:
-        is_mel, p_mel = y == names.index(MELANOMA), cal[:, names.index(MELANOMA)]
-        n_mel = int(is_mel.sum())
-        if n_mel:
-            mel_threshold = operating_threshold(p_mel, is_mel, target_sensitivity)
-            mel_at = sens_spec_at(p_mel, is_mel, mel_threshold)
-        else:
-            notes.append(f"no melanoma in the {split} split: no melanoma operating point")
     u = referral_uncertainty(cal)
     referral = referral_threshold(u, target_coverage)
+    mel = names.index(MELANOMA) if MELANOMA in names else None
+    n_mel = 0 if mel is None else int(np.sum(y == mel))
+    mel_threshold = operating_threshold(cal[:, mel], y == mel, target_sensitivity) if n_mel else None
+    why = f"no class named {MELANOMA}" if mel is None else "no melanoma in the val split"
     return to_jsonable({
         "temperature": temperature, "mel_threshold": mel_threshold, "referral_threshold": referral,
         "uncertainty": REFERRAL_MEASURE, "target_sensitivity": float(target_sensitivity),
-        "target_coverage": float(target_coverage), "split": split, "n_images": int(len(y)), "n_mel": n_mel,
-        "before": calibration_report(p, y), "after": calibration_report(cal, y), "mel_at_threshold": mel_at,
-        "coverage_at_threshold": float(np.mean(u <= referral)), "notes": notes})
+        "target_coverage": float(target_coverage), "split": "val", "n_images": int(len(y)), "n_mel": n_mel,
+        "before": calibration_report(p, y), "after": calibration_report(cal, y),
+        "mel_at_threshold": sens_spec_at(cal[:, mel], y == mel, mel_threshold) if n_mel else None,
+        "coverage_at_threshold": float(np.mean(u <= referral)),
+        "notes": [] if n_mel else [f"{why}: no melanoma operating point"]})
 
 
 @dataclass
 class StoredCalibration:
-    """A checkpoint's calibration of one ``kind`` of output ("tta" or "plain"), else temperature 1 and no
-    flags (``missing`` names what is absent)."""
+    """A checkpoint's calibration of one ``kind`` of output ("tta" or "plain"); without one, temperature 1 and
+    no flags (``missing`` names what is absent)."""
 
     kind: str
     temperature: float = 1.0
@@ -479,16 +453,6 @@ class StoredCalibration:
 
     def apply(self, probs: Any) -> np.ndarray:
         return calibrated_probs(probs, self.temperature)
-
-    def refer(self, calibrated: Any) -> np.ndarray | None:
-        """Bool (N,): uncertainty above the referral threshold; None without one."""
-        return None if self.referral_threshold is None else referral_uncertainty(calibrated) > self.referral_threshold
-
-    def mel_flag(self, calibrated: Any, class_names) -> np.ndarray | None:
-        """Bool (N,): calibrated P(MEL) at or above the operating threshold; None without one."""
-        if self.mel_threshold is None or MELANOMA not in list(class_names):
-            return None
-        return as_probabilities(calibrated)[:, list(class_names).index(MELANOMA)] >= self.mel_threshold
 
     def describe(self) -> str:
         """What is used, and what is missing and what to do about it."""
@@ -538,11 +502,10 @@ def data_for_checkpoint(checkpoint, data_dir=None, split_path=None, *, whole: bo
 def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=None, tta: bool = True,
                          target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
                          target_coverage: float = DEFAULT_TARGET_COVERAGE, batch_size: int = 32,
-                         device="auto", amp: str = "auto", on_bad_data: str = "raise",
-                         progress: bool = True, save: bool = True) -> dict:
-    """THE post-training step: fit `calibration_record` on the validation split into the checkpoint (``save=False``:
-    only return kind -> record). ``tta=True`` fits both kinds from one 8-view pass ("plain": the first view);
-    also stored: ``"features"``, the `feature_reference` (returned as its `feature_summary`)."""
+                         device="auto", amp: str = "auto", on_bad_data: str = "raise", progress: bool = True) -> dict:
+    """THE post-training step: fit `calibration_record` on the validation split into the checkpoint, and return
+    kind -> record. ``tta=True`` fits both kinds from one 8-view pass ("plain": the first view); also stored:
+    ``"features"``, the `feature_reference` (returned as its `feature_summary`)."""
     path, device = Path(checkpoint), resolve_device(device)
     model, ckpt = load_model(path, map_location="cpu")
     params = ckpt.params or {}
@@ -563,18 +526,12 @@ def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=Non
     records = {kind: calibration_record(p, pred["labels"], ckpt.class_names, target_sensitivity=target_sensitivity,
                                         target_coverage=target_coverage) for kind, p in outputs.items()}
     # too few validation images for a covariance: no reference, and evaluation says so
-    reference = feature_reference(pred["features"]) if len(pred["features"]) >= 2 * FEATURE_FOLDS else None
-    if save:  # merged: a plain-only pass keeps the stored TTA record, and the other way round
-        ckpt.calibration = {**(ckpt.calibration or {}), **records}
-        if reference is not None:
-            ckpt.calibration["features"] = reference
-        ckpt.save(path)
-    if reference is not None:
-        records["features"] = feature_summary(reference)
-    del model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return records
+    if len(pred["features"]) >= 2 * FEATURE_FOLDS:
+        records["features"] = feature_reference(pred["features"])
+    # merged: a plain-only pass keeps the stored TTA record, and the other way round
+    ckpt.calibration = {**(ckpt.calibration or {}), **records}
+    ckpt.save(path)
+    return {k: feature_summary(v) if k == "features" else v for k, v in records.items()}
 
 
 def summary_lines(records: dict) -> list[str]:
@@ -585,8 +542,9 @@ def summary_lines(records: dict) -> list[str]:
     lines = []
     for kind, r in records.items():
         if kind == "features":
-            lines.append(f"features: reference of {r['n_images']} {r['split']} images; an image is unfamiliar beyond "
-                         f"distance {num(r['threshold'])} (their {r['quantile']:.0%} quantile; median {num(r['median'])}).")
+            lines.append(f"features: reference of {r['n_images']} {r['split']} images; an image is unfamiliar "
+                         f"beyond distance {num(r['threshold'])} (their {r['quantile']:.0%} quantile; median "
+                         f"{num(r['median'])}).")
             continue
         mel = r.get("mel_at_threshold") or {}
         flag = (f"P(MEL) >= {num(r['mel_threshold'])} (val sensitivity {num(mel.get('sensitivity'), '.2f')}, "
@@ -618,17 +576,14 @@ def main(argv=None) -> int:
     p.add_argument("--amp", default="auto", help="auto, bf16, fp16 or off")
     p.add_argument("--on-bad-data", default="raise", help="raise or skip")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
-    args = p.parse_args(argv)
-    target = resolve(args.target)
-    if target.is_file():
+    options = vars(p.parse_args(argv))  # the rest are calibrate_checkpoint's keyword arguments
+    name, reports_dir = options.pop("target"), options.pop("reports_dir")
+    if (target := resolve(name)).is_file():
         path, run = target, run_of_checkpoint(target)
     else:  # a run folder, or a run name or "latest" under reports-dir/runs
-        run = find_run(target if target.is_dir() else args.target, resolve(args.reports_dir) / "runs")
+        run = find_run(target if target.is_dir() else name, resolve(reports_dir) / "runs")
         path = run.best
-    records = calibrate_checkpoint(path, data_dir=args.data_dir, split_path=args.split_path, tta=args.tta,
-                                   target_sensitivity=args.target_sensitivity, target_coverage=args.target_coverage,
-                                   batch_size=args.batch_size, device=args.device, amp=args.amp,
-                                   on_bad_data=args.on_bad_data, progress=args.progress)
+    records = calibrate_checkpoint(path, **options)
     print(f"Calibrated {path} on its validation split:", *("  " + line for line in summary_lines(records)), sep="\n")
     if run is not None:
         print(f"-> {write_json(run.metrics / 'calibration.json', records)}")

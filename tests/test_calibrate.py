@@ -14,7 +14,7 @@ from skin_utils.checkpoint import Checkpoint
 from skin_utils.model import MultiTaskNet
 from skin_utils.trust import (StoredCalibration, calibrate_checkpoint, calibrated_probs, calibration_record,
                               feature_summary, fit_temperature, main, operating_threshold, probs_to_logits,
-                              referral_uncertainty, summary_lines)
+                              referral_uncertainty, summary_lines, trust_columns)
 
 
 def _softmax(z):
@@ -86,7 +86,8 @@ def test_an_old_checkpoint_gives_temperature_one_no_flags_and_says_what_is_missi
     assert stored.missing == ["temperature", "mel_threshold", "referral_threshold"]
     probs, _ = _overconfident(n=20, k=7)
     assert np.allclose(stored.apply(probs), probs, atol=1e-12)
-    assert stored.refer(probs) is None and stored.mel_flag(probs, CLASS_NAMES) is None
+    flags = trust_columns(stored.apply(probs), stored, CLASS_NAMES)
+    assert flags["refer"].isna().all() and flags["mel_flag"].isna().all()
     assert "no calibration for tta outputs" in stored.describe()
     assert "python -m skin_utils.trust <run or checkpoint>" in stored.describe()
     # a record for the other kind of output does not count
@@ -110,8 +111,9 @@ def test_stored_thresholds_raise_the_flags_on_known_values():
     assert np.allclose(cal, expected)
     u = referral_uncertainty(cal)
     assert u[2] == pytest.approx(1.0) and 0.5 < u[0] < 0.8  # T = 2 softens the sure ones
-    assert stored.refer(cal).tolist() == list(u > 0.8) == [False, False, True]
-    assert stored.mel_flag(cal, CLASS_NAMES).tolist() == list(cal[:, 0] >= 0.3) == [True, False, False]
+    flags = trust_columns(cal, stored, CLASS_NAMES)
+    assert flags["refer"].tolist() == list(u > 0.8) == [False, False, True]
+    assert flags["mel_flag"].tolist() == list(cal[:, 0] >= 0.3) == [True, False, False]
     assert "temperature 2.000" in stored.describe() and stored.as_dict()["missing"] == []
 
 
