@@ -22,6 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 from PIL import Image
+from scipy import ndimage
 
 from skin_utils.data import SPLITS
 from skin_utils.labels import CLASS_DESCRIPTIONS, CLASS_NAMES
@@ -52,16 +53,13 @@ def save_figure(fig: Figure, path, dpi: int = 120) -> pathlib.Path:
     return path
 
 
-def publish(fig: Figure, path, dpi: int = 120) -> pathlib.Path:
+def publish(fig: Figure, path) -> pathlib.Path:
     """What a notebook cell calls: show ``fig`` inline (inside IPython), then `save_figure` it."""
-    try:  # imported lazily: only a notebook has somewhere to display
-        from IPython import get_ipython
-        from IPython.display import display
-        if get_ipython() is not None:
-            display(fig)
-    except ImportError:
-        pass
-    return save_figure(fig, path, dpi)
+    from IPython import get_ipython  # lazily: only a notebook has somewhere to show it
+    from IPython.display import display
+    if get_ipython() is not None:
+        display(fig)
+    return save_figure(fig, path)
 
 
 def overlay_mask(image, mask, color: str = PRED_MASK_COLOR, alpha: float = 0.4, contour: bool = True) -> np.ndarray:
@@ -72,11 +70,8 @@ def overlay_mask(image, mask, color: str = PRED_MASK_COLOR, alpha: float = 0.4, 
     col = np.asarray(to_rgb(color)) * 255.0
     out = img.astype(float)
     out[m] = (1.0 - alpha) * out[m] + alpha * col
-    inner = m
-    for _ in range(max(1, round(min(m.shape) / 200)) if contour else 0):  # erode; outside counts as the edge
-        p = np.pad(inner, 1, mode="edge")
-        inner = p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
-    out[m & ~inner] = col
+    if contour:  # outside the image counts as lesion: no outline along the border
+        out[m & ~ndimage.binary_erosion(m, iterations=max(1, round(min(m.shape) / 200)), border_value=1)] = col
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
@@ -89,12 +84,18 @@ def _figure(title: str | None, nrows: int = 1, ncols: int = 1, figsize=None, **k
     return fig, axes
 
 
-def _clean(ax, grid: str | None = None) -> None:
-    """No top/right frame; a light grid along ``grid`` ("x", "y", "both") behind the data."""
+def _clean(ax, grid: str | None = None, title: str | None = None, legend: dict | None = None, **props) -> None:
+    """No top/right frame, a light grid along ``grid`` ("x", "y", "both"), ``props`` set, ``title`` small above,
+    a frameless legend when ``legend`` (its keyword arguments) is given."""
     ax.spines[["top", "right"]].set_visible(False)
     if grid:
         ax.grid(axis=grid, color="0.92")
         ax.set_axisbelow(True)
+    ax.set(**props)
+    if title:
+        ax.set_title(title, fontsize=10)
+    if legend is not None:
+        ax.legend(frameon=False, **legend)
 
 
 def _class_ticks(ticklabels, names: Sequence[str]) -> None:
@@ -133,24 +134,10 @@ def _mask(mask, shape, where: str) -> np.ndarray:
     if m.shape != tuple(shape):
         raise ValueError(f"{where}: the mask has shape {m.shape} but its image is {tuple(shape)}; "
                          "read or upsample masks at the image's size.")
-    if m.dtype == bool or (np.issubdtype(m.dtype, np.integer) and (m.size == 0 or (m.min() >= 0 and m.max() <= 1))):
-        return m.astype(bool)
-    raise ValueError(f"{where}: a mask must be bool or hold 0/1 integers (read_mask's values); "
-                     f"got {m.dtype} with values in [{m.min()}, {m.max()}].")
-
-
-def _show(ax, img: np.ndarray, frame=None, cmap=None, fill_cell: bool = True) -> None:
-    """imshow on a blank axes (``cmap`` for 0/1 masks); ``fill_cell`` grows the data limits rather than
-    shrinking the axes, so that images of other shapes keep a grid aligned."""
-    if cmap is None:
-        ax.imshow(img, interpolation="antialiased")
-    else:
-        ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-    _blank(ax)
-    if fill_cell:
-        ax.set_aspect("equal", adjustable="datalim")
-    if frame is not None:
-        ax.add_patch(Rectangle((-0.5, -0.5), img.shape[1], img.shape[0], fill=False, edgecolor=frame, lw=2.5))
+    if m.dtype != bool and not (np.issubdtype(m.dtype, np.integer) and np.isin(m, (0, 1)).all()):
+        raise ValueError(f"{where}: a mask must be bool or hold 0/1 integers (read_mask's values); "
+                         f"got {m.dtype} with values in [{m.min()}, {m.max()}].")
+    return m.astype(bool)
 
 
 def _contour(ax, mask: np.ndarray, color: str, lw: float = 1.6) -> None:
@@ -183,7 +170,6 @@ def _bars(ax, x, counts, labels, horizontal=False, **kwargs) -> None:
     bars = (ax.barh if horizontal else ax.bar)(x, counts, edgecolor="0.25", linewidth=0.6, **kwargs)
     ax.bar_label(bars, labels, fontsize=8, padding=2)
     ax.margins(**{"x" if horizontal else "y": 0.15})
-    _clean(ax)
 
 
 def plot_class_distribution(labels, title: str = "Diagnoses") -> Figure:
@@ -196,8 +182,7 @@ def plot_class_distribution(labels, title: str = "Diagnoses") -> Figure:
     _bars(ax, CLASS_NAMES, counts, [f"{c:,}\n({100 * c / counts.sum():.1f}%)" for c in counts],
           color=[CLASS_COLORS[c] for c in CLASS_NAMES])
     _class_ticks(ax.get_xticklabels(), CLASS_NAMES)
-    ax.set_ylabel("images")
-    ax.set_title(f"all images (n={counts.sum():,})", fontsize=10)
+    _clean(ax, title=f"all images (n={counts.sum():,})", ylabel="images")
     return fig
 
 
@@ -221,11 +206,8 @@ def plot_split_counts(split: pd.DataFrame, title: str = "Images and lesions per 
         for bars in ax.containers:
             ax.bar_label(bars, fontsize=7, padding=1)
         _class_ticks(ax.get_xticklabels(), CLASS_NAMES)
-        ax.set(xlabel="", ylabel=what)
         ax.margins(y=0.15)
-        _clean(ax)
-        ax.legend(fontsize=8, frameon=False, loc="upper right")
-        ax.set_title(what, fontsize=10)
+        _clean(ax, title=what, legend={"fontsize": 8, "loc": "upper right"}, xlabel="", ylabel=what)
     return fig
 
 
@@ -240,9 +222,8 @@ def plot_images_per_lesion(lesion_ids, title: str = "Images per lesion") -> Figu
     hist = per_lesion.value_counts().reindex(ks, fill_value=0)
     fig, [[ax]] = _figure(title, figsize=(7, 4.2))
     _bars(ax, ks, hist, [f"{v:,}" if v else "" for v in hist], color="#0072B2", width=0.7)
-    ax.set(xticks=ks, xlabel="images of the same lesion", ylabel="lesions")
-    ax.set_title(f"{len(ids):,} images of {len(per_lesion):,} lesions; "
-                 f"{int((per_lesion > 1).sum()):,} lesions have more than one image", fontsize=10)
+    _clean(ax, title=f"{len(ids):,} images of {len(per_lesion):,} lesions; {int((per_lesion > 1).sum()):,} lesions "
+           "have more than one image", xticks=ks, xlabel="images of the same lesion", ylabel="lesions")
     return fig
 
 
@@ -256,8 +237,7 @@ def plot_metadata(index: pd.DataFrame, title: str = "Patient metadata") -> Figur
         sns.histplot(data=ages, x="age", hue="dx", multiple="stack", binwidth=5, binrange=(lo, hi),
                      hue_order=[c for c in CLASS_NAMES if c in set(ages["dx"])], palette=CLASS_COLORS,
                      edgecolor="white", linewidth=0.4, ax=ax_age)
-        ax_age.set(xlabel="age (years)", ylabel="images")
-        _clean(ax_age)
+        _clean(ax_age, xlabel="age (years)", ylabel="images")
     else:
         _blank(ax_age, "no known ages")
     ax_age.set_title(f"age (unknown: {len(index) - len(ages):,})", fontsize=10)
@@ -268,15 +248,13 @@ def plot_metadata(index: pd.DataFrame, title: str = "Patient metadata") -> Figur
         counts = counts[::-1] if across else counts
         labels = [f"{v:,}" if across else f"{v:,}\n({100 * v / counts.sum():.0f}%)" for v in counts]
         _bars(ax, counts.index, counts, labels, across, color=["0.8" if v == "unknown" else "0.4" for v in counts.index])
-        ax.set(**{"xlabel" if across else "ylabel": "images"})
         ax.tick_params(axis="y", labelsize=8 if across else "medium")
-        ax.set_title(name, fontsize=10)
+        _clean(ax, title=name, **{"xlabel" if across else "ylabel": "images"})
     return fig
 
 
 def plot_mask_area(area_fraction, labels, title: str = "Lesion size") -> Figure:
-    """Box and jittered points of the lesion's share of the image per diagnosis ("n=0" for a class without
-    images); takes data.lesion_area_fractions's ``(area_fraction, labels)``."""
+    """The lesion's share of the image per diagnosis (box, jittered points); data.lesion_area_fractions's output."""
     area = np.asarray(area_fraction, dtype=float)
     names = _class_names_of(labels, "plot_mask_area")
     if area.shape != names.shape:
@@ -297,9 +275,8 @@ def plot_mask_area(area_fraction, labels, title: str = "Lesion size") -> Figure:
         ax.text(i, 0.5, "no images", ha="center", va="center", rotation=90, color="0.5", fontsize=9, style="italic")
     ax.set_xticks(range(len(CLASS_NAMES)), [f"{c}\nn={len(g)}" for c, g in zip(CLASS_NAMES, groups)])
     _class_ticks(ax.get_xticklabels(), CLASS_NAMES)
-    ax.set(xlim=(-0.6, len(CLASS_NAMES) - 0.4), ylim=(0, 1), ylabel="lesion area / image area")
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    _clean(ax, "y")
+    _clean(ax, "y", xlim=(-0.6, len(CLASS_NAMES) - 0.4), ylim=(0, 1), ylabel="lesion area / image area")
     return fig
 
 
@@ -318,7 +295,10 @@ def plot_sample_grid(images, labels, masks=None, per_class: int = 4, title: str 
         for ax in row:
             _blank(ax)
         for ax, k in zip(row, members[:per_class]):
-            _show(ax, images[k], frame=class_color(name))
+            ax.imshow(images[k])
+            ax.set_aspect("equal", adjustable="datalim")  # grow the data limits, not shrink the axes: rows stay aligned
+            ax.add_patch(Rectangle((-0.5, -0.5), images[k].shape[1], images[k].shape[0], fill=False,
+                                   edgecolor=class_color(name), lw=2.5))
             if masks is not None and masks[k] is not None:
                 _contour(ax, _mask(masks[k], images[k].shape[:2], f"plot_sample_grid mask {k}"), TRUE_MASK_COLOR, 1.4)
         row[0].set_ylabel(f"{name}\nn={len(members)}", color=class_color(name), fontsize=10, fontweight="bold",
@@ -350,14 +330,11 @@ def plot_learning_curves(history, title: str = "Training") -> Figure:
     """Losses (train solid, validation dashed), validation scores, learning rate (log past 10x), the best
     epoch dotted; ``history``: engine.fit's (a NaN leaves a gap)."""
     frame = pd.DataFrame(list(history))
-    takes = "plot_learning_curves takes the history that engine.fit returns"
-    if frame.empty:
-        raise ValueError(f"{takes}; it is empty (no epoch was run).")
-    _require(frame, ("epoch", "best", *(k for _, _, keys in _PANELS for k in keys)), takes)
+    _require(frame, ("epoch", "best", *(k for _, _, keys in _PANELS for k in keys)),
+             "plot_learning_curves takes the history (one row per epoch) that engine.fit returns")
     best = frame.loc[frame["best"].astype(bool), "epoch"]
     best = best.iloc[-1] if len(best) else None
-    lr, epochs = frame["lr"].to_numpy(float), frame["epoch"]
-    n = len(frame)
+    lr, epochs, n = frame["lr"].to_numpy(float), frame["epoch"], len(frame)
     fig, axes = _figure(f"{title} ({n} epoch{'s' if n != 1 else ''})" if title else title, 2, 2, figsize=(12, 7.5))
     for ax, (panel, ylabel, keys) in zip(axes.ravel(), _PANELS):
         for key in keys:
@@ -371,12 +348,10 @@ def plot_learning_curves(history, title: str = "Training") -> Figure:
         if keys == ("lr",) and (lr > 0).all() and lr.max() / lr.min() > 10:
             ax.set_yscale("log")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if len(frame) == 1:
+        if n == 1:
             ax.set_xlim(epochs.iloc[0] - 1, epochs.iloc[0] + 1)
-        ax.set(xlabel="epoch", ylabel=ylabel)
-        ax.set_title(panel, fontsize=10)
-        _clean(ax, "both")
-        ax.legend(fontsize=7.5, frameon=False, ncols=2 if len(keys) > 3 else 1)
+        _clean(ax, "both", title=panel, legend={"fontsize": 7.5, "ncols": 2 if len(keys) > 3 else 1}, xlabel="epoch",
+               ylabel=ylabel)
     if best is not None:
         fig.legend(handles=[Line2D([], [], color="0.4", ls=":", lw=1, label=f"best epoch ({best})")],
                    loc="outside lower center", fontsize=8, frameon=False)
@@ -397,20 +372,17 @@ def plot_confusion_matrix(report: Mapping, title: str = "Confusion matrix") -> F
              f"plot_confusion_matrix {_REPORT}")
     names, k = list(report["class_names"]), len(report["class_names"])
     counts = np.asarray(report["confusion_matrix"], dtype=np.int64)
-    norm = np.asarray(report["confusion_matrix_normalized"], dtype=float)
-    if counts.shape != (k, k) or norm.shape != (k, k):
-        raise ValueError(f"plot_confusion_matrix: expected {k} x {k} matrices for {k} classes; "
-                         f"got {counts.shape} and {norm.shape}.")
     support = counts.sum(axis=1)
     size = max(4.5, 0.62 * k + 2.2)
     fig, axes = _figure(f"{title}  (n={report['n_images']:,}, accuracy {report['accuracy']:.2f})" if title else title,
                         1, 2, figsize=(2 * size + 0.6, size + 0.5))
     no_truth = np.repeat(support[:, None] == 0, k, axis=1)
-    panels = ((counts, "{:,}", max(counts.max(), 1), None, "counts"),
-              (norm, "{:.2f}", 1.0, no_truth, "row-normalised (diagonal = sensitivity)"))
+    panels = ((counts, ",", max(counts.max(), 1), None, "counts"),
+              (np.asarray(report["confusion_matrix_normalized"]), ".2f", 1.0, no_truth,
+               "row-normalised (diagonal = sensitivity)"))
     for ax, (values, fmt, vmax, mask, subtitle) in zip(axes[0], panels):
-        sns.heatmap(values, mask=mask, annot=np.vectorize(fmt.format)(values), fmt="", vmin=0, vmax=vmax, cmap="Blues",
-                    cbar=False, square=True, linewidths=0.5, linecolor="white", ax=ax, xticklabels=names,
+        sns.heatmap(values, mask=mask, annot=True, fmt=fmt, vmin=0, vmax=vmax, cmap="Blues", cbar=False, square=True,
+                    linewidths=0.5, linecolor="white", ax=ax, xticklabels=names,
                     yticklabels=[f"{n} (n={s:,})" for n, s in zip(names, support)],
                     annot_kws={"fontsize": 8 if k <= 8 else 6})
         for text in ax.texts:  # the diagonal (the right answers) bold and framed
@@ -427,8 +399,7 @@ def plot_confusion_matrix(report: Mapping, title: str = "Confusion matrix") -> F
         ax.tick_params(axis="y", labelrotation=0, length=0)
         _class_ticks(ax.get_xticklabels(), names)
         _class_ticks(ax.get_yticklabels(), names)
-        ax.set(xlabel="predicted diagnosis", ylabel="true diagnosis")
-        ax.set_title(subtitle, fontsize=10)
+        _clean(ax, title=subtitle, xlabel="predicted diagnosis", ylabel="true diagnosis")
     return fig
 
 
@@ -441,12 +412,9 @@ def plot_roc_curves(curves: Mapping, title: str = "ROC curves (one class vs rest
     ax.plot([0, 1], [0, 1], ls=":", color="0.6", lw=1, label="chance (AUC 0.50)")
     for name, c in curves.items():
         _require(c, ("fpr", "tpr", "auc"), f"{takes} (class {name!r})")
-        if len(c["fpr"]) != len(c["tpr"]):
-            raise ValueError(f"plot_roc_curves: class {name!r} has {len(c['fpr'])} fpr but {len(c['tpr'])} tpr.")
         ax.plot(c["fpr"], c["tpr"], color=class_color(name), lw=1.8, label=f"{name}: AUC {c['auc']:.2f}")
-    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), aspect="equal", xlabel="false positive rate (1 − specificity)",
-           ylabel="true positive rate (sensitivity)")
-    _clean(ax, "both")
+    _clean(ax, "both", xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), aspect="equal",
+           xlabel="false positive rate (1 − specificity)", ylabel="true positive rate (sensitivity)")
     ax.legend(loc="lower right", fontsize=8.5, frameon=True, framealpha=0.9)
     return fig
 
@@ -471,8 +439,7 @@ def plot_per_class_metrics(report: Mapping, title: str = "Per-class performance"
         ax.bar_label(bars, ["n/a" if math.isnan(v) else f"{v:.2f}" for v in values], rotation=90, fontsize=7, padding=2)
     ax.set_xticks(range(len(names)), [f"{n}\n(n={per_class[n]['support']:,})" for n in names])
     _class_ticks(ax.get_xticklabels(), names)
-    ax.set(xlabel="", ylim=(0, 1.18), yticks=np.linspace(0, 1, 6), ylabel="score")
-    _clean(ax, "y")
+    _clean(ax, "y", xlabel="", ylim=(0, 1.18), yticks=np.linspace(0, 1, 6), ylabel="score")
     ax.legend(ax.containers, metrics, ncols=len(metrics), fontsize=8, frameon=False, loc="upper center",
               bbox_to_anchor=(0.5, 1.0))  # made from the bars, so that it shows the hatches
     return fig
@@ -485,45 +452,34 @@ def plot_cases(images, true_masks, pred_masks, true_labels, pred_labels, pred_pr
     ``true_masks``, ``true_labels`` None. Captions "✓ true: MEL · pred: MEL (0.82)" (green; "✗" and red when
     wrong), or "pred: NV (0.82)"; ``scores`` (Dice) under the predicted mask, ``row_titles`` left of a row."""
     images = [_image(im, f"plot_cases image {i}") for i, im in enumerate(images)]
-    n = len(images)
-    true_labels = [None] * n if true_labels is None else list(true_labels)
-    given = {"pred_masks": pred_masks, "pred_labels": pred_labels, "pred_probs": pred_probs, "true_masks": true_masks,
-             "true_labels": true_labels, "scores": scores, "row_titles": row_titles}
-    wrong = {k: len(v) for k, v in given.items() if v is not None and len(v) != n}
-    if wrong:
-        raise ValueError(f"plot_cases: {n} images but {wrong}; give one entry per image.")
-    unknown = sorted({str(v) for v in [*pred_labels, *true_labels] if v is not None and v not in CLASS_NAMES})
-    if unknown:
-        raise ValueError(f"plot_cases: labels must be class names {CLASS_NAMES}; got {unknown}.")
     outlines = [(TRUE_MASK_COLOR, "true")] * (true_masks is not None) + [(PRED_MASK_COLOR, "predicted")]
     headers = ["image", *(f"{what} mask" for _, what in outlines), "overlay"]
-    height = _cell_height(images, 2.9, 0.45) * max(n, 1) + 0.9
-    fig, axes = _figure(title, max(n, 1), len(headers), figsize=(2.9 * len(headers) + 0.4, height))
+    fig, axes = _figure(title, len(images), len(headers),
+                        figsize=(2.9 * len(headers) + 0.4, _cell_height(images, 2.9, 0.45) * len(images) + 0.9))
     for ax, header in zip(axes[0], headers):
         ax.set_title(header, fontsize=10, fontweight="bold")
-    if n == 0:
-        for ax in axes.ravel():
-            _blank(ax, "no images")
     for i, (row, img) in enumerate(zip(axes, images)):
+        for ax in row:
+            _blank(ax)
+        row[0].imshow(img)
+        row[-1].imshow(img)
         masks = ([] if true_masks is None else [true_masks[i]]) + [pred_masks[i]]
-        _show(row[0], img, fill_cell=False)
-        _show(row[-1], img, fill_cell=False)
         for ax, mask, (color, what) in zip(row[1:-1], masks, outlines):
             mask = _mask(mask, img.shape[:2], f"plot_cases {what[:4]}_masks[{i}]")
-            _show(ax, mask, cmap=ListedColormap(["black", color]), fill_cell=False)
+            ax.imshow(mask, cmap=ListedColormap(["black", color]), vmin=0, vmax=1, interpolation="nearest")
             _contour(row[-1], mask, color, 1.8)
         if scores is not None and scores[i] is not None:
             row[-2].set_xlabel(f"Dice {scores[i]:.2f}", fontsize=9)
-        text, color, truth = f"pred: {pred_labels[i]} ({pred_probs[i]:.2f})", "black", true_labels[i]
+        truth = None if true_labels is None else true_labels[i]
+        text, color = f"pred: {pred_labels[i]} ({pred_probs[i]:.2f})", "black"
         if truth is not None:
             ok = truth == pred_labels[i]
             text, color = f"{'✓' if ok else '✗'} true: {truth} · {text}", CORRECT_COLOR if ok else WRONG_COLOR
         row[0].set_xlabel(text, fontsize=9, color=color, fontweight="normal" if truth is None else "bold")
         if row_titles is not None:
             row[0].set_ylabel(str(row_titles[i]), fontsize=8.5)
-    if n:
-        fig.legend(handles=[Line2D([], [], color=c, lw=2, label=f"{what} lesion outline") for c, what in outlines],
-                   loc="outside lower center", ncols=len(outlines), fontsize=9, frameon=False)
+    fig.legend(handles=[Line2D([], [], color=c, lw=2, label=f"{what} lesion outline") for c, what in outlines],
+               loc="outside lower center", ncols=len(outlines), fontsize=9, frameon=False)
     return fig
 
 
@@ -537,23 +493,19 @@ def plot_domain_shift(table: pd.DataFrame, title: str = "Domain shift: training 
     fig, [[ax]] = _figure(title, figsize=(7.2, 0.5 * max(len(metrics), 1) + 1.9))
     for col, ci_col, label, color, dy in (("test split", "test 95% CI", "training data, test split", "0.35", -0.14),
                                           ("external", "external 95% CI", external_name, "#d95f02", 0.14)):
-        for i, m in enumerate(metrics):
-            if pd.notna(table.loc[m, col]):
-                if "–" in str(table.loc[m, ci_col] or ""):
-                    ax.plot([float(x) for x in table.loc[m, ci_col].split("–")], [i + dy] * 2, color=color, lw=2,
-                            alpha=0.7)
-                ax.plot(float(table.loc[m, col]), i + dy, "o", color=color, ms=6,
-                        label=None if label in ax.get_legend_handles_labels()[1] else label)
+        known = table[col].notna().to_numpy()
+        for y, ci in zip(np.flatnonzero(known) + dy, table.loc[known, ci_col]):
+            if "–" in str(ci or ""):
+                ax.plot([float(x) for x in ci.split("–")], [y, y], color=color, lw=2, alpha=0.7)
+        ax.plot(table.loc[known, col].astype(float), np.flatnonzero(known) + dy, "o", color=color, ms=6, label=label)
     ax.set_yticks(range(len(metrics)), [m.replace("_", " ") for m in metrics])
     ax.invert_yaxis()
-    ax.set(xlim=(-0.02, 1.02), xlabel="score (higher is better), with 95% interval")
-    _clean(ax, "x")
+    _clean(ax, "x", xlim=(-0.02, 1.02), xlabel="score (higher is better), with 95% interval")
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8.5, frameon=False)
     return fig
 
 
-def plot_feature_distance(distance, reference: Mapping, title: str = "Familiarity",
-                          name: str = "these images") -> Figure:
+def plot_feature_distance(distance, reference: Mapping, title: str = "Familiarity") -> Figure:
     """Histogram of each image's feature distance (trust.feature_distance) against the validation split's
     median and "unfamiliar" threshold (``reference``: trust.feature_reference's)."""
     _require(reference, ("threshold", "median", "quantile"), "plot_feature_distance takes trust.feature_reference's dict")
@@ -565,13 +517,12 @@ def plot_feature_distance(distance, reference: Mapping, title: str = "Familiarit
         return fig
     hi = max(float(np.quantile(d, 0.99)), reference["threshold"]) * 1.1
     ax.hist(np.clip(d, 0, hi), bins=40, range=(0, hi), color="#d95f02", alpha=0.75,
-            label=f"{name} ({(d > reference['threshold']).mean():.0%} unfamiliar)")
+            label=f"these images ({(d > reference['threshold']).mean():.0%} unfamiliar)")
     ax.axvline(reference["median"], color="0.35", ls=":", lw=1.5, label="validation median")
     ax.axvline(reference["threshold"], color="0.1", ls="--", lw=1.5,
                label=f"unfamiliar beyond (validation {reference['quantile']:.0%} quantile)")
-    ax.set(xlabel="feature distance (Mahalanobis, per axis; images beyond the axis at its edge)", ylabel="images")
-    _clean(ax, "y")
-    ax.legend(fontsize=8.5, frameon=False)
+    _clean(ax, "y", legend={"fontsize": 8.5}, ylabel="images",
+           xlabel="feature distance (Mahalanobis, per axis; images beyond the axis at its edge)")
     return fig
 
 
@@ -586,7 +537,7 @@ def plot_reliability_diagram(before: Mapping, after: Mapping | None = None, *, t
                         gridspec_kw={"height_ratios": [3, 1]})
     for ax, hist_ax, d, name in zip(axes[0], axes[1], diagrams, names):
         _require(d, ("bin_edges", "confidence", "accuracy", "count", "ece", "accuracy_overall", "confidence_overall"),
-                 "plot_reliability_diagram takes the return value of calibration.reliability_diagram")
+                 "plot_reliability_diagram takes the return value of trust.reliability_diagram")
         edges, conf, acc, count = (np.asarray(d[k], float) for k in ("bin_edges", "confidence", "accuracy", "count"))
         left, width, filled = edges[:-1], np.diff(edges), count > 0
         ax.bar(left[filled], acc[filled], width[filled], align="edge", color="#0072B2", edgecolor="white",
@@ -594,10 +545,9 @@ def plot_reliability_diagram(before: Mapping, after: Mapping | None = None, *, t
         ax.bar(left[filled], conf[filled] - acc[filled], width[filled], bottom=acc[filled], align="edge",
                color=WRONG_COLOR, alpha=0.35, edgecolor=WRONG_COLOR, hatch="//", label="gap to confidence")
         ax.plot([0, 1], [0, 1], ls="--", color="0.3", lw=1, label="perfect calibration")
-        ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
-        ax.set_title(f"{name}\nECE {d['ece']:.3f} · accuracy {d['accuracy_overall']:.3f} · "
-                     f"mean confidence {d['confidence_overall']:.3f}", fontsize=10)
-        ax.legend(loc="upper left", fontsize=8, frameon=False)
+        _clean(ax, title=f"{name}\nECE {d['ece']:.3f} · accuracy {d['accuracy_overall']:.3f} · mean confidence "
+               f"{d['confidence_overall']:.3f}", legend={"loc": "upper left", "fontsize": 8}, xlim=(0, 1), ylim=(0, 1),
+               ylabel="accuracy")
         hist_ax.bar(left, count / max(count.sum(), 1), width, align="edge", color="0.5", edgecolor="white")
         hist_ax.set(xlim=(0, 1), xlabel="confidence (top-label probability)", ylabel="share of images")
     return fig
@@ -606,13 +556,10 @@ def plot_reliability_diagram(before: Mapping, after: Mapping | None = None, *, t
 def plot_risk_coverage(curves: Mapping, *, title: str | None = None) -> Figure:
     """Risk (error rate of the images kept) against coverage (share kept), a line per uncertainty, the first one's
     oracle dashed, random referral dotted. ``curves``: trust.risk_coverage_curve's, or a dict of them by name."""
-    curves = {"uncertainty": curves} if isinstance(curves, Mapping) and "risk" in curves else curves
-    if not isinstance(curves, Mapping) or not curves:
-        raise ValueError("plot_risk_coverage takes uncertainty.risk_coverage_curve's return value, "
-                         "or a non-empty dict of them by name.")
+    curves = {"uncertainty": curves} if "risk" in curves else curves
     for c in curves.values():
         _require(c, ("coverage", "risk", "optimal_risk", "aurc", "optimal_aurc", "error_rate"), "plot_risk_coverage "
-                 "takes the return value of uncertainty.risk_coverage_curve (or a dict of them by name)")
+                 "takes the return value of trust.risk_coverage_curve (or a dict of them by name)")
     fig, [[ax]] = _figure(title, figsize=(6.2, 4.4))
     for name, c in curves.items():
         ax.plot(c["coverage"], c["risk"], lw=1.8, label=f"{name} (AURC {c['aurc']:.3f})")
@@ -622,9 +569,8 @@ def plot_risk_coverage(curves: Mapping, *, title: str | None = None) -> Figure:
     ax.axhline(c["error_rate"], ls=":", color="0.35", lw=1.2, label=f"random referral (AURC {c['error_rate']:.3f})")
     for coverage in (0.9, 0.8, 0.7):
         ax.axvline(coverage, color="0.8", lw=0.8, zorder=0)
-    ax.set(xlim=(0, 1), ylim=(0, None), xlabel="coverage (share of images decided automatically)",
-           ylabel="risk (error rate of those images)")
-    ax.legend(fontsize=8, frameon=False, loc="upper left")
+    _clean(ax, legend={"fontsize": 8, "loc": "upper left"}, xlim=(0, 1), ylim=(0, None),
+           xlabel="coverage (share of images decided automatically)", ylabel="risk (error rate of those images)")
     return fig
 
 
@@ -635,7 +581,7 @@ def _draw_cam(ax, image, cam, mask, pred_mask, caption: str | None, where: str) 
     if cam is not None:
         c = np.asarray(cam, dtype=np.float32)
         if c.ndim != 2 or not np.all(np.isfinite(c)) or (c.size and (c.min() < 0 or c.max() > 1)):
-            raise ValueError(f"{where}: a heat map is a finite 2-D array in [0, 1] as explain.grad_cam gives it; "
+            raise ValueError(f"{where}: a heat map is a finite 2-D array in [0, 1] as engine.grad_cam gives it; "
                              f"got shape {c.shape}.")
         if c.shape != img.shape[:2]:
             c = np.asarray(Image.fromarray(c, mode="F").resize(img.shape[1::-1], Image.BILINEAR))
@@ -662,12 +608,7 @@ def plot_cam_grid(images, cams, masks=None, pred_masks=None, captions: Sequence[
                   ncols: int = 4, title: str | None = None) -> Figure:
     """A grid of heat maps drawn as in `plot_cam_overlay`; takes evaluate.cam_examples(...) as keyword arguments."""
     n = len(images)
-    if n == 0:
-        raise ValueError("plot_cam_grid: no images given.")
-    for name, seq in (("heat maps", cams), ("masks", masks), ("pred_masks", pred_masks), ("captions", captions)):
-        if seq is not None and len(seq) != n:
-            raise ValueError(f"{n} images but {len(seq)} {name}.")
-    ncols = max(1, min(int(ncols), n))
+    ncols = min(ncols, n)
     nrows = -(-n // ncols)
     fig, axes = _figure(title, nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows))
     for ax in axes.flat[n:]:
@@ -764,8 +705,7 @@ def plot_benchmark(table: pd.DataFrame, title: str = "Input pipeline throughput"
         ax.set(xscale="log", xlim=(lo / 2, hi * 4))
     else:
         ax.set_xlim(0, hi * 1.2)
-    ax.set(xlabel="images per second (higher is better)", ylabel="")
-    _clean(ax, "x")
-    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    _clean(ax, "x", legend={"fontsize": 8, "loc": "lower right"}, xlabel="images per second (higher is better)",
+           ylabel="")
     ax.set_title("speed-up ours / naive at the right", fontsize=9, loc="right", color="0.3")
     return fig

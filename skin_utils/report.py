@@ -5,13 +5,14 @@ folder's ``sections/`` (with the data, parameters and versions that made it), jo
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
-from dataclasses import dataclass, field
 import math
 import platform
 import re
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +34,10 @@ def environment_info() -> dict:
             "cpu_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     root = Path(skin_utils.__file__).resolve().parent.parent
-    try:  # the short hash, "+dirty" with uncommitted changes to tracked files
-        commit = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty=+dirty", "--exclude=*"],
-                                capture_output=True, text=True, timeout=5)
-        if commit.returncode == 0:
-            info["git_commit"] = commit.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
+    with contextlib.suppress(OSError, subprocess.SubprocessError):  # the short hash, "+dirty" with uncommitted changes
+        info["git_commit"] = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty=+dirty",
+                                             "--exclude=*"], capture_output=True, text=True, timeout=5,
+                                            check=True).stdout.strip()
     return info
 
 
@@ -56,35 +54,32 @@ def _cell(v) -> str:
     return f"{v:.3f}" if isinstance(v, (float, np.floating)) else str(v)
 
 
-def markdown_table(table: pd.DataFrame | dict, index: bool = True) -> str:
-    """A pipe table: floats to 3 decimals, NaN and None as a dash; a dict becomes name | value."""
+def markdown_table(table: pd.DataFrame | dict) -> str:
+    """A pipe table with the index first: floats to 3 decimals, NaN and None as a dash; a dict becomes name | value."""
     if isinstance(table, dict):
         table = pd.DataFrame({"value": table}).rename_axis("name")
-    head = ([table.index.name or ""] if index else []) + [str(c) for c in table.columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for idx, row in table.iterrows():
-        lines.append("| " + " | ".join(([str(idx)] if index else []) + [_cell(v) for v in row]) + " |")
-    return "\n".join(lines)
+    head = [table.index.name or "", *map(str, table.columns)]
+    rows = [[str(idx), *map(_cell, row)] for idx, row in zip(table.index, table.itertuples(index=False))]
+    lines = ["| " + " | ".join(row) + " |" for row in [head, *rows]]
+    return "\n".join([lines[0], "|" + "---|" * len(head), *lines[1:]])
 
 
-def _details(summary: str, table: str) -> list[str]:
-    return [f"<details><summary>{summary}</summary>", "", table, "", "</details>", ""]
+def _details(summary: str, rows: pd.DataFrame | dict) -> list[str]:
+    return [f"<details><summary>{summary}</summary>", "", markdown_table(rows), "", "</details>", ""]
 
 
 def write_section(folder, name: str, title: str, body: str, *, params: dict | None = None,
                   data: dict | None = None) -> Path:
     """Write ``sections/<name>.md`` and rebuild ``REPORT.md``; figure links in ``body`` are relative to ``folder``."""
-    folder = Path(folder)
     env = environment_info()
     parts = [f"## {title}", "", f"*Run {env['date']}*", "", body.strip(), ""]
     if data:
-        parts += _details("Data set", markdown_table({k: json.dumps(v) if isinstance(v, (dict, list)) else v
-                                                       for k, v in data.items()}))
+        parts += _details("Data set", {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in data.items()})
     if params:
-        parts += _details("Parameters", "\n".join(["| parameter | value |", "|---|---|"]
-                                                  + [f"| `{k}` | `{v!r}` |" for k, v in params.items()]))
-    parts += _details("Environment", markdown_table(env))
-    path = folder / "sections" / f"{name}.md"
+        parts += _details("Parameters", pd.DataFrame({"value": {f"`{k}`": f"`{v!r}`" for k, v in params.items()}})
+                          .rename_axis("parameter"))
+    parts += _details("Environment", env)
+    path = Path(folder) / "sections" / f"{name}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts))
     build_report(folder)
@@ -101,9 +96,9 @@ def build_report(folder) -> Path:
     folder (figure links rebased); the latest run's report rebuilds the reports folder's too."""
     folder = Path(folder)
     sections = [s.read_text() for s in sorted((folder / "sections").glob("*.md"))]
-    latest, note = folder / "runs" / "LATEST", []
-    if latest.is_file() and (folder / "runs" / latest.read_text().strip()).is_dir():
-        name = latest.read_text().strip()
+    latest = folder / "runs" / "LATEST"
+    name, note = (latest.read_text().strip() if latest.is_file() else ""), []
+    if name and (folder / "runs" / name).is_dir():
         sections += [re.sub(r"\]\((?![a-z]+:|/|#)", f"](runs/{name}/", s.read_text())
                      for s in sorted((folder / "runs" / name / "sections").glob("*.md"))]
         note = [f"Showing run **{name}** (`runs/{name}/`, its own report: `runs/{name}/REPORT.md`); every run keeps "
@@ -137,6 +132,5 @@ class Section:
     def show(self) -> None:
         """Display it in a notebook: tables, figures, then the sentence."""
         from IPython.display import Image, Markdown, display  # lazy: only a notebook has somewhere to show it
-        shown = [*self.tables.values(), *(Image(filename=str(p)) for p in self.figures)]
-        for item in shown + ([Markdown(self.text)] if self.text else []):
-            display(item)
+        display(*self.tables.values(), *(Image(filename=str(p)) for p in self.figures),
+                *([Markdown(self.text)] if self.text else []))

@@ -249,7 +249,7 @@ def test_learning_curves():
 
 
 def test_learning_curves_refuse_other_histories():
-    with pytest.raises(ValueError, match="engine.fit returns; it is empty"):
+    with pytest.raises(ValueError, match=r"engine.fit returns; columns \['epoch'"):
         plots.plot_learning_curves([])
     with pytest.raises(ValueError, match=r"columns \['val_dice'\] are missing"):
         plots.plot_learning_curves([{k: v for k, v in r.items() if k != "val_dice"}
@@ -288,8 +288,6 @@ def test_confusion_matrix_from_the_report():
     with pytest.raises(ValueError, match=r"classification_report.*\['confusion_matrix'\]"):
         plots.plot_confusion_matrix({"class_names": CLASS_NAMES, "confusion_matrix_normalized": [],
                                    "n_images": 1, "accuracy": 1.0})
-    with pytest.raises(ValueError, match="7 x 7"):
-        plots.plot_confusion_matrix({**report, "confusion_matrix": [[1]]})
 
 
 def test_roc_curves_from_metrics():
@@ -304,8 +302,6 @@ def test_roc_curves_from_metrics():
     assert ax.lines[1].get_color() == plots.class_color("MEL")
     with pytest.raises(ValueError, match=r"metrics.roc_curves \(class 'MEL'\)"):
         plots.plot_roc_curves({"MEL": (curves["MEL"]["fpr"], curves["MEL"]["tpr"], 0.7)})
-    with pytest.raises(ValueError, match="fpr but"):
-        plots.plot_roc_curves({"MEL": {**curves["MEL"], "tpr": [0, 1]}})
 
 
 def test_per_class_metrics_from_the_report():
@@ -364,18 +360,13 @@ def test_cases_inference_without_truth():
     text = _texts(fig)
     assert "pred: MEL (0.82)" in text and "true:" not in text
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["predicted lesion outline"]
-    assert "no images" in _texts(_render(plots.plot_cases([], None, [], None, [], [])))
 
 
 def test_cases_refuses_other_inputs():
     images, tms, pms = _overlay_inputs(2)
-    with pytest.raises(ValueError, match="class names"):
-        plots.plot_cases(images, None, pms, None, [0, 1], [0.5, 0.5])
     # true masks without true labels (a masks-only set): the truth columns, captions without a diagnosis
     fig = _render(plots.plot_cases(images, tms, pms, None, ["MEL", "NV"], [0.5, 0.5]))
     assert len(fig.axes) == 2 * 4 and fig.axes[0].get_xlabel() == "pred: MEL (0.50)"
-    with pytest.raises(ValueError, match=r"2 images but \{'pred_probs': 1\}"):
-        plots.plot_cases(images, None, pms, None, ["MEL", "NV"], [0.5])
     with pytest.raises(ValueError, match=r"pred_masks\[0\]: the mask has shape"):
         plots.plot_cases(images, None, [pms[0][::2], pms[1]], None, ["MEL", "NV"], [0.5, 0.5])
 
