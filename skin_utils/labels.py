@@ -54,10 +54,7 @@ _NAMES_BY_CLASS: dict[str, tuple[str, ...]] = {
              "cherry angioma", "angiokeratoma", "pyogenic granuloma"),
 }
 #: Normalised name -> class, recognised without a label_map (the class codes included).
-SYNONYMS: dict[str, str] = {
-    **{normalise_name(c): c for c in CLASS_NAMES},
-    **{normalise_name(n): c for c, names in _NAMES_BY_CLASS.items() for n in names},
-}
+SYNONYMS: dict[str, str] = {normalise_name(n): c for c, names in _NAMES_BY_CLASS.items() for n in (c, *names)}
 
 
 def parse_label_map(label_map: str | Mapping | None) -> dict[str, str | None]:
@@ -69,18 +66,16 @@ def parse_label_map(label_map: str | Mapping | None) -> dict[str, str | None]:
         except json.JSONDecodeError as e:
             raise ValueError(f"label_map is not valid JSON ({e}): {label_map[:200]!r}. Write it as a JSON object, "
                              'e.g. \'{"melanoma": "MEL", "common_nevus": "NV"}\'.') from None
-    if label_map is None:
-        return {}
-    if not isinstance(label_map, Mapping):
+    if not isinstance(label_map, (Mapping, type(None))):
         raise ValueError(f"label_map must be a dict or a JSON object, got {type(label_map).__name__}: "
                          f"{str(label_map)[:200]!r}")
     out = {}
-    for key, value in label_map.items():
-        code = None if value is None or not str(value).strip() else str(value).strip().upper()
-        if code is not None and code not in CLASS_NAMES:
+    for key, value in (label_map or {}).items():
+        code = "" if value is None else str(value).strip().upper()
+        if code and code not in CLASS_NAMES:
             raise ValueError(f"label_map maps {key!r} to {value!r}, which is not one of our classes "
                              f"{', '.join(CLASS_NAMES)} (or null to leave those images out).")
-        out[normalise_name(key)] = code
+        out[normalise_name(key)] = code or None
     return out
 
 

@@ -19,7 +19,7 @@ import shlex
 import shutil
 import warnings
 from collections import Counter, defaultdict
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +28,7 @@ import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from skin_utils.config import ON_BAD_DATA
-from skin_utils.labels import CLASS_NAMES, DX_TO_INDEX
+from skin_utils.labels import CLASS_NAMES, DX_TO_INDEX, map_labels, normalise_name
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 METADATA_NAME = "HAM10000_metadata.csv"
@@ -45,6 +45,13 @@ REDUCING_GAP = 3
 MID_GREY_FRACTION = 0.05  # a mask with more pixels strictly between 10% and 90% of range is not binary
 ASPECT_TOLERANCE = 0.01   # relative aspect-ratio difference allowed between a mask and its image
 MAX_LISTED_PER_KIND = 20
+#: Label-table columns `read_labels` detects, in order of preference (lower-case, spaces/hyphens as "_").
+ID_COLUMNS = ("image_id", "image", "isic_id", "image_name", "img_id", "image_file", "filename", "file_name", "file",
+              "id", "name")
+DX_COLUMNS = ("dx", "diagnosis", "diagnostic", "label", "class", "class_name", "target")
+OTHER_COLUMNS = {"lesion_id": ("lesion_id", "lesion"), "age": ("age", "age_approx"), "sex": ("sex", "gender"),
+                 "localization": ("localization", "anatom_site_general", "anatom_site_general_challenge",
+                                  "anatom_site", "location", "region", "site")}
 
 DATAVERSE = "Harvard Dataverse, doi:10.7910/DVN/DBW86T"
 HAM10000_CMD = "python -m skin_utils.prepare ham10000 DOWNLOADS_DIR --out data"
@@ -141,10 +148,8 @@ def _decode(img: Image.Image, path, draft: bool = False) -> Image.Image:
     except Exception as e:  # noqa: BLE001 - PIL plugins raise many types for corrupt data
         raise ImageReadError(path, "the file is truncated (incomplete download or copy)" if "truncated" in str(e)
                              else f"the pixel data cannot be decoded ({e})") from None
-    if _orientation(img) == 1:
-        return img
     try:
-        return ImageOps.exif_transpose(img) or img
+        return img if _orientation(img) == 1 else ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001 - a malformed orientation tag: the pixels are fine
         return img
 
@@ -327,10 +332,8 @@ def write_whole(out: Path, record: str, overwrite: bool, source: Path | None = N
         yield tmp
         if replace:
             shutil.rmtree(out)
-        try:
+        with suppress(OSError):  # written by another process meanwhile: theirs is kept
             tmp.rename(out)
-        except OSError:  # written by another process meanwhile: theirs is kept
-            pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -396,11 +399,9 @@ class DataReport:
 
     def format_problems(self) -> str:
         """Every problem grouped by kind, each kind's fix once."""
-        groups: dict[str, list[Problem]] = defaultdict(list)
-        for p in self.problems:
-            groups[p.kind].append(p)
         lines = []
-        for kind, items in groups.items():
+        for kind in dict.fromkeys(p.kind for p in self.problems):
+            items = [p for p in self.problems if p.kind == kind]
             lines.append(f"[{kind}] {len(items)} problem{'s' if len(items) != 1 else ''}. Fix: {KIND_FIXES[kind]}")
             lines += [f"  - {os.path.relpath(p.path, self.data_dir) if p.path.startswith(self.data_dir) else p.path}: "
                       f"{p.message}" for p in items[:MAX_LISTED_PER_KIND]]
@@ -522,64 +523,98 @@ def _list(folder: Path, report: DataReport, is_mask_dir: bool) -> dict[str, list
     return files
 
 
-_NO_ROW = {"label": -1, "lesion_id": "", "no_lesion_id": False, "age": "", "sex": "unknown", "localization": "unknown"}
+def clean_image_id(value: str) -> str:
+    """An id as a labels file writes it -> the image's file stem (``"NEL/Nel026.jpg"`` -> ``"Nel026"``)."""
+    name = str(value).strip().replace("\\", "/").rsplit("/", 1)[-1]
+    stem, ext = os.path.splitext(name)
+    return stem if ext.lower() in IMAGE_EXTENSIONS else name
 
 
-def _read_metadata(path: Path, images: set[str], report: DataReport, partial: bool) -> tuple[dict | None, bool]:
-    """``(image_id -> row, whether there is a lesion_id column)`` from HAM10000_metadata.csv (None when it
-    cannot be used); unknown diagnoses and conflicting rows of images reported."""
+def _column(columns, wanted: str | None, candidates) -> str | None:
+    """The column named ``wanted``, else the first of ``candidates``; lower-case, spaces and hyphens as "_"."""
+    keys = {normalise_name(c).replace(" ", "_"): c for c in reversed(columns)}  # the first of equal names wins
+    names = candidates if wanted is None else [normalise_name(wanted).replace(" ", "_")]
+    return next((keys[k] for k in names if k in keys), None)
+
+
+def read_labels(path: Path, images: set[str], report: DataReport, id_column: str | None = None,
+                label_column: str | None = None, label_map=None) -> dict | str:
+    """One table as labels, or why it holds none: ``rows`` (image_id -> diagnosis ``name``, lesion_id, age, sex,
+    localization, "" when unknown), ``file``, ``id_column``, ``label_column``, ``has_lesion_ids``. Columns not
+    named are detected (ids, then a diagnosis column, else one-hot class columns); ids are cleaned
+    (`clean_image_id`) and matched ignoring case where unambiguous. Rows of ``images`` that are not one-hot or
+    repeat an id with another diagnosis are reported."""
     try:
         df = read_table(path)
-    except Exception as e:  # noqa: BLE001 - any parse failure is reported, not raised
-        report.problems.append(Problem("bad_label_file", str(path), f"cannot be parsed as CSV ({e})"))
-        return None, False
-    missing = [c for c in ("image_id", "dx") if c not in df.columns]
-    if missing:
-        report.problems.append(Problem("bad_label_file", str(path), f"has no column {', '.join(missing)} "
-                                       f"(columns: {', '.join(df.columns[:12]) or 'none'})"))
-        return None, False
-    has_lesion_ids = "lesion_id" in df.columns
+    except Exception as e:  # noqa: BLE001 - any parse failure is a reason, not a crash
+        return f"cannot be parsed as CSV/TSV ({e})"
+    cols = list(df.columns)
+    id_col = _column(cols, id_column, ID_COLUMNS)
+    dx_col = _column([c for c in cols if c != id_col], label_column, DX_COLUMNS)
+    onehot = []
+    if dx_col is None and label_column is None:  # columns of numbers in [0, 1] named like classes
+        numeric = [c for c in cols if c != id_col and len(df[c][df[c] != ""])
+                   and pd.to_numeric(df[c][df[c] != ""], errors="coerce").between(0, 1).all()]
+        onehot = numeric if sum(m is not None for m in map_labels(numeric, label_map)[0]) >= 2 else []
+    if id_col is None or (dx_col is None and not onehot):
+        missing = [id_column or "image_id"] * (id_col is None) + [label_column or "dx"] * (dx_col is None)
+        detected = "" if id_column or label_column else (
+            f"nor any of {', '.join(ID_COLUMNS[1:])} for ids, {', '.join(DX_COLUMNS[1:])} or one-hot class columns "
+            "MEL,NV,... for diagnoses; ")
+        return f"has no column {', '.join(missing)} ({detected}columns: {', '.join(cols[:12]) or 'none'})"
+    n_lower = Counter(i.lower() for i in images)
+    by_lower = {i.lower(): i for i in images if n_lower[i.lower()] == 1}  # unambiguous ignoring case
+    rest = [c for c in cols if c not in (id_col, dx_col, *onehot)]
+    others = {k: _column(rest, None, names) for k, names in OTHER_COLUMNS.items()}
+    values = df[onehot].apply(pd.to_numeric, errors="coerce").to_numpy(float) if onehot else None
     rows: dict[str, dict] = {}
-    for r in df.to_dict("records"):
-        image_id, dx = r["image_id"], r["dx"]
+    for k, r in enumerate(df.to_dict("records")):
+        written = clean_image_id(r[id_col])
+        image_id = written if written in images else by_lower.get(written.lower(), written)
         if not image_id:
             continue
+        name = r[dx_col] if dx_col else None
+        if onehot and np.isin(values[k], (0.0, 1.0)).all() and values[k].sum() == 1.0:
+            name = onehot[int(np.argmax(values[k]))].upper()
+        elif onehot and image_id in images:
+            shown = ", ".join(f"{c.upper()}={'?' if np.isnan(v) else f'{v:g}'}" for c, v in zip(onehot, values[k]))
+            report.problems.append(Problem("bad_label", str(path), f"{image_id}: row is not exactly one-hot ({shown})",
+                                           image_id))
         if image_id in rows:
-            if rows[image_id]["dx"].lower() != dx.lower() and image_id in images:
+            if normalise_name(rows[image_id]["name"] or "") != normalise_name(name or "") and image_id in images:
                 report.problems.append(Problem("duplicate_id", str(path), f"{image_id} is listed more than once with "
-                                               f"different diagnoses ({rows[image_id]['dx']}, {dx})", image_id))
+                                               f"different diagnoses ({rows[image_id]['name']}, {name})", image_id))
             continue
-        lesion = r.get("lesion_id", "")
-        no_lesion_id = has_lesion_ids and lesion.lower() in MISSING_LESION_IDS
-        rows[image_id] = {"dx": dx, "label": DX_TO_INDEX.get(dx.lower(), -1), "lesion_id": "" if no_lesion_id else lesion,
-                          "no_lesion_id": no_lesion_id, "age": r.get("age", ""), "sex": r.get("sex") or "unknown",
-                          "localization": r.get("localization") or "unknown"}
-        if rows[image_id]["label"] < 0 and image_id in images and (dx or not partial):
-            report.problems.append(Problem("bad_label", str(path), f"{image_id}: diagnosis {dx!r} is not one of the "
-                                           "seven classes" if dx else f"{image_id}: no diagnosis (empty dx cell)", image_id))
-    report.counts["labels"] = len(rows)
-    if not has_lesion_ids:
-        report.notes.append(f"{path.name} has no lesion_id column: lesion_id = image_id, so near-duplicate images of "
-                            "one lesion may leak across splits")
-    return rows, has_lesion_ids
+        rows[image_id] = {"name": name, **{k: r[c] if c else "" for k, c in others.items()}}
+    return {"rows": rows, "file": path.name, "id_column": id_col, "label_column": dx_col or ",".join(onehot),
+            "has_lesion_ids": others["lesion_id"] is not None}
 
 
-def _scan(data_dir, decode: bool, partial: bool) -> tuple[DataReport, list[dict], bool]:
-    """The report, the index rows (``_bad``: a problem names the image) and whether labels have lesion ids."""
+def _scan(data_dir, decode: bool, partial: bool) -> tuple[DataReport, list[dict], int, bool]:
+    """The report, the usable index rows, how many rows a problem made unusable, and whether labels have
+    lesion ids."""
     root = Path(os.path.abspath(Path(data_dir).expanduser()))
     report = DataReport(str(root))
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
         listing = describe_folder(root.parent) if root.parent.is_dir() else "Its parent folder does not exist either."
         report.problems.append(Problem("missing_folder", str(root), f"the data folder {what}. Parent {root.parent}: {listing}"))
-        return report, [], False
+        return report, [], 0, False
     images, masks = _list(root / "images", report, False), _list(root / "masks", report, True)
     has_masks = (root / "masks").is_dir()
     report.counts.update(images=sum(map(len, images.values())), masks=sum(map(len, masks.values())))
     report.problems += duplicate_problems(images, root)
     meta_path = root / METADATA_NAME
-    labels, has_lesion_ids = _read_metadata(meta_path, set(images), report, partial) if meta_path.is_file() \
-        else (None, False)
+    labels = read_labels(meta_path, set(images), report, "image_id", "dx") if meta_path.is_file() else None
+    if isinstance(labels, str):
+        report.problems.append(Problem("bad_label_file", str(meta_path), labels))
+        labels = None
+    elif labels:
+        report.counts["labels"] = len(labels["rows"])
+        if not labels["has_lesion_ids"]:
+            report.notes.append(f"{METADATA_NAME} has no lesion_id column: lesion_id = image_id, so near-duplicate "
+                                "images of one lesion may leak across splits")
+    has_lesion_ids = bool(labels and labels["has_lesion_ids"])
     if not images:
         report.problems.append(Problem("no_images", str(root), f"no {'/'.join(IMAGE_EXTENSIONS)} images in "
                                        f"{root / 'images'}. {describe_folder(root)}"))
@@ -599,25 +634,32 @@ def _scan(data_dir, decode: bool, partial: bool) -> tuple[DataReport, list[dict]
     named = {p.image_id for p in report.problems if p.image_id}
     for image_id in sorted(images):
         image, mask = images[image_id][0], masks.get(image_id, [None])[0]
-        row = labels.get(image_id) if labels else None
+        row = labels["rows"].get(image_id) if labels else None
+        dx = row["name"] if row else ""
+        label = DX_TO_INDEX.get(dx.lower(), -1)
         found = []
         if has_masks and mask is None and not partial:
             found.append(Problem("missing_mask", image.path, f"no mask masks/{image_id}{MASK_SUFFIX}"))
         if labels is not None and row is None and not partial:
             found.append(Problem("missing_label", image.path, f"{image_id} has no row in {METADATA_NAME}"))
+        if row and label < 0 and (dx or not partial):
+            found.append(Problem("bad_label", str(meta_path), f"{image_id}: diagnosis {dx!r} is not one of the "
+                                 "seven classes" if dx else f"{image_id}: no diagnosis (empty dx cell)"))
         found += _check_files(image, mask, decode)
         for p in found:
             p.image_id = image_id
         report.problems += found
-        row = row or _NO_ROW
-        if row["label"] < 0 and mask is None and image_id not in named and not found:
+        if label < 0 and mask is None and image_id not in named and not found:
             unscorable.append(image_id)
             continue
-        if row["no_lesion_id"]:
+        row = row or {}
+        lesion = row.get("lesion_id", "")
+        if row and has_lesion_ids and lesion.lower() in MISSING_LESION_IDS:
             no_lesion_id.append(image_id)
+            lesion = ""
         rows.append({"image_id": image_id, "image_path": image.path, "mask_path": mask.path if mask else None,
-                     "label": row["label"], "lesion_id": row["lesion_id"] or image_id, "age": row["age"],
-                     "sex": row["sex"], "localization": row["localization"],
+                     "label": label, "lesion_id": lesion or image_id, "age": row.get("age", ""),
+                     "sex": row.get("sex") or "unknown", "localization": row.get("localization") or "unknown",
                      "_sizes": (image.stat().st_size, mask.stat().st_size if mask else -1)})
     if unscorable:
         report.notes.append(f"{len(unscorable)} images have neither a diagnosis nor a mask (e.g. {unscorable[0]}): "
@@ -628,25 +670,15 @@ def _scan(data_dir, decode: bool, partial: bool) -> tuple[DataReport, list[dict]
                             "lesion of its own (lesion_id = image_id). If some of them show the same lesion, give them "
                             "one lesion_id, or near-duplicates may land on both sides of the split")
     bad = {p.image_id for p in report.problems if p.image_id}
-    for r in rows:
-        r["_bad"] = r["image_id"] in bad
-    good = [r for r in rows if not r["_bad"]]
+    good = [r for r in rows if r["image_id"] not in bad]
     report.counts.update(usable=len(good), with_label=sum(r["label"] >= 0 for r in good),
                          with_mask=sum(r["mask_path"] is not None for r in good))
-    return report, rows, has_lesion_ids
+    return report, good, len(rows) - len(good), has_lesion_ids
 
 
 def validate_dataset(data_dir, decode: bool = True, partial: bool = False) -> DataReport:
     """The `DataReport` of a data folder; ``decode=False`` checks names, pairing, labels and empty files only."""
     return _scan(data_dir, decode, partial)[0]
-
-
-def _fingerprint(rows: list[dict]) -> str:
-    """12 hex chars from each image's id, file sizes and label: results stay comparable across runs."""
-    h = hashlib.sha256()
-    for r in sorted(rows, key=lambda r: r["image_id"]):
-        h.update(f"{r['image_id']}\t{r['_sizes'][0]}\t{r['_sizes'][1]}\t{r['label']}\n".encode())
-    return h.hexdigest()[:12]
 
 
 def load_index(data_dir, on_bad_data: str = "raise", decode: bool = True, *, partial: bool = False) -> pd.DataFrame:
@@ -659,7 +691,7 @@ def load_index(data_dir, on_bad_data: str = "raise", decode: bool = True, *, par
     images without a labels row or a mask; ``decode=False`` skips the pixel checks."""
     if on_bad_data not in ON_BAD_DATA:
         raise ValueError(f"on_bad_data must be one of {ON_BAD_DATA}, got {on_bad_data!r}")
-    report, rows, has_lesion_ids = _scan(data_dir, decode, partial)
+    report, good, skipped, has_lesion_ids = _scan(data_dir, decode, partial)
     if any(p.kind in FATAL_KINDS for p in report.problems):
         raise layout_error(report)
     if report.problems and on_bad_data == "raise":
@@ -667,12 +699,11 @@ def load_index(data_dir, on_bad_data: str = "raise", decode: bool = True, *, par
             f"Data set {report.data_dir} has {len(report.problems)} problem(s) ({report.summary()}).\n"
             f"{report.format_problems()}\nFix them, or call load_index(..., on_bad_data=\"skip\") to leave the affected "
             "images out (python -m skin_utils.prepare check DATA_DIR prints the full report).", report)
-    good = [r for r in rows if not r["_bad"]]
     if not good:
         raise DataValidationError(f"No usable images left in {report.data_dir} ({report.summary()}).\n"
                                   f"{report.format_problems()}", report)
     if report.problems:
-        warnings.warn(f"Skipped {len(rows) - len(good)} image(s) of {report.data_dir} and ignored {len(report.problems)} "
+        warnings.warn(f"Skipped {skipped} image(s) of {report.data_dir} and ignored {len(report.problems)} "
                       f"problem(s) ({report.summary()}); kept {len(good)} images. See df.attrs[\"problems\"].",
                       DataQualityWarning, stacklevel=2)
     labelled = (Path(report.data_dir) / METADATA_NAME).is_file()
@@ -684,6 +715,8 @@ def load_index(data_dir, on_bad_data: str = "raise", decode: bool = True, *, par
     placeholder = next((n for n in report.notes if "have no lesion id in" in n), None)
     if placeholder:
         warnings.warn(placeholder + ".", LesionLeakageWarning, stacklevel=2)
+    fingerprint = hashlib.sha256("".join(f"{r['image_id']}\t{r['_sizes'][0]}\t{r['_sizes'][1]}\t{r['label']}\n"
+                                         for r in good).encode()).hexdigest()[:12]  # comparable across runs
     df = pd.DataFrame(good, columns=["image_id", "image_path", "mask_path", "label", "lesion_id", "age", "sex",
                                      "localization"])
     df.insert(4, "dx", [CLASS_NAMES[k] if k >= 0 else None for k in df["label"]])
@@ -692,6 +725,6 @@ def load_index(data_dir, on_bad_data: str = "raise", decode: bool = True, *, par
     df["has_label"], df["has_mask"] = df["label"].to_numpy() >= 0, df["mask_path"].notna().to_numpy()
     df.attrs.update(data_dir=report.data_dir, label_file=METADATA_NAME if labelled else None,
                     has_lesion_ids=has_lesion_ids, has_labels=bool(df["has_label"].any()),
-                    has_masks=bool(df["has_mask"].any()), partial=bool(partial), fingerprint=_fingerprint(good),
+                    has_masks=bool(df["has_mask"].any()), partial=bool(partial), fingerprint=fingerprint,
                     synthetic=is_synthetic(report.data_dir), problems=[str(p) for p in report.problems])
     return df

@@ -36,24 +36,17 @@ from tqdm.auto import tqdm
 from skin_utils import transforms
 from skin_utils.config import ON_BAD_DATA
 from skin_utils.demo import SYNTHETIC_NOTE, class_image_counts, make_synthetic_dataset
-from skin_utils.labels import CLASS_NAMES, map_labels, normalise_name, parse_label_map, suggest_label_map
+from skin_utils.labels import CLASS_NAMES, map_labels, parse_label_map, suggest_label_map
 from skin_utils.layout import (DATAVERSE, IMAGE_EXTENSIONS, INFO_NAME, MASK_SUFFIX, METADATA_COLUMNS, METADATA_NAME,
-                               DataQualityWarning, DataReport, DataValidationError, Problem,
-                               check_mask, describe_folder, duplicate_problems, find_images, is_ignored, layout_error,
-                               load_index, no_labels_problem, read_csv_with_ids, read_image, read_mask, read_table,
+                               DataQualityWarning, DataReport, DataValidationError, Problem, check_mask,
+                               describe_folder, duplicate_problems, find_images, is_ignored, layout_error, load_index,
+                               no_labels_problem, read_csv_with_ids, read_image, read_labels, read_mask, read_table,
                                validate_dataset, write_whole)
 
 DATAVERSE_URL = "https://doi.org/10.7910/DVN/DBW86T"
 EXPECTED_COUNT = 10015  # images, masks and metadata rows of the full HAM10000 release
 MASK_SUFFIXES = ("_segmentation", "_mask", "_lesion")
 TABLE_EXTENSIONS = (".csv", ".tsv", ".tab")
-#: Column names detected, in order of preference (compared lower-case, spaces/hyphens as "_").
-ID_COLUMNS = ("image_id", "image", "isic_id", "image_name", "img_id", "image_file", "filename", "file_name", "file",
-              "id", "name")
-DX_COLUMNS = ("dx", "diagnosis", "diagnostic", "label", "class", "class_name", "target")
-OTHER_COLUMNS = {"lesion_id": ("lesion_id", "lesion"), "age": ("age", "age_approx"), "sex": ("sex", "gender"),
-                 "localization": ("localization", "anatom_site_general", "anatom_site_general_challenge",
-                                  "anatom_site", "location", "region", "site")}
 GROUNDTRUTH_NAMES = ("groundtruth.csv", "isic2018_task3_training_groundtruth.csv")
 CONVERSION_RECORD = "conversion.json"
 SHIFT_RECORD = "shift.json"
@@ -66,23 +59,6 @@ def split_mask_name(name: str) -> str | None:
     if ext.lower() not in IMAGE_EXTENSIONS:
         return None
     return next((stem[:-len(s)] for s in MASK_SUFFIXES if stem.lower().endswith(s) and len(stem) > len(s)), None)
-
-
-def clean_image_id(value: str) -> str:
-    """An id as a labels file writes it -> the image's file stem (``"NEL/Nel026.jpg"`` -> ``"Nel026"``)."""
-    name = str(value).strip().replace("\\", "/").rsplit("/", 1)[-1]
-    stem, ext = os.path.splitext(name)
-    return stem if ext.lower() in IMAGE_EXTENSIONS else name
-
-
-def _column(columns, wanted: str | None, candidates) -> str | None:
-    """The column named ``wanted``, else the first of ``candidates``; lower-case, spaces and hyphens as "_"."""
-    keys = {}
-    for c in columns:
-        keys.setdefault(normalise_name(c).replace(" ", "_"), c)
-    if wanted is not None:
-        return keys.get(normalise_name(wanted).replace(" ", "_"))
-    return next((keys[k] for k in candidates if k in keys), None)
 
 
 def layout_mismatch(folder, label_map=None, id_column=None, label_column=None) -> str | None:
@@ -104,70 +80,17 @@ def layout_mismatch(folder, label_map=None, id_column=None, label_column=None) -
     return None
 
 
-def _read_labels(path: Path, images: set[str], opts: dict, report: DataReport) -> dict | str:
-    """One table as labels (``rows``: image_id -> diagnosis name and metadata), or why it is none. Ids are
-    cleaned and matched ignoring case where unambiguous; rows not one-hot and conflicting repeats reported."""
-    try:
-        df = read_table(path)
-    except Exception as e:  # noqa: BLE001 - any parse failure is a reason, not a crash
-        return f"cannot be parsed as CSV/TSV ({e})"
-    cols = list(df.columns)
-    id_col = _column(cols, opts["id_column"], ID_COLUMNS)
-    dx_col = _column([c for c in cols if c != id_col], opts["label_column"], DX_COLUMNS)
-    onehot = []
-    if dx_col is None and opts["label_column"] is None:  # columns of numbers in [0, 1] named like classes
-        numeric = [c for c in cols if c != id_col and len(df[c][df[c] != ""])
-                   and pd.to_numeric(df[c][df[c] != ""], errors="coerce").between(0, 1).all()]
-        onehot = numeric if sum(m is not None for m in map_labels(numeric, opts["label_map"])[0]) >= 2 else []
-    if id_col is None or (dx_col is None and not onehot):
-        missing = [opts["id_column"] or "image_id"] * (id_col is None) + [opts["label_column"] or "dx"] * (dx_col is None)
-        return (f"has no column {', '.join(missing)} (nor any of {', '.join(ID_COLUMNS[1:])} for ids, "
-                f"{', '.join(DX_COLUMNS[1:])} or one-hot class columns MEL,NV,... for diagnoses; columns: "
-                f"{', '.join(cols[:12]) or 'none'})")
-    by_lower = defaultdict(list)
-    for i in images:
-        by_lower[i.lower()].append(i)
-    others = {k: _column([c for c in cols if c not in (id_col, dx_col, *onehot)], None, v) for k, v in OTHER_COLUMNS.items()}
-    values = df[onehot].apply(pd.to_numeric, errors="coerce").to_numpy(float) if onehot else None
-    rows: dict[str, dict] = {}
-    for k, r in enumerate(df.to_dict("records")):
-        written = clean_image_id(r[id_col])
-        same = by_lower.get(written.lower(), [])
-        image_id = written if written in images or len(same) != 1 else same[0]
-        if not image_id:
-            continue
-        name = r[dx_col] if dx_col else None
-        if onehot and np.isin(values[k], (0.0, 1.0)).all() and values[k].sum() == 1.0:
-            name = onehot[int(np.argmax(values[k]))].upper()
-        elif onehot and image_id in images:
-            shown = ", ".join(f"{c.upper()}={'?' if np.isnan(v) else f'{v:g}'}" for c, v in zip(onehot, values[k]))
-            report.problems.append(Problem("bad_label", str(path), f"{image_id}: row is not exactly one-hot ({shown})",
-                                           image_id))
-        if image_id in rows:
-            if rows[image_id]["name"] != name and image_id in images:
-                report.problems.append(Problem("duplicate_id", str(path), f"{image_id} is listed more than once with "
-                                               f"different diagnoses ({rows[image_id]['name']}, {name})", image_id))
-            continue
-        rows[image_id] = {"name": name, **{k: r[c] if c else "" for k, c in others.items()}}
-    return {"rows": rows, "file": path.name, "id_column": id_col, "label_column": dx_col or ",".join(onehot),
-            "has_lesion_ids": others["lesion_id"] is not None}
-
-
 def _find_labels(src: Path, images: set[str], opts: dict, report: DataReport) -> tuple[dict | None, list[str]]:
     """The labels of the first table of ``src`` that has them (HAM10000_metadata.*, GroundTruth.csv, then any
     other), and why the tables before it are none: a problem when columns were named or for the first two."""
     explicit = opts["id_column"] is not None or opts["label_column"] is not None
-
-    def rank(p: Path) -> int:  # 0: HAM10000_metadata.*, 1: ISIC 2018's GroundTruth.csv, 2: any other table
-        name = p.name.lower()
-        return 0 if name.startswith("ham10000_metadata") else int(name not in GROUNDTRUTH_NAMES) + 1
-
-    tables = sorted((p for p in src.iterdir() if p.is_file() and not is_ignored(p.name) and (
-        p.suffix.lower() in TABLE_EXTENSIONS or p.name.lower() == "ham10000_metadata")), key=lambda p: (rank(p), p.name))
+    rank = {p: 0 if p.name.lower().startswith("ham10000_metadata") else 1 if p.name.lower() in GROUNDTRUTH_NAMES else 2
+            for p in src.iterdir() if p.is_file() and not is_ignored(p.name)
+            and (p.suffix.lower() in TABLE_EXTENSIONS or p.name.lower() == "ham10000_metadata")}
     rejected = []
-    for path in tables:
-        named = rank(path) < 2
-        found = _read_labels(path, images, opts, report)
+    for path in sorted(rank, key=lambda p: (rank[p], p.name)):
+        named = rank[path] < 2
+        found = read_labels(path, images, report, opts["id_column"], opts["label_column"], opts["label_map"])
         if isinstance(found, dict) and not (named or explicit or not images or images & set(found["rows"])):
             found = f"looks like labels, but none of its {len(found['rows'])} ids names an image here"
         if isinstance(found, dict):
@@ -320,19 +243,18 @@ ARCHIVES = ("HAM10000_images_part_1", "HAM10000_images_part_2", "HAM10000_segmen
 METADATA_DOWNLOADS = ("HAM10000_metadata.csv", "HAM10000_metadata.tab", "HAM10000_metadata", "HAM10000_metadata.txt")
 
 
-def _find(downloads: Path, names, want_dir: bool) -> Path | None:
-    """The first of ``names`` (any case) in ``downloads`` or one folder below it."""
+def _find(downloads: Path, *names: str) -> Path | None:
+    """The first of ``names`` (any case) in ``downloads``, else one folder below it."""
     for folder in [downloads] + sorted(p for p in downloads.iterdir() if p.is_dir() and not is_ignored(p.name)):
         entries = {p.name.lower(): p for p in folder.iterdir()}
-        for p in (entries.get(n.lower()) for n in names):
-            if p is not None and (p.is_dir() if want_dir else p.is_file()):
-                return p
+        if found := next((entries[n.lower()] for n in names if n.lower() in entries), None):
+            return found
     return None
 
 
 def _files(src: Path, s: dict):
-    """``(name, size, open_source, origin)`` of each file of one download, a zip or its extracted folder;
-    zip members whose names could escape the output folder are refused."""
+    """``(name, size, open_source, origin)`` of each image of one download, a zip or its extracted folder; zip
+    members whose names could escape the output folder are refused, other files skipped."""
     if src.is_dir():
         for p in find_images(src):
             yield p.name, p.stat().st_size, partial(open, p, "rb"), str(p)
@@ -345,30 +267,33 @@ def _files(src: Path, s: dict):
         return
     with zf:
         for info in (i for i in zf.infolist() if not i.is_dir()):
-            parts = info.filename.replace("\\", "/").split("/")
+            parts, origin = info.filename.replace("\\", "/").split("/"), f"{src.name}:{info.filename}"
             if info.filename.startswith("/") or ".." in parts or ":" in parts[0] or stat.S_ISLNK(info.external_attr >> 16):
-                s["unsafe_members"].append(f"{src.name}:{info.filename}")
-            elif not any(is_ignored(p) for p in parts[:-1]):
-                yield parts[-1], info.file_size, partial(zf.open, info), f"{src.name}:{info.filename}"
+                s["unsafe_members"].append(origin)
+            elif any(map(is_ignored, parts)):  # __MACOSX/, .DS_Store: skipped quietly
+                continue
+            elif Path(parts[-1]).suffix.lower() in IMAGE_EXTENSIONS:
+                yield parts[-1], info.file_size, partial(zf.open, info), origin
+            else:
+                s["skipped_members"].append(origin)
 
 
 def _place(dest: Path, size: int, open_source, s: dict, overwrite: bool) -> None:
     """Copy ``open_source()`` to ``dest`` (through a renamed temporary), unless a file of that size is there."""
     if dest.exists() and dest.stat().st_size == size:
         s["kept"] += 1
-        return
-    if dest.exists() and not overwrite:
+    elif dest.exists() and not overwrite:
         s["conflicts"].append(str(dest))
-        return
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part")
-    try:
-        with open_source() as source, open(tmp, "wb") as out:
-            shutil.copyfileobj(source, out, 1 << 20)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    s["written"] += 1
+    else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part")
+        try:
+            with open_source() as source, open(tmp, "wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        s["written"] += 1
 
 
 def _metadata(src: Path, out: Path, s: dict, overwrite: bool) -> None:
@@ -404,11 +329,11 @@ def prepare_ham10000(downloads_dir, out_dir="data", overwrite: bool = False, ver
               f"HAM10000_metadata.tab (or .csv) from the {DATAVERSE} ({DATAVERSE_URL})")
     if not downloads.is_dir():
         raise FileNotFoundError(f"Downloads folder {downloads} does not exist. {wanted} into one folder and pass it.")
-    sources = {base: _find(downloads, (base + ".zip",), False) or _find(downloads, (base,), True) for base in ARCHIVES}
-    sources["metadata"] = _find(downloads, METADATA_DOWNLOADS, False)
+    sources = {base: _find(downloads, base + ".zip", base) for base in ARCHIVES}
+    sources["metadata"] = _find(downloads, *METADATA_DOWNLOADS)
     if not any(sources.values()):
         hint = (" There is a dataverse_files.zip: unzip it first (it holds the zips above)."
-                if _find(downloads, ("dataverse_files.zip",), False) else "")
+                if _find(downloads, "dataverse_files.zip") else "")
         raise FileNotFoundError(f"No HAM10000 downloads in {downloads}. {describe_folder(downloads)}\n{wanted}.{hint}")
     s = {"ids": {"image": set(), "mask": set(), "label": set()}, "written": 0, "kept": 0, "conflicts": [],
          "unsafe_members": [], "skipped_members": [], "errors": [],
@@ -421,9 +346,6 @@ def prepare_ham10000(downloads_dir, out_dir="data", overwrite: bool = False, ver
         if verbose:
             print(f"[prepare] {base}: {'extracting' if src.is_file() else 'copying'} {src}", flush=True)
         for name, size, write, origin in _files(src, s):
-            if is_ignored(name) or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
-                s["skipped_members"] += [] if is_ignored(name) else [origin]
-                continue
             image_id = split_mask_name(name)  # masks and images go by their names, not by their download
             s["ids"]["mask" if image_id else "image"].add(image_id or Path(name).stem)
             try:
@@ -663,9 +585,8 @@ def main(argv: list[str] | None = None) -> int:
         elif a.command == "folder":
             out = convert_folder(a.src, a.out, label_map=a.label_map, id_column=a.id_column,
                                  label_column=a.label_column, on_bad_data=a.on_bad_data, overwrite=a.overwrite)
-            record = json.loads((out / CONVERSION_RECORD).read_text())
-            print(f"Wrote {record['counts']['written']} images of {a.src} in the layout to {out}; check it with "
-                  f"python -m skin_utils.prepare check {out}")
+            print(f"Wrote {len(list((out / 'images').iterdir()))} images of {a.src} in the layout to {out}; check it "
+                  f"with python -m skin_utils.prepare check {out}")
         else:
             out = build_shifted_split(a.data_dir, a.out, split_path=a.split_path, split=a.split, seed=a.seed,
                                       kinds=a.kinds, max_per_image=a.max_per_image, overwrite=a.overwrite,

@@ -20,8 +20,8 @@ from skin_utils import prepare
 from skin_utils.data import build_cache, load_data, resize_pair
 from skin_utils.labels import CLASS_NAMES, SYNONYMS, map_labels, normalise_name, parse_label_map
 from skin_utils.layout import (DataLayoutError, DataQualityWarning, DataValidationError, LesionLeakageWarning,
-                               load_index, read_image, read_mask, validate_dataset)
-from skin_utils.prepare import clean_image_id, convert_folder
+                               clean_image_id, load_index, read_image, read_mask, validate_dataset)
+from skin_utils.prepare import convert_folder
 
 W, H = 48, 36
 
