@@ -18,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
@@ -29,7 +30,6 @@ from skin_utils.layout import find_images, read_image
 from skin_utils.plots import overlay_mask, plot_cam_overlay
 
 DISCLAIMER = "Research software — not a medical device. Do not use it to diagnose or to decide on care."
-INSTALL = 'pip install -e ".[demo]"'
 DISPLAY_SIDE = 512  # pixels: the overlay's longer side
 
 
@@ -37,7 +37,8 @@ def _gradio():
     try:
         import gradio
     except ImportError:
-        raise ImportError(f"The web demo needs gradio, an optional extra: {INSTALL} (in the repository).") from None
+        raise ImportError('The web demo needs gradio, an optional extra: pip install -e ".[demo]" (in the '
+                          "repository).") from None
     return gradio
 
 
@@ -51,43 +52,36 @@ def thresholds_text(calibration) -> str:
 def result_markdown(p, calibration) -> str:
     """The class, the table of calibrated probabilities (4 decimals), and each flag beside its threshold
     (familiarity: beside the validation images')."""
-    ref, mel, p_mel = calibration.referral_threshold, calibration.mel_threshold, p.probs_calibrated.get("MEL")
     rows = "\n".join(f"| {c} | {CLASS_DESCRIPTIONS.get(c, '')} | {v:.4f} |" for c, v in p.probs_calibrated.items())
     refer = (f"not calibrated (entropy {p.entropy:.3f}, no referral threshold)" if p.refer is None else
              f"{'REFER' if p.refer else 'no referral'}: entropy {p.entropy:.3f} "
-             f"{'>' if p.refer else '≤'} threshold {ref:.3f}")
+             f"{'>' if p.refer else '≤'} threshold {calibration.referral_threshold:.3f}")
     flag = ("not calibrated (no melanoma threshold)" if p.mel_flag is None else
-            f"{'MELANOMA FLAG' if p.mel_flag else 'no melanoma flag'}: calibrated P(MEL) {p_mel:.4f} "
-            f"{'≥' if p.mel_flag else '<'} threshold {mel:.3f}")
+            f"{'MELANOMA FLAG' if p.mel_flag else 'no melanoma flag'}: calibrated P(MEL) "
+            f"{p.probs_calibrated['MEL']:.4f} {'≥' if p.mel_flag else '<'} threshold {calibration.mel_threshold:.3f}")
     familiar = ("not calibrated (no feature reference)" if p.unfamiliar is None else
                 f"{'UNFAMILIAR' if p.unfamiliar else 'familiar'}: feature distance {p.feature_distance:.2f} "
                 f"{'beyond' if p.unfamiliar else 'within'} what 95% of the validation images reach"
                 + (" (another device or clinic? the probabilities and flags may not hold)" if p.unfamiliar else ""))
     return (f"### Predicted: {p.pred} ({p.prob_calibrated:.4f})\n\n| class | diagnosis | calibrated probability |\n"
             f"|---|---|---|\n{rows}\n\n- **Referral:** {refer}\n- **Melanoma flag:** {flag}\n"
-            f"- **Familiarity:** {familiar}\n\n"
-            f"{calibration.describe()}\n\n*{DISCLAIMER}*")
+            f"- **Familiarity:** {familiar}\n\n{calibration.describe()}\n\n*{DISCLAIMER}*")
 
 
-def _figure_array(fig) -> np.ndarray:
-    """A matplotlib figure as uint8 RGB, the figure closed."""
-    import matplotlib.pyplot as plt
-    fig.savefig(buf := io.BytesIO(), format="png", dpi=100)
-    plt.close(fig)
-    return np.asarray(Image.open(buf).convert("RGB"))
-
-
-def analyse(predictor: Predictor, image) -> dict:
-    """Everything the page shows for one image (a path or an RGB uint8 array)."""
+def analyse(predictor: Predictor, image) -> tuple:
+    """What the page shows for one image (a path or an RGB uint8 array): ``(prediction, overlay, cam)``, the
+    overlay DISPLAY_SIDE pixels on its longer side and the Grad-CAM figure as uint8 RGB arrays."""
     array = read_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
     p = predictor.predict_image(array, cam=True)
     overlay = Image.fromarray(overlay_mask(array, p.mask))
-    scale = DISPLAY_SIDE / max(overlay.size)  # for the page: small images drawn larger, huge ones smaller
+    scale = DISPLAY_SIDE / max(overlay.size)  # small images drawn larger, huge ones smaller
     overlay = np.asarray(overlay.resize([round(n * scale) for n in overlay.size], Image.LANCZOS))
-    return {"prediction": p, "overlay": overlay, "probs": dict(p.probs_calibrated),
-            "cam": None if p.cam is None else _figure_array(plot_cam_overlay(
-                array, p.cam, pred_mask=p.mask, caption=flags_caption(p).replace("\n", " · "))),
-            "markdown": result_markdown(p, predictor.calibration)}
+    if p.cam is None:
+        return p, overlay, None
+    fig = plot_cam_overlay(array, p.cam, pred_mask=p.mask, caption=flags_caption(p).replace("\n", " · "))
+    fig.savefig(buffer := io.BytesIO(), format="png", dpi=100)
+    plt.close(fig)
+    return p, overlay, np.asarray(Image.open(buffer).convert("RGB"))
 
 
 def build_demo(predictor: Predictor, examples=None):
@@ -98,10 +92,10 @@ def build_demo(predictor: Predictor, examples=None):
         if path is None:
             return None, None, None, "Upload an image."
         try:
-            out = analyse(predictor, path)
+            p, overlay, cam = analyse(predictor, path)
         except (OSError, ValueError) as err:  # an unreadable file: say why on the page
             raise gr.Error(str(err)) from err
-        return out["overlay"], out["cam"], out["probs"], out["markdown"]
+        return overlay, cam, p.probs_calibrated, result_markdown(p, predictor.calibration)
 
     with gr.Blocks(title="Dermoscopy demo (research only)", analytics_enabled=False) as demo:
         gr.Markdown(f"## Lesion mask and diagnosis\n**{DISCLAIMER}**", elem_id="disclaimer")
@@ -138,14 +132,11 @@ def upload_panel(predictor: Predictor):
             out.clear_output()
             (path := Path(tmp) / Path(item["name"]).name).write_bytes(bytes(item["content"]))
             try:
-                result = analyse(predictor, path)
+                panel.prediction, overlay, cam = analyse(predictor, path)
             except (OSError, ValueError) as err:  # ImageReadError (a ValueError) says why
                 return print(f"Cannot use {item['name']}: {err}")
-            panel.prediction = result["prediction"]
-            for array in (result["overlay"], result["cam"]):
-                if array is not None:
-                    display(Image.fromarray(array))
-            display(Markdown(result["markdown"]))  # each flag beside its threshold
+            display(*(Image.fromarray(a) for a in (overlay, cam) if a is not None),
+                    Markdown(result_markdown(panel.prediction, predictor.calibration)))
 
     upload.observe(show, names="value")
     return panel
@@ -162,13 +153,13 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     args = parser.parse_args(argv)
     try:
-        _gradio()
+        _gradio()  # before the model loads: say at once what to install
         predictor = load_predictor(args.run, resolve(args.runs_dir), device=args.device)
-        examples = sorted(find_images(resolve(args.examples)))[:12] if args.examples else None
+        demo = build_demo(predictor, sorted(find_images(resolve(args.examples)))[:12] if args.examples else None)
     except (ImportError, OSError, CheckpointError) as err:
         parser.exit(2, f"error: {err}\n")
     print(predictor.calibration.describe())
-    build_demo(predictor, examples).launch(server_name=args.host, server_port=args.port, share=args.share)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share)
     return 0
 
 

@@ -11,7 +11,7 @@ import json
 import os
 import pickle
 import tempfile
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -30,11 +30,6 @@ FEATURE_ARRAYS = ("mean", "precision")  # those arrays: kept in checkpoints, lef
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used, with the reason and what to do."""
-
-
-def imagenet_normalization() -> dict:
-    """ImageNet's mean and std without colour constancy: what files without ``normalization`` mean."""
-    return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
 
 @dataclass
@@ -64,8 +59,9 @@ class Checkpoint:
     class_names: list[str]     # output index -> class name, e.g. ["MEL", "NV", ...]
     image_size: tuple[int, int]  # (H, W) in pixels the model was trained at; inputs are resized to it
     # {"mean": [r, g, b], "std": [r, g, b]} of uint8/255 inputs, "colour_constancy": None | "shades_of_gray"
-    # (absent in older files: None), "p": its norm (6); read it with transforms.Normalize.from_config
-    normalization: dict = field(default_factory=imagenet_normalization)
+    # (absent in older files: None), "p": its norm (6); read it with transforms.Normalize.from_config.
+    # Files without it (format 1) mean ImageNet's mean and std without colour constancy.
+    normalization: dict = field(default_factory=lambda: {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)})
     # --- how it was trained
     params: dict = field(default_factory=dict)   # the run's TrainConfig.to_dict(), the epochs bought, the world size
     encoder_weights_used: str | None = None      # what initialised the encoder (MultiTaskNet.encoder_weights_used)
@@ -92,10 +88,9 @@ class Checkpoint:
 
     def to_dict(self) -> dict:
         """What is stored: every field as plain data, plus ``format_version``."""
-        content = {f.name: getattr(self, f.name) for f in fields(self)}
-        if self.training is not None:
-            content["training"] = {f.name: getattr(self.training, f.name) for f in fields(TrainingState)}
-        return {"format_version": FORMAT_VERSION, **content}
+        training = None if self.training is None else dict(vars(self.training))
+        return {"format_version": FORMAT_VERSION, **{f.name: getattr(self, f.name) for f in fields(self)},
+                "training": training}
 
     def save(self, path) -> Path:
         """Write this checkpoint to ``path`` atomically (folders are created)."""
@@ -115,38 +110,55 @@ class Checkpoint:
 
     @classmethod
     def from_dict(cls, content: dict, source: str = "checkpoint") -> Checkpoint:
-        """The inverse of `to_dict` for any known format version; unknown fields are refused."""
-        content = upgrade(content, source)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(content) - known - {"format_version"})
-        if unknown:
+        """The inverse of `to_dict` for any known format version (older ones through ``UPGRADES``); unknown
+        fields are refused."""
+        version = content.get("format_version") if isinstance(content, dict) else None
+        if not isinstance(version, int) or version < 1:
+            found = f"keys {sorted(content)[:8]}" if isinstance(content, dict) else type(content).__name__
+            raise CheckpointError(f"{source} is not a skin_utils checkpoint: no valid format_version ({version!r}; "
+                                  f"found {found}). Load it with the code that wrote it.")
+        if version > FORMAT_VERSION:
+            raise CheckpointError(f"{source} has format version {version}, newer than this skin_utils reads "
+                                  f"(up to {FORMAT_VERSION}). Update skin_utils.")
+        for older in range(version, FORMAT_VERSION):
+            content = UPGRADES[older](content, source)
+        if unknown := sorted(set(content) - {f.name for f in fields(cls)} - {"format_version"}):
             raise CheckpointError(f"{source} has fields this version of skin_utils does not know: {unknown}. It was "
                                   "written by other code; load it with the skin_utils that wrote it.")
-        missing = sorted(f.name for f in fields(cls) if f.name not in content
-                         and f.default is MISSING and f.default_factory is MISSING)
-        if missing:
-            raise CheckpointError(f"{source} lacks the required fields {missing}; it cannot be used.")
         try:
-            return cls(**{k: v for k, v in content.items() if k in known})
-        except (TypeError, ValueError) as err:
-            raise CheckpointError(f"{source} holds a malformed field ({err}); it cannot be used.") from err
+            return cls(**{k: v for k, v in content.items() if k != "format_version"})
+        except (TypeError, ValueError) as err:  # a required field missing (named), or a malformed one
+            raise CheckpointError(f"{source} cannot be used: {err}") from err
 
     @classmethod
     def load(cls, path, map_location="cpu") -> Checkpoint:
-        """Read a checkpoint file of any known format version, or an export folder (`save_folder`); refuse
-        anything else."""
+        """Read a checkpoint file of any known format version (``weights_only``: tensors and plain types only),
+        or an export folder (`save_folder`); refuse anything else."""
         path = Path(path)
-        if not path.is_dir():
-            return cls.from_dict(_read(path, map_location), source=str(path))
-        if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
-            raise CheckpointError(f"{path} is a folder but not an exported model: it needs {CONFIG_FILE} and "
-                                  f"{WEIGHTS_FILE} (made by `python -m skin_utils.export`).")
-        config = json.loads((path / CONFIG_FILE).read_text())
-        config.pop("onnx", None)  # what the export says of model.onnx, for its other users
-        if (path / FEATURES_FILE).is_file() and (config.get("calibration") or {}).get("features"):
-            arrays = load_file(path / FEATURES_FILE)
-            config["calibration"]["features"].update({k: arrays[k].tolist() for k in FEATURE_ARRAYS})
-        return cls.from_dict({**config, "model": load_file(path / WEIGHTS_FILE)}, source=str(path))
+        if path.is_dir():
+            if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+                raise CheckpointError(f"{path} is a folder but not an exported model: it needs {CONFIG_FILE} and "
+                                      f"{WEIGHTS_FILE} (made by `python -m skin_utils.export`).")
+            config = json.loads((path / CONFIG_FILE).read_text())
+            config.pop("onnx", None)  # what the export says of model.onnx, for its other users
+            if (path / FEATURES_FILE).is_file() and (config.get("calibration") or {}).get("features"):
+                arrays = load_file(path / FEATURES_FILE)
+                config["calibration"]["features"].update({k: arrays[k].tolist() for k in FEATURE_ARRAYS})
+            return cls.from_dict({**config, "model": load_file(path / WEIGHTS_FILE)}, source=str(path))
+        if not path.is_file():
+            raise FileNotFoundError(f"No checkpoint at {path}. Train one first with notebooks/02_train.ipynb "
+                                    "(it writes checkpoints/best.pt), or pass the right path.")
+        try:
+            content = torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise CheckpointError(
+                f"Refused to load {path}: it contains objects other than tensors and plain Python types, which "
+                f"could execute code when unpickled ({str(err).splitlines()[0]}). Only load checkpoints written by "
+                "skin_utils, from a source you trust.") from err
+        except (RuntimeError, EOFError, OSError) as err:
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err}). "
+                                  "It may be truncated; use the previous checkpoint or retrain.") from err
+        return cls.from_dict(content, source=str(path))
 
     def save_folder(self, folder) -> Path:
         """A plain, pickle-free copy for use outside training: ``model.safetensors`` (the weights),
@@ -165,61 +177,25 @@ class Checkpoint:
         return folder
 
 
-def _read(path: Path, map_location) -> dict:
-    """The dict a skin_utils checkpoint file holds, or an error saying why it cannot be read."""
-    if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint at {path}. Train one first with notebooks/02_train.ipynb "
-                                "(it writes checkpoints/best.pt), or pass the right path.")
-    try:
-        content = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"Refused to load {path}: it contains objects other than tensors and plain Python types, which could "
-            f"execute code when unpickled ({str(err).splitlines()[0]}). Only load checkpoints written by skin_utils, "
-            "from a source you trust.") from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err}). "
-                              "It may be truncated; use the previous checkpoint or retrain.") from err
-    if not isinstance(content, dict) or "model" not in content or "model_config" not in content:
-        found = f" with keys {sorted(content)[:8]}" if isinstance(content, dict) else ""
-        raise CheckpointError(f"{path} is not a skin_utils checkpoint (expected a dict with 'model' and "
-                              f"'model_config', found {type(content).__name__}{found}).")
-    return content
-
-
 def upgrade_v1(content: dict, source: str = "checkpoint") -> dict:
     """Format 1 (a flat dict: run parameters, ``image_size`` and ``encoder_weights_used`` under
     ``config``; the training state at the top level of ``last.pt``; ImageNet normalisation) -> 2."""
-    old = dict(content)
-    old.pop("format_version", None)
+    old = {k: v for k, v in content.items() if k != "format_version"}
     config = dict(old.pop("config", None) or {})
     size = config.get("image_size", old.pop("image_size", None))
     if size is None:
         raise CheckpointError(f"{source} (format 1) does not record the image size it was trained at; "
                               "it cannot be used for prediction. Retrain with notebooks/02_train.ipynb.")
+    if not old.get("normalization"):
+        old.pop("normalization", None)  # the field's default: ImageNet's
     new = {"image_size": as_hw(size), "encoder_weights_used": config.pop("encoder_weights_used", None),
-           "params": config, "normalization": old.pop("normalization", None) or imagenet_normalization()}
-    training = {k: old.pop(k) for k in ("optimizer", "scheduler", "scaler", "rng") if k in old}
-    if training:
+           "params": config}
+    if training := {k: old.pop(k) for k in ("optimizer", "scheduler", "scaler", "rng") if k in old}:
         new["training"] = {"scaler": {}, **training}
     return {**old, **new, "format_version": 2}
 
 
 UPGRADES = {1: upgrade_v1}  # format version -> the function that brings content one version up
-
-
-def upgrade(content: dict, source: str = "checkpoint") -> dict:
-    """Checkpoint content of any older format version, brought up to `FORMAT_VERSION`."""
-    version = content.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise CheckpointError(f"{source} has no valid format_version ({version!r}); it was not written "
-                              "by skin_utils.checkpoint.")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"{source} has format version {version}, newer than this skin_utils reads "
-                              f"(up to {FORMAT_VERSION}). Update skin_utils.")
-    for older in range(version, FORMAT_VERSION):
-        content = UPGRADES[older](content, source)
-    return content
 
 
 def load_weights(model: torch.nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
@@ -229,13 +205,10 @@ def load_weights(model: torch.nn.Module, state_dict: dict, source: str = "checkp
                 if key.startswith("classification_head") and key.endswith("weight")
                 else f"{key}: checkpoint {tuple(theirs.shape)}, model {tuple(ours.shape)}"
                 for key, ours in own.items() if (theirs := state_dict.get(key, ours)).shape != ours.shape]
-    missing, unexpected = [k for k in own if k not in state_dict], [k for k in state_dict if k not in own]
-    if missing:
-        problems.append(f"{len(missing)} tensors the model needs are not in the checkpoint "
-                        f"(first: {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} tensors in the checkpoint do not belong to the model "
-                        f"(first: {', '.join(unexpected[:3])})")
+    for keys, what in (([k for k in own if k not in state_dict], "the model needs are not in the checkpoint"),
+                       ([k for k in state_dict if k not in own], "in the checkpoint do not belong to the model")):
+        if keys:
+            problems.append(f"{len(keys)} tensors {what} (first: {', '.join(keys[:3])})")
     if problems:
         raise CheckpointError(f"The {source} does not fit this model:\n  - " + "\n  - ".join(problems)
                               + "\nBuild the model from the checkpoint's own configuration "

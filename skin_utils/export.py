@@ -56,7 +56,7 @@ def onnx_input(image: np.ndarray, image_size) -> np.ndarray:
     return resized.transpose(2, 0, 1)[None]
 
 
-def export_onnx(ckpt: Checkpoint, model: torch.nn.Module, path, opset: int = OPSET) -> dict:
+def export_onnx(ckpt: Checkpoint, model: torch.nn.Module, path) -> dict:
     """``model.onnx`` of the plain (no TTA) outputs with their stored temperature; what config.json says of it."""
     calibration = StoredCalibration.from_checkpoint(ckpt, tta=False)
     net = ExportedNet(model, ckpt.normalization, calibration.temperature)
@@ -65,65 +65,59 @@ def export_onnx(ckpt: Checkpoint, model: torch.nn.Module, path, opset: int = OPS
             "mask": {0: "batch", 2: "height", 3: "width"}}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes: checked by tests instead
-        torch.onnx.export(net, (example,), str(path), dynamo=False, opset_version=opset, input_names=["image"],
+        torch.onnx.export(net, (example,), str(path), dynamo=False, opset_version=OPSET, input_names=["image"],
                           output_names=["probs", "mask"], dynamic_axes=axes)
-    return {"file": Path(path).name, "opset": opset, "input": "image: float32 (N, 3, H, W), RGB in [0, 1]",
+    return {"file": Path(path).name, "opset": OPSET, "input": "image: float32 (N, 3, H, W), RGB in [0, 1]",
             "outputs": {"probs": f"float32 (N, {len(ckpt.class_names)}) calibrated probabilities of "
                                  f"{ckpt.class_names}", "mask": "float32 (N, 1, H, W) lesion probability"},
             "preprocessing": f"resize to image_size {list(ckpt.image_size)} (H, W), bilinear; divide by 255",
             "temperature": calibration.temperature, "calibration": calibration.describe()}
 
 
-def export(source, out, runs_dir="reports/runs", onnx: bool = True, opset: int = OPSET) -> Path:
+def export(source, out, runs_dir="reports/runs", onnx: bool = True) -> Path:
     """Write the export folder of ``source`` (a run name or folder, "latest", a checkpoint) to ``out``."""
     path = model_path(source, runs_dir)
     model, ckpt = load_model(path)
-    out = Path(out)
-    ckpt.save_folder(out)
+    out = ckpt.save_folder(out)
     if onnx:
         config = json.loads((out / CONFIG_FILE).read_text())
-        config["onnx"] = export_onnx(ckpt, model, out / ONNX_FILE, opset)
+        config["onnx"] = export_onnx(ckpt, model, out / ONNX_FILE)
         (out / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     (out / CARD_FILE).write_text(model_card(ckpt, run_of_checkpoint(path) if path.is_file() else None, onnx))
     return out
 
 
 # ----------------------------------------------------------------------------- the model card
+RESULT_ROWS = {"Dice": "dice", "thresholded Jaccard": "thresholded_jaccard", "accuracy": "accuracy",
+               "balanced accuracy": "balanced_accuracy", "macro AUC": "macro_auc", "melanoma AUC": "mel_auc"}
+
+
 def _ci(saved: dict, key: str) -> str:
-    value, (lo, hi) = saved.get(key), (saved.get("ci95", {}).get(key) or [None, None])
-    if value is None:
-        return "–"
-    return f"{value:.3f}" + ("" if lo is None else f" [{lo:.3f}, {hi:.3f}]")
+    value, (lo, hi) = saved.get(key), saved.get("ci95", {}).get(key) or [None, None]
+    return "–" if value is None else f"{value:.3f}" + ("" if lo is None else f" [{lo:.3f}, {hi:.3f}]")
 
 
 def _results_table(saved: dict) -> str:
-    rows = {"images (lesions)": f"{saved['n_images']} ({saved['n_lesions']})", "Dice": _ci(saved, "dice"),
-            "thresholded Jaccard": _ci(saved, "thresholded_jaccard"), "accuracy": _ci(saved, "accuracy"),
-            "balanced accuracy": _ci(saved, "balanced_accuracy"), "macro AUC": _ci(saved, "macro_auc"),
-            "melanoma AUC": _ci(saved, "mel_auc")}
+    rows = {"images (lesions)": f"{saved['n_images']} ({saved['n_lesions']})",
+            **{name: _ci(saved, key) for name, key in RESULT_ROWS.items()}}
     if base := saved.get("majority_baseline"):
         rows[f"always {base['majority']}: accuracy / balanced accuracy"] = (
             f"{base['accuracy']:.3f} / {base['balanced_accuracy']:.3f}")
     return report.markdown_table(rows)
 
 
-def _read(run: Run | None, name: str) -> dict | None:
-    file = run.metrics / name if run else None
-    return json.loads(file.read_text()) if file and file.is_file() else None
-
-
-def failure_modes(saved: dict | None, data: dict) -> list[str]:
-    """Weak spots read from a test evaluation (the weakest and the rare classes, where Grad-CAM looks) and
-    from the training data."""
+def failure_modes(saved: dict, data: dict) -> list[str]:
+    """Weak spots read from a test evaluation ({} before one: the weakest and the rare classes, where Grad-CAM
+    looks) and from the training data."""
     notes = [] if saved else ["Unknown until the run is evaluated (notebooks/03_evaluate)."]
-    per_class = pd.DataFrame((saved or {}).get("per_class") or {}).T
+    per_class = pd.DataFrame(saved.get("per_class") or {}).T
     if len(per_class):
         weakest = per_class[per_class["support"] > 0].sort_values("sensitivity").head(3)
         notes.append("Weakest classes by sensitivity on the test split: " + ", ".join(
             f"{c} {r['sensitivity']:.2f} (n={int(r['support'])})" for c, r in weakest.iterrows()) + ".")
         if len(rare := per_class[per_class["support"] < 20]):
             notes.append(f"Fewer than 20 test images for {', '.join(rare.index)}: their figures are imprecise.")
-    if cam := ((saved or {}).get("cam") or {}).get("true_mask", {}).get("overall"):
+    if cam := (saved.get("cam") or {}).get("true_mask", {}).get("overall"):
         notes.append(f"Grad-CAM energy inside the true lesion {cam['energy_inside']:.2f} for a lesion area share of "
                      f"{cam['area_share']:.2f} (lift {cam['lift']:.2f}; 1 means no better than uniform heat).")
     if data.get("synthetic"):
@@ -138,64 +132,68 @@ def reproduce_command(params: dict) -> str:
     defaults = TrainConfig().to_dict()
     changed = {k: v for k, v in params.items() if k in defaults and v != defaults[k] and k != "run_name"}
     return "papermill notebooks/02_train.ipynb 02_train.out.ipynb" + "".join(
-        f" -p {k} {v}" if isinstance(v, (int, float, str)) and not isinstance(v, bool) else f" -y '{k}: {json.dumps(v)}'"
-        for k, v in changed.items())
+        f" -p {k} {v}" if isinstance(v, (int, float, str)) and not isinstance(v, bool)
+        else f" -y '{k}: {json.dumps(v)}'" for k, v in changed.items())
 
 
 def model_card(ckpt: Checkpoint, run: Run | None, onnx: bool = True) -> str:
     """MODEL_CARD.md of a checkpoint, with its run folder's evaluations when it has any."""
-    p, data, name = ckpt.params, ckpt.data, run.name if run else "checkpoint"
-    test = _read(run, "evaluate.json")
-    external = [(f.stem, s) for f in sorted(run.metrics.glob("evaluate_*.json")) if (s := _read(run, f.name))
-                and s.get("external")] if run else []
-    out = [f"# Model card: {name}", "",
+    p, data, epoch = ckpt.params, ckpt.data, "–" if ckpt.epoch is None else ckpt.epoch + 1
+    features = " + `features.safetensors` (the familiarity reference: the `unfamiliar` flag)" if (
+        ckpt.calibration or {}).get("features") else ""
+    saved = {f.stem: json.loads(f.read_text()) for f in sorted(run.metrics.glob("evaluate*.json"))} if run else {}
+    test = saved.get("evaluate") or {}
+    out = [f"# Model card: {run.name if run else 'checkpoint'}", "",
            "Research software, **not a medical device**: it must not be used to diagnose, treat or triage patients.",
            "", "## Intended use",
-           "Research and teaching on dermoscopic images: a lesion mask and one of "
-           f"{len(ckpt.class_names)} diagnoses ({', '.join(ckpt.class_names)}) with calibrated probabilities, a "
-           "referral flag for uncertain images and a melanoma flag. Not for clinical photographs, other body imaging, "
-           "or populations unlike the training data without a new validation.", "",
-           "## Model",
+           f"Research and teaching on dermoscopic images: a lesion mask and one of {len(ckpt.class_names)} diagnoses "
+           f"({', '.join(ckpt.class_names)}) with calibrated probabilities, a referral flag for uncertain images and a "
+           "melanoma flag. Not for clinical photographs, other body imaging, or populations unlike the training data "
+           "without a new validation.", "", "## Model",
            f"ResNet18 encoder shared by a U-Net decoder (mask) and a linear head (diagnosis); {ckpt.image_size[0]}x"
            f"{ckpt.image_size[1]} px inputs; encoder initialised from {ckpt.encoder_weights_used or 'unknown'}; "
-           f"best epoch {'–' if ckpt.epoch is None else ckpt.epoch + 1} by {ckpt.selection or '–'}. Files: "
-           f"`model.safetensors` + `config.json` (`Predictor.from_folder`)"
-           + (" + `features.safetensors` (the familiarity reference: the `unfamiliar` flag)"
-              if (ckpt.calibration or {}).get("features") else "")
+           f"best epoch {epoch} by {ckpt.selection or '–'}. Files: `model.safetensors` + `config.json` "
+           f"(`Predictor.from_folder`){features}"
            + (f", `{ONNX_FILE}` (opset {OPSET}; inputs and outputs in `config.json` under `onnx`)." if onnx else "."),
            "", "## Training data",
            f"`{Path(str(data.get('data_dir', '?'))).name}` (fingerprint {data.get('fingerprint', '–')}): "
            f"{data.get('n_images', '–')} images of {data.get('n_lesions', '–')} lesions, split by lesion "
            f"{data.get('images_per_split', {})}; {p.get('epochs', '–')} epochs"
-           + (f", time budget {p['time_budget']} min" if p.get("time_budget") else "") + f", seed {p.get('seed', '–')}.",
+           + (f", time budget {p['time_budget']} min" if p.get("time_budget") else "")
+           + f", seed {p.get('seed', '–')}.",
            "", "## Results on the test split (95% lesion-level bootstrap intervals)",
            _results_table(test) if test else "Not evaluated yet: run `notebooks/03_evaluate.ipynb` on this run, "
            "then export again."]
-    for tag, saved in external:
-        out += ["", f"## External set: {Path(str(saved['data'].get('data_dir', tag))).name}", _results_table(saved)]
+    for tag, external in saved.items():
+        if external.get("external"):
+            out += ["", f"## External set: {Path(str(external['data'].get('data_dir', tag))).name}",
+                    _results_table(external)]
     out += ["", "## Calibration", *(f"- {StoredCalibration.from_checkpoint(ckpt, tta).describe()}" + (
-        f" This one is inside `{ONNX_FILE}`." if onnx and not tta else " `Predictor(..., tta=True)` uses it.")
+        f" This one is inside `{ONNX_FILE}`." if onnx and not tta else f" `Predictor(..., tta={tta})` uses it.")
         for tta in (True, False))]
-    if test and (t := (test.get("trust") or {}).get("calibration")):
+    if t := (test.get("trust") or {}).get("calibration"):
         out.append(f"On the test split ({t['kind']} outputs): ECE {t['before']['ece']:.3f} before, "
                    f"{t['after']['ece']:.3f} after; NLL {t['before']['nll']:.3f} -> {t['after']['nll']:.3f}.")
-    if test and (m := test.get("melanoma_vs_rest")) and m.get("threshold") is not None:
+    if (m := test.get("melanoma_vs_rest")) and m.get("threshold") is not None:
         out += ["", "## The melanoma operating point",
-                f"Flag at calibrated P({MELANOMA}) >= {m['threshold']:.3f} of the {m.get('kind')} outputs, chosen on validation for sensitivity "
-                f"{m.get('target_sensitivity')}; on the test split sensitivity {_ci(test, 'mel_sensitivity')}, "
-                f"specificity {_ci(test, 'mel_specificity')} ({m['n_mel']} melanomas of {m['n_images']} images)."]
-    for column, rows in ((test or {}).get("subgroups") or {}).items():
+                f"Flag at calibrated P({MELANOMA}) >= {m['threshold']:.3f} of the {m.get('kind')} outputs, chosen on "
+                f"validation for sensitivity {m.get('target_sensitivity')}; on the test split sensitivity "
+                f"{_ci(test, 'mel_sensitivity')}, specificity {_ci(test, 'mel_specificity')} ({m['n_mel']} melanomas "
+                f"of {m['n_images']} images)."]
+    for column, rows in (test.get("subgroups") or {}).items():
         table = pd.DataFrame(rows).set_index(column).astype({"n_images": str})
         out += ["", f"## Subgroups: {column}", report.markdown_table(
             table[[c for c in ("n_images", "dice", "balanced_accuracy", "mel_auc") if c in table]])]
-    out += ["", "## Known failure modes", *(f"- {n}" for n in failure_modes(test, data)), "", "## How to reproduce", f"`{reproduce_command(p)}`", "",
-            "## Use it", "```python", "from skin_utils.inference import Predictor",
+    out += ["", "## Known failure modes", *(f"- {n}" for n in failure_modes(test, data)), "",
+            "## How to reproduce", f"`{reproduce_command(p)}`", "", "## Use it", "```python",
+            "from skin_utils.inference import Predictor",
             "prediction = Predictor.from_folder('<this folder>').predict_image('lesion.jpg')", "```"]
     if onnx:
-        out += ["Without skin_utils (numpy, Pillow, onnxruntime):", "```python", "import json, numpy as np, "
-                "onnxruntime as ort", "from PIL import Image", "cfg = json.load(open('config.json'))",
-                "h, w = cfg['image_size']", "x = np.asarray(Image.open('lesion.jpg').convert('RGB').resize((w, h), "
-                "Image.BILINEAR), np.float32).transpose(2, 0, 1)[None] / 255",
+        out += ["Without skin_utils (numpy, Pillow, onnxruntime):", "```python",
+                "import json, numpy as np, onnxruntime as ort", "from PIL import Image",
+                "cfg = json.load(open('config.json'))", "h, w = cfg['image_size']",
+                "x = np.asarray(Image.open('lesion.jpg').convert('RGB').resize((w, h), Image.BILINEAR), "
+                "np.float32).transpose(2, 0, 1)[None] / 255",
                 "probs, mask = ort.InferenceSession('model.onnx').run(None, {'image': x})", "```"]
     out += ["", "## Licence", "Code MIT. " + ("Weights trained on the synthetic demo (made by skin_utils): MIT."
             if data.get("synthetic") else "Weights inherit the terms of their training data: HAM10000 is CC BY-NC 4.0 "
@@ -210,9 +208,8 @@ def main(argv=None) -> Path:
     parser.add_argument("--out", required=True, help="the export folder to write")
     parser.add_argument("--runs-dir", default="reports/runs", help="where run names are looked up")
     parser.add_argument("--no-onnx", action="store_true", help="write safetensors, config.json and the card only")
-    parser.add_argument("--opset", type=int, default=OPSET, help="ONNX opset version")
     args = parser.parse_args(argv)
-    out = export(args.source, resolve(args.out), resolve(args.runs_dir), onnx=not args.no_onnx, opset=args.opset)
+    out = export(args.source, resolve(args.out), resolve(args.runs_dir), onnx=not args.no_onnx)
     print(f"exported to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     return out
 

@@ -5,7 +5,7 @@ stops half-way. `infer(cfg)` is the whole job of notebooks/04_inference.
 
 from __future__ import annotations
 
-import time
+import timeit
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +22,7 @@ from skin_utils.report import Section
 from skin_utils.checkpoint import CONFIG_FILE, load_model
 from skin_utils.config import InferConfig, resolve
 from skin_utils.transforms import Normalize
-from skin_utils.layout import ImageReadError, find_images, read_image
+from skin_utils.layout import find_images, read_image
 from skin_utils.demo import SYNTHETIC_NOTE, render_lesion
 from skin_utils.engine import amp_dtype_for, image_batch, predict, resolve_device, upsample_mask
 from skin_utils.labels import CLASS_NAMES
@@ -31,6 +31,7 @@ from skin_utils.trust import (COMMAND, StoredCalibration, binary_entropy, famili
                               stored_feature_reference, trust_columns)
 
 MIN_SIDE = 8  # pixels: below this there is no lesion to see
+FLAGS = ("unfamiliar", "refer", "mel_flag")  # True or False; None without the checkpoint's reference or threshold
 
 
 @dataclass
@@ -51,7 +52,7 @@ class Prediction:
     mc_mutual_info: float | None = None     # the same across Monte-Carlo dropout samples (mc_samples > 0 only)
     mask_uncertainty: float = float("nan")  # mean binary entropy (bits) in the band around the predicted border
     mask_uncertainty_map: np.ndarray | None = None  # per-pixel binary entropy of the mask, model resolution, float16
-    feature_distance: float = float("nan")  # how far its features lie from the validation images' (trust.feature_distance)
+    feature_distance: float = float("nan")  # how far its features lie from the validation images' (trust)
     unfamiliar: bool | None = None          # beyond the 95% of validation images; None: the checkpoint has no reference
     refer: bool | None = None               # entropy above the checkpoint's referral threshold; None: no threshold
     mel_flag: bool | None = None            # calibrated P(MEL) >= the checkpoint's operating threshold; None: none
@@ -66,24 +67,20 @@ class Predictor:
     of output (``self.calibration.describe()`` says what is missing: a missing threshold leaves its flag None)."""
 
     def __init__(self, checkpoint, device: str = "auto", amp: str = "auto", threshold: float = 0.5,
-                 tta: bool = False, cam: bool = False, mc_samples: int = 0, cam_method: str = "gradcam"):
-        if mc_samples and (int(mc_samples) != mc_samples or mc_samples < 2):
-            raise ValueError(f"mc_samples must be 0 (off) or an integer >= 2; got {mc_samples!r}.")
+                 tta: bool = False, cam: bool = False, mc_samples: int = 0):
         self.device = resolve_device(device)
         self.model, self.checkpoint = load_model(checkpoint, map_location="cpu")
         self.model.to(self.device).to(memory_format=torch.channels_last).eval()
         self.class_names, self.image_size = self.checkpoint.class_names, self.checkpoint.image_size
         self.normalize = Normalize.from_config(self.checkpoint.normalization).to(self.device)
         self.amp_dtype, self.threshold, self.tta, self.cam = amp_dtype_for(self.device, amp), threshold, tta, cam
-        self.cam_method, self.mc_samples = cam_method, int(mc_samples)
+        self.mc_samples = mc_samples  # engine.predict checks it
         self.calibration = StoredCalibration.from_checkpoint(self.checkpoint, tta)
         self.features = stored_feature_reference(self.checkpoint)  # familiarity: None without a reference
 
     @classmethod
     def from_folder(cls, folder, **kwargs) -> Predictor:
         """The model of an export folder (``python -m skin_utils.export``): no pickle, no run folder."""
-        if not Path(folder).is_dir():
-            raise FileNotFoundError(f"No export folder {folder}.")
         return cls(folder, **kwargs)
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
@@ -103,26 +100,23 @@ class Predictor:
 
         out = predict(self.model, feed(), self.device, amp_dtype=self.amp_dtype, normalize=self.normalize,
                       progress=False, tta=self.tta, return_views=True, mc_samples=self.mc_samples,
-                      cam=self.cam if cam is None else cam, cam_method=self.cam_method, features=self.features is not None)
+                      cam=self.cam if cam is None else cam, features=self.features is not None)
         if not items:
             return []
-        cal = self.calibration.apply(out["probs"])
-        masks = list(out["mask_probs"].float().numpy())
+        cal, masks, probs = self.calibration.apply(out["probs"]), out["mask_probs"].float().numpy(), out["probs"]
         trust = trust_columns(cal, self.calibration, self.class_names, out["view_probs"], out.get("mc_probs")).assign(
-            mask_uncertainty=mask_uncertainty_score(masks, threshold=self.threshold),
+            mask_uncertainty=mask_uncertainty_score(list(masks), threshold=self.threshold),
             **({} if self.features is None else familiarity_columns(out["features"], self.features))).astype(object)
         predictions = []
         for i, ((image_id, path, original_hw), row) in enumerate(zip(items, trust.to_dict("records"))):
-            mask, probs = upsample_mask(out["mask_probs"][i], original_hw, self.threshold), out["probs"][i]
-            k = int(probs.argmax())
+            mask, k = upsample_mask(out["mask_probs"][i], original_hw, self.threshold), int(probs[i].argmax())
             predictions.append(Prediction(
-                image_id=image_id, path=str(path), pred=self.class_names[k], prob=float(probs[k]),
-                probs={n: float(p) for n, p in zip(self.class_names, probs)}, mask=mask,
-                lesion_fraction=float(mask.mean()), probs_calibrated={n: float(p) for n, p in zip(self.class_names, cal[i])},
-                prob_calibrated=float(cal[i, k]), mask_uncertainty_map=binary_entropy(masks[i]).astype(np.float16),
-                cam=None if "cams" not in out else out["cams"][i],
-                **{name: None if pd.isna(v) else bool(v) if name in ("refer", "mel_flag", "unfamiliar") else float(v)
-                   for name, v in row.items()}))
+                image_id=image_id, path=str(path), pred=self.class_names[k], prob=float(probs[i, k]),
+                probs=dict(zip(self.class_names, probs[i].tolist())), mask=mask, lesion_fraction=float(mask.mean()),
+                probs_calibrated=dict(zip(self.class_names, cal[i].tolist())), prob_calibrated=float(cal[i, k]),
+                mask_uncertainty_map=binary_entropy(masks[i]).astype(np.float16),
+                cam=out["cams"][i] if "cams" in out else None,
+                **{name: None if pd.isna(v) else bool(v) if name in FLAGS else float(v) for name, v in row.items()}))
         return predictions
 
     def predict_image(self, image, cam: bool | None = None) -> Prediction:
@@ -131,24 +125,25 @@ class Predictor:
         array = read_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
         return self._predict([([self.preprocess(array)], [(Path(str(path)).stem, path, array.shape[:2])])], cam)[0]
 
-    def predict_folder(self, folder, batch_size: int = 16, progress: bool = True, threads: int = 2):
-        """Every image under ``folder``: ``(predictions, failures)``, the files skipped with the reason."""
+    def predict_folder(self, folder, batch_size: int = 16, progress: bool = True):
+        """Every image under ``folder``, or the one image file ``folder``: ``(predictions, failures)``, the files
+        skipped with the reason."""
         folder = Path(folder)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"No folder {folder} to predict on.")
-        images = set(find_images(folder))
+        if folder.is_file():
+            return self.predict_paths([folder], batch_size, progress)
+        images = set(find_images(folder))  # FileNotFoundError without the folder
         skipped = [{"path": str(p), "reason": "not an image file (by its extension); skipped"}
                    for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".") and p not in images]
-        predictions, failures = self.predict_paths(sorted(images), batch_size, progress, threads)
+        predictions, failures = self.predict_paths(sorted(images), batch_size, progress)
         return predictions, pd.concat([pd.DataFrame(skipped, columns=["path", "reason"]), failures], ignore_index=True)
 
-    def predict_paths(self, paths, batch_size: int = 16, progress: bool = True, threads: int = 2):
-        """Image files in batches, decoded on ``threads`` threads: ``(predictions, failures)``, the
-        unreadable, gigantic or tiny files with the reason."""
+    def predict_paths(self, paths, batch_size: int = 16, progress: bool = True):
+        """Image files in batches, decoded on two threads: ``(predictions, failures)``, the unreadable, gigantic
+        or tiny files with the reason."""
         def load(path):
             try:
                 array = read_image(path)
-            except (ImageReadError, Image.DecompressionBombError, OSError, ValueError) as err:
+            except (Image.DecompressionBombError, OSError, ValueError) as err:  # layout.ImageReadError: a ValueError
                 return path, None, f"{type(err).__name__}: {err}"
             if min(array.shape[:2]) < MIN_SIDE:
                 return path, None, f"image is {array.shape[1]}x{array.shape[0]} px, smaller than {MIN_SIDE} px a side"
@@ -157,8 +152,8 @@ class Predictor:
         paths, failures = [Path(p) for p in paths], []
 
         def batches():
-            with ThreadPoolExecutor(threads) as pool, tqdm(total=len(paths), desc="predict", disable=not progress,
-                                                           mininterval=1.0) as bar:
+            with ThreadPoolExecutor(2) as pool, tqdm(total=len(paths), desc="predict", disable=not progress,
+                                                     mininterval=1.0) as bar:
                 for start in range(0, len(paths), batch_size):
                     loaded = list(pool.map(load, paths[start:start + batch_size]))
                     failures.extend({"path": str(p), "reason": err} for p, _, err in loaded if err is not None)
@@ -166,8 +161,7 @@ class Predictor:
                     if ok := [(p, a) for p, a, err in loaded if err is None]:
                         yield [self.preprocess(a) for _, a in ok], [(p.stem, p, a.shape[:2]) for p, a in ok]
 
-        predictions = self._predict(batches())
-        return predictions, pd.DataFrame(failures, columns=["path", "reason"])
+        return self._predict(batches()), pd.DataFrame(failures, columns=["path", "reason"])
 
 
 def model_path(source, runs_dir="reports/runs") -> Path:
@@ -183,29 +177,27 @@ def load_predictor(source, runs_dir="reports/runs", **kwargs) -> Predictor:
 
 
 def predictions_table(predictions, overlays=None) -> pd.DataFrame:
-    """One row per image: the fields of `Prediction` (``p_<class>``, ``p_cal_<class>``; the TTA and MC-dropout
-    columns when made; the flags empty without a threshold) and ``overlay``, the path of its overlay."""
-    if overlays is not None and len(overlays) != len(predictions):
-        raise ValueError(f"{len(predictions)} predictions but {len(overlays)} overlays.")
+    """One row per image, numbers to 4 decimals: the fields of `Prediction` (``p_<class>``, ``p_cal_<class>``; the
+    TTA and MC-dropout columns when made; the flags empty without a threshold) and ``overlay``, its overlay's path."""
     table = pd.DataFrame([
-        {"image_id": p.image_id, "path": p.path, "pred": p.pred, "prob": round(p.prob, 4),
-         **{f"p_{k}": round(v, 4) for k, v in p.probs.items()},
-         "lesion_fraction": round(p.lesion_fraction, 4), "prob_calibrated": round(p.prob_calibrated, 4),
-         **{f"p_cal_{k}": round(v, 4) for k, v in p.probs_calibrated.items()}, "entropy": round(p.entropy, 4),
-         **{k: round(getattr(p, k), 4) for k in ("tta_disagreement", "tta_mutual_info", "mc_mutual_info")
+        {"image_id": p.image_id, "path": p.path, "pred": p.pred, "prob": p.prob,
+         **{f"p_{k}": v for k, v in p.probs.items()}, "lesion_fraction": p.lesion_fraction,
+         "prob_calibrated": p.prob_calibrated,
+         **{f"p_cal_{k}": v for k, v in p.probs_calibrated.items()}, "entropy": p.entropy,
+         **{k: getattr(p, k) for k in ("tta_disagreement", "tta_mutual_info", "mc_mutual_info")
             if getattr(p, k) is not None},
-         "mask_uncertainty": round(p.mask_uncertainty, 4), "feature_distance": round(p.feature_distance, 4),
-         "unfamiliar": p.unfamiliar, "refer": p.refer, "mel_flag": p.mel_flag,
-         **({} if overlays is None else {"overlay": str(overlays[i])})} for i, p in enumerate(predictions)])
-    return table.astype({k: "boolean" for k in ("unfamiliar", "refer", "mel_flag") if k in table})
+         "mask_uncertainty": p.mask_uncertainty, "feature_distance": p.feature_distance,
+         **{k: getattr(p, k) for k in FLAGS}} for p in predictions]).round(4)
+    if overlays is not None:
+        table["overlay"] = [str(path) for path in overlays]
+    return table.astype({k: "boolean" for k in FLAGS if k in table})
 
 
 ISIC_TASK3 = "ISIC_task3.csv"  # ISIC 2018 Task 3 submission: image,MEL,NV,BCC,AKIEC,BKL,DF,VASC
 
 
 def save_masks(predictions, out_dir, suffix: str = "") -> list[Path]:
-    """``<out_dir>/<image_id><suffix>.png``: each mask at its image's size, one channel, 0 or 255 (ISIC Task 1
-    with ``suffix="_segmentation"``)."""
+    """``<out_dir>/<image_id><suffix>.png``: each mask at its image's size, one channel, 0 or 255."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{p.image_id}{suffix}.png" for p in predictions]
@@ -214,51 +206,39 @@ def save_masks(predictions, out_dir, suffix: str = "") -> list[Path]:
     return paths
 
 
-def save_isic(predictions, out_dir) -> Path:
-    """ISIC 2018 submission files in ``out_dir``: Task 1 masks ``<image_id>_segmentation.png`` and the Task 3
-    CSV (calibrated probabilities in ISIC's column order). Needs the seven HAM10000 classes."""
-    names = list(predictions[0].probs) if predictions else list(CLASS_NAMES)
-    if sorted(names) != sorted(CLASS_NAMES):
-        raise ValueError(f"ISIC Task 3 needs the classes {list(CLASS_NAMES)}; this model predicts {names}.")
-    save_masks(predictions, out_dir, suffix="_segmentation")
-    table = pd.DataFrame([{"image": p.image_id, **{c: p.probs_calibrated[c] for c in CLASS_NAMES}}
-                          for p in predictions], columns=["image", *CLASS_NAMES])
-    table.to_csv(Path(out_dir) / ISIC_TASK3, index=False, float_format="%.6f")
-    return Path(out_dir)
-
-
 def save_predictions(predictions, failures, out_dir, overlays: bool = False, isic: bool = False) -> pd.DataFrame:
     """Everything a folder's predictions leave in ``out_dir``: ``predictions.csv``, ``skipped.csv``, ``masks/``,
-    ``overlays/`` on request, ``isic/`` (`save_isic`) on request. Returns the predictions table."""
+    on request ``overlays/`` and ``isic/``, the ISIC 2018 submission files (Task 1 masks
+    ``<image_id>_segmentation.png``, the Task 3 CSV of calibrated probabilities in ISIC's column order; it needs
+    the seven HAM10000 classes). Returns the predictions table."""
     out_dir = Path(out_dir)
+    if isic and predictions and sorted(predictions[0].probs) != sorted(CLASS_NAMES):
+        raise ValueError(f"ISIC Task 3 needs the classes {list(CLASS_NAMES)}; this model predicts "
+                         f"{list(predictions[0].probs)}. Leave isic off.")
     save_masks(predictions, out_dir / "masks")
     table = predictions_table(predictions, save_overlays(predictions, out_dir / "overlays") if overlays else None)
     table.to_csv(out_dir / "predictions.csv", index=False)
     failures.to_csv(out_dir / "skipped.csv", index=False)
     if isic:
-        save_isic(predictions, out_dir / "isic")
+        save_masks(predictions, out_dir / "isic", suffix="_segmentation")
+        pd.DataFrame([{"image": p.image_id, **p.probs_calibrated} for p in predictions], columns=["image", *CLASS_NAMES]
+                     ).to_csv(out_dir / "isic" / ISIC_TASK3, index=False, float_format="%.6f")
     return table
 
 
 def flags_caption(p: Prediction) -> str:
     """The class with its calibrated probability, the entropy, and the flags (REFER, MELANOMA FLAG, UNFAMILIAR)."""
-    flags = (["REFER"] if p.refer else []) + (
-        [f"MELANOMA FLAG (P(MEL) {p.probs_calibrated.get('MEL', float('nan')):.2f})"] if p.mel_flag else []) + (
-        ["UNFAMILIAR"] if p.unfamiliar else [])
+    mel = f"MELANOMA FLAG (P(MEL) {p.probs_calibrated.get('MEL', float('nan')):.2f})"
+    flags = [text for text, on in (("REFER", p.refer), (mel, p.mel_flag), ("UNFAMILIAR", p.unfamiliar)) if on]
     if p.refer is None and p.mel_flag is None:
         flags.append("no flags: checkpoint not calibrated")
     return f"{p.pred} {p.prob_calibrated:.2f} · entropy {p.entropy:.2f}\n" + (" · ".join(flags) or "no flag")
 
 
-def time_single_image(predictor: Predictor, image: np.ndarray, repeats: int = 10) -> float:
-    """Median seconds for one image, preprocessing included, Grad-CAM not (after one warm-up call)."""
+def time_single_image(predictor: Predictor, image: np.ndarray) -> float:
+    """Median seconds of 10 calls for one image, preprocessing included, Grad-CAM not (after one warm-up call)."""
     predictor.predict_image(image, cam=False)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        predictor.predict_image(image, cam=False)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return float(np.median(timeit.repeat(lambda: predictor.predict_image(image, cam=False), number=1, repeat=10)))
 
 
 def write_demo_images(folder, n: int = 6, seed: int = 12345, hw=(120, 160)) -> Path:
@@ -278,36 +258,35 @@ def save_overlays(predictions, out_dir) -> list[Path]:
     `flags_caption` when it has one."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for p in predictions:
-        paths.append(out_dir / f"{p.image_id}.png")
-        if p.cam is not None:
-            plots.save_figure(plots.plot_cam_overlay(read_image(p.path), p.cam, pred_mask=p.mask, title=p.image_id,
-                                                     caption=flags_caption(p)), paths[-1], dpi=90)
+    paths = [out_dir / f"{p.image_id}.png" for p in predictions]
+    for p, path in zip(predictions, paths):
+        if p.cam is None:
+            Image.fromarray(plots.overlay_mask(read_image(p.path), p.mask)).save(path)
         else:
-            Image.fromarray(plots.overlay_mask(read_image(p.path), p.mask)).save(paths[-1])
+            plots.save_figure(plots.plot_cam_overlay(read_image(p.path), p.cam, pred_mask=p.mask, title=p.image_id,
+                                                     caption=flags_caption(p)), path, dpi=90)
     return paths
 
 
 def summary(predictions, n_skipped: int, demo: bool = False, skipped_file="inference/skipped.csv") -> str:
     """The predictions in a few sentences: classes, uncertain ones, flags, skipped files."""
-    n = len(predictions)
+    n, counts = len(predictions), {flag: sum(bool(getattr(p, flag)) for p in predictions) for flag in FLAGS}
     out = [f"{n} image(s) predicted: " + ", ".join(f"{k} {v}" for k, v in Counter(p.pred for p in predictions)
                                                    .most_common()) + "." if n else "No image could be predicted."]
-    unsure = sum(p.prob_calibrated < 0.5 for p in predictions)
-    out += [f"{unsure} of {n} have a calibrated top probability below 0.5: treat them as uncertain."] if unsure else []
+    if unsure := sum(p.prob_calibrated < 0.5 for p in predictions):
+        out.append(f"{unsure} of {n} have a calibrated top probability below 0.5: treat them as uncertain.")
     if n and all(p.refer is None and p.mel_flag is None for p in predictions):
         out.append(f"The checkpoint holds no referral or melanoma threshold, so no image is flagged; calibrate it "
                    f"with `{COMMAND} <run or checkpoint>`.")
     elif n:
-        out.append(f"{sum(bool(p.refer) for p in predictions)} of {n} should be referred to a dermatologist (uncertainty "
-                   f"above the threshold chosen on validation); {sum(bool(p.mel_flag) for p in predictions)} raise the "
-                   "melanoma flag.")
-    if unfamiliar := sum(bool(p.unfamiliar) for p in predictions):
-        out.append(f"{unfamiliar} of {n} are unfamiliar: their features lie farther from the validation images' than "
-                   "95% of those do, so the model has seen few images like them and its probabilities and flags "
-                   "may not hold (another dermoscope or clinic, or not a dermoscopic image).")
-    out += [f"{n_skipped} file(s) were skipped, with the reason, in `{skipped_file}`."] if n_skipped else []
+        out.append(f"{counts['refer']} of {n} should be referred to a dermatologist (uncertainty above the threshold "
+                   f"chosen on validation); {counts['mel_flag']} raise the melanoma flag.")
+    if counts["unfamiliar"]:
+        out.append(f"{counts['unfamiliar']} of {n} are unfamiliar: their features lie farther from the validation "
+                   "images' than 95% of those do, so the model has seen few images like them and its probabilities "
+                   "and flags may not hold (another dermoscope or clinic, or not a dermoscopic image).")
+    if n_skipped:
+        out.append(f"{n_skipped} file(s) were skipped, with the reason, in `{skipped_file}`.")
     return " ".join(out + (["The input was new synthetic demo images."] if demo else []))
 
 
@@ -329,53 +308,50 @@ class Inferred:
 
 
 def infer(cfg: InferConfig, progress: bool = True) -> Inferred:
-    """THE inference of notebooks/04_inference: ``inference/predictions.csv``, ``skipped.csv`` and
+    """THE inference of notebooks/04_inference: ``inference/predictions.csv``, ``skipped.csv``, ``masks/`` and
     ``overlays/``, the figures, ``metrics/inference.json`` and the report section, in the run folder."""
-    say = print if progress else (lambda *a: None)
     run, path = run_to_score(cfg.run, cfg.checkpoint and resolve(cfg.checkpoint), resolve(cfg.reports_dir) / "runs")
     out_dir = run.root / "inference"
     folder = resolve(cfg.input_dir) if cfg.input_dir else write_demo_images(out_dir / "demo_input", cfg.n_demo_images)
     predictor = Predictor(path, device=cfg.device, amp=cfg.amp, threshold=cfg.threshold, tta=cfg.tta, cam=cfg.cam,
                           mc_samples=cfg.mc_samples)
-    say(f"{folder}: predicting at {predictor.image_size} px on {predictor.device}\n{predictor.calibration.describe()}")
+    if progress:
+        print(f"{folder}: predicting at {predictor.image_size} px on {predictor.device}\n"
+              f"{predictor.calibration.describe()}")
     predictions, failures = predictor.predict_folder(folder, batch_size=cfg.batch_size, progress=progress)
     table = save_predictions(predictions, failures, out_dir, overlays=True, isic=cfg.isic)
-    say(f"{len(predictions)} images predicted, {len(failures)} skipped")
-    shown, note = predictions[:8], "" if cfg.input_dir else f" · {SYNTHETIC_NOTE}"
+    shown, title = predictions[:8], folder.name + ("" if cfg.input_dir else f" · {SYNTHETIC_NOTE}")
+    none = "" if shown else "No image was predicted."
     sections = {"predictions": Section("Predictions", {"": table}), "skipped": Section("Skipped files", {"": failures}),
-                "overlays": Section("Overlays", text="" if shown else "No image was predicted."),
-                "trust": Section("Heat maps and flags", text="" if cfg.cam and shown else
-                                 "Grad-CAM is off (cam=False)." if shown else "No image was predicted.")}
+                "overlays": Section("Overlays", text=none), "trust": Section(
+                    "Heat maps and flags", text=none or ("" if cfg.cam else "Grad-CAM is off (cam=False)."))}
     if shown:
-        images = [read_image(p.path) for p in shown]
+        images, masks = [read_image(p.path) for p in shown], [p.mask for p in shown]
         sections["overlays"].figures.append(plots.save_figure(plots.plot_cases(
-            images=images, true_masks=None, pred_masks=[p.mask for p in shown], true_labels=None,
-            pred_labels=[p.pred for p in shown], pred_probs=[p.prob for p in shown],
-            row_titles=[p.image_id for p in shown], title=f"Predictions · {folder.name}{note}"),
-            run.figures / "inference_examples.png"))
+            images=images, true_masks=None, pred_masks=masks, true_labels=None, pred_labels=[p.pred for p in shown],
+            pred_probs=[p.prob for p in shown], row_titles=[p.image_id for p in shown],
+            title=f"Predictions · {title}"), run.figures / "inference_examples.png"))
         if cfg.cam:
             sections["trust"].figures.append(plots.save_figure(plots.plot_cam_grid(
-                images, [p.cam for p in shown], pred_masks=[p.mask for p in shown],
-                captions=[flags_caption(p) for p in shown], title=f"Heat maps and flags · {folder.name}{note}"),
-                run.figures / "inference_trust.png"))
+                images, [p.cam for p in shown], pred_masks=masks, captions=[flags_caption(p) for p in shown],
+                title=f"Heat maps and flags · {title}"), run.figures / "inference_trust.png"))
     latency = time_single_image(predictor, read_image(predictions[0].path)) if predictions else float("nan")
     sections["latency"] = Section("Latency", text=f"Single-image latency {latency * 1000:.1f} ms on "
                                   f"`{predictor.device}` (median of 10, preprocessing included, Grad-CAM not).")
     sections["conclusion"] = Section("Conclusion", text=summary(predictions, len(failures), demo=cfg.input_dir is None))
-    params = cfg.to_dict()
     report.write_json(run.metrics / "inference.json", {
         "input_dir": str(folder), "n_predicted": len(predictions), "n_skipped": len(failures),
-        "single_image_latency_s": latency, "class_counts": table["pred"].value_counts().to_dict() if len(table) else {},
+        "single_image_latency_s": latency, "class_counts": dict(Counter(p.pred for p in predictions).most_common()),
         "calibration_used": predictor.calibration.as_dict(), "n_referred": sum(bool(p.refer) for p in predictions),
-        "n_melanoma_flags": sum(bool(p.mel_flag) for p in predictions), "params": params})
+        "n_melanoma_flags": sum(bool(p.mel_flag) for p in predictions), "params": cfg.to_dict()})
     columns = [c for c in ("image_id", "pred", "prob", "prob_calibrated", "p_cal_MEL", "entropy", "tta_disagreement",
                            "mask_uncertainty", "refer", "mel_flag") if c in table]
     report.write_section(run.root, "04_inference", "Inference", "\n\n".join([
-        f"`{path.name}` of run `{run.name}` on `{folder}`: {len(predictions)} images predicted, {len(failures)} skipped "
-        "(listed in `inference/skipped.csv`). Predictions: `inference/predictions.csv`; overlays: `inference/overlays/`. "
-        + sections["latency"].text, predictor.calibration.describe(),
+        f"`{path.name}` of run `{run.name}` on `{folder}`: {len(predictions)} images predicted, {len(failures)} "
+        "skipped (listed in `inference/skipped.csv`). Predictions: `inference/predictions.csv`; overlays: "
+        f"`inference/overlays/`. {sections['latency'].text}", predictor.calibration.describe(),
         report.markdown_table(table[columns].astype(object).fillna("–").set_index("image_id").head(20))
         if len(table) else "(no predictions)",
         *(f"![{p.stem}](figures/{p.name})" for k in ("overlays", "trust") for p in sections[k].figures),
-        f"**Conclusion.** {sections['conclusion'].text}"]), params=params)
+        f"**Conclusion.** {sections['conclusion'].text}"]), params=cfg.to_dict())
     return Inferred(run, folder, predictor, predictions, table, failures, latency, sections)

@@ -25,20 +25,16 @@ def main(argv=None) -> int:
     parser.add_argument("--overlays", action="store_true", help="also write overlays/<image_id>.png (with the "
                         "Grad-CAM map unless --no-cam)")
     args = parser.parse_args(argv)
-    source = resolve(args.input)
+    source, out = resolve(args.input), resolve(args.out)
     if not source.exists():
         parser.error(f"input {args.input!r}: {source} does not exist; pass a folder of images or an image file.")
     cfg = InferConfig(**{name: getattr(args, name) for name in OPTIONS})
     predictor = load_predictor(cfg.run, resolve(cfg.reports_dir) / "runs", device=cfg.device, amp=cfg.amp,
                                threshold=cfg.threshold, tta=cfg.tta, cam=cfg.cam and args.overlays,
                                mc_samples=cfg.mc_samples)
-    print(f"{source}: predicting at {predictor.image_size} px on {predictor.device}\n{predictor.calibration.describe()}")
-    if source.is_dir():
-        predictions, failures = predictor.predict_folder(source, batch_size=cfg.batch_size)
-    else:
-        predictions, failures = predictor.predict_paths([source], batch_size=cfg.batch_size)
-    out = resolve(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    print(f"{source}: predicting at {predictor.image_size} px on {predictor.device}\n"
+          f"{predictor.calibration.describe()}")
+    predictions, failures = predictor.predict_folder(source, batch_size=cfg.batch_size)
     save_predictions(predictions, failures, out, overlays=args.overlays, isic=cfg.isic)
     print(summary(predictions, len(failures), skipped_file=out / "skipped.csv"))
     print(f"-> {out / 'predictions.csv'}, {out / 'masks'}/" + (f", {out / 'overlays'}/" if args.overlays else "")
