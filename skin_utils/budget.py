@@ -62,12 +62,9 @@ def plan_epochs(budget_s: float, *, spent_before_s: float, train_batch_s: float,
     """The whole epochs (batches, validation, a checkpoint) that fit in ``budget_s`` before
     ``after_val_passes`` validation passes (calibration: 8 TTA views + a plain one = 9) and the report,
     `RESERVE` of what is left kept free. `BudgetError` when not one epoch fits."""
-    if budget_s <= 0:
-        raise BudgetError(f"time_budget must be positive, got {budget_s / 60:g} min.")
     epoch_s = train_batches * train_batch_s + val_batches * val_batch_s + CHECKPOINT_SECONDS
     after_s = after_val_passes * val_batches * val_batch_s + REPORT_SECONDS
-    left = (budget_s - spent_before_s - after_s) * (1.0 - RESERVE)
-    epochs = min(MAX_EPOCHS, math.floor(left / epoch_s)) if left > 0 else 0
+    epochs = min(MAX_EPOCHS, math.floor(max(budget_s - spent_before_s - after_s, 0.0) * (1.0 - RESERVE) / epoch_s))
     if epochs < 1:
         need = (spent_before_s + epoch_s + after_s) / (1.0 - RESERVE)
         raise BudgetError(
@@ -75,9 +72,8 @@ def plan_epochs(budget_s: float, *, spent_before_s: float, train_batch_s: float,
             f"to loading and measuring, one epoch takes ~{epoch_s:.0f} s and calibration and the report ~{after_s:.0f} s. "
             f"Give time_budget >= {math.ceil(need / 60 * 10) / 10:.1f} (minutes), or make the run cheaper "
             "(smaller image_size, max_samples, or a GPU).")
-    return BudgetPlan(float(budget_s), float(spent_before_s), float(train_batch_s), float(val_batch_s),
-                      int(train_batches), int(val_batches), float(epoch_s), float(after_s), int(epochs),
-                      float(spent_before_s + epochs * epoch_s + after_s))
+    return BudgetPlan(budget_s, spent_before_s, train_batch_s, val_batch_s, train_batches, val_batches, epoch_s,
+                      after_s, epochs, spent_before_s + epochs * epoch_s + after_s)
 
 
 def seconds_per_batch(run_batches, n: int, clock=time.perf_counter) -> float:
@@ -88,12 +84,12 @@ def seconds_per_batch(run_batches, n: int, clock=time.perf_counter) -> float:
     return max(clock() - t0, 0.0) / n
 
 
-def plan_training(budget_minutes: float, started_at: float, measure, train_batches: int, val_batches: int, *,
-                  calibrate: bool = True, calibrate_tta: bool = True, saved=None, resume: bool = False,
+def plan_training(budget_minutes: float, started_at: float, measure, train_batches: int, val_batches: int, *, saved,
+                  calibrate: bool = True, calibrate_tta: bool = True, resume: bool = False,
                   clock=time.perf_counter) -> BudgetPlan:
     """The plan for ``budget_minutes`` from ``started_at``, ``measure()`` giving seconds per training and
     validation batch; written to ``saved``, where ``resume`` finds it again (the same epochs)."""
-    if resume and saved is not None and Path(saved).is_file():
+    if resume and Path(saved).is_file():
         plan = BudgetPlan.load(saved)
         if abs(plan.budget_s - budget_minutes * 60.0) > 1e-6:
             raise BudgetError(f"This run was planned for a time budget of {plan.budget_s / 60:g} min ({saved}); "
@@ -104,9 +100,8 @@ def plan_training(budget_minutes: float, started_at: float, measure, train_batch
     plan = plan_epochs(budget_minutes * 60.0, spent_before_s=clock() - started_at, train_batch_s=train_s,
                        val_batch_s=val_s, train_batches=train_batches, val_batches=val_batches,
                        after_val_passes=(9.0 if calibrate_tta else 1.0) if calibrate else 0.0)
-    if saved is not None:
-        Path(saved).parent.mkdir(parents=True, exist_ok=True)
-        Path(saved).write_text(json.dumps(asdict(plan), indent=2))
+    Path(saved).parent.mkdir(parents=True, exist_ok=True)
+    Path(saved).write_text(json.dumps(asdict(plan), indent=2))
     return plan
 
 
@@ -120,7 +115,7 @@ def plan_check(plan: BudgetPlan | None, history: list[dict]) -> dict | None:
     real = seconds[len(seconds) // 2] / plan.train_batches
     ratio = plan.train_batch_s / real
     pace = f"{plan.train_batch_s:.3f} s per training batch measured, {real:.3f} s in the epochs"
-    warning = None
+    warning = None  # within PLAN_TOLERANCE either way
     if ratio > PLAN_TOLERANCE:
         warning = (f"The measurement before training ran {ratio:.1f}x slower than the epochs themselves ({pace}): "
                    "the machine was probably busy with something else while it measured, so the budget bought too "

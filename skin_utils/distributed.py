@@ -13,12 +13,11 @@ simple), broadcasts the metrics so that every process decides alike, writes and 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler, Sampler, WeightedRandomSampler
+from torch.utils.data import DistributedSampler, WeightedRandomSampler
 
 
 def is_initialized() -> bool:
@@ -26,7 +25,6 @@ def is_initialized() -> bool:
 
 
 def world_size() -> int:
-    """Processes training together (1 outside a process group)."""
     return dist.get_world_size() if is_initialized() else 1
 
 
@@ -50,11 +48,8 @@ def init_distributed(device) -> torch.device:
     device = torch.device(device)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return device
-    if not dist.is_available():
-        raise RuntimeError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed; "
-                           "run a single process (python -m skin_utils.train) or install a full PyTorch.")
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if local_rank >= torch.cuda.device_count():
             raise RuntimeError(f"Process LOCAL_RANK={local_rank} needs GPU {local_rank}, but only "
                                f"{torch.cuda.device_count()} GPU(s) are visible: give torchrun --nproc_per_node "
@@ -68,17 +63,17 @@ def init_distributed(device) -> torch.device:
     return device
 
 
-def cleanup(wait: bool = True) -> None:
-    """Leave the process group; ``wait=False`` after an error, when the others may never arrive."""
-    if is_initialized():
-        if wait:
-            dist.barrier()
-        dist.destroy_process_group()
-
-
 def barrier() -> None:
     if is_initialized():
         dist.barrier()
+
+
+def cleanup(wait: bool = True) -> None:
+    """Leave the process group; ``wait=False`` after an error, when the others may never arrive."""
+    if wait:
+        barrier()
+    if is_initialized():
+        dist.destroy_process_group()
 
 
 @contextlib.contextmanager
@@ -108,43 +103,31 @@ def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
     return out
 
 
-class DistributedWeightedSampler(Sampler[int]):
+class DistributedWeightedSampler(DistributedSampler):
     """`WeightedRandomSampler` (with replacement) shared among processes: each epoch draws from
     ``seed + epoch`` and process ``rank`` takes every ``num_replicas``-th index, so a resumed run draws
-    what an uninterrupted one would."""
+    what an uninterrupted one would (lengths, ``set_epoch`` and ``drop_last`` as `DistributedSampler`'s)."""
 
-    def __init__(self, weights, num_samples: int, seed: int = 0, num_replicas: int | None = None,
-                 rank: int | None = None, drop_last: bool = False):
+    def __init__(self, weights, num_samples: int, seed: int, num_replicas: int, rank: int, drop_last: bool = False):
+        super().__init__(range(num_samples), num_replicas, rank, shuffle=False, seed=seed, drop_last=drop_last)
         self.weights = torch.as_tensor(weights, dtype=torch.double)
-        self.num_replicas = world_size() if num_replicas is None else int(num_replicas)
-        self.rank = int(rank) if rank is not None else dist.get_rank() if is_initialized() else 0
-        self.seed, self.epoch = int(seed), 0
-        self.num_samples = (math.floor if drop_last else math.ceil)(num_samples / self.num_replicas)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.num_samples
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed + self.epoch)
-        drawn = torch.multinomial(self.weights, self.num_samples * self.num_replicas, True, generator=g)
+        drawn = torch.multinomial(self.weights, self.total_size, True, generator=g)
         return iter(drawn[self.rank::self.num_replicas].tolist())
 
 
 def shard_sampler(dataset, sampler=None, shuffle: bool = False, seed: int = 0, drop_last: bool = False):
-    """The sampler of a loader in this process: in a process group, shuffling becomes a `DistributedSampler`
-    and a `WeightedRandomSampler` a `DistributedWeightedSampler`; anything else is returned as it is. With
-    ``drop_last``, P processes of batch B take the steps of one process of batch P x B."""
+    """This process's sampler: in a process group, shuffling becomes a `DistributedSampler` and a
+    `WeightedRandomSampler` a `DistributedWeightedSampler` (``drop_last``: P processes of batch B take
+    the steps of one process of batch P x B); anything else is returned as it is."""
     if world_size() <= 1:
         return sampler
     if sampler is None and shuffle:
         return DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=drop_last)
-    if isinstance(sampler, WeightedRandomSampler):
-        if not sampler.replacement:
-            raise ValueError("A WeightedRandomSampler without replacement cannot be sharded among processes.")
-        return DistributedWeightedSampler(sampler.weights, sampler.num_samples, seed=seed, drop_last=drop_last)
+    if isinstance(sampler, WeightedRandomSampler):  # drawn with replacement (data.train_val_loaders)
+        return DistributedWeightedSampler(sampler.weights, sampler.num_samples, seed, world_size(), rank(), drop_last)
     return sampler
 
 

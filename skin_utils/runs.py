@@ -49,26 +49,15 @@ class Run:
 
 
 def default_run_name(params: dict, now: _dt.datetime | None = None) -> str:
-    """``20261126-153012_128px_e5_seg1-cls1_seed0``: when, and the knobs that tell runs apart."""
-    parts = [(now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")]
-    if "image_size" in params:
-        parts.append(f"{params['image_size']}px")
-    if params.get("time_budget") is not None:
-        parts.append(f"{params['time_budget']}min")
-    elif "epochs" in params:
-        parts.append(f"e{params['epochs']}")
-    if "seg_weight" in params and "cls_weight" in params:
-        parts.append(f"seg{params['seg_weight']:g}-cls{params['cls_weight']:g}")
-    if "seed" in params:
-        parts.append(f"seed{params['seed']}")
-    return slug("_".join(parts))
+    """``20261126-153012_128px_e5_seg1-cls1_seed0``: when, and the knobs (TrainConfig's) that tell runs apart."""
+    length = f"e{params['epochs']}" if params.get("time_budget") is None else f"{params['time_budget']}min"
+    return slug(f"{now or _dt.datetime.now():%Y%m%d-%H%M%S}_{params['image_size']}px_{length}_"
+                f"seg{params['seg_weight']:g}-cls{params['cls_weight']:g}_seed{params['seed']}")
 
 
 def start_run(runs_dir, run_name: str | None, params: dict, *, resume: bool = False, overwrite: bool = False) -> Run:
     """Create (or reopen) ``runs_dir/run_name`` for training. A folder with results is reused only with
     ``resume`` (from its ``last.pt``) or ``overwrite`` (its results deleted first), else `RunExistsError`."""
-    if resume and overwrite:
-        raise ValueError("resume=True and overwrite=True contradict each other: choose one.")
     run = Run(Path(runs_dir) / (check_run_name(run_name) or default_run_name(params)))
     if run.root.resolve().parent != Path(runs_dir).resolve():  # a symbolic link out of the runs folder
         raise ValueError(f"run folder {run.root} is not directly inside {runs_dir}: refusing to use it.")
@@ -90,11 +79,9 @@ def start_run(runs_dir, run_name: str | None, params: dict, *, resume: bool = Fa
     return run
 
 
-def set_latest(runs_dir, run: Run) -> Path:
+def set_latest(runs_dir, run: Run) -> None:
     """Point ``runs_dir/LATEST`` at ``run`` (what "latest" resolves to)."""
-    path = Path(runs_dir) / "LATEST"
-    path.write_text(run.name + "\n")
-    return path
+    (Path(runs_dir) / "LATEST").write_text(run.name + "\n")
 
 
 def find_run(run, runs_dir) -> Run:

@@ -21,7 +21,9 @@ import os
 import sys
 import time
 import traceback
+from collections import Counter
 from pathlib import Path
+from unittest import mock
 
 from skin_utils.config import (ExperimentConfig, TrainConfig, check_run_name, notebooks_dir, project_root, resolve,
                                slug, trained_tasks)
@@ -29,27 +31,23 @@ from skin_utils.runs import LATEST, Run, default_run_name, find_run
 
 NOTEBOOKS = ("01_eda", "02_train", "03_evaluate", "04_inference", "05_experiments")
 RUNNER_ENV = "SKIN_UTILS_RUNNER"  # set for the kernels the runner starts (02_train's Colab cell checks it)
-RUNNER_OPTIONS = ("data_dir", "epochs", "time_budget", "image_size", "batch_size", "max_samples", "reports_dir",
-                  "run_name")  # `all`'s options: TrainConfig's, with its types and meanings
+TRAIN_OPTIONS = ("epochs", "time_budget", "image_size", "batch_size", "max_samples")  # `all` passes them to 02_train
+RUNNER_OPTIONS = ("data_dir", *TRAIN_OPTIONS, "reports_dir", "run_name")  # `all`'s options: TrainConfig's fields
 SPLITS = ("val", "test")
 STATUS = "status.json"
-TASK_METRICS = {"segmentation": ("dice", "jaccard", "thresholded_jaccard"),
-                "classification": ("accuracy", "balanced_accuracy", "macro_auc", "mel_auc", "mel_sensitivity",
-                                   "mel_specificity")}
 # The multi-task ablation: each head alone, both at equal weight, and two other ratios.
 PRESETS = {"ablation": [{"seg_weight": 1.0, "cls_weight": 0.0}, {"seg_weight": 0.0, "cls_weight": 1.0},
                         {"seg_weight": 1.0, "cls_weight": 1.0}, {"seg_weight": 1.0, "cls_weight": 0.3},
                         {"seg_weight": 0.3, "cls_weight": 1.0}]}
 
 
-def execute(name: str, output: Path, params: dict, root: Path, log_output: bool = False) -> Path:
+def execute(name: str, output: Path, params: dict, root: Path) -> None:
     """Execute ``notebooks/<name>.ipynb`` with papermill into ``output`` (kernel cwd: ``root``)."""
-    import papermill  # heavy, and absent before setup (see the module docstring)
+    import papermill
 
     output.parent.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(str(notebooks_dir() / f"{name}.ipynb"), str(output), parameters=params, cwd=str(root),
-                               kernel_name="python3", language="python", log_output=log_output, progress_bar=False)
-    return output
+                               kernel_name="python3", language="python", progress_bar=False)
 
 
 # --------------------------------------------------------------------------------------- all notebooks
@@ -59,17 +57,16 @@ def notebook_params(options: dict, run_name: str) -> dict[str, dict]:
     reports = given.get("reports_dir", TrainConfig.reports_dir)
     data_dir = given.get("data_dir", TrainConfig.data_dir)
     ties = {"data_dir": data_dir, "split_path": str(Path(reports) / "split.csv"), "reports_dir": reports}
-    train = {k: given[k] for k in ("epochs", "time_budget", "image_size", "batch_size", "max_samples") if k in given}
     fixed = {**ExperimentConfig().fixed, "data_dir": data_dir} if "data_dir" in given else None
     return {"01_eda": {**ties, **({"max_samples": given["max_samples"]} if "max_samples" in given else {})},
-            "02_train": {**ties, **train, "run_name": run_name},
+            "02_train": {**ties, **{k: v for k, v in given.items() if k in TRAIN_OPTIONS}, "run_name": run_name},
             "03_evaluate": {"reports_dir": reports, "run": run_name},  # 03 reads the data and split of the run
             "04_inference": {"reports_dir": reports, "run": run_name},
             "05_experiments": {"experiments_dir": str(Path(reports) / "experiments"),
                                **({"fixed": fixed} if fixed else {})}}
 
 
-def run_all(options: dict, only=None, log_output: bool = False) -> int:
+def run_all(options: dict, only=None) -> int:
     """Execute the notebooks (``only``: some of them) in order; 0 when all succeed."""
     check_run_name(options.get("run_name"))  # before anything runs: the one name 02, 03 and 04 use
     root, names = project_root(), only or NOTEBOOKS
@@ -79,24 +76,18 @@ def run_all(options: dict, only=None, log_output: bool = False) -> int:
         if "02_train" in names else find_run(LATEST, reports / "runs").name)
     plan = notebook_params(options, run_name)
     print(f"Data: {plan['02_train']['data_dir']}; run {reports / 'runs' / run_name}")
-    old, os.environ[RUNNER_ENV] = os.environ.get(RUNNER_ENV), "1"
-    try:
+    with mock.patch.dict(os.environ, {RUNNER_ENV: "1"}):  # restored afterwards
         for name in names:
             folder = reports if name in ("01_eda", "05_experiments") else reports / "runs" / run_name
             out = folder / "notebooks" / f"{name}.ipynb"
             print(f"== {name} " + " ".join(f"{k}={v!r}" for k, v in plan[name].items()))
             t0 = time.perf_counter()
             try:
-                execute(name, out, plan[name], root, log_output)
+                execute(name, out, plan[name], root)
             except Exception as err:  # papermill.PapermillExecutionError and friends
                 print(f"\n{name} failed: {err}\nThe executed notebook with the error is {out}.", file=sys.stderr)
                 return 1
             print(f"   done in {time.perf_counter() - t0:.0f} s -> {out}")
-    finally:
-        if old is None:
-            del os.environ[RUNNER_ENV]
-        else:
-            os.environ[RUNNER_ENV] = old
     print(f"\nReport: {reports / 'REPORT.md'} (this run: {reports / 'runs' / run_name / 'REPORT.md'})")
     return 0
 
@@ -113,8 +104,7 @@ def expand_grid(grid) -> list[dict]:
         cells = [dict(c) for c in grid]
     else:
         raise ValueError(f"grid={grid!r}: expected a dict of parameter -> list of values, or a list of dicts.")
-    names = [cell_name(c) for c in cells]
-    twice = sorted({n for n in names if names.count(n) > 1})
+    twice = sorted(n for n, count in Counter(map(cell_name, cells)).items() if count > 1)
     if twice:
         raise ValueError(f"grid={grid!r} gives the same cell more than once ({', '.join(twice)}): each cell must "
                          "differ from the others, or its runs would be one folder.")
@@ -153,11 +143,6 @@ def _status(run: Run) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _set_status(run: Run, **status) -> None:
-    run.root.mkdir(parents=True, exist_ok=True)
-    (run.root / STATUS).write_text(json.dumps(status, indent=2, default=str))
-
-
 def config_differences(recorded: dict | None, wanted: dict) -> list[str]:
     """``job parameter: old -> new`` for each difference between what a run recorded and what is asked now."""
     if not recorded:
@@ -180,7 +165,7 @@ def run_experiment(name: str, grid, seeds=(0,), fixed: dict | None = None, *, ex
     ``fixed`` goes to every 02_train run, ``eval_params`` to every 03_evaluate run. A run records its
     parameters (``status.json``): a finished run is skipped, an unfinished one resumed, but only with
     the same parameters; when any existing run was made with others, nothing runs."""
-    import pandas as pd  # heavy: loaded only for experiments (see the module docstring)
+    import pandas as pd
     from tqdm.auto import tqdm
 
     root = Path(root) if root is not None else project_root()
@@ -209,29 +194,31 @@ def run_experiment(name: str, grid, seeds=(0,), fixed: dict | None = None, *, ex
                          f"{listed}\nRun the new configuration under another experiment name, or delete that "
                          "folder to start again.")
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "experiment.json").write_text(json.dumps({"name": name, "grid": grid, "cells": cells, "seeds": list(seeds),
-                                                        "fixed": fixed, "eval_params": eval_params,
-                                                        "splits": list(SPLITS)}, indent=2, default=str))
+    meta = {"name": name, "grid": grid, "cells": cells, "seeds": list(seeds), "fixed": fixed,
+            "eval_params": eval_params, "splits": list(SPLITS)}
+    (folder / "experiment.json").write_text(json.dumps(meta, indent=2, default=str))
     statuses = []
     for cell, seed, run, train, config in tqdm(plan, desc=f"experiment {name}", disable=not progress):
         if _status(run).get("status") == "finished":
             statuses.append((run.name, "finished", True, 0.0, None))
             continue
-        t0, status, error, trace = time.perf_counter(), "finished", None, None
-        _set_status(run, status="running", config=config, cell=cell, seed=seed)
+        t0, record = time.perf_counter(), {"config": config, "cell": cell, "seed": seed}
+        run.root.mkdir(parents=True, exist_ok=True)
+        (run.root / STATUS).write_text(json.dumps({"status": "running", **record}, indent=2, default=str))
         try:
             executor("02_train", run.notebooks / "02_train.ipynb", {**train, "resume": run.last.exists()}, root)
             for split in SPLITS:
                 executor("03_evaluate", run.notebooks / f"03_evaluate_{split}.ipynb",
                          {**eval_params, "run": str(run.root), "split": split}, root)
+            status, error, trace = "finished", None, None
         except Exception as err:  # papermill.PapermillExecutionError and anything else: record, go on
             lines = str(err).strip().splitlines()
             status, error = "failed", f"{type(err).__name__}: {lines[-1] if lines else ''}"
             trace = traceback.format_exc(limit=3)
             print(f"run {run.name} failed: {error}\n  (the executed notebooks are in {run.notebooks})", file=sys.stderr)
         seconds = time.perf_counter() - t0
-        _set_status(run, status=status, seconds=seconds, error=error, config=config, cell=cell, seed=seed,
-                    traceback=trace)
+        (run.root / STATUS).write_text(json.dumps({"status": status, "seconds": seconds, "error": error, **record,
+                                                   "traceback": trace}, indent=2, default=str))
         statuses.append((run.name, status, False, seconds, error))
     return pd.DataFrame(statuses, columns=["run", "status", "skipped", "seconds", "error"])
 
@@ -243,27 +230,30 @@ def _meta(name: str, experiments_dir, root) -> tuple[Path, dict]:
 
 def gather(name: str, experiments_dir="reports/experiments", root=None, write: bool = True):
     """One row per run, split and metric of a trained head, also written to ``<experiments_dir>/<name>.csv``."""
-    import pandas as pd  # lazy: numpy/pandas, see the module docstring
+    import pandas as pd
+
+    from skin_utils.metrics import HEADLINE_METRICS, SEGMENTATION_KEYS
 
     folder, meta = _meta(name, experiments_dir, root)
     keys = sorted({k for cell in meta["cells"] for k in cell})
-    rows = []
+    nan, rows = float("nan"), []
     for cell, seed in itertools.product(meta["cells"], meta["seeds"]):
         run = Run(folder / "runs" / run_name(cell, seed))
         status = _status(run).get("status", "missing")
         base = {"experiment": name, "run": run.name, **{k: cell.get(k) for k in keys}, "seed": seed}
         if status != "finished":
-            rows.append({**base, "split": None, "metric": None, "value": float("nan"), "ci_low": float("nan"),
-                         "ci_high": float("nan"), "status": status})
+            rows.append({**base, "split": None, "metric": None, "value": nan, "ci_low": nan, "ci_high": nan,
+                         "status": status})
             continue
         for split in meta["splits"]:
             result = json.loads(run.evaluation(split).read_text())
-            for task in result.get("tasks", list(TASK_METRICS)):
-                for metric in TASK_METRICS[task]:
-                    if result.get(metric) is not None:
-                        lo, hi = result.get("ci95", {}).get(metric, [float("nan")] * 2)
-                        rows.append({**base, "split": split, "metric": metric, "value": result[metric],
-                                     "ci_low": lo, "ci_high": hi, "status": status})
+            trained = result.get("tasks", ["segmentation", "classification"])  # an untrained head's metrics: none
+            for metric in HEADLINE_METRICS:
+                task = "segmentation" if metric in SEGMENTATION_KEYS else "classification"
+                if task in trained and result.get(metric) is not None:
+                    lo, hi = result.get("ci95", {}).get(metric, [nan, nan])
+                    rows.append({**base, "split": split, "metric": metric, "value": result[metric],
+                                 "ci_low": lo, "ci_high": hi, "status": status})
     table = pd.DataFrame(rows)
     if write:
         table.to_csv(folder.parent / f"{slug(name)}.csv", index=False)
@@ -271,36 +261,29 @@ def gather(name: str, experiments_dir="reports/experiments", root=None, write: b
 
 
 def summarize(table):
-    """Mean ± sd over seeds for each cell, split and headline metric (finished runs only)."""
-    import pandas as pd  # lazy: numpy/pandas, see the module docstring
-
-    from skin_utils.metrics import HEADLINE_METRICS, mean_sd
-
+    """Mean ± sd (and the number of seeds) over seeds for each cell, split and metric (finished runs only)."""
     done = table[table["status"] == "finished"]
     params = [c for c in table.columns if c not in
               {"experiment", "run", "seed", "split", "metric", "value", "ci_low", "ci_high", "status"}]
-    rows = []
-    for key, group in done.groupby(params + ["split", "metric"], dropna=False, sort=False):
-        if key[-1] in HEADLINE_METRICS:
-            mean, sd, n = mean_sd(group["value"])
-            rows.append({**dict(zip(params + ["split", "metric"], key)), "mean": mean, "sd": sd, "seeds": n})
-    return pd.DataFrame(rows)
+    return done.groupby(params + ["split", "metric"], dropna=False, sort=False)["value"].agg(
+        mean="mean", sd="std", seeds="count").reset_index()
 
 
 def compare(name: str, reference: dict, split: str = "val", experiments_dir="reports/experiments", root=None,
             n_resamples: int = 1000):
     """Every other cell against ``reference`` on ``split``: the seed-averaged difference with a paired
     lesion-level bootstrap interval, over the seeds and heads both have. Empty without a finished reference."""
-    import pandas as pd  # lazy: numpy/pandas, see the module docstring
+    import pandas as pd
 
-    from skin_utils.labels import CLASS_NAMES  # lazy: numpy/pandas, see the module docstring
-    from skin_utils.metrics import paired_bootstrap, read_per_image  # lazy: numpy/pandas, see the module docstring
+    from skin_utils.labels import CLASS_NAMES
+    from skin_utils.metrics import paired_bootstrap, read_per_image
 
     folder, meta = _meta(name, experiments_dir, root)
 
-    def tables(cell):
-        runs_ = {s: Run(folder / "runs" / run_name(cell, s)) for s in meta["seeds"]}
-        return {s: read_per_image(r.per_image(split)) for s, r in runs_.items() if _status(r).get("status") == "finished"}
+    def tables(cell):  # seed -> per-image table, for the finished runs of the cell
+        found = {s: Run(folder / "runs" / run_name(cell, s)) for s in meta["seeds"]}
+        return {s: read_per_image(r.per_image(split)) for s, r in found.items()
+                if _status(r).get("status") == "finished"}
 
     ref = tables(reference)
     frames = []
@@ -343,30 +326,32 @@ def summary_markdown(name: str, reference: dict | None = None, experiments_dir="
                      n_resamples: int = 1000) -> str:
     """The experiment in Markdown: per cell and split, each metric's mean ± sd over seeds [mean CI]; with
     a ``reference``, the paired differences and the multi-task verdict."""
-    from skin_utils.metrics import HEADLINE_METRICS, mean_sd  # lazy: numpy/pandas, see the module docstring
+    from skin_utils.metrics import HEADLINE_METRICS
 
+    _, meta = _meta(name, experiments_dir, root)
     table = gather(name, experiments_dir, root, write=False)
     done = table[table["status"] == "finished"]
-    _, meta = _meta(name, experiments_dir, root)
     failed = table.loc[table["status"] != "finished", "run"].nunique()
     lines = [f"Experiment `{name}`: {len(meta['cells'])} cell(s) × seeds {meta['seeds']}; fixed {meta['fixed']}; "
              f"evaluation {meta['eval_params']}. {done['run'].nunique()} run(s) finished"
              + (f", {failed} not" if failed else "") + ". Values: mean ± sd over seeds [mean of the runs' lesion-level "
              "95% CIs]; n/a: head not trained.", ""]
     shown = [m for m in HEADLINE_METRICS if m in set(done["metric"])]
+    stats = done.assign(cell=done["run"].str.replace(r"_seed\d+$", "", regex=True)).groupby(
+        ["split", "cell", "metric"]).agg(mean=("value", "mean"), sd=("value", "std"), n=("value", "count"),
+                                         lo=("ci_low", "mean"), hi=("ci_high", "mean"))
+
+    def entry(split, cell, metric):
+        if (split, cell, metric) not in stats.index:
+            return "n/a"
+        s = stats.loc[(split, cell, metric)]
+        return (f"{s['mean']:.3f}" + (f" ± {s['sd']:.3f}" if s["n"] > 1 else "")
+                + (f" [{s['lo']:.3f}–{s['hi']:.3f}]" if s[["lo", "hi"]].notna().all() else ""))
+
     for split in meta["splits"]:
         lines += [f"**{split} split**", "", "| cell | " + " | ".join(shown) + " |", "|---" * (len(shown) + 1) + "|"]
-        for cell in meta["cells"]:
-            rows = done[(done["run"].str.replace(r"_seed\d+$", "", regex=True) == cell_name(cell))
-                        & (done["split"] == split)]
-            cells = []
-            for m in shown:
-                r = rows[rows["metric"] == m]
-                mean, sd, n = mean_sd(r["value"])
-                lo, hi = r["ci_low"].mean(), r["ci_high"].mean()
-                cells.append("n/a" if r.empty else f"{mean:.3f}" + (f" ± {sd:.3f}" if n > 1 else "")
-                             + (f" [{lo:.3f}–{hi:.3f}]" if lo == lo and hi == hi else ""))
-            lines.append(f"| {cell_name(cell)} | " + " | ".join(cells) + " |")
+        lines += [f"| {cell} | " + " | ".join(entry(split, cell, m) for m in shown) + " |"
+                  for cell in map(cell_name, meta["cells"])]
         lines.append("")
     for split in meta["splits"] if reference is not None else ():
         diff = compare(name, reference, split, experiments_dir, root, n_resamples=n_resamples)
@@ -390,7 +375,6 @@ def parser() -> argparse.ArgumentParser:
                        parents=[TrainConfig.parser(only=RUNNER_OPTIONS, add_help=False)])
     a.set_defaults(**dict.fromkeys(RUNNER_OPTIONS))  # an option not given: each notebook keeps its own default
     a.add_argument("--only", nargs="+", choices=NOTEBOOKS, help="run only these notebooks")
-    a.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
     e = sub.add_parser("experiment", help="a grid of 02_train parameters over seeds, scored by 03_evaluate")
     e.add_argument("--name", required=True, help="experiment name (folder under --experiments-dir)")
     grid = e.add_mutually_exclusive_group(required=True)
@@ -410,7 +394,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.command == "all":
-        return run_all({k: getattr(args, k) for k in RUNNER_OPTIONS}, args.only, args.log_output)
+        return run_all({k: getattr(args, k) for k in RUNNER_OPTIONS}, args.only)
     cells = expand_grid(PRESETS[args.preset] if args.preset else args.grid)
     default = {"seg_weight": 1.0, "cls_weight": 1.0} if args.preset == "ablation" else None
     reference = reference_cell(args.reference or default, cells)  # checked before any run

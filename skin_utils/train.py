@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import pandas as pd
 import torch
@@ -38,7 +37,7 @@ class Trained:
     run: runs.Run
     summary: dict | None
     data: Data
-    sections: dict = field(default_factory=dict)
+    sections: dict
 
     def show(self, name: str) -> None:
         self.sections[name].show()
@@ -59,9 +58,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
                          cache_dir=cfg.cache_dir, progress=main and progress)
     check_trainable(data, cfg.seg_weight, cfg.cls_weight)
     params = cfg.to_dict()
-    run = runs.start_run(resolve(cfg.reports_dir) / "runs", cfg.run_name, params, resume=cfg.resume,
-                         overwrite=cfg.overwrite) if main else None
-    run = runs.Run(Path(distributed.broadcast_object(str(run.root) if run else None)))
+    run = distributed.broadcast_object(runs.start_run(resolve(cfg.reports_dir) / "runs", cfg.run_name, params,
+                                                      resume=cfg.resume, overwrite=cfg.overwrite) if main else None)
     with distributed.main_process_first():  # rank 0 may download the ImageNet weights
         model = MultiTaskNet(len(CLASS_NAMES), cfg.encoder_weights, pooling=cfg.class_pooling)
     counts = train_class_counts(data)
@@ -73,19 +71,18 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
     say(f"encoder weights: {model.encoder_weights_used}; training images per class: "
         f"{dict(zip(CLASS_NAMES, counts.tolist()))}; run folder: {run.root}")
 
-    plan, epochs = None, cfg.epochs
-    if cfg.time_budget is not None:  # measured on rank 0: the same epochs for every process
-        if main:
-            plan = plan_training(
-                cfg.time_budget, started_at, lambda: measure_batch_seconds(
-                    model, loaders.train, loaders.val, loss_fn, device, amp_dtype=amp_dtype_for(device, cfg.amp),
-                    batch_transform=loaders.batch_transform, normalization=normalization, compile=cfg.compile,
-                    ema_decay=cfg.ema_decay),
-                len(loaders.train), len(loaders.val), calibrate="classification" in cfg.tasks,
-                calibrate_tta=cfg.calibrate_tta, saved=run.metrics / "budget.json", resume=cfg.resume)
-            say(plan.describe())
-        plan = distributed.broadcast_object(plan)
-        epochs = plan.epochs
+    plan = None
+    if cfg.time_budget is not None and main:  # measured on rank 0, broadcast: the same epochs for every process
+        plan = plan_training(
+            cfg.time_budget, started_at, lambda: measure_batch_seconds(
+                model, loaders.train, loaders.val, loss_fn, device, amp_dtype=amp_dtype_for(device, cfg.amp),
+                batch_transform=loaders.batch_transform, normalization=normalization, compile=cfg.compile,
+                ema_decay=cfg.ema_decay),
+            len(loaders.train), len(loaders.val), calibrate="classification" in cfg.tasks,
+            calibrate_tta=cfg.calibrate_tta, saved=run.metrics / "budget.json", resume=cfg.resume)
+        say(plan.describe())
+    plan = distributed.broadcast_object(plan)
+    epochs = plan.epochs if plan else cfg.epochs
     optimizer, scheduler = build_optimizer_and_schedule(model, cfg.lr, cfg.weight_decay, epochs, len(loaders.train),
                                                         cfg.lr_schedule)
     history = fit(model, loaders.train, loaders.val, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
@@ -95,7 +92,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
                   split_path=resolve(cfg.split_path), selection=cfg.selection, patience=cfg.patience, amp=cfg.amp,
                   resume=cfg.resume, seed=cfg.seed, progress=progress, compile=cfg.compile, sync_bn=cfg.sync_bn,
                   deadline=plan.deadline(started_at) if plan else None, ema_decay=cfg.ema_decay)
-    summary = None
+    summary, sections = None, {}
     if main:
         runs.set_latest(run.root.parent, run)
         calibration = {}
@@ -104,30 +101,25 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
                                                target_sensitivity=cfg.target_sensitivity,
                                                target_coverage=cfg.target_coverage, device=device, amp=cfg.amp,
                                                progress=progress)
-        summary = _summary(cfg, history, run, model, loss_fn, data, calibration, plan, world,
-                           (time.perf_counter() - started_at) / 60)
+        best = max(history, key=lambda row: row["score"])
+        summary = {  # metrics/train.json: the best epoch and how it was chosen, the history, calibration, data, budget
+            "best_epoch": best["epoch"], "selection": cfg.selection,
+            "selection_used": "+".join(selection_metrics(cfg.selection, cfg.tasks)),  # the trained heads only
+            "best_val": {k[4:]: v for k, v in best.items() if k.startswith("val_")}, "epochs_run": len(history),
+            "checkpoint": str(run.best), "encoder_weights_used": model.encoder_weights_used,
+            "class_weights": None if loss_fn.class_weights is None else loss_fn.class_weights.tolist(),
+            "logit_adjustment": None if loss_fn.logit_adjustment is None else loss_fn.logit_adjustment.tolist(),
+            "history": history, "calibration": calibration, "data": data.describe(), "params": params,
+            "world_size": world, "global_batch_size": cfg.batch_size * world, "time_budget_min": cfg.time_budget,
+            "budget_plan": plan and asdict(plan), "budget_check": plan_check(plan, history),
+            "minutes_taken": (time.perf_counter() - started_at) / 60}
         report.write_json(run.metrics / "train.json", summary)
         plots.save_figure(plots.plot_learning_curves(history, title=f"Learning curves · {data.name}"),
                         run.figures / "train_learning_curves.png")
         sections = _sections(cfg, summary, run, data, device, plan)
         say(f"best epoch {summary['best_epoch']} by {summary['selection_used']}: {run.best}")
     distributed.barrier()
-    return Trained(run, summary, data, sections if main else {})
-
-
-def _summary(cfg, history, run, model, loss_fn, data, calibration, plan, world_size, minutes) -> dict:
-    """``metrics/train.json``: the best epoch and how it was chosen, the history, calibration, data and budget."""
-    best = max(history, key=lambda row: row["score"])
-    return {"best_epoch": best["epoch"], "selection": cfg.selection,
-            "selection_used": "+".join(selection_metrics(cfg.selection, cfg.tasks)),  # the trained heads only
-            "best_val": {k[4:]: v for k, v in best.items() if k.startswith("val_")}, "epochs_run": len(history),
-            "checkpoint": str(run.best), "encoder_weights_used": model.encoder_weights_used,
-            "class_weights": None if loss_fn.class_weights is None else loss_fn.class_weights.tolist(),
-            "logit_adjustment": None if loss_fn.logit_adjustment is None else loss_fn.logit_adjustment.tolist(),
-            "history": history, "calibration": calibration, "data": data.describe(), "params": cfg.to_dict(),
-            "world_size": world_size, "global_batch_size": cfg.batch_size * world_size,
-            "time_budget_min": cfg.time_budget, "budget_plan": plan and asdict(plan),
-            "budget_check": plan_check(plan, history), "minutes_taken": minutes}
+    return Trained(run, summary, data, sections)
 
 
 def training_note(history: list[dict], selection: str) -> str:
@@ -143,7 +135,7 @@ def training_note(history: list[dict], selection: str) -> str:
 
 def _sections(cfg, summary, run, data, device, plan) -> dict:
     """The parts of notebook 02 (learning curves, kept checkpoint, conclusion), also written into the report."""
-    rows = data.describe()["images_per_split"]
+    rows = summary["data"]["images_per_split"]
     calibration = "\n".join("- " + line for line in summary_lines(summary["calibration"]))
     sections = {
         "curves": report.Section("Learning curves", figures=[run.figures / "train_learning_curves.png"]),
@@ -161,7 +153,7 @@ def _sections(cfg, summary, run, data, device, plan) -> dict:
              + budget_summary(plan, summary["epochs_run"], summary["minutes_taken"], summary["history"]))
     body = "\n\n".join([intro, *(sections[k].markdown() for k in ("checkpoint", "curves")),
                          f"**Conclusion.** {sections['conclusion'].text}"])
-    report.write_section(run.root, "02_train", "Training", body, params=cfg.to_dict(), data=data.describe())
+    report.write_section(run.root, "02_train", "Training", body, params=summary["params"], data=summary["data"])
     return sections
 
 

@@ -50,7 +50,7 @@ def test_help_shows_the_config_defaults_and_creates_nothing(tmp_path):
 
 def test_run_all_executes_the_notebooks_in_order_with_one_run(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(sweep, "execute", lambda name, out, params, root, log_output=False: calls.append(
+    monkeypatch.setattr(sweep, "execute", lambda name, out, params, root: calls.append(
         (name, params, os.environ.get(sweep.RUNNER_ENV))))
     monkeypatch.delenv(sweep.RUNNER_ENV, raising=False)
     options = {**NOTHING, "epochs": 1, "reports_dir": str(tmp_path)}

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from skin_utils import sweep
+from skin_utils.config import TrainConfig
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.runs import Run, RunExistsError, default_run_name, find_run, set_latest, start_run
 
@@ -34,8 +35,8 @@ def test_a_run_with_results_needs_resume_or_overwrite(tmp_path):
     start_run(tmp_path, "r1", {"epochs": 1}, overwrite=True)
     assert not run.last.exists() and not (run.metrics / "train.json").exists()
     assert (run.notebooks / "02_train.ipynb").exists()  # papermill's output is kept
-    with pytest.raises(ValueError, match="contradict"):
-        start_run(tmp_path, "r1", {}, resume=True, overwrite=True)
+    with pytest.raises(ValueError, match="contradict"):  # checked with the other parameters, before any run
+        TrainConfig(resume=True, overwrite=True)
 
 
 def test_latest_pointer_and_finding_runs(tmp_path):
