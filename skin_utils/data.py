@@ -26,7 +26,7 @@ from torchvision import tv_tensors
 from tqdm.auto import tqdm
 
 from skin_utils import distributed, prepare
-from skin_utils.config import CLASS_BALANCE, SPLITS, resolve
+from skin_utils.config import SPLITS, resolve
 from skin_utils.demo import SYNTHETIC_NOTE, make_synthetic_dataset
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.layout import (LesionLeakageWarning, as_hw, binarise_mask, load_index, read_csv_with_ids, read_image,
@@ -42,13 +42,9 @@ CACHE_VERSION = 2
 
 # -------------------------------------------------------------------------- the lesion-level split
 def make_split(index: pd.DataFrame, fractions=(0.7, 0.15, 0.15), seed: int = 0) -> pd.DataFrame:
-    """Each image to train/val/test by lesion (HAM10000 has 10,015 images of 7,470 lesions: an image
-    split leaks near-duplicates into the test split): per diagnosis, the lesions shuffled with ``seed``
-    and cut at ``fractions``, one in every split for a class of >= 3 lesions."""
-    fractions = np.asarray(fractions, dtype=float)
-    if fractions.shape != (3,) or (fractions < 0).any() or not np.isclose(fractions.sum(), 1.0):
-        raise ValueError(f"split fractions={tuple(fractions)} must be three numbers >= 0 summing to 1 "
-                         "(train, val, test).")
+    """Each image to train/val/test by lesion (HAM10000 has 10,015 images of 7,470 lesions: an image split leaks
+    near-duplicates into the test split): per diagnosis, the lesions shuffled with ``seed`` and cut at ``fractions``
+    (train, val, test; `config` checks them), one in every split for a class of >= 3 lesions."""
     if not index.attrs.get("has_lesion_ids", True):
         warnings.warn("These labels carry no lesion ids: the split is by image, and near-duplicate images of one "
                       "lesion may leak between train and test. Give the labels a lesion_id column to split by lesion.",
@@ -57,8 +53,7 @@ def make_split(index: pd.DataFrame, fractions=(0.7, 0.15, 0.15), seed: int = 0) 
     rng = np.random.default_rng(seed)
     assignment = {}
     for label in sorted(lesions.unique()):
-        ids = lesions.index[lesions == label].to_numpy()
-        ids = ids[rng.permutation(len(ids))]
+        ids = rng.permutation(lesions.index[lesions == label].to_numpy())
         n = len(ids)
         n_val, n_test = int(round(n * fractions[1])), int(round(n * fractions[2]))
         if n >= 3:
@@ -91,20 +86,6 @@ def load_or_make_split(index: pd.DataFrame, path, fractions=(0.7, 0.15, 0.15), s
     return split
 
 
-def read_split(path, index: pd.DataFrame) -> pd.DataFrame:
-    """A stored split, checked against the data it is applied to."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No split at {path}. Run notebooks/02_train.ipynb first (it writes it), "
-                                "or evaluate with split='all'.")
-    meta = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").is_file() else {}
-    if meta.get("data_fingerprint") not in (None, index.attrs.get("fingerprint")):
-        raise ValueError(f"The split {path} was made for other data (fingerprint {meta.get('data_fingerprint')}, "
-                         f"data_dir {meta.get('data_dir')}); {index.attrs.get('data_dir')} has fingerprint "
-                         f"{index.attrs.get('fingerprint')}. To score an external data set use split='all'.")
-    return read_csv_with_ids(path)
-
-
 def split_summary(split: pd.DataFrame, class_names) -> pd.DataFrame:
     """Images and lesions per class and split, with a total row."""
     def counts(part):
@@ -121,8 +102,7 @@ def subsample_by_lesion(index: pd.DataFrame, max_samples: int | None, seed: int 
     rng = np.random.default_rng(seed)
     keep = []
     for _, group in index.groupby("label"):
-        lesions = group["lesion_id"].unique()
-        lesions = lesions[rng.permutation(len(lesions))]
+        lesions = rng.permutation(group["lesion_id"].unique())
         quota = max(1, int(round(max_samples * len(group) / len(index))))
         taken = group.groupby("lesion_id").size()[lesions].cumsum().to_numpy()  # images, lesion after lesion
         keep += list(lesions[:int((taken < quota).sum()) + 1])  # up to the first that reaches the quota
@@ -151,13 +131,6 @@ def resize_pair(image: np.ndarray, mask: np.ndarray | None, hw) -> tuple[np.ndar
     return img, binarise_mask(np.asarray(grey), 255.0)
 
 
-def cache_key(index: pd.DataFrame, hw) -> str:
-    """16 hex chars from the cache version, the data fingerprint, ``hw=(H, W)`` and the image ids."""
-    h = hashlib.sha256(f"v{CACHE_VERSION}|{index.attrs.get('fingerprint', '')}|{hw[0]}x{hw[1]}|".encode())
-    h.update("\n".join(index["image_id"]).encode())
-    return h.hexdigest()[:16]
-
-
 @dataclass
 class ArrayCache:
     """``images[i]`` (uint8 (N, H, W, 3), memory-mapped) and ``masks[i]`` (uint8 (N, H, W) in {0, 1};
@@ -180,11 +153,14 @@ class ArrayCache:
 
 def build_cache(index: pd.DataFrame, image_size, cache_dir=None, num_threads: int | None = None,
                 progress: bool = True) -> ArrayCache:
-    """The cache of ``index`` at ``image_size`` in ``cache_dir/<cache_key>``, built if needed on a few threads
-    into a temporary folder renamed into place. N x H x W x 4 bytes: 8,512 images at 128 px take 558 MB."""
+    """The cache of ``index`` at ``image_size`` in ``cache_dir/<key>`` (the key hashes the cache version, the data
+    fingerprint, (H, W) and the image ids), built if needed on a few threads into a temporary folder renamed into
+    place. N x H x W x 4 bytes: 8,512 images at 128 px take 558 MB."""
     hw = as_hw(image_size)
+    key = hashlib.sha256(f"v{CACHE_VERSION}|{index.attrs.get('fingerprint', '')}|{hw[0]}x{hw[1]}|".encode())
+    key.update("\n".join(index["image_id"]).encode())
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    final = root / cache_key(index, hw)
+    final = root / key.hexdigest()[:16]
     if (final / "info.json").is_file():
         return ArrayCache.open(final)
     root.mkdir(parents=True, exist_ok=True)
@@ -260,14 +236,6 @@ def make_loader(dataset, batch_size: int, device, shuffle: bool = False, sampler
                       prefetch_factor=4 if workers > 0 else None)
 
 
-def balanced_sampler(labels, power: float = 0.5, seed: int = 0) -> WeightedRandomSampler:
-    """Draws images with probability ~ (1 / class count) ** power (1: classes equally often)."""
-    labels = np.asarray(labels)
-    counts = np.bincount(labels, minlength=labels.max() + 1).astype(np.float64)
-    return WeightedRandomSampler(torch.as_tensor((1.0 / counts[labels]) ** power, dtype=torch.double),
-                                 num_samples=len(labels), replacement=True, generator=torch.Generator().manual_seed(seed))
-
-
 # -------------------------------------------------------------------------- the data of a notebook
 def resolve_data_dir(data_dir="data", synthetic_dir="data/synthetic_demo", n_demo_images: int = 400,
                      demo_image_size=(120, 160), root: Path | None = None) -> Path:
@@ -313,16 +281,15 @@ class Data:
 
     def describe(self) -> dict:
         a = self.index.attrs
-        return {
-            "data_dir": self.data_dir, "converted": a.get("converted"), "synthetic": self.synthetic,
-            "fingerprint": a.get("fingerprint"), "n_images": int(len(self.index)),
-            "n_lesions": int(self.index["lesion_id"].nunique()), "label_file": a.get("label_file"),
-            "has_lesion_ids": bool(a.get("has_lesion_ids", True)), "has_labels": self.has_labels,
-            "has_masks": self.has_masks, "n_with_label": int((self.index["label"] >= 0).sum()),
-            "n_with_mask": int(self.index["mask_path"].notna().sum()), "label_mapping": a.get("label_mapping") or {},
-            "image_size": list(self.image_size), "images_per_split": {k: int(len(v)) for k, v in self.rows.items()},
-            "skipped_problems": len(a.get("problems", []) or []), "subsample": a.get("subsample"),
-        }
+        return {"data_dir": self.data_dir, "converted": a.get("converted"), "synthetic": self.synthetic,
+                "fingerprint": a.get("fingerprint"), "n_images": int(len(self.index)),
+                "n_lesions": int(self.index["lesion_id"].nunique()), "label_file": a.get("label_file"),
+                "has_lesion_ids": bool(a.get("has_lesion_ids", True)), "has_labels": self.has_labels,
+                "has_masks": self.has_masks, "n_with_label": int((self.index["label"] >= 0).sum()),
+                "n_with_mask": int(self.index["mask_path"].notna().sum()),
+                "label_mapping": a.get("label_mapping") or {}, "image_size": list(self.image_size),
+                "images_per_split": {k: int(len(v)) for k, v in self.rows.items()},
+                "skipped_problems": len(a.get("problems", []) or []), "subsample": a.get("subsample")}
 
     def dataset(self, split: str, augment: str = "none") -> CachedLesionDataset:  # "train", "val", "test", "all"
         return CachedLesionDataset(self.cache, self.labels, self.rows[split], augment=augment)
@@ -372,12 +339,14 @@ class Loaders(NamedTuple):
 def train_val_loaders(data: Data, batch_size: int, device, *, augment: str = "standard",
                       class_balance: str = "weighted_loss", balance_power: float = 0.5, seed: int = 0,
                       num_workers: int | None = None) -> Loaders:
-    """Training (shuffled, augmented, optionally class-balanced sampling) and validation (in order) loaders."""
-    if class_balance not in CLASS_BALANCE:
-        raise ValueError(f"class_balance={class_balance!r}: choose one of {CLASS_BALANCE}.")
+    """Training (shuffled, augmented) and validation (in order) loaders. ``class_balance`` "sampler" and "both"
+    draw training images with probability ~ (1 / class count) ** ``balance_power`` (1: classes equally often)."""
     train_set = data.dataset("train", augment=augment)
-    sampler = (balanced_sampler(data.labels[data.rows["train"]], power=balance_power, seed=seed)
-               if class_balance in ("sampler", "both") else None)
+    sampler = None
+    if class_balance in ("sampler", "both"):
+        labels = data.labels[data.rows["train"]]
+        sampler = WeightedRandomSampler(torch.as_tensor((1.0 / np.bincount(labels)[labels]) ** balance_power),
+                                        len(labels), generator=torch.Generator().manual_seed(seed))
     train = make_loader(train_set, batch_size, device, shuffle=True, sampler=sampler, num_workers=num_workers,
                         seed=seed, drop_last=len(train_set) > batch_size)
     val = make_loader(data.dataset("val"), batch_size, device, num_workers=num_workers, seed=seed)

@@ -13,6 +13,7 @@ import itertools
 import math
 import random
 import time
+from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 from skin_utils import distributed
 from skin_utils.budget import format_seconds, seconds_per_batch
 from skin_utils.checkpoint import Checkpoint, CheckpointError, TrainingState, load_weights
-from skin_utils.config import AMP_CHOICES, CAM_METHODS, LR_SCHEDULES, SELECTION_CRITERIA, trained_tasks
+from skin_utils.config import CAM_METHODS, LR_SCHEDULES, SELECTION_CRITERIA, trained_tasks
 from skin_utils.transforms import Normalize, resolve_normalization
 from skin_utils.metrics import classification_report, segmentation_scores
 
@@ -46,10 +47,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def amp_dtype_for(device: torch.device, amp: str = "auto") -> torch.dtype | None:
-    """The autocast dtype: bf16 where the hardware has it (on a CPU: AVX512-BF16 / AMX, where oneDNN's bf16
-    convolutions beat fp32), fp16 on older GPUs, None for off."""
-    if amp not in AMP_CHOICES:
-        raise ValueError(f"amp={amp!r}: choose one of {AMP_CHOICES}.")
+    """The autocast dtype for ``amp`` (`config.AMP_CHOICES`): "auto" is bf16 where the hardware has it (on a CPU:
+    AVX512-BF16 / AMX, where oneDNN's bf16 convolutions beat fp32), fp16 on older GPUs; None for off."""
     if amp != "auto":
         return {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
     if device.type == "cuda":
@@ -59,20 +58,16 @@ def amp_dtype_for(device: torch.device, amp: str = "auto") -> torch.dtype | None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    """Mixed precision in ``dtype``; None: none (a plain context, so it also runs where autocast cannot)."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     """The plain module inside compile (``_orig_mod``) and DDP (``module``) wrappers: a checkpoint's state_dict."""
-    while True:
-        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, torch.nn.Module):
-            model = model._orig_mod
-        else:
-            return model
+    ddp = torch.nn.parallel.DistributedDataParallel
+    while isinstance(model, ddp) or isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
+        model = model.module if isinstance(model, ddp) else model._orig_mod
+    return model
 
 
 def seed_everything(seed: int) -> None:
@@ -86,8 +81,6 @@ def weight_average(model: torch.nn.Module, decay: float | None) -> AveragedModel
     or None. It spans about ``1 / (1 - decay)`` optimiser steps (0.999: under three 96 px epochs of HAM10000)."""
     if decay is None:
         return None
-    if not 0.0 <= float(decay) < 1.0:
-        raise ValueError(f"ema_decay={decay!r}: expected a number in [0, 1) (e.g. 0.999), or None for no average.")
     average = AveragedModel(unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(float(decay)), use_buffers=True)
     average.decay = float(decay)
     return average
@@ -109,43 +102,36 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
                     progress: bool = True, refresh_every: int = 10, max_batches: int | None = None,
                     deadline: float | None = None, normalization: dict | None = None, ema=None) -> dict:
     """One epoch; ``scheduler`` steps per batch, ``ema`` (a `weight_average`) after each optimiser step.
-    ``batch_transform`` (e.g. `transforms.build_augmentation`'s jitter) augments float batches in [0, 1] on the
-    device before ``normalization`` (a checkpoint's; None: ImageNet's). Returns mean losses and images/s over
-    all processes; ``deadline`` (a ``time.perf_counter()`` reading) puts the time left on the progress bar."""
+    ``batch_transform`` augments float batches in [0, 1] on the device before ``normalization`` (None: ImageNet's).
+    Returns mean losses and images/s over all processes; ``deadline`` (a ``time.perf_counter()`` reading) puts the
+    time left on the progress bar."""
     device = torch.device(device)
+    scaler = torch.amp.GradScaler("cuda", enabled=False) if scaler is None else scaler  # disabled: plain steps
     model.train()
     normalize = Normalize.from_config(normalization, jitter=batch_transform).to(device)
     sums = torch.zeros(3, device=device, dtype=torch.float64)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
     n_images, t0 = 0, time.perf_counter()
     total = len(loader) if max_batches is None else min(len(loader), max_batches)
-    bar = tqdm(loader, total=total, desc=f"epoch {epoch + 1} train", disable=not progress,
-               leave=False, mininterval=1.0)
+    bar = tqdm(itertools.islice(loader, max_batches), total=total, desc=f"epoch {epoch + 1} train",
+               disable=not progress, leave=False, mininterval=1.0)
     for b, batch in enumerate(bar):
-        if max_batches is not None and b >= max_batches:
-            break
         images, masks, labels, _ = _to_device(batch, device, normalize, channels_last)
         with autocast(device, amp_dtype):
             mask_logits, class_logits = model(images)
         parts = loss_fn(mask_logits, class_logits, masks, labels)
         loss = parts["loss"]
-        finite = torch.isfinite(loss)
-        first_bad = torch.where((first_bad < 0) & ~finite, torch.tensor(b, device=device), first_bad)
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), torch.tensor(b, device=device), first_bad)
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         if ema is not None:
             ema.update_parameters(unwrap_model(model))
         if scheduler is not None:
             scheduler.step()
-        n = images.shape[0]
-        n_images += n
-        sums += torch.stack([loss.detach(), parts["seg_loss"], parts["cls_loss"]]).double() * n
+        n_images += len(images)
+        sums += torch.stack([loss.detach(), parts["seg_loss"], parts["cls_loss"]]).double() * len(images)
         if (b + 1) % refresh_every == 0 or b + 1 == total:
             if distributed.world_size() > 1:  # every process stops at the same refresh, or none does
                 earliest = distributed.all_reduce(torch.where(first_bad < 0, total, first_bad), "min")
@@ -211,18 +197,11 @@ def _modes_kept(model):
             m.training = was_training
 
 
-def dropout_modules(model) -> list:
-    """The model's dropout layers with p > 0 (functional ``F.dropout`` calls are not found)."""
-    return [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
-
-
 def mc_dropout_probs(model, images, n_samples: int = 20, *, seed: int = 0) -> torch.Tensor:
     """Class probabilities float32 (S, N, K) of ``n_samples`` MC dropout passes (Gal & Ghahramani 2016): dropout
     in train mode, BatchNorm in eval, modes restored. ``seed`` repeats the samples without touching the caller's
-    RNG. When every dropout is in the head, the encoder runs once."""
-    if int(n_samples) != n_samples or n_samples < 2:
-        raise ValueError(f"n_samples must be an integer >= 2; got {n_samples!r}.")
-    drops = dropout_modules(model)
+    RNG. When every dropout is in the head, the encoder runs once. Functional ``F.dropout`` calls are not found."""
+    drops = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
     if not drops:
         raise ValueError("mc_dropout_probs: the model has no dropout layer with p > 0, so every pass would be "
                          "identical. Build MultiTaskNet with dropout > 0 (0.2 is the default; it is stored in the "
@@ -248,8 +227,6 @@ def grad_cam(model, images, target=None, *, layer=None, method: str = "gradcam")
     inference tensors; modes, hooks and parameter gradients are left as they were."""
     if method not in CAM_METHODS:
         raise ValueError(f"method={method!r}: choose one of {CAM_METHODS}.")
-    if not (hasattr(images, "ndim") and images.ndim == 4):
-        raise ValueError(f"images must be a tensor (N, 3, H, W); got {getattr(images, 'shape', type(images).__name__)}.")
     layer = getattr(getattr(model, "encoder", None), "layer4", None) if layer is None else layer
     if layer is None:
         raise ValueError(f"{type(model).__name__} has no encoder.layer4; pass layer= (the module whose output "
@@ -276,12 +253,11 @@ def grad_cam(model, images, target=None, *, layer=None, method: str = "gradcam")
         else:
             g2 = g.pow(2)
             denom = 2 * g2 + a.sum(dim=(2, 3), keepdim=True) * g2 * g
-            alpha = torch.where(g != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g))
+            alpha = g2 / denom.masked_fill(denom == 0, 1.0)  # 0 where g is 0
             weights = (alpha * g.clamp_min(0)).sum(dim=(2, 3), keepdim=True)
         cam = (weights * a).sum(dim=1, keepdim=True).clamp_min(0)
         cam = F.interpolate(cam, size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
-        peak = cam.amax(dim=(1, 2), keepdim=True)
-        cam = torch.where(peak > 0, cam / peak.clamp_min(torch.finfo(cam.dtype).tiny), torch.zeros_like(cam))
+        cam = cam / cam.amax(dim=(1, 2), keepdim=True).clamp_min(torch.finfo(cam.dtype).tiny)  # all 0 stays 0
     finally:
         handle.remove()
     return cam.clamp(0, 1).cpu().numpy().astype(np.float32), classes.cpu().numpy().astype(np.int64)
@@ -291,29 +267,6 @@ def upsample_mask(mask_probs: torch.Tensor, size_hw, threshold: float = 0.5) -> 
     """A (h, w) probability map -> boolean mask at ``size_hw`` (bilinear, then threshold)."""
     up = F.interpolate(mask_probs.float()[None, None], size=tuple(size_hw), mode="bilinear", align_corners=False)
     return (up[0, 0] >= threshold).numpy()
-
-
-@torch.no_grad()
-def adapt_batchnorm(model, loader, device, normalize, channels_last: bool = True, progress: bool = False) -> int:
-    """AdaBN (Li et al., 2016): every BatchNorm layer's running mean and variance re-estimated on ``loader``'s
-    images (labels unused), a plain average over one pass; the weights and dropout untouched. For a new device
-    or clinic whose colours and contrast differ from the training data. Returns the number of images seen."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    model.eval()
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the pass
-        m.train()
-    seen = 0
-    for batch in tqdm(loader, desc="adapt BatchNorm", disable=not progress, mininterval=1.0):
-        images = _to_device(batch, device, normalize.to(device), channels_last)[0]
-        model(images)
-        seen += len(images)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    model.eval()
-    return seen
 
 
 def image_batch(images, rows=None) -> tuple:
@@ -341,8 +294,7 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
     model.eval()
     normalize = (normalize or Normalize()).to(device)
     given = None if cam is None or isinstance(cam, bool) else np.array(cam, dtype=np.int64).reshape(-1)
-    keep = {k: [] for k in ("probs", "mask_probs", "labels", "rows", "masks", "view_probs", "mask_var", "mc_probs",
-                            "cams", "cam_classes", "features")}
+    keep = defaultdict(list)
     sums = torch.zeros(3, device=device, dtype=torch.float64)
     n_images, pooled = 0, []  # pooled: what the classification head read in this batch, its plain view first
     hook = unwrap_model(model).classification_head.register_forward_pre_hook(
@@ -393,18 +345,16 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
 def evaluate(model, loader, device, class_names, *, loss_fn=None, amp_dtype=None,
              channels_last: bool = True, progress: bool = True, threshold: float = 0.5,
              normalization: dict | None = None) -> dict:
-    """Validation metrics at the model's resolution, for model selection (the final evaluation at each image's
-    size is `skin_utils.evaluate.score_split`); with ``loss_fn`` also the losses. ``normalization``: the
-    run's (None: ImageNet's)."""
+    """Validation metrics at the model's resolution for model selection (the final evaluation at each image's size
+    is `skin_utils.evaluate.score_split`); with ``loss_fn`` also the losses. ``normalization`` None: ImageNet's."""
     pred = predict(model, loader, device, amp_dtype=amp_dtype, channels_last=channels_last,
                    loss_fn=loss_fn, progress=progress, desc="validate", with_masks=True,
                    normalize=Normalize.from_config(normalization))
     s = segmentation_scores(pred["mask_probs"].numpy() >= threshold, pred["masks"].numpy())
     c = classification_report(pred["probs"], pred["labels"], class_names)
-    out = {k: float(np.mean(s[k])) for k in ("dice", "jaccard", "thresholded_jaccard")}
-    out.update({k: c[k] for k in ("accuracy", "balanced_accuracy", "macro_auc")})
-    out.update({k: pred[k] for k in ("loss", "seg_loss", "cls_loss") if k in pred})
-    return out
+    return {**{k: float(np.mean(s[k])) for k in ("dice", "jaccard", "thresholded_jaccard")},
+            **{k: c[k] for k in ("accuracy", "balanced_accuracy", "macro_auc")},
+            **{k: pred[k] for k in ("loss", "seg_loss", "cls_loss") if k in pred}}
 
 
 #: The validation metrics of each head (what fit leaves out, as NaN, for a head the run does not train).
@@ -413,32 +363,18 @@ HEAD_METRICS = {"segmentation": ("dice", "jaccard", "thresholded_jaccard", "seg_
 
 
 def selection_metrics(criterion: str, tasks=("segmentation", "classification")) -> tuple[str, ...]:
-    """The validation metrics whose sum picks ``best.pt``: those of ``criterion`` of a head the run trains
-    (`config.trained_tasks`), so an untrained head's noise never picks the epoch (``balanced_accuracy+dice`` is
-    ``dice`` for a segmentation-only run); ``loss`` already leaves an untrained head out."""
+    """The validation metrics whose sum picks ``best.pt`` (``-loss`` for "loss"): those of ``criterion`` of a head
+    the run trains, so an untrained head's noise never picks the epoch (``balanced_accuracy+dice`` is ``dice`` for a
+    segmentation-only run)."""
     if criterion not in SELECTION_CRITERIA:
         raise ValueError(f"selection={criterion!r}: choose one of {SELECTION_CRITERIA}.")
     if criterion == "loss":
         return ("loss",)
-    wanted = criterion.split("+")
-    used = tuple(m for m in wanted if any(m in HEAD_METRICS[t] for t in tasks))
+    used = tuple(m for m in criterion.split("+") if any(m in HEAD_METRICS[t] for t in tasks))
     if not used:
         raise ValueError(f"selection={criterion!r} scores a head this run does not train (it trains: "
                          f"{', '.join(tasks)}); choose selection='loss' or one of the trained head's metrics.")
     return used
-
-
-def selection_score(metrics: dict, criterion: str, tasks=("segmentation", "classification")) -> float:
-    """Higher is better: the sum of `selection_metrics` (``-loss`` for ``loss``)."""
-    if criterion == "loss":
-        return -metrics["loss"]
-    return float(sum(metrics[m] for m in selection_metrics(criterion, tasks)))
-
-
-def untrained_as_nan(metrics: dict, tasks) -> dict:
-    """``metrics`` with an untrained head's set to NaN: its Dice or accuracy is noise (or 1.0 on empty masks)."""
-    blank = {m for t, names in HEAD_METRICS.items() if t not in tasks for m in names}
-    return {k: (math.nan if k in blank else v) for k, v in metrics.items()}
 
 
 def measure_batch_seconds(model, train_loader, val_loader, loss_fn, device, *, amp_dtype=None,
@@ -519,21 +455,19 @@ def _resume(path: Path, model, optimizer, scheduler, scaler, device, run: Checkp
         ema.n_averaged.fill_(ckpt.training.ema_updates)
     optimizer.load_state_dict(ckpt.training.optimizer)
     scheduler.load_state_dict(ckpt.training.scheduler)
-    if scaler is not None and ckpt.training.scaler:
+    if ckpt.training.scaler:
         scaler.load_state_dict(ckpt.training.scaler)
     return ckpt
 
 
 def _seed_epoch(train_loader, seed: int, epoch: int, rank: int = 0, world: int = 1) -> None:
-    """Seed all an epoch draws from with (seed, epoch) and the rank (processes augment differently), so resume
-    repeats it exactly."""
+    """Seed all an epoch draws from with (seed, epoch, rank), so that resume repeats it exactly."""
     epoch_seed = (seed * 1000 + epoch) * world + rank
     seed_everything(epoch_seed)
-    if getattr(train_loader, "generator", None) is not None:
-        train_loader.generator.manual_seed(epoch_seed)
     sampler = getattr(train_loader, "sampler", None)
-    if getattr(sampler, "generator", None) is not None:
-        sampler.generator.manual_seed(epoch_seed)
+    for generator in (getattr(train_loader, "generator", None), getattr(sampler, "generator", None)):
+        if generator is not None:
+            generator.manual_seed(epoch_seed)
     if hasattr(sampler, "set_epoch"):  # the distributed samplers: seeded with their seed + epoch
         sampler.set_epoch(epoch)
 
@@ -542,12 +476,13 @@ def _out_of_time(deadline: float | None, epoch_seconds: list[float], epoch: int,
     """Whether the next epoch, as long as the longest so far, would end past ``deadline`` (rank 0 decides)."""
     if deadline is None or not epoch_seconds:
         return False
-    late = time.perf_counter() + max(epoch_seconds) > deadline
+    end = time.perf_counter() + max(epoch_seconds)
+    late = end > deadline
     if distributed.world_size() > 1:
         late = bool(distributed.broadcast_object(late))
     if late and say:
         print(f"Time budget: stopping after {epoch} of {epochs} planned epochs: the next would end "
-              f"{format_seconds(time.perf_counter() + max(epoch_seconds) - deadline)} past the deadline "
+              f"{format_seconds(end - deadline)} past the deadline "
               "(the machine ran slower than measured at the start; the learning rate did not finish its schedule).")
     return late
 
@@ -563,20 +498,18 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
     score of the trained heads improves, stop after ``patience`` epochs without improvement (None: never);
     ``resume=True`` continues exactly from ``last.pt`` (refused for other classes, size, normalization or
     ``ema_decay``). Returns the history, one dict per epoch (on resume including the earlier ones).
-
     ``normalization`` (None: ImageNet's) follows ``batch_transform``; it and the run's description go into every
     checkpoint, which holds plain weights (``compile`` and DDP unwrapped). Under torchrun: DDP, rank 0 alone
     validates, prints and writes. ``deadline`` (a ``time.perf_counter()`` reading for the whole run): stop when
     the next epoch would end past it. ``ema_decay``: validate and keep a `weight_average` (``last.pt`` also holds
     the optimiser's weights, which ``model`` ends with)."""
     device = torch.device(device)
-    checkpoint_dir = Path(checkpoint_dir)
     tasks = trained_tasks(loss_fn.seg_weight, loss_fn.cls_weight)
-    selected = "+".join(selection_metrics(selection, tasks))
+    selected = selection_metrics(selection, tasks)
+    untrained = {m for t, names in HEAD_METRICS.items() if t not in tasks for m in names}  # noise: set to NaN
     amp_dtype = amp_dtype_for(device, amp)
-    scaler = torch.amp.GradScaler("cuda") if (amp_dtype == torch.float16 and device.type == "cuda") else None
-    model = unwrap_model(model)
-    model.to(device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16 and device.type == "cuda")
+    model = unwrap_model(model).to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     loss_fn.to(device)
@@ -585,12 +518,12 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
     # What every checkpoint of this run says about it; each epoch adds weights and progress.
     run = Checkpoint(model_config=dict(model.config), model={}, class_names=list(class_names),
                      image_size=image_size, params=dict(params or {}), data=dict(data or {}),
-                     split_path=None if split_path is None else str(split_path), selection=selected,
+                     split_path=None if split_path is None else str(split_path), selection="+".join(selected),
                      encoder_weights_used=model.encoder_weights_used,
                      normalization=resolve_normalization(normalization))
     ema = weight_average(model, ema_decay)  # a copy of the model as it is now: channels_last, on the device
     history, start_epoch, best_score, since_best = [], 0, -math.inf, 0
-    last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
+    last_path, best_path = Path(checkpoint_dir) / "last.pt", Path(checkpoint_dir) / "best.pt"
     if resume and last_path.is_file():
         ckpt = _resume(last_path, model, optimizer, scheduler, scaler, device, run, ema)
         history, start_epoch = list(ckpt.history), ckpt.epoch + 1
@@ -600,19 +533,18 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
     epoch_seconds = [row["epoch_seconds"] for row in history]  # the epochs so far judge whether the next fits
     if deadline is not None:
         deadline -= sum(epoch_seconds)  # the budget is the whole run's: resumed epochs already spent part of it
-    # What trains (DDP in a process group, compiled on request) and what validates (rank 0 alone).
+    # What trains (DDP in a process group, compiled on request), what is validated (by rank 0 alone) and kept.
     train_model = distributed.wrap_model(model, device, sync_bn=sync_bn)
     if compile:
         train_model = torch.compile(train_model)
-    if ema is not None:  # the average is what is validated and kept
-        eval_model = torch.compile(ema.module) if compile else ema.module
-    else:
-        eval_model = train_model if world == 1 else (torch.compile(model) if compile else model)
     kept_model = model if ema is None else ema.module
+    if ema is None and world == 1:
+        eval_model = train_model
+    else:
+        eval_model = torch.compile(kept_model) if compile else kept_model
     for epoch in range(start_epoch, epochs):
-        if patience is not None and since_best >= patience:
-            break
-        if _out_of_time(deadline, epoch_seconds, epoch, epochs, progress):
+        if ((patience is not None and since_best >= patience)
+                or _out_of_time(deadline, epoch_seconds, epoch, epochs, progress)):
             break
         t_epoch = time.perf_counter()
         _seed_epoch(train_loader, seed, epoch, rank, world)
@@ -620,17 +552,13 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
                                 scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype,
                                 channels_last=channels_last, batch_transform=batch_transform, progress=progress,
                                 deadline=deadline, normalization=run.normalization, ema=ema)
-        val = None
-        if is_main:
-            val = evaluate(eval_model, val_loader, device, class_names, loss_fn=loss_fn, amp_dtype=amp_dtype,
-                           channels_last=channels_last, progress=progress, normalization=run.normalization)
-        val = untrained_as_nan(distributed.broadcast_object(val), tasks)
-        score = selection_score(val, selection, tasks)
+        val = (evaluate(eval_model, val_loader, device, class_names, loss_fn=loss_fn, amp_dtype=amp_dtype,
+                        channels_last=channels_last, progress=progress, normalization=run.normalization)
+               if is_main else None)
+        val = {k: math.nan if k in untrained else v for k, v in distributed.broadcast_object(val).items()}
+        score = -val["loss"] if selection == "loss" else float(sum(val[m] for m in selected))
         improved = score > best_score
-        if improved:
-            best_score, since_best = score, 0
-        else:
-            since_best += 1
+        best_score, since_best = (score, 0) if improved else (best_score, since_best + 1)
         history.append({"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                         **{f"train_{k}": v for k, v in train.items() if k != "images"},
                         **{f"val_{k}": v for k, v in val.items()}, "score": score, "best": improved,
@@ -639,7 +567,7 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
             shown = "  ".join(f"{name} {val[k]:.3f}" for name, k in (("Dice", "dice"), ("bal.acc", "balanced_accuracy"),
                                                                        ("acc", "accuracy"), ("AUC", "macro_auc"))
                               if math.isfinite(val[k]))
-            print(f"epoch {epoch + 1}/{epochs}  train loss {train['loss']:.4f}  val loss {val.get('loss', float('nan')):.4f}  "
+            print(f"epoch {epoch + 1}/{epochs}  train loss {train['loss']:.4f}  val loss {val['loss']:.4f}  "
                   f"{shown}  {train['images_per_s']:.1f} img/s" + ("  *best*" if improved else "")
                   + ("" if deadline is None else f"  time left {format_seconds(deadline - time.perf_counter())}"))
         if is_main:
@@ -650,7 +578,7 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
             averaged = {} if ema is None else dict(weights=model.state_dict(), ema_decay=ema.decay,
                                                    ema_updates=int(ema.n_averaged))
             ckpt.training = TrainingState(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                                          scaler={} if scaler is None else scaler.state_dict(), **averaged)
+                                          scaler=scaler.state_dict(), **averaged)
             ckpt.save(last_path)
         epoch_seconds.append(time.perf_counter() - t_epoch)
     distributed.barrier()  # every process returns once rank 0 has written the last checkpoint
