@@ -15,7 +15,6 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -89,7 +88,8 @@ def load_or_make_split(index: pd.DataFrame, path, fractions=(0.7, 0.15, 0.15), s
 def split_summary(split: pd.DataFrame, class_names) -> pd.DataFrame:
     """Images and lesions per class and split, with a total row."""
     def counts(part):
-        return [n for s in SPLITS for n in ((part["split"] == s).sum(), part.loc[part["split"] == s, "lesion_id"].nunique())]
+        parts = [part[part["split"] == s] for s in SPLITS]
+        return [n for p in parts for n in (len(p), p["lesion_id"].nunique())]
     rows = {name: counts(split[split["label"] == i]) for i, name in enumerate(class_names)}
     return pd.DataFrame.from_dict({**rows, "total": counts(split)}, orient="index", dtype=int, columns=[
         f"{s}_{what}" for s in SPLITS for what in ("images", "lesions")]).rename_axis("class")
@@ -229,7 +229,7 @@ def make_loader(dataset, batch_size: int, device, shuffle: bool = False, sampler
     if workers is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         workers = max(1, min(8, cores - 1)) if device.type == "cuda" else 0 if cores <= 2 else max(1, cores // 4)
-        workers = max(1, workers // distributed.local_world_size()) if workers else 0
+        workers = max(1, workers // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) if workers else 0  # torchrun's
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False, sampler=sampler,
                       num_workers=int(workers), pin_memory=device.type == "cuda", persistent_workers=workers > 0,
                       drop_last=drop_last, generator=torch.Generator().manual_seed(seed),
@@ -246,10 +246,10 @@ def resolve_data_dir(data_dir="data", synthetic_dir="data/synthetic_demo", n_dem
     if path.is_dir() and any((path / m).exists() for m in markers):
         return path
     if str(data_dir) not in (*DEMO_DATA_DIRS, str(resolve("data", root))):
-        raise FileNotFoundError(f"data_dir={str(data_dir)!r} (resolved to {path}) holds no data set: expected images/, "
-                                "masks/ and HAM10000_metadata.csv (see data/README.md, or run "
-                                "`python -m skin_utils.prepare ham10000 DOWNLOADS_DIR --out data`). Use data_dir='data' "
-                                "for the demo.")
+        raise FileNotFoundError(f"data_dir={str(data_dir)!r} (resolved to {path}) holds no data set: expected "
+                                "images/, masks/ and HAM10000_metadata.csv (see data/README.md, or run "
+                                "`python -m skin_utils.prepare ham10000 DOWNLOADS_DIR --out data`). Use "
+                                "data_dir='data' for the demo.")
     # overwrite=True: a demo of other settings is regenerated; the generator never overwrites other data
     return make_synthetic_dataset(resolve(synthetic_dir, root), n_images=n_demo_images,
                                   image_size=as_hw(demo_image_size), overwrite=True)
@@ -311,11 +311,12 @@ def load_data(data_dir="data", image_size=128, *, split_path="reports/split.csv"
     converted = reason and prepare.converted_copy(
         folder, Path(cache_dir or default_cache_dir()) / "converted", reason, label_map=label_map,
         id_column=id_column, label_column=label_column, on_bad_data=on_bad_data)
-    index = load_index(converted or folder, on_bad_data=on_bad_data, partial=(not need_split) if partial is None else partial)
+    partial = not need_split if partial is None else partial
+    index = load_index(converted or folder, on_bad_data=on_bad_data, partial=partial)
     if converted:
         record = json.loads((converted / prepare.CONVERSION_RECORD).read_text())
-        index.attrs.update(data_dir=str(folder), converted=str(converted),
-                           **{k: record[k] for k in ("label_file", "label_mapping", "unknown_labels", "dropped_labels")})
+        kept = ("label_file", "label_mapping", "unknown_labels", "dropped_labels")
+        index.attrs.update(data_dir=str(folder), converted=str(converted), **{k: record[k] for k in kept})
     index = subsample_by_lesion(index, max_samples, seed)
     if need_split:
         split = load_or_make_split(index, resolve(split_path), split_fractions, seed)
@@ -328,19 +329,12 @@ def load_data(data_dir="data", image_size=128, *, split_path="reports/split.csv"
     return Data(index=index, split=split, cache=arrays, image_size=as_hw(image_size), rows=rows)
 
 
-class Loaders(NamedTuple):
-    """The two loaders, and the colour augmentation the training step applies to each batch (or None)."""
-
-    train: DataLoader
-    val: DataLoader
-    batch_transform: torch.nn.Module | None
-
-
 def train_val_loaders(data: Data, batch_size: int, device, *, augment: str = "standard",
                       class_balance: str = "weighted_loss", balance_power: float = 0.5, seed: int = 0,
-                      num_workers: int | None = None) -> Loaders:
-    """Training (shuffled, augmented) and validation (in order) loaders. ``class_balance`` "sampler" and "both"
-    draw training images with probability ~ (1 / class count) ** ``balance_power`` (1: classes equally often)."""
+                      num_workers: int | None = None) -> tuple[DataLoader, DataLoader, torch.nn.Module | None]:
+    """Training (shuffled, augmented) and validation (in order) loaders, and the colour augmentation the training
+    step applies to each batch (or None). ``class_balance`` "sampler" and "both" draw training images with
+    probability ~ (1 / class count) ** ``balance_power`` (1: classes equally often)."""
     train_set = data.dataset("train", augment=augment)
     sampler = None
     if class_balance in ("sampler", "both"):
@@ -350,7 +344,7 @@ def train_val_loaders(data: Data, batch_size: int, device, *, augment: str = "st
     train = make_loader(train_set, batch_size, device, shuffle=True, sampler=sampler, num_workers=num_workers,
                         seed=seed, drop_last=len(train_set) > batch_size)
     val = make_loader(data.dataset("val"), batch_size, device, num_workers=num_workers, seed=seed)
-    return Loaders(train, val, build_augmentation(augment)[1])
+    return train, val, build_augmentation(augment)[1]
 
 
 def check_trainable(data: Data, seg_weight: float, cls_weight: float) -> None:

@@ -37,11 +37,6 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
-def local_world_size() -> int:
-    """Processes on this machine (torchrun's ``LOCAL_WORLD_SIZE``), to share the loader workers."""
-    return int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if is_initialized() else 1
-
-
 def init_distributed(device) -> torch.device:
     """Join the process group torchrun describes, or stay one process; returns this process's device
     (NCCL on GPU ``LOCAL_RANK``, gloo on the CPU)."""
@@ -68,10 +63,9 @@ def barrier() -> None:
         dist.barrier()
 
 
-def cleanup(wait: bool = True) -> None:
-    """Leave the process group; ``wait=False`` after an error, when the others may never arrive."""
-    if wait:
-        barrier()
+def cleanup() -> None:
+    """Leave the process group without waiting: `train.train` ends at a barrier, and after an error the others
+    may never arrive."""
     if is_initialized():
         dist.destroy_process_group()
 
@@ -93,14 +87,6 @@ def broadcast_object(obj):
     if is_initialized():
         dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
-    """The "sum", "min" or "max" of ``tensor`` over all processes, as a new tensor."""
-    out = tensor.clone()
-    if is_initialized():
-        dist.all_reduce(out, op=getattr(dist.ReduceOp, op.upper()))
-    return out
 
 
 class DistributedWeightedSampler(DistributedSampler):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -97,14 +98,14 @@ def _to_device(batch, device, normalize, channels_last):
 
 
 # ----------------------------------------------------------------------------- one pass
-def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0, scheduler=None,
-                    scaler=None, amp_dtype=None, channels_last: bool = True, batch_transform=None,
-                    progress: bool = True, refresh_every: int = 10, max_batches: int | None = None,
-                    deadline: float | None = None, normalization: dict | None = None, ema=None) -> dict:
-    """One epoch; ``scheduler`` steps per batch, ``ema`` (a `weight_average`) after each optimiser step.
-    ``batch_transform`` augments float batches in [0, 1] on the device before ``normalization`` (None: ImageNet's).
-    Returns mean losses and images/s over all processes; ``deadline`` (a ``time.perf_counter()`` reading) puts the
-    time left on the progress bar."""
+def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0, scheduler=None, scaler=None,
+                    amp_dtype=None, batch_transform=None, progress: bool = True, refresh_every: int = 10,
+                    max_batches: int | None = None, deadline: float | None = None, normalization: dict | None = None,
+                    ema=None) -> dict:
+    """One epoch in channels_last; ``scheduler`` steps per batch, ``ema`` (a `weight_average`) after each optimiser
+    step. ``batch_transform`` augments float batches in [0, 1] on the device before ``normalization`` (None:
+    ImageNet's). Returns mean losses and images/s over all processes; ``deadline`` (a ``time.perf_counter()``
+    reading) puts the time left on the progress bar."""
     device = torch.device(device)
     scaler = torch.amp.GradScaler("cuda", enabled=False) if scaler is None else scaler  # disabled: plain steps
     model.train()
@@ -116,7 +117,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
     bar = tqdm(itertools.islice(loader, max_batches), total=total, desc=f"epoch {epoch + 1} train",
                disable=not progress, leave=False, mininterval=1.0)
     for b, batch in enumerate(bar):
-        images, masks, labels, _ = _to_device(batch, device, normalize, channels_last)
+        images, masks, labels, _ = _to_device(batch, device, normalize, channels_last=True)
         with autocast(device, amp_dtype):
             mask_logits, class_logits = model(images)
         parts = loss_fn(mask_logits, class_logits, masks, labels)
@@ -134,7 +135,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
         sums += torch.stack([loss.detach(), parts["seg_loss"], parts["cls_loss"]]).double() * len(images)
         if (b + 1) % refresh_every == 0 or b + 1 == total:
             if distributed.world_size() > 1:  # every process stops at the same refresh, or none does
-                earliest = distributed.all_reduce(torch.where(first_bad < 0, total, first_bad), "min")
+                earliest = torch.where(first_bad < 0, total, first_bad)
+                dist.all_reduce(earliest, op=dist.ReduceOp.MIN)
                 first_bad = torch.where(earliest < total, earliest, -1)
             bad = int(first_bad)  # the only synchronisation: once per refresh
             if bad >= 0:
@@ -146,7 +148,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
             bar.set_postfix(loss=f"{sums[0].item() / n_images:.4f}", **left, refresh=False)
     seconds = time.perf_counter() - t0
     if distributed.world_size() > 1:  # losses and images of all processes
-        totals = distributed.all_reduce(torch.cat([sums, sums.new_tensor([n_images])]), "sum")
+        totals = torch.cat([sums, sums.new_tensor([n_images])])
+        dist.all_reduce(totals)
         sums, n_images = totals[:3], int(totals[3])
     means = (sums / max(n_images, 1)).tolist()
     return {"loss": means[0], "seg_loss": means[1], "cls_loss": means[2],
@@ -269,11 +272,10 @@ def upsample_mask(mask_probs: torch.Tensor, size_hw, threshold: float = 0.5) -> 
     return (up[0, 0] >= threshold).numpy()
 
 
-def image_batch(images, rows=None) -> tuple:
-    """`predict`'s batch from images alone (uint8 (N, 3, H, W)): no masks, labels -1, ``rows`` or 0..N-1."""
+def image_batch(images) -> tuple:
+    """`predict`'s batch from images alone (uint8 (N, 3, H, W)): no masks, labels -1, rows 0..N-1."""
     n = len(images)
-    return (images, torch.zeros(n, 1, 0, 0, dtype=torch.uint8), torch.full((n,), -1, dtype=torch.long),
-            torch.arange(n) if rows is None else torch.as_tensor(rows))
+    return images, torch.zeros(n, 1, 0, 0, dtype=torch.uint8), torch.full((n,), -1, dtype=torch.long), torch.arange(n)
 
 
 @torch.inference_mode()
@@ -342,15 +344,15 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
     return out
 
 
-def evaluate(model, loader, device, class_names, *, loss_fn=None, amp_dtype=None,
-             channels_last: bool = True, progress: bool = True, threshold: float = 0.5,
-             normalization: dict | None = None) -> dict:
-    """Validation metrics at the model's resolution for model selection (the final evaluation at each image's size
-    is `skin_utils.evaluate.score_split`); with ``loss_fn`` also the losses. ``normalization`` None: ImageNet's."""
+def evaluate(model, loader, device, class_names, *, loss_fn=None, amp_dtype=None, channels_last: bool = True,
+             progress: bool = True, normalization: dict | None = None) -> dict:
+    """Validation metrics at the model's resolution, masks cut at 0.5, for model selection (the final evaluation at
+    each image's size is `skin_utils.evaluate.score_split`); with ``loss_fn`` also the losses. ``normalization`` None:
+    ImageNet's."""
     pred = predict(model, loader, device, amp_dtype=amp_dtype, channels_last=channels_last,
                    loss_fn=loss_fn, progress=progress, desc="validate", with_masks=True,
                    normalize=Normalize.from_config(normalization))
-    s = segmentation_scores(pred["mask_probs"].numpy() >= threshold, pred["masks"].numpy())
+    s = segmentation_scores(pred["mask_probs"].numpy() >= 0.5, pred["masks"].numpy())
     c = classification_report(pred["probs"], pred["labels"], class_names)
     return {**{k: float(np.mean(s[k])) for k in ("dice", "jaccard", "thresholded_jaccard")},
             **{k: c[k] for k in ("accuracy", "balanced_accuracy", "macro_auc")},
@@ -366,28 +368,24 @@ def selection_metrics(criterion: str, tasks=("segmentation", "classification")) 
     """The validation metrics whose sum picks ``best.pt`` (``-loss`` for "loss"): those of ``criterion`` of a head
     the run trains, so an untrained head's noise never picks the epoch (``balanced_accuracy+dice`` is ``dice`` for a
     segmentation-only run)."""
-    if criterion not in SELECTION_CRITERIA:
-        raise ValueError(f"selection={criterion!r}: choose one of {SELECTION_CRITERIA}.")
     if criterion == "loss":
         return ("loss",)
     used = tuple(m for m in criterion.split("+") if any(m in HEAD_METRICS[t] for t in tasks))
     if not used:
         raise ValueError(f"selection={criterion!r} scores a head this run does not train (it trains: "
-                         f"{', '.join(tasks)}); choose selection='loss' or one of the trained head's metrics.")
+                         f"{', '.join(tasks)}); choose selection='loss' or one of {SELECTION_CRITERIA} that scores "
+                         "a trained head.")
     return used
 
 
-def measure_batch_seconds(model, train_loader, val_loader, loss_fn, device, *, amp_dtype=None,
-                          batch_transform=None, normalization: dict | None = None,
-                          channels_last: bool = True, compile: bool = False,
-                          train_batches: int = 20, val_batches: int = 6, clock=time.perf_counter,
+def measure_batch_seconds(model, train_loader, val_loader, loss_fn, device, *, amp_dtype=None, batch_transform=None,
+                          normalization: dict | None = None, compile: bool = False, train_batches: int = 20,
+                          val_batches: int = 6, clock=time.perf_counter,
                           ema_decay: float | None = None) -> tuple[float, float]:
     """(seconds per training batch, per validation batch) on this machine, for a time budget: timed on a copy of
     ``model`` (its BatchNorm statistics untouched) with a throw-away optimiser, compiled and averaging weights as
     `fit` would. Twenty training batches: with six, a 96 px epoch on a 2-core CPU was misjudged by up to 14%."""
-    probe = copy.deepcopy(unwrap_model(model)).to(device)
-    if channels_last:
-        probe.to(memory_format=torch.channels_last)
+    probe = copy.deepcopy(unwrap_model(model)).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(probe.parameters(), lr=0.0)
     runner = torch.compile(probe) if compile else probe
     ema = weight_average(probe, ema_decay)
@@ -395,12 +393,12 @@ def measure_batch_seconds(model, train_loader, val_loader, loss_fn, device, *, a
 
     def train(k):
         train_one_epoch(runner, train_loader, loss_fn, optimizer, device, amp_dtype=amp_dtype,
-                        channels_last=channels_last, batch_transform=batch_transform, normalization=normalization,
-                        progress=False, max_batches=k, ema=ema)
+                        batch_transform=batch_transform, normalization=normalization, progress=False,
+                        max_batches=k, ema=ema)
 
     def validate(k):
-        predict(runner, itertools.islice(val_loader, k), device, amp_dtype=amp_dtype, channels_last=channels_last,
-                loss_fn=loss_fn, progress=False, with_masks=True, normalize=Normalize.from_config(normalization))
+        predict(runner, itertools.islice(val_loader, k), device, amp_dtype=amp_dtype, loss_fn=loss_fn,
+                progress=False, with_masks=True, normalize=Normalize.from_config(normalization))
 
     return (seconds_per_batch(train, max(1, min(train_batches, len(train_loader) - 1)), clock),
             seconds_per_batch(validate, max(1, min(val_batches, len(val_loader) - 1)), clock))
@@ -460,7 +458,7 @@ def _resume(path: Path, model, optimizer, scheduler, scaler, device, run: Checkp
     return ckpt
 
 
-def _seed_epoch(train_loader, seed: int, epoch: int, rank: int = 0, world: int = 1) -> None:
+def _seed_epoch(train_loader, seed: int, epoch: int, rank: int, world: int) -> None:
     """Seed all an epoch draws from with (seed, epoch, rank), so that resume repeats it exactly."""
     epoch_seed = (seed * 1000 + epoch) * world + rank
     seed_everything(epoch_seed)
@@ -477,9 +475,7 @@ def _out_of_time(deadline: float | None, epoch_seconds: list[float], epoch: int,
     if deadline is None or not epoch_seconds:
         return False
     end = time.perf_counter() + max(epoch_seconds)
-    late = end > deadline
-    if distributed.world_size() > 1:
-        late = bool(distributed.broadcast_object(late))
+    late = distributed.broadcast_object(end > deadline)
     if late and say:
         print(f"Time budget: stopping after {epoch} of {epochs} planned epochs: the next would end "
               f"{format_seconds(end - deadline)} past the deadline "
@@ -487,16 +483,15 @@ def _out_of_time(deadline: float | None, epoch_seconds: list[float], epoch: int,
     return late
 
 
-def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epochs: int, device,
-        checkpoint_dir, class_names, image_size, batch_transform=None, normalization: dict | None = None,
-        params: dict | None = None, data: dict | None = None, split_path=None,
-        selection: str = "balanced_accuracy+dice",
-        patience: int | None = None, amp: str = "auto", channels_last: bool = True, resume: bool = False,
-        seed: int = 0, progress: bool = True, compile: bool = False, sync_bn: bool = False,
-        deadline: float | None = None, ema_decay: float | None = None) -> list[dict]:
-    """Train for ``epochs``: ``last.pt`` after every epoch, ``best.pt`` whenever the validation ``selection``
-    score of the trained heads improves, stop after ``patience`` epochs without improvement (None: never);
-    ``resume=True`` continues exactly from ``last.pt`` (refused for other classes, size, normalization or
+def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epochs: int, device, checkpoint_dir,
+        class_names, image_size, batch_transform=None, normalization: dict | None = None, params: dict | None = None,
+        data: dict | None = None, split_path=None, selection: str = "balanced_accuracy+dice",
+        patience: int | None = None, amp: str = "auto", resume: bool = False, seed: int = 0, progress: bool = True,
+        compile: bool = False, sync_bn: bool = False, deadline: float | None = None,
+        ema_decay: float | None = None) -> list[dict]:
+    """Train for ``epochs`` (channels_last): ``last.pt`` after every epoch, ``best.pt`` whenever the validation
+    ``selection`` score of the trained heads improves, stop after ``patience`` epochs without improvement (None:
+    never); ``resume=True`` continues exactly from ``last.pt`` (refused for other classes, size, normalization or
     ``ema_decay``). Returns the history, one dict per epoch (on resume including the earlier ones).
     ``normalization`` (None: ImageNet's) follows ``batch_transform``; it and the run's description go into every
     checkpoint, which holds plain weights (``compile`` and DDP unwrapped). Under torchrun: DDP, rank 0 alone
@@ -509,9 +504,7 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
     untrained = {m for t, names in HEAD_METRICS.items() if t not in tasks for m in names}  # noise: set to NaN
     amp_dtype = amp_dtype_for(device, amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16 and device.type == "cuda")
-    model = unwrap_model(model).to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    model = unwrap_model(model).to(device, memory_format=torch.channels_last)
     loss_fn.to(device)
     rank, world, is_main = distributed.rank(), distributed.world_size(), distributed.is_main_process()
     progress = progress and is_main
@@ -548,13 +541,11 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
             break
         t_epoch = time.perf_counter()
         _seed_epoch(train_loader, seed, epoch, rank, world)
-        train = train_one_epoch(train_model, train_loader, loss_fn, optimizer, device, epoch=epoch,
-                                scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype,
-                                channels_last=channels_last, batch_transform=batch_transform, progress=progress,
+        train = train_one_epoch(train_model, train_loader, loss_fn, optimizer, device, epoch=epoch, scheduler=scheduler,
+                                scaler=scaler, amp_dtype=amp_dtype, batch_transform=batch_transform, progress=progress,
                                 deadline=deadline, normalization=run.normalization, ema=ema)
         val = (evaluate(eval_model, val_loader, device, class_names, loss_fn=loss_fn, amp_dtype=amp_dtype,
-                        channels_last=channels_last, progress=progress, normalization=run.normalization)
-               if is_main else None)
+                        progress=progress, normalization=run.normalization) if is_main else None)
         val = {k: math.nan if k in untrained else v for k, v in distributed.broadcast_object(val).items()}
         score = -val["loss"] if selection == "loss" else float(sum(val[m] for m in selected))
         improved = score > best_score

@@ -65,8 +65,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
     counts = train_class_counts(data)
     loss_fn = build_loss(counts, cfg.seg_weight, cfg.cls_weight, cfg.class_balance, cfg.balance_power,
                          cfg.label_smoothing)
-    loaders = train_val_loaders(data, cfg.batch_size, device, augment=cfg.augment, class_balance=cfg.class_balance,
-                                balance_power=cfg.balance_power, seed=cfg.seed, num_workers=cfg.num_workers)
+    train_loader, val_loader, batch_transform = train_val_loaders(
+        data, cfg.batch_size, device, augment=cfg.augment, class_balance=cfg.class_balance,
+        balance_power=cfg.balance_power, seed=cfg.seed, num_workers=cfg.num_workers)
     normalization = normalization_config(cfg.colour_constancy)
     say(f"encoder weights: {model.encoder_weights_used}; training images per class: "
         f"{dict(zip(CLASS_NAMES, counts.tolist()))}; run folder: {run.root}")
@@ -75,19 +76,19 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
     if cfg.time_budget is not None and main:  # measured on rank 0, broadcast: the same epochs for every process
         plan = plan_training(
             cfg.time_budget, started_at, lambda: measure_batch_seconds(
-                model, loaders.train, loaders.val, loss_fn, device, amp_dtype=amp_dtype_for(device, cfg.amp),
-                batch_transform=loaders.batch_transform, normalization=normalization, compile=cfg.compile,
+                model, train_loader, val_loader, loss_fn, device, amp_dtype=amp_dtype_for(device, cfg.amp),
+                batch_transform=batch_transform, normalization=normalization, compile=cfg.compile,
                 ema_decay=cfg.ema_decay),
-            len(loaders.train), len(loaders.val), calibrate="classification" in cfg.tasks,
+            len(train_loader), len(val_loader), calibrate="classification" in cfg.tasks,
             calibrate_tta=cfg.calibrate_tta, saved=run.metrics / "budget.json", resume=cfg.resume)
         say(plan.describe())
     plan = distributed.broadcast_object(plan)
     epochs = plan.epochs if plan else cfg.epochs
-    optimizer, scheduler = build_optimizer_and_schedule(model, cfg.lr, cfg.weight_decay, epochs, len(loaders.train),
+    optimizer, scheduler = build_optimizer_and_schedule(model, cfg.lr, cfg.weight_decay, epochs, len(train_loader),
                                                         cfg.lr_schedule)
-    history = fit(model, loaders.train, loaders.val, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
+    history = fit(model, train_loader, val_loader, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
                   epochs=epochs, device=device, checkpoint_dir=run.checkpoints, class_names=CLASS_NAMES,
-                  image_size=data.image_size, batch_transform=loaders.batch_transform, normalization=normalization,
+                  image_size=data.image_size, batch_transform=batch_transform, normalization=normalization,
                   params={**params, "epochs": epochs, "world_size": world}, data=data.describe(),
                   split_path=resolve(cfg.split_path), selection=cfg.selection, patience=cfg.patience, amp=cfg.amp,
                   resume=cfg.resume, seed=cfg.seed, progress=progress, compile=cfg.compile, sync_bn=cfg.sync_bn,
@@ -128,7 +129,8 @@ def training_note(history: list[dict], selection: str) -> str:
     if len(history) == 1:
         return "A single epoch was trained: enough to check the pipeline, not to judge the model."
     if best == len(history) - 1:
-        return f"The validation score (`{selection}`) was still improving at the last epoch: more epochs would probably help."
+        return (f"The validation score (`{selection}`) was still improving at the last epoch: more epochs would "
+                "probably help.")
     return (f"The best validation score (`{selection}`) came at epoch {history[best]['epoch']} of {len(history)}; "
             "the epochs after it did not improve it.")
 
@@ -137,34 +139,33 @@ def _sections(cfg, summary, run, data, device, plan) -> dict:
     """The parts of notebook 02 (learning curves, kept checkpoint, conclusion), also written into the report."""
     rows = summary["data"]["images_per_split"]
     calibration = "\n".join("- " + line for line in summary_lines(summary["calibration"]))
+    n, selection = summary["epochs_run"], summary["selection_used"]
+    note = training_note(summary["history"], selection)
     sections = {
         "curves": report.Section("Learning curves", figures=[run.figures / "train_learning_curves.png"]),
         "checkpoint": report.Section(
             "The kept checkpoint", tables={"Validation at the best epoch (model resolution)":
                                            pd.DataFrame({"value": summary["best_val"]}).rename_axis("metric")},
-            text=f"Best epoch **{summary['best_epoch']}** of {summary['epochs_run']} by `{summary['selection_used']}`. "
+            text=f"Best epoch **{summary['best_epoch']}** of {n} by `{selection}`. "
                  "Calibration fitted on the validation split and stored in `best.pt`:\n"
                  + (calibration or "- none (the diagnosis head was not trained)")),
-        "conclusion": report.Section("Conclusion", text=training_note(summary["history"], summary["selection_used"]))}
+        "conclusion": report.Section("Conclusion", text=note)}
+    weights = "raw weights" if cfg.ema_decay is None else f"a moving average of the weights (decay {cfg.ema_decay})"
     intro = (f"Trained on **{data.name}** ({rows.get('train', 0)} training / {rows.get('val', 0)} validation images, "
-             f"split by lesion) for {summary['epochs_run']} epoch(s) at {cfg.image_size} px on `{device}`; encoder "
-             f"weights: {summary['encoder_weights_used']}; heads trained: {', '.join(cfg.tasks)}; "
-             + ("raw weights. " if cfg.ema_decay is None else f"a moving average of the weights (decay {cfg.ema_decay}). ")
-             + budget_summary(plan, summary["epochs_run"], summary["minutes_taken"], summary["history"]))
-    body = "\n\n".join([intro, *(sections[k].markdown() for k in ("checkpoint", "curves")),
-                         f"**Conclusion.** {sections['conclusion'].text}"])
+             f"split by lesion) for {n} epoch(s) at {cfg.image_size} px on `{device}`; encoder weights: "
+             f"{summary['encoder_weights_used']}; heads trained: {', '.join(cfg.tasks)}; {weights}. "
+             + budget_summary(plan, n, summary["minutes_taken"], summary["history"]))
+    body = "\n\n".join([intro, *(sections[k].markdown() for k in ("checkpoint", "curves")), f"**Conclusion.** {note}"])
     report.write_section(run.root, "02_train", "Training", body, params=summary["params"], data=summary["data"])
     return sections
 
 
 def main(argv=None) -> int:
     cfg = TrainConfig.from_args(argv, prog="python -m skin_utils.train", description=__doc__)
-    finished = False
     try:
         train(cfg)
-        finished = True
     finally:
-        distributed.cleanup(wait=finished)
+        distributed.cleanup()
     return 0
 
 

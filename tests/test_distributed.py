@@ -91,9 +91,9 @@ def test_compiled_training_writes_plain_checkpoints(synthetic_dir, tmp_path, mon
     torch.manual_seed(0)
     model = MultiTaskNet(encoder_weights=None)
     loss_fn = build_loss(train_class_counts(data), class_balance="none")
-    loaders = train_val_loaders(data, 8, "cpu", augment="none", num_workers=0)
-    opt, sched = build_optimizer_and_schedule(model, 1e-3, 0.0, 1, len(loaders.train), "constant")
-    fit(model, loaders.train, loaders.val, loss_fn=loss_fn, optimizer=opt, scheduler=sched, epochs=1, device="cpu",
+    train, val, _ = train_val_loaders(data, 8, "cpu", augment="none", num_workers=0)
+    opt, sched = build_optimizer_and_schedule(model, 1e-3, 0.0, 1, len(train), "constant")
+    fit(model, train, val, loss_fn=loss_fn, optimizer=opt, scheduler=sched, epochs=1, device="cpu",
         checkpoint_dir=tmp_path, class_names=CLASS_NAMES, image_size=32, amp="off", progress=False, compile=True)
     assert compiled == [model]
     assert "_orig_mod." in next(iter(real_compile(model, backend="eager").state_dict()))  # what we avoid
@@ -123,7 +123,8 @@ def test_unwrap_model_strips_compile_and_ddp(tmp_path):
 def demo120(tmp_path_factory):
     from skin_utils.demo import make_synthetic_dataset
 
-    return make_synthetic_dataset(tmp_path_factory.mktemp("demo120") / "demo", n_images=120, image_size=(48, 64), seed=0)
+    return make_synthetic_dataset(tmp_path_factory.mktemp("demo120") / "demo", n_images=120, image_size=(48, 64),
+                                  seed=0)
 
 
 def _train_args(data_dir, tmp_path, batch_size, run_name, *extra):
@@ -149,13 +150,13 @@ def _single_process_same_global_batch(data_dir, tmp_path):
     data = load_data(data_dir, SIZE, split_path=tmp_path / "split.csv", progress=False)
     model = MultiTaskNet(num_classes=len(CLASS_NAMES), encoder_weights="none")
     loss_fn = build_loss(train_class_counts(data), 1.0, 1.0, "weighted_loss", 0.4, 0.1)
-    loaders = train_val_loaders(data, PER_PROCESS, "cpu", augment="none", num_workers=0)
-    dataset = loaders.train.dataset
+    shuffled, val, _ = train_val_loaders(data, PER_PROCESS, "cpu", augment="none", num_workers=0)
+    dataset = shuffled.dataset
     train = DataLoader(dataset, PER_PROCESS * PROCESSES, drop_last=True,
                        sampler=DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=0))
-    initial = evaluate(copy.deepcopy(model), loaders.val, "cpu", CLASS_NAMES, loss_fn=loss_fn, progress=False)
+    initial = evaluate(copy.deepcopy(model), val, "cpu", CLASS_NAMES, loss_fn=loss_fn, progress=False)
     opt, sched = build_optimizer_and_schedule(model, LR, 1e-4, EPOCHS, len(train), "onecycle")
-    history = fit(model, train, loaders.val, loss_fn=loss_fn, optimizer=opt, scheduler=sched, epochs=EPOCHS,
+    history = fit(model, train, val, loss_fn=loss_fn, optimizer=opt, scheduler=sched, epochs=EPOCHS,
                   device="cpu", checkpoint_dir=tmp_path / "single", class_names=CLASS_NAMES, image_size=SIZE,
                   amp="off", progress=False)
     return history, Checkpoint.load(tmp_path / "single" / "last.pt"), initial

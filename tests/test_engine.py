@@ -1,7 +1,6 @@
 """Training behaviour on the synthetic demo: it learns, it resumes exactly, it stops on NaN; and the
 one prediction loop (predict): TTA views, MC dropout and Grad-CAM on request."""
 
-import math
 import subprocess
 import sys
 import textwrap
@@ -20,7 +19,6 @@ from skin_utils.engine import (NonFiniteLossError, build_optimizer_and_schedule,
 from skin_utils.losses import MultiTaskLoss, class_weights_from_counts
 from skin_utils.model import MultiTaskNet
 from skin_utils.data import load_data, train_class_counts, train_val_loaders
-from skin_utils.transforms import BatchColorJitter
 
 
 def _setup(data, seed=0, epochs=2, lr=3e-3, batch_size=16):
