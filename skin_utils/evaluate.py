@@ -371,7 +371,7 @@ def assess_trust(evaluation: Evaluation, calibration: StoredCalibration, class_n
         c = risk_coverage_curve(mask_u[ok], np.clip(seg_loss[ok], 0.0, 1.0))
         mask = {"measure": "mask_uncertainty", "loss": "1 - Dice", **{k: c[k] for k in stats}}
     mel = list(class_names).index(MELANOMA) if MELANOMA in list(class_names) else None
-    kw = {} if mel is None else {"melanoma_index": mel}
+    kw = {"melanoma_index": mel}  # None: no melanoma class, so no melanoma columns
     u = columns["entropy"].to_numpy()
     table = selective_report(cal, labels, u, referral_fractions, **kw)
     if calibration.mel_threshold is not None and mel is not None:
@@ -422,7 +422,8 @@ def referral_table(trust: Trust) -> pd.DataFrame:
     if (at := trust.referral.get("unfamiliar")) is not None:
         rows[f"refer unfamiliar: feature distance > {at['threshold']:.2f} (validation)"] = at
     table = pd.DataFrame.from_dict(rows, orient="index")
-    table = table[[c for c in REFERRAL_COLUMNS if c in table]].astype({"mel_referred": "Int64"})
+    table = table[[c for c in REFERRAL_COLUMNS if c in table]]
+    table = table.astype({"mel_referred": "Int64"}) if "mel_referred" in table else table
     return table.rename(columns=REFERRAL_COLUMNS).rename_axis("referral")
 
 

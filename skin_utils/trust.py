@@ -218,26 +218,29 @@ def referral_threshold(uncertainty_val: Any, target_coverage: float) -> float:
     return float(u[max(1, math.ceil(float(target_coverage) * len(u) - _COUNT_EPS)) - 1])
 
 
-def selective_metrics(probs: Any, labels: Any, keep: Any, *, melanoma_index: int = MELANOMA_INDEX,
+def selective_metrics(probs: Any, labels: Any, keep: Any, *, melanoma_index: int | None = MELANOMA_INDEX,
                       mel_threshold: float | None = None) -> dict[str, Any]:
     """Scores when the images with ``keep`` False are referred: a melanoma called (argmax, or ``P(MEL) >=
-    mel_threshold``) or referred counts as found in ``mel_sensitivity_with_referral``; NaN: none kept."""
+    mel_threshold``) or referred counts as found in ``mel_sensitivity_with_referral``; NaN: none kept.
+    ``melanoma_index`` None (no melanoma class): no melanoma keys."""
     p, y = probs_and_labels(probs, labels)
     k = as_numpy(keep, dtype=None).astype(bool)
-    pred, is_mel = p.argmax(axis=1), y == melanoma_index
+    pred, n_kept = p.argmax(axis=1), int(k.sum())
+    out = {"n_kept": n_kept, "n_referred": int(len(k) - n_kept), "coverage": n_kept / len(k),
+           "accuracy": float(np.mean(pred[k] == y[k])) if n_kept else math.nan,
+           "balanced_accuracy": balanced_accuracy(y[k], pred[k], p.shape[1]) if n_kept else math.nan}
+    if melanoma_index is None:
+        return out
+    is_mel = y == melanoma_index
     called = pred == melanoma_index if mel_threshold is None else p[:, melanoma_index] >= mel_threshold
-    n_kept = int(k.sum())
-    return {"n_kept": n_kept, "n_referred": int(len(k) - n_kept), "coverage": n_kept / len(k),
-            "accuracy": float(np.mean(pred[k] == y[k])) if n_kept else math.nan,
-            "balanced_accuracy": balanced_accuracy(y[k], pred[k], p.shape[1]) if n_kept else math.nan,
-            "n_mel": int(is_mel.sum()), "mel_referred": int((is_mel & ~k).sum()),
+    return {**out, "n_mel": int(is_mel.sum()), "mel_referred": int((is_mel & ~k).sum()),
             "mel_sensitivity_kept": sens_spec(is_mel[k], called[k])["sensitivity"],
             "mel_sensitivity_with_referral": sens_spec(is_mel, called | ~k)["sensitivity"]}
 
 
 def selective_report(probs: Any, labels: Any, uncertainty: Any,
                      referral_fractions: Sequence[float] = DEFAULT_REFERRAL_FRACTIONS, *,
-                     melanoma_index: int = MELANOMA_INDEX, mel_threshold: float | None = None) -> list[dict]:
+                     melanoma_index: int | None = MELANOMA_INDEX, mel_threshold: float | None = None) -> list[dict]:
     """`selective_metrics` when the most uncertain ``round(f * N)`` images are referred, for each f in [0, 1)
     (ties: the earlier image first)."""
     u = _uncertainty(uncertainty)

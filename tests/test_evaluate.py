@@ -39,6 +39,21 @@ def _evaluation(n=200, seed=0, calibration=None):
                       labels=y, view_probs=views, raw_probs=None if calibration is None else raw)
 
 
+def test_without_a_melanoma_class_the_referral_table_has_no_melanoma_columns():
+    """Class names without MEL: no column may describe class 0 as if it were the melanomas."""
+    names = ["LES", *CLASS_NAMES[1:]]
+    val = _evaluation(seed=1)
+    stored = StoredCalibration.from_checkpoint(_ckpt({"tta": calibration_record(val.probs, val.labels, names)}),
+                                               tta=True)
+    trust = assess_trust(_evaluation(calibration=stored), stored, names)
+    assert trust.operating_point is None
+    for row in [*trust.referral["table"], trust.referral["at_threshold"]]:
+        assert not [k for k in row if "mel" in k], row
+        assert 0 < row["coverage"] <= 1 and np.isfinite(row["accuracy"])
+    assert not [c for c in referral_table(trust).columns if "MEL" in c or "melanoma" in c]
+    assert trust.per_image["mel_flag"].isna().all()
+
+
 def test_assess_trust_on_known_predictions():
     val = _evaluation(seed=1)
     record = calibration_record(val.probs, val.labels, CLASS_NAMES)
