@@ -11,7 +11,7 @@ import json
 import os
 import pickle
 import tempfile
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -125,10 +125,13 @@ class Checkpoint:
         if unknown := sorted(set(content) - {f.name for f in fields(cls)} - {"format_version"}):
             raise CheckpointError(f"{source} has fields this version of skin_utils does not know: {unknown}. It was "
                                   "written by other code; load it with the skin_utils that wrote it.")
+        if missing := sorted(f.name for f in fields(cls) if f.name not in content
+                             and f.default is MISSING and f.default_factory is MISSING):
+            raise CheckpointError(f"{source} lacks the required fields {missing}; it cannot be used.")
         try:
             return cls(**{k: v for k, v in content.items() if k != "format_version"})
-        except (TypeError, ValueError) as err:  # a required field missing (named), or a malformed one
-            raise CheckpointError(f"{source} cannot be used: {err}") from err
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{source} holds a malformed field ({err}); it cannot be used.") from err
 
     @classmethod
     def load(cls, path, map_location="cpu") -> Checkpoint:

@@ -44,6 +44,10 @@ def make_split(index: pd.DataFrame, fractions=(0.7, 0.15, 0.15), seed: int = 0) 
     """Each image to train/val/test by lesion (HAM10000 has 10,015 images of 7,470 lesions: an image split leaks
     near-duplicates into the test split): per diagnosis, the lesions shuffled with ``seed`` and cut at ``fractions``
     (train, val, test; `config` checks them), one in every split for a class of >= 3 lesions."""
+    fractions = np.asarray(fractions, dtype=float)
+    if fractions.shape != (3,) or (fractions < 0).any() or not np.isclose(fractions.sum(), 1.0):
+        raise ValueError(f"split fractions={tuple(fractions)} must be three numbers >= 0 summing to 1 "
+                         "(train, val, test).")
     if not index.attrs.get("has_lesion_ids", True):
         warnings.warn("These labels carry no lesion ids: the split is by image, and near-duplicate images of one "
                       "lesion may leak between train and test. Give the labels a lesion_id column to split by lesion.",

@@ -204,6 +204,8 @@ def make_synthetic_dataset(out_dir, n_images: int = 400, image_size=(120, 160), 
     out_dir, hw = Path(out_dir).expanduser().resolve(), (int(image_size[0]), int(image_size[1]))
     if min(hw) < 16:
         raise ValueError(f"image_size must be at least (16, 16), got {image_size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     plan = _plan(n_images, seed)
     info = {"synthetic": True, "generator": "skin_utils.demo", "version": VERSION, "seed": int(seed),
             "n_images": int(n_images), "image_size": list(hw)}

@@ -112,7 +112,9 @@ def shard_sampler(dataset, sampler=None, shuffle: bool = False, seed: int = 0, d
         return sampler
     if sampler is None and shuffle:
         return DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=drop_last)
-    if isinstance(sampler, WeightedRandomSampler):  # drawn with replacement (data.train_val_loaders)
+    if isinstance(sampler, WeightedRandomSampler):
+        if not sampler.replacement:
+            raise ValueError("A WeightedRandomSampler without replacement cannot be sharded among processes.")
         return DistributedWeightedSampler(sampler.weights, sampler.num_samples, seed, world_size(), rank(), drop_last)
     return sampler
 

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from skin_utils import distributed
 from skin_utils.budget import format_seconds, seconds_per_batch
 from skin_utils.checkpoint import Checkpoint, CheckpointError, TrainingState, load_weights
-from skin_utils.config import CAM_METHODS, LR_SCHEDULES, SELECTION_CRITERIA, trained_tasks
+from skin_utils.config import AMP_CHOICES, CAM_METHODS, LR_SCHEDULES, SELECTION_CRITERIA, trained_tasks
 from skin_utils.transforms import Normalize, resolve_normalization
 from skin_utils.metrics import classification_report, segmentation_scores
 
@@ -50,6 +50,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 def amp_dtype_for(device: torch.device, amp: str = "auto") -> torch.dtype | None:
     """The autocast dtype for ``amp`` (`config.AMP_CHOICES`): "auto" is bf16 where the hardware has it (on a CPU:
     AVX512-BF16 / AMX, where oneDNN's bf16 convolutions beat fp32), fp16 on older GPUs; None for off."""
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"amp={amp!r}: choose one of {AMP_CHOICES}.")
     if amp != "auto":
         return {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
     if device.type == "cuda":
@@ -82,6 +84,8 @@ def weight_average(model: torch.nn.Module, decay: float | None) -> AveragedModel
     or None. It spans about ``1 / (1 - decay)`` optimiser steps (0.999: under three 96 px epochs of HAM10000)."""
     if decay is None:
         return None
+    if not 0.0 <= float(decay) < 1.0:
+        raise ValueError(f"ema_decay={decay!r}: expected a number in [0, 1) (e.g. 0.999), or None for no average.")
     average = AveragedModel(unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(float(decay)), use_buffers=True)
     average.decay = float(decay)
     return average
@@ -204,6 +208,8 @@ def mc_dropout_probs(model, images, n_samples: int = 20, *, seed: int = 0) -> to
     """Class probabilities float32 (S, N, K) of ``n_samples`` MC dropout passes (Gal & Ghahramani 2016): dropout
     in train mode, BatchNorm in eval, modes restored. ``seed`` repeats the samples without touching the caller's
     RNG. When every dropout is in the head, the encoder runs once. Functional ``F.dropout`` calls are not found."""
+    if int(n_samples) < 2:
+        raise ValueError(f"n_samples must be an integer >= 2; got {n_samples!r}.")
     drops = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
     if not drops:
         raise ValueError("mc_dropout_probs: the model has no dropout layer with p > 0, so every pass would be "
@@ -365,9 +371,11 @@ HEAD_METRICS = {"segmentation": ("dice", "jaccard", "thresholded_jaccard", "seg_
 
 
 def selection_metrics(criterion: str, tasks=("segmentation", "classification")) -> tuple[str, ...]:
-    """The validation metrics whose sum picks ``best.pt`` (``-loss`` for "loss"): those of ``criterion`` of a head
+    """The validation metrics whose sum picks ``best.pt`` (for "loss", ``fit`` minimises it): those of ``criterion`` of a head
     the run trains, so an untrained head's noise never picks the epoch (``balanced_accuracy+dice`` is ``dice`` for a
     segmentation-only run)."""
+    if criterion not in SELECTION_CRITERIA:
+        raise ValueError(f"selection={criterion!r}: choose one of {SELECTION_CRITERIA}.")
     if criterion == "loss":
         return ("loss",)
     used = tuple(m for m in criterion.split("+") if any(m in HEAD_METRICS[t] for t in tasks))

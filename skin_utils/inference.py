@@ -5,7 +5,7 @@ stops half-way. `infer(cfg)` is the whole job of notebooks/04_inference.
 
 from __future__ import annotations
 
-import timeit
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -235,10 +235,16 @@ def flags_caption(p: Prediction) -> str:
     return f"{p.pred} {p.prob_calibrated:.2f} · entropy {p.entropy:.2f}\n" + (" · ".join(flags) or "no flag")
 
 
-def time_single_image(predictor: Predictor, image: np.ndarray) -> float:
-    """Median seconds of 10 calls for one image, preprocessing included, Grad-CAM not (after one warm-up call)."""
+def time_single_image(predictor: Predictor, image: np.ndarray, repeats: int = 10) -> float:
+    """Median seconds for one image, preprocessing included, Grad-CAM not (after one warm-up call); timed like
+    scripts/benchmark.py's naive pipeline (perf_counter, garbage collection on)."""
     predictor.predict_image(image, cam=False)
-    return float(np.median(timeit.repeat(lambda: predictor.predict_image(image, cam=False), number=1, repeat=10)))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        predictor.predict_image(image, cam=False)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
 
 
 def write_demo_images(folder, n: int = 6, seed: int = 12345, hw=(120, 160)) -> Path:

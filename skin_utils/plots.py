@@ -452,6 +452,9 @@ def plot_cases(images, true_masks, pred_masks, true_labels, pred_labels, pred_pr
     ``true_masks``, ``true_labels`` None. Captions "✓ true: MEL · pred: MEL (0.82)" (green; "✗" and red when
     wrong), or "pred: NV (0.82)"; ``scores`` (Dice) under the predicted mask, ``row_titles`` left of a row."""
     images = [_image(im, f"plot_cases image {i}") for i, im in enumerate(images)]
+    if not images or len(pred_masks) != len(images):
+        raise ValueError(f"plot_cases: {len(images)} images and {len(pred_masks)} predicted masks; give one of "
+                         "each, at least one.")
     outlines = [(TRUE_MASK_COLOR, "true")] * (true_masks is not None) + [(PRED_MASK_COLOR, "predicted")]
     headers = ["image", *(f"{what} mask" for _, what in outlines), "overlay"]
     fig, axes = _figure(title, len(images), len(headers),
@@ -557,6 +560,8 @@ def plot_risk_coverage(curves: Mapping, *, title: str | None = None) -> Figure:
     """Risk (error rate of the images kept) against coverage (share kept), a line per uncertainty, the first one's
     oracle dashed, random referral dotted. ``curves``: trust.risk_coverage_curve's, or a dict of them by name."""
     curves = {"uncertainty": curves} if "risk" in curves else curves
+    if not curves:
+        raise ValueError("plot_risk_coverage: no curve given.")
     for c in curves.values():
         _require(c, ("coverage", "risk", "optimal_risk", "aurc", "optimal_aurc", "error_rate"), "plot_risk_coverage "
                  "takes the return value of trust.risk_coverage_curve (or a dict of them by name)")
@@ -608,6 +613,8 @@ def plot_cam_grid(images, cams, masks=None, pred_masks=None, captions: Sequence[
                   ncols: int = 4, title: str | None = None) -> Figure:
     """A grid of heat maps drawn as in `plot_cam_overlay`; takes evaluate.cam_examples(...) as keyword arguments."""
     n = len(images)
+    if not n or len(cams) != n:
+        raise ValueError(f"plot_cam_grid: {n} images and {len(cams)} heat maps; give one of each, at least one.")
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
     fig, axes = _figure(title, nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows))

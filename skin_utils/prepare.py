@@ -243,12 +243,13 @@ ARCHIVES = ("HAM10000_images_part_1", "HAM10000_images_part_2", "HAM10000_segmen
 METADATA_DOWNLOADS = ("HAM10000_metadata.csv", "HAM10000_metadata.tab", "HAM10000_metadata", "HAM10000_metadata.txt")
 
 
-def _find(downloads: Path, *names: str) -> Path | None:
-    """The first of ``names`` (any case) in ``downloads``, else one folder below it."""
+def _find(downloads: Path, names, want_dir: bool) -> Path | None:
+    """The first of ``names`` (any case) in ``downloads`` or one folder below it, a folder or a file as asked."""
     for folder in [downloads] + sorted(p for p in downloads.iterdir() if p.is_dir() and not is_ignored(p.name)):
         entries = {p.name.lower(): p for p in folder.iterdir()}
-        if found := next((entries[n.lower()] for n in names if n.lower() in entries), None):
-            return found
+        for p in (entries.get(n.lower()) for n in names):
+            if p is not None and (p.is_dir() if want_dir else p.is_file()):
+                return p
     return None
 
 
@@ -329,11 +330,11 @@ def prepare_ham10000(downloads_dir, out_dir="data", overwrite: bool = False, ver
               f"HAM10000_metadata.tab (or .csv) from the {DATAVERSE} ({DATAVERSE_URL})")
     if not downloads.is_dir():
         raise FileNotFoundError(f"Downloads folder {downloads} does not exist. {wanted} into one folder and pass it.")
-    sources = {base: _find(downloads, base + ".zip", base) for base in ARCHIVES}
-    sources["metadata"] = _find(downloads, *METADATA_DOWNLOADS)
+    sources = {base: _find(downloads, (base + ".zip",), False) or _find(downloads, (base,), True) for base in ARCHIVES}
+    sources["metadata"] = _find(downloads, METADATA_DOWNLOADS, False)
     if not any(sources.values()):
         hint = (" There is a dataverse_files.zip: unzip it first (it holds the zips above)."
-                if _find(downloads, "dataverse_files.zip") else "")
+                if _find(downloads, ("dataverse_files.zip",), False) else "")
         raise FileNotFoundError(f"No HAM10000 downloads in {downloads}. {describe_folder(downloads)}\n{wanted}.{hint}")
     s = {"ids": {"image": set(), "mask": set(), "label": set()}, "written": 0, "kept": 0, "conflicts": [],
          "unsafe_members": [], "skipped_members": [], "errors": [],
@@ -585,8 +586,9 @@ def main(argv: list[str] | None = None) -> int:
         elif a.command == "folder":
             out = convert_folder(a.src, a.out, label_map=a.label_map, id_column=a.id_column,
                                  label_column=a.label_column, on_bad_data=a.on_bad_data, overwrite=a.overwrite)
-            print(f"Wrote {len(list((out / 'images').iterdir()))} images of {a.src} in the layout to {out}; check it "
-                  f"with python -m skin_utils.prepare check {out}")
+            record = json.loads((out / CONVERSION_RECORD).read_text())
+            print(f"Wrote {record['counts']['written']} images of {a.src} in the layout to {out}; check it with "
+                  f"python -m skin_utils.prepare check {out}")
         else:
             out = build_shifted_split(a.data_dir, a.out, split_path=a.split_path, split=a.split, seed=a.seed,
                                       kinds=a.kinds, max_per_image=a.max_per_image, overwrite=a.overwrite,

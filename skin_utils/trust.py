@@ -97,7 +97,11 @@ def fit_temperature(logits: Any, labels: Any, bounds: tuple[float, float] = TEMP
     """The T minimising the NLL of ``softmax(logits / T)`` (N, K): a bounded, deterministic search on log T
     (the NLL is convex in 1/T). An optimum on a bound is warned about: labels not matching the logits?"""
     z = as_numpy(logits)
+    if z.ndim != 2 or z.shape[1] < 2 or not len(z) or not np.all(np.isfinite(z)):
+        raise ValueError(f"logits must be finite values of shape (N >= 1, K >= 2); got shape {z.shape}.")
     y = as_labels(labels, z.shape[1])
+    if len(y) != len(z):
+        raise ValueError(f"logits has {len(z)} rows but labels has {len(y)} entries (need one per row).")
 
     def nll(log_t):
         return float(-np.mean(log_softmax(z / math.exp(log_t), axis=1)[np.arange(len(y)), y]))
@@ -304,7 +308,7 @@ def cam_localization_report(rows: Sequence[dict], class_names: Sequence[str] = C
                 "mostly_outside": nanmean((e < MOSTLY_OUTSIDE_BELOW)[scored]), "n_empty_cam": int((~scored).sum())}
 
     table = pd.DataFrame(rows)
-    per_class = {class_names[k]: summary(t) for k, t in table.groupby("label") if 0 <= k < len(class_names)}
+    per_class = {class_names[k]: summary(t) for k, t in table.groupby("label")}  # as_labels checked the range
     outside = [r for r in rows if r["energy_inside"] < MOSTLY_OUTSIDE_BELOW]  # NaN (an all-zero map) is not below
     return {"overall": summary(table), "per_class": per_class, "per_image": rows,
             "mostly_outside": sorted(outside, key=lambda r: r["energy_inside"]), "outside_below": MOSTLY_OUTSIDE_BELOW}

@@ -53,7 +53,7 @@ def test_the_other_jobs_check_their_own_fields():
 
 def test_choices_are_what_the_code_accepts():
     from skin_utils.transforms import build_augmentation
-    from skin_utils.engine import amp_dtype_for, build_optimizer_and_schedule
+    from skin_utils.engine import amp_dtype_for, build_optimizer_and_schedule, selection_metrics
     from skin_utils.losses import build_loss
 
     model = torch.nn.Linear(2, 2)
@@ -65,6 +65,11 @@ def test_choices_are_what_the_code_accepts():
         build_loss([5, 3, 2, 1, 1, 1, 1], class_balance=balance)
     for amp in AMP_CHOICES:
         amp_dtype_for(torch.device("cpu"), amp)
+    # and nothing else, for callers that bypass the configs (fit, Predictor, scripts)
+    for bad in (lambda: amp_dtype_for(torch.device("cpu"), "bf"), lambda: selection_metrics("balanced_acuracy+dice"),
+                lambda: build_augmentation("zoom"), lambda: build_loss([5, 3, 2, 1, 1, 1, 1], class_balance="weighted")):
+        with pytest.raises(ValueError, match="choose one of"):
+            bad()
 
 
 def _cell(name):

@@ -82,6 +82,8 @@ def test_checkpoint_round_trip_gives_identical_predictions(demo, tmp_path):
 def test_weight_average_is_a_moving_average_of_weights_and_batchnorm_statistics():
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     assert weight_average(model, None) is None
+    with pytest.raises(ValueError, match="ema_decay=1.0"):
+        weight_average(model, 1.0)
     ema = weight_average(model, 0.9)
     seen = []
     for _ in range(3):

@@ -1,3 +1,4 @@
+import json
 import numpy as np
 import pandas as pd
 import pytest
@@ -37,6 +38,16 @@ def test_split_is_stored_and_reused_and_remade_for_other_data(synthetic_dir, tmp
     pd.testing.assert_frame_equal(first[again.columns].reset_index(drop=True), again)
     other = load_or_make_split(index, path, seed=1)
     assert not other["split"].equals(first["split"])
+    smaller = index.iloc[:200].copy()
+    smaller.attrs = {**index.attrs, "fingerprint": "000000000000"}
+    remade = load_or_make_split(smaller, path, seed=1)
+    assert set(remade["image_id"]) == set(smaller["image_id"])
+    assert json.loads(path.with_suffix(".json").read_text())["data_fingerprint"] == "000000000000"
+
+
+def test_bad_fractions_are_refused(synthetic_dir):
+    with pytest.raises(ValueError, match="summing to 1"):
+        make_split(load_index(synthetic_dir), (0.5, 0.2, 0.2))
 
 
 def test_groundtruth_only_labels_warn_about_leakage(synthetic_dir):
