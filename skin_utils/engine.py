@@ -207,7 +207,8 @@ def _modes_kept(model):
 def mc_dropout_probs(model, images, n_samples: int = 20, *, seed: int = 0) -> torch.Tensor:
     """Class probabilities float32 (S, N, K) of ``n_samples`` MC dropout passes (Gal & Ghahramani 2016): dropout
     in train mode, BatchNorm in eval, modes restored. ``seed`` repeats the samples without touching the caller's
-    RNG. When every dropout is in the head, the encoder runs once. Functional ``F.dropout`` calls are not found."""
+    RNG. When every dropout is in the head, the network runs once and the head, fed what it read then (the
+    frame's or the lesion's pool), runs ``n_samples`` times. Functional ``F.dropout`` calls are not found."""
     if int(n_samples) < 2:
         raise ValueError(f"n_samples must be an integer >= 2; got {n_samples!r}.")
     drops = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
@@ -215,16 +216,22 @@ def mc_dropout_probs(model, images, n_samples: int = 20, *, seed: int = 0) -> to
         raise ValueError("mc_dropout_probs: the model has no dropout layer with p > 0, so every pass would be "
                          "identical. Build MultiTaskNet with dropout > 0 (0.2 is the default; it is stored in the "
                          "checkpoint's model_config) and train it that way, or use TTA views instead.")
-    head, encoder = getattr(model, "classification_head", None), getattr(model, "encoder", None)
-    head_only = head is not None and encoder is not None and all(any(d is m for m in head.modules()) for d in drops)
+    head = getattr(model, "classification_head", None)
+    head_only = head is not None and all(any(d is m for m in head.modules()) for d in drops)
     devices = [images.device] if images.device.type == "cuda" else []
     with _modes_kept(model), torch.no_grad(), torch.random.fork_rng(devices=devices):
         model.eval()
+        read = []
+        if head_only:  # one pass of the network in eval mode, to catch what the head reads
+            hook = head.register_forward_pre_hook(lambda _, args: read.append(args[0]))
+            try:
+                model(images)
+            finally:
+                hook.remove()
         for d in drops:
             d.train()
         torch.manual_seed(int(seed))
-        features = encoder(images)[-1] if head_only else None
-        return torch.stack([(head(features) if head_only else _class_logits(model(images))).float().softmax(1)
+        return torch.stack([(head(read[0]) if head_only else _class_logits(model(images))).float().softmax(1)
                             for _ in range(int(n_samples))])
 
 

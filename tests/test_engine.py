@@ -487,3 +487,25 @@ def test_predict_leaves_no_feature_hook_behind_when_the_loader_fails():
     with pytest.raises(OSError, match="disk gone"):
         predict(model, broken(), "cpu", progress=False, features=True)
     assert not model.classification_head._forward_pre_hooks
+
+
+def test_mc_dropout_reads_what_the_head_reads_with_lesion_pooling():
+    # with class_pooling="lesion" the head reads the mask-weighted map, not the encoder's last map: near-zero
+    # dropout must give back the plain prediction (the head-only shortcut fed it the unweighted map)
+    class LeftHalfLesion(nn.Module):  # a sharp mask, so that the lesion's pool differs from the frame's
+        def forward(self, x):
+            out = torch.full_like(x[:, :1], -10.0)
+            out[..., : x.shape[-1] // 2] = 10.0
+            return out
+
+    torch.manual_seed(0)
+    model = MultiTaskNet(encoder_weights=None, dropout=1e-6, pooling="lesion").eval()
+    model.segmentation_head = LeftHalfLesion()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        plain = model(x)[1].softmax(1)
+        model.config["pooling"] = "average"
+        frame = model(x)[1].softmax(1)
+        model.config["pooling"] = "lesion"
+    assert (plain - frame).abs().max() > 1e-3  # the test can tell the two pools apart
+    torch.testing.assert_close(mc_dropout_probs(model, x, n_samples=3).mean(0), plain, atol=1e-5, rtol=0)
