@@ -35,7 +35,6 @@ batch_size: int = 16
 threshold: float = 0.5                   # mask probability threshold
 tta: bool = True                         # average each prediction over the 8 flips and turns (8x the compute)
 cam: bool = True                         # Grad-CAM heat map of the predicted class on each overlay
-mc_samples: int = 0                      # Monte-Carlo dropout samples per image; 0: off
 isic: bool = False                       # also write ISIC 2018 submission files: Task 1 masks and the Task 3 CSV (inference/isic/)
 device: str = "auto"                     # "auto", "cpu", "cuda", "cuda:1", ...
 amp: str = "auto"                        # mixed precision: "auto", "bf16", "fp16" or "off"

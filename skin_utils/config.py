@@ -137,11 +137,6 @@ def _fractions(value):
         raise ValueError("expected three numbers >= 0 summing to 1 (train, val, test), e.g. [0.7, 0.15, 0.15]")
 
 
-def _mc_samples(value):
-    if value == 1 or not 0 <= value <= 1000:
-        raise ValueError("expected 0 (Monte-Carlo dropout off) or 2 to 1000 samples")
-
-
 # --------------------------------------------------------------------------------------- the record
 class Config:
     """What every job's dataclass shares: checks on creation, meanings, command line, notebook namespace."""
@@ -341,7 +336,6 @@ class EvaluateConfig(Config):
     tta: bool = True  # average each prediction over the 8 flips and 90-degree turns of the image
     n_examples: int = 4  # best and worst cases shown (and Grad-CAM examples)
     recalibrate: bool = False  # fit temperature and thresholds on the validation split now, into the checkpoint
-    mc_samples: int = 0  # Monte-Carlo dropout samples per image; 0: off
     cam_method: str = "gradcam"  # "gradcam" or "gradcam++"
     cam_max_images: Optional[int] = None  # Grad-CAM check on at most this many images; None: all
     n_bootstrap: int = 1000  # lesion-level bootstrap resamples for the 95% intervals
@@ -354,7 +348,7 @@ class EvaluateConfig(Config):
     NOTEBOOK = "03_evaluate"
     RULES = {
         "split": (*SPLITS, "all"), "label_map": parse_label_map, "batch_size": (1, 4096), "threshold": (0.0, 1.0),
-        "n_examples": (1, 100), "mc_samples": _mc_samples, "cam_method": CAM_METHODS, "cam_max_images": (1, 10**9),
+        "n_examples": (1, 100), "cam_method": CAM_METHODS, "cam_max_images": (1, 10**9),
         "n_bootstrap": (0, 100_000), "bootstrap_seed": SEED, "amp": AMP_CHOICES, "on_bad_data": ON_BAD_DATA,
     }
 
@@ -377,15 +371,13 @@ class InferConfig(Config):
     threshold: float = 0.5  # mask probability threshold
     tta: bool = True  # average each prediction over the 8 flips and turns (8x the compute)
     cam: bool = True  # Grad-CAM heat map of the predicted class on each overlay
-    mc_samples: int = 0  # Monte-Carlo dropout samples per image; 0: off
     isic: bool = False  # also write ISIC 2018 submission files: Task 1 masks and the Task 3 CSV (inference/isic/)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     amp: str = "auto"  # mixed precision: "auto", "bf16", "fp16" or "off"
     reports_dir: str = "reports"  # holds runs/ and the top-level REPORT.md
 
     NOTEBOOK = "04_inference"
-    RULES = {"n_demo_images": (1, 1000), "batch_size": (1, 4096), "threshold": (0.0, 1.0),
-             "mc_samples": _mc_samples, "amp": AMP_CHOICES}
+    RULES = {"n_demo_images": (1, 1000), "batch_size": (1, 4096), "threshold": (0.0, 1.0), "amp": AMP_CHOICES}
 
     def check(self):
         _must_exist(self, "checkpoint", "input_dir")

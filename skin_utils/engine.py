@@ -21,7 +21,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
@@ -204,37 +203,6 @@ def _modes_kept(model):
             m.training = was_training
 
 
-def mc_dropout_probs(model, images, n_samples: int = 20, *, seed: int = 0) -> torch.Tensor:
-    """Class probabilities float32 (S, N, K) of ``n_samples`` MC dropout passes (Gal & Ghahramani 2016): dropout
-    in train mode, BatchNorm in eval, modes restored. ``seed`` repeats the samples without touching the caller's
-    RNG. When every dropout is in the head, the network runs once and the head, fed what it read then (the
-    frame's or the lesion's pool), runs ``n_samples`` times. Functional ``F.dropout`` calls are not found."""
-    if int(n_samples) < 2:
-        raise ValueError(f"n_samples must be an integer >= 2; got {n_samples!r}.")
-    drops = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
-    if not drops:
-        raise ValueError("mc_dropout_probs: the model has no dropout layer with p > 0, so every pass would be "
-                         "identical. Build MultiTaskNet with dropout > 0 (0.2 is the default; it is stored in the "
-                         "checkpoint's model_config) and train it that way, or use TTA views instead.")
-    head = getattr(model, "classification_head", None)
-    head_only = head is not None and all(any(d is m for m in head.modules()) for d in drops)
-    devices = [images.device] if images.device.type == "cuda" else []
-    with _modes_kept(model), torch.no_grad(), torch.random.fork_rng(devices=devices):
-        model.eval()
-        read = []
-        if head_only:  # one pass of the network in eval mode, to catch what the head reads
-            hook = head.register_forward_pre_hook(lambda _, args: read.append(args[0]))
-            try:
-                model(images)
-            finally:
-                hook.remove()
-        for d in drops:
-            d.train()
-        torch.manual_seed(int(seed))
-        return torch.stack([(head(read[0]) if head_only else _class_logits(model(images))).float().softmax(1)
-                            for _ in range(int(n_samples))])
-
-
 def grad_cam(model, images, target=None, *, layer=None, method: str = "gradcam") -> tuple[np.ndarray, np.ndarray]:
     """Class activation maps float32 (N, H, W) in [0, 1] of a normalised batch, and the class each explains
     (``target``: None for the predicted class, one index, or one per image). Grad-CAM (Selvaraju et al. 2017)
@@ -294,17 +262,14 @@ def image_batch(images) -> tuple:
 @torch.inference_mode()
 def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True, normalize=None,
             loss_fn=None, progress: bool = True, desc: str = "predict", tta: bool = False,
-            with_masks: bool = False, return_views: bool = False, mc_samples: int = 0, cam=False,
+            with_masks: bool = False, return_views: bool = False, cam=False,
             cam_method: str = "gradcam", features: bool = False) -> dict:
     """THE prediction loop. Returns ``probs`` (N, K), ``mask_probs`` (N, H, W) float16 at the model's resolution,
     ``labels``, ``rows``; ``with_masks`` adds the true ``masks`` bool, ``loss_fn`` the mean losses (plain pass).
     ``tta`` averages over `tta_views`; ``return_views`` adds ``view_probs`` (S, N, K) and, with ``tta``,
-    ``mask_var`` float16 (per-pixel variance across views). ``mc_samples >= 2`` adds `mc_dropout_probs` as
-    ``mc_probs`` (S, N, K; batch b seeded ``b``). ``cam``: True for the predicted class, or a class
+    ``mask_var`` float16 (per-pixel variance across views). ``cam``: True for the predicted class, or a class
     per image in loader order; adds `grad_cam`'s ``cams`` (N, H, W) float32 and ``cam_classes``. ``features``
     adds ``features`` (N, 512) float32: the encoder's last map, average-pooled (what the classifier reads)."""
-    if mc_samples and (int(mc_samples) != mc_samples or mc_samples < 2):
-        raise ValueError(f"mc_samples must be 0 (off) or an integer >= 2; got {mc_samples!r}.")
     device = torch.device(device)
     model.eval()
     normalize = (normalize or Normalize()).to(device)
@@ -315,7 +280,7 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
     hook = unwrap_model(model).classification_head.register_forward_pre_hook(
         lambda _, args: pooled.append(args[0].float().mean((2, 3)))) if features else None
     try:
-        for b, batch in enumerate(tqdm(loader, desc=desc, disable=not progress, leave=False, mininterval=1.0)):
+        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, mininterval=1.0):
             pooled.clear()
             images, masks, y, r = _to_device(batch, device, normalize, channels_last)
             with autocast(device, amp_dtype):
@@ -331,8 +296,6 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
                     keep["view_probs"].append(vp.float().cpu())
                     if tta:
                         keep["mask_var"].append(vm.float().var(dim=0, unbiased=False).to(torch.float16).cpu())
-                if mc_samples:
-                    keep["mc_probs"].append(mc_dropout_probs(model, images, int(mc_samples), seed=b).cpu())
                 if features:
                     keep["features"].append(pooled[0].cpu())
             if cam is not None and cam is not False:  # outside autocast, as a backward pass wants
@@ -350,7 +313,7 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
     finally:  # a model that raised mid-loop keeps no hook
         if hook is not None:
             hook.remove()
-    out = {k: torch.cat(v, dim=1 if k in ("view_probs", "mc_probs") else 0) for k, v in keep.items() if v}
+    out = {k: torch.cat(v, dim=1 if k == "view_probs" else 0) for k, v in keep.items() if v}
     out = {k: v if k in ("mask_probs", "masks", "mask_var") else v.numpy() for k, v in out.items()}
     if loss_fn is not None:
         out.update(zip(("loss", "seg_loss", "cls_loss"), (sums / max(n_images, 1)).tolist()))

@@ -83,7 +83,6 @@ class Evaluation:
     probs: np.ndarray | None = None
     labels: np.ndarray | None = None
     view_probs: np.ndarray | None = None
-    mc_probs: np.ndarray | None = None
     raw_probs: np.ndarray | None = None
     features: dict | None = None  # the checkpoint's feature_reference, when the familiarity columns were added
 
@@ -101,12 +100,12 @@ class Evaluation:
         take = lambda a, axis=0: None if a is None else a[(slice(None),) * axis + (pos,)]  # noqa: E731
         return replace(self, per_image=self.per_image.iloc[pos], mask_probs=self.mask_probs[torch.as_tensor(pos)],
                        probs=take(self.probs), labels=take(self.labels), view_probs=take(self.view_probs, 1),
-                       mc_probs=take(self.mc_probs, 1), raw_probs=take(self.raw_probs))
+                       raw_probs=take(self.raw_probs))
 
 
 def score_split(model, data, split: str, device, class_names, *, batch_size: int = 32, amp: str = "auto",
                 threshold: float = 0.5, tta: bool = False, progress: bool = True, return_views: bool = False,
-                mc_samples: int = 0, normalization: dict | None = None,
+                normalization: dict | None = None,
                 calibration: StoredCalibration | None = None, features: dict | None = None) -> Evaluation:
     """Score ``split`` ("train", "val", "test" or "all") of a `Data`, each image for what it has (masks at
     the original size; classes over those present). The one rule for class scores: with ``calibration``
@@ -117,7 +116,7 @@ def score_split(model, data, split: str, device, class_names, *, batch_size: int
         raise ValueError(f"split={split!r} is empty or unknown; choose one of {sorted(data.rows)}.")
     pred = predict(model, make_loader(data.dataset(split), batch_size, device), device,
                    amp_dtype=amp_dtype_for(device, amp), progress=progress, desc=f"evaluate {split}", tta=tta,
-                   return_views=return_views, mc_samples=mc_samples, normalize=Normalize.from_config(normalization),
+                   return_views=return_views, normalize=Normalize.from_config(normalization),
                    features=features is not None)
     rows, raw = pred["rows"], pred["probs"]
     probs = raw if calibration is None else calibration.apply(raw)
@@ -151,8 +150,8 @@ def score_split(model, data, split: str, device, class_names, *, batch_size: int
     if features is not None:
         per_image = per_image.assign(**familiarity_columns(pred["features"], features))
     return Evaluation(report, per_image, pred["mask_probs"], threshold, probs=probs, labels=labels,
-                      view_probs=pred.get("view_probs"), mc_probs=pred.get("mc_probs"),
-                      raw_probs=None if calibration is None else raw, features=features)
+                      view_probs=pred.get("view_probs"), raw_probs=None if calibration is None else raw,
+                      features=features)
 
 
 def scores_rule(calibration) -> str:
@@ -346,8 +345,7 @@ def assess_trust(evaluation: Evaluation, calibration: StoredCalibration, class_n
     """Calibration, referral and the melanoma operating point on the images with a diagnosis."""
     labels, cal = evaluation.labels, evaluation.probs
     raw = cal if evaluation.raw_probs is None else evaluation.raw_probs
-    columns = trust_columns(cal, calibration, class_names, evaluation.view_probs, evaluation.mc_probs,
-                            evaluation.per_image.index)
+    columns = trust_columns(cal, calibration, class_names, evaluation.view_probs, evaluation.per_image.index)
 
     def report_of(p):
         per_class = classwise_ece(p, labels, n_bins, reduction="none")
@@ -361,7 +359,7 @@ def assess_trust(evaluation: Evaluation, calibration: StoredCalibration, class_n
     errors = cal.argmax(1) != labels
     signals = columns.join(evaluation.per_image[["feature_distance"]]) if evaluation.features is not None else columns
     curves = {name: risk_coverage_curve(signals[name].to_numpy(), errors)  # feature_distance: how unlike validation
-              for name in ("entropy", "tta_disagreement", "tta_mutual_info", "mc_mutual_info", "feature_distance")
+              for name in ("entropy", "tta_disagreement", "tta_mutual_info", "feature_distance")
               if name in signals}
     stats = ("aurc", "optimal_aurc", "excess_aurc", "error_rate")
     mask_u, seg_loss = evaluation.per_image["mask_uncertainty"].to_numpy(), 1.0 - evaluation.per_image["dice"].to_numpy(float)
@@ -796,7 +794,7 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
     calibration = StoredCalibration.from_checkpoint(ckpt, cfg.tta)
     say(calibration.describe())
     ev = score_split(model, data, cfg.split, device, names, batch_size=cfg.batch_size, amp=cfg.amp, progress=progress,
-                     threshold=cfg.threshold, tta=cfg.tta, return_views=True, mc_samples=cfg.mc_samples,
+                     threshold=cfg.threshold, tta=cfg.tta, return_views=True,
                      normalization=ckpt.normalization, calibration=calibration if "classification" in tasks else None,
                      features=stored_feature_reference(ckpt))
     scored = ev.report["scored"]

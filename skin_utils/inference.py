@@ -49,7 +49,6 @@ class Prediction:
     entropy: float = float("nan")           # normalised predictive entropy of the calibrated probabilities, in [0, 1]
     tta_disagreement: float | None = None   # share of TTA views whose class differs from the consensus (tta only)
     tta_mutual_info: float | None = None    # normalised mutual information across the TTA views (tta only)
-    mc_mutual_info: float | None = None     # the same across Monte-Carlo dropout samples (mc_samples > 0 only)
     mask_uncertainty: float = float("nan")  # mean binary entropy (bits) in the band around the predicted border
     mask_uncertainty_map: np.ndarray | None = None  # per-pixel binary entropy of the mask, model resolution, float16
     feature_distance: float = float("nan")  # how far its features lie from the validation images' (trust)
@@ -62,19 +61,17 @@ class Prediction:
 class Predictor:
     """A trained model ready for new images: ``Predictor("reports/runs/<run>/checkpoints/best.pt")``.
     Images go in at the checkpoint's size and normalization; masks come back at their own size.
-    ``tta``: the 8 symmetries of a square input (4 flips otherwise); ``mc_samples``: MC dropout (0: off);
-    ``cam``: the Grad-CAM of the predicted class. ``self.calibration`` is the checkpoint's for this kind
+    ``tta``: the 8 symmetries of a square input (4 flips otherwise); ``cam``: the Grad-CAM of the predicted class. ``self.calibration`` is the checkpoint's for this kind
     of output (``self.calibration.describe()`` says what is missing: a missing threshold leaves its flag None)."""
 
     def __init__(self, checkpoint, device: str = "auto", amp: str = "auto", threshold: float = 0.5,
-                 tta: bool = False, cam: bool = False, mc_samples: int = 0):
+                 tta: bool = False, cam: bool = False):
         self.device = resolve_device(device)
         self.model, self.checkpoint = load_model(checkpoint, map_location="cpu")
         self.model.to(self.device).to(memory_format=torch.channels_last).eval()
         self.class_names, self.image_size = self.checkpoint.class_names, self.checkpoint.image_size
         self.normalize = Normalize.from_config(self.checkpoint.normalization).to(self.device)
         self.amp_dtype, self.threshold, self.tta, self.cam = amp_dtype_for(self.device, amp), threshold, tta, cam
-        self.mc_samples = mc_samples  # engine.predict checks it
         self.calibration = StoredCalibration.from_checkpoint(self.checkpoint, tta)
         self.features = stored_feature_reference(self.checkpoint)  # familiarity: None without a reference
 
@@ -99,12 +96,12 @@ class Predictor:
                 yield image_batch(torch.stack(images))
 
         out = predict(self.model, feed(), self.device, amp_dtype=self.amp_dtype, normalize=self.normalize,
-                      progress=False, tta=self.tta, return_views=True, mc_samples=self.mc_samples,
+                      progress=False, tta=self.tta, return_views=True,
                       cam=self.cam if cam is None else cam, features=self.features is not None)
         if not items:
             return []
         cal, masks, probs = self.calibration.apply(out["probs"]), out["mask_probs"].float().numpy(), out["probs"]
-        trust = trust_columns(cal, self.calibration, self.class_names, out["view_probs"], out.get("mc_probs")).assign(
+        trust = trust_columns(cal, self.calibration, self.class_names, out["view_probs"]).assign(
             mask_uncertainty=mask_uncertainty_score(list(masks), threshold=self.threshold),
             **({} if self.features is None else familiarity_columns(out["features"], self.features))).astype(object)
         predictions = []
@@ -178,13 +175,13 @@ def load_predictor(source, runs_dir="reports/runs", **kwargs) -> Predictor:
 
 def predictions_table(predictions, overlays=None) -> pd.DataFrame:
     """One row per image, numbers to 4 decimals: the fields of `Prediction` (``p_<class>``, ``p_cal_<class>``; the
-    TTA and MC-dropout columns when made; the flags empty without a threshold) and ``overlay``, its overlay's path."""
+    TTA columns when made; the flags empty without a threshold) and ``overlay``, its overlay's path."""
     table = pd.DataFrame([
         {"image_id": p.image_id, "path": p.path, "pred": p.pred, "prob": p.prob,
          **{f"p_{k}": v for k, v in p.probs.items()}, "lesion_fraction": p.lesion_fraction,
          "prob_calibrated": p.prob_calibrated,
          **{f"p_cal_{k}": v for k, v in p.probs_calibrated.items()}, "entropy": p.entropy,
-         **{k: getattr(p, k) for k in ("tta_disagreement", "tta_mutual_info", "mc_mutual_info")
+         **{k: getattr(p, k) for k in ("tta_disagreement", "tta_mutual_info")
             if getattr(p, k) is not None},
          "mask_uncertainty": p.mask_uncertainty, "feature_distance": p.feature_distance,
          **{k: getattr(p, k) for k in FLAGS}} for p in predictions]).round(4)
@@ -319,8 +316,7 @@ def infer(cfg: InferConfig, progress: bool = True) -> Inferred:
     run, path = run_to_score(cfg.run, cfg.checkpoint and resolve(cfg.checkpoint), resolve(cfg.reports_dir) / "runs")
     out_dir = run.root / "inference"
     folder = resolve(cfg.input_dir) if cfg.input_dir else write_demo_images(out_dir / "demo_input", cfg.n_demo_images)
-    predictor = Predictor(path, device=cfg.device, amp=cfg.amp, threshold=cfg.threshold, tta=cfg.tta, cam=cfg.cam,
-                          mc_samples=cfg.mc_samples)
+    predictor = Predictor(path, device=cfg.device, amp=cfg.amp, threshold=cfg.threshold, tta=cfg.tta, cam=cfg.cam)
     if progress:
         print(f"{folder}: predicting at {predictor.image_size} px on {predictor.device}\n"
               f"{predictor.calibration.describe()}")

@@ -15,7 +15,7 @@ import sys
 from skin_utils.config import InferConfig, resolve
 from skin_utils.inference import load_predictor, save_predictions, summary
 
-OPTIONS = ("run", "batch_size", "threshold", "tta", "cam", "mc_samples", "isic", "device", "amp", "reports_dir")
+OPTIONS = ("run", "batch_size", "threshold", "tta", "cam", "isic", "device", "amp", "reports_dir")
 
 
 def main(argv=None) -> int:
@@ -30,8 +30,7 @@ def main(argv=None) -> int:
         parser.error(f"input {args.input!r}: {source} does not exist; pass a folder of images or an image file.")
     cfg = InferConfig(**{name: getattr(args, name) for name in OPTIONS})
     predictor = load_predictor(cfg.run, resolve(cfg.reports_dir) / "runs", device=cfg.device, amp=cfg.amp,
-                               threshold=cfg.threshold, tta=cfg.tta, cam=cfg.cam and args.overlays,
-                               mc_samples=cfg.mc_samples)
+                               threshold=cfg.threshold, tta=cfg.tta, cam=cfg.cam and args.overlays)
     print(f"{source}: predicting at {predictor.image_size} px on {predictor.device}\n"
           f"{predictor.calibration.describe()}")
     predictions, failures = predictor.predict_folder(source, batch_size=cfg.batch_size)

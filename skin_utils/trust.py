@@ -3,7 +3,7 @@ operating point, heat maps on the lesion, familiarity; and THE post-training ste
 validation split into the checkpoint (`calibrate_checkpoint`; for an older model
 ``python -m skin_utils.trust <run or checkpoint> [--no-tta ...]``).
 
-Passes over the same images (TTA views, MC-dropout samples) are stacked first, (S, N, K); entropies in nats.
+Passes over the same images (TTA views) are stacked first, (S, N, K); entropies in nats.
 ECE (Guo et al. 2017): equal-width bins ``(b / n, (b + 1) / n]``; the class-wise ECE (Kull et al. 2019) sees
 the rare classes a top-label ECE hides.
 """
@@ -128,8 +128,8 @@ def apply_temperature(logits: Any, temperature: float) -> np.ndarray:
 def _samples(sample_probs: Any) -> np.ndarray:
     p = as_numpy(sample_probs)
     if p.ndim != 3 or p.shape[0] == 0:
-        raise ValueError(f"sample_probs must have shape (S, N, K), S >= 1 passes (TTA views or MC-dropout "
-                         f"samples) stacked first; got {p.shape}.")
+        raise ValueError(f"sample_probs must have shape (S, N, K), S >= 1 passes (TTA views) stacked "
+                         f"first; got {p.shape}.")
     as_probabilities(p.reshape(-1, p.shape[-1]), name="sample_probs")
     return p
 
@@ -314,16 +314,13 @@ def cam_localization_report(rows: Sequence[dict], class_names: Sequence[str] = C
             "mostly_outside": sorted(outside, key=lambda r: r["energy_inside"]), "outside_below": MOSTLY_OUTSIDE_BELOW}
 
 
-def trust_columns(probs, calibration: "StoredCalibration", class_names, view_probs=None, mc_probs=None,
-                  index=None) -> pd.DataFrame:
-    """Per image of calibrated ``probs``: ``entropy``, the TTA and MC-dropout columns when given, ``refer`` (entropy
+def trust_columns(probs, calibration: "StoredCalibration", class_names, view_probs=None, index=None) -> pd.DataFrame:
+    """Per image of calibrated ``probs``: ``entropy``, the TTA columns when given, ``refer`` (entropy
     above the referral threshold) and ``mel_flag`` (P(MEL) at or above the operating threshold): NA without one."""
     cols = {"entropy": referral_uncertainty(probs)}
     if view_probs is not None and len(view_probs) > 1:
         cols.update(tta_disagreement=vote_disagreement(view_probs),
                     tta_mutual_info=mutual_information(view_probs, normalize=True))
-    if mc_probs is not None:
-        cols["mc_mutual_info"] = mutual_information(mc_probs, normalize=True)
     names, mel_t, refer_t = list(class_names), calibration.mel_threshold, calibration.referral_threshold
     mel_flag = None if mel_t is None or MELANOMA not in names else as_numpy(probs)[:, names.index(MELANOMA)] >= mel_t
     for name, flag in (("refer", None if refer_t is None else cols["entropy"] > refer_t), ("mel_flag", mel_flag)):

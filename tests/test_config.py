@@ -42,8 +42,8 @@ def test_bad_parameters_are_named(params, message):
 def test_the_other_jobs_check_their_own_fields():
     with pytest.raises(ConfigError, match="split='tset'"):
         EvaluateConfig(split="tset")
-    with pytest.raises(ConfigError, match="mc_samples=1"):
-        InferConfig(mc_samples=1)
+    with pytest.raises(ConfigError, match="n_demo_images=0"):
+        InferConfig(n_demo_images=0)
     with pytest.raises(ConfigError, match="label_map="):
         EvaluateConfig(label_map='{"nevus": "XX"}')
     with pytest.raises(ConfigError, match="'epoch' in fixed.*'epochs'"):

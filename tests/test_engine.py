@@ -1,5 +1,5 @@
 """Training behaviour on the synthetic demo: it learns, it resumes exactly, it stops on NaN; and the
-one prediction loop (predict): TTA views, MC dropout and Grad-CAM on request."""
+one prediction loop (predict): TTA views and Grad-CAM on request."""
 
 import subprocess
 import sys
@@ -15,7 +15,7 @@ from skin_utils import CLASS_NAMES
 from skin_utils.checkpoint import Checkpoint, CheckpointError, TrainingState, load_model
 from skin_utils.transforms import BatchColorJitter, Normalize
 from skin_utils.engine import (NonFiniteLossError, build_optimizer_and_schedule, evaluate, fit, forward_probs,
-                               grad_cam, image_batch, mc_dropout_probs, predict, train_one_epoch, weight_average)
+                               grad_cam, image_batch, predict, train_one_epoch, weight_average)
 from skin_utils.losses import MultiTaskLoss, class_weights_from_counts
 from skin_utils.model import MultiTaskNet
 from skin_utils.data import load_data, train_class_counts, train_val_loaders
@@ -276,7 +276,7 @@ def test_onecycle_schedule_works_for_very_short_runs(steps):
 
 
 # --------------------------------------------------------------------------------------------
-# the prediction loop: per-view outputs, MC dropout and Grad-CAM on request
+# the prediction loop: per-view outputs and Grad-CAM on request
 # --------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -311,30 +311,25 @@ def _batches(n=5, size=32, batch=2, seed=0):
     return out
 
 
-def test_predict_keeps_its_default_and_adds_views_and_mc_dropout_on_request(tiny_model):
+def test_predict_keeps_its_default_and_adds_views_on_request(tiny_model):
     batches = _batches()
     plain = predict(tiny_model, batches, "cpu", progress=False, tta=True)
     assert set(plain) == {"probs", "mask_probs", "labels", "rows"}
-    full = predict(tiny_model, batches, "cpu", progress=False, tta=True, return_views=True, mc_samples=3)
+    full = predict(tiny_model, batches, "cpu", progress=False, tta=True, return_views=True)
     assert np.allclose(full["probs"], plain["probs"]) and torch.equal(full["mask_probs"], plain["mask_probs"])
     assert full["view_probs"].shape == (8, 5, len(CLASS_NAMES))
     assert np.allclose(full["view_probs"].mean(0), full["probs"], atol=1e-5)
     assert full["mask_var"].shape == (5, 32, 32) and float(full["mask_var"].min()) >= 0
-    assert full["mc_probs"].shape == (3, 5, len(CLASS_NAMES))
-    assert np.allclose(full["mc_probs"].sum(-1), 1, atol=1e-5)
-    assert not np.allclose(full["mc_probs"][0], full["mc_probs"][1])  # dropout varies the samples
     no_tta = predict(tiny_model, batches, "cpu", progress=False, return_views=True)
     assert no_tta["view_probs"].shape == (1, 5, len(CLASS_NAMES)) and "mask_var" not in no_tta
-    with pytest.raises(ValueError, match="mc_samples"):
-        predict(tiny_model, batches, "cpu", progress=False, mc_samples=1)
     # features: what the classification head reads, pooled over the map (its linear layer gives the logits)
     feats = predict(tiny_model, batches, "cpu", progress=False, features=True)["features"]
     assert feats.shape == (5, 512)
     head = tiny_model.classification_head[-1]
     logits = head(torch.from_numpy(feats)).softmax(1).detach().numpy()
     assert np.allclose(logits, predict(tiny_model, batches, "cpu", progress=False)["probs"], atol=1e-5)
-    with_tta = predict(tiny_model, batches, "cpu", progress=False, tta=True, mc_samples=2, features=True)
-    assert np.allclose(with_tta["features"], feats, atol=1e-5)  # the plain view's, not another view's or a sample's
+    with_tta = predict(tiny_model, batches, "cpu", progress=False, tta=True, features=True)
+    assert np.allclose(with_tta["features"], feats, atol=1e-5)  # the plain view's, not another view's
 
 def test_predict_gives_the_grad_cam_of_the_predicted_or_a_given_class(tiny_model):
     batches = _batches(n=3, batch=2)
@@ -349,55 +344,6 @@ def test_predict_gives_the_grad_cam_of_the_predicted_or_a_given_class(tiny_model
     alone = predict(tiny_model, [image_batch(batches[0][0])], "cpu", progress=False)
     assert alone["labels"].tolist() == [-1, -1] and alone["rows"].tolist() == [0, 1]
     assert "cams" not in alone
-
-
-# ----------------------------------------------------------------------------- MC dropout
-@pytest.fixture(scope="module")
-def small_net():
-    torch.manual_seed(0)
-    return MultiTaskNet(num_classes=7, encoder_weights=None, dropout=0.5)
-
-
-def _bn_stats(model):
-    return [b.clone() for n, b in model.named_buffers() if "running" in n]
-
-
-def test_mc_dropout_samples_vary_only_dropout(small_net):
-    x = torch.randn(2, 3, 64, 64)
-    small_net.train()  # the caller's mode must come back
-    before = _bn_stats(small_net)
-    rng_before = torch.get_rng_state()
-    s = mc_dropout_probs(small_net, x, n_samples=5, seed=1)
-    assert s.shape == (5, 2, 7) and torch.isfinite(s).all()
-    torch.testing.assert_close(s.sum(-1), torch.ones(5, 2))
-    assert not torch.allclose(s[0], s[1])  # dropout did vary the passes
-    # BatchNorm ran in eval mode: its running statistics did not move
-    for a, b in zip(before, _bn_stats(small_net)):
-        torch.testing.assert_close(a, b)
-    assert all(m.training for m in small_net.modules())
-    assert torch.equal(torch.get_rng_state(), rng_before)  # the caller's random stream is untouched
-    torch.testing.assert_close(mc_dropout_probs(small_net, x, n_samples=5, seed=1), s)
-    # in eval mode with dropout off, the mean of the passes is near the plain prediction
-    small_net.eval()
-    with torch.no_grad():
-        plain = small_net(x)[1].softmax(1)
-    many = mc_dropout_probs(small_net, x, n_samples=200, seed=2).mean(0)
-    assert (many - plain).abs().max() < 0.1
-    assert not small_net.training
-
-
-def test_mc_dropout_whole_model_path_and_no_dropout():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.Flatten(),
-                          nn.LazyLinear(3))
-    x = torch.randn(2, 3, 8, 8)
-    model(x)
-    s = mc_dropout_probs(model.eval(), x, n_samples=4)
-    assert s.shape == (4, 2, 3) and not torch.allclose(s[0], s[1])
-    with pytest.raises(ValueError, match="no dropout"):
-        mc_dropout_probs(MultiTaskNet(encoder_weights=None, dropout=0.0), x, n_samples=4)
-    drops = [m for m in MultiTaskNet(encoder_weights=None).modules() if isinstance(m, nn.Dropout) and m.p > 0]
-    assert len(drops) == 1  # the head's, p = 0.2
 
 
 # ----------------------------------------------------------------------------- Grad-CAM
@@ -487,25 +433,3 @@ def test_predict_leaves_no_feature_hook_behind_when_the_loader_fails():
     with pytest.raises(OSError, match="disk gone"):
         predict(model, broken(), "cpu", progress=False, features=True)
     assert not model.classification_head._forward_pre_hooks
-
-
-def test_mc_dropout_reads_what_the_head_reads_with_lesion_pooling():
-    # with class_pooling="lesion" the head reads the mask-weighted map, not the encoder's last map: near-zero
-    # dropout must give back the plain prediction (the head-only shortcut fed it the unweighted map)
-    class LeftHalfLesion(nn.Module):  # a sharp mask, so that the lesion's pool differs from the frame's
-        def forward(self, x):
-            out = torch.full_like(x[:, :1], -10.0)
-            out[..., : x.shape[-1] // 2] = 10.0
-            return out
-
-    torch.manual_seed(0)
-    model = MultiTaskNet(encoder_weights=None, dropout=1e-6, pooling="lesion").eval()
-    model.segmentation_head = LeftHalfLesion()
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        plain = model(x)[1].softmax(1)
-        model.config["pooling"] = "average"
-        frame = model(x)[1].softmax(1)
-        model.config["pooling"] = "lesion"
-    assert (plain - frame).abs().max() > 1e-3  # the test can tell the two pools apart
-    torch.testing.assert_close(mc_dropout_probs(model, x, n_samples=3).mean(0), plain, atol=1e-5, rtol=0)
