@@ -125,7 +125,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
             mask_logits, class_logits = model(images)
         parts = loss_fn(mask_logits, class_logits, masks, labels)
         loss = parts["loss"]
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), torch.tensor(b, device=device), first_bad)
+        first_bad.masked_fill_((first_bad < 0) & ~torch.isfinite(loss), b)  # a Python number: no copy to the device
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
