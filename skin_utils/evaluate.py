@@ -197,6 +197,12 @@ def _fmt_ci(lo_hi) -> str:
     return f"{lo_hi[0]:.3f}–{lo_hi[1]:.3f}" if lo_hi and all(v is not None and np.isfinite(v) for v in lo_hi) else ""
 
 
+def _readable_intervals(table: pd.DataFrame) -> pd.DataFrame:
+    """``<metric>_ci`` columns ([lo, hi] lists) as "<metric> 95% CI" text, "lo–hi" (empty where undefined)."""
+    cis = [c for c in table if c.endswith("_ci")]
+    return table.assign(**{c: table[c].map(_fmt_ci) for c in cis}).rename(columns={c: f"{c[:-3]} 95% CI" for c in cis})
+
+
 def headline_table(report: dict) -> pd.DataFrame:
     """The headline numbers with their 95% intervals, beside chance and the majority class; "n/a": untrained."""
     base, chance = report.get("majority_baseline") or {}, report.get("chance") or {}
@@ -835,7 +841,7 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
         sections.update(per_class=Section("Per class", text=why), confusion=Section("Confusion matrix", text=why))
     subgroups = subgroup_tables(ev, data.index, names, shown, n_resamples=max(100, cfg.n_bootstrap // 2),
                                 seed=cfg.bootstrap_seed)
-    tables = {f"By {c}": t.set_index(c) for c, t in subgroups.items() if len(t)}
+    tables = {f"By {c}": _readable_intervals(t).set_index(c) for c, t in subgroups.items() if len(t)}
     sections["subgroups"] = Section("Subgroups", tables, text="" if tables else "No subgroup of the metadata (sex, "
                                     "age, body site) has enough lesions here.")
     rank_by = "dice" if "segmentation" in shown else "p_true" if classified else None

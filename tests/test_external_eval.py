@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 import warnings
 
@@ -500,6 +501,15 @@ def test_an_external_evaluation_never_overwrites_the_test_results(evaluated):
     assert (run / "figures" / "evaluate_best_worst.png").is_file()
     report = (run / "REPORT.md").read_text()
     assert "## Evaluation (test split)" in report and report.count("## External evaluation") == 2
+
+
+def test_the_subgroup_tables_give_their_intervals_as_the_headline_does(evaluated):
+    run = evaluated[0]
+    section = (run / "sections" / "03_evaluate.md").read_text()
+    subgroups = section.split("### Subgroups")[1].split("\n### ")[0]
+    assert "By sex" in subgroups and "| dice 95% CI |" in subgroups, subgroups
+    assert "_ci" not in subgroups and "[" not in subgroups and "nan" not in subgroups.lower(), subgroups
+    assert re.search(r"\| \d\.\d{3}–\d\.\d{3} \|", subgroups), subgroups
 
 
 def test_a_masks_only_folder_is_scored_for_segmentation_and_says_classification_is_not(evaluated):
