@@ -283,9 +283,10 @@ def summary(predictions, n_skipped: int, demo: bool = False, skipped_file="infer
                    f"with `{COMMAND} <run or checkpoint>`.")
     elif n:
         out.append(f"{counts['refer']} of {n} should be referred to a dermatologist (uncertainty above the threshold "
-                   f"chosen on validation); {counts['mel_flag']} raise the melanoma flag.")
+                   f"chosen on validation); {counts['mel_flag']} {'raises' if counts['mel_flag'] == 1 else 'raise'} "
+                   "the melanoma flag.")
     if counts["unfamiliar"]:
-        out.append(f"{counts['unfamiliar']} of {n} are unfamiliar: their features lie farther from the validation "
+        out.append(f"{counts['unfamiliar']} of {n} {'is' if counts['unfamiliar'] == 1 else 'are'} unfamiliar: their features lie farther from the validation "
                    "images' than 95% of those do, so the model has seen few images like them and its probabilities "
                    "and flags may not hold (another dermoscope or clinic, or not a dermoscopic image).")
     if n_skipped:
@@ -345,9 +346,10 @@ def infer(cfg: InferConfig, progress: bool = True) -> Inferred:
         "input_dir": str(folder), "n_predicted": len(predictions), "n_skipped": len(failures),
         "single_image_latency_s": latency, "class_counts": dict(Counter(p.pred for p in predictions).most_common()),
         "calibration_used": predictor.calibration.as_dict(), "n_referred": sum(bool(p.refer) for p in predictions),
-        "n_melanoma_flags": sum(bool(p.mel_flag) for p in predictions), "params": cfg.to_dict()})
+        "n_melanoma_flags": sum(bool(p.mel_flag) for p in predictions),
+        "n_unfamiliar": sum(bool(p.unfamiliar) for p in predictions), "params": cfg.to_dict()})
     columns = [c for c in ("image_id", "pred", "prob", "prob_calibrated", "p_cal_MEL", "entropy", "tta_disagreement",
-                           "mask_uncertainty", "refer", "mel_flag") if c in table]
+                           "mask_uncertainty", *FLAGS) if c in table]
     report.write_section(run.root, "04_inference", "Inference", "\n\n".join([
         f"`{path.name}` of run `{run.name}` on `{folder}`: {len(predictions)} images predicted, {len(failures)} "
         "skipped (listed in `inference/skipped.csv`). Predictions: `inference/predictions.csv`; overlays: "

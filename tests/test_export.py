@@ -151,3 +151,8 @@ def test_notebook_inference_writes_the_isic_files_too(run, images, tmp_path):
                       reports_dir=str(tmp_path / "reports"))
     result = infer(cfg, progress=False)
     _check_isic(result.run.root / "inference" / "isic", sorted(folder.iterdir()))
+    # the report's table shows every flag the conclusion counts
+    saved = json.loads((result.run.metrics / "inference.json").read_text())
+    assert saved["n_unfamiliar"] == sum(bool(p.unfamiliar) for p in result.predictions)
+    section = (result.run.root / "sections" / "04_inference.md").read_text()
+    assert result.predictor.features is not None and "| unfamiliar |" in section

@@ -144,6 +144,8 @@ def test_the_summary_counts_classes_uncertain_predictions_flags_and_skipped_file
     assert text.startswith(f"3 image(s) predicted: {counts}.")
     assert "3 of 3 should be referred" in text and "3 raise the melanoma flag" in text   # thresholds of 0
     assert "2 file(s) were skipped" in text and "synthetic demo" in text
+    assert "1 of 1 should be referred" in summary(predictions[:1], 0) and "1 raises the melanoma flag" in summary(
+        predictions[:1], 0)
     bare, _ = Predictor(checkpoint, device="cpu", amp="off").predict_folder(folder, progress=False)
     assert "no referral or melanoma threshold" in summary(bare, 0) and "python -m skin_utils.trust" in summary(bare, 0)
     assert "skipped" not in summary(bare, 0) and summary([], 1).startswith("No image could be predicted.")
@@ -183,7 +185,7 @@ def test_images_unlike_the_validation_ones_are_called_unfamiliar(checkpoint, tmp
     assert "Familiarity:** UNFAMILIAR" in result_markdown(new[0], predictor.calibration)
     table = predictions_table(seen + new)
     assert table["unfamiliar"].dtype == "boolean" and table["unfamiliar"].tail(2).all()
-    assert "2 of 2 are unfamiliar" in summary(new, 0)
+    assert "2 of 2 are unfamiliar" in summary(new, 0) and "1 of 1 is unfamiliar" in summary(new[:1], 0)
     bare, _ = plain.predict_folder(other, progress=False)
     assert bare[0].unfamiliar is None and predictions_table(bare)["unfamiliar"].isna().all()
     assert "unfamiliar" not in summary(bare, 0) and "not calibrated" in result_markdown(bare[0], plain.calibration)
