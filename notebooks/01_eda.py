@@ -145,7 +145,7 @@ Markdown(conclusion)
 # %%
 report.write_section(reports, "01_eda", "Data", f"""
 **{data.name}**: {len(index)} images of {index['lesion_id'].nunique()} lesions, labels from
-`{index.attrs.get('label_source')}`. Always answering **{counts.idxmax()}** scores accuracy
+`{data.describe()['label_file']}`. Always answering **{counts.idxmax()}** scores accuracy
 {majority_share:.3f} (balanced accuracy {1 / (counts > 0).sum():.3f}): the baseline for every accuracy below.
 
 ![classes](figures/eda_class_distribution.png)

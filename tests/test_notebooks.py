@@ -197,6 +197,8 @@ def _check_reports(reports, run, synthetic):
         assert ("synthetic demo data" in report) is synthetic
     report = (reports / "REPORT.md").read_text()
     assert "## Data" in report and report.count("**Conclusion.**") == 4, "each section ends with its conclusion"
+    data_section = report.split("## Data")[1].split("<details>")[0]
+    assert "labels from\n`HAM10000_metadata.csv`" in data_section, data_section
     assert f"](runs/{run.name}/figures/evaluate_confusion_matrix.png)" in report, "figure links point into the run"
     assert (reports / "figures" / "eda_class_distribution.png").stat().st_size > 1000
     for figure in ("train_learning_curves", "evaluate_confusion_matrix", "evaluate_best_worst", "inference_examples"):
