@@ -79,8 +79,7 @@ status
 
 # %%
 table = sweep.gather(cfg.name, cfg.experiments_dir)
-summary = sweep.summarize(table)
-summary
+table
 
 # %% [markdown]
 # ## Every seed, every cell
@@ -127,16 +126,11 @@ Markdown(conclusion + ("\n\nOn the test split:\n" + "\n".join(f"- {line}" for li
 # ## Report
 
 # %%
-summary_table = summary.pivot_table(index=[c for c in summary.columns if c not in
-                                           ("split", "metric", "mean", "sd", "seeds")],
-                                    columns=["split", "metric"], values="mean") if not summary.empty else summary
 report.write_section(folder, "05_experiments", f"Experiment {cfg.name}", f"""
-{len(cells)} cell(s) × {len(cfg.seeds)} seed(s); every run trained with `02_train` ({fixed}) and scored with
-`03_evaluate` on the validation and test splits ({cfg.eval_params}). Table: `{folder.parent / (slug(cfg.name) + '.csv')}`.
+Every run trained with `02_train` and scored with `03_evaluate` on the validation and test splits. Table:
+`{folder.parent / (slug(cfg.name) + '.csv')}`.
 
-Mean over seeds:
-
-{report.markdown_table(summary_table)}
+{sweep.summary_markdown(cfg.name, experiments_dir=cfg.experiments_dir)}
 
 ![every run](figures/experiment_val.png)
 {'![differences](figures/experiment_differences_val.png)' if not diff.empty else ''}

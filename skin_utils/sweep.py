@@ -260,15 +260,6 @@ def gather(name: str, experiments_dir="reports/experiments", root=None, write: b
     return table
 
 
-def summarize(table):
-    """Mean ± sd (and the number of seeds) over seeds for each cell, split and metric (finished runs only)."""
-    done = table[table["status"] == "finished"]
-    params = [c for c in table.columns if c not in
-              {"experiment", "run", "seed", "split", "metric", "value", "ci_low", "ci_high", "status"}]
-    return done.groupby(params + ["split", "metric"], dropna=False, sort=False)["value"].agg(
-        mean="mean", sd="std", seeds="count").reset_index()
-
-
 def compare(name: str, reference: dict, split: str = "val", experiments_dir="reports/experiments", root=None,
             n_resamples: int = 1000):
     """Every other cell against ``reference`` on ``split``: the seed-averaged difference with a paired
@@ -311,7 +302,7 @@ def multitask_verdict(diff) -> list[str]:
             continue
         parts, verdicts = [], set()
         for _, r in rows.iterrows():  # joint - single = -(single - joint)
-            d, lo, hi = -r["difference"], -r["ci_high"], -r["ci_low"]
+            d, lo, hi = 0.0 - r["difference"], 0.0 - r["ci_high"], 0.0 - r["ci_low"]  # 0.0 - 0.0: no "-0.000"
             verdicts.add("helps" if lo > 0 else "hurts" if hi < 0 else "unclear")
             parts.append(f"{r['metric']} joint − {task} only = {d:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}, "
                          f"{int(r['seeds'])} seed(s), {r['split']} split)")
@@ -403,7 +394,6 @@ def main(argv=None) -> int:
     print(status.to_string(index=False))
     table = gather(args.name, args.experiments_dir)
     if not table.empty and (table["status"] == "finished").any():
-        print(summarize(table).to_string(index=False))
         markdown = summary_markdown(args.name, reference, args.experiments_dir)
         print(markdown)
         if args.markdown:
