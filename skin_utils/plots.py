@@ -514,7 +514,7 @@ def plot_feature_distance(distance, reference: Mapping, title: str = "Familiarit
     _require(reference, ("threshold", "median", "quantile"), "plot_feature_distance takes trust.feature_reference's dict")
     d = np.asarray(distance, dtype=float)
     d = d[np.isfinite(d)]
-    fig, [[ax]] = _figure(title, figsize=(7.2, 3.2))
+    fig, [[ax]] = _figure(title, figsize=(9.6, 3.2))
     if not len(d):
         _blank(ax, "no image")
         return fig
@@ -524,7 +524,7 @@ def plot_feature_distance(distance, reference: Mapping, title: str = "Familiarit
     ax.axvline(reference["median"], color="0.35", ls=":", lw=1.5, label="validation median")
     ax.axvline(reference["threshold"], color="0.1", ls="--", lw=1.5,
                label=f"unfamiliar beyond (validation {reference['quantile']:.0%} quantile)")
-    _clean(ax, "y", legend={"fontsize": 8.5}, ylabel="images",
+    _clean(ax, "y", legend={"fontsize": 8.5, "loc": "center left", "bbox_to_anchor": (1.02, 0.5)}, ylabel="images",
            xlabel="feature distance (Mahalanobis, per axis; images beyond the axis at its edge)")
     return fig
 
@@ -565,7 +565,7 @@ def plot_risk_coverage(curves: Mapping, *, title: str | None = None) -> Figure:
     for c in curves.values():
         _require(c, ("coverage", "risk", "optimal_risk", "aurc", "optimal_aurc", "error_rate"), "plot_risk_coverage "
                  "takes the return value of trust.risk_coverage_curve (or a dict of them by name)")
-    fig, [[ax]] = _figure(title, figsize=(6.2, 4.4))
+    fig, [[ax]] = _figure(title, figsize=(8.4, 4.4))
     for name, c in curves.items():
         ax.plot(c["coverage"], c["risk"], lw=1.8, label=f"{name} (AURC {c['aurc']:.3f})")
     c = next(iter(curves.values()))
@@ -574,7 +574,7 @@ def plot_risk_coverage(curves: Mapping, *, title: str | None = None) -> Figure:
     ax.axhline(c["error_rate"], ls=":", color="0.35", lw=1.2, label=f"random referral (AURC {c['error_rate']:.3f})")
     for coverage in (0.9, 0.8, 0.7):
         ax.axvline(coverage, color="0.8", lw=0.8, zorder=0)
-    _clean(ax, legend={"fontsize": 8, "loc": "upper left"}, xlim=(0, 1), ylim=(0, None),
+    _clean(ax, legend={"fontsize": 8, "loc": "center left", "bbox_to_anchor": (1.02, 0.5)}, xlim=(0, 1), ylim=(0, None),
            xlabel="coverage (share of images decided automatically)", ylabel="risk (error rate of those images)")
     return fig
 
