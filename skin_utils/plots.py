@@ -623,6 +623,13 @@ def plot_cam_grid(images, cams, masks=None, pred_masks=None, captions: Sequence[
     for i, ax in enumerate(axes.flat[:n]):
         _draw_cam(ax, images[i], cams[i], *(None if s is None else s[i] for s in (masks, pred_masks, captions)),
                   f"plot_cam_grid image {i}")
+    fig.colorbar(plt.cm.ScalarMappable(cmap=_CAM_CMAP, norm=plt.Normalize(0, 1)), ax=axes, fraction=0.02, pad=0.01,
+                 label="relative evidence")
+    outlines = [(c, w) for m, c, w in ((masks, TRUE_MASK_COLOR, "true"), (pred_masks, PRED_MASK_COLOR, "predicted"))
+                if m is not None]
+    if outlines:
+        fig.legend(handles=[Line2D([], [], color=c, lw=2, label=f"{w} lesion outline") for c, w in outlines],
+                   loc="outside lower center", ncols=len(outlines), fontsize=9, frameon=False)
     return fig
 
 
