@@ -443,7 +443,9 @@ def test_cam_figures():
     assert fig.axes[1].get_title() == "MEL"
     plt.close(fig)
     fig = plot_cam_grid([image] * 3, [cam] * 3, [mask] * 3, ncols=2)
-    assert len(fig.axes) == 4 and not fig.axes[3].axison
+    assert len(fig.axes) == 5 and not fig.axes[3].axison  # 2 x 2 panels and the colour bar
+    assert fig.axes[4].get_ylabel() == "relative evidence"
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["true lesion outline"]  # only the outlines drawn
     plt.close(fig)
     with pytest.raises(ValueError, match="image is"):
         plot_cam_overlay(image, cam, mask[:10])
