@@ -53,7 +53,6 @@ threshold: float = 0.5                   # mask probability threshold
 tta: bool = True                         # average each prediction over the 8 flips and 90-degree turns of the image
 n_examples: int = 4                      # best and worst cases shown (and Grad-CAM examples)
 recalibrate: bool = False                # fit temperature and thresholds on the validation split now, into the checkpoint (for models trained before calibration existed)
-cam_method: str = "gradcam"              # "gradcam" or "gradcam++"
 cam_max_images: Optional[int] = None     # Grad-CAM check on at most this many images of the split; None: all
 n_bootstrap: int = 1000                  # lesion-level bootstrap resamples for the 95% intervals
 bootstrap_seed: int = 0                  # seed of the resampling

@@ -242,7 +242,6 @@ SELECTION_CRITERIA = ("balanced_accuracy+dice", "balanced_accuracy", "dice", "lo
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 ON_BAD_DATA = ("raise", "skip")
 SPLITS = ("train", "val", "test")
-CAM_METHODS = ("gradcam", "gradcam++")
 SEED = (0, 2**32 - 1)
 
 
@@ -336,7 +335,6 @@ class EvaluateConfig(Config):
     tta: bool = True  # average each prediction over the 8 flips and 90-degree turns of the image
     n_examples: int = 4  # best and worst cases shown (and Grad-CAM examples)
     recalibrate: bool = False  # fit temperature and thresholds on the validation split now, into the checkpoint
-    cam_method: str = "gradcam"  # "gradcam" or "gradcam++"
     cam_max_images: Optional[int] = None  # Grad-CAM check on at most this many images; None: all
     n_bootstrap: int = 1000  # lesion-level bootstrap resamples for the 95% intervals
     bootstrap_seed: int = 0  # seed of the resampling
@@ -348,7 +346,7 @@ class EvaluateConfig(Config):
     NOTEBOOK = "03_evaluate"
     RULES = {
         "split": (*SPLITS, "all"), "label_map": parse_label_map, "batch_size": (1, 4096), "threshold": (0.0, 1.0),
-        "n_examples": (1, 100), "cam_method": CAM_METHODS, "cam_max_images": (1, 10**9),
+        "n_examples": (1, 100), "cam_max_images": (1, 10**9),
         "n_bootstrap": (0, 100_000), "bootstrap_seed": SEED, "amp": AMP_CHOICES, "on_bad_data": ON_BAD_DATA,
     }
 

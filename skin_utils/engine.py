@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from skin_utils import distributed
 from skin_utils.budget import format_seconds, seconds_per_batch
 from skin_utils.checkpoint import Checkpoint, CheckpointError, TrainingState, load_weights
-from skin_utils.config import AMP_CHOICES, CAM_METHODS, LR_SCHEDULES, SELECTION_CRITERIA, trained_tasks
+from skin_utils.config import AMP_CHOICES, LR_SCHEDULES, SELECTION_CRITERIA, trained_tasks
 from skin_utils.transforms import Normalize, resolve_normalization
 from skin_utils.metrics import classification_report, segmentation_scores
 
@@ -203,14 +203,15 @@ def _modes_kept(model):
             m.training = was_training
 
 
-def grad_cam(model, images, target=None, *, layer=None, method: str = "gradcam") -> tuple[np.ndarray, np.ndarray]:
+def grad_cam(model, images, target=None, *, layer=None) -> tuple[np.ndarray, np.ndarray]:
     """Class activation maps float32 (N, H, W) in [0, 1] of a normalised batch, and the class each explains
-    (``target``: None for the predicted class, one index, or one per image). Grad-CAM (Selvaraju et al. 2017)
-    weights ``layer``'s activations (default ``model.encoder.layer4``, which the head pools) by the class logit's
-    mean gradient; Grad-CAM++ (Chattopadhay et al. 2018, eq. 19) by each location's positive gradient. Works on
-    inference tensors; modes, hooks and parameter gradients are left as they were."""
-    if method not in CAM_METHODS:
-        raise ValueError(f"method={method!r}: choose one of {CAM_METHODS}.")
+    (``target``: None for the predicted class, one index, or one per image): Grad-CAM computed element-wise
+    (HiResCAM, Draelos & Carin 2020), the class logit's gradient times ``layer``'s activations (default
+    ``model.encoder.layer4``, which the head pools), summed over channels. MultiTaskNet's head is linear in them
+    (lesion pooling's weights are detached), so each location gets its exact share of the logit. Under frame
+    pooling this is Grad-CAM (Selvaraju et al. 2017) itself; with lesion pooling Grad-CAM's spatially averaged
+    gradient would drop the lesion weights. Works on inference tensors; modes, hooks and parameter gradients are
+    left as they were."""
     layer = getattr(getattr(model, "encoder", None), "layer4", None) if layer is None else layer
     if layer is None:
         raise ValueError(f"{type(model).__name__} has no encoder.layer4; pass layer= (the module whose output "
@@ -231,15 +232,7 @@ def grad_cam(model, images, target=None, *, layer=None, method: str = "gradcam")
             if "a" not in store:
                 raise ValueError("the target layer was not run by model(images); pass another layer=.")
             (g,) = torch.autograd.grad(logits.gather(1, classes[:, None]).sum(), store["a"])
-        a, g = store["a"].detach().float(), g.detach().float()
-        if method == "gradcam":
-            weights = g.mean(dim=(2, 3), keepdim=True)
-        else:
-            g2 = g.pow(2)
-            denom = 2 * g2 + a.sum(dim=(2, 3), keepdim=True) * g2 * g
-            alpha = g2 / denom.masked_fill(denom == 0, 1.0)  # 0 where g is 0
-            weights = (alpha * g.clamp_min(0)).sum(dim=(2, 3), keepdim=True)
-        cam = (weights * a).sum(dim=1, keepdim=True).clamp_min(0)
+        cam = (g.detach().float() * store["a"].detach().float()).sum(dim=1, keepdim=True).clamp_min(0)
         cam = F.interpolate(cam, size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
         cam = cam / cam.amax(dim=(1, 2), keepdim=True).clamp_min(torch.finfo(cam.dtype).tiny)  # all 0 stays 0
     finally:
@@ -262,8 +255,7 @@ def image_batch(images) -> tuple:
 @torch.inference_mode()
 def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True, normalize=None,
             loss_fn=None, progress: bool = True, desc: str = "predict", tta: bool = False,
-            with_masks: bool = False, return_views: bool = False, cam=False,
-            cam_method: str = "gradcam", features: bool = False) -> dict:
+            with_masks: bool = False, return_views: bool = False, cam=False, features: bool = False) -> dict:
     """THE prediction loop. Returns ``probs`` (N, K), ``mask_probs`` (N, H, W) float16 at the model's resolution,
     ``labels``, ``rows``; ``with_masks`` adds the true ``masks`` bool, ``loss_fn`` the mean losses (plain pass).
     ``tta`` averages over `tta_views`; ``return_views`` adds ``view_probs`` (S, N, K) and, with ``tta``,
@@ -300,7 +292,7 @@ def predict(model, loader, device, *, amp_dtype=None, channels_last: bool = True
                     keep["features"].append(pooled[0].cpu())
             if cam is not None and cam is not False:  # outside autocast, as a backward pass wants
                 target = p.argmax(1).cpu().numpy() if given is None else given[n_images:n_images + len(y)]
-                cams, classes = grad_cam(model, images, target, method=cam_method)
+                cams, classes = grad_cam(model, images, target)
                 keep["cams"].append(torch.from_numpy(cams))
                 keep["cam_classes"].append(torch.from_numpy(classes))
             n_images += len(y)

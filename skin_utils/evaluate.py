@@ -307,8 +307,7 @@ def choose_cam_examples(per_image: pd.DataFrame, n: int = 4) -> list[int]:
     return picks[:n]
 
 
-def cam_examples(model, data, evaluation: Evaluation, positions, device, *, method: str = "gradcam",
-                 normalization: dict | None = None, energy: dict | None = None, class_names=CLASS_NAMES) -> dict:
+def cam_examples(model, data, evaluation: Evaluation, positions, device, *, normalization: dict | None = None, energy: dict | None = None, class_names=CLASS_NAMES) -> dict:
     """`skin_utils.plots.plot_cam_grid`'s arguments: the Grad-CAM of the class the caption names (the
     table's prediction), with ``energy`` (image_id -> share inside) in the caption."""
     positions = [int(i) for i in positions]
@@ -317,7 +316,7 @@ def cam_examples(model, data, evaluation: Evaluation, positions, device, *, meth
     per_image = evaluation.per_image.reset_index(drop=True).loc[positions]
     batch = torch.from_numpy(np.stack([np.asarray(data.cache.images[int(r)]) for r in per_image["row"]]))
     cams = predict(model, [image_batch(batch.permute(0, 3, 1, 2))], device, progress=False, cam=[
-        list(class_names).index(c) for c in per_image["pred"]], cam_method=method, normalize=Normalize.from_config(normalization))
+        list(class_names).index(c) for c in per_image["pred"]], normalize=Normalize.from_config(normalization))
     images, masks, preds = _at_original_size(data, evaluation, positions)
     captions = []
     for _, row in per_image.iterrows():
@@ -445,7 +444,7 @@ def operating_point_table(op: dict) -> pd.DataFrame:
 
 
 def cam_check(model, data, evaluation: Evaluation, device, class_names, *, batch_size: int = 32,
-              method: str = "gradcam", max_images: int | None = None, normalization: dict | None = None,
+              max_images: int | None = None, normalization: dict | None = None,
               against=("true_mask", "pred_mask"), progress: bool = True) -> dict:
     """`cam_localization_report` of the predicted class's Grad-CAM against the true and the predicted
     mask (``against``: a set without masks is checked against the predicted one only), on the first
@@ -456,13 +455,13 @@ def cam_check(model, data, evaluation: Evaluation, device, class_names, *, batch
         raise ValueError("cam_check: no images to explain.")
     table = evaluation.per_image.iloc[:n]
     loader = make_loader(CachedLesionDataset(data.cache, data.labels, rows[:n]), batch_size, torch.device(device))
-    out = predict(model, loader, device, progress=progress, desc="Grad-CAM", with_masks=True, cam_method=method,
+    out = predict(model, loader, device, progress=progress, desc="Grad-CAM", with_masks=True,
                   cam=table["pred"].map(list(class_names).index).to_numpy(), normalize=Normalize.from_config(normalization))
     masks = {"true_mask": out["masks"], "pred_mask": evaluation.mask_probs[:n].float() >= evaluation.threshold}
     found = {name: cam_localization_report(cam_localization(out["cams"], masks[name].numpy(), out["labels"],
                                                             table["image_id"].tolist(), class_names), class_names)
              for name in against}
-    return {**found, "method": method, "layer": "encoder.layer4",
+    return {**found, "method": "Grad-CAM, element-wise (HiResCAM)", "layer": "encoder.layer4",
             "target": "the evaluation's predicted class (TTA-averaged when it was)",
             "resolution": list(data.image_size), "n_images": n, "n_split": int(len(rows))}
 
@@ -746,7 +745,7 @@ def _trust_sections(trust: Trust, calibration: StoredCalibration, model, data, e
     # a set without masks is checked against the predicted lesion, when the mask head was trained
     checked, against = ((with_both, ("true_mask", "pred_mask")) if len(with_both.per_image) else
                         (labelled, ("pred_mask",)) if segmented else (with_both, ()))
-    kw = dict(method=cfg.cam_method, normalization=ckpt.normalization)
+    kw = dict(normalization=ckpt.normalization)
     cam = energy = None
     if against:
         cam = cam_check(model, data, checked, device, names, batch_size=cfg.batch_size, against=against,
@@ -756,9 +755,10 @@ def _trust_sections(trust: Trust, calibration: StoredCalibration, model, data, e
             energy = dict(zip(cols["image_id"], cols["cam_energy_true"]))
     picks = choose_cam_examples(labelled.per_image, cfg.n_examples)
     fig = plots.plot_cam_grid(**cam_examples(model, data, labelled, picks, device, energy=energy, class_names=names,
-                                             **kw), title=f"Grad-CAM ({cfg.cam_method}) · {title}")
+                                             **kw), title=f"Grad-CAM · {title}")
     sections["grad_cam"] = Section(TRUST_TITLES["grad_cam"], figures=[figure(fig, "cam_examples")], text=(
-        f"Grad-CAM ({cfg.cam_method}, encoder.layer4) of the predicted class, at the model's resolution "
+        "Grad-CAM of the predicted class at encoder.layer4, element-wise (HiResCAM: each location's exact share of "
+        f"the class logit, with lesion pooling's weights), at the model's resolution "
         f"({ckpt.image_size[0]}x{ckpt.image_size[1]} px)."))
     if cam is None:
         sections["cam_check"] = Section(TRUST_TITLES["cam_check"], text="No image has both a diagnosis and a mask, "

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from skin_utils import CLASS_NAMES
@@ -17,7 +18,7 @@ from skin_utils.transforms import BatchColorJitter, Normalize
 from skin_utils.engine import (NonFiniteLossError, build_optimizer_and_schedule, evaluate, fit, forward_probs,
                                grad_cam, image_batch, predict, train_one_epoch, weight_average)
 from skin_utils.losses import MultiTaskLoss, class_weights_from_counts
-from skin_utils.model import MultiTaskNet
+from skin_utils.model import MultiTaskNet, lesion_weighted
 from skin_utils.data import load_data, train_class_counts, train_val_loaders
 
 
@@ -335,10 +336,10 @@ def test_predict_gives_the_grad_cam_of_the_predicted_or_a_given_class(tiny_model
     batches = _batches(n=3, batch=2)
     out = predict(tiny_model, batches, "cpu", progress=False, tta=True, cam=True)
     assert out["cams"].shape == (3, 32, 32) and out["cam_classes"].tolist() == out["probs"].argmax(1).tolist()
-    given = predict(tiny_model, batches, "cpu", progress=False, cam=[6, 5, 4], cam_method="gradcam++")
+    given = predict(tiny_model, batches, "cpu", progress=False, cam=[6, 5, 4])
     assert given["cam_classes"].tolist() == [6, 5, 4]
     x = Normalize()(torch.cat([b[0] for b in batches]))
-    expected, _ = grad_cam(tiny_model, x, target=[6, 5, 4], method="gradcam++")
+    expected, _ = grad_cam(tiny_model, x, target=[6, 5, 4])
     np.testing.assert_allclose(given["cams"], expected, atol=1e-5)
     # a batch from images alone: labels -1, no masks
     alone = predict(tiny_model, [image_batch(batches[0][0])], "cpu", progress=False)
@@ -384,14 +385,13 @@ def net():
     return MultiTaskNet(num_classes=7, encoder_weights=None)
 
 
-@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
-def test_grad_cam_on_multitasknet(net, method):
+def test_grad_cam_on_multitasknet(net):
     net.train()
     x = torch.randn(2, 3, 64, 64)
     running = net.encoder.stem[1].running_mean.clone()
     with torch.inference_mode():  # as inference code calls it
         x_inf = x.clone()
-    cams, classes = grad_cam(net, x_inf, method=method)
+    cams, classes = grad_cam(net, x_inf)
     assert cams.shape == (2, 64, 64) and cams.dtype == np.float32
     assert np.isfinite(cams).all() and cams.min() >= 0 and cams.max() <= 1
     assert classes.shape == (2,) and ((0 <= classes) & (classes < 7)).all()
@@ -402,17 +402,45 @@ def test_grad_cam_on_multitasknet(net, method):
     torch.testing.assert_close(net.encoder.stem[1].running_mean, running)
     # eval mode stays eval mode; the explained class is the eval-mode prediction
     net.eval()
-    cams2, classes2 = grad_cam(net, x, method=method)
+    cams2, classes2 = grad_cam(net, x)
     assert not net.training
     with torch.no_grad():
         np.testing.assert_array_equal(classes2, net(x)[1].argmax(1).numpy())
     np.testing.assert_allclose(cams2, cams, atol=1e-5)
 
 
+def _cam_of(contribution, size):
+    cam = F.interpolate(contribution.clamp_min(0)[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return (cam / cam.amax(dim=(1, 2), keepdim=True)).numpy()
+
+
+@pytest.mark.parametrize("pooling", ["average", "lesion"])
+def test_grad_cam_gives_each_location_its_exact_share_of_the_logit(pooling):
+    """The head is linear in layer4's activations: the map is sum_k W_ck A_k(x, y) w(x, y) / sum(w), with w the
+    lesion pooling's weights (1 for frame pooling). Grad-CAM's averaged gradient drops w: with lesion pooling its
+    map spread over the frame (the lesion-pooled models' heat was understated)."""
+    class LeftHalfLesion(nn.Module):  # a sharp mask: the lesion's pool differs from the frame's
+        def forward(self, x):
+            out = torch.full_like(x[:, :1], -10.0)
+            out[..., : x.shape[-1] // 2] = 10.0
+            return out
+
+    torch.manual_seed(0)
+    model = MultiTaskNet(encoder_weights=None, pooling=pooling).eval()
+    model.segmentation_head = LeftHalfLesion()
+    x = torch.randn(2, 3, 64, 64)
+    cams, classes = grad_cam(model, x)
+    with torch.no_grad():
+        features = model.encoder(x)[-1]
+        mask_logits = model.segmentation_head(model.decoder(model.encoder(x), out_size=x.shape[-2:]))
+        weighted = features if pooling == "average" else lesion_weighted(features, mask_logits)
+        w_c = model.classification_head[-1].weight[torch.as_tensor(classes)]  # (N, C)
+        exact = torch.einsum("nc,nchw->nhw", w_c, weighted)
+    np.testing.assert_allclose(cams, _cam_of(exact, (64, 64)), atol=1e-4)
+
+
 def test_grad_cam_errors(net):
     x = torch.randn(1, 3, 64, 64)
-    with pytest.raises(ValueError, match="method"):
-        grad_cam(net, x, method="scorecam")
     with pytest.raises(ValueError, match="target"):
         grad_cam(net, x, target=[0, 1])
     with pytest.raises(ValueError, match="layer"):
