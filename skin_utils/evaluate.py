@@ -307,7 +307,8 @@ def choose_cam_examples(per_image: pd.DataFrame, n: int = 4) -> list[int]:
     return picks[:n]
 
 
-def cam_examples(model, data, evaluation: Evaluation, positions, device, *, normalization: dict | None = None, energy: dict | None = None, class_names=CLASS_NAMES) -> dict:
+def cam_examples(model, data, evaluation: Evaluation, positions, device, *, normalization: dict | None = None,
+                 energy: dict | None = None, class_names=CLASS_NAMES) -> dict:
     """`skin_utils.plots.plot_cam_grid`'s arguments: the Grad-CAM of the class the caption names (the
     table's prediction), with ``energy`` (image_id -> share inside) in the caption."""
     positions = [int(i) for i in positions]
@@ -745,7 +746,7 @@ def _trust_sections(trust: Trust, calibration: StoredCalibration, model, data, e
     # a set without masks is checked against the predicted lesion, when the mask head was trained
     checked, against = ((with_both, ("true_mask", "pred_mask")) if len(with_both.per_image) else
                         (labelled, ("pred_mask",)) if segmented else (with_both, ()))
-    kw = dict(normalization=ckpt.normalization)
+    kw = {"normalization": ckpt.normalization}
     cam = energy = None
     if against:
         cam = cam_check(model, data, checked, device, names, batch_size=cfg.batch_size, against=against,

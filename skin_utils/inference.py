@@ -61,8 +61,8 @@ class Prediction:
 class Predictor:
     """A trained model ready for new images: ``Predictor("reports/runs/<run>/checkpoints/best.pt")``.
     Images go in at the checkpoint's size and normalization; masks come back at their own size.
-    ``tta``: the 8 symmetries of a square input (4 flips otherwise); ``cam``: the Grad-CAM of the predicted class. ``self.calibration`` is the checkpoint's for this kind
-    of output (``self.calibration.describe()`` says what is missing: a missing threshold leaves its flag None)."""
+    ``tta``: the 8 symmetries of a square input (4 flips otherwise); ``cam``: the Grad-CAM of the predicted
+    class. ``self.calibration`` is the checkpoint's for this kind of output (``self.calibration.describe()`` says what is missing: a missing threshold leaves its flag None)."""
 
     def __init__(self, checkpoint, device: str = "auto", amp: str = "auto", threshold: float = 0.5,
                  tta: bool = False, cam: bool = False):
@@ -286,9 +286,10 @@ def summary(predictions, n_skipped: int, demo: bool = False, skipped_file="infer
                    f"chosen on validation); {counts['mel_flag']} {'raises' if counts['mel_flag'] == 1 else 'raise'} "
                    "the melanoma flag.")
     if counts["unfamiliar"]:
-        out.append(f"{counts['unfamiliar']} of {n} {'is' if counts['unfamiliar'] == 1 else 'are'} unfamiliar: their features lie farther from the validation "
-                   "images' than 95% of those do, so the model has seen few images like them and its probabilities "
-                   "and flags may not hold (another dermoscope or clinic, or not a dermoscopic image).")
+        out.append(f"{counts['unfamiliar']} of {n} {'is' if counts['unfamiliar'] == 1 else 'are'} unfamiliar: their "
+                   "features lie farther from the validation images' than 95% of those do, so the model has seen few "
+                   "images like them and its probabilities and flags may not hold (another dermoscope or clinic, or "
+                   "not a dermoscopic image).")
     if n_skipped:
         out.append(f"{n_skipped} file(s) were skipped, with the reason, in `{skipped_file}`.")
     return " ".join(out + (["The input was new synthetic demo images."] if demo else []))

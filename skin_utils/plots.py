@@ -34,6 +34,7 @@ CLASS_COLORS = {"MEL": "#D55E00", "NV": "#0072B2", "BCC": "#E69F00", "AKIEC": "#
 TRUE_MASK_COLOR, PRED_MASK_COLOR = "#00C800", "#FF00FF"  # green / magenta: a colour-blind safe pair
 CORRECT_COLOR, WRONG_COLOR = "#1A7F37", "#C62828"  # captions of right / wrong predictions (with ✓ / ✗)
 _SPLIT_COLORS = {"train": "0.3", "val": "0.6", "test": "0.85"}  # neutral: a split never looks like a class
+_BESIDE = {"loc": "center left", "bbox_to_anchor": (1.02, 0.5)}  # a legend to the right of the axes, off the data
 _CAM_CMAP = "inferno"  # perceptually uniform, dark = no evidence
 
 
@@ -96,6 +97,13 @@ def _clean(ax, grid: str | None = None, title: str | None = None, legend: dict |
         ax.set_title(title, fontsize=10)
     if legend is not None:
         ax.legend(frameon=False, **legend)
+
+
+def _outline_legend(fig, outlines) -> None:
+    """Under the figure, what each drawn lesion outline is (``outlines``: (colour, "true"/"predicted") pairs)."""
+    if outlines:
+        fig.legend(handles=[Line2D([], [], color=c, lw=2, label=f"{what} lesion outline") for c, what in outlines],
+                   loc="outside lower center", ncols=len(outlines), fontsize=9, frameon=False)
 
 
 def _class_ticks(ticklabels, names: Sequence[str]) -> None:
@@ -481,8 +489,7 @@ def plot_cases(images, true_masks, pred_masks, true_labels, pred_labels, pred_pr
         row[0].set_xlabel(text, fontsize=9, color=color, fontweight="normal" if truth is None else "bold")
         if row_titles is not None:
             row[0].set_ylabel(str(row_titles[i]), fontsize=8.5)
-    fig.legend(handles=[Line2D([], [], color=c, lw=2, label=f"{what} lesion outline") for c, what in outlines],
-               loc="outside lower center", ncols=len(outlines), fontsize=9, frameon=False)
+    _outline_legend(fig, outlines)
     return fig
 
 
@@ -524,7 +531,7 @@ def plot_feature_distance(distance, reference: Mapping, title: str = "Familiarit
     ax.axvline(reference["median"], color="0.35", ls=":", lw=1.5, label="validation median")
     ax.axvline(reference["threshold"], color="0.1", ls="--", lw=1.5,
                label=f"unfamiliar beyond (validation {reference['quantile']:.0%} quantile)")
-    _clean(ax, "y", legend={"fontsize": 8.5, "loc": "center left", "bbox_to_anchor": (1.02, 0.5)}, ylabel="images",
+    _clean(ax, "y", legend={"fontsize": 8.5, **_BESIDE}, ylabel="images",
            xlabel="feature distance (Mahalanobis, per axis; images beyond the axis at its edge)")
     return fig
 
@@ -574,7 +581,7 @@ def plot_risk_coverage(curves: Mapping, *, title: str | None = None) -> Figure:
     ax.axhline(c["error_rate"], ls=":", color="0.35", lw=1.2, label=f"random referral (AURC {c['error_rate']:.3f})")
     for coverage in (0.9, 0.8, 0.7):
         ax.axvline(coverage, color="0.8", lw=0.8, zorder=0)
-    _clean(ax, legend={"fontsize": 8, "loc": "center left", "bbox_to_anchor": (1.02, 0.5)}, xlim=(0, 1), ylim=(0, None),
+    _clean(ax, legend={"fontsize": 8, **_BESIDE}, xlim=(0, 1), ylim=(0, None),
            xlabel="coverage (share of images decided automatically)", ylabel="risk (error rate of those images)")
     return fig
 
@@ -625,11 +632,8 @@ def plot_cam_grid(images, cams, masks=None, pred_masks=None, captions: Sequence[
                   f"plot_cam_grid image {i}")
     fig.colorbar(plt.cm.ScalarMappable(cmap=_CAM_CMAP, norm=plt.Normalize(0, 1)), ax=axes, fraction=0.02, pad=0.01,
                  label="relative evidence")
-    outlines = [(c, w) for m, c, w in ((masks, TRUE_MASK_COLOR, "true"), (pred_masks, PRED_MASK_COLOR, "predicted"))
-                if m is not None]
-    if outlines:
-        fig.legend(handles=[Line2D([], [], color=c, lw=2, label=f"{w} lesion outline") for c, w in outlines],
-                   loc="outside lower center", ncols=len(outlines), fontsize=9, frameon=False)
+    _outline_legend(fig, [(c, w) for m, c, w in ((masks, TRUE_MASK_COLOR, "true"),
+                                                  (pred_masks, PRED_MASK_COLOR, "predicted")) if m is not None])
     return fig
 
 

@@ -409,16 +409,10 @@ def test_grad_cam_on_multitasknet(net):
     np.testing.assert_allclose(cams2, cams, atol=1e-5)
 
 
-def _cam_of(contribution, size):
-    cam = F.interpolate(contribution.clamp_min(0)[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    return (cam / cam.amax(dim=(1, 2), keepdim=True)).numpy()
-
-
-@pytest.mark.parametrize("pooling", ["average", "lesion"])
-def test_grad_cam_gives_each_location_its_exact_share_of_the_logit(pooling):
-    """The head is linear in layer4's activations: the map is sum_k W_ck A_k(x, y) w(x, y) / sum(w), with w the
-    lesion pooling's weights (1 for frame pooling). Grad-CAM's averaged gradient drops w: with lesion pooling its
-    map spread over the frame (the lesion-pooled models' heat was understated)."""
+def test_grad_cam_gives_each_location_its_exact_share_of_the_logit_with_lesion_pooling():
+    """The head is linear in layer4's activations: the map is ReLU(sum_k W_ck A_k(x, y) w(x, y)), w the lesion
+    pooling's detached weights (frame pooling, w = 1: the known answer above). Grad-CAM's averaged gradient
+    dropped w, so a lesion-pooled model's heat spread over the frame."""
     class LeftHalfLesion(nn.Module):  # a sharp mask: the lesion's pool differs from the frame's
         def forward(self, x):
             out = torch.full_like(x[:, :1], -10.0)
@@ -426,17 +420,16 @@ def test_grad_cam_gives_each_location_its_exact_share_of_the_logit(pooling):
             return out
 
     torch.manual_seed(0)
-    model = MultiTaskNet(encoder_weights=None, pooling=pooling).eval()
+    model = MultiTaskNet(encoder_weights=None, pooling="lesion").eval()
     model.segmentation_head = LeftHalfLesion()
     x = torch.randn(2, 3, 64, 64)
     cams, classes = grad_cam(model, x)
     with torch.no_grad():
-        features = model.encoder(x)[-1]
-        mask_logits = model.segmentation_head(model.decoder(model.encoder(x), out_size=x.shape[-2:]))
-        weighted = features if pooling == "average" else lesion_weighted(features, mask_logits)
-        w_c = model.classification_head[-1].weight[torch.as_tensor(classes)]  # (N, C)
-        exact = torch.einsum("nc,nchw->nhw", w_c, weighted)
-    np.testing.assert_allclose(cams, _cam_of(exact, (64, 64)), atol=1e-4)
+        features = model.encoder(x)
+        weighted = lesion_weighted(features[-1], model.segmentation_head(model.decoder(features, out_size=(64, 64))))
+        exact = torch.einsum("nc,nchw->nhw", model.classification_head[-1].weight[torch.as_tensor(classes)], weighted)
+    exact = F.interpolate(exact.clamp_min(0)[:, None], size=(64, 64), mode="bilinear", align_corners=False)[:, 0]
+    np.testing.assert_allclose(cams, (exact / exact.amax(dim=(1, 2), keepdim=True)).numpy(), atol=1e-4)
 
 
 def test_grad_cam_errors(net):
