@@ -45,6 +45,19 @@ def test_split_is_stored_and_reused_and_remade_for_other_data(synthetic_dir, tmp
     assert json.loads(path.with_suffix(".json").read_text())["data_fingerprint"] == "000000000000"
 
 
+def test_a_stored_split_is_remade_when_the_lesion_ids_change(synthetic_dir, tmp_path):
+    # the fingerprint does not see lesion ids: labels handed over without them, then given them (as the leakage
+    # warning asks), must not reuse the split by image, which puts images of one lesion in several splits
+    index = load_index(synthetic_dir)
+    by_image = index.assign(lesion_id=index["image_id"])
+    by_image.attrs = dict(index.attrs)
+    path = tmp_path / "split.csv"
+    load_or_make_split(by_image, path)
+    split = load_or_make_split(index, path)
+    assert split["lesion_id"].tolist() == index["lesion_id"].tolist()
+    _check_no_leak(split)
+
+
 def test_bad_fractions_are_refused(synthetic_dir):
     with pytest.raises(ValueError, match="summing to 1"):
         make_split(load_index(synthetic_dir), (0.5, 0.2, 0.2))
