@@ -161,11 +161,13 @@ class ArrayCache:
 def build_cache(index: pd.DataFrame, image_size, cache_dir=None, num_threads: int | None = None,
                 progress: bool = True) -> ArrayCache:
     """The cache of ``index`` at ``image_size`` in ``cache_dir/<key>`` (the key hashes the cache version, the data
-    fingerprint, (H, W) and the image ids), built if needed on a few threads into a temporary folder renamed into
-    place. N x H x W x 4 bytes: 8,512 images at 128 px take 558 MB."""
+    fingerprint, (H, W), and each image's and mask's path and modification time: the fingerprint sees file sizes,
+    and an edited BMP or TIFF keeps its size), built if needed on a few threads into a temporary folder renamed
+    into place. N x H x W x 4 bytes: 8,512 images at 128 px take 558 MB."""
     hw = as_hw(image_size)
     key = hashlib.sha256(f"v{CACHE_VERSION}|{index.attrs.get('fingerprint', '')}|{hw[0]}x{hw[1]}|".encode())
-    key.update("\n".join(index["image_id"]).encode())
+    for files in zip(index["image_path"], index["mask_path"]):
+        key.update("".join(f"{f}\t{os.stat(f).st_mtime_ns}\n" for f in files if pd.notna(f)).encode())
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     final = root / key.hexdigest()[:16]
     if (final / "info.json").is_file():

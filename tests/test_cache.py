@@ -27,6 +27,27 @@ def test_cache_matches_direct_decoding_and_is_reused(synthetic_dir, tmp_path):
     assert not list(tmp_path.glob(".building-*"))
 
 
+def test_an_edited_image_of_the_same_file_size_gets_a_new_cache_entry(synthetic_dir, tmp_path):
+    # an uncompressed BMP keeps its size when its pixels change (a hair-removed copy, a colour correction): the
+    # fingerprint (ids, labels, file sizes) cannot tell, the cached pixels must
+    from PIL import Image
+    folder = tmp_path / "bmp"
+    (folder / "images").mkdir(parents=True)
+    index = load_index(synthetic_dir).iloc[:4].copy()
+    paths = [folder / "images" / f"{i}.bmp" for i in index["image_id"]]
+    for source, path in zip(index["image_path"], paths):
+        Image.open(source).save(path)
+    index["image_path"] = [str(p) for p in paths]
+    index.attrs = {"fingerprint": "000000000000"}
+    first = build_cache(index, 32, cache_dir=tmp_path / "cache", progress=False)
+    size = paths[0].stat().st_size
+    Image.fromarray(255 - read_image(paths[0])).save(paths[0])
+    assert paths[0].stat().st_size == size
+    edited = build_cache(index, 32, cache_dir=tmp_path / "cache", progress=False)
+    assert edited.path != first.path
+    assert np.array_equal(edited.images[0], resize_pair(read_image(paths[0]), None, 32)[0])
+
+
 def test_resize_pair_takes_height_width_and_cuts_the_smoothed_mask_at_half_range():
     image = np.zeros((30, 40, 3), np.uint8)
     mask = np.zeros((30, 40), np.uint8)
