@@ -112,9 +112,12 @@ plots.publish(fig, figures / "eda_metadata.png")
 
 # %%
 areas, area_labels = lesion_area_fractions(index, max_images=max_mask_images, seed=seed)
-fig = plots.plot_mask_area(areas, area_labels, title=f"Lesion share of the image · {data.name}")
-plots.publish(fig, figures / "eda_mask_area.png")
-print(f"median lesion share {np.median(areas):.2f} over {len(areas)} masks")
+if len(areas):
+    fig = plots.plot_mask_area(areas, area_labels, title=f"Lesion share of the image · {data.name}")
+    plots.publish(fig, figures / "eda_mask_area.png")
+    print(f"median lesion share {np.median(areas):.2f} over {len(areas)} masks")
+else:
+    print("This data set has no masks: there are no lesion sizes to show.")
 
 # %% [markdown]
 # ## What each diagnosis looks like (expert mask in green)

@@ -388,8 +388,9 @@ def _sample(index: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 def lesion_area_fractions(index: pd.DataFrame, max_images: int | None = 3000,
                           seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Lesion pixels / image pixels of (at most ``max_images``) images, with their labels."""
-    part = _sample(index, max_images or len(index), seed)
+    """Lesion pixels / image pixels of (at most ``max_images``) images with a mask, with their labels; empty
+    arrays for a folder without masks."""
+    part = _sample(index[index["mask_path"].notna()], max_images or len(index), seed)
     with ThreadPoolExecutor(4) as pool:
         areas = list(pool.map(lambda p: float(read_mask(p).mean()), part["mask_path"]))
     return np.asarray(areas), part["label"].to_numpy()

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from skin_utils import prepare
-from skin_utils.data import build_cache, load_data, resize_pair
+from skin_utils.data import build_cache, lesion_area_fractions, load_data, resize_pair
 from skin_utils.labels import CLASS_NAMES, SYNONYMS, map_labels, normalise_name, parse_label_map
 from skin_utils.layout import (DataLayoutError, DataQualityWarning, DataValidationError, LesionLeakageWarning,
                                clean_image_id, load_index, read_image, read_mask, validate_dataset)
@@ -150,6 +150,8 @@ def test_labels_only_with_other_column_names_and_extensions_in_ids(tmp_path):
     assert data.has_labels and not data.has_masks
     assert data.cache.masks.shape == (6, 24, 24) and not data.cache.masks.any()  # no mask: all zeros
     assert data.cache.images.reshape(6, -1).std(axis=1).min() > 10  # the images themselves are there
+    areas, labels = lesion_area_fractions(df)  # 01_eda's lesion sizes: none here, not a crash
+    assert areas.shape == labels.shape == (0,)
 
 
 def test_neither_labels_nor_masks_points_to_inference(tmp_path):
