@@ -49,6 +49,9 @@ MAX_LISTED_PER_KIND = 20
 ID_COLUMNS = ("image_id", "image", "isic_id", "image_name", "img_id", "image_file", "filename", "file_name", "file",
               "id", "name")
 DX_COLUMNS = ("dx", "diagnosis", "diagnostic", "label", "class", "class_name", "target")
+#: One-hot tables whose all-zero row is a class of its own: ISIC 2017 task 3 (neither melanoma nor seborrheic
+#: keratosis is a nevus).
+ONEHOT_REST = {("melanoma", "seborrheic keratosis"): "NV"}
 OTHER_COLUMNS = {"lesion_id": ("lesion_id", "lesion"), "age": ("age", "age_approx"), "sex": ("sex", "gender"),
                  "localization": ("localization", "anatom_site_general", "anatom_site_general_challenge",
                                   "anatom_site", "location", "region", "site")}
@@ -567,6 +570,7 @@ def read_labels(path: Path, images: set[str], report: DataReport, id_column: str
     rest = [c for c in cols if c not in (id_col, dx_col, *onehot)]
     others = {k: _column(rest, None, names) for k, names in OTHER_COLUMNS.items()}
     values = df[onehot].apply(pd.to_numeric, errors="coerce").to_numpy(float) if onehot else None
+    rest = ONEHOT_REST.get(tuple(sorted(map(normalise_name, onehot))))
     rows: dict[str, dict] = {}
     for k, r in enumerate(df.to_dict("records")):
         written = clean_image_id(r[id_col])
@@ -576,6 +580,8 @@ def read_labels(path: Path, images: set[str], report: DataReport, id_column: str
         name = r[dx_col] if dx_col else None
         if onehot and np.isin(values[k], (0.0, 1.0)).all() and values[k].sum() == 1.0:
             name = onehot[int(np.argmax(values[k]))].upper()
+        elif rest and (values[k] == 0.0).all():
+            name = rest
         elif onehot and image_id in images:
             shown = ", ".join(f"{c.upper()}={'?' if np.isnan(v) else f'{v:g}'}" for c, v in zip(onehot, values[k]))
             report.problems.append(Problem("bad_label", str(path), f"{image_id}: row is not exactly one-hot ({shown})",

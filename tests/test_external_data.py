@@ -1,7 +1,7 @@
 """Data sets that are not in the one layout (issue 9), converted by skin_utils.prepare.convert_folder
 (load_data does it by itself, once): masks only, labels only, neither, other label files, column
 names and diagnosis names (label_map, synonyms), masks named _lesion/_mask in bmp/jpg of other
-sizes, the official part folders, one-hot ground truth (ISIC 2018 and 2019), and large images cached
+sizes, the official part folders, one-hot ground truth (ISIC 2017, 2018 and 2019), and large images cached
 without holding them at full size."""
 
 from __future__ import annotations
@@ -293,6 +293,18 @@ def test_isic2019_one_hot_with_extra_columns(tmp_path):
     assert a["label_file"] == "ISIC_2019_Training_GroundTruth.csv" and a["has_lesion_ids"] is False
     assert record["label_column"] == "mel,nv,bcc,ak,bkl,df,vasc,scc,unk"
     assert any(n.startswith("ISIC_2019_Metadata.csv is not read as labels: it has no column dx") for n in record["notes"])
+
+
+def test_isic2017_ground_truth_reads_a_row_of_zeros_as_a_nevus(tmp_path):
+    # ISIC 2017 task 3 writes melanoma and seborrheic keratosis only: most of the set, the nevi, are 0,0
+    ids = _images(tmp_path, 4, prefix="ISIC")
+    (tmp_path / "ISIC-2017_Training_Part3_GroundTruth.csv").write_text(
+        "image_id,melanoma,seborrheic_keratosis\n" + "".join(
+            f"{i},{m},{k}\n" for i, (m, k) in zip(ids, ["1.0,0.0".split(","), ["0.0", "1.0"], ["0.0", "0.0"], ["1", "1"]])))
+    msg = str(pytest.raises(DataValidationError, _quiet_load, tmp_path).value)
+    assert f"{ids[3]}: row is not exactly one-hot (MELANOMA=1, SEBORRHEIC_KERATOSIS=1)" in msg
+    with pytest.warns(DataQualityWarning):
+        assert _quiet_load(tmp_path, on_bad_data="skip")["dx"].tolist() == ["MEL", "BKL", "NV"]
 
 
 def test_one_hot_row_that_is_not_one_hot(tmp_path):
