@@ -533,7 +533,7 @@ def clean_image_id(value: str) -> str:
     return stem if ext.lower() in IMAGE_EXTENSIONS else name
 
 
-def _column(columns, wanted: str | None, candidates) -> str | None:
+def find_column(columns, wanted: str | None, candidates) -> str | None:
     """The column named ``wanted``, else the first of ``candidates``; lower-case, spaces and hyphens as "_"."""
     keys = {normalise_name(c).replace(" ", "_"): c for c in reversed(columns)}  # the first of equal names wins
     names = candidates if wanted is None else [normalise_name(wanted).replace(" ", "_")]
@@ -552,8 +552,8 @@ def read_labels(path: Path, images: set[str], report: DataReport, id_column: str
     except Exception as e:  # noqa: BLE001 - any parse failure is a reason, not a crash
         return f"cannot be parsed as CSV/TSV ({e})"
     cols = list(df.columns)
-    id_col = _column(cols, id_column, ID_COLUMNS)
-    dx_col = _column([c for c in cols if c != id_col], label_column, DX_COLUMNS)
+    id_col = find_column(cols, id_column, ID_COLUMNS)
+    dx_col = find_column([c for c in cols if c != id_col], label_column, DX_COLUMNS)
     onehot = []
     if dx_col is None and label_column is None:  # columns of numbers in [0, 1] named like classes
         numeric = [c for c in cols if c != id_col and len(df[c][df[c] != ""])
@@ -568,7 +568,7 @@ def read_labels(path: Path, images: set[str], report: DataReport, id_column: str
     n_lower = Counter(i.lower() for i in images)
     by_lower = {i.lower(): i for i in images if n_lower[i.lower()] == 1}  # unambiguous ignoring case
     rest = [c for c in cols if c not in (id_col, dx_col, *onehot)]
-    others = {k: _column(rest, None, names) for k, names in OTHER_COLUMNS.items()}
+    others = {k: find_column(rest, None, names) for k, names in OTHER_COLUMNS.items()}
     values = df[onehot].apply(pd.to_numeric, errors="coerce").to_numpy(float) if onehot else None
     rest = ONEHOT_REST.get(tuple(sorted(map(normalise_name, onehot))))
     rows: dict[str, dict] = {}

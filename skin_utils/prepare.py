@@ -37,11 +37,11 @@ from skin_utils import transforms
 from skin_utils.config import ON_BAD_DATA
 from skin_utils.demo import SYNTHETIC_NOTE, class_image_counts, make_synthetic_dataset
 from skin_utils.labels import CLASS_NAMES, map_labels, parse_label_map, suggest_label_map
-from skin_utils.layout import (DATAVERSE, IMAGE_EXTENSIONS, INFO_NAME, MASK_SUFFIX, METADATA_COLUMNS, METADATA_NAME,
-                               DataQualityWarning, DataReport, DataValidationError, Problem, check_mask,
-                               describe_folder, duplicate_problems, find_images, is_ignored, layout_error, load_index,
-                               no_labels_problem, read_csv_with_ids, read_image, read_labels, read_mask, read_table,
-                               validate_dataset, write_whole)
+from skin_utils.layout import (DATAVERSE, ID_COLUMNS, IMAGE_EXTENSIONS, INFO_NAME, MASK_SUFFIX, METADATA_COLUMNS,
+                               METADATA_NAME, DataQualityWarning, DataReport, DataValidationError, Problem, check_mask,
+                               clean_image_id, describe_folder, duplicate_problems, find_column, find_images,
+                               is_ignored, layout_error, load_index, no_labels_problem, read_csv_with_ids, read_image,
+                               read_labels, read_mask, read_table, validate_dataset, write_whole)
 
 DATAVERSE_URL = "https://doi.org/10.7910/DVN/DBW86T"
 EXPECTED_COUNT = 10015  # images, masks and metadata rows of the full HAM10000 release
@@ -517,9 +517,10 @@ def build_shifted_split(data_dir, out, *, split_path=None, split: str = "test", 
                 shutil.copyfile(mask_path, tmp / "masks" / Path(mask_path).name)
             record[image_id] = {"shifts": shifts, "jpeg_quality": quality, "source_image": str(image_path),
                                 "mask": Path(mask_path).name if isinstance(mask_path, str) else None}
-        if (data_dir / METADATA_NAME).is_file():
-            meta = pd.read_csv(data_dir / METADATA_NAME, dtype=str, keep_default_na=False)
-            meta[meta["image_id"].isin(set(rows["image_id"]))].to_csv(tmp / METADATA_NAME, index=False)
+        if (data_dir / METADATA_NAME).is_file():  # its rows, matched on ids as load_index reads them
+            meta = read_table(data_dir / METADATA_NAME)
+            ids = meta[find_column(meta.columns, None, ID_COLUMNS)].map(clean_image_id)
+            meta[ids.isin(set(rows["image_id"]))].assign(image_id=ids).to_csv(tmp / METADATA_NAME, index=False)
         if index.attrs.get("synthetic"):  # titles and reports keep saying these are synthetic images
             (tmp / INFO_NAME).write_text(json.dumps({"synthetic": True, "shifted_copy_of": str(data_dir)}, indent=2))
         counts = {k: sum(any(s["kind"] == k for s in r["shifts"]) for r in record.values()) for k in kinds}

@@ -51,6 +51,21 @@ def test_the_cli_writes_a_folder_that_loads_like_the_source(source, tmp_path, ca
         assert diff > 1, (row.image_id, shifts)
 
 
+def test_the_copy_keeps_the_labels_of_ids_written_as_file_names(source, tmp_path):
+    # load_index reads a metadata id "ISIC_1.jpg" (any header case) as image ISIC_1: so must the shifted copy
+    import pandas as pd
+    import shutil
+    folder = tmp_path / "named"
+    shutil.copytree(source[0], folder)
+    meta = pd.read_csv(folder / "HAM10000_metadata.csv", dtype=str, keep_default_na=False)
+    meta.assign(image_id=meta["image_id"] + ".jpg").rename(columns={"image_id": "Image_ID"}).to_csv(
+        folder / "HAM10000_metadata.csv", index=False)
+    out = shift.build_shifted_split(folder, tmp_path / "shifted", split="all", progress=False)
+    original, shifted = load_index(folder), load_index(out)
+    assert shifted["label"].tolist() == original["label"].tolist()
+    assert shifted["lesion_id"].tolist() == original["lesion_id"].tolist()
+
+
 def test_the_copy_is_deterministic_and_each_image_is_seeded_by_its_id(source, tmp_path):
     folder, split_path, _ = source
     a = shift.build_shifted_split(folder, tmp_path / "a", split_path=split_path, split="val", progress=False)
