@@ -301,11 +301,12 @@ def cam_localization_report(rows: Sequence[dict], class_names: Sequence[str] = C
     rows = [{"index": i, **r, "image_id": str(i) if r["image_id"] is None else r["image_id"]}
             for i, r in enumerate(rows)]
 
-    def summary(t):  # an all-zero map (NaN energy) is left out of the shares of scored maps
-        e, scored = t["energy_inside"], t["energy_inside"].notna()
-        return {"n_images": len(t), **{k: nanmean(t[k]) for k in ("energy_inside", "area_share", "lift")},
-                "above_baseline": nanmean((e > t["area_share"])[scored]), "peak_inside": nanmean(t["peak_inside"]),
-                "mostly_outside": nanmean((e < MOSTLY_OUTSIDE_BELOW)[scored]), "n_empty_cam": int((~scored).sum())}
+    def summary(t):  # an all-zero map (NaN energy) is left out of every mean: energy and area of the same maps
+        scored = t[t["energy_inside"].notna()]
+        e = scored["energy_inside"]
+        return {"n_images": len(t), **{k: nanmean(scored[k]) for k in ("energy_inside", "area_share", "lift")},
+                "above_baseline": nanmean(e > scored["area_share"]), "peak_inside": nanmean(scored["peak_inside"]),
+                "mostly_outside": nanmean(e < MOSTLY_OUTSIDE_BELOW), "n_empty_cam": len(t) - len(scored)}
 
     table = pd.DataFrame(rows)
     per_class = {class_names[k]: summary(t) for k, t in table.groupby("label")}  # as_labels checked the range

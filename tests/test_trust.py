@@ -407,16 +407,17 @@ def test_peak_inside():
 def test_localization_report_per_class_and_outside_list():
     mask = _square_mask()
     inside, uniform, outside = mask.astype(float), np.ones(mask.shape), (~mask).astype(float)
+    whole = np.ones(mask.shape, bool)  # "d": an all-zero map on a lesion filling the image, left out of every mean
     report = cam_localization_report(cam_localization(
-        [inside, uniform, outside, np.zeros(mask.shape)], [mask] * 4, labels=[0, 0, 1, 1],
+        [inside, uniform, outside, np.zeros(mask.shape)], [mask] * 3 + [whole], labels=[0, 0, 1, 1],
         image_ids=["a", "b", "c", "d"]))
     o = report["overall"]
     assert o["n_images"] == 4 and o["n_empty_cam"] == 1
     assert o["energy_inside"] == pytest.approx((1 + 0.25 + 0) / 3)
-    assert o["area_share"] == pytest.approx(0.25)
+    assert o["area_share"] == pytest.approx(0.25)          # of the maps whose energy is scored, not (3 * 0.25 + 1) / 4
     assert o["above_baseline"] == pytest.approx(1 / 3)     # only "a" beats the area share
     assert o["mostly_outside"] == pytest.approx(2 / 3)     # "b" (0.25) and "c" (0)
-    assert o["peak_inside"] == pytest.approx(1 / 4)        # "a" only: the uniform map peaks at (0, 0)
+    assert o["peak_inside"] == pytest.approx(1 / 3)        # "a" only: the uniform map peaks at (0, 0)
     mel = report["per_class"]["MEL"]
     assert mel["n_images"] == 2 and mel["energy_inside"] == pytest.approx(0.625)
     assert mel["lift"] == pytest.approx((4 + 1) / 2)
@@ -425,7 +426,7 @@ def test_localization_report_per_class_and_outside_list():
     assert [r["index"] for r in report["mostly_outside"]] == [2, 1]         # positions, for the figure
     # rows of several batches, concatenated, give the same report
     rows = (cam_localization([inside, uniform], [mask, mask], [0, 0], ["a", "b"])
-            + cam_localization(np.stack([outside, np.zeros(mask.shape)]), np.stack([mask, mask]), [1, 1], ["c", "d"]))
+            + cam_localization(np.stack([outside, np.zeros(mask.shape)]), np.stack([mask, whole]), [1, 1], ["c", "d"]))
     assert cam_localization_report(rows)["overall"] == pytest.approx(o, nan_ok=True)
     with pytest.raises(ValueError, match="no heat maps"):
         cam_localization_report([])
