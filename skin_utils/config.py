@@ -312,6 +312,13 @@ class TrainConfig(Config):
             raise ConfigError("Parameters seg_weight and cls_weight are both 0: nothing would be learnt.")
         if self.resume and self.overwrite:
             raise ConfigError("Parameters resume=True and overwrite=True contradict each other: choose one.")
+        if min(self.split_fractions[:2]) == 0:
+            raise ConfigError(f"Parameter split_fractions={self.split_fractions!r}: training needs lesions in train "
+                              "and val (val picks the best epoch, the temperature and the thresholds), e.g. "
+                              "[0.7, 0.15, 0.15].")
+        if self.class_pooling == "lesion" and self.seg_weight == 0:
+            raise ConfigError("Parameters class_pooling='lesion' and seg_weight=0 contradict each other: the diagnosis "
+                              "would pool by the mask of an untrained mask head; use class_pooling='frame'.")
 
     @property
     def tasks(self) -> list[str]:

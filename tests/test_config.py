@@ -29,6 +29,8 @@ JOBS = {"01_eda": EdaConfig, "02_train": TrainConfig, "03_evaluate": EvaluateCon
     ({"resume": "yes"}, "resume='yes': expected True or False"),
     ({"seg_weight": 0.0, "cls_weight": 0.0}, "both 0"),
     ({"split_fractions": [0.8, 0.3, 0.1]}, "split_fractions"),
+    ({"split_fractions": [0.85, 0.0, 0.15]}, "split_fractions=[0.85, 0.0, 0.15]: training needs lesions in train and val"),
+    ({"class_pooling": "lesion", "seg_weight": 0.0}, "class_pooling='lesion' and seg_weight=0"),
     ({"max_samples": True}, "max_samples=True"),
     ({"run_name": "my run"}, "'my-run'"),
     ({"epoch": 5}, "Unknown parameter 'epoch'.*did you mean 'epochs'"),
