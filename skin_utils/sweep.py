@@ -276,17 +276,20 @@ def compare(name: str, reference: dict, split: str = "val", experiments_dir="rep
         return {s: read_per_image(r.per_image(split)) for s, r in found.items()
                 if _status(r).get("status") == "finished"}
 
+    def heads(cell):  # a head weight may be fixed rather than in the grid: --fixed '{"cls_weight": 0}'
+        return tasks_of({**meta["fixed"], **cell})
+
     ref = tables(reference)
     frames = []
     for cell in (c for c in meta["cells"] if c != reference and ref):
         other = tables(cell)
         seeds = sorted(set(other) & set(ref))
-        tasks = [t for t in tasks_of(cell) if t in tasks_of(reference)]
+        tasks = [t for t in heads(cell) if t in heads(reference)]
         if seeds and tasks:
             diff = paired_bootstrap([ref[s] for s in seeds], [other[s] for s in seeds], CLASS_NAMES,
                                     n_resamples=n_resamples, tasks=tasks)
             frames.append(diff.reset_index().assign(cell=cell_name(cell), reference=cell_name(reference),
-                                                    cell_tasks=",".join(tasks_of(cell)), split=split, seeds=len(seeds)))
+                                                    cell_tasks=",".join(heads(cell)), split=split, seeds=len(seeds)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

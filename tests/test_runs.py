@@ -12,6 +12,7 @@ import pytest
 from skin_utils import sweep
 from skin_utils.config import TrainConfig
 from skin_utils.labels import CLASS_NAMES
+from skin_utils.metrics import CLASSIFICATION_METRICS
 from skin_utils.runs import Run, RunExistsError, default_run_name, find_run, set_latest, start_run
 
 
@@ -114,6 +115,19 @@ def test_experiment_skips_finished_runs_and_records_failures(tmp_path):
                                n_resamples=20)
     assert set(diff["metric"]) == {"dice", "jaccard", "thresholded_jaccard"}  # only the shared head
     assert (diff["seeds"] == 2).all()
+
+
+@pytest.mark.parametrize("fixed, heads", [({"cls_weight": 0.0}, "segmentation"),
+                                          ({}, "segmentation,classification")])
+def test_compare_reads_head_weights_from_fixed_parameters(tmp_path, fixed, heads):
+    """--fixed '{"cls_weight": 0}' --grid '{"lr": [...]}': no cell trains the classification head."""
+    sweep.run_experiment("lr", {"lr": [0.001, 0.003]}, seeds=[0], fixed=fixed, experiments_dir=tmp_path,
+                         root=tmp_path, executor=_fake_executor([]), progress=False)
+    diff = sweep.compare("lr", {"lr": 0.001}, "val", tmp_path, root=tmp_path, n_resamples=20)
+    assert set(diff["cell_tasks"]) == {heads}
+    shown = set(CLASSIFICATION_METRICS) & set(diff["metric"])
+    assert shown == (set(CLASSIFICATION_METRICS) if "classification" in heads else set()), set(diff["metric"])
+    assert "dice" in set(diff["metric"])
 
 
 def test_fixed_may_not_set_what_the_experiment_sets(tmp_path):
