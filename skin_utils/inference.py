@@ -5,6 +5,7 @@ stops half-way. `infer(cfg)` is the whole job of notebooks/04_inference.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -147,6 +148,7 @@ class Predictor:
             return path, array, None
 
         paths, failures = [Path(p) for p in paths], []
+        ids = dict(zip(paths, image_ids(paths)))
 
         def batches():
             with ThreadPoolExecutor(2) as pool, tqdm(total=len(paths), desc="predict", disable=not progress,
@@ -156,9 +158,18 @@ class Predictor:
                     failures.extend({"path": str(p), "reason": err} for p, _, err in loaded if err is not None)
                     bar.update(len(loaded))
                     if ok := [(p, a) for p, a, err in loaded if err is None]:
-                        yield [self.preprocess(a) for _, a in ok], [(p.stem, p, a.shape[:2]) for p, a in ok]
+                        yield [self.preprocess(a) for _, a in ok], [(ids[p], p, a.shape[:2]) for p, a in ok]
 
         return self._predict(batches()), pd.DataFrame(failures, columns=["path", "reason"])
+
+
+def image_ids(paths) -> list[str]:
+    """The id of each image: its file-name stem, or where stems collide (``a/IMG_1.jpg``, ``b/IMG_1.jpg``), its
+    path without the extension below the folder all the images share, "/" written "__" (``a__IMG_1``)."""
+    paths = [Path(os.path.abspath(p)) for p in paths]
+    stems = Counter(p.stem for p in paths)
+    root = os.path.commonpath([p.parent for p in paths]) if len(stems) < len(paths) else None
+    return [p.stem if stems[p.stem] == 1 else "__".join(p.relative_to(root).with_suffix("").parts) for p in paths]
 
 
 def model_path(source, runs_dir="reports/runs") -> Path:
@@ -209,6 +220,10 @@ def save_predictions(predictions, failures, out_dir, overlays: bool = False, isi
     ``<image_id>_segmentation.png``, the Task 3 CSV of calibrated probabilities in ISIC's column order; it needs
     the seven HAM10000 classes). Returns the predictions table."""
     out_dir = Path(out_dir)
+    counts = Counter(p.image_id for p in predictions)
+    if same := sorted(p.path for p in predictions if counts[p.image_id] > 1):
+        raise ValueError(f"{same} would share an image_id, so their masks and rows would overwrite each other: give "
+                         "them distinct file names, or predict each image once in one call.")
     if isic and predictions and sorted(predictions[0].probs) != sorted(CLASS_NAMES):
         raise ValueError(f"ISIC Task 3 needs the classes {list(CLASS_NAMES)}; this model predicts "
                          f"{list(predictions[0].probs)}. Leave isic off.")

@@ -3,6 +3,7 @@
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -189,3 +190,27 @@ def test_images_unlike_the_validation_ones_are_called_unfamiliar(checkpoint, tmp
     bare, _ = plain.predict_folder(other, progress=False)
     assert bare[0].unfamiliar is None and predictions_table(bare)["unfamiliar"].isna().all()
     assert "unfamiliar" not in summary(bare, 0) and "not calibrated" in result_markdown(bare[0], plain.calibration)
+
+
+def test_images_of_one_name_in_two_folders_keep_their_own_id_mask_overlay_and_row(checkpoint, tmp_path):
+    from skin_utils.inference import ISIC_TASK3, save_predictions
+
+    src, folder = write_demo_images(tmp_path / "src", n=3), tmp_path / "in"
+    for name, target in (("demo_00", "clinicA/IMG_0001"), ("demo_01", "clinicB/IMG_0001"), ("demo_02", "other")):
+        (folder / target).parent.mkdir(parents=True, exist_ok=True)
+        (src / f"{name}.jpg").rename(folder / f"{target}.jpg")
+    predictor = Predictor(checkpoint, device="cpu", amp="off")
+    predictions, failures = predictor.predict_folder(folder, progress=False)
+    ids = ["clinicA__IMG_0001", "clinicB__IMG_0001", "other"]  # a stem stays the id where no other image has it
+    assert [p.image_id for p in predictions] == ids
+    save_predictions(predictions, failures, tmp_path / "out", overlays=True, isic=True)
+    assert pd.read_csv(tmp_path / "out" / "predictions.csv")["image_id"].tolist() == ids
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == [f"{i}.png" for i in ids]
+    assert sorted(p.name for p in (tmp_path / "out" / "overlays").iterdir()) == [f"{i}.png" for i in ids]
+    assert pd.read_csv(tmp_path / "out" / "isic" / ISIC_TASK3)["image"].tolist() == ids
+    assert sorted(p.name for p in (tmp_path / "out" / "isic").glob("*.png")) == [f"{i}_segmentation.png" for i in ids]
+    # the same from a list of paths, and predictions made one by one that would overwrite each other are refused
+    two = [folder / "clinicA" / "IMG_0001.jpg", folder / "clinicB" / "IMG_0001.jpg"]
+    assert [p.image_id for p in predictor.predict_paths(two, progress=False)[0]] == ids[:2]
+    with pytest.raises(ValueError, match="clinicA/IMG_0001.jpg.*clinicB/IMG_0001.jpg.*distinct file names"):
+        save_predictions([predictor.predict_image(p) for p in two], failures, tmp_path / "out2")
