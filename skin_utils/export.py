@@ -29,7 +29,7 @@ from skin_utils.checkpoint import CONFIG_FILE, Checkpoint, load_model
 from skin_utils.config import TrainConfig, resolve
 from skin_utils.inference import model_path
 from skin_utils.metrics import MELANOMA
-from skin_utils.runs import Run, run_of_checkpoint
+from skin_utils.runs import run_of_checkpoint
 from skin_utils.transforms import Normalize
 from skin_utils.trust import StoredCalibration
 
@@ -83,7 +83,7 @@ def export(source, out, runs_dir="reports/runs", onnx: bool = True) -> Path:
         config = json.loads((out / CONFIG_FILE).read_text())
         config["onnx"] = export_onnx(ckpt, model, out / ONNX_FILE)
         (out / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-    (out / CARD_FILE).write_text(model_card(ckpt, run_of_checkpoint(path) if path.is_file() else None, onnx))
+    (out / CARD_FILE).write_text(model_card(ckpt, path, onnx))
     return out
 
 
@@ -136,13 +136,26 @@ def reproduce_command(params: dict) -> str:
         else f" -y '{k}: {json.dumps(v)}'" for k, v in changed.items())
 
 
-def model_card(ckpt: Checkpoint, run: Run | None, onnx: bool = True) -> str:
-    """MODEL_CARD.md of a checkpoint, with its run folder's evaluations when it has any."""
+def is_evaluation_of(saved: dict, path: Path, ckpt: Checkpoint) -> bool:
+    """Whether an evaluation (``metrics/evaluate*.json``) scored the checkpoint file at ``path``, at its epoch."""
+    return (saved.get("checkpoint") is not None and resolve(saved["checkpoint"]).resolve() == path.resolve()
+            and saved.get("checkpoint_epoch") == (None if ckpt.epoch is None else ckpt.epoch + 1))
+
+
+def model_card(ckpt: Checkpoint, path: Path, onnx: bool = True) -> str:
+    """MODEL_CARD.md of the checkpoint at ``path``, with its run folder's evaluations of that checkpoint."""
     p, data, epoch = ckpt.params, ckpt.data, "–" if ckpt.epoch is None else ckpt.epoch + 1
     features = " + `features.safetensors` (the familiarity reference: the `unfamiliar` flag)" if (
         ckpt.calibration or {}).get("features") else ""
-    saved = {f.stem: json.loads(f.read_text()) for f in sorted(run.metrics.glob("evaluate*.json"))} if run else {}
-    test = saved.get("evaluate") or {}
+    run = run_of_checkpoint(path) if path.is_file() else None
+    found = {f.stem: json.loads(f.read_text()) for f in sorted(run.metrics.glob("evaluate*.json"))} if run else {}
+    saved = {tag: s for tag, s in found.items() if is_evaluation_of(s, path, ckpt)}  # not another checkpoint's
+    test, other = saved.get("evaluate") or {}, found.get("evaluate")
+    no_test = (f"The run's test results (`metrics/evaluate.json`) are of another checkpoint "
+               f"({other.get('checkpoint')}, epoch {other.get('checkpoint_epoch')}): evaluate this one with "
+               f"`papermill notebooks/03_evaluate.ipynb 03_evaluate.out.ipynb -p checkpoint {path}`, then export "
+               "again." if other else "Not evaluated yet: run `notebooks/03_evaluate.ipynb` on this run, then export "
+               "again.")
     out = [f"# Model card: {run.name if run else 'checkpoint'}", "",
            "Research software, **not a medical device**: it must not be used to diagnose, treat or triage patients.",
            "", "## Intended use",
@@ -162,8 +175,7 @@ def model_card(ckpt: Checkpoint, run: Run | None, onnx: bool = True) -> str:
            + (f", time budget {p['time_budget']} min" if p.get("time_budget") else "")
            + f", seed {p.get('seed', '–')}.",
            "", "## Results on the test split (95% lesion-level bootstrap intervals)",
-           _results_table(test) if test else "Not evaluated yet: run `notebooks/03_evaluate.ipynb` on this run, "
-           "then export again."]
+           _results_table(test) if test else no_test]
     for tag, external in saved.items():
         if external.get("external"):
             out += ["", f"## External set: {Path(str(external['data'].get('data_dir', tag))).name}",
@@ -172,8 +184,10 @@ def model_card(ckpt: Checkpoint, run: Run | None, onnx: bool = True) -> str:
         f" This one is inside `{ONNX_FILE}`." if onnx and not tta else f" `Predictor(..., tta={tta})` uses it.")
         for tta in (True, False))]
     if t := (test.get("trust") or {}).get("calibration"):
-        out.append(f"On the test split ({t['kind']} outputs): ECE {t['before']['ece']:.3f} before, "
-                   f"{t['after']['ece']:.3f} after; NLL {t['before']['nll']:.3f} -> {t['after']['nll']:.3f}.")
+        before, after = t["before"], t.get("after")  # after: None when no temperature was fitted for these outputs
+        out.append(f"On the test split ({t['kind']} outputs): " + (
+            f"ECE {before['ece']:.3f} before, {after['ece']:.3f} after; NLL {before['nll']:.3f} -> {after['nll']:.3f}."
+            if after else f"ECE {before['ece']:.3f}, NLL {before['nll']:.3f} (no temperature fitted for them)."))
     if (m := test.get("melanoma_vs_rest")) and m.get("threshold") is not None:
         out += ["", "## The melanoma operating point",
                 f"Flag at calibrated P({MELANOMA}) >= {m['threshold']:.3f} of the {m.get('kind')} outputs, chosen on "
@@ -181,6 +195,8 @@ def model_card(ckpt: Checkpoint, run: Run | None, onnx: bool = True) -> str:
                 f"{_ci(test, 'mel_sensitivity')}, specificity {_ci(test, 'mel_specificity')} ({m['n_mel']} melanomas "
                 f"of {m['n_images']} images)."]
     for column, rows in (test.get("subgroups") or {}).items():
+        if not rows:  # no group of this column was large enough to report
+            continue
         table = pd.DataFrame(rows).set_index(column).astype({"n_images": str})
         out += ["", f"## Subgroups: {column}", report.markdown_table(
             table[[c for c in ("n_images", "dice", "balanced_accuracy", "mel_auc") if c in table]])]

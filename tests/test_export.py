@@ -2,6 +2,8 @@
 with the run's checkpoint on real images, the predict command and the ISIC 2018 submission files."""
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -101,6 +103,59 @@ def test_model_card_is_written_from_the_run(run, exported):
     assert "synthetic demo" in card  # the failure mode read from the data description
     assert "papermill notebooks/02_train.ipynb" in card and "-p image_size 64" in card and "-p epochs 1" in card
     assert "temperature" in card and "onnxruntime" in card and "`features.safetensors` (the familiarity" in card
+
+
+@pytest.fixture(scope="module")
+def card_run(run, tmp_path_factory):
+    """A run folder of its own (run.json, a hard link to the tiny run's best.pt) for hand-written evaluations."""
+    root = tmp_path_factory.mktemp("card") / "tiny"
+    (root / "checkpoints").mkdir(parents=True)
+    (root / "metrics").mkdir()
+    shutil.copy(run.root / "run.json", root / "run.json")
+    os.link(run.best, root / "checkpoints" / "best.pt")  # another path to the same file, without a 100 MB copy
+    return root
+
+
+def _card(root, tmp_path, **evaluation) -> str:
+    """The model card of ``root``'s best.pt once metrics/evaluate.json holds a test evaluation of it (macro AUC
+    0.717 [0.577, 0.785]) with ``evaluation``'s fields in place of the defaults."""
+    best = root / "checkpoints" / "best.pt"
+    saved = {"n_images": 25, "n_lesions": 18, "macro_auc": 0.717, "ci95": {"macro_auc": [0.577, 0.785]},
+             "checkpoint": str(best), "checkpoint_epoch": Checkpoint.load(best).epoch + 1, "subgroups": {},
+             **evaluation}
+    (root / "metrics" / "evaluate.json").write_text(json.dumps(saved))
+    return (export(best, tmp_path / "model", onnx=False) / CARD_FILE).read_text()
+
+
+def test_model_card_of_outputs_without_a_fitted_temperature(card_run, tmp_path):
+    """evaluate stores "after": None when no temperature was fitted for the outputs it scored (last.pt, or TTA
+    outputs of a checkpoint calibrated without TTA): the card gives the uncalibrated figures only."""
+    calibration = {"kind": "tta", "calibrated": False, "before": {"ece": 0.123, "nll": 1.456}, "after": None}
+    card = _card(card_run, tmp_path, trust={"calibration": calibration})
+    assert "On the test split (tta outputs): ECE 0.123, NLL 1.456 (no temperature fitted for them)." in card
+    assert "| macro AUC | 0.717 [0.577, 0.785] |" in card
+
+
+def test_model_card_leaves_out_subgroup_columns_without_a_group(card_run, tmp_path):
+    """A small test split has no age band of >= 10 lesions: evaluate.json holds "age_band": []."""
+    male = {"sex": "male", "n_images": 17, "dice": 0.264, "balanced_accuracy": 0.333, "mel_auc": 0.967}
+    card = _card(card_run, tmp_path, subgroups={"age_band": [], "sex": [male]})
+    assert "## Subgroups: sex" in card and "0.967" in card
+    assert "age_band" not in card
+
+
+def test_model_card_takes_only_the_evaluation_of_the_exported_checkpoint(card_run, tmp_path):
+    best = card_run / "checkpoints" / "best.pt"
+    epoch = Checkpoint.load(best).epoch + 1
+    # the run's evaluate.json scored last.pt, or best.pt as it was before a resume: not this model's numbers
+    for other in ({"checkpoint": str(card_run / "checkpoints" / "last.pt")}, {"checkpoint_epoch": epoch + 3}):
+        card = _card(card_run, tmp_path, **other)
+        assert "0.717" not in card, other
+        assert "The run's test results (`metrics/evaluate.json`) are of another checkpoint" in card
+        assert f"`papermill notebooks/03_evaluate.ipynb 03_evaluate.out.ipynb -p checkpoint {best}`" in card
+    # the evaluation of this file at this epoch is on the card
+    card = _card(card_run, tmp_path)
+    assert "| macro AUC | 0.717 [0.577, 0.785] |" in card and "another checkpoint" not in card
 
 
 def _check_isic(folder, images):
