@@ -376,13 +376,13 @@ _SHADES = (("0.2", ""), ("0.5", ""), ("0.8", ""), ("white", "///"), ("0.5", "...
 def plot_confusion_matrix(report: Mapping, title: str = "Confusion matrix") -> Figure:
     """Counts and row-normalised (diagonal = sensitivity), true diagnosis on rows; a class without true samples
     has its normalised row greyed and marked "–". ``report``: metrics.classification_report's."""
-    _require(report, ("class_names", "confusion_matrix", "confusion_matrix_normalized", "n_images", "accuracy"),
+    _require(report, ("class_names", "confusion_matrix", "confusion_matrix_normalized", "accuracy"),
              f"plot_confusion_matrix {_REPORT}")
     names, k = list(report["class_names"]), len(report["class_names"])
     counts = np.asarray(report["confusion_matrix"], dtype=np.int64)
     support = counts.sum(axis=1)
-    size = max(4.5, 0.62 * k + 2.2)
-    fig, axes = _figure(f"{title}  (n={report['n_images']:,}, accuracy {report['accuracy']:.2f})" if title else title,
+    size = max(4.5, 0.62 * k + 2.2)  # n: the images with a diagnosis, which the matrix counts
+    fig, axes = _figure(f"{title}  (n={int(counts.sum()):,}, accuracy {report['accuracy']:.2f})" if title else title,
                         1, 2, figsize=(2 * size + 0.6, size + 0.5))
     no_truth = np.repeat(support[:, None] == 0, k, axis=1)
     panels = ((counts, ",", max(counts.max(), 1), None, "counts"),

@@ -284,6 +284,9 @@ def test_confusion_matrix_from_the_report():
     assert norm_texts.count("–") == K  # VASC has no true sample: its row is undefined
     assert "VASC (n=0)" in _texts(fig)
     assert f"accuracy {report['accuracy']:.2f}" in fig.get_suptitle()
+    # 03's report counts every image scored in n_images, with a diagnosis or not: the title counts the matrix's
+    partly_labelled = _render(plots.plot_confusion_matrix({**report, "n_images": cm.sum() + 14}, title="set"))
+    assert f"(n={cm.sum():,}," in partly_labelled.get_suptitle()
     assert [t.get_fontweight() for t in counts_ax.texts[:2]] == ["bold", "normal"]
     with pytest.raises(ValueError, match=r"classification_report.*\['confusion_matrix'\]"):
         plots.plot_confusion_matrix({"class_names": CLASS_NAMES, "confusion_matrix_normalized": [],
