@@ -347,8 +347,10 @@ class Trust:
 
 
 def assess_trust(evaluation: Evaluation, calibration: StoredCalibration, class_names, *,
-                 referral_fractions=DEFAULT_REFERRAL_FRACTIONS, n_bins: int = DEFAULT_N_BINS) -> Trust:
-    """Calibration, referral and the melanoma operating point on the images with a diagnosis."""
+                 referral_fractions=DEFAULT_REFERRAL_FRACTIONS, n_bins: int = DEFAULT_N_BINS,
+                 segmented: bool = True) -> Trust:
+    """Calibration, referral and the melanoma operating point on the images with a diagnosis; the mask's
+    referral only for a trained mask head (``segmented``)."""
     labels, cal = evaluation.labels, evaluation.probs
     raw = cal if evaluation.raw_probs is None else evaluation.raw_probs
     columns = trust_columns(cal, calibration, class_names, evaluation.view_probs, evaluation.per_image.index)
@@ -371,7 +373,7 @@ def assess_trust(evaluation: Evaluation, calibration: StoredCalibration, class_n
     mask_u, seg_loss = evaluation.per_image["mask_uncertainty"].to_numpy(), 1.0 - evaluation.per_image["dice"].to_numpy(float)
     ok = np.isfinite(mask_u) & np.isfinite(seg_loss)
     mask = None
-    if ok.any():
+    if segmented and ok.any():
         c = risk_coverage_curve(mask_u[ok], np.clip(seg_loss[ok], 0.0, 1.0))
         mask = {"measure": "mask_uncertainty", "loss": "1 - Dice", **{k: c[k] for k in stats}}
     mel = list(class_names).index(MELANOMA) if MELANOMA in list(class_names) else None
@@ -586,7 +588,7 @@ def melanoma_sentence(mel: dict | None) -> str:
     at = ("the checkpoint holds no P(MEL) threshold, so no sensitivity or specificity" if mel.get("threshold") is None
           else f"sensitivity and specificity at the P(MEL) threshold {mel['threshold']:.3f} chosen on the training "
                "data's validation split")
-    return f"Melanoma versus the rest ({mel['n_mel']} melanomas, {mel['n_other']} other lesions): {at}."
+    return f"Melanoma versus the rest ({mel['n_mel']} images of melanoma, {mel['n_other']} of other lesions): {at}."
 
 
 def calibration_sentence(cal: dict) -> str:
@@ -744,8 +746,8 @@ def _trust_sections(trust: Trust, calibration: StoredCalibration, model, data, e
                                           {"": operating_point_table(op)} if op else {}, text=operating_sentence(op))
     labelled, with_both = ev.subset(ev.has_label), ev.subset(ev.has_label & ev.has_mask)
     # a set without masks is checked against the predicted lesion, when the mask head was trained
-    checked, against = ((with_both, ("true_mask", "pred_mask")) if len(with_both.per_image) else
-                        (labelled, ("pred_mask",)) if segmented else (with_both, ()))
+    predicted = ("pred_mask",) if segmented else ()
+    checked, against = ((with_both, ("true_mask", *predicted)) if len(with_both.per_image) else (labelled, predicted))
     kw = {"normalization": ckpt.normalization}
     cam = energy = None
     if against:
@@ -810,8 +812,11 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
     for line in not_scored:
         say(line)
     classified = "classification" in shown
-    trust = assess_trust(ev.subset(ev.has_label), calibration, names) if classified else None
-    per_image = ev.per_image if trust is None else ev.per_image.join(trust.per_image)
+    trust = assess_trust(ev.subset(ev.has_label), calibration, names,
+                         segmented="segmentation" in tasks) if classified else None
+    per_image = ev.per_image
+    if "classification" in tasks:  # every image gets its flags, with a diagnosis or not (as in 04)
+        per_image = per_image.join(trust_columns(ev.probs, calibration, names, ev.view_probs, per_image.index))
     melanoma = melanoma_report(ev, calibration, names) if classified else None
     ci = bootstrap_ci(per_image, names, n_resamples=cfg.n_bootstrap, seed=cfg.bootstrap_seed, tasks=shown,
                       mel_threshold=calibration.mel_threshold)
@@ -885,7 +890,7 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
         f"Checkpoint `{path.name}` of run `{run.name}` (epoch {ckpt.epoch + 1}, {ckpt.image_size[0]}x"
         f"{ckpt.image_size[1]} px; heads trained: {', '.join(tasks)}) on {what}: {result['n_images']} images of "
         f"{result['n_lesions']} lesions ({result['n_with_mask']} with a mask, {result['n_with_label']} with a diagnosis).",
-        f"Masks scored at each image's original size{' (averaged over the 8 flips and turns)' if cfg.tta else ''}."
+        f"Masks scored at each image's original size{' (averaged over the TTA views)' if cfg.tta else ''}."
         if "segmentation" in shown else "", f"95% intervals from {cfg.n_bootstrap} bootstrap resamples of lesions.",
         STORED_ELSEWHERE.format(data=Path(str(ckpt.data.get("data_dir", "the training data"))).name)
         if external and classified else "",

@@ -107,7 +107,7 @@ def test_assess_trust_on_known_predictions():
 def test_the_sentences_on_known_numbers():
     mel = {"auc": 0.8, "n_mel": 20, "n_other": 80, "threshold": 0.123, "sensitivity": 0.85, "specificity": 0.6}
     text = melanoma_sentence(mel)
-    assert text.startswith("Melanoma versus the rest (20 melanomas, 80 other lesions)")
+    assert text.startswith("Melanoma versus the rest (20 images of melanoma, 80 of other lesions)")
     assert "P(MEL) threshold 0.123 chosen on the training data's validation split" in text
     assert "no P(MEL) threshold" in melanoma_sentence({**mel, "threshold": None})
     assert "undefined here (no melanoma)" in melanoma_sentence({"auc": math.nan, "notes": ["no melanoma"]})

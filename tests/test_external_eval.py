@@ -527,6 +527,11 @@ def test_a_masks_only_folder_is_scored_for_segmentation_and_says_classification_
     assert rows["dice"]["test split"] == pytest.approx(test["dice"]) and rows["dice"]["external"] == result["dice"]
     section = (run / "sections" / "03_evaluate_external_clinic_masks.md").read_text()
     assert "classification is not scored" in section and "Per-class" not in section
+    # no diagnosis to score against, but every image still gets its flags, as 04 gives them
+    per_image = pd.read_csv(run / "metrics" / "evaluate_external_clinic_masks_per_image.csv")
+    stored = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["calibration"]["plain"]  # tta=False
+    assert stored["referral_threshold"] is not None and stored["mel_threshold"] is not None
+    assert per_image[["entropy", "refer", "mel_flag"]].notna().all().all()
 
 
 @ABSENT_PREDICTED
@@ -576,6 +581,20 @@ def test_a_folder_without_masks_checks_the_heat_against_the_predicted_lesion(eva
     assert "inside the predicted lesion (this set has no masks, so the check trusts the mask head)" in section
     masks_only = json.loads((run / "metrics" / "evaluate_external_clinic_masks.json").read_text())
     assert masks_only["cam"] is None  # no diagnoses: no predicted class to explain
+
+
+def test_a_classification_only_checkpoint_reports_nothing_from_its_untrained_mask_head(evaluated, tmp_path):
+    run, _, _, evaluate = evaluated
+    checkpoint = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    checkpoint["params"] = {**checkpoint["params"], "seg_weight": 0.0}
+    path = tmp_path / "reports" / "runs" / "cls_only" / "checkpoints" / "best.pt"
+    path.parent.mkdir(parents=True)
+    (path.parent.parent / "run.json").write_text("{}")
+    torch.save(checkpoint, path)
+    evaluate("cls_only", checkpoint=str(path), reports_dir=str(tmp_path / "reports"))
+    result = json.loads((path.parent.parent / "metrics" / "evaluate.json").read_text())
+    assert result["cam"] and set(result["cam"]) & {"true_mask", "pred_mask"} == {"true_mask"}
+    assert result["trust"]["referral"]["mask"] is None  # the mask head's uncertainty against its Dice: not trained
 
 
 def test_every_evaluation_says_how_familiar_its_images_are_and_refers_the_unfamiliar(evaluated):
