@@ -175,11 +175,13 @@ def border_band(mask: Any, width: int) -> np.ndarray:
 
 def mask_uncertainty_score(mask_probs: Any, *, threshold: float = 0.5, width: int | None = None) -> np.ndarray:
     """(N,): the mean `binary_entropy` over the `border_band` (default 3% of the shorter side) of each predicted
-    lesion. No band scores 1.0, the maximum: every image shows a lesion, so an empty mask is to be referred."""
+    lesion. An empty mask scores 1.0, the maximum: every image shows a lesion, so it is to be referred; a lesion
+    filling the frame has no border, and scores the mean entropy over the whole map."""
     scores = []
     for p in as_maps(mask_probs, "mask_probs"):
-        band = border_band(p >= threshold, width or max(1, round(BORDER_WIDTH_FRACTION * min(p.shape))))
-        scores.append(float(binary_entropy(p)[band].mean()) if band.any() else 1.0)
+        lesion = p >= threshold
+        band = border_band(lesion, width or max(1, round(BORDER_WIDTH_FRACTION * min(p.shape))))
+        scores.append(float(binary_entropy(p)[band if band.any() else lesion].mean()) if lesion.any() else 1.0)
     return np.asarray(scores, dtype=np.float64)
 
 

@@ -274,6 +274,9 @@ def test_mask_uncertainty_score():
     # images of different sizes, as a list; the default band is 3% of the shorter side (here 1 pixel)
     np.testing.assert_allclose(mask_uncertainty_score([p[0], np.zeros((10, 12))]),
                                [mask_uncertainty_score(p[0], width=1)[0], 1.0])
+    # a confident lesion filling the frame has no border: its entropy over the map, not the maximum
+    full = np.full((40, 40), 0.999)
+    assert mask_uncertainty_score(full)[0] == pytest.approx(binary_entropy(full).mean())
 
 
 # ----------------------------------------------------------------------------- selective prediction
