@@ -348,7 +348,7 @@ def infer(cfg: InferConfig, progress: bool = True) -> Inferred:
         images, masks = [read_image(p.path) for p in shown], [p.mask for p in shown]
         sections["overlays"].figures.append(plots.save_figure(plots.plot_cases(
             images=images, true_masks=None, pred_masks=masks, true_labels=None, pred_labels=[p.pred for p in shown],
-            pred_probs=[p.prob for p in shown], row_titles=[p.image_id for p in shown],
+            pred_probs=[p.prob_calibrated for p in shown], row_titles=[p.image_id for p in shown],
             title=f"Predictions · {title}"), run.figures / "inference_examples.png"))
         if cfg.cam:
             sections["trust"].figures.append(plots.save_figure(plots.plot_cam_grid(
