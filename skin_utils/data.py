@@ -231,8 +231,11 @@ def make_loader(dataset, batch_size: int, device, shuffle: bool = False, sampler
                 seed: int = 0, drop_last: bool = False) -> DataLoader:
     """A seeded DataLoader for the device: on CUDA pinned memory and most cores as workers; on a CPU none
     with 2 cores or fewer (the model needs them), else a quarter. Under torchrun a shuffling or balanced
-    loader gets this process's share and the workers are divided among the machine's processes."""
+    loader gets this process's share and the workers are divided among the machine's processes. Workers are
+    kept between epochs only for a loader that neither shuffles nor augments: a random one's are started anew
+    each epoch, seeded from ``generator`` (which `engine.fit` reseeds per epoch, so resume repeats the draws)."""
     device = torch.device(device)
+    in_order = not shuffle and sampler is None and getattr(dataset, "transform", None) is None
     sampler = distributed.shard_sampler(dataset, sampler, shuffle=shuffle, seed=seed, drop_last=drop_last)
     workers = num_workers
     if workers is None:
@@ -240,9 +243,9 @@ def make_loader(dataset, batch_size: int, device, shuffle: bool = False, sampler
         workers = max(1, min(8, cores - 1)) if device.type == "cuda" else 0 if cores <= 2 else max(1, cores // 4)
         workers = max(1, workers // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) if workers else 0  # torchrun's
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False, sampler=sampler,
-                      num_workers=int(workers), pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-                      drop_last=drop_last, generator=torch.Generator().manual_seed(seed),
-                      prefetch_factor=4 if workers > 0 else None)
+                      num_workers=int(workers), pin_memory=device.type == "cuda",
+                      persistent_workers=workers > 0 and in_order, drop_last=drop_last,
+                      generator=torch.Generator().manual_seed(seed), prefetch_factor=4 if workers > 0 else None)
 
 
 # -------------------------------------------------------------------------- the data of a notebook
