@@ -128,11 +128,15 @@ def plan_check(plan: BudgetPlan | None, history: list[dict]) -> dict | None:
 
 
 def budget_summary(plan: BudgetPlan | None, epochs_run: int, minutes_taken: float,
-                   history: list[dict] | None = None) -> str:
-    """One sentence for the report: the budget, the epochs it bought, the time taken, any `plan_check` warning."""
+                   history: list[dict] | None = None, stopped_by: str | None = None) -> str:
+    """One sentence for the report: the budget, the epochs it bought, the time taken, any `plan_check` warning.
+    ``stopped_by``: why fewer epochs ran than asked, "patience" or "time" (the budget's deadline)."""
+    patience = " by patience: the validation score had stopped improving"
     if plan is None:
-        return f"No time budget: {epochs_run} epoch(s) as asked; {minutes_taken:.1f} min in all."
-    ran = "" if epochs_run == plan.epochs else f" (stopped after {epochs_run}: the machine ran slower than measured)"
+        ran = f" (stopped early{patience})" if stopped_by == "patience" else " as asked"
+        return f"No time budget: {epochs_run} epoch(s){ran}; {minutes_taken:.1f} min in all."
+    why = patience if stopped_by == "patience" else ": the machine ran slower than measured"
+    ran = "" if epochs_run == plan.epochs else f" (stopped after {epochs_run}{why})"
     verdict = "within" if minutes_taken * 60 <= plan.budget_s else "over"
     line = (f"Time budget **{plan.budget_s / 60:g} min** bought **{plan.epochs} epoch(s)**{ran}; the run took "
             f"{minutes_taken:.1f} min to the end of calibration ({verdict} the budget).")

@@ -107,9 +107,11 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
                     ema=None) -> dict:
     """One epoch in channels_last; ``scheduler`` steps per batch, ``ema`` (a `weight_average`) after each optimiser
     step. ``batch_transform`` augments float batches in [0, 1] on the device before ``normalization`` (None:
-    ImageNet's). Returns mean losses and images/s over all processes; ``deadline`` (a ``time.perf_counter()``
-    reading) puts the time left on the progress bar."""
+    ImageNet's). Returns mean losses and images/s, over all processes for a DDP ``model`` (compiled or not): a
+    plain one waits for no other process (the time budget's measurement runs on rank 0 alone); ``deadline`` (a
+    ``time.perf_counter()`` reading) puts the time left on the progress bar."""
     device = torch.device(device)
+    together = isinstance(getattr(model, "_orig_mod", model), torch.nn.parallel.DistributedDataParallel)
     scaler = torch.amp.GradScaler("cuda", enabled=False) if scaler is None else scaler  # disabled: plain steps
     model.train()
     normalize = Normalize.from_config(normalization, jitter=batch_transform).to(device)
@@ -137,7 +139,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
         n_images += len(images)
         sums += torch.stack([loss.detach(), parts["seg_loss"], parts["cls_loss"]]).double() * len(images)
         if (b + 1) % refresh_every == 0 or b + 1 == total:
-            if distributed.world_size() > 1:  # every process stops at the same refresh, or none does
+            if together:  # every process stops at the same refresh, or none does
                 earliest = torch.where(first_bad < 0, total, first_bad)
                 dist.all_reduce(earliest, op=dist.ReduceOp.MIN)
                 first_bad = torch.where(earliest < total, earliest, -1)
@@ -150,7 +152,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
             left = {} if deadline is None else {"left": format_seconds(deadline - time.perf_counter())}
             bar.set_postfix(loss=f"{sums[0].item() / n_images:.4f}", **left, refresh=False)
     seconds = time.perf_counter() - t0
-    if distributed.world_size() > 1:  # losses and images of all processes
+    if together:  # losses and images of all processes
         totals = torch.cat([sums, sums.new_tensor([n_images])])
         dist.all_reduce(totals)
         sums, n_images = totals[:3], int(totals[3])
@@ -321,7 +323,9 @@ def evaluate(model, loader, device, class_names, *, loss_fn=None, amp_dtype=None
                    loss_fn=loss_fn, progress=progress, desc="validate", with_masks=True,
                    normalize=Normalize.from_config(normalization))
     s = segmentation_scores(pred["mask_probs"].numpy() >= 0.5, pred["masks"].numpy())
-    c = classification_report(pred["probs"], pred["labels"], class_names)
+    known = pred["labels"] >= 0  # label -1: no diagnosis (a masks-only folder), left out of the diagnosis metrics
+    c = (classification_report(pred["probs"][known], pred["labels"][known], class_names) if known.any()
+         else dict.fromkeys(("accuracy", "balanced_accuracy", "macro_auc"), math.nan))
     return {**{k: float(np.mean(s[k])) for k in ("dice", "jaccard", "thresholded_jaccard")},
             **{k: c[k] for k in ("accuracy", "balanced_accuracy", "macro_auc")},
             **{k: pred[k] for k in ("loss", "seg_loss", "cls_loss") if k in pred}}
@@ -417,6 +421,7 @@ def _resume(path: Path, model, optimizer, scheduler, scaler, device, run: Checkp
             raise CheckpointError(
                 f"Cannot resume from {path}: it was trained with the {what} {theirs}, this run has {ours}. "
                 "Use another checkpoint_dir, or set resume=False to start afresh.")
+    _check_same_settings(path, ckpt, run)
     load_weights(model, ckpt.training.weights if ema is not None else ckpt.model, source=f"checkpoint {path}")
     if ema is not None:
         load_weights(ema.module, ckpt.model, source=f"checkpoint {path} (the weight average)")
@@ -426,6 +431,31 @@ def _resume(path: Path, model, optimizer, scheduler, scaler, device, run: Checkp
     if ckpt.training.scaler:
         scaler.load_state_dict(ckpt.training.scaler)
     return ckpt
+
+
+# TrainConfig knobs a resumed run may change, as they leave what is trained alone: where files go (data_dir
+# too: the data fingerprint is compared instead), the hardware and its speed, and the calibration after training.
+RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "run_name", "reports_dir", "cache_dir", "data_dir", "device",
+                               "amp", "compile", "num_workers", "calibrate_tta", "target_sensitivity",
+                               "target_coverage"})
+
+
+def _check_same_settings(path: Path, ckpt: Checkpoint, run: Checkpoint) -> None:
+    """Refuse to continue ``ckpt`` with other parameters (but `RESUMABLE_CHANGES`) or other data: the optimiser
+    and schedule in it are the old run's, so the run would be neither the old one nor the new one."""
+    missing = "(not recorded)"
+    old, new = dict(ckpt.params or {}), dict(run.params or {})
+    old["data fingerprint"], new["data fingerprint"] = ckpt.data.get("fingerprint"), run.data.get("fingerprint")
+    changed = [k for k in sorted((set(old) | set(new)) - RESUMABLE_CHANGES)
+               if old.get(k, missing) != new.get(k, missing)]
+    if not changed:
+        return
+    listed = "; ".join(f"{k}: {old.get(k, missing)!r} in last.pt, {new.get(k, missing)!r} now" for k in changed)
+    longer = (" The learning-rate schedule was laid out over the planned epochs, so a resumed run cannot be "
+              "lengthened (or shortened): train a new run for more epochs." if "epochs" in changed else "")
+    raise CheckpointError(f"Cannot resume from {path}: this run's settings differ from the ones it was trained with "
+                          f"({listed}).{longer} Resume with the run's own settings, or start a new run (another "
+                          "run_name or checkpoint_dir, or resume=False / overwrite=True to replace this one).")
 
 
 def _seed_epoch(train_loader, seed: int, epoch: int, rank: int, world: int) -> None:
@@ -461,8 +491,10 @@ def fit(model, train_loader, val_loader, *, loss_fn, optimizer, scheduler, epoch
         ema_decay: float | None = None) -> list[dict]:
     """Train for ``epochs`` (channels_last): ``last.pt`` after every epoch, ``best.pt`` whenever the validation
     ``selection`` score of the trained heads improves, stop after ``patience`` epochs without improvement (None:
-    never); ``resume=True`` continues exactly from ``last.pt`` (refused for other classes, size, normalization or
-    ``ema_decay``). Returns the history, one dict per epoch (on resume including the earlier ones).
+    never); ``resume=True`` continues exactly from ``last.pt``: refused for other classes, size, normalization,
+    ``ema_decay``, data fingerprint or ``params`` (bar `RESUMABLE_CHANGES`), so pass in ``params`` the ``epochs``
+    and all that sets the optimiser, schedule and data. Returns the history, one dict per epoch (on resume
+    including the earlier ones).
     ``normalization`` (None: ImageNet's) follows ``batch_transform``; it and the run's description go into every
     checkpoint, which holds plain weights (``compile`` and DDP unwrapped). Under torchrun: DDP, rank 0 alone
     validates, prints and writes. ``deadline`` (a ``time.perf_counter()`` reading for the whole run): stop when

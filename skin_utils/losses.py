@@ -54,8 +54,13 @@ class MultiTaskLoss(nn.Module):
     def forward(self, mask_logits, class_logits, masks, labels) -> dict[str, torch.Tensor]:
         seg = F.binary_cross_entropy_with_logits(mask_logits.float(), masks.float())
         logits = class_logits.float() if self.logit_adjustment is None else class_logits.float() + self.logit_adjustment
-        cls = F.cross_entropy(logits, labels, weight=self.class_weights, label_smoothing=self.label_smoothing)
-        total = self.seg_weight * seg + self.cls_weight * cls
+        # label -1 (no diagnosis: a masks-only folder) is left out; a batch with no diagnosis at all gives NaN
+        cls = F.cross_entropy(logits, labels, weight=self.class_weights, label_smoothing=self.label_smoothing,
+                              ignore_index=-1)
+        if self.cls_weight == 0:  # the head is not trained: its loss stays out, its gradient zero (DDP wants one)
+            total = self.seg_weight * seg + 0.0 * logits.sum()
+        else:
+            total = self.seg_weight * seg + self.cls_weight * cls
         return {"loss": total, "seg_loss": seg.detach(), "cls_loss": cls.detach()}
 
 
@@ -63,10 +68,16 @@ def build_loss(class_counts, seg_weight: float = 1.0, cls_weight: float = 1.0, c
                balance_power: float = 0.5, label_smoothing: float = 0.0) -> MultiTaskLoss:
     """The loss for ``class_balance`` at strength ``balance_power`` (1: full correction of the training
     prior): "weighted_loss" and "both" weight the cross-entropy, "logit_adjusted" adjusts the logits
-    (tau = power); "none" and "sampler" keep it plain (the sampler draws rare classes more often)."""
+    (tau = power); "none" and "sampler" keep it plain (the sampler draws rare classes more often).
+    ``class_counts`` None (a run that does not train the diagnosis head, cls_weight 0): plain as well."""
     if class_balance not in CLASS_BALANCE:
         raise ValueError(f"class_balance={class_balance!r}: choose one of {CLASS_BALANCE}.")
     weighted, adjusted = class_balance in ("weighted_loss", "both"), class_balance == "logit_adjusted"
+    if class_counts is None:
+        if cls_weight > 0:
+            raise ValueError("build_loss needs the training images per class (class_counts) to train the diagnosis "
+                             "head (cls_weight > 0); pass data.train_class_counts(data).")
+        weighted = adjusted = False
     weights = class_weights_from_counts(class_counts, balance_power) if weighted else None
     adjust = logit_adjustment_from_counts(class_counts, balance_power) if adjusted else None
     return MultiTaskLoss(seg_weight, cls_weight, class_weights=weights, label_smoothing=label_smoothing,

@@ -57,7 +57,8 @@ def default_run_name(params: dict, now: _dt.datetime | None = None) -> str:
 
 def start_run(runs_dir, run_name: str | None, params: dict, *, resume: bool = False, overwrite: bool = False) -> Run:
     """Create (or reopen) ``runs_dir/run_name`` for training. A folder with results is reused only with
-    ``resume`` (from its ``last.pt``) or ``overwrite`` (its results deleted first), else `RunExistsError`."""
+    ``resume`` (from its ``last.pt``; ``run.json`` keeps the first start's time and parameters, which
+    `engine.fit` holds the resumed run to) or ``overwrite`` (its results deleted first), else `RunExistsError`."""
     run = Run(Path(runs_dir) / (check_run_name(run_name) or default_run_name(params)))
     if run.root.resolve().parent != Path(runs_dir).resolve():  # a symbolic link out of the runs folder
         raise ValueError(f"run folder {run.root} is not directly inside {runs_dir}: refusing to use it.")
@@ -73,9 +74,11 @@ def start_run(runs_dir, run_name: str | None, params: dict, *, resume: bool = Fa
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
     for folder in (run.checkpoints, run.metrics, run.figures, run.notebooks):
         folder.mkdir(parents=True, exist_ok=True)
-    info = {"run_name": run.name, "started": _dt.datetime.now().isoformat(timespec="seconds"),
-            "resumed": bool(resume and run.last.exists()), "params": params}
-    (run.root / "run.json").write_text(json.dumps(info, indent=2, default=str))
+    resumed, record = bool(resume and run.last.exists()), run.root / "run.json"
+    first = json.loads(record.read_text()) if resumed and record.is_file() else {}  # kept: when and how it started
+    info = {"run_name": run.name, "started": first.get("started", _dt.datetime.now().isoformat(timespec="seconds")),
+            "resumed": resumed, "params": first.get("params", params)}
+    record.write_text(json.dumps(info, indent=2, default=str))
     return run
 
 

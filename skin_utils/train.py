@@ -19,6 +19,7 @@ import torch
 
 from skin_utils import distributed, plots, report, runs
 from skin_utils.budget import budget_summary, plan_check, plan_training
+from skin_utils.checkpoint import Checkpoint
 from skin_utils.config import TrainConfig, resolve
 from skin_utils.transforms import normalization_config
 from skin_utils.data import Data, check_trainable, load_data, train_class_counts, train_val_loaders
@@ -62,15 +63,17 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
                                                       resume=cfg.resume, overwrite=cfg.overwrite) if main else None)
     with distributed.main_process_first():  # rank 0 may download the ImageNet weights
         model = MultiTaskNet(len(CLASS_NAMES), cfg.encoder_weights, pooling=cfg.class_pooling)
-    counts = train_class_counts(data)
+    # a segmentation-only run needs no diagnosis: a masks-only folder (labels -1) trains its masks
+    counts = train_class_counts(data) if cfg.cls_weight > 0 else None
     loss_fn = build_loss(counts, cfg.seg_weight, cfg.cls_weight, cfg.class_balance, cfg.balance_power,
                          cfg.label_smoothing)
     train_loader, val_loader, batch_transform = train_val_loaders(
         data, cfg.batch_size, device, augment=cfg.augment, class_balance=cfg.class_balance,
         balance_power=cfg.balance_power, seed=cfg.seed, num_workers=cfg.num_workers)
     normalization = normalization_config(cfg.colour_constancy)
-    say(f"encoder weights: {model.encoder_weights_used}; training images per class: "
-        f"{dict(zip(CLASS_NAMES, counts.tolist()))}; run folder: {run.root}")
+    per_class = "not used (cls_weight 0)" if counts is None else dict(zip(CLASS_NAMES, counts.tolist()))
+    say(f"encoder weights: {model.encoder_weights_used}; training images per class: {per_class}; "
+        f"run folder: {run.root}")
 
     plan = None
     if cfg.time_budget is not None and main:  # measured on rank 0, broadcast: the same epochs for every process
@@ -86,6 +89,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
     epochs = plan.epochs if plan else cfg.epochs
     optimizer, scheduler = build_optimizer_and_schedule(model, cfg.lr, cfg.weight_decay, epochs, len(train_loader),
                                                         cfg.lr_schedule)
+    # a resumed run's earlier starts: their epochs' seconds (in last.pt) and the first start's loading and measuring
+    earlier_s = 0.0
+    if main and cfg.resume and run.last.is_file():
+        earlier_s = sum(row["epoch_seconds"] for row in Checkpoint.load(run.last).history)
+        earlier_s += plan.spent_before_s if plan and plan.resumed else 0.0
     history = fit(model, train_loader, val_loader, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
                   epochs=epochs, device=device, checkpoint_dir=run.checkpoints, class_names=CLASS_NAMES,
                   image_size=data.image_size, batch_transform=batch_transform, normalization=normalization,
@@ -113,7 +121,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
             "history": history, "calibration": calibration, "data": data.describe(), "params": params,
             "world_size": world, "global_batch_size": cfg.batch_size * world, "time_budget_min": cfg.time_budget,
             "budget_plan": plan and asdict(plan), "budget_check": plan_check(plan, history),
-            "minutes_taken": (time.perf_counter() - started_at) / 60}
+            "stopped_by": stopped_by(history, epochs, cfg.patience),
+            "minutes_taken": (time.perf_counter() - started_at + earlier_s) / 60}  # all starts (see earlier_s)
         report.write_json(run.metrics / "train.json", summary)
         plots.save_figure(plots.plot_learning_curves(history, title=f"Learning curves · {data.name}"),
                         run.figures / "train_learning_curves.png")
@@ -121,6 +130,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
         say(f"best epoch {summary['best_epoch']} by {summary['selection_used']}: {run.best}")
     distributed.barrier()
     return Trained(run, summary, data, sections)
+
+
+def stopped_by(history: list[dict], epochs: int, patience: int | None) -> str | None:
+    """Why `fit` ran fewer than ``epochs``: "patience" (that many epochs without a better score), else "time"
+    (the budget's deadline); None when it ran them all."""
+    if len(history) >= epochs:
+        return None
+    since_best = next((i for i, row in enumerate(reversed(history)) if row["best"]), len(history))
+    return "patience" if patience is not None and since_best >= patience else "time"
 
 
 def training_note(history: list[dict], selection: str) -> str:
@@ -154,7 +172,7 @@ def _sections(cfg, summary, run, data, device, plan) -> dict:
     intro = (f"Trained on **{data.name}** ({rows.get('train', 0)} training / {rows.get('val', 0)} validation images, "
              f"split by lesion) for {n} epoch(s) at {cfg.image_size} px on `{device}`; encoder weights: "
              f"{summary['encoder_weights_used']}; heads trained: {', '.join(cfg.tasks)}; {weights}. "
-             + budget_summary(plan, n, summary["minutes_taken"], summary["history"]))
+             + budget_summary(plan, n, summary["minutes_taken"], summary["history"], summary["stopped_by"]))
     body = "\n\n".join([intro, *(sections[k].markdown() for k in ("checkpoint", "curves")), f"**Conclusion.** {note}"])
     report.write_section(run.root, "02_train", "Training", body, params=summary["params"], data=summary["data"])
     return sections

@@ -258,3 +258,37 @@ def test_the_training_script_takes_a_time_budget(synthetic_dir, tmp_path):
     assert "Time budget 0.75 min" in proc.stdout
     assert train["budget_plan"] == asdict(plan) and train["minutes_taken"] > 0
     assert Checkpoint.load(run / "checkpoints" / "last.pt").params["epochs"] == plan.epochs >= train["epochs_run"]
+
+
+def test_a_run_stopped_by_patience_is_not_blamed_on_the_machine():
+    """Fewer epochs than the budget bought, after `patience` epochs without a better score: the report said
+    'the machine ran slower than measured'."""
+    from skin_utils.train import stopped_by
+
+    plan = plan_epochs(600, spent_before_s=30, train_batch_s=0.5, val_batch_s=0.2, train_batches=40, val_batches=10)
+    history = [{"epoch": e, "best": e <= 2, "train_seconds": 20.0} for e in range(1, 5)]  # none better after 2
+    assert plan.epochs == 22 and stopped_by(history, plan.epochs, patience=2) == "patience"
+    assert stopped_by(history, plan.epochs, patience=3) == "time" and stopped_by(history, 4, 2) is None
+    line = budget_summary(plan, 4, 3.0, history, stopped_by="patience")
+    assert "(stopped after 4 by patience: the validation score had stopped improving)" in line
+    assert "slower" not in line
+    assert "(stopped after 4: the machine ran slower than measured)" in budget_summary(plan, 4, 3.0, history, "time")
+    assert "No time budget: 4 epoch(s) (stopped early by patience" in budget_summary(None, 4, 3.0, history, "patience")
+
+
+def test_a_resumed_run_counts_the_time_of_its_earlier_starts(synthetic_dir, tmp_path):
+    """minutes_taken is the whole run's: this start's clock plus the earlier starts' epochs (their seconds are in
+    last.pt's history), as the budget's deadline counts them. It counted this start alone."""
+    from skin_utils.checkpoint import Checkpoint
+    from skin_utils.train import train
+
+    cfg = TrainConfig(data_dir=str(synthetic_dir), image_size=32, max_samples=60, epochs=1, encoder_weights=None,
+                      cls_weight=0.0, augment="none", amp="off", device="cpu", num_workers=0,  # no calibration: cheap
+                      split_path=str(tmp_path / "split.csv"), reports_dir=str(tmp_path / "reports"), run_name="r")
+    first = train(cfg, progress=False)
+    ckpt = Checkpoint.load(first.run.last)
+    ckpt.history[0]["epoch_seconds"] = 600.0  # an earlier start's epoch of ten minutes
+    ckpt.save(first.run.last)
+    again = train(TrainConfig(**{**cfg.to_dict(), "resume": True}), progress=False)
+    assert again.summary["epochs_run"] == 1  # all done before: nothing left to train
+    assert 10.0 < again.summary["minutes_taken"] < 10.0 + first.summary["minutes_taken"] + 1.0

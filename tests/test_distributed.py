@@ -225,3 +225,67 @@ def test_an_interrupted_two_process_run_resumes_to_the_same_weights(demo120, ddp
         assert torch.equal(tensor, b.model[key]), key
     assert [r["val_loss"] for r in a.history] == [r["val_loss"] for r in b.history]
 
+
+
+# ----------------------------------------------------------------------------- a time budget under torchrun
+def test_train_one_epoch_waits_for_the_other_processes_only_with_a_ddp_model(tmp_path, monkeypatch):
+    """The time budget is measured on rank 0 alone, on a plain copy of the model: that epoch must not call a
+    collective, which the other processes (waiting for the plan) never join. A DDP model's epoch still
+    averages its losses and stops on a non-finite loss together with the others, compiled or not."""
+    from skin_utils.engine import train_one_epoch
+
+    reductions = []
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda tensor, op=None: reductions.append(tensor.numel()))
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)  # as under torchrun
+    class Tiny(torch.nn.Module):  # a mask and a diagnosis, as MultiTaskNet gives them
+        def __init__(self):
+            super().__init__()
+            self.mask, self.cls = torch.nn.Conv2d(3, 1, 1), torch.nn.Linear(3, len(CLASS_NAMES))
+
+        def forward(self, x):
+            return self.mask(x), self.cls(x.mean((2, 3)))
+
+    batches = [(torch.full((2, 3, 8, 8), 100, dtype=torch.uint8), torch.ones(2, 1, 8, 8, dtype=torch.uint8),
+                torch.tensor([0, 1]), torch.arange(2))] * 2
+    model = Tiny().to(memory_format=torch.channels_last)  # as fit wraps it
+    loss_fn = build_loss([5, 3, 2, 1, 1, 1, 1], class_balance="none")
+
+    def epoch(runner):
+        reductions.clear()
+        train_one_epoch(runner, batches, loss_fn, torch.optim.SGD(model.parameters(), lr=0.0), "cpu", progress=False)
+        return list(reductions)
+
+    assert epoch(model) == []  # plain: what measure_batch_seconds trains
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        assert epoch(ddp) == [1, 4]  # the first bad batch at the one refresh, then the loss sums and images
+        assert epoch(torch.compile(ddp, backend="eager")) == [1, 4]
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_a_two_process_run_with_a_time_budget_plans_and_trains(demo120, tmp_path):
+    """torchrun + time_budget: rank 0 measures while the others wait for its plan. The measurement's epoch
+    called a collective the others never joined, and the run hung. Here the budget is capped at one epoch
+    (`budget.MAX_EPOCHS`), so the run costs its start, the measurement and one epoch."""
+    from tests.conftest import ROOT
+
+    script = tmp_path / "one_epoch_budget.py"
+    script.write_text("import sys\nfrom skin_utils import budget\nbudget.MAX_EPOCHS = 1\n"
+                      "from skin_utils.train import main\nsys.exit(main(sys.argv[1:]))\n")
+    args = [*_train_args(demo120, tmp_path, PER_PROCESS, "budget"), "--time-budget", "5", "--no-calibrate-tta"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                             str(PROCESSES), str(script), *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # torchrun stops its workers
+        proc.communicate()
+        pytest.fail("torchrun with a time budget did not finish in 180 s: the processes wait for each other")
+    assert proc.returncode == 0, err[-4000:]
+    assert "Time budget 5 min: 1 epoch(s)" in out
+    ckpt = Checkpoint.load(tmp_path / "runs" / "budget" / "checkpoints" / "last.pt")
+    assert ckpt.params["epochs"] == 1 and len(ckpt.history) == 1 and ckpt.params["world_size"] == PROCESSES

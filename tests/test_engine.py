@@ -22,11 +22,11 @@ from skin_utils.model import MultiTaskNet, lesion_weighted
 from skin_utils.data import load_data, train_class_counts, train_val_loaders
 
 
-def _setup(data, seed=0, epochs=2, lr=3e-3, batch_size=16):
+def _setup(data, seed=0, epochs=2, lr=3e-3, batch_size=16, num_workers=0, augment="standard"):
     torch.manual_seed(seed)
     model = MultiTaskNet(encoder_weights=None)
     loss_fn = MultiTaskLoss(1.0, 1.0, class_weights=class_weights_from_counts(train_class_counts(data), 0.5))
-    train, val, _ = train_val_loaders(data, batch_size, "cpu", seed=seed, num_workers=0)
+    train, val, _ = train_val_loaders(data, batch_size, "cpu", seed=seed, num_workers=num_workers, augment=augment)
     opt, sched = build_optimizer_and_schedule(model, lr, 1e-4, epochs, len(train))
     return model, loss_fn, train, val, opt, sched
 
@@ -223,7 +223,8 @@ RUN = textwrap.dedent("""
     from skin_utils.transforms import BatchColorJitter
     torch.set_num_threads(1)
     data = load_data({data!r}, 64, split_path={split!r}, max_samples=160, progress=False)
-    model, loss_fn, train, val, opt, sched = _setup(data, epochs=4)
+    # a loader worker (any CUDA machine has them) draws the flips: resume must reseed it too
+    model, loss_fn, train, val, opt, sched = _setup(data, epochs=4, num_workers=1, augment="flips")
     fit(model, train, val, loss_fn=loss_fn, optimizer=opt, scheduler=sched, epochs=4, device="cpu",
         checkpoint_dir={ckpt!r}, class_names=CLASS_NAMES, amp="off", resume=True, progress=False,
         image_size=64, batch_transform=BatchColorJitter(0.1))
@@ -454,3 +455,69 @@ def test_predict_leaves_no_feature_hook_behind_when_the_loader_fails():
     with pytest.raises(OSError, match="disk gone"):
         predict(model, broken(), "cpu", progress=False, features=True)
     assert not model.classification_head._forward_pre_hooks
+
+
+def test_resume_refuses_other_settings_and_names_them(tmp_path):
+    """last.pt's optimiser and schedule are its run's: resuming with another lr (the old schedule went on, the new
+    lr was recorded), more epochs (onecycle failed, cosine restarted) or other data is refused, naming the knob;
+    where files go and what runs the training may change."""
+    model = MultiTaskNet(encoder_weights=None)
+    params = {"epochs": 2, "lr": 2e-3, "lr_schedule": "onecycle", "num_workers": 0, "resume": False}
+    opt, sched = build_optimizer_and_schedule(model, 2e-3, 0.0, 2, 5)
+    Checkpoint(model_config=model.config, model=model.state_dict(), class_names=list(CLASS_NAMES), image_size=64,
+               epoch=1, best_score=1.0, params=params, data={"fingerprint": "f00"},  # the finished run of 2 epochs
+               training=TrainingState(optimizer=opt.state_dict(), scheduler=sched.state_dict())
+               ).save(tmp_path / "last.pt")
+
+    def resume(data=None, **changed):
+        p = {**params, **changed}
+        opt, sched = build_optimizer_and_schedule(model, p["lr"], 0.0, p["epochs"], 5)
+        return fit(model, None, None, loss_fn=MultiTaskLoss(), optimizer=opt, scheduler=sched, epochs=p["epochs"],
+                   device="cpu", checkpoint_dir=tmp_path, class_names=CLASS_NAMES, image_size=64, amp="off",
+                   resume=True, progress=False, params=p, data=data or {"fingerprint": "f00"})
+
+    with pytest.raises(CheckpointError, match=r"\(lr: 0\.002 in last\.pt, 0\.0002 now\)\. Resume with the run's own"):
+        resume(lr=2e-4)
+    with pytest.raises(CheckpointError, match=r"\(epochs: 2 in last\.pt, 3 now\)\. The learning-rate schedule .* "
+                                              r"cannot be lengthened"):
+        resume(epochs=3)
+    with pytest.raises(CheckpointError, match=r"data fingerprint: 'f00' in last\.pt, 'bad' now; lr: 0\.002"):
+        resume(data={"fingerprint": "bad"}, lr=1e-3)
+    assert resume(num_workers=4, resume=True) == []  # accepted: last.pt had finished, nothing is left to train
+
+
+def test_the_loss_leaves_out_images_without_a_diagnosis():
+    """Label -1 (no diagnosis: a masks-only folder) is left out of the cross-entropy; with cls_weight 0 the loss is
+    the mask's alone, finite even when no image of the batch has a diagnosis (it was an IndexError)."""
+    torch.manual_seed(0)
+    mask_logits, class_logits = torch.randn(2, 1, 4, 4), torch.randn(2, len(CLASS_NAMES), requires_grad=True)
+    masks = (torch.rand(2, 1, 4, 4) > 0.5).float()
+    both = MultiTaskLoss(1.0, 1.0)(mask_logits, class_logits, masks, torch.tensor([-1, 2]))
+    assert both["cls_loss"] == pytest.approx(float(F.cross_entropy(class_logits[1:].detach(), torch.tensor([2]))))
+    seg_only = MultiTaskLoss(1.0, 0.0)(mask_logits, class_logits, masks, torch.tensor([-1, -1]))
+    assert float(seg_only["loss"]) == pytest.approx(float(F.binary_cross_entropy_with_logits(mask_logits, masks)))
+    assert torch.isnan(seg_only["cls_loss"])  # no diagnosis in the batch: n/a
+    seg_only["loss"].backward()
+    assert torch.equal(class_logits.grad, torch.zeros_like(class_logits))  # in the graph (DDP), not trained
+
+
+def test_a_segmentation_only_run_trains_on_a_masks_only_folder(synthetic_dir, tmp_path):
+    """cls_weight 0 on a folder of images and masks alone (docs/data.md; labels -1): no class counts, no
+    diagnosis loss, validation scores the masks. It was refused: '... training images have no diagnosis'."""
+    from skin_utils.config import TrainConfig
+    from skin_utils.train import train
+
+    folder = tmp_path / "masks_only"
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True)
+    for image in sorted((synthetic_dir / "images").iterdir())[:60]:
+        mask = synthetic_dir / "masks" / f"{image.stem}_segmentation.png"
+        (folder / "images" / image.name).symlink_to(image)
+        (folder / "masks" / mask.name).symlink_to(mask)
+    cfg = TrainConfig(data_dir=str(folder), image_size=32, epochs=1, batch_size=16, cls_weight=0.0,
+                      encoder_weights=None, augment="none", amp="off", device="cpu", num_workers=0,
+                      split_path=str(tmp_path / "split.csv"), reports_dir=str(tmp_path / "reports"))
+    summary = train(cfg, progress=False).summary
+    assert summary["epochs_run"] == 1 and summary["class_weights"] is None and summary["selection_used"] == "dice"
+    assert 0 < summary["best_val"]["dice"] <= 1 and np.isnan(summary["best_val"]["balanced_accuracy"])
+    assert np.isfinite(summary["history"][0]["train_loss"]) and np.isnan(summary["history"][0]["train_cls_loss"])

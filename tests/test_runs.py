@@ -170,3 +170,15 @@ def test_what_03_and_04_score(tmp_path):
     loose = tmp_path.parent / "weights.pt"
     out, path = run_to_score("latest", loose, tmp_path)
     assert path == loose and out.root == tmp_path / "checkpoint-weights"
+
+
+def test_a_resumed_run_keeps_the_start_time_and_parameters_of_its_first_start(tmp_path):
+    """run.json says when and how the run started: a resume (refused by fit if its settings differ) rewrote both."""
+    run = start_run(tmp_path, "r1", {"epochs": 1, "lr": 0.002})
+    record = json.loads((run.root / "run.json").read_text())
+    (run.root / "run.json").write_text(json.dumps({**record, "started": "2026-01-02T03:04:05"}))
+    run.last.write_bytes(b"weights")
+    start_run(tmp_path, "r1", {"epochs": 3, "lr": 0.0002}, resume=True)
+    again = json.loads((run.root / "run.json").read_text())
+    assert (again["started"], again["params"], again["resumed"]) == ("2026-01-02T03:04:05", {"epochs": 1, "lr": 0.002},
+                                                                     True)
