@@ -507,15 +507,20 @@ def data_for_checkpoint(checkpoint, data_dir=None, split_path=None, *, whole: bo
 
 
 def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=None, tta: bool = True,
-                         target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
-                         target_coverage: float = DEFAULT_TARGET_COVERAGE, batch_size: int = 32,
-                         device="auto", amp: str = "auto", on_bad_data: str = "raise", progress: bool = True) -> dict:
+                         target_sensitivity: float | None = None, target_coverage: float | None = None,
+                         batch_size: int = 32, device="auto", amp: str = "auto", on_bad_data: str = "raise",
+                         progress: bool = True) -> dict:
     """THE post-training step: fit `calibration_record` on the validation split into the checkpoint, and return
     kind -> record. ``tta=True`` fits both kinds from one 8-view pass ("plain": the first view); also stored:
-    ``"features"``, the `feature_reference` (returned as its `feature_summary`)."""
+    ``"features"``, the `feature_reference` (returned as its `feature_summary`). The targets (None: the run's own,
+    from the checkpoint's parameters, else the defaults) set the melanoma and referral thresholds."""
     path, device = Path(checkpoint), resolve_device(device)
     model, ckpt = load_model(path, map_location="cpu")
     params = ckpt.params or {}
+    if target_sensitivity is None:
+        target_sensitivity = params.get("target_sensitivity", DEFAULT_TARGET_SENSITIVITY)
+    if target_coverage is None:
+        target_coverage = params.get("target_coverage", DEFAULT_TARGET_COVERAGE)
     if "classification" not in trained_tasks(params.get("seg_weight", 1.0), params.get("cls_weight", 1.0)):
         raise ValueError(f"{path}: the classification head was not trained (cls_weight=0), so there are no "
                          "probabilities to calibrate.")
@@ -574,10 +579,10 @@ def main(argv=None) -> int:
     p.add_argument("--split-path", help="the training split file; default: what the checkpoint records")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                    help="fit on 8-view TTA outputs (and the plain ones); --no-tta: plain outputs only")
-    p.add_argument("--target-sensitivity", type=float, default=DEFAULT_TARGET_SENSITIVITY,
-                   help="melanoma sensitivity the P(MEL) threshold reaches")
-    p.add_argument("--target-coverage", type=float, default=DEFAULT_TARGET_COVERAGE,
-                   help="share of validation images kept (not referred)")
+    p.add_argument("--target-sensitivity", type=float, help="melanoma sensitivity the P(MEL) threshold reaches "
+                   f"(default: the run's own, else {DEFAULT_TARGET_SENSITIVITY})")
+    p.add_argument("--target-coverage", type=float, help="share of validation images kept, not referred "
+                   f"(default: the run's own, else {DEFAULT_TARGET_COVERAGE})")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto", help="auto, bf16, fp16 or off")

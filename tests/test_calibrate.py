@@ -159,6 +159,12 @@ def test_calibrate_checkpoint_stores_both_kinds_from_one_tta_pass(small, tmp_pat
     path2 = ckpt.save(tmp_path / "plain.pt")
     plain = calibrate_checkpoint(path2, data, tta=False, device="cpu", amp="off", progress=False)
     assert set(plain) == {"plain", "features"}
+    assert (records["plain"]["target_sensitivity"], records["plain"]["target_coverage"]) == (0.9, 0.8)  # defaults
+    # a run trained with its own targets is recalibrated (03's recalibrate, the command line) at them
+    own = Checkpoint.from_dict({**ckpt.to_dict(), "params": {**ckpt.params, "target_sensitivity": 0.6,
+                                                              "target_coverage": 0.5}}).save(tmp_path / "own.pt")
+    again = calibrate_checkpoint(own, data, tta=False, device="cpu", amp="off", progress=False)["plain"]
+    assert (again["target_sensitivity"], again["target_coverage"]) == (0.6, 0.5)
     assert plain["plain"]["temperature"] == pytest.approx(records["plain"]["temperature"], rel=1e-3)
     assert StoredCalibration.from_checkpoint(Checkpoint.load(path2), tta=True).missing  # no TTA record
 
