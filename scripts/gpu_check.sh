@@ -110,7 +110,8 @@ model.to(device).to(memory_format=torch.channels_last)
 data = load_data(data_dir, ckpt.image_size, split_path=out / "split.csv", max_samples=max_samples, progress=False)
 reset_peak_gpu_memory(device)
 t0 = time.perf_counter()
-ev = score_split(model, data, "test", device, CLASS_NAMES, batch_size=batch, progress=False)
+ev = score_split(model, data, "test", device, CLASS_NAMES, batch_size=batch, progress=False,
+                 normalization=ckpt.normalization)  # as 03 scores it (Shades of Gray by default)
 eval_s = time.perf_counter() - t0
 eval_peak = peak_gpu_memory_mb(device)
 folder = out / "infer_images"

@@ -318,7 +318,7 @@ class TrainConfig(Config):
                               "[0.7, 0.15, 0.15].")
         if self.class_pooling == "lesion" and self.seg_weight == 0:
             raise ConfigError("Parameters class_pooling='lesion' and seg_weight=0 contradict each other: the diagnosis "
-                              "would pool by the mask of an untrained mask head; use class_pooling='frame'.")
+                              "would pool by the mask of an untrained mask head; use class_pooling='average'.")
 
     @property
     def tasks(self) -> list[str]:
