@@ -181,7 +181,7 @@ class Config:
                  and own is not None and k not in own]
         check_names(stray, [*names, "overrides"], f"the parameters given to {cls.NOTEBOOK}")
         check_names(overrides or {}, names, f"overrides of {cls.NOTEBOOK}")
-        return cls(**{k: v for k, v in namespace.items() if k in names}, **(overrides or {}))
+        return cls(**{**{k: v for k, v in namespace.items() if k in names}, **(overrides or {})})
 
     @classmethod
     def parser(cls, only=None, **kwargs) -> argparse.ArgumentParser:

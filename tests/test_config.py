@@ -98,6 +98,8 @@ def test_a_notebook_namespace_becomes_its_config_and_a_stray_name_stops_it():
     cfg = TrainConfig.from_notebook({"epochs": 2, "lr": 1e-3, "overrides": {}, "In": [], "_i1": "", "result": None},
                                     {"ema_decay": 0.99})
     assert (cfg.epochs, cfg.lr, cfg.ema_decay) == (2, 1e-3, 0.99)
+    # -y 'overrides: {epochs: 5}' for a knob the parameters cell also declares: the override wins
+    assert TrainConfig.from_notebook({"epochs": 2}, {"epochs": 5}).epochs == 5
     with pytest.raises(ConfigError, match="'epoch' in the parameters given to 02_train.*'epochs'"):
         TrainConfig.from_notebook({"epoch": 5})
     with pytest.raises(ConfigError, match="overrides of 02_train.*'ema_decay'"):
