@@ -871,6 +871,7 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
 
     saved = {**{k: v for k, v in result.items() if k != "roc_curves"}, "checkpoint": str(path),
              "checkpoint_epoch": ckpt.epoch + 1, "data": data.describe(), "params": cfg.to_dict(),
+             "environment": report.environment_info(),
              "subgroups": {c: t.to_dict(orient="records") for c, t in subgroups.items()},
              "calibration_used": calibration.as_dict(), "trust": trust.report() if trust else None,
              "cam": cam_report(cam) if cam else None,

@@ -119,6 +119,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
             "class_weights": None if loss_fn.class_weights is None else loss_fn.class_weights.tolist(),
             "logit_adjustment": None if loss_fn.logit_adjustment is None else loss_fn.logit_adjustment.tolist(),
             "history": history, "calibration": calibration, "data": data.describe(), "params": params,
+            "environment": report.environment_info(),
             "world_size": world, "global_batch_size": cfg.batch_size * world, "time_budget_min": cfg.time_budget,
             "budget_plan": plan and asdict(plan), "budget_check": plan_check(plan, history),
             "stopped_by": stopped_by(history, epochs, cfg.patience),

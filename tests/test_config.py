@@ -146,6 +146,8 @@ def test_one_recipe_the_notebook_and_the_script_train_the_same_run(synthetic_dir
     a, b = ({k: v for k, v in s.items() if k not in TIMING} for s in summaries.values())
     assert a["params"].pop("run_name") == "notebook" and b["params"].pop("run_name") == "script"
     a.pop("checkpoint"), b.pop("checkpoint")
+    assert a["environment"].pop("date") and b["environment"].pop("date")  # the versions and the commit are equal
+    assert a["environment"]["torch"] == torch.__version__
     assert a == b
     ckpts = {n: Checkpoint.load(r / "checkpoints" / "best.pt") for n, r in runs.items()}
     for field in ("model_config", "class_names", "image_size", "normalization", "data", "selection", "epoch",

@@ -516,6 +516,7 @@ def test_a_masks_only_folder_is_scored_for_segmentation_and_says_classification_
     run, notebooks, _, _ = evaluated
     result = json.loads((run / "metrics" / "evaluate_external_clinic_masks.json").read_text())
     assert result["scored"] == ["segmentation"] and result["external"] is True
+    assert result["environment"]["torch"] == torch.__version__ and result["data"]["fingerprint"]  # reproducible
     assert 0 <= result["dice"] <= 1 and result["n_with_label"] == 0 and result["n_images"] == 18
     assert "balanced_accuracy" not in result and result["melanoma_vs_rest"] is None and result["trust"] is None
     assert "classification is not scored" in notebooks["masks"]
