@@ -1,6 +1,6 @@
 # %% [markdown]
 # # 05 · Experiments: a grid of parameters over seeds, with confidence intervals
-# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/REPO/blob/main/notebooks/05_sweep.ipynb)
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/REPO/blob/main/notebooks/05_experiments.ipynb)
 #
 # One run of a recipe is one draw: another seed, or another set of test lesions, gives another
 # number. This notebook trains every cell of `grid` with every seed in `seeds` (executing
@@ -15,8 +15,9 @@
 # records every parameter it was trained and scored with: rerunning an experiment with other
 # `fixed`, `grid` values or `eval_params` stops before anything runs and names the differences.
 #
-# `papermill notebooks/05_sweep.ipynb reports/05_sweep.ipynb -p name ablation -y '{grid: [...], seeds: [0, 1, 2]}'`
-# or, from a shell, `python -m skin_utils.sweep experiment --name ablation --preset ablation --seeds 0 1 2`.
+# With papermill (lists and dicts go in `-y`):
+# `papermill notebooks/05_experiments.ipynb reports/05_experiments.ipynb -p name lr -y '{grid: {lr: [0.001, 0.003]}}'`
+# or `python -m skin_utils.sweep experiment --name ablation --preset ablation --seeds 0 1 2`.
 
 # %% tags=["parameters"]
 from typing import Optional, Union
@@ -27,7 +28,7 @@ seeds: list[int] = [0]                   # each cell is trained once per seed
 fixed: dict = {"epochs": 1, "image_size": 64, "max_samples": 120}  # 02_train parameters every run gets (data_dir, ...)
 time_budget: Optional[float] = None      # minutes per training run (02_train's time_budget, instead of epochs); None: as in fixed
 eval_params: dict = {"tta": False, "n_bootstrap": 200}  # 03_evaluate parameters every evaluation gets
-reference: Optional[dict] = None         # the cell the others are compared with (paired bootstrap); None: the grid's first cell
+reference: Optional[dict] = None         # the cell the others are compared with (paired bootstrap); None: the first that trains both heads
 metrics: list[str] = ["dice", "balanced_accuracy", "macro_auc"]  # shown in the figure
 n_bootstrap: int = 1000                  # resamples of the paired comparison
 experiments_dir: str = "reports/experiments"
@@ -58,7 +59,7 @@ from skin_utils.config import ExperimentConfig, resolve, slug
 cfg = ExperimentConfig.from_notebook(globals())  # checked: grid, fixed and eval_params names too
 fixed = {**cfg.fixed, **({"time_budget": cfg.time_budget} if cfg.time_budget is not None else {})}
 cells = sweep.expand_grid(cfg.grid)
-reference = sweep.reference_cell(cfg.reference, cells)  # checked against the grid before any run starts
+reference = sweep.reference_cell(cfg.reference, cells, fixed)  # checked against the grid before any run starts
 folder = resolve(cfg.experiments_dir) / slug(cfg.name)
 print(f"{len(cells)} cell(s) x {len(cfg.seeds)} seed(s) = {len(cells) * len(cfg.seeds)} runs into {folder}")
 

@@ -424,7 +424,7 @@ class ExperimentConfig(Config):
     fixed: dict = dataclasses.field(default_factory=lambda: {"epochs": 1, "image_size": 64, "max_samples": 120})  # 02_train parameters every run gets
     time_budget: Optional[float] = None  # minutes per training run (instead of epochs); None: as in fixed
     eval_params: dict = dataclasses.field(default_factory=lambda: {"tta": False, "n_bootstrap": 200})  # 03_evaluate parameters every evaluation gets
-    reference: Optional[dict] = None  # the cell the others are compared with (paired bootstrap); None: the first cell
+    reference: Optional[dict] = None  # the cell the others are compared with (paired bootstrap); None: the first that trains both heads
     metrics: list[str] = dataclasses.field(default_factory=lambda: ["dice", "balanced_accuracy", "macro_auc"])  # shown in the figure
     n_bootstrap: int = 1000  # resamples of the paired comparison
     experiments_dir: str = "reports/experiments"  # experiments go to <experiments_dir>/<name>/

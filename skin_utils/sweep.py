@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import sys
 import time
@@ -122,13 +123,15 @@ def run_name(cell: dict, seed: int) -> str:
     return f"{cell_name(cell)}_seed{seed}"
 
 
-def reference_cell(reference: dict | None, cells: list[dict]) -> dict:
-    """The cell the others are compared with, checked before any run starts; None: the first cell."""
+def reference_cell(reference: dict | None, cells: list[dict], fixed: dict | None = None) -> dict:
+    """The cell the others are compared with, checked before any run starts; None: the first cell that trains both
+    heads (with ``fixed``), so that the multi-task verdict compares it with the single-head cells, else the first."""
     if reference is None:
-        return cells[0]
+        return next((c for c in cells if len(tasks_of({**(fixed or {}), **c})) == 2), cells[0])
     if reference not in cells:
         raise ValueError(f"reference={reference!r} is not a cell of the grid, so nothing could be compared with "
-                         f"it; the cells are {cells}. Pass one of them, or none (the first cell is then the reference).")
+                         f"it; the cells are {cells}. Pass one of them, or none (the first cell that trains both "
+                         "heads is then the reference, else the first cell).")
     return reference
 
 
@@ -289,28 +292,48 @@ def compare(name: str, reference: dict, split: str = "val", experiments_dir="rep
             diff = paired_bootstrap([ref[s] for s in seeds], [other[s] for s in seeds], CLASS_NAMES,
                                     n_resamples=n_resamples, tasks=tasks)
             frames.append(diff.reset_index().assign(cell=cell_name(cell), reference=cell_name(reference),
-                                                    cell_tasks=",".join(heads(cell)), split=split, seeds=len(seeds)))
+                                                    cell_tasks=",".join(heads(cell)),
+                                                    reference_tasks=",".join(heads(reference)), split=split,
+                                                    seeds=len(seeds), resamples=n_resamples))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def multitask_verdict(diff) -> list[str]:
-    """Does joint training help? ``diff``: `compare` with the joint cell as reference; help or harm when
-    the 95% interval of joint - single-head excludes 0, else no detectable difference."""
+    """Does joint training help? ``diff``: `compare`'s table; its rows that pair a cell training both heads with
+    one training a single head (either may be the reference) say help or harm when the 95% interval of
+    joint - single-head excludes 0, else no detectable difference. One sentence when no row pairs them."""
+    joint = "segmentation,classification"  # `cell_tasks` of a cell that trains both heads
+    pairs = diff[(diff["cell_tasks"] == joint) != (diff["reference_tasks"] == joint)] if not diff.empty else diff
+    if pairs.empty:
+        return ["Multi-task: no verdict, as no cell that trains both heads is compared here with one that trains a "
+                "single head (a loss weight of 0)."]
     lines = []
     headline = {"segmentation": ("dice", "thresholded_jaccard"), "classification": ("balanced_accuracy", "macro_auc")}
-    for task, metrics in headline.items():  # the cells that train this head alone
-        rows = diff[(diff["cell_tasks"] == task) & diff["metric"].isin(metrics)] if not diff.empty else diff
+    for task, metrics in headline.items():
+        single = (pairs["cell_tasks"] == task) | (pairs["reference_tasks"] == task)  # the other side: joint
+        rows = pairs[pairs["metric"].isin(metrics) & single]
         if rows.empty:
-            lines.append(f"{task.capitalize()}: no {task}-only run to compare with, so no verdict.")
+            lines.append(f"{task.capitalize()}: no {task}-only run compared with a joint one, so no verdict.")
             continue
         parts, verdicts = [], set()
-        for _, r in rows.iterrows():  # joint - single = -(single - joint)
-            d, lo, hi = 0.0 - r["difference"], 0.0 - r["ci_high"], 0.0 - r["ci_low"]  # 0.0 - 0.0: no "-0.000"
-            verdicts.add("helps" if lo > 0 else "hurts" if hi < 0 else "unclear")
-            parts.append(f"{r['metric']} joint − {task} only = {d:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}, "
-                         f"{int(r['seeds'])} seed(s), {r['split']} split)")
+        for _, r in rows.iterrows():
+            if r["cell_tasks"] == joint:  # cell - reference is joint - single
+                d, lo, hi, names = r["difference"], r["ci_low"], r["ci_high"], (r["cell"], r["reference"])
+            else:  # joint - single = -(single - joint); 0.0 - 0.0: no "-0.000"
+                d, lo, hi = 0.0 - r["difference"], 0.0 - r["ci_high"], 0.0 - r["ci_low"]
+                names = (r["reference"], r["cell"])
+            cells = f" ({names[0]} − {names[1]})" if rows["cell"].nunique() > 1 else ""  # which pair, when several
+            if math.isnan(lo) or math.isnan(hi):
+                verdicts.add("no interval")
+                ci = "no interval (n_bootstrap=0)" if r.get("resamples") == 0 else "no interval"
+            else:
+                verdicts.add("helps" if lo > 0 else "hurts" if hi < 0 else "unclear")
+                ci = f"95% CI {lo:+.3f} to {hi:+.3f}"
+            parts.append(f"{r['metric']} joint − {task} only{cells} = {d:+.3f} ({ci}, {int(r['seeds'])} seed(s), "
+                         f"{r['split']} split)")
         word = {frozenset({"helps"}): "joint training **helps**", frozenset({"hurts"}): "joint training **hurts**",
-                frozenset({"unclear"}): "**no detectable difference** between joint and single-task training"
+                frozenset({"unclear"}): "**no detectable difference** between joint and single-task training",
+                frozenset({"no interval"}): "**no verdict** without a bootstrap interval"
                 }.get(frozenset(verdicts), "**mixed** evidence")
         lines.append(f"{task.capitalize()}: {word}: " + "; ".join(parts) + ".")
     return lines
@@ -354,8 +377,10 @@ def summary_markdown(name: str, reference: dict | None = None, experiments_dir="
         lines += [f"**Paired differences against `{cell_name(reference)}`, {split} split** (seed-averaged, "
                   f"lesion-level paired bootstrap, {n_resamples} resamples)", "",
                   "| cell | metric | cell − reference | 95% CI | excludes 0 |", "|---|---|---|---|---|"]
-        lines += [f"| {r['cell']} | {r['metric']} | {r['difference']:+.3f} | {r['ci_low']:+.3f} to {r['ci_high']:+.3f} "
-                  f"| {'yes' if r['excludes_zero'] else 'no'} |" for _, r in diff.iterrows()]
+        lines += [f"| {r['cell']} | {r['metric']} | {r['difference']:+.3f} | "
+                  + (f"{r['ci_low']:+.3f} to {r['ci_high']:+.3f}" if r[["ci_low", "ci_high"]].notna().all()
+                     else f"no interval ({n_resamples} resamples)")
+                  + f" | {'yes' if r['excludes_zero'] else 'no'} |" for _, r in diff.iterrows()]
         lines += ["", *[f"- {v}" for v in multitask_verdict(diff)], ""]
     return "\n".join(lines)
 
@@ -378,8 +403,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--fixed", type=json.loads, default={}, help="JSON: parameters every 02_train run gets")
     e.add_argument("--eval", type=json.loads, default={}, help="JSON: parameters every 03_evaluate run gets")
     e.add_argument("--reference", type=json.loads, default=None,
-                   help="JSON: the cell the others are compared with; default: the joint cell of the ablation preset, "
-                        "else the first cell")
+                   help="JSON: the cell the others are compared with; default: the first cell that trains both heads "
+                        "(the joint cell of the ablation preset), else the first cell")
     e.add_argument("--experiments-dir", default="reports/experiments")
     e.add_argument("--markdown", default=None, help="also write the summary (tables, paired differences) to this file")
     return p
@@ -390,8 +415,7 @@ def main(argv=None) -> int:
     if args.command == "all":
         return run_all({k: getattr(args, k) for k in RUNNER_OPTIONS}, args.only)
     cells = expand_grid(PRESETS[args.preset] if args.preset else args.grid)
-    default = {"seg_weight": 1.0, "cls_weight": 1.0} if args.preset == "ablation" else None
-    reference = reference_cell(args.reference or default, cells)  # checked before any run
+    reference = reference_cell(args.reference, cells, args.fixed)  # checked before any run
     status = run_experiment(args.name, cells, args.seeds, args.fixed, experiments_dir=args.experiments_dir,
                             eval_params=args.eval)
     print(status.to_string(index=False))

@@ -140,7 +140,8 @@ def test_multitask_verdict_states_help_harm_or_no_difference():
     diff = pd.DataFrame([
         {"metric": "dice", "difference": -0.02, "ci_low": -0.03, "ci_high": -0.01, "cell_tasks": "segmentation", "seeds": 3, "split": "val"},
         {"metric": "balanced_accuracy", "difference": 0.01, "ci_low": -0.03, "ci_high": 0.05, "cell_tasks": "classification", "seeds": 3, "split": "val"},
-        {"metric": "dice", "difference": 0.01, "ci_low": -0.03, "ci_high": 0.05, "cell_tasks": "segmentation,classification", "seeds": 3, "split": "val"}])
+        {"metric": "dice", "difference": 0.01, "ci_low": -0.03, "ci_high": 0.05, "cell_tasks": "segmentation,classification", "seeds": 3, "split": "val"}]
+    ).assign(cell=lambda d: d["cell_tasks"], reference="joint", reference_tasks="segmentation,classification")
     seg, cls = sweep.multitask_verdict(diff)
     assert seg.startswith("Segmentation: joint training **helps**") and "+0.020 (95% CI +0.010 to +0.030" in seg
     assert cls.startswith("Classification: **no detectable difference**")
@@ -182,3 +183,48 @@ def test_a_resumed_run_keeps_the_start_time_and_parameters_of_its_first_start(tm
     again = json.loads((run.root / "run.json").read_text())
     assert (again["started"], again["params"], again["resumed"]) == ("2026-01-02T03:04:05", {"epochs": 1, "lr": 0.002},
                                                                      True)
+
+
+def _verdict(tmp_path, name, grid, reference, fixed=None, n_resamples=20):
+    """multitask_verdict of an experiment run with the fake executor, and compare's rows it read."""
+    sweep.run_experiment(name, grid, seeds=[0], fixed=fixed, experiments_dir=tmp_path, root=tmp_path,
+                         executor=_fake_executor([]), progress=False)
+    diff = sweep.compare(name, reference, "val", tmp_path, root=tmp_path, n_resamples=n_resamples)
+    return sweep.multitask_verdict(diff), diff
+
+
+def test_the_multitask_verdict_compares_a_joint_cell_with_a_single_head_cell_whichever_the_reference(tmp_path):
+    """It took the reference for the joint cell and any other for a single head: an lr grid of classification-only
+    runs got "joint training hurts", and the ablation with a single-head reference (05's default) no verdict."""
+    lines, _ = _verdict(tmp_path, "lr", {"lr": [0.002, 0.001]}, {"lr": 0.002}, fixed={"seg_weight": 0.0})
+    assert len(lines) == 1 and "no verdict" in lines[0] and "joint −" not in lines[0], lines
+    ablation = sweep.PRESETS["ablation"][:3]  # segmentation only, classification only, joint: in the preset's order
+    joint, seg_only = {"seg_weight": 1.0, "cls_weight": 1.0}, {"seg_weight": 1.0, "cls_weight": 0.0}
+    assert sweep.reference_cell(None, ablation) == joint  # 05's and the command line's default: the joint cell
+    assert sweep.reference_cell(None, [{"lr": 0.002}, {"lr": 0.001}], {"seg_weight": 0.0}) == {"lr": 0.002}
+    (seg, cls), diff = _verdict(tmp_path, "abl", ablation, joint)
+    dice = diff[(diff["cell"] == "seg_weight=1,cls_weight=0") & (diff["metric"] == "dice")].iloc[0]
+    assert f"dice joint − segmentation only = {0.0 - dice['difference']:+.3f} (95% CI " in seg
+    assert "balanced_accuracy joint − classification only = " in cls
+    (seg, cls), diff = _verdict(tmp_path, "abl", ablation, seg_only)  # the joint cell is now the one compared
+    dice = diff[(diff["cell"] == "seg_weight=1,cls_weight=1") & (diff["metric"] == "dice")].iloc[0]
+    assert f"dice joint − segmentation only = {dice['difference']:+.3f} (95% CI {dice['ci_low']:+.3f} to " in seg
+    assert cls == "Classification: no classification-only run compared with a joint one, so no verdict."
+    seg, cls = _verdict(tmp_path, "abl", ablation, joint, n_resamples=0)[0]
+    assert "no interval (n_bootstrap=0)" in seg and "nan" not in seg + cls and "no detectable" not in seg + cls
+
+
+def test_every_notebook_path_named_in_the_notebooks_docs_and_code_exists():
+    """05's Colab badge and papermill command named notebooks/05_sweep.ipynb, a file that never existed."""
+    import re
+
+    from tests.conftest import ROOT
+
+    texts = [*ROOT.glob("*.md"), *ROOT.glob("docs/**/*.md"), *ROOT.glob("notebooks/*.py"),
+             *ROOT.glob("skin_utils/**/*.py"), *ROOT.glob("scripts/*")]
+    named = {(path.relative_to(ROOT).as_posix(), m.group(0)) for path in texts if path.is_file()
+             for m in re.finditer(r"notebooks/\d\d_\w+(\.ipynb|\.py)?", path.read_text(errors="replace"))}
+    assert len(named) > 10
+    missing = sorted((where, nb) for where, nb in named
+                     if not (ROOT / (nb if nb.endswith((".ipynb", ".py")) else nb + ".py")).is_file())
+    assert missing == []
