@@ -79,7 +79,7 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            predictor = load_predictor(args.run or "latest", resolve(args.runs_dir), device="cpu")
+            predictor = load_predictor(args.run or "latest", resolve(args.runs_dir), device="cpu", tta=True)
         except FileNotFoundError as err:
             if args.run:
                 parser.exit(2, f"error: {err}\n")

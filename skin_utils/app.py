@@ -5,7 +5,9 @@ calibrated probabilities, the referral and melanoma flags with the thresholds th
     python -m skin_utils.app --run latest          # or a run folder, a best.pt, an export folder
     python -m skin_utils.app --run best.pt --port 7861 --host 0.0.0.0 --share
 
-In Jupyter or Colab, ``build_demo(load_predictor("latest")).launch(inline=True)`` renders the page inline.
+The predictions are `python -m skin_utils.predict`'s and notebooks/04_inference's: with TTA by default
+(`config.InferConfig`'s ``tta``; --no-tta for the plain outputs and their calibration). In Jupyter or Colab,
+``build_demo(load_predictor("latest", tta=True)).launch(inline=True)`` renders the page inline.
 Without gradio, ``upload_panel(predictor)`` gives the same in ipywidgets and matplotlib. Every prediction is
 ``Predictor.predict_image``'s; this module only shows it. Research software, not a medical device.
 """
@@ -23,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from skin_utils.checkpoint import CheckpointError
-from skin_utils.config import resolve
+from skin_utils.config import InferConfig, resolve
 from skin_utils.inference import Predictor, flags_caption, load_predictor
 from skin_utils.labels import CLASS_DESCRIPTIONS
 from skin_utils.layout import find_images, read_image
@@ -151,10 +153,12 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="also a public gradio.live link")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=InferConfig.tta,
+                        help=f"{InferConfig.meanings()['tta']}, as predict and 04 (default: {InferConfig.tta})")
     args = parser.parse_args(argv)
     try:
         _gradio()  # before the model loads: say at once what to install
-        predictor = load_predictor(args.run, resolve(args.runs_dir), device=args.device)
+        predictor = load_predictor(args.run, resolve(args.runs_dir), device=args.device, tta=args.tta)
         demo = build_demo(predictor, sorted(find_images(resolve(args.examples)))[:12] if args.examples else None)
     except (ImportError, OSError, CheckpointError) as err:
         parser.exit(2, f"error: {err}\n")

@@ -17,7 +17,9 @@ from tests.conftest import REAL_DATA
 
 ROOT = Path(__file__).resolve().parent.parent
 CALIBRATION = {"plain": {"temperature": 1.5, "mel_threshold": 0.5, "referral_threshold": 0.9, "split": "val",
-                         "n_images": 100, "target_sensitivity": 0.9, "target_coverage": 0.8}}
+                         "n_images": 100, "target_sensitivity": 0.9, "target_coverage": 0.8},
+               "tta": {"temperature": 0.2, "mel_threshold": 0.05, "referral_threshold": 0.995, "split": "val",
+                       "n_images": 100, "target_sensitivity": 0.9, "target_coverage": 0.8}}
 
 
 def _script():
@@ -91,3 +93,30 @@ def test_main_says_what_is_missing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no-such-run" in err or "gradio" in err
 
+
+
+def test_the_app_shows_what_the_predict_command_writes(calibrated, tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    from skin_utils.predict import main as predict_main
+
+    image = _image(tmp_path)
+    assert predict_main([str(image), "--run", str(calibrated), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    row = pd.read_csv(tmp_path / "out" / "predictions.csv").iloc[0]
+    built = []  # the predictors app.main builds, here without gradio or a server
+
+    class Page:
+        def launch(self, **kwargs):
+            pass
+
+    monkeypatch.setattr(app, "_gradio", lambda: None)
+    monkeypatch.setattr(app, "build_demo", lambda predictor, examples=None: built.append(predictor) or Page())
+    assert app.main(["--run", str(calibrated), "--device", "cpu"]) == 0
+    p, _, _ = app.analyse(built[0], image)
+    assert p.pred == row["pred"] and p.prob_calibrated == pytest.approx(row["prob_calibrated"], abs=2e-4)
+    assert p.probs_calibrated == pytest.approx({c: row[f"p_cal_{c}"] for c in p.probs_calibrated}, abs=2e-4)
+    assert p.entropy == pytest.approx(row["entropy"], abs=2e-4)
+    assert (p.refer, p.mel_flag) == (bool(row["refer"]), bool(row["mel_flag"]))
+    assert built[0].calibration.temperature == 0.2  # the TTA outputs' calibration, as predict's and 04's
+    assert app.main(["--run", str(calibrated), "--device", "cpu", "--no-tta"]) == 0
+    assert built[1].tta is False and built[1].calibration.temperature == 1.5
