@@ -6,6 +6,7 @@ stops half-way. `infer(cfg)` is the whole job of notebooks/04_inference.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -165,11 +166,14 @@ class Predictor:
 
 def image_ids(paths) -> list[str]:
     """The id of each image: its file-name stem, or where stems collide (``a/IMG_1.jpg``, ``b/IMG_1.jpg``), its
-    path without the extension below the folder all the images share, "/" written "__" (``a__IMG_1``)."""
+    path without the extension below the folder all the images share, "/" written "__" (``a__IMG_1``), and where
+    those still collide (``lesion.jpg``, ``lesion.png``), the extension too, "." written "_" (``lesion_jpg``)."""
     paths = [Path(os.path.abspath(p)) for p in paths]
     stems = Counter(p.stem for p in paths)
     root = os.path.commonpath([p.parent for p in paths]) if len(stems) < len(paths) else None
-    return [p.stem if stems[p.stem] == 1 else "__".join(p.relative_to(root).with_suffix("").parts) for p in paths]
+    ids = [p.stem if stems[p.stem] == 1 else "__".join(p.relative_to(root).with_suffix("").parts) for p in paths]
+    counts = Counter(ids)
+    return [f"{i}_{p.suffix[1:]}" if counts[i] > 1 else i for i, p in zip(ids, paths)]
 
 
 def model_path(source, runs_dir="reports/runs") -> Path:
@@ -202,6 +206,23 @@ def predictions_table(predictions, overlays=None) -> pd.DataFrame:
 
 
 ISIC_TASK3 = "ISIC_task3.csv"  # ISIC 2018 Task 3 submission: image,MEL,NV,BCC,AKIEC,BKL,DF,VASC
+OUTPUT_FOLDERS = ("masks", "overlays", "isic")  # the folders of per-image files save_predictions writes
+
+
+def check_out_dir(out_dir, image_ids, overlays: bool = False, isic: bool = False) -> None:
+    """FileExistsError when ``masks/``, ``overlays/`` or ``isic/`` under ``out_dir`` hold files that `save_predictions`
+    of ``image_ids`` would not write (an earlier call's, of other images): they would sit beside this call's table
+    as if they were its. Nothing is deleted; they may be the user's."""
+    out_dir, ids = Path(out_dir), set(image_ids)
+    written = {"masks": {f"{i}.png" for i in ids}, "overlays": {f"{i}.png" for i in ids} if overlays else set(),
+               "isic": {f"{i}_segmentation.png" for i in ids} | {ISIC_TASK3} if isic else set()}
+    other = {name: sorted(p.name for p in (out_dir / name).iterdir() if p.name not in written[name]
+                          and not p.name.startswith(".")) for name in OUTPUT_FOLDERS if (out_dir / name).is_dir()}
+    if found := [f"{out_dir / name} holds {len(names)} file(s) this call would not write (e.g. {names[0]})"
+                 for name, names in other.items() if names]:
+        raise FileExistsError("; ".join(found) + ", left by an earlier call on other images: they would sit beside "
+                              "this call's predictions.csv as if they were its. Write to an empty folder (predict: "
+                              "another --out), or delete those files first.")
 
 
 def save_masks(predictions, out_dir, suffix: str = "") -> list[Path]:
@@ -218,7 +239,8 @@ def save_predictions(predictions, failures, out_dir, overlays: bool = False, isi
     """Everything a folder's predictions leave in ``out_dir``: ``predictions.csv``, ``skipped.csv``, ``masks/``,
     on request ``overlays/`` and ``isic/``, the ISIC 2018 submission files (Task 1 masks
     ``<image_id>_segmentation.png``, the Task 3 CSV of calibrated probabilities in ISIC's column order; it needs
-    the seven HAM10000 classes). Returns the predictions table."""
+    the seven HAM10000 classes). Refuses (`check_out_dir`) an ``out_dir`` whose ``masks/``, ``overlays/`` or ``isic/``
+    hold files of other images, before writing anything. Returns the predictions table."""
     out_dir = Path(out_dir)
     counts = Counter(p.image_id for p in predictions)
     if same := sorted(p.path for p in predictions if counts[p.image_id] > 1):
@@ -227,6 +249,7 @@ def save_predictions(predictions, failures, out_dir, overlays: bool = False, isi
     if isic and predictions and sorted(predictions[0].probs) != sorted(CLASS_NAMES):
         raise ValueError(f"ISIC Task 3 needs the classes {list(CLASS_NAMES)}; this model predicts "
                          f"{list(predictions[0].probs)}. Leave isic off.")
+    check_out_dir(out_dir, [p.image_id for p in predictions], overlays=overlays, isic=isic)
     save_masks(predictions, out_dir / "masks")
     table = predictions_table(predictions, save_overlays(predictions, out_dir / "overlays") if overlays else None)
     table.to_csv(out_dir / "predictions.csv", index=False)
@@ -329,7 +352,9 @@ class Inferred:
 
 def infer(cfg: InferConfig, progress: bool = True) -> Inferred:
     """THE inference of notebooks/04_inference: ``inference/predictions.csv``, ``skipped.csv``, ``masks/`` and
-    ``overlays/``, the figures, ``metrics/inference.json`` and the report section, in the run folder."""
+    ``overlays/`` (and ``isic/``), the figures, ``metrics/inference.json`` and the report section, in the run folder.
+    The run's ``inference/`` is this function's own: its ``masks/``, ``overlays/`` and ``isic/`` are emptied before
+    the new predictions are written, so they hold this input's images only."""
     run, path = run_to_score(cfg.run, cfg.checkpoint and resolve(cfg.checkpoint), resolve(cfg.reports_dir) / "runs")
     out_dir = run.root / "inference"
     folder = resolve(cfg.input_dir) if cfg.input_dir else write_demo_images(out_dir / "demo_input", cfg.n_demo_images)
@@ -338,6 +363,8 @@ def infer(cfg: InferConfig, progress: bool = True) -> Inferred:
         print(f"{folder}: predicting at {predictor.image_size} px on {predictor.device}\n"
               f"{predictor.calibration.describe()}")
     predictions, failures = predictor.predict_folder(folder, batch_size=cfg.batch_size, progress=progress)
+    for name in OUTPUT_FOLDERS:  # the last input's files, not this one's
+        shutil.rmtree(out_dir / name, ignore_errors=True)
     table = save_predictions(predictions, failures, out_dir, overlays=True, isic=cfg.isic)
     shown, title = predictions[:8], folder.name + ("" if cfg.input_dir else f" · {SYNTHETIC_NOTE}")
     none = "" if shown else "No image was predicted."
@@ -359,6 +386,7 @@ def infer(cfg: InferConfig, progress: bool = True) -> Inferred:
                                   f"`{predictor.device}` (median of 10, preprocessing included, Grad-CAM not).")
     sections["conclusion"] = Section("Conclusion", text=summary(predictions, len(failures), demo=cfg.input_dir is None))
     report.write_json(run.metrics / "inference.json", {
+        "checkpoint": str(path), "epoch": predictor.checkpoint.epoch,
         "input_dir": str(folder), "n_predicted": len(predictions), "n_skipped": len(failures),
         "single_image_latency_s": latency, "class_counts": dict(Counter(p.pred for p in predictions).most_common()),
         "calibration_used": predictor.calibration.as_dict(), "n_referred": sum(bool(p.refer) for p in predictions),

@@ -4,7 +4,8 @@
 
 writes ``<dir>/predictions.csv`` (class, calibrated probabilities, uncertainty, ``refer``, ``mel_flag``),
 ``masks/<image_id>.png`` (0/255, the image's size), ``skipped.csv`` (files that could not be read, with the
-reason), and on request ``overlays/`` (--overlays) and the ISIC 2018 files ``isic/`` (--isic). The other
+reason), and on request ``overlays/`` (--overlays) and the ISIC 2018 files ``isic/`` (--isic). An --out whose
+masks/, overlays/ or isic/ hold files of other images (an earlier call's) is refused: give an empty one. The other
 options are notebooks/04_inference's parameters (`config.InferConfig`), with the same defaults.
 """
 
@@ -13,7 +14,8 @@ from __future__ import annotations
 import sys
 
 from skin_utils.config import InferConfig, resolve
-from skin_utils.inference import load_predictor, save_predictions, summary
+from skin_utils.inference import check_out_dir, image_ids, load_predictor, save_predictions, summary
+from skin_utils.layout import find_images
 
 OPTIONS = ("run", "batch_size", "threshold", "tta", "cam", "isic", "device", "amp", "reports_dir")
 
@@ -28,6 +30,11 @@ def main(argv=None) -> int:
     source, out = resolve(args.input), resolve(args.out)
     if not source.exists():
         parser.error(f"input {args.input!r}: {source} does not exist; pass a folder of images or an image file.")
+    try:  # before predicting: an --out holding an earlier call's masks of other images is refused
+        check_out_dir(out, image_ids([source] if source.is_file() else sorted(find_images(source))),
+                      overlays=args.overlays, isic=args.isic)
+    except FileExistsError as err:
+        parser.error(str(err))
     cfg = InferConfig(**{name: getattr(args, name) for name in OPTIONS})
     predictor = load_predictor(cfg.run, resolve(cfg.reports_dir) / "runs", device=cfg.device, amp=cfg.amp,
                                threshold=cfg.threshold, tta=cfg.tta, cam=cfg.cam and args.overlays)

@@ -1,6 +1,7 @@
 """Inference on a folder of arbitrary files: predictions for the good ones, reasons for the rest."""
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -214,3 +215,72 @@ def test_images_of_one_name_in_two_folders_keep_their_own_id_mask_overlay_and_ro
     assert [p.image_id for p in predictor.predict_paths(two, progress=False)[0]] == ids[:2]
     with pytest.raises(ValueError, match="clinicA/IMG_0001.jpg.*clinicB/IMG_0001.jpg.*distinct file names"):
         save_predictions([predictor.predict_image(p) for p in two], failures, tmp_path / "out2")
+
+
+def test_images_of_one_stem_and_two_extensions_get_distinct_ids(checkpoint, tmp_path):
+    from skin_utils.inference import image_ids, save_predictions
+
+    assert image_ids(["/d/x.jpg", "/d/x.png"]) == ["x_jpg", "x_png"]
+    assert image_ids(["/d/x.jpg", "/d/y.png"]) == ["x", "y"]  # nothing collides: the plain stems
+    assert image_ids(["/d/a/x.jpg", "/d/b/x.jpg", "/d/b/x.png"]) == ["a__x", "b__x_jpg", "b__x_png"]
+    folder = write_demo_images(tmp_path / "in", n=2)
+    Image.open(folder / "demo_01.jpg").save(folder / "demo_00.png")
+    (folder / "demo_01.jpg").unlink()
+    predictions, failures = Predictor(checkpoint, device="cpu", amp="off").predict_folder(folder, progress=False)
+    assert [p.image_id for p in predictions] == ["demo_00_jpg", "demo_00_png"]
+    table = save_predictions(predictions, failures, tmp_path / "out")  # HEAD: "would share an image_id"
+    assert table["image_id"].tolist() == ["demo_00_jpg", "demo_00_png"]
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["demo_00_jpg.png", "demo_00_png.png"]
+
+
+def test_predict_refuses_an_out_folder_with_masks_of_other_images(checkpoint, tmp_path, capsys):
+    from skin_utils.inference import ISIC_TASK3, save_predictions
+    from skin_utils.predict import main as predict_main
+
+    first, second, out = write_demo_images(tmp_path / "a", n=3), tmp_path / "b", tmp_path / "out"
+    second.mkdir()
+    (first / "demo_02.jpg").rename(second / "other.jpg")
+    command = ["--run", str(checkpoint), "--out", str(out), "--device", "cpu", "--no-tta", "--isic"]
+    assert predict_main([str(first), *command]) == 0
+    assert predict_main([str(first), *command]) == 0  # the same input again: it writes the same files
+    written = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert pd.read_csv(out / "isic" / ISIC_TASK3)["image"].tolist() == ["demo_00", "demo_01"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:  # refused before predicting
+        predict_main([str(second), *command])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'masks'} holds 2 file(s) this call would not write" in err
+    assert f"{out / 'isic'} holds 2 file(s)" in err and "empty folder" in err and "delete" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == written  # nothing written
+    # save_predictions itself refuses too, before writing anything (predictions made some other way)
+    predictions, failures = Predictor(checkpoint, device="cpu", amp="off").predict_folder(second, progress=False)
+    with pytest.raises(FileExistsError, match="masks holds 2 file"):
+        save_predictions(predictions, failures, out, isic=True)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == written
+
+
+def test_notebook_inference_on_another_input_keeps_only_its_masks_and_names_the_checkpoint(checkpoint, tmp_path):
+    import json
+
+    from skin_utils.checkpoint import Checkpoint
+    from skin_utils.config import InferConfig
+    from skin_utils.inference import ISIC_TASK3, infer
+
+    ckpt = Checkpoint.load(checkpoint)
+    ckpt.epoch = 3
+    path = ckpt.save(tmp_path / "best.pt")
+    first, second = write_demo_images(tmp_path / "a", n=3), tmp_path / "b"
+    second.mkdir()
+    (first / "demo_02.jpg").rename(second / "other.jpg")
+    for folder in (first, second):
+        cfg = InferConfig(checkpoint=str(path), input_dir=str(folder), reports_dir=str(tmp_path / "reports"),
+                          tta=False, cam=False, isic=True, device="cpu", amp="off")
+        result = infer(cfg, progress=False)
+    out = result.run.root / "inference"
+    assert pd.read_csv(out / "predictions.csv")["image_id"].tolist() == ["other"]
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["other.png"]
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["other.png"]
+    assert sorted(p.name for p in (out / "isic").iterdir()) == [ISIC_TASK3, "other_segmentation.png"]
+    saved = json.loads((result.run.metrics / "inference.json").read_text())
+    assert Path(saved["checkpoint"]).resolve() == path.resolve() and saved["epoch"] == 3
