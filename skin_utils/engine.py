@@ -118,7 +118,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, *, epoch: int = 0
     sums = torch.zeros(3, device=device, dtype=torch.float64)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
     n_images, t0 = 0, time.perf_counter()
-    total = len(loader) if max_batches is None else min(len(loader), max_batches)
+    total = len(loader) if max_batches is None else max_batches  # an iterator needs max_batches (<= its length)
     bar = tqdm(itertools.islice(loader, max_batches), total=total, desc=f"epoch {epoch + 1} train",
                disable=not progress, leave=False, mininterval=1.0)
     for b, batch in enumerate(bar):
@@ -365,8 +365,11 @@ def measure_batch_seconds(model, train_loader, val_loader, loss_fn, device, *, a
     ema = weight_average(probe, ema_decay)
     loss_fn = copy.deepcopy(loss_fn).to(device)
 
+    # the warm-up and the timed batches from one pass (each pass starts the training loader's workers anew)
+    batches = (batch for _ in itertools.count() for batch in train_loader)
+
     def train(k):
-        train_one_epoch(runner, train_loader, loss_fn, optimizer, device, amp_dtype=amp_dtype,
+        train_one_epoch(runner, batches, loss_fn, optimizer, device, amp_dtype=amp_dtype,
                         batch_transform=batch_transform, normalization=normalization, progress=False,
                         max_batches=k, ema=ema)
 

@@ -144,6 +144,24 @@ def test_measurement_leaves_the_model_untouched(demo, ema_decay):
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BatchNorm statistics
 
 
+def test_the_measurement_times_batches_of_one_pass_over_the_training_loader(demo):
+    # each pass over the training loader starts its workers anew (so that resume is exact): a second pass
+    # for the timed batches would time the workers' start-up as training
+    model, loss_fn, train, val = _setup(demo)
+
+    class Passes(list):
+        started = 0
+
+        def __iter__(self):
+            Passes.started += 1
+            return super().__iter__()
+
+    batches = Passes(train)
+    assert len(batches) >= 4
+    measure_batch_seconds(model, batches, val, loss_fn, "cpu", train_batches=len(batches) - 3, val_batches=1)
+    assert Passes.started == 1
+
+
 def test_a_budgeted_run_equals_a_run_of_the_epochs_it_bought(demo, tmp_path):
     """The measurement draws from the random streams, but each epoch reseeds them: training after
     a measurement gives exactly the weights of training without one."""
