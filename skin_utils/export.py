@@ -137,8 +137,9 @@ def reproduce_command(params: dict) -> str:
 
 
 def is_evaluation_of(saved: dict, path: Path, ckpt: Checkpoint) -> bool:
-    """Whether an evaluation (``metrics/evaluate*.json``) scored the checkpoint file at ``path``, at its epoch."""
-    return (saved.get("checkpoint") is not None and resolve(saved["checkpoint"]).resolve() == path.resolve()
+    """Whether an evaluation in the run's ``metrics/`` scored the checkpoint ``path`` (by file name: a run folder
+    moved to another machine keeps its results), at its epoch."""
+    return (Path(str(saved.get("checkpoint"))).name == path.name
             and saved.get("checkpoint_epoch") == (None if ckpt.epoch is None else ckpt.epoch + 1))
 
 

@@ -153,9 +153,10 @@ def test_model_card_takes_only_the_evaluation_of_the_exported_checkpoint(card_ru
         assert "0.717" not in card, other
         assert "The run's test results (`metrics/evaluate.json`) are of another checkpoint" in card
         assert f"`papermill notebooks/03_evaluate.ipynb 03_evaluate.out.ipynb -p checkpoint {best}`" in card
-    # the evaluation of this file at this epoch is on the card
-    card = _card(card_run, tmp_path)
-    assert "| macro AUC | 0.717 [0.577, 0.785] |" in card and "another checkpoint" not in card
+    # the evaluation of this file at this epoch is on the card, also when the run folder was made elsewhere
+    for where in (best, "/content/repo/reports/runs/card/checkpoints/best.pt"):
+        card = _card(card_run, tmp_path, checkpoint=str(where))
+        assert "| macro AUC | 0.717 [0.577, 0.785] |" in card and "another checkpoint" not in card
 
 
 def _check_isic(folder, images):
