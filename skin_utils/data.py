@@ -380,8 +380,9 @@ def train_class_counts(data: Data) -> np.ndarray:
     labels = data.labels[data.rows["train"]]
     if (labels < 0).any():
         raise ValueError(f"{int((labels < 0).sum())} of {len(labels)} training images of {data.data_dir} have no "
-                         "diagnosis (label -1; a masks-only folder, or images without a labels row): train on a "
-                         "folder with a labels file, or score this one with 03_evaluate (split='all').")
+                         "diagnosis (label -1; a masks-only folder, or images without a labels row): train the "
+                         "masks alone (cls_weight=0), train on a folder with a labels file, or score this one with "
+                         "03_evaluate (split='all').")
     return np.bincount(labels, minlength=len(CLASS_NAMES))
 
 

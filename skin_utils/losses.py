@@ -69,15 +69,10 @@ def build_loss(class_counts, seg_weight: float = 1.0, cls_weight: float = 1.0, c
     """The loss for ``class_balance`` at strength ``balance_power`` (1: full correction of the training
     prior): "weighted_loss" and "both" weight the cross-entropy, "logit_adjusted" adjusts the logits
     (tau = power); "none" and "sampler" keep it plain (the sampler draws rare classes more often).
-    ``class_counts`` None (a run that does not train the diagnosis head, cls_weight 0): plain as well."""
+    ``class_counts`` may be None for "none" (a run that does not train the diagnosis head)."""
     if class_balance not in CLASS_BALANCE:
         raise ValueError(f"class_balance={class_balance!r}: choose one of {CLASS_BALANCE}.")
     weighted, adjusted = class_balance in ("weighted_loss", "both"), class_balance == "logit_adjusted"
-    if class_counts is None:
-        if cls_weight > 0:
-            raise ValueError("build_loss needs the training images per class (class_counts) to train the diagnosis "
-                             "head (cls_weight > 0); pass data.train_class_counts(data).")
-        weighted = adjusted = False
     weights = class_weights_from_counts(class_counts, balance_power) if weighted else None
     adjust = logit_adjustment_from_counts(class_counts, balance_power) if adjusted else None
     return MultiTaskLoss(seg_weight, cls_weight, class_weights=weights, label_smoothing=label_smoothing,

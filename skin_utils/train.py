@@ -63,12 +63,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> Trained:
                                                       resume=cfg.resume, overwrite=cfg.overwrite) if main else None)
     with distributed.main_process_first():  # rank 0 may download the ImageNet weights
         model = MultiTaskNet(len(CLASS_NAMES), cfg.encoder_weights, pooling=cfg.class_pooling)
-    # a segmentation-only run needs no diagnosis: a masks-only folder (labels -1) trains its masks
-    counts = train_class_counts(data) if cfg.cls_weight > 0 else None
-    loss_fn = build_loss(counts, cfg.seg_weight, cfg.cls_weight, cfg.class_balance, cfg.balance_power,
-                         cfg.label_smoothing)
+    # a segmentation-only run needs no diagnosis and balances no classes: a masks-only folder (labels -1) trains
+    counts, balance = (train_class_counts(data), cfg.class_balance) if cfg.cls_weight > 0 else (None, "none")
+    loss_fn = build_loss(counts, cfg.seg_weight, cfg.cls_weight, balance, cfg.balance_power, cfg.label_smoothing)
     train_loader, val_loader, batch_transform = train_val_loaders(
-        data, cfg.batch_size, device, augment=cfg.augment, class_balance=cfg.class_balance,
+        data, cfg.batch_size, device, augment=cfg.augment, class_balance=balance,
         balance_power=cfg.balance_power, seed=cfg.seed, num_workers=cfg.num_workers)
     normalization = normalization_config(cfg.colour_constancy)
     per_class = "not used (cls_weight 0)" if counts is None else dict(zip(CLASS_NAMES, counts.tolist()))

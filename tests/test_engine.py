@@ -515,6 +515,7 @@ def test_a_segmentation_only_run_trains_on_a_masks_only_folder(synthetic_dir, tm
         (folder / "images" / image.name).symlink_to(image)
         (folder / "masks" / mask.name).symlink_to(mask)
     cfg = TrainConfig(data_dir=str(folder), image_size=32, epochs=1, batch_size=16, cls_weight=0.0,
+                      class_balance="both",  # the sampler and the weights balance classes: none here
                       encoder_weights=None, augment="none", amp="off", device="cpu", num_workers=0,
                       split_path=str(tmp_path / "split.csv"), reports_dir=str(tmp_path / "reports"))
     summary = train(cfg, progress=False).summary
