@@ -386,7 +386,7 @@ def infer(cfg: InferConfig, progress: bool = True) -> Inferred:
                                   f"`{predictor.device}` (median of 10, preprocessing included, Grad-CAM not).")
     sections["conclusion"] = Section("Conclusion", text=summary(predictions, len(failures), demo=cfg.input_dir is None))
     report.write_json(run.metrics / "inference.json", {
-        "checkpoint": str(path), "epoch": predictor.checkpoint.epoch,
+        "checkpoint": str(path), "checkpoint_epoch": None if (e := predictor.checkpoint.epoch) is None else e + 1,
         "input_dir": str(folder), "n_predicted": len(predictions), "n_skipped": len(failures),
         "single_image_latency_s": latency, "class_counts": dict(Counter(p.pred for p in predictions).most_common()),
         "calibration_used": predictor.calibration.as_dict(), "n_referred": sum(bool(p.refer) for p in predictions),

@@ -283,4 +283,4 @@ def test_notebook_inference_on_another_input_keeps_only_its_masks_and_names_the_
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["other.png"]
     assert sorted(p.name for p in (out / "isic").iterdir()) == [ISIC_TASK3, "other_segmentation.png"]
     saved = json.loads((result.run.metrics / "inference.json").read_text())
-    assert Path(saved["checkpoint"]).resolve() == path.resolve() and saved["epoch"] == 3
+    assert Path(saved["checkpoint"]).resolve() == path.resolve() and saved["checkpoint_epoch"] == 4  # counted from 1
