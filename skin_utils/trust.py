@@ -512,15 +512,16 @@ def calibrate_checkpoint(checkpoint, data=None, *, data_dir=None, split_path=Non
                          progress: bool = True) -> dict:
     """THE post-training step: fit `calibration_record` on the validation split into the checkpoint, and return
     kind -> record. ``tta=True`` fits both kinds from one 8-view pass ("plain": the first view); also stored:
-    ``"features"``, the `feature_reference` (returned as its `feature_summary`). The targets (None: the run's own,
-    from the checkpoint's parameters, else the defaults) set the melanoma and referral thresholds."""
+    ``"features"``, the `feature_reference` (returned as its `feature_summary`). The targets (None: those it was last
+    calibrated at, else the run's parameters, else the defaults) set the melanoma and referral thresholds."""
     path, device = Path(checkpoint), resolve_device(device)
     model, ckpt = load_model(path, map_location="cpu")
     params = ckpt.params or {}
+    last = {**params, **((ckpt.calibration or {}).get("tta" if tta else "plain") or {})}  # calibrated at, else trained
     if target_sensitivity is None:
-        target_sensitivity = params.get("target_sensitivity", DEFAULT_TARGET_SENSITIVITY)
+        target_sensitivity = last.get("target_sensitivity", DEFAULT_TARGET_SENSITIVITY)
     if target_coverage is None:
-        target_coverage = params.get("target_coverage", DEFAULT_TARGET_COVERAGE)
+        target_coverage = last.get("target_coverage", DEFAULT_TARGET_COVERAGE)
     if "classification" not in trained_tasks(params.get("seg_weight", 1.0), params.get("cls_weight", 1.0)):
         raise ValueError(f"{path}: the classification head was not trained (cls_weight=0), so there are no "
                          "probabilities to calibrate.")

@@ -165,6 +165,10 @@ def test_calibrate_checkpoint_stores_both_kinds_from_one_tta_pass(small, tmp_pat
                                                               "target_coverage": 0.5}}).save(tmp_path / "own.pt")
     again = calibrate_checkpoint(own, data, tta=False, device="cpu", amp="off", progress=False)["plain"]
     assert (again["target_sensitivity"], again["target_coverage"]) == (0.6, 0.5)
+    # ... and at the targets it was last calibrated at, when they differ from its parameters
+    calibrate_checkpoint(own, data, tta=False, target_sensitivity=0.7, device="cpu", amp="off", progress=False)
+    again = calibrate_checkpoint(own, data, tta=False, device="cpu", amp="off", progress=False)["plain"]
+    assert (again["target_sensitivity"], again["target_coverage"]) == (0.7, 0.5)
     assert plain["plain"]["temperature"] == pytest.approx(records["plain"]["temperature"], rel=1e-3)
     assert StoredCalibration.from_checkpoint(Checkpoint.load(path2), tta=True).missing  # no TTA record
 
