@@ -220,9 +220,9 @@ def check_out_dir(out_dir, image_ids, overlays: bool = False, isic: bool = False
                           and not p.name.startswith(".")) for name in OUTPUT_FOLDERS if (out_dir / name).is_dir()}
     if found := [f"{out_dir / name} holds {len(names)} file(s) this call would not write (e.g. {names[0]})"
                  for name, names in other.items() if names]:
-        raise FileExistsError("; ".join(found) + ", left by an earlier call on other images: they would sit beside "
-                              "this call's predictions.csv as if they were its. Write to an empty folder (predict: "
-                              "another --out), or delete those files first.")
+        raise FileExistsError("; ".join(found) + ", left by an earlier call (other images or options): they would "
+                              "sit beside this call's predictions.csv as if they were its. Write to an empty folder "
+                              "(predict: another --out), or delete those files first.")
 
 
 def save_masks(predictions, out_dir, suffix: str = "") -> list[Path]:

@@ -570,7 +570,7 @@ def read_labels(path: Path, images: set[str], report: DataReport, id_column: str
     rest = [c for c in cols if c not in (id_col, dx_col, *onehot)]
     others = {k: find_column(rest, None, names) for k, names in OTHER_COLUMNS.items()}
     values = df[onehot].apply(pd.to_numeric, errors="coerce").to_numpy(float) if onehot else None
-    rest = ONEHOT_REST.get(tuple(sorted(map(normalise_name, onehot))))
+    all_zero_class = ONEHOT_REST.get(tuple(sorted(map(normalise_name, onehot))))
     rows: dict[str, dict] = {}
     for k, r in enumerate(df.to_dict("records")):
         written = clean_image_id(r[id_col])
@@ -580,8 +580,8 @@ def read_labels(path: Path, images: set[str], report: DataReport, id_column: str
         name = r[dx_col] if dx_col else None
         if onehot and np.isin(values[k], (0.0, 1.0)).all() and values[k].sum() == 1.0:
             name = onehot[int(np.argmax(values[k]))].upper()
-        elif rest and (values[k] == 0.0).all():
-            name = rest
+        elif all_zero_class and (values[k] == 0.0).all():
+            name = all_zero_class
         elif onehot and image_id in images:
             shown = ", ".join(f"{c.upper()}={'?' if np.isnan(v) else f'{v:g}'}" for c, v in zip(onehot, values[k]))
             report.problems.append(Problem("bad_label", str(path), f"{image_id}: row is not exactly one-hot ({shown})",
