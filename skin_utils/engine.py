@@ -53,9 +53,11 @@ def amp_dtype_for(device: torch.device, amp: str = "auto") -> torch.dtype | None
         raise ValueError(f"amp={amp!r}: choose one of {AMP_CHOICES}.")
     if amp != "auto":
         return {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    cpu_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if device.type == "cuda":  # a T4 or V100 emulates bf16 (slow, no cuDNN convolutions): fp16 there
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    # oneDNN's own check passes any AVX-512 CPU; without bf16 instructions its bf16 is ~2x slower than fp32
+    cpu_bf16 = torch.backends.mkldnn.is_available() and (torch.cpu._is_avx512_bf16_supported()
+                                                         or torch.cpu._is_amx_tile_supported())
     return torch.bfloat16 if cpu_bf16 else None
 
 

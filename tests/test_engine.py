@@ -522,3 +522,22 @@ def test_a_segmentation_only_run_trains_on_a_masks_only_folder(synthetic_dir, tm
     assert summary["epochs_run"] == 1 and summary["class_weights"] is None and summary["selection_used"] == "dice"
     assert 0 < summary["best_val"]["dice"] <= 1 and np.isnan(summary["best_val"]["balanced_accuracy"])
     assert np.isfinite(summary["history"][0]["train_loss"]) and np.isnan(summary["history"][0]["train_cls_loss"])
+
+
+def test_amp_auto_picks_bf16_only_where_the_hardware_computes_in_it(monkeypatch):
+    # torch's own checks pass a T4 (bf16 emulated: slow, no cuDNN convolutions) and any AVX-512 CPU (oneDNN's bf16
+    # then ~2x slower than fp32): "auto" must give fp16 and fp32 there
+    from skin_utils.engine import amp_dtype_for
+
+    def cuda_bf16(including_emulation=True):
+        return including_emulation  # a T4: only emulated
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", cuda_bf16)
+    assert amp_dtype_for(torch.device("cuda"), "auto") == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an A100
+    assert amp_dtype_for(torch.device("cuda"), "auto") == torch.bfloat16
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)  # AVX-512
+    for avx512_bf16, amx, expected in ((False, False, None), (True, False, torch.bfloat16),
+                                       (False, True, torch.bfloat16)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert amp_dtype_for(torch.device("cpu"), "auto") == expected
