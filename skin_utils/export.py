@@ -70,7 +70,8 @@ def export_onnx(ckpt: Checkpoint, model: torch.nn.Module, path) -> dict:
     return {"file": Path(path).name, "opset": OPSET, "input": "image: float32 (N, 3, H, W), RGB in [0, 1]",
             "outputs": {"probs": f"float32 (N, {len(ckpt.class_names)}) calibrated probabilities of "
                                  f"{ckpt.class_names}", "mask": "float32 (N, 1, H, W) lesion probability"},
-            "preprocessing": f"resize to image_size {list(ckpt.image_size)} (H, W), bilinear; divide by 255",
+            "preprocessing": f"apply the EXIF orientation; RGB; resize to image_size {list(ckpt.image_size)} (H, W), "
+                             "bilinear; divide by 255",
             "temperature": calibration.temperature, "calibration": calibration.describe()}
 
 
@@ -207,10 +208,10 @@ def model_card(ckpt: Checkpoint, path: Path, onnx: bool = True) -> str:
             "prediction = Predictor.from_folder('<this folder>').predict_image('lesion.jpg')", "```"]
     if onnx:
         out += ["Without skin_utils (numpy, Pillow, onnxruntime):", "```python",
-                "import json, numpy as np, onnxruntime as ort", "from PIL import Image",
+                "import json, numpy as np, onnxruntime as ort", "from PIL import Image, ImageOps",
                 "cfg = json.load(open('config.json'))", "h, w = cfg['image_size']",
-                "x = np.asarray(Image.open('lesion.jpg').convert('RGB').resize((w, h), Image.BILINEAR), "
-                "np.float32).transpose(2, 0, 1)[None] / 255",
+                "image = ImageOps.exif_transpose(Image.open('lesion.jpg')).convert('RGB')  # as the camera held it",
+                "x = np.asarray(image.resize((w, h), Image.BILINEAR), np.float32).transpose(2, 0, 1)[None] / 255",
                 "probs, mask = ort.InferenceSession('model.onnx').run(None, {'image': x})", "```"]
     out += ["", "## Licence", "Code MIT. " + ("Weights trained on the synthetic demo (made by skin_utils): MIT."
             if data.get("synthetic") else "Weights inherit the terms of their training data: HAM10000 is CC BY-NC 4.0 "

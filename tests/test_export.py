@@ -105,6 +105,25 @@ def test_model_card_is_written_from_the_run(run, exported):
     assert "temperature" in card and "onnxruntime" in card and "`features.safetensors` (the familiarity" in card
 
 
+def test_the_model_cards_onnx_snippet_reads_an_image_as_the_predictor_does(exported, tmp_path, monkeypatch):
+    # a JPEG stored on its side with EXIF orientation 6, as phones write them: the snippet must turn it upright
+    card = (exported / CARD_FILE).read_text()
+    snippet = card.split("Without skin_utils (numpy, Pillow, onnxruntime):\n```python\n")[1].split("```")[0]
+    pixels = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / "lesion.jpg", exif=exif)
+    for name in ("config.json", ONNX_FILE):
+        (tmp_path / name).symlink_to(exported / name)
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(snippet, scope)
+    prediction = Predictor.from_folder(exported, device="cpu", amp="off").predict_image(tmp_path / "lesion.jpg")
+    assert scope["mask"].shape[2:] == tuple(scope["cfg"]["image_size"]) and prediction.mask.shape == (60, 40)
+    expected = [prediction.probs_calibrated[c] for c in CLASS_NAMES]
+    assert np.abs(scope["probs"][0] - expected).max() < 1e-4
+
+
 @pytest.fixture(scope="module")
 def card_run(run, tmp_path_factory):
     """A run folder of its own (run.json, a hard link to the tiny run's best.pt) for hand-written evaluations."""
