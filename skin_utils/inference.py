@@ -24,7 +24,7 @@ from skin_utils.report import Section
 from skin_utils.checkpoint import CONFIG_FILE, load_model
 from skin_utils.config import InferConfig, resolve
 from skin_utils.transforms import Normalize
-from skin_utils.layout import find_images, read_image
+from skin_utils.layout import find_images, image_hw, read_image
 from skin_utils.demo import SYNTHETIC_NOTE, render_lesion
 from skin_utils.engine import amp_dtype_for, image_batch, predict, resolve_device, upsample_mask
 from skin_utils.labels import CLASS_NAMES
@@ -120,9 +120,12 @@ class Predictor:
 
     def predict_image(self, image, cam: bool | None = None) -> Prediction:
         """One image (a path or an RGB uint8 array); ``cam``: the Grad-CAM (None: as the predictor was built)."""
-        path = image if isinstance(image, (str, Path)) else "<array>"
-        array = read_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
-        return self._predict([([self.preprocess(array)], [(Path(str(path)).stem, path, array.shape[:2])])], cam)[0]
+        if isinstance(image, (str, Path)):  # read as the evaluation cache reads it (a large image reduced first)
+            path, array, hw = image, read_image(image, shrink_to=self.image_size), image_hw(image)
+        else:
+            path, array = "<array>", np.asarray(image)
+            hw = array.shape[:2]
+        return self._predict([([self.preprocess(array)], [(Path(str(path)).stem, path, hw)])], cam)[0]
 
     def predict_folder(self, folder, batch_size: int = 16, progress: bool = True):
         """Every image under ``folder``, or the one image file ``folder``: ``(predictions, failures)``, the files
@@ -139,14 +142,14 @@ class Predictor:
     def predict_paths(self, paths, batch_size: int = 16, progress: bool = True):
         """Image files in batches, decoded on two threads: ``(predictions, failures)``, the unreadable, gigantic
         or tiny files with the reason."""
-        def load(path):
+        def load(path):  # read as the evaluation cache reads it (an image over 4 MP reduced first), and its size
             try:
-                array = read_image(path)
+                array, hw = read_image(path, shrink_to=self.image_size), image_hw(path)
             except (Image.DecompressionBombError, OSError, ValueError) as err:  # layout.ImageReadError: a ValueError
                 return path, None, f"{type(err).__name__}: {err}"
-            if min(array.shape[:2]) < MIN_SIDE:
-                return path, None, f"image is {array.shape[1]}x{array.shape[0]} px, smaller than {MIN_SIDE} px a side"
-            return path, array, None
+            if min(hw) < MIN_SIDE:
+                return path, None, f"image is {hw[1]}x{hw[0]} px, smaller than {MIN_SIDE} px a side"
+            return path, (array, hw), None
 
         paths, failures = [Path(p) for p in paths], []
         ids = dict(zip(paths, image_ids(paths)))
@@ -159,7 +162,7 @@ class Predictor:
                     failures.extend({"path": str(p), "reason": err} for p, _, err in loaded if err is not None)
                     bar.update(len(loaded))
                     if ok := [(p, a) for p, a, err in loaded if err is None]:
-                        yield [self.preprocess(a) for _, a in ok], [(ids[p], p, a.shape[:2]) for p, a in ok]
+                        yield [self.preprocess(a) for _, (a, _) in ok], [(ids[p], p, hw) for p, (_, hw) in ok]
 
         return self._predict(batches()), pd.DataFrame(failures, columns=["path", "reason"])
 

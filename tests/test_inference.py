@@ -284,3 +284,19 @@ def test_notebook_inference_on_another_input_keeps_only_its_masks_and_names_the_
     assert sorted(p.name for p in (out / "isic").iterdir()) == [ISIC_TASK3, "other_segmentation.png"]
     saved = json.loads((result.run.metrics / "inference.json").read_text())
     assert Path(saved["checkpoint"]).resolve() == path.resolve() and saved["checkpoint_epoch"] == 4  # counted from 1
+
+
+def test_a_large_image_gets_the_pixels_the_evaluation_cache_gives_it(checkpoint, tmp_path):
+    # over 4 MP the cache reads a JPEG reduced (DCT scaling) before resizing: 04 must see what 03 scored
+    from skin_utils.data import build_cache
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "large.jpg"
+    Image.fromarray(rng.integers(0, 255, (45, 60, 3), dtype=np.uint8)).resize((2560, 1920), Image.BICUBIC).save(path)
+    predictor = Predictor(checkpoint, device="cpu", amp="off")
+    index = pd.DataFrame({"image_id": ["large"], "image_path": [str(path)], "mask_path": [None]})
+    cached = torch.from_numpy(np.array(build_cache(index, predictor.image_size, tmp_path / "cache",
+                                                   progress=False).images[0])).permute(2, 0, 1)
+    expected = predictor._predict([([cached], [("large", path, (1920, 2560))])])[0]
+    for got in (predictor.predict_paths([path], progress=False)[0][0], predictor.predict_image(path)):
+        assert got.probs == expected.probs and got.mask.shape == (1920, 2560)
