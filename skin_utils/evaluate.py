@@ -23,7 +23,7 @@ from skin_utils.checkpoint import Checkpoint, load_model
 from skin_utils.config import EvaluateConfig, resolve, slug, trained_tasks
 from skin_utils.data import CachedLesionDataset, make_loader
 from skin_utils.transforms import Normalize
-from skin_utils.layout import image_hw, read_image, read_mask
+from skin_utils.layout import image_hw, read_csv_with_ids, read_image, read_mask
 from skin_utils.engine import amp_dtype_for, image_batch, predict, resolve_device, upsample_mask
 from skin_utils.labels import CLASS_NAMES
 from skin_utils.metrics import (CLASSIFICATION_METRICS, HEADLINE_METRICS, ISIC_JACCARD_THRESHOLD,
@@ -516,6 +516,15 @@ def is_external(described: dict, trained_on: dict) -> bool:
     return not here or not there or resolve(here).resolve() != resolve(there).resolve()
 
 
+def seen_in_training(image_ids, split_path) -> list[str]:
+    """The ``image_ids`` that the training split file names in train or val (a shifted copy of the wrong split, or
+    a set that holds HAM10000 images, such as ISIC 2019): their scores are not held out. [] without the file."""
+    if not split_path or not resolve(split_path).is_file():
+        return []
+    split = read_csv_with_ids(resolve(split_path))
+    return sorted(set(image_ids) & set(split.loc[split["split"].isin(("train", "val")), "image_id"]))
+
+
 def result_tag(split: str, data_dir=None, external: bool = False) -> str:
     """``evaluate`` (test split), ``evaluate_<split>`` or ``evaluate_external_<folder>``: the results' names."""
     if not external:
@@ -796,6 +805,13 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
                                label_map=cfg.label_map, label_column=cfg.label_column, id_column=cfg.id_column)
     external = whole and is_external(data.describe(), ckpt.data)
     tag = result_tag(cfg.split, data.data_dir, external)
+    seen = seen_in_training(data.index["image_id"], ckpt.split_path) if whole else []
+    not_held_out = (f"**{len(seen)} of these {len(data.index)} images carry the ids of images this model was trained "
+                    f"or validated on** (e.g. {seen[0]}; `{ckpt.split_path}`): their scores are not held out, so "
+                    "the numbers below flatter the model. Leave them out, or shift the run's own test split."
+                    ) if seen else ""
+    if seen:
+        say(not_held_out.replace("**", ""))
     if cfg.recalibrate and "classification" in tasks:
         calibrate_checkpoint(path, None if whole else data, tta=cfg.tta, batch_size=cfg.batch_size, device=device,
                              amp=cfg.amp)
@@ -870,7 +886,8 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
     sections["conclusion"] = Section("Conclusion", text=conclusion(result, per_image, tasks, shift, data.synthetic))
 
     saved = {**{k: v for k, v in result.items() if k != "roc_curves"}, "checkpoint": str(path),
-             "checkpoint_epoch": ckpt.epoch + 1, "data": data.describe(), "params": cfg.to_dict(),
+             "checkpoint_epoch": ckpt.epoch + 1, "seen_in_training": seen, "data": data.describe(),
+             "params": cfg.to_dict(),
              "environment": report.environment_info(),
              "subgroups": {c: t.to_dict(orient="records") for c, t in subgroups.items()},
              "calibration_used": calibration.as_dict(), "trust": trust.report() if trust else None,
@@ -895,7 +912,7 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
         if "segmentation" in shown else "", f"95% intervals from {cfg.n_bootstrap} bootstrap resamples of lesions.",
         STORED_ELSEWHERE.format(data=Path(str(ckpt.data.get("data_dir", "the training data"))).name)
         if external and classified else "",
-        *not_scored, f"Class scores: {result['scores']}." if result.get("scores") else ""] if x)
+        not_held_out, *not_scored, f"Class scores: {result['scores']}." if result.get("scores") else ""] if x)
     body = "\n\n".join([header, *(s.markdown() for k, s in sections.items() if k != "conclusion"),
                         f"**Conclusion.** {sections['conclusion'].text}"])
     report.write_section(run.root, f"03_{tag}", f"External evaluation: {data.name}" if external

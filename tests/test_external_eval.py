@@ -517,6 +517,7 @@ def test_a_masks_only_folder_is_scored_for_segmentation_and_says_classification_
     result = json.loads((run / "metrics" / "evaluate_external_clinic_masks.json").read_text())
     assert result["scored"] == ["segmentation"] and result["external"] is True
     assert result["environment"]["torch"] == torch.__version__ and result["data"]["fingerprint"]  # reproducible
+    assert result["seen_in_training"] == []  # other ids than the training split's: held out
     assert 0 <= result["dice"] <= 1 and result["n_with_label"] == 0 and result["n_images"] == 18
     assert "balanced_accuracy" not in result and result["melanoma_vs_rest"] is None and result["trust"] is None
     assert "classification is not scored" in notebooks["masks"]
@@ -533,6 +534,17 @@ def test_a_masks_only_folder_is_scored_for_segmentation_and_says_classification_
     stored = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["calibration"]["plain"]  # tta=False
     assert stored["referral_threshold"] is not None and stored["mel_threshold"] is not None
     assert per_image[["entropy", "refer", "mel_flag"]].notna().all().all()
+
+
+def test_images_the_model_was_trained_or_validated_on_are_named(tmp_path):
+    # a shifted copy of the wrong split, or ISIC 2019 (which holds HAM10000): those scores are not held out
+    from skin_utils.evaluate import seen_in_training
+
+    pd.DataFrame({"image_id": ["a", "b", "c", "NA"], "split": ["train", "val", "test", "train"]}).to_csv(
+        tmp_path / "split.csv", index=False)
+    assert seen_in_training(["c", "b", "NA", "x"], tmp_path / "split.csv") == ["NA", "b"]
+    assert seen_in_training(["c", "x"], tmp_path / "split.csv") == []
+    assert seen_in_training(["a"], tmp_path / "gone.csv") == [] and seen_in_training(["a"], None) == []
 
 
 @ABSENT_PREDICTED
