@@ -2,7 +2,7 @@
 # Recipe sweep for a 10-minute budget on this 2-core CPU, 3 cells x 3 seeds (seed-major), then every run
 # scored on shifted copies of the validation and test splits. Run from a second clone, on a quiet machine:
 #   HAM10000_DIR=<the HAM10000 folder> SHIFTED=<folder of shifted_val/, shifted_test/> bash docs/results/budget10_sweep.sh <clone>
-# (the shifted copies: python -m skin_utils.prepare shift, see README › Results)
+# (the shifted copies: python -m skin_utils.prepare shift, see docs/data.md, "A shifted copy of a split")
 set -u
 CLONE=$1; cd "$CLONE"; export PYTHONPATH=$CLONE
 PY=.venv/bin/python

@@ -1,7 +1,7 @@
 # Sourced by the budget sweep scripts: `source docs/results/budget_env.sh <clone>` (from the scripts' own folder).
 # The clone to run in, its python, the data, the fixed split, the default recipe, the fixed parameters (the
 # budget in minutes is appended: "${FIXED}45}") and the evaluation parameters; shifted_val scores finished runs
-# on the shifted validation copy (python -m skin_utils.prepare shift, see README › Results).
+# on the shifted validation copy (python -m skin_utils.prepare shift, see docs/data.md, "A shifted copy of a split").
 set -u
 # Paths come from the environment, never from the machine it first ran on:
 #   HAM10000_DIR  the HAM10000 folder (images/, masks/, HAM10000_metadata.csv), required
