@@ -236,6 +236,11 @@ def notebook_names(notebook: str) -> set[str] | None:
 AUGMENTATIONS = ("none", "flips", "standard", "strong", "camera")
 COLOUR_CONSTANCY = ("none", "shades_of_gray")
 POOLINGS = ("average", "lesion")
+#: TrainConfig knobs a resumed run may change, as they leave what is trained alone: where files go (data_dir too:
+#: the data fingerprint is compared instead), the hardware and its speed, and the calibration after training.
+RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "run_name", "reports_dir", "cache_dir", "data_dir", "device",
+                               "amp", "compile", "num_workers", "calibrate_tta", "target_sensitivity",
+                               "target_coverage"})
 CLASS_BALANCE = ("none", "weighted_loss", "sampler", "both", "logit_adjusted")
 LR_SCHEDULES = ("onecycle", "cosine", "constant")
 SELECTION_CRITERIA = ("balanced_accuracy+dice", "balanced_accuracy", "dice", "loss")

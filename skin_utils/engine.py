@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from skin_utils import distributed
 from skin_utils.budget import format_seconds, seconds_per_batch
 from skin_utils.checkpoint import Checkpoint, CheckpointError, TrainingState, load_weights
-from skin_utils.config import AMP_CHOICES, LR_SCHEDULES, SELECTION_CRITERIA, trained_tasks
+from skin_utils.config import AMP_CHOICES, LR_SCHEDULES, RESUMABLE_CHANGES, SELECTION_CRITERIA, trained_tasks
 from skin_utils.transforms import Normalize, resolve_normalization
 from skin_utils.metrics import classification_report, segmentation_scores
 
@@ -436,13 +436,6 @@ def _resume(path: Path, model, optimizer, scheduler, scaler, device, run: Checkp
     if ckpt.training.scaler:
         scaler.load_state_dict(ckpt.training.scaler)
     return ckpt
-
-
-# TrainConfig knobs a resumed run may change, as they leave what is trained alone: where files go (data_dir
-# too: the data fingerprint is compared instead), the hardware and its speed, and the calibration after training.
-RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "run_name", "reports_dir", "cache_dir", "data_dir", "device",
-                               "amp", "compile", "num_workers", "calibrate_tta", "target_sensitivity",
-                               "target_coverage"})
 
 
 def _check_same_settings(path: Path, ckpt: Checkpoint, run: Checkpoint) -> None:

@@ -53,6 +53,12 @@ def test_the_other_jobs_check_their_own_fields():
     assert EvaluateConfig(label_map='{"common nevus": "NV"}').label_map
 
 
+def test_the_knobs_a_resume_may_change_are_train_config_fields():
+    from skin_utils.config import RESUMABLE_CHANGES
+
+    assert RESUMABLE_CHANGES <= set(TrainConfig.names())  # a renamed field would otherwise be refused on resume
+
+
 def test_choices_are_what_the_code_accepts():
     from skin_utils.transforms import build_augmentation
     from skin_utils.engine import amp_dtype_for, build_optimizer_and_schedule, selection_metrics
