@@ -25,12 +25,10 @@ HAM10000_CLASS_COUNTS: dict[str, int] = {
     "MEL": 1113, "NV": 6705, "BCC": 514, "AKIEC": 327, "BKL": 1099, "DF": 115, "VASC": 142,
 }
 
-_SEPARATORS = re.compile(r"[\s_\-()]+")
-
 
 def normalise_name(name) -> str:
     """Lower case, runs of spaces, ``_``, ``-`` and brackets one space: "Melanoma (in situ)" -> "melanoma in situ"."""
-    return _SEPARATORS.sub(" ", str(name).lower()).strip()
+    return re.sub(r"[\s_\-()]+", " ", str(name).lower()).strip()
 
 
 _NAMES_BY_CLASS: dict[str, tuple[str, ...]] = {

@@ -132,13 +132,6 @@ def _open(path) -> Image.Image:
         raise ImageReadError(p, f"the header is broken ({e})") from None
 
 
-def _orientation(img: Image.Image) -> int:
-    try:
-        return int(img.getexif().get(0x0112, 1) or 1)
-    except Exception:  # noqa: BLE001 - malformed EXIF: no rotation
-        return 1
-
-
 def _decode(img: Image.Image, path, draft: bool = False) -> Image.Image:
     """The pixels, EXIF orientation applied. ``draft=True`` (checks only) decodes JPEGs at 1/8 scale: the
     whole stream is still read, so truncated files are caught, for 1/64 of the work."""
@@ -151,15 +144,17 @@ def _decode(img: Image.Image, path, draft: bool = False) -> Image.Image:
     except Exception as e:  # noqa: BLE001 - PIL plugins raise many types for corrupt data
         raise ImageReadError(path, "the file is truncated (incomplete download or copy)" if "truncated" in str(e)
                              else f"the pixel data cannot be decoded ({e})") from None
-    try:
-        return img if _orientation(img) == 1 else ImageOps.exif_transpose(img)
-    except Exception:  # noqa: BLE001 - a malformed orientation tag: the pixels are fine
-        return img
+    with suppress(Exception):  # a malformed orientation tag: the pixels are fine
+        ImageOps.exif_transpose(img, in_place=True)  # in place: no copy when there is nothing to turn
+    return img
 
 
 def _hw(img: Image.Image) -> tuple[int, int]:
     w, h = img.size
-    return (w, h) if _orientation(img) in (5, 6, 7, 8) else (h, w)  # those orientations swap the sides
+    with suppress(Exception):  # malformed EXIF: no rotation
+        if img.getexif().get(0x0112) in (5, 6, 7, 8):  # those orientations swap the sides
+            return w, h
+    return h, w
 
 
 def image_hw(path) -> tuple[int, int]:

@@ -534,7 +534,7 @@ def build_shifted_split(data_dir, out, *, split_path=None, split: str = "test", 
 
 
 # ------------------------------------------------------------------------------------ command line
-def _parser() -> argparse.ArgumentParser:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m skin_utils.prepare", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     rewrite = argparse.ArgumentParser(add_help=False)
@@ -568,11 +568,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="names, labels and pairing only, no pixel checks")
     p.add_argument("--partial", action="store_true", help="images may lack a mask or a labels row")
     ap.epilog = "commands:\n" + "\n".join("  " + c.format_usage().split(": ", 1)[1].strip() for c in sub.choices.values())
-    return ap
-
-
-def main(argv: list[str] | None = None) -> int:
-    a = _parser().parse_args(argv)
+    a = ap.parse_args(argv)
     try:
         if a.command == "ham10000":
             return 0 if prepare_ham10000(a.downloads_dir, a.out, overwrite=a.overwrite)["ok"] else 1
