@@ -1,10 +1,9 @@
 """Every number of a set of predictions, with the ISIC 2018 definitions, and its lesion-level 95% CI.
 
-Class scores are probabilities (N, K). A 0/0 is NaN, never a guess; means leave NaN out. Every
-sensitivity, specificity and ROC AUC, here and in `skin_utils.trust`, comes from `sens_spec` and `auc`.
-Segmentation follows the ISIC empty-mask rule (an empty prediction of an empty target: Dice = Jaccard = 1);
-classification averages over the classes present. The bootstrap draws whole lesions: images of one
-lesion are not independent.
+Class scores are probabilities (N, K). A 0/0 is NaN, never a guess; means leave NaN out (classification
+averages over the classes present). Every sensitivity, specificity and ROC AUC, here and in `skin_utils.trust`,
+comes from `sens_spec` and `auc`. Segmentation follows the ISIC empty-mask rule (an empty prediction of an empty
+target: Dice = Jaccard = 1). The bootstrap draws whole lesions: images of one lesion are not independent.
 """
 
 from __future__ import annotations
@@ -127,7 +126,6 @@ def map_pairs(a: Any, b: Any, names=("pred", "target"), counted=("predicted mask
 
 
 def _ratio(num, den, when_zero: float) -> np.ndarray:
-    """num / den as float64, ``when_zero`` where den == 0."""
     num, den = np.broadcast_arrays(np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64))
     return np.divide(num, den, out=np.full(num.shape, when_zero), where=den != 0)
 
@@ -142,9 +140,8 @@ def nanmean(values) -> float:
 # --- the one sensitivity / specificity, the one AUC -----------------------------------------------
 
 def sens_spec(truth: Any, called: Any, axis=None, undefined: float = NAN) -> dict[str, Any]:
-    """Sensitivity, specificity, PPV and the counts ``tp``, ``fn``, ``tn``, ``fp`` of yes/no calls (non-zero
-    = yes) over ``axis`` (None: everything, as Python numbers; 0: per column of one-hot classes). A 0/0 is
-    ``undefined``."""
+    """Sensitivity, specificity, PPV and the counts ``tp``, ``fn``, ``tn``, ``fp`` of yes/no calls (non-zero = yes)
+    over ``axis`` (None: everything, as Python numbers; 0: per column of one-hot classes); 0/0: ``undefined``."""
     t, c = as_numpy(truth, dtype=None) != 0, as_numpy(called, dtype=None) != 0
     if t.shape != c.shape:
         raise ValueError(f"truth and calls differ in shape: {t.shape} vs {c.shape}.")
@@ -207,9 +204,8 @@ def balanced_accuracy(y_true: Any, y_pred: Any, num_classes: int) -> float:
 
 
 def classification_report(probs: Any, targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
-    """The ISIC 2018 Task 3 report as plain values: accuracy, balanced accuracy, macro AUC and AP,
-    ``confusion_matrix`` (rows = true; ``_normalized`` by row), ``per_class``: name -> `PER_CLASS_KEYS`; NaN:
-    undefined (the AUC of a class absent from the targets, the precision of one never predicted)."""
+    """The ISIC 2018 Task 3 report as plain values (``confusion_matrix``: rows = true, ``_normalized`` by row;
+    ``per_class``: name -> `PER_CLASS_KEYS`); NaN: undefined (an absent class's AUC, an unpredicted one's precision)."""
     names = [str(c) for c in class_names]
     p, t = probs_and_labels(probs, targets, len(names), "targets")
     n, k = len(t), len(names)
@@ -263,9 +259,8 @@ def baselines(targets: Any, class_names: Sequence[str] = CLASS_NAMES) -> dict[st
 
 
 def melanoma_vs_rest(y_true: Any, p_mel: Any, threshold: float | None = None) -> dict[str, Any]:
-    """Melanoma (``y_true`` True) versus the rest from P(MEL): ``auc``, the counts and, calling melanoma at
-    ``p_mel >= threshold``, `sens_spec`'s values (None / NaN without a threshold); ``notes`` say why the AUC
-    is undefined."""
+    """Melanoma (``y_true`` True) versus the rest from P(MEL): ``auc``, the counts, `sens_spec_at` ``threshold``
+    (None / NaN without one) and ``notes`` saying why the AUC is undefined."""
     p, y = as_binary(p_mel, y_true)
     if y.size == 0 or p.min() < 0.0 or p.max() > 1.0:
         raise ValueError("p_mel must be probabilities in [0, 1], P(MEL) of each image, for at least one image.")
@@ -281,9 +276,8 @@ def melanoma_vs_rest(y_true: Any, p_mel: Any, threshold: float | None = None) ->
 # --- lesion-level bootstrap over a per-image table ------------------------------------------------
 
 def _scorer(table: pd.DataFrame, class_names: Sequence[str], tasks: Sequence[str], mel_threshold: float | None):
-    """``score(idx)``: the `HEADLINE_METRICS` of the table's rows ``idx``, read from its columns once as arrays (a
-    resample costs microseconds). Images without a diagnosis count for segmentation only, images without a mask
-    for classification only."""
+    """``score(idx)``: the `HEADLINE_METRICS` of the rows ``idx`` (columns read once: a resample costs microseconds).
+    Images without a diagnosis count for segmentation only, images without a mask for classification only."""
     names, n = list(class_names), len(table)
     seg = "segmentation" in tasks and "dice" in table and table["dice"].notna().any()
     labelled = table["true"].notna().to_numpy() if "true" in table else np.zeros(n, bool)
@@ -314,7 +308,7 @@ def _scorer(table: pd.DataFrame, class_names: Sequence[str], tasks: Sequence[str
         pred = probs.argmax(1)
         out.update(accuracy=float(np.mean(pred == y)), balanced_accuracy=balanced_accuracy(y, pred, len(names)),
                    macro_auc=nanmean([auc(probs[:, c], y == c) for c in range(len(names))]))
-        if mel is None:  # no class named MEL
+        if mel is None:
             return {**out, **{k: NAN for k in keys if k.startswith("mel_")}}
         out["mel_auc"] = auc(probs[:, mel], y == mel)
         if mel_threshold is not None:

@@ -1,11 +1,9 @@
 """How far to trust each prediction: calibration (temperature scaling), uncertainty, referral, the melanoma
-operating point, heat maps on the lesion, familiarity; and THE post-training step that fits these on the
-validation split into the checkpoint (`calibrate_checkpoint`; for an older model
-``python -m skin_utils.trust <run or checkpoint> [--no-tta ...]``).
+operating point, heat maps on the lesion, familiarity; and `calibrate_checkpoint`, THE post-training step that
+fits these on the validation split into the checkpoint (an older model: ``python -m skin_utils.trust <run>``).
 
-Passes over the same images (TTA views) are stacked first, (S, N, K); entropies in nats.
-ECE (Guo et al. 2017): equal-width bins ``(b / n, (b + 1) / n]``; the class-wise ECE (Kull et al. 2019) sees
-the rare classes a top-label ECE hides.
+Passes over the same images (TTA views) are stacked first, (S, N, K); entropies in nats. ECE (Guo et al. 2017):
+equal-width bins ``(b / n, (b + 1) / n]``; the class-wise one (Kull et al. 2019) sees rare classes a top-label hides.
 """
 
 from __future__ import annotations
@@ -345,10 +343,9 @@ def _fit_gaussian(f: np.ndarray) -> dict:
 
 
 def feature_reference(features: Any) -> dict:
-    """A Gaussian of the validation split's pooled encoder features (N, D): ``mean``, ``precision`` (Ledoit-Wolf, as
-    N is often below D), and ``threshold``, the `FAMILIAR_QUANTILE` of the split's own `feature_distance`s, each
-    image scored by a fit that left its fold out (in-sample would call too many new images unfamiliar). Plain
-    Python types."""
+    """A Gaussian of the validation split's pooled encoder features (N, D), in plain Python types: ``mean``,
+    ``precision`` (Ledoit-Wolf, as N is often below D), ``threshold``: the `FAMILIAR_QUANTILE` of the split's own
+    `feature_distance`s, each from a fit without its fold (in-sample would call too many new images unfamiliar)."""
     f = np.asarray(features, dtype=np.float64)
     if f.ndim != 2 or len(f) < 2 * FEATURE_FOLDS:
         raise ValueError(f"feature_reference needs features of shape (N >= {2 * FEATURE_FOLDS}, D); got {f.shape}.")
@@ -372,7 +369,7 @@ def feature_distance(features: Any, reference: dict) -> np.ndarray:
 
 
 def familiarity_columns(features: Any, reference: dict) -> dict:
-    """Per image: ``feature_distance`` (`feature_distance`) and ``unfamiliar``, beyond the reference's threshold."""
+    """Per image: ``feature_distance`` and ``unfamiliar``, beyond the reference's threshold."""
     distance = feature_distance(features, reference)
     return {"feature_distance": distance, "unfamiliar": distance > reference["threshold"]}
 
