@@ -3,7 +3,6 @@
 Each ``plot_*`` takes what one function elsewhere returns (its docstring names it), refuses anything else
 with a ValueError saying what it expected, and returns a Figure without showing it; ``title`` becomes the
 bold suptitle. A class always has its colour; a true lesion contour is green, a predicted one magenta.
-`publish` shows a figure inline and saves it (under the run's figures/).
 """
 
 from __future__ import annotations
@@ -77,17 +76,18 @@ def overlay_mask(image, mask, color: str = PRED_MASK_COLOR, alpha: float = 0.4, 
 
 
 # ------------------------------------------------------------------------------ shared pieces
-def _figure(title: str | None, nrows: int = 1, ncols: int = 1, figsize=None, **kwargs):
-    """``(fig, axes)``, constrained layout, ``title`` the bold suptitle; ``axes`` is always 2-D."""
+def _figure(title: str | None, nrows: int = 1, ncols: int = 1, figsize=None, blank: bool = False, **kwargs):
+    """``(fig, axes)``, constrained layout, ``title`` the bold suptitle; ``axes`` always 2-D (`_blank` if ``blank``)."""
     fig, axes = plt.subplots(nrows, ncols, figsize=figsize, layout="constrained", squeeze=False, **kwargs)
     if title:
         fig.suptitle(title, fontsize=13, fontweight="bold")
+    for ax in axes.flat if blank else ():
+        _blank(ax)
     return fig, axes
 
 
 def _clean(ax, grid: str | None = None, title: str | None = None, legend: dict | None = None, **props) -> None:
-    """No top/right frame, a light grid along ``grid`` ("x", "y", "both"), ``props`` set, ``title`` small above,
-    a frameless legend when ``legend`` (its keyword arguments) is given."""
+    """No top/right frame, a light ``grid`` ("x", "y", "both"), ``props``, a small ``title``, a frameless ``legend``."""
     ax.spines[["top", "right"]].set_visible(False)
     if grid:
         ax.grid(axis=grid, color="0.92")
@@ -174,7 +174,6 @@ def _class_names_of(labels, where: str) -> np.ndarray:
 
 
 def _bars(ax, x, counts, labels, horizontal=False, **kwargs) -> None:
-    """Bars with a dark edge and a label on each."""
     bars = (ax.barh if horizontal else ax.bar)(x, counts, edgecolor="0.25", linewidth=0.6, **kwargs)
     ax.bar_label(bars, labels, fontsize=8, padding=2)
     ax.margins(**{"x" if horizontal else "y": 0.15})
@@ -249,11 +248,10 @@ def plot_metadata(index: pd.DataFrame, title: str = "Patient metadata") -> Figur
     else:
         _blank(ax_age, "no known ages")
     ax_age.set_title(f"age (unknown: {len(index) - len(ages):,})", fontsize=10)
-    for ax, column, name in ((ax_sex, "sex", "sex"), (ax_site, "localization", "body site")):
+    for ax, column, name, across in ((ax_sex, "sex", "sex", False), (ax_site, "localization", "body site", True)):
         counts = index[column].value_counts()
-        counts = pd.concat([counts.drop("unknown", errors="ignore"), counts.reindex(["unknown"]).dropna().astype(int)])
-        across = column == "localization"  # horizontal bars, the largest site at the top
-        counts = counts[::-1] if across else counts
+        order = sorted(counts.index, key=lambda v: v == "unknown")  # stable: by count, "unknown" last
+        counts = counts[order[::-1] if across else order]  # across: horizontal bars, the largest site at the top
         labels = [f"{v:,}" if across else f"{v:,}\n({100 * v / counts.sum():.0f}%)" for v in counts]
         _bars(ax, counts.index, counts, labels, across, color=["0.8" if v == "unknown" else "0.4" for v in counts.index])
         ax.tick_params(axis="y", labelsize=8 if across else "medium")
@@ -297,11 +295,9 @@ def plot_sample_grid(images, labels, masks=None, per_class: int = 4, title: str 
         raise ValueError(f"plot_sample_grid: {len(images)} images, {len(names)} labels and "
                          f"{'no' if masks is None else len(masks)} masks; give one of each per image.")
     height = _cell_height(images, 2.1, 0.3) * len(CLASS_NAMES) + 0.8
-    fig, axes = _figure(title, len(CLASS_NAMES), per_class, figsize=(2.1 * per_class + 1.2, height))
+    fig, axes = _figure(title, len(CLASS_NAMES), per_class, figsize=(2.1 * per_class + 1.2, height), blank=True)
     for row, name in zip(axes, CLASS_NAMES):
         members = np.flatnonzero(names == name)
-        for ax in row:
-            _blank(ax)
         for ax, k in zip(row, members[:per_class]):
             ax.imshow(images[k])
             ax.set_aspect("equal", adjustable="datalim")  # grow the data limits, not shrink the axes: rows stay aligned
@@ -395,8 +391,7 @@ def plot_confusion_matrix(report: Mapping, title: str = "Confusion matrix") -> F
                     annot_kws={"fontsize": 8 if k <= 8 else 6})
         for text in ax.texts:  # the diagonal (the right answers) bold and framed
             x, y = text.get_position()
-            if int(x) == int(y):
-                text.set_fontweight("bold")
+            text.set_fontweight("bold" if int(x) == int(y) else "normal")
         for i in range(k):
             ax.add_patch(Rectangle((i, i), 1, 1, fill=False, lw=1.2, edgecolor="0.2"))
         if mask is not None:
@@ -441,8 +436,7 @@ def plot_per_class_metrics(report: Mapping, title: str = "Per-class performance"
                 edgecolor="0.2", linewidth=0.6, ax=ax)
     metrics = tidy["metric"].unique()
     for bars, metric, (_, hatch) in zip(ax.containers, metrics, _SHADES):
-        for bar in bars:
-            bar.set_hatch(hatch)
+        plt.setp(bars.patches, hatch=hatch)
         values = tidy.loc[tidy["metric"] == metric, "value"]
         ax.bar_label(bars, ["n/a" if math.isnan(v) else f"{v:.2f}" for v in values], rotation=90, fontsize=7, padding=2)
     ax.set_xticks(range(len(names)), [f"{n}\n(n={per_class[n]['support']:,})" for n in names])
@@ -455,23 +449,20 @@ def plot_per_class_metrics(report: Mapping, title: str = "Per-class performance"
 
 def plot_cases(images, true_masks, pred_masks, true_labels, pred_labels, pred_probs, scores=None,
                row_titles: Sequence[str] | None = None, title: str = "Predictions") -> Figure:
-    """A row per image: image | true mask (if ``true_masks``) | predicted mask | overlay (true contour green,
-    predicted magenta). Takes evaluate.best_and_worst(...) as keyword arguments, or new images' predictions with
-    ``true_masks``, ``true_labels`` None. Captions "✓ true: MEL · pred: MEL (0.82)" (green; "✗" and red when
-    wrong), or "pred: NV (0.82)"; ``scores`` (Dice) under the predicted mask, ``row_titles`` left of a row."""
+    """A row per image: image | true mask (if ``true_masks``) | predicted mask | overlay; ``scores`` (Dice) under the
+    predicted mask, ``row_titles`` left, the caption green with ✓ or red with ✗. Takes evaluate.best_and_worst(...)
+    as keyword arguments, or new images' predictions with ``true_masks``, ``true_labels`` None."""
     images = [_image(im, f"plot_cases image {i}") for i, im in enumerate(images)]
     if not images or len(pred_masks) != len(images):
         raise ValueError(f"plot_cases: {len(images)} images and {len(pred_masks)} predicted masks; give one of "
                          "each, at least one.")
     outlines = [(TRUE_MASK_COLOR, "true")] * (true_masks is not None) + [(PRED_MASK_COLOR, "predicted")]
     headers = ["image", *(f"{what} mask" for _, what in outlines), "overlay"]
-    fig, axes = _figure(title, len(images), len(headers),
+    fig, axes = _figure(title, len(images), len(headers), blank=True,
                         figsize=(2.9 * len(headers) + 0.4, _cell_height(images, 2.9, 0.45) * len(images) + 0.9))
     for ax, header in zip(axes[0], headers):
         ax.set_title(header, fontsize=10, fontweight="bold")
     for i, (row, img) in enumerate(zip(axes, images)):
-        for ax in row:
-            _blank(ax)
         row[0].imshow(img)
         row[-1].imshow(img)
         masks = ([] if true_masks is None else [true_masks[i]]) + [pred_masks[i]]
@@ -601,14 +592,13 @@ def _draw_cam(ax, image, cam, mask, pred_mask, caption: str | None, where: str) 
     for m, color, what in ((mask, TRUE_MASK_COLOR, "true"), (pred_mask, PRED_MASK_COLOR, "predicted")):
         if m is not None:
             _contour(ax, _mask(m, img.shape[:2], f"{where} ({what} mask)"), color)
-    _blank(ax)
     ax.set_title(caption or "", fontsize=9)
 
 
 def plot_cam_overlay(image, cam, mask=None, pred_mask=None, *, caption: str | None = None, title: str | None = None):
     """The image, and beside it engine.grad_cam's ``cam`` over it, the true (green) and predicted (magenta)
     contours on both; ``caption`` (class, probability, flags) above the overlay."""
-    fig, axes = _figure(title, 1, 2, figsize=(8.4, 4.2))
+    fig, axes = _figure(title, 1, 2, figsize=(8.4, 4.2), blank=True)
     _draw_cam(axes[0, 0], image, None, mask, pred_mask, "image", "plot_cam_overlay")
     _draw_cam(axes[0, 1], image, cam, mask, pred_mask, caption or "Grad-CAM", "plot_cam_overlay")
     fig.colorbar(plt.cm.ScalarMappable(cmap=_CAM_CMAP, norm=plt.Normalize(0, 1)), ax=axes[0, 1], fraction=0.046,
@@ -624,7 +614,7 @@ def plot_cam_grid(images, cams, masks=None, pred_masks=None, captions: Sequence[
         raise ValueError(f"plot_cam_grid: {n} images and {len(cams)} heat maps; give one of each, at least one.")
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
-    fig, axes = _figure(title, nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows))
+    fig, axes = _figure(title, nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows), blank=True)
     for ax in axes.flat[n:]:
         ax.axis("off")
     for i, ax in enumerate(axes.flat[:n]):
@@ -673,7 +663,7 @@ def plot_experiment(table: pd.DataFrame, metrics=("dice", "balanced_accuracy", "
             ax.barh(y, values.mean(), xerr=values.std(ddof=1) if len(values) > 1 else 0.0, color="#9ecae1",
                     edgecolor="#3182bd", height=0.6, capsize=3)
             ax.scatter(values, np.full(len(values), y), color="#08306b", s=14, zorder=3)
-        lo = rows["value"].min() if not rows.empty else 0
+        lo = rows["value"].min()  # NaN without a value
         ax.set_xlim(max(0.0, lo - 0.1) if np.isfinite(lo) else 0.0, 1.0)
         ax.set_xlabel(_METRIC_LABELS.get(metric, metric))
     return fig

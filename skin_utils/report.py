@@ -1,7 +1,5 @@
-"""Reports a person can read without running anything: one Markdown section per notebook in a
-folder's ``sections/`` (with the data, parameters and versions that made it), joined into its
-``REPORT.md``; the reports folder's own ``REPORT.md`` adds the sections of the latest run.
-"""
+"""Reports a person can read without running anything: one Markdown section per notebook in a folder's
+``sections/`` (with the data, parameters and versions that made it), joined into its ``REPORT.md``."""
 
 from __future__ import annotations
 
