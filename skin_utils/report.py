@@ -114,8 +114,7 @@ def build_report(folder) -> Path:
 
 @dataclass
 class Section:
-    """One part of a notebook's results: title, tables (caption -> table), saved figures and a sentence,
-    written into the report (`markdown`) and shown in the notebook (`show`)."""
+    """One part of a notebook's results (title, tables by caption, saved figures, a sentence): `markdown`, `show`."""
 
     title: str
     tables: dict = field(default_factory=dict)
