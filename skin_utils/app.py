@@ -78,8 +78,6 @@ def analyse(predictor: Predictor, image) -> tuple:
     overlay = Image.fromarray(overlay_mask(array, p.mask))
     scale = DISPLAY_SIDE / max(overlay.size)  # small images drawn larger, huge ones smaller
     overlay = np.asarray(overlay.resize([round(n * scale) for n in overlay.size], Image.LANCZOS))
-    if p.cam is None:
-        return p, overlay, None
     fig = plot_cam_overlay(array, p.cam, pred_mask=p.mask, caption=flags_caption(p).replace("\n", " · "))
     fig.savefig(buffer := io.BytesIO(), format="png", dpi=100)
     plt.close(fig)
@@ -137,7 +135,7 @@ def upload_panel(predictor: Predictor):
                 panel.prediction, overlay, cam = analyse(predictor, path)
             except (OSError, ValueError) as err:  # ImageReadError (a ValueError) says why
                 return print(f"Cannot use {item['name']}: {err}")
-            display(*(Image.fromarray(a) for a in (overlay, cam) if a is not None),
+            display(Image.fromarray(overlay), Image.fromarray(cam),
                     Markdown(result_markdown(panel.prediction, predictor.calibration)))
 
     upload.observe(show, names="value")

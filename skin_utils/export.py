@@ -137,21 +137,16 @@ def reproduce_command(params: dict) -> str:
         else f" -y '{k}: {json.dumps(v)}'" for k, v in changed.items())
 
 
-def is_evaluation_of(saved: dict, path: Path, ckpt: Checkpoint) -> bool:
-    """Whether an evaluation in the run's ``metrics/`` scored the checkpoint ``path`` (by file name: a run folder
-    moved to another machine keeps its results), at its epoch."""
-    return (Path(str(saved.get("checkpoint"))).name == path.name
-            and saved.get("checkpoint_epoch") == (None if ckpt.epoch is None else ckpt.epoch + 1))
-
-
 def model_card(ckpt: Checkpoint, path: Path, onnx: bool = True) -> str:
     """MODEL_CARD.md of the checkpoint at ``path``, with its run folder's evaluations of that checkpoint."""
-    p, data, epoch = ckpt.params, ckpt.data, "–" if ckpt.epoch is None else ckpt.epoch + 1
+    p, data, epoch = ckpt.params, ckpt.data, None if ckpt.epoch is None else ckpt.epoch + 1
     features = " + `features.safetensors` (the familiarity reference: the `unfamiliar` flag)" if (
         ckpt.calibration or {}).get("features") else ""
     run = run_of_checkpoint(path) if path.is_file() else None
     found = {f.stem: json.loads(f.read_text()) for f in sorted(run.metrics.glob("evaluate*.json"))} if run else {}
-    saved = {tag: s for tag, s in found.items() if is_evaluation_of(s, path, ckpt)}  # not another checkpoint's
+    # the evaluations of this checkpoint, at its epoch (by file name: a run folder moved elsewhere keeps its results)
+    saved = {tag: s for tag, s in found.items()
+             if Path(str(s.get("checkpoint"))).name == path.name and s.get("checkpoint_epoch") == epoch}
     test, other = saved.get("evaluate") or {}, found.get("evaluate")
     no_test = (f"The run's test results (`metrics/evaluate.json`) are of another checkpoint "
                f"({other.get('checkpoint')}, epoch {other.get('checkpoint_epoch')}): evaluate this one with "
@@ -167,7 +162,7 @@ def model_card(ckpt: Checkpoint, path: Path, onnx: bool = True) -> str:
            "without a new validation.", "", "## Model",
            f"ResNet18 encoder shared by a U-Net decoder (mask) and a linear head (diagnosis); {ckpt.image_size[0]}x"
            f"{ckpt.image_size[1]} px inputs; encoder initialised from {ckpt.encoder_weights_used or 'unknown'}; "
-           f"best epoch {epoch} by {ckpt.selection or '–'}. Files: `model.safetensors` + `config.json` "
+           f"best epoch {epoch or '–'} by {ckpt.selection or '–'}. Files: `model.safetensors` + `config.json` "
            f"(`Predictor.from_folder`){features}"
            + (f", `{ONNX_FILE}` (opset {OPSET}; inputs and outputs in `config.json` under `onnx`)." if onnx else "."),
            "", "## Training data",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
+import timeit
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -123,8 +123,7 @@ class Predictor:
         if isinstance(image, (str, Path)):  # read as the evaluation cache reads it (a large image reduced first)
             path, array, hw = image, read_image(image, shrink_to=self.image_size), image_hw(image)
         else:
-            path, array = "<array>", np.asarray(image)
-            hw = array.shape[:2]
+            path, array, hw = "<array>", np.asarray(image), np.shape(image)[:2]
         return self._predict([([self.preprocess(array)], [(Path(str(path)).stem, path, hw)])], cam)[0]
 
     def predict_folder(self, folder, batch_size: int = 16, progress: bool = True):
@@ -213,9 +212,8 @@ OUTPUT_FOLDERS = ("masks", "overlays", "isic")  # the folders of per-image files
 
 
 def check_out_dir(out_dir, image_ids, overlays: bool = False, isic: bool = False) -> None:
-    """FileExistsError when ``masks/``, ``overlays/`` or ``isic/`` under ``out_dir`` hold files that `save_predictions`
-    of ``image_ids`` would not write (an earlier call's, of other images): they would sit beside this call's table
-    as if they were its. Nothing is deleted; they may be the user's."""
+    """FileExistsError (saying why) when ``masks/``, ``overlays/`` or ``isic/`` under ``out_dir`` hold files that
+    `save_predictions` of ``image_ids`` would not write. Nothing is deleted; they may be the user's."""
     out_dir, ids = Path(out_dir), set(image_ids)
     written = {"masks": {f"{i}.png" for i in ids}, "overlays": {f"{i}.png" for i in ids} if overlays else set(),
                "isic": {f"{i}_segmentation.png" for i in ids} | {ISIC_TASK3} if isic else set()}
@@ -228,22 +226,18 @@ def check_out_dir(out_dir, image_ids, overlays: bool = False, isic: bool = False
                               "(predict: another --out), or delete those files first.")
 
 
-def save_masks(predictions, out_dir, suffix: str = "") -> list[Path]:
+def save_masks(predictions, out_dir: Path, suffix: str = "") -> None:
     """``<out_dir>/<image_id><suffix>.png``: each mask at its image's size, one channel, 0 or 255."""
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{p.image_id}{suffix}.png" for p in predictions]
-    for p, path in zip(predictions, paths):
-        Image.fromarray(p.mask.astype(np.uint8) * 255, mode="L").save(path)
-    return paths
+    for p in predictions:
+        Image.fromarray(p.mask.astype(np.uint8) * 255, mode="L").save(out_dir / f"{p.image_id}{suffix}.png")
 
 
 def save_predictions(predictions, failures, out_dir, overlays: bool = False, isic: bool = False) -> pd.DataFrame:
-    """Everything a folder's predictions leave in ``out_dir``: ``predictions.csv``, ``skipped.csv``, ``masks/``,
-    on request ``overlays/`` and ``isic/``, the ISIC 2018 submission files (Task 1 masks
-    ``<image_id>_segmentation.png``, the Task 3 CSV of calibrated probabilities in ISIC's column order; it needs
-    the seven HAM10000 classes). Refuses (`check_out_dir`) an ``out_dir`` whose ``masks/``, ``overlays/`` or ``isic/``
-    hold files of other images, before writing anything. Returns the predictions table."""
+    """Everything a folder's predictions leave in ``out_dir``, once `check_out_dir` allows: ``predictions.csv``,
+    ``skipped.csv``, ``masks/``, on request ``overlays/`` and ``isic/``, the ISIC 2018 submission files (Task 1
+    masks ``<image_id>_segmentation.png``, the Task 3 CSV of calibrated probabilities in ISIC's column order; it
+    needs the seven HAM10000 classes). Returns the predictions table."""
     out_dir = Path(out_dir)
     counts = Counter(p.image_id for p in predictions)
     if same := sorted(p.path for p in predictions if counts[p.image_id] > 1):
@@ -277,12 +271,8 @@ def time_single_image(predictor: Predictor, image: np.ndarray, repeats: int = 10
     """Median seconds for one image, preprocessing included, Grad-CAM not (after one warm-up call); timed like
     scripts/benchmark.py's naive pipeline (perf_counter, garbage collection on)."""
     predictor.predict_image(image, cam=False)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        predictor.predict_image(image, cam=False)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return float(np.median(timeit.repeat(lambda: predictor.predict_image(image, cam=False), "gc.enable()",
+                                         repeat=repeats, number=1)))
 
 
 def write_demo_images(folder, n: int = 6, seed: int = 12345, hw=(120, 160)) -> Path:

@@ -105,8 +105,7 @@ def expand_grid(grid) -> list[dict]:
         cells = [dict(c) for c in grid]
     else:
         raise ValueError(f"grid={grid!r}: expected a dict of parameter -> list of values, or a list of dicts.")
-    twice = sorted(n for n, count in Counter(map(cell_name, cells)).items() if count > 1)
-    if twice:
+    if twice := sorted(n for n, count in Counter(map(cell_name, cells)).items() if count > 1):
         raise ValueError(f"grid={grid!r} gives the same cell more than once ({', '.join(twice)}): each cell must "
                          "differ from the others, or its runs would be one folder.")
     return cells
@@ -119,8 +118,8 @@ def cell_name(cell: dict) -> str:
     return slug(",".join(f"{k}={text(v)}" for k, v in cell.items())) if cell else "default"
 
 
-def run_name(cell: dict, seed: int) -> str:
-    return f"{cell_name(cell)}_seed{seed}"
+def _run(folder: Path, cell: dict, seed: int) -> Run:
+    return Run(folder / "runs" / f"{cell_name(cell)}_seed{seed}")
 
 
 def reference_cell(reference: dict | None, cells: list[dict], fixed: dict | None = None) -> dict:
@@ -173,8 +172,7 @@ def run_experiment(name: str, grid, seeds=(0,), fixed: dict | None = None, *, ex
 
     root = Path(root) if root is not None else project_root()
     fixed, eval_params = dict(fixed or {}), dict(eval_params or {})
-    clash = {"seed", "run_name", "reports_dir", "resume", "overwrite"} & set(fixed)
-    if clash:
+    if clash := {"seed", "run_name", "reports_dir", "resume", "overwrite"} & set(fixed):
         raise ValueError(f"fixed sets {sorted(clash)}: the experiment sets these itself (seeds with `seeds`).")
     cells = expand_grid(grid)
     ExperimentConfig(grid=cells, fixed=fixed, eval_params=eval_params)  # every name checked, the nearest suggested
@@ -183,7 +181,7 @@ def run_experiment(name: str, grid, seeds=(0,), fixed: dict | None = None, *, ex
     fixed.setdefault("split_path", str(folder / "split.csv"))
     plan, conflicts = [], []
     for cell, seed in itertools.product(cells, map(int, seeds)):
-        run = Run(folder / "runs" / run_name(cell, seed))
+        run = _run(folder, cell, seed)
         train = {**fixed, **cell, "seed": seed, "run_name": run.name, "reports_dir": str(folder)}
         config = json.loads(json.dumps({"train": train, "evaluate": eval_params, "splits": list(SPLITS)}, default=str))
         plan.append((cell, seed, run, train, config))
@@ -241,7 +239,7 @@ def gather(name: str, experiments_dir="reports/experiments", root=None, write: b
     keys = sorted({k for cell in meta["cells"] for k in cell})
     nan, rows = float("nan"), []
     for cell, seed in itertools.product(meta["cells"], meta["seeds"]):
-        run = Run(folder / "runs" / run_name(cell, seed))
+        run = _run(folder, cell, seed)
         status = _status(run).get("status", "missing")
         base = {"experiment": name, "run": run.name, **{k: cell.get(k) for k in keys}, "seed": seed}
         if status != "finished":
@@ -275,8 +273,8 @@ def compare(name: str, reference: dict, split: str = "val", experiments_dir="rep
     folder, meta = _meta(name, experiments_dir, root)
 
     def tables(cell):  # seed -> per-image table, for the finished runs of the cell
-        found = {s: Run(folder / "runs" / run_name(cell, s)) for s in meta["seeds"]}
-        return {s: read_per_image(r.per_image(split)) for s, r in found.items()
+        runs = {s: _run(folder, cell, s) for s in meta["seeds"]}
+        return {s: read_per_image(r.per_image(split)) for s, r in runs.items()
                 if _status(r).get("status") == "finished"}
 
     def heads(cell):  # a head weight may be fixed rather than in the grid: --fixed '{"cls_weight": 0}'
