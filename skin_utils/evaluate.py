@@ -31,11 +31,10 @@ from skin_utils.metrics import (CLASSIFICATION_METRICS, HEADLINE_METRICS, ISIC_J
                                 bootstrap_ci, classification_report, melanoma_vs_rest, read_per_image, roc_curves,
                                 segmentation_scores, sens_spec_at, subgroup_table)
 from skin_utils.runs import Run, run_to_score
-from skin_utils.trust import (COMMAND, DEFAULT_N_BINS, DEFAULT_REFERRAL_FRACTIONS, MELANOMA, StoredCalibration,
-                              calibrate_checkpoint, calibration_report, cam_localization, cam_localization_report,
-                              classwise_ece, data_for_checkpoint, familiarity_columns, mask_uncertainty_score,
-                              reliability_diagram, risk_coverage_curve, selective_metrics, selective_report,
-                              stored_feature_reference, trust_columns)
+from skin_utils.trust import (COMMAND, MELANOMA, StoredCalibration, calibrate_checkpoint, calibration_report,
+                              cam_localization, cam_localization_report, classwise_ece, data_for_checkpoint,
+                              familiarity_columns, mask_uncertainty_score, reliability_diagram, risk_coverage_curve,
+                              selective_metrics, selective_report, stored_feature_reference, trust_columns)
 
 CLASSIFICATION_KEYS = ("accuracy", "balanced_accuracy", "macro_auc", "macro_average_precision", "per_class",
                        "confusion_matrix", "confusion_matrix_normalized", "roc_curves", "majority_baseline",
@@ -46,6 +45,7 @@ NOT_SCORED = {"classification": "This set has no diagnoses: classification is no
 SYNTHETIC_WARNING = ("These numbers come from the **synthetic demo data**: they show that the pipeline works, not "
                      "how the model would do on real lesions.")
 SMALL_SET = 100  # fewer images than this: a few points of difference are noise
+OPERATING_KEYS = ("sensitivity", "specificity", "ppv", "tp", "fn", "tn", "fp")
 
 
 # --- one pass over a split: the per-image table ------------------------------------------------------
@@ -221,11 +221,6 @@ def headline_table(report: dict) -> pd.DataFrame:
     return table if "chance" in report or "majority_baseline" in report else table[["model", "95% CI"]]
 
 
-def per_class_table(report: dict) -> pd.DataFrame:
-    """One row per class: support, sensitivity, specificity, precision, F1, AUC, AP."""
-    return pd.DataFrame(report["per_class"]).T[list(PER_CLASS_KEYS)].astype({"support": int})
-
-
 def subgroup_tables(evaluation: Evaluation, index: pd.DataFrame, class_names, tasks, *, n_resamples: int = 500,
                     seed: int = 0) -> dict[str, pd.DataFrame]:
     """`subgroup_table` of the headline metrics per sex, age band and body site (``index``: the data's)."""
@@ -347,7 +342,6 @@ class Trust:
 
 
 def assess_trust(evaluation: Evaluation, calibration: StoredCalibration, class_names, *,
-                 referral_fractions=DEFAULT_REFERRAL_FRACTIONS, n_bins: int = DEFAULT_N_BINS,
                  segmented: bool = True) -> Trust:
     """Calibration, referral and the melanoma operating point on the images with a diagnosis; the mask's
     referral only for a trained mask head (``segmented``)."""
@@ -356,14 +350,14 @@ def assess_trust(evaluation: Evaluation, calibration: StoredCalibration, class_n
     columns = trust_columns(cal, calibration, class_names, evaluation.view_probs, evaluation.per_image.index)
 
     def report_of(p):
-        per_class = classwise_ece(p, labels, n_bins, reduction="none")
-        return {**calibration_report(p, labels, n_bins), "per_class_ece": dict(zip(class_names, per_class.tolist()))}
+        per_class = classwise_ece(p, labels, reduction="none")
+        return {**calibration_report(p, labels), "per_class_ece": dict(zip(class_names, per_class.tolist()))}
 
     done = calibration.calibrated
     calib = {"temperature": calibration.temperature, "calibrated": done, "kind": calibration.kind,
              "before": report_of(raw), "after": report_of(cal) if done else None,
-             "reliability_before": reliability_diagram(raw, labels, n_bins),
-             "reliability_after": reliability_diagram(cal, labels, n_bins) if done else None}
+             "reliability_before": reliability_diagram(raw, labels),
+             "reliability_after": reliability_diagram(cal, labels) if done else None}
     errors = cal.argmax(1) != labels
     signals = columns.join(evaluation.per_image[["feature_distance"]]) if evaluation.features is not None else columns
     curves = {name: risk_coverage_curve(signals[name].to_numpy(), errors)  # feature_distance: how unlike validation
@@ -379,9 +373,9 @@ def assess_trust(evaluation: Evaluation, calibration: StoredCalibration, class_n
     mel = list(class_names).index(MELANOMA) if MELANOMA in list(class_names) else None
     kw = {"melanoma_index": mel}  # None: no melanoma class, so no melanoma columns
     u = columns["entropy"].to_numpy()
-    table = selective_report(cal, labels, u, referral_fractions, **kw)
+    table = selective_report(cal, labels, u, **kw)
     if calibration.mel_threshold is not None and mel is not None:
-        at_op = selective_report(cal, labels, u, referral_fractions, mel_threshold=calibration.mel_threshold, **kw)
+        at_op = selective_report(cal, labels, u, mel_threshold=calibration.mel_threshold, **kw)
         for row, other in zip(table, at_op):
             row["mel_sensitivity_with_referral_at_operating_point"] = other["mel_sensitivity_with_referral"]
     at_threshold = None if calibration.referral_threshold is None else {
@@ -396,7 +390,7 @@ def assess_trust(evaluation: Evaluation, calibration: StoredCalibration, class_n
     if mel is not None and (labels == mel).any():
         is_mel = labels == mel
         argmax = sens_spec_at((cal.argmax(1) == mel).astype(float), is_mel, 0.5)
-        op = {"argmax": {k: argmax[k] for k in ("sensitivity", "specificity", "ppv", "tp", "fn", "tn", "fp")},
+        op = {"argmax": {k: argmax[k] for k in OPERATING_KEYS},
               "n_mel": int(is_mel.sum()), "n_images": int(len(labels))}
         if calibration.mel_threshold is not None:
             op.update(at_threshold=sens_spec_at(cal[:, mel], is_mel, calibration.mel_threshold),
@@ -435,11 +429,10 @@ def referral_table(trust: Trust) -> pd.DataFrame:
 
 def operating_point_table(op: dict) -> pd.DataFrame:
     """The melanoma flag on the validation split and here, and the argmax (``Trust.operating_point``)."""
-    keys = ("sensitivity", "specificity", "ppv", "tp", "fn", "tn", "fp")
     rows = {name: op[k] for name, k in (("flag at threshold, validation split", "validation"),
                                         ("flag at threshold, this split", "at_threshold"),
                                         ("most probable class, this split", "argmax")) if op.get(k)}
-    table = pd.DataFrame.from_dict({k: {c: v.get(c) for c in keys} for k, v in rows.items()}, orient="index")
+    table = pd.DataFrame.from_dict({k: {c: v.get(c) for c in OPERATING_KEYS} for k, v in rows.items()}, orient="index")
     table = table.astype({c: "Int64" for c in ("tp", "fn", "tn", "fp")})
     if op.get("at_threshold"):
         table.insert(0, "threshold", [op["at_threshold"]["threshold"] if "threshold" in k else np.nan for k in rows])
@@ -449,9 +442,8 @@ def operating_point_table(op: dict) -> pd.DataFrame:
 def cam_check(model, data, evaluation: Evaluation, device, class_names, *, batch_size: int = 32,
               max_images: int | None = None, normalization: dict | None = None,
               against=("true_mask", "pred_mask"), progress: bool = True) -> dict:
-    """`cam_localization_report` of the predicted class's Grad-CAM against the true and the predicted
-    mask (``against``: a set without masks is checked against the predicted one only), on the first
-    ``max_images`` images (None: all)."""
+    """`cam_localization_report` of the predicted class's Grad-CAM against the masks ``against`` names,
+    on the first ``max_images`` images (None: all)."""
     rows = evaluation.per_image["row"].to_numpy()
     n = len(rows) if max_images is None else min(int(max_images), len(rows))
     if n == 0:
@@ -534,10 +526,10 @@ def result_tag(split: str, data_dir=None, external: bool = False) -> str:
     return f"evaluate_external_{slug(Path(str(data_dir)).name)}"
 
 
-def domain_shift_table(internal: dict, external: dict, metrics=HEADLINE_METRICS) -> pd.DataFrame:
+def domain_shift_table(internal: dict, external: dict) -> pd.DataFrame:
     """The external set's metrics beside the test split's (``evaluate.json``), with intervals and the difference."""
     rows = []
-    for k in metrics:
+    for k in HEADLINE_METRICS:
         if external.get(k) is None:
             continue
         inn = np.nan if internal.get(k) is None else float(internal[k])
@@ -714,78 +706,28 @@ def _domain_shift_section(run: Run, result: dict, external: bool, data, names, c
 FAMILIARITY_TITLE = "Familiarity: how far these images lie from the training data"
 
 
-def _familiarity_section(ev: Evaluation, path: Path, title: str, figure) -> Section:
-    """Median feature distance and share of unfamiliar images, here and on the validation split (by design)."""
+def _familiarity_section(ev: Evaluation, path: Path, title: str, figure) -> tuple[Section, dict | None]:
+    """``(Section, its numbers for the metrics file)``: median feature distance and share of unfamiliar images,
+    here and on the validation split (by design); None without a feature reference."""
     if ev.features is None:
         return Section(FAMILIARITY_TITLE, text=(
             f"The checkpoint holds no feature reference (it was calibrated before there was one, on fewer than 10 "
             f"validation images, or its classifier was not trained): fit one on the validation split with "
-            f"`{COMMAND} {path}`."))
+            f"`{COMMAND} {path}`.")), None
     ref, d = ev.features, ev.per_image["feature_distance"].astype(float)
     share, expected = float(ev.per_image["unfamiliar"].mean()), 1 - ref["quantile"]
+    found = {"median_distance": float(d.median()), "unfamiliar": share,
+             "reference": {k: ref[k] for k in ("threshold", "median", "quantile", "split", "n_images")}}
     table = pd.DataFrame.from_dict({
         f"validation split ({ref['n_images']} images)": {"median distance": ref["median"], "unfamiliar": expected},
-        f"here ({len(d)} images)": {"median distance": float(d.median()), "unfamiliar": share}},
+        f"here ({len(d)} images)": {"median distance": found["median_distance"], "unfamiliar": share}},
         orient="index").rename_axis("images")
     text = (f"{share:.0%} of these images are unfamiliar (farther from the validation images' features than "
             f"{ref['quantile']:.0%} of those images themselves; images like the training data give {expected:.0%})"
             + (": the model has seen little like them, so its outputs deserve less trust here; the referral table "
                "refers them." if share > 2 * expected else ": they look like what the model was trained on."))
     fig = plots.plot_feature_distance(d, ref, title=f"Familiarity · {title}")
-    return Section(FAMILIARITY_TITLE, {"": table}, [figure(fig, "familiarity")], text)
-
-
-def _trust_sections(trust: Trust, calibration: StoredCalibration, model, data, ev: Evaluation, device, cfg,
-                    ckpt: Checkpoint, title: str, figure, progress: bool,
-                    segmented: bool) -> tuple[dict[str, Section], dict | None]:
-    """The calibration, referral, operating point and Grad-CAM sections, and `cam_check`'s result (None
-    when no image has both a diagnosis and a mask and the mask head was not trained)."""
-    c, op, names = trust.calibration, trust.operating_point, ckpt.class_names
-    fig = plots.plot_reliability_diagram(c["reliability_before"], c["reliability_after"],
-                                         title=f"Reliability · {title}",
-                                         temperature=calibration.temperature if c["calibrated"] else None)
-    sections = {"calibration": Section(TRUST_TITLES["calibration"], {"": calibration_table(c)},
-                                       [figure(fig, "reliability")],
-                                       calibration.describe() + " " + calibration_sentence(c))}
-    fig = plots.plot_risk_coverage(trust.referral["curves"], title=f"Risk–coverage · {title}")
-    sections["referral"] = Section(TRUST_TITLES["referral"], {
-        "": referral_table(trust), "AURC": pd.DataFrame(trust.referral["aurc"]).T.rename_axis("uncertainty")},
-        [figure(fig, "risk_coverage")], referral_sentence(trust.referral))
-    sections["operating_point"] = Section(TRUST_TITLES["operating_point"],
-                                          {"": operating_point_table(op)} if op else {}, text=operating_sentence(op))
-    labelled, with_both = ev.subset(ev.has_label), ev.subset(ev.has_label & ev.has_mask)
-    # a set without masks is checked against the predicted lesion, when the mask head was trained
-    predicted = ("pred_mask",) if segmented else ()
-    checked, against = ((with_both, ("true_mask", *predicted)) if len(with_both.per_image) else (labelled, predicted))
-    kw = {"normalization": ckpt.normalization}
-    cam = energy = None
-    if against:
-        cam = cam_check(model, data, checked, device, names, batch_size=cfg.batch_size, against=against,
-                        max_images=cfg.cam_max_images, progress=progress, **kw)
-        if "true_mask" in cam:
-            cols = cam_columns(cam)
-            energy = dict(zip(cols["image_id"], cols["cam_energy_true"]))
-    picks = choose_cam_examples(labelled.per_image, cfg.n_examples)
-    fig = plots.plot_cam_grid(**cam_examples(model, data, labelled, picks, device, energy=energy, class_names=names,
-                                             **kw), title=f"Grad-CAM · {title}")
-    sections["grad_cam"] = Section(TRUST_TITLES["grad_cam"], figures=[figure(fig, "cam_examples")], text=(
-        "Grad-CAM of the predicted class at encoder.layer4, element-wise (HiResCAM: each location's exact share of "
-        f"the class logit, with lesion pooling's weights), at the model's resolution "
-        f"({ckpt.image_size[0]}x{ckpt.image_size[1]} px)."))
-    if cam is None:
-        sections["cam_check"] = Section(TRUST_TITLES["cam_check"], text="No image has both a diagnosis and a mask, "
-                                        "and the mask head was not trained: the heat maps cannot be checked against "
-                                        "the lesions.")
-        return sections, None
-    outside = [r["index"] for r in cam[cam_reference(cam)]["mostly_outside"][:2 * cfg.n_examples]]
-    text = cam_sentence(cam) + ("" if outside else " No heat map falls mostly outside the lesion.")
-    sections["cam_check"] = Section(TRUST_TITLES["cam_check"], {"": cam_summary_table(cam)}, text=text)
-    if outside:
-        fig = plots.plot_cam_grid(**cam_examples(model, data, checked, outside, device, energy=energy,
-                                                 class_names=names, **kw),
-                                  title=f"Heat maps mostly outside the lesion · {title}")
-        sections["cam_check"].figures.append(figure(fig, "cam_outside"))
-    return sections, cam
+    return Section(FAMILIARITY_TITLE, {"": table}, [figure(fig, "familiarity")], text), found
 
 
 def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
@@ -828,8 +770,8 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
     for line in not_scored:
         say(line)
     classified = "classification" in shown
-    trust = assess_trust(ev.subset(ev.has_label), calibration, names,
-                         segmented="segmentation" in tasks) if classified else None
+    labelled = ev.subset(ev.has_label)
+    trust = assess_trust(labelled, calibration, names, segmented="segmentation" in tasks) if classified else None
     per_image = ev.per_image
     if "classification" in tasks:  # every image gets its flags, with a diagnosis or not (as in 04)
         per_image = per_image.join(trust_columns(ev.probs, calibration, names, ev.view_probs, per_image.index))
@@ -850,9 +792,10 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
                                     {"": headline_table(result)},
                                     text=" ".join(x for x in (note, melanoma_sentence(melanoma)) if x))}
     sections["domain_shift"], shift = _domain_shift_section(run, result, external, data, names, cfg, path, figure)
-    sections["familiarity"] = _familiarity_section(ev, path, title, figure)
+    sections["familiarity"], familiarity = _familiarity_section(ev, path, title, figure)
     if classified:
-        sections["per_class"] = Section("Per class", {"": per_class_table(result)}, [figure(
+        per_class = pd.DataFrame(result["per_class"]).T[list(PER_CLASS_KEYS)].astype({"support": int})
+        sections["per_class"] = Section("Per class", {"": per_class}, [figure(
             plots.plot_per_class_metrics(result, title=f"Per-class performance · {title}"), "per_class")])
         sections["confusion"] = Section("Confusion matrix and ROC curves", figures=[
             figure(plots.plot_confusion_matrix(result, title=f"Confusion matrix · {title}"), "confusion_matrix"),
@@ -878,11 +821,54 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
                     scored else "The classification head was not trained: there are no probabilities to calibrate.")
         sections.update({k: Section(t, text=no_trust) for k, t in TRUST_TITLES.items()})
     else:
-        more, cam = _trust_sections(trust, calibration, model, data, ev, device, cfg, ckpt, title, figure, progress,
-                                    segmented="segmentation" in tasks)
-        sections.update(more)
-        if cam is not None:
-            per_image = per_image.merge(cam_columns(cam), on="image_id", how="left")
+        c, op = trust.calibration, trust.operating_point
+        fig = plots.plot_reliability_diagram(c["reliability_before"], c["reliability_after"],
+                                             title=f"Reliability · {title}",
+                                             temperature=calibration.temperature if c["calibrated"] else None)
+        sections["calibration"] = Section(TRUST_TITLES["calibration"], {"": calibration_table(c)},
+                                          [figure(fig, "reliability")],
+                                          calibration.describe() + " " + calibration_sentence(c))
+        fig = plots.plot_risk_coverage(trust.referral["curves"], title=f"Risk–coverage · {title}")
+        sections["referral"] = Section(TRUST_TITLES["referral"], {
+            "": referral_table(trust), "AURC": pd.DataFrame(trust.referral["aurc"]).T.rename_axis("uncertainty")},
+            [figure(fig, "risk_coverage")], referral_sentence(trust.referral))
+        sections["operating_point"] = Section(TRUST_TITLES["operating_point"], {"": operating_point_table(op)}
+                                              if op else {}, text=operating_sentence(op))
+        # Grad-CAM, checked against the true masks; a set without masks against the predicted lesion, when
+        # the mask head was trained (neither: no check)
+        with_both = ev.subset(ev.has_label & ev.has_mask)
+        predicted = ("pred_mask",) if "segmentation" in tasks else ()
+        checked, against = ((with_both, ("true_mask", *predicted)) if len(with_both.per_image)
+                            else (labelled, predicted))
+        kw = {"normalization": ckpt.normalization}
+        energy = None
+        if against:
+            cam = cam_check(model, data, checked, device, names, batch_size=cfg.batch_size, against=against,
+                            max_images=cfg.cam_max_images, progress=progress, **kw)
+            cols = cam_columns(cam)
+            per_image = per_image.merge(cols, on="image_id", how="left")
+            if "true_mask" in cam:
+                energy = dict(zip(cols["image_id"], cols["cam_energy_true"]))
+        picks = choose_cam_examples(labelled.per_image, cfg.n_examples)
+        fig = plots.plot_cam_grid(**cam_examples(model, data, labelled, picks, device, energy=energy,
+                                                 class_names=names, **kw), title=f"Grad-CAM · {title}")
+        sections["grad_cam"] = Section(TRUST_TITLES["grad_cam"], figures=[figure(fig, "cam_examples")], text=(
+            "Grad-CAM of the predicted class at encoder.layer4, element-wise (HiResCAM: each location's exact "
+            "share of the class logit, with lesion pooling's weights), at the model's resolution "
+            f"({ckpt.image_size[0]}x{ckpt.image_size[1]} px)."))
+        if cam is None:
+            sections["cam_check"] = Section(TRUST_TITLES["cam_check"], text="No image has both a diagnosis and a "
+                                            "mask, and the mask head was not trained: the heat maps cannot be "
+                                            "checked against the lesions.")
+        else:
+            outside = [r["index"] for r in cam[cam_reference(cam)]["mostly_outside"][:2 * cfg.n_examples]]
+            text = cam_sentence(cam) + ("" if outside else " No heat map falls mostly outside the lesion.")
+            sections["cam_check"] = Section(TRUST_TITLES["cam_check"], {"": cam_summary_table(cam)}, text=text)
+            if outside:
+                fig = plots.plot_cam_grid(**cam_examples(model, data, checked, outside, device, energy=energy,
+                                                         class_names=names, **kw),
+                                          title=f"Heat maps mostly outside the lesion · {title}")
+                sections["cam_check"].figures.append(figure(fig, "cam_outside"))
     sections["conclusion"] = Section("Conclusion", text=conclusion(result, per_image, tasks, shift, data.synthetic))
 
     saved = {**{k: v for k, v in result.items() if k != "roc_curves"}, "checkpoint": str(path),
@@ -892,10 +878,7 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluated:
              "subgroups": {c: t.to_dict(orient="records") for c, t in subgroups.items()},
              "calibration_used": calibration.as_dict(), "trust": trust.report() if trust else None,
              "cam": cam_report(cam) if cam else None,
-             "familiarity": None if ev.features is None else {
-                 "median_distance": float(ev.per_image["feature_distance"].median()),
-                 "unfamiliar": float(ev.per_image["unfamiliar"].mean()),
-                 "reference": {k: ev.features[k] for k in ("threshold", "median", "quantile", "split", "n_images")}},
+             "familiarity": familiarity,
              "domain_shift": None if shift is None else {
                  "test_results": str(run.evaluation("test")), "notes": shift["notes"],
                  "restricted_to": shift["restricted_to"],
