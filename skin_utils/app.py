@@ -73,8 +73,8 @@ def result_markdown(p, calibration) -> str:
 def analyse(predictor: Predictor, image) -> tuple:
     """What the page shows for one image (a path or an RGB uint8 array): ``(prediction, overlay, cam)``, the
     overlay DISPLAY_SIDE pixels on its longer side and the Grad-CAM figure as uint8 RGB arrays."""
-    array = read_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
-    p = predictor.predict_image(array, cam=True)
+    p = predictor.predict_image(image, cam=True)  # a path: read as predict and 04 read it (reduced over 4 MP)
+    array = read_image(image) if isinstance(image, (str, Path)) else np.asarray(image)  # shown at full size
     overlay = Image.fromarray(overlay_mask(array, p.mask))
     scale = DISPLAY_SIDE / max(overlay.size)  # small images drawn larger, huge ones smaller
     overlay = np.asarray(overlay.resize([round(n * scale) for n in overlay.size], Image.LANCZOS))

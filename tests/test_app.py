@@ -120,3 +120,18 @@ def test_the_app_shows_what_the_predict_command_writes(calibrated, tmp_path, mon
     assert built[0].calibration.temperature == 0.2  # the TTA outputs' calibration, as predict's and 04's
     assert app.main(["--run", str(calibrated), "--device", "cpu", "--no-tta"]) == 0
     assert built[1].tta is False and built[1].calibration.temperature == 1.5
+
+
+def test_the_page_scores_a_large_image_as_predict_image_does(script, tmp_path):
+    # over 4 MP, predict_image(path), predict and 04 read the image reduced first (as 03's cache does): so must the page
+    import numpy as np
+    from PIL import Image
+
+    path = tmp_path / "large.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (45, 60, 3), dtype=np.uint8)).resize((2560, 1920), Image.BICUBIC).save(path)
+    predictor = Predictor(script.tiny_checkpoint(tmp_path / "best.pt"), device="cpu", amp="off")
+    shown, overlay, _ = app.analyse(predictor, path)
+    expected = predictor.predict_image(path, cam=True)
+    assert shown.probs == expected.probs and shown.mask.shape == (1920, 2560)
+    assert max(overlay.shape[:2]) == app.DISPLAY_SIDE
