@@ -1,7 +1,7 @@
 """Every knob, declared once: one dataclass per job, and the paths every job resolves.
 
 A field carries its default, its meaning (the comment after it, which ``--help`` reads) and its check
-(its type and its class's ``RULES``); a misspelt name stops with the nearest valid one. Relative paths
+(its type and its entry in ``RULES``); a misspelt name stops with the nearest valid one. Relative paths
 are taken from the repository root or ``$SKIN_UTILS_ROOT``, whatever the working directory.
 """
 
@@ -105,9 +105,9 @@ def _kind(annotation: str) -> tuple[str, bool]:
     return next((k for k in _TYPES if base.startswith(k)), "any"), base != annotation
 
 
-def _check_value(cls, name: str, value, annotation: str):
+def _check_value(name: str, value, annotation: str):
     kind, optional = _kind(annotation)
-    rule = cls.RULES.get(name)
+    rule = RULES.get(name)
 
     def fail(expected):
         raise ConfigError(f"Parameter {name}={value!r}: expected {expected}.")
@@ -141,12 +141,11 @@ def _fractions(value):
 class Config:
     """What every job's dataclass shares: checks on creation, meanings, command line, notebook namespace."""
 
-    RULES: typing.ClassVar[dict] = {}
     NOTEBOOK: typing.ClassVar[str] = ""
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
-            _check_value(type(self), f.name, getattr(self, f.name), str(f.type))
+            _check_value(f.name, getattr(self, f.name), str(f.type))
         self.check()
 
     def check(self) -> None:
@@ -211,7 +210,7 @@ class Config:
 def _none_or(convert):
     def parse(text: str):
         return None if text.lower() in ("none", "null") else convert(text)
-    parse.__name__ = getattr(convert, "__name__", "value")
+    parse.__name__ = convert.__name__  # argparse names it in "invalid int value"
     return parse
 
 
@@ -248,6 +247,21 @@ AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 ON_BAD_DATA = ("raise", "skip")
 SPLITS = ("train", "val", "test")
 SEED = (0, 2**32 - 1)
+#: Each field's check beyond its type, by name (a name means the same in every job): (low, high) bounds,
+#: choices, or a function that raises ValueError.
+RULES = {
+    "image_size": (32, 4096), "epochs": (1, 10_000), "time_budget": (0.1, 100_000.0), "batch_size": (1, 4096),
+    "lr": (0.0, 10.0), "weight_decay": (0.0, 1.0), "lr_schedule": LR_SCHEDULES, "seg_weight": (0.0, 1000.0),
+    "cls_weight": (0.0, 1000.0), "class_balance": CLASS_BALANCE, "balance_power": (0.0, 2.0),
+    "label_smoothing": (0.0, 0.99), "ema_decay": (0.0, 0.999999), "augment": AUGMENTATIONS,
+    "colour_constancy": COLOUR_CONSTANCY, "class_pooling": POOLINGS, "selection": SELECTION_CRITERIA,
+    "patience": (1, 10_000), "seed": SEED, "split_seed": SEED, "split_fractions": _fractions, "max_samples": (1, 10**9),
+    "on_bad_data": ON_BAD_DATA, "target_sensitivity": (0.01, 1.0), "target_coverage": (0.01, 1.0),
+    "amp": AMP_CHOICES, "num_workers": (0, 256), "run_name": check_run_name,
+    "split": (*SPLITS, "all"), "label_map": parse_label_map, "threshold": (0.0, 1.0), "n_examples": (1, 100),
+    "cam_max_images": (1, 10**9), "n_bootstrap": (0, 100_000), "bootstrap_seed": SEED,
+    "n_demo_images": (1, 1000), "max_mask_images": (1, 10**9), "per_class": (1, 50),
+}
 
 
 def trained_tasks(seg_weight: float, cls_weight: float) -> list[str]:
@@ -301,16 +315,6 @@ class TrainConfig(Config):
     overwrite: bool = False  # replace the results of an earlier run of the same name
 
     NOTEBOOK = "02_train"
-    RULES = {
-        "image_size": (32, 4096), "epochs": (1, 10_000), "time_budget": (0.1, 100_000.0), "batch_size": (1, 4096),
-        "lr": (0.0, 10.0), "weight_decay": (0.0, 1.0), "lr_schedule": LR_SCHEDULES, "seg_weight": (0.0, 1000.0),
-        "cls_weight": (0.0, 1000.0), "class_balance": CLASS_BALANCE, "balance_power": (0.0, 2.0),
-        "label_smoothing": (0.0, 0.99), "ema_decay": (0.0, 0.999999), "augment": AUGMENTATIONS,
-        "colour_constancy": COLOUR_CONSTANCY, "class_pooling": POOLINGS, "selection": SELECTION_CRITERIA,
-        "patience": (1, 10_000), "seed": SEED, "split_seed": SEED, "split_fractions": _fractions, "max_samples": (1, 10**9),
-        "on_bad_data": ON_BAD_DATA, "target_sensitivity": (0.01, 1.0), "target_coverage": (0.01, 1.0),
-        "amp": AMP_CHOICES, "num_workers": (0, 256), "run_name": check_run_name,
-    }
 
     def check(self):
         if self.seg_weight + self.cls_weight == 0:
@@ -356,11 +360,6 @@ class EvaluateConfig(Config):
     reports_dir: str = "reports"  # holds runs/ and the top-level REPORT.md
 
     NOTEBOOK = "03_evaluate"
-    RULES = {
-        "split": (*SPLITS, "all"), "label_map": parse_label_map, "batch_size": (1, 4096), "threshold": (0.0, 1.0),
-        "n_examples": (1, 100), "cam_max_images": (1, 10**9),
-        "n_bootstrap": (0, 100_000), "bootstrap_seed": SEED, "amp": AMP_CHOICES, "on_bad_data": ON_BAD_DATA,
-    }
 
     def check(self):
         _must_exist(self, "checkpoint")
@@ -387,7 +386,6 @@ class InferConfig(Config):
     reports_dir: str = "reports"  # holds runs/ and the top-level REPORT.md
 
     NOTEBOOK = "04_inference"
-    RULES = {"n_demo_images": (1, 1000), "batch_size": (1, 4096), "threshold": (0.0, 1.0), "amp": AMP_CHOICES}
 
     def check(self):
         _must_exist(self, "checkpoint", "input_dir")
@@ -415,8 +413,6 @@ class EdaConfig(Config):
     reports_dir: str = "reports"  # figures, metrics and REPORT.md
 
     NOTEBOOK = "01_eda"
-    RULES = {"split_fractions": _fractions, "seed": SEED, "max_samples": (1, 10**9), "max_mask_images": (1, 10**9),
-             "per_class": (1, 50), "on_bad_data": ON_BAD_DATA}
 
 
 @dataclasses.dataclass
@@ -435,7 +431,6 @@ class ExperimentConfig(Config):
     experiments_dir: str = "reports/experiments"  # experiments go to <experiments_dir>/<name>/
 
     NOTEBOOK = "05_experiments"
-    RULES = {"time_budget": (0.1, 100_000.0), "n_bootstrap": (0, 100_000)}
 
     def check(self):
         check_names(self.fixed, TrainConfig.names(), "fixed (02_train parameters)")

@@ -78,9 +78,7 @@ def load_or_make_split(index: pd.DataFrame, path, fractions=(0.7, 0.15, 0.15), s
         if all(meta.get(k) == v for k, v in want.items()):
             split = read_csv_with_ids(path)
             # the fingerprint does not see lesion ids: a split made before they were added or corrected would leak
-            stored = dict(zip(split["image_id"], split["lesion_id"]))
-            if set(stored) == set(index["image_id"]) and all(
-                    stored[i] == lesion for i, lesion in zip(index["image_id"], index["lesion_id"])):
+            if dict(zip(split["image_id"], split["lesion_id"])) == dict(zip(index["image_id"], index["lesion_id"])):
                 return split
     split = make_split(index, fractions, seed)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -57,11 +57,9 @@ class MultiTaskLoss(nn.Module):
         # label -1 (no diagnosis: a masks-only folder) is left out; a batch with no diagnosis at all gives NaN
         cls = F.cross_entropy(logits, labels, weight=self.class_weights, label_smoothing=self.label_smoothing,
                               ignore_index=-1)
-        if self.cls_weight == 0:  # the head is not trained: its loss stays out, its gradient zero (DDP wants one)
-            total = self.seg_weight * seg + 0.0 * logits.sum()
-        else:
-            total = self.seg_weight * seg + self.cls_weight * cls
-        return {"loss": total, "seg_loss": seg.detach(), "cls_loss": cls.detach()}
+        # cls_weight 0: the head is not trained, its loss stays out, its gradient zero (DDP wants one)
+        cls_term = self.cls_weight * cls if self.cls_weight else 0.0 * logits.sum()
+        return {"loss": self.seg_weight * seg + cls_term, "seg_loss": seg.detach(), "cls_loss": cls.detach()}
 
 
 def build_loss(class_counts, seg_weight: float = 1.0, cls_weight: float = 1.0, class_balance: str = "weighted_loss",
