@@ -190,7 +190,7 @@ class Config:
         for f in (f for f in dataclasses.fields(cls) if only is None or f.name in only):
             kind, optional = _kind(str(f.type))
             option, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
-            text = f"{meanings.get(f.name, '')} (default: {default!r})"
+            text = f"{meanings.get(f.name, '')} (default: {default!r})".replace("%", "%%")  # argparse formats help
             if kind == "bool":
                 p.add_argument(option, action=argparse.BooleanOptionalAction, default=default, help=text)
             elif kind == "list":

@@ -174,3 +174,12 @@ def test_the_training_note_says_where_the_best_epoch_fell():
     assert "came at epoch 2 of 3" in training_note(rows, "dice")
     assert "still improving at the last epoch" in training_note(rows[:2], "dice")
     assert training_note(rows[:1], "dice").startswith("A single epoch")
+
+
+@pytest.mark.parametrize("cls", [TrainConfig, EvaluateConfig, InferConfig, EdaConfig, ExperimentConfig],
+                         ids=lambda c: c.__name__)
+def test_every_configs_help_prints_each_meaning(cls):
+    # argparse reads '%' in help text as a format: "95% intervals" crashed EvaluateConfig's --help
+    text = " ".join(cls.parser().format_help().split())
+    for name, meaning in cls.meanings().items():
+        assert " ".join(meaning.split()) in text, name
