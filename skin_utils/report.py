@@ -47,7 +47,7 @@ def write_json(path, obj) -> Path:
 
 
 def _cell(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and math.isnan(v)):  # pd.NA: Int64 columns
         return "–"
     return f"{v:.3f}" if isinstance(v, (float, np.floating)) else str(v)
 

@@ -84,3 +84,13 @@ def test_report_links_point_at_the_headings():
 
     assert anchor("Evaluation (test split)") == "evaluation-test-split"
     assert anchor("Experiment demo: 2 runs") == "experiment-demo-2-runs"
+
+
+def test_report_tables_show_a_missing_count_as_a_dash():
+    # operating_point_table's counts are Int64: a record without them held <NA>, printed as such in REPORT.md
+    import pandas as pd
+
+    from skin_utils.report import markdown_table
+
+    table = pd.DataFrame({"tp": pd.array([None, 3], dtype="Int64"), "ppv": [float("nan"), 0.25]}, index=["a", "b"])
+    assert markdown_table(table).splitlines()[2:] == ["| a | – | – |", "| b | 3 | 0.250 |"]
