@@ -356,12 +356,16 @@ def measure_batch_seconds(model, train_loader, val_loader, loss_fn, device, *, a
 
     # the warm-up and the timed batches from one pass (each pass starts the training loader's workers anew)
     batches = (batch for _ in itertools.count() for batch in train_loader)
-    train = lambda k: train_one_epoch(  # noqa: E731
-        runner, batches, loss_fn, optimizer, device, amp_dtype=amp_dtype, batch_transform=batch_transform,
-        normalization=normalization, progress=False, max_batches=k, ema=ema)
-    validate = lambda k: predict(  # noqa: E731
-        runner, itertools.islice(val_loader, k), device, amp_dtype=amp_dtype, loss_fn=loss_fn, progress=False,
-        with_masks=True, normalize=Normalize.from_config(normalization))
+
+    def train(k):
+        train_one_epoch(runner, batches, loss_fn, optimizer, device, amp_dtype=amp_dtype,
+                        batch_transform=batch_transform, normalization=normalization, progress=False,
+                        max_batches=k, ema=ema)
+
+    def validate(k):
+        predict(runner, itertools.islice(val_loader, k), device, amp_dtype=amp_dtype, loss_fn=loss_fn,
+                progress=False, with_masks=True, normalize=Normalize.from_config(normalization))
+
     return (seconds_per_batch(train, max(1, min(train_batches, len(train_loader) - 1)), clock),
             seconds_per_batch(validate, max(1, min(val_batches, len(val_loader) - 1)), clock))
 
@@ -409,20 +413,7 @@ def _resume(path: Path, model, optimizer, scheduler, scaler, device, run: Checkp
             raise CheckpointError(
                 f"Cannot resume from {path}: it was trained with the {what} {theirs}, this run has {ours}. "
                 "Use another checkpoint_dir, or set resume=False to start afresh.")
-    # other parameters (but RESUMABLE_CHANGES) or data: the optimiser and schedule in last.pt are the old run's,
-    # so the run would be neither the old one nor the new one
-    missing = "(not recorded)"
-    old, new = dict(ckpt.params or {}), dict(run.params or {})
-    old["data fingerprint"], new["data fingerprint"] = ckpt.data.get("fingerprint"), run.data.get("fingerprint")
-    if changed := [k for k in sorted((set(old) | set(new)) - RESUMABLE_CHANGES)
-                   if old.get(k, missing) != new.get(k, missing)]:
-        listed = "; ".join(f"{k}: {old.get(k, missing)!r} in last.pt, {new.get(k, missing)!r} now" for k in changed)
-        longer = (" The learning-rate schedule was laid out over the planned epochs, so a resumed run cannot be "
-                  "lengthened (or shortened): train a new run for more epochs." if "epochs" in changed else "")
-        raise CheckpointError(f"Cannot resume from {path}: this run's settings differ from the ones it was trained "
-                              f"with ({listed}).{longer} Resume with the run's own settings, or start a new run "
-                              "(another run_name or checkpoint_dir, or resume=False / overwrite=True to replace "
-                              "this one).")
+    _check_same_settings(path, ckpt, run)
     load_weights(model, ckpt.training.weights if ema is not None else ckpt.model, source=f"checkpoint {path}")
     if ema is not None:
         load_weights(ema.module, ckpt.model, source=f"checkpoint {path} (the weight average)")
@@ -432,6 +423,24 @@ def _resume(path: Path, model, optimizer, scheduler, scaler, device, run: Checkp
     if ckpt.training.scaler:
         scaler.load_state_dict(ckpt.training.scaler)
     return ckpt
+
+
+def _check_same_settings(path: Path, ckpt: Checkpoint, run: Checkpoint) -> None:
+    """Refuse to continue ``ckpt`` with other parameters (but `RESUMABLE_CHANGES`) or other data: the optimiser
+    and schedule in it are the old run's, so the run would be neither the old one nor the new one."""
+    missing = "(not recorded)"
+    old, new = dict(ckpt.params or {}), dict(run.params or {})
+    old["data fingerprint"], new["data fingerprint"] = ckpt.data.get("fingerprint"), run.data.get("fingerprint")
+    changed = [k for k in sorted((set(old) | set(new)) - RESUMABLE_CHANGES)
+               if old.get(k, missing) != new.get(k, missing)]
+    if not changed:
+        return
+    listed = "; ".join(f"{k}: {old.get(k, missing)!r} in last.pt, {new.get(k, missing)!r} now" for k in changed)
+    longer = (" The learning-rate schedule was laid out over the planned epochs, so a resumed run cannot be "
+              "lengthened (or shortened): train a new run for more epochs." if "epochs" in changed else "")
+    raise CheckpointError(f"Cannot resume from {path}: this run's settings differ from the ones it was trained with "
+                          f"({listed}).{longer} Resume with the run's own settings, or start a new run (another "
+                          "run_name or checkpoint_dir, or resume=False / overwrite=True to replace this one).")
 
 
 def _seed_epoch(train_loader, seed: int, epoch: int, rank: int, world: int) -> None:
