@@ -369,6 +369,10 @@ def paired_bootstrap(a: pd.DataFrame | Sequence[pd.DataFrame], b: pd.DataFrame |
     sides = [[a] if isinstance(a, pd.DataFrame) else list(a), [b] if isinstance(b, pd.DataFrame) else list(b)]
     if not sides[0] or not sides[1]:
         raise ValueError("paired_bootstrap needs at least one table on each side.")
+    for t in sides[0] + sides[1]:
+        if len(twice := t["image_id"][t["image_id"].duplicated()]):
+            raise ValueError(f"a per-image table repeats the image_id(s) {sorted(set(twice))[:5]}: each image "
+                             "once per table, or the pairing of images is not one to one.")
     common = reduce(pd.Index.intersection, [pd.Index(t["image_id"]) for t in sides[0] + sides[1]])
     if len(common) == 0:
         raise ValueError("the per-image tables share no image_id: a paired comparison needs the same images.")

@@ -540,6 +540,16 @@ def test_paired_bootstrap_refuses_other_images():
         paired_bootstrap(a, b)
 
 
+def test_paired_bootstrap_refuses_a_table_that_repeats_an_image():
+    # a repeated image_id made .loc[common] return more rows than images: numpy's broadcast error when one
+    # table repeats it, and when both do a silent estimate over the first len(common) rows
+    a = _table()
+    b = pd.concat([a, a.iloc[:1]], ignore_index=True)
+    for pair in ((a, b), (b, b.copy())):
+        with pytest.raises(ValueError, match=rf"repeat.*{a['image_id'].iloc[0]}"):
+            paired_bootstrap(*pair)
+
+
 def test_metrics_of_an_untrained_head_are_absent():
     t = _table().drop(columns=["dice", "jaccard"])
     ci = bootstrap_ci(t, n_resamples=20)
