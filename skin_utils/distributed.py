@@ -1,6 +1,10 @@
-"""DistributedDataParallel under ``torchrun`` (one machine: see `skin_utils.train`); several machines run
-``torchrun --nnodes 2 --node_rank N --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint HOST0:29500
--m skin_utils.train ...`` and need the data, cache and run folder on a shared file system.
+"""Training on several processes with DistributedDataParallel, launched by ``torchrun``::
+
+    torchrun --nproc_per_node 4 -m skin_utils.train --data-dir data --epochs 10 --batch-size 32
+    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 4 --rdzv_backend c10d \\
+             --rdzv_endpoint HOST_OF_NODE_0:29500 -m skin_utils.train ...   # the same on each machine
+
+Several machines need the data, the cache and the run folder on a shared file system.
 ``--batch-size`` is per process (the learning rate is not scaled for you). Samples are sharded and
 drawn from ``seed + epoch`` (a resumed run sees the same images). Rank 0 alone validates (exact and
 simple), broadcasts the metrics so that every process decides alike, writes and prints.

@@ -94,14 +94,18 @@ class ResNet18Encoder(nn.Module):
         return [f1, f2, f3, f4, self.layer4(f4)]
 
 
+def conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch),
+                         nn.ReLU(inplace=True))
+
+
 class DecoderBlock(nn.Module):
     """Upsample to the skip's size (nearest), concatenate the skip (if any), two 3x3 conv-BN-ReLU."""
 
     def __init__(self, in_ch: int, skip_ch: int, out_ch: int):
         super().__init__()
-        self.conv1, self.conv2 = (nn.Sequential(nn.Conv2d(c, out_ch, 3, padding=1, bias=False),
-                                                nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
-                                  for c in (in_ch + skip_ch, out_ch))
+        self.conv1 = conv_bn_relu(in_ch + skip_ch, out_ch)
+        self.conv2 = conv_bn_relu(out_ch, out_ch)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None, size) -> torch.Tensor:
         x = F.interpolate(x, size=size, mode="nearest")

@@ -81,8 +81,9 @@ def _figure(title: str | None, nrows: int = 1, ncols: int = 1, figsize=None, bla
     fig, axes = plt.subplots(nrows, ncols, figsize=figsize, layout="constrained", squeeze=False, **kwargs)
     if title:
         fig.suptitle(title, fontsize=13, fontweight="bold")
-    for ax in axes.flat if blank else ():
-        _blank(ax)
+    if blank:
+        for ax in axes.flat:
+            _blank(ax)
     return fig, axes
 
 
